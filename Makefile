@@ -1,0 +1,33 @@
+# bisector: `make demo` sets everything up and runs the main job on a sample model;
+# `make test` runs the whole test suite. Both create .venv on first use.
+PYTHON ?= python3
+VENV ?= .venv
+# The CPU build of torch 2.13.0 installs from this machine's disk in seconds; elsewhere choose
+# your own, e.g. make demo TORCH_SPEC='torch==2.13.0 --index-url https://download.pytorch.org/whl/cu128'
+TORCH_SPEC ?= torch==2.13.0
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip --disable-pip-version-check
+PYTEST_ARGS ?=
+
+.PHONY: demo test venv bench clean
+
+$(VENV)/.installed: pyproject.toml Makefile
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install -q $(TORCH_SPEC)
+	$(PIP) install -q -e ".[dev]"
+	touch $@
+
+venv: $(VENV)/.installed
+
+# Exit 1 from bisector means "found a leak": that is the demo's point, not a failure of make.
+demo: venv
+	$(VENV)/bin/bisector measure sample_models/list_append.py:Net --input x=B,32 || test $$? -eq 1
+
+test: venv
+	$(PY) -m pytest -q $(PYTEST_ARGS)
+
+bench: venv
+	$(PY) bench/probe_overhead.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache build *.egg-info

@@ -1,0 +1,133 @@
+"""The library face of bisector: what the CLI calls, and what scripts and CI jobs call directly.
+
+    from bisector import api
+    report = api.measure("models/net.py:Net", inputs=["x=B,3,H,W"], stages=["eager", "inference"])
+    print(report.verdict, report.stages["inference"].verdict.growth_bytes_per_new_shape)
+
+Strings are parsed and checked here, with defaults from ``[tool.bisector]`` in the model's
+pyproject.toml; bad input raises ``bisector.errors.UserError`` with one line that says what to do.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any, Iterable, Mapping
+
+from bisector.config import as_list, load_config
+from bisector.errors import UserError
+from bisector.measure import Events, MeasureOptions, MeasureReport
+from bisector.measure import measure as _measure
+from bisector.probe.types import EXPORTERS, STAGES, ProbeOptions
+from bisector.spec import InputPlan, ModelSpec, build_input_plan, parse_model_spec
+from bisector.units import parse_size
+from bisector.verdict import Bands
+
+DEVICES = ("auto", "cpu", "cuda")
+METRICS = ("rss", "uss")
+
+
+@dataclass(frozen=True)
+class Prepared:
+    model: ModelSpec
+    plan: InputPlan
+    options: MeasureOptions
+    config: Mapping[str, Any]
+
+
+def prepare(
+    spec: str | ModelSpec,
+    inputs: Iterable[str] = (),
+    dims: Iterable[str] = (),
+    *,
+    stages: Iterable[str] | None = None,
+    exporter: str | None = None,
+    device: str | None = None,
+    init_kwargs: str | Mapping[str, Any] | None = None,
+    seed: int | None = None,
+    noise_rss: str | int | None = None,
+    noise_gpu: str | int | None = None,
+    metric: str | None = None,
+    retries: int | None = None,
+    jobs: int | None = None,
+    fresh: bool = False,
+    timeout_s: float | None = None,
+    mem_cap: str | int | None = None,
+    keep_autograd: bool = False,
+    tracemalloc: bool = False,
+    cache: bool = True,
+    config: str | None = None,
+) -> Prepared:
+    """Parse and check everything, merging `[tool.bisector]` defaults under the arguments given."""
+    if isinstance(spec, ModelSpec):
+        model = spec
+    else:
+        model = parse_model_spec(spec, init_kwargs)
+    cfg = load_config(model.path, config).for_model(model.path, model.name)
+    if not isinstance(spec, ModelSpec) and init_kwargs is None and cfg.get("init_kwargs"):
+        model = parse_model_spec(spec, cfg["init_kwargs"])
+
+    inputs = list(inputs) or as_list(cfg.get("inputs"), "inputs")
+    dims = list(dims) or as_list(cfg.get("dims"), "dims")
+    plan = build_input_plan(inputs, dims, model)
+
+    stage_list = tuple(stages or as_list(cfg.get("stages"), "stages") or STAGES)
+    for s in stage_list:
+        if s not in STAGES:
+            raise UserError(f"unknown stage {s!r}; use one of {', '.join(STAGES)}")
+    stage_list = tuple(dict.fromkeys(stage_list))
+    exporter = exporter or cfg.get("exporter")
+    if exporter is not None and exporter not in EXPORTERS:
+        raise UserError(f"unknown exporter {exporter!r}; use one of {', '.join(EXPORTERS)}")
+    device = device or cfg.get("device") or "auto"
+    if device not in DEVICES:
+        raise UserError(f"unknown device {device!r}; use one of {', '.join(DEVICES)}")
+    metric = metric or cfg.get("metric") or "rss"
+    if metric not in METRICS:
+        raise UserError(f"unknown metric {metric!r}; use one of {', '.join(METRICS)}")
+    bands = Bands(
+        rss=parse_size(noise_rss if noise_rss is not None else cfg.get("noise_rss", "5MB"), "--noise-rss"),
+        gpu=parse_size(noise_gpu if noise_gpu is not None else cfg.get("noise_gpu", "200MB"), "--noise-gpu"),
+    )
+    if bands.rss <= 0 or bands.gpu <= 0:
+        raise UserError("noise bands must be positive sizes, e.g. --noise-rss 5MB")
+    retries = int(retries if retries is not None else cfg.get("retries", 2))
+    if retries < 0:
+        raise UserError("--retries must be 0 or more")
+    if jobs is not None and jobs < 1:
+        raise UserError("--jobs must be 1 or more")
+    timeout = float(timeout_s if timeout_s is not None else cfg.get("timeout", 300))
+    if timeout <= 0:
+        raise UserError("--timeout must be positive (seconds)")
+    cap_value = mem_cap if mem_cap is not None else cfg.get("mem_cap")
+    cap = parse_size(cap_value, "--mem-cap") if cap_value is not None else None
+    cores = os.cpu_count() or 1
+    n_jobs = jobs or cores
+    probe = ProbeOptions(
+        exporter=exporter,
+        device=device,
+        keep_autograd=keep_autograd,
+        tracemalloc=tracemalloc,
+        # Probes running side by side share the cores instead of each taking all of them.
+        threads=max(1, cores // n_jobs),
+    )
+    options = MeasureOptions(
+        stages=stage_list,
+        probe=probe,
+        seed=int(seed if seed is not None else cfg.get("seed", 0)),
+        bands=bands,
+        metric=metric,
+        retries=retries,
+        jobs=n_jobs,
+        fresh=fresh,
+        timeout_s=timeout,
+        mem_cap=cap,
+        cache_dir=None if cache else "",
+    )
+    return Prepared(model=model, plan=plan, options=options, config=cfg)
+
+
+def measure(spec: str | ModelSpec, inputs: Iterable[str] = (), dims: Iterable[str] = (), *, events: Events | None = None, **kwargs: Any) -> MeasureReport:
+    """Measure every asked-for stage of a model; see ``prepare`` for the arguments."""
+    p = prepare(spec, inputs, dims, **kwargs)
+    return _measure(p.model, p.plan, p.options, events=events)

@@ -1,0 +1,259 @@
+"""The command line: parses options, calls the library, renders. Nothing else lives here.
+
+Exit codes: 0 clean · 1 leak or shape-growth found · 2 user error · 3 internal error ·
+4 not proven either way (inconclusive after retries, or a probe crashed or timed out).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import threading
+from typing import Annotated, Any, Callable, Optional
+
+import typer
+
+from bisector import __version__
+
+EXIT_CLEAN, EXIT_FOUND, EXIT_USER, EXIT_INTERNAL, EXIT_UNPROVEN = 0, 1, 2, 3, 4
+
+app = typer.Typer(
+    name="bisector",
+    help="Find and repair memory leaks where PyTorch meets ONNX: eager forward, torch.onnx.export, ONNX Runtime.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+)
+
+# -- options shared by the commands that measure ------------------------------------------------
+Spec = Annotated[str, typer.Argument(help="The model: path/to/model.py:Name (an nn.Module class, a factory, or an instance).", show_default=False)]
+InputOpt = Annotated[Optional[list[str]], typer.Option("--input", "-i", help="A forward argument, in order: NAME=D1,D2,...[:DTYPE[:LOW:HIGH]], dims are integers or symbols (x=B,3,H,W; ids=B,T:int64:0:1000).")]
+DimOpt = Annotated[Optional[list[str]], typer.Option("--dim", "-d", help="Range of a symbol: SYM=MIN:MAX (or SYM=N). Defaults: B 1:16, others 5:100.")]
+StageOpt = Annotated[Optional[list[str]], typer.Option("--stage", "-s", help="eager, export or inference (repeatable). Default: all three.")]
+ExporterOpt = Annotated[Optional[str], typer.Option("--exporter", help="dynamo or torchscript. Default: torch's own default.")]
+InitOpt = Annotated[Optional[str], typer.Option("--init-kwargs", help="JSON object of constructor arguments, e.g. '{\"depth\": 4}'.")]
+DeviceOpt = Annotated[Optional[str], typer.Option("--device", help="auto, cpu or cuda. Default: auto (cuda when torch sees one).")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print the report as JSON on stdout.")]
+SeedOpt = Annotated[Optional[int], typer.Option("--seed", help="Seed of the shape schedule and the inputs. Default: 0.")]
+JobsOpt = Annotated[Optional[int], typer.Option("--jobs", "-j", help="Probes run at once. Default: number of cores.")]
+FreshOpt = Annotated[bool, typer.Option("--fresh", help="Start every probe in a new interpreter (~3 s each) instead of forking from the probe server.")]
+TimeoutOpt = Annotated[Optional[float], typer.Option("--timeout", help="Seconds a probe may run before it is killed. Default: 300.")]
+MemCapOpt = Annotated[Optional[str], typer.Option("--mem-cap", help="RSS at which a probe is killed, e.g. 8GB. Default: half the RAM, at most 16 GB.")]
+NoiseRssOpt = Annotated[Optional[str], typer.Option("--noise-rss", help="How far RSS may wander before growth counts. Default: 5MB.")]
+NoiseGpuOpt = Annotated[Optional[str], typer.Option("--noise-gpu", help="How far GPU memory may wander before growth counts. Default: 200MB.")]
+MetricOpt = Annotated[Optional[str], typer.Option("--metric", help="Bytes metric judged: rss or uss (private bytes). Default: rss.")]
+RetriesOpt = Annotated[Optional[int], typer.Option("--retries", help="Reruns with twice the iterations when a verdict is inconclusive. Default: 2.")]
+AutogradOpt = Annotated[bool, typer.Option("--keep-autograd", help="Run eager forwards with autograd on (default: torch.no_grad()).")]
+TraceOpt = Annotated[bool, typer.Option("--tracemalloc", help="Also trace Python allocations and report the lines whose memory grew.")]
+NoCacheOpt = Annotated[bool, typer.Option("--no-cache", help="Rerun the control probes instead of reusing cached ones.")]
+ConfigOpt = Annotated[Optional[str], typer.Option("--config", help="pyproject.toml whose [tool.bisector] gives defaults. Default: the nearest one.")]
+DebugOpt = Annotated[bool, typer.Option("--debug", help="Show tracebacks of bisector's own errors.")]
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"bisector {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True, help="Show the version.")] = False,
+) -> None:
+    """Find and repair memory leaks where PyTorch meets ONNX."""
+
+
+def _err_console() -> Any:
+    from rich.console import Console
+
+    return Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+def _guard(debug: bool, body: Callable[[], int]) -> int:
+    """Run a command body: our errors become one line and an exit code, never a traceback."""
+    from bisector.errors import BisectorError
+
+    try:
+        return body()
+    except BisectorError as exc:
+        if debug:
+            raise
+        err = _err_console()
+        err.print(f"[bold red]error:[/] {_esc(str(exc))}")
+        detail = getattr(exc, "detail", "")
+        if detail:
+            err.print(_esc(_indent(detail)), style="dim")
+        return exc.exit_code
+    except KeyboardInterrupt:
+        _err_console().print("interrupted")
+        return 130
+    except Exception as exc:  # noqa: BLE001 - the promise: no traceback without --debug
+        if debug:
+            raise
+        _err_console().print(f"[bold red]internal error:[/] {_esc(type(exc).__name__)}: {_esc(str(exc))} (rerun with --debug for the traceback)")
+        return EXIT_INTERNAL
+
+
+def _esc(text: str) -> str:
+    from rich.markup import escape
+
+    return escape(text)
+
+
+def _indent(text: str) -> str:
+    return "\n".join("    " + line for line in text.splitlines())
+
+
+class _Progress:
+    """Live status of running probes on stderr (only on a terminal; silent in pipes and CI)."""
+
+    def __init__(self, enabled: bool) -> None:
+        self.enabled = enabled
+        self.active: list[str] = []
+        self.done = 0
+        self._lock = threading.Lock()
+        self._status: Any = None
+
+    def __enter__(self) -> "_Progress":
+        if self.enabled:
+            self._status = _err_console().status("starting probes…")
+            self._status.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._status is not None:
+            self._status.__exit__(*exc)
+
+    def _update(self) -> None:
+        if self._status is not None:
+            running = ", ".join(self.active[:4]) or "…"
+            self._status.update(f"probing: {running}   ({self.done} done)")
+
+    def probe_started(self, label: str) -> None:
+        with self._lock:
+            self.active.append(label)
+            self._update()
+
+    def probe_finished(self, label: str, result: Any, cached: bool = False) -> None:
+        with self._lock:
+            if label in self.active:
+                self.active.remove(label)
+            self.done += 1
+            self._update()
+
+
+def _measure_exit(report: Any) -> int:
+    from bisector.measure import CRASHED, FAILED
+    from bisector.verdict import CLEAN, INCONCLUSIVE, LEAK, SHAPE_GROWTH
+
+    kinds = {r.kind for r in report.stages.values()}
+    if kinds & {LEAK, SHAPE_GROWTH}:
+        return EXIT_FOUND
+    if FAILED in kinds:
+        return EXIT_USER
+    if kinds & {INCONCLUSIVE, CRASHED}:
+        return EXIT_UNPROVEN
+    return EXIT_CLEAN if kinds <= {CLEAN} else EXIT_UNPROVEN
+
+
+def _failure_error(report: Any) -> Any:
+    """The first stage whose model could not run or export, as a user error (exit 2)."""
+    from bisector.errors import InternalError, UserError
+    from bisector.measure import FAILED
+
+    for r in report.stages.values():
+        if r.kind == FAILED:
+            f = r.failure
+            if f.where == "internal":
+                return InternalError(f.message)
+            hint = {
+                "export": "; try --exporter torchscript, or --stage eager to measure the forward only",
+                "session": "; the exported graph does not load in ONNX Runtime (try another --exporter)",
+                "inputs": "; check --input, or the model file's bisector_inputs()",
+                "forward": "; check that --input matches the forward's arguments",
+            }.get(f.where, "")
+            return UserError(f"{r.stage} stage: {f.message}{hint}", detail=f.traceback)
+    return None
+
+
+@app.command()
+def measure(
+    spec: Spec,
+    input: InputOpt = None,
+    dim: DimOpt = None,
+    stage: StageOpt = None,
+    exporter: ExporterOpt = None,
+    init_kwargs: InitOpt = None,
+    device: DeviceOpt = None,
+    json_out: JsonOpt = False,
+    seed: SeedOpt = None,
+    jobs: JobsOpt = None,
+    fresh: FreshOpt = False,
+    timeout: TimeoutOpt = None,
+    mem_cap: MemCapOpt = None,
+    noise_rss: NoiseRssOpt = None,
+    noise_gpu: NoiseGpuOpt = None,
+    metric: MetricOpt = None,
+    retries: RetriesOpt = None,
+    keep_autograd: AutogradOpt = False,
+    tracemalloc: TraceOpt = False,
+    no_cache: NoCacheOpt = False,
+    config: ConfigOpt = None,
+    debug: DebugOpt = False,
+) -> int:
+    """Measure memory per stage (eager, export, inference) in isolated probes and give a verdict:
+    clean, leak (grows every call), shape-growth (grows per new input shape) or inconclusive."""
+
+    def body() -> int:
+        from rich.console import Console
+
+        from bisector import api
+        from bisector.measure import measure as run_measure
+        from bisector.report import render_measure
+
+        prepared = api.prepare(
+            spec, input or (), dim or (), stages=stage, exporter=exporter, device=device, init_kwargs=init_kwargs,
+            seed=seed, noise_rss=noise_rss, noise_gpu=noise_gpu, metric=metric, retries=retries, jobs=jobs,
+            fresh=fresh, timeout_s=timeout, mem_cap=mem_cap, keep_autograd=keep_autograd, tracemalloc=tracemalloc,
+            cache=not no_cache, config=config,
+        )
+        with _Progress(sys.stderr.isatty() and not debug) as progress:
+            report = run_measure(prepared.model, prepared.plan, prepared.options, events=progress)
+        if json_out:
+            sys.stdout.write(json.dumps(report.to_json(), indent=2) + "\n")
+        else:
+            render_measure(report, Console(highlight=False, soft_wrap=True))
+        error = _failure_error(report)
+        if error is not None:
+            raise error
+        return _measure_exit(report)
+
+    return _guard(debug, body)
+
+
+def _is(exc: BaseException, name: str) -> bool:
+    # typer vendors its own click, whose exception classes are private; match them by name.
+    return any(c.__name__ == name for c in type(exc).__mro__)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console entry point: usage errors become one line and exit 2, like ours."""
+    try:
+        code = app(args=argv, prog_name="bisector", standalone_mode=False)
+    except typer.Exit as exc:
+        sys.exit(exc.exit_code)
+    except typer.Abort:
+        sys.stderr.write("interrupted\n")
+        sys.exit(130)
+    except Exception as exc:  # noqa: BLE001
+        ctx = getattr(exc, "ctx", None)
+        if _is(exc, "NoArgsIsHelpError") and ctx is not None:
+            sys.stdout.write(ctx.get_help() + "\n")
+            sys.exit(EXIT_CLEAN)
+        if _is(exc, "UsageError"):
+            hint = f" (see {ctx.command_path} --help)" if ctx is not None else ""
+            sys.stderr.write(f"error: {exc.format_message()}{hint}\n")
+            sys.exit(EXIT_USER)
+        raise
+    sys.exit(code if isinstance(code, int) else 0)

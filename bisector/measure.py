@@ -1,0 +1,309 @@
+"""Measure each stage of one model against a control, with retries for inconclusive probes.
+
+For every stage asked for: build the stage's schedule, run the model and the trivial control
+module over it in child processes (in parallel, up to ``jobs``), judge the model's curve against
+the control's, and when the verdict is inconclusive run both again with twice the iterations, up
+to ``retries`` times. Control runs are cached on disk (they depend only on the inputs, the
+schedule, the options and the installed versions), so a second run, or another model with the
+same inputs, does not pay for them again.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import threading
+import time
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Callable
+
+from bisector.curve import MemoryCurve
+from bisector.probe.pool import ProbePool
+from bisector.probe.types import STAGES, ProbeFailed, ProbeOk, ProbeOptions, ProbeRequest, ProbeResult, result_from_json
+from bisector.schedule import PROFILES, Schedule, ScheduleProfile, build_schedule
+from bisector.spec import InputPlan, ModelSpec
+from bisector.verdict import CLEAN, INCONCLUSIVE, SEVERITY, Bands, Verdict, judge
+
+CRASHED = "crashed"  # a stage whose model probe died, hung or hit the memory cap
+FAILED = "failed"  # a stage whose model probe raised (the model cannot run or export)
+STAGE_SEVERITY = {**SEVERITY, CRASHED: 1.5, FAILED: 1.5}
+
+
+@dataclass(frozen=True)
+class MeasureOptions:
+    stages: tuple[str, ...] = STAGES
+    probe: ProbeOptions = ProbeOptions()
+    seed: int = 0
+    bands: Bands = Bands()
+    metric: str = "rss"
+    retries: int = 2
+    jobs: int | None = None
+    fresh: bool = False
+    timeout_s: float = 300.0
+    mem_cap: int | None = None
+    cache_dir: str | None = None  # None: the user cache folder; "" disables the control cache
+    profiles: dict[str, ScheduleProfile] = field(default_factory=lambda: dict(PROFILES))
+
+
+@dataclass(frozen=True)
+class StageResult:
+    stage: str
+    kind: str  # a verdict kind, or "failed" / "crashed"
+    verdict: Verdict | None = None
+    curve: MemoryCurve | None = None
+    control: MemoryCurve | None = None
+    failure: ProbeResult | None = None
+    control_failure: ProbeResult | None = None
+    probes: int = 0
+    attempts: int = 1
+    schedule: Schedule | None = None
+
+    def to_json(self, samples: bool = True) -> dict[str, Any]:
+        out: dict[str, Any] = {"verdict": self.kind}
+        if self.verdict is not None:
+            out.update(self.verdict.to_json())
+            out["verdict"] = self.kind
+        else:
+            for key in (
+                "growth_bytes_per_call", "growth_bytes_per_new_shape", "baseline_bytes_per_call",
+                "baseline_bytes_per_new_shape", "noise_bytes",
+            ):
+                out[key] = None
+        if self.failure is not None:
+            out["error"] = self.failure.to_json()
+        if self.control_failure is not None:
+            out["control_error"] = self.control_failure.to_json()
+        out["attempts"] = self.attempts
+        out["probes"] = self.probes
+        if self.curve is not None:
+            out["samples"] = [s.to_json() for s in self.curve.samples] if samples else []
+            out["type_growth"] = {k: dict(v) for k, v in self.curve.type_growth.items()}
+            out["meta"] = dict(self.curve.meta)
+        else:
+            out["samples"] = []
+        if self.control is not None:
+            out["control_samples"] = [s.to_json() for s in self.control.samples] if samples else []
+        return out
+
+
+@dataclass(frozen=True)
+class MeasureReport:
+    model: ModelSpec
+    plan: InputPlan
+    stages: dict[str, StageResult]
+    probes: int
+    wall_s: float
+    options: MeasureOptions
+
+    @property
+    def verdict(self) -> str:
+        kinds = [r.kind for r in self.stages.values()]
+        return max(kinds, key=lambda k: STAGE_SEVERITY.get(k, 0), default=CLEAN)
+
+    def to_json(self, samples: bool = True) -> dict[str, Any]:
+        return {
+            "spec": self.model.label,
+            "model": self.model.to_json(),
+            "inputs": self.plan.describe(),
+            "dims": {k: list(v) for k, v in self.plan.dims.items()},
+            "verdict": self.verdict,
+            "stages": {name: r.to_json(samples) for name, r in self.stages.items()},
+            "bands": self.options.bands.to_json(),
+            "probes": self.probes,
+            "wall_s": round(self.wall_s, 2),
+        }
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+class Events:
+    """Progress callbacks; the CLI renders them, the library stays silent."""
+
+    def probe_started(self, label: str) -> None: ...
+
+    def probe_finished(self, label: str, result: ProbeResult, cached: bool = False) -> None: ...
+
+
+def default_cache_dir() -> Path:
+    base = os.environ.get("BISECTOR_CACHE") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "bisector"
+    )
+    return Path(base)
+
+
+def _versions() -> dict[str, str]:
+    from importlib import metadata
+
+    out = {"python": sys.version.split()[0], "executable": sys.executable}
+    for dist in ("torch", "onnxruntime-gpu", "onnxruntime", "onnx", "onnxscript"):
+        try:
+            out[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            pass
+    return out
+
+
+class ControlCache:
+    """Control curves on disk, keyed by everything that decides them."""
+
+    def __init__(self, folder: Path | None) -> None:
+        self.folder = folder
+        self._versions = _versions() if folder else {}
+
+    def _path(self, request: ProbeRequest) -> Path | None:
+        if self.folder is None:
+            return None
+        data = request.to_json()
+        data.pop("label", None)
+        if not request.plan.use_hook:
+            data.pop("model", None)  # the control never runs the model's code
+        data["versions"] = self._versions
+        import hashlib
+
+        key = hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:24]
+        return self.folder / "controls" / f"{request.stage}-{key}.json"
+
+    def get(self, request: ProbeRequest) -> ProbeResult | None:
+        path = self._path(request)
+        if path is None or not path.exists():
+            return None
+        try:
+            return result_from_json(json.loads(path.read_text()))
+        except (OSError, ValueError, KeyError):
+            return None
+
+    def put(self, request: ProbeRequest, result: ProbeResult) -> None:
+        path = self._path(request)
+        if path is None or not isinstance(result, ProbeOk):
+            return
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_suffix(f".{os.getpid()}.{threading.get_ident()}.tmp")
+            tmp.write_text(json.dumps(result.to_json()))
+            os.replace(tmp, path)
+        except OSError:
+            pass
+
+
+class Runner:
+    """Runs probe requests on a pool, at most ``jobs`` at once, caching control runs."""
+
+    def __init__(self, pool: ProbePool, jobs: int, cache: ControlCache, events: Events) -> None:
+        self.pool = pool
+        self.cache = cache
+        self.events = events
+        self.executor = ThreadPoolExecutor(max_workers=max(1, jobs), thread_name_prefix="bisector-probe")
+        self.probes = 0
+        self._lock = threading.Lock()
+
+    def submit(self, request: ProbeRequest) -> Future:
+        if request.control:
+            cached = self.cache.get(request)
+            if cached is not None:
+                fut: Future = Future()
+                fut.set_result(cached)
+                self.events.probe_finished(request.label, cached, cached=True)
+                return fut
+        return self.executor.submit(self._run, request)
+
+    def _run(self, request: ProbeRequest) -> ProbeResult:
+        self.events.probe_started(request.label)
+        result = self.pool.run(request)
+        with self._lock:
+            self.probes += 1
+        if request.control:
+            self.cache.put(request, result)
+        self.events.probe_finished(request.label, result)
+        return result
+
+    def close(self) -> None:
+        self.executor.shutdown(wait=True, cancel_futures=True)
+
+
+def measure_stage(
+    runner: Runner,
+    model: ModelSpec,
+    plan: InputPlan,
+    stage: str,
+    options: MeasureOptions,
+    make_request: Callable[[Schedule, bool, str], ProbeRequest] | None = None,
+) -> StageResult:
+    """Model and control over one stage's schedule; rerun with more iterations while unsure."""
+    base = options.profiles[stage]
+    probes = 0
+    result: StageResult | None = None
+    for attempt in range(options.retries + 1):
+        scale = 2**attempt
+        schedule = build_schedule(plan.dims, base.scaled(scale) if scale > 1 else base, options.seed)
+        suffix = f" x{scale}" if scale > 1 else ""
+
+        def request(control: bool) -> ProbeRequest:
+            label = f"{stage}{' control' if control else ''}{suffix}"
+            if make_request is not None:
+                return make_request(schedule, control, label)
+            return ProbeRequest(model=model, plan=plan, stage=stage, schedule=schedule, options=options.probe, control=control, label=label)
+
+        fut_model = runner.submit(request(False))
+        fut_control = runner.submit(request(True))
+        got = fut_model.result()
+        ctrl = fut_control.result()
+        probes += 2
+        control_curve = ctrl.curve if isinstance(ctrl, ProbeOk) else None
+        control_failure = None if isinstance(ctrl, ProbeOk) else ctrl
+        if isinstance(got, ProbeFailed):
+            return StageResult(stage, FAILED, failure=got, probes=probes, attempts=attempt + 1, schedule=schedule)
+        if not isinstance(got, ProbeOk):
+            return StageResult(stage, CRASHED, failure=got, probes=probes, attempts=attempt + 1, schedule=schedule)
+        count_phases = ("repeat",) if stage == "export" else ("repeat", "novel", "within")
+        verdict = judge(got.curve, control_curve, options.bands, options.metric, count_phases=count_phases)
+        result = StageResult(
+            stage, verdict.kind, verdict=verdict, curve=got.curve, control=control_curve,
+            control_failure=control_failure, probes=probes, attempts=attempt + 1, schedule=schedule,
+        )
+        if verdict.kind != INCONCLUSIVE:
+            break
+    assert result is not None
+    return result
+
+
+def stage_order(stages: tuple[str, ...]) -> list[str]:
+    """Exports are the slow probes: start them first so the cheap ones fill in around them."""
+    rank = {"export": 0, "inference": 1, "eager": 2}
+    return sorted(stages, key=lambda s: rank.get(s, 3))
+
+
+def measure(
+    model: ModelSpec,
+    plan: InputPlan,
+    options: MeasureOptions = MeasureOptions(),
+    events: Events | None = None,
+    pool: ProbePool | None = None,
+) -> MeasureReport:
+    started = time.perf_counter()
+    events = events or Events()
+    jobs = options.jobs or (os.cpu_count() or 1)
+    own_pool = pool is None
+    if pool is None:
+        pool = ProbePool(fresh=options.fresh, timeout_s=options.timeout_s, mem_cap=options.mem_cap)
+    cache = ControlCache(None if options.cache_dir == "" else Path(options.cache_dir) if options.cache_dir else default_cache_dir())
+    runner = Runner(pool, jobs, cache, events)
+    results: dict[str, StageResult] = {}
+    try:
+        with ThreadPoolExecutor(max_workers=len(options.stages) or 1, thread_name_prefix="bisector-stage") as stages:
+            futures = {s: stages.submit(measure_stage, runner, model, plan, s, options) for s in stage_order(options.stages)}
+            for s in options.stages:
+                results[s] = futures[s].result()
+    finally:
+        runner.close()
+        if own_pool:
+            pool.close()
+    ordered = {s: results[s] for s in STAGES if s in results}
+    return MeasureReport(model=model, plan=plan, stages=ordered, probes=runner.probes, wall_s=time.perf_counter() - started, options=options)
+
+
+def with_probe(options: MeasureOptions, **changes: Any) -> MeasureOptions:
+    return replace(options, probe=replace(options.probe, **changes))

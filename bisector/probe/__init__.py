@@ -1,0 +1,1 @@
+"""Probes: measurements that run in isolated child processes."""

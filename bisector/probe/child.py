@@ -1,0 +1,167 @@
+"""Inside a child process: run one ProbeRequest and write its result as JSON.
+
+Entry points: ``run_dir`` (called in a child forked by the probe server) and
+``python -m bisector.probe.child DIR`` (a fresh interpreter, ``--fresh``).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import random
+import sys
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+from bisector.curve import MemoryCurve
+from bisector.probe.inputs import InputFactory
+from bisector.probe.loading import WorkloadError, build_model, load_namespace, one_line, user_traceback
+from bisector.probe.types import ProbeFailed, ProbeOk, ProbeRequest, ProbeResult
+
+
+def _quiet() -> None:
+    # Exporter chatter and deprecation warnings would bury the lines that explain a crash.
+    warnings.filterwarnings("ignore")
+    for name in ("torch", "torch.onnx", "torch.export", "torch._dynamo", "onnxscript", "onnx_ir"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    os.environ.setdefault("TORCH_LOGS", "-all")
+
+
+def _control_module() -> Any:
+    import torch
+
+    class BisectorControl(torch.nn.Module):
+        """The trivial control: touches every tensor input once, keeps nothing."""
+
+        def forward(self, *args: Any, **kwargs: Any) -> Any:
+            from torch.utils import _pytree as pytree
+
+            leaves = [t for t in pytree.tree_leaves((args, kwargs)) if isinstance(t, torch.Tensor)]
+            return tuple(torch.relu(t.float()) for t in leaves)
+
+    return BisectorControl()
+
+
+def run_request(req: ProbeRequest, workdir: Path) -> ProbeResult:
+    started = time.perf_counter()
+    _quiet()
+    import gc
+
+    import torch
+
+    # Objects that exist before the user's code runs are frozen out of the collector: a full
+    # collection then costs microseconds instead of ~0.2 s, and only new objects are counted.
+    # (The probe server freezes before forking; this makes a fresh interpreter match it.)
+    gc.collect()
+    gc.freeze()
+
+    from bisector.probe.meters import Meters
+    from bisector.probe.workloads import STAGE_RUNNERS, Context, Target
+
+    seed = req.schedule.seed
+    random.seed(seed)
+    torch.manual_seed(seed)
+    try:
+        import numpy
+
+        numpy.random.seed(seed)
+    except ImportError:
+        pass
+    if req.options.threads:
+        torch.set_num_threads(req.options.threads)
+    if req.stage == "noop":  # measures the cost of starting a probe, nothing else
+        return ProbeOk(curve=MemoryCurve(samples=()), wall_s=time.perf_counter() - started)
+
+    meta: dict[str, Any] = {"torch": torch.__version__, "device": req.options.device, "threads": torch.get_num_threads()}
+    try:
+        device = req.options.device
+        if device == "auto":
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+            meta["device"] = device
+        if device == "cuda" and not torch.cuda.is_available():
+            raise WorkloadError("load", "--device cuda was asked for but torch sees no CUDA device")
+        namespace = load_namespace(req.model) if (not req.control or req.plan.use_hook) else None
+        model = _control_module() if req.control else build_model(req.model, namespace)
+        try:
+            model.eval()
+            if device != "cpu":
+                model.to(device)
+        except Exception as exc:  # noqa: BLE001
+            raise WorkloadError("load", f"moving the model to {device} failed: {one_line(exc)}", user_traceback(exc)) from None
+        factory = InputFactory(req.plan, namespace, device, seed)
+        if req.regions != ("",) or req.capture:
+            from bisector.probe.regions import region_targets
+
+            targets = region_targets(model, req, factory)
+        else:
+            symbols = None
+            names = None
+            if not req.plan.use_hook:
+                names = [i.name for i in req.plan.inputs]
+                symbols = [
+                    {d: s for d, s in enumerate(i.dims) if isinstance(s, str) and s in req.plan.dynamic_symbols}
+                    for i in req.plan.inputs
+                ]
+            targets = [
+                Target(name="", module=model, calls=lambda i, step: [factory.make(i, step.dims)], input_names=names, symbols=symbols)
+            ]
+        meters = Meters(device=device, tracemalloc=req.options.tracemalloc)
+        try:
+            ctx = Context(schedule=req.schedule, targets=targets, meters=meters, options=req.options, workdir=workdir, device=device, meta=meta)
+            if req.stage == "inference":
+                import onnxruntime
+
+                meta["onnxruntime"] = onnxruntime.__version__
+            curve = STAGE_RUNNERS[req.stage](ctx)
+        finally:
+            meters.close()
+    except WorkloadError as exc:
+        return ProbeFailed(where=exc.where, message=exc.message, traceback=exc.tb, wall_s=time.perf_counter() - started)
+    return ProbeOk(curve=curve, wall_s=time.perf_counter() - started)
+
+
+def _write_atomic(path: Path, data: dict[str, Any]) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(data))
+    os.replace(tmp, path)
+
+
+def run_dir(request_dir: str, threads: int | None = None) -> int:
+    folder = Path(request_dir)
+    req = ProbeRequest.from_json(json.loads((folder / "request.json").read_text()))
+    if threads and not req.options.threads:
+        from dataclasses import replace
+
+        req = req.with_(options=replace(req.options, threads=threads))
+    try:
+        result = run_request(req, folder)
+    except Exception as exc:  # noqa: BLE001 - a bug of ours; still a result, never a hang
+        result = ProbeFailed(where="internal", message=f"bisector failed inside the probe: {one_line(exc)}", traceback=_full_tb(exc))
+    _write_atomic(folder / "result.json", result.to_json())
+    return 0
+
+
+def _full_tb(exc: BaseException) -> str:
+    import traceback
+
+    return "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))[-4000:]
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    threads = None
+    for a in list(args):
+        if a.startswith("--threads="):
+            threads = int(a.split("=", 1)[1])
+            args.remove(a)
+    if len(args) != 1:
+        print("usage: python -m bisector.probe.child REQUEST_DIR [--threads=N]", file=sys.stderr)
+        return 2
+    return run_dir(args[0], threads=threads)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

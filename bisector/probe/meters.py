@@ -1,0 +1,180 @@
+"""Meters read inside the child after every call, after a full garbage collection.
+
+- RSS and USS (psutil): what the operating system sees, native leaks included;
+- live gc-tracked objects: the exact signal for Python-level leaks (CPython's refleak hunter and
+  objgraph count the same way); by type at phase boundaries, to say *what* piles up;
+- tracemalloc, when asked: Python allocations and the source lines that made them;
+- on CUDA: this process's GPU memory from NVML, and torch's allocated/reserved bytes.
+
+The sampling itself must not create objects that outlive it, or it would measure itself: the
+object count is read first, right after gc.collect(), and the caller stores readings in arrays.
+"""
+
+from __future__ import annotations
+
+import gc
+import os
+from collections import Counter
+from typing import Any
+
+TYPE_TOP = 12  # types reported per phase
+
+
+def _malloc_trim() -> Any:
+    """glibc's malloc_trim, or None off glibc."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL("libc.so.6")
+        trim = libc.malloc_trim
+        trim.argtypes = [ctypes.c_size_t]
+        trim.restype = ctypes.c_int
+        return trim
+    except (OSError, AttributeError):
+        return None
+
+
+class Meters:
+    def __init__(self, device: str = "cpu", tracemalloc: bool = False, nvml: Any = None, trim: bool = True) -> None:
+        import psutil
+
+        self.proc = psutil.Process()
+        self.device = device
+        self.tracemalloc = tracemalloc
+        self.gpu_source: str | None = None
+        self._nvml = None
+        self._nvml_handles: list[Any] = []
+        self._torch_cuda = None
+        if device == "cuda":
+            import torch
+
+            self._torch_cuda = torch.cuda
+            self._init_nvml(nvml)
+        if tracemalloc:
+            import tracemalloc as tm
+
+            tm.start(25)
+        self._uss_ok = True
+        # Free memory the C allocator keeps (heap top, freed chunks) is returned before reading,
+        # as gc.collect() does for Python: what remains is memory something still holds. Without
+        # it, a clean model shows RSS rising to its largest shape's high-water mark.
+        self._trim = _malloc_trim() if trim else None
+
+    # -- NVML -----------------------------------------------------------------------------------
+
+    def _init_nvml(self, nvml: Any) -> None:
+        try:
+            if nvml is None:
+                import pynvml as nvml  # from the nvidia-ml-py package
+            nvml.nvmlInit()
+            count = nvml.nvmlDeviceGetCount()
+            self._nvml_handles = [nvml.nvmlDeviceGetHandleByIndex(i) for i in range(count)]
+            self._nvml = nvml
+        except Exception:  # noqa: BLE001 - no driver, no library: GPU memory is simply not read
+            self._nvml = None
+
+    def gpu_bytes(self) -> int | None:
+        """This process's GPU memory across devices; device-wide used memory when NVML cannot
+        attribute memory to processes (common in containers, where PIDs do not match)."""
+        nvml = self._nvml
+        if nvml is None:
+            return None
+        pid = os.getpid()
+        total = 0
+        found = False
+        try:
+            for h in self._nvml_handles:
+                for p in nvml.nvmlDeviceGetComputeRunningProcesses(h):
+                    if p.pid == pid and p.usedGpuMemory is not None:
+                        total += int(p.usedGpuMemory)
+                        found = True
+        except Exception:  # noqa: BLE001
+            found = False
+        if found:
+            self.gpu_source = "nvml-process"
+            return total
+        try:
+            used = sum(int(nvml.nvmlDeviceGetMemoryInfo(h).used) for h in self._nvml_handles)
+        except Exception:  # noqa: BLE001
+            return None
+        self.gpu_source = "nvml-device"
+        return used
+
+    # -- sampling -------------------------------------------------------------------------------
+
+    def sample(self) -> dict[str, float | None]:
+        gc.collect()
+        objects = len(gc.get_objects())
+        values: dict[str, float | None] = {"objects": float(objects)}
+        if self._trim is not None:
+            self._trim(0)
+        mem = self.proc.memory_info()
+        values["rss"] = float(mem.rss)
+        values["uss"] = self._uss()
+        if self._torch_cuda is not None:
+            cuda = self._torch_cuda
+            if cuda.is_initialized():
+                cuda.synchronize()
+                values["cuda_allocated"] = float(cuda.memory_allocated())
+                values["cuda_reserved"] = float(cuda.memory_reserved())
+            gpu = self.gpu_bytes()
+            values["gpu"] = float(gpu) if gpu is not None else None
+        if self.tracemalloc:
+            import tracemalloc as tm
+
+            values["traced"] = float(tm.get_traced_memory()[0])
+        return values
+
+    def _uss(self) -> float | None:
+        if not self._uss_ok:
+            return None
+        try:
+            return float(self.proc.memory_full_info().uss)
+        except Exception:  # noqa: BLE001 - /proc/<pid>/smaps may be unreadable in some sandboxes
+            self._uss_ok = False
+            return None
+
+    @staticmethod
+    def type_counts() -> Counter:
+        gc.collect()
+        counts: Counter = Counter()
+        for obj in gc.get_objects():
+            t = type(obj)
+            counts[f"{t.__module__}.{t.__qualname__}"] += 1
+        return counts
+
+    def snapshot(self) -> Any:
+        if not self.tracemalloc:
+            return None
+        import tracemalloc as tm
+
+        return tm.take_snapshot()
+
+    def close(self) -> None:
+        if self._nvml is not None:
+            try:
+                self._nvml.nvmlShutdown()
+            except Exception:  # noqa: BLE001
+                pass
+
+
+def type_growth(before: Counter, after: Counter, top: int = TYPE_TOP) -> dict[str, int]:
+    """The types whose live count rose the most between two snapshots."""
+    grown = {k: after[k] - before.get(k, 0) for k in after if after[k] > before.get(k, 0)}
+    return dict(sorted(grown.items(), key=lambda kv: -kv[1])[:top])
+
+
+def traced_growth(before: Any, after: Any, top: int = 8) -> list[dict[str, Any]]:
+    """Source lines whose Python allocations grew, like pytest-memray's leak report."""
+    if before is None or after is None:
+        return []
+    stats = after.compare_to(before, "traceback")
+    out = []
+    for st in stats:
+        if st.size_diff <= 0:
+            continue
+        frames = [f"{f.filename}:{f.lineno}" for f in st.traceback[-3:]]
+        out.append({"size_diff": st.size_diff, "count_diff": st.count_diff, "where": frames})
+        if len(out) == top:
+            break
+    return out

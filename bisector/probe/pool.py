@@ -1,0 +1,321 @@
+"""Run probes in child processes, with a timeout and a memory cap, and bring back a result.
+
+Two ways to start a child:
+- from the probe server (default): a pre-imported process forks it in milliseconds;
+- fresh (``fresh=True``, ``--fresh``): a new interpreter per probe, ~2.7 s of imports each, for
+  when the fork model itself is in doubt.
+
+Whatever the child does (segfault, abort, OOM, hang, a runaway allocation) comes back as a
+result; the parent never hangs and never raises for it. The parent polls the child's RSS and
+kills its process group at the cap, and at the timeout.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from bisector.errors import InternalError
+from bisector.probe.types import (
+    ProbeCrashed,
+    ProbeRequest,
+    ProbeResult,
+    ProbeTimedOut,
+    result_from_json,
+)
+
+DEFAULT_TIMEOUT_S = 300.0
+SERVER_READY_TIMEOUT_S = 180.0
+TAIL_LINES = 15
+
+
+def default_mem_cap() -> int:
+    """Half the machine's memory, at most 16 GB: room for a real model, none for a runaway."""
+    import psutil
+
+    return int(min(psutil.virtual_memory().total * 0.5, 16e9))
+
+
+@dataclass
+class _Child:
+    ident: int
+    pid: int | None = None
+    exit_code: int | None = None
+    signal: int | None = None
+    done: threading.Event = None  # type: ignore[assignment]
+    started: threading.Event = None  # type: ignore[assignment]
+
+    def __post_init__(self) -> None:
+        self.done = threading.Event()
+        self.started = threading.Event()
+
+
+class _Server:
+    """The client side of probe/server.py."""
+
+    def __init__(self, env: dict[str, str] | None, log_path: Path) -> None:
+        self._log = open(log_path, "ab")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "bisector.probe.server"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=self._log,
+            env=env,
+            start_new_session=True,  # Ctrl-C in the terminal reaches the parent, which cleans up
+        )
+        self._children: dict[int, _Child] = {}
+        self._lock = threading.Lock()
+        self._write_lock = threading.Lock()
+        self._ready = threading.Event()
+        self.ready_info: dict[str, Any] = {}
+        self._reader = threading.Thread(target=self._read, name="bisector-probe-server", daemon=True)
+        self._reader.start()
+        if not self._ready.wait(SERVER_READY_TIMEOUT_S) or not self.alive:
+            self.close()
+            raise InternalError(f"the probe server did not start; see {log_path} (or use --fresh)")
+
+    @property
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for raw in self.proc.stdout:
+            try:
+                msg = json.loads(raw)
+            except json.JSONDecodeError:
+                continue
+            if msg.get("ready"):
+                self.ready_info = msg
+                self._ready.set()
+                continue
+            with self._lock:
+                child = self._children.get(msg.get("id", -1))
+            if child is None:
+                continue
+            if "pid" in msg:
+                child.pid = msg["pid"]
+                child.started.set()
+            elif "exit" in msg or "signal" in msg:
+                child.exit_code = msg.get("exit")
+                child.signal = msg.get("signal")
+                child.started.set()
+                child.done.set()
+        # The server is gone: nobody will report on the children it had.
+        self._ready.set()
+        with self._lock:
+            for child in self._children.values():
+                child.started.set()
+                child.done.set()
+
+    def fork(self, ident: int, request_dir: Path, threads: int | None) -> _Child:
+        child = _Child(ident)
+        with self._lock:
+            self._children[ident] = child
+        line = json.dumps({"op": "fork", "id": ident, "dir": str(request_dir), "threads": threads}) + "\n"
+        with self._write_lock:
+            assert self.proc.stdin is not None
+            self.proc.stdin.write(line.encode())
+            self.proc.stdin.flush()
+        return child
+
+    def forget(self, ident: int) -> None:
+        with self._lock:
+            self._children.pop(ident, None)
+
+    def close(self) -> None:
+        try:
+            if self.proc.stdin:
+                self.proc.stdin.close()
+        except OSError:
+            pass
+        try:
+            self.proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        self._log.close()
+
+
+class ProbePool:
+    """Runs probes; thread-safe, so several may run at once (one thread each)."""
+
+    def __init__(
+        self,
+        workdir: str | Path | None = None,
+        *,
+        fresh: bool = False,
+        timeout_s: float = DEFAULT_TIMEOUT_S,
+        mem_cap: int | None = None,
+        threads: int | None = None,
+        env: dict[str, str] | None = None,
+        poll_s: float = 0.02,
+    ) -> None:
+        self._own_workdir = workdir is None
+        self.workdir = Path(workdir) if workdir else Path(tempfile.mkdtemp(prefix="bisector-"))
+        (self.workdir / "probes").mkdir(parents=True, exist_ok=True)
+        self.fresh = fresh
+        self.timeout_s = timeout_s
+        self.mem_cap = mem_cap if mem_cap is not None else default_mem_cap()
+        self.threads = threads
+        self.env = env
+        self.poll_s = poll_s
+        self._ids = itertools.count(1)
+        self._server: _Server | None = None
+        self._server_lock = threading.Lock()
+        self.probes_run = 0
+        self._count_lock = threading.Lock()
+
+    # -- lifecycle ------------------------------------------------------------------------------
+
+    def __enter__(self) -> "ProbePool":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        with self._server_lock:
+            if self._server is not None:
+                self._server.close()
+                self._server = None
+        if self._own_workdir:
+            shutil.rmtree(self.workdir, ignore_errors=True)
+
+    def _get_server(self) -> _Server:
+        with self._server_lock:
+            if self._server is None or not self._server.alive:
+                if self._server is not None:
+                    self._server.close()
+                self._server = _Server(self.env, self.workdir / "server.log")
+            return self._server
+
+    # -- running --------------------------------------------------------------------------------
+
+    def run(self, request: ProbeRequest, *, timeout_s: float | None = None, mem_cap: int | None = None) -> ProbeResult:
+        """Run one probe in a child process and return what happened; never raises for the child."""
+        ident = next(self._ids)
+        with self._count_lock:
+            self.probes_run += 1
+        slug = re.sub(r"[^A-Za-z0-9_.-]+", "-", request.label or request.stage)[:60].strip("-")
+        request_dir = self.workdir / "probes" / f"{ident:04d}-{slug}"
+        request_dir.mkdir(parents=True, exist_ok=True)
+        (request_dir / "request.json").write_text(json.dumps(request.to_json()))
+        return self._run_dir(request_dir, ident, timeout_s or self.timeout_s, mem_cap or self.mem_cap)
+
+    def _run_dir(self, request_dir: Path, ident: int, timeout_s: float, mem_cap: int) -> ProbeResult:
+        started = time.perf_counter()
+        if self.fresh:
+            with open(request_dir / "stdout.txt", "wb") as out, open(request_dir / "stderr.txt", "wb") as err:
+                proc = subprocess.Popen(
+                    [sys.executable, "-m", "bisector.probe.child", str(request_dir)]
+                    + ([f"--threads={self.threads}"] if self.threads else []),
+                    stdin=subprocess.DEVNULL, stdout=out, stderr=err, env=self.env, start_new_session=True,
+                )
+            pid = proc.pid
+
+            def finished() -> tuple[bool, int | None, int | None]:
+                rc = proc.poll()
+                if rc is None:
+                    return False, None, None
+                return True, (rc if rc >= 0 else None), (-rc if rc < 0 else None)
+
+        else:
+            server = self._get_server()
+            child = server.fork(ident, request_dir, self.threads)
+            if not child.started.wait(SERVER_READY_TIMEOUT_S) or child.pid is None:
+                server.forget(ident)
+                return ProbeCrashed("exit", None, None, "the probe server did not start the child", wall_s=0.0)
+            pid = child.pid
+
+            def finished() -> tuple[bool, int | None, int | None]:
+                if child.done.is_set():
+                    return True, child.exit_code, child.signal
+                return False, None, None
+
+        import psutil
+
+        try:
+            ps = psutil.Process(pid)
+        except psutil.Error:
+            ps = None
+        peak = 0
+        killed_for: str | None = None
+        while True:
+            done, exit_code, sig = finished()
+            if done:
+                break
+            elapsed = time.perf_counter() - started
+            if killed_for is None:
+                if elapsed > timeout_s:
+                    killed_for = "timeout"
+                    _kill_group(pid)
+                elif ps is not None:
+                    try:
+                        rss = ps.memory_info().rss
+                    except psutil.Error:
+                        rss = 0
+                    peak = max(peak, rss)
+                    if rss > mem_cap:
+                        killed_for = "memory-cap"
+                        _kill_group(pid)
+            time.sleep(self.poll_s)
+        if not self.fresh:
+            server.forget(ident)  # type: ignore[possibly-undefined]
+        wall = time.perf_counter() - started
+        tail = read_tail(request_dir / "stderr.txt")
+        if killed_for == "timeout":
+            return ProbeTimedOut(timeout_s=timeout_s, tail=tail, wall_s=wall)
+        if killed_for == "memory-cap":
+            return ProbeCrashed("memory-cap", "SIGKILL", None, tail, peak_rss=peak, wall_s=wall)
+        result_path = request_dir / "result.json"
+        if exit_code == 0 and result_path.exists():
+            try:
+                return result_from_json(json.loads(result_path.read_text()))
+            except (ValueError, KeyError) as exc:
+                return ProbeCrashed("exit", None, 0, f"unreadable probe result: {exc}\n{tail}", wall_s=wall)
+        if sig is not None:
+            return ProbeCrashed("signal", _signal_name(sig), None, tail, peak_rss=peak or None, wall_s=wall)
+        return ProbeCrashed("exit", None, exit_code, tail, peak_rss=peak or None, wall_s=wall)
+
+
+def _kill_group(pid: int) -> None:
+    try:
+        os.killpg(pid, signal.SIGKILL)
+    except OSError:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except OSError:
+            pass
+
+
+def _signal_name(sig: int) -> str:
+    try:
+        return signal.Signals(sig).name
+    except ValueError:
+        return f"signal {sig}"
+
+
+def read_tail(path: Path, lines: int = TAIL_LINES) -> str:
+    try:
+        with open(path, "rb") as fh:
+            fh.seek(0, os.SEEK_END)
+            size = fh.tell()
+            fh.seek(max(0, size - 16384))
+            text = fh.read().decode("utf-8", "replace")
+    except OSError:
+        return ""
+    kept = [ln for ln in text.splitlines() if ln.strip()]
+    return "\n".join(kept[-lines:])

@@ -1,0 +1,156 @@
+"""The probe server: one pre-imported Python process that forks a child per probe.
+
+Importing torch, onnx and onnxruntime costs ~2.7 s and ~250 MB; a child forked from a process that
+has already imported them starts in milliseconds. The server imports, runs no user code, never
+touches CUDA (a CUDA context does not survive fork), and stays single-threaded in Python.
+
+Protocol, one JSON object a line:
+  parent -> server  {"op": "fork", "id": N, "dir": "/path/to/probe/dir", "threads": T}
+  server -> parent  {"ready": true, ...} once; then {"id": N, "pid": P} and {"id": N, "exit": C}
+                    or {"id": N, "signal": S} when the child ends.
+The server exits when its stdin closes, killing any children still running.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import select
+import signal
+import sys
+import time
+
+# Heavy modules a probe needs; importing the exporter internals here saves ~2 s on a child's
+# first torch.onnx.export. Each is optional: a missing one is imported (or fails) in the child.
+PRELOAD = (
+    "numpy",
+    "psutil",
+    "torch",
+    "torch.nn",
+    "torch.export",
+    "torch.onnx",
+    "onnx",
+    "onnxruntime",
+    "onnxscript",
+    "torch.fx.experimental.symbolic_shapes",
+    "torch._subclasses.fake_tensor",
+    "torch._functorch.aot_autograd",
+    "torch.onnx._internal.exporter._core",
+    "torch.onnx._internal.exporter._registration",
+    "bisector.probe.child",
+)
+
+
+def preload(modules: tuple[str, ...] = PRELOAD) -> list[str]:
+    failed = []
+    for name in modules:
+        try:
+            importlib.import_module(name)
+        except Exception as exc:  # noqa: BLE001 - a missing optional module is reported, not fatal
+            failed.append(f"{name}: {exc}")
+    return failed
+
+
+def _child(request_dir: str, threads: int | None, proto_fd: int) -> None:
+    """In the forked child: own process group, own stdio, run the probe, never return."""
+    code = 70
+    try:
+        os.setpgid(0, 0)  # the parent kills the whole group on timeout or memory cap
+        os.close(proto_fd)
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+        devnull = os.open(os.devnull, os.O_RDONLY)
+        os.dup2(devnull, 0)
+        out = os.open(os.path.join(request_dir, "stdout.txt"), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        err = os.open(os.path.join(request_dir, "stderr.txt"), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        os.dup2(out, 1)
+        os.dup2(err, 2)
+        sys.stdout = os.fdopen(1, "w", buffering=1, closefd=False)
+        sys.stderr = os.fdopen(2, "w", buffering=1, closefd=False)
+        from bisector.probe.child import run_dir
+
+        code = run_dir(request_dir, threads=threads)
+    except BaseException:  # noqa: BLE001 - anything escaping becomes an exit code, never a return
+        import traceback
+
+        traceback.print_exc()
+    finally:
+        try:
+            sys.stdout.flush()
+            sys.stderr.flush()
+        finally:
+            os._exit(code)
+
+
+def serve() -> int:
+    proto_fd = os.dup(1)
+    os.dup2(2, 1)  # a stray print from an import must not corrupt the protocol
+    proto = os.fdopen(proto_fd, "w", buffering=1)
+
+    def send(msg: dict) -> None:
+        proto.write(json.dumps(msg) + "\n")
+        proto.flush()
+
+    started = time.perf_counter()
+    failed = preload()
+    import gc
+
+    # Frozen objects are skipped by every later collection (in the children too) and their pages
+    # stay shared after fork: the point of gc.freeze for pre-fork servers.
+    gc.collect()
+    gc.freeze()
+    send({"ready": True, "pid": os.getpid(), "import_s": round(time.perf_counter() - started, 3), "failed": failed})
+
+    children: dict[int, int] = {}
+    buf = b""
+    stdin_open = True
+    while stdin_open or children:
+        if stdin_open:
+            ready, _, _ = select.select([0], [], [], 0.02)
+        else:
+            ready = []
+            time.sleep(0.02)
+        if ready:
+            chunk = os.read(0, 1 << 16)
+            if not chunk:
+                stdin_open = False
+                for pid in list(children):  # the parent is gone: nobody will read these results
+                    try:
+                        os.killpg(pid, signal.SIGKILL)
+                    except OSError:
+                        pass
+            buf += chunk
+            while b"\n" in buf:
+                line, buf = buf.split(b"\n", 1)
+                if not line.strip():
+                    continue
+                msg = json.loads(line)
+                if msg.get("op") == "fork":
+                    pid = os.fork()
+                    if pid == 0:
+                        _child(msg["dir"], msg.get("threads"), proto_fd)
+                    children[pid] = msg["id"]
+                    send({"id": msg["id"], "pid": pid})
+                elif msg.get("op") == "ping":
+                    send({"pong": True})
+        while children:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                children.clear()
+                break
+            if pid == 0:
+                break
+            ident = children.pop(pid, None)
+            if ident is None:
+                continue
+            if os.WIFSIGNALED(status):
+                send({"id": ident, "signal": os.WTERMSIG(status)})
+            else:
+                send({"id": ident, "exit": os.WEXITSTATUS(status) if os.WIFEXITED(status) else -1})
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(serve())

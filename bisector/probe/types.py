@@ -1,0 +1,185 @@
+"""What crosses the process boundary: probe requests and results, as JSON-safe data.
+
+A probe never raises across the boundary: a Python exception in the user's code comes back as
+``ProbeFailed`` (with the tail of the traceback), a dead child as ``ProbeCrashed`` (signal, exit
+code, last lines of stderr), a hung one as ``ProbeTimedOut``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field, replace
+from typing import Any, Mapping, Union
+
+from bisector.curve import MemoryCurve
+from bisector.schedule import Schedule
+from bisector.spec import InputPlan, ModelSpec
+
+STAGES = ("eager", "export", "inference")
+EXPORTERS = ("dynamo", "torchscript")
+
+
+@dataclass(frozen=True)
+class ProbeOptions:
+    """How a stage is run. Fixers change these (export kwargs, ONNX Runtime options)."""
+
+    exporter: str | None = None  # None: torch's own default
+    device: str = "cpu"  # cpu | cuda
+    keep_autograd: bool = False
+    tracemalloc: bool = False
+    threads: int | None = None  # torch intra-op threads in the child
+    export_kwargs: Mapping[str, Any] = field(default_factory=dict)
+    session_options: Mapping[str, Any] = field(default_factory=dict)
+    provider_options: Mapping[str, Any] = field(default_factory=dict)
+    run_options: Mapping[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "exporter": self.exporter,
+            "device": self.device,
+            "keep_autograd": self.keep_autograd,
+            "tracemalloc": self.tracemalloc,
+            "threads": self.threads,
+            "export_kwargs": dict(self.export_kwargs),
+            "session_options": dict(self.session_options),
+            "provider_options": dict(self.provider_options),
+            "run_options": dict(self.run_options),
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> "ProbeOptions":
+        return cls(**{k: (dict(v) if isinstance(v, Mapping) else v) for k, v in data.items()})
+
+
+@dataclass(frozen=True)
+class ProbeRequest:
+    model: ModelSpec
+    plan: InputPlan
+    stage: str
+    schedule: Schedule
+    options: ProbeOptions = ProbeOptions()
+    control: bool = False  # run the trivial control module with the same inputs instead
+    regions: tuple[str, ...] = ("",)  # dotted module paths; "" is the whole model
+    capture: str | None = None  # file of recorded per-region inputs (find)
+    label: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "model": self.model.to_json(),
+            "plan": self.plan.to_json(),
+            "stage": self.stage,
+            "schedule": self.schedule.to_json(),
+            "options": self.options.to_json(),
+            "control": self.control,
+            "regions": list(self.regions),
+            "capture": self.capture,
+            "label": self.label,
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> "ProbeRequest":
+        return cls(
+            model=ModelSpec.from_json(data["model"]),
+            plan=InputPlan.from_json(data["plan"]),
+            stage=data["stage"],
+            schedule=Schedule.from_json(data["schedule"]),
+            options=ProbeOptions.from_json(data["options"]),
+            control=bool(data.get("control")),
+            regions=tuple(data.get("regions") or ("",)),
+            capture=data.get("capture"),
+            label=data.get("label", ""),
+        )
+
+    def with_(self, **changes: Any) -> "ProbeRequest":
+        return replace(self, **changes)
+
+    def key(self) -> str:
+        """A stable hash of everything that decides what this probe measures (not its label)."""
+        data = self.to_json()
+        data.pop("label", None)
+        return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:20]
+
+
+@dataclass(frozen=True)
+class ProbeOk:
+    curve: MemoryCurve
+    wall_s: float
+    kind: str = "ok"
+
+    def to_json(self) -> dict[str, Any]:
+        return {"kind": self.kind, "curve": self.curve.to_json(), "wall_s": self.wall_s}
+
+
+@dataclass(frozen=True)
+class ProbeFailed:
+    """The workload raised: where ("load", "inputs", "forward", "export", "session", "run")."""
+
+    where: str
+    message: str
+    traceback: str = ""
+    wall_s: float = 0.0
+    kind: str = "failed"
+
+    def to_json(self) -> dict[str, Any]:
+        return {"kind": self.kind, "where": self.where, "message": self.message, "traceback": self.traceback, "wall_s": self.wall_s}
+
+
+@dataclass(frozen=True)
+class ProbeCrashed:
+    """The child died: by a signal, a non-zero exit, or killed at the memory cap."""
+
+    reason: str  # "signal" | "exit" | "memory-cap"
+    signal: str | None
+    exit_code: int | None
+    tail: str
+    peak_rss: int | None = None
+    wall_s: float = 0.0
+    kind: str = "crashed"
+
+    def describe(self) -> str:
+        if self.reason == "memory-cap":
+            return f"killed at the memory cap (RSS reached {self.peak_rss or 0:,} bytes)"
+        if self.signal:
+            hint = " (the kernel's OOM killer sends this)" if self.signal == "SIGKILL" else ""
+            return f"killed by {self.signal}{hint}"
+        return f"exited with code {self.exit_code}"
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "kind": self.kind, "reason": self.reason, "signal": self.signal, "exit_code": self.exit_code,
+            "tail": self.tail, "peak_rss": self.peak_rss, "wall_s": self.wall_s, "describe": self.describe(),
+        }
+
+
+@dataclass(frozen=True)
+class ProbeTimedOut:
+    timeout_s: float
+    tail: str
+    wall_s: float = 0.0
+    kind: str = "timeout"
+
+    def describe(self) -> str:
+        return f"did not finish within {self.timeout_s:g} s and was killed"
+
+    def to_json(self) -> dict[str, Any]:
+        return {"kind": self.kind, "timeout_s": self.timeout_s, "tail": self.tail, "wall_s": self.wall_s, "describe": self.describe()}
+
+
+ProbeResult = Union[ProbeOk, ProbeFailed, ProbeCrashed, ProbeTimedOut]
+
+
+def result_from_json(data: Mapping[str, Any]) -> ProbeResult:
+    kind = data.get("kind")
+    if kind == "ok":
+        return ProbeOk(curve=MemoryCurve.from_json(data["curve"]), wall_s=float(data.get("wall_s", 0.0)))
+    if kind == "failed":
+        return ProbeFailed(where=data["where"], message=data["message"], traceback=data.get("traceback", ""), wall_s=float(data.get("wall_s", 0.0)))
+    if kind == "crashed":
+        return ProbeCrashed(
+            reason=data["reason"], signal=data.get("signal"), exit_code=data.get("exit_code"),
+            tail=data.get("tail", ""), peak_rss=data.get("peak_rss"), wall_s=float(data.get("wall_s", 0.0)),
+        )
+    if kind == "timeout":
+        return ProbeTimedOut(timeout_s=float(data["timeout_s"]), tail=data.get("tail", ""), wall_s=float(data.get("wall_s", 0.0)))
+    raise ValueError(f"unknown probe result kind {kind!r}")

@@ -1,0 +1,397 @@
+"""The three stages a probe can run, each sampled after every call.
+
+- eager: the module's forward under ``torch.no_grad()`` (``keep_autograd`` keeps the graph);
+- export: ``torch.onnx.export`` of the module with the step's inputs as example arguments
+  (static shapes: every exportable model exports so, and shape-keyed Python caches in forward
+  see concrete sizes, as they do when users export);
+- inference: one export with the varying dims dynamic, then an ONNX Runtime session run over the
+  schedule (CUDA provider on a CUDA device, else CPU), with session, provider and run options
+  open to fixers.
+
+A probe runs one or more *targets*: a module and the inputs it receives at each step (the whole
+model with generated inputs, or a region with the inputs recorded for it).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import math
+import time
+from array import array
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from bisector.curve import METRICS, MemoryCurve, Sample
+from bisector.probe.inputs import Args, tensor_leaves
+from bisector.probe.loading import WorkloadError, one_line, user_traceback
+from bisector.probe.meters import Meters, traced_growth, type_growth
+from bisector.probe.types import ProbeOptions
+from bisector.schedule import Schedule, Step
+
+
+@dataclass
+class Target:
+    """A module to call, and the calls it receives at step i (a region may be called many times)."""
+
+    name: str
+    module: Any
+    calls: Callable[[int, Step], list[Args]]
+    input_names: list[str] | None = None  # names for the tensor inputs, when known
+    symbols: list[dict[int, str]] | None = None  # per tensor input: dim index -> symbol name
+
+
+@dataclass
+class Context:
+    schedule: Schedule
+    targets: list[Target]
+    meters: Meters
+    options: ProbeOptions
+    workdir: Path
+    device: str = "cpu"
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+# ---------------------------------------------------------------------------------------------
+# The measurement loop
+
+
+def _type_snapshot() -> tuple[tuple[str, ...], tuple[int, ...]]:
+    # Flat tuples of str and int are untracked by the next collection, so keeping these
+    # snapshots does not add to the object counts being measured.
+    counts = Meters.type_counts()
+    names = tuple(counts)
+    values = tuple(counts[n] for n in names)
+    return names, values
+
+
+def _settle() -> None:
+    # A collection untracks one level of nested str/int tuples; three cover the snapshots'
+    # nesting, so the next sample does not count them.
+    import gc
+
+    for _ in range(3):
+        gc.collect()
+
+
+def run_loop(ctx: Context, call: Callable[[int, Step], None]) -> MemoryCurve:
+    from collections import Counter
+
+    steps = ctx.schedule.steps
+    n = len(steps)
+    cols = {m: array("d", [math.nan]) * n for m in METRICS}
+    snaps: list[tuple[str, Any]] = []
+    traced: list[Any] = []
+    phase = None
+    # What setup made (the model, an exported graph, a session) is frozen out of the counts and
+    # out of every later collection; only what the calls leave behind is measured.
+    import gc
+
+    gc.collect()
+    gc.freeze()
+    started = time.perf_counter()
+    for i, step in enumerate(steps):
+        if step.phase != phase:
+            phase = step.phase
+            if phase != "warmup":
+                snaps.append((phase, _type_snapshot()))
+                if phase == "repeat":
+                    traced.append(ctx.meters.snapshot())
+                _settle()
+        call(i, step)
+        vals = ctx.meters.sample()
+        for k, v in vals.items():
+            if v is not None:
+                cols[k][i] = v
+        del vals
+        if i == n - 1 or steps[i + 1].phase != "repeat":
+            if step.phase == "repeat":
+                traced.append(ctx.meters.snapshot())
+    snaps.append(("end", _type_snapshot()))
+    loop_s = time.perf_counter() - started
+
+    samples = tuple(
+        Sample(step.phase, dict(step.dims), {m: cols[m][i] for m in METRICS if not math.isnan(cols[m][i])})
+        for i, step in enumerate(steps)
+    )
+    growth: dict[str, dict[str, int]] = {}
+    for (name, (n0, v0)), (_, (n1, v1)) in zip(snaps, snaps[1:]):
+        growth[name] = type_growth(Counter(dict(zip(n0, v0))), Counter(dict(zip(n1, v1))))
+    meta = dict(ctx.meta)
+    meta["loop_s"] = round(loop_s, 3)
+    if ctx.meters.gpu_source:
+        meta["gpu_source"] = ctx.meters.gpu_source
+    if len(traced) == 2:
+        meta["traced_top"] = traced_growth(traced[0], traced[1])
+    return MemoryCurve(samples=samples, type_growth=growth, meta=meta)
+
+
+def _sync(device: str) -> None:
+    if device == "cuda":
+        import torch
+
+        torch.cuda.synchronize()
+
+
+# ---------------------------------------------------------------------------------------------
+# eager
+
+
+def stage_eager(ctx: Context) -> MemoryCurve:
+    import torch
+
+    grad = torch.enable_grad if ctx.options.keep_autograd else torch.no_grad
+
+    def call(i: int, step: Step) -> None:
+        for target in ctx.targets:
+            for args, kwargs in target.calls(i, step):
+                try:
+                    with grad():
+                        out = target.module(*args, **kwargs)
+                except Exception as exc:  # noqa: BLE001 - the user's forward
+                    raise WorkloadError(
+                        "forward", f"forward of {_who(target)} raised {one_line(exc)}", user_traceback(exc)
+                    ) from None
+                del out
+        _sync(ctx.device)
+
+    return run_loop(ctx, call)
+
+
+def _who(target: Target) -> str:
+    return "the model" if target.name == "" else f"region {target.name!r}"
+
+
+# ---------------------------------------------------------------------------------------------
+# export
+
+
+def resolve_exporter(name: str | None) -> str:
+    """The exporter a plain torch.onnx.export call uses when the user names none."""
+    if name:
+        return name
+    import inspect
+
+    import torch
+
+    param = inspect.signature(torch.onnx.export).parameters.get("dynamo")
+    return "dynamo" if param is not None and param.default is True else "torchscript"
+
+
+def export_onnx(
+    target: Target,
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    path: Path,
+    options: ProbeOptions,
+    dynamic: list[dict[int, str]] | None = None,
+) -> None:
+    """One torch.onnx.export of target.module; dynamic: per tensor input, dim -> symbol."""
+    import torch
+
+    exporter = resolve_exporter(options.exporter)
+    extra = dict(options.export_kwargs)
+    leaves = tensor_leaves((args, kwargs))
+    names = target.input_names if target.input_names and len(target.input_names) == len(leaves) else [
+        f"input_{i}" for i in range(len(leaves))
+    ]
+    sink = io.StringIO()
+    try:
+        with contextlib.redirect_stdout(sink):
+            if exporter == "dynamo":
+                if dynamic and any(dynamic) and "dynamic_shapes" not in extra and "dynamic_axes" not in extra:
+                    extra["dynamic_shapes"] = dynamo_dynamic_shapes(target.module, args, kwargs, dynamic)
+                torch.onnx.export(
+                    target.module, args, str(path), kwargs=kwargs or None, dynamo=True,
+                    verbose=extra.pop("verbose", False), **extra,
+                )
+            else:
+                if dynamic and any(dynamic) and "dynamic_axes" not in extra:
+                    extra["dynamic_axes"] = {names[i]: dict(d) for i, d in enumerate(dynamic) if d}
+                extra.setdefault("input_names", names)
+                torch.onnx.export(target.module, args, str(path), kwargs=kwargs or None, dynamo=False, **extra)
+    except Exception as exc:  # noqa: BLE001 - the exporter on the user's model
+        raise WorkloadError("export", f"exporting {_who(target)} with the {exporter} exporter failed: {one_line(exc)}", user_traceback(exc)) from None
+
+
+def dynamo_dynamic_shapes(module: Any, args: tuple[Any, ...], kwargs: dict[str, Any], dynamic: list[dict[int, str]]) -> Any:
+    """torch.export dynamic_shapes mirroring the inputs; varying dims are Dim.AUTO (which also
+    infers equal dims across inputs and allows a dim to specialize instead of failing)."""
+    import inspect
+
+    import torch
+    from torch.export import Dim
+    from torch.utils import _pytree as pytree
+
+    leaves, treespec = pytree.tree_flatten((args, kwargs))
+    it = iter(dynamic)
+    spec_leaves = []
+    for leaf in leaves:
+        if isinstance(leaf, torch.Tensor):
+            dims = next(it, {})
+            spec_leaves.append({d: Dim.AUTO for d in dims} if dims else None)
+        else:
+            spec_leaves.append(None)
+    args_spec, kwargs_spec = pytree.tree_unflatten(spec_leaves, treespec)
+    # Keyed by the forward's parameter names: the one form that also fits forward(*args, **kw).
+    forward = module.forward if hasattr(module, "forward") else module
+    try:
+        bound = inspect.signature(forward).bind(*args_spec, **kwargs_spec)
+    except (TypeError, ValueError):
+        return tuple(args_spec) if not kwargs else None
+    return dict(bound.arguments)
+
+
+def stage_export(ctx: Context) -> MemoryCurve:
+    path = ctx.workdir / "export.onnx"
+    ctx.meta["exporter"] = resolve_exporter(ctx.options.exporter)
+
+    def call(i: int, step: Step) -> None:
+        for target in ctx.targets:
+            for args, kwargs in target.calls(i, step)[:1]:
+                export_onnx(target, args, kwargs, path, ctx.options)
+
+    return run_loop(ctx, call)
+
+
+# ---------------------------------------------------------------------------------------------
+# inference
+
+
+def varying_dims(target: Target, schedule: Schedule) -> list[dict[int, str]]:
+    """Which dims of each tensor input change over the schedule: known from the symbols when
+    the plan names them, else found by comparing the inputs of a few different steps."""
+    if target.symbols is not None:
+        return target.symbols
+    shapes: list[list[tuple[int, ...]]] = []
+    seen: set[tuple] = set()
+    for i, step in enumerate(schedule.steps):
+        if step.key() in seen:
+            continue
+        seen.add(step.key())
+        calls = target.calls(i, step)
+        if calls:
+            shapes.append([tuple(t.shape) for t in tensor_leaves(calls[0])])
+        if len(shapes) >= 4:
+            break
+    if not shapes:
+        return []
+    out: list[dict[int, str]] = []
+    for j, first in enumerate(shapes[0]):
+        dims: dict[int, str] = {}
+        for d in range(len(first)):
+            values = {s[j][d] for s in shapes if j < len(s) and d < len(s[j])}
+            if len(values) > 1:
+                dims[d] = f"in{j}_d{d}"
+        out.append(dims)
+    return out
+
+
+def export_step_index(schedule: Schedule) -> int:
+    """The step whose inputs serve as export examples: the largest, so no varying dim is 1
+    (torch.export specializes dims of size 0 and 1)."""
+    best = 0
+    best_volume = -1
+    for i, step in enumerate(schedule.steps):
+        volume = 1
+        for v in step.dims.values():
+            volume *= v
+        if volume > best_volume and all(v >= 2 for v in step.dims.values()):
+            best, best_volume = i, volume
+    if best_volume < 0:
+        best = max(range(len(schedule.steps)), key=lambda i: math.prod(schedule.steps[i].dims.values()), default=0)
+    return best
+
+
+def make_session(path: Path, options: ProbeOptions, device: str) -> Any:
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.log_severity_level = 3
+    for key, value in options.session_options.items():
+        if "." in key:  # a session config entry, e.g. "session.use_env_allocators"
+            so.add_session_config_entry(key, str(value))
+        elif key == "graph_optimization_level":
+            so.graph_optimization_level = getattr(ort.GraphOptimizationLevel, str(value))
+        elif key == "execution_mode":
+            so.execution_mode = getattr(ort.ExecutionMode, str(value))
+        else:
+            setattr(so, key, value)
+    if device == "cuda":
+        providers: list[Any] = [("CUDAExecutionProvider", dict(options.provider_options)), "CPUExecutionProvider"]
+    else:
+        providers = [("CPUExecutionProvider", dict(options.provider_options))] if options.provider_options else ["CPUExecutionProvider"]
+    try:
+        return ort.InferenceSession(str(path), sess_options=so, providers=providers)
+    except Exception as exc:  # noqa: BLE001
+        raise WorkloadError("session", f"ONNX Runtime could not load the exported model: {one_line(exc)}", user_traceback(exc)) from None
+
+
+def make_run_options(options: ProbeOptions) -> Any:
+    if not options.run_options:
+        return None
+    import onnxruntime as ort
+
+    ro = ort.RunOptions()
+    for key, value in options.run_options.items():
+        ro.add_run_config_entry(key, str(value))
+    return ro
+
+
+def _feed(session: Any, target: Target, args: Args) -> dict[str, Any]:
+    import torch
+
+    arrays = []
+    for t in tensor_leaves(args):
+        t = t.detach().cpu()
+        if t.dtype == torch.bfloat16:
+            raise WorkloadError("run", "bfloat16 inputs cannot be fed to ONNX Runtime from numpy; use float16 or float32")
+        arrays.append(t.numpy())
+    names = [i.name for i in session.get_inputs()]
+    ours = target.input_names or []
+    if ours and len(ours) == len(arrays) and set(names) <= set(ours):
+        by_name = dict(zip(ours, arrays))
+        return {n: by_name[n] for n in names}
+    if len(names) != len(arrays):
+        raise WorkloadError(
+            "run", f"the exported graph of {_who(target)} takes {len(names)} inputs ({', '.join(names)}) but the model got {len(arrays)} tensors"
+        )
+    return dict(zip(names, arrays))
+
+
+def stage_inference(ctx: Context) -> MemoryCurve:
+    sessions = []
+    ex = export_step_index(ctx.schedule)
+    started = time.perf_counter()
+    for k, target in enumerate(ctx.targets):
+        calls = target.calls(ex, ctx.schedule.steps[ex])
+        if not calls:
+            continue
+        args, kwargs = calls[0]
+        path = ctx.workdir / f"inference_{k}.onnx"
+        export_onnx(target, args, kwargs, path, ctx.options, dynamic=varying_dims(target, ctx.schedule))
+        sessions.append((target, make_session(path, ctx.options, ctx.device)))
+    run_options = make_run_options(ctx.options)
+    ctx.meta["exporter"] = resolve_exporter(ctx.options.exporter)
+    ctx.meta["export_s"] = round(time.perf_counter() - started, 3)
+    ctx.meta["providers"] = sessions[0][1].get_providers() if sessions else []
+
+    def call(i: int, step: Step) -> None:
+        for target, session in sessions:
+            for args in target.calls(i, step):
+                feed = _feed(session, target, args)
+                try:
+                    session.run(None, feed, run_options)
+                except Exception as exc:  # noqa: BLE001
+                    raise WorkloadError("run", f"ONNX Runtime failed running {_who(target)}: {one_line(exc)}", user_traceback(exc)) from None
+                del feed
+
+    return run_loop(ctx, call)
+
+
+STAGE_RUNNERS: dict[str, Callable[[Context], MemoryCurve]] = {
+    "eager": stage_eager,
+    "export": stage_export,
+    "inference": stage_inference,
+}

@@ -1,0 +1,121 @@
+"""Rendering reports for the terminal. The library returns data; this turns it into lines."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from bisector.chart import phased_sparkline
+from bisector.measure import CRASHED, FAILED, MeasureReport, StageResult
+from bisector.probe.types import ProbeCrashed, ProbeFailed, ProbeTimedOut
+from bisector.schedule import PHASES
+from bisector.units import format_bytes
+from bisector.verdict import CLEAN, INCONCLUSIVE, LEAK, SHAPE_GROWTH
+
+STYLE = {
+    LEAK: "bold red",
+    SHAPE_GROWTH: "bold yellow",
+    INCONCLUSIVE: "magenta",
+    CLEAN: "green",
+    CRASHED: "bold red",
+    FAILED: "bold red",
+}
+PER = {"eager": "call", "export": "export", "inference": "run"}
+
+NEXT_STEP = {
+    ("eager", LEAK): "run `bisector find` to name the submodule whose forward keeps memory",
+    ("export", LEAK): "run `bisector find --stage export` to name the region; custom symbolic functions and forward-side lists are the usual cause",
+    ("inference", LEAK): "a per-run leak in ONNX Runtime: try `bisector fix --stage inference` (runtime options) or a newer onnxruntime",
+    ("eager", SHAPE_GROWTH): "a cache keyed by input shape, or the allocator holding the largest shape: `bisector find` names the region",
+    ("export", SHAPE_GROWTH): "something in forward keeps one entry per input shape while exporting: `bisector find --stage export`",
+    ("inference", SHAPE_GROWTH): "ONNX Runtime grows per new input shape: try `bisector fix` (bounded axes, sizes rounded to 16, arena options)",
+}
+
+
+def stage_line(r: StageResult) -> str:
+    """One plain line per stage: verdict and figures (rich markup added by the caller)."""
+    per = PER.get(r.stage, "call")
+    if r.kind in (FAILED, CRASHED):
+        return f"{r.stage:<10} {r.kind:<13} {failure_text(r.failure)}"
+    v = r.verdict
+    assert v is not None
+    bits = [f"{format_bytes(v.growth_bytes_per_call, signed=True)}/{per}"]
+    if v.growth_bytes_per_new_shape is not None:
+        bits.append(f"{format_bytes(v.growth_bytes_per_new_shape, signed=True)}/new shape")
+    if v.objects_per_call is not None:
+        bits.append(f"{v.objects_per_call:+.0f} objects/{per}")
+    if v.noise_bytes is not None:
+        bits.append(f"noise {format_bytes(v.noise_bytes)}")
+    if v.kind == SHAPE_GROWTH and v.bounded is not None:
+        bits.append("bounded by the largest shape" if v.bounded else "unbounded (keeps growing on smaller new shapes)")
+    tries = f"  [{r.attempts} tries]" if r.attempts > 1 else ""
+    return f"{r.stage:<10} {v.kind:<13} {'  '.join(bits)}{tries}"
+
+
+def baseline_line(r: StageResult) -> str | None:
+    """What the control measured: torch's or the runtime's own growth, never the model's."""
+    v = r.verdict
+    if v is None or r.control is None:
+        return None
+    per = PER.get(r.stage, "call")
+    who = {"export": "the exporter itself", "inference": "ONNX Runtime itself", "eager": "torch itself"}[r.stage]
+    objs = f", {v.baseline_objects_per_call:+.0f} objects" if v.baseline_objects_per_call else ""
+    return f"{'':<10} baseline: {who} grows {format_bytes(v.baseline_bytes_per_call, signed=True)}/{per}{objs} (trivial control module, not counted against the model)"
+
+
+def chart(r: StageResult, band: float) -> str | None:
+    if r.curve is None:
+        return None
+    metric = r.verdict.metric if r.verdict else "rss"
+    phases = [(p, r.curve.series(metric, p)) for p in PHASES]
+    line = phased_sparkline(phases, floor_span=band)
+    if not line:
+        return None
+    values = r.curve.series(metric)
+    names = "│".join(p for p, vs in phases if vs)
+    return f"{'':<10} {metric} {line}  {format_bytes(min(values))}..{format_bytes(max(values))}  ({names})"
+
+
+def grown_types(r: StageResult, top: int = 3) -> str | None:
+    if r.curve is None or r.verdict is None or r.kind not in (LEAK, SHAPE_GROWTH):
+        return None
+    phase = "repeat" if r.kind == LEAK else "novel"
+    grown = r.curve.type_growth.get(phase) or {}
+    ctrl = (r.control.type_growth.get(phase) or {}) if r.control else {}
+    excess = {k: n - ctrl.get(k, 0) for k, n in grown.items() if n - ctrl.get(k, 0) > 0}
+    if not excess:
+        return None
+    items = sorted(excess.items(), key=lambda kv: -kv[1])[:top]
+    what = "during repeated shapes" if r.kind == LEAK else "over new shapes"
+    return f"{'':<10} objects left behind {what}: " + ", ".join(f"{k.split('.')[-1]} +{n}" for k, n in items)
+
+
+def failure_text(failure: Any) -> str:
+    if isinstance(failure, ProbeFailed):
+        return failure.message
+    if isinstance(failure, (ProbeCrashed, ProbeTimedOut)):
+        tail = failure.tail.strip().splitlines()[-1:] if failure.tail else []
+        return failure.describe() + (f": {tail[0]}" if tail else "")
+    return str(failure)
+
+
+def render_measure(report: MeasureReport, console: Any) -> None:
+    from rich.markup import escape
+
+    band = report.options.bands.rss
+    console.print(f"[bold]{escape(report.model.label)}[/]  inputs {escape(report.plan.describe())}  " + "  ".join(
+        f"{k}={lo}..{hi}" if lo != hi else f"{k}={lo}" for k, (lo, hi) in report.plan.dims.items()
+    ))
+    for r in report.stages.values():
+        console.print(f"[{STYLE.get(r.kind, '')}]{escape(stage_line(r))}[/]")
+        for extra in (chart(r, band), grown_types(r), baseline_line(r)):
+            if extra:
+                console.print(escape(extra), style="dim" if extra.lstrip().startswith("baseline") else None)
+        if r.control_failure is not None:
+            console.print(escape(f"{'':<10} control run failed ({failure_text(r.control_failure)}); figures are not corrected"), style="yellow")
+        hint = NEXT_STEP.get((r.stage, r.kind))
+        if hint:
+            console.print(escape(f"{'':<10} next: {hint}"), style="cyan")
+    console.print(
+        f"verdict: [{STYLE.get(report.verdict, '')}]{report.verdict}[/]   "
+        f"{report.probes} probes, {report.wall_s:.1f} s"
+    )

@@ -1,0 +1,37 @@
+"""Byte sizes: parsing "5MB" from users and printing figures they can read."""
+
+from __future__ import annotations
+
+import re
+
+from bisector.errors import UserError
+
+_UNITS = {
+    "": 1, "b": 1,
+    "k": 1000, "kb": 1000, "kib": 1024,
+    "m": 1000**2, "mb": 1000**2, "mib": 1024**2,
+    "g": 1000**3, "gb": 1000**3, "gib": 1024**3,
+}
+_SIZE = re.compile(r"^\s*([0-9]*\.?[0-9]+(?:e[0-9]+)?)\s*([a-z]*)\s*$", re.IGNORECASE)
+
+
+def parse_size(text: str | int | float, what: str = "size") -> int:
+    """Parse "5MB", "200 MiB", "1.5G" or a plain number of bytes."""
+    if isinstance(text, (int, float)):
+        return int(text)
+    m = _SIZE.match(text)
+    if not m or m.group(2).lower() not in _UNITS:
+        raise UserError(f"{what} {text!r} is not a size; try e.g. 5MB, 200MiB or 1G")
+    return int(float(m.group(1)) * _UNITS[m.group(2).lower()])
+
+
+def format_bytes(value: float | None, signed: bool = False) -> str:
+    """1234567 -> '1.2 MB' (decimal units, as psutil users and the seed article count)."""
+    if value is None:
+        return "-"
+    sign = "+" if signed and value > 0 else ("-" if value < 0 else "")
+    v = abs(float(value))
+    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("KB", 1e3)):
+        if v >= scale:
+            return f"{sign}{v / scale:.1f} {unit}"
+    return f"{sign}{v:.0f} B"

@@ -1,0 +1,330 @@
+"""From memory curves to verdicts: clean, leak, shape-growth or inconclusive.
+
+Two kinds of signal are judged, each against the same schedule run on a trivial control module
+(so torch's or ONNX Runtime's own growth is never blamed on the model):
+
+- counts (live Python objects, torch.cuda.memory_allocated): exact, so a per-call delta either is
+  or is not above the control's. A segment *grows* when at least 80% of its deltas are above the
+  control's median delta, in the spirit of CPython's refleak hunter ([5,5,6] leaks; [3,0,0] and
+  [8,-8,1] do not).
+- bytes (RSS or USS, NVML GPU memory): noisy, so a robust Theil-Sen slope is fitted and its rise
+  over the segment must clear the noise band (seed article: RSS +-5 MB, GPU +-200 MB) and four times
+  the noise this very probe showed while repeating shapes. A rise between half the band and the
+  band, or noise as large as the band, is *unsure*: the probe is rerun with more iterations.
+
+Per phase (see schedule.py): growth in ``repeat`` is a leak; growth only in ``novel`` is
+shape-growth, ``bounded`` when the ``within`` phase (new shapes, none larger) stays flat.
+"""
+
+from __future__ import annotations
+
+import statistics
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+from bisector.curve import MemoryCurve
+from bisector.units import format_bytes
+
+GROWS, FLAT, UNSURE = "grows", "flat", "unsure"
+CLEAN, LEAK, SHAPE_GROWTH, INCONCLUSIVE = "clean", "leak", "shape-growth", "inconclusive"
+# Worst first: the overall verdict of a report is the worst of its stages.
+SEVERITY = {LEAK: 3, SHAPE_GROWTH: 2, INCONCLUSIVE: 1, CLEAN: 0}
+
+COUNT_METRICS = ("objects", "cuda_allocated")
+MIN_DELTAS = 3  # fewer deltas than this cannot show "every call"
+POSITIVE_SHARE = 0.8
+NOISE_FACTOR = 4.0
+
+
+@dataclass(frozen=True)
+class Bands:
+    """How much a bytes metric may wander before growth counts (seed: RSS +-5 MB, GPU +-200 MB)."""
+
+    rss: float = 5e6
+    gpu: float = 200e6
+
+    def for_metric(self, metric: str) -> float:
+        return self.gpu if metric == "gpu" else self.rss
+
+    def to_json(self) -> dict[str, float]:
+        return {"rss": self.rss, "gpu": self.gpu}
+
+
+@dataclass(frozen=True)
+class Signal:
+    metric: str
+    phase: str
+    state: str  # grows | flat | unsure
+    rate: float  # per step, above the control's rate (bytes or objects)
+    baseline: float  # the control's rate over the same phase
+    noise: float  # bytes: robust sd of the repeat-phase residuals; counts: 0
+    agreement: float  # share of deltas (counts) or pairwise slopes (bytes) that are positive
+    steps: int
+
+    def describe(self) -> str:
+        unit = "objects" if self.metric == "objects" else None
+        per = "call" if self.phase == "repeat" else "new shape"
+        amount = f"{self.rate:+.1f} objects" if unit else format_bytes(self.rate, signed=True)
+        return f"{self.metric} {amount}/{per} ({self.state}, {self.agreement:.0%} of steps up)"
+
+
+@dataclass(frozen=True)
+class Verdict:
+    kind: str
+    growth_bytes_per_call: float | None
+    growth_bytes_per_new_shape: float | None
+    baseline_bytes_per_call: float | None
+    baseline_bytes_per_new_shape: float | None
+    noise_bytes: float | None
+    objects_per_call: float | None = None
+    baseline_objects_per_call: float | None = None
+    objects_per_new_shape: float | None = None
+    bounded: bool | None = None
+    confidence: float = 0.0
+    metric: str = "rss"
+    reasons: tuple[str, ...] = ()
+    signals: tuple[Signal, ...] = field(default=(), repr=False)
+
+    @property
+    def is_problem(self) -> bool:
+        return self.kind in (LEAK, SHAPE_GROWTH)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "verdict": self.kind,
+            "growth_bytes_per_call": _round(self.growth_bytes_per_call),
+            "growth_bytes_per_new_shape": _round(self.growth_bytes_per_new_shape),
+            "baseline_bytes_per_call": _round(self.baseline_bytes_per_call),
+            "baseline_bytes_per_new_shape": _round(self.baseline_bytes_per_new_shape),
+            "noise_bytes": _round(self.noise_bytes),
+            "objects_per_call": _round(self.objects_per_call, 2),
+            "baseline_objects_per_call": _round(self.baseline_objects_per_call, 2),
+            "objects_per_new_shape": _round(self.objects_per_new_shape, 2),
+            "bounded": self.bounded,
+            "confidence": round(self.confidence, 2),
+            "metric": self.metric,
+            "reasons": list(self.reasons),
+        }
+
+
+def _round(value: float | None, digits: int = 0) -> float | None:
+    if value is None:
+        return None
+    return round(value, digits) if digits else float(round(value))
+
+
+def worst(kinds: list[str]) -> str:
+    return max(kinds, key=lambda k: SEVERITY.get(k, 0), default=CLEAN)
+
+
+# ---------------------------------------------------------------------------------------------
+# Robust statistics (stdlib only: the parent process never imports numpy or torch)
+
+
+def theil_sen(y: list[float]) -> tuple[float, float]:
+    """Median of pairwise slopes and the matching intercept, with x = 0, 1, 2, ..."""
+    n = len(y)
+    if n < 2:
+        return 0.0, (y[0] if y else 0.0)
+    slopes = [(y[j] - y[i]) / (j - i) for i in range(n) for j in range(i + 1, n)]
+    slope = statistics.median(slopes)
+    intercept = statistics.median(y[i] - slope * i for i in range(n))
+    return slope, intercept
+
+
+def positive_share(y: list[float]) -> float:
+    n = len(y)
+    pairs = [(y[j] - y[i]) for i in range(n) for j in range(i + 1, n)]
+    return sum(1 for p in pairs if p > 0) / len(pairs) if pairs else 0.0
+
+
+def robust_sd(y: list[float]) -> float:
+    """Spread of the residuals around the Theil-Sen line (1.4826 * MAD, ~sd for normal noise)."""
+    if len(y) < 3:
+        return 0.0
+    slope, intercept = theil_sen(y)
+    resid = [v - (intercept + slope * i) for i, v in enumerate(y)]
+    med = statistics.median(resid)
+    return 1.4826 * statistics.median(abs(r - med) for r in resid)
+
+
+def deltas(y: list[float]) -> list[float]:
+    return [b - a for a, b in zip(y, y[1:])]
+
+
+# ---------------------------------------------------------------------------------------------
+# Signals
+
+
+def count_signal(metric: str, phase: str, y: list[float], control: list[float] | None, offset: float = 0.0) -> Signal:
+    """Exact counts: grows when >= 80% of deltas exceed the control's median delta (+ offset),
+    by more than the control's own jitter, and still do so in the later half (a leak does not
+    fade; a cache still warming up does)."""
+    d = deltas(y)
+    cd = deltas(control) if control and len(control) > 1 else []
+    base = statistics.median(cd) if cd else 0.0
+    jitter = (max(cd) - min(cd)) if cd else 0.0
+    excess = [x - base - offset for x in d]
+    if len(excess) < MIN_DELTAS:
+        return Signal(metric, phase, FLAT if not any(e > jitter for e in excess) else UNSURE, 0.0, base, jitter, 0.0, len(excess))
+    share = sum(1 for e in excess if e > 0) / len(excess)
+    rate = statistics.median(excess)
+    late = statistics.median(excess[len(excess) // 2 :])
+    if share >= POSITIVE_SHARE and rate > jitter and late > jitter:
+        state = GROWS
+    elif share <= 0.5 or sum(excess) <= 0 or rate <= jitter:
+        state = FLAT
+    else:
+        state = UNSURE
+    return Signal(metric, phase, state, rate, base, jitter, share, len(excess))
+
+
+def bytes_signal(
+    metric: str,
+    phase: str,
+    y: list[float],
+    control: list[float] | None,
+    band: float,
+    noise: float,
+    offset: float = 0.0,
+) -> Signal:
+    """Noisy bytes: the Theil-Sen rise above the control must clear the band and the probe's noise."""
+    n = len(y)
+    if n < 3:
+        return Signal(metric, phase, FLAT, 0.0, 0.0, noise, 0.0, max(0, n - 1))
+    slope, _ = theil_sen(y)
+    base = theil_sen(control)[0] if control and len(control) >= 2 else 0.0
+    rate = slope - base - offset
+    rise = rate * (n - 1)
+    if phase != "repeat":
+        # Staircases (an arena doubling) fit a line badly; the net change must agree with the slope.
+        net = (y[-1] - y[0]) - (base + offset) * (n - 1)
+        rise = min(rise, net) if net > 0 else net
+    share = positive_share(y)
+    if rise > band and rise > NOISE_FACTOR * noise:
+        state = GROWS
+    elif noise * 2 > band or (phase == "repeat" and rise > band / 2):
+        # Only per-call growth can be settled by more iterations: a slow leak keeps rising,
+        # while growth over new shapes is bounded by the range, however many steps there are.
+        state = UNSURE
+    else:
+        state = FLAT
+    return Signal(metric, phase, state, rate, base, noise, share, n - 1)
+
+
+# ---------------------------------------------------------------------------------------------
+# The verdict
+
+
+ALL_PHASES = ("repeat", "novel", "within")
+
+
+def judge(
+    curve: MemoryCurve,
+    control: MemoryCurve | None,
+    bands: Bands = Bands(),
+    metric: str = "rss",
+    count_phases: tuple[str, ...] = ALL_PHASES,
+) -> Verdict:
+    """Judge one stage's curve against its control run (None when the control could not run).
+
+    count_phases: where object counts are judged. The export stage judges them per call only:
+    torch's exporter keeps per-shape caches of its own (FakeTensorMode's dispatch cache, sympy's)
+    whose size follows the model's op count, so a trivial control cannot subtract them.
+    """
+    signals: list[Signal] = []
+    reasons: list[str] = []
+    if control is None:
+        reasons.append("no control run: growth is not corrected for torch's or the runtime's own")
+
+    def ctrl(m: str, phase: str) -> list[float] | None:
+        return control.segment(m, phase) if control is not None and control.has(m) else None
+
+    bytes_metrics = [m for m in (metric, "gpu") if curve.has(m)]
+    count_metrics = [m for m in COUNT_METRICS if curve.has(m)]
+    noise = {m: robust_sd(curve.segment(m, "repeat")) for m in bytes_metrics}
+
+    per_call: dict[str, float] = {}
+    for m in count_metrics:
+        s = count_signal(m, "repeat", curve.segment(m, "repeat"), ctrl(m, "repeat"))
+        signals.append(s)
+        per_call[m] = s.rate
+    info: list[Signal] = []  # measured and reported, not judged
+    for m in bytes_metrics:
+        s = bytes_signal(m, "repeat", curve.segment(m, "repeat"), ctrl(m, "repeat"), bands.for_metric(m), noise[m])
+        signals.append(s)
+        per_call[m] = s.rate
+
+    for phase in ("novel", "within"):
+        for m in count_metrics:
+            y = curve.segment(m, phase)
+            if len(y) > 1:
+                s = count_signal(m, phase, y, ctrl(m, phase), offset=max(0.0, per_call[m]))
+                (signals if phase in count_phases else info).append(s)
+        for m in bytes_metrics:
+            y = curve.segment(m, phase)
+            if len(y) > 1:
+                signals.append(
+                    bytes_signal(m, phase, y, ctrl(m, phase), bands.for_metric(m), noise[m], offset=max(0.0, per_call[m]))
+                )
+
+    by = {(s.metric, s.phase): s for s in signals}
+    repeat = [s for s in signals if s.phase == "repeat"]
+    novel = [s for s in signals if s.phase == "novel"]
+    within = [s for s in signals if s.phase == "within"]
+
+    if any(s.state == GROWS for s in repeat):
+        kind = LEAK
+        decisive = [s for s in repeat if s.state == GROWS]
+    elif any(s.state == GROWS for s in novel):
+        kind = SHAPE_GROWTH
+        decisive = [s for s in novel if s.state == GROWS]
+    elif any(s.state == UNSURE for s in repeat + novel):
+        kind = INCONCLUSIVE
+        decisive = [s for s in repeat + novel if s.state == UNSURE]
+    else:
+        kind = CLEAN
+        decisive = repeat + novel
+
+    bounded: bool | None = None
+    if kind == SHAPE_GROWTH:
+        grown = {s.metric for s in decisive}
+        within_states = [s.state for s in within if s.metric in grown]
+        if within_states:
+            bounded = True if all(st == FLAT for st in within_states) else (False if GROWS in within_states else None)
+
+    reasons.extend(s.describe() for s in decisive if s.state != FLAT)
+    if kind == CLEAN:
+        confidence = min((1.0 - max(0.0, _rise(s, bands)) for s in decisive), default=1.0)
+    elif kind == INCONCLUSIVE:
+        confidence = 0.5
+    else:
+        confidence = max(s.agreement for s in decisive)
+
+    rep = by.get((metric, "repeat"))
+    nov = by.get((metric, "novel"))
+    obj = by.get(("objects", "repeat"))
+    obj_novel = by.get(("objects", "novel")) or next((s for s in info if s.metric == "objects" and s.phase == "novel"), None)
+    return Verdict(
+        kind=kind,
+        growth_bytes_per_call=rep.rate if rep else None,
+        growth_bytes_per_new_shape=nov.rate if nov else None,
+        baseline_bytes_per_call=rep.baseline if rep else None,
+        baseline_bytes_per_new_shape=nov.baseline if nov else None,
+        noise_bytes=noise.get(metric),
+        objects_per_call=obj.rate if obj else None,
+        baseline_objects_per_call=obj.baseline if obj else None,
+        objects_per_new_shape=obj_novel.rate if obj_novel else None,
+        bounded=bounded,
+        confidence=max(0.0, min(1.0, confidence)),
+        metric=metric,
+        reasons=tuple(reasons),
+        signals=tuple(signals),
+    )
+
+
+def _rise(s: Signal, bands: Bands) -> float:
+    """A flat signal's rise as a share of its band (counts: 0 when flat)."""
+    if s.metric in COUNT_METRICS:
+        return 0.0
+    return s.rate * s.steps / bands.for_metric(s.metric)
