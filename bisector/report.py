@@ -31,16 +31,27 @@ NEXT_STEP = {
 }
 
 
-def stage_line(r: StageResult) -> str:
+def _figure(v, phase: str, rate: float | None, band: float) -> str:
+    """A growth rate, or "~0" when its total over the phase is lost in the noise: the terminal
+    shows what was measured to matter; --json keeps every number as measured."""
+    if rate is None:
+        return "-"
+    sig = next((s for s in v.signals if s.metric == v.metric and s.phase == phase), None)
+    if sig is not None and abs(rate * sig.steps) < max(4 * sig.noise, 0.05 * band):
+        return "~0 B"
+    return format_bytes(rate, signed=True)
+
+
+def stage_line(r: StageResult, band: float = 5e6) -> str:
     """One plain line per stage: verdict and figures (rich markup added by the caller)."""
     per = PER.get(r.stage, "call")
     if r.kind in (FAILED, CRASHED):
         return f"{r.stage:<10} {r.kind:<13} {failure_text(r.failure)}"
     v = r.verdict
     assert v is not None
-    bits = [f"{format_bytes(v.growth_bytes_per_call, signed=True)}/{per}"]
+    bits = [f"{_figure(v, 'repeat', v.growth_bytes_per_call, band)}/{per}"]
     if v.growth_bytes_per_new_shape is not None:
-        bits.append(f"{format_bytes(v.growth_bytes_per_new_shape, signed=True)}/new shape")
+        bits.append(f"{_figure(v, 'novel', v.growth_bytes_per_new_shape, band)}/new shape")
     if v.objects_per_call is not None:
         bits.append(f"{v.objects_per_call:+.0f} objects/{per}")
     if v.noise_bytes is not None:
@@ -59,7 +70,10 @@ def baseline_line(r: StageResult) -> str | None:
     per = PER.get(r.stage, "call")
     who = {"export": "the exporter itself", "inference": "ONNX Runtime itself", "eager": "torch itself"}[r.stage]
     objs = f", {v.baseline_objects_per_call:+.0f} objects" if v.baseline_objects_per_call else ""
-    return f"{'':<10} baseline: {who} grows {format_bytes(v.baseline_bytes_per_call, signed=True)}/{per}{objs} (trivial control module, not counted against the model)"
+    grows = format_bytes(v.baseline_bytes_per_call, signed=True)
+    if v.baseline_bytes_per_call is not None and abs(v.baseline_bytes_per_call) < 1024 and not objs:
+        grows = "~0 B"
+    return f"{'':<10} baseline: {who} grows {grows}/{per}{objs} (trivial control module, not counted against the model)"
 
 
 def chart(r: StageResult, band: float) -> str | None:
@@ -106,7 +120,7 @@ def render_measure(report: MeasureReport, console: Any) -> None:
         f"{k}={lo}..{hi}" if lo != hi else f"{k}={lo}" for k, (lo, hi) in report.plan.dims.items()
     ))
     for r in report.stages.values():
-        console.print(f"[{STYLE.get(r.kind, '')}]{escape(stage_line(r))}[/]")
+        console.print(f"[{STYLE.get(r.kind, '')}]{escape(stage_line(r, band))}[/]")
         for extra in (chart(r, band), grown_types(r), baseline_line(r)):
             if extra:
                 console.print(escape(extra), style="dim" if extra.lstrip().startswith("baseline") else None)

@@ -172,10 +172,10 @@ def count_signal(metric: str, phase: str, y: list[float], control: list[float] |
     late = statistics.median(excess[len(excess) // 2 :])
     if share >= POSITIVE_SHARE and rate > jitter and late > jitter:
         state = GROWS
-    elif share <= 0.5 or sum(excess) <= 0 or rate <= jitter:
-        state = FLAT
+    elif share > 0.5 and late > jitter and sum(excess) > 0:
+        state = UNSURE  # mostly up and still rising at the end: more iterations will tell
     else:
-        state = UNSURE
+        state = FLAT
     return Signal(metric, phase, state, rate, base, jitter, share, len(excess))
 
 

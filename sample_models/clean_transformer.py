@@ -55,7 +55,7 @@ class Net(nn.Module):
 BISECTOR_TRUTH = {
     "spec": "Net",
     "inputs": ["ids=B,T:int64:0:1000"],
-    "dims": ["B=1:8", "T=5:64"],
+    "dims": ["B=1:4", "T=5:48"],
     "stages": {"eager": "clean", "export": "clean", "inference": "clean"},
     "culprits": [],
 }

@@ -4,7 +4,10 @@ The CPU arena grows whenever an input larger than any before arrives and never g
 back; it stays flat while shapes repeat, and on new shapes no larger than the largest seen.
 That is shape-growth bounded by the largest shape, not a per-call leak
 (microsoft/onnxruntime#11118, triton-inference-server/onnxruntime_backend#102).
-Ground truth: inference shape-growth; eager clean.
+Ground truth: inference shape-growth (bounded).
+Eager is not stated: with 41 MB activations at the largest shape, RSS still keeps ~5-7 MB more
+after the largest shapes even with malloc_trim (allocator residue that grows with the largest
+shape), which sits right on the 5 MB noise band, so its verdict depends on the seed.
 """
 
 import torch
@@ -32,6 +35,6 @@ BISECTOR_TRUTH = {
     "spec": "Net",
     "inputs": ["x=B,3,H,W"],
     "dims": ["B=1:16", "H=5:100", "W=5:100"],
-    "stages": {"inference": "shape-growth", "eager": "clean"},
+    "stages": {"inference": "shape-growth"},
     "culprits": [{"region": "", "stage": "inference", "kind": "shape-growth"}],
 }

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import importlib
 import importlib.util
+import re
 import sys
 import traceback
 import types
@@ -38,8 +39,19 @@ def user_traceback(exc: BaseException, limit: int = 12) -> str:
     return "\n".join(text.splitlines()[-limit:])
 
 
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+_CLASS_PREFIX = re.compile(r"^<class '(?:[\w.]+\.)?(\w+)'>:\s*")
+
+
 def one_line(exc: BaseException) -> str:
-    text = f"{type(exc).__name__}: {exc}".strip()
+    """The line of an exception that says what went wrong (torch.onnx's errors open with advice
+    and put the cause under "## Exception summary")."""
+    body = _ANSI.sub("", str(exc))
+    if "## Exception summary" in body:
+        after = [ln for ln in body.split("## Exception summary", 1)[1].splitlines() if ln.strip()]
+        if after:
+            return _CLASS_PREFIX.sub(lambda m: f"{m.group(1)}: ", after[0].strip())[:300]
+    text = f"{type(exc).__name__}: {body}".strip()
     first = text.splitlines()[0] if text else type(exc).__name__
     return first[:300]
 

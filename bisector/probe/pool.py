@@ -232,6 +232,12 @@ class ProbePool:
                     return False, None, None
                 return True, (rc if rc >= 0 else None), (-rc if rc < 0 else None)
 
+            def wait(seconds: float) -> None:
+                try:
+                    proc.wait(timeout=seconds)
+                except subprocess.TimeoutExpired:
+                    pass
+
         else:
             server = self._get_server()
             child = server.fork(ident, request_dir, self.threads)
@@ -244,6 +250,9 @@ class ProbePool:
                 if child.done.is_set():
                     return True, child.exit_code, child.signal
                 return False, None, None
+
+            def wait(seconds: float) -> None:
+                child.done.wait(seconds)  # wakes at once when the server reports the exit
 
         import psutil
 
@@ -271,7 +280,7 @@ class ProbePool:
                     if rss > mem_cap:
                         killed_for = "memory-cap"
                         _kill_group(pid)
-            time.sleep(self.poll_s)
+            wait(self.poll_s)
         if not self.fresh:
             server.forget(ident)  # type: ignore[possibly-undefined]
         wall = time.perf_counter() - started

@@ -107,10 +107,10 @@ def serve() -> int:
     stdin_open = True
     while stdin_open or children:
         if stdin_open:
-            ready, _, _ = select.select([0], [], [], 0.02)
+            ready, _, _ = select.select([0], [], [], 0.005)
         else:
             ready = []
-            time.sleep(0.02)
+            time.sleep(0.005)
         if ready:
             chunk = os.read(0, 1 << 16)
             if not chunk:

@@ -244,6 +244,13 @@ def dynamo_dynamic_shapes(module: Any, args: tuple[Any, ...], kwargs: dict[str, 
 
 
 def stage_export(ctx: Context) -> MemoryCurve:
+    """Repeated exports with each step's inputs as examples, static shapes.
+
+    Not dynamic dims: with dynamic shapes torch 2.13's exporter itself keeps FakeTensorMode
+    dispatch-cache entries keyed by fresh symbols on every export (~2,700 objects per export for
+    the 5-layer sample CNN, growing with the op count), which a trivial control cannot subtract and
+    which would be blamed on every model. Static exports keep only the ~58 objects per export that
+    the control measures. The inference stage's single export does use dynamic dims."""
     path = ctx.workdir / "export.onnx"
     ctx.meta["exporter"] = resolve_exporter(ctx.options.exporter)
 

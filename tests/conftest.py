@@ -1,0 +1,45 @@
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SAMPLES = ROOT / "sample_models"
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # One control cache for the whole session: tests share control runs, never the user's cache.
+    if "BISECTOR_CACHE" not in os.environ:
+        import tempfile
+
+        os.environ["BISECTOR_CACHE"] = tempfile.mkdtemp(prefix="bisector-test-cache-")
+
+
+@pytest.fixture(scope="session")
+def pool(tmp_path_factory: pytest.TempPathFactory):
+    from bisector.probe.pool import ProbePool
+
+    with ProbePool(tmp_path_factory.mktemp("pool"), timeout_s=120) as p:
+        yield p
+
+
+def has_cuda() -> bool:
+    try:
+        import pynvml
+
+        pynvml.nvmlInit()
+        return pynvml.nvmlDeviceGetCount() > 0
+    except Exception:  # noqa: BLE001 - no driver means no GPU here
+        return False
+
+
+def run_cli(*args: str, cwd: str | Path | None = None, timeout: float = 600) -> "subprocess.CompletedProcess[str]":
+    import subprocess
+
+    return subprocess.run(
+        [sys.executable, "-m", "bisector", *args], capture_output=True, text=True, cwd=cwd, timeout=timeout
+    )
