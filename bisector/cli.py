@@ -70,6 +70,13 @@ def _err_console() -> Any:
     return Console(stderr=True, highlight=False, soft_wrap=True)
 
 
+def _out_console() -> Any:
+    """Reports on stdout; in a pipe or a CI log, wide enough that tree lines are not cut."""
+    from rich.console import Console
+
+    return Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 200)
+
+
 def _guard(debug: bool, body: Callable[[], int]) -> int:
     """Run a command body: our errors become one line and an exit code, never a traceback."""
     from bisector.errors import BisectorError
@@ -206,8 +213,6 @@ def measure(
     clean, leak (grows every call), shape-growth (grows per new input shape) or inconclusive."""
 
     def body() -> int:
-        from rich.console import Console
-
         from bisector import api
         from bisector.measure import measure as run_measure
         from bisector.report import render_measure
@@ -223,7 +228,7 @@ def measure(
         if json_out:
             sys.stdout.write(json.dumps(report.to_json(), indent=2) + "\n")
         else:
-            render_measure(report, Console(highlight=False, soft_wrap=True))
+            render_measure(report, _out_console())
         error = _failure_error(report)
         if error is not None:
             raise error
@@ -235,6 +240,65 @@ def measure(
 def _is(exc: BaseException, name: str) -> bool:
     # typer vendors its own click, whose exception classes are private; match them by name.
     return any(c.__name__ == name for c in type(exc).__mro__)
+
+
+RunDirOpt = Annotated[Optional[str], typer.Option("--run-dir", help="Where measurements and recorded inputs are kept, so a re-run resumes. Default: ./.bisector")]
+
+
+@app.command()
+def find(
+    spec: Spec,
+    input: InputOpt = None,
+    dim: DimOpt = None,
+    stage: StageOpt = None,
+    exporter: ExporterOpt = None,
+    jobs: JobsOpt = None,
+    json_out: JsonOpt = False,
+    init_kwargs: InitOpt = None,
+    device: DeviceOpt = None,
+    seed: SeedOpt = None,
+    fresh: FreshOpt = False,
+    timeout: TimeoutOpt = None,
+    mem_cap: MemCapOpt = None,
+    noise_rss: NoiseRssOpt = None,
+    noise_gpu: NoiseGpuOpt = None,
+    metric: MetricOpt = None,
+    retries: RetriesOpt = None,
+    keep_autograd: AutogradOpt = False,
+    no_cache: NoCacheOpt = False,
+    run_dir: RunDirOpt = None,
+    config: ConfigOpt = None,
+    debug: DebugOpt = False,
+) -> int:
+    """Measure each stage, then bisect the module tree down to the smallest regions that leak
+    (or grow per new input shape), with figures and what to try next for each."""
+
+    def body() -> int:
+        from bisector import api
+        from bisector.find import find as run_find
+        from bisector.report import render_find
+
+        prepared = api.prepare(
+            spec, input or (), dim or (), stages=stage, exporter=exporter, device=device, init_kwargs=init_kwargs,
+            seed=seed, noise_rss=noise_rss, noise_gpu=noise_gpu, metric=metric, retries=retries, jobs=jobs,
+            fresh=fresh, timeout_s=timeout, mem_cap=mem_cap, keep_autograd=keep_autograd, cache=not no_cache,
+            config=config,
+        )
+        with _Progress(sys.stderr.isatty() and not debug) as progress:
+            report = run_find(prepared.model, prepared.plan, prepared.options, events=progress, run_dir=run_dir)
+        if json_out:
+            sys.stdout.write(json.dumps(report.to_json(), indent=2) + "\n")
+        else:
+            render_find(report, _out_console())
+        error = _failure_error(report.measure)
+        if error is not None:
+            raise error
+        if report.culprits:
+            return EXIT_FOUND
+        code = _measure_exit(report.measure)
+        return EXIT_UNPROVEN if code == EXIT_CLEAN and not report.complete else code
+
+    return _guard(debug, body)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -24,7 +24,7 @@ from bisector.curve import MemoryCurve
 from bisector.probe.pool import ProbePool
 from bisector.probe.types import STAGES, ProbeFailed, ProbeOk, ProbeOptions, ProbeRequest, ProbeResult, result_from_json
 from bisector.schedule import PROFILES, Schedule, ScheduleProfile, build_schedule
-from bisector.spec import InputPlan, ModelSpec
+from bisector.spec import InputPlan, ModelSpec, library_imports
 from bisector.verdict import CLEAN, INCONCLUSIVE, SEVERITY, Bands, Verdict, judge
 
 CRASHED = "crashed"  # a stage whose model probe died, hung or hit the memory cap
@@ -189,25 +189,67 @@ class ControlCache:
             pass
 
 
-class Runner:
-    """Runs probe requests on a pool, at most ``jobs`` at once, caching control runs."""
+class ResultCache:
+    """Model probe results of one run directory, keyed by the request and a hash of the model's
+    code and weights (salt): a re-run, an interrupted run resumed, or `fix` after `find` reuse
+    every probe that finished."""
 
-    def __init__(self, pool: ProbePool, jobs: int, cache: ControlCache, events: Events) -> None:
+    def __init__(self, folder: Path, salt: str) -> None:
+        self.folder = folder
+        self.salt = salt
+
+    def _path(self, request: ProbeRequest) -> Path:
+        import hashlib
+
+        key = hashlib.sha256(f"{request.key()}:{self.salt}".encode()).hexdigest()[:24]
+        return self.folder / f"{request.stage}-{key}.json"
+
+    def get(self, request: ProbeRequest) -> ProbeResult | None:
+        path = self._path(request)
+        if not path.exists():
+            return None
+        try:
+            return result_from_json(json.loads(path.read_text()))
+        except (OSError, ValueError, KeyError):
+            return None
+
+    def put(self, request: ProbeRequest, result: ProbeResult) -> None:
+        # Crashes and timeouts are not kept: they may be the machine's fault, worth a retry.
+        if not isinstance(result, (ProbeOk, ProbeFailed)):
+            return
+        path = self._path(request)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_suffix(f".{os.getpid()}.{threading.get_ident()}.tmp")
+            tmp.write_text(json.dumps(result.to_json()))
+            os.replace(tmp, path)
+        except OSError:
+            pass
+
+
+class Runner:
+    """Runs probe requests on a pool, at most ``jobs`` at once, caching control runs (and, with a
+    ResultCache, the model's own runs)."""
+
+    def __init__(self, pool: ProbePool, jobs: int, cache: ControlCache, events: Events, results: ResultCache | None = None) -> None:
         self.pool = pool
         self.cache = cache
+        self.results = results
         self.events = events
+        self.reused = 0
         self.executor = ThreadPoolExecutor(max_workers=max(1, jobs), thread_name_prefix="bisector-probe")
         self.probes = 0
         self._lock = threading.Lock()
 
     def submit(self, request: ProbeRequest) -> Future:
-        if request.control:
-            cached = self.cache.get(request)
-            if cached is not None:
-                fut: Future = Future()
-                fut.set_result(cached)
-                self.events.probe_finished(request.label, cached, cached=True)
-                return fut
+        cached = self.cache.get(request) if request.control else (self.results.get(request) if self.results else None)
+        if cached is not None:
+            fut: Future = Future()
+            fut.set_result(cached)
+            with self._lock:
+                self.reused += 0 if request.control else 1
+            self.events.probe_finished(request.label, cached, cached=True)
+            return fut
         return self.executor.submit(self._run, request)
 
     def _run(self, request: ProbeRequest) -> ProbeResult:
@@ -217,6 +259,8 @@ class Runner:
             self.probes += 1
         if request.control:
             self.cache.put(request, result)
+        elif self.results is not None:
+            self.results.put(request, result)
         self.events.probe_finished(request.label, result)
         return result
 
@@ -288,7 +332,7 @@ def measure(
     jobs = options.jobs or (os.cpu_count() or 1)
     own_pool = pool is None
     if pool is None:
-        pool = ProbePool(fresh=options.fresh, timeout_s=options.timeout_s, mem_cap=options.mem_cap)
+        pool = ProbePool(fresh=options.fresh, timeout_s=options.timeout_s, mem_cap=options.mem_cap, preload=library_imports(model))
     cache = ControlCache(None if options.cache_dir == "" else Path(options.cache_dir) if options.cache_dir else default_cache_dir())
     runner = Runner(pool, jobs, cache, events)
     results: dict[str, StageResult] = {}

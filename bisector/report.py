@@ -32,12 +32,16 @@ NEXT_STEP = {
 
 
 def _figure(v, phase: str, rate: float | None, band: float) -> str:
+    sig = next((s for s in v.signals if s.metric == v.metric and s.phase == phase), None)
+    return growth_text(rate, sig.steps if sig else 0, sig.noise if sig else 0.0, band)
+
+
+def growth_text(rate: float | None, steps: int, noise: float, band: float) -> str:
     """A growth rate, or "~0" when its total over the phase is lost in the noise: the terminal
     shows what was measured to matter; --json keeps every number as measured."""
     if rate is None:
         return "-"
-    sig = next((s for s in v.signals if s.metric == v.metric and s.phase == phase), None)
-    if sig is not None and abs(rate * sig.steps) < max(4 * sig.noise, 0.05 * band):
+    if steps and abs(rate * steps) < max(4 * noise, 0.05 * band):
         return "~0 B"
     return format_bytes(rate, signed=True)
 
@@ -133,3 +137,76 @@ def render_measure(report: MeasureReport, console: Any) -> None:
         f"verdict: [{STYLE.get(report.verdict, '')}]{report.verdict}[/]   "
         f"{report.probes} probes, {report.wall_s:.1f} s"
     )
+
+
+def render_find(report: Any, console: Any) -> None:
+    """The measure lines per stage, then a tree from the root to each culprit."""
+    from rich.markup import escape
+    from rich.tree import Tree as RichTree
+
+    m = report.measure
+    band = m.options.bands.rss
+    console.print(
+        f"[bold]{escape(m.model.label)}[/]  inputs {escape(m.plan.describe())}  "
+        + "  ".join(f"{k}={lo}..{hi}" if lo != hi else f"{k}={lo}" for k, (lo, hi) in m.plan.dims.items())
+        + f"  ({len(report.tree)} modules)"
+    )
+    for stage, r in m.stages.items():
+        console.print(f"[{STYLE.get(r.kind, '')}]{escape(stage_line(r, band))}[/]")
+        search = report.searches.get(stage)
+        if search is None or not search.culprits:
+            if r.kind in (LEAK, SHAPE_GROWTH) and search is not None:
+                console.print(escape(f"{'':<10} no region below the root misbehaves alone"), style="yellow")
+            continue
+        console.print(_culprit_tree(report, search, RichTree, escape))
+        for region, why in search.unprobeable.items():
+            console.print(escape(f"{'':<10} could not probe {region or '<root>'} alone: {why}"), style="dim")
+        for region in search.inconclusive:
+            console.print(escape(f"{'':<10} {region or '<root>'}: inconclusive after retries"), style="magenta")
+    culprits = report.culprits
+    where = ", ".join(f"{c.region or '<root>'} ({c.stage})" for c in culprits) or "none"
+    status = "" if report.complete else "  [yellow]stopped before the end: run again to resume[/]"
+    console.print(
+        f"verdict: [{STYLE.get(report.verdict, '')}]{report.verdict}[/]   culprits: {escape(where)}   "
+        f"{report.probes} probes" + (f" (+{report.reused} reused)" if report.reused else "")
+        + f", {report.wall_s:.1f} s{status}"
+    )
+
+
+def _culprit_tree(report: Any, search: Any, RichTree: Any, escape: Any) -> Any:
+    tree = report.tree
+    root_region = tree.regions.get("")
+    root = RichTree(escape(f"<root> {root_region.type.rsplit('.', 1)[-1] if root_region else ''}  {search.root.kind}"), guide_style="dim")
+    nodes = {"": root}
+    tested = {k[0]: o for k, o in search.tested.items() if len(k) == 1}
+    for c in search.culprits:
+        for path in tree.ancestors(c.region)[1:]:
+            if path in nodes:
+                continue
+            parent = nodes[path.rpartition(".")[0] if "." in path else ""]
+            region = tree.regions.get(path)
+            type_name = region.type.rsplit(".", 1)[-1] if region else ""
+            if path == c.region:
+                f = c.figures
+                per = PER.get(c.stage, "call")
+                figures = []
+                if f.get("objects_per_call"):
+                    figures.append(f"{f['objects_per_call']:+.0f} objects/{per}")
+                band = report.measure.options.bands.rss
+                noise = f.get("noise_bytes") or 0.0
+                if c.kind == LEAK:
+                    figures.append(f"{growth_text(f.get('growth_bytes_per_call'), f.get('repeat_steps', 0), noise, band)}/{per}")
+                else:
+                    figures.append(f"{growth_text(f.get('growth_bytes_per_new_shape'), f.get('novel_steps', 0), noise, band)}/new shape")
+                    if f.get("bounded") is not None:
+                        figures.append("bounded" if f["bounded"] else "unbounded")
+                own = " (its own code)" if c.own_code and tree.children(path) else ""
+                label = f"[{STYLE.get(c.kind, '')}]{escape(path)}[/]  {escape(type_name)}  [{STYLE.get(c.kind, '')}]{c.kind}[/]  {escape(', '.join(figures))}  ← culprit{own}"
+                node = parent.add(label)
+                node.add(f"[cyan]next: {escape(c.hint)}[/]")
+            else:
+                o = tested.get(path)
+                kind = o.kind if o is not None else "·"
+                node = parent.add(escape(f"{path}  {type_name}  {kind}"))
+            nodes[path] = node
+    return root

@@ -328,3 +328,44 @@ def model_has_inputs_hook(model: ModelSpec) -> bool:
     except (OSError, SyntaxError, UnicodeDecodeError):
         return False
     return INPUTS_HOOK in names
+
+
+def library_imports(model: ModelSpec) -> tuple[str, ...]:
+    """Installed third-party modules the model file imports at top level, for the probe server
+    to import before forking ("pkg" or "pkg:Attr" for a lazily loaded attribute, as in
+    `from transformers import GPT2Model`). The user's own modules are never included."""
+    import importlib.util
+    import sys
+
+    path = Path(model.path)
+    try:
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+    except (OSError, SyntaxError, UnicodeDecodeError):
+        return ()
+    wanted: list[str] = []
+    for node in tree.body:
+        if isinstance(node, ast.Import):
+            wanted += [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            wanted += [f"{node.module}:{a.name}" for a in node.names if a.name != "*"]
+    out: list[str] = []
+    local = path.parent.resolve()
+    for entry in wanted:
+        top = entry.split(":")[0].split(".")[0]
+        if top in sys.builtin_module_names or top in getattr(sys, "stdlib_module_names", ()):
+            continue
+        try:
+            found = importlib.util.find_spec(top)
+        except (ImportError, ValueError):
+            continue
+        origin = getattr(found, "origin", None) or ""
+        locations = list(getattr(found, "submodule_search_locations", None) or [])
+        where = [Path(p).resolve() for p in ([origin] if origin and origin != "namespace" else []) + locations]
+        def is_local(w: Path) -> bool:
+            installed = any(part in ("site-packages", "dist-packages") for part in w.parts)
+            return not installed and (local == w or local in w.parents)
+
+        if found is None or not where or any(is_local(w) for w in where):
+            continue
+        out.append(entry)
+    return tuple(dict.fromkeys(out))

@@ -62,11 +62,20 @@ class Tree:
         return len(self.regions)
 
     def children(self, path: str) -> list[str]:
-        """Children that ran during capture: a module forward never calls cannot leak."""
+        """The regions directly below path that ran during capture. A child that never ran but
+        holds modules that did (an nn.ModuleList or ModuleDict, whose members the parent calls
+        itself) is looked through: its members take its place. A module nothing calls cannot leak."""
         region = self.regions.get(path)
         if region is None:
             return []
-        return [c for c in region.children if self.regions.get(c, Region(c, "")).called]
+        out: list[str] = []
+        for c in region.children:
+            child = self.regions.get(c, Region(c, ""))
+            if child.called:
+                out.append(c)
+            else:
+                out.extend(self.children(c))
+        return out
 
     def depth(self, path: str) -> int:
         return 0 if not path else path.count(".") + 1

@@ -25,7 +25,8 @@ class Truth:
 
     @property
     def name(self) -> str:
-        return Path(self.path).stem
+        stem = Path(self.path).stem
+        return stem if self.spec in ("Net", "make") else f"{stem}:{self.spec}"
 
     @property
     def target(self) -> str:
@@ -33,31 +34,40 @@ class Truth:
 
 
 def read_truth(path: str | Path) -> Truth | None:
-    """The literal BISECTOR_TRUTH dict of a sample file, or None when it has none."""
+    """The first truth of a sample file (see read_truths)."""
+    truths = read_truths(path)
+    return truths[0] if truths else None
+
+
+def read_truths(path: str | Path) -> list[Truth]:
+    """The literal BISECTOR_TRUTH of a sample file: one dict, or a list of them (one per model
+    the file defines). Read with ast, so the file is never imported."""
     tree = ast.parse(Path(path).read_text(encoding="utf-8"))
     for node in tree.body:
         if isinstance(node, ast.Assign) and any(isinstance(t, ast.Name) and t.id == TRUTH_NAME for t in node.targets):
-            data = ast.literal_eval(node.value)
-            known = {"spec", "inputs", "dims", "stages", "culprits", "exporter", "device", "gpu_only"}
-            return Truth(
-                path=str(path),
-                spec=data.get("spec", "Net"),
-                inputs=tuple(data.get("inputs", ())),
-                dims=tuple(data.get("dims", ())),
-                stages=dict(data.get("stages", {})),
-                culprits=tuple(data.get("culprits", ())),
-                exporter=data.get("exporter"),
-                device=data.get("device"),
-                gpu_only=bool(data.get("gpu_only", False)),
-                extra={k: v for k, v in data.items() if k not in known},
-            )
-    return None
+            value = ast.literal_eval(node.value)
+            return [_truth(path, d) for d in (value if isinstance(value, list) else [value])]
+    return []
+
+
+def _truth(path: str | Path, data: dict[str, Any]) -> Truth:
+    known = {"spec", "inputs", "dims", "stages", "culprits", "exporter", "device", "gpu_only"}
+    return Truth(
+        path=str(path),
+        spec=data.get("spec", "Net"),
+        inputs=tuple(data.get("inputs", ())),
+        dims=tuple(data.get("dims", ())),
+        stages=dict(data.get("stages", {})),
+        culprits=tuple(data.get("culprits", ())),
+        exporter=data.get("exporter"),
+        device=data.get("device"),
+        gpu_only=bool(data.get("gpu_only", False)),
+        extra={k: v for k, v in data.items() if k not in known},
+    )
 
 
 def zoo(folder: str | Path) -> list[Truth]:
     out = []
     for path in sorted(Path(folder).glob("*.py")):
-        truth = read_truth(path)
-        if truth is not None:
-            out.append(truth)
+        out.extend(read_truths(path))
     return out

@@ -19,7 +19,7 @@ from typing import Any
 from bisector.curve import MemoryCurve
 from bisector.probe.inputs import InputFactory
 from bisector.probe.loading import WorkloadError, build_model, load_namespace, one_line, user_traceback
-from bisector.probe.types import ProbeFailed, ProbeOk, ProbeRequest, ProbeResult
+from bisector.probe.types import CAPTURE, ProbeFailed, ProbeOk, ProbeRequest, ProbeResult
 
 
 def _quiet() -> None:
@@ -92,10 +92,17 @@ def run_request(req: ProbeRequest, workdir: Path) -> ProbeResult:
         except Exception as exc:  # noqa: BLE001
             raise WorkloadError("load", f"moving the model to {device} failed: {one_line(exc)}", user_traceback(exc)) from None
         factory = InputFactory(req.plan, namespace, device, seed)
+        if req.stage == CAPTURE:
+            from bisector.probe.regions import run_capture
+
+            data = run_capture(model, req, factory, Path(req.capture or (workdir / "capture")))
+            return ProbeOk(curve=MemoryCurve(samples=()), wall_s=time.perf_counter() - started, data=data)
         if req.regions != ("",) or req.capture:
-            from bisector.probe.regions import region_targets
+            from bisector.probe.regions import group_target, region_targets
 
             targets = region_targets(model, req, factory)
+            if len(targets) > 1 and req.stage in ("export", "inference"):
+                targets = [group_target(targets)]
         else:
             symbols = None
             names = None

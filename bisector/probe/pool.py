@@ -162,6 +162,7 @@ class ProbePool:
         threads: int | None = None,
         env: dict[str, str] | None = None,
         poll_s: float = 0.02,
+        preload: tuple[str, ...] = (),
     ) -> None:
         self._own_workdir = workdir is None
         self.workdir = Path(workdir) if workdir else Path(tempfile.mkdtemp(prefix="bisector-"))
@@ -171,12 +172,15 @@ class ProbePool:
         self.mem_cap = mem_cap if mem_cap is not None else default_mem_cap()
         self.threads = threads
         self.env = env
+        if preload:
+            self.env = {**(env if env is not None else os.environ), "BISECTOR_PRELOAD": ",".join(preload)}
         self.poll_s = poll_s
         self._ids = itertools.count(1)
         self._server: _Server | None = None
         self._server_lock = threading.Lock()
         self.probes_run = 0
         self._count_lock = threading.Lock()
+        self.closed = False
 
     # -- lifecycle ------------------------------------------------------------------------------
 
@@ -188,6 +192,7 @@ class ProbePool:
 
     def close(self) -> None:
         with self._server_lock:
+            self.closed = True
             if self._server is not None:
                 self._server.close()
                 self._server = None
@@ -196,6 +201,8 @@ class ProbePool:
 
     def _get_server(self) -> _Server:
         with self._server_lock:
+            if self.closed:
+                raise _PoolClosed()
             if self._server is None or not self._server.alive:
                 if self._server is not None:
                     self._server.close()
@@ -206,6 +213,8 @@ class ProbePool:
 
     def run(self, request: ProbeRequest, *, timeout_s: float | None = None, mem_cap: int | None = None) -> ProbeResult:
         """Run one probe in a child process and return what happened; never raises for the child."""
+        if self.closed:
+            return ProbeCrashed("exit", None, None, "the probe pool was closed (interrupted)")
         ident = next(self._ids)
         with self._count_lock:
             self.probes_run += 1
@@ -239,7 +248,10 @@ class ProbePool:
                     pass
 
         else:
-            server = self._get_server()
+            try:
+                server = self._get_server()
+            except _PoolClosed:
+                return ProbeCrashed("exit", None, None, "the probe pool was closed (interrupted)")
             child = server.fork(ident, request_dir, self.threads)
             if not child.started.wait(SERVER_READY_TIMEOUT_S) or child.pid is None:
                 server.forget(ident)
@@ -298,6 +310,10 @@ class ProbePool:
         if sig is not None:
             return ProbeCrashed("signal", _signal_name(sig), None, tail, peak_rss=peak or None, wall_s=wall)
         return ProbeCrashed("exit", None, exit_code, tail, peak_rss=peak or None, wall_s=wall)
+
+
+class _PoolClosed(Exception):
+    pass
 
 
 def _kill_group(pid: int) -> None:

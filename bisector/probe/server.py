@@ -43,12 +43,16 @@ PRELOAD = (
 
 
 def preload(modules: tuple[str, ...] = PRELOAD) -> list[str]:
+    """Import each module ("pkg.mod", or "pkg:Attr" to touch a lazily imported attribute)."""
     failed = []
-    for name in modules:
+    for entry in modules:
+        name, _, attr = entry.partition(":")
         try:
-            importlib.import_module(name)
+            module = importlib.import_module(name)
+            if attr:
+                getattr(module, attr)
         except Exception as exc:  # noqa: BLE001 - a missing optional module is reported, not fatal
-            failed.append(f"{name}: {exc}")
+            failed.append(f"{entry}: {exc}")
     return failed
 
 
@@ -93,7 +97,9 @@ def serve() -> int:
         proto.flush()
 
     started = time.perf_counter()
-    failed = preload()
+    # The libraries the model file imports (e.g. transformers, ~7 s), named by the parent.
+    extra = tuple(e for e in os.environ.get("BISECTOR_PRELOAD", "").split(",") if e)
+    failed = preload(PRELOAD + extra)
     import gc
 
     # Frozen objects are skipped by every later collection (in the children too) and their pages

@@ -17,6 +17,7 @@ from bisector.schedule import Schedule
 from bisector.spec import InputPlan, ModelSpec
 
 STAGES = ("eager", "export", "inference")
+CAPTURE = "capture"  # not a measurement: records the module tree and every region's inputs
 EXPORTERS = ("dynamo", "torchscript")
 
 
@@ -106,9 +107,10 @@ class ProbeOk:
     curve: MemoryCurve
     wall_s: float
     kind: str = "ok"
+    data: Mapping[str, Any] = field(default_factory=dict)  # what a non-measuring probe returns (capture)
 
     def to_json(self) -> dict[str, Any]:
-        return {"kind": self.kind, "curve": self.curve.to_json(), "wall_s": self.wall_s}
+        return {"kind": self.kind, "curve": self.curve.to_json(), "wall_s": self.wall_s, "data": dict(self.data)}
 
 
 @dataclass(frozen=True)
@@ -172,7 +174,7 @@ ProbeResult = Union[ProbeOk, ProbeFailed, ProbeCrashed, ProbeTimedOut]
 def result_from_json(data: Mapping[str, Any]) -> ProbeResult:
     kind = data.get("kind")
     if kind == "ok":
-        return ProbeOk(curve=MemoryCurve.from_json(data["curve"]), wall_s=float(data.get("wall_s", 0.0)))
+        return ProbeOk(curve=MemoryCurve.from_json(data["curve"]), wall_s=float(data.get("wall_s", 0.0)), data=dict(data.get("data") or {}))
     if kind == "failed":
         return ProbeFailed(where=data["where"], message=data["message"], traceback=data.get("traceback", ""), wall_s=float(data.get("wall_s", 0.0)))
     if kind == "crashed":

@@ -204,3 +204,22 @@ def test_uncalled_modules_are_skipped() -> None:
     state = search(tree, oracle(("",)), oracle)
     assert found(state) == {"used": ("leak", True)}
     assert all("unused" not in g for g in oracle.calls)
+
+
+def test_uncalled_containers_are_looked_through() -> None:
+    from bisector.tree import Region
+
+    tree = Tree.from_regions(
+        [
+            Region("", "Net", ("h", "ln")),
+            Region("h", "ModuleList", ("h.0", "h.1"), called=False),
+            Region("h.0", "Block"),
+            Region("h.1", "Block", ("h.1.act",)),
+            Region("h.1.act", "GELU"),
+            Region("ln", "LayerNorm"),
+        ]
+    )
+    assert tree.children("") == ["h.0", "h.1", "ln"]
+    oracle = FakeOracle({"h.1.act": "leak"})
+    state = search(tree, oracle(("",)), oracle)
+    assert found(state) == {"h.1.act": ("leak", True)}

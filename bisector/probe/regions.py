@@ -1,0 +1,245 @@
+"""Inside a child: record every region's inputs (the capture stage) and replay them (targets).
+
+Capture: forward pre-hooks (``with_kwargs=True``) on every module record each call's args and
+kwargs, detached copies on the CPU; the root's inputs are the generated ones. One file per input
+shape holds all regions, so tensors shared between a parent and its first child are stored once.
+A region whose inputs cannot be saved (an unpicklable argument) or whose module takes no hooks (a
+scripted submodule) is listed as not capturable; the search then goes on in its children.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+import io
+import os
+from pathlib import Path
+from typing import Any
+
+from bisector.capture import capture_file, dims_key, input_seed_index
+from bisector.probe.inputs import Args, InputFactory
+from bisector.probe.loading import WorkloadError, one_line, user_traceback
+from bisector.probe.types import ProbeRequest
+
+
+def _clone(tree: Any, device: str | None = None) -> Any:
+    import torch
+    from torch.utils import _pytree as pytree
+
+    def one(x: Any) -> Any:
+        if isinstance(x, torch.Tensor):
+            t = x.detach()
+            t = t.to(device) if device else t.cpu()
+            return t.clone()
+        return x
+
+    return pytree.tree_map(one, tree)
+
+
+# -- the module tree ------------------------------------------------------------------------------
+
+_code_hashes: dict[type, str] = {}
+
+
+def _code_hash(module: Any) -> str:
+    cls = type(module)
+    if cls not in _code_hashes:
+        try:
+            source = inspect.getsource(cls)
+        except (OSError, TypeError):
+            source = getattr(module, "code", "") if hasattr(module, "code") else cls.__qualname__
+        _code_hashes[cls] = hashlib.sha1(f"{cls.__module__}.{cls.__qualname__}\n{source}".encode()).hexdigest()[:16]
+    return _code_hashes[cls]
+
+
+def _weights_hash(module: Any) -> tuple[str, int]:
+    import torch
+
+    h = hashlib.sha1()
+    count = 0
+    for name, t in list(module.named_parameters(recurse=False)) + list(module.named_buffers(recurse=False)):
+        if t is None:
+            continue
+        h.update(f"{name}:{tuple(t.shape)}:{t.dtype}".encode())
+        flat = t.detach().reshape(-1).contiguous()
+        if flat.numel():
+            h.update(memoryview(flat.cpu().view(torch.uint8).numpy()))
+        count += t.numel() if isinstance(t, torch.nn.Parameter) else 0
+    return h.hexdigest()[:16], count
+
+
+def module_tree(model: Any, called: set[str] | None = None, capturable: set[str] | None = None) -> list[dict[str, Any]]:
+    modules = dict(model.named_modules())
+    rows: dict[str, dict[str, Any]] = {}
+    for path, module in modules.items():
+        children = []
+        for name, child in module.named_children():
+            cpath = f"{path}.{name}" if path else name
+            if cpath in modules and modules[cpath] is child:
+                children.append(cpath)
+        whash, params = _weights_hash(module)
+        rows[path] = {
+            "path": path,
+            "type": f"{type(module).__module__}.{type(module).__qualname__}",
+            "children": children,
+            "params": params,
+            "code_hash": _code_hash(module),
+            "weights_hash": whash,
+            "called": True if called is None else (path in called or path == ""),
+            "capturable": True if capturable is None else (path in capturable or path == ""),
+        }
+    for path in sorted(rows, key=lambda p: -p.count(".") if p else 1):  # children before parents
+        r = rows[path]
+        h = hashlib.sha1(f"{r['code_hash']}{r['weights_hash']}".encode())
+        for c in r["children"]:
+            h.update(rows[c]["subtree_hash"].encode())
+        r["subtree_hash"] = h.hexdigest()[:16]
+    return [rows[p] for p in modules]
+
+
+# -- capture --------------------------------------------------------------------------------------
+
+
+def run_capture(model: Any, req: ProbeRequest, factory: InputFactory, folder: Path) -> dict[str, Any]:
+    """Run the model once per shape in req.schedule, saving every region's calls."""
+    import torch
+
+    folder.mkdir(parents=True, exist_ok=True)
+    modules = dict(model.named_modules())
+    recorded: dict[str, list[Args]] = {}
+    hookless: dict[str, str] = {}
+    handles = []
+
+    def make_hook(path: str):
+        def hook(module: Any, args: tuple, kwargs: dict) -> None:
+            recorded.setdefault(path, []).append((_clone(args), _clone(kwargs)))
+
+        return hook
+
+    for path, module in modules.items():
+        if path == "":
+            continue
+        try:
+            handles.append(module.register_forward_pre_hook(make_hook(path), with_kwargs=True))
+        except Exception as exc:  # noqa: BLE001 - scripted modules take no hooks
+            hookless[path] = one_line(exc)
+
+    called: set[str] = set()
+    unsaved: dict[str, str] = dict(hookless)
+    sizes: dict[str, int] = {}
+    try:
+        for step in req.schedule.steps:
+            target = capture_file(folder, step.dims)
+            if target.exists():
+                continue
+            recorded.clear()
+            args, kwargs = factory.make(input_seed_index(step.dims), step.dims)
+            try:
+                with torch.no_grad():
+                    model(*args, **kwargs)
+            except Exception as exc:  # noqa: BLE001 - the user's forward
+                raise WorkloadError("forward", f"forward of the model raised {one_line(exc)} while recording inputs", user_traceback(exc)) from None
+            calls = {"": [(_clone(args), _clone(kwargs))], **recorded}
+            called.update(calls)
+            payload = {"dims": dict(step.dims), "calls": calls}
+            buf = io.BytesIO()
+            try:
+                torch.save(payload, buf)
+            except Exception:  # noqa: BLE001 - find the regions whose inputs cannot be pickled
+                for path in list(calls):
+                    try:
+                        torch.save(calls[path], io.BytesIO())
+                    except Exception as exc:  # noqa: BLE001
+                        unsaved[path] = f"its inputs cannot be saved: {one_line(exc)}"
+                        calls.pop(path)
+                buf = io.BytesIO()
+                torch.save(payload, buf)
+            tmp = target.with_suffix(f".{os.getpid()}.tmp")
+            tmp.write_bytes(buf.getvalue())
+            os.replace(tmp, target)
+            sizes[dims_key(step.dims)] = len(buf.getvalue())
+    finally:
+        for h in handles:
+            h.remove()
+    capturable = {p for p in modules if p not in unsaved}
+    return {
+        "tree": module_tree(model, called=called if called else None, capturable=capturable),
+        "unsaved": unsaved,
+        "bytes": sizes,
+    }
+
+
+# -- replay ---------------------------------------------------------------------------------------
+
+
+def region_targets(model: Any, req: ProbeRequest, factory: InputFactory) -> list[Any]:
+    """Targets for the regions of req, each replaying its recorded calls for the step's shape."""
+    import torch
+
+    from bisector.probe.workloads import Target
+
+    if not req.capture:
+        raise WorkloadError("inputs", "probing a region needs its recorded inputs (a capture folder)")
+    modules = dict(model.named_modules())
+    for path in req.regions:
+        if path not in modules:
+            raise WorkloadError("load", f"the model has no submodule {path!r}")
+    wanted = set(req.regions)
+    by_key: dict[str, dict[str, list[Args]]] = {}
+    for step in req.schedule.steps:
+        key = dims_key(step.dims)
+        if key in by_key:
+            continue
+        f = capture_file(req.capture, step.dims)
+        if not f.exists():
+            raise WorkloadError("inputs", f"no recorded inputs for shape {dict(step.dims)}")
+        payload = torch.load(f, map_location="cpu", weights_only=False)
+        calls = payload["calls"]
+        by_key[key] = {p: calls.get(p, []) for p in wanted}
+    never = [p for p in req.regions if not any(by_key[k][p] for k in by_key)]
+    if never:
+        raise WorkloadError("inputs", f"no recorded calls for {', '.join(repr(p) for p in never)} (not called, or its inputs could not be saved)")
+    device = req.options.device if req.options.device not in ("auto", "cpu") else None
+    if device is None and next(iter(p.device.type for p in model.parameters()), "cpu") == "cuda":
+        device = "cuda"
+
+    targets = []
+    for path in req.regions:
+        def calls_for(i: int, step: Any, path: str = path) -> list[Args]:
+            return [_clone(c, device) if device else _clone(c) for c in by_key[dims_key(step.dims)][path]]
+
+        targets.append(Target(name=path, module=modules[path], calls=calls_for))
+    return targets
+
+
+
+def group_target(targets: list[Any]) -> Any:
+    """Several regions as one module, for the export and inference stages: one export (one
+    session) per step for the whole group instead of one per region. The exporter's fixed cost
+    and its own per-export residue are then paid once, as in the control run."""
+    import torch
+
+    from bisector.probe.workloads import Target
+
+    class BisectorGroup(torch.nn.Module):
+        def __init__(self, modules: list[Any]) -> None:
+            super().__init__()
+            for i, m in enumerate(modules):
+                self.add_module(f"r{i}", m)
+            self.n = len(modules)
+
+        def forward(self, calls: tuple) -> tuple:
+            return tuple(getattr(self, f"r{i}")(*a, **k) for i, (a, k) in enumerate(calls))
+
+    group = BisectorGroup([t.module for t in targets])
+
+    def calls(i: int, step: Any) -> list[Args]:
+        per_region = []
+        for t in targets:
+            c = t.calls(i, step)
+            if not c:
+                return []
+            per_region.append(tuple(c[0]))
+        return [((tuple(per_region),), {})]
+
+    return Target(name="+".join(t.name for t in targets), module=group, calls=calls)
