@@ -21,7 +21,7 @@ venv: $(VENV)/.installed
 
 # Exit 1 from bisector means "found a leak": that is the demo's point, not a failure of make.
 demo: venv
-	$(VENV)/bin/bisector measure sample_models/list_append.py:Net --input x=B,32 || test $$? -eq 1
+	$(VENV)/bin/bisector find sample_models/hf_gpt2.py:LeakyNet --input ids=B,T:int64:0:1000 --dim B=1:4 --dim T=5:64 --stage eager --stage inference || test $$? -eq 1
 
 test: venv
 	$(PY) -m pytest -q $(PYTEST_ARGS)

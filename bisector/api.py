@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import Any, Iterable, Mapping
+from typing import TYPE_CHECKING, Any, Iterable, Mapping
 
 from bisector.config import as_list, load_config
 from bisector.errors import UserError
@@ -22,6 +22,9 @@ from bisector.probe.types import EXPORTERS, STAGES, ProbeOptions
 from bisector.spec import InputPlan, ModelSpec, build_input_plan, parse_model_spec
 from bisector.units import parse_size
 from bisector.verdict import Bands
+
+if TYPE_CHECKING:
+    from bisector.find import FindReport
 
 DEVICES = ("auto", "cpu", "cuda")
 METRICS = ("rss", "uss")
@@ -131,3 +134,19 @@ def measure(spec: str | ModelSpec, inputs: Iterable[str] = (), dims: Iterable[st
     """Measure every asked-for stage of a model; see ``prepare`` for the arguments."""
     p = prepare(spec, inputs, dims, **kwargs)
     return _measure(p.model, p.plan, p.options, events=events)
+
+
+def find(
+    spec: str | ModelSpec,
+    inputs: Iterable[str] = (),
+    dims: Iterable[str] = (),
+    *,
+    events: Events | None = None,
+    run_dir: str | None = None,
+    **kwargs: Any,
+) -> "FindReport":
+    """Measure, then bisect the module tree to the smallest leaking regions (see find.py)."""
+    from bisector.find import find as _find
+
+    p = prepare(spec, inputs, dims, **kwargs)
+    return _find(p.model, p.plan, p.options, events=events, run_dir=run_dir)

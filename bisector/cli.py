@@ -301,6 +301,97 @@ def find(
     return _guard(debug, body)
 
 
+FixerOpt = Annotated[Optional[list[str]], typer.Option("--fixer", help="Only this fixer (repeatable); see `bisector fixers`.")]
+AllowChangesOpt = Annotated[bool, typer.Option("--allow-output-changes", help="Keep fixes that change outputs by design (padding to multiples of 16).")]
+
+
+@app.command()
+def fix(
+    spec: Spec,
+    input: InputOpt = None,
+    dim: DimOpt = None,
+    stage: StageOpt = None,
+    exporter: ExporterOpt = None,
+    fixer: FixerOpt = None,
+    allow_output_changes: AllowChangesOpt = False,
+    jobs: JobsOpt = None,
+    json_out: JsonOpt = False,
+    init_kwargs: InitOpt = None,
+    device: DeviceOpt = None,
+    seed: SeedOpt = None,
+    fresh: FreshOpt = False,
+    timeout: TimeoutOpt = None,
+    mem_cap: MemCapOpt = None,
+    noise_rss: NoiseRssOpt = None,
+    noise_gpu: NoiseGpuOpt = None,
+    retries: RetriesOpt = None,
+    run_dir: RunDirOpt = None,
+    config: ConfigOpt = None,
+    debug: DebugOpt = False,
+) -> int:
+    """Find the culprits, try every fixer that applies to each, re-measure, and report the fixes
+    that make the curve flat and keep outputs equivalent, with before/after figures."""
+
+    def body() -> int:
+        from bisector import api
+        from bisector.find import Finder
+        from bisector.repair import Repairer
+        from bisector.report import render_fix
+
+        prepared = api.prepare(
+            spec, input or (), dim or (), stages=stage, exporter=exporter, device=device, init_kwargs=init_kwargs,
+            seed=seed, noise_rss=noise_rss, noise_gpu=noise_gpu, retries=retries, jobs=jobs, fresh=fresh,
+            timeout_s=timeout, mem_cap=mem_cap, config=config,
+        )
+        known = _fixer_names()
+        for name in fixer or ():
+            if name not in known:
+                from bisector.errors import UserError
+
+                raise UserError(f"unknown fixer {name!r}; see `bisector fixers` ({', '.join(known)})")
+        with _Progress(sys.stderr.isatty() and not debug) as progress:
+            finder = Finder(prepared.model, prepared.plan, prepared.options, events=progress, run_dir=run_dir)
+            try:
+                found = finder.find()
+                error = _failure_error(found.measure)
+                if error is not None:
+                    raise error
+                report = Repairer(finder, found, allow_output_changes=allow_output_changes, only=fixer or ()).run()
+            finally:
+                finder.close()
+        if json_out:
+            sys.stdout.write(json.dumps(report.to_json(), indent=2) + "\n")
+        else:
+            render_fix(report, _out_console())
+        if not found.culprits:
+            return _measure_exit(found.measure)
+        fixed = {(e.region, e.stage) for e in report.kept}
+        return EXIT_CLEAN if all((c.region, c.stage) in fixed for c in found.culprits) else EXIT_FOUND
+
+    return _guard(debug, body)
+
+
+def _fixer_names() -> list[str]:
+    from fixers import all_fixers
+
+    return [f.name for f in all_fixers()]
+
+
+@app.command("fixers")
+def list_fixers(json_out: JsonOpt = False) -> int:
+    """List the fixers: what each changes, and the stages and verdicts it addresses."""
+    from fixers import all_fixers
+
+    rows = [{"name": f.name, "description": f.description, "stages": list(f.stages), "kinds": list(f.kinds)} for f in all_fixers()]
+    if json_out:
+        sys.stdout.write(json.dumps(rows, indent=2) + "\n")
+        return EXIT_CLEAN
+    width = max(len(r["name"]) for r in rows)
+    for r in rows:
+        sys.stdout.write(f"{r['name']:<{width}}  {'/'.join(r['stages']):<16} {'/'.join(r['kinds']):<18} {r['description']}\n")
+    return EXIT_CLEAN
+
+
 def main(argv: list[str] | None = None) -> None:
     """Console entry point: usage errors become one line and exit 2, like ours."""
     try:

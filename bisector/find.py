@@ -204,6 +204,9 @@ def outcome_of(verdict: Verdict, curve: MemoryCurve, control: MemoryCurve | None
         "repeat_steps": next((s.steps for s in verdict.signals if s.metric == verdict.metric and s.phase == "repeat"), 0),
         "novel_steps": next((s.steps for s in verdict.signals if s.metric == verdict.metric and s.phase == "novel"), 0),
         "top_types": dict(sorted(top.items(), key=lambda kv: -kv[1])[:4]),
+        # Memory in place before the measured calls (setup, and any warm-up a fix adds).
+        "rss_before_loop": curve.meta.get("rss_before_loop"),
+        "control_rss_before_loop": control.meta.get("rss_before_loop") if control is not None else None,
     }
     return Outcome(verdict.kind, figures, "; ".join(verdict.reasons))
 
@@ -241,6 +244,7 @@ class Finder:
         events: Events | None = None,
         run_dir: str | Path | None = None,
         pool: ProbePool | None = None,
+        executor: ThreadPoolExecutor | None = None,
     ) -> None:
         self.model = model
         self.plan = plan
@@ -254,7 +258,7 @@ class Finder:
         )
         self.jobs = options.jobs or (os.cpu_count() or 1)
         control_cache = ControlCache(None if options.cache_dir == "" else Path(options.cache_dir) if options.cache_dir else default_cache_dir())
-        self.runner = Runner(self.pool, self.jobs, control_cache, self.events)
+        self.runner = Runner(self.pool, self.jobs, control_cache, self.events, executor=executor)
         self.interrupted = threading.Event()
         self._capture_lock = threading.Lock()
         self.tree: Tree | None = None
@@ -360,6 +364,16 @@ class Finder:
             return StageSearch(stage, root)
         root_outcome = outcome_of(root.verdict, root.curve, root.control) if root.verdict and root.curve else Outcome(root.kind)
         state = SearchState()
+        if stage == "inference" and root.kind == SHAPE_GROWTH and root.verdict is not None and root.verdict.bounded is not False:
+            # ONNX Runtime's arena grows for each larger input and holds it: a property of the
+            # whole session, seen in every region with activations. Probing regions would name
+            # each of them; the runtime's settings are the place to fix it.
+            from bisector.search import Culprit as Found
+
+            state.tested[("",)] = root_outcome
+            state.culprits.append(Found("", SHAPE_GROWTH, own_code=False, outcome=root_outcome))
+            state.complete = True
+            return self._stage_search(stage, root, state)
         with ThreadPoolExecutor(max_workers=self.jobs, thread_name_prefix=f"bisector-{stage}") as ex:
             search = Search(self.tree, self.oracle(stage, root), executor=ex if self.jobs > 1 else None, state=state)
             try:
@@ -388,14 +402,20 @@ class Finder:
             inconclusive=tuple(state.inconclusive), tested=dict(state.tested), complete=state.complete,
         )
 
-    def find(self) -> FindReport:
-        started = time.perf_counter()
-        self.runner.results = None
-        stages = stage_order(self.options.stages)
+    def prepare(self, stages: list[str]) -> None:
+        """Record inputs (once) and start keeping results keyed by the model's code and weights."""
+        if self.runner.results is not None:
+            return
         self.ensure_captured([self.schedule(s) for s in stages])
         assert self.tree is not None
         root_hash = self.tree.regions[""].subtree_hash if "" in self.tree else ""
         self.runner.results = ResultCache(self.run / "results", salt=f"{source_hash(self.model)}:{root_hash}")
+
+    def find(self) -> FindReport:
+        started = time.perf_counter()
+        stages = stage_order(self.options.stages)
+        self.prepare(stages)
+        assert self.tree is not None
 
         def stage_job(stage: str) -> tuple[StageResult, StageSearch]:
             root = measure_stage(self.runner, self.model, self.plan, stage, self.options)

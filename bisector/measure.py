@@ -135,10 +135,32 @@ def default_cache_dir() -> Path:
     return Path(base)
 
 
+def code_version() -> str:
+    """A hash of bisector's own code (and its fixers): a cached result is only reused by the
+    code that made it."""
+    global _CODE_VERSION
+    if _CODE_VERSION is None:
+        import hashlib
+
+        h = hashlib.sha256()
+        root = Path(__file__).resolve().parent
+        for folder in (root, root.parent / "fixers"):
+            for f in sorted(folder.rglob("*.py")):
+                try:
+                    h.update(f.read_bytes())
+                except OSError:
+                    pass
+        _CODE_VERSION = h.hexdigest()[:12]
+    return _CODE_VERSION
+
+
+_CODE_VERSION: str | None = None
+
+
 def _versions() -> dict[str, str]:
     from importlib import metadata
 
-    out = {"python": sys.version.split()[0], "executable": sys.executable}
+    out = {"python": sys.version.split()[0], "executable": sys.executable, "bisector": code_version()}
     for dist in ("torch", "onnxruntime-gpu", "onnxruntime", "onnx", "onnxscript"):
         try:
             out[dist] = metadata.version(dist)
@@ -201,7 +223,7 @@ class ResultCache:
     def _path(self, request: ProbeRequest) -> Path:
         import hashlib
 
-        key = hashlib.sha256(f"{request.key()}:{self.salt}".encode()).hexdigest()[:24]
+        key = hashlib.sha256(f"{request.key()}:{self.salt}:{code_version()}".encode()).hexdigest()[:24]
         return self.folder / f"{request.stage}-{key}.json"
 
     def get(self, request: ProbeRequest) -> ProbeResult | None:
@@ -231,13 +253,18 @@ class Runner:
     """Runs probe requests on a pool, at most ``jobs`` at once, caching control runs (and, with a
     ResultCache, the model's own runs)."""
 
-    def __init__(self, pool: ProbePool, jobs: int, cache: ControlCache, events: Events, results: ResultCache | None = None) -> None:
+    def __init__(
+        self, pool: ProbePool, jobs: int, cache: ControlCache, events: Events, results: ResultCache | None = None,
+        executor: ThreadPoolExecutor | None = None,
+    ) -> None:
         self.pool = pool
         self.cache = cache
         self.results = results
         self.events = events
         self.reused = 0
-        self.executor = ThreadPoolExecutor(max_workers=max(1, jobs), thread_name_prefix="bisector-probe")
+        # Runners that share an executor share its limit on probes running at once.
+        self._own_executor = executor is None
+        self.executor = executor or ThreadPoolExecutor(max_workers=max(1, jobs), thread_name_prefix="bisector-probe")
         self.probes = 0
         self._lock = threading.Lock()
 
@@ -265,7 +292,8 @@ class Runner:
         return result
 
     def close(self) -> None:
-        self.executor.shutdown(wait=True, cancel_futures=True)
+        if self._own_executor:
+            self.executor.shutdown(wait=True, cancel_futures=True)
 
 
 def measure_stage(

@@ -173,10 +173,38 @@ def render_find(report: Any, console: Any) -> None:
     )
 
 
+def _culprit_label(report: Any, c: Any, type_name: str, escape: Any) -> str:
+    f = c.figures
+    per = PER.get(c.stage, "call")
+    band = report.measure.options.bands.rss
+    noise = f.get("noise_bytes") or 0.0
+    figures = []
+    if f.get("objects_per_call"):
+        figures.append(f"{f['objects_per_call']:+.0f} objects/{per}")
+    if c.kind == LEAK:
+        figures.append(f"{growth_text(f.get('growth_bytes_per_call'), f.get('repeat_steps', 0), noise, band)}/{per}")
+    else:
+        figures.append(f"{growth_text(f.get('growth_bytes_per_new_shape'), f.get('novel_steps', 0), noise, band)}/new shape")
+        if f.get("bounded") is not None:
+            figures.append("bounded" if f["bounded"] else "unbounded")
+    if c.region == "" and not c.own_code:
+        own = " (the runtime, for the whole model)"
+    else:
+        own = " (its own code)" if c.own_code and report.tree.children(c.region) else ""
+    style = STYLE.get(c.kind, "")
+    return f"[{style}]{escape(c.region or '<root>')}[/]  {escape(type_name)}  [{style}]{c.kind}[/]  {escape(', '.join(figures))}  ← culprit{own}"
+
+
 def _culprit_tree(report: Any, search: Any, RichTree: Any, escape: Any) -> Any:
     tree = report.tree
     root_region = tree.regions.get("")
-    root = RichTree(escape(f"<root> {root_region.type.rsplit('.', 1)[-1] if root_region else ''}  {search.root.kind}"), guide_style="dim")
+    root_type = root_region.type.rsplit(".", 1)[-1] if root_region else ""
+    root_culprit = next((c for c in search.culprits if c.region == ""), None)
+    if root_culprit is not None:
+        root = RichTree(_culprit_label(report, root_culprit, root_type, escape), guide_style="dim")
+        root.add(f"[cyan]next: {escape(root_culprit.hint)}[/]")
+    else:
+        root = RichTree(escape(f"<root> {root_type}  {search.root.kind}"), guide_style="dim")
     nodes = {"": root}
     tested = {k[0]: o for k, o in search.tested.items() if len(k) == 1}
     for c in search.culprits:
@@ -187,22 +215,7 @@ def _culprit_tree(report: Any, search: Any, RichTree: Any, escape: Any) -> Any:
             region = tree.regions.get(path)
             type_name = region.type.rsplit(".", 1)[-1] if region else ""
             if path == c.region:
-                f = c.figures
-                per = PER.get(c.stage, "call")
-                figures = []
-                if f.get("objects_per_call"):
-                    figures.append(f"{f['objects_per_call']:+.0f} objects/{per}")
-                band = report.measure.options.bands.rss
-                noise = f.get("noise_bytes") or 0.0
-                if c.kind == LEAK:
-                    figures.append(f"{growth_text(f.get('growth_bytes_per_call'), f.get('repeat_steps', 0), noise, band)}/{per}")
-                else:
-                    figures.append(f"{growth_text(f.get('growth_bytes_per_new_shape'), f.get('novel_steps', 0), noise, band)}/new shape")
-                    if f.get("bounded") is not None:
-                        figures.append("bounded" if f["bounded"] else "unbounded")
-                own = " (its own code)" if c.own_code and tree.children(path) else ""
-                label = f"[{STYLE.get(c.kind, '')}]{escape(path)}[/]  {escape(type_name)}  [{STYLE.get(c.kind, '')}]{c.kind}[/]  {escape(', '.join(figures))}  ← culprit{own}"
-                node = parent.add(label)
+                node = parent.add(_culprit_label(report, c, type_name, escape))
                 node.add(f"[cyan]next: {escape(c.hint)}[/]")
             else:
                 o = tested.get(path)
@@ -210,3 +223,29 @@ def _culprit_tree(report: Any, search: Any, RichTree: Any, escape: Any) -> Any:
                 node = parent.add(escape(f"{path}  {type_name}  {kind}"))
             nodes[path] = node
     return root
+
+
+def render_fix(report: Any, console: Any, show_dropped: bool = True) -> None:
+    """The find report, then per culprit the fixes kept (best first) and those dropped, and why."""
+    from rich.markup import escape
+
+    render_find(report.find, console)
+    if not report.find.culprits:
+        return
+    console.print("")
+    for c in report.find.culprits:
+        evals = report.for_culprit(c)
+        kept = [e for e in evals if e.kept]
+        head = f"fixes for {c.region or '<root>'} ({c.stage} {c.kind}): {len(kept)} kept of {len(evals)} tried"
+        console.print(f"[bold]{escape(head)}[/]")
+        for e in kept:
+            eq = "" if e.max_abs_diff is None else f"  outputs max |diff| {e.max_abs_diff:.2g}"
+            console.print(f"  [green]✓[/] {escape(e.fixer)}: {escape(e.summary)}")
+            console.print(f"      {escape(e.reason)}{escape(eq)}", style="dim")
+        if show_dropped:
+            for e in evals:
+                if not e.kept:
+                    console.print(f"  [red]✗[/] {escape(e.fixer)}: {escape(e.summary)}", style="dim")
+                    console.print(f"      {escape(e.reason)}", style="dim")
+    total = len(report.kept)
+    console.print(f"kept {total} fix{'es' if total != 1 else ''}   {report.probes} more probes, {report.wall_s:.1f} s")

@@ -21,9 +21,16 @@ def pytest_configure(config: pytest.Config) -> None:
 
 @pytest.fixture(scope="session")
 def pool(tmp_path_factory: pytest.TempPathFactory):
+    """One probe server for the session, preloading what every sample model imports (the
+    Hugging Face samples' transformers costs ~7 s per probe otherwise)."""
     from bisector.probe.pool import ProbePool
+    from bisector.spec import library_imports, parse_model_spec
+    from bisector.zoo import zoo
 
-    with ProbePool(tmp_path_factory.mktemp("pool"), timeout_s=120) as p:
+    preload: list[str] = []
+    for truth in zoo(SAMPLES):
+        preload += library_imports(parse_model_spec(truth.target))
+    with ProbePool(tmp_path_factory.mktemp("pool"), timeout_s=300, preload=tuple(dict.fromkeys(preload))) as p:
         yield p
 
 

@@ -19,7 +19,7 @@ from typing import Any
 from bisector.curve import MemoryCurve
 from bisector.probe.inputs import InputFactory
 from bisector.probe.loading import WorkloadError, build_model, load_namespace, one_line, user_traceback
-from bisector.probe.types import CAPTURE, ProbeFailed, ProbeOk, ProbeRequest, ProbeResult
+from bisector.probe.types import CAPTURE, EQUIVALENCE, ProbeFailed, ProbeOk, ProbeRequest, ProbeResult
 
 
 def _quiet() -> None:
@@ -92,6 +92,11 @@ def run_request(req: ProbeRequest, workdir: Path) -> ProbeResult:
         except Exception as exc:  # noqa: BLE001
             raise WorkloadError("load", f"moving the model to {device} failed: {one_line(exc)}", user_traceback(exc)) from None
         factory = InputFactory(req.plan, namespace, device, seed)
+        if req.stage == EQUIVALENCE:
+            from bisector.probe.equivalence import run_equivalence
+
+            data = run_equivalence(req, model, namespace, device, workdir)
+            return ProbeOk(curve=MemoryCurve(samples=()), wall_s=time.perf_counter() - started, data=data)
         if req.stage == CAPTURE:
             from bisector.probe.regions import run_capture
 
@@ -115,7 +120,10 @@ def run_request(req: ProbeRequest, workdir: Path) -> ProbeResult:
             targets = [
                 Target(name="", module=model, calls=lambda i, step: [factory.make(i, step.dims)], input_names=names, symbols=symbols)
             ]
-        meters = Meters(device=device, tracemalloc=req.options.tracemalloc)
+        # ONNX Runtime's memory is judged as users see it: freed memory glibc keeps (with the
+        # arena off, say) still counts. In torch stages the C heap is trimmed before reading,
+        # so the allocator's high-water mark is not taken for growth (see meters.py).
+        meters = Meters(device=device, tracemalloc=req.options.tracemalloc, trim=req.stage != "inference")
         try:
             ctx = Context(schedule=req.schedule, targets=targets, meters=meters, options=req.options, workdir=workdir, device=device, meta=meta)
             if req.stage == "inference":

@@ -18,6 +18,7 @@ from bisector.spec import InputPlan, ModelSpec
 
 STAGES = ("eager", "export", "inference")
 CAPTURE = "capture"  # not a measurement: records the module tree and every region's inputs
+EQUIVALENCE = "equivalence"  # not a measurement: compares the outputs of two configurations
 EXPORTERS = ("dynamo", "torchscript")
 
 
@@ -34,6 +35,9 @@ class ProbeOptions:
     session_options: Mapping[str, Any] = field(default_factory=dict)
     provider_options: Mapping[str, Any] = field(default_factory=dict)
     run_options: Mapping[str, Any] = field(default_factory=dict)
+    input_transform: str | None = None  # "round:16": pad varying dims up to a multiple, crop outputs
+    post_export: tuple[str, ...] = ()  # "onnxsim", "onnxsim-fixed": passes on the exported graph
+    warmup: str | None = None  # "largest": run the session once at the largest input before serving
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -46,11 +50,29 @@ class ProbeOptions:
             "session_options": dict(self.session_options),
             "provider_options": dict(self.provider_options),
             "run_options": dict(self.run_options),
+            "input_transform": self.input_transform,
+            "post_export": list(self.post_export),
+            "warmup": self.warmup,
         }
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> "ProbeOptions":
-        return cls(**{k: (dict(v) if isinstance(v, Mapping) else v) for k, v in data.items()})
+        out = {k: (dict(v) if isinstance(v, Mapping) else v) for k, v in data.items()}
+        out["post_export"] = tuple(out.get("post_export") or ())
+        return cls(**out)
+
+    def with_overrides(self, overrides: Mapping[str, Any]) -> "ProbeOptions":
+        """These options with a fixer's overrides merged in (dicts merged key by key)."""
+        changes: dict[str, Any] = {}
+        for key, value in overrides.items():
+            current = getattr(self, key)
+            if isinstance(current, Mapping) and isinstance(value, Mapping):
+                changes[key] = {**current, **value}
+            elif key == "post_export":
+                changes[key] = tuple(dict.fromkeys(tuple(current) + tuple(value)))
+            else:
+                changes[key] = value
+        return replace(self, **changes)
 
 
 @dataclass(frozen=True)
@@ -64,6 +86,8 @@ class ProbeRequest:
     regions: tuple[str, ...] = ("",)  # dotted module paths; "" is the whole model
     capture: str | None = None  # file of recorded per-region inputs (find)
     label: str = ""
+    # The equivalence stage compares this model and options against another configuration.
+    other: Mapping[str, Any] | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -76,6 +100,7 @@ class ProbeRequest:
             "regions": list(self.regions),
             "capture": self.capture,
             "label": self.label,
+            "other": dict(self.other) if self.other else None,
         }
 
     @classmethod
@@ -90,6 +115,7 @@ class ProbeRequest:
             regions=tuple(data.get("regions") or ("",)),
             capture=data.get("capture"),
             label=data.get("label", ""),
+            other=data.get("other"),
         )
 
     def with_(self, **changes: Any) -> "ProbeRequest":

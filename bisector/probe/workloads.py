@@ -90,6 +90,7 @@ def run_loop(ctx: Context, call: Callable[[int, Step], None]) -> MemoryCurve:
 
     gc.collect()
     gc.freeze()
+    ctx.meta["rss_before_loop"] = ctx.meters.proc.memory_info().rss  # what setup (and a warm-up) cost
     started = time.perf_counter()
     for i, step in enumerate(steps):
         if step.phase != phase:
@@ -192,6 +193,7 @@ def export_onnx(
 
     exporter = resolve_exporter(options.exporter)
     extra = dict(options.export_kwargs)
+    bounded = extra.pop("bounded_dims", None)
     leaves = tensor_leaves((args, kwargs))
     names = target.input_names if target.input_names and len(target.input_names) == len(leaves) else [
         f"input_{i}" for i in range(len(leaves))
@@ -199,9 +201,11 @@ def export_onnx(
     sink = io.StringIO()
     try:
         with contextlib.redirect_stdout(sink):
+            if bounded and dynamic and not target.symbols:
+                raise WorkloadError("export", "bounded dims need the input symbols (--input NAME=DIMS), not recorded inputs")
             if exporter == "dynamo":
                 if dynamic and any(dynamic) and "dynamic_shapes" not in extra and "dynamic_axes" not in extra:
-                    extra["dynamic_shapes"] = dynamo_dynamic_shapes(target.module, args, kwargs, dynamic)
+                    extra["dynamic_shapes"] = dynamo_dynamic_shapes(target.module, args, kwargs, dynamic, bounded)
                 torch.onnx.export(
                     target.module, args, str(path), kwargs=kwargs or None, dynamo=True,
                     verbose=extra.pop("verbose", False), **extra,
@@ -215,22 +219,27 @@ def export_onnx(
         raise WorkloadError("export", f"exporting {_who(target)} with the {exporter} exporter failed: {one_line(exc)}", user_traceback(exc)) from None
 
 
-def dynamo_dynamic_shapes(module: Any, args: tuple[Any, ...], kwargs: dict[str, Any], dynamic: list[dict[int, str]]) -> Any:
+def dynamo_dynamic_shapes(
+    module: Any, args: tuple[Any, ...], kwargs: dict[str, Any], dynamic: list[dict[int, str]],
+    bounded: dict[str, Any] | None = None,
+) -> Any:
     """torch.export dynamic_shapes mirroring the inputs; varying dims are Dim.AUTO (which also
-    infers equal dims across inputs and allows a dim to specialize instead of failing)."""
+    infers equal dims across inputs and allows a dim to specialize instead of failing), or, with
+    bounds, one named Dim(min, max) per symbol."""
     import inspect
 
     import torch
     from torch.export import Dim
     from torch.utils import _pytree as pytree
 
+    named = {s: Dim(s, min=int(lo), max=int(hi)) for s, (lo, hi) in (bounded or {}).items()}
     leaves, treespec = pytree.tree_flatten((args, kwargs))
     it = iter(dynamic)
     spec_leaves = []
     for leaf in leaves:
         if isinstance(leaf, torch.Tensor):
             dims = next(it, {})
-            spec_leaves.append({d: Dim.AUTO for d in dims} if dims else None)
+            spec_leaves.append({d: named.get(sym, Dim.AUTO) for d, sym in dims.items()} if dims else None)
         else:
             spec_leaves.append(None)
     args_spec, kwargs_spec = pytree.tree_unflatten(spec_leaves, treespec)
@@ -317,7 +326,15 @@ def make_session(path: Path, options: ProbeOptions, device: str) -> Any:
     so = ort.SessionOptions()
     so.log_severity_level = 3
     for key, value in options.session_options.items():
-        if "." in key:  # a session config entry, e.g. "session.use_env_allocators"
+        if key == "arena_extend_strategy" and device != "cuda":
+            # The CPU provider takes no arena options of its own: a shared allocator with this
+            # strategy is registered on the environment and the session told to use it.
+            strategy = {"kNextPowerOfTwo": 0, "kSameAsRequested": 1}.get(str(value), value)
+            cfg = ort.OrtArenaCfg({"arena_extend_strategy": int(strategy)})
+            info = ort.OrtMemoryInfo("Cpu", ort.OrtAllocatorType.ORT_ARENA_ALLOCATOR, 0, ort.OrtMemType.DEFAULT)
+            ort.create_and_register_allocator(info, cfg)
+            so.add_session_config_entry("session.use_env_allocators", "1")
+        elif "." in key:  # a session config entry, e.g. "session.use_env_allocators"
             so.add_session_config_entry(key, str(value))
         elif key == "graph_optimization_level":
             so.graph_optimization_level = getattr(ort.GraphOptimizationLevel, str(value))
@@ -377,24 +394,118 @@ def stage_inference(ctx: Context) -> MemoryCurve:
             continue
         args, kwargs = calls[0]
         path = ctx.workdir / f"inference_{k}.onnx"
-        export_onnx(target, args, kwargs, path, ctx.options, dynamic=varying_dims(target, ctx.schedule))
-        sessions.append((target, make_session(path, ctx.options, ctx.device)))
+        dims = varying_dims(target, ctx.schedule)
+        export_onnx(target, args, kwargs, path, ctx.options, dynamic=dims)
+        post_export(path, ctx.options, [tuple(t.shape) for t in tensor_leaves((args, kwargs))])
+        sessions.append((target, make_session(path, ctx.options, ctx.device), InputAdapter(ctx.options, dims, target)))
     run_options = make_run_options(ctx.options)
+    if ctx.options.warmup == "largest":
+        # One run at the largest input of every range before serving (#11627): the arena takes
+        # its full size up front instead of growing with each new largest input.
+        # Twice: the memory pattern for a shape is recorded on its first run, applied from the second.
+        big = max(range(len(ctx.schedule.steps)), key=lambda i: math.prod(ctx.schedule.steps[i].dims.values()))
+        for _ in range(2):
+            for target, session, adapt in sessions:
+                for args in target.calls(big, ctx.schedule.steps[big]):
+                    session.run(None, adapt.feed(_feed(session, target, args), session), run_options)
     ctx.meta["exporter"] = resolve_exporter(ctx.options.exporter)
     ctx.meta["export_s"] = round(time.perf_counter() - started, 3)
     ctx.meta["providers"] = sessions[0][1].get_providers() if sessions else []
 
+    # The feeds are made before the loop, one set per input shape, so that what the loop measures
+    # is ONNX Runtime's memory alone: inputs made per run would leave their own high-water mark
+    # in the C heap, which this stage does not trim. (Too large to hold: made per run instead.)
+    feeds: dict[tuple, list[list[dict[str, Any]]]] | None = {}
+    held = 0
+    for i, step in enumerate(ctx.schedule.steps):
+        if feeds is None or step.key() in feeds:
+            continue
+        per_target = [[adapt.feed(_feed(session, target, args), session) for args in target.calls(i, step)] for target, session, adapt in sessions]
+        held += sum(a.nbytes for t in per_target for f in t for a in f.values())
+        feeds[step.key()] = per_target
+        if held > PREMADE_FEEDS_LIMIT:
+            feeds = None
+            ctx.meta["feeds"] = "made per run (inputs too large to hold)"
+
+    def run(target: Target, session: Any, feed: dict[str, Any]) -> None:
+        try:
+            session.run(None, feed, run_options)
+        except Exception as exc:  # noqa: BLE001
+            raise WorkloadError("run", f"ONNX Runtime failed running {_who(target)}: {one_line(exc)}", user_traceback(exc)) from None
+
     def call(i: int, step: Step) -> None:
-        for target, session in sessions:
+        if feeds is not None:
+            for (target, session, _), per_call in zip(sessions, feeds[step.key()]):
+                for feed in per_call:
+                    run(target, session, feed)
+            return
+        for target, session, adapt in sessions:
             for args in target.calls(i, step):
-                feed = _feed(session, target, args)
-                try:
-                    session.run(None, feed, run_options)
-                except Exception as exc:  # noqa: BLE001
-                    raise WorkloadError("run", f"ONNX Runtime failed running {_who(target)}: {one_line(exc)}", user_traceback(exc)) from None
-                del feed
+                run(target, session, adapt.feed(_feed(session, target, args), session))
 
     return run_loop(ctx, call)
+
+
+PREMADE_FEEDS_LIMIT = 512 * 1024 * 1024
+
+
+def post_export(path: Path, options: ProbeOptions, shapes: list[tuple[int, ...]]) -> None:
+    """Passes on the exported graph that fixers ask for (onnxsim)."""
+    passes = [p for p in options.post_export if p.startswith("onnxsim")]
+    if not passes:
+        return
+    try:
+        import onnx
+        import onnxsim
+
+        model = onnx.load(str(path))
+        kwargs: dict[str, Any] = {}
+        if "onnxsim-fixed" in passes:
+            names = [i.name for i in model.graph.input]
+            kwargs["overwrite_input_shapes"] = {n: list(s) for n, s in zip(names, shapes)}
+        simplified, ok = onnxsim.simplify(model, **kwargs)
+        if not ok:
+            raise WorkloadError("export", "onnxsim could not check the simplified graph against the original")
+        onnx.save(simplified, str(path))
+    except WorkloadError:
+        raise
+    except Exception as exc:  # noqa: BLE001
+        raise WorkloadError("export", f"onnxsim failed: {one_line(exc)}", user_traceback(exc)) from None
+
+
+class InputAdapter:
+    """What fixers do to inputs on their way to the runtime: round varying dims up to a multiple
+    (zero padding), and the guard of bounded dims (sizes outside the range are refused)."""
+
+    def __init__(self, options: ProbeOptions, dims: list[dict[int, str]], target: Target) -> None:
+        self.multiple = 0
+        if options.input_transform and options.input_transform.startswith("round:"):
+            self.multiple = int(options.input_transform.split(":", 1)[1])
+        self.dims = dims
+        bounded = dict(options.export_kwargs).get("bounded_dims") or {}
+        self.bounds = {k: (int(v[0]), int(v[1])) for k, v in bounded.items()}
+
+    def feed(self, feed: dict[str, Any], session: Any) -> dict[str, Any]:
+        if not self.multiple and not self.bounds:
+            return feed
+        import numpy as np
+
+        out = {}
+        for j, (name, array) in enumerate(feed.items()):
+            dyn = self.dims[j] if j < len(self.dims) else {}
+            for d, sym in dyn.items():
+                if sym in self.bounds:
+                    lo, hi = self.bounds[sym]
+                    if not lo <= array.shape[d] <= hi:
+                        raise WorkloadError("run", f"input {name} dim {d} = {array.shape[d]} is outside the bound {sym} in {lo}..{hi}")
+            if self.multiple and dyn:
+                pad = [(0, 0)] * array.ndim
+                for d in dyn:
+                    size = array.shape[d]
+                    pad[d] = (0, (-size) % self.multiple)
+                array = np.pad(array, pad)
+            out[name] = array
+        return out
 
 
 STAGE_RUNNERS: dict[str, Callable[[Context], MemoryCurve]] = {

@@ -25,16 +25,25 @@ def test_phases_in_order_with_the_profile_counts() -> None:
     assert describe(s) == "8 warmup, 12 repeat, 6 novel, 5 within"
 
 
+def test_eager_warms_up_the_largest_shape_first_and_never_repeats_it() -> None:
+    s = build_schedule(RANGES, PROFILES["eager"], seed=0)
+    assert s.steps[0].phase == "warmup" and s.steps[0].dims == {"B": 16, "H": 100, "W": 100}
+    assert all(st.dims != s.steps[0].dims for st in s.steps[1:])
+    assert len(s.phase("novel")) >= PROFILES["eager"].novel - 1
+    inference = build_schedule(RANGES, PROFILES["inference"], seed=0)
+    assert inference.phase("novel")[-1].dims == {"B": 16, "H": 100, "W": 100}  # a new maximum there
+
+
 def test_repeats_cycle_the_warmup_shapes_from_the_lower_half() -> None:
-    s = build_schedule(RANGES, PROFILES["eager"], seed=1)
+    s = build_schedule(RANGES, PROFILES["inference"], seed=1)
     repeat_set = {st.key() for st in s.phase("repeat")}
     assert repeat_set == {st.key() for st in s.phase("warmup")}
-    assert len(repeat_set) == PROFILES["eager"].shapes
+    assert len(repeat_set) == PROFILES["inference"].shapes
     for st in s.phase("repeat"):
         assert st.dims["B"] <= 8 and st.dims["H"] <= 52 and st.dims["W"] <= 52
 
 
-def test_novel_shapes_are_new_and_each_larger_than_all_before() -> None:
+def test_novel_shapes_are_new_and_each_larger_than_all_before_in_inference() -> None:
     s = build_schedule(RANGES, PROFILES["inference"], seed=2)
     seen = {st.key() for st in s.phase("repeat")}
     largest = max(_volume(st.dims) for st in s.phase("repeat"))

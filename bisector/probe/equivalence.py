@@ -1,0 +1,150 @@
+"""Inside a child: do two configurations of a model give the same outputs?
+
+The request's own model and options are the original; ``request.other`` names the candidate
+(another model file, for source edits, and/or other options) and how to compare:
+- "eager": both modules' forward on the same inputs;
+- "onnx": each exported with its own options and run by ONNX Runtime with its own session
+  options and input transform (padded outputs cropped back); the original's ONNX Runtime
+  outputs are the reference, or its eager outputs when the original does not export.
+Inputs are the model's generated inputs at the schedule's first distinct shapes.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from bisector.capture import input_seed_index
+from bisector.probe.inputs import InputFactory, tensor_leaves
+from bisector.probe.loading import WorkloadError, build_model, load_namespace
+from bisector.probe.types import ProbeOptions, ProbeRequest
+from bisector.spec import ModelSpec
+
+MAX_SHAPES = 4
+
+
+def _arrays(tree: Any) -> list[Any]:
+    import numpy as np
+    import torch
+    from torch.utils import _pytree as pytree
+
+    out = []
+    for leaf in pytree.tree_leaves(tree):
+        if isinstance(leaf, torch.Tensor):
+            out.append(leaf.detach().float().cpu().numpy() if leaf.is_floating_point() else leaf.detach().cpu().numpy())
+        elif isinstance(leaf, np.ndarray):
+            out.append(leaf)
+    return out
+
+
+def compare(reference: list[Any], candidate: list[Any], rtol: float, atol: float) -> dict[str, Any]:
+    import numpy as np
+
+    if len(reference) != len(candidate):
+        return {"equivalent": False, "max_abs": None, "max_rel": None, "why": f"{len(candidate)} outputs instead of {len(reference)}"}
+    max_abs = max_rel = 0.0
+    equivalent = True
+    why = ""
+    for i, (a, b) in enumerate(zip(reference, candidate)):
+        if b.shape != a.shape and b.ndim == a.ndim and all(x >= y for x, y in zip(b.shape, a.shape)):
+            b = b[tuple(slice(0, n) for n in a.shape)]  # padded by the candidate: crop back
+        if b.shape != a.shape:
+            return {"equivalent": False, "max_abs": None, "max_rel": None, "why": f"output {i} has shape {b.shape} instead of {a.shape}"}
+        a64, b64 = a.astype("float64"), b.astype("float64")
+        diff = np.abs(a64 - b64)
+        if diff.size:
+            max_abs = max(max_abs, float(diff.max()))
+            max_rel = max(max_rel, float((diff / (np.abs(a64) + 1e-12)).max()))
+            if not np.allclose(b64, a64, rtol=rtol, atol=atol):
+                equivalent = False
+                why = why or f"output {i} differs by up to {float(diff.max()):.3g}"
+    return {"equivalent": equivalent, "max_abs": max_abs, "max_rel": max_rel, "why": why}
+
+
+def run_equivalence(req: ProbeRequest, model_a: Any, namespace_a: Any, device: str, workdir: Path) -> dict[str, Any]:
+    import torch
+
+    other = dict(req.other or {})
+    spec_b = ModelSpec.from_json(other["model"]) if other.get("model") else req.model
+    options_b = ProbeOptions.from_json(other["options"]) if other.get("options") else req.options
+    mode = other.get("mode", "eager")
+    rtol, atol = float(other.get("rtol", 1e-3)), float(other.get("atol", 1e-4))
+    if spec_b == req.model:
+        model_b, namespace_b = model_a, namespace_a
+    else:
+        namespace_b = load_namespace(spec_b)
+        torch.manual_seed(req.schedule.seed)  # built as the original was: same random weights
+        model_b = build_model(spec_b, namespace_b)
+        try:
+            # An edit may move where weights are made (or draw randomness differently): the
+            # comparison is of code, so the original's weights are used wherever names match.
+            model_b.load_state_dict(model_a.state_dict(), strict=False)
+        except Exception:  # noqa: BLE001 - shapes changed by the edit: keep the seeded weights
+            pass
+        model_b.eval()
+        if device != "cpu":
+            model_b.to(device)
+    factory_a = InputFactory(req.plan, namespace_a, device, req.schedule.seed)
+    seen: dict[tuple, dict[str, int]] = {}
+    for step in req.schedule.steps:
+        seen.setdefault(step.key(), dict(step.dims))
+    shapes = list(seen.values())[:MAX_SHAPES]
+    inputs = [factory_a.make(input_seed_index(d), d) for d in shapes]
+
+    if mode == "eager":
+        results = []
+        with torch.no_grad():
+            for args, kwargs in inputs:
+                results.append(compare(_arrays(model_a(*args, **kwargs)), _arrays(model_b(*args, **kwargs)), rtol, atol))
+        return _summary(results, len(shapes), mode)
+
+    from bisector.probe.workloads import InputAdapter, Target, _feed, export_onnx, make_session, post_export, varying_dims
+
+    names = [i.name for i in req.plan.inputs] if not req.plan.use_hook else None
+    symbols = None
+    if not req.plan.use_hook:
+        symbols = [{d: s for d, s in enumerate(i.dims) if isinstance(s, str) and s in req.plan.dynamic_symbols} for i in req.plan.inputs]
+
+    def session_for(model: Any, options: ProbeOptions, tag: str) -> tuple[Any, Any, Target] | None:
+        target = Target(name="", module=model, calls=lambda i, step: [factory_a.make(input_seed_index(step.dims), step.dims)], input_names=names, symbols=symbols)
+        dims = varying_dims(target, req.schedule)
+        args, kwargs = inputs[-1]
+        path = workdir / f"equivalence_{tag}.onnx"
+        try:
+            export_onnx(target, args, kwargs, path, options, dynamic=dims)
+        except WorkloadError:
+            if tag == "a":
+                return None  # the original does not export: compare with its eager outputs
+            raise
+        post_export(path, options, [tuple(t.shape) for t in tensor_leaves((args, kwargs))])
+        return make_session(path, options, device), InputAdapter(options, dims, target), target
+
+    a = session_for(model_a, req.options, "a")
+    b = session_for(model_b, options_b, "b")
+    assert b is not None
+    results = []
+    for args, kwargs in inputs:
+        if a is not None:
+            session, adapter, target = a
+            ref = list(session.run(None, adapter.feed(_feed(session, target, (args, kwargs)), session)))
+        else:
+            with torch.no_grad():
+                ref = _arrays(model_a(*args, **kwargs))
+        session, adapter, target = b
+        got = list(session.run(None, adapter.feed(_feed(session, target, (args, kwargs)), session)))
+        results.append(compare(ref, got, rtol, atol))
+    return _summary(results, len(shapes), mode if a is not None else "onnx-vs-eager")
+
+
+def _summary(results: list[dict[str, Any]], shapes: int, mode: str) -> dict[str, Any]:
+    abs_values = [r["max_abs"] for r in results if r["max_abs"] is not None]
+    rel_values = [r["max_rel"] for r in results if r["max_rel"] is not None]
+    bad = [r["why"] for r in results if not r["equivalent"]]
+    return {
+        "equivalent": not bad,
+        "max_abs_diff": max(abs_values) if abs_values else None,
+        "max_rel_diff": max(rel_values) if rel_values else None,
+        "shapes_checked": shapes,
+        "mode": mode,
+        "why": bad[0] if bad else "",
+    }

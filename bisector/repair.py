@@ -1,0 +1,464 @@
+"""Repair: fixers propose, probes re-measure, outputs are compared, and only what flattens the
+curve is kept.
+
+For each culprit of a find run and each candidate a fixer proposes:
+1. apply it: merged probe options (export, runtime, inputs) and/or a shadow copy of the user's
+   files with the edits (the originals are never touched here);
+2. re-measure the whole model in the culprit's stage against its control, then the culprit region
+   alone (with inputs recorded from the edited model);
+3. compare outputs with the original's on the schedule's inputs (max absolute and relative
+   difference);
+4. keep it when the region's verdict becomes clean or its growth drops by at least 90%, the whole
+   model's growth drops by the culprit's share, and outputs are equivalent within tolerance. A
+   candidate that changes outputs by design (padding) is kept only with ``allow_output_changes``.
+Kept fixes are ranked by memory saved, then by how small the change is; when no single candidate
+suffices, pairs of the ones that helped are tried together.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Callable, Iterable, Mapping
+
+from bisector.find import Culprit, Finder, FindReport, outcome_of
+from bisector.measure import Events, MeasureOptions, StageResult, measure_stage
+from bisector.probe.types import EQUIVALENCE, ProbeFailed, ProbeOk, ProbeRequest
+from bisector.search import Outcome
+from bisector.spec import ModelSpec
+from bisector.verdict import CLEAN, LEAK
+
+KEEP_DROP = 0.9  # growth must drop by at least this share
+MAX_PAIRS = 10
+MAX_SOURCE_BYTES = 400_000
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """What one candidate (or a combination) did, measured."""
+
+    fixers: tuple[str, ...]
+    summary: str
+    region: str
+    stage: str
+    before: Mapping[str, Any]
+    after: Mapping[str, Any]  # the region alone
+    after_model: Mapping[str, Any]  # the whole model in the same stage
+    equivalent: bool | None
+    max_abs_diff: float | None
+    max_rel_diff: float | None
+    kept: bool
+    reason: str
+    changes_outputs: bool
+    size: int
+    edits: tuple[Any, ...] = ()
+    probe: Mapping[str, Any] = field(default_factory=dict)
+    saved: float = 0.0  # bytes (or objects) per call or per new shape, as before - after
+
+    @property
+    def fixer(self) -> str:
+        return "+".join(self.fixers)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "fixer": self.fixer,
+            "summary": self.summary,
+            "region": self.region,
+            "stage": self.stage,
+            "before_bytes_per_call": self.before.get("growth_bytes_per_call"),
+            "after_bytes_per_call": self.after.get("growth_bytes_per_call"),
+            "before_bytes_per_new_shape": self.before.get("growth_bytes_per_new_shape"),
+            "after_bytes_per_new_shape": self.after.get("growth_bytes_per_new_shape"),
+            "before_objects_per_call": self.before.get("objects_per_call"),
+            "after_objects_per_call": self.after.get("objects_per_call"),
+            "before_kind": self.before.get("kind"),
+            "after_kind": self.after.get("kind"),
+            "after_model_kind": self.after_model.get("kind"),
+            "equivalent": self.equivalent,
+            "max_abs_diff": self.max_abs_diff,
+            "max_rel_diff": self.max_rel_diff,
+            "changes_outputs": self.changes_outputs,
+            "kept": self.kept,
+            "reason": self.reason,
+            "size": self.size,
+            "probe": dict(self.probe),
+            "edits": [{"path": e.path, "summary": e.summary} for e in self.edits],
+        }
+
+
+@dataclass(frozen=True)
+class FixReport:
+    find: FindReport
+    evaluations: tuple[Evaluation, ...]
+    probes: int
+    wall_s: float
+
+    @property
+    def kept(self) -> list[Evaluation]:
+        return [e for e in self.evaluations if e.kept]
+
+    def for_culprit(self, c: Culprit) -> list[Evaluation]:
+        return [e for e in self.evaluations if e.region == c.region and e.stage == c.stage]
+
+    def to_json(self) -> dict[str, Any]:
+        data = self.find.to_json()
+        data["fixes"] = [e.to_json() for e in self.evaluations]
+        data["probes"] = self.find.probes + self.probes
+        data["wall_s"] = round(self.find.wall_s + self.wall_s, 2)
+        return data
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+def user_sources(model: ModelSpec) -> dict[str, str]:
+    """The model file and the user's own modules it imports (beside it, transitively): what
+    source-editing fixers may change. Installed packages are never among them."""
+    import ast
+
+    folder = Path(model.path).resolve().parent
+    todo = [Path(model.path).resolve()]
+    out: dict[str, str] = {}
+    while todo:
+        f = todo.pop()
+        if str(f) in out or not f.is_file():
+            continue
+        try:
+            if f.stat().st_size > MAX_SOURCE_BYTES:
+                continue
+            text = f.read_text(encoding="utf-8")
+            tree = ast.parse(text)
+        except (OSError, UnicodeDecodeError, SyntaxError):
+            continue
+        out[str(f)] = text
+        for node in ast.walk(tree):
+            names = []
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module:
+                names = [node.module] if node.level == 0 else [node.module]
+            for name in names:
+                parts = name.split(".")
+                for candidate in (folder.joinpath(*parts).with_suffix(".py"), folder.joinpath(*parts, "__init__.py")):
+                    if candidate.is_file():
+                        todo.append(candidate.resolve())
+    return out
+
+
+def shadow_copy(model: ModelSpec, edits: Iterable[Any], root: Path) -> ModelSpec:
+    """A copy of the model's folder (its package, if it is in one) with the edits applied; the
+    model spec pointing into it. The user's files stay as they are."""
+    src = Path(model.path).resolve().parent
+    top = src
+    while (top / "__init__.py").exists() and (top.parent / "__init__.py").exists():
+        top = top.parent
+    if (top / "__init__.py").exists():
+        top = top.parent
+    edits = list(edits)
+    key = hashlib.sha256(repr(sorted((e.path, e.after) for e in edits)).encode()).hexdigest()[:12]
+    dest_root = root / key
+    dest = dest_root / src.relative_to(top) if src != top else dest_root
+    if not dest_root.exists():
+        tmp = root / f"{key}.{os.getpid()}.{threading.get_ident()}.tmp"
+        for f in src.rglob("*.py") if src != top else top.glob("*.py"):
+            if any(part.startswith(".") or part == "__pycache__" for part in f.relative_to(top).parts):
+                continue
+            target = tmp / f.relative_to(top)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(f, target)
+        for e in edits:
+            target = tmp / Path(e.path).resolve().relative_to(top)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_text(e.after, encoding="utf-8")
+        try:
+            os.replace(tmp, dest_root)
+        except OSError:
+            shutil.rmtree(tmp, ignore_errors=True)  # another thread made the same copy
+    return replace(model, path=str(dest / Path(model.path).name))
+
+
+def growth(figures: Mapping[str, Any], kind: str) -> tuple[float, str]:
+    """The figure a fix must bring down: exact object counts when the culprit was judged on them,
+    else bytes; per call for a leak, per new shape for shape-growth."""
+    exact = bool(figures.get("exact"))
+    if kind == LEAK:
+        if exact and figures.get("objects_per_call") is not None:
+            return float(figures["objects_per_call"]), "objects/call"
+        return float(figures.get("growth_bytes_per_call") or 0.0), "bytes/call"
+    if exact and figures.get("objects_per_new_shape") is not None:
+        return float(figures["objects_per_new_shape"]), "objects/new shape"
+    return float(figures.get("growth_bytes_per_new_shape") or 0.0), "bytes/new shape"
+
+
+def _figures(o: Outcome) -> dict[str, Any]:
+    return {"kind": o.kind, **dict(o.figures), "message": o.message}
+
+
+def _fmt(value: float, unit: str) -> str:
+    from bisector.units import format_bytes
+
+    if unit.startswith("bytes"):
+        return f"{format_bytes(value, signed=True)}/{unit.split('/', 1)[1]}"
+    return f"{value:+.1f} {unit}"
+
+
+class Repairer:
+    def __init__(
+        self,
+        finder: Finder,
+        report: FindReport,
+        allow_output_changes: bool = False,
+        fixers: Iterable[Any] | None = None,
+        only: Iterable[str] = (),
+        rtol: float = 1e-3,
+        atol: float = 1e-4,
+    ) -> None:
+        from fixers import all_fixers
+
+        self.finder = finder
+        self.report = report
+        self.allow_output_changes = allow_output_changes
+        chosen = list(fixers) if fixers is not None else all_fixers()
+        only = set(only)
+        self.fixers = [f for f in chosen if not only or f.name in only]
+        self.rtol, self.atol = rtol, atol
+        self.shadow_root = finder.run / "candidates"
+        self._finders: dict[str, Finder] = {}
+        self._lock = threading.Lock()
+        self.probes_before = finder.runner.probes
+
+    # -- configurations ---------------------------------------------------------------------------
+
+    def finder_for(self, model: ModelSpec, probe_overrides: Mapping[str, Any]) -> Finder:
+        """A Finder for the model as a candidate leaves it, sharing the probe pool and its limit."""
+        options = replace(self.finder.options, probe=self.finder.options.probe.with_overrides(probe_overrides))
+        key = hashlib.sha256(repr((model.to_json(), options.probe.to_json())).encode()).hexdigest()
+        with self._lock:
+            f = self._finders.get(key)
+            if f is None:
+                f = Finder(model, self.finder.plan, options, self.finder.events, run_dir=self.finder.run.parent.parent,
+                           pool=self.finder.pool, executor=self.finder.runner.executor)
+                self._finders[key] = f
+            return f
+
+    def target(self, c: Culprit) -> Any:
+        from fixers import FixTarget
+
+        root = self.report.measure.stages.get(c.stage)
+        meta = dict(root.curve.meta) if root is not None and root.curve is not None else {}
+        dims = dict(self.finder.plan.dims)
+        region = self.report.tree.regions.get(c.region)
+        return FixTarget(
+            stage=c.stage, kind=c.kind, region=c.region, region_type=region.type if region else "",
+            own_code=c.own_code, figures=dict(c.figures),
+            exporter=meta.get("exporter") or self.finder.options.probe.exporter or "dynamo",
+            device=meta.get("device", "cpu"), dims=dims, fixed_inputs=not self.finder.plan.dynamic_symbols,
+            sources=user_sources(self.finder.model), onnxruntime_opset=runtime_opset(),
+        )
+
+    # -- measuring a candidate ----------------------------------------------------------------------
+
+    def measure(self, c: Culprit, model: ModelSpec, probe: Mapping[str, Any]) -> tuple[Outcome, Outcome]:
+        """The culprit region alone and the whole model, in the culprit's stage, as the candidate
+        leaves them. Raises CandidateFailed when the changed model does not run."""
+        f = self.finder_for(model, probe)
+        try:
+            f.prepare([c.stage])
+        except Exception as exc:  # noqa: BLE001 - the edited model may not even build: a result
+            raise CandidateFailed(f"the changed model does not run: {exc}") from None
+        root = measure_stage(f.runner, model, f.plan, c.stage, f.options)
+        if root.verdict is None:
+            why = getattr(root.failure, "message", None) or (root.failure.describe() if root.failure else root.kind)
+            raise CandidateFailed(f"{c.stage} {root.kind}: {why}")
+        model_outcome = outcome_of(root.verdict, root.curve, root.control)
+        if c.region == "":
+            return model_outcome, model_outcome
+        if f.tree is None or c.region not in f.tree.regions:
+            return Outcome("failed", message=f"the changed model has no {c.region!r}"), model_outcome
+        return f.oracle(c.stage, root)((c.region,)), model_outcome
+
+    def model_before(self, c: Culprit) -> Mapping[str, Any]:
+        root = self.report.measure.stages[c.stage]
+        if root.verdict is None or root.curve is None:
+            return {}
+        return dict(outcome_of(root.verdict, root.curve, root.control).figures)
+
+    def evaluate(self, c: Culprit, fixers: tuple[str, ...], summary: str, probe: Mapping[str, Any], edits: tuple[Any, ...],
+                 changes_outputs: bool, size: int) -> Evaluation:
+        model = shadow_copy(self.finder.model, edits, self.shadow_root) if edits else self.finder.model
+        base = dict(fixers=fixers, summary=summary, region=c.region, stage=c.stage, before={"kind": c.kind, **dict(c.figures)},
+                    changes_outputs=changes_outputs, size=size, edits=edits, probe=dict(probe))
+        try:
+            region_outcome, model_outcome = self.measure(c, model, probe)
+        except CandidateFailed as exc:
+            return Evaluation(**base, after={}, after_model={}, equivalent=None, max_abs_diff=None, max_rel_diff=None,
+                              kept=False, reason=f"dropped: {exc}")
+        verdict = decide(
+            c, region_outcome, model_outcome, self.model_before(c), changes_outputs, self.allow_output_changes,
+            lambda: self.equivalence(c, model, probe, edits),
+        )
+        return Evaluation(**base, after=_figures(region_outcome), after_model=_figures(model_outcome), **verdict)
+
+    def equivalence(self, c: Culprit, model: ModelSpec, probe: Mapping[str, Any], edits: tuple[Any, ...]) -> dict[str, Any]:
+        f = self.finder_for(model, probe)
+        mode = "eager" if (edits and c.stage == "eager") else "onnx"
+        request = ProbeRequest(
+            self.finder.model, self.finder.plan, EQUIVALENCE, self.finder.schedule(c.stage), self.finder.options.probe,
+            label=f"outputs {c.region or '<root>'}",
+            other={"model": model.to_json(), "options": f.options.probe.to_json(), "mode": mode, "rtol": self.rtol, "atol": self.atol},
+        )
+        result = self.finder.runner.submit(request).result()
+        if isinstance(result, ProbeOk):
+            return dict(result.data)
+        if isinstance(result, ProbeFailed):
+            return {"failed": result.message}
+        return {"failed": result.describe()}
+
+    # -- the run ----------------------------------------------------------------------------------------
+
+    def repair_culprit(self, c: Culprit, pool: ThreadPoolExecutor) -> list[Evaluation]:
+        from fixers import addresses
+
+        target = self.target(c)
+        candidates = [cand for fx in self.fixers if addresses(fx, target) for cand in fx.propose(target)]
+        futures = [
+            pool.submit(self.evaluate, c, (cand.fixer,), cand.summary, cand.probe, cand.edits, cand.changes_outputs, cand.size)
+            for cand in candidates
+        ]
+        results = [fut.result() for fut in futures]
+        if not any(r.kept for r in results):
+            results += self.combine(c, candidates, results, pool)
+        return rank(results)
+
+    def combine(self, c: Culprit, candidates: list[Any], results: list[Evaluation], pool: ThreadPoolExecutor) -> list[Evaluation]:
+        """When no candidate is enough alone: the two that helped most, each paired with every
+        other candidate that ran (a setting that does nothing alone can finish another's job, as
+        the memory pattern off does for a warm-up at the largest input)."""
+        before, _ = growth(c.figures, c.kind)
+
+        def remaining(r: Evaluation) -> float:
+            return growth(r.after, c.kind)[0] if r.after.get("kind") != CLEAN else 0.0
+
+        ran = [(r, cand) for r, cand in zip(results, candidates) if r.after.get("kind") not in (None, "failed", "crashed")]
+        helped = sorted((rc for rc in ran if remaining(rc[0]) < 0.8 * before), key=lambda rc: remaining(rc[0]))[:2]
+        pairs: list[tuple[Any, Any]] = []
+        for _, a in helped:
+            for _, b in ran:
+                if b is a or any({a.summary, b.summary} == {x.summary, y.summary} for x, y in pairs):
+                    continue
+                if any(e1.path == e2.path for e1 in a.edits for e2 in b.edits):
+                    continue  # two edits of one file do not compose
+                pairs.append((a, b))
+        futures = [
+            pool.submit(self.evaluate, c, (a.fixer, b.fixer), f"{a.summary}; and {b.summary}", merge_probe(a.probe, b.probe),
+                        a.edits + b.edits, a.changes_outputs or b.changes_outputs, a.size + b.size)
+            for a, b in pairs[:MAX_PAIRS]
+        ]
+        return [f.result() for f in futures]
+
+    def run(self) -> FixReport:
+        started = time.perf_counter()
+        evaluations: list[Evaluation] = []
+        with ThreadPoolExecutor(max_workers=max(2, self.finder.jobs * 2), thread_name_prefix="bisector-fix") as pool:
+            for c in self.report.culprits:
+                evaluations += self.repair_culprit(c, pool)
+        probes = self.finder.runner.probes - self.probes_before + sum(f.runner.probes for f in self._finders.values())
+        for f in self._finders.values():
+            f.runner.close()
+        return FixReport(find=self.report, evaluations=tuple(evaluations), probes=probes, wall_s=time.perf_counter() - started)
+
+
+class CandidateFailed(Exception):
+    """The candidate could not be measured (the changed model does not build, run or export)."""
+
+
+def decide(
+    c: Culprit,
+    region: Outcome,
+    whole: Outcome,
+    whole_before: Mapping[str, Any],
+    changes_outputs: bool,
+    allow_output_changes: bool,
+    equivalence: Callable[[], Mapping[str, Any]],
+) -> dict[str, Any]:
+    """Keep or drop, and why: the region flat (clean, or growth down by KEEP_DROP), the whole
+    model down by the culprit's share, outputs equivalent (or changed by design and allowed).
+    Outputs are compared only for a candidate that flattens the curve."""
+    none = dict(equivalent=None, max_abs_diff=None, max_rel_diff=None)
+    if region.kind in ("failed", "crashed"):
+        return dict(**none, kept=False, reason=f"dropped: probing {c.region or 'the model'} {region.kind}: {region.message}")
+    before, unit = growth(c.figures, c.kind)
+    after = 0.0 if region.kind == CLEAN else growth(region.figures, c.kind)[0]
+    change = f"{_fmt(before, unit)} -> {_fmt(after, unit)} ({region.kind})"
+    saved = before - after
+    if not (region.kind == CLEAN or (before > 0 and after <= (1 - KEEP_DROP) * before)):
+        return dict(**none, kept=False, saved=saved, reason=f"dropped: not flat enough: {change}")
+    whole_b = growth(whole_before, c.kind)[0] if whole_before else before
+    whole_a = 0.0 if whole.kind == CLEAN else growth(whole.figures, c.kind)[0]
+    if not (whole.kind == CLEAN or whole_a <= whole_b - KEEP_DROP * before + 1e-9):
+        return dict(**none, kept=False, saved=saved, reason=f"dropped: the region is flat ({change}) but the whole model still grows ({whole.kind})")
+    eq = equivalence()
+    if eq.get("failed"):
+        return dict(**none, kept=False, saved=saved, reason=f"dropped: flat ({change}) but outputs could not be compared: {eq['failed']}")
+    equivalent = bool(eq.get("equivalent"))
+    diffs = dict(equivalent=equivalent, max_abs_diff=eq.get("max_abs_diff"), max_rel_diff=eq.get("max_rel_diff"))
+    if not equivalent and changes_outputs and not allow_output_changes:
+        return dict(**diffs, kept=False, saved=saved,
+                    reason=f"not kept: flat ({change}) but changes outputs by design ({eq.get('why')}); pass --allow-output-changes to keep it")
+    if not equivalent and not changes_outputs:
+        return dict(**diffs, kept=False, saved=saved, reason=f"dropped: flat ({change}) but outputs differ ({eq.get('why')})")
+    label = "kept (changes outputs, allowed)" if not equivalent else "kept"
+    return dict(**diffs, kept=True, saved=saved, reason=f"{label}: {change}")
+
+
+def merge_probe(a: Mapping[str, Any], b: Mapping[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {k: (dict(v) if isinstance(v, Mapping) else v) for k, v in a.items()}
+    for k, v in b.items():
+        if isinstance(v, Mapping) and isinstance(out.get(k), Mapping):
+            out[k] = {**out[k], **v}
+        elif k == "post_export" and k in out:
+            out[k] = list(dict.fromkeys(list(out[k]) + list(v)))
+        else:
+            out[k] = v
+    return out
+
+
+def rank(results: list[Evaluation]) -> list[Evaluation]:
+    """Kept first, by memory saved, then by the smallest change; then the rest as tried."""
+    kept = sorted((r for r in results if r.kept), key=lambda r: (-r.saved, r.size))
+    return kept + [r for r in results if not r.kept]
+
+
+def runtime_opset() -> int | None:
+    """The newest ai.onnx opset the installed ONNX Runtime runs (its release notes' table)."""
+    from importlib import metadata
+
+    for dist in ("onnxruntime-gpu", "onnxruntime"):
+        try:
+            version = metadata.version(dist)
+            break
+        except metadata.PackageNotFoundError:
+            version = ""
+    if not version:
+        return None
+    major, minor = (int(x) for x in version.split(".")[:2])
+    table = [((1, 22), 23), ((1, 20), 21), ((1, 18), 21), ((1, 17), 20), ((1, 15), 19), ((1, 14), 18)]
+    for (ma, mi), opset in table:
+        if (major, minor) >= (ma, mi):
+            return opset
+    return 17
+
+
+def fix(
+    finder: Finder,
+    report: FindReport,
+    allow_output_changes: bool = False,
+    only: Iterable[str] = (),
+) -> FixReport:
+    return Repairer(finder, report, allow_output_changes=allow_output_changes, only=only).run()

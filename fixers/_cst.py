@@ -1,0 +1,232 @@
+"""libcst helpers shared by the fixers that edit the user's source. Formatting and comments are
+kept: libcst round-trips every byte it does not change."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Iterable, Sequence
+
+import libcst as cst
+import libcst.matchers as m
+
+
+def parse(source: str) -> cst.Module | None:
+    try:
+        return cst.parse_module(source)
+    except cst.ParserSyntaxError:
+        return None
+
+
+def dotted(node: cst.BaseExpression) -> str:
+    """`self.history` -> "self.history"; anything else -> ""."""
+    if isinstance(node, cst.Name):
+        return node.value
+    if isinstance(node, cst.Attribute):
+        left = dotted(node.value)
+        return f"{left}.{node.attr.value}" if left else ""
+    return ""
+
+
+def call_of(stmt: cst.BaseSmallStatement) -> tuple[str, str] | None:
+    """`X.append(...)` as a statement -> ("X", "append")."""
+    if isinstance(stmt, cst.Expr) and isinstance(stmt.value, cst.Call) and isinstance(stmt.value.func, cst.Attribute):
+        owner = dotted(stmt.value.func.value)
+        if owner:
+            return owner, stmt.value.func.attr.value
+    return None
+
+
+GROW_METHODS = ("append", "extend", "add", "update", "insert", "appendleft")
+
+
+@dataclass(frozen=True)
+class Found:
+    """A statement a fixer wants to change, with where it is."""
+
+    cls: str
+    method: str
+    owner: str
+    code: str
+
+
+def classes(module: cst.Module) -> list[cst.ClassDef]:
+    out: list[cst.ClassDef] = []
+
+    class V(cst.CSTVisitor):
+        def visit_ClassDef(self, node: cst.ClassDef) -> None:
+            out.append(node)
+
+    module.visit(V())
+    return out
+
+
+def method(cls: cst.ClassDef, name: str) -> cst.FunctionDef | None:
+    for stmt in cls.body.body:
+        if isinstance(stmt, cst.FunctionDef) and stmt.name.value == name:
+            return stmt
+    return None
+
+
+def base_names(cls: cst.ClassDef) -> list[str]:
+    return [dotted(b.value) for b in cls.bases]
+
+
+def local_names(fn: cst.FunctionDef) -> set[str]:
+    """Parameters and names assigned inside the function."""
+    names = {p.name.value for p in fn.params.params + fn.params.posonly_params + fn.params.kwonly_params}
+    if isinstance(fn.params.star_arg, cst.Param):
+        names.add(fn.params.star_arg.name.value)
+
+    class V(cst.CSTVisitor):
+        def visit_AssignTarget(self, node: cst.AssignTarget) -> None:
+            if isinstance(node.target, cst.Name):
+                names.add(node.target.value)
+
+        def visit_AnnAssign(self, node: cst.AnnAssign) -> None:
+            if isinstance(node.target, cst.Name):
+                names.add(node.target.value)
+
+        def visit_For(self, node: cst.For) -> None:
+            if isinstance(node.target, cst.Name):
+                names.add(node.target.value)
+
+    fn.visit(V())
+    return names
+
+
+class RemoveStatements(cst.CSTTransformer):
+    """Remove simple statements matched by `pred(stmt, enclosing function or None)`; a block left
+    empty gets `pass`."""
+
+    def __init__(self, pred: Callable[[cst.BaseSmallStatement, str], bool]) -> None:
+        self.pred = pred
+        self.stack: list[str] = []
+        self.removed: list[str] = []
+
+    def visit_ClassDef(self, node: cst.ClassDef) -> None:
+        self.stack.append(node.name.value)
+
+    def leave_ClassDef(self, original: cst.ClassDef, updated: cst.ClassDef) -> cst.ClassDef:
+        self.stack.pop()
+        return updated
+
+    def visit_FunctionDef(self, node: cst.FunctionDef) -> None:
+        self.stack.append(node.name.value)
+
+    def leave_FunctionDef(self, original: cst.FunctionDef, updated: cst.FunctionDef) -> cst.FunctionDef:
+        self.stack.pop()
+        return updated
+
+    def leave_SimpleStatementLine(self, original: cst.SimpleStatementLine, updated: cst.SimpleStatementLine):
+        where = ".".join(self.stack)
+        keep = [s for s in updated.body if not self.pred(s, where)]
+        if len(keep) == len(updated.body):
+            return updated
+        self.removed.append(cst.Module(body=[original.with_changes(leading_lines=[])]).code.strip())
+        if not keep:
+            return cst.RemoveFromParent()
+        return updated.with_changes(body=keep)
+
+    def _fill(self, updated):
+        if isinstance(updated.body, cst.IndentedBlock) and not updated.body.body:
+            return updated.with_changes(body=updated.body.with_changes(body=[cst.SimpleStatementLine([cst.Pass()])]))
+        return updated
+
+    def leave_If(self, original: cst.If, updated: cst.If):
+        return self._fill(updated)
+
+    def leave_For(self, original: cst.For, updated: cst.For):
+        return self._fill(updated)
+
+    def leave_With(self, original: cst.With, updated: cst.With):
+        return self._fill(updated)
+
+
+def fill_empty_functions(module: cst.Module) -> cst.Module:
+    class T(cst.CSTTransformer):
+        def leave_FunctionDef(self, original: cst.FunctionDef, updated: cst.FunctionDef) -> cst.FunctionDef:
+            if isinstance(updated.body, cst.IndentedBlock) and not updated.body.body:
+                return updated.with_changes(body=updated.body.with_changes(body=[cst.SimpleStatementLine([cst.Pass()])]))
+            return updated
+
+    return module.visit(T())
+
+
+def remove(source: str, pred: Callable[[cst.BaseSmallStatement, str], bool]) -> tuple[str, list[str]]:
+    """The source without the matched statements, and the removed lines."""
+    module = parse(source)
+    if module is None:
+        return source, []
+    t = RemoveStatements(pred)
+    new = fill_empty_functions(module.visit(t))
+    return new.code, t.removed
+
+
+def ensure_import(source: str, line: str) -> str:
+    """Add `import x` after the module docstring and __future__ imports, unless already there."""
+    if line in source.splitlines():
+        return source
+    module = parse(source)
+    if module is None:
+        return source
+    stmt = cst.parse_statement(line + "\n")
+    body = list(module.body)
+    at = 0
+    for i, node in enumerate(body):
+        if m.matches(node, m.SimpleStatementLine(body=[m.Expr(value=m.SimpleString())])) and i == 0:
+            at = 1
+        elif m.matches(node, m.SimpleStatementLine(body=[m.ImportFrom(module=m.Name("__future__"))])):
+            at = i + 1
+    body.insert(at, stmt)
+    return module.with_changes(body=body).code
+
+
+def find_in_methods(module: cst.Module, class_filter: Callable[[cst.ClassDef], bool], method_name: str) -> Iterable[tuple[cst.ClassDef, cst.FunctionDef]]:
+    for cls in classes(module):
+        if class_filter(cls):
+            fn = method(cls, method_name)
+            if fn is not None:
+                yield cls, fn
+
+
+def simple_statements(fn: cst.FunctionDef) -> list[cst.BaseSmallStatement]:
+    out: list[cst.BaseSmallStatement] = []
+
+    class V(cst.CSTVisitor):
+        def visit_FunctionDef(self, node: cst.FunctionDef) -> bool:
+            return node is fn  # not into nested functions
+
+        def visit_SimpleStatementLine(self, node: cst.SimpleStatementLine) -> None:
+            out.extend(node.body)
+
+    fn.visit(V())
+    return out
+
+
+def reads_of(fn: cst.FunctionDef, owner: str, ignore: Sequence[str] = GROW_METHODS) -> int:
+    """How often `owner` is used in fn other than as `owner.<grow method>(...)`."""
+    count = 0
+
+    class V(cst.CSTVisitor):
+        def visit_Call(self, node: cst.Call) -> bool:
+            nonlocal count
+            if isinstance(node.func, cst.Attribute) and dotted(node.func.value) == owner and node.func.attr.value in ignore:
+                for a in node.args:
+                    a.visit(self)
+                return False
+            return True
+
+        def visit_Attribute(self, node: cst.Attribute) -> bool:
+            nonlocal count
+            if dotted(node) == owner:
+                count += 1
+                return False
+            return True
+
+        def visit_Name(self, node: cst.Name) -> None:
+            nonlocal count
+            if node.value == owner:
+                count += 1
+
+    fn.body.visit(V())
+    return count

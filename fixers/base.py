@@ -1,0 +1,92 @@
+"""What a fixer is: it looks at a culprit and proposes candidates. It never measures.
+
+A candidate changes one or more of: how the model is exported (exporter, export options, an
+onnxsim pass), how ONNX Runtime runs it (session, provider and run options, inputs rounded up),
+or the model's own source (edits to the user's files). The repair engine applies each candidate
+in a probe, re-measures, checks the outputs, and keeps only what flattens the curve.
+
+Each fixer carries examples of where it applies and where it does not; the tests are generated
+from them (tests/fixers/test_examples.py), in the spirit of Fixit's VALID/INVALID cases.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Mapping, Protocol, runtime_checkable
+
+LEAK, SHAPE_GROWTH = "leak", "shape-growth"
+
+
+@dataclass(frozen=True)
+class FixTarget:
+    """A culprit as a fixer sees it."""
+
+    stage: str
+    kind: str
+    region: str = ""
+    region_type: str = ""  # the module's class, qualified ("mypkg.model.Recorder")
+    own_code: bool = True
+    figures: Mapping[str, Any] = field(default_factory=dict)
+    exporter: str = "dynamo"  # the exporter the measurement used
+    device: str = "cpu"
+    dims: Mapping[str, tuple[int, int]] = field(default_factory=dict)  # symbol ranges
+    fixed_inputs: bool = False  # no symbol varies
+    sources: Mapping[str, str] = field(default_factory=dict)  # user files: path -> text
+    onnxruntime_opset: int | None = None  # the newest ai.onnx opset the installed runtime runs
+
+    @property
+    def bytes_only(self) -> bool:
+        """Grew in bytes with no Python object kept: native memory."""
+        return not (self.figures.get("objects_per_call") or 0) >= 1 and not (self.figures.get("objects_per_new_shape") or 0) >= 1
+
+
+@dataclass(frozen=True)
+class SourceEdit:
+    path: str
+    before: str
+    after: str
+    summary: str
+
+
+@dataclass(frozen=True)
+class Candidate:
+    fixer: str
+    summary: str
+    # ProbeOptions overrides: exporter, export_kwargs, session_options, provider_options,
+    # run_options, input_transform ("round:16"), post_export (("onnxsim",)).
+    probe: Mapping[str, Any] = field(default_factory=dict)
+    edits: tuple[SourceEdit, ...] = ()
+    changes_outputs: bool = False  # by design (padding): kept only with the user's opt-in
+    size: int = 1  # settings or lines changed; smaller ranks higher among equal savings
+
+    def key(self) -> str:
+        import hashlib
+        import json
+
+        data = {"fixer": self.fixer, "probe": self.probe, "edits": [(e.path, e.after) for e in self.edits]}
+        return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+
+@dataclass(frozen=True)
+class Example:
+    """A target the fixer must (applies=True) or must not (False) propose a candidate for."""
+
+    name: str
+    target: FixTarget
+    applies: bool
+    expect: str = ""  # a text every candidate's summary or edited source must contain
+
+
+@runtime_checkable
+class Fixer(Protocol):
+    name: str
+    description: str
+    stages: tuple[str, ...]
+    kinds: tuple[str, ...]
+    examples: tuple[Example, ...]
+
+    def propose(self, target: FixTarget) -> list[Candidate]: ...
+
+
+def addresses(fixer: Fixer, target: FixTarget) -> bool:
+    return target.stage in fixer.stages and target.kind in fixer.kinds

@@ -1,0 +1,65 @@
+"""ONNX Runtime memory options: the settings users are told to try for growing memory.
+
+- the run option ``memory.enable_memory_arena_shrinkage`` ("cpu:0", "gpu:0"): the arena gives
+  back what a run did not keep (docs: arenas never shrink otherwise);
+- ``enable_cpu_mem_arena=False``: plain malloc/free instead of the arena;
+- ``enable_mem_pattern=False``: no per-shape memory-pattern cache (microsoft/onnxruntime#11118);
+- ``arena_extend_strategy`` kSameAsRequested instead of kNextPowerOfTwo (#11627);
+- ``intra_op_num_threads=1``: the seed article's first step for multithreaded inference;
+- one warm-up run at the largest input of every range (#11627): the arena takes its full size
+  at start instead of growing with each new largest input (memory is then flat, at the top);
+- on CUDA: ``cudnn_conv_algo_search=HEURISTIC`` (#7612, #8287: exhaustive search per new shape),
+  the arena strategy, and a ``gpu_mem_limit``.
+"""
+
+from __future__ import annotations
+
+from fixers.base import LEAK, SHAPE_GROWTH, Candidate, Example, FixTarget
+
+
+class OrtOptions:
+    name = "ort-options"
+    description = "ONNX Runtime memory options: arena shrinkage, arena off, memory pattern off, exact arena growth, one thread"
+    stages = ("inference",)
+    kinds = (LEAK, SHAPE_GROWTH)
+
+    def propose(self, target: FixTarget) -> list[Candidate]:
+        cuda = target.device == "cuda"
+        device = "gpu:0" if cuda else "cpu:0"
+        out = [
+            Candidate(self.name, f"run option memory.enable_memory_arena_shrinkage={device}: the arena returns what a run did not keep",
+                      probe={"run_options": {"memory.enable_memory_arena_shrinkage": device}}),
+            Candidate(self.name, "enable_cpu_mem_arena=False: no CPU arena, memory is freed after each run",
+                      probe={"session_options": {"enable_cpu_mem_arena": False}}),
+            Candidate(self.name, "enable_mem_pattern=False: no memory-pattern cache per input shape",
+                      probe={"session_options": {"enable_mem_pattern": False}}),
+            Candidate(self.name, "arena_extend_strategy=kSameAsRequested: the arena grows by what is asked, not to the next power of two",
+                      probe={"session_options": {"arena_extend_strategy": "kSameAsRequested"}}),
+            Candidate(self.name, "intra_op_num_threads=1: one intra-op thread (and its buffers)",
+                      probe={"session_options": {"intra_op_num_threads": 1}}),
+        ]
+        if target.kind == SHAPE_GROWTH and target.dims and not target.fixed_inputs:
+            out.append(Candidate(
+                self.name, "warm the session up once at the largest input of every range: the arena takes its full size at start, not one step per new largest input",
+                probe={"warmup": "largest"}, size=2,
+            ))
+        if cuda:
+            out += [
+                Candidate(self.name, "cudnn_conv_algo_search=HEURISTIC: no exhaustive cuDNN search (and workspace) per new shape",
+                          probe={"provider_options": {"cudnn_conv_algo_search": "HEURISTIC"}}),
+                Candidate(self.name, "CUDA arena_extend_strategy=kSameAsRequested",
+                          probe={"provider_options": {"arena_extend_strategy": "kSameAsRequested"}}),
+            ]
+        return out
+
+    examples = (
+        Example("arena staircase on the CPU", FixTarget("inference", SHAPE_GROWTH), True, "arena"),
+        Example("dynamic sizes: warm up at the largest", FixTarget("inference", SHAPE_GROWTH, dims={"B": (1, 16)}), True, "largest"),
+        Example("per-run growth", FixTarget("inference", LEAK), True, "enable_cpu_mem_arena"),
+        Example("cuDNN search on the GPU", FixTarget("inference", SHAPE_GROWTH, device="cuda"), True, "HEURISTIC"),
+        Example("a leak in eager forward is not the runtime's", FixTarget("eager", LEAK), False),
+        Example("an export leak is not the runtime's", FixTarget("export", LEAK), False),
+    )
+
+
+FIXER = OrtOptions()

@@ -1,0 +1,61 @@
+"""`bisector find` as a user runs it: the tree, JSON with culprits, resuming from the run dir."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tests.conftest import FIXTURES, SAMPLES, run_cli
+
+pytestmark = pytest.mark.probe
+
+
+def test_find_json_names_the_culprit_and_a_rerun_reuses_every_probe(tmp_path) -> None:
+    args = ("find", f"{SAMPLES / 'list_append.py'}:Net", "-i", "x=B,32", "-s", "eager", "--json", "--run-dir", str(tmp_path))
+    r = run_cli(*args)
+    assert r.returncode == 1, r.stderr
+    report = json.loads(r.stdout)
+    assert report["culprits"] == [
+        {
+            "region": "blocks.1", "stage": "eager", "kind": "leak",
+            "growth_bytes_per_call": report["culprits"][0]["growth_bytes_per_call"],
+            "growth_bytes_per_new_shape": report["culprits"][0]["growth_bytes_per_new_shape"],
+            "own_code": True, "objects_per_call": 1.0,
+            "objects_per_new_shape": report["culprits"][0]["objects_per_new_shape"], "bounded": None,
+            "type": "Recorder", "grown_types": report["culprits"][0]["grown_types"], "hint": report["culprits"][0]["hint"],
+        }
+    ]
+    assert "torch.Tensor" in report["culprits"][0]["grown_types"]
+    assert report["probes"] >= 3 and report["stages"]["eager"]["verdict"] == "leak"
+    assert report["complete"] is True
+    again = run_cli(*args)
+    assert again.returncode == 1
+    second = json.loads(again.stdout)
+    assert second["probes"] == 0 and second["reused_probes"] >= 3
+    assert second["culprits"] == report["culprits"]
+
+
+def test_find_prints_a_tree_down_to_the_culprit(tmp_path) -> None:
+    r = run_cli("find", f"{SAMPLES / 'symbolic_leak.py'}:Net", "-i", "x=B,32", "--exporter", "torchscript", "-s", "export", "--run-dir", str(tmp_path))
+    assert r.returncode == 1, r.stderr
+    out = r.stdout
+    assert "<root>" in out and "blocks  Sequential" in out and "blocks.0  Block" in out
+    assert "blocks.0.act  ScaledGelu  leak" in out and "← culprit" in out
+    assert "next:" in out and "symbolic" in out
+    assert "culprits: blocks.0.act (export)" in out
+
+
+def test_clean_model_has_no_culprits(tmp_path) -> None:
+    r = run_cli("find", f"{SAMPLES / 'clean_cnn.py'}:Net", "-i", "x=B,3,H,W", "-d", "B=1:4", "-d", "H=8:32", "-d", "W=8:32", "-s", "eager", "--json", "--run-dir", str(tmp_path))
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["culprits"] == []
+
+
+def test_region_that_crashes_is_reported_and_the_search_goes_on(tmp_path) -> None:
+    r = run_cli("find", f"{FIXTURES / 'regions.py'}:CrashingBranch", "-i", "x=B,8", "-s", "eager", "--json", "--run-dir", str(tmp_path))
+    assert r.returncode == 1, r.stderr
+    report = json.loads(r.stdout)
+    assert [c["region"] for c in report["culprits"]] == ["keeper"]
+    unprobeable = {u["region"]: u["reason"] for u in report["search"]["eager"]["unprobeable"]}
+    assert "bomb" in unprobeable and "SIGSEGV" in unprobeable["bomb"]

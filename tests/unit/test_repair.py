@@ -1,0 +1,144 @@
+"""The repair engine's decisions against fake measurements: keep, drop, combine, non-equivalent."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+from bisector.find import Culprit
+from bisector.repair import CandidateFailed, Repairer, decide, merge_probe
+from bisector.search import Outcome
+from fixers.base import Candidate, Example, FixTarget
+
+CULPRIT = Culprit(region="blocks.1", stage="eager", kind="leak", own_code=True, type="Recorder",
+                  figures={"objects_per_call": 10.0, "growth_bytes_per_call": 40_000.0, "exact": True}, chain=(), hint="")
+
+
+def leaking(objects: float) -> Outcome:
+    if objects <= 0:
+        return Outcome("clean", {"objects_per_call": 0.0, "exact": True})
+    return Outcome("leak", {"objects_per_call": objects, "growth_bytes_per_call": 4000.0 * objects, "exact": True})
+
+
+class FakeFixer:
+    """Candidates whose effect is a factor on the leak (0 = clean), and equivalence per name."""
+
+    name = "fake"
+    description = "fake"
+    stages = ("eager",)
+    kinds = ("leak",)
+    examples: tuple[Example, ...] = ()
+
+    def __init__(self, factors: dict[str, float], size: dict[str, int] | None = None, changes: tuple[str, ...] = ()) -> None:
+        self.factors = factors
+        self.size = size or {}
+        self.changes = changes
+
+    def propose(self, target: FixTarget) -> list[Candidate]:
+        return [Candidate(self.name, n, probe={"session_options": {n: True}}, size=self.size.get(n, 1), changes_outputs=n in self.changes)
+                for n in self.factors]
+
+
+class FakeRepairer(Repairer):
+    def __init__(self, fixer: FakeFixer, differ: tuple[str, ...] = (), broken: tuple[str, ...] = (), whole_stays: tuple[str, ...] = (), allow=False):
+        finder = SimpleNamespace(run=Path("/nonexistent/run"), runner=SimpleNamespace(probes=0), jobs=2, model=None, plan=None, options=None)
+        report = SimpleNamespace(culprits=[CULPRIT])
+        super().__init__(finder, report, allow_output_changes=allow, fixers=[fixer])
+        self.fixer = fixer
+        self.differ, self.broken, self.whole_stays = differ, broken, whole_stays
+        self.measured: list[tuple[str, ...]] = []
+
+    def target(self, c):
+        return FixTarget(c.stage, c.kind, region=c.region)
+
+    def run(self):  # no probe pool: just the decisions
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(2) as pool:
+            return self.repair_culprit(CULPRIT, pool)
+
+    def measure(self, c, model, probe):
+        names = tuple(sorted(probe["session_options"]))
+        self.measured.append(names)
+        if any(n in self.broken for n in names):
+            raise CandidateFailed("export failed: no ONNX function for aten::foo")
+        factor = 1.0
+        for n in names:
+            factor *= self.fixer.factors[n]
+        region = leaking(10.0 * factor)
+        whole = leaking(10.0) if any(n in self.whole_stays for n in names) else region
+        return region, whole
+
+    def model_before(self, c):
+        return leaking(10.0).figures
+
+    def equivalence(self, c, model, probe, edits):
+        names = set(probe["session_options"])
+        bad = names & set(self.differ)
+        return {"equivalent": not bad, "max_abs_diff": 0.5 if bad else 0.0, "max_rel_diff": 0.1 if bad else 0.0, "why": "output 0 differs by up to 0.5" if bad else ""}
+
+
+def by_name(results):
+    return {r.summary: r for r in results}
+
+
+def test_keeps_what_flattens_and_drops_what_does_not() -> None:
+    results = FakeRepairer(FakeFixer({"fix": 0.0, "noop": 1.0, "most": 0.05})).run()
+    r = by_name(results)
+    assert r["fix"].kept and r["fix"].reason.startswith("kept")
+    assert r["most"].kept  # growth down by 95%: kept though not clean
+    assert not r["noop"].kept and "not flat enough" in r["noop"].reason
+    assert [x.summary for x in results[:2]] == ["fix", "most"]  # ranked by memory saved
+
+
+def test_ties_in_savings_go_to_the_smaller_change() -> None:
+    results = FakeRepairer(FakeFixer({"big": 0.0, "small": 0.0}, size={"big": 5, "small": 1})).run()
+    assert [x.summary for x in results] == ["small", "big"]
+
+
+def test_outputs_that_differ_are_never_kept() -> None:
+    r = by_name(FakeRepairer(FakeFixer({"fix": 0.0}), differ=("fix",)).run())
+    assert not r["fix"].kept
+    assert "outputs differ" in r["fix"].reason and r["fix"].max_abs_diff == 0.5
+
+
+def test_padding_needs_the_users_opt_in() -> None:
+    fixer = FakeFixer({"pad": 0.0}, changes=("pad",))
+    r = by_name(FakeRepairer(fixer, differ=("pad",)).run())
+    assert not r["pad"].kept and "--allow-output-changes" in r["pad"].reason
+    r = by_name(FakeRepairer(fixer, differ=("pad",), allow=True).run())
+    assert r["pad"].kept and "changes outputs, allowed" in r["pad"].reason
+
+
+def test_combines_candidates_when_none_suffices_alone() -> None:
+    rep = FakeRepairer(FakeFixer({"a": 0.3, "b": 0.2, "c": 1.0, "d": 0.5}))
+    results = rep.run()
+    kept = [x for x in results if x.kept]
+    assert [k.summary for k in kept] == ["b; and a"]
+    assert ("a", "b") in rep.measured and ("b", "c") in rep.measured  # the best, with every other
+    assert ("c", "d") not in rep.measured  # two that did not help enough are not paired
+
+
+def test_flat_region_but_whole_model_still_growing_is_dropped() -> None:
+    r = by_name(FakeRepairer(FakeFixer({"fix": 0.0}), whole_stays=("fix",)).run())
+    assert not r["fix"].kept and "whole model still grows" in r["fix"].reason
+
+
+def test_a_candidate_that_breaks_the_model_is_dropped_with_why() -> None:
+    r = by_name(FakeRepairer(FakeFixer({"fix": 0.0, "broken": 0.0}), broken=("broken",)).run())
+    assert r["fix"].kept
+    assert not r["broken"].kept and "aten::foo" in r["broken"].reason
+
+
+def test_decide_uses_bytes_when_objects_did_not_decide() -> None:
+    native = Culprit("stem.1", "eager", "leak", True, "", {"growth_bytes_per_call": 2e6, "objects_per_call": 0.0, "exact": False}, (), "")
+    after = Outcome("leak", {"growth_bytes_per_call": 1.5e5, "exact": False})
+    d = decide(native, after, after, native.figures, False, False, lambda: {"equivalent": True})
+    assert d["kept"] and "2.0 MB/call -> +150.0 KB/call" in d["reason"]
+
+
+def test_merge_probe_merges_dicts_and_passes() -> None:
+    assert merge_probe({"session_options": {"a": 1}, "post_export": ["onnxsim"]}, {"session_options": {"b": 2}, "post_export": ["x"]}) == {
+        "session_options": {"a": 1, "b": 2}, "post_export": ["onnxsim", "x"]}
