@@ -25,6 +25,7 @@ from bisector.verdict import Bands
 
 if TYPE_CHECKING:
     from bisector.find import FindReport
+    from bisector.repair import FixReport
 
 DEVICES = ("auto", "cpu", "cuda")
 METRICS = ("rss", "uss")
@@ -150,3 +151,27 @@ def find(
 
     p = prepare(spec, inputs, dims, **kwargs)
     return _find(p.model, p.plan, p.options, events=events, run_dir=run_dir)
+
+
+def fix(
+    spec: str | ModelSpec,
+    inputs: Iterable[str] = (),
+    dims: Iterable[str] = (),
+    *,
+    events: Events | None = None,
+    run_dir: str | None = None,
+    allow_output_changes: bool = False,
+    fixers: Iterable[str] = (),
+    **kwargs: Any,
+) -> "FixReport":
+    """Find the culprits, then try, re-measure and keep the fixes that flatten them (repair.py)."""
+    from bisector.find import Finder
+    from bisector.repair import Repairer
+
+    p = prepare(spec, inputs, dims, **kwargs)
+    finder = Finder(p.model, p.plan, p.options, events=events, run_dir=run_dir)
+    try:
+        found = finder.find()
+        return Repairer(finder, found, allow_output_changes=allow_output_changes, only=fixers).run()
+    finally:
+        finder.close()

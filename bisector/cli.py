@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import sys
 import threading
+from pathlib import Path
 from typing import Annotated, Any, Callable, Optional
 
 import typer
@@ -302,6 +303,10 @@ def find(
 
 
 FixerOpt = Annotated[Optional[list[str]], typer.Option("--fixer", help="Only this fixer (repeatable); see `bisector fixers`.")]
+DiffOpt = Annotated[bool, typer.Option("--diff", help="Print the kept fixes as a unified diff (patch -p1 / git apply from the project root).")]
+ApplyOpt = Annotated[bool, typer.Option("--apply", help="Write the diff to the files (atomically, with backups, only files unchanged since analysis), then re-measure.")]
+ExportScriptOpt = Annotated[Optional[str], typer.Option("--export-script", help="Your export script: its torch.onnx.export call gets the kept export settings.")]
+InferScriptOpt = Annotated[Optional[str], typer.Option("--infer-script", help="Your inference script: its InferenceSession gets the kept runtime settings.")]
 AllowChangesOpt = Annotated[bool, typer.Option("--allow-output-changes", help="Keep fixes that change outputs by design (padding to multiples of 16).")]
 
 
@@ -314,6 +319,10 @@ def fix(
     exporter: ExporterOpt = None,
     fixer: FixerOpt = None,
     allow_output_changes: AllowChangesOpt = False,
+    diff: DiffOpt = False,
+    apply: ApplyOpt = False,
+    export_script: ExportScriptOpt = None,
+    infer_script: InferScriptOpt = None,
     jobs: JobsOpt = None,
     json_out: JsonOpt = False,
     init_kwargs: InitOpt = None,
@@ -335,9 +344,16 @@ def fix(
     def body() -> int:
         from bisector import api
         from bisector.find import Finder
+        from bisector.patch import apply as apply_patches
+        from bisector.patch import combined_diff, patches_for, project_root
         from bisector.repair import Repairer
         from bisector.report import render_fix
 
+        for script, flag in ((export_script, "--export-script"), (infer_script, "--infer-script")):
+            if script and not Path(script).is_file():
+                from bisector.errors import UserError
+
+                raise UserError(f"{flag} {script} does not exist")
         prepared = api.prepare(
             spec, input or (), dim or (), stages=stage, exporter=exporter, device=device, init_kwargs=init_kwargs,
             seed=seed, noise_rss=noise_rss, noise_gpu=noise_gpu, retries=retries, jobs=jobs, fresh=fresh,
@@ -359,16 +375,57 @@ def fix(
                 report = Repairer(finder, found, allow_output_changes=allow_output_changes, only=fixer or ()).run()
             finally:
                 finder.close()
+        root = project_root(prepared.model.path)
+        patches, notes = patches_for(report, root, export_script, infer_script)
+        data = report.to_json()
+        data["patches"] = [{"path": p.rel, "summary": p.summary, "diff": p.diff} for p in patches if p.changed]
+        data["patch_notes"] = notes
+        written: list[str] = []
+        if apply:
+            written = apply_patches(patches, root)
+            data["applied"] = written
         if json_out:
-            sys.stdout.write(json.dumps(report.to_json(), indent=2) + "\n")
+            sys.stdout.write(json.dumps(data, indent=2) + "\n")
         else:
-            render_fix(report, _out_console())
+            console = _out_console()
+            render_fix(report, console)
+            for note in notes:
+                console.print(f"note: {note}", style="yellow", markup=False)
+            if diff:
+                console.print(combined_diff(patches) or "(no changes to show)", markup=False, highlight=False, soft_wrap=True)
+            elif patches and any(p.changed for p in patches) and not apply:
+                console.print("rerun with --diff to see the patch, --apply to write it", style="cyan")
+            if written:
+                console.print(f"applied: {', '.join(written)} (backups in {root / '.bisector' / 'backups'})", markup=False)
+        if written:
+            confirmed = _confirm(prepared, report, found)
+            if not json_out:
+                _err_console().print(confirmed)
         if not found.culprits:
             return _measure_exit(found.measure)
         fixed = {(e.region, e.stage) for e in report.kept}
         return EXIT_CLEAN if all((c.region, c.stage) in fixed for c in found.culprits) else EXIT_FOUND
 
     return _guard(debug, body)
+
+
+def _confirm(prepared: Any, report: Any, found: Any) -> str:
+    """Re-measure the stages that had culprits, with the patched files and the kept settings."""
+    from dataclasses import replace
+
+    from bisector.measure import measure as run_measure
+    from bisector.patch import best_fixes
+
+    probes: dict[str, Any] = {}
+    for ev in best_fixes(report):
+        from bisector.repair import merge_probe
+
+        probes = merge_probe(probes, ev.probe)
+    stages = tuple(dict.fromkeys(c.stage for c in found.culprits))
+    options = replace(prepared.options, stages=stages, probe=prepared.options.probe.with_overrides(probes))
+    again = run_measure(prepared.model, prepared.plan, options)
+    parts = [f"{s} {r.kind}" for s, r in again.stages.items()]
+    return "re-measured after --apply: " + ", ".join(parts)
 
 
 def _fixer_names() -> list[str]:

@@ -60,6 +60,7 @@ class Evaluation:
     edits: tuple[Any, ...] = ()
     probe: Mapping[str, Any] = field(default_factory=dict)
     saved: float = 0.0  # bytes (or objects) per call or per new shape, as before - after
+    upfront_bytes: float | None = None  # memory the fix holds from the start (a warm-up's arena)
 
     @property
     def fixer(self) -> str:
@@ -87,6 +88,7 @@ class Evaluation:
             "kept": self.kept,
             "reason": self.reason,
             "size": self.size,
+            "upfront_bytes": self.upfront_bytes,
             "probe": dict(self.probe),
             "edits": [{"path": e.path, "summary": e.summary} for e in self.edits],
         }
@@ -303,7 +305,11 @@ class Repairer:
             c, region_outcome, model_outcome, self.model_before(c), changes_outputs, self.allow_output_changes,
             lambda: self.equivalence(c, model, probe, edits),
         )
-        return Evaluation(**base, after=_figures(region_outcome), after_model=_figures(model_outcome), **verdict)
+        upfront = None
+        before_loop = self.model_before(c).get("rss_before_loop")
+        if model_outcome.figures.get("rss_before_loop") is not None and before_loop is not None:
+            upfront = float(model_outcome.figures["rss_before_loop"]) - float(before_loop)
+        return Evaluation(**base, after=_figures(region_outcome), after_model=_figures(model_outcome), upfront_bytes=upfront, **verdict)
 
     def equivalence(self, c: Culprit, model: ModelSpec, probe: Mapping[str, Any], edits: tuple[Any, ...]) -> dict[str, Any]:
         f = self.finder_for(model, probe)

@@ -240,6 +240,8 @@ def render_fix(report: Any, console: Any, show_dropped: bool = True) -> None:
         console.print(f"[bold]{escape(head)}[/]")
         for e in kept:
             eq = "" if e.max_abs_diff is None else f"  outputs max |diff| {e.max_abs_diff:.2g}"
+            if e.upfront_bytes is not None and abs(e.upfront_bytes) >= 5e6:
+                eq += f"  holds {format_bytes(e.upfront_bytes, signed=True)} from the start"
             console.print(f"  [green]✓[/] {escape(e.fixer)}: {escape(e.summary)}")
             console.print(f"      {escape(e.reason)}{escape(eq)}", style="dim")
         if show_dropped:

@@ -21,6 +21,7 @@ class Truth:
     exporter: str | None = None
     device: str | None = None
     gpu_only: bool = False
+    fixable: bool = True  # a fixer should flatten every culprit (False: says why in the file)
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -51,7 +52,7 @@ def read_truths(path: str | Path) -> list[Truth]:
 
 
 def _truth(path: str | Path, data: dict[str, Any]) -> Truth:
-    known = {"spec", "inputs", "dims", "stages", "culprits", "exporter", "device", "gpu_only"}
+    known = {"spec", "inputs", "dims", "stages", "culprits", "exporter", "device", "gpu_only", "fixable"}
     return Truth(
         path=str(path),
         spec=data.get("spec", "Net"),
@@ -62,6 +63,7 @@ def _truth(path: str | Path, data: dict[str, Any]) -> Truth:
         exporter=data.get("exporter"),
         device=data.get("device"),
         gpu_only=bool(data.get("gpu_only", False)),
+        fixable=bool(data.get("fixable", True)),
         extra={k: v for k, v in data.items() if k not in known},
     )
 

@@ -38,6 +38,7 @@ class Net(nn.Module):
 
 
 BISECTOR_TRUTH = {
+    "fixable": False,  # native memory: no fixer edits C allocations
     "spec": "Net",
     "inputs": ["x=B,16"],
     "dims": [],

@@ -1,0 +1,659 @@
+"""Kept fixes as unified diffs of the user's own files, and applying them safely.
+
+- model source: the edits fixers made (libcst, formatting and comments kept);
+- the export script (``--export-script``): the ``torch.onnx.export`` call's keyword arguments
+  (exporter, ``dynamic_shapes``/``dynamic_axes``, ``do_constant_folding``, ``opset_version``,
+  ``export_params``) and an onnxsim step after it;
+- the inference script (``--infer-script``): ``SessionOptions``/``RunOptions``/provider options
+  around ``onnxruntime.InferenceSession``, a warm-up at the largest input, and input padding to
+  multiples of 16 where that fix was kept;
+- no script given: a new ``export_onnx.py`` with the recommended settings, as a diff against
+  nothing.
+
+Every transform is idempotent (a second run changes nothing) and a patch whose text does not
+change has the diff "". ``apply`` writes only files that are unchanged since they were read
+(hash), never outside the project root, atomically, keeping a backup.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable, Mapping, Sequence
+
+import libcst as cst
+
+from bisector.errors import UserError
+
+MARK = "_bisector"
+
+
+@dataclass(frozen=True)
+class Patch:
+    path: str  # absolute
+    before: str | None  # None: a new file
+    after: str
+    summary: str
+    root: str = ""
+
+    @property
+    def rel(self) -> str:
+        try:
+            return str(Path(self.path).resolve().relative_to(Path(self.root).resolve())) if self.root else Path(self.path).name
+        except ValueError:
+            return self.path
+
+    @property
+    def changed(self) -> bool:
+        return self.before != self.after
+
+    @property
+    def diff(self) -> str:
+        """A unified diff that `patch -p1` and `git apply` take from the project root; "" when
+        nothing changes."""
+        if not self.changed:
+            return ""
+        before = (self.before or "").splitlines(keepends=True)
+        after = self.after.splitlines(keepends=True)
+        for lines in (before, after):
+            if lines and not lines[-1].endswith("\n"):
+                lines[-1] += "\n"
+        old = f"a/{self.rel}" if self.before is not None else "/dev/null"
+        return "".join(difflib.unified_diff(before, after, old, f"b/{self.rel}"))
+
+    @property
+    def before_hash(self) -> str | None:
+        return None if self.before is None else digest(self.before)
+
+
+def digest(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def combined_diff(patches: Iterable[Patch]) -> str:
+    return "".join(p.diff for p in patches)
+
+
+# ---------------------------------------------------------------------------------------------
+# Merging several source edits of one file
+
+
+def merge_edits(before: str, afters: Sequence[str]) -> tuple[str, list[int]]:
+    """Apply several edits made against the same text when their changed lines do not overlap.
+    Returns the merged text and the indexes of the edits left out (overlapping an earlier one)."""
+    base = before.splitlines(keepends=True)
+    taken: list[tuple[int, int, list[str]]] = []  # (start, end, replacement) in base lines
+    skipped: list[int] = []
+    for k, after in enumerate(afters):
+        ops = [op for op in difflib.SequenceMatcher(a=base, b=after.splitlines(keepends=True), autojunk=False).get_opcodes() if op[0] != "equal"]
+        new_lines = after.splitlines(keepends=True)
+        spans = [(i1, i2, new_lines[j1:j2]) for _, i1, i2, j1, j2 in ops]
+        if any(not (e <= s0 or s >= e0) or (s == e == s0 == e0) for s, e, _ in spans for s0, e0, _ in taken):
+            skipped.append(k)
+            continue
+        taken.extend(spans)
+    out: list[str] = []
+    pos = 0
+    for s, e, repl in sorted(taken, key=lambda t: (t[0], t[1])):
+        out.extend(base[pos:s])
+        out.extend(repl)
+        pos = max(pos, e)
+    out.extend(base[pos:])
+    return "".join(out), skipped
+
+
+def source_patches(edits: Iterable[Any], root: str) -> tuple[list[Patch], list[str]]:
+    """One patch per edited file, several edits merged; notes for edits that could not be."""
+    by_path: dict[str, list[Any]] = {}
+    for e in edits:
+        by_path.setdefault(str(Path(e.path).resolve()), []).append(e)
+    patches, notes = [], []
+    for path, es in by_path.items():
+        before = es[0].before
+        merged, skipped = merge_edits(before, [e.after for e in es])
+        for k in skipped:
+            notes.append(f"{Path(path).name}: '{es[k].summary}' overlaps another edit of the same lines; left out")
+        patches.append(Patch(path, before, merged, "; ".join(e.summary for i, e in enumerate(es) if i not in skipped), root))
+    return patches, notes
+
+
+# ---------------------------------------------------------------------------------------------
+# Settings gathered from kept fixes
+
+
+@dataclass(frozen=True)
+class Settings:
+    exporter: str | None = None
+    export_kwargs: Mapping[str, Any] = None  # type: ignore[assignment]
+    bounded_dims: Mapping[str, Sequence[int]] = None  # type: ignore[assignment]
+    onnxsim: bool = False
+    session_options: Mapping[str, Any] = None  # type: ignore[assignment]
+    provider_options: Mapping[str, Any] = None  # type: ignore[assignment]
+    run_options: Mapping[str, Any] = None  # type: ignore[assignment]
+    warmup_largest: bool = False
+    round_multiple: int = 0
+
+    @classmethod
+    def from_probes(cls, probes: Iterable[Mapping[str, Any]]) -> "Settings":
+        exporter = None
+        export_kwargs: dict[str, Any] = {}
+        session: dict[str, Any] = {}
+        provider: dict[str, Any] = {}
+        run: dict[str, Any] = {}
+        bounded: dict[str, Any] = {}
+        onnxsim = warm = False
+        multiple = 0
+        for p in probes:
+            exporter = p.get("exporter", exporter)
+            ek = dict(p.get("export_kwargs") or {})
+            bounded.update(ek.pop("bounded_dims", {}) or {})
+            export_kwargs.update(ek)
+            session.update(p.get("session_options") or {})
+            provider.update(p.get("provider_options") or {})
+            run.update(p.get("run_options") or {})
+            onnxsim = onnxsim or any(str(x).startswith("onnxsim") for x in p.get("post_export") or ())
+            warm = warm or p.get("warmup") == "largest"
+            t = p.get("input_transform") or ""
+            if t.startswith("round:"):
+                multiple = int(t.split(":", 1)[1])
+        return cls(exporter, export_kwargs, bounded, onnxsim, session, provider, run, warm, multiple)
+
+    @property
+    def export_related(self) -> bool:
+        return bool(self.exporter or self.export_kwargs or self.bounded_dims or self.onnxsim)
+
+    @property
+    def runtime_related(self) -> bool:
+        return bool(self.session_options or self.provider_options or self.run_options or self.warmup_largest or self.round_multiple)
+
+
+# ---------------------------------------------------------------------------------------------
+# The export script
+
+
+def _expr(code: str) -> cst.BaseExpression:
+    return cst.parse_expression(code)
+
+
+def _dotted(node: cst.BaseExpression) -> str:
+    if isinstance(node, cst.Name):
+        return node.value
+    if isinstance(node, cst.Attribute):
+        left = _dotted(node.value)
+        return f"{left}.{node.attr.value}" if left else ""
+    return ""
+
+
+def _code(node: cst.CSTNode) -> str:
+    return cst.Module(body=[]).code_for_node(node)
+
+
+def _set_kwarg(call: cst.Call, name: str, value: str) -> cst.Call:
+    args = list(call.args)
+    for i, a in enumerate(args):
+        if a.keyword is not None and a.keyword.value == name:
+            if _code(a.value).strip() == value:
+                return call
+            args[i] = a.with_changes(value=_expr(value))
+            return call.with_changes(args=args)
+    if args and args[-1].comma is cst.MaybeSentinel.DEFAULT:
+        args[-1] = args[-1].with_changes(comma=cst.Comma(whitespace_after=cst.SimpleWhitespace(" ")))
+    args.append(cst.Arg(keyword=cst.Name(name), value=_expr(value), equal=cst.AssignEqual(cst.SimpleWhitespace(""), cst.SimpleWhitespace(""))))
+    return call.with_changes(args=args)
+
+
+def _ensure_imports(source: str, lines: Sequence[str]) -> str:
+    for line in lines:
+        if line in source.splitlines():
+            continue
+        module = cst.parse_module(source)
+        body = list(module.body)
+        at = 0
+        for i, node in enumerate(body):
+            if isinstance(node, cst.SimpleStatementLine) and any(isinstance(s, (cst.Import, cst.ImportFrom)) for s in node.body):
+                at = i + 1
+            elif i == 0 and isinstance(node, cst.SimpleStatementLine) and isinstance(node.body[0], cst.Expr) and isinstance(node.body[0].value, cst.SimpleString):
+                at = 1
+        body.insert(at, cst.parse_statement(line + "\n"))
+        source = module.with_changes(body=body).code
+    return source
+
+
+def dynamic_spec_code(plan: Any, bounded: Mapping[str, Sequence[int]], exporter: str) -> str | None:
+    """`dynamic_shapes=` (torch.export) or `dynamic_axes=` (TorchScript) text for the plan's inputs."""
+    if plan is None or plan.use_hook or not plan.inputs:
+        return None
+    parts = []
+    for spec in plan.inputs:
+        dims = {i: d for i, d in enumerate(spec.dims) if isinstance(d, str) and d in plan.dynamic_symbols}
+        if not dims:
+            continue
+        if exporter == "dynamo":
+            inner = ", ".join(
+                f"{i}: torch.export.Dim({d!r}, min={bounded[d][0]}, max={bounded[d][1]})" if d in bounded else f"{i}: torch.export.Dim.AUTO"
+                for i, d in dims.items()
+            )
+        else:
+            inner = ", ".join(f"{i}: {d!r}" for i, d in dims.items())
+        parts.append(f"{spec.name!r}: {{{inner}}}")
+    return "{" + ", ".join(parts) + "}" if parts else None
+
+
+class _ExportCalls(cst.CSTTransformer):
+    def __init__(self, settings: Settings, plan: Any) -> None:
+        self.settings = settings
+        self.plan = plan
+        self.found = 0
+        self.paths: list[str] = []
+
+    def leave_Call(self, original: cst.Call, updated: cst.Call) -> cst.Call:
+        name = _dotted(updated.func)
+        if not name.endswith("onnx.export"):
+            return updated
+        self.found += 1
+        s = self.settings
+        call = updated
+        if s.exporter:
+            call = _set_kwarg(call, "dynamo", "True" if s.exporter == "dynamo" else "False")
+        for key, value in sorted((s.export_kwargs or {}).items()):
+            call = _set_kwarg(call, key, repr(value))
+        if s.bounded_dims:
+            exporter = s.exporter or "dynamo"
+            code = dynamic_spec_code(self.plan, s.bounded_dims, exporter)
+            if code:
+                call = _set_kwarg(call, "dynamic_shapes" if exporter == "dynamo" else "dynamic_axes", code)
+        positional = [a for a in call.args if a.keyword is None]
+        f = next((a.value for a in call.args if a.keyword is not None and a.keyword.value == "f"), None)
+        if f is None and len(positional) >= 3:
+            f = positional[2].value
+        if f is not None:
+            self.paths.append(_code(f))
+        return call
+
+
+def patch_export_script(path: str, settings: Settings, plan: Any, root: str) -> tuple[Patch, list[str]]:
+    text = Path(path).read_text(encoding="utf-8")
+    try:
+        module = cst.parse_module(text)
+    except cst.ParserSyntaxError as exc:
+        raise UserError(f"cannot parse --export-script {path}: {exc.message}") from None
+    t = _ExportCalls(settings, plan)
+    new = module.visit(t).code
+    notes = []
+    if not t.found:
+        notes.append(f"{Path(path).name}: no torch.onnx.export call found; the settings are in export_onnx.py instead")
+        return Patch(path, text, text, "no export call", root), notes
+    if settings.onnxsim and "onnxsim.simplify" not in new:
+        if t.paths:
+            new = _after_export_call(new, t.paths[0])
+            new = _ensure_imports(new, ["import onnx", "import onnxsim"])
+        else:
+            notes.append(f"{Path(path).name}: the export call writes to no path bisector can see; add the onnxsim step by hand")
+    return Patch(path, text, new, "export settings", root), notes
+
+
+def _after_export_call(source: str, path_code: str) -> str:
+    """Insert the onnxsim step after the statement holding the (first) export call."""
+    module = cst.parse_module(source)
+    step = cst.parse_module(
+        f"{MARK}_model, {MARK}_ok = onnxsim.simplify(onnx.load({path_code}))  # bisector: fold shape subgraphs\n"
+        f"if {MARK}_ok:\n    onnx.save({MARK}_model, {path_code})\n"
+    ).body
+
+    class T(cst.CSTTransformer):
+        done = False
+
+        def leave_SimpleStatementLine(self, o: cst.SimpleStatementLine, u: cst.SimpleStatementLine):
+            if self.done:
+                return u
+            found = False
+
+            class V(cst.CSTVisitor):
+                def visit_Call(self, n: cst.Call) -> None:
+                    nonlocal found
+                    if _dotted(n.func).endswith("onnx.export"):
+                        found = True
+
+            o.visit(V())
+            if not found:
+                return u
+            self.done = True
+            return cst.FlattenSentinel([u, *step])
+
+    return module.visit(T()).code
+
+
+# ---------------------------------------------------------------------------------------------
+# The inference script
+
+
+def _settings_lines(var: str, s: Settings) -> list[str]:
+    lines = []
+    for key, value in sorted((s.session_options or {}).items()):
+        if key == "arena_extend_strategy":
+            strategy = {"kNextPowerOfTwo": 0, "kSameAsRequested": 1}.get(str(value), value)
+            lines += [
+                f"onnxruntime.create_and_register_allocator(onnxruntime.OrtMemoryInfo(\"Cpu\", onnxruntime.OrtAllocatorType.ORT_ARENA_ALLOCATOR, 0, onnxruntime.OrtMemType.DEFAULT), onnxruntime.OrtArenaCfg({{\"arena_extend_strategy\": {strategy}}}))  # bisector",
+                f"{var}.add_session_config_entry(\"session.use_env_allocators\", \"1\")  # bisector: arena_extend_strategy={value}",
+            ]
+        elif "." in key:
+            lines.append(f"{var}.add_session_config_entry({key!r}, {str(value)!r})  # bisector")
+        else:
+            lines.append(f"{var}.{key} = {value!r}  # bisector")
+    return lines
+
+
+class _Sessions(cst.CSTTransformer):
+    """Session options before each InferenceSession statement, run options and padding on its runs,
+    a warm-up after it."""
+
+    def __init__(self, s: Settings, plan: Any) -> None:
+        self.s = s
+        self.plan = plan
+        self.sessions: list[str] = []
+        self.found = 0
+
+    def leave_SimpleStatementLine(self, o: cst.SimpleStatementLine, u: cst.SimpleStatementLine):
+        if len(u.body) != 1 or not isinstance(u.body[0], cst.Assign) or not isinstance(u.body[0].value, cst.Call):
+            return u
+        call = u.body[0].value
+        if not _dotted(call.func).endswith("InferenceSession"):
+            return u
+        self.found += 1
+        target = _dotted(u.body[0].targets[0].target) or "session"
+        self.sessions.append(target)
+        before: list[str] = []
+        after: list[str] = []
+        s = self.s
+        options = next((a.value for a in call.args if a.keyword is not None and a.keyword.value == "sess_options"), None)
+        positional = [a for a in call.args if a.keyword is None]
+        if options is None and len(positional) >= 2:
+            options = positional[1].value
+        var = _dotted(options) if options is not None else ""
+        if s.session_options:
+            if not var:
+                var = f"{MARK}_options"
+                before.append(f"{var} = onnxruntime.SessionOptions()  # bisector")
+                call = _set_kwarg(call, "sess_options", var)
+            before += _settings_lines(var, s)
+        if s.provider_options:
+            providers = next((a.value for a in call.args if a.keyword is not None and a.keyword.value == "providers"), None)
+            opts = ", ".join(f"{k!r}: {str(v)!r}" for k, v in sorted(s.provider_options.items()))
+            code = f"[(\"CUDAExecutionProvider\", {{{opts}}}), \"CPUExecutionProvider\"]"
+            if providers is None or "CUDAExecutionProvider" in _code(providers):
+                call = _set_kwarg(call, "providers", code)
+        if s.run_options:
+            after.append(f"{MARK}_run_options = onnxruntime.RunOptions()  # bisector")
+            after += [f"{MARK}_run_options.add_run_config_entry({k!r}, {str(v)!r})  # bisector" for k, v in sorted(s.run_options.items())]
+        if s.warmup_largest:
+            after.append(f"{MARK}_warm_up({target})  # bisector: the arena takes its full size now, not one step per new largest input")
+        new_stmt = u.with_changes(body=[u.body[0].with_changes(value=call)])
+        stmts = [cst.parse_statement(line + "\n") for line in before]
+        stmts.append(new_stmt)
+        stmts += [cst.parse_statement(line + "\n") for line in after]
+        return cst.FlattenSentinel(stmts)
+
+
+class _Runs(cst.CSTTransformer):
+    def __init__(self, sessions: list[str], s: Settings) -> None:
+        self.sessions = sessions
+        self.s = s
+
+    def leave_Call(self, o: cst.Call, u: cst.Call) -> cst.Call:
+        if not (isinstance(u.func, cst.Attribute) and u.func.attr.value == "run" and _dotted(u.func.value) in self.sessions):
+            return u
+        args = list(u.args)
+        positional = [a for a in args if a.keyword is None]
+        if self.s.round_multiple and len(positional) >= 2 and f"{MARK}_pad" not in _code(positional[1].value):
+            i = args.index(positional[1])
+            args[i] = args[i].with_changes(value=_expr(f"{MARK}_pad({_code(positional[1].value)}, {self.s.round_multiple})"))
+        if self.s.run_options and len(positional) < 3 and not any(a.keyword and a.keyword.value == "run_options" for a in args):
+            u = u.with_changes(args=args)
+            return _set_kwarg(u, "run_options", f"{MARK}_run_options")
+        return u.with_changes(args=args)
+
+
+def _helpers(s: Settings, plan: Any) -> str:
+    out = []
+    if s.warmup_largest:
+        shapes = []
+        if plan is not None and not plan.use_hook:
+            for spec in plan.inputs:
+                dims = [plan.dims[d][1] if isinstance(d, str) else d for d in spec.dims]
+                dtype = {"float32": "float32", "float16": "float16", "float64": "float64", "int64": "int64", "int32": "int32", "bool": "bool_"}.get(spec.dtype, "float32")
+                shapes.append(f"numpy.zeros({tuple(dims)!r}, dtype=numpy.{dtype})")
+        out.append(
+            f"def {MARK}_warm_up(session):\n"
+            f"    \"\"\"bisector: run twice at the largest input of every range (the memory pattern is recorded on\n"
+            f"    the first run, used from the second).\"\"\"\n"
+            f"    largest = [{', '.join(shapes)}]\n"
+            f"    feed = dict(zip([i.name for i in session.get_inputs()], largest))\n"
+            f"    for _ in range(2):\n"
+            f"        session.run(None, feed)\n"
+        )
+    if s.round_multiple:
+        out.append(
+            f"def {MARK}_pad(feed, multiple):\n"
+            f"    \"\"\"bisector: zero-pad every dim of every input up to a multiple, so the runtime sees few\n"
+            f"    distinct shapes. Outputs come back padded: crop them to the input sizes you passed.\"\"\"\n"
+            f"    return {{k: numpy.pad(v, [(0, (-n) % multiple) for n in v.shape]) for k, v in feed.items()}}\n"
+        )
+    return "\n\n".join(out)
+
+
+def patch_infer_script(path: str, settings: Settings, plan: Any, root: str) -> tuple[Patch, list[str]]:
+    text = Path(path).read_text(encoding="utf-8")
+    try:
+        module = cst.parse_module(text)
+    except cst.ParserSyntaxError as exc:
+        raise UserError(f"cannot parse --infer-script {path}: {exc.message}") from None
+    if "# bisector" in text:
+        return Patch(path, text, text, "already patched", root), []  # idempotent: applied before
+    t = _Sessions(settings, plan)
+    module = module.visit(t)
+    if not t.found:
+        return Patch(path, text, text, "no session", root), [f"{Path(path).name}: no `x = onnxruntime.InferenceSession(...)` found; the settings are in export_onnx.py instead"]
+    module = module.visit(_Runs(t.sessions, settings))
+    new = module.code
+    helpers = _helpers(settings, plan)
+    imports = ["import onnxruntime"] + (["import numpy"] if helpers else [])
+    new = _ensure_imports(new, imports)
+    if helpers:
+        new = _insert_after_imports(new, helpers)
+    return Patch(path, text, new, "runtime settings", root), []
+
+
+def _insert_after_imports(source: str, code: str) -> str:
+    module = cst.parse_module(source)
+    body = list(module.body)
+    at = 0
+    for i, node in enumerate(body):
+        if isinstance(node, cst.SimpleStatementLine) and any(isinstance(s, (cst.Import, cst.ImportFrom)) for s in node.body):
+            at = i + 1
+    new_nodes = list(cst.parse_module(code).body)
+    if new_nodes:
+        new_nodes[0] = new_nodes[0].with_changes(leading_lines=[cst.EmptyLine(), cst.EmptyLine()])
+    return module.with_changes(body=body[:at] + new_nodes + body[at:]).code
+
+
+# ---------------------------------------------------------------------------------------------
+# A new file when no script is given
+
+
+def new_export_file(root: str, model: Any, plan: Any, settings: Settings, name: str = "export_onnx.py") -> Patch:
+    """export_onnx.py: the model exported and served with the kept settings."""
+    rel_model = os.path.relpath(model.path, root)
+    module_name = Path(model.path).stem
+    exporter = settings.exporter or "dynamo"
+    kwargs = [f"dynamo={exporter == 'dynamo'}"]
+    dyn = dynamic_spec_code(plan, settings.bounded_dims or {}, exporter)
+    if dyn:
+        kwargs.append(f"dynamic_shapes={dyn}" if exporter == "dynamo" else f"dynamic_axes={dyn}")
+        if exporter != "dynamo":
+            kwargs.append(f"input_names={[i.name for i in plan.inputs]!r}")
+    kwargs += [f"{k}={v!r}" for k, v in sorted((settings.export_kwargs or {}).items())]
+    examples = []
+    if plan is not None and not plan.use_hook:
+        for spec in plan.inputs:
+            dims = tuple(max(2, (plan.dims[d][0] + plan.dims[d][1]) // 2) if isinstance(d, str) else d for d in spec.dims)
+            if spec.is_float:
+                examples.append(f"torch.randn({dims!r})")
+            else:
+                examples.append(f"torch.zeros({dims!r}, dtype=torch.{spec.dtype})")
+    lines = [
+        f'"""Export {model.label} to ONNX and serve it with the settings bisector measured to keep memory flat.',
+        "",
+        f"Written by `bisector fix`; the model comes from {rel_model}.",
+        '"""',
+        "",
+        "import sys",
+        "from pathlib import Path",
+        "",
+        "import onnxruntime",
+        "import torch",
+        "",
+    ]
+    if settings.onnxsim:
+        lines[9:9] = ["import onnx", "import onnxsim"]
+    if settings.warmup_largest or settings.round_multiple:
+        lines.insert(9, "import numpy")
+    lines += [
+        f"sys.path.insert(0, str(Path(__file__).resolve().parent / {str(Path(rel_model).parent)!r}))",
+        f"from {module_name} import {model.name.split('.')[0]}  # noqa: E402",
+        "",
+        "",
+        "def export(path: str = \"model.onnx\") -> str:",
+        f"    model = {model.name}({', '.join(f'{k}={v!r}' for k, v in model.init_kwargs.items())}).eval()",
+        f"    example = ({', '.join(examples)}{',' if len(examples) == 1 else ''})",
+        f"    torch.onnx.export(model, example, path, {', '.join(kwargs)})",
+    ]
+    if settings.onnxsim:
+        lines += [
+            f"    {MARK}_model, {MARK}_ok = onnxsim.simplify(onnx.load(path))  # bisector: fold shape subgraphs",
+            f"    if {MARK}_ok:",
+            f"        onnx.save({MARK}_model, path)",
+        ]
+    lines += ["    return path", "", "", "def make_session(path: str = \"model.onnx\"):"]
+    lines.append("    options = onnxruntime.SessionOptions()")
+    lines += ["    " + ln for ln in _settings_lines("options", settings)]
+    providers = "[\"CPUExecutionProvider\"]"
+    if settings.provider_options:
+        opts = ", ".join(f"{k!r}: {str(v)!r}" for k, v in sorted(settings.provider_options.items()))
+        providers = f"[(\"CUDAExecutionProvider\", {{{opts}}}), \"CPUExecutionProvider\"]"
+    lines.append(f"    session = onnxruntime.InferenceSession(path, sess_options=options, providers={providers})")
+    if settings.warmup_largest:
+        lines.append(f"    {MARK}_warm_up(session)")
+    lines.append("    return session")
+    if settings.run_options:
+        lines += ["", "", "def run_options():", f"    {MARK}_run_options = onnxruntime.RunOptions()"]
+        lines += [f"    {MARK}_run_options.add_run_config_entry({k!r}, {str(v)!r})" for k, v in sorted(settings.run_options.items())]
+        lines.append(f"    return {MARK}_run_options")
+    helpers = _helpers(settings, plan)
+    if helpers:
+        lines += ["", "", helpers.rstrip("\n")]
+    lines += ["", "", 'if __name__ == "__main__":', "    make_session(export())", ""]
+    text = "\n".join(lines)
+    target = Path(root) / name
+    before = target.read_text(encoding="utf-8") if target.exists() else None
+    return Patch(str(target), before, text, "a new file with the recommended export and runtime settings", root)
+
+
+# ---------------------------------------------------------------------------------------------
+# Applying
+
+
+def project_root(start: str | Path) -> Path:
+    """The nearest folder above start with a pyproject.toml or .git; else start's folder."""
+    p = Path(start).resolve()
+    p = p if p.is_dir() else p.parent
+    for folder in [p, *p.parents]:
+        if (folder / "pyproject.toml").exists() or (folder / ".git").exists():
+            return folder
+    return p
+
+
+def apply(patches: Iterable[Patch], root: str | Path) -> list[str]:
+    """Write every changed patch, or none: each file must be unchanged since it was read and lie
+    inside root. Writes are atomic (temp file, rename); backups go to root/.bisector/backups/."""
+    root = Path(root).resolve()
+    todo = [p for p in patches if p.changed]
+    for p in todo:
+        target = Path(p.path).resolve()
+        try:
+            target.relative_to(root)
+        except ValueError:
+            raise UserError(f"refusing to write {p.path}: it is outside the project root {root}; nothing was written") from None
+        current = target.read_text(encoding="utf-8") if target.exists() else None
+        if (current is None) != (p.before is None) or (current is not None and digest(current) != p.before_hash):
+            raise UserError(f"refusing to write {p.rel}: it changed since bisector read it; run fix again. Nothing was written") from None
+    backups = root / ".bisector" / "backups" / time.strftime("%Y%m%d-%H%M%S")
+    written = []
+    for p in todo:
+        target = Path(p.path).resolve()
+        if target.exists():
+            keep = backups / target.relative_to(root)
+            keep.parent.mkdir(parents=True, exist_ok=True)
+            keep.write_bytes(target.read_bytes())
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_name(f".{target.name}.bisector-tmp")
+        tmp.write_text(p.after, encoding="utf-8")
+        if target.exists():
+            os.chmod(tmp, target.stat().st_mode)
+        os.replace(tmp, target)
+        written.append(p.rel)
+    return written
+
+
+# ---------------------------------------------------------------------------------------------
+# From a fix report to patches
+
+
+def best_fixes(report: Any) -> list[Any]:
+    """The top-ranked kept fix of every culprit that has one."""
+    chosen = []
+    for c in report.find.culprits:
+        kept = [e for e in report.for_culprit(c) if e.kept]
+        if kept:
+            chosen.append(kept[0])
+    return chosen
+
+
+def patches_for(
+    report: Any,
+    root: str | Path,
+    export_script: str | None = None,
+    infer_script: str | None = None,
+) -> tuple[list[Patch], list[str]]:
+    """The diffs of the best kept fixes: model source edits, then the export and inference
+    settings in the given scripts, or in a new export_onnx.py when none is given."""
+    root = str(Path(root).resolve())
+    chosen = best_fixes(report)
+    edits = [e for ev in chosen for e in ev.edits]
+    patches, notes = source_patches(edits, root)
+    settings = Settings.from_probes(ev.probe for ev in chosen)
+    model = report.find.measure.model
+    plan = report.find.measure.plan
+    need_file = False
+    if settings.export_related:
+        if export_script:
+            p, n = patch_export_script(export_script, settings, plan, root)
+            patches.append(p)
+            notes += n
+            need_file = need_file or not p.changed and bool(n)
+        else:
+            need_file = True
+    if settings.runtime_related:
+        if infer_script:
+            p, n = patch_infer_script(infer_script, settings, plan, root)
+            patches.append(p)
+            notes += n
+            need_file = need_file or not p.changed and bool(n)
+        else:
+            need_file = True
+    if need_file:
+        patches.append(new_export_file(root, model, plan, settings))
+    return patches, notes

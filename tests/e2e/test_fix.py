@@ -1,0 +1,91 @@
+"""`bisector fix` on sample models: the kept fixes flatten the curve, measured again on their own."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+
+import pytest
+
+from bisector import api
+from bisector.find import Finder
+from bisector.measure import measure
+from bisector.repair import Repairer, shadow_copy
+from tests.conftest import SAMPLES, run_cli
+
+pytestmark = pytest.mark.probe
+
+
+def fix(spec: str, inputs, dims, stages, pool, tmp_path, exporter=None, only=()):
+    p = api.prepare(spec, inputs, dims, stages=stages, exporter=exporter)
+    finder = Finder(p.model, p.plan, p.options, run_dir=tmp_path, pool=pool)
+    try:
+        found = finder.find()
+        return p, found, Repairer(finder, found, only=only).run()
+    finally:
+        finder.close()
+
+
+def remeasure(p, evaluation, stage, pool, tmp_path):
+    """The kept fix on its own, with another seed: a fresh measurement of the whole model."""
+    model = shadow_copy(p.model, evaluation.edits, tmp_path / "again") if evaluation.edits else p.model
+    options = replace(p.options, stages=(stage,), seed=p.options.seed + 1, probe=p.options.probe.with_overrides(evaluation.probe))
+    return measure(model, p.plan, options, pool=pool).stages[stage]
+
+
+def test_append_only_list_is_fixed_by_a_source_edit(pool, tmp_path) -> None:
+    p, found, report = fix(f"{SAMPLES / 'list_append.py'}:Net", ["x=B,32"], [], ["eager"], pool, tmp_path)
+    kept = report.kept
+    assert kept and kept[0].fixer == "python-leaks" and kept[0].region == "blocks.1"
+    best = kept[0]
+    assert best.equivalent and best.max_abs_diff == 0
+    assert best.before["objects_per_call"] == 1 and best.after["kind"] == "clean"
+    assert "self.history.append" not in best.edits[0].after or "deque" in best.edits[0].after
+    assert (SAMPLES / "list_append.py").read_text() == best.edits[0].before  # the user's file untouched
+    again = remeasure(p, best, "eager", pool, tmp_path)
+    assert again.kind == "clean", again.verdict.reasons
+
+
+def test_symbolic_function_is_rewritten(pool, tmp_path) -> None:
+    p, found, report = fix(f"{SAMPLES / 'symbolic_leak.py'}:Net", ["x=B,32"], [], ["export"], pool, tmp_path,
+                           exporter="torchscript", only=("symbolic-functions",))
+    (best,) = report.kept
+    assert best.region == "blocks.0.act" and "_BUILT.append" not in best.edits[0].after
+    assert best.after["kind"] == "clean" and best.equivalent
+    assert remeasure(p, best, "export", pool, tmp_path).kind == "clean"
+
+
+def test_shape_cache_is_bounded(pool, tmp_path) -> None:
+    p, found, report = fix(f"{SAMPLES / 'shape_cache.py'}:Net", ["x=B,3,H,W"], ["B=1:2", "H=16:96", "W=16:96"], ["eager"], pool, tmp_path)
+    (best,) = report.kept
+    assert best.region == "pos" and "self.cache.pop" in best.edits[0].after
+    assert remeasure(p, best, "eager", pool, tmp_path).kind == "clean"
+
+
+def test_dynamic_cnn_growth_per_new_shape_drops_by_90_percent(pool, tmp_path) -> None:
+    p, found, report = fix(f"{SAMPLES / 'dynamic_cnn.py'}:Net", ["x=B,3,H,W"], [], ["inference"], pool, tmp_path, only=("ort-options",))
+    assert [c.region for c in found.culprits] == [""]
+    best = report.kept[0]
+    before = best.before["growth_bytes_per_new_shape"]
+    after = best.after["growth_bytes_per_new_shape"] if best.after["kind"] != "clean" else 0.0
+    assert before > 5e6 and after <= 0.1 * before, (before, after)
+    assert best.equivalent
+    dropped = [e for e in report.evaluations if not e.kept]
+    assert dropped and all(e.reason.startswith(("dropped", "not kept")) for e in dropped)
+    again = remeasure(p, best, "inference", pool, tmp_path)
+    assert again.kind == "clean" or again.verdict.growth_bytes_per_new_shape <= 0.1 * before
+
+
+def test_fix_json_reports_every_candidate_tried(tmp_path) -> None:
+    r = run_cli("fix", f"{SAMPLES / 'list_append.py'}:Net", "-i", "x=B,32", "-s", "eager", "--json", "--run-dir", str(tmp_path))
+    assert r.returncode == 0, r.stderr  # every culprit has a kept fix
+    fixes = json.loads(r.stdout)["fixes"]
+    keys = {"fixer", "region", "stage", "before_bytes_per_call", "after_bytes_per_call", "before_bytes_per_new_shape",
+            "after_bytes_per_new_shape", "equivalent", "max_abs_diff", "kept", "reason"}
+    assert fixes and all(keys <= set(f) for f in fixes)
+    assert any(f["kept"] for f in fixes)
+
+
+def test_unknown_fixer_is_a_user_error(tmp_path) -> None:
+    r = run_cli("fix", f"{SAMPLES / 'list_append.py'}:Net", "-i", "x=B,32", "--fixer", "magic", "--run-dir", str(tmp_path))
+    assert r.returncode == 2 and "unknown fixer 'magic'" in r.stderr

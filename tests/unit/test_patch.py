@@ -1,0 +1,175 @@
+"""Patches: unified diffs of the user's files, idempotent transforms, and a safe apply."""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from bisector.errors import UserError
+from bisector.patch import (
+    Patch,
+    Settings,
+    apply,
+    merge_edits,
+    new_export_file,
+    patch_export_script,
+    patch_infer_script,
+    source_patches,
+)
+from bisector.spec import ModelSpec, build_input_plan
+
+PLAN = build_input_plan(["x=B,3,H,W"], ["B=1:16", "H=5:100", "W=5:100"])
+
+SERVE = '''"""Serve the model."""
+import numpy as np
+import onnxruntime as ort
+
+# one session for the process
+session = ort.InferenceSession("model.onnx", providers=["CPUExecutionProvider"])
+
+
+def predict(batch):
+    return session.run(None, {"x": batch})[0]
+'''
+
+EXPORT = '''import torch
+
+from model import Net
+
+model = Net().eval()
+x = torch.randn(2, 3, 32, 32)
+torch.onnx.export(model, (x,), "model.onnx", input_names=["x"])  # the one export
+'''
+
+
+def settings(**kw) -> Settings:
+    base = dict(exporter=None, export_kwargs={}, bounded_dims={}, onnxsim=False, session_options={}, provider_options={},
+                run_options={}, warmup_largest=False, round_multiple=0)
+    base.update(kw)
+    return Settings(**base)
+
+
+def write(tmp_path: Path, name: str, text: str) -> str:
+    p = tmp_path / name
+    p.write_text(text)
+    return str(p)
+
+
+def test_infer_script_gets_options_run_options_and_warm_up(tmp_path: Path) -> None:
+    path = write(tmp_path, "serve.py", SERVE)
+    s = settings(session_options={"enable_mem_pattern": False}, run_options={"memory.enable_memory_arena_shrinkage": "cpu:0"}, warmup_largest=True)
+    patch, notes = patch_infer_script(path, s, PLAN, str(tmp_path))
+    after = patch.after
+    ast.parse(after)
+    assert notes == []
+    assert "_bisector_options = onnxruntime.SessionOptions()" in after
+    assert "_bisector_options.enable_mem_pattern = False" in after
+    assert "sess_options=_bisector_options" in after
+    assert "add_run_config_entry('memory.enable_memory_arena_shrinkage', 'cpu:0')" in after
+    assert "session.run(None, {\"x\": batch}, run_options=_bisector_run_options)" in after
+    assert "numpy.zeros((16, 3, 100, 100), dtype=numpy.float32)" in after
+    assert "# one session for the process" in after and '"""Serve the model."""' in after  # comments kept
+    assert patch.diff.startswith("--- a/serve.py\n+++ b/serve.py\n")
+    # Idempotent: the patched file patches to itself.
+    Path(path).write_text(after)
+    again, _ = patch_infer_script(path, s, PLAN, str(tmp_path))
+    assert not again.changed and again.diff == ""
+
+
+def test_infer_script_padding_wraps_the_feeds(tmp_path: Path) -> None:
+    path = write(tmp_path, "serve.py", SERVE)
+    patch, _ = patch_infer_script(path, settings(round_multiple=16), PLAN, str(tmp_path))
+    assert 'session.run(None, _bisector_pad({"x": batch}, 16))' in patch.after
+    assert "def _bisector_pad(feed, multiple):" in patch.after
+    ast.parse(patch.after)
+
+
+def test_export_script_gets_exporter_kwargs_and_an_onnxsim_step(tmp_path: Path) -> None:
+    path = write(tmp_path, "export.py", EXPORT)
+    s = settings(exporter="torchscript", export_kwargs={"do_constant_folding": True, "opset_version": 21}, onnxsim=True)
+    patch, notes = patch_export_script(path, s, PLAN, str(tmp_path))
+    after = patch.after
+    ast.parse(after)
+    assert 'torch.onnx.export(model, (x,), "model.onnx", input_names=["x"], dynamo=False, do_constant_folding=True, opset_version=21)' in after
+    assert '_bisector_model, _bisector_ok = onnxsim.simplify(onnx.load("model.onnx"))' in after
+    assert "import onnxsim" in after and "# the one export" in after
+    Path(path).write_text(after)
+    again, _ = patch_export_script(path, s, PLAN, str(tmp_path))
+    assert not again.changed
+
+
+def test_bounded_dims_for_each_exporter(tmp_path: Path) -> None:
+    path = write(tmp_path, "export.py", EXPORT)
+    bounded = {"B": [1, 16], "H": [5, 100], "W": [5, 100]}
+    dynamo, _ = patch_export_script(path, settings(exporter="dynamo", bounded_dims=bounded), PLAN, str(tmp_path))
+    assert "dynamic_shapes={'x': {0: torch.export.Dim('B', min=1, max=16), 2: torch.export.Dim('H', min=5, max=100)" in dynamo.after
+    ts, _ = patch_export_script(path, settings(exporter="torchscript", bounded_dims=bounded), PLAN, str(tmp_path))
+    assert "dynamic_axes={'x': {0: 'B', 2: 'H', 3: 'W'}}" in ts.after
+
+
+def test_a_script_without_the_call_says_so(tmp_path: Path) -> None:
+    path = write(tmp_path, "other.py", "print('hello')\n")
+    patch, notes = patch_infer_script(path, settings(warmup_largest=True), PLAN, str(tmp_path))
+    assert not patch.changed and "no `x = onnxruntime.InferenceSession(...)` found" in notes[0]
+
+
+def test_new_file_when_no_script_is_given(tmp_path: Path) -> None:
+    (tmp_path / "models").mkdir()
+    model_file = write(tmp_path / "models", "net.py", "class Net: pass\n")
+    s = settings(session_options={"enable_mem_pattern": False}, warmup_largest=True, onnxsim=True)
+    patch = new_export_file(str(tmp_path), ModelSpec(model_file, "Net"), PLAN, s)
+    assert patch.before is None
+    assert patch.diff.startswith("--- /dev/null\n+++ b/export_onnx.py\n")
+    ast.parse(patch.after)
+    assert "from net import Net" in patch.after and "_bisector_warm_up(session)" in patch.after
+    assert "options.enable_mem_pattern = False" in patch.after and "onnxsim.simplify" in patch.after
+
+
+def test_edits_of_one_file_are_merged_when_they_do_not_overlap() -> None:
+    before = "a = 1\nb = 2\nc = 3\nd = 4\n"
+    merged, skipped = merge_edits(before, ["a = 1\nb = 20\nc = 3\nd = 4\n", "a = 1\nb = 2\nc = 3\nd = 40\n", "a = 1\nb = 21\nc = 3\nd = 4\n"])
+    assert merged == "a = 1\nb = 20\nc = 3\nd = 40\n" and skipped == [2]
+
+
+def test_source_patches_diff_applies_with_git_apply(tmp_path: Path) -> None:
+    from fixers.base import SourceEdit
+
+    f = tmp_path / "m.py"
+    f.write_text("x = 1\nKEPT.append(x)\ny = 2\n")
+    (patch,), notes = source_patches([SourceEdit(str(f), f.read_text(), "x = 1\ny = 2\n", "drop append")], str(tmp_path))
+    (tmp_path / "p.diff").write_text(patch.diff)
+    subprocess.run(["git", "init", "-q"], cwd=tmp_path, check=True)
+    subprocess.run(["git", "apply", "p.diff"], cwd=tmp_path, check=True)
+    assert f.read_text() == "x = 1\ny = 2\n"
+
+
+def test_apply_writes_atomically_with_a_backup(tmp_path: Path) -> None:
+    f = tmp_path / "m.py"
+    f.write_text("old\n")
+    written = apply([Patch(str(f), "old\n", "new\n", "s", str(tmp_path))], tmp_path)
+    assert written == ["m.py"] and f.read_text() == "new\n"
+    (backup,) = list((tmp_path / ".bisector" / "backups").rglob("m.py"))
+    assert backup.read_text() == "old\n"
+
+
+def test_apply_refuses_a_file_changed_since_analysis_and_writes_nothing(tmp_path: Path) -> None:
+    a, b = tmp_path / "a.py", tmp_path / "b.py"
+    a.write_text("a\n")
+    b.write_text("b changed by the user\n")
+    patches = [Patch(str(a), "a\n", "A\n", "s", str(tmp_path)), Patch(str(b), "b\n", "B\n", "s", str(tmp_path))]
+    with pytest.raises(UserError, match="b.py: it changed since bisector read it"):
+        apply(patches, tmp_path)
+    assert a.read_text() == "a\n"  # all or nothing
+
+
+def test_apply_refuses_a_path_outside_the_project(tmp_path: Path) -> None:
+    root = tmp_path / "project"
+    root.mkdir()
+    outside = tmp_path / "elsewhere.py"
+    outside.write_text("x\n")
+    with pytest.raises(UserError, match="outside the project root"):
+        apply([Patch(str(outside), "x\n", "y\n", "s", str(root))], root)
+    assert outside.read_text() == "x\n"
