@@ -25,6 +25,7 @@ from bisector.verdict import Bands
 
 if TYPE_CHECKING:
     from bisector.find import FindReport
+    from bisector.batch import RepairSummary
     from bisector.repair import FixReport
 
 DEVICES = ("auto", "cpu", "cuda")
@@ -175,3 +176,21 @@ def fix(
         return Repairer(finder, found, allow_output_changes=allow_output_changes, only=fixers).run()
     finally:
         finder.close()
+
+
+def repair(
+    config: str | None = None,
+    manifest: str | None = None,
+    out: str = ".bisector/repair",
+    jobs: int | None = None,
+    models_at_once: int = 2,
+    allow_output_changes: bool = False,
+    fresh: bool = False,
+    progress: Any = None,
+) -> "RepairSummary":
+    """Find and fix every model listed in [[tool.bisector.models]] (or a manifest); see batch.py."""
+    from bisector.batch import load_models
+    from bisector.batch import repair as _repair
+
+    return _repair(load_models(config, manifest), out=out, jobs=jobs, models_at_once=models_at_once,
+                   allow_output_changes=allow_output_changes, fresh=fresh, progress=progress)

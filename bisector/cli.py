@@ -428,6 +428,50 @@ def _confirm(prepared: Any, report: Any, found: Any) -> str:
     return "re-measured after --apply: " + ", ".join(parts)
 
 
+@app.command()
+def repair(
+    config: ConfigOpt = None,
+    manifest: Annotated[Optional[str], typer.Option("--manifest", help="A TOML ([[models]] tables) or JSON ({\"models\": [...]}) list of models, instead of pyproject's [[tool.bisector.models]].")] = None,
+    out: Annotated[str, typer.Option("--out", help="Where patches, per-model results and the summary go.")] = ".bisector/repair",
+    jobs: JobsOpt = None,
+    models_at_once: Annotated[int, typer.Option("--models-at-once", help="Models repaired side by side (they share --jobs probes).")] = 2,
+    allow_output_changes: AllowChangesOpt = False,
+    fresh: FreshOpt = False,
+    json_out: JsonOpt = False,
+    debug: DebugOpt = False,
+) -> int:
+    """Find and fix every model of a migration project: one patch per model, a summary as JSON
+    and a Markdown table. Resumes: models already done (same source, same options) are not probed
+    again. Exit 0 when every model is clean or fixed, 1 when a culprit has no kept fix, 2 when a
+    model could not be measured."""
+
+    def body() -> int:
+        from bisector import api
+
+        if models_at_once < 1:
+            from bisector.errors import UserError
+
+            raise UserError("--models-at-once must be 1 or more")
+        err = _err_console()
+
+        def progress(result: Any) -> None:
+            if not json_out:
+                err.print(f"{result.status:<8} {result.spec}  ({result.wall_s:.0f} s)", markup=False)
+
+        summary = api.repair(config=config, manifest=manifest, out=out, jobs=jobs, models_at_once=models_at_once,
+                             allow_output_changes=allow_output_changes, fresh=fresh, progress=progress)
+        if json_out:
+            sys.stdout.write(json.dumps(summary.to_json(), indent=2) + "\n")
+        else:
+            sys.stdout.write(summary.markdown())
+            counts = ", ".join(f"{n} {k}" for k, n in summary.counts.items())
+            resumed = sum(1 for r in summary.results if r.resumed)
+            sys.stdout.write(f"\n{len(summary.results)} models: {counts}" + (f" ({resumed} resumed)" if resumed else "") + f"; summary in {summary.out}/summary.md\n")
+        return summary.exit_code
+
+    return _guard(debug, body)
+
+
 def _fixer_names() -> list[str]:
     from fixers import all_fixers
 
