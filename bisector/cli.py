@@ -47,7 +47,7 @@ MetricOpt = Annotated[Optional[str], typer.Option("--metric", help="Bytes metric
 RetriesOpt = Annotated[Optional[int], typer.Option("--retries", help="Reruns with twice the iterations when a verdict is inconclusive. Default: 2.")]
 AutogradOpt = Annotated[bool, typer.Option("--keep-autograd", help="Run eager forwards with autograd on (default: torch.no_grad()).")]
 TraceOpt = Annotated[bool, typer.Option("--tracemalloc", help="Also trace Python allocations and report the lines whose memory grew.")]
-NoCacheOpt = Annotated[bool, typer.Option("--no-cache", help="Rerun the control probes instead of reusing cached ones.")]
+NoCacheOpt = Annotated[bool, typer.Option("--no-cache", help="Measure everything again: reuse no cached control run and no result kept in the run directory.")]
 ConfigOpt = Annotated[Optional[str], typer.Option("--config", help="pyproject.toml whose [tool.bisector] gives defaults. Default: the nearest one.")]
 DebugOpt = Annotated[bool, typer.Option("--debug", help="Show tracebacks of bisector's own errors.")]
 

@@ -162,6 +162,12 @@ def source_hash(model: ModelSpec) -> str:
     return h.hexdigest()[:16]
 
 
+def capture_key(model: ModelSpec, plan: InputPlan, options: MeasureOptions) -> str:
+    data = {"model": model.to_json(), "plan": plan.to_json(), "seed": options.seed, "device": options.probe.device}
+    key = hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:12]
+    return f"{Path(model.path).stem}-{model.name}-{key}-{source_hash(model)}"
+
+
 def prepare_run_dir(base: str | Path | None, model: ModelSpec, plan: InputPlan, options: MeasureOptions) -> Path:
     root = Path(base) if base else Path.cwd() / RUN_DIR
     root.mkdir(parents=True, exist_ok=True)
@@ -251,7 +257,9 @@ class Finder:
         self.options = options
         self.events = events or Events()
         self.run = prepare_run_dir(run_dir, model, plan, options)
-        self.capture_dir = self.run / "capture" / source_hash(model)
+        # Recorded inputs depend on the model, its inputs and the seed, not on how it is exported or
+        # run: every fix candidate that changes only options shares them.
+        self.capture_dir = self.run.parent.parent / "captures" / capture_key(model, plan, options)
         self._own_pool = pool is None
         self.pool = pool or ProbePool(
             fresh=options.fresh, timeout_s=options.timeout_s, mem_cap=options.mem_cap, preload=library_imports(model)
@@ -280,32 +288,34 @@ class Finder:
         return build_schedule(self.plan.dims, profile, self.options.seed)
 
     def ensure_captured(self, schedules: list[Schedule]) -> None:
+        """Record the regions' inputs for every shape of these schedules that has none yet, and the
+        module tree (an empty list of schedules records the tree alone)."""
         with self._capture_lock:
             tree_file = self.capture_dir / "tree.json"
             todo = missing(self.capture_dir, distinct_dims(schedules))
-            if not todo and tree_file.exists():
-                if self.tree is None:
-                    data = json.loads(tree_file.read_text())
-                    self.tree = Tree.from_json(data["tree"])
-                    self.unsaved = dict(data.get("unsaved", {}))
+            known = json.loads(tree_file.read_text()) if tree_file.exists() else None
+            if known is not None and self.tree is None:
+                self.tree = Tree.from_json(known["tree"])
+                self.unsaved = dict(known.get("unsaved", {}))
+            if not todo and known is not None:
                 return
             request = ProbeRequest(
-                self.model, self.plan, CAPTURE, capture_schedule(todo or distinct_dims(schedules)[:1], self.options.seed),
-                self.options.probe, capture=str(self.capture_dir), label="record inputs",
+                self.model, self.plan, CAPTURE, capture_schedule(todo, self.options.seed),
+                self.options.probe, capture=str(self.capture_dir), label="record inputs" if todo else "module tree",
             )
             result = self.runner.submit(request).result()
             if isinstance(result, ProbeFailed):
                 raise UserError(f"recording the regions' inputs failed: {result.message}", detail=result.traceback)
             if not isinstance(result, ProbeOk):
                 raise UserError(f"recording the regions' inputs {result.describe()}", detail=result.tail)
-            if self.tree is None or not tree_file.exists():
+            self.unsaved.update(result.data.get("unsaved", {}))
+            # A tree from a run with forwards knows which modules were called; keep that one.
+            if known is None or (todo and not known.get("called_known")):
                 self.tree = Tree.from_json(result.data["tree"])
-                self.unsaved = dict(result.data.get("unsaved", {}))
-                tmp = tree_file.with_suffix(".tmp")
-                tmp.write_text(json.dumps({"tree": result.data["tree"], "unsaved": self.unsaved}))
+                self.capture_dir.mkdir(parents=True, exist_ok=True)
+                tmp = tree_file.with_suffix(f".{os.getpid()}.tmp")
+                tmp.write_text(json.dumps({"tree": result.data["tree"], "unsaved": self.unsaved, "called_known": bool(todo)}))
                 os.replace(tmp, tree_file)
-            else:
-                self.unsaved.update(result.data.get("unsaved", {}))
 
     # -- the oracle ---------------------------------------------------------------------------------
 
@@ -329,7 +339,9 @@ class Finder:
                     self.model, self.plan, stage, schedule, self.options.probe, regions=regions,
                     capture=str(self.capture_dir), label=label,
                 )
-                result = self.runner.submit(request).result()
+                assert self.tree is not None
+                weights = "+".join(self.tree.regions[r].subtree_hash if r in self.tree else r for r in regions)
+                result = self.runner.submit(request, extra_key=weights).result()
                 if self.interrupted.is_set():
                     raise Interrupted()
                 if isinstance(result, ProbeFailed):
@@ -359,7 +371,6 @@ class Finder:
     # -- the run ------------------------------------------------------------------------------------
 
     def run_search(self, stage: str, root: StageResult) -> StageSearch:
-        assert self.tree is not None
         if root.kind not in (LEAK, SHAPE_GROWTH):
             return StageSearch(stage, root)
         root_outcome = outcome_of(root.verdict, root.curve, root.control) if root.verdict and root.curve else Outcome(root.kind)
@@ -373,7 +384,9 @@ class Finder:
             state.tested[("",)] = root_outcome
             state.culprits.append(Found("", SHAPE_GROWTH, own_code=False, outcome=root_outcome))
             state.complete = True
+            self.ensure_captured([])
             return self._stage_search(stage, root, state)
+        self.ensure_captured([self.schedule(stage, per_call_only=stage == "export" and root.kind == LEAK)])
         with ThreadPoolExecutor(max_workers=self.jobs, thread_name_prefix=f"bisector-{stage}") as ex:
             search = Search(self.tree, self.oracle(stage, root), executor=ex if self.jobs > 1 else None, state=state)
             try:
@@ -403,19 +416,15 @@ class Finder:
         )
 
     def prepare(self, stages: list[str]) -> None:
-        """Record inputs (once) and start keeping results keyed by the model's code and weights."""
-        if self.runner.results is not None:
-            return
-        self.ensure_captured([self.schedule(s) for s in stages])
-        assert self.tree is not None
-        root_hash = self.tree.regions[""].subtree_hash if "" in self.tree else ""
-        self.runner.results = ResultCache(self.run / "results", salt=f"{source_hash(self.model)}:{root_hash}")
+        """Keep results keyed by the model's source; inputs are recorded later, only if a search
+        needs them (a clean stage, or growth that belongs to the runtime, needs none)."""
+        if self.runner.results is None and self.options.cache_dir != "":
+            self.runner.results = ResultCache(self.run / "results", salt=source_hash(self.model))
 
     def find(self) -> FindReport:
         started = time.perf_counter()
         stages = stage_order(self.options.stages)
         self.prepare(stages)
-        assert self.tree is not None
 
         def stage_job(stage: str) -> tuple[StageResult, StageSearch]:
             root = measure_stage(self.runner, self.model, self.plan, stage, self.options)
@@ -441,6 +450,8 @@ class Finder:
                         results[s] = f.result()
                     except Exception:  # noqa: BLE001 - a stage cut short reports what it has
                         pass
+        if self.tree is None and not self.interrupted.is_set():
+            self.ensure_captured([])  # the module tree alone, for the report
         ordered = [s for s in STAGES if s in results]
         measure_report = MeasureReport(
             model=self.model, plan=self.plan, stages={s: results[s][0] for s in ordered},

@@ -220,14 +220,14 @@ class ResultCache:
         self.folder = folder
         self.salt = salt
 
-    def _path(self, request: ProbeRequest) -> Path:
+    def _path(self, request: ProbeRequest, extra: str = "") -> Path:
         import hashlib
 
-        key = hashlib.sha256(f"{request.key()}:{self.salt}:{code_version()}".encode()).hexdigest()[:24]
+        key = hashlib.sha256(f"{request.key()}:{self.salt}:{extra}:{code_version()}".encode()).hexdigest()[:24]
         return self.folder / f"{request.stage}-{key}.json"
 
-    def get(self, request: ProbeRequest) -> ProbeResult | None:
-        path = self._path(request)
+    def get(self, request: ProbeRequest, extra: str = "") -> ProbeResult | None:
+        path = self._path(request, extra)
         if not path.exists():
             return None
         try:
@@ -235,11 +235,11 @@ class ResultCache:
         except (OSError, ValueError, KeyError):
             return None
 
-    def put(self, request: ProbeRequest, result: ProbeResult) -> None:
+    def put(self, request: ProbeRequest, result: ProbeResult, extra: str = "") -> None:
         # Crashes and timeouts are not kept: they may be the machine's fault, worth a retry.
         if not isinstance(result, (ProbeOk, ProbeFailed)):
             return
-        path = self._path(request)
+        path = self._path(request, extra)
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             tmp = path.with_suffix(f".{os.getpid()}.{threading.get_ident()}.tmp")
@@ -268,8 +268,10 @@ class Runner:
         self.probes = 0
         self._lock = threading.Lock()
 
-    def submit(self, request: ProbeRequest) -> Future:
-        cached = self.cache.get(request) if request.control else (self.results.get(request) if self.results else None)
+    def submit(self, request: ProbeRequest, extra_key: str = "") -> Future:
+        """Run (or reuse) a probe. extra_key: more that decides the result, e.g. the code and
+        weights hashes of the regions probed."""
+        cached = self.cache.get(request) if request.control else (self.results.get(request, extra_key) if self.results else None)
         if cached is not None:
             fut: Future = Future()
             fut.set_result(cached)
@@ -277,9 +279,9 @@ class Runner:
                 self.reused += 0 if request.control else 1
             self.events.probe_finished(request.label, cached, cached=True)
             return fut
-        return self.executor.submit(self._run, request)
+        return self.executor.submit(self._run, request, extra_key)
 
-    def _run(self, request: ProbeRequest) -> ProbeResult:
+    def _run(self, request: ProbeRequest, extra_key: str = "") -> ProbeResult:
         self.events.probe_started(request.label)
         result = self.pool.run(request)
         with self._lock:
@@ -287,7 +289,7 @@ class Runner:
         if request.control:
             self.cache.put(request, result)
         elif self.results is not None:
-            self.results.put(request, result)
+            self.results.put(request, result, extra_key)
         self.events.probe_finished(request.label, result)
         return result
 

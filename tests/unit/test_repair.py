@@ -42,12 +42,12 @@ class FakeFixer:
 
 
 class FakeRepairer(Repairer):
-    def __init__(self, fixer: FakeFixer, differ: tuple[str, ...] = (), broken: tuple[str, ...] = (), whole_stays: tuple[str, ...] = (), allow=False):
+    def __init__(self, fixer: FakeFixer, differ: tuple[str, ...] = (), broken: tuple[str, ...] = (), whole_stays: tuple[str, ...] = (), allow=False, flaky: tuple[str, ...] = ()):
         finder = SimpleNamespace(run=Path("/nonexistent/run"), runner=SimpleNamespace(probes=0), jobs=2, model=None, plan=None, options=None)
         report = SimpleNamespace(culprits=[CULPRIT])
         super().__init__(finder, report, allow_output_changes=allow, fixers=[fixer])
         self.fixer = fixer
-        self.differ, self.broken, self.whole_stays = differ, broken, whole_stays
+        self.differ, self.broken, self.whole_stays, self.flaky = differ, broken, whole_stays, flaky
         self.measured: list[tuple[str, ...]] = []
 
     def target(self, c):
@@ -73,6 +73,12 @@ class FakeRepairer(Repairer):
 
     def model_before(self, c):
         return leaking(10.0).figures
+
+    def confirm(self, c, model, probe):
+        names = tuple(sorted(probe["session_options"]))
+        if any(n in self.flaky for n in names):
+            return False, "+4.0 objects/call, leak"
+        return True, "clean"
 
     def equivalence(self, c, model, probe, edits):
         names = set(probe["session_options"])
@@ -142,3 +148,16 @@ def test_decide_uses_bytes_when_objects_did_not_decide() -> None:
 def test_merge_probe_merges_dicts_and_passes() -> None:
     assert merge_probe({"session_options": {"a": 1}, "post_export": ["onnxsim"]}, {"session_options": {"b": 2}, "post_export": ["x"]}) == {
         "session_options": {"a": 1, "b": 2}, "post_export": ["onnxsim", "x"]}
+
+
+def test_a_fix_that_does_not_hold_with_another_seed_is_dropped() -> None:
+    r = by_name(FakeRepairer(FakeFixer({"fix": 0.0, "lucky": 0.0}), flaky=("lucky",)).run())
+    assert r["fix"].kept
+    assert not r["lucky"].kept and "not with another seed" in r["lucky"].reason
+
+
+def test_pairs_are_tried_when_the_best_single_fix_is_not_clean() -> None:
+    rep = FakeRepairer(FakeFixer({"most": 0.05, "other": 0.5}))
+    results = rep.run()
+    assert by_name(results)["most"].kept  # 95% down: kept, but not clean
+    assert ("most", "other") in rep.measured
