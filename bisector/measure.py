@@ -324,6 +324,11 @@ def measure_stage(
         fut_model = runner.submit(request(False))
         fut_control = runner.submit(request(True))
         got = fut_model.result()
+        if not isinstance(got, ProbeOk):
+            # The model cannot run this stage: its control run would measure nothing of use.
+            fut_control.cancel()
+            kind = FAILED if isinstance(got, ProbeFailed) else CRASHED
+            return StageResult(stage, kind, failure=got, probes=probes + 1, attempts=attempt + 1, schedule=schedule)
         ctrl = fut_control.result()
         probes += 2
         control_curve = ctrl.curve if isinstance(ctrl, ProbeOk) else None
@@ -372,9 +377,9 @@ def measure(
             for s in options.stages:
                 results[s] = futures[s].result()
     finally:
-        runner.close()
         if own_pool:
-            pool.close()
+            pool.close()  # first: kills any control still running for a stage that failed
+        runner.close()
     ordered = {s: results[s] for s in STAGES if s in results}
     return MeasureReport(model=model, plan=plan, stages=ordered, probes=runner.probes, wall_s=time.perf_counter() - started, options=options)
 
