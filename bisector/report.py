@@ -99,7 +99,9 @@ def grown_types(r: StageResult, top: int = 3) -> str | None:
     phase = "repeat" if r.kind == LEAK else "novel"
     grown = r.curve.type_growth.get(phase) or {}
     ctrl = (r.control.type_growth.get(phase) or {}) if r.control else {}
-    excess = {k: n - ctrl.get(k, 0) for k, n in grown.items() if n - ctrl.get(k, 0) > 0}
+    steps = len(r.curve.series("objects", phase)) or 1
+    # Fewer than one per step is the runtime's own churn, not what piles up on every call.
+    excess = {k: n - ctrl.get(k, 0) for k, n in grown.items() if n - ctrl.get(k, 0) >= steps}
     if not excess:
         return None
     items = sorted(excess.items(), key=lambda kv: -kv[1])[:top]
