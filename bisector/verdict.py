@@ -139,13 +139,16 @@ def positive_share(y: list[float]) -> float:
 
 
 def robust_sd(y: list[float]) -> float:
-    """Spread of the residuals around the Theil-Sen line (1.4826 * MAD, ~sd for normal noise)."""
+    """Spread of the residuals around the Theil-Sen line, as an sd: the larger of 1.4826 * MAD and
+    IQR / 1.349. (MAD alone reads 0 for RSS that flips between two page counts, more often at one.)"""
     if len(y) < 3:
         return 0.0
     slope, intercept = theil_sen(y)
     resid = [v - (intercept + slope * i) for i, v in enumerate(y)]
     med = statistics.median(resid)
-    return 1.4826 * statistics.median(abs(r - med) for r in resid)
+    mad = 1.4826 * statistics.median(abs(r - med) for r in resid)
+    q1, _, q3 = statistics.quantiles(resid, n=4, method="inclusive")
+    return max(mad, (q3 - q1) / 1.349)
 
 
 def deltas(y: list[float]) -> list[float]:

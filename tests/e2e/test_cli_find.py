@@ -59,3 +59,28 @@ def test_region_that_crashes_is_reported_and_the_search_goes_on(tmp_path) -> Non
     assert [c["region"] for c in report["culprits"]] == ["keeper"]
     unprobeable = {u["region"]: u["reason"] for u in report["search"]["eager"]["unprobeable"]}
     assert "bomb" in unprobeable and "SIGSEGV" in unprobeable["bomb"]
+
+
+def test_ctrl_c_keeps_what_finished_and_a_rerun_resumes(tmp_path) -> None:
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    args = [sys.executable, "-m", "bisector", "find", f"{SAMPLES / 'hf_bert.py'}:LeakyNet", "-i", "ids=B,T:int64:0:1000",
+            "-d", "B=1:4", "-d", "T=5:64", "-s", "eager", "--json", "--run-dir", str(tmp_path)]
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    results = tmp_path / "runs"
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline and len(list(results.rglob("results/eager-*.json"))) < 3:
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode in (1, 4, 130), err
+    kept = len(list(results.rglob("results/eager-*.json")))
+    assert kept >= 3
+    again = run_cli(*args[3:])
+    assert again.returncode == 1, again.stderr
+    report = json.loads(again.stdout)
+    assert report["reused_probes"] >= 3 and report["complete"]
+    assert [c["region"] for c in report["culprits"]] == ["model.encoder.layer.1.intermediate.intermediate_act_fn"]

@@ -199,3 +199,11 @@ def test_verdict_json_has_the_report_fields() -> None:
     data = judge(curve(objects=lambda p, i, k: 1000 + i), None).to_json()
     for key in ("verdict", "growth_bytes_per_call", "growth_bytes_per_new_shape", "baseline_bytes_per_call", "noise_bytes"):
         assert key in data
+
+
+def test_noise_that_flips_between_two_levels_is_seen() -> None:
+    from bisector.verdict import robust_sd
+
+    flips = [300 * MB + (4 * MB if i % 2 else 0) for i in range(9)]  # five low, four high
+    assert robust_sd(flips) > 2 * MB
+    assert robust_sd([300 * MB] * 9) == 0

@@ -1,0 +1,49 @@
+"""An inconclusive stage is measured again with twice the iterations, up to the retry budget."""
+
+from __future__ import annotations
+
+from concurrent.futures import Future
+
+from bisector.curve import MemoryCurve, Sample
+from bisector.measure import MeasureOptions, measure_stage
+from bisector.probe.types import ProbeOk, ProbeOptions
+from bisector.spec import ModelSpec, build_input_plan
+
+MB = 1e6
+
+
+class FakeRunner:
+    """Model curves that wander by 4 MB (inconclusive) until the schedule is `settle_at` times
+    longer, flat after; controls flat."""
+
+    def __init__(self, settle_at: int) -> None:
+        self.settle_at = settle_at
+        self.requests = []
+
+    def submit(self, request, extra_key: str = "") -> Future:
+        self.requests.append(request)
+        scale = request.schedule.profile.repeat_passes // 4
+        wobble = 0 if request.control or scale >= self.settle_at else 4 * MB
+        samples = tuple(
+            Sample(s.phase, dict(s.dims), {"rss": 300 * MB + (wobble if i % 2 else 0), "objects": 10.0})
+            for i, s in enumerate(request.schedule.steps)
+        )
+        f: Future = Future()
+        f.set_result(ProbeOk(MemoryCurve(samples), 0.1))
+        return f
+
+
+def test_inconclusive_is_rerun_with_more_iterations_until_it_settles(tmp_path) -> None:
+    plan = build_input_plan(["x=B,8"], ["B=1:4"])
+    runner = FakeRunner(settle_at=2)
+    result = measure_stage(runner, ModelSpec(str(tmp_path / "m.py"), "Net"), plan, "eager", MeasureOptions(retries=2, probe=ProbeOptions()))
+    assert result.kind == "clean" and result.attempts == 2
+    assert [r.schedule.profile.repeat_passes for r in runner.requests if not r.control] == [4, 8]
+
+
+def test_the_retry_budget_bounds_the_reruns(tmp_path) -> None:
+    plan = build_input_plan(["x=B,8"], ["B=1:4"])
+    runner = FakeRunner(settle_at=99)
+    result = measure_stage(runner, ModelSpec(str(tmp_path / "m.py"), "Net"), plan, "eager", MeasureOptions(retries=2, probe=ProbeOptions()))
+    assert result.kind == "inconclusive" and result.attempts == 3
+    assert len([r for r in runner.requests if not r.control]) == 3
