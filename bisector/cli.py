@@ -384,6 +384,12 @@ def fix(
         if apply:
             written = apply_patches(patches, root)
             data["applied"] = written
+        confirmed = _confirm(prepared, report, found) if written else None
+        if confirmed is not None:
+            data["confirmed"] = {
+                "verdict": confirmed.verdict,
+                "stages": {s: r.to_json(samples=False) for s, r in confirmed.stages.items()},
+            }
         if json_out:
             sys.stdout.write(json.dumps(data, indent=2) + "\n")
         else:
@@ -397,35 +403,35 @@ def fix(
                 console.print("rerun with --diff to see the patch, --apply to write it", style="cyan")
             if written:
                 console.print(f"applied: {', '.join(written)} (backups in {root / '.bisector' / 'backups'})", markup=False)
-        if written:
-            confirmed = _confirm(prepared, report, found)
-            if not json_out:
-                _err_console().print(confirmed)
+            if confirmed is not None:
+                parts = ", ".join(f"{s} {r.kind}" for s, r in confirmed.stages.items())
+                console.print(f"re-measured after --apply (edited files, kept runtime settings): {parts}", markup=False)
         if not found.culprits:
             return _measure_exit(found.measure)
+        if confirmed is not None and confirmed.verdict not in ("clean", "shape-growth"):
+            return EXIT_FOUND  # the written fix did not hold on a fresh measurement: say so in the exit code
         fixed = {(e.region, e.stage) for e in report.kept}
         return EXIT_CLEAN if all((c.region, c.stage) in fixed for c in found.culprits) else EXIT_FOUND
 
     return _guard(debug, body)
 
 
-def _confirm(prepared: Any, report: Any, found: Any) -> str:
-    """Re-measure the stages that had culprits, with the patched files and the kept settings."""
+def _confirm(prepared: Any, report: Any, found: Any) -> Any:
+    """Re-measure the stages that had culprits from the files as now written (the probe loads the
+    model source afresh, so source edits count), with the kept export and runtime settings as probe
+    overrides (the probe does not run the user's export or serving scripts)."""
     from dataclasses import replace
 
     from bisector.measure import measure as run_measure
     from bisector.patch import best_fixes
+    from bisector.repair import merge_probe
 
     probes: dict[str, Any] = {}
     for ev in best_fixes(report):
-        from bisector.repair import merge_probe
-
         probes = merge_probe(probes, ev.probe)
     stages = tuple(dict.fromkeys(c.stage for c in found.culprits))
     options = replace(prepared.options, stages=stages, probe=prepared.options.probe.with_overrides(probes))
-    again = run_measure(prepared.model, prepared.plan, options)
-    parts = [f"{s} {r.kind}" for s, r in again.stages.items()]
-    return "re-measured after --apply: " + ", ".join(parts)
+    return run_measure(prepared.model, prepared.plan, options)
 
 
 @app.command()

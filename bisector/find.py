@@ -122,7 +122,7 @@ class FindReport:
     def verdict(self) -> str:
         return self.measure.verdict
 
-    def to_json(self, samples: bool = False) -> dict[str, Any]:
+    def to_json(self, samples: bool = True) -> dict[str, Any]:
         data = self.measure.to_json(samples=samples)
         data["culprits"] = [c.to_json() for c in self.culprits]
         data["search"] = {s: r.to_json() for s, r in self.searches.items()}
@@ -213,6 +213,8 @@ def outcome_of(verdict: Verdict, curve: MemoryCurve, control: MemoryCurve | None
         # Memory in place before the measured calls (setup, and any warm-up a fix adds).
         "rss_before_loop": curve.meta.get("rss_before_loop"),
         "control_rss_before_loop": control.meta.get("rss_before_loop") if control is not None else None,
+        # The GPU working set at its largest (NVML): what a gpu_mem_limit can be sized from.
+        "peak_gpu_bytes": max(curve.series("gpu"), default=None),
     }
     return Outcome(verdict.kind, figures, "; ".join(verdict.reasons))
 

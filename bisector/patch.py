@@ -168,7 +168,9 @@ class Settings:
 
     @property
     def runtime_related(self) -> bool:
-        return bool(self.session_options or self.provider_options or self.run_options or self.warmup_largest or self.round_multiple)
+        # bounded dims count too: the serving code gets the guard that refuses out-of-range sizes
+        return bool(self.session_options or self.provider_options or self.run_options or self.warmup_largest
+                    or self.round_multiple or self.bounded_dims)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -266,6 +268,9 @@ class _ExportCalls(cst.CSTTransformer):
             code = dynamic_spec_code(self.plan, s.bounded_dims, exporter)
             if code:
                 call = _set_kwarg(call, "dynamic_shapes" if exporter == "dynamo" else "dynamic_axes", code)
+                has_names = any(a.keyword is not None and a.keyword.value == "input_names" for a in call.args)
+                if exporter != "dynamo" and not has_names:  # dynamic_axes names inputs: the graph must use those names
+                    call = _set_kwarg(call, "input_names", repr([i.name for i in self.plan.inputs]))
         positional = [a for a in call.args if a.keyword is None]
         f = next((a.value for a in call.args if a.keyword is not None and a.keyword.value == "f"), None)
         if f is None and len(positional) >= 3:
@@ -408,13 +413,20 @@ class _Runs(cst.CSTTransformer):
             return u
         args = list(u.args)
         positional = [a for a in args if a.keyword is None]
-        if self.s.round_multiple and len(positional) >= 2 and f"{MARK}_pad" not in _code(positional[1].value):
-            i = args.index(positional[1])
-            args[i] = args[i].with_changes(value=_expr(f"{MARK}_pad({_code(positional[1].value)}, {self.s.round_multiple})"))
         if self.s.run_options and len(positional) < 3 and not any(a.keyword and a.keyword.value == "run_options" for a in args):
-            u = u.with_changes(args=args)
-            return _set_kwarg(u, "run_options", f"{MARK}_run_options")
-        return u.with_changes(args=args)
+            u = _set_kwarg(u, "run_options", f"{MARK}_run_options")
+        if self.s.round_multiple and len(positional) >= 2:
+            # session.run(names, feed, ...) -> _bisector_run(session.run, names, feed, 16, ...): the
+            # feed is evaluated once, padded, and the outputs are cropped back to the caller's sizes.
+            args = [a.with_changes(comma=cst.MaybeSentinel.DEFAULT) for a in u.args]
+            # positional arguments come first, so names and feed are args[0] and args[1]
+            new_args = [cst.Arg(u.func), *args[:2], cst.Arg(cst.Integer(str(self.s.round_multiple))), *args[2:]]
+            return cst.Call(func=cst.Name(f"{MARK}_run"), args=new_args)
+        if self.s.bounded_dims and len(positional) >= 2:
+            args = list(u.args)
+            args[1] = args[1].with_changes(value=cst.Call(func=cst.Name(f"{MARK}_guard"), args=[cst.Arg(args[1].value)]))
+            return u.with_changes(args=args)
+        return u
 
 
 def _helpers(s: Settings, plan: Any) -> str:
@@ -424,6 +436,8 @@ def _helpers(s: Settings, plan: Any) -> str:
         if plan is not None and not plan.use_hook:
             for spec in plan.inputs:
                 dims = [plan.dims[d][1] if isinstance(d, str) else d for d in spec.dims]
+                if s.round_multiple:  # the runtime only ever sees padded sizes
+                    dims = [n + (-n) % s.round_multiple if isinstance(d, str) else n for n, d in zip(dims, spec.dims)]
                 dtype = {"float32": "float32", "float16": "float16", "float64": "float64", "int64": "int64", "int32": "int32", "bool": "bool_"}.get(spec.dtype, "float32")
                 shapes.append(f"numpy.zeros({tuple(dims)!r}, dtype=numpy.{dtype})")
         out.append(
@@ -435,14 +449,79 @@ def _helpers(s: Settings, plan: Any) -> str:
             f"    for _ in range(2):\n"
             f"        session.run(None, feed)\n"
         )
-    if s.round_multiple:
-        out.append(
-            f"def {MARK}_pad(feed, multiple):\n"
-            f"    \"\"\"bisector: zero-pad every dim of every input up to a multiple, so the runtime sees few\n"
-            f"    distinct shapes. Outputs come back padded: crop them to the input sizes you passed.\"\"\"\n"
-            f"    return {{k: numpy.pad(v, [(0, (-n) % multiple) for n in v.shape]) for k, v in feed.items()}}\n"
-        )
+    feed = _feed_helpers(s, plan)
+    if feed:
+        out.append(feed)
     return "\n\n".join(out)
+
+
+def dynamic_dims_by_input(plan: Any) -> dict[str, dict[int, str]]:
+    """Which axes of which input vary (axis -> symbol, for symbols with a range): the only ones
+    padding may touch and the guard checks."""
+    if plan is None or plan.use_hook:
+        return {}
+    out = {}
+    for spec in plan.inputs:
+        axes = {i: d for i, d in enumerate(spec.dims) if isinstance(d, str) and plan.dims[d][0] != plan.dims[d][1]}
+        if axes:
+            out[spec.name] = axes
+    return out
+
+
+def _feed_helpers(s: Settings, plan: Any) -> str:
+    """Helpers on the way from the caller's feed to the runtime: the bounds guard (bounded axes)
+    and padding to a multiple with outputs cropped back (rounded sizes)."""
+    if not (s.round_multiple or s.bounded_dims):
+        return ""
+    A = f"{MARK.upper()}_DYNAMIC_AXES"
+    note = ""
+    if plan is not None and plan.use_hook:
+        note = "# bisector: the inputs come from bisector_inputs(); name the varying axes of each input here.\n"
+    code = f"{note}{A} = {dynamic_dims_by_input(plan)!r}  # bisector: the axes that vary, per input\n"
+    if s.bounded_dims:
+        bounds = {k: tuple(int(x) for x in v) for k, v in sorted(s.bounded_dims.items())}
+        code += (
+            f"{MARK.upper()}_BOUNDS = {bounds!r}  # bisector: the ranges the model was exported for\n\n\n"
+            f"def {MARK}_guard(feed):\n"
+            f"    \"\"\"bisector: refuse sizes outside the exported bounds, before the runtime sees them.\"\"\"\n"
+            f"    for name, value in feed.items():\n"
+            f"        for i, sym in {A}.get(name, {{}}).items():\n"
+            f"            lo, hi = {MARK.upper()}_BOUNDS.get(sym, (0, float(\"inf\")))\n"
+            f"            if not lo <= value.shape[i] <= hi:\n"
+            f"                raise ValueError(f\"input {{name}} axis {{i}} ({{sym}}) = {{value.shape[i]}} is outside {{lo}}..{{hi}}\")\n"
+            f"    return feed\n"
+        )
+    if s.round_multiple:
+        guard = f"{MARK}_guard(feed)" if s.bounded_dims else "feed"
+        code += (
+            f"\n\ndef {MARK}_pad(feed, multiple):\n"
+            f"    \"\"\"bisector: zero-pad the varying axes of each input up to a multiple, so the runtime sees few\n"
+            f"    distinct shapes (fixed axes are left alone).\"\"\"\n"
+            f"    out = {{}}\n"
+            f"    for name, value in feed.items():\n"
+            f"        axes = {A}.get(name, {{}})\n"
+            f"        out[name] = numpy.pad(value, [(0, (-n) % multiple if i in axes else 0) for i, n in enumerate(value.shape)])\n"
+            f"    return out\n\n\n"
+            f"def {MARK}_run(run, names, feed, multiple, *args, **kwargs):\n"
+            f"    \"\"\"bisector: run on the padded feed, then crop the outputs back. An output axis is cropped when\n"
+            f"    it lines up with a padded input axis: the same axis of an output of the input's rank, or the\n"
+            f"    batch axis 0 of any output. Check this matches your model's outputs.\"\"\"\n"
+            f"    padded = {MARK}_pad({guard}, multiple)\n"
+            f"    outputs = run(names, padded, *args, **kwargs)\n"
+            f"    cropped = []\n"
+            f"    for out in outputs:\n"
+            f"        if isinstance(out, numpy.ndarray):\n"
+            f"            sizes = list(out.shape)\n"
+            f"            for name, value in feed.items():\n"
+            f"                for i in {A}.get(name, {{}}):\n"
+            f"                    lines_up = i == 0 or out.ndim == value.ndim\n"
+            f"                    if lines_up and i < out.ndim and out.shape[i] == padded[name].shape[i]:\n"
+            f"                        sizes[i] = min(sizes[i], value.shape[i])\n"
+            f"            out = out[tuple(slice(0, n) for n in sizes)]\n"
+            f"        cropped.append(out)\n"
+            f"    return cropped\n"
+        )
+    return code
 
 
 def patch_infer_script(path: str, settings: Settings, plan: Any, root: str) -> tuple[Patch, list[str]]:
@@ -519,7 +598,7 @@ def new_export_file(root: str, model: Any, plan: Any, settings: Settings, name: 
     ]
     if settings.onnxsim:
         lines[9:9] = ["import onnx", "import onnxsim"]
-    if settings.warmup_largest or settings.round_multiple:
+    if settings.warmup_largest or settings.round_multiple or settings.bounded_dims:
         lines.insert(9, "import numpy")
     lines += [
         f"sys.path.insert(0, str(Path(__file__).resolve().parent / {str(Path(rel_model).parent)!r}))",
@@ -548,6 +627,15 @@ def new_export_file(root: str, model: Any, plan: Any, settings: Settings, name: 
     if settings.warmup_largest:
         lines.append(f"    {MARK}_warm_up(session)")
     lines.append("    return session")
+    if settings.round_multiple or settings.bounded_dims:
+        ropt = ", run_options=run_options()" if settings.run_options else ""
+        lines += ["", "", "def run(session, feed, names=None):"]
+        if settings.round_multiple:
+            lines += [f"    \"\"\"Run with the varying sizes padded up to multiples of {settings.round_multiple}; outputs come back cropped.\"\"\"",
+                      f"    return {MARK}_run(session.run, names, feed, {settings.round_multiple}{ropt})"]
+        else:
+            lines += ["    \"\"\"Run, refusing sizes outside the bounds the model was exported for.\"\"\"",
+                      f"    return session.run(names, {MARK}_guard(feed){ropt})"]
     if settings.run_options:
         lines += ["", "", "def run_options():", f"    {MARK}_run_options = onnxruntime.RunOptions()"]
         lines += [f"    {MARK}_run_options.add_run_config_entry({k!r}, {str(v)!r})" for k, v in sorted(settings.run_options.items())]

@@ -50,9 +50,18 @@ class OrtOptions:
                 Candidate(self.name, "CUDA arena_extend_strategy=kSameAsRequested",
                           probe={"provider_options": {"arena_extend_strategy": "kSameAsRequested"}}),
             ]
+            peak = target.figures.get("peak_gpu_bytes")
+            if peak:
+                # Cap the CUDA arena a little above the largest working set measured: growth past it
+                # is refused (reused instead) rather than kept. Too tight a cap makes runs fail,
+                # and a failing candidate is dropped, never kept.
+                limit = _round_up(int(peak * 1.25), 256 << 20)
+                out.append(Candidate(self.name, f"gpu_mem_limit={limit >> 20} MiB: the CUDA arena may not grow past 1.25x the measured peak",
+                                     probe={"provider_options": {"gpu_mem_limit": limit}}))
         return out
 
     examples = (
+        Example("a capped CUDA arena", FixTarget("inference", SHAPE_GROWTH, device="cuda", figures={"peak_gpu_bytes": 900e6}), True, "gpu_mem_limit=1280 MiB"),
         Example("arena staircase on the CPU", FixTarget("inference", SHAPE_GROWTH), True, "arena"),
         Example("dynamic sizes: warm up at the largest", FixTarget("inference", SHAPE_GROWTH, dims={"B": (1, 16)}), True, "largest"),
         Example("per-run growth", FixTarget("inference", LEAK), True, "enable_cpu_mem_arena"),
@@ -60,6 +69,10 @@ class OrtOptions:
         Example("a leak in eager forward is not the runtime's", FixTarget("eager", LEAK), False),
         Example("an export leak is not the runtime's", FixTarget("export", LEAK), False),
     )
+
+
+def _round_up(n: int, step: int) -> int:
+    return -(-n // step) * step
 
 
 FIXER = OrtOptions()

@@ -28,6 +28,7 @@ def test_find_json_names_the_culprit_and_a_rerun_reuses_every_probe(tmp_path) ->
     ]
     assert "torch.Tensor" in report["culprits"][0]["grown_types"]
     assert report["probes"] >= 3 and report["stages"]["eager"]["verdict"] == "leak"
+    assert report["stages"]["eager"]["samples"], "find --json extends the measure report, samples included"
     assert report["complete"] is True
     again = run_cli(*args)
     assert again.returncode == 1

@@ -97,14 +97,27 @@ def test_apply_refuses_a_script_outside_the_project(dyn_run, tmp_path) -> None:
     assert "# bisector" not in outside.read_text()
 
 
-def test_fix_json_reports_every_candidate_tried(tmp_path) -> None:
-    r = run_cli("fix", f"{SAMPLES / 'list_append.py'}:Net", "-i", "x=B,32", "-s", "eager", "--json", "--run-dir", str(tmp_path))
-    assert r.returncode == 0, r.stderr  # every culprit has a kept fix
-    fixes = json.loads(r.stdout)["fixes"]
+def test_fix_apply_writes_the_edit_backs_up_and_confirms(tmp_path) -> None:
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "pyproject.toml").write_text("[project]\nname = 'user-models'\n")
+    model = project / "list_append.py"
+    original = (SAMPLES / "list_append.py").read_text()
+    model.write_text(original)
+    r = run_cli("fix", f"{model}:Net", "-i", "x=B,32", "-s", "eager", "--json", "--apply", "--run-dir", str(tmp_path / "run"))
+    assert r.returncode == 0, r.stderr  # every culprit has a kept fix, and it held when measured again
+    data = json.loads(r.stdout)
     keys = {"fixer", "region", "stage", "before_bytes_per_call", "after_bytes_per_call", "before_bytes_per_new_shape",
             "after_bytes_per_new_shape", "equivalent", "max_abs_diff", "kept", "reason"}
-    assert fixes and all(keys <= set(f) for f in fixes)
-    assert any(f["kept"] for f in fixes)
+    assert data["fixes"] and all(keys <= set(f) for f in data["fixes"])
+    assert any(f["kept"] for f in data["fixes"])
+    (patch,) = data["patches"]
+    assert patch["path"] == "list_append.py" and patch["diff"].startswith("--- a/list_append.py")
+    assert data["applied"] == ["list_append.py"]
+    assert model.read_text() != original and "self.history.append(y)" not in model.read_text()
+    (backup,) = (project / ".bisector" / "backups").glob("*/list_append.py")
+    assert backup.read_text() == original
+    assert data["confirmed"]["stages"]["eager"]["verdict"] == "clean"
 
 
 def test_unknown_fixer_is_a_user_error(tmp_path) -> None:

@@ -79,12 +79,33 @@ def test_infer_script_gets_options_run_options_and_warm_up(tmp_path: Path) -> No
     assert not again.changed and again.diff == ""
 
 
-def test_infer_script_padding_wraps_the_feeds(tmp_path: Path) -> None:
+def test_infer_script_padding_pads_varying_axes_and_crops_outputs(tmp_path: Path) -> None:
     path = write(tmp_path, "serve.py", SERVE)
-    patch, _ = patch_infer_script(path, settings(round_multiple=16), PLAN, str(tmp_path))
-    assert 'session.run(None, _bisector_pad({"x": batch}, 16))' in patch.after
-    assert "def _bisector_pad(feed, multiple):" in patch.after
+    patch, _ = patch_infer_script(path, settings(round_multiple=16, run_options={"memory.enable_memory_arena_shrinkage": "cpu:0"}),
+                                  PLAN, str(tmp_path))
+    assert '_bisector_run(session.run, None, {"x": batch}, 16, run_options = _bisector_run_options)' in patch.after.replace("run_options=", "run_options = ")
     ast.parse(patch.after)
+    # Run the generated helpers: only B, H and W are padded (channels stay 3), outputs come back cropped.
+    import numpy
+
+    helpers = patch.after[patch.after.index("_BISECTOR_DYNAMIC_AXES"):patch.after.index("# one session")]
+    ns: dict = {"numpy": numpy}
+    exec(helpers, ns)
+    assert ns["_BISECTOR_DYNAMIC_AXES"] == {"x": {0: "B", 2: "H", 3: "W"}}
+    seen = []
+
+    def fake_run(names, feed, run_options=None):
+        seen.append(feed["x"].shape)
+        x = feed["x"]
+        # a same-rank output, a (batch, classes) head, and a feature map whose 16 channels equal padded B
+        return [x * 2, numpy.zeros((x.shape[0], 10), dtype=numpy.float32), numpy.zeros((x.shape[0], 16, 8, 8), dtype=numpy.float32)]
+
+    x = numpy.ones((3, 3, 21, 40), dtype=numpy.float32)
+    outs = ns["_bisector_run"](fake_run, None, {"x": x}, 16, run_options="r")
+    assert seen == [(16, 3, 32, 48)]
+    assert outs[0].shape == (3, 3, 21, 40) and (outs[0] == 2).all()
+    assert outs[1].shape == (3, 10)
+    assert outs[2].shape == (3, 16, 8, 8)
 
 
 def test_export_script_gets_exporter_kwargs_and_an_onnxsim_step(tmp_path: Path) -> None:
@@ -108,6 +129,24 @@ def test_bounded_dims_for_each_exporter(tmp_path: Path) -> None:
     assert "dynamic_shapes={'x': {0: torch.export.Dim('B', min=1, max=16), 2: torch.export.Dim('H', min=5, max=100)" in dynamo.after
     ts, _ = patch_export_script(path, settings(exporter="torchscript", bounded_dims=bounded), PLAN, str(tmp_path))
     assert "dynamic_axes={'x': {0: 'B', 2: 'H', 3: 'W'}}" in ts.after
+    # dynamic_axes names its inputs, so a call without input_names gets them
+    bare = write(tmp_path, "bare.py", EXPORT.replace(', input_names=["x"]', ""))
+    ts, _ = patch_export_script(bare, settings(exporter="torchscript", bounded_dims=bounded), PLAN, str(tmp_path))
+    assert "input_names = ['x']" in ts.after.replace("input_names=", "input_names = ")
+
+
+def test_bounded_dims_guard_the_feeds_of_the_inference_script(tmp_path: Path) -> None:
+    import numpy
+
+    path = write(tmp_path, "serve.py", SERVE)
+    patch, _ = patch_infer_script(path, settings(bounded_dims={"B": [1, 16], "H": [5, 100], "W": [5, 100]}), PLAN, str(tmp_path))
+    assert 'session.run(None, _bisector_guard({"x": batch}))' in patch.after
+    ns: dict = {"numpy": numpy}
+    exec(patch.after[patch.after.index("_BISECTOR_DYNAMIC_AXES"):patch.after.index("# one session")], ns)
+    ok = {"x": numpy.zeros((2, 3, 100, 5))}
+    assert ns["_bisector_guard"](ok) is ok
+    with pytest.raises(ValueError, match=r"input x axis 2 \(H\) = 101 is outside 5..100"):
+        ns["_bisector_guard"]({"x": numpy.zeros((2, 3, 101, 5))})
 
 
 def test_a_script_without_the_call_says_so(tmp_path: Path) -> None:
@@ -126,6 +165,10 @@ def test_new_file_when_no_script_is_given(tmp_path: Path) -> None:
     ast.parse(patch.after)
     assert "from net import Net" in patch.after and "_bisector_warm_up(session)" in patch.after
     assert "options.enable_mem_pattern = False" in patch.after and "onnxsim.simplify" in patch.after
+    rounded = new_export_file(str(tmp_path), ModelSpec(model_file, "Net"), PLAN, settings(round_multiple=16, bounded_dims={"B": [1, 16]}))
+    ast.parse(rounded.after)
+    assert "def run(session, feed, names=None):" in rounded.after and "_bisector_run(session.run, names, feed, 16)" in rounded.after
+    assert "padded = _bisector_pad(_bisector_guard(feed), multiple)" in rounded.after
 
 
 def test_edits_of_one_file_are_merged_when_they_do_not_overlap() -> None:
