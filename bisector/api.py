@@ -167,12 +167,12 @@ def fix(
 ) -> "FixReport":
     """Find the culprits, then try, re-measure and keep the fixes that flatten them (repair.py)."""
     from bisector.find import Finder
-    from bisector.repair import Repairer
+    from bisector.repair import Repairer, failure_culprits
 
     p = prepare(spec, inputs, dims, **kwargs)
     finder = Finder(p.model, p.plan, p.options, events=events, run_dir=run_dir)
     try:
-        found = finder.find()
+        found = failure_culprits(finder.find())
         return Repairer(finder, found, allow_output_changes=allow_output_changes, only=fixers).run()
     finally:
         finder.close()

@@ -184,7 +184,7 @@ def repair_one(entry: ModelEntry, out: Path, pool: Any, executor: Any, run_dir: 
     from bisector import api
     from bisector.find import Finder
     from bisector.patch import combined_diff, patches_for, project_root
-    from bisector.repair import Repairer
+    from bisector.repair import Repairer, failure_culprits, unfixable_failures
 
     started = time.perf_counter()
     o = entry.options
@@ -196,8 +196,8 @@ def repair_one(entry: ModelEntry, out: Path, pool: Any, executor: Any, run_dir: 
         )
         finder = Finder(prepared.model, prepared.plan, prepared.options, run_dir=run_dir, pool=pool, executor=executor)
         try:
-            found = finder.find()
-            failed = [f"{s}: {getattr(r.failure, 'message', r.kind)}" for s, r in found.measure.stages.items() if r.kind == "failed"]
+            found = failure_culprits(finder.find())
+            failed = unfixable_failures(found)
             if failed:
                 raise UserError("; ".join(failed))
             report = Repairer(finder, found, allow_output_changes=allow_output_changes, only=o.get("fixers") or ()).run()

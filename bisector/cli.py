@@ -165,22 +165,28 @@ def _measure_exit(report: Any) -> int:
     return EXIT_CLEAN if kinds <= {CLEAN} else EXIT_UNPROVEN
 
 
-def _failure_error(report: Any) -> Any:
+def _failure_error(report: Any, skip: Any = ()) -> Any:
     """The first stage whose model could not run or export, as a user error (exit 2)."""
     from bisector.errors import InternalError, UserError
     from bisector.measure import FAILED
 
     for r in report.stages.values():
-        if r.kind == FAILED:
+        if r.kind == FAILED and r.stage not in skip:
             f = r.failure
             if f.where == "internal":
                 return InternalError(f.message)
             hint = {
-                "export": "; try --exporter torchscript, or --stage eager to measure the forward only",
+                "export": f"; try --exporter {'dynamo' if 'torchscript exporter' in f.message else 'torchscript'}, or --stage eager to measure the forward only",
                 "session": "; the exported graph does not load in ONNX Runtime (try another --exporter)",
                 "inputs": "; check --input, or the model file's bisector_inputs()",
                 "forward": "; check that --input matches the forward's arguments",
             }.get(f.where, "")
+            if f.where in ("export", "session"):
+                from fixers.onnx_symbolics import operators_in, unsupported_operator
+
+                ops = operators_in(f.message) or [op for op in [unsupported_operator(f.message)] if op]
+                if ops:
+                    hint = f"; `bisector fix` tries a symbolic for {', '.join(ops)} or another exporter" + hint
             return UserError(f"{r.stage} stage: {f.message}{hint}", detail=f.traceback)
     return None
 
@@ -346,7 +352,7 @@ def fix(
         from bisector.find import Finder
         from bisector.patch import apply as apply_patches
         from bisector.patch import combined_diff, patches_for, project_root
-        from bisector.repair import Repairer
+        from bisector.repair import Repairer, failure_culprits
         from bisector.report import render_fix
 
         for script, flag in ((export_script, "--export-script"), (infer_script, "--infer-script")):
@@ -368,8 +374,8 @@ def fix(
         with _Progress(sys.stderr.isatty() and not debug) as progress:
             finder = Finder(prepared.model, prepared.plan, prepared.options, events=progress, run_dir=run_dir)
             try:
-                found = finder.find()
-                error = _failure_error(found.measure)
+                found = failure_culprits(finder.find())
+                error = _failure_error(found.measure, skip={c.stage for c in found.culprits})
                 if error is not None:
                     raise error
                 report = Repairer(finder, found, allow_output_changes=allow_output_changes, only=fixer or ()).run()

@@ -21,7 +21,7 @@ import difflib
 import hashlib
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
@@ -136,6 +136,7 @@ class Settings:
     run_options: Mapping[str, Any] = None  # type: ignore[assignment]
     warmup_largest: bool = False
     round_multiple: int = 0
+    symbolics: tuple[str, ...] = ()  # operators given a symbolic for the TorchScript exporter
 
     @classmethod
     def from_probes(cls, probes: Iterable[Mapping[str, Any]]) -> "Settings":
@@ -145,12 +146,14 @@ class Settings:
         provider: dict[str, Any] = {}
         run: dict[str, Any] = {}
         bounded: dict[str, Any] = {}
+        symbolics: list[str] = []
         onnxsim = warm = False
         multiple = 0
         for p in probes:
             exporter = p.get("exporter", exporter)
             ek = dict(p.get("export_kwargs") or {})
             bounded.update(ek.pop("bounded_dims", {}) or {})
+            symbolics += [op for op in ek.pop("symbolics", ()) or () if op not in symbolics]
             export_kwargs.update(ek)
             session.update(p.get("session_options") or {})
             provider.update(p.get("provider_options") or {})
@@ -160,11 +163,11 @@ class Settings:
             t = p.get("input_transform") or ""
             if t.startswith("round:"):
                 multiple = int(t.split(":", 1)[1])
-        return cls(exporter, export_kwargs, bounded, onnxsim, session, provider, run, warm, multiple)
+        return cls(exporter, export_kwargs, bounded, onnxsim, session, provider, run, warm, multiple, tuple(symbolics))
 
     @property
     def export_related(self) -> bool:
-        return bool(self.exporter or self.export_kwargs or self.bounded_dims or self.onnxsim)
+        return bool(self.exporter or self.export_kwargs or self.bounded_dims or self.onnxsim or self.symbolics)
 
     @property
     def runtime_related(self) -> bool:
@@ -292,6 +295,10 @@ def patch_export_script(path: str, settings: Settings, plan: Any, root: str) -> 
     if not t.found:
         notes.append(f"{Path(path).name}: no torch.onnx.export call found; the settings are in export_onnx.py instead")
         return Patch(path, text, text, "no export call", root), notes
+    if settings.symbolics and (settings.exporter or "torchscript") != "dynamo" and "register_custom_op_symbolic" not in new:
+        from fixers.onnx_symbolics import registration_code
+
+        new = _insert_after_imports(_ensure_imports(new, ["import torch"]), registration_code(settings.symbolics))
     if settings.onnxsim and "onnxsim.simplify" not in new:
         if t.paths:
             new = _after_export_call(new, t.paths[0])
@@ -605,6 +612,12 @@ def new_export_file(root: str, model: Any, plan: Any, settings: Settings, name: 
         f"from {module_name} import {model.name.split('.')[0]}  # noqa: E402",
         "",
         "",
+    ]
+    if settings.symbolics and exporter != "dynamo":
+        from fixers.onnx_symbolics import registration_code
+
+        lines += [registration_code(settings.symbolics).rstrip("\n"), "", ""]
+    lines += [
         "def export(path: str = \"model.onnx\") -> str:",
         f"    model = {model.name}({', '.join(f'{k}={v!r}' for k, v in model.init_kwargs.items())}).eval()",
         f"    example = ({', '.join(examples)}{',' if len(examples) == 1 else ''})",
@@ -743,5 +756,8 @@ def patches_for(
         else:
             need_file = True
     if need_file:
+        if settings.exporter is None:  # the file exports as the run measured it
+            measured = getattr(getattr(report.find.measure, "options", None), "probe", None)
+            settings = replace(settings, exporter=getattr(measured, "exporter", None))
         patches.append(new_export_file(root, model, plan, settings))
     return patches, notes

@@ -35,6 +35,7 @@ from bisector.search import Outcome
 from bisector.spec import ModelSpec
 from bisector.verdict import CLEAN, LEAK
 
+UNSUPPORTED_OP = "unsupported-op"  # as fixers.base: a stage the exporter could not get through
 KEEP_DROP = 0.9  # growth must drop by at least this share
 MAX_PAIRS = 10
 MAX_SOURCE_BYTES = 400_000
@@ -328,7 +329,7 @@ class Repairer:
             c, region_outcome, model_outcome, self.model_before(c), changes_outputs, self.allow_output_changes,
             lambda: self.equivalence(c, model, probe, edits),
         )
-        if verdict["kept"]:
+        if verdict["kept"] and c.kind != UNSUPPORTED_OP:  # a stage that now runs: the outputs check covered the shapes
             held, how = self.confirm(c, model, probe)
             if not held:
                 verdict = {**verdict, "kept": False, "reason": f"dropped: {verdict['reason'].split(': ', 1)[1]}, but not with another seed ({how})"}
@@ -408,6 +409,34 @@ class Repairer:
         return FixReport(find=self.report, evaluations=tuple(evaluations), probes=probes, wall_s=time.perf_counter() - started)
 
 
+def failure_culprits(found: FindReport) -> FindReport:
+    """Stages that failed because the exporter lacks (or mis-emits) an operator become culprits of
+    kind unsupported-op, so fixers can make them export; other failures stay failures."""
+    from bisector.find import StageSearch
+    from fixers.onnx_symbolics import operators_in, unsupported_operator
+
+    searches = dict(found.searches)
+    for stage, r in found.measure.stages.items():
+        if r.failure is None or getattr(r.failure, "where", None) not in ("export", "session"):
+            continue
+        if stage in searches and searches[stage].culprits:
+            continue
+        message = r.failure.message
+        ops = list(dict.fromkeys(operators_in(message) + [op for op in [unsupported_operator(message)] if op]))
+        if not ops:
+            continue
+        culprit = Culprit(region="", stage=stage, kind=UNSUPPORTED_OP, own_code=False, type="", figures={"operators": ops},
+                          chain=(("", UNSUPPORTED_OP),), hint=f"the {stage} stage fails on {', '.join(ops)}: {message}")
+        searches[stage] = StageSearch(stage, root=r, culprits=(culprit,))
+    return replace(found, searches=searches) if searches != dict(found.searches) else found
+
+
+def unfixable_failures(found: FindReport) -> list[str]:
+    """Failed stages that are not culprits (nothing to fix, the model did not run)."""
+    turned = {c.stage for c in found.culprits if c.kind == UNSUPPORTED_OP}
+    return [f"{s}: {getattr(r.failure, 'message', r.kind)}" for s, r in found.measure.stages.items() if r.kind == "failed" and s not in turned]
+
+
 class CandidateFailed(Exception):
     """The candidate could not be measured (the changed model does not build, run or export)."""
 
@@ -427,6 +456,16 @@ def decide(
     none = dict(equivalent=None, max_abs_diff=None, max_rel_diff=None)
     if region.kind in ("failed", "crashed"):
         return dict(**none, kept=False, reason=f"dropped: probing {c.region or 'the model'} {region.kind}: {region.message}")
+    if c.kind == UNSUPPORTED_OP:
+        # Nothing grew: the stage did not run. Kept when it runs now and its ONNX outputs match.
+        eq = equivalence()
+        change = f"{c.stage} failed -> {c.stage} runs ({whole.kind})"
+        if eq.get("failed"):
+            return dict(**none, kept=False, saved=0.0, reason=f"dropped: {change} but outputs could not be compared: {eq['failed']}")
+        diffs = dict(equivalent=bool(eq.get("equivalent")), max_abs_diff=eq.get("max_abs_diff"), max_rel_diff=eq.get("max_rel_diff"))
+        if not eq.get("equivalent"):
+            return dict(**diffs, kept=False, saved=0.0, reason=f"dropped: {change} but outputs differ ({eq.get('why')})")
+        return dict(**diffs, kept=True, saved=1.0, reason=f"kept: {change}")
     before, unit = growth(c.figures, c.kind)
     after = 0.0 if region.kind == CLEAN else growth(region.figures, c.kind)[0]
     change = f"{_fmt(before, unit)} -> {_fmt(after, unit)} ({region.kind})"

@@ -181,19 +181,25 @@ def _culprit_label(report: Any, c: Any, type_name: str, escape: Any) -> str:
     band = report.measure.options.bands.rss
     noise = f.get("noise_bytes") or 0.0
     figures = []
-    if f.get("objects_per_call"):
+    if c.kind == "unsupported-op":  # a stage that did not run: the operators, no curve
+        figures.append("operators " + ", ".join(f.get("operators") or ()))
+    elif f.get("objects_per_call"):
         figures.append(f"{f['objects_per_call']:+.0f} objects/{per}")
-    if c.kind == LEAK:
+    if c.kind == "unsupported-op":
+        pass
+    elif c.kind == LEAK:
         figures.append(f"{growth_text(f.get('growth_bytes_per_call'), f.get('repeat_steps', 0), noise, band)}/{per}")
     else:
         figures.append(f"{growth_text(f.get('growth_bytes_per_new_shape'), f.get('novel_steps', 0), noise, band)}/new shape")
         if f.get("bounded") is not None:
             figures.append("bounded" if f["bounded"] else "unbounded")
-    if c.region == "" and not c.own_code:
+    if c.kind == "unsupported-op":
+        own = " (the exporter)"
+    elif c.region == "" and not c.own_code:
         own = " (the runtime, for the whole model)"
     else:
         own = " (its own code)" if c.own_code and report.tree.children(c.region) else ""
-    style = STYLE.get(c.kind, "")
+    style = STYLE.get(c.kind, "bold")
     return f"[{style}]{escape(c.region or '<root>')}[/]  {escape(type_name)}  [{style}]{c.kind}[/]  {escape(', '.join(figures))}  ← culprit{own}"
 
 

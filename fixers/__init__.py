@@ -14,6 +14,7 @@ BUILTIN = (
     "fixers.onnxsim_fold",
     "fixers.bounded_axes",
     "fixers.export_options",
+    "fixers.missing_symbolic",
 )
 ENTRY_POINT_GROUP = "bisector.fixers"
 

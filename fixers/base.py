@@ -15,6 +15,9 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping, Protocol, runtime_checkable
 
 LEAK, SHAPE_GROWTH = "leak", "shape-growth"
+# Not a memory finding: the stage could not run because the exporter lacks (or mis-emits) an
+# operator. A fixer that makes it export is measured and checked like any other.
+UNSUPPORTED_OP = "unsupported-op"
 
 
 @dataclass(frozen=True)

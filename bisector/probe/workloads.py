@@ -194,6 +194,11 @@ def export_onnx(
     exporter = resolve_exporter(options.exporter)
     extra = dict(options.export_kwargs)
     bounded = extra.pop("bounded_dims", None)
+    symbolics = extra.pop("symbolics", None)
+    if symbolics and exporter != "dynamo":
+        from fixers.onnx_symbolics import register
+
+        register(symbolics)  # this child only: every probe is its own process
     leaves = tensor_leaves((args, kwargs))
     names = target.input_names if target.input_names and len(target.input_names) == len(leaves) else [
         f"input_{i}" for i in range(len(leaves))

@@ -123,3 +123,25 @@ def test_fix_apply_writes_the_edit_backs_up_and_confirms(tmp_path) -> None:
 def test_unknown_fixer_is_a_user_error(tmp_path) -> None:
     r = run_cli("fix", f"{SAMPLES / 'list_append.py'}:Net", "-i", "x=B,32", "--fixer", "magic", "--run-dir", str(tmp_path))
     assert r.returncode == 2 and "unknown fixer 'magic'" in r.stderr
+
+
+def test_an_operator_the_exporter_lacks_gets_a_symbolic(tmp_path) -> None:
+    from tests.conftest import FIXTURES
+
+    spec = f"{FIXTURES / 'operators.py'}:PositionsFromMask"
+    small = ["-i", "x=B,T,8", "-d", "B=1:3", "-d", "T=5:24", "-s", "export", "--exporter", "torchscript"]
+    measured = run_cli("measure", spec, *small)
+    assert measured.returncode == 2 and "bisector fix` tries a symbolic for aten::diff" in measured.stderr
+    r = run_cli("fix", spec, *small, "--fixer", "missing-symbolic", "--json", "--run-dir", str(tmp_path))
+    assert r.returncode == 0, r.stderr
+    data = json.loads(r.stdout)
+    assert data["culprits"][0]["kind"] == "unsupported-op"
+    kept = [f for f in data["fixes"] if f["kept"]]
+    # aten::diff alone exports, but the graph's CumSum on bool does not load: not kept.
+    assert any("aten::diff, aten::cumsum" in f["summary"] for f in kept)
+    assert not any(f["summary"].startswith("register a symbolic for aten::diff ") for f in kept)
+    assert all(f["equivalent"] for f in kept)
+    (patch,) = data["patches"]
+    assert patch["path"] == "export_onnx.py"
+    assert "+torch.onnx.register_custom_op_symbolic('aten::diff', bisector_diff_symbolic, 13)" in patch["diff"]
+    assert "dynamo=False" in patch["diff"]

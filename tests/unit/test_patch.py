@@ -216,3 +216,18 @@ def test_apply_refuses_a_path_outside_the_project(tmp_path: Path) -> None:
     with pytest.raises(UserError, match="outside the project root"):
         apply([Patch(str(outside), "x\n", "y\n", "s", str(root))], root)
     assert outside.read_text() == "x\n"
+
+
+def test_symbolics_are_registered_in_the_export_script(tmp_path: Path) -> None:
+    path = write(tmp_path, "export.py", EXPORT)
+    s = Settings.from_probes([{"export_kwargs": {"symbolics": ["aten::diff"]}}])
+    assert s.symbolics == ("aten::diff",) and "symbolics" not in s.export_kwargs
+    patch, _ = patch_export_script(path, s, PLAN, str(tmp_path))
+    after = patch.after
+    ast.parse(after)
+    assert after.index("def bisector_diff_symbolic") < after.index("torch.onnx.register_custom_op_symbolic('aten::diff'")
+    assert after.index("torch.onnx.register_custom_op_symbolic") < after.index("torch.onnx.export(")
+    assert "symbolics=" not in after  # not an export keyword
+    Path(path).write_text(after)
+    again, _ = patch_export_script(path, s, PLAN, str(tmp_path))
+    assert not again.changed
