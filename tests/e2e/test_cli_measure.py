@@ -46,6 +46,19 @@ def test_clean_model_exits_zero() -> None:
     assert "verdict: clean" in r.stdout
 
 
+def test_inputs_from_the_hook_and_init_kwargs_reach_the_model() -> None:
+    """bisector_inputs() gives the ids and the keyword mask; --init-kwargs builds depth and the leak."""
+    spec = f"{FIXTURES / 'hooked.py'}:Masked"
+    dims = ["-d", "B=1:4", "-d", "T=5:40", "-s", "eager", "--json"]
+    clean = run_cli("measure", spec, *dims, "--init-kwargs", '{"depth": 3}')
+    assert clean.returncode == 0, clean.stderr
+    samples = json.loads(clean.stdout)["stages"]["eager"]["samples"]
+    assert {tuple(sorted(s["dims"])) for s in samples} == {("B", "T")}
+    leaky = run_cli("measure", spec, *dims, "--init-kwargs", '{"depth": 2, "keep": true}')
+    assert leaky.returncode == 1, leaky.stderr
+    assert json.loads(leaky.stdout)["stages"]["eager"]["objects_per_call"] == 1
+
+
 def _user_error(r, *texts: str) -> None:
     assert r.returncode == 2, r.stdout + r.stderr
     assert "Traceback (most recent call last)" not in r.stderr
