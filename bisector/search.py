@@ -11,7 +11,8 @@ Given a region known to misbehave (the root, for a stage whose measurement was n
   many objects per call as the whole group proves the right half clean. A region blamed only by
   elimination is probed alone before it is named a culprit;
 - the search **descends** into every misbehaving child and finds **all** culprits: the smallest
-  regions that misbehave while none of their children do;
+  regions that misbehave while none of their children do, and, when objects are counted exactly,
+  a region that leaks more than its children run together (its own code leaks as well);
 - a region that cannot be probed alone (it does not export alone, its inputs cannot be
   recorded, its probe crashes) is reported as such and the search goes on in its children.
 
@@ -152,6 +153,14 @@ class Search:
         kids = self.tree.children(region)
         found = self._find_bad(kids) if kids else 0
         if found:
+            # A region can leak in its own code as well as through a child. Objects add up, so
+            # when the region leaks more than its children run together (one probe already
+            # made), the rest is its own code's: a culprit too. (An outcome inferred by
+            # elimination is the region's own here: the halves set aside leaked nothing.)
+            rest = _leftover(outcome, self._known(kids))
+            if rest is not None:
+                with self.state.lock:
+                    self.state.culprits.append(Culprit(region, rest.kind, own_code=True, outcome=rest))
             return
         if inferred:
             # Blamed by elimination only: probe it alone before naming it a culprit.
@@ -211,6 +220,24 @@ def _accounts_for(parts: list[Outcome | None], whole: Outcome) -> bool:
         if got < total - 0.5:
             return False
     return True
+
+
+def _leftover(whole: Outcome, children: Outcome | None) -> Outcome | None:
+    """What a region leaks beyond its children run together, when both were judged on exact
+    object counts; None when nothing is left (or bytes make it unknowable)."""
+    # The children's probe must have measured them (not crashed, failed or inconclusive).
+    if children is None or not children.bad or not whole.figures.get("exact") or not children.figures.get("exact"):
+        return None
+    rest = {}
+    for key in ("objects_per_call", "objects_per_new_shape"):
+        rest[key] = float(whole.figures.get(key) or 0.0) - float(children.figures.get(key) or 0.0)
+    if rest["objects_per_call"] > 0.5:
+        kind = "leak"
+    elif rest["objects_per_new_shape"] > 0.5 and whole.kind == "shape-growth":
+        kind = "shape-growth"
+    else:
+        return None
+    return Outcome(kind, {**whole.figures, **rest, "beyond_children": True}, whole.message)
 
 
 def search(tree: TreeLike, root_outcome: Outcome, oracle: Oracle, root: str = "", executor: Executor | None = None) -> SearchState:

@@ -109,13 +109,25 @@ def test_single_culprit_found_within_the_probe_budget(name, paths, culprits, exa
         (WIDE, {"layers.6": "leak", "layers.7": "shape-growth"}),
         (DEEP, {"0.0.0.0.0.0": "leak", "1.1.1.1.1.1": "leak"}),
         (HFLIKE, {"h.0.mlp.act": "leak", "h.3.attn.c_attn": "shape-growth"}),
-        (BUSHY, {"0.1": "leak", "0.1.2": "leak"}),  # a culprit inside a culprit: the deeper one
+        (BUSHY, {"0.2.3": "leak", "0.1.2": "leak"}),
     ],
 )
 def test_every_culprit_is_found(paths, culprits, exact) -> None:
     state, _ = run(paths, culprits, exact=exact)
-    deepest = {c: k for c, k in culprits.items() if not any(o.startswith(c + ".") for o in culprits)}
-    assert {r: k for r, (k, _) in found(state).items()} == deepest
+    assert {r: k for r, (k, _) in found(state).items()} == culprits
+
+
+@pytest.mark.parametrize("exact", [True, False], ids=["objects", "bytes-only"])
+def test_a_culprit_inside_a_culprit(exact) -> None:
+    """0.1 leaks in its own code and through its child 0.1.2: with exact counts both are named
+    (0.1 leaks 2 objects per call, its children together 1); with bytes only, the deeper one."""
+    state, _ = run(BUSHY, {"0.1": "leak", "0.1.2": "leak"}, exact=exact)
+    if exact:
+        assert found(state) == {"0.1": ("leak", True), "0.1.2": ("leak", True)}
+        own = next(c for c in state.culprits if c.region == "0.1")
+        assert own.outcome.figures["objects_per_call"] == 1 and own.outcome.figures["beyond_children"]
+    else:
+        assert found(state) == {"0.1.2": ("leak", True)}
 
 
 def test_clean_root_means_no_search() -> None:
