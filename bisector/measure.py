@@ -202,13 +202,19 @@ class ControlCache:
         path = self._path(request)
         if path is None or not isinstance(result, ProbeOk):
             return
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_suffix(f".{os.getpid()}.{threading.get_ident()}.tmp")
-            tmp.write_text(json.dumps(result.to_json()))
-            os.replace(tmp, path)
-        except OSError:
-            pass
+        _write_atomic(path, result.to_json())
+
+
+def _write_atomic(path: Path, data: Any) -> None:
+    """JSON to path via a temp file and a rename: a reader never sees half a file, and concurrent
+    writers of one key just race to the same content. A cache that cannot write is no error."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".{os.getpid()}.{threading.get_ident()}.tmp")
+        tmp.write_text(json.dumps(data))
+        os.replace(tmp, path)
+    except OSError:
+        pass
 
 
 class ResultCache:
@@ -240,13 +246,7 @@ class ResultCache:
         if not isinstance(result, (ProbeOk, ProbeFailed)):
             return
         path = self._path(request, extra)
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_suffix(f".{os.getpid()}.{threading.get_ident()}.tmp")
-            tmp.write_text(json.dumps(result.to_json()))
-            os.replace(tmp, path)
-        except OSError:
-            pass
+        _write_atomic(path, result.to_json())
 
 
 class Runner:

@@ -185,12 +185,17 @@ def _expr(code: str) -> cst.BaseExpression:
 
 
 def _dotted(node: cst.BaseExpression) -> str:
-    if isinstance(node, cst.Name):
-        return node.value
-    if isinstance(node, cst.Attribute):
-        left = _dotted(node.value)
-        return f"{left}.{node.attr.value}" if left else ""
-    return ""
+    from fixers._cst import dotted
+
+    return dotted(node)
+
+
+def _read_script(path: str, option: str) -> tuple[str, cst.Module]:
+    text = Path(path).read_text(encoding="utf-8")
+    try:
+        return text, cst.parse_module(text)
+    except cst.ParserSyntaxError as exc:
+        raise UserError(f"cannot parse {option} {path}: {exc.message}") from None
 
 
 def _code(node: cst.CSTNode) -> str:
@@ -284,11 +289,7 @@ class _ExportCalls(cst.CSTTransformer):
 
 
 def patch_export_script(path: str, settings: Settings, plan: Any, root: str) -> tuple[Patch, list[str]]:
-    text = Path(path).read_text(encoding="utf-8")
-    try:
-        module = cst.parse_module(text)
-    except cst.ParserSyntaxError as exc:
-        raise UserError(f"cannot parse --export-script {path}: {exc.message}") from None
+    text, module = _read_script(path, "--export-script")
     t = _ExportCalls(settings, plan)
     new = module.visit(t).code
     notes = []
@@ -532,11 +533,7 @@ def _feed_helpers(s: Settings, plan: Any) -> str:
 
 
 def patch_infer_script(path: str, settings: Settings, plan: Any, root: str) -> tuple[Patch, list[str]]:
-    text = Path(path).read_text(encoding="utf-8")
-    try:
-        module = cst.parse_module(text)
-    except cst.ParserSyntaxError as exc:
-        raise UserError(f"cannot parse --infer-script {path}: {exc.message}") from None
+    text, module = _read_script(path, "--infer-script")
     if "# bisector" in text:
         return Patch(path, text, text, "already patched", root), []  # idempotent: applied before
     t = _Sessions(settings, plan)

@@ -94,14 +94,14 @@ def local_names(fn: cst.FunctionDef) -> set[str]:
     return names
 
 
-class RemoveStatements(cst.CSTTransformer):
-    """Remove simple statements matched by `pred(stmt, enclosing function or None)`; a block left
-    empty gets `pass`."""
+class ScopedTransformer(cst.CSTTransformer):
+    """A transformer that knows where it is: `stack` holds the enclosing class and function names
+    (["Recorder", "forward"] inside Recorder.forward). Subclasses that override __init__ call
+    super().__init__()."""
 
-    def __init__(self, pred: Callable[[cst.BaseSmallStatement, str], bool]) -> None:
-        self.pred = pred
+    def __init__(self) -> None:
+        super().__init__()
         self.stack: list[str] = []
-        self.removed: list[str] = []
 
     def visit_ClassDef(self, node: cst.ClassDef) -> None:
         self.stack.append(node.name.value)
@@ -116,6 +116,16 @@ class RemoveStatements(cst.CSTTransformer):
     def leave_FunctionDef(self, original: cst.FunctionDef, updated: cst.FunctionDef) -> cst.FunctionDef:
         self.stack.pop()
         return updated
+
+
+class RemoveStatements(ScopedTransformer):
+    """Remove simple statements matched by `pred(stmt, enclosing function or None)`; a block left
+    empty gets `pass`."""
+
+    def __init__(self, pred: Callable[[cst.BaseSmallStatement, str], bool]) -> None:
+        super().__init__()
+        self.pred = pred
+        self.removed: list[str] = []
 
     def leave_SimpleStatementLine(self, original: cst.SimpleStatementLine, updated: cst.SimpleStatementLine):
         where = ".".join(self.stack)

@@ -103,24 +103,7 @@ class PythonLeaks:
             return None
         replaced = False
 
-        class T(cst.CSTTransformer):
-            def __init__(self) -> None:
-                self.stack: list[str] = []
-
-            def visit_ClassDef(self, node: cst.ClassDef) -> None:
-                self.stack.append(node.name.value)
-
-            def leave_ClassDef(self, o, u):
-                self.stack.pop()
-                return u
-
-            def visit_FunctionDef(self, node: cst.FunctionDef) -> None:
-                self.stack.append(node.name.value)
-
-            def leave_FunctionDef(self, o, u):
-                self.stack.pop()
-                return u
-
+        class T(_cst.ScopedTransformer):
             def _value(self):
                 return cst.parse_expression(f"collections.deque(maxlen={DEQUE_LEN})")
 
@@ -187,24 +170,10 @@ class PythonLeaks:
             assert module is not None
             evict = cst.parse_statement(f"if len({owner}) > {CACHE_LEN}:\n    {owner}.pop(next(iter({owner})))  # oldest first\n")
 
-            class T(cst.CSTTransformer):
+            class T(_cst.ScopedTransformer):
                 def __init__(self) -> None:
-                    self.stack: list[str] = []
+                    super().__init__()
                     self.done = 0
-
-                def visit_ClassDef(self, node):
-                    self.stack.append(node.name.value)
-
-                def leave_ClassDef(self, o, u):
-                    self.stack.pop()
-                    return u
-
-                def visit_FunctionDef(self, node):
-                    self.stack.append(node.name.value)
-
-                def leave_FunctionDef(self, o, u):
-                    self.stack.pop()
-                    return u
 
                 def leave_SimpleStatementLine(self, o: cst.SimpleStatementLine, u: cst.SimpleStatementLine):
                     if self.stack != [name, "forward"]:
@@ -231,24 +200,10 @@ class PythonLeaks:
         module = _cst.parse(source)
         assert module is not None
 
-        class T(cst.CSTTransformer):
+        class T(_cst.ScopedTransformer):
             def __init__(self) -> None:
-                self.stack: list[str] = []
+                super().__init__()
                 self.changed: list[str] = []
-
-            def visit_ClassDef(self, node):
-                self.stack.append(node.name.value)
-
-            def leave_ClassDef(self, o, u):
-                self.stack.pop()
-                return u
-
-            def visit_FunctionDef(self, node):
-                self.stack.append(node.name.value)
-
-            def leave_FunctionDef(self, o, u):
-                self.stack.pop()
-                return u
 
             def leave_AugAssign(self, o: cst.AugAssign, u: cst.AugAssign):
                 owner = _cst.dotted(u.target)

@@ -145,3 +145,28 @@ def test_an_operator_the_exporter_lacks_gets_a_symbolic(tmp_path) -> None:
     assert patch["path"] == "export_onnx.py"
     assert "+torch.onnx.register_custom_op_symbolic('aten::diff', bisector_diff_symbolic, 13)" in patch["diff"]
     assert "dynamo=False" in patch["diff"]
+
+
+def test_the_new_export_file_runs(dyn_run, tmp_path) -> None:
+    """The export_onnx.py a settings-only fix writes is code that runs: it exports the model and
+    opens a session with the kept settings (the warm-up included)."""
+    import subprocess
+    import sys
+
+    r = run_cli("fix", str(SAMPLES / "dynamic_cnn.py") + ":Net", *DYN, "-s", "inference", "--fixer", "ort-options",
+                "--json", "--run-dir", str(dyn_run))
+    assert r.returncode == 0, r.stderr
+    (patch,) = [p for p in json.loads(r.stdout)["patches"] if p["path"] == "export_onnx.py"]
+    text = "".join(line[1:] + "\n" for line in patch["diff"].splitlines()[3:] if line.startswith("+"))
+    (tmp_path / "export_onnx.py").write_text(text)
+    (tmp_path / "sample_models").symlink_to(SAMPLES)
+    check = (
+        "import numpy, export_onnx\n"
+        "s = export_onnx.make_session(export_onnx.export('m.onnx'))\n"
+        "for shape in [(1, 3, 16, 16), (8, 3, 64, 40)]:\n"
+        "    out = s.run(None, {s.get_inputs()[0].name: numpy.zeros(shape, numpy.float32)})\n"
+        "print('ran', out[0].shape)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", check], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "ran (8," in done.stdout
