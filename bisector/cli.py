@@ -272,6 +272,7 @@ def find(
     metric: MetricOpt = None,
     retries: RetriesOpt = None,
     keep_autograd: AutogradOpt = False,
+    tracemalloc: TraceOpt = False,
     no_cache: NoCacheOpt = False,
     run_dir: RunDirOpt = None,
     config: ConfigOpt = None,
@@ -288,8 +289,8 @@ def find(
         prepared = api.prepare(
             spec, input or (), dim or (), stages=stage, exporter=exporter, device=device, init_kwargs=init_kwargs,
             seed=seed, noise_rss=noise_rss, noise_gpu=noise_gpu, metric=metric, retries=retries, jobs=jobs,
-            fresh=fresh, timeout_s=timeout, mem_cap=mem_cap, keep_autograd=keep_autograd, cache=not no_cache,
-            config=config,
+            fresh=fresh, timeout_s=timeout, mem_cap=mem_cap, keep_autograd=keep_autograd, tracemalloc=tracemalloc,
+            cache=not no_cache, config=config,
         )
         with _Progress(sys.stderr.isatty() and not debug) as progress:
             report = run_find(prepared.model, prepared.plan, prepared.options, events=progress, run_dir=run_dir)
@@ -339,7 +340,10 @@ def fix(
     mem_cap: MemCapOpt = None,
     noise_rss: NoiseRssOpt = None,
     noise_gpu: NoiseGpuOpt = None,
+    metric: MetricOpt = None,
     retries: RetriesOpt = None,
+    keep_autograd: AutogradOpt = False,
+    no_cache: NoCacheOpt = False,
     run_dir: RunDirOpt = None,
     config: ConfigOpt = None,
     debug: DebugOpt = False,
@@ -362,8 +366,8 @@ def fix(
                 raise UserError(f"{flag} {script} does not exist")
         prepared = api.prepare(
             spec, input or (), dim or (), stages=stage, exporter=exporter, device=device, init_kwargs=init_kwargs,
-            seed=seed, noise_rss=noise_rss, noise_gpu=noise_gpu, retries=retries, jobs=jobs, fresh=fresh,
-            timeout_s=timeout, mem_cap=mem_cap, config=config,
+            seed=seed, noise_rss=noise_rss, noise_gpu=noise_gpu, metric=metric, retries=retries, jobs=jobs, fresh=fresh,
+            timeout_s=timeout, mem_cap=mem_cap, keep_autograd=keep_autograd, cache=not no_cache, config=config,
         )
         known = _fixer_names()
         for name in fixer or ():
