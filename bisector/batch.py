@@ -209,7 +209,6 @@ def repair_one(entry: ModelEntry, out: Path, pool: Any, executor: Any, run_dir: 
     patch_file = out / f"{entry.name}.patch"
     patch_file.write_text(combined_diff(patches))
     culprits = tuple({k: v for k, v in c.to_json().items() if k in ("region", "stage", "kind", "growth_bytes_per_call", "growth_bytes_per_new_shape", "own_code")} for c in found.culprits)
-    fixed = {(e.region, e.stage) for e in report.kept}
     best = []
     for c in found.culprits:
         kept = [e for e in report.for_culprit(c) if e.kept]
@@ -218,7 +217,7 @@ def repair_one(entry: ModelEntry, out: Path, pool: Any, executor: Any, run_dir: 
     if not found.culprits:
         status = CLEAN
     else:
-        status = FIXED if all((c.region, c.stage) in fixed for c in found.culprits) else UNFIXED
+        status = FIXED if all(report.fixed(c) for c in found.culprits) else UNFIXED
     return ModelResult(
         entry.name, entry.label or entry.spec, status, verdict=found.verdict, culprits=culprits, kept=tuple(best),
         patch=str(patch_file) if patch_file.stat().st_size else None, error="; ".join(notes),

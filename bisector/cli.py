@@ -356,7 +356,7 @@ def fix(
         from bisector.find import Finder
         from bisector.patch import apply as apply_patches
         from bisector.patch import combined_diff, patches_for, project_root
-        from bisector.repair import Repairer, failure_culprits
+        from bisector.repair import Repairer, failure_culprits, holds
         from bisector.report import render_fix
 
         for script, flag in ((export_script, "--export-script"), (infer_script, "--infer-script")):
@@ -418,10 +418,9 @@ def fix(
                 console.print(f"re-measured after --apply (edited files, kept runtime settings): {parts}", markup=False)
         if not found.culprits:
             return _measure_exit(found.measure)
-        if confirmed is not None and confirmed.verdict not in ("clean", "shape-growth"):
+        if confirmed is not None and not all(holds(c, confirmed.stages.get(c.stage)) for c in found.culprits):
             return EXIT_FOUND  # the written fix did not hold on a fresh measurement: say so in the exit code
-        fixed = {(e.region, e.stage) for e in report.kept}
-        return EXIT_CLEAN if all((c.region, c.stage) in fixed for c in found.culprits) else EXIT_FOUND
+        return EXIT_CLEAN if all(report.fixed(c) for c in found.culprits) else EXIT_FOUND
 
     return _guard(debug, body)
 

@@ -392,7 +392,8 @@ class Finder:
             return self._stage_search(stage, root, state)
         self.ensure_captured([self.schedule(stage, per_call_only=stage == "export" and root.kind == LEAK)])
         with ThreadPoolExecutor(max_workers=self.jobs, thread_name_prefix=f"bisector-{stage}") as ex:
-            search = Search(self.tree, self.oracle(stage, root), executor=ex if self.jobs > 1 else None, state=state)
+            search = Search(self.tree, self.oracle(stage, root), executor=ex if self.jobs > 1 else None, state=state,
+                            own_code_beyond_children=stage == "eager")
             try:
                 search.run("", root_outcome)
             except Interrupted:

@@ -288,6 +288,33 @@ class _ExportCalls(cst.CSTTransformer):
         return call
 
 
+def script_input_names(path: str) -> list[str] | None:
+    """The literal input_names=[...] of the script's first torch.onnx.export call, if it has one."""
+    import ast
+
+    try:
+        _, module = _read_script(path, "--export-script")
+    except UserError:
+        return None
+    found: list[list[str]] = []
+
+    class V(cst.CSTVisitor):
+        def visit_Call(self, node: cst.Call) -> None:
+            if found or not _dotted(node.func).endswith("onnx.export"):
+                return
+            for a in node.args:
+                if a.keyword is not None and a.keyword.value == "input_names":
+                    try:
+                        value = ast.literal_eval(_code(a.value))
+                    except (ValueError, SyntaxError):
+                        return
+                    if isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value):
+                        found.append(list(value))
+
+    module.visit(V())
+    return found[0] if found else None
+
+
 def patch_export_script(path: str, settings: Settings, plan: Any, root: str) -> tuple[Patch, list[str]]:
     text, module = _read_script(path, "--export-script")
     t = _ExportCalls(settings, plan)
@@ -296,10 +323,12 @@ def patch_export_script(path: str, settings: Settings, plan: Any, root: str) -> 
     if not t.found:
         notes.append(f"{Path(path).name}: no torch.onnx.export call found; the settings are in export_onnx.py instead")
         return Patch(path, text, text, "no export call", root), notes
-    if settings.symbolics and (settings.exporter or "torchscript") != "dynamo" and "register_custom_op_symbolic" not in new:
-        from fixers.onnx_symbolics import registration_code
+    if settings.symbolics and (settings.exporter or "torchscript") != "dynamo":
+        from fixers.onnx_symbolics import SYMBOLICS, registration_code
 
-        new = _insert_after_imports(_ensure_imports(new, ["import torch"]), registration_code(settings.symbolics))
+        missing = [op for op in settings.symbolics if f"def {SYMBOLICS[op].function.__name__}(" not in new]
+        if missing:
+            new = _insert_after_imports(_ensure_imports(new, ["import torch"]), registration_code(missing))
     if settings.onnxsim and "onnxsim.simplify" not in new:
         if t.paths:
             new = _after_export_call(new, t.paths[0])
@@ -511,19 +540,36 @@ def _feed_helpers(s: Settings, plan: Any) -> str:
             f"        out[name] = numpy.pad(value, [(0, (-n) % multiple if i in axes else 0) for i, n in enumerate(value.shape)])\n"
             f"    return out\n\n\n"
             f"def {MARK}_run(run, names, feed, multiple, *args, **kwargs):\n"
-            f"    \"\"\"bisector: run on the padded feed, then crop the outputs back. An output axis is cropped when\n"
-            f"    it lines up with a padded input axis: the same axis of an output of the input's rank, or the\n"
-            f"    batch axis 0 of any output. Check this matches your model's outputs.\"\"\"\n"
+            f"    \"\"\"bisector: run on the padded feed, then crop the outputs back to the sizes passed. An output\n"
+            f"    axis is cropped when the graph names it with the symbol of a padded input axis, never when the\n"
+            f"    graph says it is fixed; an axis the graph leaves unnamed, when it lines up with a padded input\n"
+            f"    axis (the same axis at the input's rank, or the batch axis 0). Check your outputs.\"\"\"\n"
             f"    padded = {MARK}_pad({guard}, multiple)\n"
             f"    outputs = run(names, padded, *args, **kwargs)\n"
+            f"    session = getattr(run, \"__self__\", None)\n"
+            f"    passed, shapes = {{}}, []\n"
+            f"    if session is not None:\n"
+            f"        for meta in session.get_inputs():\n"
+            f"            for i in {A}.get(meta.name, {{}}):\n"
+            f"                if meta.name in feed and i < len(meta.shape) and isinstance(meta.shape[i], str):\n"
+            f"                    passed[meta.shape[i]] = feed[meta.name].shape[i]\n"
+            f"        metas = {{m.name: m for m in session.get_outputs()}}\n"
+            f"        shapes = [metas[n].shape for n in names] if names else [m.shape for m in session.get_outputs()]\n"
             f"    cropped = []\n"
-            f"    for out in outputs:\n"
+            f"    for k, out in enumerate(outputs):\n"
             f"        if isinstance(out, numpy.ndarray):\n"
             f"            sizes = list(out.shape)\n"
-            f"            for name, value in feed.items():\n"
-            f"                for i in {A}.get(name, {{}}):\n"
+            f"            shape = shapes[k] if k < len(shapes) else []\n"
+            f"            for i in range(out.ndim):\n"
+            f"                d = shape[i] if i < len(shape) else None\n"
+            f"                if isinstance(d, int):\n"
+            f"                    continue  # the graph says this axis is fixed\n"
+            f"                if isinstance(d, str) and d in passed:\n"
+            f"                    sizes[i] = min(sizes[i], passed[d])\n"
+            f"                    continue\n"
+            f"                for name, value in feed.items():\n"
             f"                    lines_up = i == 0 or out.ndim == value.ndim\n"
-            f"                    if lines_up and i < out.ndim and out.shape[i] == padded[name].shape[i]:\n"
+            f"                    if i in {A}.get(name, {{}}) and lines_up and out.shape[i] == padded[name].shape[i]:\n"
             f"                        sizes[i] = min(sizes[i], value.shape[i])\n"
             f"            out = out[tuple(slice(0, n) for n in sizes)]\n"
             f"        cropped.append(out)\n"
@@ -733,8 +779,19 @@ def patches_for(
     edits = [e for ev in chosen for e in ev.edits]
     patches, notes = source_patches(edits, root)
     settings = Settings.from_probes(ev.probe for ev in chosen)
+    if settings.exporter is None:
+        # Export as the run measured: an exporter chosen with --exporter goes into every export
+        # call written (None there means torch's own default, which the scripts already get).
+        measured = getattr(getattr(report.find.measure, "options", None), "probe", None)
+        settings = replace(settings, exporter=getattr(measured, "exporter", None))
     model = report.find.measure.model
     plan = report.find.measure.plan
+    if export_script and plan is not None and not plan.use_hook:
+        # The graph's inputs carry the names the user's export gives them: dynamic_axes, the
+        # guard and the padding must use those, not --input's.
+        names = script_input_names(export_script)
+        if names and len(names) == len(plan.inputs):
+            plan = replace(plan, inputs=tuple(replace(spec, name=n) for spec, n in zip(plan.inputs, names)))
     need_file = False
     if settings.export_related:
         if export_script:
@@ -753,8 +810,5 @@ def patches_for(
         else:
             need_file = True
     if need_file:
-        if settings.exporter is None:  # the file exports as the run measured it
-            measured = getattr(getattr(report.find.measure, "options", None), "probe", None)
-            settings = replace(settings, exporter=getattr(measured, "exporter", None))
         patches.append(new_export_file(root, model, plan, settings))
     return patches, notes

@@ -93,9 +93,15 @@ class SearchState:
 
 
 class Search:
-    def __init__(self, tree: TreeLike, oracle: Oracle, executor: Executor | None = None, state: SearchState | None = None) -> None:
+    def __init__(self, tree: TreeLike, oracle: Oracle, executor: Executor | None = None, state: SearchState | None = None,
+                 own_code_beyond_children: bool = True) -> None:
         self.tree = tree
         self.oracle = oracle
+        # Whether a region's probe and its children's add up, so that what a region leaks beyond
+        # its children is its own code's. True where each region probe replays every recorded call
+        # (eager); not for per-export probes, which trace a region once per step however many
+        # times its parent calls it.
+        self.own_code_beyond_children = own_code_beyond_children
         # With an executor, a region found guilty is explored at once, while its siblings are
         # still being tested: the same probes, in less wall time.
         self.executor = executor
@@ -157,7 +163,7 @@ class Search:
             # when the region leaks more than its children run together (one probe already
             # made), the rest is its own code's: a culprit too. (An outcome inferred by
             # elimination is the region's own here: the halves set aside leaked nothing.)
-            rest = _leftover(outcome, self._known(kids))
+            rest = _leftover(outcome, self._known(kids)) if self.own_code_beyond_children else None
             if rest is not None:
                 with self.state.lock:
                     self.state.culprits.append(Culprit(region, rest.kind, own_code=True, outcome=rest))
@@ -224,20 +230,25 @@ def _accounts_for(parts: list[Outcome | None], whole: Outcome) -> bool:
 
 def _leftover(whole: Outcome, children: Outcome | None) -> Outcome | None:
     """What a region leaks beyond its children run together, when both were judged on exact
-    object counts; None when nothing is left (or bytes make it unknowable)."""
+    object counts; None when nothing clear is left (or bytes make it unknowable). The culprit's
+    figures are its own share; region_objects_* keep what the region leaks alone, children
+    included, which is what a probe of the region shows again after its own code is fixed."""
     # The children's probe must have measured them (not crashed, failed or inconclusive).
     if children is None or not children.bad or not whole.figures.get("exact") or not children.figures.get("exact"):
         return None
-    rest = {}
+    rest, region = {}, {}
     for key in ("objects_per_call", "objects_per_new_shape"):
-        rest[key] = float(whole.figures.get(key) or 0.0) - float(children.figures.get(key) or 0.0)
-    if rest["objects_per_call"] > 0.5:
+        w = float(whole.figures.get(key) or 0.0)
+        rest[key] = w - max(0.0, float(children.figures.get(key) or 0.0))
+        region[f"region_{key}"] = w
+    # Python-level leaks keep whole objects: most of one more per call, or it is noise.
+    if whole.kind == "leak" and rest["objects_per_call"] >= 0.8:
         kind = "leak"
-    elif rest["objects_per_new_shape"] > 0.5 and whole.kind == "shape-growth":
+    elif whole.kind == "shape-growth" and rest["objects_per_new_shape"] >= 0.8:
         kind = "shape-growth"
     else:
         return None
-    return Outcome(kind, {**whole.figures, **rest, "beyond_children": True}, whole.message)
+    return Outcome(kind, {**whole.figures, **rest, **region, "beyond_children": True}, whole.message)
 
 
 def search(tree: TreeLike, root_outcome: Outcome, oracle: Oracle, root: str = "", executor: Executor | None = None) -> SearchState:

@@ -112,12 +112,13 @@ def run_equivalence(req: ProbeRequest, model_a: Any, namespace_a: Any, device: s
         path = workdir / f"equivalence_{tag}.onnx"
         try:
             export_onnx(target, args, kwargs, path, options, dynamic=dims)
+            post_export(path, options, [tuple(t.shape) for t in tensor_leaves((args, kwargs))])
+            session = make_session(path, options, device)
         except WorkloadError:
             if tag == "a":
-                return None  # the original does not export: compare with its eager outputs
+                return None  # the original does not export, or its graph does not load: compare with eager outputs
             raise
-        post_export(path, options, [tuple(t.shape) for t in tensor_leaves((args, kwargs))])
-        return make_session(path, options, device), InputAdapter(options, dims, target), target
+        return session, InputAdapter(options, dims, target), target
 
     a = session_for(model_a, req.options, "a")
     b = session_for(model_b, options_b, "b")

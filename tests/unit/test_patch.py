@@ -107,6 +107,26 @@ def test_infer_script_padding_pads_varying_axes_and_crops_outputs(tmp_path: Path
     assert outs[1].shape == (3, 10)
     assert outs[2].shape == (3, 16, 8, 8)
 
+    # A session that names its axes: (B, T) ids -> (B, T, V) logits, cropped on B and T only,
+    # even though V (16) equals the padded size of T.
+    class Meta:
+        def __init__(self, name, shape):
+            self.name, self.shape = name, shape
+
+    class Session:
+        def get_inputs(self):
+            return [Meta("x", ["B", 3, "H", "W"])]
+
+        def get_outputs(self):
+            return [Meta("logits", ["B", "H", 16]), Meta("pooled", [16, 16])]
+
+        def run(self, names, feed):
+            x = feed["x"]
+            return [numpy.ones((x.shape[0], x.shape[2], 16)), numpy.ones((16, 16))]
+
+    outs = ns["_bisector_run"](Session().run, None, {"x": numpy.ones((3, 3, 5, 7), dtype=numpy.float32)}, 16)
+    assert outs[0].shape == (3, 5, 16) and outs[1].shape == (16, 16)
+
 
 def test_export_script_gets_exporter_kwargs_and_an_onnxsim_step(tmp_path: Path) -> None:
     path = write(tmp_path, "export.py", EXPORT)
@@ -231,3 +251,11 @@ def test_symbolics_are_registered_in_the_export_script(tmp_path: Path) -> None:
     Path(path).write_text(after)
     again, _ = patch_export_script(path, s, PLAN, str(tmp_path))
     assert not again.changed
+
+
+def test_the_scripts_own_input_names_key_the_dynamic_axes(tmp_path: Path) -> None:
+    from bisector.patch import script_input_names
+
+    path = write(tmp_path, "export.py", EXPORT.replace('input_names=["x"]', 'input_names=["pixels"]'))
+    assert script_input_names(path) == ["pixels"]
+    assert script_input_names(write(tmp_path, "none.py", "print(1)\n")) is None

@@ -161,3 +161,16 @@ def test_pairs_are_tried_when_the_best_single_fix_is_not_clean() -> None:
     results = rep.run()
     assert by_name(results)["most"].kept  # 95% down: kept, but not clean
     assert ("most", "other") in rep.measured
+
+
+def test_a_region_named_beyond_its_children_is_judged_on_its_own_share() -> None:
+    """blocks.0 leaks 3 objects per call alone: 1 of its own, 2 through a child. With its own code
+    fixed it still shows the child's 2: kept; with nothing fixed (3): dropped."""
+    figures = {"objects_per_call": 1.0, "region_objects_per_call": 3.0, "beyond_children": True, "exact": True}
+    own = Culprit("blocks.0", "eager", "leak", True, "", figures, (), "")
+    whole_before = {"objects_per_call": 3.0, "exact": True}
+    fixed = Outcome("leak", {"objects_per_call": 2.0, "exact": True})
+    d = decide(own, fixed, fixed, whole_before, False, False, lambda: {"equivalent": True})
+    assert d["kept"], d["reason"]
+    same = Outcome("leak", {"objects_per_call": 3.0, "exact": True})
+    assert not decide(own, same, same, whole_before, False, False, lambda: {"equivalent": True})["kept"]
