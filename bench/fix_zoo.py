@@ -68,7 +68,7 @@ def main() -> int:
                 for e in kept:
                     kept_total += 1
                     extra = f", holds {format_bytes(e.upfront_bytes, True)} from the start" if e.upfront_bytes and abs(e.upfront_bytes) > 5e6 else ""
-                    print(f"  {c.region or '<root>'} ({c.stage}): {e.fixer}: {e.summary[:90]}")
+                    print(f"  {c.region or '<root>'} ({c.stage}): {e.fixer}: {e.summary}")
                     print(f"      {e.reason}{extra}")
                     model = shadow_copy(p.model, e.edits, tmp / "again") if e.edits else p.model
                     held = True
