@@ -32,7 +32,6 @@ from bisector.find import find  # noqa: E402
 from bisector.probe.pool import ProbePool  # noqa: E402
 from bisector.probe.types import CAPTURE, ProbeOk, ProbeRequest  # noqa: E402
 from bisector.schedule import build_schedule  # noqa: E402
-from bisector.spec import library_imports  # noqa: E402
 from bisector.zoo import zoo  # noqa: E402
 
 
@@ -63,7 +62,6 @@ def main() -> int:
     ap.add_argument("--skip-scan", action="store_true")
     args = ap.parse_args()
     only = set(filter(None, args.only.split(",")))
-    rows = []
     for truth in zoo(ROOT / "sample_models"):
         if (only and truth.name not in only) or not truth.culprits or truth.gpu_only:
             continue
@@ -100,7 +98,6 @@ def main() -> int:
             row += f"   scan {scan_probes:>3} probes {scan_wall:7.1f} s   {scan_wall / wall:5.1f}x faster"
         row += f"   culprits exact {exact}/{args.runs}"
         print(row, flush=True)
-        rows.append(row)
     return 0
 
 

@@ -177,9 +177,6 @@ def _key(entry: ModelEntry, extra: Mapping[str, Any]) -> str:
     return h.hexdigest()[:20]
 
 
-PREPARE_KEYS = ("inputs", "dims", "stages", "exporter", "device", "init_kwargs", "seed", "noise_rss", "noise_gpu", "retries", "timeout", "mem_cap")
-
-
 def repair_one(entry: ModelEntry, out: Path, pool: Any, executor: Any, run_dir: Path, allow_output_changes: bool, jobs: int | None) -> ModelResult:
     from bisector import api
     from bisector.find import Finder

@@ -182,9 +182,9 @@ def _failure_error(report: Any, skip: Any = ()) -> Any:
                 "forward": "; check that --input matches the forward's arguments",
             }.get(f.where, "")
             if f.where in ("export", "session"):
-                from fixers.onnx_symbolics import operators_in, unsupported_operator
+                from fixers.onnx_symbolics import failing_operators
 
-                ops = operators_in(f.message) or [op for op in [unsupported_operator(f.message)] if op]
+                ops = failing_operators(f.message)
                 if ops:
                     hint = f"; `bisector fix` tries a symbolic for {', '.join(ops)} or another exporter" + hint
             return UserError(f"{r.stage} stage: {f.message}{hint}", detail=f.traceback)

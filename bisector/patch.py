@@ -28,7 +28,10 @@ from typing import Any, Iterable, Mapping, Sequence
 import libcst as cst
 
 from bisector.errors import UserError
+from fixers._cst import dotted as _dotted
 
+# torch.onnx.export's own default since torch 2.9: what an export call without dynamo= uses.
+DEFAULT_EXPORTER = "dynamo"
 MARK = "_bisector"
 
 
@@ -184,12 +187,6 @@ def _expr(code: str) -> cst.BaseExpression:
     return cst.parse_expression(code)
 
 
-def _dotted(node: cst.BaseExpression) -> str:
-    from fixers._cst import dotted
-
-    return dotted(node)
-
-
 def _read_script(path: str, option: str) -> tuple[str, cst.Module]:
     text = Path(path).read_text(encoding="utf-8")
     try:
@@ -238,10 +235,7 @@ def dynamic_spec_code(plan: Any, bounded: Mapping[str, Sequence[int]], exporter:
     if plan is None or plan.use_hook or not plan.inputs:
         return None
     parts = []
-    for spec in plan.inputs:
-        dims = {i: d for i, d in enumerate(spec.dims) if isinstance(d, str) and d in plan.dynamic_symbols}
-        if not dims:
-            continue
+    for name, dims in dynamic_dims_by_input(plan).items():
         if exporter == "dynamo":
             inner = ", ".join(
                 f"{i}: torch.export.Dim({d!r}, min={bounded[d][0]}, max={bounded[d][1]})" if d in bounded else f"{i}: torch.export.Dim.AUTO"
@@ -249,7 +243,7 @@ def dynamic_spec_code(plan: Any, bounded: Mapping[str, Sequence[int]], exporter:
             )
         else:
             inner = ", ".join(f"{i}: {d!r}" for i, d in dims.items())
-        parts.append(f"{spec.name!r}: {{{inner}}}")
+        parts.append(f"{name!r}: {{{inner}}}")
     return "{" + ", ".join(parts) + "}" if parts else None
 
 
@@ -272,7 +266,7 @@ class _ExportCalls(cst.CSTTransformer):
         for key, value in sorted((s.export_kwargs or {}).items()):
             call = _set_kwarg(call, key, repr(value))
         if s.bounded_dims:
-            exporter = s.exporter or "dynamo"
+            exporter = s.exporter or DEFAULT_EXPORTER
             code = dynamic_spec_code(self.plan, s.bounded_dims, exporter)
             if code:
                 call = _set_kwarg(call, "dynamic_shapes" if exporter == "dynamo" else "dynamic_axes", code)
@@ -323,7 +317,7 @@ def patch_export_script(path: str, settings: Settings, plan: Any, root: str) -> 
     if not t.found:
         notes.append(f"{Path(path).name}: no torch.onnx.export call found; the settings are in export_onnx.py instead")
         return Patch(path, text, text, "no export call", root), notes
-    if settings.symbolics and (settings.exporter or "torchscript") != "dynamo":
+    if settings.symbolics:  # kept only when measured with the TorchScript exporter, the one that reads them
         from fixers.onnx_symbolics import SYMBOLICS, registration_code
 
         missing = [op for op in settings.symbolics if f"def {SYMBOLICS[op].function.__name__}(" not in new]
@@ -389,6 +383,17 @@ def _settings_lines(var: str, s: Settings) -> list[str]:
     return lines
 
 
+def _providers_code(s: Settings) -> str:
+    opts = ", ".join(f"{k!r}: {str(v)!r}" for k, v in sorted(s.provider_options.items()))
+    return f"[(\"CUDAExecutionProvider\", {{{opts}}}), \"CPUExecutionProvider\"]"
+
+
+def _run_options_lines(s: Settings) -> list[str]:
+    return [f"{MARK}_run_options = onnxruntime.RunOptions()"] + [
+        f"{MARK}_run_options.add_run_config_entry({k!r}, {str(v)!r})" for k, v in sorted(s.run_options.items())
+    ]
+
+
 class _Sessions(cst.CSTTransformer):
     """Session options before each InferenceSession statement, run options and padding on its runs,
     a warm-up after it."""
@@ -424,13 +429,11 @@ class _Sessions(cst.CSTTransformer):
             before += _settings_lines(var, s)
         if s.provider_options:
             providers = next((a.value for a in call.args if a.keyword is not None and a.keyword.value == "providers"), None)
-            opts = ", ".join(f"{k!r}: {str(v)!r}" for k, v in sorted(s.provider_options.items()))
-            code = f"[(\"CUDAExecutionProvider\", {{{opts}}}), \"CPUExecutionProvider\"]"
+            code = _providers_code(s)
             if providers is None or "CUDAExecutionProvider" in _code(providers):
                 call = _set_kwarg(call, "providers", code)
         if s.run_options:
-            after.append(f"{MARK}_run_options = onnxruntime.RunOptions()  # bisector")
-            after += [f"{MARK}_run_options.add_run_config_entry({k!r}, {str(v)!r})  # bisector" for k, v in sorted(s.run_options.items())]
+            after += [line + "  # bisector" for line in _run_options_lines(s)]
         if s.warmup_largest:
             after.append(f"{MARK}_warm_up({target})  # bisector: the arena takes its full size now, not one step per new largest input")
         new_stmt = u.with_changes(body=[u.body[0].with_changes(value=call)])
@@ -617,7 +620,7 @@ def new_export_file(root: str, model: Any, plan: Any, settings: Settings, name: 
     """export_onnx.py: the model exported and served with the kept settings."""
     rel_model = os.path.relpath(model.path, root)
     module_name = Path(model.path).stem
-    exporter = settings.exporter or "dynamo"
+    exporter = settings.exporter or DEFAULT_EXPORTER
     kwargs = [f"dynamo={exporter == 'dynamo'}"]
     dyn = dynamic_spec_code(plan, settings.bounded_dims or {}, exporter)
     if dyn:
@@ -656,7 +659,7 @@ def new_export_file(root: str, model: Any, plan: Any, settings: Settings, name: 
         "",
         "",
     ]
-    if settings.symbolics and exporter != "dynamo":
+    if settings.symbolics:
         from fixers.onnx_symbolics import registration_code
 
         lines += [registration_code(settings.symbolics).rstrip("\n"), "", ""]
@@ -675,10 +678,7 @@ def new_export_file(root: str, model: Any, plan: Any, settings: Settings, name: 
     lines += ["    return path", "", "", "def make_session(path: str = \"model.onnx\"):"]
     lines.append("    options = onnxruntime.SessionOptions()")
     lines += ["    " + ln for ln in _settings_lines("options", settings)]
-    providers = "[\"CPUExecutionProvider\"]"
-    if settings.provider_options:
-        opts = ", ".join(f"{k!r}: {str(v)!r}" for k, v in sorted(settings.provider_options.items()))
-        providers = f"[(\"CUDAExecutionProvider\", {{{opts}}}), \"CPUExecutionProvider\"]"
+    providers = _providers_code(settings) if settings.provider_options else "[\"CPUExecutionProvider\"]"
     lines.append(f"    session = onnxruntime.InferenceSession(path, sess_options=options, providers={providers})")
     if settings.warmup_largest:
         lines.append(f"    {MARK}_warm_up(session)")
@@ -693,8 +693,7 @@ def new_export_file(root: str, model: Any, plan: Any, settings: Settings, name: 
             lines += ["    \"\"\"Run, refusing sizes outside the bounds the model was exported for.\"\"\"",
                       f"    return session.run(names, {MARK}_guard(feed){ropt})"]
     if settings.run_options:
-        lines += ["", "", "def run_options():", f"    {MARK}_run_options = onnxruntime.RunOptions()"]
-        lines += [f"    {MARK}_run_options.add_run_config_entry({k!r}, {str(v)!r})" for k, v in sorted(settings.run_options.items())]
+        lines += ["", "", "def run_options():"] + ["    " + line for line in _run_options_lines(settings)]
         lines.append(f"    return {MARK}_run_options")
     helpers = _helpers(settings, plan)
     if helpers:
@@ -793,22 +792,20 @@ def patches_for(
         if names and len(names) == len(plan.inputs):
             plan = replace(plan, inputs=tuple(replace(spec, name=n) for spec, n in zip(plan.inputs, names)))
     need_file = False
-    if settings.export_related:
-        if export_script:
-            p, n = patch_export_script(export_script, settings, plan, root)
-            patches.append(p)
-            notes += n
-            need_file = need_file or not p.changed and bool(n)
-        else:
+    for related, script, patch_script in (
+        (settings.export_related, export_script, patch_export_script),
+        (settings.runtime_related, infer_script, patch_infer_script),
+    ):
+        if not related:
+            continue
+        if not script:
             need_file = True
-    if settings.runtime_related:
-        if infer_script:
-            p, n = patch_infer_script(infer_script, settings, plan, root)
-            patches.append(p)
-            notes += n
-            need_file = need_file or not p.changed and bool(n)
-        else:
-            need_file = True
+            continue
+        p, n = patch_script(script, settings, plan, root)
+        patches.append(p)
+        notes += n
+        # the script had nowhere to put the settings (its note says so): they go in the new file
+        need_file = need_file or (not p.changed and bool(n))
     if need_file:
         patches.append(new_export_file(root, model, plan, settings))
     return patches, notes

@@ -29,13 +29,13 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping
 
 from bisector.find import Culprit, Finder, FindReport, outcome_of
-from bisector.measure import Events, MeasureOptions, StageResult, measure_stage
-from bisector.probe.types import EQUIVALENCE, ProbeFailed, ProbeOk, ProbeRequest
+from bisector.measure import StageResult, measure_stage
+from bisector.probe.types import EQUIVALENCE, ProbeFailed, ProbeOk, ProbeRequest, merge_overrides
 from bisector.search import Outcome
 from bisector.spec import ModelSpec
 from bisector.verdict import CLEAN, LEAK
+from fixers.base import UNSUPPORTED_OP  # stdlib only: a stage the exporter could not get through
 
-UNSUPPORTED_OP = "unsupported-op"  # as fixers.base: a stage the exporter could not get through
 KEEP_DROP = 0.9  # growth must drop by at least this share
 MAX_PAIRS = 10
 MAX_SOURCE_BYTES = 400_000
@@ -157,7 +157,7 @@ def user_sources(model: ModelSpec) -> dict[str, str]:
             if isinstance(node, ast.Import):
                 names = [a.name for a in node.names]
             elif isinstance(node, ast.ImportFrom) and node.module:
-                names = [node.module] if node.level == 0 else [node.module]
+                names = [node.module]  # absolute, or relative to the model's folder: both resolved below
             for name in names:
                 parts = name.split(".")
                 for candidate in (folder.joinpath(*parts).with_suffix(".py"), folder.joinpath(*parts, "__init__.py")):
@@ -278,6 +278,7 @@ class Repairer:
         self.rtol, self.atol = rtol, atol
         self.shadow_root = finder.run / "candidates"
         self._finders: dict[str, Finder] = {}
+        self._before: dict[str, Mapping[str, Any]] = {}
         self._lock = threading.Lock()
         self.probes_before = finder.runner.probes
 
@@ -345,13 +346,21 @@ class Repairer:
             return False, f"{c.stage} {root.kind}"
         o = outcome_of(root.verdict, root.curve, root.control)
         before, unit = growth(c.figures, c.kind)
-        whole_before = growth(self.model_before(c), c.kind)[0] if self.model_before(c) else before
+        model_before = self.model_before(c)
+        whole_before = growth(model_before, c.kind)[0] if model_before else before
         after = 0.0 if o.kind == CLEAN else growth(o.figures, c.kind)[0]
         ok = o.kind == CLEAN or after <= whole_before - KEEP_DROP * before + 1e-9
         return ok, f"{_fmt(after, unit)}, {o.kind}"
 
     def model_before(self, c: Culprit) -> Mapping[str, Any]:
-        root = self.report.measure.stages[c.stage]
+        """The whole model's figures in the culprit's stage before any fix (once per stage: every
+        candidate of every culprit compares with them)."""
+        if c.stage not in self._before:
+            self._before[c.stage] = self._model_before(c.stage)
+        return self._before[c.stage]
+
+    def _model_before(self, stage: str) -> Mapping[str, Any]:
+        root = self.report.measure.stages[stage]
         if root.verdict is None or root.curve is None:
             return {}
         return dict(outcome_of(root.verdict, root.curve, root.control).figures)
@@ -454,7 +463,7 @@ def failure_culprits(found: FindReport) -> FindReport:
     """Stages that failed because the exporter lacks (or mis-emits) an operator become culprits of
     kind unsupported-op, so fixers can make them export; other failures stay failures."""
     from bisector.find import StageSearch
-    from fixers.onnx_symbolics import operators_in, unsupported_operator
+    from fixers.onnx_symbolics import failing_operators
 
     searches = dict(found.searches)
     for stage, r in found.measure.stages.items():
@@ -463,7 +472,7 @@ def failure_culprits(found: FindReport) -> FindReport:
         if stage in searches and searches[stage].culprits:
             continue
         message = r.failure.message
-        ops = list(dict.fromkeys(operators_in(message) + [op for op in [unsupported_operator(message)] if op]))
+        ops = failing_operators(message)
         if not ops:
             continue
         culprit = Culprit(region="", stage=stage, kind=UNSUPPORTED_OP, own_code=False, type="", figures={"operators": ops},
@@ -534,16 +543,7 @@ def decide(
     return dict(**diffs, kept=True, saved=saved, reason=f"{label}: {change}")
 
 
-def merge_probe(a: Mapping[str, Any], b: Mapping[str, Any]) -> dict[str, Any]:
-    out: dict[str, Any] = {k: (dict(v) if isinstance(v, Mapping) else v) for k, v in a.items()}
-    for k, v in b.items():
-        if isinstance(v, Mapping) and isinstance(out.get(k), Mapping):
-            out[k] = {**out[k], **v}
-        elif k == "post_export" and k in out:
-            out[k] = list(dict.fromkeys(list(out[k]) + list(v)))
-        else:
-            out[k] = v
-    return out
+merge_probe = merge_overrides  # kept fixes' probe options, merged as a probe merges them
 
 
 def rank(results: list[Evaluation]) -> list[Evaluation]:

@@ -10,6 +10,7 @@ from bisector.probe.types import ProbeCrashed, ProbeFailed, ProbeTimedOut
 from bisector.schedule import PHASES
 from bisector.units import format_bytes
 from bisector.verdict import CLEAN, INCONCLUSIVE, LEAK, SHAPE_GROWTH
+from fixers.base import UNSUPPORTED_OP
 
 STYLE = {
     LEAK: "bold red",
@@ -180,25 +181,21 @@ def _culprit_label(report: Any, c: Any, type_name: str, escape: Any) -> str:
     per = PER.get(c.stage, "call")
     band = report.measure.options.bands.rss
     noise = f.get("noise_bytes") or 0.0
-    figures = []
-    if c.kind == "unsupported-op":  # a stage that did not run: the operators, no curve
-        figures.append("operators " + ", ".join(f.get("operators") or ()))
-    elif f.get("objects_per_call"):
-        figures.append(f"{f['objects_per_call']:+.0f} objects/{per}")
-    if c.kind == "unsupported-op":
-        pass
-    elif c.kind == LEAK:
-        figures.append(f"{growth_text(f.get('growth_bytes_per_call'), f.get('repeat_steps', 0), noise, band)}/{per}")
-    else:
-        figures.append(f"{growth_text(f.get('growth_bytes_per_new_shape'), f.get('novel_steps', 0), noise, band)}/new shape")
-        if f.get("bounded") is not None:
-            figures.append("bounded" if f["bounded"] else "unbounded")
-    if c.kind == "unsupported-op":
+    if c.kind == UNSUPPORTED_OP:  # a stage that did not run: the operators, no curve
+        figures = ["operators " + ", ".join(f.get("operators") or ())]
         own = " (the exporter)"
-    elif c.region == "" and not c.own_code:
-        own = " (the runtime, for the whole model)"
     else:
-        own = " (its own code)" if c.own_code and report.tree.children(c.region) else ""
+        figures = [f"{f['objects_per_call']:+.0f} objects/{per}"] if f.get("objects_per_call") else []
+        if c.kind == LEAK:
+            figures.append(f"{growth_text(f.get('growth_bytes_per_call'), f.get('repeat_steps', 0), noise, band)}/{per}")
+        else:
+            figures.append(f"{growth_text(f.get('growth_bytes_per_new_shape'), f.get('novel_steps', 0), noise, band)}/new shape")
+            if f.get("bounded") is not None:
+                figures.append("bounded" if f["bounded"] else "unbounded")
+        if c.region == "" and not c.own_code:
+            own = " (the runtime, for the whole model)"
+        else:
+            own = " (its own code)" if c.own_code and report.tree.children(c.region) else ""
     style = STYLE.get(c.kind, "bold")
     return f"[{style}]{escape(c.region or '<root>')}[/]  {escape(type_name)}  [{style}]{c.kind}[/]  {escape(', '.join(figures))}  ← culprit{own}"
 

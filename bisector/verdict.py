@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import statistics
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any
 
 from bisector.curve import MemoryCurve
 from bisector.units import format_bytes

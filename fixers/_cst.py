@@ -3,7 +3,6 @@ kept: libcst round-trips every byte it does not change."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Callable, Iterable, Sequence
 
 import libcst as cst
@@ -37,16 +36,6 @@ def call_of(stmt: cst.BaseSmallStatement) -> tuple[str, str] | None:
 
 
 GROW_METHODS = ("append", "extend", "add", "update", "insert", "appendleft")
-
-
-@dataclass(frozen=True)
-class Found:
-    """A statement a fixer wants to change, with where it is."""
-
-    cls: str
-    method: str
-    owner: str
-    code: str
 
 
 def classes(module: cst.Module) -> list[cst.ClassDef]:
@@ -151,15 +140,8 @@ class RemoveStatements(ScopedTransformer):
     def leave_With(self, original: cst.With, updated: cst.With):
         return self._fill(updated)
 
-
-def fill_empty_functions(module: cst.Module) -> cst.Module:
-    class T(cst.CSTTransformer):
-        def leave_FunctionDef(self, original: cst.FunctionDef, updated: cst.FunctionDef) -> cst.FunctionDef:
-            if isinstance(updated.body, cst.IndentedBlock) and not updated.body.body:
-                return updated.with_changes(body=updated.body.with_changes(body=[cst.SimpleStatementLine([cst.Pass()])]))
-            return updated
-
-    return module.visit(T())
+    def leave_FunctionDef(self, original: cst.FunctionDef, updated: cst.FunctionDef) -> cst.FunctionDef:
+        return self._fill(super().leave_FunctionDef(original, updated))
 
 
 def remove(source: str, pred: Callable[[cst.BaseSmallStatement, str], bool]) -> tuple[str, list[str]]:
@@ -168,8 +150,7 @@ def remove(source: str, pred: Callable[[cst.BaseSmallStatement, str], bool]) -> 
     if module is None:
         return source, []
     t = RemoveStatements(pred)
-    new = fill_empty_functions(module.visit(t))
-    return new.code, t.removed
+    return module.visit(t).code, t.removed
 
 
 def ensure_import(source: str, line: str) -> str:

@@ -84,6 +84,13 @@ def operators_in(message: str) -> list[str]:
     return [op for op, s in SYMBOLICS.items() if s.failure and re.search(s.failure, message)]
 
 
+def failing_operators(message: str) -> list[str]:
+    """Every operator a failure points at: the registry's, then the one an export names as
+    unsupported (registry or not)."""
+    named = unsupported_operator(message)
+    return list(dict.fromkeys(operators_in(message) + ([named] if named else [])))
+
+
 def unsupported_operator(message: str) -> str | None:
     """The ATen operator an export failure names as unsupported, registry or not."""
     import re

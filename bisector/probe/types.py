@@ -62,17 +62,25 @@ class ProbeOptions:
         return cls(**out)
 
     def with_overrides(self, overrides: Mapping[str, Any]) -> "ProbeOptions":
-        """These options with a fixer's overrides merged in (dicts merged key by key)."""
-        changes: dict[str, Any] = {}
-        for key, value in overrides.items():
-            current = getattr(self, key)
-            if isinstance(current, Mapping) and isinstance(value, Mapping):
-                changes[key] = {**current, **value}
-            elif key == "post_export":
-                changes[key] = tuple(dict.fromkeys(tuple(current) + tuple(value)))
-            else:
-                changes[key] = value
-        return replace(self, **changes)
+        """These options with a fixer's overrides merged in (see merge_overrides)."""
+        merged = merge_overrides({k: getattr(self, k) for k in overrides}, overrides)
+        if "post_export" in merged:
+            merged["post_export"] = tuple(merged["post_export"])
+        return replace(self, **merged)
+
+
+def merge_overrides(a: Mapping[str, Any], b: Mapping[str, Any]) -> dict[str, Any]:
+    """Probe overrides b on top of a: mappings merged key by key, post_export passes joined
+    (each once, in order), anything else replaced."""
+    out: dict[str, Any] = {k: (dict(v) if isinstance(v, Mapping) else v) for k, v in a.items()}
+    for k, v in b.items():
+        if isinstance(v, Mapping) and isinstance(out.get(k), Mapping):
+            out[k] = {**out[k], **v}
+        elif k == "post_export" and out.get(k) is not None:
+            out[k] = list(dict.fromkeys(list(out[k]) + list(v)))
+        else:
+            out[k] = v
+    return out
 
 
 @dataclass(frozen=True)
