@@ -37,6 +37,7 @@ from bisector.measure import (
     default_cache_dir,
     measure_stage,
     stage_order,
+    traced,
 )
 from bisector.probe.pool import ProbePool
 from bisector.probe.types import CAPTURE, STAGES, ProbeCrashed, ProbeFailed, ProbeOk, ProbeRequest, ProbeTimedOut
@@ -44,7 +45,7 @@ from bisector.schedule import Schedule, build_schedule
 from bisector.search import Outcome, Search, SearchState
 from bisector.spec import InputPlan, ModelSpec, library_imports
 from bisector.tree import Tree
-from bisector.verdict import COUNT_METRICS, GROWS, INCONCLUSIVE, LEAK, SHAPE_GROWTH, Verdict, judge
+from bisector.verdict import COUNT_METRICS, GROWS, INCONCLUSIVE, LEAK, SHAPE_GROWTH, Verdict, attribute, judge, needs_owners
 
 RUN_DIR = ".bisector"
 
@@ -206,6 +207,9 @@ def outcome_of(verdict: Verdict, curve: MemoryCurve, control: MemoryCurve | None
         "objects_per_new_shape": verdict.objects_per_new_shape,
         "bounded": verdict.bounded,
         "noise_bytes": verdict.noise_bytes,
+        "growth_metric": verdict.growth_metric,
+        "floor_bytes_per_call": verdict.floor_bytes_per_call,
+        "owners": dict(verdict.owners) if verdict.owners else None,
         "exact": not grown_bytes,
         "repeat_steps": next((s.steps for s in verdict.signals if s.metric == verdict.metric and s.phase == "repeat"), 0),
         "novel_steps": next((s.steps for s in verdict.signals if s.metric == verdict.metric and s.phase == "novel"), 0),
@@ -286,7 +290,7 @@ class Finder:
         if per_call_only:
             # Searching regions for a per-call leak whose stage is already known to leak: the
             # repeated shapes alone tell, and with exports at ~1 s each, four deltas are enough.
-            profile = replace(profile, novel=0, within=0, repeat_passes=min(profile.repeat_passes, 2))
+            profile = replace(profile, novel=0, within=0, repeat_passes=min(profile.repeat_passes, max(2, -(-4 // profile.shapes))))
         if scale > 1:
             profile = profile.scaled(scale)
         return build_schedule(self.plan.dims, profile, self.options.seed)
@@ -357,6 +361,12 @@ class Finder:
                 k = len(regions) if stage == "eager" else 1  # export/inference run a group as one module
                 scaled = scale_control(control, k) if control is not None else None
                 verdict = judge(result.curve, scaled, self.options.bands, self.options.metric, count_phases=count_phases)
+                if needs_owners(verdict):
+                    # Heap growth alone: the region's own, or the exporter's for a larger graph?
+                    twin = traced(request, stage)
+                    self.ensure_captured([twin.schedule])
+                    got = self.runner.submit(twin, extra_key=weights).result()
+                    verdict = attribute(verdict, got.curve.meta.get("owners") if isinstance(got, ProbeOk) else None, stage)
                 if verdict.kind != INCONCLUSIVE:
                     break
             assert verdict is not None

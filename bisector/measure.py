@@ -23,10 +23,15 @@ from typing import Any, Callable
 from bisector.curve import MemoryCurve
 from bisector.probe.pool import ProbePool
 from bisector.probe.types import STAGES, ProbeFailed, ProbeOk, ProbeOptions, ProbeRequest, ProbeResult, result_from_json
-from bisector.schedule import PROFILES, Schedule, ScheduleProfile, build_schedule
+from bisector.schedule import PROFILES, Schedule, ScheduleProfile, Step, build_schedule
 from bisector.spec import InputPlan, ModelSpec, library_imports
-from bisector.verdict import CLEAN, INCONCLUSIVE, SEVERITY, Bands, Verdict, judge
+from bisector.verdict import CLEAN, HEAP, INCONCLUSIVE, SEVERITY, Bands, Verdict, attribute, judge, needs_owners
 
+FLOOR_TARGETS = {"eager": 4096.0, "inference": 4096.0, "export": 16384.0}
+# Frames a traced probe records per allocation: one in export, where torch's exporter allocates
+# from deep stacks and each frame slows every allocation; enough elsewhere to look past the
+# standard library to the caller's file.
+OWNER_FRAMES = {"export": 1, "eager": 8, "inference": 8}
 CRASHED = "crashed"  # a stage whose model probe died, hung or hit the memory cap
 FAILED = "failed"  # a stage whose model probe raised (the model cannot run or export)
 STAGE_SEVERITY = {**SEVERITY, CRASHED: 1.5, FAILED: 1.5}
@@ -46,6 +51,11 @@ class MeasureOptions:
     mem_cap: int | None = None
     cache_dir: str | None = None  # None: the user cache folder; "" disables the control cache
     profiles: dict[str, ScheduleProfile] = field(default_factory=lambda: dict(PROFILES))
+    # The detection floor a clean verdict must reach (bytes per call or export), else more repeat
+    # calls are run, within budget_s per stage; past it the stage is inconclusive at the floor it
+    # reached. Only the exact heap meter can reach these; RSS-only judging states its floor.
+    floor_targets: dict[str, float] = field(default_factory=lambda: dict(FLOOR_TARGETS))
+    budget_s: float = 240.0
 
 
 @dataclass(frozen=True)
@@ -306,10 +316,13 @@ def measure_stage(
     options: MeasureOptions,
     make_request: Callable[[Schedule, bool, str], ProbeRequest] | None = None,
 ) -> StageResult:
-    """Model and control over one stage's schedule; rerun with more iterations while unsure."""
+    """Model and control over one stage's schedule; rerun with more iterations while unsure or
+    while a clean verdict's floor is above the stage's target (within the time budget); a per-call
+    leak that only bytes show is traced to its owners (see owners.py)."""
     base = options.profiles[stage]
     probes = 0
     result: StageResult | None = None
+    started = time.perf_counter()
     for attempt in range(options.retries + 1):
         scale = 2**attempt
         schedule = build_schedule(plan.dims, base.scaled(scale) if scale > 1 else base, options.seed)
@@ -321,32 +334,95 @@ def measure_stage(
                 return make_request(schedule, control, label)
             return ProbeRequest(model=model, plan=plan, stage=stage, schedule=schedule, options=options.probe, control=control, label=label)
 
+        def traced_request() -> ProbeRequest:
+            return traced(request(False), stage)
+
         fut_model = runner.submit(request(False))
         fut_control = runner.submit(request(True))
+        # Exports are the costly probes, and a dynamo export's heap grows with the graph in torch's
+        # own files: its traced probe starts with the others rather than after them.
+        speculate = stage == "export" and attempt == 0 and options.probe.exporter != "torchscript"
+        fut_traced = runner.submit(traced_request()) if speculate else None
         got = fut_model.result()
         if not isinstance(got, ProbeOk):
             # The model cannot run this stage: its control run would measure nothing of use.
             fut_control.cancel()
+            if fut_traced is not None:
+                fut_traced.cancel()
             kind = FAILED if isinstance(got, ProbeFailed) else CRASHED
             return StageResult(stage, kind, failure=got, probes=probes + 1, attempts=attempt + 1, schedule=schedule)
         ctrl = fut_control.result()
         probes += 2
         control_curve = ctrl.curve if isinstance(ctrl, ProbeOk) else None
         control_failure = None if isinstance(ctrl, ProbeOk) else ctrl
-        if isinstance(got, ProbeFailed):
-            return StageResult(stage, FAILED, failure=got, probes=probes, attempts=attempt + 1, schedule=schedule)
-        if not isinstance(got, ProbeOk):
-            return StageResult(stage, CRASHED, failure=got, probes=probes, attempts=attempt + 1, schedule=schedule)
         count_phases = ("repeat",) if stage == "export" else ("repeat", "novel", "within")
         verdict = judge(got.curve, control_curve, options.bands, options.metric, count_phases=count_phases)
+        if needs_owners(verdict):
+            twin = (fut_traced or runner.submit(traced_request())).result()
+            probes += 1
+            owners = twin.curve.meta.get("owners") if isinstance(twin, ProbeOk) else None
+            verdict = attribute(verdict, owners, stage)
+        elif fut_traced is not None:
+            fut_traced.cancel()
         result = StageResult(
             stage, verdict.kind, verdict=verdict, curve=got.curve, control=control_curve,
             control_failure=control_failure, probes=probes, attempts=attempt + 1, schedule=schedule,
         )
-        if verdict.kind != INCONCLUSIVE:
+        short = floor_short(verdict, options, stage)
+        if verdict.kind != INCONCLUSIVE and not short:
+            break
+        if time.perf_counter() - started > options.budget_s:
             break
     assert result is not None
+    short = floor_short(result.verdict, options, stage) if result.verdict is not None else None
+    if short and result.verdict is not None:
+        # The budget ran out before the floor reached the target: say so, with the floor reached.
+        v = result.verdict
+        v = replace(v, kind=INCONCLUSIVE, reasons=v.reasons + (short,))
+        result = replace(result, kind=INCONCLUSIVE, verdict=v)
     return result
+
+
+def owners_profile(profile: ScheduleProfile, stage: str) -> ScheduleProfile:
+    """The traced probe's schedule: the stage's warm-up, one traced pass of its own warm-up, then
+    the passes split by owner: one in export (a traced export is ~5x slower), two elsewhere."""
+    return replace(profile, repeat_passes=2 if stage == "export" else 3, novel=0, within=0)
+
+
+def traced(request: ProbeRequest, stage: str) -> ProbeRequest:
+    """The traced twin of a model probe (owners.py): same model, regions and inputs."""
+    schedule = build_schedule_like(request.schedule, owners_profile(request.schedule.profile, stage))
+    options = replace(request.options, owners=OWNER_FRAMES.get(stage, 8))
+    return request.with_(options=options, schedule=schedule, label=f"{request.label} owners")
+
+
+def build_schedule_like(schedule: Schedule, profile: ScheduleProfile) -> Schedule:
+    """A schedule over the same shapes as another, with another profile (same seed, same ranges)."""
+    ranges: dict[str, tuple[int, int]] = {}
+    for step in schedule.steps:
+        for k, v in step.dims.items():
+            lo, hi = ranges.get(k, (v, v))
+            ranges[k] = (min(lo, v), max(hi, v))
+    repeat = [dict(s.dims) for s in schedule.steps if s.phase == "repeat"]
+    warm = [dict(s.dims) for s in schedule.steps if s.phase == "warmup"]
+    shapes = list({tuple(sorted(d.items())): d for d in repeat}.values())
+    steps = [Step("warmup", d) for d in warm]
+    for _ in range(profile.repeat_passes):
+        steps += [Step("repeat", d) for d in shapes]
+    return Schedule(steps=tuple(steps), seed=schedule.seed, profile=profile)
+
+
+def floor_short(verdict: Verdict | None, options: MeasureOptions, stage: str) -> str | None:
+    """Why a clean verdict is not yet good enough: its heap floor is above the stage's target."""
+    if verdict is None or verdict.kind != CLEAN or verdict.growth_metric != HEAP:
+        return None
+    target = options.floor_targets.get(stage)
+    floor = verdict.floor_bytes_per_call
+    if target is None or floor is None or floor <= target:
+        return None
+    from bisector.units import format_bytes
+
+    return f"detection floor {format_bytes(floor)}/call is above the target {format_bytes(target)} (more calls would lower it)"
 
 
 def stage_order(stages: tuple[str, ...]) -> list[str]:

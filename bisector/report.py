@@ -9,13 +9,14 @@ from bisector.measure import CRASHED, FAILED, MeasureReport, StageResult
 from bisector.probe.types import ProbeCrashed, ProbeFailed, ProbeTimedOut
 from bisector.schedule import PHASES
 from bisector.units import format_bytes
-from bisector.verdict import CLEAN, INCONCLUSIVE, LEAK, SHAPE_GROWTH
+from bisector.verdict import CLEAN, HEAP, INCONCLUSIVE, LEAK, SHAPE_GROWTH, TOOLCHAIN_LEAK
 from fixers.base import UNSUPPORTED_OP
 
 STYLE = {
     LEAK: "bold red",
     SHAPE_GROWTH: "bold yellow",
     INCONCLUSIVE: "magenta",
+    TOOLCHAIN_LEAK: "yellow",
     CLEAN: "green",
     CRASHED: "bold red",
     FAILED: "bold red",
@@ -29,11 +30,19 @@ NEXT_STEP = {
     ("eager", SHAPE_GROWTH): "a cache keyed by input shape, or the allocator holding the largest shape: `bisector find` names the region",
     ("export", SHAPE_GROWTH): "something in forward keeps one entry per input shape while exporting: `bisector find --stage export`",
     ("inference", SHAPE_GROWTH): "ONNX Runtime grows per new input shape: try `bisector fix` (bounded axes, sizes rounded to 16, arena options)",
+    ("export", TOOLCHAIN_LEAK): "not your model's code: export once per process (or in a child process) if a service exports repeatedly",
+    ("eager", TOOLCHAIN_LEAK): "not your model's code: torch keeps it; a newer torch may not",
+    ("inference", TOOLCHAIN_LEAK): "not your model's code: ONNX Runtime keeps it; try a newer onnxruntime or `bisector fix --stage inference`",
 }
 
 
 def _figure(v, phase: str, rate: float | None, band: float) -> str:
-    sig = next((s for s in v.signals if s.metric == v.metric and s.phase == phase), None)
+    metric = v.growth_metric if phase == "repeat" else v.metric
+    sig = next((s for s in v.signals if s.metric == metric and s.phase == phase), None)
+    if metric == HEAP:  # exact: below its floor is "~0", above it the figure as measured
+        if rate is None:
+            return "-"
+        return "~0 B" if sig is not None and sig.floor is not None and abs(rate) < sig.floor else format_bytes(rate, signed=True)
     return growth_text(rate, sig.steps if sig else 0, sig.noise if sig else 0.0, band)
 
 
@@ -59,12 +68,43 @@ def stage_line(r: StageResult, band: float = 5e6) -> str:
         bits.append(f"{_figure(v, 'novel', v.growth_bytes_per_new_shape, band)}/new shape")
     if v.objects_per_call is not None:
         bits.append(f"{v.objects_per_call:+.0f} objects/{per}")
-    if v.noise_bytes is not None:
+    if v.growth_metric == HEAP:
+        if v.floor_bytes_per_call is not None and v.kind not in (CLEAN, INCONCLUSIVE):
+            bits.append(f"floor {format_bytes(v.floor_bytes_per_call)}/{per}")
+    elif v.noise_bytes is not None:
         bits.append(f"noise {format_bytes(v.noise_bytes)}")
     if v.kind == SHAPE_GROWTH and v.bounded is not None:
         bits.append("bounded by the largest shape" if v.bounded else "unbounded (keeps growing on smaller new shapes)")
     tries = f"  [{r.attempts} tries]" if r.attempts > 1 else ""
-    return f"{r.stage:<10} {v.kind:<13} {'  '.join(bits)}{tries}"
+    return f"{r.stage:<10} {kind_text(v, per):<13} {'  '.join(bits)}{tries}"
+
+
+def kind_text(v: Any, per: str = "call") -> str:
+    """The verdict with the floor it reached: "clean (nothing above 2.0 KB/call)"."""
+    if v.kind in (CLEAN, INCONCLUSIVE) and v.floor_bytes_per_call is not None:
+        return f"{v.kind} (nothing above {format_bytes(v.floor_bytes_per_call)}/{per})"
+    return v.kind
+
+
+def owners_lines(r: StageResult) -> list[str]:
+    """Who keeps the growth per call, with the top site of each owner, when a traced probe ran."""
+    v = r.verdict
+    if v is None or not v.owners or "repeat" not in v.owners:
+        return []
+    from bisector.owners import LIBRARIES, MODEL, TOOLCHAIN, native_share
+
+    o = v.owners["repeat"]
+    per = PER.get(r.stage, "call")
+    groups = o.get("groups") or {}
+    heap_rate = v.growth_bytes_per_call if v.growth_metric == HEAP else None
+    parts = []
+    for g, label in ((MODEL, "your model"), (LIBRARIES, "model libraries"), (TOOLCHAIN, "toolchain")):
+        amount = float(groups.get(g) or 0.0)
+        sites = (o.get("sites") or {}).get(g) or []
+        where = f" ({sites[0]['where']})" if sites and amount >= 1024 else ""
+        parts.append(f"{label} {format_bytes(amount)}{where}")
+    parts.append(f"native {format_bytes(native_share(o, heap_rate))}")
+    return [f"{'':<10} owners per {per}: " + ", ".join(parts)]
 
 
 def baseline_line(r: StageResult) -> str | None:
@@ -82,16 +122,23 @@ def baseline_line(r: StageResult) -> str | None:
 
 
 def chart(r: StageResult, band: float) -> str | None:
+    """The curve of the metric that decided the verdict (objects, heap or RSS)."""
     if r.curve is None:
         return None
-    metric = r.verdict.metric if r.verdict else "rss"
+    metric = (r.verdict.decided_by or r.verdict.metric) if r.verdict else "rss"
+    if not r.curve.has(metric):
+        metric = r.verdict.metric if r.verdict else "rss"
     phases = [(p, r.curve.series(metric, p)) for p in PHASES]
-    line = phased_sparkline(phases, floor_span=band)
+    span = 0.0 if metric in ("objects", "cuda_allocated") else (
+        (r.verdict.floor_bytes_per_call or 0.0) * 4 if metric == HEAP and r.verdict else band
+    )
+    line = phased_sparkline(phases, floor_span=span)
     if not line:
         return None
     values = r.curve.series(metric)
     names = "│".join(p for p, vs in phases if vs)
-    return f"{'':<10} {metric} {line}  {format_bytes(min(values))}..{format_bytes(max(values))}  ({names})"
+    span_text = f"{min(values):,.0f}..{max(values):,.0f}" if metric == "objects" else f"{format_bytes(min(values))}..{format_bytes(max(values))}"
+    return f"{'':<10} {metric} {line}  {span_text}  ({names})"
 
 
 def grown_types(r: StageResult, top: int = 3) -> str | None:
@@ -108,6 +155,14 @@ def grown_types(r: StageResult, top: int = 3) -> str | None:
     items = sorted(excess.items(), key=lambda kv: -kv[1])[:top]
     what = "during repeated shapes" if r.kind == LEAK else "over new shapes"
     return f"{'':<10} objects left behind {what}: " + ", ".join(f"{k.split('.')[-1]} +{n}" for k, n in items)
+
+
+def reason_lines(r: StageResult) -> list[str]:
+    """Reasons a person needs beyond the figures: a toolchain's growth, a floor not reached."""
+    v = r.verdict
+    if v is None or v.kind not in (TOOLCHAIN_LEAK, INCONCLUSIVE):
+        return []
+    return [f"{'':<10} {reason}" for reason in v.reasons if "not your model" in reason or "floor" in reason]
 
 
 def failure_text(failure: Any) -> str:
@@ -128,7 +183,7 @@ def render_measure(report: MeasureReport, console: Any) -> None:
     ))
     for r in report.stages.values():
         console.print(f"[{STYLE.get(r.kind, '')}]{escape(stage_line(r, band))}[/]")
-        for extra in (chart(r, band), grown_types(r), baseline_line(r)):
+        for extra in (chart(r, band), grown_types(r), *owners_lines(r), *reason_lines(r), baseline_line(r)):
             if extra:
                 console.print(escape(extra), style="dim" if extra.lstrip().startswith("baseline") else None)
         if r.control_failure is not None:
@@ -156,6 +211,8 @@ def render_find(report: Any, console: Any) -> None:
     )
     for stage, r in m.stages.items():
         console.print(f"[{STYLE.get(r.kind, '')}]{escape(stage_line(r, band))}[/]")
+        for extra in (*owners_lines(r), *reason_lines(r)):
+            console.print(escape(extra))
         search = report.searches.get(stage)
         if search is None or not search.culprits:
             if r.kind in (LEAK, SHAPE_GROWTH) and search is not None:
@@ -186,7 +243,9 @@ def _culprit_label(report: Any, c: Any, type_name: str, escape: Any) -> str:
         own = " (the exporter)"
     else:
         figures = [f"{f['objects_per_call']:+.0f} objects/{per}"] if f.get("objects_per_call") else []
-        if c.kind == LEAK:
+        if c.kind == LEAK and f.get("growth_metric") == HEAP:
+            figures.append(f"{format_bytes(f.get('growth_bytes_per_call') or 0.0, signed=True)}/{per} (heap)")
+        elif c.kind == LEAK:
             figures.append(f"{growth_text(f.get('growth_bytes_per_call'), f.get('repeat_steps', 0), noise, band)}/{per}")
         else:
             figures.append(f"{growth_text(f.get('growth_bytes_per_new_shape'), f.get('novel_steps', 0), noise, band)}/new shape")

@@ -64,11 +64,12 @@ class ScheduleProfile:
         )
 
 
-# Eager calls and ONNX Runtime runs are cheap; exports cost ~1 s each with the default
-# exporter, so the export profile keeps just enough deltas for the per-call rule (5 after warm-up).
+# Eager calls and ONNX Runtime runs are cheap; exports cost ~1-3 s each with the default
+# exporter, so the export profile keeps just enough for the per-call rules: one shape repeated
+# (four deltas, each a pass for the heap rule), two new shapes and one within.
 PROFILES: dict[str, ScheduleProfile] = {
     "eager": ScheduleProfile(shapes=4, warmup_passes=2, repeat_passes=4, novel=8, within=6, warm_largest=True),
-    "export": ScheduleProfile(shapes=2, warmup_passes=1, repeat_passes=3, novel=3, within=2),
+    "export": ScheduleProfile(shapes=1, warmup_passes=1, repeat_passes=4, novel=2, within=1),
     "inference": ScheduleProfile(shapes=4, warmup_passes=2, repeat_passes=5, novel=10, within=8),
 }
 

@@ -1,12 +1,21 @@
-"""From memory curves to verdicts: clean, leak, shape-growth or inconclusive.
+"""From memory curves to verdicts: clean, leak, shape-growth, toolchain-leak or inconclusive.
 
-Two kinds of signal are judged, each against the same schedule run on a trivial control module
+Three kinds of signal are judged, each against the same schedule run on a trivial control module
 (so torch's or ONNX Runtime's own growth is never blamed on the model):
 
 - counts (live Python objects, torch.cuda.memory_allocated): exact, so a per-call delta either is
   or is not above the control's. A segment *grows* when at least 80% of its deltas are above the
   control's median delta, in the spirit of CPython's refleak hunter ([5,5,6] leaks; [3,0,0] and
   [8,-8,1] do not).
+- the C heap's in-use bytes (``heap``, glibc mallinfo2): exact to the byte, but the runtime's own
+  per-call jitter (an exporter run allocates and keeps a few KB of its own) is not zero. Per call
+  it grows when the median excess delta over the control's clears a threshold set by that jitter
+  and the number of calls (the standard error of a median), in the later half too, and in at least
+  80% of the passes over the repeated shapes (so a one-off allocation is not a leak, and one on
+  every other call is). That threshold is the stage's *detection floor*. Per new shape the heap is
+  reported, not judged: torch's oneDNN primitive cache (~110 KB per new shape for a 5-conv CNN) and
+  ONNX Runtime's memory patterns keep native memory per shape that no control subtracts and no
+  meter can tell from a model's; a model's own per-shape caches are Python objects, counted exactly.
 - bytes (RSS or USS, NVML GPU memory): noisy, so a robust Theil-Sen slope is fitted and its rise
   over the segment must clear the noise band (seed article: RSS +-5 MB, GPU +-200 MB) and four times
   the noise this very probe showed while repeating shapes. A rise between half the band and the
@@ -14,26 +23,40 @@ Two kinds of signal are judged, each against the same schedule run on a trivial 
 
 Per phase (see schedule.py): growth in ``repeat`` is a leak; growth only in ``novel`` is
 shape-growth, ``bounded`` when the ``within`` phase (new shapes, none larger) stays flat.
+
+A per-call leak seen only in bytes has an owner (see owners.py): growth that a traced probe puts in
+torch's or ONNX Runtime's own files is a ``toolchain-leak``, reported as theirs, never the model's.
 """
 
 from __future__ import annotations
 
 import statistics
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass, field, replace
+from typing import Any, Mapping
 
 from bisector.curve import MemoryCurve
 from bisector.units import format_bytes
 
 GROWS, FLAT, UNSURE = "grows", "flat", "unsure"
 CLEAN, LEAK, SHAPE_GROWTH, INCONCLUSIVE = "clean", "leak", "shape-growth", "inconclusive"
-# Worst first: the overall verdict of a report is the worst of its stages.
-SEVERITY = {LEAK: 3, SHAPE_GROWTH: 2, INCONCLUSIVE: 1, CLEAN: 0}
+# Growth per call that torch or ONNX Runtime own (their files keep it), not the model's code.
+TOOLCHAIN_LEAK = "toolchain-leak"
+# Worst first: the overall verdict of a report is the worst of its stages. A toolchain leak ranks
+# with clean for the model: exit codes speak of the user's model (see cli.exit_code).
+SEVERITY = {LEAK: 3, SHAPE_GROWTH: 2, INCONCLUSIVE: 1, TOOLCHAIN_LEAK: 0.5, CLEAN: 0}
 
 COUNT_METRICS = ("objects", "cuda_allocated")
+HEAP = "heap"
 MIN_DELTAS = 3  # fewer deltas than this cannot show "every call"
 POSITIVE_SHARE = 0.8
 NOISE_FACTOR = 4.0
+# The heap rule. Z: how many standard errors the median excess delta must clear. HEAP_RESOLUTION:
+# below this, per-call heap deltas of clean models here are allocator bookkeeping (a few hundred
+# bytes: chunk headers, a dict resized; measured on the sample zoo, all stages).
+HEAP_Z = 3.0
+HEAP_RESOLUTION = 1024.0
+# 1.2533 = sqrt(pi/2): the standard error of a median is that much larger than a mean's.
+MEDIAN_SE = 1.2533
 
 
 @dataclass(frozen=True)
@@ -57,15 +80,19 @@ class Signal:
     state: str  # grows | flat | unsure
     rate: float  # per step, above the control's rate (bytes or objects)
     baseline: float  # the control's rate over the same phase
-    noise: float  # bytes: robust sd of the repeat-phase residuals; counts: 0
+    noise: float  # bytes: robust sd of the repeat-phase residuals (heap: of the deltas); counts: 0
     agreement: float  # share of deltas (counts) or pairwise slopes (bytes) that are positive
     steps: int
+    # The smallest rate per step this signal would have called growth, given its noise and steps
+    # (None: not a bytes signal, or too few steps to tell).
+    floor: float | None = None
 
     def describe(self) -> str:
         unit = "objects" if self.metric == "objects" else None
         per = "call" if self.phase == "repeat" else "new shape"
         amount = f"{self.rate:+.1f} objects" if unit else format_bytes(self.rate, signed=True)
-        return f"{self.metric} {amount}/{per} ({self.state}, {self.agreement:.0%} of steps up)"
+        floor = f", floor {format_bytes(self.floor)}" if self.floor is not None and not unit else ""
+        return f"{self.metric} {amount}/{per} ({self.state}, {self.agreement:.0%} of steps up{floor})"
 
 
 @dataclass(frozen=True)
@@ -84,6 +111,14 @@ class Verdict:
     metric: str = "rss"
     reasons: tuple[str, ...] = ()
     signals: tuple[Signal, ...] = field(default=(), repr=False)
+    # The smallest growth this verdict would have called a leak (per call) or shape-growth (per new
+    # shape), given the noise and steps it saw; None where no bytes signal could tell.
+    floor_bytes_per_call: float | None = None
+    floor_bytes_per_new_shape: float | None = None
+    growth_metric: str = "rss"  # the meter behind growth_bytes_per_call: heap when it exists
+    decided_by: str | None = None  # the metric whose signal settled the verdict (the chart draws it)
+    owners: Mapping[str, Any] | None = None  # who keeps the growth (owners.py), when traced
+    heap_bytes_per_new_shape: float | None = None  # reported, not judged (module docstring)
 
     @property
     def is_problem(self) -> bool:
@@ -103,6 +138,12 @@ class Verdict:
             "bounded": self.bounded,
             "confidence": round(self.confidence, 2),
             "metric": self.metric,
+            "growth_metric": self.growth_metric,
+            "decided_by": self.decided_by,
+            "floor_bytes_per_call": _round(self.floor_bytes_per_call),
+            "floor_bytes_per_new_shape": _round(self.floor_bytes_per_new_shape),
+            "heap_bytes_per_new_shape": _round(self.heap_bytes_per_new_shape),
+            "owners": dict(self.owners) if self.owners else None,
             "reasons": list(self.reasons),
         }
 
@@ -182,6 +223,44 @@ def count_signal(metric: str, phase: str, y: list[float], control: list[float] |
     return Signal(metric, phase, state, rate, base, jitter, share, len(excess))
 
 
+def robust_spread(d: list[float]) -> float:
+    """1.4826 * MAD around the median: an sd that one-off jumps do not inflate."""
+    if len(d) < 2:
+        return 0.0
+    med = statistics.median(d)
+    return 1.4826 * statistics.median(abs(x - med) for x in d)
+
+
+def heap_signal(y: list[float], control: list[float] | None, pass_len: int = 1) -> Signal:
+    """The exact heap per call (see the module docstring), judged per pass over the repeated
+    shapes (pass_len calls each): a pass is one replicate of the same work, so a leak on every
+    other call grows in every pass, and a one-off allocation in one pass only."""
+    k = max(1, pass_len)
+    d = deltas(y)
+    cd = deltas(control) if control and len(control) > 1 else []
+    base = statistics.median(cd) if cd else 0.0  # the runtime's own growth per call
+    passes = [sum(d[j : j + k]) for j in range(0, len(d) - k + 1, k)]
+    control_passes = [sum(cd[j : j + k]) for j in range(0, len(cd) - k + 1, k)]
+    excess = [p - base * k for p in passes]
+    n = len(excess)
+    if n < MIN_DELTAS:
+        return Signal(HEAP, "repeat", FLAT if n == 0 or max(excess) <= 0 else UNSURE, 0.0, base, 0.0, 0.0, len(d), None)
+    spread = max(robust_spread(passes), robust_spread(control_passes))
+    # The standard error of the median excess per pass, HEAP_Z times, per call: more passes give a
+    # lower floor, which is what adaptive iterations buy (see measure.py).
+    floor = max(HEAP_RESOLUTION, HEAP_Z * MEDIAN_SE * spread / n**0.5 / k)
+    rate = statistics.median(excess) / k
+    late = statistics.median(excess[n // 2 :]) / k
+    up = sum(1 for p in excess if p > floor * k / 2) / n
+    if rate > floor and late > floor and up >= POSITIVE_SHARE:
+        state = GROWS
+    elif max(rate, late) > floor and sum(excess) > floor * k * n / 2:
+        state = UNSURE  # rising, but not in every pass or not to the end: more passes will tell
+    else:
+        state = FLAT
+    return Signal(HEAP, "repeat", state, rate, base, spread, up, len(d), floor)
+
+
 def bytes_signal(
     metric: str,
     phase: str,
@@ -204,6 +283,7 @@ def bytes_signal(
         net = (y[-1] - y[0]) - (base + offset) * (n - 1)
         rise = min(rise, net) if net > 0 else net
     share = positive_share(y)
+    floor = max(band, NOISE_FACTOR * noise) / (n - 1)
     if rise > band and rise > NOISE_FACTOR * noise:
         state = GROWS
     elif noise * 2 > band or (phase == "repeat" and rise > band / 2):
@@ -212,7 +292,7 @@ def bytes_signal(
         state = UNSURE
     else:
         state = FLAT
-    return Signal(metric, phase, state, rate, base, noise, share, n - 1)
+    return Signal(metric, phase, state, rate, base, noise, share, n - 1, floor)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -253,6 +333,11 @@ def judge(
         signals.append(s)
         per_call[m] = s.rate
     info: list[Signal] = []  # measured and reported, not judged
+    heap = curve.has(HEAP)
+    if heap:
+        s = heap_signal(curve.segment(HEAP, "repeat"), ctrl(HEAP, "repeat"), pass_length(curve))
+        signals.append(s)
+        per_call[HEAP] = s.rate
     for m in bytes_metrics:
         s = bytes_signal(m, "repeat", curve.segment(m, "repeat"), ctrl(m, "repeat"), bands.for_metric(m), noise[m])
         signals.append(s)
@@ -270,6 +355,10 @@ def judge(
                 signals.append(
                     bytes_signal(m, phase, y, ctrl(m, phase), bands.for_metric(m), noise[m], offset=max(0.0, per_call[m]))
                 )
+        if heap and len(curve.segment(HEAP, phase)) > 1:
+            # Reported, not judged (see the module docstring): an infinite band never "grows".
+            y = curve.segment(HEAP, phase)
+            info.append(bytes_signal(HEAP, phase, y, ctrl(HEAP, phase), float("inf"), 0.0, offset=max(0.0, per_call[HEAP])))
 
     by = {(s.metric, s.phase): s for s in signals}
     repeat = [s for s in signals if s.phase == "repeat"]
@@ -304,8 +393,9 @@ def judge(
     else:
         confidence = max(s.agreement for s in decisive)
 
-    rep = by.get((metric, "repeat"))
+    rep = by.get((HEAP, "repeat")) or by.get((metric, "repeat"))
     nov = by.get((metric, "novel"))
+    heap_novel = next((s for s in info if s.metric == HEAP and s.phase == "novel"), None)
     obj = by.get(("objects", "repeat"))
     obj_novel = by.get(("objects", "novel")) or next((s for s in info if s.metric == "objects" and s.phase == "novel"), None)
     return Verdict(
@@ -323,11 +413,71 @@ def judge(
         metric=metric,
         reasons=tuple(reasons),
         signals=tuple(signals),
+        floor_bytes_per_call=rep.floor if rep is not None else None,
+        floor_bytes_per_new_shape=nov.floor if nov is not None else None,
+        growth_metric=rep.metric if rep is not None else metric,
+        decided_by=_decided_by(kind, decisive, rep),
+        heap_bytes_per_new_shape=heap_novel.rate if heap_novel is not None else None,
     )
 
 
+def _decided_by(kind: str, decisive: list[Signal], rep: Signal | None) -> str | None:
+    """The metric a person should look at: the one that grew (exact ones first), or for a clean
+    verdict the one whose floor it states."""
+    grown = [s for s in decisive if s.state != FLAT]
+    if grown:
+        order = {"objects": 0, "cuda_allocated": 1, HEAP: 2}
+        return min(grown, key=lambda s: order.get(s.metric, 3)).metric
+    return rep.metric if rep is not None else None
+
+
 def _rise(s: Signal, bands: Bands) -> float:
-    """A flat signal's rise as a share of its band (counts: 0 when flat)."""
+    """A flat signal's rise as a share of what would have counted (counts: 0 when flat)."""
     if s.metric in COUNT_METRICS:
         return 0.0
+    if s.metric == HEAP:
+        return s.rate / s.floor if s.floor else 0.0
     return s.rate * s.steps / bands.for_metric(s.metric)
+
+
+def pass_length(curve: MemoryCurve) -> int:
+    """Calls per pass over the repeated shapes: the distinct shapes of the repeat phase."""
+    return max(1, len({tuple(sorted(s.dims.items())) for s in curve.samples if s.phase == "repeat"}))
+
+
+def needs_owners(verdict: Verdict) -> bool:
+    """A per-call leak that only bytes show: whose it is takes a traced probe. (Objects that grow
+    are the model's already: the control subtracted the toolchain's own.)"""
+    if verdict.kind != LEAK:
+        return False
+    grown = {s.metric for s in verdict.signals if s.phase == "repeat" and s.state == GROWS}
+    return bool(grown) and not grown & set(COUNT_METRICS)
+
+
+def attribute(verdict: Verdict, owners: Mapping[str, Any] | None, stage: str = "") -> Verdict:
+    """The verdict once the traced probe has said who keeps the growth per call: a leak only for
+    what the model's code owns; what the toolchain's files keep is a toolchain-leak."""
+    from bisector.owners import MODEL, TOOLCHAIN, model_share, native_share, toolchain_share, top_site
+
+    if not owners or "repeat" not in owners:
+        return verdict
+    per_call = owners["repeat"]
+    floor = verdict.floor_bytes_per_call or HEAP_RESOLUTION
+    heap_rate = verdict.growth_bytes_per_call if verdict.growth_metric == HEAP else None
+    mine = model_share(per_call, heap_rate)
+    theirs = toolchain_share(per_call)
+    if not needs_owners(verdict):
+        return replace(verdict, owners=dict(owners))
+    if mine > floor:
+        site = top_site(per_call, MODEL)
+        native = native_share(per_call, heap_rate)
+        where = f", {site}" if site else (", native (no Python allocation explains it)" if native > floor else "")
+        reason = f"the model's code keeps {format_bytes(mine)}/call{where}"
+        return replace(verdict, owners=dict(owners), reasons=verdict.reasons + (reason,))
+    site = top_site(per_call, TOOLCHAIN) or "the toolchain's own code"
+    what = {"export": "torch.onnx.export", "inference": "ONNX Runtime", "eager": "torch"}.get(stage, "the toolchain")
+    reason = (
+        f"{what} keeps ~{format_bytes(theirs)} per call of this model in {site}; "
+        f"the model's code keeps {format_bytes(mine)}/call (floor {format_bytes(floor)}): not your model's code"
+    )
+    return replace(verdict, kind=TOOLCHAIN_LEAK, owners=dict(owners), reasons=(reason,), decided_by=HEAP)

@@ -125,7 +125,12 @@ def run_request(req: ProbeRequest, workdir: Path) -> ProbeResult:
         # so the allocator's high-water mark is not taken for growth (see meters.py).
         meters = Meters(device=device, tracemalloc=req.options.tracemalloc, trim=req.stage != "inference")
         try:
-            ctx = Context(schedule=req.schedule, targets=targets, meters=meters, options=req.options, workdir=workdir, device=device, meta=meta)
+            from bisector.owners import project_roots
+
+            ctx = Context(
+                schedule=req.schedule, targets=targets, meters=meters, options=req.options, workdir=workdir, device=device,
+                meta=meta, owner_roots=project_roots(req.model.path),
+            )
             if req.stage == "inference":
                 import onnxruntime
 

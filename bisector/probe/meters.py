@@ -3,6 +3,8 @@
 - RSS and USS (psutil): what the operating system sees, native leaks included;
 - live gc-tracked objects: the exact signal for Python-level leaks (CPython's refleak hunter and
   objgraph count the same way); by type at phase boundaries, to say *what* piles up;
+- the C heap's in-use bytes (glibc's mallinfo2), exact: what native code (and every Python object
+  over 512 bytes) holds, without RSS's pages, allocator caching or fragmentation;
 - tracemalloc, when asked: Python allocations and the source lines that made them;
 - on CUDA: this process's GPU memory from NVML, and torch's allocated/reserved bytes.
 
@@ -12,6 +14,7 @@ object count is read first, right after gc.collect(), and the caller stores read
 
 from __future__ import annotations
 
+import ctypes
 import gc
 import os
 from collections import Counter
@@ -23,8 +26,6 @@ TYPE_TOP = 12  # types reported per phase
 def _malloc_trim() -> Any:
     """glibc's malloc_trim, or None off glibc."""
     try:
-        import ctypes
-
         libc = ctypes.CDLL("libc.so.6")
         trim = libc.malloc_trim
         trim.argtypes = [ctypes.c_size_t]
@@ -34,8 +35,36 @@ def _malloc_trim() -> Any:
         return None
 
 
+class _Mallinfo2(ctypes.Structure):
+    # glibc >= 2.33: every field a size_t (mallinfo's ints wrap past 2 GiB).
+    _fields_ = [(name, ctypes.c_size_t) for name in (
+        "arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks", "fordblks", "keepcost",
+    )]
+
+
+def _mallinfo2() -> Any:
+    """A function returning the C heap's in-use bytes (glibc's mallinfo2: chunks in use in every
+    arena plus mmap'd blocks), or None where the C library has no mallinfo2 (musl, macOS, old glibc)."""
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        fn = libc.mallinfo2
+    except (OSError, AttributeError):
+        return None
+    fn.argtypes = []
+    fn.restype = _Mallinfo2
+
+    def heap_bytes() -> int:
+        info = fn()
+        return int(info.uordblks) + int(info.hblkhd)
+
+    return heap_bytes
+
+
 class Meters:
-    def __init__(self, device: str = "cpu", tracemalloc: bool = False, nvml: Any = None, trim: bool = True) -> None:
+    def __init__(
+        self, device: str = "cpu", tracemalloc: bool = False, nvml: Any = None, trim: bool = True, heap: Any = "auto",
+        trace_frames: int = 25,
+    ) -> None:
         import psutil
 
         self.proc = psutil.Process()
@@ -53,12 +82,15 @@ class Meters:
         if tracemalloc:
             import tracemalloc as tm
 
-            tm.start(25)
+            tm.start(trace_frames)
         self._uss_ok = True
         # Free memory the C allocator keeps (heap top, freed chunks) is returned before reading,
         # as gc.collect() does for Python: what remains is memory something still holds. Without
         # it, a clean model shows RSS rising to its largest shape's high-water mark.
         self._trim = _malloc_trim() if trim else None
+        # heap: "auto" (mallinfo2 where glibc has it), None (off), or a callable (tests fake it).
+        self._heap = _mallinfo2() if heap == "auto" else heap
+        self.heap_source = "mallinfo2" if self._heap is not None else None
 
     # -- NVML -----------------------------------------------------------------------------------
 
@@ -108,6 +140,9 @@ class Meters:
         values: dict[str, float | None] = {"objects": float(objects)}
         if self._trim is not None:
             self._trim(0)
+        heap = self._heap_bytes()
+        if heap is not None:
+            values["heap"] = heap
         mem = self.proc.memory_info()
         values["rss"] = float(mem.rss)
         values["uss"] = self._uss()
@@ -124,6 +159,21 @@ class Meters:
 
             values["traced"] = float(tm.get_traced_memory()[0])
         return values
+
+    def _heap_bytes(self) -> float | None:
+        if self._heap is None:
+            return None
+        import tracemalloc as tm
+
+        # tracemalloc's own bookkeeping is malloc'd too: it is the meter's, not the workload's.
+        return float(self._heap() - (tm.get_tracemalloc_memory() if tm.is_tracing() else 0))
+
+    def heap_now(self) -> float | None:
+        """The heap's in-use bytes now, after a collection and a trim, as sample() reads them."""
+        gc.collect()
+        if self._trim is not None:
+            self._trim(0)
+        return self._heap_bytes()
 
     def _uss(self) -> float | None:
         if not self._uss_ok:

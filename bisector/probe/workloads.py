@@ -51,6 +51,7 @@ class Context:
     workdir: Path
     device: str = "cpu"
     meta: dict[str, Any] = field(default_factory=dict)
+    owner_roots: list[str] = field(default_factory=list)  # the model's project folders (owners.py)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -91,6 +92,7 @@ def run_loop(ctx: Context, call: Callable[[int, Step], None]) -> MemoryCurve:
     gc.collect()
     gc.freeze()
     ctx.meta["rss_before_loop"] = ctx.meters.proc.memory_info().rss  # what setup (and a warm-up) cost
+    tracer = OwnerTracer(ctx, steps) if ctx.options.owners else None
     started = time.perf_counter()
     for i, step in enumerate(steps):
         if step.phase != phase:
@@ -100,17 +102,23 @@ def run_loop(ctx: Context, call: Callable[[int, Step], None]) -> MemoryCurve:
                 if phase == "repeat":
                     traced.append(ctx.meters.snapshot())
                 _settle()
+        if tracer is not None:
+            tracer.before(i)
         call(i, step)
         vals = ctx.meters.sample()
         for k, v in vals.items():
             if v is not None:
                 cols[k][i] = v
         del vals
+        if tracer is not None:
+            tracer.after(i)
         if i == n - 1 or steps[i + 1].phase != "repeat":
             if step.phase == "repeat":
                 traced.append(ctx.meters.snapshot())
     snaps.append(("end", _type_snapshot()))
     loop_s = time.perf_counter() - started
+    if tracer is not None:
+        ctx.meta["owners"] = tracer.result()
 
     samples = tuple(
         Sample(step.phase, dict(step.dims), {m: cols[m][i] for m in METRICS if not math.isnan(cols[m][i])})
@@ -126,6 +134,68 @@ def run_loop(ctx: Context, call: Callable[[int, Step], None]) -> MemoryCurve:
     if len(traced) == 2:
         meta["traced_top"] = traced_growth(traced[0], traced[1])
     return MemoryCurve(samples=samples, type_growth=growth, meta=meta)
+
+
+class OwnerTracer:
+    """tracemalloc over the measured phases of a traced probe (ProbeOptions.owners frames).
+
+    Tracing starts before the first repeat call; that first pass is the tracer's own warm-up
+    (what a traced call allocates once). Snapshots then bracket the rest of the repeat phase (per
+    call) and the novel phase (per new shape). The heap meter is read around each snapshot so that
+    the snapshot's own memory, held until the next one, is not counted as growth.
+    """
+
+    def __init__(self, ctx: Context, steps: tuple[Step, ...]) -> None:
+        from bisector.owners import Classifier, installed_own
+
+        self.ctx = ctx
+        self.steps = steps
+        self.classifier = Classifier(ctx.owner_roots, installed_own())
+        repeat = [i for i, s in enumerate(steps) if s.phase == "repeat"]
+        novel = [i for i, s in enumerate(steps) if s.phase == "novel"]
+        pass_len = max(1, len({steps[i].key() for i in repeat}))
+        self.start_at = repeat[0] if repeat else None
+        # (phase, first step whose call is inside the span, last step): spans of whole passes.
+        self.spans: list[tuple[str, int, int]] = []
+        if len(repeat) > pass_len:
+            self.spans.append(("repeat", repeat[pass_len], repeat[-1]))
+        if novel:
+            self.spans.append(("novel", novel[0], novel[-1]))
+        self.open: dict[str, tuple[Any, float, int]] = {}
+        self.out: dict[str, Any] = {}
+
+    def _heap(self) -> float:
+        return self.ctx.meters.heap_now() or 0.0
+
+    def before(self, i: int) -> None:
+        import tracemalloc as tm
+
+        if i == self.start_at and not tm.is_tracing():
+            tm.start(max(1, self.ctx.options.owners))
+        for phase, first, _ in self.spans:
+            if i == first:
+                before = self._heap()
+                snap = tm.take_snapshot()
+                self.open[phase] = (snap, before, int(self._heap() - before))
+
+    def after(self, i: int) -> None:
+        import tracemalloc as tm
+
+        from bisector.owners import summarize
+
+        for phase, first, last in self.spans:
+            if i == last and phase in self.open:
+                snap0, heap0, cost = self.open.pop(phase)
+                heap1 = self._heap() - cost
+                snap1 = tm.take_snapshot()
+                diffs = snap1.compare_to(snap0, "traceback")
+                self.out[phase] = summarize(diffs, self.classifier, last - first + 1, heap1 - heap0)
+                del snap0, snap1, diffs
+        if i == len(self.steps) - 1 and tm.is_tracing():
+            tm.stop()
+
+    def result(self) -> dict[str, Any]:
+        return dict(self.out)
 
 
 def _sync(device: str) -> None:

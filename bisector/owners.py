@@ -1,0 +1,196 @@
+"""Who keeps the growth: the model's code, the libraries it is built from, or the toolchain.
+
+A traced probe (tracemalloc, started once warm-up is over) compares snapshots across repeated
+calls and groups the Python memory that grew by the file that allocated it:
+
+- ``model``: files of the user's project (the model's folder or project root), and any other
+  code outside site-packages and the standard library;
+- ``libraries``: third-party packages the model is built from (transformers, timm, ...): not the
+  user's file, but part of the model's code;
+- ``toolchain``: torch, onnx, onnxscript, onnx_ir, onnxruntime, onnxsim (and sympy, which torch's
+  exporter drives): what ``torch.onnx.export`` or ONNX Runtime keep of their own accord;
+- ``other``: the standard library with no other frame recorded, bisector's own harness;
+
+and **native** bytes: the C heap's growth that no traced Python allocation explains (mallinfo2
+growth minus the traced growth of blocks over 512 bytes, the ones pymalloc hands to malloc).
+
+The innermost frame that is not the standard library decides (a deque appended to in the model's
+forward belongs to the model, not to collections/__init__.py). Only this module's pure functions
+run in the parent; ``summarize`` runs in the child on tracemalloc's StatisticDiff objects.
+"""
+
+from __future__ import annotations
+
+import os
+import sysconfig
+from typing import Any, Iterable, Mapping
+
+MODEL, LIBRARIES, TOOLCHAIN, OTHER, NATIVE = "model", "libraries", "toolchain", "other", "native"
+GROUPS = (MODEL, LIBRARIES, TOOLCHAIN, OTHER)
+# Top-level packages whose growth is the toolchain's, never the model's.
+TOOLCHAIN_PACKAGES = frozenset(
+    {"torch", "torchgen", "functorch", "onnx", "onnxscript", "onnx_ir", "onnxruntime", "onnxsim", "sympy", "mpmath"}
+)
+PYMALLOC_LIMIT = 512  # larger blocks come from malloc, and so are in the heap meter's count
+TOP_SITES = 3
+
+
+class Classifier:
+    """Maps a source file to its owner group. roots: the model's project folders."""
+
+    def __init__(self, roots: Iterable[str], own: Iterable[str] = ()) -> None:
+        self.roots = tuple(_norm(r) for r in roots if r)
+        self.own = tuple(_norm(o) for o in own if o)
+        paths = sysconfig.get_paths()
+        self.stdlib = tuple({_norm(paths["stdlib"]), _norm(paths.get("platstdlib", paths["stdlib"]))})
+        self._cache: dict[str, str | None] = {}
+
+    def group(self, filename: str) -> str | None:
+        """The owner group of a file, or None for a frame to look past (the standard library)."""
+        hit = self._cache.get(filename, "")
+        if hit != "":
+            return hit
+        out = self._group(filename)
+        self._cache[filename] = out
+        return out
+
+    def _group(self, filename: str) -> str | None:
+        if filename.startswith("<"):
+            # torch.fx's generated forward ("<eval_with_key>.3") is torch's code; other synthetic
+            # frames (<frozen importlib...>, <string>) say nothing of an owner.
+            return TOOLCHAIN if filename.startswith("<eval_with_key") else None
+        path = _norm(filename)
+        # Installed packages first: a project's own virtual environment lives inside its folder.
+        package = _site_package(path)
+        if package is not None:
+            return TOOLCHAIN if package in TOOLCHAIN_PACKAGES else LIBRARIES
+        if any(_under(path, o) for o in self.own):
+            return OTHER  # before the roots: the samples live in bisector's own repository
+        if any(_under(path, r) for r in self.roots):
+            return MODEL
+        if any(_under(path, s) for s in self.stdlib):
+            return None
+        return MODEL  # user code outside the project folder and outside site-packages
+
+    def owner(self, frames: Iterable[tuple[str, int]]) -> tuple[str, str]:
+        """(group, "file:line") of a traceback given innermost frame first."""
+        last = ("", 0)
+        for filename, lineno in frames:
+            last = (filename, lineno)
+            g = self.group(filename)
+            if g is not None:
+                return g, f"{_short(filename)}:{lineno}"
+        return OTHER, f"{_short(last[0])}:{last[1]}" if last[0] else "?"
+
+
+def summarize(diffs: Iterable[Any], classifier: Classifier, calls: int, heap_growth: float) -> dict[str, Any]:
+    """Growth per call by owner, from tracemalloc StatisticDiff objects (grouped by traceback)
+    between two snapshots ``calls`` calls apart, and the heap meter's growth over the same calls."""
+    calls = max(1, calls)
+    totals = {g: 0.0 for g in GROUPS}
+    sites: dict[str, dict[str, float]] = {g: {} for g in GROUPS}
+    large = 0.0
+    for st in diffs:
+        if not st.size_diff:
+            continue
+        frames = [(f.filename, f.lineno) for f in reversed(list(st.traceback))]  # innermost first
+        group, where = classifier.owner(frames)
+        totals[group] += st.size_diff
+        sites[group][where] = sites[group].get(where, 0.0) + st.size_diff
+        count = st.count_diff or 0
+        if count and st.size_diff / count > PYMALLOC_LIMIT:
+            large += st.size_diff
+    native = heap_growth - large
+    return {
+        "calls": calls,
+        "heap": round(heap_growth / calls),
+        "groups": {g: round(v / calls) for g, v in totals.items()},
+        NATIVE: round(native / calls),
+        "python_malloc": round(large / calls),
+        "sites": {
+            g: [{"where": w, "bytes": round(b / calls)} for w, b in sorted(s.items(), key=lambda kv: -kv[1])[:TOP_SITES] if b > 0]
+            for g, s in sites.items()
+        },
+    }
+
+
+# ---------------------------------------------------------------------------------------------
+# Parent side: what the model owns
+
+
+def native_share(owners: Mapping[str, Any], heap_rate: float | None = None) -> float:
+    """Native bytes per call: heap growth that no traced Python allocation explains. heap_rate: the
+    untraced probe's heap growth per call above the control's, when known; it is the better figure
+    (a median over every pass, no tracer in the process), so it replaces the traced probe's own."""
+    if heap_rate is None:
+        return max(0.0, float(owners.get(NATIVE) or 0.0))
+    return max(0.0, heap_rate - float(owners.get("python_malloc") or 0.0))
+
+
+def model_share(owners: Mapping[str, Any], heap_rate: float | None = None) -> float:
+    """Bytes per call the model's code owns: its files, its libraries, and native growth (which
+    the region search then localises; the runtime's own native growth is in the control too)."""
+    groups = owners.get("groups") or {}
+    python = max(0.0, float(groups.get(MODEL, 0.0)) + float(groups.get(LIBRARIES, 0.0)))
+    return python + native_share(owners, heap_rate)
+
+
+def toolchain_share(owners: Mapping[str, Any]) -> float:
+    return max(0.0, float((owners.get("groups") or {}).get(TOOLCHAIN, 0.0)))
+
+
+def top_site(owners: Mapping[str, Any], group: str) -> str | None:
+    sites = (owners.get("sites") or {}).get(group) or []
+    return sites[0]["where"] if sites else None
+
+
+def project_roots(model_path: str) -> list[str]:
+    """The model's folder, and the project root above it (the nearest pyproject.toml or .git)."""
+    folder = os.path.dirname(os.path.abspath(model_path))
+    roots = [folder]
+    here = folder
+    for _ in range(8):
+        if os.path.exists(os.path.join(here, "pyproject.toml")) or os.path.exists(os.path.join(here, ".git")):
+            if here != folder:
+                roots.append(here)
+            break
+        parent = os.path.dirname(here)
+        if parent == here:
+            break
+        here = parent
+    return roots
+
+
+def _norm(path: str) -> str:
+    return os.path.normcase(os.path.abspath(path))
+
+
+def _under(path: str, root: str) -> bool:
+    return path == root or path.startswith(root.rstrip(os.sep) + os.sep)
+
+
+def _site_package(path: str) -> str | None:
+    for marker in ("site-packages", "dist-packages"):
+        key = os.sep + marker + os.sep
+        i = path.rfind(key)
+        if i >= 0:
+            rest = path[i + len(key) :]
+            top = rest.split(os.sep, 1)[0]
+            return top[:-3] if top.endswith(".py") else top
+    return None
+
+
+def _short(filename: str) -> str:
+    """A file as people name it: package-relative inside site-packages, else as given."""
+    for marker in ("site-packages", "dist-packages"):
+        key = os.sep + marker + os.sep
+        i = filename.rfind(key)
+        if i >= 0:
+            return filename[i + len(key) :]
+    return filename
+
+
+def installed_own() -> list[str]:
+    """bisector's own folders (its harness allocates too: sample arrays, snapshots)."""
+    here = os.path.dirname(os.path.abspath(__file__))
+    return [here, os.path.join(os.path.dirname(here), "fixers")]
