@@ -62,6 +62,7 @@ def prepare(
     tracemalloc: bool = False,
     cache: bool = True,
     config: str | None = None,
+    floor: Iterable[str] | None = None,
 ) -> Prepared:
     """Parse and check everything, merging `[tool.bisector]` defaults under the arguments given."""
     if isinstance(spec, ModelSpec):
@@ -128,8 +129,26 @@ def prepare(
         timeout_s=timeout,
         mem_cap=cap,
         cache_dir=None if cache else "",
+        floor_targets=parse_floors(list(floor or ()) or as_list(cfg.get("floor"), "floor"), stage_list),
     )
     return Prepared(model=model, plan=plan, options=options, config=cfg)
+
+
+def parse_floors(values: list[str], stages: Iterable[str]) -> dict[str, float]:
+    """--floor SIZE (every stage) or STAGE=SIZE, over the defaults (measure.FLOOR_TARGETS)."""
+    from bisector.measure import FLOOR_TARGETS
+
+    out = dict(FLOOR_TARGETS)
+    for value in values:
+        stage, sep, size = str(value).rpartition("=")
+        if sep and stage not in STAGES:
+            raise UserError(f"--floor {value}: unknown stage {stage!r}; use SIZE or STAGE=SIZE with one of {', '.join(STAGES)}")
+        bytes_ = parse_size(size, "--floor")
+        if bytes_ <= 0:
+            raise UserError(f"--floor {value}: the floor must be a positive size, e.g. 4KB")
+        for s in ([stage] if sep else list(STAGES)):
+            out[s] = float(bytes_)
+    return out
 
 
 def measure(spec: str | ModelSpec, inputs: Iterable[str] = (), dims: Iterable[str] = (), *, events: Events | None = None, **kwargs: Any) -> MeasureReport:

@@ -1,6 +1,7 @@
 """The command line: parses options, calls the library, renders. Nothing else lives here.
 
-Exit codes: 0 clean · 1 leak or shape-growth found · 2 user error · 3 internal error ·
+Exit codes: 0 clean (or a toolchain-leak: growth torch or ONNX Runtime own, reported apart) ·
+1 leak or shape-growth found · 2 user error · 3 internal error ·
 4 not proven either way (inconclusive after retries, or a probe crashed or timed out).
 """
 
@@ -46,6 +47,7 @@ NoiseGpuOpt = Annotated[Optional[str], typer.Option("--noise-gpu", help="How far
 MetricOpt = Annotated[Optional[str], typer.Option("--metric", help="Bytes metric judged: rss or uss (private bytes). Default: rss.")]
 RetriesOpt = Annotated[Optional[int], typer.Option("--retries", help="Reruns with twice the iterations when a verdict is inconclusive. Default: 2.")]
 AutogradOpt = Annotated[bool, typer.Option("--keep-autograd", help="Run eager forwards with autograd on (default: torch.no_grad()).")]
+FloorOpt = Annotated[Optional[list[str]], typer.Option("--floor", help="Detection floor a clean verdict must reach, per call: SIZE for every stage or STAGE=SIZE (repeatable). More calls are run until it does. Defaults: eager and inference 4KB, export 16KB.")]
 TraceOpt = Annotated[bool, typer.Option("--tracemalloc", help="Also trace Python allocations and report the lines whose memory grew.")]
 NoCacheOpt = Annotated[bool, typer.Option("--no-cache", help="Measure everything again: reuse no cached control run and no result kept in the run directory.")]
 ConfigOpt = Annotated[Optional[str], typer.Option("--config", help="pyproject.toml whose [tool.bisector] gives defaults. Default: the nearest one.")]
@@ -153,9 +155,10 @@ class _Progress:
 
 def _measure_exit(report: Any) -> int:
     from bisector.measure import CRASHED, FAILED
-    from bisector.verdict import CLEAN, INCONCLUSIVE, LEAK, SHAPE_GROWTH
+    from bisector.verdict import CLEAN, INCONCLUSIVE, LEAK, SHAPE_GROWTH, TOOLCHAIN_LEAK
 
-    kinds = {r.kind for r in report.stages.values()}
+    # Exit codes speak of the user's model: what the toolchain keeps is reported, not counted.
+    kinds = {CLEAN if r.kind == TOOLCHAIN_LEAK else r.kind for r in report.stages.values()}
     if kinds & {LEAK, SHAPE_GROWTH}:
         return EXIT_FOUND
     if FAILED in kinds:
@@ -212,6 +215,7 @@ def measure(
     retries: RetriesOpt = None,
     keep_autograd: AutogradOpt = False,
     tracemalloc: TraceOpt = False,
+    floor: FloorOpt = None,
     no_cache: NoCacheOpt = False,
     config: ConfigOpt = None,
     debug: DebugOpt = False,
@@ -227,7 +231,7 @@ def measure(
         prepared = api.prepare(
             spec, input or (), dim or (), stages=stage, exporter=exporter, device=device, init_kwargs=init_kwargs,
             seed=seed, noise_rss=noise_rss, noise_gpu=noise_gpu, metric=metric, retries=retries, jobs=jobs,
-            fresh=fresh, timeout_s=timeout, mem_cap=mem_cap, keep_autograd=keep_autograd, tracemalloc=tracemalloc,
+            fresh=fresh, timeout_s=timeout, mem_cap=mem_cap, keep_autograd=keep_autograd, tracemalloc=tracemalloc, floor=floor,
             cache=not no_cache, config=config,
         )
         with _Progress(sys.stderr.isatty() and not debug) as progress:
@@ -273,6 +277,7 @@ def find(
     retries: RetriesOpt = None,
     keep_autograd: AutogradOpt = False,
     tracemalloc: TraceOpt = False,
+    floor: FloorOpt = None,
     no_cache: NoCacheOpt = False,
     run_dir: RunDirOpt = None,
     config: ConfigOpt = None,
@@ -289,7 +294,7 @@ def find(
         prepared = api.prepare(
             spec, input or (), dim or (), stages=stage, exporter=exporter, device=device, init_kwargs=init_kwargs,
             seed=seed, noise_rss=noise_rss, noise_gpu=noise_gpu, metric=metric, retries=retries, jobs=jobs,
-            fresh=fresh, timeout_s=timeout, mem_cap=mem_cap, keep_autograd=keep_autograd, tracemalloc=tracemalloc,
+            fresh=fresh, timeout_s=timeout, mem_cap=mem_cap, keep_autograd=keep_autograd, tracemalloc=tracemalloc, floor=floor,
             cache=not no_cache, config=config,
         )
         with _Progress(sys.stderr.isatty() and not debug) as progress:

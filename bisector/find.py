@@ -79,6 +79,9 @@ class Culprit:
             "bounded": f.get("bounded"),
             "type": self.type,
             "grown_types": f.get("top_types", {}),
+            "growth_metric": f.get("growth_metric"),
+            "floor_bytes_per_call": f.get("floor_bytes_per_call"),
+            "owners": f.get("owners"),
             "hint": self.hint,
         }
 

@@ -63,6 +63,8 @@ class Classifier:
         # Installed packages first: a project's own virtual environment lives inside its folder.
         package = _site_package(path)
         if package is not None:
+            if package in ("bisector", "fixers"):
+                return OTHER  # our own harness, installed
             return TOOLCHAIN if package in TOOLCHAIN_PACKAGES else LIBRARIES
         if any(_under(path, o) for o in self.own):
             return OTHER  # before the roots: the samples live in bisector's own repository

@@ -165,6 +165,14 @@ def reason_lines(r: StageResult) -> list[str]:
     return [f"{'':<10} {reason}" for reason in v.reasons if "not your model" in reason or "floor" in reason]
 
 
+def heap_note(stages: Any) -> str | None:
+    """Said once per report: without the exact heap meter, bytes are judged on RSS with its band."""
+    if any(r.curve is not None and r.curve.meta.get("heap_meter") == "unavailable" for r in stages):
+        return ("note: this C library has no mallinfo2 (glibc 2.33+), so native bytes are judged on RSS with the "
+                "noise band; leaks under the floor shown are not seen")
+    return None
+
+
 def failure_text(failure: Any) -> str:
     if isinstance(failure, ProbeFailed):
         return failure.message
@@ -181,6 +189,9 @@ def render_measure(report: MeasureReport, console: Any) -> None:
     console.print(f"[bold]{escape(report.model.label)}[/]  inputs {escape(report.plan.describe())}  " + "  ".join(
         f"{k}={lo}..{hi}" if lo != hi else f"{k}={lo}" for k, (lo, hi) in report.plan.dims.items()
     ))
+    note = heap_note(report.stages.values())
+    if note:
+        console.print(escape(note), style="yellow")
     for r in report.stages.values():
         console.print(f"[{STYLE.get(r.kind, '')}]{escape(stage_line(r, band))}[/]")
         for extra in (chart(r, band), grown_types(r), *owners_lines(r), *reason_lines(r), baseline_line(r)):
@@ -209,6 +220,9 @@ def render_find(report: Any, console: Any) -> None:
         + "  ".join(f"{k}={lo}..{hi}" if lo != hi else f"{k}={lo}" for k, (lo, hi) in m.plan.dims.items())
         + f"  ({len(report.tree)} modules)"
     )
+    note = heap_note(m.stages.values())
+    if note:
+        console.print(escape(note), style="yellow")
     for stage, r in m.stages.items():
         console.print(f"[{STYLE.get(r.kind, '')}]{escape(stage_line(r, band))}[/]")
         for extra in (*owners_lines(r), *reason_lines(r)):

@@ -254,7 +254,7 @@ def heap_signal(y: list[float], control: list[float] | None, pass_len: int = 1) 
     up = sum(1 for p in excess if p > floor * k / 2) / n
     if rate > floor and late > floor and up >= POSITIVE_SHARE:
         state = GROWS
-    elif max(rate, late) > floor and sum(excess) > floor * k * n / 2:
+    elif max(rate, late) > floor and up >= 0.5:
         state = UNSURE  # rising, but not in every pass or not to the end: more passes will tell
     else:
         state = FLAT

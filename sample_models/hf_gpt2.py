@@ -56,7 +56,7 @@ BISECTOR_TRUTH = [
         "spec": "Net",
         "inputs": ["ids=B,T:int64:0:1000"],
         "dims": ["B=1:4", "T=5:64"],
-        "stages": {"eager": "clean", "inference": "clean"},
+        "stages": {"eager": "clean", "export": "clean", "inference": "clean"},
         "culprits": [],
     },
     {

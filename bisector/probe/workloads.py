@@ -131,6 +131,7 @@ def run_loop(ctx: Context, call: Callable[[int, Step], None]) -> MemoryCurve:
     meta["loop_s"] = round(loop_s, 3)
     if ctx.meters.gpu_source:
         meta["gpu_source"] = ctx.meters.gpu_source
+    meta["heap_meter"] = ctx.meters.heap_source or "unavailable"
     if len(traced) == 2:
         meta["traced_top"] = traced_growth(traced[0], traced[1])
     return MemoryCurve(samples=samples, type_growth=growth, meta=meta)

@@ -50,3 +50,15 @@ def test_bad_input_grammar() -> None:
 
 def test_missing_inputs() -> None:
     _one_line_error(run_cli("measure", f"{FIXTURES / 'crashers.py'}:Fine"), "no inputs given")
+
+
+def test_a_toolchain_leak_does_not_fail_the_users_model() -> None:
+    from types import SimpleNamespace
+
+    from bisector.cli import EXIT_CLEAN, EXIT_FOUND, _measure_exit
+
+    def report(*kinds: str) -> SimpleNamespace:
+        return SimpleNamespace(stages={f"s{i}": SimpleNamespace(kind=k) for i, k in enumerate(kinds)})
+
+    assert _measure_exit(report("clean", "toolchain-leak")) == EXIT_CLEAN
+    assert _measure_exit(report("leak", "toolchain-leak")) == EXIT_FOUND

@@ -47,3 +47,44 @@ def test_the_retry_budget_bounds_the_reruns(tmp_path) -> None:
     result = measure_stage(runner, ModelSpec(str(tmp_path / "m.py"), "Net"), plan, "eager", MeasureOptions(retries=2, probe=ProbeOptions()))
     assert result.kind == "inconclusive" and result.attempts == 3
     assert len([r for r in runner.requests if not r.control]) == 3
+
+
+class NoisyHeapRunner:
+    """A clean model whose heap swings +-10 KB from pass to pass: its floor starts above the 4 KB
+    eager target and falls as passes are added (1/sqrt(passes))."""
+
+    def __init__(self) -> None:
+        self.requests = []
+
+    def submit(self, request, extra_key: str = "") -> Future:
+        self.requests.append(request)
+        heap, samples, passes = 80e6, [], 0
+        shapes = len({s.key() for s in request.schedule.steps if s.phase == "repeat"})
+        for i, s in enumerate(request.schedule.steps):
+            if s.phase == "repeat" and not request.control:
+                k = sum(1 for t in request.schedule.steps[:i] if t.phase == "repeat")
+                if k % shapes == 0:
+                    passes += 1
+                    heap += 10 * 1024 if passes % 2 else -10 * 1024
+            samples.append(Sample(s.phase, dict(s.dims), {"rss": 300 * MB, "objects": 10.0, "heap": heap}))
+        f: Future = Future()
+        f.set_result(ProbeOk(MemoryCurve(tuple(samples)), 0.1))
+        return f
+
+
+def test_more_passes_are_run_until_the_floor_reaches_the_target(tmp_path) -> None:
+    plan = build_input_plan(["x=B,8"], ["B=1:16"])
+    runner = NoisyHeapRunner()
+    result = measure_stage(runner, ModelSpec(str(tmp_path / "m.py"), "Net"), plan, "eager", MeasureOptions(retries=2))
+    assert result.kind == "clean" and result.attempts == 3
+    assert result.verdict.floor_bytes_per_call <= 4096
+    assert [r.schedule.profile.repeat_passes for r in runner.requests if not r.control] == [4, 8, 16]
+
+
+def test_a_floor_not_reached_within_the_budget_is_inconclusive_and_says_so(tmp_path) -> None:
+    plan = build_input_plan(["x=B,8"], ["B=1:16"])
+    options = MeasureOptions(retries=2, budget_s=0.0)
+    result = measure_stage(NoisyHeapRunner(), ModelSpec(str(tmp_path / "m.py"), "Net"), plan, "eager", options)
+    assert result.kind == "inconclusive" and result.attempts == 1
+    assert result.verdict.floor_bytes_per_call > 4096
+    assert any("floor" in r and "target" in r for r in result.verdict.reasons)

@@ -1,0 +1,105 @@
+"""How small a native leak bisector sees, per stage, and how often it blames a clean model.
+
+    python bench/sensitivity.py [--seeds 3] [--sizes 1,4,16,64,256] [--stages eager,export,inference]
+                                [--clean-seeds 2] [--skip-clean]
+
+1. A small model (bench/models/injected.py) mallocs N KB per call, per export, or per ONNX Runtime
+   run, never freed. Each size is measured over several seeds: detection rate (verdict `leak`) and
+   the detection floor each verdict stated.
+2. The clean zoo (every sample whose truth says `clean` for a stage, transformers models included)
+   over several seeds: the false-leak rate (a clean stage called `leak`), and how often the
+   toolchain's own growth was reported apart (`toolchain-leak`).
+3. Wall time per stage for the clean injected model.
+Prints figures; never fails on them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from bisector import api  # noqa: E402
+from bisector.units import format_bytes  # noqa: E402
+from bisector.zoo import zoo  # noqa: E402
+
+MODEL = str(ROOT / "bench" / "models" / "injected.py") + ":Net"
+
+
+def measure(stage: str, leak_kb: float, seed: int) -> tuple[str, float | None, float, float | None]:
+    started = time.perf_counter()
+    report = api.measure(
+        MODEL, ["x=B,32"], ["B=1:8"], stages=[stage], seed=seed, init_kwargs=f'{{"leak_bytes": {int(leak_kb * 1024)}, "stage": "{stage}"}}',
+        cache=False,
+    )
+    wall = time.perf_counter() - started
+    r = report.stages[stage]
+    v = r.verdict
+    return r.kind, (v.floor_bytes_per_call if v else None), wall, (v.growth_bytes_per_call if v else None)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--seeds", type=int, default=3)
+    ap.add_argument("--sizes", default="1,4,16,64,256")
+    ap.add_argument("--stages", default="eager,export,inference")
+    ap.add_argument("--clean-seeds", type=int, default=2)
+    ap.add_argument("--skip-clean", action="store_true")
+    args = ap.parse_args()
+    stages = args.stages.split(",")
+    sizes = [float(s) for s in args.sizes.split(",")]
+
+    print("1. injected native leaks: detection rate over seeds, floor stated (median), growth measured")
+    print(f"{'stage':<10} {'leak':>8} {'detected':>9} {'floor':>10} {'measured':>12} {'wall s':>7}")
+    walls: dict[str, list[float]] = {s: [] for s in stages}
+    for stage in stages:
+        for seed in range(args.seeds):  # the clean model: wall time and floor
+            kind, floor, wall, _ = measure(stage, 0, seed)
+            walls[stage].append(wall)
+        for kb in sizes:
+            seen, floors, growth, times = Counter(), [], [], []
+            for seed in range(args.seeds):
+                kind, floor, wall, g = measure(stage, kb, seed)
+                seen[kind] += 1
+                times.append(wall)
+                if floor is not None:
+                    floors.append(floor)
+                if g is not None:
+                    growth.append(g)
+            rate = f"{seen['leak']}/{args.seeds}"
+            fl = format_bytes(statistics.median(floors)) if floors else "-"
+            gr = format_bytes(statistics.median(growth)) if growth else "-"
+            print(f"{stage:<10} {format_bytes(kb * 1024):>8} {rate:>9} {fl:>10} {gr:>12} {statistics.median(times):>7.1f}", flush=True)
+
+    print("\n3. wall time per stage, clean injected model (median over seeds)")
+    for stage, ws in walls.items():
+        print(f"{stage:<10} {statistics.median(ws):6.1f} s")
+
+    if args.skip_clean:
+        return 0
+    print("\n2. clean zoo: false-leak rate (a stated-clean stage called leak) and toolchain growth shown apart")
+    false = total = toolchain = 0
+    for truth in zoo(ROOT / "sample_models"):
+        clean_stages = [s for s, k in truth.stages.items() if k == "clean"]
+        if not clean_stages or truth.gpu_only:
+            continue
+        for seed in range(args.clean_seeds):
+            report = api.measure(truth.target, truth.inputs, truth.dims, stages=clean_stages, exporter=truth.exporter, seed=seed)
+            for s in clean_stages:
+                kind = report.stages[s].kind
+                total += 1
+                false += kind == "leak"
+                toolchain += kind == "toolchain-leak"
+                print(f"  {truth.name:<22} {s:<10} seed {seed}: {kind}", flush=True)
+    print(f"false leaks: {false}/{total}   toolchain growth reported apart: {toolchain}/{total}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,120 @@
+"""Growth split by owner: files grouped as the model, its libraries, the toolchain; native bytes;
+and the verdict a stage gets once the owners are known."""
+
+from __future__ import annotations
+
+import os
+import sysconfig
+from types import SimpleNamespace
+
+import pytest
+
+from bisector.owners import LIBRARIES, MODEL, OTHER, TOOLCHAIN, Classifier, model_share, project_roots, summarize
+from bisector.verdict import LEAK, TOOLCHAIN_LEAK, Signal, Verdict, attribute
+
+KB = 1024
+SITE = "/venv/lib/python3.11/site-packages"
+STDLIB = sysconfig.get_paths()["stdlib"]
+
+
+@pytest.fixture()
+def classifier(tmp_path) -> Classifier:
+    return Classifier([str(tmp_path / "proj")], own=["/src/bisector"])
+
+
+def test_files_are_grouped_by_owner(classifier, tmp_path) -> None:
+    assert classifier.group(str(tmp_path / "proj" / "models" / "net.py")) == MODEL
+    assert classifier.group(f"{SITE}/transformers/models/gpt2/modeling_gpt2.py") == LIBRARIES
+    assert classifier.group(f"{SITE}/torch/fx/graph.py") == TOOLCHAIN
+    assert classifier.group(f"{SITE}/onnxscript/ir/_core.py") == TOOLCHAIN
+    assert classifier.group(f"{SITE}/onnxruntime/capi/onnxruntime_inference_collection.py") == TOOLCHAIN
+    assert classifier.group("<eval_with_key>.3") == TOOLCHAIN  # torch.fx's generated forward
+    assert classifier.group("/src/bisector/probe/workloads.py") == OTHER
+    assert classifier.group(os.path.join(STDLIB, "collections", "__init__.py")) is None  # looked past
+    assert classifier.group("/somewhere/else/helpers.py") == MODEL  # user code outside site-packages
+
+
+def test_a_virtualenv_inside_the_project_is_still_site_packages(tmp_path) -> None:
+    c = Classifier([str(tmp_path)])
+    assert c.group(str(tmp_path / ".venv" / "lib" / "python3.11" / "site-packages" / "torch" / "onnx" / "x.py")) == TOOLCHAIN
+
+
+def test_the_innermost_frame_past_the_standard_library_decides(classifier, tmp_path) -> None:
+    model = str(tmp_path / "proj" / "net.py")
+    deque = os.path.join(STDLIB, "collections", "__init__.py")
+    assert classifier.owner([(deque, 10), (model, 42), (f"{SITE}/torch/nn/modules/module.py", 1750)]) == (MODEL, f"{model}:42")
+    assert classifier.owner([(deque, 10)])[0] == OTHER
+
+
+def frame(filename: str, lineno: int) -> SimpleNamespace:
+    return SimpleNamespace(filename=filename, lineno=lineno)
+
+
+def diff(size: int, count: int, *frames: tuple[str, int]) -> SimpleNamespace:
+    # tracemalloc orders a traceback from the oldest frame to the most recent.
+    return SimpleNamespace(size_diff=size, count_diff=count, traceback=[frame(f, n) for f, n in reversed(frames)])
+
+
+def test_summarize_splits_growth_per_call_and_finds_native_bytes(classifier, tmp_path) -> None:
+    model = str(tmp_path / "proj" / "net.py")
+    diffs = [
+        diff(800 * KB, 2, (f"{SITE}/torch/fx/graph.py", 1023)),  # two large strings: malloc'd
+        diff(20 * KB, 400, (f"{SITE}/torch/onnx/_internal/exporter/_schemas.py", 290)),  # small: pymalloc
+        diff(8 * KB, 2, (model, 12)),
+        diff(-4 * KB, -1, (f"{SITE}/torch/fx/graph.py", 900)),
+    ]
+    out = summarize(diffs, classifier, calls=2, heap_growth=2 * (404 * KB + 64 * KB))
+    assert out["groups"][TOOLCHAIN] == (800 + 20 - 4) * KB // 2
+    assert out["groups"][MODEL] == 4 * KB
+    assert out["python_malloc"] == (800 + 8 - 4) * KB // 2  # blocks over 512 bytes only
+    assert out["native"] == 64 * KB + 2 * KB  # the heap growth no malloc'd Python block explains
+    assert out["sites"][TOOLCHAIN][0] == {"where": "torch/fx/graph.py:1023", "bytes": 400 * KB}
+
+
+def test_model_share_counts_model_files_libraries_and_native() -> None:
+    owners = {"groups": {MODEL: 1000, LIBRARIES: 500, TOOLCHAIN: 400_000, OTHER: 0}, "native": 50_000, "python_malloc": 401_000}
+    assert model_share(owners) == 1500 + 50_000
+    # The untraced probe's heap rate replaces the traced probe's own native estimate.
+    assert model_share(owners, heap_rate=402_000) == 1500 + 1000
+
+
+def test_project_roots_reach_the_pyproject(tmp_path) -> None:
+    (tmp_path / "pyproject.toml").write_text("[project]\nname='p'\n")
+    (tmp_path / "models").mkdir()
+    roots = project_roots(str(tmp_path / "models" / "net.py"))
+    assert roots == [str(tmp_path / "models"), str(tmp_path)]
+
+
+def heap_leak(rate: float = 400 * KB) -> Verdict:
+    s = Signal("heap", "repeat", "grows", rate, 3 * KB, 1 * KB, 1.0, 4, 12 * KB)
+    return Verdict(
+        kind=LEAK, growth_bytes_per_call=rate, growth_bytes_per_new_shape=None, baseline_bytes_per_call=3 * KB,
+        baseline_bytes_per_new_shape=None, noise_bytes=None, signals=(s,), floor_bytes_per_call=12 * KB, growth_metric="heap",
+    )
+
+
+def owners(model: int, toolchain: int, python_malloc: int) -> dict:
+    return {"repeat": {
+        "calls": 1, "heap": 0, "groups": {MODEL: model, LIBRARIES: 0, TOOLCHAIN: toolchain, OTHER: 0}, "native": 0,
+        "python_malloc": python_malloc,
+        "sites": {MODEL: [], LIBRARIES: [], OTHER: [], TOOLCHAIN: [{"where": "torch/fx/graph.py:1023", "bytes": toolchain}]},
+    }}
+
+
+def test_growth_the_toolchain_keeps_is_a_toolchain_leak_with_its_site() -> None:
+    v = attribute(heap_leak(), owners(model=0, toolchain=405 * KB, python_malloc=401 * KB), "export")
+    assert v.kind == TOOLCHAIN_LEAK
+    assert "torch/fx/graph.py:1023" in v.reasons[0] and "not your model" in v.reasons[0]
+    assert v.owners is not None
+
+
+def test_native_growth_beside_the_toolchains_is_the_models() -> None:
+    v = attribute(heap_leak(rate=470 * KB), owners(model=0, toolchain=405 * KB, python_malloc=401 * KB), "export")
+    assert v.kind == LEAK and "native" in v.reasons[-1]
+
+
+def test_objects_that_grow_are_the_models_without_a_trace() -> None:
+    v = heap_leak()
+    objects = Signal("objects", "repeat", "grows", 5.0, 0.0, 0.0, 1.0, 4)
+    v2 = Verdict(**{**v.__dict__, "signals": v.signals + (objects,)})
+    assert attribute(v2, owners(model=0, toolchain=405 * KB, python_malloc=401 * KB), "export").kind == LEAK
