@@ -164,6 +164,7 @@ class OwnerTracer:
             self.spans.append(("novel", novel[0], novel[-1]))
         self.open: dict[str, tuple[Any, float, int]] = {}
         self.out: dict[str, Any] = {}
+        self.started = False  # --tracemalloc may have started tracing already: leave it running then
 
     def _heap(self) -> float:
         return self.ctx.meters.heap_now() or 0.0
@@ -173,6 +174,7 @@ class OwnerTracer:
 
         if i == self.start_at and not tm.is_tracing():
             tm.start(max(1, self.ctx.options.owners))
+            self.started = True
         for phase, first, _ in self.spans:
             if i == first:
                 before = self._heap()
@@ -192,7 +194,7 @@ class OwnerTracer:
                 diffs = snap1.compare_to(snap0, "traceback")
                 self.out[phase] = summarize(diffs, self.classifier, last - first + 1, heap1 - heap0)
                 del snap0, snap1, diffs
-        if i == len(self.steps) - 1 and tm.is_tracing():
+        if i == len(self.steps) - 1 and self.started:
             tm.stop()
 
     def result(self) -> dict[str, Any]:
