@@ -473,12 +473,14 @@ def attribute(verdict: Verdict, owners: Mapping[str, Any] | None, stage: str = "
         site = top_site(per_call, MODEL)
         native = native_share(per_call, heap_rate)
         where = f", {site}" if site else (", native (no Python allocation explains it)" if native > floor else "")
-        reason = f"the model's code keeps {format_bytes(mine)}/call{where}"
+        per = {"export": "export", "inference": "run"}.get(stage, "call")
+        reason = f"the model's code keeps {format_bytes(mine)}/{per}{where}"
         return replace(verdict, owners=dict(owners), reasons=verdict.reasons + (reason,))
     site = top_site(per_call, TOOLCHAIN) or "the toolchain's own code"
     what = {"export": "torch.onnx.export", "inference": "ONNX Runtime", "eager": "torch"}.get(stage, "the toolchain")
+    per = {"export": "export", "inference": "run"}.get(stage, "call")
     reason = (
-        f"{what} keeps ~{format_bytes(theirs)} per call of this model in {site}; "
-        f"the model's code keeps {format_bytes(mine)}/call (floor {format_bytes(floor)}): not your model's code"
+        f"{what} keeps ~{format_bytes(theirs)} per {per} of this model in {site}; "
+        f"the model's code keeps {format_bytes(mine)}/{per} (floor {format_bytes(floor)}): not your model's code"
     )
     return replace(verdict, kind=TOOLCHAIN_LEAK, owners=dict(owners), reasons=(reason,), decided_by=HEAP)

@@ -118,3 +118,21 @@ def test_objects_that_grow_are_the_models_without_a_trace() -> None:
     objects = Signal("objects", "repeat", "grows", 5.0, 0.0, 0.0, 1.0, 4)
     v2 = Verdict(**{**v.__dict__, "signals": v.signals + (objects,)})
     assert attribute(v2, owners(model=0, toolchain=405 * KB, python_malloc=401 * KB), "export").kind == LEAK
+
+
+def test_the_terminal_report_states_the_floor_and_the_owners() -> None:
+    from bisector.measure import StageResult
+    from bisector.report import owners_lines, reason_lines, stage_line
+
+    clean = Verdict(
+        kind="clean", growth_bytes_per_call=0.0, growth_bytes_per_new_shape=None, baseline_bytes_per_call=0.0,
+        baseline_bytes_per_new_shape=None, noise_bytes=None, floor_bytes_per_call=2048.0, growth_metric="heap",
+    )
+    assert "clean (nothing above 2.0 KB/call)" in stage_line(StageResult("eager", "clean", verdict=clean))
+    v = attribute(heap_leak(), owners(model=0, toolchain=405 * KB, python_malloc=401 * KB), "export")
+    r = StageResult("export", v.kind, verdict=v)
+    line = stage_line(r)
+    assert "toolchain-leak" in line and "/export" in line
+    (who,) = owners_lines(r)
+    assert "toolchain 414.7 KB (torch/fx/graph.py:1023)" in who and "your model 0 B" in who
+    assert any("not your model's code" in x for x in reason_lines(r))
