@@ -24,6 +24,8 @@ def test_find_json_names_the_culprit_and_a_rerun_reuses_every_probe(tmp_path) ->
             "own_code": True, "objects_per_call": 1.0,
             "objects_per_new_shape": report["culprits"][0]["objects_per_new_shape"], "bounded": None,
             "type": "Recorder", "grown_types": report["culprits"][0]["grown_types"], "hint": report["culprits"][0]["hint"],
+            "growth_metric": "heap", "floor_bytes_per_call": report["culprits"][0]["floor_bytes_per_call"],
+            "owners": None,  # objects grew: the model's, no traced probe needed
         }
     ]
     assert "torch.Tensor" in report["culprits"][0]["grown_types"]

@@ -35,7 +35,8 @@ def test_terminal_report_shows_verdicts_figures_and_chart() -> None:
     out = r.stdout
     assert "eager" in out and "leak" in out
     assert "MB/call" in out
-    assert "rss " in out and "│" in out  # the curve, with phase marks
+    assert "heap " in out and "│" in out  # the curve of the metric that decided, with phase marks
+    assert "floor" in out and "native 2.1 MB" in out  # the floor reached, and who owns the growth
     assert "baseline" in out
     assert "verdict: leak" in out
 
