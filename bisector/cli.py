@@ -347,6 +347,7 @@ def fix(
     run_dir: RunDirOpt = None,
     config: ConfigOpt = None,
     debug: DebugOpt = False,
+    pick: Annotated[Optional[int], typer.Option("--pick", help="Patch with the N-th kept fix of each culprit (1 = the best ranked) instead of the default choice.")] = None,
 ) -> int:
     """Find the culprits, try every fixer that applies to each, re-measure, and report the fixes
     that make the curve flat and keep outputs equivalent, with before/after figures."""
@@ -375,6 +376,17 @@ def fix(
                 from bisector.errors import UserError
 
                 raise UserError(f"unknown fixer {name!r}; see `bisector fixers` ({', '.join(known)})")
+        if pick is not None and pick < 1:
+            from bisector.errors import UserError
+
+            raise UserError("--pick counts kept fixes from 1")
+        back = _read_back(prepared.model.path, export_script, infer_script)
+        if back:
+            from dataclasses import replace as _replace
+
+            if exporter:
+                back.pop("exporter", None)  # the option wins over the script
+            prepared = _replace(prepared, options=_replace(prepared.options, probe=prepared.options.probe.with_overrides(back)))
         with _Progress(sys.stderr.isatty() and not debug) as progress:
             finder = Finder(prepared.model, prepared.plan, prepared.options, events=progress, run_dir=run_dir)
             try:
@@ -382,11 +394,17 @@ def fix(
                 error = _failure_error(found.measure, skip={c.stage for c in found.culprits})
                 if error is not None:
                     raise error
+                if not json_out:
+                    # The find report is ready long before the fixes are measured: show it now.
+                    from bisector.report import render_find
+
+                    render_find(found, _out_console())
+                    sys.stdout.flush()
                 report = Repairer(finder, found, allow_output_changes=allow_output_changes, only=fixer or ()).run()
             finally:
                 finder.close()
         root = project_root(prepared.model.path)
-        patches, notes = patches_for(report, root, export_script, infer_script)
+        patches, notes = patches_for(report, root, export_script, infer_script, pick=pick)
         data = report.to_json()
         data["patches"] = [{"path": p.rel, "summary": p.summary, "diff": p.diff} for p in patches if p.changed]
         data["patch_notes"] = notes
@@ -394,7 +412,7 @@ def fix(
         if apply:
             written = apply_patches(patches, root)
             data["applied"] = written
-        confirmed = _confirm(prepared, report, found) if written else None
+        confirmed = _confirm(prepared, report, found, pick) if written else None
         if confirmed is not None:
             data["confirmed"] = {
                 "verdict": confirmed.verdict,
@@ -404,7 +422,7 @@ def fix(
             sys.stdout.write(json.dumps(data, indent=2) + "\n")
         else:
             console = _out_console()
-            render_fix(report, console)
+            render_fix(report, console, show_find=False)
             for note in notes:
                 console.print(f"note: {note}", style="yellow", markup=False)
             if diff:
@@ -425,7 +443,24 @@ def fix(
     return _guard(debug, body)
 
 
-def _confirm(prepared: Any, report: Any, found: Any) -> Any:
+def _read_back(model_path: str, export_script: str | None, infer_script: str | None) -> dict[str, Any]:
+    """Settings the given scripts already apply to this model (its session, its export call)."""
+    from bisector.patch import read_export
+    from bisector.probe.types import merge_overrides
+    from bisector.serving import read_serving
+
+    key = Path(model_path).stem
+    out: dict[str, Any] = {}
+    for script, reader in ((export_script, read_export), (infer_script, read_serving)):
+        if script:
+            try:
+                out = merge_overrides(out, reader(Path(script).read_text(encoding="utf-8"), key))
+            except Exception:  # noqa: BLE001 - an unreadable script adds nothing; patching it says why
+                pass
+    return out
+
+
+def _confirm(prepared: Any, report: Any, found: Any, pick: int | None = None) -> Any:
     """Re-measure the stages that had culprits from the files as now written (the probe loads the
     model source afresh, so source edits count), with the kept export and runtime settings as probe
     overrides (the probe does not run the user's export or serving scripts)."""
@@ -436,7 +471,7 @@ def _confirm(prepared: Any, report: Any, found: Any) -> Any:
     from bisector.repair import merge_probe
 
     probes: dict[str, Any] = {}
-    for ev in best_fixes(report):
+    for ev in best_fixes(report, pick):
         probes = merge_probe(probes, ev.probe)
     stages = tuple(dict.fromkeys(c.stage for c in found.culprits))
     options = replace(prepared.options, stages=stages, probe=prepared.options.probe.with_overrides(probes))

@@ -230,11 +230,15 @@ def _culprit_tree(report: Any, search: Any, RichTree: Any, escape: Any) -> Any:
     return root
 
 
-def render_fix(report: Any, console: Any, show_dropped: bool = True) -> None:
-    """The find report, then per culprit the fixes kept (best first) and those dropped, and why."""
+def render_fix(report: Any, console: Any, show_dropped: bool = True, show_find: bool = True) -> None:
+    """The find report (unless already shown), then per culprit the fixes kept (best first) and
+    those dropped, and why, with each kept fix's trade-off."""
     from rich.markup import escape
 
-    render_find(report.find, console)
+    from bisector.repair import costs_more_than_it_saves
+
+    if show_find:
+        render_find(report.find, console)
     if not report.find.culprits:
         return
     console.print("")
@@ -247,6 +251,12 @@ def render_fix(report: Any, console: Any, show_dropped: bool = True) -> None:
             eq = "" if e.max_abs_diff is None else f"  outputs max |diff| {e.max_abs_diff:.2g}"
             if e.upfront_bytes is not None and abs(e.upfront_bytes) >= 5e6:
                 eq += f"  holds {format_bytes(e.upfront_bytes, signed=True)} from the start"
+            if e.steady_before_bytes is not None and e.steady_after_bytes is not None:
+                eq += f"  largest RSS {format_bytes(e.steady_before_bytes)} -> {format_bytes(e.steady_after_bytes)}"
+            if costs_more_than_it_saves(e):
+                eq += "  costs more up front than the growth it prevents: not chosen unless picked"
+            if e.removes_behaviour:
+                eq += f"  removes behaviour: {e.removes_behaviour}"
             console.print(f"  [green]✓[/] {escape(e.fixer)}: {escape(e.summary)}")
             console.print(f"      {escape(e.reason)}{escape(eq)}", style="dim")
         if show_dropped:
