@@ -980,7 +980,7 @@ def compose(works: Sequence[ModelWork], root: str | Path, new_file: str = "expor
                 need_file.append(w)
     for path, (original, current) in texts.items():
         patches.append(Patch(path, original, current, "settings for " + ", ".join(w.key for w in works if path in files[w.key]), root))
-    for w in dict.fromkeys(need_file):
+    for w in {w.key: w for w in need_file}.values():  # ModelWork holds dicts: dedupe by key
         name = new_file if len(works) == 1 else f"export_{w.key}.py"
         p = new_export_file(root, w.model, w.plan, w.settings, name)
         patches.append(p)

@@ -112,7 +112,7 @@ def test_fix_apply_writes_the_edit_backs_up_and_confirms(tmp_path) -> None:
     assert data["fixes"] and all(keys <= set(f) for f in data["fixes"])
     assert any(f["kept"] for f in data["fixes"])
     (patch,) = data["patches"]
-    assert patch["path"] == "list_append.py" and patch["diff"].startswith("--- a/list_append.py")
+    assert patch["path"] == "list_append.py" and patch["diff"].startswith("diff --git a/list_append.py b/list_append.py\nindex ")
     assert data["applied"] == ["list_append.py"]
     assert model.read_text() != original and "self.history.append(y)" not in model.read_text()
     (backup,) = (project / ".bisector" / "backups").glob("*/list_append.py")
