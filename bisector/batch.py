@@ -261,6 +261,9 @@ def repair_one(entry: ModelEntry, out: Path, pool: Any, executor: Any, run_dir: 
                     pick=int(pick) if pick else None, prefer=o.get("prefer"))
     chosen = {id(e) for e in _chosen(report, pick, o.get("prefer"))}
     culprits = tuple({k: v for k, v in c.to_json().items() if k in ("region", "stage", "kind", "growth_bytes_per_call", "growth_bytes_per_new_shape", "own_code", "registered_at")} for c in found.culprits)
+    from bisector.repair import registration_site
+
+    culprits = tuple({**c, "registered_at": registration_site(prepared.model, c["region"])} if c.get("own_code") else c for c in culprits)
     best = [e.to_json() for c in found.culprits for e in report.for_culprit(c) if id(e) in chosen]
     if not found.culprits:
         status = CLEAN

@@ -177,6 +177,36 @@ def user_sources(model: ModelSpec) -> dict[str, str]:
     return out
 
 
+def registration_site(model: ModelSpec, region: str) -> str:
+    """Where the user's code registers a hook on this region (`self.proj.register_forward_hook(...)`
+    for region `proj`), as file:line relative to the model's folder; "" when none. A culprit whose
+    own code is torch's (a Linear) leaks through a hook its parent registered there."""
+    import ast
+
+    if not region:
+        return ""
+    from bisector.patch import project_root
+
+    last = region.split(".")[-1]
+    folder = project_root(model.path)
+    for path, text in user_sources(model).items():
+        try:
+            tree = ast.parse(text)
+        except SyntaxError:
+            continue
+        for node in ast.walk(tree):
+            if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and "hook" in node.func.attr
+                    and node.func.attr.startswith("register_")):
+                owner = ast.unparse(node.func.value)
+                if owner.split(".")[-1].split("[")[0] == last or owner.endswith(f"[{last}]"):
+                    try:
+                        rel = Path(path).resolve().relative_to(folder)
+                    except ValueError:
+                        rel = Path(path).name
+                    return f"{rel}:{node.lineno}"
+    return ""
+
+
 def shadow_copy(model: ModelSpec, edits: Iterable[Any], root: Path) -> ModelSpec:
     """A copy of the model's folder (its package, if it is in one) with the edits applied; the
     model spec pointing into it. The user's files stay as they are."""

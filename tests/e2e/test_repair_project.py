@@ -55,6 +55,7 @@ def test_first_repair_fixes_the_leaks_and_keeps_behaviour(project: Path, first: 
     # Chosen by the manifest's prefer: its trade-off is shown, not hidden.
     assert "warm" in warm["summary"] and warm["upfront_bytes"] > 5e6 and warm["steady_after_bytes"] and warm["steady_before_bytes"]
     table = (project / ".bisector" / "repair" / "summary.md").read_text()
+    assert "`proj` (eager leak, hook registered at models/encoder.py:27)" in table  # not "(its own code)"
     assert "upfront +" in table and "eager leak, inference clean" in table and "| no patch |" in table
     for m in models.values():
         assert m["check"] in ("passed", "no patch"), m
