@@ -293,6 +293,31 @@ def _shadow(root: Path, dest: Path) -> Path:
     return dest
 
 
+def compile_error(patches: Iterable[Any]) -> str:
+    """The first patched Python file that does not compile, and why; "" when all do."""
+    for p in patches:
+        if p.path.endswith(".py"):
+            try:
+                compile(p.after, p.path, "exec")
+            except SyntaxError as exc:
+                return f"{p.rel} does not compile: {exc.msg} (line {exc.lineno})"
+    return ""
+
+
+def prove(root: Path, check: str | None, patches: list[Any], timeout: float = 600.0) -> tuple[bool, str]:
+    """Whether a patch may be offered, and the check state the report shows."""
+    broken = compile_error(patches)
+    if broken:
+        return False, f"failed: {broken}"
+    if not check:
+        return True, "not run against your script"
+    reference, ref_why = run_check(root, check, [], timeout)
+    if not reference:
+        return True, f"not proven: `{check}` fails without the patch too ({ref_why})"
+    ok, why = run_check(root, check, patches, timeout)
+    return ok, "passed" if ok else f"failed: {why}"
+
+
 def run_check(root: Path, command: str, patches: Iterable[Any], timeout: float = 600.0) -> tuple[bool, str]:
     """The project's check command in a shadow copy with the patches written: (passed, why).
     Patched Python files are compiled first."""
@@ -300,12 +325,9 @@ def run_check(root: Path, command: str, patches: Iterable[Any], timeout: float =
     import tempfile
 
     patches = list(patches)
-    for p in patches:
-        if p.path.endswith(".py"):
-            try:
-                compile(p.after, p.path, "exec")
-            except SyntaxError as exc:
-                return False, f"{p.rel} does not compile: {exc.msg} (line {exc.lineno})"
+    broken = compile_error(patches)
+    if broken:
+        return False, broken
     with tempfile.TemporaryDirectory(prefix="bisector-check-") as tmp:
         shadow = _shadow(root, Path(tmp) / "project")
         for p in patches:
@@ -436,33 +458,37 @@ def write_patches(models: list[ModelEntry], results: dict[str, ModelResult], wor
     def build(entries: list[ModelEntry]) -> tuple[list[Any], dict[str, list[str]], dict[str, list[str]]]:
         return compose([works[e.name] for e in entries], root)
 
+    def attempt(ps: list[Any]) -> tuple[bool, str]:
+        broken = compile_error(ps)
+        if broken or not check:
+            return not broken, broken
+        return run_check(root, check, ps, timeout)
+
     patches, notes, files = build(active)
+    check_state = "passed" if check else "not run against your script"
+    reference = True
     if patches and check:
         reference, ref_why = run_check(root, check, [], timeout)
-        ok, fail = run_check(root, check, patches, timeout)
         if not reference:
             check_state = f"not proven: `{check}` fails without the patches too ({ref_why})"
-        elif ok:
-            check_state = "passed"
-        else:
+    if patches and reference:
+        ok, fail = attempt(patches)
+        if not ok:
             # Find the models whose edits break it, each tried alone, and offer the rest.
             keep = []
             for e in active:
                 alone, _, _ = build([e])
-                good, bad = run_check(root, check, alone, timeout) if alone else (True, "")
+                good, bad = attempt(alone) if alone else (True, "")
                 if good:
                     keep.append(e)
                 else:
                     why[e.name] = bad
             patches, notes, files = build(keep)
-            ok, fail = run_check(root, check, patches, timeout) if patches else (True, "")
+            ok, fail = attempt(patches) if patches else (True, "")
             if not ok:
                 for e in keep:
                     why[e.name] = fail
                 patches, notes, files = [], {}, {}
-            check_state = "passed"
-    else:
-        check_state = "not run against your script"
     patch_dir.mkdir(parents=True, exist_ok=True)
     names: dict[str, str] = {}
     for p in patches:

@@ -406,12 +406,30 @@ def fix(
         root = project_root(prepared.model.path)
         patches, notes = patches_for(report, root, export_script, infer_script, pick=pick)
         data = report.to_json()
+        # Proven on the project: the patched files compile, and the project's check command
+        # ([tool.bisector] check) runs with them in a shadow copy; a failing patch is not offered.
+        from bisector.batch import prove, run_check
+        from bisector.config import load_config
+
+        check = load_config(prepared.model.path, config).get("check")
+        if not isinstance(check, str):
+            check = None
+        check_state = "no patch"
+        if patches:
+            offered, check_state = prove(root, check, patches)
+            if not offered:
+                notes.append(f"the patch is not offered: {check_state}")
+                patches = []
         data["patches"] = [{"path": p.rel, "summary": p.summary, "diff": p.diff} for p in patches if p.changed]
         data["patch_notes"] = notes
+        data["check"] = check_state
         written: list[str] = []
         if apply:
             written = apply_patches(patches, root)
             data["applied"] = written
+            if written and check:
+                ok, why = run_check(root, check, [])  # the project as now written, in a shadow copy
+                data["check_after_apply"] = "passed" if ok else f"failed: {why}"
         confirmed = _confirm(prepared, report, found, pick) if written else None
         if confirmed is not None:
             data["confirmed"] = {
@@ -431,11 +449,17 @@ def fix(
                 console.print("rerun with --diff to see the patch, --apply to write it", style="cyan")
             if written:
                 console.print(f"applied: {', '.join(written)} (backups in {root / '.bisector' / 'backups'})", markup=False)
+            if patches:
+                console.print(f"check: {check_state}", markup=False)
+            if data.get("check_after_apply"):
+                console.print(f"check after --apply: {data['check_after_apply']}", markup=False)
             if confirmed is not None:
                 parts = ", ".join(f"{s} {r.kind}" for s, r in confirmed.stages.items())
                 console.print(f"re-measured after --apply (edited files, kept runtime settings): {parts}", markup=False)
         if not found.culprits:
             return _measure_exit(found.measure)
+        if str(data.get("check_after_apply", "")).startswith("failed"):
+            return EXIT_FOUND  # the project's own check fails with what was written: never "clean"
         if confirmed is not None and not all(holds(c, confirmed.stages.get(c.stage)) for c in found.culprits):
             return EXIT_FOUND  # the written fix did not hold on a fresh measurement: say so in the exit code
         return EXIT_CLEAN if all(report.fixed(c) for c in found.culprits) else EXIT_FOUND

@@ -196,6 +196,13 @@ def _culprit_label(report: Any, c: Any, type_name: str, escape: Any) -> str:
             own = " (the runtime, for the whole model)"
         else:
             own = " (its own code)" if c.own_code and report.tree.children(c.region) else ""
+            region = report.tree.regions.get(c.region)
+            if c.own_code and c.region and region is not None and region.type.startswith("torch."):
+                # torch's own module does not keep outputs: a hook its parent registered does
+                from bisector.repair import registration_site
+
+                site = registration_site(report.measure.model, c.region)
+                own = f" (a hook registered at {site})" if site else own
     style = STYLE.get(c.kind, "bold")
     return f"[{style}]{escape(c.region or '<root>')}[/]  {escape(type_name)}  [{style}]{c.kind}[/]  {escape(', '.join(figures))}  ← culprit{own}"
 
