@@ -215,6 +215,8 @@ def measure(
     no_cache: NoCacheOpt = False,
     config: ConfigOpt = None,
     debug: DebugOpt = False,
+    export_script: Annotated[Optional[str], typer.Option("--export-script", help="Measure with the export settings your export script uses for this model.")] = None,
+    infer_script: Annotated[Optional[str], typer.Option("--infer-script", help="Measure with the ONNX Runtime settings your serving script applies to this model's session.")] = None,
 ) -> int:
     """Measure memory per stage (eager, export, inference) in isolated probes and give a verdict:
     clean, leak (grows every call), shape-growth (grows per new input shape) or inconclusive."""
@@ -230,6 +232,7 @@ def measure(
             fresh=fresh, timeout_s=timeout, mem_cap=mem_cap, keep_autograd=keep_autograd, tracemalloc=tracemalloc,
             cache=not no_cache, config=config,
         )
+        prepared = _with_scripts(prepared, export_script, infer_script, exporter)
         with _Progress(sys.stderr.isatty() and not debug) as progress:
             report = run_measure(prepared.model, prepared.plan, prepared.options, events=progress)
         if json_out:
@@ -277,6 +280,8 @@ def find(
     run_dir: RunDirOpt = None,
     config: ConfigOpt = None,
     debug: DebugOpt = False,
+    export_script: Annotated[Optional[str], typer.Option("--export-script", help="Measure with the export settings your export script uses for this model.")] = None,
+    infer_script: Annotated[Optional[str], typer.Option("--infer-script", help="Measure with the ONNX Runtime settings your serving script applies to this model's session.")] = None,
 ) -> int:
     """Measure each stage, then bisect the module tree down to the smallest regions that leak
     (or grow per new input shape), with figures and what to try next for each."""
@@ -292,6 +297,7 @@ def find(
             fresh=fresh, timeout_s=timeout, mem_cap=mem_cap, keep_autograd=keep_autograd, tracemalloc=tracemalloc,
             cache=not no_cache, config=config,
         )
+        prepared = _with_scripts(prepared, export_script, infer_script, exporter)
         with _Progress(sys.stderr.isatty() and not debug) as progress:
             report = run_find(prepared.model, prepared.plan, prepared.options, events=progress, run_dir=run_dir)
         if json_out:
@@ -380,13 +386,7 @@ def fix(
             from bisector.errors import UserError
 
             raise UserError("--pick counts kept fixes from 1")
-        back = _read_back(prepared.model.path, export_script, infer_script)
-        if back:
-            from dataclasses import replace as _replace
-
-            if exporter:
-                back.pop("exporter", None)  # the option wins over the script
-            prepared = _replace(prepared, options=_replace(prepared.options, probe=prepared.options.probe.with_overrides(back)))
+        prepared = _with_scripts(prepared, export_script, infer_script, exporter)
         with _Progress(sys.stderr.isatty() and not debug) as progress:
             finder = Finder(prepared.model, prepared.plan, prepared.options, events=progress, run_dir=run_dir)
             try:
@@ -465,6 +465,24 @@ def fix(
         return EXIT_CLEAN if all(report.fixed(c) for c in found.culprits) else EXIT_FOUND
 
     return _guard(debug, body)
+
+
+def _with_scripts(prepared: Any, export_script: str | None, infer_script: str | None, exporter: str | None) -> Any:
+    """The prepared run measured with the settings the user's scripts already apply to this
+    model: a project patched by bisector measures as it will run."""
+    from dataclasses import replace
+
+    from bisector.errors import UserError
+
+    for script, flag in ((export_script, "--export-script"), (infer_script, "--infer-script")):
+        if script and not Path(script).is_file():
+            raise UserError(f"{flag} {script} does not exist")
+    back = _read_back(prepared.model.path, export_script, infer_script)
+    if exporter:
+        back.pop("exporter", None)  # the option wins over the script
+    if not back:
+        return prepared
+    return replace(prepared, options=replace(prepared.options, probe=prepared.options.probe.with_overrides(back)))
 
 
 def _read_back(model_path: str, export_script: str | None, infer_script: str | None) -> dict[str, Any]:

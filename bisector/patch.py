@@ -688,7 +688,7 @@ def patch_infer_script(path: str, settings: Settings, plan: Any, root: str, key:
                        text: str | None = None) -> tuple[Patch, list[str]]:
     """This model's runtime settings on the session that loads its .onnx (see bisector.serving);
     padding and the bounds guard on that session's runs."""
-    from bisector.serving import entry_for, patch_serving
+    from bisector.serving import entry_for, patch_serving, site_for
 
     original = Path(path).read_text(encoding="utf-8")
     current = original if text is None else text
@@ -700,7 +700,15 @@ def patch_infer_script(path: str, settings: Settings, plan: Any, root: str, key:
     new, note = patch_serving(current, key, entry_for(settings, plan))
     if note:
         return Patch(path, original, current, "no session", root), [f"{Path(path).name}: {note}; the settings are in export_onnx.py instead"]
-    if settings.round_multiple or settings.bounded_dims:
+    notes: list[str] = []
+    site, _ = site_for(new, key)
+    shared = site is not None and site.literal is None and bool(site.key_code)
+    if (settings.round_multiple or settings.bounded_dims) and shared:
+        # Padding and the bounds guard wrap the session's runs: in code that serves every model
+        # they would pad and guard every model's inputs with this model's axes. Not written.
+        what = "rounded sizes" if settings.round_multiple else "the input bounds guard"
+        notes.append(f"{Path(path).name}: its session serves every model; {what} for {key} is not written there (set it around {key}'s runs by hand)")
+    elif settings.round_multiple or settings.bounded_dims:
         module = cst.parse_module(new)
         t = _Sessions(replace(settings, session_options={}, provider_options={}, run_options={}, warmup_largest=False), plan)
         module = module.visit(t)
@@ -709,7 +717,7 @@ def patch_infer_script(path: str, settings: Settings, plan: Any, root: str, key:
         helpers = _feed_helpers(settings, plan)
         if helpers and f"def {MARK}_guard(" not in new and f"def {MARK}_run(" not in new:
             new = _insert_after_imports(_ensure_imports(new, ["import numpy"]), helpers)
-    return Patch(path, original, new, "runtime settings", root), []
+    return Patch(path, original, new, "runtime settings", root), notes
 
 
 def _insert_after_imports(source: str, code: str) -> str:

@@ -156,3 +156,15 @@ def test_rank_puts_behaviour_removal_and_costly_warm_ups_last() -> None:
 
     ranked = rank([ev("remove", 10, removes_behaviour="read by x()"), ev("warm", 10, upfront_bytes=50e6, prevented_bytes=20e6), ev("bound", 5)])
     assert [e.summary for e in ranked] == ["bound", "warm", "remove"]
+
+
+def test_padding_is_not_written_around_a_session_every_model_shares(tmp_path: Path) -> None:
+    from bisector.patch import Settings, patch_infer_script
+
+    serve = tmp_path / "serve.py"
+    serve.write_text(SHARED)
+    plan = build_input_plan(["x=B,3,H,W"], ["B=1:4", "H=16:96", "W=16:96"])
+    patch, notes = patch_infer_script(str(serve), Settings(round_multiple=16, session_options={"enable_mem_pattern": False}), plan,
+                                      str(tmp_path), key="heatmap")
+    assert "_bisector_run(" not in patch.after and "serves every model; rounded sizes for heatmap is not written" in notes[0]
+    assert read_serving(patch.after, "heatmap") == {"session_options": {"enable_mem_pattern": False}}
