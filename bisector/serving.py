@@ -266,24 +266,20 @@ def patch_serving(source: str, key: str, entry: Mapping[str, Any]) -> tuple[str,
         source = _insert_table_after(source, "\n\n\n".join(parts))
     # The site: options from the table before the session is built, the rest after.
     key_code = site.key_code or repr(key)
-    target_line = site.line
 
-    from libcst.metadata import MetadataWrapper, PositionProvider
+    from libcst.metadata import MetadataWrapper
 
     class T(cst.CSTTransformer):
-        METADATA_DEPENDENCIES = (PositionProvider,)
-
-        def __init__(self) -> None:
-            self.wrapped = 0
-
         def visit_Call(self, node: Any) -> bool:
             return _dotted(node.func) != "_bisector_session"  # already ours: leave it as it is
 
         def leave_Call(self, o: Any, u: Any) -> Any:
             if not _dotted(u.func).endswith("InferenceSession"):
                 return u
+            # Only the chosen site: the same key expression (a literal for one model's file, or
+            # the name the shared code builds paths from).
             sites = find_sites(cst.Module(body=[cst.SimpleStatementLine([cst.Expr(o)])]).code)
-            if not sites or (sites[0].key_code or repr(key)) != key_code and not (sites[0].literal is None and not sites[0].key_code):
+            if not sites or (sites[0].key_code or repr(key)) != key_code:
                 return u
             options = next((a.value for a in u.args if a.keyword is not None and a.keyword.value == "sess_options"), None)
             positional = [a for a in u.args if a.keyword is None]
@@ -292,14 +288,9 @@ def patch_serving(source: str, key: str, entry: Mapping[str, Any]) -> tuple[str,
                 u = u.with_changes(args=[a for a in u.args if a is not positional[1]])
             opts = _code(options) if options is not None else "None"
             u = _set_kwarg(u, "sess_options", f"_bisector_session_options({key_code}, {opts})")
-            self.wrapped += 1
             return cst.Call(func=cst.Name("_bisector_session"), args=[cst.Arg(u, comma=cst.Comma(whitespace_after=cst.SimpleWhitespace(" "))), cst.Arg(cst.parse_expression(key_code))])
 
-    wrapper = MetadataWrapper(cst.parse_module(source))
-    t = T()
-    source = wrapper.visit(t).code
-    del target_line
-    return source, ""
+    return MetadataWrapper(cst.parse_module(source)).visit(T()).code, ""
 
 
 def _insert_table_after(source: str, code: str) -> str:

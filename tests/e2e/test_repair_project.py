@@ -66,6 +66,18 @@ def test_first_repair_fixes_the_leaks_and_keeps_behaviour(project: Path, first: 
     assert not git("status", "--porcelain", "--untracked-files=no", cwd=project).stdout  # nothing written without --apply
 
 
+def test_a_partly_applied_project_keeps_the_other_models_patches(project: Path, first: dict) -> None:
+    patches = project / ".bisector" / "repair" / "patches"
+    git("apply", str(patches / "models__tagger.py.patch"), cwd=project)
+    r = run_cli("repair", "--json", cwd=project)
+    assert r.returncode == 0, r.stdout + r.stderr
+    models = by_model(json.loads(r.stdout))
+    assert {k: m["status"] for k, m in models.items()} == {"tagger": "clean", "encoder": "fixed", "ranker": "clean", "heatmap": "fixed"}
+    assert models["encoder"]["patches"] == ["models__encoder.py.patch"] and models["heatmap"]["patches"] == ["serve__serve.py.patch"]
+    assert sorted(p.name for p in patches.glob("*.patch")) == ["models__encoder.py.patch", "serve__serve.py.patch"]
+    assert all(p.stat().st_size > 0 for p in patches.glob("*.patch"))
+
+
 def test_patches_apply_scripts_run_features_work_and_second_repair_is_clean(project: Path, first: dict) -> None:
     for p in sorted((project / ".bisector" / "repair" / "patches").glob("*.patch")):
         git("apply", "--3way", str(p), cwd=project)
