@@ -291,6 +291,7 @@ class _ExportCalls(cst.CSTTransformer):
         self.found = 0
         self.paths: list[str] = []
         self.shared_changes: list[str] = []
+        self.shared = False  # the call edited serves every model
 
     def leave_Call(self, original: cst.Call, updated: cst.Call) -> cst.Call:
         name = _dotted(updated.func)
@@ -300,6 +301,7 @@ class _ExportCalls(cst.CSTTransformer):
         if self.key is not None and literal is not None and literal != self.key and self.n_calls > 1:
             return updated  # another model's export
         self.found += 1
+        self.shared = self.shared or (shared and self.key is not None)
         new = self._settle(updated)
         if shared and self.key is not None and _code(new) != _code(updated):
             self.shared_changes.append(_code(updated).split("(", 1)[0])
@@ -423,7 +425,9 @@ def patch_export_script(path: str, settings: Settings, plan: Any, root: str, key
         if missing:
             new = _insert_after_imports(_ensure_imports(new, ["import torch"]), registration_code(missing))
     if settings.onnxsim and "onnxsim.simplify" not in new:
-        if t.paths:
+        if t.shared:
+            notes.append(f"{Path(path).name}: its export call serves every model; an onnxsim step for {key} alone is not written there")
+        elif t.paths:
             new = _after_export_call(new, t.paths[0])
             new = _ensure_imports(new, ["import onnx", "import onnxsim"])
         else:

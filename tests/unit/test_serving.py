@@ -168,3 +168,22 @@ def test_padding_is_not_written_around_a_session_every_model_shares(tmp_path: Pa
                                       str(tmp_path), key="heatmap")
     assert "_bisector_run(" not in patch.after and "serves every model; rounded sizes for heatmap is not written" in notes[0]
     assert read_serving(patch.after, "heatmap") == {"session_options": {"enable_mem_pattern": False}}
+
+
+def test_export_settings_go_to_this_models_call_and_never_to_a_shared_one(tmp_path: Path) -> None:
+    from bisector.patch import Settings, patch_export_script
+
+    plan = build_input_plan(["x=B,3,H,W"], ["B=1:4", "H=16:96", "W=16:96"])
+    two = tmp_path / "two.py"
+    two.write_text('import torch\ntorch.onnx.export(a, (x,), "tagger.onnx")\ntorch.onnx.export(b, (x,), "heatmap.onnx")\n')
+    patch, notes = patch_export_script(str(two), Settings(export_kwargs={"do_constant_folding": True}), plan, str(tmp_path), key="heatmap")
+    assert notes == [] and patch.after.splitlines()[1] == 'torch.onnx.export(a, (x,), "tagger.onnx")'
+    assert patch.after.splitlines()[2] == 'torch.onnx.export(b, (x,), "heatmap.onnx", do_constant_folding=True)'
+    shared = tmp_path / "shared.py"
+    shared.write_text('import torch\n\ndef export(name, m, x):\n    torch.onnx.export(m, (x,), f"{name}.onnx", dynamo=False)\n')
+    patch, notes = patch_export_script(str(shared), Settings(exporter="torchscript", export_kwargs={"do_constant_folding": True}, onnxsim=True),
+                                       plan, str(tmp_path), key="heatmap")
+    assert not patch.changed and "builds every model's path from a name" in notes[0] and "onnxsim" in notes[1]
+    # What is already there is no change: nothing to say.
+    same, notes = patch_export_script(str(shared), Settings(exporter="torchscript"), plan, str(tmp_path), key="heatmap")
+    assert not same.changed and notes == []
