@@ -233,6 +233,9 @@ def patch_serving(source: str, key: str, entry: Mapping[str, Any]) -> tuple[str,
     site, note = site_for(source, key)
     if site is None:
         return source, note
+    # A literal path names the model as the site will look it up (a script serving one model
+    # from "model.onnx" keys its entry "model", whatever the model's own name).
+    key = site.literal if site.literal is not None else key
     alias = aliases(source)
     for mod, default in (("onnxruntime", "onnxruntime"), ("numpy", "numpy")):
         if not alias[mod]:

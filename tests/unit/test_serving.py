@@ -187,3 +187,10 @@ def test_export_settings_go_to_this_models_call_and_never_to_a_shared_one(tmp_pa
     # What is already there is no change: nothing to say.
     same, notes = patch_export_script(str(shared), Settings(exporter="torchscript"), plan, str(tmp_path), key="heatmap")
     assert not same.changed and notes == []
+
+
+def test_a_one_model_script_gets_the_settings_under_the_name_its_session_uses() -> None:
+    one = 'import onnxruntime\n\nsession = onnxruntime.InferenceSession("model.onnx")\n'
+    new, note = patch_serving(one, "net", WARM)
+    assert note == "" and "'model': {" in new and "sess_options=_bisector_session_options('model', None)), 'model')" in new
+    assert read_serving(new, "net")["warmup"] == "largest"
