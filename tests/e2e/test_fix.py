@@ -92,10 +92,10 @@ def test_apply_refuses_a_script_outside_the_project(dyn_run, tmp_path) -> None:
     outside = tmp_path / "serve.py"
     outside.write_text('import onnxruntime\nsession = onnxruntime.InferenceSession("m.onnx")\n')
     r = run_cli("fix", str(SAMPLES / "dynamic_cnn.py") + ":Net", *DYN, "-s", "inference", "--fixer", "ort-options",
-                "--infer-script", str(outside), "--apply", "--run-dir", str(dyn_run))
+                "--infer-script", str(outside), "--apply", "--pick", "1", "--run-dir", str(dyn_run))
     assert r.returncode == 2, r.stdout + r.stderr
     assert "outside the project root" in r.stderr and "nothing was written" in r.stderr
-    assert "# bisector" not in outside.read_text()
+    assert outside.read_text() == 'import onnxruntime\nsession = onnxruntime.InferenceSession("m.onnx")\n'
 
 
 def test_fix_apply_writes_the_edit_backs_up_and_confirms(tmp_path) -> None:
@@ -115,7 +115,7 @@ def test_fix_apply_writes_the_edit_backs_up_and_confirms(tmp_path) -> None:
     (patch,) = data["patches"]
     assert patch["path"] == "list_append.py" and patch["diff"].startswith("diff --git a/list_append.py b/list_append.py\nindex ")
     assert data["applied"] == ["list_append.py"]
-    assert model.read_text() != original and "self.history.append(y)" not in model.read_text()
+    assert model.read_text() != original and "del self.history[:-4]" in model.read_text()  # bounded, not deleted
     (backup,) = (project / ".bisector" / "backups").glob("*/list_append.py")
     assert backup.read_text() == original
     assert data["confirmed"]["stages"]["eager"]["verdict"] == "clean"
@@ -155,10 +155,10 @@ def test_the_new_export_file_runs(dyn_run, tmp_path) -> None:
     import sys
 
     r = run_cli("fix", str(SAMPLES / "dynamic_cnn.py") + ":Net", *DYN, "-s", "inference", "--fixer", "ort-options",
-                "--json", "--run-dir", str(dyn_run))
+                "--json", "--pick", "1", "--run-dir", str(dyn_run))
     assert r.returncode == 0, r.stderr
     (patch,) = [p for p in json.loads(r.stdout)["patches"] if p["path"] == "export_onnx.py"]
-    text = "".join(line[1:] + "\n" for line in patch["diff"].splitlines()[3:] if line.startswith("+"))
+    text = "".join(line[1:] + "\n" for line in patch["diff"].splitlines() if line.startswith("+") and not line.startswith("+++ "))
     (tmp_path / "export_onnx.py").write_text(text)
     (tmp_path / "sample_models").symlink_to(SAMPLES)
     check = (
