@@ -405,6 +405,13 @@ def fix(
                 finder.close()
         root = project_root(prepared.model.path)
         patches, notes = patches_for(report, root, export_script, infer_script, pick=pick)
+        from bisector.patch import best_fixes
+
+        chosen = {(e.region, e.stage) for e in best_fixes(report, pick)}
+        for c in found.culprits:
+            if report.fixed(c) and (c.region, c.stage) not in chosen:
+                notes.append(f"{c.region or '<root>'} ({c.stage}): every kept fix costs more memory up front than the growth it "
+                             "prevents over the declared range, so none is in the patch; take one with --pick N")
         data = report.to_json()
         # Proven on the project: the patched files compile, and the project's check command
         # ([tool.bisector] check) runs with them in a shadow copy; a failing patch is not offered.
