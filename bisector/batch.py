@@ -5,12 +5,15 @@ TOML file with the same ``[[models]]`` tables, or JSON ``{"models": [...]}``). E
 
     spec = "models/net.py:Net"        # required
     inputs = ["x=B,3,H,W"]            # and optionally dims, stages, exporter, init_kwargs,
-    export_script = "export.py"       #   export_script, infer_script, device, seed
+    export_script = "export.py"       #   export_script, infer_script, device, seed, artifact
+    check = "python serve/serve.py"   #   (the model's name in shared scripts), prefer, pick
 
-Per model, ``<out>/<name>.patch`` (the best kept fixes as a unified diff, empty when there is
-nothing to change) and ``<out>/<name>.json``; for the run, ``summary.json`` and ``summary.md``.
-A model whose result is on disk for the same model source and options is not probed again, so a
-stopped run resumes. Models run side by side sharing one probe server and one limit on probes.
+Per file, ``<out>/patches/<path>.patch``: one git-style diff holding every model's edits to that
+file (so patches of models sharing a serving script compose), all of them in ``<out>/all.patch``;
+per model ``<out>/<name>.json`` (its result and what its fixes change); for the run,
+``summary.json`` and ``summary.md``. A model whose result is on disk for the same model source,
+scripts and options is not probed again, so a stopped run resumes (and its edits still go into
+the patches). Models run side by side sharing one probe server and one limit on probes.
 """
 
 from __future__ import annotations

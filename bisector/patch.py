@@ -4,14 +4,15 @@
 - the export script (``--export-script``): the ``torch.onnx.export`` call's keyword arguments
   (exporter, ``dynamic_shapes``/``dynamic_axes``, ``do_constant_folding``, ``opset_version``,
   ``export_params``) and an onnxsim step after it;
-- the inference script (``--infer-script``): ``SessionOptions``/``RunOptions``/provider options
-  around ``onnxruntime.InferenceSession``, a warm-up at the largest input, and input padding to
-  multiples of 16 where that fix was kept;
+- the inference script (``--infer-script``): the model's session, provider and run options and a
+  warm-up at the largest input, in a per-model table applied at the session that loads its
+  ``.onnx`` (bisector.serving), and input padding to multiples of 16 where that fix was kept;
 - no script given: a new ``export_onnx.py`` with the recommended settings, as a diff against
   nothing.
 
-Every transform is idempotent (a second run changes nothing) and a patch whose text does not
-change has the diff "". ``apply`` writes only files that are unchanged since they were read
+Every transform is idempotent per setting (a second run adds what is missing and nothing else;
+no file-wide marker), diffs are git-style with ``index`` lines, and a patch whose text does not
+change has the diff "". Several models' edits of one file compose into one patch (``compose``). ``apply`` writes only files that are unchanged since they were read
 (hash), never outside the project root, atomically, keeping a backup.
 """
 
