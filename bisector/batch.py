@@ -179,6 +179,11 @@ def load_models(config: str | None = None, manifest: str | None = None) -> list[
         if not isinstance(entry, dict) or not isinstance(entry.get("spec"), str):
             raise UserError(f"model entry {i + 1} has no spec = \"path.py:Name\"")
         options = {**defaults, **{k: v for k, v in entry.items() if k != "spec"}}
+        for key in ("check", "prefer", "artifact"):
+            if key in options and not isinstance(options[key], str):
+                raise UserError(f"model entry {i + 1} ({entry['spec']}): {key} must be a string")
+        if "pick" in options and not (isinstance(options["pick"], int) and not isinstance(options["pick"], bool) and options["pick"] >= 1):
+            raise UserError(f"model entry {i + 1} ({entry['spec']}): pick must be a whole number from 1 (the N-th kept fix)")
         file_part, _, name = entry["spec"].rpartition(":")
         out.append(ModelEntry(spec=f"{(Path(base) / file_part).resolve()}:{name}", options=options, base=base, label=entry["spec"]))
     return out

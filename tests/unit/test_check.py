@@ -46,3 +46,16 @@ def test_a_check_that_fails_without_the_patch_proves_nothing(tmp_path: Path) -> 
     (root / "serve" / "serve.py").write_text("raise SystemExit(3)\n")
     ok, state = prove(root, "python serve/serve.py", [patch(root, "raise SystemExit(3)\nprint(1)\n")])
     assert ok and state.startswith("not proven: `python serve/serve.py` fails without the patch too")
+
+
+def test_bad_manifest_keys_are_one_line_user_errors(tmp_path: Path) -> None:
+    import pytest
+
+    from bisector.batch import load_models
+    from bisector.errors import UserError
+
+    manifest = tmp_path / "models.toml"
+    for bad, word in (('pick = "two"', "pick must be a whole number"), ("check = 3", "check must be a string"), ("prefer = [1]", "prefer must be a string")):
+        manifest.write_text(f'[[models]]\nspec = "m.py:Net"\n{bad}\n')
+        with pytest.raises(UserError, match=word):
+            load_models(manifest=str(manifest))
