@@ -578,22 +578,21 @@ class _Runs(cst.CSTTransformer):
 
 
 def _helpers(s: Settings, plan: Any) -> str:
+    """Helpers of a new export file: the warm-up (its feed built from the session's own inputs,
+    the same tested helper the serving scripts get), then the feed helpers."""
+    import inspect
+
+    from bisector import serving_helpers
+    from bisector.serving import largest_sizes
+
     out = []
     if s.warmup_largest:
-        shapes = []
-        if plan is not None and not plan.use_hook:
-            for spec in plan.inputs:
-                dims = [plan.dims[d][1] if isinstance(d, str) else d for d in spec.dims]
-                if s.round_multiple:  # the runtime only ever sees padded sizes
-                    dims = [n + (-n) % s.round_multiple if isinstance(d, str) else n for n, d in zip(dims, spec.dims)]
-                dtype = {"float32": "float32", "float16": "float16", "float64": "float64", "int64": "int64", "int32": "int32", "bool": "bool_"}.get(spec.dtype, "float32")
-                shapes.append(f"numpy.zeros({tuple(dims)!r}, dtype=numpy.{dtype})")
+        out.append(inspect.getsource(serving_helpers._bisector_feed))
         out.append(
             f"def {MARK}_warm_up(session):\n"
             f"    \"\"\"bisector: run twice at the largest input of every range (the memory pattern is recorded on\n"
             f"    the first run, used from the second).\"\"\"\n"
-            f"    largest = [{', '.join(shapes)}]\n"
-            f"    feed = dict(zip([i.name for i in session.get_inputs()], largest))\n"
+            f"    feed = {MARK}_feed(session, {largest_sizes(plan, s.round_multiple)!r})\n"
             f"    for _ in range(2):\n"
             f"        session.run(None, feed)\n"
         )
