@@ -5,12 +5,15 @@ TOML file with the same ``[[models]]`` tables, or JSON ``{"models": [...]}``). E
 
     spec = "models/net.py:Net"        # required
     inputs = ["x=B,3,H,W"]            # and optionally dims, stages, exporter, init_kwargs,
-    export_script = "export.py"       #   export_script, infer_script, device, seed
+    export_script = "export.py"       #   export_script, infer_script, device, seed, artifact
+    check = "python serve/serve.py"   #   (the model's name in shared scripts), prefer, pick
 
-Per model, ``<out>/<name>.patch`` (the best kept fixes as a unified diff, empty when there is
-nothing to change) and ``<out>/<name>.json``; for the run, ``summary.json`` and ``summary.md``.
-A model whose result is on disk for the same model source and options is not probed again, so a
-stopped run resumes. Models run side by side sharing one probe server and one limit on probes.
+Per file, ``<out>/patches/<path>.patch``: one git-style diff holding every model's edits to that
+file (so patches of models sharing a serving script compose), all of them in ``<out>/all.patch``;
+per model ``<out>/<name>.json`` (its result and what its fixes change); for the run,
+``summary.json`` and ``summary.md``. A model whose result is on disk for the same model source,
+scripts and options is not probed again, so a stopped run resumes (and its edits still go into
+the patches). Models run side by side sharing one probe server and one limit on probes.
 """
 
 from __future__ import annotations
@@ -65,12 +68,16 @@ class ModelResult:
     wall_s: float = 0.0
     probes: int = 0
     resumed: bool = False
+    stages: Mapping[str, str] = field(default_factory=dict)  # stage -> verdict
+    patches: tuple[str, ...] = ()  # the per-file patches that hold this model's edits
+    check: str = ""  # passed | failed: ... | not run against your script | no patch
 
     def to_json(self) -> dict[str, Any]:
         return {
             "name": self.name, "spec": self.spec, "status": self.status, "verdict": self.verdict,
             "culprits": list(self.culprits), "kept": list(self.kept), "patch": self.patch, "error": self.error,
             "wall_s": round(self.wall_s, 2), "probes": self.probes, "resumed": self.resumed,
+            "stages": dict(self.stages), "patches": list(self.patches), "check": self.check,
         }
 
 
@@ -95,17 +102,35 @@ class RepairSummary:
         from bisector.units import format_bytes
 
         lines = [
-            "| model | status | verdict | culprits | best kept fix | growth before -> after | patch |",
-            "|---|---|---|---|---|---|---|",
+            "| model | status | verdict | stages | culprits | chosen fix | growth before -> after | trade-off | patch | check |",
+            "|---|---|---|---|---|---|---|---|---|---|",
         ]
         for r in self.results:
-            culprits = ", ".join(f"`{c['region'] or '<root>'}` ({c['stage']} {c['kind']})" for c in r.culprits) or "-"
-            fixes = "; ".join(k["fixer"] for k in r.kept) or "-"
+            culprits = ", ".join(f"`{c['region'] or '<root>'}` ({c['stage']} {c['kind']}{_site(c)})" for c in r.culprits) or "-"
+            fixes = "; ".join(k["fixer"] + (f" (removes behaviour: {k['removes_behaviour']})" if k.get("removes_behaviour") else "") for k in r.kept) or "-"
             change = "; ".join(_change(k, format_bytes) for k in r.kept) or "-"
-            patch = f"[{Path(r.patch).name}]({Path(r.patch).name})" if r.patch else "-"
+            trade = "; ".join(_trade(k, format_bytes) for k in r.kept) or "-"
+            patch = ", ".join(f"[{n}](patches/{n})" for n in r.patches) or "no patch"
             status = r.status + (f": {r.error}" if r.error else "")
-            lines.append(f"| `{r.spec}` | {status} | {r.verdict or '-'} | {culprits} | {fixes} | {change} | {patch} |")
+            stages = ", ".join(f"{k} {v}" for k, v in r.stages.items()) or "-"
+            lines.append(f"| `{r.spec}` | {status} | {r.verdict or '-'} | {stages} | {culprits} | {fixes} | {change} | {trade} | {patch} | {r.check or '-'} |")
         return "\n".join(lines) + "\n"
+
+
+def _site(c: Mapping[str, Any]) -> str:
+    return f", hook registered at {c['registered_at']}" if c.get("registered_at") else ""
+
+
+def _trade(k: Mapping[str, Any], fmt: Any) -> str:
+    """Upfront bytes, and the largest RSS over the declared range without -> with the fix."""
+    parts = []
+    if k.get("upfront_bytes") is not None:
+        parts.append(f"upfront {fmt(k['upfront_bytes'], True)}")
+    if k.get("steady_before_bytes") is not None and k.get("steady_after_bytes") is not None:
+        parts.append(f"steady {fmt(k['steady_before_bytes'])} -> {fmt(k['steady_after_bytes'])}")
+    if k.get("costs_more_than_it_saves"):
+        parts.append("costs more up front than it saves")
+    return ", ".join(parts) or "-"
 
 
 def _change(k: Mapping[str, Any], fmt: Any) -> str:
@@ -154,6 +179,11 @@ def load_models(config: str | None = None, manifest: str | None = None) -> list[
         if not isinstance(entry, dict) or not isinstance(entry.get("spec"), str):
             raise UserError(f"model entry {i + 1} has no spec = \"path.py:Name\"")
         options = {**defaults, **{k: v for k, v in entry.items() if k != "spec"}}
+        for key in ("check", "prefer", "artifact"):
+            if key in options and not isinstance(options[key], str):
+                raise UserError(f"model entry {i + 1} ({entry['spec']}): {key} must be a string")
+        if "pick" in options and not (isinstance(options["pick"], int) and not isinstance(options["pick"], bool) and options["pick"] >= 1):
+            raise UserError(f"model entry {i + 1} ({entry['spec']}): pick must be a whole number from 1 (the N-th kept fix)")
         file_part, _, name = entry["spec"].rpartition(":")
         out.append(ModelEntry(spec=f"{(Path(base) / file_part).resolve()}:{name}", options=options, base=base, label=entry["spec"]))
     return out
@@ -177,10 +207,37 @@ def _key(entry: ModelEntry, extra: Mapping[str, Any]) -> str:
     return h.hexdigest()[:20]
 
 
-def repair_one(entry: ModelEntry, out: Path, pool: Any, executor: Any, run_dir: Path, allow_output_changes: bool, jobs: int | None) -> ModelResult:
+def model_key(entry: ModelEntry) -> str:
+    """The model's name in shared scripts: `artifact` in its entry, else its file's stem
+    (`models/tagger.py` -> "tagger", served from `tagger.onnx`)."""
+    return str(entry.options.get("artifact") or Path(entry.spec.rpartition(":")[0]).stem)
+
+
+def read_back(entry: ModelEntry) -> dict[str, Any]:
+    """Settings the user's export and serving scripts already apply to this model, as probe
+    overrides: measured with them, a patched project comes out clean."""
+    from bisector.patch import read_export
+    from bisector.probe.types import merge_overrides
+    from bisector.serving import read_serving
+
+    out: dict[str, Any] = {}
+    for option, reader in (("export_script", read_export), ("infer_script", read_serving)):
+        path = entry.path(option)
+        if path and Path(path).is_file():
+            try:
+                out = merge_overrides(out, reader(Path(path).read_text(encoding="utf-8"), model_key(entry)))
+            except Exception:  # noqa: BLE001 - a script we cannot read adds nothing; patching it says why
+                pass
+    return out
+
+
+def repair_one(entry: ModelEntry, out: Path, pool: Any, executor: Any, run_dir: Path, allow_output_changes: bool,
+               jobs: int | None) -> tuple[ModelResult, Any]:
+    from dataclasses import replace
+
     from bisector import api
     from bisector.find import Finder
-    from bisector.patch import combined_diff, patches_for, project_root
+    from bisector.patch import work_for
     from bisector.repair import Repairer, failure_culprits, unfixable_failures
 
     started = time.perf_counter()
@@ -191,6 +248,11 @@ def repair_one(entry: ModelEntry, out: Path, pool: Any, executor: Any, run_dir: 
             device=o.get("device"), init_kwargs=o.get("init_kwargs"), seed=o.get("seed"), noise_rss=o.get("noise_rss"),
             noise_gpu=o.get("noise_gpu"), retries=o.get("retries"), timeout_s=o.get("timeout"), mem_cap=o.get("mem_cap"), jobs=jobs,
         )
+        back = read_back(entry)
+        if back:
+            if o.get("exporter"):
+                back.pop("exporter", None)  # the manifest's choice wins
+            prepared = replace(prepared, options=replace(prepared.options, probe=prepared.options.probe.with_overrides(back)))
         finder = Finder(prepared.model, prepared.plan, prepared.options, run_dir=run_dir, pool=pool, executor=executor)
         try:
             found = failure_culprits(finder.find())
@@ -201,25 +263,100 @@ def repair_one(entry: ModelEntry, out: Path, pool: Any, executor: Any, run_dir: 
         finally:
             finder.close()
     except BisectorError as exc:
-        return ModelResult(entry.name, entry.label or entry.spec, ERROR, error=str(exc).splitlines()[0], wall_s=time.perf_counter() - started)
-    patches, notes = patches_for(report, project_root(prepared.model.path), entry.path("export_script"), entry.path("infer_script"))
-    patch_file = out / f"{entry.name}.patch"
-    patch_file.write_text(combined_diff(patches))
-    culprits = tuple({k: v for k, v in c.to_json().items() if k in ("region", "stage", "kind", "growth_bytes_per_call", "growth_bytes_per_new_shape", "own_code")} for c in found.culprits)
-    best = []
-    for c in found.culprits:
-        kept = [e for e in report.for_culprit(c) if e.kept]
-        if kept:
-            best.append(kept[0].to_json())
+        return ModelResult(entry.name, entry.label or entry.spec, ERROR, error=str(exc).splitlines()[0], wall_s=time.perf_counter() - started), None
+    pick = o.get("pick")
+    work = work_for(report, model_key(entry), entry.path("export_script"), entry.path("infer_script"),
+                    pick=int(pick) if pick else None, prefer=o.get("prefer"))
+    chosen = {id(e) for e in _chosen(report, pick, o.get("prefer"))}
+    culprits = tuple({k: v for k, v in c.to_json().items() if k in ("region", "stage", "kind", "growth_bytes_per_call", "growth_bytes_per_new_shape", "own_code", "registered_at")} for c in found.culprits)
+    from bisector.repair import registration_site
+
+    culprits = tuple({**c, "registered_at": registration_site(prepared.model, c["region"])} if c.get("own_code") else c for c in culprits)
+    best = [e.to_json() for c in found.culprits for e in report.for_culprit(c) if id(e) in chosen]
     if not found.culprits:
         status = CLEAN
     else:
-        status = FIXED if all(report.fixed(c) for c in found.culprits) else UNFIXED
+        status = FIXED if all(report.fixed(c) for c in found.culprits) and len(best) == len(found.culprits) else UNFIXED
+    note = ""
+    if found.culprits and len(best) < len(found.culprits) and all(report.fixed(c) for c in found.culprits):
+        note = "the kept fix costs more up front than the growth it prevents; choose it with `prefer` or `pick`"
+    stages = {st: r.kind for st, r in found.measure.stages.items()}
     return ModelResult(
         entry.name, entry.label or entry.spec, status, verdict=found.verdict, culprits=culprits, kept=tuple(best),
-        patch=str(patch_file) if patch_file.stat().st_size else None, error="; ".join(notes),
-        wall_s=time.perf_counter() - started, probes=report.probes + found.probes,
-    )
+        error=note, wall_s=time.perf_counter() - started, probes=report.probes + found.probes, stages=stages,
+    ), work
+
+
+def _chosen(report: Any, pick: Any, prefer: Any) -> list[Any]:
+    from bisector.patch import best_fixes
+
+    return best_fixes(report, int(pick) if pick else None, prefer)
+
+
+def _shadow(root: Path, dest: Path) -> Path:
+    """A copy of the project to run the check in (the user's files are never touched)."""
+    import shutil
+
+    shutil.copytree(root, dest, ignore=shutil.ignore_patterns(".bisector", ".git", "__pycache__", ".venv", "*.onnx", ".pytest_cache"))
+    return dest
+
+
+def compile_error(patches: Iterable[Any]) -> str:
+    """The first patched Python file that does not compile, and why; "" when all do."""
+    for p in patches:
+        if p.path.endswith(".py"):
+            try:
+                compile(p.after, p.path, "exec")
+            except SyntaxError as exc:
+                return f"{p.rel} does not compile: {exc.msg} (line {exc.lineno})"
+    return ""
+
+
+def prove(root: Path, check: str | None, patches: list[Any], timeout: float = 600.0) -> tuple[bool, str]:
+    """Whether a patch may be offered, and the check state the report shows."""
+    broken = compile_error(patches)
+    if broken:
+        return False, f"failed: {broken}"
+    if not check:
+        return True, "not run against your script"
+    reference, ref_why = run_check(root, check, [], timeout)
+    if not reference:
+        return True, f"not proven: `{check}` fails without the patch too ({ref_why})"
+    ok, why = run_check(root, check, patches, timeout)
+    return ok, "passed" if ok else f"failed: {why}"
+
+
+def run_check(root: Path, command: str, patches: Iterable[Any], timeout: float = 600.0) -> tuple[bool, str]:
+    """The project's check command in a shadow copy with the patches written: (passed, why).
+    Patched Python files are compiled first."""
+    import subprocess
+    import tempfile
+
+    patches = list(patches)
+    broken = compile_error(patches)
+    if broken:
+        return False, broken
+    with tempfile.TemporaryDirectory(prefix="bisector-check-") as tmp:
+        shadow = _shadow(root, Path(tmp) / "project")
+        for p in patches:
+            target = shadow / p.rel
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_text(p.after, encoding="utf-8")
+        env = dict(os.environ)
+        # `python` in the command is the interpreter bisector runs in (it has the project's deps)
+        env["PATH"] = str(Path(sys.executable).parent) + os.pathsep + env.get("PATH", "")
+        try:
+            r = subprocess.run(command, shell=True, cwd=shadow, env=env, capture_output=True, text=True, timeout=timeout)
+        except subprocess.TimeoutExpired:
+            return False, f"`{command}` did not finish in {timeout:.0f} s"
+    if r.returncode == 0:
+        return True, ""
+    tail = [ln for ln in (r.stderr or r.stdout).strip().splitlines() if ln.strip()]
+    return False, f"`{command}` exited {r.returncode}: {tail[-1] if tail else ''}"
+
+
+def _patch_name(rel: str) -> str:
+    return rel.replace("/", "__").replace("\\", "__") + ".patch"
 
 
 def repair(
@@ -238,9 +375,10 @@ def repair(
     models = list(models)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    run_dir = out / "runs"
+    run_dir = out  # the Finder keeps its runs in <run_dir>/runs
     extra = {"allow_output_changes": allow_output_changes}
     results: dict[str, ModelResult] = {}
+    works: dict[str, Any] = {}
     todo: list[ModelEntry] = []
     for entry in models:
         done = out / f"{entry.name}.json"
@@ -252,8 +390,13 @@ def repair(
             try:
                 data = json.loads(done.read_text())
                 if data.get("key") == key:
+                    from bisector.patch import ModelWork
+
                     r = data["result"]
-                    results[entry.name] = ModelResult(**{**r, "culprits": tuple(r["culprits"]), "kept": tuple(r["kept"]), "resumed": True})
+                    results[entry.name] = ModelResult(**{**r, "culprits": tuple(r["culprits"]), "kept": tuple(r["kept"]),
+                                                         "patches": (), "check": "", "resumed": True})
+                    if data.get("work"):
+                        works[entry.name] = ModelWork.from_json(data["work"])
                     continue
             except (OSError, ValueError, KeyError, TypeError):
                 pass
@@ -271,15 +414,20 @@ def repair(
                 ThreadPoolExecutor(max_workers=max(1, models_at_once), thread_name_prefix="bisector-model") as ex:
             futures = {e.name: (e, ex.submit(repair_one, e, out, pool, probes, run_dir, allow_output_changes, n_jobs)) for e in todo}
             for name, (entry, fut) in futures.items():
+                work = None
                 try:
-                    result = fut.result()
+                    result, work = fut.result()
                 except Exception as exc:  # noqa: BLE001 - one model's bug never loses the others
                     result = ModelResult(entry.name, entry.label or entry.spec, ERROR, error=f"internal error: {type(exc).__name__}: {exc}")
                 results[name] = result
+                if work is not None:
+                    works[name] = work
                 if result.status != ERROR:
-                    (out / f"{name}.json").write_text(json.dumps({"key": _key(entry, extra), "result": result.to_json()}, indent=1))
+                    (out / f"{name}.json").write_text(json.dumps({"key": _key(entry, extra), "result": result.to_json(),
+                                                                  "work": work.to_json() if work is not None else None}, indent=1))
                 if progress is not None:
                     progress(result)
+    results = write_patches(models, results, works, out)
     ordered = tuple(results[e.name] for e in models)
     counts: dict[str, int] = {}
     for r in ordered:
@@ -288,3 +436,83 @@ def repair(
     (out / "summary.json").write_text(json.dumps(summary.to_json(), indent=2))
     (out / "summary.md").write_text(summary.markdown())
     return summary
+
+
+def write_patches(models: list[ModelEntry], results: dict[str, ModelResult], works: Mapping[str, Any], out: Path) -> dict[str, ModelResult]:
+    """Every model's edits composed into one patch per file, proven with the project's check
+    (`check = "python serve/serve.py"`) in a shadow copy when the manifest names one: a model whose
+    edits make it fail (and the original passes) is left out, and its result says why. Patches
+    of an earlier run are replaced; no patch is an empty file."""
+    from dataclasses import replace
+
+    from bisector.patch import compose, project_root
+
+    patch_dir = out / "patches"
+    if patch_dir.exists():
+        for old in patch_dir.glob("*.patch"):
+            old.unlink()
+    (out / "all.patch").unlink(missing_ok=True)
+    for entry in models:  # per-model patches of older versions: they would not compose
+        (out / f"{entry.name}.patch").unlink(missing_ok=True)
+    active = [e for e in models if e.name in works and results[e.name].status != ERROR]
+    if not active:
+        return results
+    root = project_root(Path(models[0].base))
+    check = next((e.options.get("check") for e in models if e.options.get("check")), None)
+    timeout = float(next((e.options.get("check_timeout") for e in models if e.options.get("check_timeout")), 600))
+    by_key = {works[e.name].key: e for e in active}
+    why: dict[str, str] = {}
+
+    def build(entries: list[ModelEntry]) -> tuple[list[Any], dict[str, list[str]], dict[str, list[str]]]:
+        return compose([works[e.name] for e in entries], root)
+
+    def attempt(ps: list[Any]) -> tuple[bool, str]:
+        broken = compile_error(ps)
+        if broken or not check:
+            return not broken, broken
+        return run_check(root, check, ps, timeout)
+
+    patches, notes, files = build(active)
+    check_state = "passed" if check else "not run against your script"
+    reference = True
+    if patches and check:
+        reference, ref_why = run_check(root, check, [], timeout)
+        if not reference:
+            check_state = f"not proven: `{check}` fails without the patches too ({ref_why})"
+    if patches and reference:
+        ok, fail = attempt(patches)
+        if not ok:
+            # Find the models whose edits break it, each tried alone, and offer the rest.
+            keep = []
+            for e in active:
+                alone, _, _ = build([e])
+                good, bad = attempt(alone) if alone else (True, "")
+                if good:
+                    keep.append(e)
+                else:
+                    why[e.name] = bad
+            patches, notes, files = build(keep)
+            ok, fail = attempt(patches) if patches else (True, "")
+            if not ok:
+                for e in keep:
+                    why[e.name] = fail
+                patches, notes, files = [], {}, {}
+    patch_dir.mkdir(parents=True, exist_ok=True)
+    names: dict[str, str] = {}
+    for p in patches:
+        names[str(Path(p.path).resolve())] = _patch_name(p.rel)
+        (patch_dir / names[str(Path(p.path).resolve())]).write_text(p.diff)
+    if patches:
+        (out / "all.patch").write_text("".join(p.diff for p in patches))
+    updated = dict(results)
+    for key, e in by_key.items():
+        r = results[e.name]
+        mine = tuple(names[f] for f in files.get(key, []) if f in names)
+        note = "; ".join(x for x in [r.error, *notes.get(key, [])] if x)
+        if e.name in why:
+            updated[e.name] = replace(r, status=UNFIXED if r.culprits else r.status, patches=(), check=f"failed: {why[e.name]}",
+                                      error="; ".join(x for x in [note, "patch not offered: the project's check fails with it"] if x))
+        else:
+            updated[e.name] = replace(r, patches=mine, check=check_state if mine else "no patch", error=note,
+                                      patch=str(patch_dir / mine[0]) if mine else None)
+    return updated

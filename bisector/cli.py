@@ -219,6 +219,8 @@ def measure(
     no_cache: NoCacheOpt = False,
     config: ConfigOpt = None,
     debug: DebugOpt = False,
+    export_script: Annotated[Optional[str], typer.Option("--export-script", help="Measure with the export settings your export script uses for this model.")] = None,
+    infer_script: Annotated[Optional[str], typer.Option("--infer-script", help="Measure with the ONNX Runtime settings your serving script applies to this model's session.")] = None,
 ) -> int:
     """Measure memory per stage (eager, export, inference) in isolated probes and give a verdict:
     clean, leak (grows every call), shape-growth (grows per new input shape) or inconclusive."""
@@ -234,6 +236,7 @@ def measure(
             fresh=fresh, timeout_s=timeout, mem_cap=mem_cap, keep_autograd=keep_autograd, tracemalloc=tracemalloc, floor=floor,
             cache=not no_cache, config=config,
         )
+        prepared = _with_scripts(prepared, export_script, infer_script, exporter)
         with _Progress(sys.stderr.isatty() and not debug) as progress:
             report = run_measure(prepared.model, prepared.plan, prepared.options, events=progress)
         if json_out:
@@ -282,6 +285,8 @@ def find(
     run_dir: RunDirOpt = None,
     config: ConfigOpt = None,
     debug: DebugOpt = False,
+    export_script: Annotated[Optional[str], typer.Option("--export-script", help="Measure with the export settings your export script uses for this model.")] = None,
+    infer_script: Annotated[Optional[str], typer.Option("--infer-script", help="Measure with the ONNX Runtime settings your serving script applies to this model's session.")] = None,
 ) -> int:
     """Measure each stage, then bisect the module tree down to the smallest regions that leak
     (or grow per new input shape), with figures and what to try next for each."""
@@ -297,6 +302,7 @@ def find(
             fresh=fresh, timeout_s=timeout, mem_cap=mem_cap, keep_autograd=keep_autograd, tracemalloc=tracemalloc, floor=floor,
             cache=not no_cache, config=config,
         )
+        prepared = _with_scripts(prepared, export_script, infer_script, exporter)
         with _Progress(sys.stderr.isatty() and not debug) as progress:
             report = run_find(prepared.model, prepared.plan, prepared.options, events=progress, run_dir=run_dir)
         if json_out:
@@ -352,6 +358,7 @@ def fix(
     run_dir: RunDirOpt = None,
     config: ConfigOpt = None,
     debug: DebugOpt = False,
+    pick: Annotated[Optional[int], typer.Option("--pick", help="Patch with the N-th kept fix of each culprit (1 = the best ranked) instead of the default choice.")] = None,
 ) -> int:
     """Find the culprits, try every fixer that applies to each, re-measure, and report the fixes
     that make the curve flat and keep outputs equivalent, with before/after figures."""
@@ -380,6 +387,11 @@ def fix(
                 from bisector.errors import UserError
 
                 raise UserError(f"unknown fixer {name!r}; see `bisector fixers` ({', '.join(known)})")
+        if pick is not None and pick < 1:
+            from bisector.errors import UserError
+
+            raise UserError("--pick counts kept fixes from 1")
+        prepared = _with_scripts(prepared, export_script, infer_script, exporter)
         with _Progress(sys.stderr.isatty() and not debug) as progress:
             finder = Finder(prepared.model, prepared.plan, prepared.options, events=progress, run_dir=run_dir)
             try:
@@ -387,19 +399,50 @@ def fix(
                 error = _failure_error(found.measure, skip={c.stage for c in found.culprits})
                 if error is not None:
                     raise error
+                if not json_out:
+                    # The find report is ready long before the fixes are measured: show it now.
+                    from bisector.report import render_find
+
+                    render_find(found, _out_console())
+                    sys.stdout.flush()
                 report = Repairer(finder, found, allow_output_changes=allow_output_changes, only=fixer or ()).run()
             finally:
                 finder.close()
         root = project_root(prepared.model.path)
-        patches, notes = patches_for(report, root, export_script, infer_script)
+        patches, notes = patches_for(report, root, export_script, infer_script, pick=pick)
+        from bisector.patch import best_fixes
+
+        chosen = {(e.region, e.stage) for e in best_fixes(report, pick)}
+        for c in found.culprits:
+            if report.fixed(c) and (c.region, c.stage) not in chosen:
+                notes.append(f"{c.region or '<root>'} ({c.stage}): every kept fix costs more memory up front than the growth it "
+                             "prevents over the declared range, so none is in the patch; take one with --pick N")
         data = report.to_json()
+        # Proven on the project: the patched files compile, and the project's check command
+        # ([tool.bisector] check) runs with them in a shadow copy; a failing patch is not offered.
+        from bisector.batch import prove, run_check
+        from bisector.config import load_config
+
+        check = load_config(prepared.model.path, config).get("check")
+        if not isinstance(check, str):
+            check = None
+        check_state = "no patch"
+        if patches:
+            offered, check_state = prove(root, check, patches)
+            if not offered:
+                notes.append(f"the patch is not offered: {check_state}")
+                patches = []
         data["patches"] = [{"path": p.rel, "summary": p.summary, "diff": p.diff} for p in patches if p.changed]
         data["patch_notes"] = notes
+        data["check"] = check_state
         written: list[str] = []
         if apply:
             written = apply_patches(patches, root)
             data["applied"] = written
-        confirmed = _confirm(prepared, report, found) if written else None
+            if written and check:
+                ok, why = run_check(root, check, [])  # the project as now written, in a shadow copy
+                data["check_after_apply"] = "passed" if ok else f"failed: {why}"
+        confirmed = _confirm(prepared, report, found, pick) if written else None
         if confirmed is not None:
             data["confirmed"] = {
                 "verdict": confirmed.verdict,
@@ -409,7 +452,7 @@ def fix(
             sys.stdout.write(json.dumps(data, indent=2) + "\n")
         else:
             console = _out_console()
-            render_fix(report, console)
+            render_fix(report, console, show_find=False)
             for note in notes:
                 console.print(f"note: {note}", style="yellow", markup=False)
             if diff:
@@ -418,11 +461,17 @@ def fix(
                 console.print("rerun with --diff to see the patch, --apply to write it", style="cyan")
             if written:
                 console.print(f"applied: {', '.join(written)} (backups in {root / '.bisector' / 'backups'})", markup=False)
+            if patches:
+                console.print(f"check: {check_state}", markup=False)
+            if data.get("check_after_apply"):
+                console.print(f"check after --apply: {data['check_after_apply']}", markup=False)
             if confirmed is not None:
                 parts = ", ".join(f"{s} {r.kind}" for s, r in confirmed.stages.items())
                 console.print(f"re-measured after --apply (edited files, kept runtime settings): {parts}", markup=False)
         if not found.culprits:
             return _measure_exit(found.measure)
+        if str(data.get("check_after_apply", "")).startswith("failed"):
+            return EXIT_FOUND  # the project's own check fails with what was written: never "clean"
         if confirmed is not None and not all(holds(c, confirmed.stages.get(c.stage)) for c in found.culprits):
             return EXIT_FOUND  # the written fix did not hold on a fresh measurement: say so in the exit code
         return EXIT_CLEAN if all(report.fixed(c) for c in found.culprits) else EXIT_FOUND
@@ -430,7 +479,42 @@ def fix(
     return _guard(debug, body)
 
 
-def _confirm(prepared: Any, report: Any, found: Any) -> Any:
+def _with_scripts(prepared: Any, export_script: str | None, infer_script: str | None, exporter: str | None) -> Any:
+    """The prepared run measured with the settings the user's scripts already apply to this
+    model: a project patched by bisector measures as it will run."""
+    from dataclasses import replace
+
+    from bisector.errors import UserError
+
+    for script, flag in ((export_script, "--export-script"), (infer_script, "--infer-script")):
+        if script and not Path(script).is_file():
+            raise UserError(f"{flag} {script} does not exist")
+    back = _read_back(prepared.model.path, export_script, infer_script)
+    if exporter:
+        back.pop("exporter", None)  # the option wins over the script
+    if not back:
+        return prepared
+    return replace(prepared, options=replace(prepared.options, probe=prepared.options.probe.with_overrides(back)))
+
+
+def _read_back(model_path: str, export_script: str | None, infer_script: str | None) -> dict[str, Any]:
+    """Settings the given scripts already apply to this model (its session, its export call)."""
+    from bisector.patch import read_export
+    from bisector.probe.types import merge_overrides
+    from bisector.serving import read_serving
+
+    key = Path(model_path).stem
+    out: dict[str, Any] = {}
+    for script, reader in ((export_script, read_export), (infer_script, read_serving)):
+        if script:
+            try:
+                out = merge_overrides(out, reader(Path(script).read_text(encoding="utf-8"), key))
+            except Exception:  # noqa: BLE001 - an unreadable script adds nothing; patching it says why
+                pass
+    return out
+
+
+def _confirm(prepared: Any, report: Any, found: Any, pick: int | None = None) -> Any:
     """Re-measure the stages that had culprits from the files as now written (the probe loads the
     model source afresh, so source edits count), with the kept export and runtime settings as probe
     overrides (the probe does not run the user's export or serving scripts)."""
@@ -441,7 +525,7 @@ def _confirm(prepared: Any, report: Any, found: Any) -> Any:
     from bisector.repair import merge_probe
 
     probes: dict[str, Any] = {}
-    for ev in best_fixes(report):
+    for ev in best_fixes(report, pick):
         probes = merge_probe(probes, ev.probe)
     stages = tuple(dict.fromkeys(c.stage for c in found.culprits))
     options = replace(prepared.options, stages=stages, probe=prepared.options.probe.with_overrides(probes))

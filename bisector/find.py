@@ -220,6 +220,8 @@ def outcome_of(verdict: Verdict, curve: MemoryCurve, control: MemoryCurve | None
         # Memory in place before the measured calls (setup, and any warm-up a fix adds).
         "rss_before_loop": curve.meta.get("rss_before_loop"),
         "control_rss_before_loop": control.meta.get("rss_before_loop") if control is not None else None,
+        # The largest RSS over the whole schedule: the steady state a fix's trade-off is shown against.
+        "rss_peak": max(curve.series("rss"), default=None),
         # The GPU working set at its largest (NVML): what a gpu_mem_limit can be sized from.
         "peak_gpu_bytes": max(curve.series("gpu"), default=None),
     }

@@ -4,14 +4,15 @@
 - the export script (``--export-script``): the ``torch.onnx.export`` call's keyword arguments
   (exporter, ``dynamic_shapes``/``dynamic_axes``, ``do_constant_folding``, ``opset_version``,
   ``export_params``) and an onnxsim step after it;
-- the inference script (``--infer-script``): ``SessionOptions``/``RunOptions``/provider options
-  around ``onnxruntime.InferenceSession``, a warm-up at the largest input, and input padding to
-  multiples of 16 where that fix was kept;
+- the inference script (``--infer-script``): the model's session, provider and run options and a
+  warm-up at the largest input, in a per-model table applied at the session that loads its
+  ``.onnx`` (bisector.serving), and input padding to multiples of 16 where that fix was kept;
 - no script given: a new ``export_onnx.py`` with the recommended settings, as a diff against
   nothing.
 
-Every transform is idempotent (a second run changes nothing) and a patch whose text does not
-change has the diff "". ``apply`` writes only files that are unchanged since they were read
+Every transform is idempotent per setting (a second run adds what is missing and nothing else;
+no file-wide marker), diffs are git-style with ``index`` lines, and a patch whose text does not
+change has the diff "". Several models' edits of one file compose into one patch (``compose``). ``apply`` writes only files that are unchanged since they were read
 (hash), never outside the project root, atomically, keeping a backup.
 """
 
@@ -66,11 +67,23 @@ class Patch:
             if lines and not lines[-1].endswith("\n"):
                 lines[-1] += "\n"
         old = f"a/{self.rel}" if self.before is not None else "/dev/null"
-        return "".join(difflib.unified_diff(before, after, old, f"b/{self.rel}"))
+        # git-style, with the blobs' ids, so `git apply --3way` can fall back on a merge
+        head = f"diff --git a/{self.rel} b/{self.rel}\n"
+        if self.before is None:
+            head += f"new file mode 100644\nindex 0000000..{blob_id(self.after)[:7]}\n"
+        else:
+            head += f"index {blob_id(self.before)[:7]}..{blob_id(self.after)[:7]} 100644\n"
+        return head + "".join(difflib.unified_diff(before, after, old, f"b/{self.rel}"))
 
     @property
     def before_hash(self) -> str | None:
         return None if self.before is None else digest(self.before)
+
+
+def blob_id(text: str) -> str:
+    """The id git gives this text as a blob."""
+    data = text.encode("utf-8")
+    return hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
 
 
 def digest(text: str) -> str:
@@ -116,6 +129,10 @@ def source_patches(edits: Iterable[Any], root: str) -> tuple[list[Patch], list[s
         by_path.setdefault(str(Path(e.path).resolve()), []).append(e)
     patches, notes = [], []
     for path, es in by_path.items():
+        unique: dict[str, Any] = {}
+        for e in es:
+            unique.setdefault(e.after, e)  # the same edit proposed for two stages is one edit
+        es = list(unique.values())
         before = es[0].before
         merged, skipped = merge_edits(before, [e.after for e in es])
         for k in skipped:
@@ -247,18 +264,52 @@ def dynamic_spec_code(plan: Any, bounded: Mapping[str, Sequence[int]], exporter:
     return "{" + ", ".join(parts) + "}" if parts else None
 
 
+def export_call_owner(call: cst.Call) -> tuple[str | None, bool]:
+    """(the model key its output path names, whether the path is built from a name: a call
+    shared by several models)."""
+    from bisector.serving import _path_key
+
+    positional = [a for a in call.args if a.keyword is None]
+    f = next((a.value for a in call.args if a.keyword is not None and a.keyword.value == "f"), None)
+    if f is None and len(positional) >= 3:
+        f = positional[2].value
+    if f is None:
+        return None, False
+    literal, key_code = _path_key(f, {})
+    return literal, bool(key_code) and literal is None
+
+
 class _ExportCalls(cst.CSTTransformer):
-    def __init__(self, settings: Settings, plan: Any) -> None:
+    """The kept export settings on this model's export call. A call whose path is built from a
+    name serves every model: it is changed only when the change is already there (nothing to add),
+    else a note says what to set by hand, since a setting there would change every model's export."""
+
+    def __init__(self, settings: Settings, plan: Any, key: str | None = None, n_calls: int = 1) -> None:
         self.settings = settings
         self.plan = plan
+        self.key = key
+        self.n_calls = n_calls
         self.found = 0
         self.paths: list[str] = []
+        self.shared_changes: list[str] = []
+        self.shared = False  # the call edited serves every model
 
     def leave_Call(self, original: cst.Call, updated: cst.Call) -> cst.Call:
         name = _dotted(updated.func)
         if not name.endswith("onnx.export"):
             return updated
+        literal, shared = export_call_owner(updated)
+        if self.key is not None and literal is not None and literal != self.key and self.n_calls > 1:
+            return updated  # another model's export
         self.found += 1
+        self.shared = self.shared or (shared and self.key is not None)
+        new = self._settle(updated)
+        if shared and self.key is not None and _code(new) != _code(updated):
+            self.shared_changes.append(_code(updated).split("(", 1)[0])
+            return updated
+        return new
+
+    def _settle(self, updated: cst.Call) -> cst.Call:
         s = self.settings
         call = updated
         if s.exporter:
@@ -309,14 +360,65 @@ def script_input_names(path: str) -> list[str] | None:
     return found[0] if found else None
 
 
-def patch_export_script(path: str, settings: Settings, plan: Any, root: str) -> tuple[Patch, list[str]]:
-    text, module = _read_script(path, "--export-script")
-    t = _ExportCalls(settings, plan)
+def _export_calls(module: cst.Module) -> list[cst.Call]:
+    calls: list[cst.Call] = []
+
+    class V(cst.CSTVisitor):
+        def visit_Call(self, node: cst.Call) -> None:
+            if _dotted(node.func).endswith("onnx.export"):
+                calls.append(node)
+
+    module.visit(V())
+    return calls
+
+
+def read_export(source: str, key: str) -> dict[str, Any]:
+    """The export settings the script uses for this model, as probe overrides: the exporter
+    (`dynamo=`) and the literal opset_version, do_constant_folding and export_params of its call
+    (the model's own, or the one shared by every model)."""
+    import ast
+
+    try:
+        module = cst.parse_module(source)
+    except cst.ParserSyntaxError:
+        return {}
+    calls = _export_calls(module)
+    mine = [c for c in calls if export_call_owner(c)[0] == key] or [c for c in calls if export_call_owner(c)[1]] or (calls if len(calls) == 1 else [])
+    if not mine:
+        return {}
+    out: dict[str, Any] = {}
+    kwargs: dict[str, Any] = {}
+    for a in mine[0].args:
+        if a.keyword is None:
+            continue
+        try:
+            value = ast.literal_eval(_code(a.value))
+        except (ValueError, SyntaxError):
+            continue
+        if a.keyword.value == "dynamo" and isinstance(value, bool):
+            out["exporter"] = "dynamo" if value else "torchscript"
+        elif a.keyword.value in ("opset_version", "do_constant_folding", "export_params"):
+            kwargs[a.keyword.value] = value
+    if kwargs:
+        out["export_kwargs"] = kwargs
+    return out
+
+
+def patch_export_script(path: str, settings: Settings, plan: Any, root: str, key: str | None = None,
+                        text: str | None = None) -> tuple[Patch, list[str]]:
+    original, module = _read_script(path, "--export-script")
+    if text is not None:
+        module = cst.parse_module(text)
+    text = module.code
+    t = _ExportCalls(settings, plan, key, len(_export_calls(module)))
     new = module.visit(t).code
     notes = []
+    if t.shared_changes:
+        notes.append(f"{Path(path).name}: its export call builds every model's path from a name, so bisector does not change it "
+                     f"for {key} alone; see {key}'s kept fix for the export settings to set by hand")
     if not t.found:
         notes.append(f"{Path(path).name}: no torch.onnx.export call found; the settings are in export_onnx.py instead")
-        return Patch(path, text, text, "no export call", root), notes
+        return Patch(path, original, text, "no export call", root), notes
     if settings.symbolics:  # kept only when measured with the TorchScript exporter, the one that reads them
         from fixers.onnx_symbolics import SYMBOLICS, registration_code
 
@@ -324,12 +426,14 @@ def patch_export_script(path: str, settings: Settings, plan: Any, root: str) -> 
         if missing:
             new = _insert_after_imports(_ensure_imports(new, ["import torch"]), registration_code(missing))
     if settings.onnxsim and "onnxsim.simplify" not in new:
-        if t.paths:
+        if t.shared:
+            notes.append(f"{Path(path).name}: its export call serves every model; an onnxsim step for {key} alone is not written there")
+        elif t.paths:
             new = _after_export_call(new, t.paths[0])
             new = _ensure_imports(new, ["import onnx", "import onnxsim"])
         else:
             notes.append(f"{Path(path).name}: the export call writes to no path bisector can see; add the onnxsim step by hand")
-    return Patch(path, text, new, "export settings", root), notes
+    return Patch(path, original, new, "export settings", root), notes
 
 
 def _after_export_call(source: str, path_code: str) -> str:
@@ -407,7 +511,9 @@ class _Sessions(cst.CSTTransformer):
     def leave_SimpleStatementLine(self, o: cst.SimpleStatementLine, u: cst.SimpleStatementLine):
         if len(u.body) != 1 or not isinstance(u.body[0], cst.Assign) or not isinstance(u.body[0].value, cst.Call):
             return u
-        call = u.body[0].value
+        call = outer = u.body[0].value
+        if _dotted(call.func) == f"{MARK}_session" and call.args and isinstance(call.args[0].value, cst.Call):
+            call = call.args[0].value  # ours, around the user's: the settings live in the table
         if not _dotted(call.func).endswith("InferenceSession"):
             return u
         self.found += 1
@@ -436,6 +542,8 @@ class _Sessions(cst.CSTTransformer):
             after += [line + "  # bisector" for line in _run_options_lines(s)]
         if s.warmup_largest:
             after.append(f"{MARK}_warm_up({target})  # bisector: the arena takes its full size now, not one step per new largest input")
+        if outer is not call:
+            call = outer.with_changes(args=[outer.args[0].with_changes(value=call), *outer.args[1:]])
         new_stmt = u.with_changes(body=[u.body[0].with_changes(value=call)])
         stmts = [cst.parse_statement(line + "\n") for line in before]
         stmts.append(new_stmt)
@@ -470,22 +578,21 @@ class _Runs(cst.CSTTransformer):
 
 
 def _helpers(s: Settings, plan: Any) -> str:
+    """Helpers of a new export file: the warm-up (its feed built from the session's own inputs,
+    the same tested helper the serving scripts get), then the feed helpers."""
+    import inspect
+
+    from bisector import serving_helpers
+    from bisector.serving import largest_sizes
+
     out = []
     if s.warmup_largest:
-        shapes = []
-        if plan is not None and not plan.use_hook:
-            for spec in plan.inputs:
-                dims = [plan.dims[d][1] if isinstance(d, str) else d for d in spec.dims]
-                if s.round_multiple:  # the runtime only ever sees padded sizes
-                    dims = [n + (-n) % s.round_multiple if isinstance(d, str) else n for n, d in zip(dims, spec.dims)]
-                dtype = {"float32": "float32", "float16": "float16", "float64": "float64", "int64": "int64", "int32": "int32", "bool": "bool_"}.get(spec.dtype, "float32")
-                shapes.append(f"numpy.zeros({tuple(dims)!r}, dtype=numpy.{dtype})")
+        out.append(inspect.getsource(serving_helpers._bisector_feed))
         out.append(
             f"def {MARK}_warm_up(session):\n"
             f"    \"\"\"bisector: run twice at the largest input of every range (the memory pattern is recorded on\n"
             f"    the first run, used from the second).\"\"\"\n"
-            f"    largest = [{', '.join(shapes)}]\n"
-            f"    feed = dict(zip([i.name for i in session.get_inputs()], largest))\n"
+            f"    feed = {MARK}_feed(session, {largest_sizes(plan, s.round_multiple)!r})\n"
             f"    for _ in range(2):\n"
             f"        session.run(None, feed)\n"
         )
@@ -581,22 +688,40 @@ def _feed_helpers(s: Settings, plan: Any) -> str:
     return code
 
 
-def patch_infer_script(path: str, settings: Settings, plan: Any, root: str) -> tuple[Patch, list[str]]:
-    text, module = _read_script(path, "--infer-script")
-    if "# bisector" in text:
-        return Patch(path, text, text, "already patched", root), []  # idempotent: applied before
-    t = _Sessions(settings, plan)
-    module = module.visit(t)
-    if not t.found:
-        return Patch(path, text, text, "no session", root), [f"{Path(path).name}: no `x = onnxruntime.InferenceSession(...)` found; the settings are in export_onnx.py instead"]
-    module = module.visit(_Runs(t.sessions, settings))
-    new = module.code
-    helpers = _helpers(settings, plan)
-    imports = ["import onnxruntime"] + (["import numpy"] if helpers else [])
-    new = _ensure_imports(new, imports)
-    if helpers:
-        new = _insert_after_imports(new, helpers)
-    return Patch(path, text, new, "runtime settings", root), []
+def patch_infer_script(path: str, settings: Settings, plan: Any, root: str, key: str | None = None,
+                       text: str | None = None) -> tuple[Patch, list[str]]:
+    """This model's runtime settings on the session that loads its .onnx (see bisector.serving);
+    padding and the bounds guard on that session's runs."""
+    from bisector.serving import entry_for, patch_serving, site_for
+
+    original = Path(path).read_text(encoding="utf-8")
+    current = original if text is None else text
+    try:
+        module = cst.parse_module(current)
+    except cst.ParserSyntaxError as exc:
+        raise UserError(f"cannot parse --infer-script {path}: {exc.message}") from None
+    key = key or Path(path).stem
+    new, note = patch_serving(current, key, entry_for(settings, plan))
+    if note:
+        return Patch(path, original, current, "no session", root), [f"{Path(path).name}: {note}; the settings are in export_onnx.py instead"]
+    notes: list[str] = []
+    site, _ = site_for(new, key)
+    shared = site is not None and site.literal is None and bool(site.key_code)
+    if (settings.round_multiple or settings.bounded_dims) and shared:
+        # Padding and the bounds guard wrap the session's runs: in code that serves every model
+        # they would pad and guard every model's inputs with this model's axes. Not written.
+        what = "rounded sizes" if settings.round_multiple else "the input bounds guard"
+        notes.append(f"{Path(path).name}: its session serves every model; {what} for {key} is not written there (set it around {key}'s runs by hand)")
+    elif settings.round_multiple or settings.bounded_dims:
+        module = cst.parse_module(new)
+        t = _Sessions(replace(settings, session_options={}, provider_options={}, run_options={}, warmup_largest=False), plan)
+        module = module.visit(t)
+        module = module.visit(_Runs(t.sessions, replace(settings, run_options={})))  # run options: _bisector_session
+        new = module.code
+        helpers = _feed_helpers(settings, plan)
+        if helpers and f"def {MARK}_guard(" not in new and f"def {MARK}_run(" not in new:
+            new = _insert_after_imports(_ensure_imports(new, ["import numpy"]), helpers)
+    return Patch(path, original, new, "runtime settings", root), notes
 
 
 def _insert_after_imports(source: str, code: str) -> str:
@@ -755,35 +880,71 @@ def apply(patches: Iterable[Patch], root: str | Path) -> list[str]:
 # From a fix report to patches
 
 
-def best_fixes(report: Any) -> list[Any]:
-    """The top-ranked kept fix of every culprit that has one."""
+def choose(kept: Sequence[Any], pick: int | None = None, prefer: str | None = None) -> Any | None:
+    """The kept fix a patch is made of: the one `prefer` names (a fixer name or words of its
+    summary), else the `pick`-th (1-based), else the best ranked that does not cost more up front
+    than the growth it prevents (none when every kept fix does: say so, let the user pick)."""
+    from bisector.repair import costs_more_than_it_saves
+
+    if prefer:
+        for e in kept:
+            if prefer in e.fixer or prefer.lower() in e.summary.lower():
+                return e
+    if pick is not None and 1 <= pick <= len(kept):
+        return kept[pick - 1]
+    return next((e for e in kept if not costs_more_than_it_saves(e)), None)
+
+
+def best_fixes(report: Any, pick: int | None = None, prefer: str | None = None) -> list[Any]:
+    """The chosen kept fix of every culprit that has one."""
     chosen = []
     for c in report.find.culprits:
-        kept = [e for e in report.for_culprit(c) if e.kept]
-        if kept:
-            chosen.append(kept[0])
+        e = choose([e for e in report.for_culprit(c) if e.kept], pick, prefer)
+        if e is not None:
+            chosen.append(e)
     return chosen
 
 
-def patches_for(
-    report: Any,
-    root: str | Path,
-    export_script: str | None = None,
-    infer_script: str | None = None,
-) -> tuple[list[Patch], list[str]]:
-    """The diffs of the best kept fixes: model source edits, then the export and inference
-    settings in the given scripts, or in a new export_onnx.py when none is given."""
-    root = str(Path(root).resolve())
-    chosen = best_fixes(report)
-    edits = [e for ev in chosen for e in ev.edits]
-    patches, notes = source_patches(edits, root)
-    settings = Settings.from_probes(ev.probe for ev in chosen)
-    if settings.exporter is None:
-        # Export as the run measured: an exporter chosen with --exporter goes into every export
-        # call written (None there means torch's own default, which the scripts already get).
-        measured = getattr(getattr(report.find.measure, "options", None), "probe", None)
-        settings = replace(settings, exporter=getattr(measured, "exporter", None))
-    model = report.find.measure.model
+@dataclass(frozen=True)
+class ModelWork:
+    """What one model's chosen fixes change, before it is composed with other models' into one
+    patch per file: source edits, and settings for the export and serving scripts."""
+
+    key: str  # the model's name in shared scripts (its artifact: `<key>.onnx`)
+    edits: tuple[Any, ...]
+    probes: tuple[Mapping[str, Any], ...]  # the chosen fixes' probe overrides
+    exporter: str | None  # as measured, when no fix chose one
+    plan: Any
+    model: Any
+    export_script: str | None = None
+    infer_script: str | None = None
+
+    @property
+    def settings(self) -> Settings:
+        s = Settings.from_probes(self.probes)
+        return replace(s, exporter=s.exporter or self.exporter)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"key": self.key, "edits": [{"path": e.path, "before": e.before, "after": e.after, "summary": e.summary} for e in self.edits],
+                "probes": [dict(p) for p in self.probes], "exporter": self.exporter, "plan": self.plan.to_json() if self.plan is not None else None,
+                "model": self.model.to_json(), "export_script": self.export_script, "infer_script": self.infer_script}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> "ModelWork":
+        from fixers.base import SourceEdit
+        from bisector.spec import InputPlan, ModelSpec
+
+        return cls(data["key"], tuple(SourceEdit(**e) for e in data["edits"]), tuple(data["probes"]), data.get("exporter"),
+                   InputPlan.from_json(data["plan"]) if data.get("plan") else None, ModelSpec.from_json(data["model"]),
+                   data.get("export_script"), data.get("infer_script"))
+
+
+def work_for(report: Any, key: str, export_script: str | None = None, infer_script: str | None = None,
+             pick: int | None = None, prefer: str | None = None) -> ModelWork:
+    chosen = best_fixes(report, pick, prefer)
+    # Export as the run measured: an exporter chosen with --exporter (or read from the export
+    # script) goes into every export call written; None means torch's own default.
+    measured = getattr(getattr(report.find.measure, "options", None), "probe", None)
     plan = report.find.measure.plan
     if export_script and plan is not None and not plan.use_hook:
         # The graph's inputs carry the names the user's export gives them: dynamic_axes, the
@@ -791,21 +952,69 @@ def patches_for(
         names = script_input_names(export_script)
         if names and len(names) == len(plan.inputs):
             plan = replace(plan, inputs=tuple(replace(spec, name=n) for spec, n in zip(plan.inputs, names)))
-    need_file = False
-    for related, script, patch_script in (
-        (settings.export_related, export_script, patch_export_script),
-        (settings.runtime_related, infer_script, patch_infer_script),
-    ):
-        if not related:
-            continue
-        if not script:
-            need_file = True
-            continue
-        p, n = patch_script(script, settings, plan, root)
+    return ModelWork(key, tuple(e for ev in chosen for e in ev.edits), tuple(dict(ev.probe) for ev in chosen),
+                     getattr(measured, "exporter", None), plan, report.find.measure.model, export_script, infer_script)
+
+
+def compose(works: Sequence[ModelWork], root: str | Path, new_file: str = "export_onnx.py") -> tuple[list[Patch], dict[str, list[str]], dict[str, list[str]]]:
+    """One patch per file holding every model's edits to it: model sources merged, then each
+    shared script transformed model after model (each edit idempotent per setting, so the order
+    only decides where lines go). Returns the patches, notes per model key, and per model key the
+    files its edits are in."""
+    root = str(Path(root).resolve())
+    notes: dict[str, list[str]] = {w.key: [] for w in works}
+    files: dict[str, list[str]] = {w.key: [] for w in works}
+    patches, src_notes = source_patches([e for w in works for e in w.edits], root)
+    for w in works:
+        for e in w.edits:
+            files[w.key].append(str(Path(e.path).resolve()))
+        notes[w.key] += [n for n in src_notes if any(Path(e.path).name in n and e.summary in n for e in w.edits)]
+    texts: dict[str, tuple[str, str]] = {}  # path -> (original, current)
+    need_file: list[ModelWork] = []
+    for w in works:
+        if not w.probes and not w.edits:
+            continue  # nothing chosen for this model: its scripts stay as they are
+        s = w.settings
+        for related, script, fn in ((s.export_related, w.export_script, patch_export_script), (s.runtime_related, w.infer_script, patch_infer_script)):
+            if not related:
+                continue
+            if not script:
+                need_file.append(w)
+                continue
+            path = str(Path(script).resolve())
+            original, current = texts.get(path, (None, None))
+            p, n = fn(path, s, w.plan, root, w.key, current)
+            texts[path] = (p.before if original is None else original, p.after)  # type: ignore[assignment]
+            notes[w.key] += n
+            if p.after != (current if current is not None else p.before):
+                files[w.key].append(path)
+            if n and p.after == (current if current is not None else p.before) and "instead" in " ".join(n):
+                need_file.append(w)
+    for path, (original, current) in texts.items():
+        patches.append(Patch(path, original, current, "settings for " + ", ".join(w.key for w in works if path in files[w.key]), root))
+    for w in {w.key: w for w in need_file}.values():  # ModelWork holds dicts: dedupe by key
+        name = new_file if len(works) == 1 else f"export_{w.key}.py"
+        p = new_export_file(root, w.model, w.plan, w.settings, name)
         patches.append(p)
-        notes += n
-        # the script had nowhere to put the settings (its note says so): they go in the new file
-        need_file = need_file or (not p.changed and bool(n))
-    if need_file:
-        patches.append(new_export_file(root, model, plan, settings))
-    return patches, notes
+        files[w.key].append(p.path)
+    for k in files:
+        files[k] = list(dict.fromkeys(files[k]))
+    return [p for p in patches if p.changed], notes, files
+
+
+def patches_for(
+    report: Any,
+    root: str | Path,
+    export_script: str | None = None,
+    infer_script: str | None = None,
+    key: str | None = None,
+    pick: int | None = None,
+    prefer: str | None = None,
+) -> tuple[list[Patch], list[str]]:
+    """The diffs of the chosen kept fixes: model source edits, then the export and inference
+    settings in the given scripts (for this model's session and export call), or in a new
+    export_onnx.py when none is given."""
+    key = key or Path(report.find.measure.model.path).stem
+    work = work_for(report, key, export_script, infer_script, pick, prefer)
+    patches, notes, _ = compose([work], root)
+    return patches, notes[key]

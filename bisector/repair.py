@@ -63,6 +63,12 @@ class Evaluation:
     probe: Mapping[str, Any] = field(default_factory=dict)
     saved: float = 0.0  # bytes (or objects) per call or per new shape, as before - after
     upfront_bytes: float | None = None  # memory the fix holds from the start (a warm-up's arena)
+    removes_behaviour: str = ""  # what the fix takes away that other code reads ("" keeps behaviour)
+    # The whole model's largest RSS over the declared range, without and with the fix, and the
+    # growth over the range the fix prevents (what its upfront cost is weighed against).
+    steady_before_bytes: float | None = None
+    steady_after_bytes: float | None = None
+    prevented_bytes: float | None = None
 
     @property
     def fixer(self) -> str:
@@ -94,6 +100,11 @@ class Evaluation:
             "reason": self.reason,
             "size": self.size,
             "upfront_bytes": self.upfront_bytes,
+            "removes_behaviour": self.removes_behaviour,
+            "steady_before_bytes": self.steady_before_bytes,
+            "steady_after_bytes": self.steady_after_bytes,
+            "prevented_bytes": self.prevented_bytes,
+            "costs_more_than_it_saves": costs_more_than_it_saves(self),
             "probe": dict(self.probe),
             "edits": [{"path": e.path, "summary": e.summary} for e in self.edits],
         }
@@ -164,6 +175,36 @@ def user_sources(model: ModelSpec) -> dict[str, str]:
                     if candidate.is_file():
                         todo.append(candidate.resolve())
     return out
+
+
+def registration_site(model: ModelSpec, region: str) -> str:
+    """Where the user's code registers a hook on this region (`self.proj.register_forward_hook(...)`
+    for region `proj`), as file:line relative to the model's folder; "" when none. A culprit whose
+    own code is torch's (a Linear) leaks through a hook its parent registered there."""
+    import ast
+
+    if not region:
+        return ""
+    from bisector.patch import project_root
+
+    last = region.split(".")[-1]
+    folder = project_root(model.path)
+    for path, text in user_sources(model).items():
+        try:
+            tree = ast.parse(text)
+        except SyntaxError:
+            continue
+        for node in ast.walk(tree):
+            if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and "hook" in node.func.attr
+                    and node.func.attr.startswith("register_")):
+                owner = ast.unparse(node.func.value)
+                if owner.split(".")[-1].split("[")[0] == last or owner.endswith(f"[{last}]"):
+                    try:
+                        rel = Path(path).resolve().relative_to(folder)
+                    except ValueError:
+                        rel = Path(path).name
+                    return f"{rel}:{node.lineno}"
+    return ""
 
 
 def shadow_copy(model: ModelSpec, edits: Iterable[Any], root: Path) -> ModelSpec:
@@ -366,10 +407,10 @@ class Repairer:
         return dict(outcome_of(root.verdict, root.curve, root.control).figures)
 
     def evaluate(self, c: Culprit, fixers: tuple[str, ...], summary: str, probe: Mapping[str, Any], edits: tuple[Any, ...],
-                 changes_outputs: bool, size: int) -> Evaluation:
+                 changes_outputs: bool, size: int, removes_behaviour: str = "") -> Evaluation:
         model = shadow_copy(self.finder.model, edits, self.shadow_root) if edits else self.finder.model
         base = dict(fixers=fixers, summary=summary, region=c.region, stage=c.stage, before={"kind": c.kind, **dict(c.figures)},
-                    changes_outputs=changes_outputs, size=size, edits=edits, probe=dict(probe))
+                    changes_outputs=changes_outputs, size=size, edits=edits, probe=dict(probe), removes_behaviour=removes_behaviour)
         try:
             region_outcome, model_outcome = self.measure(c, model, probe)
         except CandidateFailed as exc:
@@ -383,11 +424,8 @@ class Repairer:
             held, how = self.confirm(c, model, probe)
             if not held:
                 verdict = {**verdict, "kept": False, "reason": f"dropped: {verdict['reason'].split(': ', 1)[1]}, but not with another seed ({how})"}
-        upfront = None
-        before_loop = self.model_before(c).get("rss_before_loop")
-        if model_outcome.figures.get("rss_before_loop") is not None and before_loop is not None:
-            upfront = float(model_outcome.figures["rss_before_loop"]) - float(before_loop)
-        return Evaluation(**base, after=_figures(region_outcome), after_model=_figures(model_outcome), upfront_bytes=upfront, **verdict)
+        return Evaluation(**base, after=_figures(region_outcome), after_model=_figures(model_outcome),
+                          **trade_off(self.model_before(c), model_outcome.figures), **verdict)
 
     def equivalence(self, c: Culprit, model: ModelSpec, probe: Mapping[str, Any], edits: tuple[Any, ...]) -> dict[str, Any]:
         f = self.finder_for(model, probe)
@@ -412,7 +450,8 @@ class Repairer:
         target = self.target(c)
         candidates = [cand for fx in self.fixers if addresses(fx, target) for cand in fx.propose(target)]
         futures = [
-            pool.submit(self.evaluate, c, (cand.fixer,), cand.summary, cand.probe, cand.edits, cand.changes_outputs, cand.size)
+            pool.submit(self.evaluate, c, (cand.fixer,), cand.summary, cand.probe, cand.edits, cand.changes_outputs, cand.size,
+                        cand.removes_behaviour)
             for cand in candidates
         ]
         results = [fut.result() for fut in futures]
@@ -442,7 +481,8 @@ class Repairer:
                 pairs.append((a, b))
         futures = [
             pool.submit(self.evaluate, c, (a.fixer, b.fixer), f"{a.summary}; and {b.summary}", merge_probe(a.probe, b.probe),
-                        a.edits + b.edits, a.changes_outputs or b.changes_outputs, a.size + b.size)
+                        a.edits + b.edits, a.changes_outputs or b.changes_outputs, a.size + b.size,
+                        "; ".join(x for x in (a.removes_behaviour, b.removes_behaviour) if x))
             for a, b in pairs[:MAX_PAIRS]
         ]
         return [f.result() for f in futures]
@@ -543,12 +583,39 @@ def decide(
     return dict(**diffs, kept=True, saved=saved, reason=f"{label}: {change}")
 
 
+def trade_off(before: Mapping[str, Any], after: Mapping[str, Any]) -> dict[str, float | None]:
+    """What a fix costs up front (memory in place before the first measured call, a warm-up's
+    arena) against what it saves: the whole model's largest RSS over the declared range without
+    and with it, and the growth over the range it prevents."""
+    def f(m: Mapping[str, Any], k: str) -> float | None:
+        v = m.get(k)
+        return None if v is None else float(v)
+
+    b0, b1, a0, a1 = f(before, "rss_before_loop"), f(before, "rss_peak"), f(after, "rss_before_loop"), f(after, "rss_peak")
+    upfront = a0 - b0 if a0 is not None and b0 is not None else None
+    prevented = (b1 - b0) - (a1 - a0) if None not in (a0, a1, b0, b1) else None  # type: ignore[operator]
+    return {"upfront_bytes": upfront, "steady_before_bytes": b1, "steady_after_bytes": a1, "prevented_bytes": prevented}
+
+
+UPFRONT_FLOOR = 5e6  # below the RSS noise band an upfront cost is not a cost worth weighing
+
+
+def costs_more_than_it_saves(e: Any) -> bool:
+    """A fix that holds more from the start than the growth it prevents over the declared range
+    (a warm-up's arena at the largest input, for a model that rarely sees it): not chosen by default."""
+    up = getattr(e, "upfront_bytes", None)
+    prevented = getattr(e, "prevented_bytes", None)
+    return up is not None and prevented is not None and up > UPFRONT_FLOOR and up > prevented
+
+
 merge_probe = merge_overrides  # kept fixes' probe options, merged as a probe merges them
 
 
 def rank(results: list[Evaluation]) -> list[Evaluation]:
-    """Kept first, by memory saved, then by the smallest change; then the rest as tried."""
-    kept = sorted((r for r in results if r.kept), key=lambda r: (-r.saved, r.size))
+    """Kept first: those that keep the code's behaviour before those that remove some (data other
+    code reads), those worth their upfront memory before those that are not, then by memory saved,
+    then by the smallest change; then the rest as tried."""
+    kept = sorted((r for r in results if r.kept), key=lambda r: (bool(r.removes_behaviour), costs_more_than_it_saves(r), -r.saved, r.size))
     return kept + [r for r in results if not r.kept]
 
 

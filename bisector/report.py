@@ -269,6 +269,13 @@ def _culprit_label(report: Any, c: Any, type_name: str, escape: Any) -> str:
             own = " (the runtime, for the whole model)"
         else:
             own = " (its own code)" if c.own_code and report.tree.children(c.region) else ""
+            region = report.tree.regions.get(c.region)
+            if c.own_code and c.region and region is not None and region.type.startswith("torch."):
+                # torch's own module does not keep outputs: a hook its parent registered does
+                from bisector.repair import registration_site
+
+                site = registration_site(report.measure.model, c.region)
+                own = f" (a hook registered at {site})" if site else own
     style = STYLE.get(c.kind, "bold")
     return f"[{style}]{escape(c.region or '<root>')}[/]  {escape(type_name)}  [{style}]{c.kind}[/]  {escape(', '.join(figures))}  ← culprit{own}"
 
@@ -303,11 +310,15 @@ def _culprit_tree(report: Any, search: Any, RichTree: Any, escape: Any) -> Any:
     return root
 
 
-def render_fix(report: Any, console: Any, show_dropped: bool = True) -> None:
-    """The find report, then per culprit the fixes kept (best first) and those dropped, and why."""
+def render_fix(report: Any, console: Any, show_dropped: bool = True, show_find: bool = True) -> None:
+    """The find report (unless already shown), then per culprit the fixes kept (best first) and
+    those dropped, and why, with each kept fix's trade-off."""
     from rich.markup import escape
 
-    render_find(report.find, console)
+    from bisector.repair import costs_more_than_it_saves
+
+    if show_find:
+        render_find(report.find, console)
     if not report.find.culprits:
         return
     console.print("")
@@ -320,6 +331,12 @@ def render_fix(report: Any, console: Any, show_dropped: bool = True) -> None:
             eq = "" if e.max_abs_diff is None else f"  outputs max |diff| {e.max_abs_diff:.2g}"
             if e.upfront_bytes is not None and abs(e.upfront_bytes) >= 5e6:
                 eq += f"  holds {format_bytes(e.upfront_bytes, signed=True)} from the start"
+            if e.steady_before_bytes is not None and e.steady_after_bytes is not None:
+                eq += f"  largest RSS {format_bytes(e.steady_before_bytes)} -> {format_bytes(e.steady_after_bytes)}"
+            if costs_more_than_it_saves(e):
+                eq += "  costs more up front than the growth it prevents: not chosen unless picked"
+            if e.removes_behaviour:
+                eq += f"  removes behaviour: {e.removes_behaviour}"
             console.print(f"  [green]✓[/] {escape(e.fixer)}: {escape(e.summary)}")
             console.print(f"      {escape(e.reason)}{escape(eq)}", style="dim")
         if show_dropped:

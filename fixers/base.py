@@ -61,6 +61,9 @@ class Candidate:
     edits: tuple[SourceEdit, ...] = ()
     changes_outputs: bool = False  # by design (padding): kept only with the user's opt-in
     size: int = 1  # settings or lines changed; smaller ranks higher among equal savings
+    # Why the candidate takes away something the user's code relies on (data read elsewhere);
+    # "" when it keeps behaviour. Such a fix ranks after every one that keeps it.
+    removes_behaviour: str = ""
 
     def key(self) -> str:
         import hashlib

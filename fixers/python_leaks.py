@@ -14,6 +14,9 @@ compared with the original's.
 
 from __future__ import annotations
 
+import re
+from typing import Callable
+
 import libcst as cst
 
 from fixers import _cst
@@ -62,6 +65,8 @@ class PythonLeaks:
     def _append_only(self, path: str, source: str, cls: cst.ClassDef) -> list[Candidate]:
         fn = _cst.method(cls, "forward")
         assert fn is not None
+        module = _cst.parse(source)
+        assert module is not None
         local = _cst.local_names(fn)
         owners: list[str] = []
         for stmt in _cst.simple_statements(fn):
@@ -74,55 +79,73 @@ class PythonLeaks:
                 if _cst.reads_of(fn, owner) == 0 and owner not in owners:
                     owners.append(owner)
         out = []
+        name = cls.name.value
         for owner in owners:
-            name = cls.name.value
+            readers = readers_of(module, owner, cls, exclude=(f"{name}.forward",))
 
             def pred(stmt: cst.BaseSmallStatement, where: str, owner: str = owner, name: str = name) -> bool:
                 call = _cst.call_of(stmt)
                 return where == f"{name}.forward" and call is not None and call[0] == owner and call[1] in _cst.GROW_METHODS
 
-            after, removed = _cst.remove(source, pred)
-            if removed:
+            # Bounding first: the data stays, only the oldest goes. A trim after each append
+            # survives the code's own resets (`self.stats = []` in pop_stats) and keeps the type.
+            trimmed = trim_after_grow(source, owner, lambda where, n=name: where == f"{n}.forward")
+            if trimmed is not None:
+                seen = f"; {', '.join(readers)} still see{'s' if len(readers) == 1 else ''} them" if readers else ""
                 out.append(Candidate(
-                    self.name, f"{name}.forward: stop adding to {owner}, which keeps every call's result alive",
-                    edits=(SourceEdit(path, source, after, f"remove {removed[0]}"),), size=len(removed),
+                    self.name, f"{name}.forward: keep only the last {DEQUE_LEN} in {owner} (the oldest dropped after each append{seen})",
+                    edits=(SourceEdit(path, source, trimmed, f"trim {owner} to the last {DEQUE_LEN}"),), size=1,
                 ))
             if owner.startswith("self."):
                 bounded = self._bound_init(source, name, owner[5:])
                 if bounded is not None:
                     out.append(Candidate(
-                        self.name, f"{name}: keep only the last {DEQUE_LEN} in {owner} (collections.deque(maxlen={DEQUE_LEN}))",
+                        self.name, f"{name}: keep only the last {DEQUE_LEN} in {owner} (collections.deque(maxlen={DEQUE_LEN}), resets too)",
                         edits=(SourceEdit(path, source, bounded, f"{owner} = collections.deque(maxlen={DEQUE_LEN})"),), size=2,
                     ))
+            after, removed = _cst.remove(source, pred)
+            if removed:
+                out.append(Candidate(
+                    self.name, f"{name}.forward: stop adding to {owner}, which keeps every call's result alive",
+                    edits=(SourceEdit(path, source, after, f"remove {removed[0]}"),), size=len(removed),
+                    removes_behaviour=f"{owner} is read by {', '.join(readers)}, which would see nothing" if readers else "",
+                ))
         return out
 
     def _bound_init(self, source: str, cls_name: str, attr: str) -> str | None:
-        """`self.attr = []` (or `: list = []`) in __init__ -> a bounded deque."""
+        """`self.attr = []` (or `: list = []`) in __init__, and every reset of it to `[]` in the
+        class's other methods, -> a bounded deque (a reset to a plain list would unbound it)."""
         module = _cst.parse(source)
         if module is None:
             return None
         replaced = False
+        other = False
 
         class T(_cst.ScopedTransformer):
             def _value(self):
                 return cst.parse_expression(f"collections.deque(maxlen={DEQUE_LEN})")
 
+            def _mine(self, target: cst.BaseExpression) -> bool:
+                return len(self.stack) == 2 and self.stack[0] == cls_name and _cst.dotted(target) == f"self.{attr}"
+
             def leave_Assign(self, o: cst.Assign, u: cst.Assign):
-                nonlocal replaced
-                if self.stack == [cls_name, "__init__"] and len(u.targets) == 1 and _cst.dotted(u.targets[0].target) == f"self.{attr}" and isinstance(u.value, cst.List) and not u.value.elements:
-                    replaced = True
-                    return u.with_changes(value=self._value())
+                nonlocal replaced, other
+                if len(u.targets) == 1 and self._mine(u.targets[0].target):
+                    if isinstance(u.value, cst.List) and not u.value.elements:
+                        replaced = replaced or self.stack[1] == "__init__"
+                        return u.with_changes(value=self._value())
+                    other = True  # assigned something we cannot bound: no deque candidate
                 return u
 
             def leave_AnnAssign(self, o: cst.AnnAssign, u: cst.AnnAssign):
                 nonlocal replaced
-                if self.stack == [cls_name, "__init__"] and _cst.dotted(u.target) == f"self.{attr}" and isinstance(u.value, cst.List) and not u.value.elements:
-                    replaced = True
+                if self._mine(u.target) and isinstance(u.value, cst.List) and not u.value.elements:
+                    replaced = replaced or self.stack[1] == "__init__"
                     return cst.Assign(targets=[cst.AssignTarget(u.target)], value=self._value())
                 return u
 
         new = module.visit(T()).code
-        if not replaced:
+        if not replaced or other:
             return None
         return _cst.ensure_import(new, "import collections")
 
@@ -130,26 +153,48 @@ class PythonLeaks:
 
     def _hooks(self, path: str, source: str, module: cst.Module) -> list[Candidate]:
         collecting = _collecting_functions(module)
+        hooks: list[cst.BaseExpression] = []
 
         def pred(stmt: cst.BaseSmallStatement, where: str) -> bool:
             if not (isinstance(stmt, cst.Expr) and isinstance(stmt.value, cst.Call) and isinstance(stmt.value.func, cst.Attribute)):
                 return False
-            if stmt.value.func.attr.value not in ("register_forward_hook", "register_forward_pre_hook", "register_full_backward_hook"):
+            if stmt.value.func.attr.value not in HOOK_METHODS:
                 return False
             if not stmt.value.args:
                 return False
             hook = stmt.value.args[0].value
-            if isinstance(hook, cst.Lambda):
-                return _grows(hook.body)
-            return _cst.dotted(hook) in collecting or _cst.dotted(hook).split(".")[-1] in collecting
+            hit = _grows(hook.body) if isinstance(hook, cst.Lambda) else (
+                _cst.dotted(hook) in collecting or _cst.dotted(hook).split(".")[-1] in collecting)
+            if hit:
+                hooks.append(hook)
+            return hit
 
         after, removed = _cst.remove(source, pred)
         if not removed:
             return []
-        return [Candidate(
+        out = []
+        readers: list[str] = []
+        for hook in hooks:
+            fn_name = "" if isinstance(hook, cst.Lambda) else _cst.dotted(hook).split(".")[-1]
+            body = hook.body if isinstance(hook, cst.Lambda) else _function(module, fn_name)
+            for owner in _grown(body) if body is not None else []:
+                if "." in owner:
+                    continue  # an attribute of the hook's module argument: nothing module-level to bound
+                readers += [r for r in readers_of(module, owner, None, exclude=(fn_name,)) if r not in readers]
+                bounded = (trim_after_grow(source, owner, lambda where, f=fn_name: where == f) if fn_name
+                           else bound_module_list(source, owner))
+                if bounded is not None:
+                    seen = f"; {', '.join(readers)} still see{'s' if len(readers) == 1 else ''} them" if readers else ""
+                    out.append(Candidate(
+                        self.name, f"keep only the last {DEQUE_LEN} in {owner}, which the hook {fn_name or 'lambda'} fills{seen}",
+                        edits=(SourceEdit(path, source, bounded, f"bound {owner} to the last {DEQUE_LEN}"),), size=1,
+                    ))
+        out.append(Candidate(
             self.name, f"unregister the forward hook that collects outputs: {removed[0][:80]}",
             edits=(SourceEdit(path, source, after, f"remove {removed[0]}"),), size=len(removed),
-        )]
+            removes_behaviour=f"what the hook collects is read by {', '.join(readers)}, which would see nothing" if readers else "",
+        ))
+        return out
 
     # -- shape caches -----------------------------------------------------------------------------
 
@@ -279,6 +324,165 @@ class PythonLeaks:
         Example("native memory, no source to edit", FixTarget("eager", LEAK, region_type="m.C", sources={}), False),
         Example("the runtime's arena is not the model's code", FixTarget("inference", SHAPE_GROWTH, sources={"m.py": "x = 1\n"}), False),
     )
+
+
+HOOK_METHODS = ("register_forward_hook", "register_forward_pre_hook", "register_full_backward_hook")
+
+
+def _function(module: cst.Module, name: str) -> cst.FunctionDef | None:
+    for node in module.body:
+        if isinstance(node, cst.FunctionDef) and node.name.value == name:
+            return node
+    return None
+
+
+def _grown(node: cst.CSTNode) -> list[str]:
+    """The containers this code grows (`X.append(...)` -> "X")."""
+    out: list[str] = []
+
+    class V(cst.CSTVisitor):
+        def visit_Call(self, n: cst.Call) -> None:
+            if isinstance(n.func, cst.Attribute) and n.func.attr.value in _cst.GROW_METHODS:
+                owner = _cst.dotted(n.func.value)
+                if owner and owner not in out:
+                    out.append(owner)
+
+    node.visit(V())
+    return out
+
+
+def readers_of(module: cst.Module, owner: str, cls: cst.ClassDef | None, exclude: tuple[str, ...] = ()) -> list[str]:
+    """Who reads the data kept in owner, other than to grow it or reset it: for `self.x`, the
+    class's other methods (`Tagger.pop_stats`); for a module-level name, the module's functions
+    and methods that use it, and the module docstring when it names it (data meant for people).
+    Reading it is what makes deleting the append (or the hook) remove behaviour."""
+    out: list[str] = []
+    if owner.startswith("self."):
+        if cls is None:
+            return out
+        for stmt in cls.body.body:
+            if isinstance(stmt, cst.FunctionDef) and stmt.name.value != "__init__":
+                where = f"{cls.name.value}.{stmt.name.value}"
+                if where not in exclude and _uses(stmt, owner):
+                    out.append(f"{where}()")
+        return out
+    doc = module.get_docstring() or ""
+    if re.search(rf"(?<![\w.]){re.escape(owner)}(?![\w])", doc):
+        out.append("the module docstring")
+
+    class V(cst.CSTVisitor):
+        def __init__(self) -> None:
+            self.stack: list[str] = []
+
+        def visit_ClassDef(self, node: cst.ClassDef) -> None:
+            self.stack.append(node.name.value)
+
+        def leave_ClassDef(self, node: cst.ClassDef) -> None:
+            self.stack.pop()
+
+        def visit_FunctionDef(self, node: cst.FunctionDef) -> bool:
+            where = ".".join([*self.stack, node.name.value])
+            if where not in exclude and node.name.value not in exclude and _uses(node, owner):
+                out.append(f"{where}()")
+            return False
+
+    module.visit(V())
+    return out
+
+
+def _uses(fn: cst.FunctionDef, owner: str) -> bool:
+    """fn uses owner other than to grow it, reset it (`owner = []`) or trim it."""
+    class V(cst.CSTVisitor):
+        found = False
+
+        def visit_Assign(self, node: cst.Assign) -> bool:
+            if len(node.targets) == 1 and _cst.dotted(node.targets[0].target) == owner:
+                node.value.visit(self)
+                return False
+            return True
+
+        def visit_Global(self, node: cst.Global) -> bool:
+            return False
+
+        def visit_Del(self, node: cst.Del) -> bool:
+            return False
+
+        def visit_Call(self, node: cst.Call) -> bool:
+            if isinstance(node.func, cst.Attribute) and _cst.dotted(node.func.value) == owner and node.func.attr.value in _cst.GROW_METHODS:
+                for a in node.args:
+                    a.visit(self)
+                return False
+            return True
+
+        def visit_Attribute(self, node: cst.Attribute) -> bool:
+            if _cst.dotted(node) == owner:
+                V.found = True
+                return False
+            return True
+
+        def visit_Name(self, node: cst.Name) -> None:
+            if node.value == owner:
+                V.found = True
+
+    v = V()
+    V.found = False
+    fn.body.visit(v)
+    return V.found
+
+
+def trim_after_grow(source: str, owner: str, where: "Callable[[str], bool]") -> str | None:
+    """`del owner[:-N]` after every statement growing owner in the functions `where` accepts:
+    the container keeps its type and its last N items, whatever resets it elsewhere."""
+    module = _cst.parse(source)
+    if module is None:
+        return None
+    trim = cst.parse_statement(f"del {owner}[:-{DEQUE_LEN}]  # keep only the latest {DEQUE_LEN}\n")
+
+    class T(_cst.ScopedTransformer):
+        done = 0
+
+        def leave_SimpleStatementLine(self, o: cst.SimpleStatementLine, u: cst.SimpleStatementLine):
+            if not where(".".join(self.stack)):
+                return u
+            for stmt in u.body:
+                call = _cst.call_of(stmt)
+                if call is not None and call[0] == owner and call[1] in _cst.GROW_METHODS:
+                    T.done += 1
+                    return cst.FlattenSentinel([u, trim])
+            return u
+
+    T.done = 0
+    new = module.visit(T()).code
+    return new if T.done else None
+
+
+def bound_module_list(source: str, name: str) -> str | None:
+    """A module-level `NAME = []` (or `NAME: list = []`) -> a deque of the last N, when nothing
+    rebinds it elsewhere (a reset to a plain list would unbound it)."""
+    module = _cst.parse(source)
+    if module is None:
+        return None
+    defs = 0
+    for node in module.body:
+        if isinstance(node, cst.SimpleStatementLine) and len(node.body) == 1:
+            st = node.body[0]
+            target = st.targets[0].target if isinstance(st, cst.Assign) and len(st.targets) == 1 else st.target if isinstance(st, cst.AnnAssign) else None
+            if target is not None and _cst.dotted(target) == name and isinstance(st.value, cst.List) and not st.value.elements:
+                defs += 1
+    if defs != 1 or f"global {name}" in source:
+        return None
+
+    class T(cst.CSTTransformer):
+        def leave_SimpleStatementLine(self, o: cst.SimpleStatementLine, u: cst.SimpleStatementLine):
+            st = u.body[0] if len(u.body) == 1 else None
+            if isinstance(st, cst.Assign) and _cst.dotted(st.targets[0].target) == name:
+                return u.with_changes(body=[st.with_changes(value=cst.parse_expression(f"collections.deque(maxlen={DEQUE_LEN})"))])
+            if isinstance(st, cst.AnnAssign) and _cst.dotted(st.target) == name:
+                return u.with_changes(body=[cst.Assign([cst.AssignTarget(st.target)], cst.parse_expression(f"collections.deque(maxlen={DEQUE_LEN})"))])
+            return u
+
+    new = cst.Module(body=[]).with_changes(body=[n.visit(T()) if isinstance(n, cst.SimpleStatementLine) else n for n in module.body])
+    return _cst.ensure_import(module.with_changes(body=new.body).code, "import collections")
 
 
 def _grows(node: cst.CSTNode) -> bool:

@@ -49,7 +49,8 @@ def test_repair_writes_patches_and_a_summary(project: Path, first_run) -> None:
     assert table.startswith("| model | status |") and "`list_append.py:Net` | fixed" in table
     assert json.loads((out / "summary.json").read_text())["counts"] == {"fixed": 3, "clean": 1, "unfixed": 1}
     for name in ("list_append", "shape_cache", "symbolic_leak"):
-        assert (out / f"{name}-Net.patch").read_text().startswith(f"--- a/{name}.py")
+        assert (out / "patches" / f"{name}.py.patch").read_text().startswith(f"diff --git a/{name}.py b/{name}.py\nindex ")
+    assert "| no patch |" in table  # a clean model gets no (empty) patch file
 
 
 def test_a_second_run_resumes_without_probing(project: Path, first_run) -> None:
@@ -60,7 +61,7 @@ def test_a_second_run_resumes_without_probing(project: Path, first_run) -> None:
 
 @pytest.mark.parametrize("name", ["list_append", "shape_cache", "symbolic_leak"])
 def test_each_patch_applies_measures_clean_and_is_idempotent(project: Path, first_run, name: str, tmp_path: Path) -> None:
-    patch = project / ".bisector" / "repair" / f"{name}-Net.patch"
+    patch = project / ".bisector" / "repair" / "patches" / f"{name}.py.patch"
     copy = tmp_path / "copy"
     copy.mkdir()
     shutil.copy(SAMPLES / f"{name}.py", copy / f"{name}.py")

@@ -61,21 +61,20 @@ def write(tmp_path: Path, name: str, text: str) -> str:
 def test_infer_script_gets_options_run_options_and_warm_up(tmp_path: Path) -> None:
     path = write(tmp_path, "serve.py", SERVE)
     s = settings(session_options={"enable_mem_pattern": False}, run_options={"memory.enable_memory_arena_shrinkage": "cpu:0"}, warmup_largest=True)
-    patch, notes = patch_infer_script(path, s, PLAN, str(tmp_path))
+    patch, notes = patch_infer_script(path, s, PLAN, str(tmp_path), key="model")
     after = patch.after
     ast.parse(after)
     assert notes == []
-    assert "_bisector_options = onnxruntime.SessionOptions()" in after
-    assert "_bisector_options.enable_mem_pattern = False" in after
-    assert "sess_options=_bisector_options" in after
-    assert "add_run_config_entry('memory.enable_memory_arena_shrinkage', 'cpu:0')" in after
-    assert "session.run(None, {\"x\": batch}, run_options=_bisector_run_options)" in after
-    assert "numpy.zeros((16, 3, 100, 100), dtype=numpy.float32)" in after
+    # The settings live in a per-model table, looked up by the helpers at the session.
+    assert "'model': {'session_options': {'enable_mem_pattern': False}, 'run_options': {'memory.enable_memory_arena_shrinkage': 'cpu:0'}, 'warm_up_largest': [{0: 16, 2: 100, 3: 100}]}" in after
+    assert "_bisector_session(ort.InferenceSession(\"model.onnx\", providers=[\"CPUExecutionProvider\"], sess_options=_bisector_session_options('model', None)), 'model')" in after
+    assert "options = ort.SessionOptions()" in after and "import onnxruntime\n" not in after  # the script's own alias
+    assert "np.zeros(shape, dtype=dtypes.get(meta.type, np.float32))" in after and "import numpy\n" not in after
     assert "# one session for the process" in after and '"""Serve the model."""' in after  # comments kept
-    assert patch.diff.startswith("--- a/serve.py\n+++ b/serve.py\n")
+    assert patch.diff.startswith("diff --git a/serve.py b/serve.py\nindex ")
     # Idempotent: the patched file patches to itself.
     Path(path).write_text(after)
-    again, _ = patch_infer_script(path, s, PLAN, str(tmp_path))
+    again, _ = patch_infer_script(path, s, PLAN, str(tmp_path), key="model")
     assert not again.changed and again.diff == ""
 
 
@@ -83,7 +82,7 @@ def test_infer_script_padding_pads_varying_axes_and_crops_outputs(tmp_path: Path
     path = write(tmp_path, "serve.py", SERVE)
     patch, _ = patch_infer_script(path, settings(round_multiple=16, run_options={"memory.enable_memory_arena_shrinkage": "cpu:0"}),
                                   PLAN, str(tmp_path))
-    assert '_bisector_run(session.run, None, {"x": batch}, 16, run_options = _bisector_run_options)' in patch.after.replace("run_options=", "run_options = ")
+    assert '_bisector_run(session.run, None, {"x": batch}, 16)' in patch.after
     ast.parse(patch.after)
     # Run the generated helpers: only B, H and W are padded (channels stay 3), outputs come back cropped.
     import numpy
@@ -172,7 +171,7 @@ def test_bounded_dims_guard_the_feeds_of_the_inference_script(tmp_path: Path) ->
 def test_a_script_without_the_call_says_so(tmp_path: Path) -> None:
     path = write(tmp_path, "other.py", "print('hello')\n")
     patch, notes = patch_infer_script(path, settings(warmup_largest=True), PLAN, str(tmp_path))
-    assert not patch.changed and "no `x = onnxruntime.InferenceSession(...)` found" in notes[0]
+    assert not patch.changed and "no onnxruntime.InferenceSession(...) found" in notes[0]
 
 
 def test_new_file_when_no_script_is_given(tmp_path: Path) -> None:
@@ -181,7 +180,8 @@ def test_new_file_when_no_script_is_given(tmp_path: Path) -> None:
     s = settings(session_options={"enable_mem_pattern": False}, warmup_largest=True, onnxsim=True)
     patch = new_export_file(str(tmp_path), ModelSpec(model_file, "Net"), PLAN, s)
     assert patch.before is None
-    assert patch.diff.startswith("--- /dev/null\n+++ b/export_onnx.py\n")
+    assert patch.diff.startswith("diff --git a/export_onnx.py b/export_onnx.py\nnew file mode 100644\nindex 0000000..")
+    assert "--- /dev/null\n+++ b/export_onnx.py\n" in patch.diff
     ast.parse(patch.after)
     assert "from net import Net" in patch.after and "_bisector_warm_up(session)" in patch.after
     assert "options.enable_mem_pattern = False" in patch.after and "onnxsim.simplify" in patch.after

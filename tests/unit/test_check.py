@@ -1,0 +1,61 @@
+"""A patch is proven on the user's project before it is offered: patched files compile, and the
+project's check command runs with them in a shadow copy, the original run as the reference."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from bisector.batch import prove
+from bisector.patch import Patch
+
+
+def project(tmp_path: Path) -> Path:
+    root = tmp_path / "proj"
+    (root / "serve").mkdir(parents=True)
+    (root / "pyproject.toml").write_text("[project]\nname = 'p'\n")
+    (root / "serve" / "serve.py").write_text("print('served')\n")
+    return root
+
+
+def patch(root: Path, after: str) -> Patch:
+    path = root / "serve" / "serve.py"
+    return Patch(str(path), path.read_text(), after, "settings", str(root))
+
+
+def test_a_patch_that_breaks_the_check_is_not_offered_and_says_why(tmp_path: Path) -> None:
+    root = project(tmp_path)
+    ok, state = prove(root, "python serve/serve.py", [patch(root, "raise RuntimeError('unexpected input dtype')\n")])
+    assert not ok and state.startswith("failed: `python serve/serve.py` exited 1") and "unexpected input dtype" in state
+    assert (root / "serve" / "serve.py").read_text() == "print('served')\n"  # run in a shadow copy
+
+
+def test_a_patch_that_keeps_the_check_passing_is_offered(tmp_path: Path) -> None:
+    root = project(tmp_path)
+    assert prove(root, "python serve/serve.py", [patch(root, "print('served, bounded')\n")]) == (True, "passed")
+
+
+def test_without_a_check_the_patch_is_compiled_and_marked_not_run(tmp_path: Path) -> None:
+    root = project(tmp_path)
+    assert prove(root, None, [patch(root, "print('x')\n")]) == (True, "not run against your script")
+    ok, state = prove(root, None, [patch(root, "def broken(:\n")])
+    assert not ok and "serve/serve.py does not compile" in state
+
+
+def test_a_check_that_fails_without_the_patch_proves_nothing(tmp_path: Path) -> None:
+    root = project(tmp_path)
+    (root / "serve" / "serve.py").write_text("raise SystemExit(3)\n")
+    ok, state = prove(root, "python serve/serve.py", [patch(root, "raise SystemExit(3)\nprint(1)\n")])
+    assert ok and state.startswith("not proven: `python serve/serve.py` fails without the patch too")
+
+
+def test_bad_manifest_keys_are_one_line_user_errors(tmp_path: Path) -> None:
+    import pytest
+
+    from bisector.batch import load_models
+    from bisector.errors import UserError
+
+    manifest = tmp_path / "models.toml"
+    for bad, word in (('pick = "two"', "pick must be a whole number"), ("check = 3", "check must be a string"), ("prefer = [1]", "prefer must be a string")):
+        manifest.write_text(f'[[models]]\nspec = "m.py:Net"\n{bad}\n')
+        with pytest.raises(UserError, match=word):
+            load_models(manifest=str(manifest))
