@@ -2,6 +2,7 @@
 
     python bench/stage_times.py [--stages eager,inference] [--only list_append,clean_cnn]
                                 [--before DIR] [--runs 1]
+                                [--model FILE:NAME --input x=B,3 --dim B=1:4]   (instead of the zoo)
 
 --before DIR: a checkout of bisector to compare with (e.g. `git worktree add /tmp/old <commit>`);
 each sample and stage is measured with both, one after the other, so both see the same load on
@@ -51,13 +52,25 @@ def main() -> int:
     ap.add_argument("--only", default="")
     ap.add_argument("--before", default="")
     ap.add_argument("--runs", type=int, default=1)
+    ap.add_argument("--model", default="")
+    ap.add_argument("--input", action="append", default=[])
+    ap.add_argument("--dim", action="append", default=[])
     args = ap.parse_args()
     only = set(filter(None, args.only.split(",")))
     stages = args.stages.split(",")
     codes = [("after", ROOT)] + ([("before", Path(args.before).resolve())] if args.before else [])
     print(f"{'sample':<22} {'stage':<10} " + " ".join(f"{name + ' s':>10} {name + ' verdict':<16}" for name, _ in codes))
     totals: dict[str, list[float]] = {name: [] for name, _ in codes}
-    for truth in zoo(ROOT / "sample_models"):
+    if args.model:
+        from types import SimpleNamespace
+
+        samples = [SimpleNamespace(
+            name=Path(args.model.split(":")[0]).stem, target=args.model, inputs=args.input, dims=args.dim,
+            stages={s: "?" for s in stages}, exporter=None, gpu_only=False,
+        )]
+    else:
+        samples = zoo(ROOT / "sample_models")
+    for truth in samples:
         if (only and truth.name not in only) or truth.gpu_only:
             continue
         for stage in stages:
