@@ -96,7 +96,10 @@ def owners_lines(r: StageResult) -> list[str]:
     o = v.owners["repeat"]
     per = PER.get(r.stage, "call")
     groups = o.get("groups") or {}
-    heap_rate = v.growth_bytes_per_call if v.growth_metric == HEAP else None
+    heap_rate = (
+        v.growth_bytes_per_call + (v.baseline_bytes_per_call or 0.0)
+        if v.growth_metric == HEAP and v.growth_bytes_per_call is not None else None
+    )
     parts = []
     for g, label in ((MODEL, "your model"), (LIBRARIES, "model libraries"), (TOOLCHAIN, "toolchain")):
         amount = float(groups.get(g) or 0.0)

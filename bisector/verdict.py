@@ -464,7 +464,12 @@ def attribute(verdict: Verdict, owners: Mapping[str, Any] | None, stage: str = "
         return verdict
     per_call = owners["repeat"]
     floor = verdict.floor_bytes_per_call or HEAP_RESOLUTION
-    heap_rate = verdict.growth_bytes_per_call if verdict.growth_metric == HEAP else None
+    # The model's own heap growth per call, not its excess over the control: the traced probe's
+    # Python bytes are the model probe's own too (the control's growth is the exporter's Python).
+    heap_rate = (
+        verdict.growth_bytes_per_call + (verdict.baseline_bytes_per_call or 0.0)
+        if verdict.growth_metric == HEAP and verdict.growth_bytes_per_call is not None else None
+    )
     mine = model_share(per_call, heap_rate)
     theirs = toolchain_share(per_call)
     if not needs_owners(verdict):
