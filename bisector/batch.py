@@ -177,7 +177,8 @@ def _key(entry: ModelEntry, extra: Mapping[str, Any]) -> str:
     return h.hexdigest()[:20]
 
 
-def repair_one(entry: ModelEntry, out: Path, pool: Any, executor: Any, run_dir: Path, allow_output_changes: bool, jobs: int | None) -> ModelResult:
+def repair_one(entry: ModelEntry, out: Path, pool: Any, executor: Any, run_dir: Path, allow_output_changes: bool, jobs: int | None,
+               report_dir: Path | None = None) -> ModelResult:
     from bisector import api
     from bisector.find import Finder
     from bisector.patch import combined_diff, patches_for, project_root
@@ -215,6 +216,11 @@ def repair_one(entry: ModelEntry, out: Path, pool: Any, executor: Any, run_dir: 
         status = CLEAN
     else:
         status = FIXED if all(report.fixed(c) for c in found.culprits) else UNFIXED
+    # What goes upstream: a repro bundle for every culprit no fix could flatten; the HTML report when asked.
+    from bisector.publish import publish
+
+    publish(report, report_dir / entry.name if report_dir else None, out / "bundles" / entry.name if status == UNFIXED else None,
+            [{"path": p.rel, "summary": p.summary, "diff": p.diff} for p in patches if p.changed], unfixed_only=True)
     return ModelResult(
         entry.name, entry.label or entry.spec, status, verdict=found.verdict, culprits=culprits, kept=tuple(best),
         patch=str(patch_file) if patch_file.stat().st_size else None, error="; ".join(notes),
@@ -230,6 +236,7 @@ def repair(
     allow_output_changes: bool = False,
     fresh: bool = False,
     progress: Any = None,
+    report_dir: str | Path | None = None,
 ) -> RepairSummary:
     from bisector.probe.pool import ProbePool
     from bisector.spec import library_imports, parse_model_spec
@@ -269,7 +276,7 @@ def repair(
         with ProbePool(fresh=fresh, preload=tuple(dict.fromkeys(preload))) as pool, \
                 ThreadPoolExecutor(max_workers=n_jobs, thread_name_prefix="bisector-probe") as probes, \
                 ThreadPoolExecutor(max_workers=max(1, models_at_once), thread_name_prefix="bisector-model") as ex:
-            futures = {e.name: (e, ex.submit(repair_one, e, out, pool, probes, run_dir, allow_output_changes, n_jobs)) for e in todo}
+            futures = {e.name: (e, ex.submit(repair_one, e, out, pool, probes, run_dir, allow_output_changes, n_jobs, Path(report_dir) if report_dir else None)) for e in todo}
             for name, (entry, fut) in futures.items():
                 try:
                     result = fut.result()
@@ -287,4 +294,8 @@ def repair(
     summary = RepairSummary(ordered, str(out), time.perf_counter() - started, counts)
     (out / "summary.json").write_text(json.dumps(summary.to_json(), indent=2))
     (out / "summary.md").write_text(summary.markdown())
+    if report_dir:
+        from bisector.html_report import write_repair_index
+
+        write_repair_index(summary.to_json(), report_dir)
     return summary

@@ -52,6 +52,8 @@ TraceOpt = Annotated[bool, typer.Option("--tracemalloc", help="Also trace Python
 NoCacheOpt = Annotated[bool, typer.Option("--no-cache", help="Measure everything again: reuse no cached control run and no result kept in the run directory.")]
 ConfigOpt = Annotated[Optional[str], typer.Option("--config", help="pyproject.toml whose [tool.bisector] gives defaults. Default: the nearest one.")]
 DebugOpt = Annotated[bool, typer.Option("--debug", help="Show tracebacks of bisector's own errors.")]
+ReportOpt = Annotated[Optional[str], typer.Option("--report", help="Write an HTML report (self-contained, charts also as PNG) into this folder.")]
+BundleOpt = Annotated[Optional[str], typer.Option("--bundle", help="Write a repro bundle per culprit (repro.py needing only torch/onnxruntime/psutil, inputs, model.onnx, env, ISSUE.md) into this folder.")]
 
 
 def _version(value: bool) -> None:
@@ -218,6 +220,8 @@ def measure(
     floor: FloorOpt = None,
     no_cache: NoCacheOpt = False,
     config: ConfigOpt = None,
+    report_dir: ReportOpt = None,
+    bundle_dir: BundleOpt = None,
     debug: DebugOpt = False,
 ) -> int:
     """Measure memory per stage (eager, export, inference) in isolated probes and give a verdict:
@@ -236,10 +240,12 @@ def measure(
         )
         with _Progress(sys.stderr.isatty() and not debug) as progress:
             report = run_measure(prepared.model, prepared.plan, prepared.options, events=progress)
+        extra, said = _publish(report, report_dir, bundle_dir)
         if json_out:
-            sys.stdout.write(json.dumps(report.to_json(), indent=2) + "\n")
+            sys.stdout.write(json.dumps({**report.to_json(), **extra}, indent=2) + "\n")
         else:
             render_measure(report, _out_console())
+        _said(said)
         error = _failure_error(report)
         if error is not None:
             raise error
@@ -281,6 +287,8 @@ def find(
     no_cache: NoCacheOpt = False,
     run_dir: RunDirOpt = None,
     config: ConfigOpt = None,
+    report_dir: ReportOpt = None,
+    bundle_dir: BundleOpt = None,
     debug: DebugOpt = False,
 ) -> int:
     """Measure each stage, then bisect the module tree down to the smallest regions that leak
@@ -299,10 +307,12 @@ def find(
         )
         with _Progress(sys.stderr.isatty() and not debug) as progress:
             report = run_find(prepared.model, prepared.plan, prepared.options, events=progress, run_dir=run_dir)
+        extra, said = _publish(report, report_dir, bundle_dir)
         if json_out:
-            sys.stdout.write(json.dumps(report.to_json(), indent=2) + "\n")
+            sys.stdout.write(json.dumps({**report.to_json(), **extra}, indent=2) + "\n")
         else:
             render_find(report, _out_console())
+        _said(said)
         error = _failure_error(report.measure)
         if error is not None:
             raise error
@@ -351,6 +361,8 @@ def fix(
     no_cache: NoCacheOpt = False,
     run_dir: RunDirOpt = None,
     config: ConfigOpt = None,
+    report_dir: ReportOpt = None,
+    bundle_dir: BundleOpt = None,
     debug: DebugOpt = False,
 ) -> int:
     """Find the culprits, try every fixer that applies to each, re-measure, and report the fixes
@@ -395,6 +407,8 @@ def fix(
         data = report.to_json()
         data["patches"] = [{"path": p.rel, "summary": p.summary, "diff": p.diff} for p in patches if p.changed]
         data["patch_notes"] = notes
+        extra, said = _publish(report, report_dir, bundle_dir, data["patches"])
+        data.update(extra)
         written: list[str] = []
         if apply:
             written = apply_patches(patches, root)
@@ -421,6 +435,7 @@ def fix(
             if confirmed is not None:
                 parts = ", ".join(f"{s} {r.kind}" for s, r in confirmed.stages.items())
                 console.print(f"re-measured after --apply (edited files, kept runtime settings): {parts}", markup=False)
+        _said(said)
         if not found.culprits:
             return _measure_exit(found.measure)
         if confirmed is not None and not all(holds(c, confirmed.stages.get(c.stage)) for c in found.culprits):
@@ -448,6 +463,40 @@ def _confirm(prepared: Any, report: Any, found: Any) -> Any:
     return run_measure(prepared.model, prepared.plan, options)
 
 
+def _publish(report: Any, report_dir: str | None, bundle_dir: str | None, patches: Any = ()) -> tuple[dict[str, Any], list[str]]:
+    """HTML report and repro bundles when asked; find/fix keep the report document in their run
+    directory either way (for `bisector report`). Returns what --json gains, and the lines saying
+    where it wrote (printed by _said after the report, where a person looks last)."""
+    from bisector.publish import publish
+
+    said: list[str] = []
+    return publish(report, report_dir, bundle_dir, patches, say=said.append), said
+
+
+def _said(lines: list[str]) -> None:
+    err = _err_console()
+    for line in lines:
+        err.print(line, markup=False, highlight=False)
+
+
+@app.command("report")
+def report_command(
+    run_dir: Annotated[str, typer.Argument(help="A run directory (.bisector, .bisector/runs/...), a --report folder or a repair --out folder.", show_default=False)],
+    out: Annotated[Optional[str], typer.Option("--out", help="Where to write the HTML. Default: beside the stored results.")] = None,
+    debug: DebugOpt = False,
+) -> int:
+    """Render the HTML report again from stored results: no probe runs."""
+
+    def body() -> int:
+        from bisector.html_report import rerender
+
+        for page in rerender(run_dir, out):
+            _err_console().print(f"report: {page}", markup=False, highlight=False)
+        return EXIT_CLEAN
+
+    return _guard(debug, body)
+
+
 @app.command()
 def repair(
     config: ConfigOpt = None,
@@ -458,6 +507,7 @@ def repair(
     allow_output_changes: AllowChangesOpt = False,
     fresh: FreshOpt = False,
     json_out: JsonOpt = False,
+    report_dir: Annotated[Optional[str], typer.Option("--report", help="Write an HTML report per model and an index.html over all models into this folder.")] = None,
     debug: DebugOpt = False,
 ) -> int:
     """Find and fix every model of a migration project: one patch per model, a summary as JSON
@@ -479,7 +529,7 @@ def repair(
                 err.print(f"{result.status:<8} {result.spec}  ({result.wall_s:.0f} s)", markup=False)
 
         summary = api.repair(config=config, manifest=manifest, out=out, jobs=jobs, models_at_once=models_at_once,
-                             allow_output_changes=allow_output_changes, fresh=fresh, progress=progress)
+                             allow_output_changes=allow_output_changes, fresh=fresh, progress=progress, report_dir=report_dir)
         if json_out:
             sys.stdout.write(json.dumps(summary.to_json(), indent=2) + "\n")
         else:
@@ -487,6 +537,11 @@ def repair(
             counts = ", ".join(f"{n} {k}" for k, n in summary.counts.items())
             resumed = sum(1 for r in summary.results if r.resumed)
             sys.stdout.write(f"\n{len(summary.results)} models: {counts}" + (f" ({resumed} resumed)" if resumed else "") + f"; summary in {summary.out}/summary.md\n")
+        if report_dir:
+            err.print(f"report: {Path(report_dir) / 'index.html'}", markup=False, highlight=False)
+        bundles = Path(summary.out) / "bundles"
+        if bundles.is_dir():
+            err.print(f"bundles: {bundles}", markup=False, highlight=False)
         return summary.exit_code
 
     return _guard(debug, body)

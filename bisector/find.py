@@ -222,6 +222,10 @@ def outcome_of(verdict: Verdict, curve: MemoryCurve, control: MemoryCurve | None
         "control_rss_before_loop": control.meta.get("rss_before_loop") if control is not None else None,
         # The GPU working set at its largest (NVML): what a gpu_mem_limit can be sized from.
         "peak_gpu_bytes": max(curve.series("gpu"), default=None),
+        # The curves themselves, for the HTML report's per-culprit and before/after charts
+        # (Culprit.to_json and Evaluation.to_json pick their keys, so --json does not grow).
+        "samples": [s.to_json() for s in curve.samples],
+        "control_samples": [s.to_json() for s in control.samples] if control is not None else [],
     }
     return Outcome(verdict.kind, figures, "; ".join(verdict.reasons))
 
