@@ -103,17 +103,31 @@ def _steps(samples: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
     return list(seen.values())[:MAX_SHAPES]
 
 
-_ENV_CACHE: dict[str, str] = {}
+_ENV_CACHE: dict[str, Any] = {}
+
+
+def start_collect_env() -> None:
+    """Start torch's environment report (~5 s: it shells out to pip, nvidia-smi...) once per
+    process, alongside the bundle's child, so the two waits overlap."""
+    if "proc" not in _ENV_CACHE and "text" not in _ENV_CACHE:
+        try:
+            _ENV_CACHE["proc"] = subprocess.Popen([sys.executable, "-m", "torch.utils.collect_env"], stdout=subprocess.PIPE,
+                                                  stderr=subprocess.DEVNULL, text=True)
+        except OSError as exc:
+            _ENV_CACHE["text"] = f"(python -m torch.utils.collect_env failed: {exc})\n"
 
 
 def collect_env(timeout_s: float = 180.0) -> str:
-    """torch's own environment report, once per process (it shells out to pip, nvidia-smi...)."""
+    start_collect_env()
     if "text" not in _ENV_CACHE:
+        proc = _ENV_CACHE.pop("proc")
         try:
-            done = subprocess.run([sys.executable, "-m", "torch.utils.collect_env"], capture_output=True, text=True, timeout=timeout_s)
-            _ENV_CACHE["text"] = done.stdout or done.stderr
-        except (OSError, subprocess.TimeoutExpired) as exc:
-            _ENV_CACHE["text"] = f"(python -m torch.utils.collect_env failed: {exc})\n"
+            out, _ = proc.communicate(timeout=timeout_s)
+            _ENV_CACHE["text"] = out or "(python -m torch.utils.collect_env printed nothing)\n"
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.communicate()
+            _ENV_CACHE["text"] = f"(python -m torch.utils.collect_env took more than {timeout_s:.0f} s)\n"
     return _ENV_CACHE["text"]
 
 
@@ -159,6 +173,7 @@ def write_bundle(report: Any, target: BundleTarget, out: str | Path, timeout_s: 
              "region": target.region, "steps": steps, "exporter": options.probe.exporter}
     (folder / "build.json").write_text(json.dumps(build, indent=1))
     error = ""
+    start_collect_env()
     env = dict(os.environ)
     # The child imports bisector from wherever this process did (an editable checkout or site-packages).
     root = str(Path(__file__).resolve().parent.parent)
