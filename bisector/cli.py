@@ -192,6 +192,8 @@ def _failure_error(report: Any, skip: Any = ()) -> Any:
                 ops = failing_operators(f.message)
                 if ops:
                     hint = f"; `bisector fix` tries a symbolic for {', '.join(ops)} or another exporter" + hint
+            if getattr(f, "probe_dir", ""):
+                hint += f" (probe folder kept: {f.probe_dir})"
             return UserError(f"{r.stage} stage: {f.message}{hint}", detail=f.traceback)
     return None
 

@@ -280,6 +280,7 @@ class Finder:
         self.jobs = options.jobs or (os.cpu_count() or 1)
         control_cache = ControlCache(None if options.cache_dir == "" else Path(options.cache_dir) if options.cache_dir else default_cache_dir())
         self.runner = Runner(self.pool, self.jobs, control_cache, self.events, executor=executor)
+        self.runner.keep_failed_in = self.run / "failed-probes"
         self.interrupted = threading.Event()
         self._capture_lock = threading.Lock()
         self.tree: Tree | None = None
@@ -319,10 +320,11 @@ class Finder:
                 self.options.probe, capture=str(self.capture_dir), label="record inputs" if todo else "module tree",
             )
             result = self.runner.submit(request).result()
+            kept = f" (probe folder kept: {result.probe_dir})" if getattr(result, "probe_dir", "") else ""
             if isinstance(result, ProbeFailed):
-                raise UserError(f"recording the regions' inputs failed: {result.message}", detail=result.traceback)
+                raise UserError(f"recording the regions' inputs failed: {result.message}{kept}", detail=result.traceback)
             if not isinstance(result, ProbeOk):
-                raise UserError(f"recording the regions' inputs {result.describe()}", detail=result.tail)
+                raise UserError(f"recording the regions' inputs {result.describe()}{kept}", detail=result.tail)
             self.unsaved.update(result.data.get("unsaved", {}))
             # A tree from a run with forwards knows which modules were called; keep that one.
             if known is None or (todo and not known.get("called_known")):

@@ -196,3 +196,15 @@ def test_clean_model_bundle_repro_is_flat(tmp_path) -> None:
     bundle = tmp_path / "bundle" / "eager-root"
     heap, objects = second_half_rates(run_repro(bundle, "--calls", "60", "--every", "10"))
     assert abs(objects) < 0.2 and heap is not None and abs(heap) < 2048
+
+
+def test_a_crashed_probe_keeps_its_folder_under_the_run_directory_and_the_error_says_where(tmp_path) -> None:
+    r = run_cli("find", f"{ROOT / 'tests' / 'fixtures' / 'crashers.py'}:Segfault", "-i", "x=B,4", "-s", "eager",
+                "--run-dir", str(tmp_path / "run"))
+    assert r.returncode == 4, r.stderr
+    m = re.search(r"killed by SIGSEGV \(probe folder kept: (\S+)\)", r.stdout)
+    assert m is not None, r.stdout
+    kept = Path(m.group(1))
+    assert kept.is_relative_to(tmp_path / "run")
+    assert json.loads((kept / "request.json").read_text())["stage"] == "eager"
+    assert (kept / "stderr.txt").is_file()
