@@ -201,7 +201,7 @@ def write_bundle(report: Any, target: BundleTarget, out: str | Path, timeout_s: 
         "model_name": model.name, "init_kwargs": dict(model.init_kwargs), "region": target.region,
         "region_type": child.get("region_type", ""), "stage": target.stage, "exporter": child.get("exporter") or options.probe.exporter,
         "input_names": child.get("input_names"), "onnx": "model.onnx", "calls": steps_n, "every": steps_n // 10,
-        "warmup": 2 if target.stage == "export" else 4, "measured": _measured(target),
+        "warmup": 0 if target.kind == "shape-growth" else 2 if target.stage == "export" else 4, "measured": _measured(target), "all_shapes": target.kind == "shape-growth",
     }, indent=1))
     (folder / "curves.json").write_text(json.dumps({"stage": target.stage, "region": target.region, "kind": target.kind,
                                                      "figures": {k: v for k, v in target.figures.items() if k not in ("samples", "control_samples")},

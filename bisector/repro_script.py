@@ -229,7 +229,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--calls", type=int, default=int(cfg.get("calls", 200)), help="calls to run after warm-up")
     p.add_argument("--every", type=int, default=int(cfg.get("every", 20)), help="print the counters every N calls")
     p.add_argument("--warmup", type=int, default=int(cfg.get("warmup", 4)), help="calls before the first reading")
-    p.add_argument("--all-shapes", action="store_true", help="cycle through every recorded shape, not only the repeated ones")
+    # Growth per new shape only shows while shapes are new: those bundles cycle through all of them.
+    p.add_argument("--all-shapes", action="store_true", default=bool(cfg.get("all_shapes")),
+                   help="cycle through every recorded shape, not only the repeated ones")
     a = p.parse_args(argv)
     try:
         import torch
