@@ -208,3 +208,16 @@ def test_a_crashed_probe_keeps_its_folder_under_the_run_directory_and_the_error_
     assert kept.is_relative_to(tmp_path / "run")
     assert json.loads((kept / "request.json").read_text())["stage"] == "eager"
     assert (kept / "stderr.txt").is_file()
+
+
+def test_repair_writes_an_index_over_the_models_and_a_bundle_for_an_unfixed_culprit(tmp_path) -> None:
+    manifest = tmp_path / "models.toml"
+    manifest.write_text(f'stages = ["eager"]\n[[models]]\nspec = "{SAMPLES / "native_leak.py"}:Net"\ninputs = ["x=B,16"]\n')
+    r = run_cli("repair", "--manifest", str(manifest), "--out", str(tmp_path / "out"), "--report", str(tmp_path / "report"))
+    assert r.returncode == 1, r.stderr  # no fixer frees ctypes memory: unfixed
+    assert f"report: {tmp_path / 'report' / 'index.html'}" in r.stderr
+    index = (tmp_path / "report" / "index.html").read_text()
+    name = re.search(r'<a href="([^"/]+)/index.html">', index).group(1)
+    assert "unfixed" in index and (tmp_path / "report" / name / "index.html").is_file()
+    bundle = tmp_path / "out" / "bundles" / name / "eager-stem.1"
+    assert (bundle / "repro.py").is_file() and (bundle / "ISSUE.md").is_file()
