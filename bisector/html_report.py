@@ -264,7 +264,7 @@ def _figures_table(r: Mapping[str, Any], per: str) -> str:
     ]
     if r.get("bounded") is not None:
         rows.append(("bounded by the largest shape", "yes" if r["bounded"] else "no (keeps growing)"))
-    return "<table>" + "".join(f"<tr><th>{html.escape(k)}</th><td>{html.escape(v) if '<' not in v else v}</td></tr>" for k, v in rows) + "</table>"
+    return "<table>" + "".join(f"<tr><th>{html.escape(k)}</th><td>{html.escape(v)}</td></tr>" for k, v in rows) + "</table>"
 
 
 def _owners(owners: Mapping[str, Any] | None, per: str) -> str:

@@ -151,9 +151,3 @@ def stage_chart(
     fig.savefig(buf, format="png", dpi=90)
     plt.close(fig)
     return buf.getvalue()
-
-
-def counter_chart(rows: Sequence[Mapping[str, Any]], title: str = "") -> bytes:
-    """A small PNG of a repro's printed counters (call against RSS, heap, objects)."""
-    samples = [{"phase": "repeat", **{k: v for k, v in r.items() if k != "call"}} for r in rows]
-    return stage_chart(samples, title=title, width=7.0)
