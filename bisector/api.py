@@ -206,10 +206,11 @@ def repair(
     allow_output_changes: bool = False,
     fresh: bool = False,
     progress: Any = None,
+    report_dir: str | None = None,
 ) -> "RepairSummary":
     """Find and fix every model listed in [[tool.bisector.models]] (or a manifest); see batch.py."""
     from bisector.batch import load_models
     from bisector.batch import repair as _repair
 
     return _repair(load_models(config, manifest), out=out, jobs=jobs, models_at_once=models_at_once,
-                   allow_output_changes=allow_output_changes, fresh=fresh, progress=progress)
+                   allow_output_changes=allow_output_changes, fresh=fresh, progress=progress, report_dir=report_dir)

@@ -232,7 +232,7 @@ def read_back(entry: ModelEntry) -> dict[str, Any]:
 
 
 def repair_one(entry: ModelEntry, out: Path, pool: Any, executor: Any, run_dir: Path, allow_output_changes: bool,
-               jobs: int | None) -> tuple[ModelResult, Any]:
+               jobs: int | None, report_dir: Path | None = None) -> tuple[ModelResult, Any]:
     from dataclasses import replace
 
     from bisector import api
@@ -281,6 +281,14 @@ def repair_one(entry: ModelEntry, out: Path, pool: Any, executor: Any, run_dir: 
     if found.culprits and len(best) < len(found.culprits) and all(report.fixed(c) for c in found.culprits):
         note = "the kept fix costs more up front than the growth it prevents; choose it with `prefer` or `pick`"
     stages = {st: r.kind for st, r in found.measure.stages.items()}
+    # What goes upstream: a repro bundle for every culprit no fix could flatten; the HTML report when
+    # asked, with this model's own source edits (the shared scripts' patches are composed later).
+    from bisector.patch import project_root, source_patches
+    from bisector.publish import publish
+
+    own, _ = source_patches(work.edits, str(project_root(prepared.model.path))) if work is not None else ([], [])
+    publish(report, report_dir / entry.name if report_dir else None, out / "bundles" / entry.name if status == UNFIXED else None,
+            [{"path": p.rel, "summary": p.summary, "diff": p.diff} for p in own if p.changed], unfixed_only=True)
     return ModelResult(
         entry.name, entry.label or entry.spec, status, verdict=found.verdict, culprits=culprits, kept=tuple(best),
         error=note, wall_s=time.perf_counter() - started, probes=report.probes + found.probes, stages=stages,
@@ -367,6 +375,7 @@ def repair(
     allow_output_changes: bool = False,
     fresh: bool = False,
     progress: Any = None,
+    report_dir: str | Path | None = None,
 ) -> RepairSummary:
     from bisector.probe.pool import ProbePool
     from bisector.spec import library_imports, parse_model_spec
@@ -412,7 +421,7 @@ def repair(
         with ProbePool(fresh=fresh, preload=tuple(dict.fromkeys(preload))) as pool, \
                 ThreadPoolExecutor(max_workers=n_jobs, thread_name_prefix="bisector-probe") as probes, \
                 ThreadPoolExecutor(max_workers=max(1, models_at_once), thread_name_prefix="bisector-model") as ex:
-            futures = {e.name: (e, ex.submit(repair_one, e, out, pool, probes, run_dir, allow_output_changes, n_jobs)) for e in todo}
+            futures = {e.name: (e, ex.submit(repair_one, e, out, pool, probes, run_dir, allow_output_changes, n_jobs, Path(report_dir) if report_dir else None)) for e in todo}
             for name, (entry, fut) in futures.items():
                 work = None
                 try:
@@ -435,6 +444,10 @@ def repair(
     summary = RepairSummary(ordered, str(out), time.perf_counter() - started, counts)
     (out / "summary.json").write_text(json.dumps(summary.to_json(), indent=2))
     (out / "summary.md").write_text(summary.markdown())
+    if report_dir:
+        from bisector.html_report import write_repair_index
+
+        write_repair_index(summary.to_json(), report_dir)
     return summary
 
 

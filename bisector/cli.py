@@ -52,6 +52,8 @@ TraceOpt = Annotated[bool, typer.Option("--tracemalloc", help="Also trace Python
 NoCacheOpt = Annotated[bool, typer.Option("--no-cache", help="Measure everything again: reuse no cached control run and no result kept in the run directory.")]
 ConfigOpt = Annotated[Optional[str], typer.Option("--config", help="pyproject.toml whose [tool.bisector] gives defaults. Default: the nearest one.")]
 DebugOpt = Annotated[bool, typer.Option("--debug", help="Show tracebacks of bisector's own errors.")]
+ReportOpt = Annotated[Optional[str], typer.Option("--report", help="Write an HTML report (self-contained, charts also as PNG) into this folder.")]
+BundleOpt = Annotated[Optional[str], typer.Option("--bundle", help="Write a repro bundle per culprit (repro.py needing only torch/onnxruntime/psutil, inputs, model.onnx, env, ISSUE.md) into this folder.")]
 
 
 def _version(value: bool) -> None:
@@ -190,6 +192,8 @@ def _failure_error(report: Any, skip: Any = ()) -> Any:
                 ops = failing_operators(f.message)
                 if ops:
                     hint = f"; `bisector fix` tries a symbolic for {', '.join(ops)} or another exporter" + hint
+            if getattr(f, "probe_dir", ""):
+                hint += f" (probe folder kept: {f.probe_dir})"
             return UserError(f"{r.stage} stage: {f.message}{hint}", detail=f.traceback)
     return None
 
@@ -218,6 +222,8 @@ def measure(
     floor: FloorOpt = None,
     no_cache: NoCacheOpt = False,
     config: ConfigOpt = None,
+    report_dir: ReportOpt = None,
+    bundle_dir: BundleOpt = None,
     debug: DebugOpt = False,
     export_script: Annotated[Optional[str], typer.Option("--export-script", help="Measure with the export settings your export script uses for this model.")] = None,
     infer_script: Annotated[Optional[str], typer.Option("--infer-script", help="Measure with the ONNX Runtime settings your serving script applies to this model's session.")] = None,
@@ -239,10 +245,12 @@ def measure(
         prepared = _with_scripts(prepared, export_script, infer_script, exporter)
         with _Progress(sys.stderr.isatty() and not debug) as progress:
             report = run_measure(prepared.model, prepared.plan, prepared.options, events=progress)
+        extra, said = _publish(report, report_dir, bundle_dir)
         if json_out:
-            sys.stdout.write(json.dumps(report.to_json(), indent=2) + "\n")
+            sys.stdout.write(json.dumps({**report.to_json(), **extra}, indent=2) + "\n")
         else:
             render_measure(report, _out_console())
+        _said(said)
         error = _failure_error(report)
         if error is not None:
             raise error
@@ -284,6 +292,8 @@ def find(
     no_cache: NoCacheOpt = False,
     run_dir: RunDirOpt = None,
     config: ConfigOpt = None,
+    report_dir: ReportOpt = None,
+    bundle_dir: BundleOpt = None,
     debug: DebugOpt = False,
     export_script: Annotated[Optional[str], typer.Option("--export-script", help="Measure with the export settings your export script uses for this model.")] = None,
     infer_script: Annotated[Optional[str], typer.Option("--infer-script", help="Measure with the ONNX Runtime settings your serving script applies to this model's session.")] = None,
@@ -305,10 +315,12 @@ def find(
         prepared = _with_scripts(prepared, export_script, infer_script, exporter)
         with _Progress(sys.stderr.isatty() and not debug) as progress:
             report = run_find(prepared.model, prepared.plan, prepared.options, events=progress, run_dir=run_dir)
+        extra, said = _publish(report, report_dir, bundle_dir)
         if json_out:
-            sys.stdout.write(json.dumps(report.to_json(), indent=2) + "\n")
+            sys.stdout.write(json.dumps({**report.to_json(), **extra}, indent=2) + "\n")
         else:
             render_find(report, _out_console())
+        _said(said)
         error = _failure_error(report.measure)
         if error is not None:
             raise error
@@ -357,6 +369,8 @@ def fix(
     no_cache: NoCacheOpt = False,
     run_dir: RunDirOpt = None,
     config: ConfigOpt = None,
+    report_dir: ReportOpt = None,
+    bundle_dir: BundleOpt = None,
     debug: DebugOpt = False,
     pick: Annotated[Optional[int], typer.Option("--pick", help="Patch with the N-th kept fix of each culprit (1 = the best ranked) instead of the default choice.")] = None,
 ) -> int:
@@ -435,6 +449,8 @@ def fix(
         data["patches"] = [{"path": p.rel, "summary": p.summary, "diff": p.diff} for p in patches if p.changed]
         data["patch_notes"] = notes
         data["check"] = check_state
+        extra, said = _publish(report, report_dir, bundle_dir, data["patches"])
+        data.update(extra)
         written: list[str] = []
         if apply:
             written = apply_patches(patches, root)
@@ -468,6 +484,7 @@ def fix(
             if confirmed is not None:
                 parts = ", ".join(f"{s} {r.kind}" for s, r in confirmed.stages.items())
                 console.print(f"re-measured after --apply (edited files, kept runtime settings): {parts}", markup=False)
+        _said(said)
         if not found.culprits:
             return _measure_exit(found.measure)
         if str(data.get("check_after_apply", "")).startswith("failed"):
@@ -532,6 +549,40 @@ def _confirm(prepared: Any, report: Any, found: Any, pick: int | None = None) ->
     return run_measure(prepared.model, prepared.plan, options)
 
 
+def _publish(report: Any, report_dir: str | None, bundle_dir: str | None, patches: Any = ()) -> tuple[dict[str, Any], list[str]]:
+    """HTML report and repro bundles when asked; find/fix keep the report document in their run
+    directory either way (for `bisector report`). Returns what --json gains, and the lines saying
+    where it wrote (printed by _said after the report, where a person looks last)."""
+    from bisector.publish import publish
+
+    said: list[str] = []
+    return publish(report, report_dir, bundle_dir, patches, say=said.append), said
+
+
+def _said(lines: list[str]) -> None:
+    err = _err_console()
+    for line in lines:
+        err.print(line, markup=False, highlight=False)
+
+
+@app.command("report")
+def report_command(
+    run_dir: Annotated[str, typer.Argument(help="A run directory (.bisector, .bisector/runs/...), a --report folder or a repair --out folder.", show_default=False)],
+    out: Annotated[Optional[str], typer.Option("--out", help="Where to write the HTML. Default: beside the stored results.")] = None,
+    debug: DebugOpt = False,
+) -> int:
+    """Render the HTML report again from stored results: no probe runs."""
+
+    def body() -> int:
+        from bisector.html_report import rerender
+
+        for page in rerender(run_dir, out):
+            _err_console().print(f"report: {page}", markup=False, highlight=False)
+        return EXIT_CLEAN
+
+    return _guard(debug, body)
+
+
 @app.command()
 def repair(
     config: ConfigOpt = None,
@@ -542,6 +593,7 @@ def repair(
     allow_output_changes: AllowChangesOpt = False,
     fresh: FreshOpt = False,
     json_out: JsonOpt = False,
+    report_dir: Annotated[Optional[str], typer.Option("--report", help="Write an HTML report per model and an index.html over all models into this folder.")] = None,
     debug: DebugOpt = False,
 ) -> int:
     """Find and fix every model of a migration project: one patch per model, a summary as JSON
@@ -563,7 +615,7 @@ def repair(
                 err.print(f"{result.status:<8} {result.spec}  ({result.wall_s:.0f} s)", markup=False)
 
         summary = api.repair(config=config, manifest=manifest, out=out, jobs=jobs, models_at_once=models_at_once,
-                             allow_output_changes=allow_output_changes, fresh=fresh, progress=progress)
+                             allow_output_changes=allow_output_changes, fresh=fresh, progress=progress, report_dir=report_dir)
         if json_out:
             sys.stdout.write(json.dumps(summary.to_json(), indent=2) + "\n")
         else:
@@ -571,6 +623,11 @@ def repair(
             counts = ", ".join(f"{n} {k}" for k, n in summary.counts.items())
             resumed = sum(1 for r in summary.results if r.resumed)
             sys.stdout.write(f"\n{len(summary.results)} models: {counts}" + (f" ({resumed} resumed)" if resumed else "") + f"; summary in {summary.out}/summary.md\n")
+        if report_dir:
+            err.print(f"report: {Path(report_dir) / 'index.html'}", markup=False, highlight=False)
+        bundles = Path(summary.out) / "bundles"
+        if bundles.is_dir():
+            err.print(f"bundles: {bundles}", markup=False, highlight=False)
         return summary.exit_code
 
     return _guard(debug, body)

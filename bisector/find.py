@@ -224,6 +224,10 @@ def outcome_of(verdict: Verdict, curve: MemoryCurve, control: MemoryCurve | None
         "rss_peak": max(curve.series("rss"), default=None),
         # The GPU working set at its largest (NVML): what a gpu_mem_limit can be sized from.
         "peak_gpu_bytes": max(curve.series("gpu"), default=None),
+        # The curves themselves, for the HTML report's per-culprit and before/after charts
+        # (Culprit.to_json and Evaluation.to_json pick their keys, so --json does not grow).
+        "samples": [s.to_json() for s in curve.samples],
+        "control_samples": [s.to_json() for s in control.samples] if control is not None else [],
     }
     return Outcome(verdict.kind, figures, "; ".join(verdict.reasons))
 
@@ -278,6 +282,7 @@ class Finder:
         self.jobs = options.jobs or (os.cpu_count() or 1)
         control_cache = ControlCache(None if options.cache_dir == "" else Path(options.cache_dir) if options.cache_dir else default_cache_dir())
         self.runner = Runner(self.pool, self.jobs, control_cache, self.events, executor=executor)
+        self.runner.keep_failed_in = self.run / "failed-probes"
         self.interrupted = threading.Event()
         self._capture_lock = threading.Lock()
         self.tree: Tree | None = None
@@ -317,10 +322,11 @@ class Finder:
                 self.options.probe, capture=str(self.capture_dir), label="record inputs" if todo else "module tree",
             )
             result = self.runner.submit(request).result()
+            kept = f" (probe folder kept: {result.probe_dir})" if getattr(result, "probe_dir", "") else ""
             if isinstance(result, ProbeFailed):
-                raise UserError(f"recording the regions' inputs failed: {result.message}", detail=result.traceback)
+                raise UserError(f"recording the regions' inputs failed: {result.message}{kept}", detail=result.traceback)
             if not isinstance(result, ProbeOk):
-                raise UserError(f"recording the regions' inputs {result.describe()}", detail=result.tail)
+                raise UserError(f"recording the regions' inputs {result.describe()}{kept}", detail=result.tail)
             self.unsaved.update(result.data.get("unsaved", {}))
             # A tree from a run with forwards knows which modules were called; keep that one.
             if known is None or (todo and not known.get("called_known")):

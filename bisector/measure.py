@@ -277,6 +277,27 @@ class Runner:
         self.executor = executor or ThreadPoolExecutor(max_workers=max(1, jobs), thread_name_prefix="bisector-probe")
         self.probes = 0
         self._lock = threading.Lock()
+        # Where the folders of failed or crashed probes are kept (find's run directory); without
+        # one they go with the pool's temporary folder, and errors do not point to them.
+        self.keep_failed_in: Path | None = None
+
+    def _keep(self, result: ProbeResult) -> ProbeResult:
+        src = getattr(result, "probe_dir", "")
+        if not src:
+            return result
+        from dataclasses import replace
+
+        kept = ""
+        if self.keep_failed_in is not None and Path(src).is_dir():
+            import shutil
+
+            target = self.keep_failed_in / f"{Path(src).name}-{os.getpid()}-{int(time.time() * 1000) % 10**9}"
+            try:
+                shutil.copytree(src, target)
+                kept = str(target)
+            except OSError:
+                pass
+        return replace(result, probe_dir=kept)
 
     def submit(self, request: ProbeRequest, extra_key: str = "") -> Future:
         """Run (or reuse) a probe. extra_key: more that decides the result, e.g. the code and
@@ -293,7 +314,7 @@ class Runner:
 
     def _run(self, request: ProbeRequest, extra_key: str = "") -> ProbeResult:
         self.events.probe_started(request.label)
-        result = self.pool.run(request)
+        result = self._keep(self.pool.run(request))
         with self._lock:
             self.probes += 1
         if request.control:

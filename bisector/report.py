@@ -177,11 +177,12 @@ def heap_note(stages: Any) -> str | None:
 
 
 def failure_text(failure: Any) -> str:
+    kept = f" (probe folder kept: {failure.probe_dir})" if getattr(failure, "probe_dir", "") else ""
     if isinstance(failure, ProbeFailed):
-        return failure.message
+        return failure.message + kept
     if isinstance(failure, (ProbeCrashed, ProbeTimedOut)):
         tail = failure.tail.strip().splitlines()[-1:] if failure.tail else []
-        return failure.describe() + (f": {tail[0]}" if tail else "")
+        return failure.describe() + (f": {tail[0]}" if tail else "") + kept
     return str(failure)
 
 

@@ -222,7 +222,13 @@ class ProbePool:
         request_dir = self.workdir / "probes" / f"{ident:04d}-{slug}"
         request_dir.mkdir(parents=True, exist_ok=True)
         (request_dir / "request.json").write_text(json.dumps(request.to_json()))
-        return self._run_dir(request_dir, ident, timeout_s or self.timeout_s, mem_cap or self.mem_cap)
+        result = self._run_dir(request_dir, ident, timeout_s or self.timeout_s, mem_cap or self.mem_cap)
+        if result.kind != "ok":
+            # Where its request and stderr are, for the caller to keep (the pool's own folder goes at close).
+            from dataclasses import replace
+
+            result = replace(result, probe_dir=str(request_dir))
+        return result
 
     def _run_dir(self, request_dir: Path, ident: int, timeout_s: float, mem_cap: int) -> ProbeResult:
         started = time.perf_counter()

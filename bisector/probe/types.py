@@ -161,9 +161,11 @@ class ProbeFailed:
     traceback: str = ""
     wall_s: float = 0.0
     kind: str = "failed"
+    probe_dir: str = ""  # the probe's folder (request, stderr), kept under the run directory
 
     def to_json(self) -> dict[str, Any]:
-        return {"kind": self.kind, "where": self.where, "message": self.message, "traceback": self.traceback, "wall_s": self.wall_s}
+        return {"kind": self.kind, "where": self.where, "message": self.message, "traceback": self.traceback, "wall_s": self.wall_s,
+                "probe_dir": self.probe_dir}
 
 
 @dataclass(frozen=True)
@@ -177,6 +179,7 @@ class ProbeCrashed:
     peak_rss: int | None = None
     wall_s: float = 0.0
     kind: str = "crashed"
+    probe_dir: str = ""  # the probe's folder (request, stderr), kept under the run directory
 
     def describe(self) -> str:
         if self.reason == "memory-cap":
@@ -190,6 +193,7 @@ class ProbeCrashed:
         return {
             "kind": self.kind, "reason": self.reason, "signal": self.signal, "exit_code": self.exit_code,
             "tail": self.tail, "peak_rss": self.peak_rss, "wall_s": self.wall_s, "describe": self.describe(),
+            "probe_dir": self.probe_dir,
         }
 
 
@@ -199,12 +203,14 @@ class ProbeTimedOut:
     tail: str
     wall_s: float = 0.0
     kind: str = "timeout"
+    probe_dir: str = ""
 
     def describe(self) -> str:
         return f"did not finish within {self.timeout_s:g} s and was killed"
 
     def to_json(self) -> dict[str, Any]:
-        return {"kind": self.kind, "timeout_s": self.timeout_s, "tail": self.tail, "wall_s": self.wall_s, "describe": self.describe()}
+        return {"kind": self.kind, "timeout_s": self.timeout_s, "tail": self.tail, "wall_s": self.wall_s, "describe": self.describe(),
+                "probe_dir": self.probe_dir}
 
 
 ProbeResult = Union[ProbeOk, ProbeFailed, ProbeCrashed, ProbeTimedOut]
@@ -215,12 +221,15 @@ def result_from_json(data: Mapping[str, Any]) -> ProbeResult:
     if kind == "ok":
         return ProbeOk(curve=MemoryCurve.from_json(data["curve"]), wall_s=float(data.get("wall_s", 0.0)), data=dict(data.get("data") or {}))
     if kind == "failed":
-        return ProbeFailed(where=data["where"], message=data["message"], traceback=data.get("traceback", ""), wall_s=float(data.get("wall_s", 0.0)))
+        return ProbeFailed(where=data["where"], message=data["message"], traceback=data.get("traceback", ""), wall_s=float(data.get("wall_s", 0.0)),
+                           probe_dir=data.get("probe_dir", ""))
     if kind == "crashed":
         return ProbeCrashed(
             reason=data["reason"], signal=data.get("signal"), exit_code=data.get("exit_code"),
             tail=data.get("tail", ""), peak_rss=data.get("peak_rss"), wall_s=float(data.get("wall_s", 0.0)),
+            probe_dir=data.get("probe_dir", ""),
         )
     if kind == "timeout":
-        return ProbeTimedOut(timeout_s=float(data["timeout_s"]), tail=data.get("tail", ""), wall_s=float(data.get("wall_s", 0.0)))
+        return ProbeTimedOut(timeout_s=float(data["timeout_s"]), tail=data.get("tail", ""), wall_s=float(data.get("wall_s", 0.0)),
+                             probe_dir=data.get("probe_dir", ""))
     raise ValueError(f"unknown probe result kind {kind!r}")

@@ -1,0 +1,153 @@
+"""Memory curves as PNG charts (matplotlib, Agg): one panel per metric against the step.
+
+Each panel shows the model's curve and the control's, both as the change from their first
+reading (the control runs in its own process, so absolute levels differ; slopes are what compare),
+the phases shaded, a fitted line over the repeat phase, and the detection floor as a cone from
+the start of the repeat phase: a curve leaving the cone upwards is growth the verdict counts.
+matplotlib is imported inside the functions so `bisector --help` never pays for it.
+"""
+
+from __future__ import annotations
+
+import io
+from typing import Any, Mapping, Sequence
+
+PHASE_COLORS = {"warmup": "#eeeeee", "repeat": "#fde2e2", "novel": "#e2ecfd", "within": "#e6f6e2"}
+PHASE_LABELS = {"warmup": "warm-up", "repeat": "repeat", "novel": "novel", "within": "within"}
+# Metrics drawn, in this order, when the samples carry them: exact counts first.
+PANELS = (
+    ("objects", "live objects", False),
+    ("heap", "native heap", True),
+    ("rss", "RSS", True),
+    ("gpu", "GPU (NVML)", True),
+    ("cuda_allocated", "CUDA allocated", True),
+)
+BAD = {"leak": "#c62828", "shape-growth": "#ef6c00", "toolchain-leak": "#8d6e00"}
+
+
+def metrics_in(samples: Sequence[Mapping[str, Any]]) -> list[tuple[str, str, bool]]:
+    return [p for p in PANELS if any(s.get(p[0]) is not None for s in samples)]
+
+
+def _series(samples: Sequence[Mapping[str, Any]], metric: str) -> tuple[list[int], list[float]]:
+    """(step, change) with the change counted from the first reading after warm-up: first-call
+    costs (imports, lazy caches) would otherwise set the scale and flatten a per-call leak."""
+    xs, ys, origin = [], [], None
+    for i, s in enumerate(samples):
+        v = s.get(metric)
+        if v is not None:
+            xs.append(i)
+            ys.append(float(v))
+            if origin is None and s.get("phase") != "warmup":
+                origin = float(v)
+    if ys:
+        first = ys[0] if origin is None else origin
+        ys = [y - first for y in ys]
+    return xs, ys
+
+
+def _limits(xs: Sequence[int], ys: Sequence[float], phases: Sequence[str]) -> tuple[float, float] | None:
+    """The y range of the readings after warm-up (warm-up points may run off the chart)."""
+    vals = [y for x, y in zip(xs, ys) if phases[x] != "warmup"] if phases else list(ys)
+    if not vals:
+        return None
+    return min(vals), max(vals)
+
+
+def fit_slope(xs: Sequence[float], ys: Sequence[float]) -> tuple[float, float] | None:
+    """Least squares (slope, intercept); None with fewer than two points."""
+    n = len(xs)
+    if n < 2:
+        return None
+    mx, my = sum(xs) / n, sum(ys) / n
+    sxx = sum((x - mx) ** 2 for x in xs)
+    if sxx == 0:
+        return None
+    slope = sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / sxx
+    return slope, my - slope * mx
+
+
+def _fmt_bytes(v: float) -> str:
+    from bisector.units import format_bytes
+
+    return format_bytes(v, signed=True)
+
+
+def stage_chart(
+    samples: Sequence[Mapping[str, Any]],
+    control: Sequence[Mapping[str, Any]] = (),
+    *,
+    title: str = "",
+    verdict: str = "",
+    floor_per_call: float | None = None,
+    noise_band: float | None = None,
+    decided_by: str | None = None,
+    width: float = 9.0,
+) -> bytes:
+    """A PNG of every metric in the samples, one panel each, sharing the step axis."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import FuncFormatter
+
+    panels = metrics_in(samples)
+    if not panels:
+        panels = [("rss", "RSS", True)]
+    fig, axes = plt.subplots(len(panels), 1, figsize=(width, 1.9 * len(panels) + 0.8), sharex=True, squeeze=False)
+    color = BAD.get(verdict, "#1565c0")
+    phases = [s.get("phase", "") for s in samples]
+    for (metric, label, is_bytes), ax in zip(panels, axes[:, 0]):
+        # Phases shaded, labelled once on the top panel.
+        start = 0
+        for i in range(1, len(phases) + 1):
+            if i == len(phases) or phases[i] != phases[start]:
+                ax.axvspan(start - 0.5, i - 0.5, color=PHASE_COLORS.get(phases[start], "#ffffff"), zorder=0)
+                if ax is axes[0, 0]:
+                    ax.text((start + i - 1) / 2, 0.97, PHASE_LABELS.get(phases[start], phases[start]),
+                            transform=ax.get_xaxis_transform(), ha="center", va="top", fontsize=8, color="#555555")
+                start = i
+        cx, cy = _series(control, metric)
+        if cy:
+            ax.plot(cx, cy, color="#9e9e9e", lw=1.2, ls="--", label="control (trivial module)")
+        xs, ys = _series(samples, metric)
+        lims = [lim for lim in (_limits(xs, ys, phases), _limits(cx, cy, [c.get("phase", "") for c in control])) if lim]
+        ax.plot(xs, ys, color=color, lw=2.0, marker="o", ms=2.5, label="model")
+        repeat = [(x, y) for x, y in zip(xs, ys) if phases[x] == "repeat"]
+        fit = fit_slope([x for x, _ in repeat], [y for _, y in repeat])
+        if fit is not None:
+            slope, icpt = fit
+            x0, x1 = repeat[0][0], repeat[-1][0]
+            per = _fmt_bytes(slope) if is_bytes else f"{slope:+.2f}"
+            ax.plot([x0, x1], [icpt + slope * x0, icpt + slope * x1], color="black", lw=1.0, ls=":",
+                    label=f"fit over repeat: {per}/call")
+            # The floor (heap) or the noise band (RSS, GPU): what growth had to clear to count.
+            y0 = icpt + slope * x0
+            if metric == "heap" and floor_per_call:
+                lims.append((y0 - floor_per_call * (x1 - x0), y0 + floor_per_call * (x1 - x0)))
+                ax.fill_between([x0, x1], [y0, y0 - floor_per_call * (x1 - x0)], [y0, y0 + floor_per_call * (x1 - x0)],
+                                color="#555555", alpha=0.15, lw=0, label=f"detection floor ±{_fmt_bytes(floor_per_call).lstrip('+')}/call")
+            elif metric in ("rss", "gpu") and noise_band:
+                lims.append((y0 - noise_band / 2, y0 + noise_band / 2))
+                ax.fill_between([x0, x1], y0 - noise_band / 2, y0 + noise_band / 2, color="#555555", alpha=0.12, lw=0,
+                                label=f"noise band {_fmt_bytes(noise_band).lstrip('+')}")
+        if lims:
+            lo, hi = min(a for a, _ in lims), max(b for _, b in lims)
+            pad = max((hi - lo) * 0.08, 1.0 if not is_bytes else 1024.0)
+            ax.set_ylim(lo - pad, hi + pad)
+        mark = "  ◆ decided the verdict" if metric == decided_by else ""
+        ax.set_ylabel(f"{label}\nchange", fontsize=8)
+        ax.set_title(f"{label}{mark}", fontsize=9, loc="left", fontweight="bold" if mark else "normal")
+        if is_bytes:
+            ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: _fmt_bytes(v)))
+        ax.tick_params(labelsize=7)
+        ax.grid(axis="y", color="#dddddd", lw=0.5)
+        ax.legend(fontsize=7, loc="lower right", frameon=True, framealpha=0.8)
+    axes[-1, 0].set_xlabel("step (one call per step)", fontsize=8)
+    if title:
+        fig.suptitle(title, fontsize=11, color=color, fontweight="bold", x=0.01, ha="left")
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=90)
+    plt.close(fig)
+    return buf.getvalue()

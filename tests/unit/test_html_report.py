@@ -1,0 +1,148 @@
+"""The HTML report from a stored document: what a person sees, and `bisector report` rendering it
+again with no probe started."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+
+pytest.importorskip("matplotlib")
+
+from bisector.html_report import headline, load_document, render_html, write_repair_index, write_report  # noqa: E402
+from bisector.plots import fit_slope  # noqa: E402
+
+
+def samples(leak_objects: float, heap_per_call: float, n: int = 24) -> list[dict]:
+    phases = ["warmup"] * 4 + ["repeat"] * 12 + ["novel"] * 5 + ["within"] * (n - 21)
+    return [{"phase": p, "dims": {"B": 1 + i % 4}, "rss": 3e8 + 1000 * i, "heap": 5e7 + heap_per_call * i, "objects": 100 + leak_objects * i}
+            for i, p in enumerate(phases)]
+
+
+def sample_doc() -> dict:
+    stage = {
+        "verdict": "leak", "growth_bytes_per_call": 2.1e6, "growth_bytes_per_new_shape": 0.0, "objects_per_call": 0.0,
+        "floor_bytes_per_call": 2048.0, "noise_bytes": 0.0, "baseline_bytes_per_call": 0.0, "decided_by": "heap",
+        "growth_metric": "heap", "reasons": ["heap +2.1 MB/call (grows, 100% of passes up)"],
+        "samples": samples(0, 2.1e6), "control_samples": samples(0, 0),
+        "owners": {"repeat": {"groups": {"model": 0, "libraries": 0, "toolchain": 300, "other": 0}, "native": 2_100_000,
+                              "sites": {"toolchain": [{"where": "torch/fx/graph.py:12", "bytes": 300}]}}},
+    }
+    clean = dict(stage, verdict="clean", growth_bytes_per_call=0.0, samples=samples(0, 0), reasons=[])
+    return {
+        "spec": "native_leak.py:Net", "inputs": "x=B,16", "dims": {"B": [1, 16]}, "verdict": "leak", "report_kind": "fix",
+        "stages": {"eager": stage, "inference": clean}, "bands": {"rss": 5e6, "gpu": 2e8}, "probes": 9, "wall_s": 12.5,
+        "tree": [
+            {"path": "", "type": "m.Net", "children": ["stem"]},
+            {"path": "stem", "type": "torch.nn.Sequential", "children": ["stem.0", "stem.1"]},
+            {"path": "stem.0", "type": "torch.nn.Linear", "children": []},
+            {"path": "stem.1", "type": "m.NativeScratch", "children": []},
+        ],
+        "search": {"eager": {"tested": [{"regions": ["stem"], "kind": "leak"}, {"regions": ["stem.0"], "kind": "clean"}]}},
+        "culprits": [{"region": "stem.1", "stage": "eager", "kind": "leak", "type": "NativeScratch", "growth_bytes_per_call": 2.1e6,
+                      "objects_per_call": 0.0, "own_code": True, "hint": "native memory not freed", "floor_bytes_per_call": 2048.0}],
+        "culprit_curves": {"eager:stem.1": {"samples": samples(0, 2.1e6), "control_samples": samples(0, 0)}},
+        "fixes": [{"fixer": "python-leaks", "summary": "free the buffer", "region": "stem.1", "stage": "eager", "kept": False,
+                   "reason": "dropped: still +2.1 MB/call", "judged_on": "bytes/call", "before_bytes_per_call": 2.1e6,
+                   "after_bytes_per_call": 2.0e6, "after_kind": "leak"}],
+        "fix_curves": [{"after": {"samples": samples(0, 2.0e6), "control_samples": []}}],
+        "patches": [{"path": "m.py", "summary": "free it", "diff": "--- a/m.py\n+++ b/m.py\n@@ -1 +1 @@\n-keep(x)\n+free(x)\n"}],
+        "onnx_detail": {"eager:stem.1": {"histogram": {"nodes": 3, "ops": {"Gemm": 2, "Relu": 1}}}},
+    }
+
+
+def test_page_shows_every_stage_chart_the_culprit_fixes_patch_and_owners(tmp_path) -> None:
+    page = write_report(sample_doc(), tmp_path / "r")
+    text = page.read_text()
+    assert re.findall(r'<img class="chart stage-chart"[^>]*data-file="charts/stage-(\w+).png"', text) == ["eager", "inference"]
+    for name in ("stage-eager", "stage-inference", "culprit-eager-stem.1", "fix-0"):
+        png = (tmp_path / "r" / "charts" / f"{name}.png").read_bytes()
+        assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 5000
+    assert "stem.1 NativeScratch — leak (eager) ← culprit" in text
+    assert "stem.0 <span class='muted'>Linear · clean</span>" in text
+    assert "✗ dropped" in text and "dropped: still +2.1 MB/call" in text
+    assert "<span class='del'>-keep(x)</span>" in text and "<span class='add'>+free(x)</span>" in text
+    assert "torch/fx/graph.py:12" in text and "Exported graph: 3 nodes" in text
+    assert "LEAK" in text and "stem.1 leak in eager: +2.1 MB/call" in text
+    # Offline: the only sources are data: URIs, and the page forbids anything else.
+    assert not re.search(r"""(src|href)=["']?(https?:|//|file:)""", text)
+    assert "default-src 'none'" in text
+    assert json.loads((tmp_path / "r" / "report.json").read_text())["spec"] == "native_leak.py:Net"
+
+
+def test_text_from_the_model_is_escaped() -> None:
+    doc = sample_doc()
+    doc["spec"] = "<script>alert(1)</script>.py:Net"
+    doc["culprits"][0]["hint"] = "<img src=x onerror=alert(1)>"
+    text = render_html(doc, {})
+    assert "<script>alert(1)" not in text and "<img src=x" not in text
+
+
+def test_headline_says_what_leaks_or_that_nothing_does() -> None:
+    doc = sample_doc()
+    assert headline(doc) == "stem.1 leak in eager: +2.1 MB/call"
+    doc["culprits"] = []
+    for s in doc["stages"].values():
+        s["verdict"] = "clean"
+    assert headline(doc) == "no stage grows above its detection floor"
+
+
+def test_fit_slope() -> None:
+    assert fit_slope([0, 1, 2, 3], [1, 3, 5, 7]) == (2.0, 1.0)
+    assert fit_slope([1], [1]) is None and fit_slope([2, 2], [1, 3]) is None
+
+
+def test_report_command_renders_without_starting_a_probe(tmp_path, monkeypatch, capsys) -> None:
+    from bisector import cli
+    from bisector.html_report import save_document
+    from bisector.probe import pool
+
+    run = tmp_path / ".bisector" / "runs" / "native_leak-Net-abc"
+    save_document(sample_doc(), run)
+
+    def no_probe(*a, **k):
+        raise AssertionError("bisector report started a probe")
+
+    monkeypatch.setattr(pool.ProbePool, "__init__", no_probe)
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(["report", str(tmp_path / ".bisector")])
+    assert exit_.value.code == 0
+    assert f"report: {run / 'index.html'}" in capsys.readouterr().err
+    assert "stem.1 NativeScratch — leak (eager) ← culprit" in (run / "index.html").read_text()
+
+
+def test_report_command_bad_input_is_one_line_exit_2(tmp_path, capsys) -> None:
+    from bisector import cli
+
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "report.json").write_text("{not json")
+    for target in (tmp_path / "missing", tmp_path / "empty", tmp_path / "bad"):
+        with pytest.raises(SystemExit) as exit_:
+            cli.main(["report", str(target)])
+        err = capsys.readouterr().err
+        assert exit_.value.code == 2 and err.startswith("error:") and len(err.strip().splitlines()) == 1, err
+
+
+def test_repair_index_links_each_models_report(tmp_path) -> None:
+    from bisector import cli
+
+    out = tmp_path / "repair"
+    write_report(sample_doc(), out / "native_leak-Net")
+    summary = {"models": [
+        {"name": "native_leak-Net", "spec": "native_leak.py:Net", "status": "unfixed", "verdict": "leak",
+         "culprits": [{"region": "stem.1", "stage": "eager", "kind": "leak"}], "kept": []},
+        {"name": "clean-Net", "spec": "clean.py:Net", "status": "clean", "verdict": "clean", "culprits": [], "kept": []},
+    ], "counts": {"unfixed": 1, "clean": 1}}
+    page = write_repair_index(summary, out)
+    text = page.read_text()
+    assert '<a href="native_leak-Net/index.html">native_leak.py:Net</a>' in text
+    assert "clean.py:Net" in text and 'href="clean-Net' not in text  # no report, no link
+    assert "stem.1 (eager leak)" in text
+    # `bisector report` on the repair folder renders every model and the index again.
+    (out / "native_leak-Net" / "index.html").unlink()
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(["report", str(out)])
+    assert exit_.value.code == 0 and (out / "native_leak-Net" / "index.html").is_file()
+    assert load_document(out / "native_leak-Net")["spec"] == "native_leak.py:Net"
