@@ -14,7 +14,8 @@ PYTEST_ARGS ?=
 $(VENV)/.installed: pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install -q $(TORCH_SPEC)
-	$(PIP) install -q -e ".[dev]"
+	# ray: the fleet tests (repair --executor ray) run a local Ray; ~15 s and ~300 MB on top of torch
+	$(PIP) install -q -e ".[dev,ray]"
 	touch $@
 
 venv: $(VENV)/.installed
