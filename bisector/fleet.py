@@ -1,7 +1,8 @@
 """`bisector repair --executor ray`: one Ray task per model, on whatever node has the CPUs.
 
-Each task starts its own probe server on the node where it lands, so probes never cross machines
-(the fork server stays one per node, as on a laptop), runs the same `repair_one` as the local
+Each task uses a probe server on the node where it lands (started by the first task of each Ray
+worker process and kept for the next), so probes never cross machines and the fork server stays
+as it is on a laptop; the task runs the same `repair_one` as the local
 executor, and returns the model's result and edits as JSON: the data a resumed run reads back
 from `<out>/<name>.json`. The driver writes `<out>/` from them exactly as the local executor
 does (batch.repair), so the summary and patches are the same whichever executor ran.
@@ -36,23 +37,45 @@ def require_ray() -> None:
         raise UserError(INSTALL_HINT)
 
 
+# The probe server of this Ray worker process, kept between its tasks: Ray reuses a worker for
+# the next task, and starting a server (importing torch, onnx and onnxruntime) costs seconds a
+# model. A server never runs user code itself (every probe is a fresh fork), so one model cannot
+# leave anything behind for the next. It goes with the worker: its stdin closes when the worker
+# exits or is killed, and it exits then.
+_POOL: dict[tuple[bool, tuple[str, ...]], Any] = {}
+
+
+def _worker_pool(fresh: bool, preload: tuple[str, ...]) -> Any:
+    import atexit
+
+    from bisector.probe.pool import ProbePool
+
+    key = (fresh, preload)
+    if key not in _POOL:
+        for old in _POOL.values():  # another model's libraries: one server a worker at a time
+            old.close()
+        _POOL.clear()
+        _POOL[key] = ProbePool(fresh=fresh, preload=preload)
+        atexit.register(_POOL[key].close)
+    return _POOL[key]
+
+
 def _repair_task(entry: Any, allow_output_changes: bool, jobs: int, fresh: bool) -> dict[str, Any]:
     """The body of one model's Ray task, on the node where it landed: a local probe server, the
     local executor's repair of one model, and the result as JSON-safe data for the driver."""
     from concurrent.futures import ThreadPoolExecutor
 
     from bisector.batch import repair_one
-    from bisector.probe.pool import ProbePool
     from bisector.spec import library_imports, parse_model_spec
 
     try:
         preload = tuple(library_imports(parse_model_spec(entry.spec)))
     except Exception:  # noqa: BLE001 - a bad spec is reported by repair_one, as locally
         preload = ()
+    pool = _worker_pool(fresh, preload)
     # Run data (recorded inputs, measurements) stays on the node: the driver's <out> may be on
     # another machine. Only the result travels.
     with tempfile.TemporaryDirectory(prefix="bisector-fleet-") as tmp, \
-            ProbePool(fresh=fresh, preload=preload) as pool, \
             ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="bisector-probe") as probes:
         result, work = repair_one(entry, Path(tmp), pool, probes, Path(tmp), allow_output_changes, jobs)
     return {"result": result.to_json(), "work": work.to_json() if work is not None else None,
