@@ -45,9 +45,26 @@ def require_ray() -> None:
 _POOL: dict[tuple[bool, tuple[str, ...]], Any] = {}
 
 
-def _worker_pool(fresh: bool, preload: tuple[str, ...]) -> Any:
-    import atexit
+WORKDIR_PREFIX = "bisector-ray-"
 
+
+def _sweep_dead_workers(tmp: Path) -> None:
+    """Remove the work folders of Ray workers that are gone: Ray ends its workers without running
+    their exit handlers (and a killed one runs none), so each new worker sweeps for the dead."""
+    import shutil
+
+    import psutil
+
+    for d in tmp.glob(f"{WORKDIR_PREFIX}*"):
+        try:
+            pid = int(d.name[len(WORKDIR_PREFIX):].split("-")[0])
+        except ValueError:
+            continue
+        if pid != os.getpid() and not psutil.pid_exists(pid):
+            shutil.rmtree(d, ignore_errors=True)
+
+
+def _worker_pool(fresh: bool, preload: tuple[str, ...]) -> Any:
     from bisector.probe.pool import ProbePool
 
     key = (fresh, preload)
@@ -55,8 +72,9 @@ def _worker_pool(fresh: bool, preload: tuple[str, ...]) -> Any:
         for old in _POOL.values():  # another model's libraries: one server a worker at a time
             old.close()
         _POOL.clear()
-        _POOL[key] = ProbePool(fresh=fresh, preload=preload)
-        atexit.register(_POOL[key].close)
+        tmp = Path(tempfile.gettempdir())
+        _sweep_dead_workers(tmp)
+        _POOL[key] = ProbePool(tempfile.mkdtemp(prefix=f"{WORKDIR_PREFIX}{os.getpid()}-", dir=tmp), fresh=fresh, preload=preload)
     return _POOL[key]
 
 
@@ -72,12 +90,19 @@ def _repair_task(entry: Any, allow_output_changes: bool, jobs: int, fresh: bool)
         preload = tuple(library_imports(parse_model_spec(entry.spec)))
     except Exception:  # noqa: BLE001 - a bad spec is reported by repair_one, as locally
         preload = ()
+    import shutil
+
     pool = _worker_pool(fresh, preload)
-    # Run data (recorded inputs, measurements) stays on the node: the driver's <out> may be on
-    # another machine. Only the result travels.
-    with tempfile.TemporaryDirectory(prefix="bisector-fleet-") as tmp, \
-            ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="bisector-probe") as probes:
-        result, work = repair_one(entry, Path(tmp), pool, probes, Path(tmp), allow_output_changes, jobs)
+    # Run data (recorded inputs, measurements) stays on the node, in the worker's folder: the
+    # driver's <out> may be on another machine. Only the result travels.
+    run_dir = Path(tempfile.mkdtemp(prefix="run-", dir=pool.workdir))
+    try:
+        with ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="bisector-probe") as probes:
+            result, work = repair_one(entry, run_dir, pool, probes, run_dir, allow_output_changes, jobs)
+    finally:
+        shutil.rmtree(run_dir, ignore_errors=True)
+        for done in (pool.workdir / "probes").iterdir():  # this model's finished probes
+            shutil.rmtree(done, ignore_errors=True)
     return {"result": result.to_json(), "work": work.to_json() if work is not None else None,
             "node": socket.gethostname(), "pid": os.getpid()}
 
