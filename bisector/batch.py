@@ -484,6 +484,9 @@ def repair(
         if kept[1] is not None:
             works[entry.name] = kept[1]
     n_jobs = jobs or (os.cpu_count() or 1)
+    if progress is not None and _takes_one(progress):
+        one = progress  # api users' callbacks from before Progress existed: progress(result)
+        progress = lambda result, state: one(result)  # noqa: E731
     if todo:
         running: list[Any] = [lambda: 0]
         if executor == "ray":
@@ -509,6 +512,18 @@ def repair(
                 now_running = min(running[0](), len(pending))
                 progress(result, Progress(len(results), now_running, len(pending) - now_running, len(models)))
     return finish(models, results, works, out, started)
+
+
+def _takes_one(fn: Any) -> bool:
+    import inspect
+
+    try:
+        params = list(inspect.signature(fn).parameters.values())
+    except (TypeError, ValueError):
+        return False
+    if any(p.kind == p.VAR_POSITIONAL for p in params):
+        return False
+    return len([p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]) == 1
 
 
 def _counts(results: Iterable[ModelResult]) -> dict[str, int]:
