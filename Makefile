@@ -11,10 +11,12 @@ PYTEST_ARGS ?=
 
 .PHONY: demo test venv bench clean
 
+# The ray extra is for the fleet tests (repair --executor ray on a local Ray): ~15 s and ~300 MB
+# on top of torch's 1.6 GB; users who never run a cluster install plain `bisector`.
 $(VENV)/.installed: pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install -q $(TORCH_SPEC)
-	$(PIP) install -q -e ".[dev]"
+	$(PIP) install -q -e ".[dev,ray]"
 	touch $@
 
 venv: $(VENV)/.installed

@@ -207,10 +207,35 @@ def repair(
     fresh: bool = False,
     progress: Any = None,
     report_dir: str | None = None,
+    executor: str = "local",
+    address: str | None = None,
+    shard: Any = None,
 ) -> "RepairSummary":
-    """Find and fix every model listed in [[tool.bisector.models]] (or a manifest); see batch.py."""
-    from bisector.batch import load_models
+    """Find and fix every model listed in [[tool.bisector.models]] (or a manifest); see batch.py.
+    `executor="ray"` runs one Ray task per model (on the cluster at `address`, else a local Ray);
+    `shard` ("I/N" or a batch.Shard) repairs only that share of the models."""
+    from bisector.batch import Shard, load_models
     from bisector.batch import repair as _repair
 
+    if executor == "ray":
+        from bisector.fleet import require_ray
+
+        require_ray()
+    part = Shard.parse(shard) if isinstance(shard, str) else shard
     return _repair(load_models(config, manifest), out=out, jobs=jobs, models_at_once=models_at_once,
-                   allow_output_changes=allow_output_changes, fresh=fresh, progress=progress, report_dir=report_dir)
+                   allow_output_changes=allow_output_changes, fresh=fresh, progress=progress, report_dir=report_dir,
+                   executor=executor, address=address, shard=part)
+
+
+def merge(
+    outs: Any,
+    config: str | None = None,
+    manifest: str | None = None,
+    out: str = ".bisector/repair",
+    allow_output_changes: bool = False,
+) -> "RepairSummary":
+    """Join the outputs of sharded repairs (`shard="I/N"`) into one, as one unsharded run writes it."""
+    from bisector.batch import load_models
+    from bisector.batch import merge as _merge
+
+    return _merge(load_models(config, manifest), list(outs), out, allow_output_changes=allow_output_changes)

@@ -367,6 +367,96 @@ def _patch_name(rel: str) -> str:
     return rel.replace("/", "__").replace("\\", "__") + ".patch"
 
 
+@dataclass(frozen=True)
+class Progress:
+    """Where a run stands when a result arrives: models done (this run's and resumed), running, queued."""
+
+    done: int
+    running: int
+    queued: int
+    total: int
+
+
+@dataclass(frozen=True)
+class Shard:
+    """`--shard I/N`: the models whose name hashes to I-1 modulo N. The hash is of the name as
+    written in the manifest, so every CI job (any checkout path, any machine) draws the same split."""
+
+    index: int  # 1-based
+    count: int
+
+    @classmethod
+    def parse(cls, text: str) -> "Shard":
+        m = re.fullmatch(r"\s*(\d+)\s*/\s*(\d+)\s*", text)
+        if not m or not 1 <= int(m.group(1)) <= int(m.group(2)):
+            raise UserError(f"--shard {text}: expected I/N with 1 <= I <= N, e.g. --shard 1/4")
+        return cls(int(m.group(1)), int(m.group(2)))
+
+    def holds(self, entry: ModelEntry) -> bool:
+        digest = hashlib.sha256(entry.name.encode()).digest()
+        return int.from_bytes(digest[:8], "big") % self.count == self.index - 1
+
+    def __str__(self) -> str:
+        return f"{self.index}/{self.count}"
+
+
+def _load_done(entry: ModelEntry, out: Path, key: str) -> tuple[ModelResult, Any] | None:
+    """The model's result kept in <out>/<name>.json by an earlier run with the same key."""
+    done = out / f"{entry.name}.json"
+    if not key or not done.exists():
+        return None
+    try:
+        data = json.loads(done.read_text())
+        if data.get("key") != key:
+            return None
+        from bisector.patch import ModelWork
+
+        r = data["result"]
+        result = ModelResult(**{**r, "culprits": tuple(r["culprits"]), "kept": tuple(r["kept"]), "patches": (), "check": ""})
+        return result, ModelWork.from_json(data["work"]) if data.get("work") else None
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def _safe_key(entry: ModelEntry, extra: Mapping[str, Any]) -> str:
+    try:
+        return _key(entry, extra)
+    except Exception:  # noqa: BLE001 - a missing file is reported when the model runs
+        return ""
+
+
+def run_local(todo: list[ModelEntry], out: Path, jobs: int, models_at_once: int, allow_output_changes: bool,
+              fresh: bool, on_start: Any = None, report_dir: str | Path | None = None) -> Iterable[tuple[ModelEntry, ModelResult, Any]]:
+    """The local executor: models side by side in threads, one probe server, one --jobs limit.
+    Yields (entry, result, work) as each model finishes; a model's crash is its own error row."""
+    from concurrent.futures import as_completed
+
+    from bisector.probe.pool import ProbePool
+    from bisector.spec import library_imports, parse_model_spec
+
+    preload: list[str] = []
+    for entry in todo:
+        try:
+            preload += library_imports(parse_model_spec(entry.spec))
+        except BisectorError:
+            pass
+    with ProbePool(fresh=fresh, preload=tuple(dict.fromkeys(preload))) as pool, \
+            ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="bisector-probe") as probes, \
+            ThreadPoolExecutor(max_workers=max(1, models_at_once), thread_name_prefix="bisector-model") as ex:
+        reports = Path(report_dir) if report_dir else None
+        futures = {ex.submit(repair_one, e, out, pool, probes, out, allow_output_changes, jobs, reports): e for e in todo}
+        if on_start is not None:
+            on_start(lambda: sum(1 for f in futures if f.running()))
+        for fut in as_completed(futures):
+            entry = futures[fut]
+            work = None
+            try:
+                result, work = fut.result()
+            except Exception as exc:  # noqa: BLE001 - one model's bug never loses the others
+                result = ModelResult(entry.name, entry.label or entry.spec, ERROR, error=f"internal error: {type(exc).__name__}: {exc}")
+            yield entry, result, work
+
+
 def repair(
     models: Iterable[ModelEntry],
     out: str | Path = ".bisector/repair",
@@ -376,79 +466,150 @@ def repair(
     fresh: bool = False,
     progress: Any = None,
     report_dir: str | Path | None = None,
+    executor: str = "local",
+    address: str | None = None,
+    shard: Shard | None = None,
 ) -> RepairSummary:
-    from bisector.probe.pool import ProbePool
-    from bisector.spec import library_imports, parse_model_spec
-
+    """Repair every model (those of `shard` only, when given) with the local executor or on a Ray
+    cluster (bisector/fleet.py); `<out>/` comes out the same either way. `progress(result, Progress)`
+    is called as each model's result arrives, and the summary so far is written then too."""
     started = time.perf_counter()
     models = list(models)
+    if shard is not None:
+        models = [e for e in models if shard.holds(e)]
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    run_dir = out  # the Finder keeps its runs in <run_dir>/runs
     extra = {"allow_output_changes": allow_output_changes}
     results: dict[str, ModelResult] = {}
     works: dict[str, Any] = {}
     todo: list[ModelEntry] = []
     for entry in models:
-        done = out / f"{entry.name}.json"
-        try:
-            key = _key(entry, extra)
-        except Exception:  # noqa: BLE001 - a missing file is reported when the model runs
-            key = ""
-        if key and done.exists():
-            try:
-                data = json.loads(done.read_text())
-                if data.get("key") == key:
-                    from bisector.patch import ModelWork
+        kept = _load_done(entry, out, _safe_key(entry, extra))
+        if kept is None:
+            todo.append(entry)
+            continue
+        from dataclasses import replace
 
-                    r = data["result"]
-                    results[entry.name] = ModelResult(**{**r, "culprits": tuple(r["culprits"]), "kept": tuple(r["kept"]),
-                                                         "patches": (), "check": "", "resumed": True})
-                    if data.get("work"):
-                        works[entry.name] = ModelWork.from_json(data["work"])
-                    continue
-            except (OSError, ValueError, KeyError, TypeError):
-                pass
-        todo.append(entry)
-    preload: list[str] = []
-    for entry in todo:
-        try:
-            preload += library_imports(parse_model_spec(entry.spec))
-        except BisectorError:
-            pass
+        results[entry.name] = replace(kept[0], resumed=True)
+        if kept[1] is not None:
+            works[entry.name] = kept[1]
     n_jobs = jobs or (os.cpu_count() or 1)
+    if progress is not None and _takes_one(progress):
+        one = progress  # api users' callbacks from before Progress existed: progress(result)
+        progress = lambda result, state: one(result)  # noqa: E731
     if todo:
-        with ProbePool(fresh=fresh, preload=tuple(dict.fromkeys(preload))) as pool, \
-                ThreadPoolExecutor(max_workers=n_jobs, thread_name_prefix="bisector-probe") as probes, \
-                ThreadPoolExecutor(max_workers=max(1, models_at_once), thread_name_prefix="bisector-model") as ex:
-            futures = {e.name: (e, ex.submit(repair_one, e, out, pool, probes, run_dir, allow_output_changes, n_jobs, Path(report_dir) if report_dir else None)) for e in todo}
-            for name, (entry, fut) in futures.items():
-                work = None
-                try:
-                    result, work = fut.result()
-                except Exception as exc:  # noqa: BLE001 - one model's bug never loses the others
-                    result = ModelResult(entry.name, entry.label or entry.spec, ERROR, error=f"internal error: {type(exc).__name__}: {exc}")
-                results[name] = result
-                if work is not None:
-                    works[name] = work
-                if result.status != ERROR:
-                    (out / f"{name}.json").write_text(json.dumps({"key": _key(entry, extra), "result": result.to_json(),
-                                                                  "work": work.to_json() if work is not None else None}, indent=1))
-                if progress is not None:
-                    progress(result)
-    results = write_patches(models, results, works, out)
-    ordered = tuple(results[e.name] for e in models)
-    counts: dict[str, int] = {}
-    for r in ordered:
-        counts[r.status] = counts.get(r.status, 0) + 1
-    summary = RepairSummary(ordered, str(out), time.perf_counter() - started, counts)
-    (out / "summary.json").write_text(json.dumps(summary.to_json(), indent=2))
-    (out / "summary.md").write_text(summary.markdown())
+        running: list[Any] = [lambda: 0]
+        if executor == "ray":
+            from bisector.fleet import run_ray
+
+            arrivals = run_ray(todo, allow_output_changes=allow_output_changes, jobs=jobs, fresh=fresh, address=address,
+                               on_start=lambda f: running.__setitem__(0, f), report_dir=report_dir)
+        else:
+            arrivals = run_local(todo, out, n_jobs, models_at_once, allow_output_changes, fresh,
+                                 on_start=lambda f: running.__setitem__(0, f), report_dir=report_dir)
+        for entry, result, work in arrivals:
+            results[entry.name] = result
+            if work is not None:
+                works[entry.name] = work
+            if result.status != ERROR:
+                (out / f"{entry.name}.json").write_text(json.dumps({"key": _key(entry, extra), "result": result.to_json(),
+                                                                    "work": work.to_json() if work is not None else None}, indent=1))
+            # The summary so far, so a run stopped or lost halfway still shows what it finished.
+            pending = [e.name for e in models if e.name not in results]
+            _write_summary(RepairSummary(tuple(results[e.name] for e in models if e.name in results), str(out),
+                                         time.perf_counter() - started, _counts(results.values())), out, pending)
+            if progress is not None:
+                now_running = min(running[0](), len(pending))
+                progress(result, Progress(len(results), now_running, len(pending) - now_running, len(models)))
+    summary = finish(models, results, works, out, started)
     if report_dir:
         from bisector.html_report import write_repair_index
 
         write_repair_index(summary.to_json(), report_dir)
     return summary
+
+
+def _takes_one(fn: Any) -> bool:
+    import inspect
+
+    try:
+        params = list(inspect.signature(fn).parameters.values())
+    except (TypeError, ValueError):
+        return False
+    if any(p.kind == p.VAR_POSITIONAL for p in params):
+        return False
+    return len([p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]) == 1
+
+
+def _counts(results: Iterable[ModelResult]) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for r in results:
+        counts[r.status] = counts.get(r.status, 0) + 1
+    return counts
+
+
+def _write_summary(summary: RepairSummary, out: Path, pending: list[str] | None = None) -> None:
+    data = summary.to_json()
+    if pending:
+        data["pending"] = pending  # only while models are still running
+    (out / "summary.json").write_text(json.dumps(data, indent=2))
+    (out / "summary.md").write_text(summary.markdown())
+
+
+def finish(models: list[ModelEntry], results: dict[str, ModelResult], works: Mapping[str, Any], out: Path,
+           started: float) -> RepairSummary:
+    """Compose the patches and write the final summary: the same for the local executor, Ray and merged shards."""
+    results = write_patches(models, results, works, out)
+    ordered = tuple(results[e.name] for e in models)
+    summary = RepairSummary(ordered, str(out), time.perf_counter() - started, _counts(ordered))
+    _write_summary(summary, out)
+    return summary
+
+
+def merge(models: Iterable[ModelEntry], outs: Iterable[str | Path], out: str | Path, allow_output_changes: bool = False) -> RepairSummary:
+    """Join the outputs of `repair --shard I/N` runs into one: every model's result and edits are
+    taken from the shard output that holds them (same key: same source, scripts and options), then
+    patches are composed and the project's check run over all of them, as one unsharded run would."""
+    import shutil
+
+    started = time.perf_counter()
+    models = list(models)
+    outs = [Path(o) for o in outs]
+    for o in outs:
+        if not (o / "summary.json").is_file():
+            raise UserError(f"{o} is not a repair output (no summary.json): pass the --out folders of `bisector repair --shard I/N`")
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    extra = {"allow_output_changes": allow_output_changes}
+    rows: dict[str, tuple[Path, Mapping[str, Any]]] = {}
+    for o in outs:
+        for row in json.loads((o / "summary.json").read_text()).get("models", []):
+            rows.setdefault(row["name"], (o, row))
+    results: dict[str, ModelResult] = {}
+    works: dict[str, Any] = {}
+    missing = []
+    for entry in models:
+        key = _safe_key(entry, extra)
+        for o in outs:
+            kept = _load_done(entry, o, key)
+            if kept is None:
+                continue
+            results[entry.name] = kept[0]
+            if kept[1] is not None:
+                works[entry.name] = kept[1]
+            if o.resolve() != out.resolve():
+                shutil.copyfile(o / f"{entry.name}.json", out / f"{entry.name}.json")  # the merged output resumes too
+            break
+        else:
+            if entry.name in rows and rows[entry.name][1].get("status") == ERROR:
+                r = rows[entry.name][1]  # an error is not kept per model (it reruns), only in the summary
+                results[entry.name] = ModelResult(**{**r, "culprits": tuple(r["culprits"]), "kept": tuple(r["kept"]),
+                                                     "patches": tuple(r["patches"])})
+            else:
+                missing.append(entry.label or entry.spec)
+    if missing:
+        raise UserError(f"no result for {', '.join(missing)} in {' '.join(map(str, outs))}: run its shard (or rerun a shard whose sources changed), then merge again")
+    return finish(models, results, works, out, started)
 
 
 def write_patches(models: list[ModelEntry], results: dict[str, ModelResult], works: Mapping[str, Any], out: Path) -> dict[str, ModelResult]:

@@ -592,6 +592,9 @@ def repair(
     models_at_once: Annotated[int, typer.Option("--models-at-once", help="Models repaired side by side (they share --jobs probes).")] = 2,
     allow_output_changes: AllowChangesOpt = False,
     fresh: FreshOpt = False,
+    executor: Annotated[str, typer.Option("--executor", help="local (threads on this machine) or ray (one Ray task per model; pip install 'bisector[ray]').")] = "local",
+    address: Annotated[Optional[str], typer.Option("--address", help="With --executor ray: the cluster to join (ray://HOST:10001, HOST:6379 or auto). Default: a Ray started on this machine.")] = None,
+    shard: Annotated[Optional[str], typer.Option("--shard", help="I/N: repair only this share of the models (a stable split by name), for CI matrices; join the outputs with `bisector merge`.")] = None,
     json_out: JsonOpt = False,
     report_dir: Annotated[Optional[str], typer.Option("--report", help="Write an HTML report per model and an index.html over all models into this folder.")] = None,
     debug: DebugOpt = False,
@@ -603,31 +606,73 @@ def repair(
 
     def body() -> int:
         from bisector import api
+        from bisector.errors import UserError
 
         if models_at_once < 1:
-            from bisector.errors import UserError
-
             raise UserError("--models-at-once must be 1 or more")
+        if executor not in ("local", "ray"):
+            raise UserError(f"--executor {executor}: expected local or ray")
+        if address and executor != "ray":
+            raise UserError("--address names a Ray cluster: use it with --executor ray")
+        if jobs is not None and jobs < 1:
+            raise UserError("--jobs must be 1 or more")
+        if executor == "ray":
+            from bisector.fleet import require_ray
+
+            require_ray()
+        from bisector.batch import Shard
+
+        part = Shard.parse(shard) if shard is not None else None
         err = _err_console()
 
-        def progress(result: Any) -> None:
+        def progress(result: Any, state: Any) -> None:
             if not json_out:
-                err.print(f"{result.status:<8} {result.spec}  ({result.wall_s:.0f} s)", markup=False)
+                err.print(f"{result.status:<8} {result.spec}  ({result.wall_s:.0f} s)  "
+                          f"[{state.done}/{state.total} done, {state.running} running, {state.queued} queued]", markup=False)
 
         summary = api.repair(config=config, manifest=manifest, out=out, jobs=jobs, models_at_once=models_at_once,
-                             allow_output_changes=allow_output_changes, fresh=fresh, progress=progress, report_dir=report_dir)
-        if json_out:
-            sys.stdout.write(json.dumps(summary.to_json(), indent=2) + "\n")
-        else:
-            sys.stdout.write(summary.markdown())
-            counts = ", ".join(f"{n} {k}" for k, n in summary.counts.items())
-            resumed = sum(1 for r in summary.results if r.resumed)
-            sys.stdout.write(f"\n{len(summary.results)} models: {counts}" + (f" ({resumed} resumed)" if resumed else "") + f"; summary in {summary.out}/summary.md\n")
+                             allow_output_changes=allow_output_changes, fresh=fresh, progress=progress, report_dir=report_dir,
+                             executor=executor, address=address, shard=part)
+        _print_summary(summary, json_out)
         if report_dir:
             err.print(f"report: {Path(report_dir) / 'index.html'}", markup=False, highlight=False)
         bundles = Path(summary.out) / "bundles"
         if bundles.is_dir():
             err.print(f"bundles: {bundles}", markup=False, highlight=False)
+        return summary.exit_code
+
+    return _guard(debug, body)
+
+
+def _print_summary(summary: Any, json_out: bool) -> None:
+    if json_out:
+        sys.stdout.write(json.dumps(summary.to_json(), indent=2) + "\n")
+        return
+    sys.stdout.write(summary.markdown())
+    counts = ", ".join(f"{n} {k}" for k, n in summary.counts.items())
+    resumed = sum(1 for r in summary.results if r.resumed)
+    sys.stdout.write(f"\n{len(summary.results)} models: {counts}" + (f" ({resumed} resumed)" if resumed else "") + f"; summary in {summary.out}/summary.md\n")
+
+
+@app.command()
+def merge(
+    outs: Annotated[list[str], typer.Argument(help="The --out folders of `bisector repair --shard I/N` runs.", show_default=False)],
+    config: ConfigOpt = None,
+    manifest: Annotated[Optional[str], typer.Option("--manifest", help="The manifest the shards ran from, when not pyproject's [[tool.bisector.models]].")] = None,
+    out: Annotated[str, typer.Option("--out", help="Where the merged patches, per-model results and summary go.")] = ".bisector/repair",
+    allow_output_changes: AllowChangesOpt = False,
+    json_out: JsonOpt = False,
+    debug: DebugOpt = False,
+) -> int:
+    """Join the outputs of `bisector repair --shard I/N` runs into one: summary.json, summary.md,
+    per-model results and the per-file patches composed over every model, the same as one
+    unsharded run. Exit codes as for repair."""
+
+    def body() -> int:
+        from bisector import api
+
+        summary = api.merge(outs, config=config, manifest=manifest, out=out, allow_output_changes=allow_output_changes)
+        _print_summary(summary, json_out)
         return summary.exit_code
 
     return _guard(debug, body)
