@@ -108,7 +108,7 @@ def prepare(
     cap = parse_size(cap_value, "--mem-cap") if cap_value is not None else None
     if cap is not None and cap < MIN_MEM_CAP:
         # Every probe would be killed at once and reported as crashed (exit 4): say it here.
-        raise UserError(f"--mem-cap {cap_value}: a probe needs at least {format_bytes(MIN_MEM_CAP)} (torch alone takes ~300 MB); try e.g. --mem-cap 8GB")
+        raise UserError(f"--mem-cap {cap_value}: a probe needs at least {format_bytes(MIN_MEM_CAP)} (torch alone takes ~300 MB in a probe); try e.g. --mem-cap 8GB")
     _check_inputs_fit(plan, cap)
     cores = os.cpu_count() or 1
     n_jobs = jobs or cores

@@ -55,7 +55,7 @@ def test_an_unknown_key_far_from_any_lists_the_known_ones(tmp_path: Path) -> Non
         ("retries = 1.5", "retries: expected a whole number"),
         ("noise_rss = []", 'noise_rss: expected a size such as "8GB" or a number of bytes, got a list []'),
         ('noise_gpu = "lots"', "noise_gpu: 'lots' is not a size"),
-        ('mem_cap = "1MB"', "mem_cap: '1MB' is below 256.0 MB"),
+        ('mem_cap = "1MB"', "mem_cap: '1MB' is below 400.0 MB"),
         ('stages = ["eagr"]', "stages: unknown value 'eagr', use one of eager, export, inference; did you mean eager?"),
         ('exporter = "dynamoo"', "exporter: unknown value 'dynamoo'"),
         ('device = "tpu"', "device: unknown value 'tpu'"),

@@ -42,7 +42,7 @@ def test_a_dim_too_large_for_any_integer_type_is_a_user_error() -> None:
     _one_line_exit_2(r, "too large")
 
 
-@pytest.mark.parametrize("cap", ["0", "-5", "10MB"])
+@pytest.mark.parametrize("cap", ["0", "-5", "10MB", "300MB"])
 def test_a_memory_cap_no_probe_can_live_under_is_refused(cap: str) -> None:
     r = run_cli("measure", FINE, "--input", "x=B,8", "--stage", "eager", f"--mem-cap={cap}")
     _one_line_exit_2(r, "--mem-cap")
