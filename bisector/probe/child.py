@@ -165,7 +165,25 @@ def _full_tb(exc: BaseException) -> str:
     return "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))[-4000:]
 
 
+def die_with_parent(parent: int | None) -> None:
+    """Ask the kernel to SIGKILL this process when its parent dies (PR_SET_PDEATHSIG), so a
+    probe never outlives bisector, even one killed with SIGKILL; and exit now if the parent is
+    already gone (it died before the request reached the kernel). Linux only; a no-op elsewhere."""
+    import ctypes
+    import signal
+
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, int(signal.SIGKILL), 0, 0, 0)  # 1 = PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        return
+    if parent is not None and os.getppid() != parent:
+        os._exit(70)
+
+
 def main(argv: list[str] | None = None) -> int:
+    parent = os.environ.pop("BISECTOR_PARENT_PID", "")
+    die_with_parent(int(parent) if parent.isdigit() else None)
     args = list(sys.argv[1:] if argv is None else argv)
     threads = None
     for a in list(args):

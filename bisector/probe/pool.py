@@ -6,8 +6,15 @@ Two ways to start a child:
   when the fork model itself is in doubt.
 
 Whatever the child does (segfault, abort, OOM, hang, a runaway allocation) comes back as a
-result; the parent never hangs and never raises for it. The parent polls the child's RSS and
-kills its process group at the cap, and at the timeout.
+result; the parent never hangs and never raises for it. The parent polls the memory of the
+probe's whole process tree (the child's RSS, plus the private memory of every process in its
+process group or below it: a helper the forward spawns counts too) and kills that tree at the
+cap and at the timeout; when the probe ends, whatever it left running in its tree is killed.
+
+A probe never outlives bisector: ``terminate_all`` (called by the CLI on SIGINT, SIGTERM and
+SIGHUP) kills every running probe and probe server and removes the temporary folders; a fresh
+child also asks the kernel to kill it when its parent dies (PR_SET_PDEATHSIG), and the server
+kills its children when its stdin closes, as it does when bisector dies.
 """
 
 from __future__ import annotations
@@ -23,9 +30,10 @@ import sys
 import tempfile
 import threading
 import time
+import weakref
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable
 
 from bisector.errors import InternalError
 from bisector.probe.types import (
@@ -39,6 +47,31 @@ from bisector.probe.types import (
 DEFAULT_TIMEOUT_S = 300.0
 SERVER_READY_TIMEOUT_S = 180.0
 TAIL_LINES = 15
+# Scanning /proc for the probe's process tree costs ~2 ms on a machine with a few hundred
+# processes; four scans a second find a helper long before it can do much harm, while the direct
+# child's RSS is still read every poll.
+TREE_SCAN_S = 0.25
+
+# Every pool and probe server alive in this process, for terminate_all (signal handlers).
+_POOLS: "weakref.WeakSet[ProbePool]" = weakref.WeakSet()
+_SERVERS: "weakref.WeakSet[_Server]" = weakref.WeakSet()
+# Signals that ended probes (terminate_all), so the CLI can exit with 128 + signal.
+SIGNALLED: list[int] = []
+
+
+def terminate_all(signum: int | None = None) -> int:
+    """Kill every running probe (its whole process tree) and every probe server of every pool in
+    this process, mark the pools closed (a probe asked for afterwards comes back at once as
+    "interrupted") and remove their temporary folders. Safe to call from a signal handler: it
+    takes no lock. Returns how many probes were killed."""
+    if signum is not None:
+        SIGNALLED.append(signum)
+    killed = 0
+    for pool in list(_POOLS):
+        killed += pool.terminate()
+    for server in list(_SERVERS):
+        server.kill()
+    return killed
 
 
 def default_mem_cap() -> int:
@@ -75,6 +108,7 @@ class _Server:
             env=env,
             start_new_session=True,  # Ctrl-C in the terminal reaches the parent, which cleans up
         )
+        _SERVERS.add(self)
         self._children: dict[int, _Child] = {}
         self._lock = threading.Lock()
         self._write_lock = threading.Lock()
@@ -135,6 +169,14 @@ class _Server:
         with self._lock:
             self._children.pop(ident, None)
 
+    def kill(self) -> None:
+        """The server and every probe it forked, at once (each probe leads its own group)."""
+        with self._lock:
+            pids = [c.pid for c in self._children.values() if c.pid and not c.done.is_set()]
+        for pid in pids:
+            _kill_group(pid)
+        _kill_group(self.proc.pid)
+
     def close(self) -> None:
         try:
             if self.proc.stdin:
@@ -144,8 +186,9 @@ class _Server:
         try:
             self.proc.wait(timeout=5)
         except subprocess.TimeoutExpired:
-            self.proc.kill()
+            self.kill()
             self.proc.wait()
+        _SERVERS.discard(self)
         self._log.close()
 
 
@@ -181,6 +224,10 @@ class ProbePool:
         self.probes_run = 0
         self._count_lock = threading.Lock()
         self.closed = False
+        # pid of every probe running now -> the processes of its tree seen so far (pid -> start
+        # time, so a pid the kernel has reused is never killed).
+        self._running: dict[int, dict[int, int]] = {}
+        _POOLS.add(self)
 
     # -- lifecycle ------------------------------------------------------------------------------
 
@@ -191,13 +238,33 @@ class ProbePool:
         self.close()
 
     def close(self) -> None:
+        self.closed = True
+        self._kill_running()  # a probe still running is killed, not awaited
         with self._server_lock:
-            self.closed = True
             if self._server is not None:
                 self._server.close()
                 self._server = None
+        _POOLS.discard(self)
         if self._own_workdir:
             shutil.rmtree(self.workdir, ignore_errors=True)
+
+    def terminate(self) -> int:
+        """Kill every running probe and the server now, without waiting or locking (see
+        terminate_all); the temporary folder goes too. close() still works afterwards."""
+        self.closed = True
+        killed = self._kill_running()
+        server = self._server
+        if server is not None:
+            server.kill()
+        if self._own_workdir:
+            shutil.rmtree(self.workdir, ignore_errors=True)
+        return killed
+
+    def _kill_running(self) -> int:
+        running = list(self._running.items())  # a copy: probe threads add and remove entries
+        for pid, tree in running:
+            _kill_tree(pid, tree)
+        return len(running)
 
     def _get_server(self) -> _Server:
         with self._server_lock:
@@ -211,10 +278,14 @@ class ProbePool:
 
     # -- running --------------------------------------------------------------------------------
 
-    def run(self, request: ProbeRequest, *, timeout_s: float | None = None, mem_cap: int | None = None) -> ProbeResult:
-        """Run one probe in a child process and return what happened; never raises for the child."""
+    def run(
+        self, request: ProbeRequest, *, timeout_s: float | None = None, mem_cap: int | None = None, fresh: bool | None = None,
+    ) -> ProbeResult:
+        """Run one probe in a child process and return what happened; never raises for the child.
+        timeout_s, mem_cap and fresh override the pool's own for this probe: a pool shared by
+        several models (the pytest plugin's, repair's) honours each model's limits."""
         if self.closed:
-            return ProbeCrashed("exit", None, None, "the probe pool was closed (interrupted)")
+            return ProbeCrashed("interrupted", None, None, "the probe pool was closed (interrupted)")
         ident = next(self._ids)
         with self._count_lock:
             self.probes_run += 1
@@ -222,16 +293,18 @@ class ProbePool:
         request_dir = self.workdir / "probes" / f"{ident:04d}-{slug}"
         request_dir.mkdir(parents=True, exist_ok=True)
         (request_dir / "request.json").write_text(json.dumps(request.to_json()))
-        return self._run_dir(request_dir, ident, timeout_s or self.timeout_s, mem_cap or self.mem_cap)
+        use_fresh = self.fresh if fresh is None else fresh
+        return self._run_dir(request_dir, ident, timeout_s or self.timeout_s, mem_cap or self.mem_cap, use_fresh)
 
-    def _run_dir(self, request_dir: Path, ident: int, timeout_s: float, mem_cap: int) -> ProbeResult:
+    def _run_dir(self, request_dir: Path, ident: int, timeout_s: float, mem_cap: int, fresh: bool) -> ProbeResult:
         started = time.perf_counter()
-        if self.fresh:
+        if fresh:
+            env = {**(self.env if self.env is not None else os.environ), "BISECTOR_PARENT_PID": str(os.getpid())}
             with open(request_dir / "stdout.txt", "wb") as out, open(request_dir / "stderr.txt", "wb") as err:
                 proc = subprocess.Popen(
                     [sys.executable, "-m", "bisector.probe.child", str(request_dir)]
                     + ([f"--threads={self.threads}"] if self.threads else []),
-                    stdin=subprocess.DEVNULL, stdout=out, stderr=err, env=self.env, start_new_session=True,
+                    stdin=subprocess.DEVNULL, stdout=out, stderr=err, env=env, start_new_session=True,
                 )
             pid = proc.pid
 
@@ -251,7 +324,7 @@ class ProbePool:
             try:
                 server = self._get_server()
             except _PoolClosed:
-                return ProbeCrashed("exit", None, None, "the probe pool was closed (interrupted)")
+                return ProbeCrashed("interrupted", None, None, "the probe pool was closed (interrupted)")
             child = server.fork(ident, request_dir, self.threads)
             if not child.started.wait(SERVER_READY_TIMEOUT_S) or child.pid is None:
                 server.forget(ident)
@@ -268,32 +341,49 @@ class ProbePool:
 
         import psutil
 
+        tree: dict[int, int] = {}
+        self._running[pid] = tree
+        if self.closed:  # interrupted while this child was starting
+            _kill_tree(pid, tree)
         try:
             ps = psutil.Process(pid)
         except psutil.Error:
             ps = None
         peak = 0
+        others = 0  # private memory of the rest of the tree at the last scan
+        next_scan = 0.0
         killed_for: str | None = None
-        while True:
-            done, exit_code, sig = finished()
-            if done:
-                break
-            elapsed = time.perf_counter() - started
-            if killed_for is None:
-                if elapsed > timeout_s:
-                    killed_for = "timeout"
-                    _kill_group(pid)
-                elif ps is not None:
-                    try:
-                        rss = ps.memory_info().rss
-                    except psutil.Error:
-                        rss = 0
-                    peak = max(peak, rss)
-                    if rss > mem_cap:
-                        killed_for = "memory-cap"
-                        _kill_group(pid)
-            wait(self.poll_s)
-        if not self.fresh:
+        try:
+            while True:
+                done, exit_code, sig = finished()
+                if done:
+                    break
+                elapsed = time.perf_counter() - started
+                if killed_for is None:
+                    if elapsed > timeout_s:
+                        killed_for = "timeout"
+                        _kill_tree(pid, tree)
+                    elif ps is not None:
+                        try:
+                            rss = ps.memory_info().rss
+                        except psutil.Error:
+                            rss = 0
+                        if elapsed >= next_scan:
+                            next_scan = elapsed + TREE_SCAN_S
+                            members = process_tree(pid)
+                            tree.update(members)
+                            others = sum(_private_bytes(p) for p in members if p != pid)
+                        peak = max(peak, rss + others)
+                        if rss + others > mem_cap:
+                            killed_for = "memory-cap"
+                            _kill_tree(pid, tree)
+                wait(self.poll_s)
+        finally:
+            # Whatever the probe started and left behind (a helper, a `sleep 600`) ends with it.
+            tree.update(process_tree(pid))
+            _kill_tree(pid, tree, ended=finished()[0])
+            self._running.pop(pid, None)
+        if not fresh:
             server.forget(ident)  # type: ignore[possibly-undefined]
         wall = time.perf_counter() - started
         tail = read_tail(request_dir / "stderr.txt")
@@ -302,6 +392,8 @@ class ProbePool:
         if killed_for == "memory-cap":
             return ProbeCrashed("memory-cap", "SIGKILL", None, tail, peak_rss=peak, wall_s=wall)
         result_path = request_dir / "result.json"
+        if self.closed and not (exit_code == 0 and result_path.exists()):
+            return ProbeCrashed("interrupted", None, exit_code, tail, peak_rss=peak or None, wall_s=wall)
         if exit_code == 0 and result_path.exists():
             try:
                 return result_from_json(json.loads(result_path.read_text()))
@@ -324,6 +416,94 @@ def _kill_group(pid: int) -> None:
             os.kill(pid, signal.SIGKILL)
         except OSError:
             pass
+
+
+def _kill_tree(pid: int, tree: dict[int, int], ended: bool = False) -> None:
+    """SIGKILL the probe's process group, and every process seen in its tree that left the group
+    (setsid) but is still the same process (same start time: never a reused pid). ended: the
+    probe itself is reaped, so its pid may be anyone's now: only its group is signalled (the
+    kernel gives no new process a pid that is still a group's id)."""
+    if ended:
+        try:
+            os.killpg(pid, signal.SIGKILL)
+        except OSError:
+            pass
+    else:
+        _kill_group(pid)
+    for member, start in list(tree.items()):
+        if member == pid:
+            continue
+        stat = _stat(member)
+        if stat is not None and stat[3] == start:
+            try:
+                os.kill(member, signal.SIGKILL)
+            except OSError:
+                pass
+
+
+def _stat(pid: int) -> tuple[int, int, str, int] | None:
+    """(ppid, pgrp, state, start time) from /proc/PID/stat; None when the process is gone."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            text = fh.read().decode("ascii", "replace")
+    except OSError:
+        return None
+    # The command name may hold spaces and parentheses: the fields start after the last ")".
+    rest = text[text.rfind(")") + 2:].split()
+    try:
+        return int(rest[1]), int(rest[2]), rest[0], int(rest[19])
+    except (IndexError, ValueError):
+        return None
+
+
+def process_tree(pid: int) -> dict[int, int]:
+    """The live processes in pid's process group or below pid, as pid -> start time (pid itself
+    included while it lives). Zombies hold no memory and are left out. Linux /proc; elsewhere
+    only pid."""
+    try:
+        entries: Iterable[str] = os.listdir("/proc")
+    except OSError:
+        return {}
+    stats: dict[int, tuple[int, int, str, int]] = {}
+    for name in entries:
+        if name.isdigit():
+            st = _stat(int(name))
+            if st is not None and st[2] != "Z":
+                stats[int(name)] = st
+    members = {p for p, st in stats.items() if st[1] == pid}
+    if pid in stats:
+        members.add(pid)
+    # Descendants that left the group (setsid, a new group) are still below pid.
+    children: dict[int, list[int]] = {}
+    for p, st in stats.items():
+        children.setdefault(st[0], []).append(p)
+    todo = list(members)
+    while todo:
+        for c in children.get(todo.pop(), ()):
+            if c not in members:
+                members.add(c)
+                todo.append(c)
+    return {p: stats[p][3] for p in members}
+
+
+def _private_bytes(pid: int) -> int:
+    """Memory only this process holds (Private_Clean + Private_Dirty): what a helper adds to the
+    probe's footprint, without counting twice the pages it shares with the probe after a fork."""
+    try:
+        with open(f"/proc/{pid}/smaps_rollup", "rb") as fh:
+            total = 0
+            for line in fh:
+                if line.startswith(b"Private_"):
+                    total += int(line.split()[1]) * 1024
+            return total
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        with open(f"/proc/{pid}/statm", "rb") as fh:
+            resident, shared = fh.read().split()[1:3]
+        return (int(resident) - int(shared)) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError):
+        return 0
 
 
 def _signal_name(sig: int) -> str:
