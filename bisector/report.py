@@ -152,7 +152,7 @@ def render_find(report: Any, console: Any) -> None:
     console.print(
         f"[bold]{escape(m.model.label)}[/]  inputs {escape(m.plan.describe())}  "
         + "  ".join(f"{k}={lo}..{hi}" if lo != hi else f"{k}={lo}" for k, (lo, hi) in m.plan.dims.items())
-        + f"  ({len(report.tree)} modules)"
+        + (f"  ({len(report.tree)} modules)" if report.tree is not None else "")  # None: stopped before capture
     )
     for stage, r in m.stages.items():
         console.print(f"[{STYLE.get(r.kind, '')}]{escape(stage_line(r, band))}[/]")

@@ -1,0 +1,100 @@
+"""A probe never outlives bisector (issue 12, items 2 and 3): SIGTERM, SIGHUP and Ctrl-C end
+every probe, in both probe modes, within a second or two, remove the temporary folders, and say
+what state things are in. The real command, a real hanging probe, real signals."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import FIXTURES
+from tests.probe.test_process_tree import alive, gone_within
+
+pytestmark = pytest.mark.probe
+HANG = f"{FIXTURES / 'spawners.py'}:HangAndTell"
+
+
+def start(tmp_path: Path, command: str, *extra: str) -> tuple[subprocess.Popen, int, Path]:
+    """bisector running a probe that hangs; returns the process, the probe's pid, and the folder
+    its temporary folders go in."""
+    pidfile = tmp_path / "probe.pid"
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "bisector", command, HANG, "--init-kwargs", json.dumps({"pidfile": str(pidfile)}),
+         "--input", "x=B,8", "--dim", "B=2", "--stage", "eager", "--timeout", "200", *extra],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path, env={**os.environ, "TMPDIR": str(tmp)},
+    )
+    deadline = time.monotonic() + 120
+    while not pidfile.exists():
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            out, err = proc.communicate()
+            pytest.fail(f"the probe never started (rc {proc.returncode}): {err[-2000:]}")
+        time.sleep(0.05)
+    pid = int(pidfile.read_text())
+    assert alive(pid)
+    assert list(tmp.glob("bisector-*")), "the pool's temporary folder should exist while it runs"
+    return proc, pid, tmp
+
+
+def stop(proc: subprocess.Popen, sig: int) -> tuple[float, str, str]:
+    sent = time.monotonic()
+    proc.send_signal(sig)
+    try:
+        out, err = proc.communicate(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        out, err = proc.communicate()
+        pytest.fail(f"bisector was still running 30 s after {signal.Signals(sig).name}")
+    return time.monotonic() - sent, out, err
+
+
+@pytest.mark.parametrize(
+    "sig, fresh",
+    [(signal.SIGTERM, False), (signal.SIGTERM, True), (signal.SIGHUP, True)],
+    ids=["SIGTERM-server", "SIGTERM-fresh", "SIGHUP-fresh"],
+)
+def test_a_signal_ends_every_probe_and_removes_the_temporary_folders(tmp_path: Path, sig: int, fresh: bool) -> None:
+    proc, pid, tmp = start(tmp_path, "measure", *(["--fresh"] if fresh else []))
+    took, _, err = stop(proc, sig)
+    assert took < 3, f"bisector took {took:.1f} s to stop"
+    assert proc.returncode == 128 + sig, err
+    assert gone_within(pid, 1), "the probe outlived bisector"
+    assert list(tmp.glob("bisector-*")) == []
+    assert f"interrupted ({signal.Signals(sig).name})" in err and "Traceback" not in err
+
+
+def test_ctrl_c_stops_a_hanging_probe_at_once_and_says_what_is_kept(tmp_path: Path) -> None:
+    proc, pid, tmp = start(tmp_path, "find")
+    took, _, err = stop(proc, signal.SIGINT)
+    assert took < 3, f"Ctrl-C took {took:.1f} s (the probe's timeout is 200 s)"
+    assert proc.returncode == 130
+    assert gone_within(pid, 1)
+    assert list(tmp.glob("bisector-*")) == []
+    assert "interrupted (SIGINT): running probes stopped" in err
+    assert f"finished probes are kept in {tmp_path / '.bisector'}" in err
+    assert "Traceback" not in err
+
+
+def test_a_fresh_probe_dies_with_bisector_even_when_bisector_is_killed(tmp_path: Path) -> None:
+    # SIGKILL leaves bisector no chance to clean up: the kernel ends the child (PR_SET_PDEATHSIG).
+    proc, pid, _ = start(tmp_path, "measure", "--fresh")
+    proc.kill()
+    proc.communicate()
+    assert gone_within(pid, 2), "a fresh probe outlived a killed bisector"
+
+
+def test_a_server_probe_dies_with_bisector_even_when_bisector_is_killed(tmp_path: Path) -> None:
+    # The server sees its stdin close and kills its children; they also die with the server.
+    proc, pid, _ = start(tmp_path, "measure")
+    proc.kill()
+    proc.communicate()
+    assert gone_within(pid, 3), "a probe outlived a killed bisector"
