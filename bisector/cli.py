@@ -88,10 +88,15 @@ def _on_signal(signum: int, frame: Any) -> None:
     temporary folders, then unwind as Ctrl-C does, so what finished is kept and reported.
     Without this, SIGTERM left --fresh children running with no timeout or cap, and Ctrl-C
     waited for the running probe's timeout."""
+    from bisector import interrupts
+
     _SIGNALS.append(signum)
     pool = sys.modules.get("bisector.probe.pool")
     if pool is not None:  # not imported: no probe was ever started
         pool.terminate_all(signum)
+    if interrupts.deferring():  # a file being put in place: raise once it is done and noted
+        interrupts.defer(signum)
+        return
     raise KeyboardInterrupt
 
 

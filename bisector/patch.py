@@ -29,6 +29,7 @@ from typing import Any, Iterable, Mapping, Sequence
 import libcst as cst
 
 from bisector.errors import UserError
+from bisector.interrupts import deferred
 from fixers._cst import dotted as _dotted
 
 # torch.onnx.export's own default since torch 2.9: what an export call without dynamo= uses.
@@ -784,8 +785,9 @@ def apply(patches: Iterable[Patch], root: str | Path, force: bool = False, writt
         tmp.write_text(p.after, encoding="utf-8")
         if target.exists():
             os.chmod(tmp, target.stat().st_mode)
-        os.replace(tmp, target)
-        written.append(p.rel)
+        with deferred():  # Ctrl-C here would leave the file written but not reported as written
+            os.replace(tmp, target)
+            written.append(p.rel)
     return written
 
 

@@ -98,3 +98,30 @@ def test_a_server_probe_dies_with_bisector_even_when_bisector_is_killed(tmp_path
     proc.kill()
     proc.communicate()
     assert gone_within(pid, 3), "a probe outlived a killed bisector"
+
+
+def test_ctrl_c_after_apply_says_which_files_were_written_and_where_the_backups_are(tmp_path: Path) -> None:
+    from tests.conftest import SAMPLES
+
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "pyproject.toml").write_text("[project]\nname = 'p'\n")
+    model = project / "net.py"
+    original = (SAMPLES / "list_append.py").read_text()
+    model.write_text(original)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "bisector", "fix", "net.py:Net", "-i", "x=B,32", "--dim", "B=1:2", "-s", "eager", "--apply"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=project,
+    )
+    deadline = time.monotonic() + 300
+    while model.read_text() == original:  # --apply has written: the re-measurement starts now
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            pytest.fail(f"--apply never wrote (rc {proc.poll()}): {proc.communicate()[1][-2000:]}")
+        time.sleep(0.02)
+    took, _, err = stop(proc, signal.SIGINT)
+    assert took < 3
+    assert proc.returncode == 130, err
+    (backup,) = (project / ".bisector" / "backups").glob("*/net.py")
+    assert backup.read_text() == original
+    assert f"--apply had written net.py (backups in {project / '.bisector' / 'backups'})" in err
