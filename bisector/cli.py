@@ -93,7 +93,7 @@ def _on_signal(signum: int, frame: Any) -> None:
     _SIGNALS.append(signum)
     pool = sys.modules.get("bisector.probe.pool")
     if pool is not None:  # not imported: no probe was ever started
-        pool.terminate_all(signum)
+        pool.terminate_all()
     if interrupts.deferring():  # a file being put in place: raise once it is done and noted
         interrupts.defer(signum)
         return
