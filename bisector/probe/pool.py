@@ -33,9 +33,10 @@ import time
 import weakref
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 from bisector.errors import InternalError
+from bisector.probe.procs import private_bytes, process_tree, stat
 from bisector.probe.types import (
     ProbeCrashed,
     ProbeRequest,
@@ -367,7 +368,7 @@ class ProbePool:
                             next_scan = elapsed + TREE_SCAN_S
                             members = process_tree(pid)
                             tree.update(members)
-                            others = sum(_private_bytes(p) for p in members if p != pid)
+                            others = sum(private_bytes(p) for p in members if p != pid)
                         peak = max(peak, rss + others)
                         if rss + others > mem_cap:
                             killed_for = "memory-cap"
@@ -428,77 +429,12 @@ def _kill_tree(pid: int, tree: dict[int, int], ended: bool = False) -> None:
     for member, start in list(tree.items()):
         if member == pid:
             continue
-        stat = _stat(member)
-        if stat is not None and stat[3] == start:
+        st = stat(member)
+        if st is not None and st[3] == start:
             try:
                 os.kill(member, signal.SIGKILL)
             except OSError:
                 pass
-
-
-def _stat(pid: int) -> tuple[int, int, str, int] | None:
-    """(ppid, pgrp, state, start time) from /proc/PID/stat; None when the process is gone."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as fh:
-            text = fh.read().decode("ascii", "replace")
-    except OSError:
-        return None
-    # The command name may hold spaces and parentheses: the fields start after the last ")".
-    rest = text[text.rfind(")") + 2:].split()
-    try:
-        return int(rest[1]), int(rest[2]), rest[0], int(rest[19])
-    except (IndexError, ValueError):
-        return None
-
-
-def process_tree(pid: int) -> dict[int, int]:
-    """The live processes in pid's process group or below pid, as pid -> start time (pid itself
-    included while it lives). Zombies hold no memory and are left out. Linux /proc; elsewhere
-    only pid."""
-    try:
-        entries: Iterable[str] = os.listdir("/proc")
-    except OSError:
-        return {}
-    stats: dict[int, tuple[int, int, str, int]] = {}
-    for name in entries:
-        if name.isdigit():
-            st = _stat(int(name))
-            if st is not None and st[2] != "Z":
-                stats[int(name)] = st
-    members = {p for p, st in stats.items() if st[1] == pid}
-    if pid in stats:
-        members.add(pid)
-    # Descendants that left the group (setsid, a new group) are still below pid.
-    children: dict[int, list[int]] = {}
-    for p, st in stats.items():
-        children.setdefault(st[0], []).append(p)
-    todo = list(members)
-    while todo:
-        for c in children.get(todo.pop(), ()):
-            if c not in members:
-                members.add(c)
-                todo.append(c)
-    return {p: stats[p][3] for p in members}
-
-
-def _private_bytes(pid: int) -> int:
-    """Memory only this process holds (Private_Clean + Private_Dirty): what a helper adds to the
-    probe's footprint, without counting twice the pages it shares with the probe after a fork."""
-    try:
-        with open(f"/proc/{pid}/smaps_rollup", "rb") as fh:
-            total = 0
-            for line in fh:
-                if line.startswith(b"Private_"):
-                    total += int(line.split()[1]) * 1024
-            return total
-    except (OSError, ValueError, IndexError):
-        pass
-    try:
-        with open(f"/proc/{pid}/statm", "rb") as fh:
-            resident, shared = fh.read().split()[1:3]
-        return (int(resident) - int(shared)) * os.sysconf("SC_PAGE_SIZE")
-    except (OSError, ValueError):
-        return 0
 
 
 def _signal_name(sig: int) -> str:

@@ -54,10 +54,14 @@ def test_a_helper_process_over_the_cap_kills_the_probe_and_the_helper(pool: Prob
     assert gone_within(int(pidfile.read_text()), 2)
 
 
-@pytest.mark.parametrize("fresh", [False, True], ids=["server", "fresh"])
-def test_a_process_the_forward_leaves_running_ends_with_the_probe(pool: ProbePool, tmp_path: Path, fresh: bool) -> None:
+@pytest.mark.parametrize(
+    "model, fresh",
+    [("StraySleep", False), ("StraySleep", True), ("DaemonSleep", False)],
+    ids=["server", "fresh", "daemonized"],
+)
+def test_a_process_the_forward_leaves_running_ends_with_the_probe(pool: ProbePool, tmp_path: Path, model: str, fresh: bool) -> None:
     pidfile = tmp_path / "sleep.pid"
-    result = pool.run(request("StraySleep", pidfile=str(pidfile)), fresh=fresh)
+    result = pool.run(request(model, pidfile=str(pidfile)), fresh=fresh)
     assert isinstance(result, ProbeOk), result
     pid = int(pidfile.read_text())
     assert gone_within(pid, 2), f"sleep 600 (pid {pid}) outlived its probe"
