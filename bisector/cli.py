@@ -152,6 +152,8 @@ def _guard(debug: bool, body: Callable[[], int], state: _RunState | None = None)
     except KeyboardInterrupt:
         return _interrupted(state)
     except BisectorError as exc:
+        if _SIGNALS:  # an error the stop itself caused (a killed probe server): report the stop
+            return _interrupted(state)
         if debug:
             raise
         err = _err_console()
@@ -161,6 +163,8 @@ def _guard(debug: bool, body: Callable[[], int], state: _RunState | None = None)
             err.print(_esc(_indent(detail)), style="dim")
         return exc.exit_code
     except Exception as exc:  # noqa: BLE001 - the promise: no traceback without --debug
+        if _SIGNALS:
+            return _interrupted(state)
         if debug:
             raise
         _err_console().print(f"[bold red]internal error:[/] {_esc(type(exc).__name__)}: {_esc(str(exc))} (rerun with --debug for the traceback)")
