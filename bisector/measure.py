@@ -377,8 +377,14 @@ def measure(
     try:
         with ThreadPoolExecutor(max_workers=len(options.stages) or 1, thread_name_prefix="bisector-stage") as stages:
             futures = {s: stages.submit(measure_stage, runner, model, plan, s, options) for s in stage_order(options.stages)}
-            for s in options.stages:
-                results[s] = futures[s].result()
+            try:
+                for s in options.stages:
+                    results[s] = futures[s].result()
+            except KeyboardInterrupt:
+                # Kill the probes now: leaving this block waits for the stage threads, which
+                # would otherwise wait for every running probe's timeout (300 s by default).
+                pool.terminate()
+                raise
     finally:
         if own_pool:
             pool.close()  # first: kills any control still running for a stage that failed

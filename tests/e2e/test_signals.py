@@ -125,3 +125,22 @@ def test_ctrl_c_after_apply_says_which_files_were_written_and_where_the_backups_
     (backup,) = (project / ".bisector" / "backups").glob("*/net.py")
     assert backup.read_text() == original
     assert f"--apply had written net.py (backups in {project / '.bisector' / 'backups'})" in err
+
+
+def test_ctrl_c_in_a_script_calling_the_api_stops_at_once(tmp_path: Path) -> None:
+    # No CLI signal handler here: Python's own KeyboardInterrupt, as in a notebook or a script.
+    pidfile = tmp_path / "probe.pid"
+    code = (
+        "from bisector import api\n"
+        f"api.measure({HANG!r}, ['x=B,8'], ['B=2'], stages=['eager'], init_kwargs={{'pidfile': {str(pidfile)!r}}}, timeout_s=200)\n"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path)
+    deadline = time.monotonic() + 120
+    while not pidfile.exists():
+        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()[1][-2000:]
+        time.sleep(0.05)
+    pid = int(pidfile.read_text())
+    took, _, err = stop(proc, signal.SIGINT)
+    assert took < 3, f"took {took:.1f} s"
+    assert "KeyboardInterrupt" in err
+    assert gone_within(pid, 1)
