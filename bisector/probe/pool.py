@@ -64,11 +64,22 @@ def terminate_all() -> int:
     "interrupted") and remove their temporary folders. Safe to call from a signal handler: it
     takes no lock (the interrupted code may hold any). Returns how many probes were killed."""
     killed = 0
-    for pool in list(_POOLS):
+    for pool in _snapshot(_POOLS):
         killed += pool.terminate()
-    for server in list(_SERVERS):
+    for server in _snapshot(_SERVERS):
         server.kill()
     return killed
+
+
+def _snapshot(items: "weakref.WeakSet[Any]") -> list[Any]:
+    # A WeakSet is iterated in Python code: a probe thread adding a pool or server meanwhile
+    # makes list() raise "changed size during iteration"; a retry sees it settled.
+    for _ in range(5):
+        try:
+            return list(items)
+        except RuntimeError:
+            continue
+    return []
 
 
 def default_mem_cap() -> int:
