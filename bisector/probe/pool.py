@@ -82,6 +82,33 @@ def _snapshot(items: "weakref.WeakSet[Any]") -> list[Any]:
     return []
 
 
+WORKDIR_PREFIX = "bisector-"
+OWNER_FILE = "owner"  # "PID START_TIME" of the process whose pool made the folder
+
+
+def _owner_id(pid: int) -> str:
+    st = stat(pid)
+    return f"{pid} {st[3] if st else 0}"
+
+
+def sweep_stale_workdirs(folder: str | Path | None = None) -> list[Path]:
+    """Remove the temporary folders of pools whose process is gone (bisector killed with
+    SIGKILL cleans nothing up; every other end of a run removes its own). Only folders that
+    name their owner are touched, and only when that process no longer exists."""
+    removed = []
+    for path in Path(folder or tempfile.gettempdir()).glob(f"{WORKDIR_PREFIX}*"):
+        try:
+            pid_text, start = (path / OWNER_FILE).read_text().split()
+            pid = int(pid_text)
+        except (OSError, ValueError):
+            continue
+        st = stat(pid)
+        if st is None or str(st[3]) != start:
+            shutil.rmtree(path, ignore_errors=True)
+            removed.append(path)
+    return removed
+
+
 def default_mem_cap() -> int:
     """Half the machine's memory, at most 16 GB: room for a real model, none for a runaway."""
     import psutil
@@ -215,8 +242,12 @@ class ProbePool:
         preload: tuple[str, ...] = (),
     ) -> None:
         self._own_workdir = workdir is None
-        self.workdir = Path(workdir) if workdir else Path(tempfile.mkdtemp(prefix="bisector-"))
+        if workdir is None:
+            sweep_stale_workdirs()
+        self.workdir = Path(workdir) if workdir else Path(tempfile.mkdtemp(prefix=WORKDIR_PREFIX))
         (self.workdir / "probes").mkdir(parents=True, exist_ok=True)
+        if workdir is None:
+            (self.workdir / OWNER_FILE).write_text(_owner_id(os.getpid()))
         self.fresh = fresh
         self.timeout_s = timeout_s
         self.mem_cap = mem_cap if mem_cap is not None else default_mem_cap()

@@ -144,3 +144,18 @@ def test_ctrl_c_in_a_script_calling_the_api_stops_at_once(tmp_path: Path) -> Non
     assert took < 3, f"took {took:.1f} s"
     assert "KeyboardInterrupt" in err
     assert gone_within(pid, 1)
+
+
+def test_the_temporary_folder_of_a_killed_bisector_is_swept_by_the_next_run(tmp_path: Path) -> None:
+    from bisector.probe.pool import _owner_id, sweep_stale_workdirs
+
+    proc, pid, tmp = start(tmp_path, "measure")
+    (stale,) = tmp.glob("bisector-*")
+    proc.kill()  # SIGKILL: no clean-up is possible
+    proc.communicate()
+    assert gone_within(pid, 3)
+    live = tmp / "bisector-live"
+    live.mkdir()
+    (live / "owner").write_text(_owner_id(os.getpid()))
+    assert sweep_stale_workdirs(tmp) == [stale]
+    assert not stale.exists() and live.exists()  # a folder whose owner still runs is kept
