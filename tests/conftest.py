@@ -18,6 +18,7 @@ FIXTURES = Path(__file__).resolve().parent / "fixtures"
 SESSION_MARK = "BISECTOR_TEST_SESSION"
 
 
+@pytest.hookimpl(trylast=True)  # after pytest's tmp_path plugin has set up its factory
 def pytest_configure(config: pytest.Config) -> None:
     import tempfile
     import uuid
