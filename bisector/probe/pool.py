@@ -33,7 +33,7 @@ import time
 import weakref
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from bisector.errors import InternalError
 from bisector.probe.procs import private_bytes, process_tree, stat
@@ -133,7 +133,14 @@ class _Child:
 class _Server:
     """The client side of probe/server.py."""
 
-    def __init__(self, env: dict[str, str] | None, log_path: Path) -> None:
+    def __init__(self, env: dict[str, str] | None, log_path: Path, abort: Callable[[], bool] = lambda: False) -> None:
+        """Start the server and wait until it has imported everything; abort() is asked while
+        waiting (the pool was closed: Ctrl-C must not wait for seconds of imports)."""
+        self._children: dict[int, _Child] = {}
+        self._lock = threading.Lock()
+        self._write_lock = threading.Lock()
+        self._ready = threading.Event()
+        self.ready_info: dict[str, Any] = {}
         self._log = open(log_path, "ab")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "bisector.probe.server"],
@@ -144,14 +151,17 @@ class _Server:
             start_new_session=True,  # Ctrl-C in the terminal reaches the parent, which cleans up
         )
         _SERVERS.add(self)
-        self._children: dict[int, _Child] = {}
-        self._lock = threading.Lock()
-        self._write_lock = threading.Lock()
-        self._ready = threading.Event()
-        self.ready_info: dict[str, Any] = {}
         self._reader = threading.Thread(target=self._read, name="bisector-probe-server", daemon=True)
         self._reader.start()
-        if not self._ready.wait(SERVER_READY_TIMEOUT_S) or not self.alive:
+        deadline = time.monotonic() + SERVER_READY_TIMEOUT_S
+        while not self._ready.wait(0.05):
+            if abort() or time.monotonic() > deadline:
+                break
+        if abort():
+            self.kill()
+            self.close()
+            raise _PoolClosed()
+        if not self._ready.is_set() or not self.alive:
             self.close()
             raise InternalError(f"the probe server did not start; see {log_path} (or use --fresh)")
 
@@ -311,7 +321,7 @@ class ProbePool:
             if self._server is None or not self._server.alive:
                 if self._server is not None:
                     self._server.close()
-                self._server = _Server(self.env, self.workdir / "server.log")
+                self._server = _Server(self.env, self.workdir / "server.log", abort=lambda: self.closed)
             return self._server
 
     # -- running --------------------------------------------------------------------------------
@@ -363,10 +373,16 @@ class ProbePool:
                 server = self._get_server()
             except _PoolClosed:
                 return ProbeCrashed("interrupted", None, None, "the probe pool was closed (interrupted)")
-            child = server.fork(ident, request_dir, self.threads)
+            try:
+                child = server.fork(ident, request_dir, self.threads)
+            except OSError:  # the server died (killed by terminate_all) before it read the request
+                server.forget(ident)
+                reason = "interrupted" if self.closed else "exit"
+                return ProbeCrashed(reason, None, None, "the probe server is gone", wall_s=0.0)
             if not child.started.wait(SERVER_READY_TIMEOUT_S) or child.pid is None:
                 server.forget(ident)
-                return ProbeCrashed("exit", None, None, "the probe server did not start the child", wall_s=0.0)
+                reason = "interrupted" if self.closed else "exit"
+                return ProbeCrashed(reason, None, None, "the probe server did not start the child", wall_s=0.0)
             pid = child.pid
 
             def finished() -> tuple[bool, int | None, int | None]:

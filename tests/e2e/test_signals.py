@@ -159,3 +159,25 @@ def test_the_temporary_folder_of_a_killed_bisector_is_swept_by_the_next_run(tmp_
     (live / "owner").write_text(_owner_id(os.getpid()))
     assert sweep_stale_workdirs(tmp) == [stale]
     assert not stale.exists() and live.exists()  # a folder whose owner still runs is kept
+
+
+def test_a_signal_while_the_probe_server_is_still_starting_stops_at_once(tmp_path: Path) -> None:
+    import psutil
+
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "bisector", "measure", HANG, "--input", "x=B,8", "--dim", "B=2", "--stage", "eager"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path, env={**os.environ, "TMPDIR": str(tmp)},
+    )
+    deadline = time.monotonic() + 60
+    server = None
+    while server is None:  # the server is importing torch now: seconds before it is ready
+        assert proc.poll() is None and time.monotonic() < deadline
+        server = next((c for c in psutil.Process(proc.pid).children() if "bisector.probe.server" in " ".join(c.cmdline())), None)
+        time.sleep(0.01)
+    took, _, err = stop(proc, signal.SIGTERM)
+    assert took < 3, f"took {took:.1f} s"
+    assert proc.returncode == 143, err
+    assert gone_within(server.pid, 1)
+    assert list(tmp.glob("bisector-*")) == []
