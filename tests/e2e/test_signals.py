@@ -172,9 +172,18 @@ def test_a_signal_while_the_probe_server_is_still_starting_stops_at_once(tmp_pat
     )
     deadline = time.monotonic() + 60
     server = None
+    def server_child() -> "psutil.Process | None":
+        for c in psutil.Process(proc.pid).children():
+            try:
+                if "bisector.probe.server" in " ".join(c.cmdline()):
+                    return c
+            except psutil.Error:  # a short-lived child gone meanwhile
+                continue
+        return None
+
     while server is None:  # the server is importing torch now: seconds before it is ready
-        assert proc.poll() is None and time.monotonic() < deadline
-        server = next((c for c in psutil.Process(proc.pid).children() if "bisector.probe.server" in " ".join(c.cmdline())), None)
+        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()[1][-2000:]
+        server = server_child()
         time.sleep(0.01)
     took, _, err = stop(proc, signal.SIGTERM)
     assert took < 3, f"took {took:.1f} s"
