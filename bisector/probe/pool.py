@@ -339,10 +339,21 @@ class ProbePool:
             self.probes_run += 1
         slug = re.sub(r"[^A-Za-z0-9_.-]+", "-", request.label or request.stage)[:60].strip("-")
         request_dir = self.workdir / "probes" / f"{ident:04d}-{slug}"
-        request_dir.mkdir(parents=True, exist_ok=True)
-        (request_dir / "request.json").write_text(json.dumps(request.to_json()))
-        use_fresh = self.fresh if fresh is None else fresh
-        return self._run_dir(request_dir, ident, timeout_s or self.timeout_s, mem_cap or self.mem_cap, use_fresh)
+        try:
+            try:
+                request_dir.mkdir(parents=True, exist_ok=True)
+                (request_dir / "request.json").write_text(json.dumps(request.to_json()))
+            except OSError:
+                if not self.closed:
+                    raise
+                return ProbeCrashed("interrupted", None, None, "the probe pool was closed (interrupted)")
+            use_fresh = self.fresh if fresh is None else fresh
+            return self._run_dir(request_dir, ident, timeout_s or self.timeout_s, mem_cap or self.mem_cap, use_fresh)
+        finally:
+            # A probe that began just before the pool was closed (Ctrl-C) may have made its
+            # folder again after close() removed the workdir: the last one out removes it.
+            if self.closed and self._own_workdir:
+                shutil.rmtree(self.workdir, ignore_errors=True)
 
     def _run_dir(self, request_dir: Path, ident: int, timeout_s: float, mem_cap: int, fresh: bool) -> ProbeResult:
         started = time.perf_counter()
