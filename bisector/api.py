@@ -14,13 +14,13 @@ import os
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Iterable, Mapping
 
-from bisector.config import as_list, load_config
+from bisector.config import MIN_MEM_CAP, as_list, load_config
 from bisector.errors import UserError
 from bisector.measure import Events, MeasureOptions, MeasureReport
 from bisector.measure import measure as _measure
 from bisector.probe.types import EXPORTERS, STAGES, ProbeOptions
-from bisector.spec import InputPlan, ModelSpec, build_input_plan, parse_model_spec
-from bisector.units import parse_size
+from bisector.spec import InputPlan, ModelSpec, build_input_plan, largest_input_bytes, parse_model_spec
+from bisector.units import format_bytes, parse_size
 from bisector.verdict import Bands
 
 if TYPE_CHECKING:
@@ -103,10 +103,14 @@ def prepare(
     if jobs is not None and jobs < 1:
         raise UserError("--jobs must be 1 or more")
     timeout = float(timeout_s if timeout_s is not None else cfg.get("timeout", 300))
-    if timeout <= 0:
-        raise UserError("--timeout must be positive (seconds)")
+    if not 0 < timeout < float("inf"):
+        raise UserError("--timeout must be a positive number of seconds")
     cap_value = mem_cap if mem_cap is not None else cfg.get("mem_cap")
     cap = parse_size(cap_value, "--mem-cap") if cap_value is not None else None
+    if cap is not None and cap < MIN_MEM_CAP:
+        # Every probe would be killed at once and reported as crashed (exit 4): say it here.
+        raise UserError(f"--mem-cap {cap_value}: a probe needs at least {format_bytes(MIN_MEM_CAP)} (torch alone takes ~300 MB in a probe); try e.g. --mem-cap 8GB")
+    _check_inputs_fit(plan, cap)
     cores = os.cpu_count() or 1
     n_jobs = jobs or cores
     probe = ProbeOptions(
@@ -125,7 +129,7 @@ def prepare(
         metric=metric,
         retries=retries,
         jobs=n_jobs,
-        fresh=fresh,
+        fresh=bool(fresh or cfg.get("fresh")),
         timeout_s=timeout,
         mem_cap=cap,
         cache_dir=None if cache else "",
@@ -149,6 +153,20 @@ def parse_floors(values: list[str], stages: Iterable[str]) -> dict[str, float]:
         for s in ([stage] if sep else list(STAGES)):
             out[s] = float(bytes_)
     return out
+
+
+def _check_inputs_fit(plan: InputPlan, cap: int | None) -> None:
+    """Refuse, before any probe starts, inputs whose largest shape cannot fit under the memory cap:
+    a probe would only be killed at the cap (or fail to allocate) and read as a crash."""
+    from bisector.probe.pool import default_mem_cap
+
+    need, shapes = largest_input_bytes(plan)
+    limit = cap if cap is not None else default_mem_cap()
+    if need > limit:
+        raise UserError(
+            f"the inputs at their largest ({shapes}) take {format_bytes(need)}, over the memory cap of "
+            f"{format_bytes(limit)}; lower the --dim ranges or raise --mem-cap"
+        )
 
 
 def measure(spec: str | ModelSpec, inputs: Iterable[str] = (), dims: Iterable[str] = (), *, events: Events | None = None, **kwargs: Any) -> MeasureReport:

@@ -159,7 +159,11 @@ def load_models(config: str | None = None, manifest: str | None = None) -> list[
             data = json.loads(path.read_text()) if path.suffix == ".json" else tomllib.loads(path.read_text())
         except (ValueError, tomllib.TOMLDecodeError) as exc:
             raise UserError(f"cannot read manifest {manifest}: {exc}") from None
-        table = data.get("tool", {}).get("bisector", data) if isinstance(data, dict) else {}
+        from bisector.config import ToolTable, validate
+
+        tool = data.get("tool") if isinstance(data, dict) else None
+        nested = isinstance(tool, dict) and "bisector" in tool
+        table = validate(ToolTable, tool["bisector"] if nested else data, manifest, "[tool.bisector]" if nested else "")
         base = str(path.resolve().parent)
     else:
         from bisector.config import find_pyproject, load_config
@@ -247,6 +251,7 @@ def repair_one(entry: ModelEntry, out: Path, pool: Any, executor: Any, run_dir: 
             entry.spec, o.get("inputs") or (), o.get("dims") or (), stages=o.get("stages"), exporter=o.get("exporter"),
             device=o.get("device"), init_kwargs=o.get("init_kwargs"), seed=o.get("seed"), noise_rss=o.get("noise_rss"),
             noise_gpu=o.get("noise_gpu"), retries=o.get("retries"), timeout_s=o.get("timeout"), mem_cap=o.get("mem_cap"), jobs=jobs,
+            fresh=bool(o.get("fresh")), metric=o.get("metric"),
         )
         back = read_back(entry)
         if back:

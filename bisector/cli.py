@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import sys
 import threading
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Callable, Optional
 
@@ -82,13 +83,81 @@ def _out_console() -> Any:
     return Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 200)
 
 
-def _guard(debug: bool, body: Callable[[], int]) -> int:
+# Signals received (SIGINT, SIGTERM, SIGHUP): the exit code is 128 + the first.
+_SIGNALS: list[int] = []
+
+
+def _on_signal(signum: int, frame: Any) -> None:
+    """Stop at once: kill every probe (whole process trees) and probe server, remove the
+    temporary folders, then unwind as Ctrl-C does, so what finished is kept and reported.
+    Without this, SIGTERM left --fresh children running with no timeout or cap, and Ctrl-C
+    waited for the running probe's timeout."""
+    from bisector import interrupts
+
+    _SIGNALS.append(signum)
+    pool = sys.modules.get("bisector.probe.pool")
+    if pool is not None:  # not imported: no probe was ever started
+        pool.terminate_all()
+    if interrupts.deferring():  # a file being put in place: raise once it is done and noted
+        interrupts.defer(signum)
+        return
+    raise KeyboardInterrupt
+
+
+def _install_signal_handlers() -> None:
+    import signal
+
+    for name in ("SIGINT", "SIGTERM", "SIGHUP"):
+        sig = getattr(signal, name, None)
+        if sig is None:
+            continue
+        try:
+            # An ignored signal stays ignored (`nohup bisector ...`, a background job's SIGINT).
+            if signal.getsignal(sig) != signal.SIG_IGN:
+                signal.signal(sig, _on_signal)
+        except (ValueError, OSError):  # not the main thread (bisector called as a library)
+            pass
+
+
+@dataclass
+class _RunState:
+    """What an interrupted command tells the user: where finished work is kept and what --apply
+    had written. Mutable on purpose: the command body fills it in as it goes."""
+
+    run_dir: str | None = None
+    apply: bool = False
+    written: list[str] = field(default_factory=list)
+    backups: str | None = None
+
+
+def _interrupted(state: _RunState | None) -> int:
+    import signal
+
+    sig = _SIGNALS[0] if _SIGNALS else signal.SIGINT
+    err = _err_console()
+    err.print(f"interrupted ({signal.Signals(sig).name}): running probes stopped", markup=False)
+    if state is not None and state.run_dir:
+        err.print(f"finished probes are kept in {state.run_dir}; run the same command again to resume", markup=False)
+    if state is not None and state.written:
+        err.print(f"--apply had written {', '.join(state.written)} (backups in {state.backups})", markup=False)
+    elif state is not None and state.apply:
+        err.print("--apply wrote nothing", markup=False)
+    return 128 + int(sig)
+
+
+def _guard(debug: bool, body: Callable[[], int], state: _RunState | None = None) -> int:
     """Run a command body: our errors become one line and an exit code, never a traceback."""
     from bisector.errors import BisectorError
 
     try:
-        return body()
+        code = body()
+        # find keeps what finished when stopped and prints it; the exit code still says so.
+        return _interrupted(state) if _SIGNALS else code
+    except KeyboardInterrupt:
+        return _interrupted(state)
     except BisectorError as exc:
+        if _SIGNALS:  # an error the stop itself caused (a killed probe server): report the stop
+            return _interrupted(state)
         if debug:
             raise
         err = _err_console()
@@ -97,10 +166,9 @@ def _guard(debug: bool, body: Callable[[], int]) -> int:
         if detail:
             err.print(_esc(_indent(detail)), style="dim")
         return exc.exit_code
-    except KeyboardInterrupt:
-        _err_console().print("interrupted")
-        return 130
     except Exception as exc:  # noqa: BLE001 - the promise: no traceback without --debug
+        if _SIGNALS:
+            return _interrupted(state)
         if debug:
             raise
         _err_console().print(f"[bold red]internal error:[/] {_esc(type(exc).__name__)}: {_esc(str(exc))} (rerun with --debug for the traceback)")
@@ -300,6 +368,7 @@ def find(
 ) -> int:
     """Measure each stage, then bisect the module tree down to the smallest regions that leak
     (or grow per new input shape), with figures and what to try next for each."""
+    state = _RunState()
 
     def body() -> int:
         from bisector import api
@@ -313,6 +382,7 @@ def find(
             cache=not no_cache, config=config,
         )
         prepared = _with_scripts(prepared, export_script, infer_script, exporter)
+        state.run_dir = str(Path(run_dir) if run_dir else Path.cwd() / ".bisector")
         with _Progress(sys.stderr.isatty() and not debug) as progress:
             report = run_find(prepared.model, prepared.plan, prepared.options, events=progress, run_dir=run_dir)
         extra, said = _publish(report, report_dir, bundle_dir)
@@ -329,12 +399,13 @@ def find(
         code = _measure_exit(report.measure)
         return EXIT_UNPROVEN if code == EXIT_CLEAN and not report.complete else code
 
-    return _guard(debug, body)
+    return _guard(debug, body, state)
 
 
 FixerOpt = Annotated[Optional[list[str]], typer.Option("--fixer", help="Only this fixer (repeatable); see `bisector fixers`.")]
 DiffOpt = Annotated[bool, typer.Option("--diff", help="Print the kept fixes as a unified diff (patch -p1 / git apply from the project root).")]
-ApplyOpt = Annotated[bool, typer.Option("--apply", help="Write the diff to the files (atomically, with backups, only files unchanged since analysis), then re-measure.")]
+ApplyOpt = Annotated[bool, typer.Option("--apply", help="Write the diff to the files (atomically, with backups, only files unchanged since analysis and inside the project), then re-measure.")]
+ForceOpt = Annotated[bool, typer.Option("--force", help="With --apply: also replace files that are read-only.")]
 ExportScriptOpt = Annotated[Optional[str], typer.Option("--export-script", help="Your export script: its torch.onnx.export call gets the kept export settings.")]
 InferScriptOpt = Annotated[Optional[str], typer.Option("--infer-script", help="Your inference script: its InferenceSession gets the kept runtime settings.")]
 AllowChangesOpt = Annotated[bool, typer.Option("--allow-output-changes", help="Keep fixes that change outputs by design (padding to multiples of 16).")]
@@ -351,6 +422,7 @@ def fix(
     allow_output_changes: AllowChangesOpt = False,
     diff: DiffOpt = False,
     apply: ApplyOpt = False,
+    force: ForceOpt = False,
     export_script: ExportScriptOpt = None,
     infer_script: InferScriptOpt = None,
     jobs: JobsOpt = None,
@@ -376,12 +448,13 @@ def fix(
 ) -> int:
     """Find the culprits, try every fixer that applies to each, re-measure, and report the fixes
     that make the curve flat and keep outputs equivalent, with before/after figures."""
+    state = _RunState(apply=apply)
 
     def body() -> int:
         from bisector import api
         from bisector.find import Finder
         from bisector.patch import apply as apply_patches
-        from bisector.patch import combined_diff, patches_for, project_root
+        from bisector.patch import check_writable, combined_diff, patches_for, project_root
         from bisector.repair import Repairer, failure_culprits, holds
         from bisector.report import render_fix
 
@@ -390,6 +463,15 @@ def fix(
                 from bisector.errors import UserError
 
                 raise UserError(f"{flag} {script} does not exist")
+        # The project is decided from the model path as given, before any symlink is followed:
+        # a link inside the project to a file outside it must not carry the writes outside.
+        root = project_root(_given_path(spec))
+        if apply:
+            # Refused now, not after minutes of probing: files --apply would have to write
+            # outside the project, or read-only ones without --force.
+            for path, what in ((_given_path(spec), "the model file"), (export_script, "--export-script"), (infer_script, "--infer-script")):
+                if path:
+                    check_writable(path, root, what, force=force)
         prepared = api.prepare(
             spec, input or (), dim or (), stages=stage, exporter=exporter, device=device, init_kwargs=init_kwargs,
             seed=seed, noise_rss=noise_rss, noise_gpu=noise_gpu, metric=metric, retries=retries, jobs=jobs, fresh=fresh,
@@ -408,8 +490,11 @@ def fix(
         prepared = _with_scripts(prepared, export_script, infer_script, exporter)
         with _Progress(sys.stderr.isatty() and not debug) as progress:
             finder = Finder(prepared.model, prepared.plan, prepared.options, events=progress, run_dir=run_dir)
+            state.run_dir = str(finder.run.parent.parent)
             try:
                 found = failure_culprits(finder.find())
+                if finder.interrupted.is_set():
+                    raise KeyboardInterrupt  # stopped: no repairs, and above all no --apply
                 error = _failure_error(found.measure, skip={c.stage for c in found.culprits})
                 if error is not None:
                     raise error
@@ -422,7 +507,6 @@ def fix(
                 report = Repairer(finder, found, allow_output_changes=allow_output_changes, only=fixer or ()).run()
             finally:
                 finder.close()
-        root = project_root(prepared.model.path)
         patches, notes = patches_for(report, root, export_script, infer_script, pick=pick)
         from bisector.patch import best_fixes
 
@@ -453,7 +537,10 @@ def fix(
         data.update(extra)
         written: list[str] = []
         if apply:
-            written = apply_patches(patches, root)
+            if _SIGNALS:
+                raise KeyboardInterrupt
+            state.backups = str(root / ".bisector" / "backups")
+            written = apply_patches(patches, root, force=force, written=state.written)
             data["applied"] = written
             if written and check:
                 ok, why = run_check(root, check, [])  # the project as now written, in a shadow copy
@@ -493,7 +580,14 @@ def fix(
             return EXIT_FOUND  # the written fix did not hold on a fresh measurement: say so in the exit code
         return EXIT_CLEAN if all(report.fixed(c) for c in found.culprits) else EXIT_FOUND
 
-    return _guard(debug, body)
+    return _guard(debug, body, state)
+
+
+def _given_path(spec: str) -> Path:
+    """The model file as the user wrote it, made absolute without following symlinks."""
+    import os
+
+    return Path(os.path.abspath(Path(spec.rpartition(":")[0] or spec).expanduser()))
 
 
 def _with_scripts(prepared: Any, export_script: str | None, infer_script: str | None, exporter: str | None) -> Any:
@@ -701,13 +795,14 @@ def list_fixers(json_out: JsonOpt = False) -> int:
 
 def main(argv: list[str] | None = None) -> None:
     """Console entry point: usage errors become one line and exit 2, like ours."""
+    _install_signal_handlers()
     try:
         code = app(args=argv, prog_name="bisector", standalone_mode=False)
     except typer.Exit as exc:
         sys.exit(exc.exit_code)
-    except typer.Abort:
+    except (typer.Abort, KeyboardInterrupt):
         sys.stderr.write("interrupted\n")
-        sys.exit(130)
+        sys.exit(128 + (_SIGNALS[0] if _SIGNALS else 2))
     except Exception as exc:  # noqa: BLE001
         ctx = getattr(exc, "ctx", None)
         if _is(exc, "NoArgsIsHelpError") and ctx is not None:

@@ -36,6 +36,7 @@ from bisector.measure import (
     StageResult,
     default_cache_dir,
     measure_stage,
+    probe_limits,
     stage_order,
     traced,
 )
@@ -130,7 +131,7 @@ class FindReport:
         data = self.measure.to_json(samples=samples)
         data["culprits"] = [c.to_json() for c in self.culprits]
         data["search"] = {s: r.to_json() for s, r in self.searches.items()}
-        data["modules"] = len(self.tree)
+        data["modules"] = len(self.tree) if self.tree is not None else None  # None: stopped before capture
         data["probes"] = self.probes
         data["reused_probes"] = self.reused
         data["wall_s"] = round(self.wall_s, 2)
@@ -281,7 +282,7 @@ class Finder:
         )
         self.jobs = options.jobs or (os.cpu_count() or 1)
         control_cache = ControlCache(None if options.cache_dir == "" else Path(options.cache_dir) if options.cache_dir else default_cache_dir())
-        self.runner = Runner(self.pool, self.jobs, control_cache, self.events, executor=executor)
+        self.runner = Runner(self.pool, self.jobs, control_cache, self.events, executor=executor, limits=probe_limits(options))
         self.runner.keep_failed_in = self.run / "failed-probes"
         self.interrupted = threading.Event()
         self._capture_lock = threading.Lock()

@@ -18,7 +18,7 @@ import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 from bisector.curve import MemoryCurve
 from bisector.probe.pool import ProbePool
@@ -265,9 +265,12 @@ class Runner:
 
     def __init__(
         self, pool: ProbePool, jobs: int, cache: ControlCache, events: Events, results: ResultCache | None = None,
-        executor: ThreadPoolExecutor | None = None,
+        executor: ThreadPoolExecutor | None = None, limits: Mapping[str, Any] | None = None,
     ) -> None:
         self.pool = pool
+        # This model's timeout, memory cap and fresh, sent with every probe: a shared pool's own
+        # are another model's (or the pytest plugin's 600 s).
+        self.limits = dict(limits or {})
         self.cache = cache
         self.results = results
         self.events = events
@@ -314,7 +317,7 @@ class Runner:
 
     def _run(self, request: ProbeRequest, extra_key: str = "") -> ProbeResult:
         self.events.probe_started(request.label)
-        result = self._keep(self.pool.run(request))
+        result = self._keep(self.pool.run(request, **self.limits))
         with self._lock:
             self.probes += 1
         if request.control:
@@ -466,19 +469,30 @@ def measure(
     if pool is None:
         pool = ProbePool(fresh=options.fresh, timeout_s=options.timeout_s, mem_cap=options.mem_cap, preload=library_imports(model))
     cache = ControlCache(None if options.cache_dir == "" else Path(options.cache_dir) if options.cache_dir else default_cache_dir())
-    runner = Runner(pool, jobs, cache, events)
+    runner = Runner(pool, jobs, cache, events, limits=probe_limits(options))
     results: dict[str, StageResult] = {}
     try:
         with ThreadPoolExecutor(max_workers=len(options.stages) or 1, thread_name_prefix="bisector-stage") as stages:
             futures = {s: stages.submit(measure_stage, runner, model, plan, s, options) for s in stage_order(options.stages)}
-            for s in options.stages:
-                results[s] = futures[s].result()
+            try:
+                for s in options.stages:
+                    results[s] = futures[s].result()
+            except KeyboardInterrupt:
+                # Kill the probes now: leaving this block waits for the stage threads, which
+                # would otherwise wait for every running probe's timeout (300 s by default).
+                pool.terminate()
+                raise
     finally:
         if own_pool:
             pool.close()  # first: kills any control still running for a stage that failed
         runner.close()
     ordered = {s: results[s] for s in STAGES if s in results}
     return MeasureReport(model=model, plan=plan, stages=ordered, probes=runner.probes, wall_s=time.perf_counter() - started, options=options)
+
+
+def probe_limits(options: MeasureOptions) -> dict[str, Any]:
+    """The per-probe limits of a run, as ProbePool.run takes them."""
+    return {"timeout_s": options.timeout_s, "mem_cap": options.mem_cap, "fresh": options.fresh}
 
 
 def with_probe(options: MeasureOptions, **changes: Any) -> MeasureOptions:

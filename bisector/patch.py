@@ -21,6 +21,7 @@ from __future__ import annotations
 import difflib
 import hashlib
 import os
+import stat
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -29,6 +30,7 @@ from typing import Any, Iterable, Mapping, Sequence
 import libcst as cst
 
 from bisector.errors import UserError
+from bisector.interrupts import deferred
 from fixers._cst import dotted as _dotted
 
 # torch.onnx.export's own default since torch 2.9: what an export call without dynamo= uses.
@@ -835,8 +837,11 @@ def new_export_file(root: str, model: Any, plan: Any, settings: Settings, name: 
 
 
 def project_root(start: str | Path) -> Path:
-    """The nearest folder above start with a pyproject.toml or .git; else start's folder."""
-    p = Path(start).resolve()
+    """The nearest folder above start with a pyproject.toml or .git; else start's folder.
+    start is taken as the user gave it: symlinks are not followed, so a model file linked in
+    from elsewhere still belongs to the project it was named in (apply then refuses to write
+    through the link)."""
+    p = Path(os.path.abspath(Path(start).expanduser()))
     p = p if p.is_dir() else p.parent
     for folder in [p, *p.parents]:
         if (folder / "pyproject.toml").exists() or (folder / ".git").exists():
@@ -844,24 +849,58 @@ def project_root(start: str | Path) -> Path:
     return p
 
 
-def apply(patches: Iterable[Patch], root: str | Path) -> list[str]:
-    """Write every changed patch, or none: each file must be unchanged since it was read and lie
-    inside root. Writes are atomic (temp file, rename); backups go to root/.bisector/backups/."""
-    root = Path(root).resolve()
+def _inside(path: str | Path, root: str | Path, what: str = "") -> Path:
+    """path's real location (every symlink, at any level, followed), refused unless it is inside
+    root's real location."""
+    real_root = Path(os.path.realpath(root))
+    real = Path(os.path.realpath(path))
+    try:
+        real.relative_to(real_root)
+    except ValueError:
+        via = "" if Path(os.path.abspath(path)) == real else f" (through a symlink, it is {real})"
+        label = f"{what} {path}" if what else str(path)
+        raise UserError(
+            f"refusing to write {label}: it is outside the project root {real_root}{via}; nothing was written"
+        ) from None
+    return real
+
+
+def _read_only(path: Path) -> bool:
+    # The owner's write bit, not os.access: as root os.access says yes to every file.
+    return path.exists() and not (path.stat().st_mode & stat.S_IWUSR)
+
+
+def check_writable(path: str | Path, root: str | Path, what: str = "", force: bool = False) -> None:
+    """Refuse, before any work, a file --apply could only write outside the project root, or a
+    read-only one (unless force)."""
+    real = _inside(path, root, what)
+    if _read_only(real) and not force:
+        label = f"{what} {path}" if what else str(path)
+        raise UserError(f"refusing to write {label}: it is read-only; make it writable or pass --force. Nothing was written")
+
+
+def apply(patches: Iterable[Patch], root: str | Path, force: bool = False, written: list[str] | None = None) -> list[str]:
+    """Write every changed patch, or none: each file must be unchanged since it was read, lie
+    inside root once every symlink is followed, and be writable (read-only only with force).
+    Writes are atomic (temp file, rename); backups go to root/.bisector/backups/. written, when
+    given, gets each file as soon as it is written (an interrupted apply still says what it did)."""
+    root = Path(os.path.realpath(root))
     todo = [p for p in patches if p.changed]
+    targets = {}
     for p in todo:
-        target = Path(p.path).resolve()
-        try:
-            target.relative_to(root)
-        except ValueError:
-            raise UserError(f"refusing to write {p.path}: it is outside the project root {root}; nothing was written") from None
+        target = _inside(p.path, root)
+        targets[p.path] = target
         current = target.read_text(encoding="utf-8") if target.exists() else None
         if (current is None) != (p.before is None) or (current is not None and digest(current) != p.before_hash):
             raise UserError(f"refusing to write {p.rel}: it changed since bisector read it; run fix again. Nothing was written") from None
+        if _read_only(target) and not force:
+            raise UserError(f"refusing to write {p.rel}: it is read-only; make it writable or pass --force. Nothing was written")
     backups = root / ".bisector" / "backups" / time.strftime("%Y%m%d-%H%M%S")
-    written = []
+    if todo:
+        _inside(backups, root)  # a .bisector linked elsewhere would carry the backups outside
+    written = written if written is not None else []
     for p in todo:
-        target = Path(p.path).resolve()
+        target = targets[p.path]
         if target.exists():
             keep = backups / target.relative_to(root)
             keep.parent.mkdir(parents=True, exist_ok=True)
@@ -871,8 +910,9 @@ def apply(patches: Iterable[Patch], root: str | Path) -> list[str]:
         tmp.write_text(p.after, encoding="utf-8")
         if target.exists():
             os.chmod(tmp, target.stat().st_mode)
-        os.replace(tmp, target)
-        written.append(p.rel)
+        with deferred():  # Ctrl-C here would leave the file written but not reported as written
+            os.replace(tmp, target)
+            written.append(p.rel)
     return written
 
 

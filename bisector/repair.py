@@ -522,9 +522,13 @@ def failure_culprits(found: FindReport) -> FindReport:
 
 
 def unfixable_failures(found: FindReport) -> list[str]:
-    """Failed stages that are not culprits (nothing to fix, the model did not run)."""
+    """Failed stages that are not culprits (nothing to fix, the model did not run), and stages
+    whose probe crashed, hung or hit the memory cap (not measured: never "clean")."""
     turned = {c.stage for c in found.culprits if c.kind == UNSUPPORTED_OP}
-    return [f"{s}: {getattr(r.failure, 'message', r.kind)}" for s, r in found.measure.stages.items() if r.kind == "failed" and s not in turned]
+    return [
+        f"{s}: {getattr(r.failure, 'message', None) or r.failure.describe()}"
+        for s, r in found.measure.stages.items() if r.kind in ("failed", "crashed") and s not in turned
+    ]
 
 
 class CandidateFailed(Exception):

@@ -222,7 +222,7 @@ def render_find(report: Any, console: Any) -> None:
     console.print(
         f"[bold]{escape(m.model.label)}[/]  inputs {escape(m.plan.describe())}  "
         + "  ".join(f"{k}={lo}..{hi}" if lo != hi else f"{k}={lo}" for k, (lo, hi) in m.plan.dims.items())
-        + f"  ({len(report.tree)} modules)"
+        + (f"  ({len(report.tree)} modules)" if report.tree is not None else "")  # None: stopped before capture
     )
     note = heap_note(m.stages.values())
     if note:

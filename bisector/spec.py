@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ast
 import json
+import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,7 +16,7 @@ from typing import Any, Mapping
 
 from bisector.errors import UserError
 
-_IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_DIGITS = re.compile(r"^[0-9]+$")  # str.isdigit() also takes "²", which int() refuses
 _DOTTED = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
 
 # The ranges users report trouble in (seed article: batch 1-16, sizes 5-100).
@@ -37,6 +38,15 @@ ALL_DTYPES = FLOAT_DTYPES + INT_DTYPES + ("bool",)
 DEFAULT_INT_RANGE = (0, 100)
 
 INPUTS_HOOK = "bisector_inputs"
+# No tensor dimension comes near this; anything larger is a typo, and torch would fail on it with
+# "Overflow when unpacking long long" inside the probe instead of a line here.
+MAX_DIM = 2**40
+NAME_RULE = "a Python identifier (letters, digits and _, not starting with a digit; e.g. x, ids, χ)"
+
+
+def is_name(text: str) -> bool:
+    """Input names and dim symbols: Python identifiers, unicode ones included (χ, größe)."""
+    return text.isidentifier()
 
 
 @dataclass(frozen=True)
@@ -238,17 +248,21 @@ def parse_input(text: str) -> InputSpec:
     example = "try e.g. x=B,3,H,W or ids=B,T:int64:0:1000"
     name, sep, rest = text.partition("=")
     name = name.strip()
-    if not sep or not _IDENT.match(name):
+    if not sep or not name:
         raise UserError(f"--input {text!r} is not NAME=DIMS[:DTYPE[:LOW:HIGH]]; {example}")
+    if not is_name(name):
+        raise UserError(f"--input {text!r}: the name {name!r} must be {NAME_RULE}")
     parts = rest.split(":")
     if len(parts) not in (1, 2, 4):
         raise UserError(f"--input {text!r}: expected DIMS, DIMS:DTYPE or DIMS:DTYPE:LOW:HIGH; {example}")
     dims: list[int | str] = []
     for raw in parts[0].split(","):
         raw = raw.strip()
-        if raw.isdigit():
+        if _DIGITS.match(raw):
+            if len(raw) > 15 or int(raw) > MAX_DIM:
+                raise UserError(f"--input {text!r}: dim {raw} is too large (at most {MAX_DIM})")
             dims.append(int(raw))
-        elif _IDENT.match(raw):
+        elif is_name(raw):
             dims.append(raw)
         else:
             raise UserError(f"--input {text!r}: dim {raw!r} is neither a whole number nor a symbol; {example}")
@@ -263,6 +277,8 @@ def parse_input(text: str) -> InputSpec:
             low, high = float(parts[2]), float(parts[3])
         except ValueError:
             raise UserError(f"--input {text!r}: LOW and HIGH must be numbers; {example}") from None
+        if not (math.isfinite(low) and math.isfinite(high)):
+            raise UserError(f"--input {text!r}: LOW and HIGH must be finite numbers; {example}")
         if not low < high:
             raise UserError(f"--input {text!r}: LOW must be below HIGH")
         if dtype == "bool":
@@ -274,16 +290,21 @@ def parse_dim(text: str) -> tuple[str, tuple[int, int]]:
     """Parse SYM=MIN:MAX (or SYM=N for a fixed size)."""
     sym, sep, rest = text.partition("=")
     sym = sym.strip()
-    if not sep or not _IDENT.match(sym):
+    if not sep or not sym:
         raise UserError(f"--dim {text!r} is not SYM=MIN:MAX; try e.g. B=1:16")
+    if not is_name(sym):
+        raise UserError(f"--dim {text!r}: the symbol {sym!r} must be {NAME_RULE}")
     lo_text, colon, hi_text = rest.partition(":")
-    try:
-        lo = int(lo_text)
-        hi = int(hi_text) if colon else lo
-    except ValueError:
-        raise UserError(f"--dim {text!r}: MIN and MAX must be whole numbers; try e.g. H=32:256") from None
+    if not _DIGITS.match(lo_text.strip()) or (colon and not _DIGITS.match(hi_text.strip())):
+        raise UserError(f"--dim {text!r}: MIN and MAX must be whole numbers; try e.g. H=32:256")
+    if max(len(lo_text.strip()), len(hi_text.strip())) > 15:  # int() refuses 4,300 digits and more
+        raise UserError(f"--dim {text!r}: too large (at most {MAX_DIM})")
+    lo = int(lo_text)
+    hi = int(hi_text) if colon else lo
     if lo < 1 or hi < lo:
         raise UserError(f"--dim {text!r}: need 1 <= MIN <= MAX")
+    if hi > MAX_DIM:
+        raise UserError(f"--dim {text!r}: MAX is too large (at most {MAX_DIM})")
     return sym, (lo, hi)
 
 
@@ -320,6 +341,25 @@ def build_input_plan(
         hint = f"; or define {INPUTS_HOOK}(dims, rng) in the model file" if model else ""
         raise UserError(f"no inputs given; add --input NAME=DIMS, e.g. --input x=B,3,H,W{hint}")
     return InputPlan(inputs=specs, dims=resolved, use_hook=use_hook)
+
+
+DTYPE_BYTES = {"float32": 4, "float16": 2, "bfloat16": 2, "float64": 8, "int64": 8, "int32": 4, "int16": 2, "int8": 1, "uint8": 1, "bool": 1}
+
+
+def largest_input_bytes(plan: InputPlan) -> tuple[int, str]:
+    """Bytes of the --input tensors at the top of every range, and the shapes, as text: what one
+    call at the largest shape needs before the model allocates anything of its own. (Inputs a
+    bisector_inputs hook builds are not known here.)"""
+    total = 0
+    shapes = []
+    for spec in plan.inputs:
+        shape = [d if isinstance(d, int) else plan.dims.get(d, default_range(d))[1] for d in spec.dims]
+        n = DTYPE_BYTES.get(spec.dtype, 8)
+        for d in shape:
+            n *= d
+        total += n
+        shapes.append(f"{spec.name}={','.join(str(d) for d in shape)}:{spec.dtype}")
+    return total, " ".join(shapes)
 
 
 def model_has_inputs_hook(model: ModelSpec) -> bool:

@@ -17,12 +17,23 @@ _SIZE = re.compile(r"^\s*([0-9]*\.?[0-9]+(?:e[0-9]+)?)\s*([a-z]*)\s*$", re.IGNOR
 
 def parse_size(text: str | int | float, what: str = "size") -> int:
     """Parse "5MB", "200 MiB", "1.5G" or a plain number of bytes."""
-    if isinstance(text, (int, float)):
-        return int(text)
-    m = _SIZE.match(text)
-    if not m or m.group(2).lower() not in _UNITS:
-        raise UserError(f"{what} {text!r} is not a size; try e.g. 5MB, 200MiB or 1G")
-    return int(float(m.group(1)) * _UNITS[m.group(2).lower()])
+    hint = "try e.g. 5MB, 200MiB or 1G"
+    # bool is an int to Python, and a config value of true is no size; a list or table is no
+    # size either: all are user errors, never a TypeError from int().
+    if isinstance(text, bool) or not isinstance(text, (str, int, float)):
+        raise UserError(f"{what} {text!r} is not a size; {hint}")
+    if isinstance(text, int):
+        return text
+    if isinstance(text, float):
+        value = text
+    else:
+        m = _SIZE.match(text)
+        if not m or m.group(2).lower() not in _UNITS:
+            raise UserError(f"{what} {text!r} is not a size; {hint}")
+        value = float(m.group(1)) * _UNITS[m.group(2).lower()]
+    if value != value or value in (float("inf"), float("-inf")):  # "1e999" is inf: no size
+        raise UserError(f"{what} {text!r} is not a size; {hint}")
+    return int(value)
 
 
 def format_bytes(value: float | None, signed: bool = False) -> str:
@@ -31,7 +42,7 @@ def format_bytes(value: float | None, signed: bool = False) -> str:
         return "-"
     sign = "+" if signed and value > 0 else ("-" if value < 0 else "")
     v = abs(float(value))
-    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("KB", 1e3)):
+    for unit, scale in (("TB", 1e12), ("GB", 1e9), ("MB", 1e6), ("KB", 1e3)):
         if v >= scale:
             return f"{sign}{v / scale:.1f} {unit}"
     return f"{sign}{v:.0f} B"

@@ -13,12 +13,96 @@ SAMPLES = ROOT / "sample_models"
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 
 
+# Every process this session starts carries this variable: the check at the end finds any that
+# is still running (probe servers, probes, what their models started) by it, and no one else's.
+SESSION_MARK = "BISECTOR_TEST_SESSION"
+
+
+@pytest.hookimpl(trylast=True)  # after pytest's tmp_path plugin has set up its factory
 def pytest_configure(config: pytest.Config) -> None:
+    import tempfile
+    import uuid
+
+    # The session's temporary folders (bisector-* from probe pools included) go in a folder of
+    # its own, so the check at the end sees this run's leftovers, not those of another run on the
+    # same machine. pytest's own tmp_path folders stay where they always are.
+    factory = getattr(config, "_tmp_path_factory", None)
+    if factory is not None:
+        factory.getbasetemp()
+    private = tempfile.mkdtemp(prefix="pytest-bisector-tmp-")
+    os.environ["TMPDIR"] = private
+    tempfile.tempdir = None  # read TMPDIR again
+    config.stash[_TMP_KEY] = private
+    os.environ[SESSION_MARK] = uuid.uuid4().hex  # new in every session, a nested one too
     # One control cache for the whole session: tests share control runs, never the user's cache.
     if "BISECTOR_CACHE" not in os.environ:
-        import tempfile
+        os.environ["BISECTOR_CACHE"] = tempfile.mkdtemp(prefix="control-cache-")
 
-        os.environ["BISECTOR_CACHE"] = tempfile.mkdtemp(prefix="bisector-test-cache-")
+
+_TMP_KEY = pytest.StashKey[str]()
+
+
+def _marked_processes(mark: str) -> list[int]:
+    needle = f"{SESSION_MARK}={mark}".encode()
+    found = []
+    for name in os.listdir("/proc"):
+        if not name.isdigit() or int(name) == os.getpid():
+            continue
+        try:
+            with open(f"/proc/{name}/environ", "rb") as fh:
+                env = fh.read().split(b"\0")
+            with open(f"/proc/{name}/stat", "rb") as fh:
+                zombie = fh.read().rsplit(b")", 1)[1].split()[0] == b"Z"
+        except OSError:
+            continue
+        if needle in env and not zombie:
+            found.append(int(name))
+    return found
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Fail the run if any process it started is still running, or any bisector-* temporary
+    folder is left (issue 12): the suite's own proof that probes never outlive bisector."""
+    import shutil
+    import signal
+    import time
+
+    if not sys.platform.startswith("linux"):
+        return
+    mark = os.environ.get(SESSION_MARK, "")
+    private = Path(session.config.stash.get(_TMP_KEY, ""))
+    deadline = time.monotonic() + 5  # a server closing or a probe being reaped right now
+    while True:
+        stray = _marked_processes(mark) if mark else []
+        dirs = sorted(private.glob("bisector-*")) if private.name else []
+        if not (stray or dirs) or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
+    problems = []
+    for pid in stray:
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as fh:
+                cmd = fh.read().replace(b"\0", b" ").decode(errors="replace").strip()
+            os.kill(pid, signal.SIGKILL)
+        except OSError:
+            continue
+        problems.append(f"process {pid} still running after the suite: {cmd[:200]}")
+    problems += [f"temporary folder left after the suite: {d}" for d in dirs]
+    if private.name:
+        cache = os.environ.get("BISECTOR_CACHE", "")
+        if cache.startswith(str(private)):
+            shutil.rmtree(cache, ignore_errors=True)
+        if not problems:
+            shutil.rmtree(private, ignore_errors=True)
+    if problems:
+        reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+        text = "bisector leftovers:\n  " + "\n  ".join(problems)
+        if reporter is not None:
+            reporter.write_line(text, red=True)
+        else:
+            sys.stderr.write(text + "\n")
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
 @pytest.fixture(scope="session")

@@ -161,6 +161,9 @@ def run_dir(request_dir: str, threads: int | None = None) -> int:
     except Exception as exc:  # noqa: BLE001 - a bug of ours; still a result, never a hang
         result = ProbeFailed(where="internal", message=f"bisector failed inside the probe: {one_line(exc)}", traceback=_full_tb(exc))
     _write_atomic(folder / "result.json", result.to_json())
+    from bisector.probe.procs import kill_descendants
+
+    kill_descendants()  # what the model started and left running ends with the probe
     return 0
 
 
@@ -170,7 +173,29 @@ def _full_tb(exc: BaseException) -> str:
     return "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))[-4000:]
 
 
+def die_with_parent(parent: int | None) -> None:
+    """Ask the kernel to SIGKILL this process when its parent dies (PR_SET_PDEATHSIG), so a
+    probe never outlives bisector, even one killed with SIGKILL; and exit now if the parent is
+    already gone (it died before the request reached the kernel). Linux only; a no-op elsewhere."""
+    import ctypes
+    import signal
+
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, int(signal.SIGKILL), 0, 0, 0)  # 1 = PR_SET_PDEATHSIG
+        # 36 = PR_SET_CHILD_SUBREAPER: a process the model daemonizes (setsid, then its parent
+        # exits) is re-parented to this probe instead of to init, so it stays in the probe's
+        # tree, where the memory cap counts it and the pool kills it when the probe ends.
+        libc.prctl(36, 1, 0, 0, 0)
+    except (OSError, AttributeError):
+        return
+    if parent is not None and os.getppid() != parent:
+        os._exit(70)
+
+
 def main(argv: list[str] | None = None) -> int:
+    parent = os.environ.pop("BISECTOR_PARENT_PID", "")
+    die_with_parent(int(parent) if parent.isdigit() else None)
     args = list(sys.argv[1:] if argv is None else argv)
     threads = None
     for a in list(args):

@@ -56,11 +56,16 @@ def preload(modules: tuple[str, ...] = PRELOAD) -> list[str]:
     return failed
 
 
-def _child(request_dir: str, threads: int | None, proto_fd: int) -> None:
+def _child(request_dir: str, threads: int | None, proto_fd: int, server_pid: int) -> None:
     """In the forked child: own process group, own stdio, run the probe, never return."""
     code = 70
     try:
         os.setpgid(0, 0)  # the parent kills the whole group on timeout or memory cap
+        # The server is single-threaded, so "dies with its parent" means with the server, which
+        # itself ends (killing its children) when bisector's end closes its stdin.
+        from bisector.probe.child import die_with_parent
+
+        die_with_parent(server_pid)
         os.close(proto_fd)
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
         signal.signal(signal.SIGINT, signal.SIG_DFL)
@@ -133,9 +138,10 @@ def serve() -> int:
                     continue
                 msg = json.loads(line)
                 if msg.get("op") == "fork":
+                    server_pid = os.getpid()
                     pid = os.fork()
                     if pid == 0:
-                        _child(msg["dir"], msg.get("threads"), proto_fd)
+                        _child(msg["dir"], msg.get("threads"), proto_fd, server_pid)
                     children[pid] = msg["id"]
                     send({"id": msg["id"], "pid": pid})
                 elif msg.get("op") == "ping":

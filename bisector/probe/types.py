@@ -172,7 +172,7 @@ class ProbeFailed:
 class ProbeCrashed:
     """The child died: by a signal, a non-zero exit, or killed at the memory cap."""
 
-    reason: str  # "signal" | "exit" | "memory-cap"
+    reason: str  # "signal" | "exit" | "memory-cap" | "interrupted" (bisector itself was stopped)
     signal: str | None
     exit_code: int | None
     tail: str
@@ -183,7 +183,10 @@ class ProbeCrashed:
 
     def describe(self) -> str:
         if self.reason == "memory-cap":
-            return f"killed at the memory cap (RSS reached {self.peak_rss or 0:,} bytes)"
+            # The probe's process tree: its own RSS plus what any process it started holds.
+            return f"killed at the memory cap (RSS reached {self.peak_rss or 0:,} bytes, with any processes it started)"
+        if self.reason == "interrupted":
+            return "stopped: bisector was interrupted"
         if self.signal:
             hint = " (the kernel's OOM killer sends this)" if self.signal == "SIGKILL" else ""
             return f"killed by {self.signal}{hint}"

@@ -1,0 +1,125 @@
+"""--apply never writes outside the project, nor over a read-only file without --force, and says
+so before any probe runs (issue 12, items 1 and 7). The CLI cases run the real command."""
+
+from __future__ import annotations
+
+import os
+import stat
+import time
+from pathlib import Path
+
+import pytest
+
+from bisector.errors import UserError
+from bisector.patch import Patch, apply, project_root
+from tests.conftest import SAMPLES, run_cli
+
+FIX = ("--input", "x=B,32", "--dim", "B=1:2", "--stage", "eager", "--apply")
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Path:
+    p = tmp_path / "p"
+    (p / "models").mkdir(parents=True)
+    (p / "pyproject.toml").write_text('[project]\nname = "p"\nversion = "0"\n')
+    return p
+
+
+def _refused_up_front(r, started: float, *texts: str) -> None:
+    assert r.returncode == 2, r.stdout + r.stderr
+    assert "Traceback" not in r.stderr
+    for text in texts:
+        assert text in r.stderr, r.stderr
+    # Refused before analysis: no probe ran (a probe alone costs seconds) and no run dir was made.
+    assert time.monotonic() - started < 20
+
+
+def test_a_symlinked_model_file_pointing_outside_is_not_written(project: Path, tmp_path: Path) -> None:
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    real = outside / "real.py"
+    original = (SAMPLES / "list_append.py").read_text()
+    real.write_text(original)
+    (project / "models" / "net.py").symlink_to(real)
+    started = time.monotonic()
+    r = run_cli("fix", "models/net.py:Net", *FIX, cwd=project)
+    _refused_up_front(r, started, "outside the project root", str(project), str(real), "nothing was written")
+    assert real.read_text() == original
+    assert not (project / ".bisector").exists()
+
+
+def test_a_symlinked_folder_pointing_outside_is_not_written(project: Path, tmp_path: Path) -> None:
+    outside = tmp_path / "shared_models"
+    outside.mkdir()
+    original = (SAMPLES / "list_append.py").read_text()
+    (outside / "net.py").write_text(original)
+    (project / "models").rmdir()
+    (project / "models").symlink_to(outside, target_is_directory=True)
+    started = time.monotonic()
+    r = run_cli("fix", "models/net.py:Net", *FIX, cwd=project)
+    _refused_up_front(r, started, "outside the project root")
+    assert (outside / "net.py").read_text() == original
+
+
+def test_an_export_script_outside_the_project_is_refused_before_probing(project: Path, tmp_path: Path) -> None:
+    (project / "models" / "net.py").write_text((SAMPLES / "list_append.py").read_text())
+    outside = tmp_path / "export.py"
+    outside.write_text("import torch\n")
+    started = time.monotonic()
+    r = run_cli("fix", "models/net.py:Net", *FIX, "--export-script", str(outside), cwd=project)
+    _refused_up_front(r, started, "--export-script", "outside the project root")
+    assert not (project / ".bisector").exists()
+
+
+def test_a_read_only_model_file_is_refused_unless_forced(project: Path) -> None:
+    model = project / "models" / "net.py"
+    original = (SAMPLES / "list_append.py").read_text()
+    model.write_text(original)
+    model.chmod(0o444)
+    started = time.monotonic()
+    r = run_cli("fix", "models/net.py:Net", *FIX, cwd=project)
+    _refused_up_front(r, started, "read-only", "--force")
+    assert model.read_text() == original and not (model.stat().st_mode & stat.S_IWUSR)
+
+
+# -- the write guard itself, for what only shows at write time ----------------------------------
+
+
+def test_the_project_is_decided_from_the_path_as_given(project: Path, tmp_path: Path) -> None:
+    real = tmp_path / "real.py"
+    real.write_text("x = 1\n")
+    (project / "models" / "net.py").symlink_to(real)
+    assert project_root(project / "models" / "net.py") == project
+
+
+def test_apply_refuses_a_new_file_in_a_folder_linked_outside(project: Path, tmp_path: Path) -> None:
+    outside = tmp_path / "out"
+    outside.mkdir()
+    (project / "gen").symlink_to(outside, target_is_directory=True)
+    with pytest.raises(UserError, match="through a symlink"):
+        apply([Patch(str(project / "gen" / "export_onnx.py"), None, "print(1)\n", "new", str(project))], project)
+    assert not (outside / "export_onnx.py").exists()
+
+
+def test_apply_refuses_backups_that_a_link_would_carry_outside(project: Path, tmp_path: Path) -> None:
+    target = project / "net.py"
+    target.write_text("a\n")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (project / ".bisector").symlink_to(elsewhere, target_is_directory=True)
+    with pytest.raises(UserError, match="outside the project root"):
+        apply([Patch(str(target), "a\n", "b\n", "s", str(project))], project)
+    assert target.read_text() == "a\n" and not any(elsewhere.rglob("*.py"))
+
+
+def test_apply_replaces_a_read_only_file_only_with_force(project: Path) -> None:
+    target = project / "net.py"
+    target.write_text("a\n")
+    target.chmod(0o444)
+    patch = Patch(str(target), "a\n", "b\n", "s", str(project))
+    with pytest.raises(UserError, match="read-only"):
+        apply([patch], project)
+    assert target.read_text() == "a\n"
+    assert apply([patch], project, force=True) == ["net.py"]
+    assert target.read_text() == "b\n"
+    os.chmod(target, 0o644)
