@@ -55,7 +55,9 @@ def test_bad_manifest_keys_are_one_line_user_errors(tmp_path: Path) -> None:
     from bisector.errors import UserError
 
     manifest = tmp_path / "models.toml"
-    for bad, word in (('pick = "two"', "pick must be a whole number"), ("check = 3", "check must be a string"), ("prefer = [1]", "prefer must be a string")):
+    # The manifest schema (config.py) words them, naming the entry and the key.
+    for bad, word in (('pick = "two"', r"pick: expected a whole number"), ("check = 3", r"check: expected a string"),
+                      ("prefer = [1]", r"prefer: expected a string")):
         manifest.write_text(f'[[models]]\nspec = "m.py:Net"\n{bad}\n')
         with pytest.raises(UserError, match=word):
             load_models(manifest=str(manifest))
