@@ -37,6 +37,7 @@ from bisector.measure import (
     default_cache_dir,
     measure_stage,
     probe_limits,
+    owners_of,
     stage_order,
     traced,
 )
@@ -194,6 +195,15 @@ def scale_control(curve: MemoryCurve, k: int) -> MemoryCurve:
         for s in curve.samples
     )
     return MemoryCurve(samples=samples, type_growth=curve.type_growth, meta=curve.meta)
+
+
+def scaled_owners(owners: Mapping[str, Any] | None, k: int) -> Mapping[str, Any] | None:
+    """A traced control's per-call figures as if run k times per step, like scale_control."""
+    if not owners or k == 1 or "repeat" not in owners:
+        return owners
+    rep = dict(owners["repeat"])
+    rep["python_malloc"] = float(rep.get("python_malloc") or 0.0) * k
+    return {**owners, "repeat": rep}
 
 
 def outcome_of(verdict: Verdict, curve: MemoryCurve, control: MemoryCurve | None) -> Outcome:
@@ -377,8 +387,11 @@ class Finder:
                     # Heap growth alone: the region's own, or the exporter's for a larger graph?
                     twin = traced(request, stage)
                     self.ensure_captured([twin.schedule])
-                    got = self.runner.submit(twin, extra_key=weights).result()
-                    verdict = attribute(verdict, got.curve.meta.get("owners") if isinstance(got, ProbeOk) else None, stage)
+                    got = self.runner.submit(twin, extra_key=weights)
+                    # The control run as often per step as the regions are (scale_control).
+                    twin_control = traced(request.with_(control=True, regions=("",), capture=None, label=f"{stage} control"), stage)
+                    traced_control = self.runner.submit(twin_control).result()
+                    verdict = attribute(verdict, owners_of(got.result()), stage, scaled_owners(owners_of(traced_control), k))
                 if verdict.kind != INCONCLUSIVE:
                     break
             assert verdict is not None

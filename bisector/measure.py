@@ -367,12 +367,14 @@ def measure_stage(
         # own files: its traced probe starts with the others rather than after them.
         speculate = stage == "export" and attempt == 0 and options.probe.exporter != "torchscript"
         fut_traced = runner.submit(traced_request()) if speculate else None
+        fut_traced_control = runner.submit(traced(request(True), stage)) if speculate else None
         got = fut_model.result()
         if not isinstance(got, ProbeOk):
             # The model cannot run this stage: its control run would measure nothing of use.
             fut_control.cancel()
-            if fut_traced is not None:
-                fut_traced.cancel()
+            for fut in (fut_traced, fut_traced_control):
+                if fut is not None:
+                    fut.cancel()
             kind = FAILED if isinstance(got, ProbeFailed) else CRASHED
             return StageResult(stage, kind, failure=got, probes=probes + 1, attempts=attempt + 1, schedule=schedule)
         ctrl = fut_control.result()
@@ -382,12 +384,14 @@ def measure_stage(
         count_phases = ("repeat",) if stage == "export" else ("repeat", "novel", "within")
         verdict = judge(got.curve, control_curve, options.bands, options.metric, count_phases=count_phases)
         if needs_owners(verdict):
-            twin = (fut_traced or runner.submit(traced_request())).result()
-            probes += 1
-            owners = twin.curve.meta.get("owners") if isinstance(twin, ProbeOk) else None
-            verdict = attribute(verdict, owners, stage)
-        elif fut_traced is not None:
-            fut_traced.cancel()
+            fut_twin = fut_traced or runner.submit(traced_request())
+            fut_twin_control = fut_traced_control or runner.submit(traced(request(True), stage))
+            verdict = attribute(verdict, owners_of(fut_twin.result()), stage, owners_of(fut_twin_control.result()))
+            probes += 2
+        else:
+            for fut in (fut_traced, fut_traced_control):
+                if fut is not None:
+                    fut.cancel()
         result = StageResult(
             stage, verdict.kind, verdict=verdict, curve=got.curve, control=control_curve,
             control_failure=control_failure, probes=probes, attempts=attempt + 1, schedule=schedule,
@@ -405,6 +409,11 @@ def measure_stage(
         v = replace(v, kind=INCONCLUSIVE, reasons=v.reasons + (short,))
         result = replace(result, kind=INCONCLUSIVE, verdict=v)
     return result
+
+
+def owners_of(result: ProbeResult) -> dict[str, Any] | None:
+    """What a traced probe found (None when it did not run to the end)."""
+    return result.curve.meta.get("owners") if isinstance(result, ProbeOk) else None
 
 
 def owners_profile(profile: ScheduleProfile, stage: str) -> ScheduleProfile:

@@ -96,17 +96,13 @@ def owners_lines(r: StageResult) -> list[str]:
     o = v.owners["repeat"]
     per = PER.get(r.stage, "call")
     groups = o.get("groups") or {}
-    heap_rate = (
-        v.growth_bytes_per_call + (v.baseline_bytes_per_call or 0.0)
-        if v.growth_metric == HEAP and v.growth_bytes_per_call is not None else None
-    )
     parts = []
     for g, label in ((MODEL, "your model"), (LIBRARIES, "model libraries"), (TOOLCHAIN, "toolchain")):
         amount = float(groups.get(g) or 0.0)
         sites = (o.get("sites") or {}).get(g) or []
         where = f" ({sites[0]['where']})" if sites and amount >= 1024 else ""
         parts.append(f"{label} {format_bytes(amount)}{where}")
-    parts.append(f"native {format_bytes(native_share(o, heap_rate))}")
+    parts.append(f"native {format_bytes(native_share(o))}")  # as attribute() settled it
     return [f"{'':<10} owners per {per}: " + ", ".join(parts)]
 
 

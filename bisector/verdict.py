@@ -455,37 +455,49 @@ def needs_owners(verdict: Verdict) -> bool:
     return bool(grown) and not grown & set(COUNT_METRICS)
 
 
-def attribute(verdict: Verdict, owners: Mapping[str, Any] | None, stage: str = "") -> Verdict:
-    """The verdict once the traced probe has said who keeps the growth per call: a leak only for
-    what the model's code owns; what the toolchain's files keep is a toolchain-leak."""
+def attribute(verdict: Verdict, owners: Mapping[str, Any] | None, stage: str = "",
+              control_owners: Mapping[str, Any] | None = None) -> Verdict:
+    """The verdict once the traced probes have said who keeps the growth per call: a leak only for
+    what the model's code owns; what the toolchain's files keep is a toolchain-leak.
+
+    control_owners: the control's traced probe. Native bytes are the heap's growth above the
+    control's minus the malloc'd Python growth above the control's: the exporter's own growth, in
+    Python and natively, is in both probes (the relu control's is part native: ~1 KB of its
+    ~10 KB per dynamo export)."""
     from bisector.owners import MODEL, TOOLCHAIN, model_share, native_share, toolchain_share, top_site
 
     if not owners or "repeat" not in owners:
         return verdict
-    per_call = owners["repeat"]
+    per_call = dict(owners["repeat"])
+    if control_owners and "repeat" in control_owners:
+        control_python = float(control_owners["repeat"].get("python_malloc") or 0.0)
+        per_call["python_malloc"] = float(per_call.get("python_malloc") or 0.0) - control_python
+        heap_rate = verdict.growth_bytes_per_call if verdict.growth_metric == HEAP else None
+    else:
+        # No traced control: its growth is taken as all Python, the model's own heap rate compared.
+        heap_rate = (
+            verdict.growth_bytes_per_call + (verdict.baseline_bytes_per_call or 0.0)
+            if verdict.growth_metric == HEAP and verdict.growth_bytes_per_call is not None else None
+        )
     floor = verdict.floor_bytes_per_call or HEAP_RESOLUTION
-    # The model's own heap growth per call, not its excess over the control: the traced probe's
-    # Python bytes are the model probe's own too (the control's growth is the exporter's Python).
-    heap_rate = (
-        verdict.growth_bytes_per_call + (verdict.baseline_bytes_per_call or 0.0)
-        if verdict.growth_metric == HEAP and verdict.growth_bytes_per_call is not None else None
-    )
     mine = model_share(per_call, heap_rate)
     theirs = toolchain_share(per_call)
+    kept = {**dict(owners), "repeat": {**dict(owners["repeat"]), "native": round(native_share(per_call, heap_rate))}}
+    if control_owners and "repeat" in control_owners:
+        kept["control"] = dict(control_owners["repeat"])
     if not needs_owners(verdict):
-        return replace(verdict, owners=dict(owners))
+        return replace(verdict, owners=kept)
+    per = {"export": "export", "inference": "run"}.get(stage, "call")
     if mine > floor:
         site = top_site(per_call, MODEL)
         native = native_share(per_call, heap_rate)
         where = f", {site}" if site else (", native (no Python allocation explains it)" if native > floor else "")
-        per = {"export": "export", "inference": "run"}.get(stage, "call")
         reason = f"the model's code keeps {format_bytes(mine)}/{per}{where}"
-        return replace(verdict, owners=dict(owners), reasons=verdict.reasons + (reason,))
+        return replace(verdict, owners=kept, reasons=verdict.reasons + (reason,))
     site = top_site(per_call, TOOLCHAIN) or "the toolchain's own code"
     what = {"export": "torch.onnx.export", "inference": "ONNX Runtime", "eager": "torch"}.get(stage, "the toolchain")
-    per = {"export": "export", "inference": "run"}.get(stage, "call")
     reason = (
         f"{what} keeps ~{format_bytes(theirs)} per {per} of this model in {site}; "
         f"the model's code keeps {format_bytes(mine)}/{per} (floor {format_bytes(floor)}): not your model's code"
     )
-    return replace(verdict, kind=TOOLCHAIN_LEAK, owners=dict(owners), reasons=(reason,), decided_by=HEAP)
+    return replace(verdict, kind=TOOLCHAIN_LEAK, owners=kept, reasons=(reason,), decided_by=HEAP)

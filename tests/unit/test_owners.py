@@ -145,3 +145,14 @@ def test_the_terminal_report_states_the_floor_and_the_owners() -> None:
     (who,) = owners_lines(r)
     assert "toolchain 414.7 KB (torch/fx/graph.py:1023)" in who and "your model 0 B" in who
     assert any("not your model's code" in x for x in reason_lines(r))
+
+
+def test_the_controls_own_native_growth_is_not_the_models() -> None:
+    # The relu control grows ~10 KB per dynamo export, ~1 KB of it native; a clean CNN's export
+    # grows 20 KB, 12 KB of it malloc'd Python: above the control, 10 KB of heap, 9 KB of Python.
+    v = heap_leak(rate=10 * KB)
+    v = Verdict(**{**v.__dict__, "baseline_bytes_per_call": 10 * KB, "floor_bytes_per_call": 5 * KB})
+    model = owners(model=0, toolchain=14 * KB, python_malloc=12 * KB)
+    control = {"repeat": {"python_malloc": 3 * KB, "groups": {}, "sites": {}}}
+    assert attribute(v, model, "export", control).kind == TOOLCHAIN_LEAK  # 1 KB native: under the floor
+    assert attribute(v, model, "export").kind == LEAK  # without the traced control, 8 KB looked native
