@@ -17,6 +17,7 @@ import os
 import statistics
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -27,19 +28,24 @@ from bisector import api
 t = time.perf_counter()
 r = api.measure(sys.argv[1], json.loads(sys.argv[2]), json.loads(sys.argv[3]), stages=[sys.argv[4]],
                 exporter=json.loads(sys.argv[5]), cache=False)
-print(json.dumps({"wall": time.perf_counter() - t, "kind": r.stages[sys.argv[4]].kind}))
+import bisector
+print(json.dumps({"wall": time.perf_counter() - t, "kind": r.stages[sys.argv[4]].kind, "code": bisector.__file__}))
 """
 
 
 def run(code: Path, target: str, inputs: list[str], dims: list[str], stage: str, exporter: str | None) -> tuple[float, str]:
     env = dict(os.environ, PYTHONPATH=str(code))
-    out = subprocess.run(
-        [sys.executable, "-c", ONE_RUN, target, json.dumps(inputs), json.dumps(dims), stage, json.dumps(exporter)],
-        env=env, capture_output=True, text=True, cwd=str(ROOT),
-    )
+    # Not from this checkout's folder: `python -c` puts the working folder first on sys.path, and
+    # the other checkout's bisector must win.
+    with tempfile.TemporaryDirectory(prefix="stage-times-") as cwd:
+        out = subprocess.run(
+            [sys.executable, "-c", ONE_RUN, target, json.dumps(inputs), json.dumps(dims), stage, json.dumps(exporter)],
+            env=env, capture_output=True, text=True, cwd=cwd,
+        )
     if out.returncode != 0:
         return float("nan"), "error: " + (out.stderr.strip().splitlines() or ["?"])[-1]
     data = json.loads(out.stdout.strip().splitlines()[-1])
+    assert data["code"].startswith(str(code)), f"measured with {data['code']}, not {code}"
     return data["wall"], data["kind"]
 
 
@@ -65,7 +71,8 @@ def main() -> int:
         from types import SimpleNamespace
 
         samples = [SimpleNamespace(
-            name=Path(args.model.split(":")[0]).stem, target=args.model, inputs=args.input, dims=args.dim,
+            name=Path(args.model.split(":")[0]).stem, target=str(Path(args.model.rpartition(":")[0]).resolve()) + ":" + args.model.rpartition(":")[2],
+            inputs=args.input, dims=args.dim,
             stages={s: "?" for s in stages}, exporter=None, gpu_only=False,
         )]
     else:

@@ -20,8 +20,15 @@ SESSION_MARK = "BISECTOR_TEST_SESSION"
 
 @pytest.hookimpl(trylast=True)  # after pytest's tmp_path plugin has set up its factory
 def pytest_configure(config: pytest.Config) -> None:
+    import signal
     import tempfile
     import uuid
+
+    # The Ctrl-C tests play a user at a terminal. Run as a background job of a non-interactive
+    # shell (`make test &`), pytest starts with SIGINT ignored, every child inherits that, and
+    # bisector rightly keeps an ignored signal ignored: restore the terminal's default first.
+    if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
     # The session's temporary folders (bisector-* from probe pools included) go in a folder of
     # its own, so the check at the end sees this run's leftovers, not those of another run on the
