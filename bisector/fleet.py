@@ -190,3 +190,18 @@ def run_ray(todo: list[Any], *, allow_output_changes: bool, jobs: int | None, fr
     finally:
         if started_here:
             ray.shutdown()
+            sweep_after_shutdown()
+
+
+def sweep_after_shutdown(wait_s: float = 10.0) -> None:
+    """Once Ray is shut down, its workers end without running exit handlers: remove their work
+    folders as they go, waiting a little for the last ones (a driver that started Ray leaves none)."""
+    import time
+
+    tmp = Path(tempfile.gettempdir())
+    deadline = time.monotonic() + wait_s
+    while True:
+        _sweep_dead_workers(tmp)
+        if not any(tmp.glob(f"{WORKDIR_PREFIX}*")) or time.monotonic() > deadline:
+            return
+        time.sleep(0.2)

@@ -178,6 +178,9 @@ def ray_local():
     ray.init(num_cpus=2, include_dashboard=False, _node_ip_address="127.0.0.1", log_to_driver=False)
     yield ray
     ray.shutdown()
+    from bisector.fleet import sweep_after_shutdown
+
+    sweep_after_shutdown()  # the workers' folders: the suite fails on any bisector-* left behind
 
 
 def test_ray_run_writes_what_the_local_executor_writes(ray_local, project: Path, local_run: Path) -> None:
