@@ -1,0 +1,128 @@
+"""Is `bisector find --json` the same before and after a change? Capture, then compare.
+
+    python bench/json_parity.py capture OUT [--code DIR] [--only clean_cnn,list_append]
+    python bench/json_parity.py compare BEFORE AFTER
+
+capture: runs `bisector find SPEC --json` (seed 0, the truth's inputs, dims and stages) on every
+sample model this machine can run, with the bisector found in DIR (default: this checkout), from
+a neutral folder with a fresh run directory, and keeps stdout and the exit code per model.
+
+compare: the two captures must have the same exit codes, the same set of key paths, and the same
+strings, booleans and nulls. Numbers are compared by type only: byte and object figures are
+measurements and move between runs; timings move always. Key order is ignored. Prints each
+difference and exits 1 if there is any.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any, Iterator
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# Leaves whose text is a measurement or a path of this run, not part of the contract.
+VOLATILE = ("run_dir", "wall", "seconds", "elapsed", "path", "bisector_version", "versions", "stderr")
+
+
+def capture(out: Path, code: Path, only: set[str]) -> int:
+    sys.path.insert(0, str(ROOT))
+    from bisector.zoo import zoo
+
+    out.mkdir(parents=True, exist_ok=True)
+    for truth in zoo(ROOT / "sample_models"):
+        if (only and truth.name not in only) or truth.gpu_only:
+            continue
+        args = [sys.executable, "-m", "bisector", "find", str(Path(truth.path).resolve()) + ":" + truth.spec, "--json"]
+        for i in truth.inputs:
+            args += ["--input", i]
+        for d in truth.dims:
+            args += ["--dim", d]
+        for s in truth.stages:
+            args += ["--stage", s]
+        if truth.exporter:
+            args += ["--exporter", truth.exporter]
+        with tempfile.TemporaryDirectory(prefix="json-parity-") as cwd:
+            args += ["--run-dir", str(Path(cwd) / "run"), "--seed", "0"]
+            env = dict(os.environ, PYTHONPATH=str(code))
+            done = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True)
+        name = truth.name.replace(":", "__")
+        (out / f"{name}.json").write_text(done.stdout)
+        (out / f"{name}.rc").write_text(str(done.returncode))
+        print(f"{truth.name:<24} exit {done.returncode}", flush=True)
+    return 0
+
+
+def leaves(node: Any, path: str = "") -> Iterator[tuple[str, Any]]:
+    if isinstance(node, dict):
+        for key in sorted(node):
+            yield from leaves(node[key], f"{path}.{key}")
+    elif isinstance(node, list):
+        for i, item in enumerate(node):
+            yield from leaves(item, f"{path}[{i}]")
+    else:
+        yield path, node
+
+
+def normal(value: Any, path: str) -> Any:
+    if any(word in path for word in VOLATILE):
+        return "<volatile>"
+    if isinstance(value, bool) or value is None or isinstance(value, str):
+        return value
+    if isinstance(value, (int, float)):
+        return "<number>"
+    return value
+
+
+def compare(before: Path, after: Path) -> int:
+    bad = 0
+    for rc in sorted(before.glob("*.rc")):
+        name = rc.stem
+        other = after / rc.name
+        if not other.exists():
+            print(f"{name}: missing after")
+            bad += 1
+            continue
+        if rc.read_text() != other.read_text():
+            print(f"{name}: exit {rc.read_text()} before, {other.read_text()} after")
+            bad += 1
+        a = dict(leaves(json.loads((before / f"{name}.json").read_text() or "null")))
+        b = dict(leaves(json.loads((after / f"{name}.json").read_text() or "null")))
+        for key in sorted(set(a) | set(b)):
+            if key not in b:
+                print(f"{name}: {key} only before")
+                bad += 1
+            elif key not in a:
+                print(f"{name}: {key} only after")
+                bad += 1
+            elif normal(a[key], key) != normal(b[key], key):
+                print(f"{name}: {key}: {a[key]!r} before, {b[key]!r} after")
+                bad += 1
+        print(f"{name}: {len(a)} leaves compared")
+    print(f"{bad} differences")
+    return 1 if bad else 0
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    c = sub.add_parser("capture")
+    c.add_argument("out")
+    c.add_argument("--code", default=str(ROOT))
+    c.add_argument("--only", default="")
+    k = sub.add_parser("compare")
+    k.add_argument("before")
+    k.add_argument("after")
+    args = ap.parse_args()
+    if args.cmd == "capture":
+        return capture(Path(args.out), Path(args.code).resolve(), set(filter(None, args.only.split(","))))
+    return compare(Path(args.before), Path(args.after))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
