@@ -26,11 +26,12 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bisector import api  # noqa: E402
-from bisector.find import Finder  # noqa: E402
+from bisector import pipeline  # noqa: E402
 from bisector.measure import measure  # noqa: E402
-from bisector.find import outcome_of  # noqa: E402
+from bisector.probe.pool import ProbePool  # noqa: E402
+from bisector.results import outcome_of  # noqa: E402
 from bisector.patch import best_fixes, combined_diff, patches_for  # noqa: E402
-from bisector.repair import KEEP_DROP, Repairer, growth, merge_probe, shadow_copy  # noqa: E402
+from bisector.repair import KEEP_DROP, growth, merge_probe, shadow_copy  # noqa: E402
 from bisector.spec import ModelSpec  # noqa: E402
 from bisector.units import format_bytes  # noqa: E402
 from bisector.zoo import zoo  # noqa: E402
@@ -53,12 +54,14 @@ def main() -> int:
         (project / "pyproject.toml").write_text("[project]\nname = 'copy'\n")
         shutil.copy(truth.path, project / Path(truth.path).name)
         target = f"{project / Path(truth.path).name}:{truth.spec}"
-        p = api.prepare(target, truth.inputs, truth.dims, stages=list(truth.stages), exporter=truth.exporter)
+        p = api.prepare(target, truth.inputs, truth.dims, stages=list(truth.stages), exporter=truth.exporter,
+                        run_dir=str(tmp / "run"))
         started = time.perf_counter()
-        finder = Finder(p.model, p.plan, p.options, run_dir=tmp / "run")
+        pool = ProbePool(fresh=p.options.fresh, timeout_s=p.options.timeout_s, mem_cap=p.options.mem_cap)
         try:
-            found = finder.find()
-            report = Repairer(finder, found).run()
+            # The one find -> fix path, without patches: the bench patches a copy itself below.
+            outcome = pipeline.fix(p, pipeline.FixRequest(patch=False), pool=pool)
+            found, report = outcome.found, outcome.report
             print(f"{truth.name}: {len(found.culprits)} culprits, {len(report.evaluations)} candidates tried, "
                   f"{len(report.kept)} kept, {time.perf_counter() - started:.0f} s (fixable: {truth.fixable})")
             for c in found.culprits:
@@ -74,7 +77,7 @@ def main() -> int:
                     held = True
                     for seed in range(1, args.seeds + 1):
                         options = replace(p.options, stages=(c.stage,), seed=p.options.seed + seed, probe=p.options.probe.with_overrides(e.probe))
-                        r = measure(model, p.plan, options, pool=finder.pool).stages[c.stage]
+                        r = measure(model, p.plan, options, pool=pool).stages[c.stage]
                         v = r.verdict
                         figure = "-" if v is None else (
                             f"{v.objects_per_call or 0:+.0f} objects/call, {format_bytes(v.growth_bytes_per_call, True)}/call, "
@@ -85,9 +88,9 @@ def main() -> int:
                         print(f"      again, seed {seed}: {r.kind}  {figure}  ({'holds' if ok else 'DOES NOT HOLD'}: {after:.3g} vs {before:.3g} {unit})")
                         held = held and ok
                     held_total += held
-            patched_total[0] += check_patch(report, project, p, finder)
+            patched_total[0] += check_patch(report, project, p, pool)
         finally:
-            finder.close()
+            pool.close()
             shutil.rmtree(tmp, ignore_errors=True)
         sys.stdout.flush()
     print(f"\n{held_total}/{kept_total} kept fixes still flat (clean, or growth down by {KEEP_DROP:.0%}) with every other seed")
@@ -95,7 +98,7 @@ def main() -> int:
     return 0
 
 
-def check_patch(report, project: Path, p, finder) -> int:
+def check_patch(report, project: Path, p, pool) -> int:
     """Apply the combined diff in the copy with git apply, measure the patched model again; 1 when
     every culprit stage is clean or down by KEEP_DROP."""
     chosen = best_fixes(report)
@@ -115,7 +118,7 @@ def check_patch(report, project: Path, p, finder) -> int:
     patched = ModelSpec(p.model.path, p.model.name, p.model.init_kwargs)  # the same file, now patched
     stages = tuple(dict.fromkeys(c.stage for c in report.find.culprits))
     options = replace(p.options, stages=stages, probe=p.options.probe.with_overrides(probe))
-    again = measure(patched, p.plan, options, pool=finder.pool)
+    again = measure(patched, p.plan, options, pool=pool)
     ok = True
     parts = []
     for c in report.find.culprits:

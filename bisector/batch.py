@@ -25,11 +25,19 @@ import re
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
+from bisector import pipeline
 from bisector.errors import BisectorError, UserError
+from bisector.lab import source_hash
+from bisector.patch import compose, project_root, source_patches, work_for
+from bisector.pipeline import FixRequest
+from bisector.prepare import Options, prepare
+from bisector.project_check import compile_error, run_check
+from bisector.publish import publish
+from bisector.repair import registration_site
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -194,8 +202,7 @@ def load_models(config: str | None = None, manifest: str | None = None) -> list[
 
 
 def _key(entry: ModelEntry, extra: Mapping[str, Any]) -> str:
-    from bisector.find import source_hash
-    from bisector.measure import code_version
+    from bisector.caches import code_version
     from bisector.spec import ModelSpec
 
     path, _, name = entry.spec.rpartition(":")
@@ -217,80 +224,57 @@ def model_key(entry: ModelEntry) -> str:
     return str(entry.options.get("artifact") or Path(entry.spec.rpartition(":")[0]).stem)
 
 
-def read_back(entry: ModelEntry) -> dict[str, Any]:
-    """Settings the user's export and serving scripts already apply to this model, as probe
-    overrides: measured with them, a patched project comes out clean."""
-    from bisector.patch import read_export
-    from bisector.probe.types import merge_overrides
-    from bisector.serving import read_serving
+def entry_options(entry: ModelEntry, jobs: int | None) -> Options:
+    """A manifest entry's options as the CLI's flags would give them."""
+    o = entry.options
+    return Options(
+        inputs=tuple(o.get("inputs") or ()), dims=tuple(o.get("dims") or ()),
+        stages=tuple(o["stages"]) if o.get("stages") else None, exporter=o.get("exporter"), device=o.get("device"),
+        init_kwargs=o.get("init_kwargs"), seed=o.get("seed"), noise_rss=o.get("noise_rss"),
+        noise_gpu=o.get("noise_gpu"), retries=o.get("retries"), timeout_s=o.get("timeout"), mem_cap=o.get("mem_cap"),
+        jobs=jobs, fresh=bool(o.get("fresh")), metric=o.get("metric"),
+        export_script=_existing(entry.path("export_script")), infer_script=_existing(entry.path("infer_script")),
+        artifact=model_key(entry),
+    )
 
-    out: dict[str, Any] = {}
-    for option, reader in (("export_script", read_export), ("infer_script", read_serving)):
-        path = entry.path(option)
-        if path and Path(path).is_file():
-            try:
-                out = merge_overrides(out, reader(Path(path).read_text(encoding="utf-8"), model_key(entry)))
-            except Exception:  # noqa: BLE001 - a script we cannot read adds nothing; patching it says why
-                pass
-    return out
+
+def _existing(path: str | None) -> str | None:
+    # A script the manifest names but the project lacks adds no settings; patching it says why.
+    return path if path and Path(path).is_file() else None
 
 
 def repair_one(entry: ModelEntry, out: Path, pool: Any, executor: Any, run_dir: Path, allow_output_changes: bool,
                jobs: int | None, report_dir: Path | None = None) -> tuple[ModelResult, Any]:
-    from dataclasses import replace
-
-    from bisector import api
-    from bisector.find import Finder
-    from bisector.patch import work_for
-    from bisector.repair import Repairer, failure_culprits, unfixable_failures
-
     started = time.perf_counter()
     o = entry.options
+    pick = int(o["pick"]) if o.get("pick") else None
+    request = FixRequest(fixers=tuple(o.get("fixers") or ()), allow_output_changes=allow_output_changes, pick=pick,
+                         prefer=o.get("prefer"), patch=False, unmeasured_is_error=True)
     try:
-        prepared = api.prepare(
-            entry.spec, o.get("inputs") or (), o.get("dims") or (), stages=o.get("stages"), exporter=o.get("exporter"),
-            device=o.get("device"), init_kwargs=o.get("init_kwargs"), seed=o.get("seed"), noise_rss=o.get("noise_rss"),
-            noise_gpu=o.get("noise_gpu"), retries=o.get("retries"), timeout_s=o.get("timeout"), mem_cap=o.get("mem_cap"), jobs=jobs,
-            fresh=bool(o.get("fresh")), metric=o.get("metric"),
-        )
-        back = read_back(entry)
-        if back:
-            if o.get("exporter"):
-                back.pop("exporter", None)  # the manifest's choice wins
-            prepared = replace(prepared, options=replace(prepared.options, probe=prepared.options.probe.with_overrides(back)))
-        finder = Finder(prepared.model, prepared.plan, prepared.options, run_dir=run_dir, pool=pool, executor=executor)
-        try:
-            found = failure_culprits(finder.find())
-            failed = unfixable_failures(found)
-            if failed:
-                raise UserError("; ".join(failed))
-            report = Repairer(finder, found, allow_output_changes=allow_output_changes, only=o.get("fixers") or ()).run()
-        finally:
-            finder.close()
+        prepared = prepare(entry.spec, replace(entry_options(entry, jobs), run_dir=str(run_dir)))
+        outcome = pipeline.fix(prepared, request, pool=pool, executor=executor)
     except BisectorError as exc:
-        return ModelResult(entry.name, entry.label or entry.spec, ERROR, error=str(exc).splitlines()[0], wall_s=time.perf_counter() - started), None
-    pick = o.get("pick")
+        return ModelResult(entry.name, entry.label or entry.spec, ERROR, error=str(exc).splitlines()[0],
+                           wall_s=time.perf_counter() - started), None
+    found, report = outcome.found, outcome.report
+    assert found is not None and report is not None
     work = work_for(report, model_key(entry), entry.path("export_script"), entry.path("infer_script"),
-                    pick=int(pick) if pick else None, prefer=o.get("prefer"))
-    chosen = {id(e) for e in _chosen(report, pick, o.get("prefer"))}
-    culprits = tuple({k: v for k, v in c.to_json().items() if k in ("region", "stage", "kind", "growth_bytes_per_call", "growth_bytes_per_new_shape", "own_code", "registered_at")} for c in found.culprits)
-    from bisector.repair import registration_site
-
-    culprits = tuple({**c, "registered_at": registration_site(prepared.model, c["region"])} if c.get("own_code") else c for c in culprits)
+                    pick=pick, prefer=o.get("prefer"))
+    chosen = {id(e) for e in outcome.chosen}
+    keys = ("region", "stage", "kind", "growth_bytes_per_call", "growth_bytes_per_new_shape", "own_code", "registered_at")
+    culprits = tuple({k: v for k, v in c.to_json().items() if k in keys} for c in found.culprits)
+    culprits = tuple({**c, "registered_at": registration_site(prepared.model, c["region"])} if c.get("own_code") else c
+                     for c in culprits)
     best = [e.to_json() for c in found.culprits for e in report.for_culprit(c) if id(e) in chosen]
-    if not found.culprits:
-        status = CLEAN
-    else:
-        status = FIXED if all(report.fixed(c) for c in found.culprits) and len(best) == len(found.culprits) else UNFIXED
+    # A model without culprits is clean here even when a stage was inconclusive: the summary's
+    # verdict and stages columns show that (as before the one pipeline).
+    status = CLEAN if not found.culprits else str(outcome.status)
     note = ""
     if found.culprits and len(best) < len(found.culprits) and all(report.fixed(c) for c in found.culprits):
         note = "the kept fix costs more up front than the growth it prevents; choose it with `prefer` or `pick`"
     stages = {st: r.kind for st, r in found.measure.stages.items()}
     # What goes upstream: a repro bundle for every culprit no fix could flatten; the HTML report when
     # asked, with this model's own source edits (the shared scripts' patches are composed later).
-    from bisector.patch import project_root, source_patches
-    from bisector.publish import publish
-
     own, _ = source_patches(work.edits, str(project_root(prepared.model.path))) if work is not None else ([], [])
     publish(report, report_dir / entry.name if report_dir else None, out / "bundles" / entry.name if status == UNFIXED else None,
             [{"path": p.rel, "summary": p.summary, "diff": p.diff} for p in own if p.changed], unfixed_only=True)
@@ -298,74 +282,6 @@ def repair_one(entry: ModelEntry, out: Path, pool: Any, executor: Any, run_dir: 
         entry.name, entry.label or entry.spec, status, verdict=found.verdict, culprits=culprits, kept=tuple(best),
         error=note, wall_s=time.perf_counter() - started, probes=report.probes + found.probes, stages=stages,
     ), work
-
-
-def _chosen(report: Any, pick: Any, prefer: Any) -> list[Any]:
-    from bisector.patch import best_fixes
-
-    return best_fixes(report, int(pick) if pick else None, prefer)
-
-
-def _shadow(root: Path, dest: Path) -> Path:
-    """A copy of the project to run the check in (the user's files are never touched)."""
-    import shutil
-
-    shutil.copytree(root, dest, ignore=shutil.ignore_patterns(".bisector", ".git", "__pycache__", ".venv", "*.onnx", ".pytest_cache"))
-    return dest
-
-
-def compile_error(patches: Iterable[Any]) -> str:
-    """The first patched Python file that does not compile, and why; "" when all do."""
-    for p in patches:
-        if p.path.endswith(".py"):
-            try:
-                compile(p.after, p.path, "exec")
-            except SyntaxError as exc:
-                return f"{p.rel} does not compile: {exc.msg} (line {exc.lineno})"
-    return ""
-
-
-def prove(root: Path, check: str | None, patches: list[Any], timeout: float = 600.0) -> tuple[bool, str]:
-    """Whether a patch may be offered, and the check state the report shows."""
-    broken = compile_error(patches)
-    if broken:
-        return False, f"failed: {broken}"
-    if not check:
-        return True, "not run against your script"
-    reference, ref_why = run_check(root, check, [], timeout)
-    if not reference:
-        return True, f"not proven: `{check}` fails without the patch too ({ref_why})"
-    ok, why = run_check(root, check, patches, timeout)
-    return ok, "passed" if ok else f"failed: {why}"
-
-
-def run_check(root: Path, command: str, patches: Iterable[Any], timeout: float = 600.0) -> tuple[bool, str]:
-    """The project's check command in a shadow copy with the patches written: (passed, why).
-    Patched Python files are compiled first."""
-    import subprocess
-    import tempfile
-
-    patches = list(patches)
-    broken = compile_error(patches)
-    if broken:
-        return False, broken
-    with tempfile.TemporaryDirectory(prefix="bisector-check-") as tmp:
-        shadow = _shadow(root, Path(tmp) / "project")
-        for p in patches:
-            target = shadow / p.rel
-            target.parent.mkdir(parents=True, exist_ok=True)
-            target.write_text(p.after, encoding="utf-8")
-        env = dict(os.environ)
-        # `python` in the command is the interpreter bisector runs in (it has the project's deps)
-        env["PATH"] = str(Path(sys.executable).parent) + os.pathsep + env.get("PATH", "")
-        try:
-            r = subprocess.run(command, shell=True, cwd=shadow, env=env, capture_output=True, text=True, timeout=timeout)
-        except subprocess.TimeoutExpired:
-            return False, f"`{command}` did not finish in {timeout:.0f} s"
-    if r.returncode == 0:
-        return True, ""
-    tail = [ln for ln in (r.stderr or r.stdout).strip().splitlines() if ln.strip()]
-    return False, f"`{command}` exited {r.returncode}: {tail[-1] if tail else ''}"
 
 
 def _patch_name(rel: str) -> str:
@@ -622,10 +538,6 @@ def write_patches(models: list[ModelEntry], results: dict[str, ModelResult], wor
     (`check = "python serve/serve.py"`) in a shadow copy when the manifest names one: a model whose
     edits make it fail (and the original passes) is left out, and its result says why. Patches
     of an earlier run are replaced; no patch is an empty file."""
-    from dataclasses import replace
-
-    from bisector.patch import compose, project_root
-
     patch_dir = out / "patches"
     if patch_dir.exists():
         for old in patch_dir.glob("*.patch"):

@@ -223,108 +223,106 @@ class _Progress:
             self._update()
 
 
-def _measure_exit(report: Any) -> int:
-    from bisector.measure import CRASHED, FAILED
-    from bisector.verdict import CLEAN, INCONCLUSIVE, LEAK, SHAPE_GROWTH, TOOLCHAIN_LEAK
+EXIT_BY_STATUS = {"clean": EXIT_CLEAN, "fixed": EXIT_CLEAN, "unfixed": EXIT_FOUND, "unproven": EXIT_UNPROVEN,
+                  "error": EXIT_USER}
 
-    # Exit codes speak of the user's model: what the toolchain keeps is reported, not counted.
-    kinds = {CLEAN if r.kind == TOOLCHAIN_LEAK else r.kind for r in report.stages.values()}
-    if kinds & {LEAK, SHAPE_GROWTH}:
-        return EXIT_FOUND
-    if FAILED in kinds:
-        return EXIT_USER
-    if kinds & {INCONCLUSIVE, CRASHED}:
-        return EXIT_UNPROVEN
-    return EXIT_CLEAN if kinds <= {CLEAN} else EXIT_UNPROVEN
+# -- the options every probing command shares ----------------------------------------------------
+# Declared once; `@probing` adds them to a command's signature and hands the command one parsed
+# Options (what to measure) and one Output (how to show it), so commands declare only their extras.
+RunDirOpt = Annotated[Optional[str], typer.Option("--run-dir", help="Where measurements and recorded inputs are kept, so a re-run resumes. Default: ./.bisector")]
+ExportScriptOpt = Annotated[Optional[str], typer.Option("--export-script", help="Your export script: measured with the export settings it uses for this model; fix patches its torch.onnx.export call with the kept settings.")]
+InferScriptOpt = Annotated[Optional[str], typer.Option("--infer-script", help="Your inference script: measured with the ONNX Runtime settings it applies to this model's session; fix patches its InferenceSession with the kept settings.")]
+
+SHARED: dict[str, tuple[Any, Any]] = {
+    "input": (InputOpt, None), "dim": (DimOpt, None), "stage": (StageOpt, None), "exporter": (ExporterOpt, None),
+    "jobs": (JobsOpt, None), "json_out": (JsonOpt, False), "init_kwargs": (InitOpt, None), "device": (DeviceOpt, None),
+    "seed": (SeedOpt, None), "fresh": (FreshOpt, False), "timeout": (TimeoutOpt, None), "mem_cap": (MemCapOpt, None),
+    "noise_rss": (NoiseRssOpt, None), "noise_gpu": (NoiseGpuOpt, None), "metric": (MetricOpt, None),
+    "retries": (RetriesOpt, None), "keep_autograd": (AutogradOpt, False), "tracemalloc": (TraceOpt, False),
+    "floor": (FloorOpt, None), "no_cache": (NoCacheOpt, False), "run_dir": (RunDirOpt, None), "config": (ConfigOpt, None),
+    "report_dir": (ReportOpt, None), "bundle_dir": (BundleOpt, None), "debug": (DebugOpt, False),
+    "export_script": (ExportScriptOpt, None), "infer_script": (InferScriptOpt, None),
+}
 
 
-def _failure_error(report: Any, skip: Any = ()) -> Any:
-    """The first stage whose model could not run or export, as a user error (exit 2)."""
-    from bisector.errors import InternalError, UserError
-    from bisector.measure import FAILED
+@dataclass(frozen=True)
+class Output:
+    """How a command shows what it found."""
 
-    for r in report.stages.values():
-        if r.kind == FAILED and r.stage not in skip:
-            f = r.failure
-            if f.where == "internal":
-                return InternalError(f.message)
-            hint = {
-                "export": f"; try --exporter {'dynamo' if 'torchscript exporter' in f.message else 'torchscript'}, or --stage eager to measure the forward only",
-                "session": "; the exported graph does not load in ONNX Runtime (try another --exporter)",
-                "inputs": "; check --input, or the model file's bisector_inputs()",
-                "forward": "; check that --input matches the forward's arguments",
-            }.get(f.where, "")
-            if f.where in ("export", "session"):
-                from fixers.onnx_symbolics import failing_operators
+    json: bool = False
+    report_dir: str | None = None
+    bundle_dir: str | None = None
+    debug: bool = False
 
-                ops = failing_operators(f.message)
-                if ops:
-                    hint = f"; `bisector fix` tries a symbolic for {', '.join(ops)} or another exporter" + hint
-            if getattr(f, "probe_dir", ""):
-                hint += f" (probe folder kept: {f.probe_dir})"
-            return UserError(f"{r.stage} stage: {f.message}{hint}", detail=f.traceback)
-    return None
+
+def _options(v: dict[str, Any]) -> Any:
+    from bisector.prepare import Options
+
+    return Options(
+        inputs=tuple(v["input"] or ()), dims=tuple(v["dim"] or ()), stages=tuple(v["stage"]) if v["stage"] else None,
+        exporter=v["exporter"], device=v["device"], init_kwargs=v["init_kwargs"], seed=v["seed"], jobs=v["jobs"],
+        fresh=v["fresh"], timeout_s=v["timeout"], mem_cap=v["mem_cap"], noise_rss=v["noise_rss"],
+        noise_gpu=v["noise_gpu"], metric=v["metric"], retries=v["retries"], keep_autograd=v["keep_autograd"],
+        tracemalloc=v["tracemalloc"], floor=tuple(v["floor"]) if v["floor"] else None, cache=not v["no_cache"],
+        config=v["config"], run_dir=v["run_dir"], export_script=v["export_script"], infer_script=v["infer_script"],
+    )
+
+
+def probing(fn: Callable[..., int]) -> Callable[..., int]:
+    """Give a command the shared options: typer sees them in the signature; the command receives
+    `options` (prepare.Options) and `output` (Output) instead."""
+    import functools
+    import inspect
+
+    own = [p for n, p in inspect.signature(fn, eval_str=True).parameters.items() if n not in ("options", "output")]
+    shared = [inspect.Parameter(n, inspect.Parameter.KEYWORD_ONLY, default=d, annotation=a) for n, (a, d) in SHARED.items()]
+
+    @functools.wraps(fn)
+    def command(**kwargs: Any) -> int:
+        given = {n: kwargs.pop(n) for n in SHARED}
+        output = Output(json=given["json_out"], report_dir=given["report_dir"], bundle_dir=given["bundle_dir"],
+                        debug=given["debug"])
+        return fn(options=_options(given), output=output, **kwargs)
+
+    params = own + shared
+    command.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
+    command.__annotations__ = {p.name: p.annotation for p in params}
+    del command.__wrapped__  # typer must read the signature above, not fn's
+    return command
+
+
+def _emit(data: dict[str, Any]) -> None:
+    sys.stdout.write(json.dumps(data, indent=2) + "\n")
 
 
 @app.command()
-def measure(
-    spec: Spec,
-    input: InputOpt = None,
-    dim: DimOpt = None,
-    stage: StageOpt = None,
-    exporter: ExporterOpt = None,
-    init_kwargs: InitOpt = None,
-    device: DeviceOpt = None,
-    json_out: JsonOpt = False,
-    seed: SeedOpt = None,
-    jobs: JobsOpt = None,
-    fresh: FreshOpt = False,
-    timeout: TimeoutOpt = None,
-    mem_cap: MemCapOpt = None,
-    noise_rss: NoiseRssOpt = None,
-    noise_gpu: NoiseGpuOpt = None,
-    metric: MetricOpt = None,
-    retries: RetriesOpt = None,
-    keep_autograd: AutogradOpt = False,
-    tracemalloc: TraceOpt = False,
-    floor: FloorOpt = None,
-    no_cache: NoCacheOpt = False,
-    config: ConfigOpt = None,
-    report_dir: ReportOpt = None,
-    bundle_dir: BundleOpt = None,
-    debug: DebugOpt = False,
-    export_script: Annotated[Optional[str], typer.Option("--export-script", help="Measure with the export settings your export script uses for this model.")] = None,
-    infer_script: Annotated[Optional[str], typer.Option("--infer-script", help="Measure with the ONNX Runtime settings your serving script applies to this model's session.")] = None,
-) -> int:
+@probing
+def measure(spec: Spec, options: Any = None, output: Any = None) -> int:
     """Measure memory per stage (eager, export, inference) in isolated probes and give a verdict:
     clean, leak (grows every call), shape-growth (grows per new input shape) or inconclusive."""
 
     def body() -> int:
-        from bisector import api
+        from bisector.failures import failure_error
         from bisector.measure import measure as run_measure
+        from bisector.pipeline import measured_status
+        from bisector.prepare import prepare
         from bisector.report import render_measure
 
-        prepared = api.prepare(
-            spec, input or (), dim or (), stages=stage, exporter=exporter, device=device, init_kwargs=init_kwargs,
-            seed=seed, noise_rss=noise_rss, noise_gpu=noise_gpu, metric=metric, retries=retries, jobs=jobs,
-            fresh=fresh, timeout_s=timeout, mem_cap=mem_cap, keep_autograd=keep_autograd, tracemalloc=tracemalloc, floor=floor,
-            cache=not no_cache, config=config,
-        )
-        prepared = _with_scripts(prepared, export_script, infer_script, exporter)
-        with _Progress(sys.stderr.isatty() and not debug) as progress:
+        prepared = prepare(spec, options)
+        with _Progress(sys.stderr.isatty() and not output.debug) as progress:
             report = run_measure(prepared.model, prepared.plan, prepared.options, events=progress)
-        extra, said = _publish(report, report_dir, bundle_dir)
-        if json_out:
-            sys.stdout.write(json.dumps({**report.to_json(), **extra}, indent=2) + "\n")
+        extra, said = _publish(report, output.report_dir, output.bundle_dir)
+        if output.json:
+            _emit({**report.to_json(), **extra})
         else:
             render_measure(report, _out_console())
         _said(said)
-        error = _failure_error(report)
+        error = failure_error(report)
         if error is not None:
             raise error
-        return _measure_exit(report)
+        return EXIT_BY_STATUS[measured_status(report).value]
 
-    return _guard(debug, body)
+    return _guard(output.debug, body)
 
 
 def _is(exc: BaseException, name: str) -> bool:
@@ -332,315 +330,123 @@ def _is(exc: BaseException, name: str) -> bool:
     return any(c.__name__ == name for c in type(exc).__mro__)
 
 
-RunDirOpt = Annotated[Optional[str], typer.Option("--run-dir", help="Where measurements and recorded inputs are kept, so a re-run resumes. Default: ./.bisector")]
-
-
 @app.command()
-def find(
-    spec: Spec,
-    input: InputOpt = None,
-    dim: DimOpt = None,
-    stage: StageOpt = None,
-    exporter: ExporterOpt = None,
-    jobs: JobsOpt = None,
-    json_out: JsonOpt = False,
-    init_kwargs: InitOpt = None,
-    device: DeviceOpt = None,
-    seed: SeedOpt = None,
-    fresh: FreshOpt = False,
-    timeout: TimeoutOpt = None,
-    mem_cap: MemCapOpt = None,
-    noise_rss: NoiseRssOpt = None,
-    noise_gpu: NoiseGpuOpt = None,
-    metric: MetricOpt = None,
-    retries: RetriesOpt = None,
-    keep_autograd: AutogradOpt = False,
-    tracemalloc: TraceOpt = False,
-    floor: FloorOpt = None,
-    no_cache: NoCacheOpt = False,
-    run_dir: RunDirOpt = None,
-    config: ConfigOpt = None,
-    report_dir: ReportOpt = None,
-    bundle_dir: BundleOpt = None,
-    debug: DebugOpt = False,
-    export_script: Annotated[Optional[str], typer.Option("--export-script", help="Measure with the export settings your export script uses for this model.")] = None,
-    infer_script: Annotated[Optional[str], typer.Option("--infer-script", help="Measure with the ONNX Runtime settings your serving script applies to this model's session.")] = None,
-) -> int:
+@probing
+def find(spec: Spec, options: Any = None, output: Any = None) -> int:
     """Measure each stage, then bisect the module tree down to the smallest regions that leak
     (or grow per new input shape), with figures and what to try next for each."""
     state = _RunState()
 
     def body() -> int:
-        from bisector import api
+        from bisector.failures import failure_error
         from bisector.find import find as run_find
+        from bisector.pipeline import Status, measured_status
+        from bisector.prepare import prepare
         from bisector.report import render_find
 
-        prepared = api.prepare(
-            spec, input or (), dim or (), stages=stage, exporter=exporter, device=device, init_kwargs=init_kwargs,
-            seed=seed, noise_rss=noise_rss, noise_gpu=noise_gpu, metric=metric, retries=retries, jobs=jobs,
-            fresh=fresh, timeout_s=timeout, mem_cap=mem_cap, keep_autograd=keep_autograd, tracemalloc=tracemalloc, floor=floor,
-            cache=not no_cache, config=config,
-        )
-        prepared = _with_scripts(prepared, export_script, infer_script, exporter)
-        state.run_dir = str(Path(run_dir) if run_dir else Path.cwd() / ".bisector")
-        with _Progress(sys.stderr.isatty() and not debug) as progress:
-            report = run_find(prepared.model, prepared.plan, prepared.options, events=progress, run_dir=run_dir)
-        extra, said = _publish(report, report_dir, bundle_dir)
-        if json_out:
-            sys.stdout.write(json.dumps({**report.to_json(), **extra}, indent=2) + "\n")
+        prepared = prepare(spec, options)
+        state.run_dir = str(Path(options.run_dir) if options.run_dir else Path.cwd() / ".bisector")
+        with _Progress(sys.stderr.isatty() and not output.debug) as progress:
+            report = run_find(prepared.model, prepared.plan, prepared.options, events=progress, run_dir=options.run_dir)
+        extra, said = _publish(report, output.report_dir, output.bundle_dir)
+        if output.json:
+            _emit({**report.to_json(), **extra})
         else:
             render_find(report, _out_console())
         _said(said)
-        error = _failure_error(report.measure)
+        error = failure_error(report.measure)
         if error is not None:
             raise error
         if report.culprits:
             return EXIT_FOUND
-        code = _measure_exit(report.measure)
-        return EXIT_UNPROVEN if code == EXIT_CLEAN and not report.complete else code
+        status = measured_status(report.measure)
+        return EXIT_UNPROVEN if status == Status.CLEAN and not report.complete else EXIT_BY_STATUS[status.value]
 
-    return _guard(debug, body, state)
+    return _guard(output.debug, body, state)
 
 
 FixerOpt = Annotated[Optional[list[str]], typer.Option("--fixer", help="Only this fixer (repeatable); see `bisector fixers`.")]
 DiffOpt = Annotated[bool, typer.Option("--diff", help="Print the kept fixes as a unified diff (patch -p1 / git apply from the project root).")]
 ApplyOpt = Annotated[bool, typer.Option("--apply", help="Write the diff to the files (atomically, with backups, only files unchanged since analysis and inside the project), then re-measure.")]
 ForceOpt = Annotated[bool, typer.Option("--force", help="With --apply: also replace files that are read-only.")]
-ExportScriptOpt = Annotated[Optional[str], typer.Option("--export-script", help="Your export script: its torch.onnx.export call gets the kept export settings.")]
-InferScriptOpt = Annotated[Optional[str], typer.Option("--infer-script", help="Your inference script: its InferenceSession gets the kept runtime settings.")]
 AllowChangesOpt = Annotated[bool, typer.Option("--allow-output-changes", help="Keep fixes that change outputs by design (padding to multiples of 16).")]
+PickOpt = Annotated[Optional[int], typer.Option("--pick", help="Patch with the N-th kept fix of each culprit (1 = the best ranked) instead of the default choice.")]
 
 
 @app.command()
+@probing
 def fix(
     spec: Spec,
-    input: InputOpt = None,
-    dim: DimOpt = None,
-    stage: StageOpt = None,
-    exporter: ExporterOpt = None,
     fixer: FixerOpt = None,
     allow_output_changes: AllowChangesOpt = False,
     diff: DiffOpt = False,
     apply: ApplyOpt = False,
     force: ForceOpt = False,
-    export_script: ExportScriptOpt = None,
-    infer_script: InferScriptOpt = None,
-    jobs: JobsOpt = None,
-    json_out: JsonOpt = False,
-    init_kwargs: InitOpt = None,
-    device: DeviceOpt = None,
-    seed: SeedOpt = None,
-    fresh: FreshOpt = False,
-    timeout: TimeoutOpt = None,
-    mem_cap: MemCapOpt = None,
-    noise_rss: NoiseRssOpt = None,
-    noise_gpu: NoiseGpuOpt = None,
-    metric: MetricOpt = None,
-    retries: RetriesOpt = None,
-    keep_autograd: AutogradOpt = False,
-    no_cache: NoCacheOpt = False,
-    run_dir: RunDirOpt = None,
-    config: ConfigOpt = None,
-    report_dir: ReportOpt = None,
-    bundle_dir: BundleOpt = None,
-    debug: DebugOpt = False,
-    pick: Annotated[Optional[int], typer.Option("--pick", help="Patch with the N-th kept fix of each culprit (1 = the best ranked) instead of the default choice.")] = None,
+    pick: PickOpt = None,
+    options: Any = None,
+    output: Any = None,
 ) -> int:
     """Find the culprits, try every fixer that applies to each, re-measure, and report the fixes
     that make the curve flat and keep outputs equivalent, with before/after figures."""
     state = _RunState(apply=apply)
 
     def body() -> int:
-        from bisector import api
-        from bisector.find import Finder
-        from bisector.patch import apply as apply_patches
-        from bisector.patch import check_writable, combined_diff, patches_for, project_root
-        from bisector.repair import Repairer, failure_culprits, holds
-        from bisector.report import render_fix
+        from bisector import pipeline
+        from bisector.patch import combined_diff
+        from bisector.prepare import prepare
+        from bisector.report import render_find, render_fix
 
-        for script, flag in ((export_script, "--export-script"), (infer_script, "--infer-script")):
-            if script and not Path(script).is_file():
-                from bisector.errors import UserError
+        request = pipeline.FixRequest(fixers=tuple(fixer or ()), allow_output_changes=allow_output_changes, pick=pick,
+                                      apply=apply, force=force)
+        # Refused now, not after minutes of probing.
+        root = pipeline.check_request(spec, options, request, _fixer_names())
+        prepared = prepare(spec, options)
 
-                raise UserError(f"{flag} {script} does not exist")
-        # The project is decided from the model path as given, before any symlink is followed:
-        # a link inside the project to a file outside it must not carry the writes outside.
-        root = project_root(_given_path(spec))
-        if apply:
-            # Refused now, not after minutes of probing: files --apply would have to write
-            # outside the project, or read-only ones without --force.
-            for path, what in ((_given_path(spec), "the model file"), (export_script, "--export-script"), (infer_script, "--infer-script")):
-                if path:
-                    check_writable(path, root, what, force=force)
-        prepared = api.prepare(
-            spec, input or (), dim or (), stages=stage, exporter=exporter, device=device, init_kwargs=init_kwargs,
-            seed=seed, noise_rss=noise_rss, noise_gpu=noise_gpu, metric=metric, retries=retries, jobs=jobs, fresh=fresh,
-            timeout_s=timeout, mem_cap=mem_cap, keep_autograd=keep_autograd, cache=not no_cache, config=config,
-        )
-        known = _fixer_names()
-        for name in fixer or ():
-            if name not in known:
-                from bisector.errors import UserError
+        def show_found(found: Any) -> None:
+            if not output.json:
+                # The find report is ready long before the fixes are measured: show it now.
+                render_find(found, _out_console())
+                sys.stdout.flush()
 
-                raise UserError(f"unknown fixer {name!r}; see `bisector fixers` ({', '.join(known)})")
-        if pick is not None and pick < 1:
-            from bisector.errors import UserError
-
-            raise UserError("--pick counts kept fixes from 1")
-        prepared = _with_scripts(prepared, export_script, infer_script, exporter)
-        with _Progress(sys.stderr.isatty() and not debug) as progress:
-            finder = Finder(prepared.model, prepared.plan, prepared.options, events=progress, run_dir=run_dir)
-            state.run_dir = str(finder.run.parent.parent)
-            try:
-                found = failure_culprits(finder.find())
-                if finder.interrupted.is_set():
-                    raise KeyboardInterrupt  # stopped: no repairs, and above all no --apply
-                error = _failure_error(found.measure, skip={c.stage for c in found.culprits})
-                if error is not None:
-                    raise error
-                if not json_out:
-                    # The find report is ready long before the fixes are measured: show it now.
-                    from bisector.report import render_find
-
-                    render_find(found, _out_console())
-                    sys.stdout.flush()
-                report = Repairer(finder, found, allow_output_changes=allow_output_changes, only=fixer or ()).run()
-            finally:
-                finder.close()
-        patches, notes = patches_for(report, root, export_script, infer_script, pick=pick)
-        from bisector.patch import best_fixes
-
-        chosen = {(e.region, e.stage) for e in best_fixes(report, pick)}
-        for c in found.culprits:
-            if report.fixed(c) and (c.region, c.stage) not in chosen:
-                notes.append(f"{c.region or '<root>'} ({c.stage}): every kept fix costs more memory up front than the growth it "
-                             "prevents over the declared range, so none is in the patch; take one with --pick N")
-        data = report.to_json()
-        # Proven on the project: the patched files compile, and the project's check command
-        # ([tool.bisector] check) runs with them in a shadow copy; a failing patch is not offered.
-        from bisector.batch import prove, run_check
-        from bisector.config import load_config
-
-        check = load_config(prepared.model.path, config).get("check")
-        if not isinstance(check, str):
-            check = None
-        check_state = "no patch"
-        if patches:
-            offered, check_state = prove(root, check, patches)
-            if not offered:
-                notes.append(f"the patch is not offered: {check_state}")
-                patches = []
-        data["patches"] = [{"path": p.rel, "summary": p.summary, "diff": p.diff} for p in patches if p.changed]
-        data["patch_notes"] = notes
-        data["check"] = check_state
-        extra, said = _publish(report, report_dir, bundle_dir, data["patches"])
-        data.update(extra)
-        written: list[str] = []
-        if apply:
-            if _SIGNALS:
-                raise KeyboardInterrupt
+        def on_run_dir(path: str) -> None:
+            state.run_dir = path
             state.backups = str(root / ".bisector" / "backups")
-            written = apply_patches(patches, root, force=force, written=state.written)
-            data["applied"] = written
-            if written and check:
-                ok, why = run_check(root, check, [])  # the project as now written, in a shadow copy
-                data["check_after_apply"] = "passed" if ok else f"failed: {why}"
-        confirmed = _confirm(prepared, report, found, pick) if written else None
-        if confirmed is not None:
-            data["confirmed"] = {
-                "verdict": confirmed.verdict,
-                "stages": {s: r.to_json(samples=False) for s, r in confirmed.stages.items()},
-            }
-        if json_out:
-            sys.stdout.write(json.dumps(data, indent=2) + "\n")
+
+        with _Progress(sys.stderr.isatty() and not output.debug) as progress:
+            hooks = pipeline.Progress(events=progress, on_run_dir=on_run_dir, on_found=show_found, written=state.written)
+            outcome = pipeline.fix(prepared, request, hooks, root=root, stopped=lambda: bool(_SIGNALS))
+        data = outcome.to_json()
+        extra, said = _publish(outcome.report, output.report_dir, output.bundle_dir, data["patches"])
+        data.update(extra)
+        if output.json:
+            _emit(data)
         else:
-            console = _out_console()
-            render_fix(report, console, show_find=False)
-            for note in notes:
-                console.print(f"note: {note}", style="yellow", markup=False)
-            if diff:
-                console.print(combined_diff(patches) or "(no changes to show)", markup=False, highlight=False, soft_wrap=True)
-            elif patches and any(p.changed for p in patches) and not apply:
-                console.print("rerun with --diff to see the patch, --apply to write it", style="cyan")
-            if written:
-                console.print(f"applied: {', '.join(written)} (backups in {root / '.bisector' / 'backups'})", markup=False)
-            if patches:
-                console.print(f"check: {check_state}", markup=False)
-            if data.get("check_after_apply"):
-                console.print(f"check after --apply: {data['check_after_apply']}", markup=False)
-            if confirmed is not None:
-                parts = ", ".join(f"{s} {r.kind}" for s, r in confirmed.stages.items())
-                console.print(f"re-measured after --apply (edited files, kept runtime settings): {parts}", markup=False)
+            _render_fix(outcome, diff, apply, combined_diff, render_fix)
         _said(said)
-        if not found.culprits:
-            return _measure_exit(found.measure)
-        if str(data.get("check_after_apply", "")).startswith("failed"):
-            return EXIT_FOUND  # the project's own check fails with what was written: never "clean"
-        if confirmed is not None and not all(holds(c, confirmed.stages.get(c.stage)) for c in found.culprits):
-            return EXIT_FOUND  # the written fix did not hold on a fresh measurement: say so in the exit code
-        return EXIT_CLEAN if all(report.fixed(c) for c in found.culprits) else EXIT_FOUND
+        return EXIT_BY_STATUS[outcome.status.value]
 
-    return _guard(debug, body, state)
+    return _guard(output.debug, body, state)
 
 
-def _given_path(spec: str) -> Path:
-    """The model file as the user wrote it, made absolute without following symlinks."""
-    import os
-
-    return Path(os.path.abspath(Path(spec.rpartition(":")[0] or spec).expanduser()))
-
-
-def _with_scripts(prepared: Any, export_script: str | None, infer_script: str | None, exporter: str | None) -> Any:
-    """The prepared run measured with the settings the user's scripts already apply to this
-    model: a project patched by bisector measures as it will run."""
-    from dataclasses import replace
-
-    from bisector.errors import UserError
-
-    for script, flag in ((export_script, "--export-script"), (infer_script, "--infer-script")):
-        if script and not Path(script).is_file():
-            raise UserError(f"{flag} {script} does not exist")
-    back = _read_back(prepared.model.path, export_script, infer_script)
-    if exporter:
-        back.pop("exporter", None)  # the option wins over the script
-    if not back:
-        return prepared
-    return replace(prepared, options=replace(prepared.options, probe=prepared.options.probe.with_overrides(back)))
-
-
-def _read_back(model_path: str, export_script: str | None, infer_script: str | None) -> dict[str, Any]:
-    """Settings the given scripts already apply to this model (its session, its export call)."""
-    from bisector.patch import read_export
-    from bisector.probe.types import merge_overrides
-    from bisector.serving import read_serving
-
-    key = Path(model_path).stem
-    out: dict[str, Any] = {}
-    for script, reader in ((export_script, read_export), (infer_script, read_serving)):
-        if script:
-            try:
-                out = merge_overrides(out, reader(Path(script).read_text(encoding="utf-8"), key))
-            except Exception:  # noqa: BLE001 - an unreadable script adds nothing; patching it says why
-                pass
-    return out
-
-
-def _confirm(prepared: Any, report: Any, found: Any, pick: int | None = None) -> Any:
-    """Re-measure the stages that had culprits from the files as now written (the probe loads the
-    model source afresh, so source edits count), with the kept export and runtime settings as probe
-    overrides (the probe does not run the user's export or serving scripts)."""
-    from dataclasses import replace
-
-    from bisector.measure import measure as run_measure
-    from bisector.patch import best_fixes
-    from bisector.repair import merge_probe
-
-    probes: dict[str, Any] = {}
-    for ev in best_fixes(report, pick):
-        probes = merge_probe(probes, ev.probe)
-    stages = tuple(dict.fromkeys(c.stage for c in found.culprits))
-    options = replace(prepared.options, stages=stages, probe=prepared.options.probe.with_overrides(probes))
-    return run_measure(prepared.model, prepared.plan, options)
+def _render_fix(outcome: Any, diff: bool, apply: bool, combined_diff: Callable[..., str], render_fix: Callable[..., None]) -> None:
+    console = _out_console()
+    render_fix(outcome.report, console, show_find=False)
+    for note in outcome.notes:
+        console.print(f"note: {note}", style="yellow", markup=False)
+    patches = outcome.patches
+    if diff:
+        console.print(combined_diff(patches) or "(no changes to show)", markup=False, highlight=False, soft_wrap=True)
+    elif patches and any(p.changed for p in patches) and not apply:
+        console.print("rerun with --diff to see the patch, --apply to write it", style="cyan")
+    if outcome.applied:
+        console.print(f"applied: {', '.join(outcome.applied)} (backups in {outcome.backups})", markup=False)
+    if patches:
+        console.print(f"check: {outcome.check}", markup=False)
+    if outcome.check_after_apply:
+        console.print(f"check after --apply: {outcome.check_after_apply}", markup=False)
+    if outcome.confirmed is not None:
+        parts = ", ".join(f"{s} {r.kind}" for s, r in outcome.confirmed.stages.items())
+        console.print(f"re-measured after --apply (edited files, kept runtime settings): {parts}", markup=False)
 
 
 def _publish(report: Any, report_dir: str | None, bundle_dir: str | None, patches: Any = ()) -> tuple[dict[str, Any], list[str]]:

@@ -142,7 +142,7 @@ class Options:
     export_script: str | None = _key()
     infer_script: str | None = _key()
     fixers: Strs | None = _key()
-    # Detection floor targets: "4KB" for every stage, or a list of "STAGE=SIZE" (api.parse_floors).
+    # Detection floor targets: "4KB" for every stage, or a list of "STAGE=SIZE" (prepare.parse_floors).
     floor: Strs | None = _key()
     # Patches proven on the project (repair, fix): the command run in a shadow copy, its timeout.
     check: str | None = _key()

@@ -28,9 +28,11 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping
 
-from bisector.find import Culprit, Finder, FindReport, outcome_of
-from bisector.measure import StageResult, measure_stage
-from bisector.probe.types import EQUIVALENCE, ProbeFailed, ProbeOk, ProbeRequest, merge_overrides
+from bisector.errors import UserError
+from bisector.find import Culprit, FindReport
+from bisector.lab import Lab
+from bisector.probe.types import merge_overrides
+from bisector.results import StageResult, outcome_of
 from bisector.search import Outcome
 from bisector.spec import ModelSpec
 from bisector.verdict import CLEAN, LEAK
@@ -298,9 +300,12 @@ def _fmt(value: float, unit: str) -> str:
 
 
 class Repairer:
+    """Tries every candidate the fixers propose for each culprit, on labs derived from the find
+    run's lab (same pool, same run directory), and keeps what flattens the curve."""
+
     def __init__(
         self,
-        finder: Finder,
+        lab: Lab,
         report: FindReport,
         allow_output_changes: bool = False,
         fixers: Iterable[Any] | None = None,
@@ -310,46 +315,32 @@ class Repairer:
     ) -> None:
         from fixers import all_fixers
 
-        self.finder = finder
+        self.lab = lab
         self.report = report
         self.allow_output_changes = allow_output_changes
         chosen = list(fixers) if fixers is not None else all_fixers()
         only = set(only)
         self.fixers = [f for f in chosen if not only or f.name in only]
         self.rtol, self.atol = rtol, atol
-        self.shadow_root = finder.run / "candidates"
-        self._finders: dict[str, Finder] = {}
+        self.shadow_root = Path(lab.run or ".") / "candidates"
         self._before: dict[str, Mapping[str, Any]] = {}
-        self._lock = threading.Lock()
-        self.probes_before = finder.runner.probes
+        self.probes_before = lab.probes
 
     # -- configurations ---------------------------------------------------------------------------
-
-    def finder_for(self, model: ModelSpec, probe_overrides: Mapping[str, Any]) -> Finder:
-        """A Finder for the model as a candidate leaves it, sharing the probe pool and its limit."""
-        options = replace(self.finder.options, probe=self.finder.options.probe.with_overrides(probe_overrides))
-        key = hashlib.sha256(repr((model.to_json(), options.probe.to_json())).encode()).hexdigest()
-        with self._lock:
-            f = self._finders.get(key)
-            if f is None:
-                f = Finder(model, self.finder.plan, options, self.finder.events, run_dir=self.finder.run.parent.parent,
-                           pool=self.finder.pool, executor=self.finder.runner.executor)
-                self._finders[key] = f
-            return f
 
     def target(self, c: Culprit) -> Any:
         from fixers import FixTarget
 
         root = self.report.measure.stages.get(c.stage)
         meta = dict(root.curve.meta) if root is not None and root.curve is not None else {}
-        dims = dict(self.finder.plan.dims)
+        dims = dict(self.lab.plan.dims)
         region = self.report.tree.regions.get(c.region)
         return FixTarget(
             stage=c.stage, kind=c.kind, region=c.region, region_type=region.type if region else "",
             own_code=c.own_code, figures=dict(c.figures),
-            exporter=meta.get("exporter") or self.finder.options.probe.exporter or _failed_exporter(root) or "dynamo",
-            device=meta.get("device", "cpu"), dims=dims, fixed_inputs=not self.finder.plan.dynamic_symbols,
-            sources=user_sources(self.finder.model), onnxruntime_opset=runtime_opset(),
+            exporter=meta.get("exporter") or self.lab.options.probe.exporter or _failed_exporter(root) or "dynamo",
+            device=meta.get("device", "cpu"), dims=dims, fixed_inputs=not self.lab.plan.dynamic_symbols,
+            sources=user_sources(self.lab.model), onnxruntime_opset=runtime_opset(),
         )
 
     # -- measuring a candidate ----------------------------------------------------------------------
@@ -357,35 +348,30 @@ class Repairer:
     def measure(self, c: Culprit, model: ModelSpec, probe: Mapping[str, Any]) -> tuple[Outcome, Outcome]:
         """The culprit region alone and the whole model, in the culprit's stage, as the candidate
         leaves them. Raises CandidateFailed when the changed model does not run."""
-        f = self.finder_for(model, probe)
         try:
-            f.prepare([c.stage])
+            lab = self.lab.derive(model, probe)
         except Exception as exc:  # noqa: BLE001 - the edited model may not even build: a result
             raise CandidateFailed(f"the changed model does not run: {exc}") from None
-        root = measure_stage(f.runner, model, f.plan, c.stage, f.options)
+        root = lab.stage(c.stage)
         if root.verdict is None:
             why = getattr(root.failure, "message", None) or (root.failure.describe() if root.failure else root.kind)
             raise CandidateFailed(f"{c.stage} {root.kind}: {why}")
-        model_outcome = outcome_of(root.verdict, root.curve, root.control)
+        model_outcome = root.outcome()
         if c.region == "":
             return model_outcome, model_outcome
         try:
-            f.ensure_captured([f.schedule(c.stage)])
-        except Exception as exc:  # noqa: BLE001
+            return lab.regions(c.stage, (c.region,), root), model_outcome
+        except UserError as exc:
             raise CandidateFailed(f"recording the changed model's inputs failed: {exc}") from None
-        if f.tree is None or c.region not in f.tree.regions:
-            return Outcome("failed", message=f"the changed model has no {c.region!r}"), model_outcome
-        return f.oracle(c.stage, root)((c.region,)), model_outcome
 
     def confirm(self, c: Culprit, model: ModelSpec, probe: Mapping[str, Any]) -> tuple[bool, str]:
         """The whole model measured again with another seed (other shapes, other inputs): a fix
         that only held for one schedule is not kept."""
-        f = self.finder_for(model, probe)
-        options = replace(f.options, seed=f.options.seed + 1)
-        root = measure_stage(f.runner, model, f.plan, c.stage, options)
+        lab = self.lab.derive(model, probe)
+        root = lab.stage(c.stage, seed=lab.options.seed + 1)
         if root.verdict is None:
             return False, f"{c.stage} {root.kind}"
-        o = outcome_of(root.verdict, root.curve, root.control)
+        o = root.outcome()
         before, unit = growth(c.figures, c.kind)
         model_before = self.model_before(c)
         whole_before = growth(model_before, c.kind)[0] if model_before else before
@@ -397,18 +383,14 @@ class Repairer:
         """The whole model's figures in the culprit's stage before any fix (once per stage: every
         candidate of every culprit compares with them)."""
         if c.stage not in self._before:
-            self._before[c.stage] = self._model_before(c.stage)
+            root = self.report.measure.stages[c.stage]
+            ok = root.verdict is not None and root.curve is not None
+            self._before[c.stage] = dict(root.outcome().figures) if ok else {}
         return self._before[c.stage]
 
-    def _model_before(self, stage: str) -> Mapping[str, Any]:
-        root = self.report.measure.stages[stage]
-        if root.verdict is None or root.curve is None:
-            return {}
-        return dict(outcome_of(root.verdict, root.curve, root.control).figures)
-
-    def evaluate(self, c: Culprit, fixers: tuple[str, ...], summary: str, probe: Mapping[str, Any], edits: tuple[Any, ...],
-                 changes_outputs: bool, size: int, removes_behaviour: str = "") -> Evaluation:
-        model = shadow_copy(self.finder.model, edits, self.shadow_root) if edits else self.finder.model
+    def evaluate(self, c: Culprit, fixers: tuple[str, ...], summary: str, probe: Mapping[str, Any],
+                 edits: tuple[Any, ...], changes_outputs: bool, size: int, removes_behaviour: str = "") -> Evaluation:
+        model = shadow_copy(self.lab.model, edits, self.shadow_root) if edits else self.lab.model
         base = dict(fixers=fixers, summary=summary, region=c.region, stage=c.stage, before={"kind": c.kind, **dict(c.figures)},
                     changes_outputs=changes_outputs, size=size, edits=edits, probe=dict(probe), removes_behaviour=removes_behaviour)
         try:
@@ -428,19 +410,9 @@ class Repairer:
                           **trade_off(self.model_before(c), model_outcome.figures), **verdict)
 
     def equivalence(self, c: Culprit, model: ModelSpec, probe: Mapping[str, Any], edits: tuple[Any, ...]) -> dict[str, Any]:
-        f = self.finder_for(model, probe)
         mode = "eager" if (edits and c.stage == "eager") else "onnx"
-        request = ProbeRequest(
-            self.finder.model, self.finder.plan, EQUIVALENCE, self.finder.schedule(c.stage), self.finder.options.probe,
-            label=f"outputs {c.region or '<root>'}",
-            other={"model": model.to_json(), "options": f.options.probe.to_json(), "mode": mode, "rtol": self.rtol, "atol": self.atol},
-        )
-        result = self.finder.runner.submit(request).result()
-        if isinstance(result, ProbeOk):
-            return dict(result.data)
-        if isinstance(result, ProbeFailed):
-            return {"failed": result.message}
-        return {"failed": result.describe()}
+        return self.lab.outputs_against(self.lab.derive(model, probe), c.stage, mode, self.rtol, self.atol,
+                                        label=f"outputs {c.region or '<root>'}")
 
     # -- the run ----------------------------------------------------------------------------------------
 
@@ -490,45 +462,11 @@ class Repairer:
     def run(self) -> FixReport:
         started = time.perf_counter()
         evaluations: list[Evaluation] = []
-        with ThreadPoolExecutor(max_workers=max(2, self.finder.jobs * 2), thread_name_prefix="bisector-fix") as pool:
+        with ThreadPoolExecutor(max_workers=max(2, self.lab.jobs * 2), thread_name_prefix="bisector-fix") as pool:
             for c in self.report.culprits:
                 evaluations += self.repair_culprit(c, pool)
-        probes = self.finder.runner.probes - self.probes_before + sum(f.runner.probes for f in self._finders.values())
-        for f in self._finders.values():
-            f.runner.close()
+        probes = self.lab.probes - self.probes_before
         return FixReport(find=self.report, evaluations=tuple(evaluations), probes=probes, wall_s=time.perf_counter() - started)
-
-
-def failure_culprits(found: FindReport) -> FindReport:
-    """Stages that failed because the exporter lacks (or mis-emits) an operator become culprits of
-    kind unsupported-op, so fixers can make them export; other failures stay failures."""
-    from bisector.find import StageSearch
-    from fixers.onnx_symbolics import failing_operators
-
-    searches = dict(found.searches)
-    for stage, r in found.measure.stages.items():
-        if r.failure is None or getattr(r.failure, "where", None) not in ("export", "session"):
-            continue
-        if stage in searches and searches[stage].culprits:
-            continue
-        message = r.failure.message
-        ops = failing_operators(message)
-        if not ops:
-            continue
-        culprit = Culprit(region="", stage=stage, kind=UNSUPPORTED_OP, own_code=False, type="", figures={"operators": ops},
-                          chain=(("", UNSUPPORTED_OP),), hint=f"the {stage} stage fails on {', '.join(ops)}: {message}")
-        searches[stage] = StageSearch(stage, root=r, culprits=(culprit,))
-    return replace(found, searches=searches) if searches != dict(found.searches) else found
-
-
-def unfixable_failures(found: FindReport) -> list[str]:
-    """Failed stages that are not culprits (nothing to fix, the model did not run), and stages
-    whose probe crashed, hung or hit the memory cap (not measured: never "clean")."""
-    turned = {c.stage for c in found.culprits if c.kind == UNSUPPORTED_OP}
-    return [
-        f"{s}: {getattr(r.failure, 'message', None) or r.failure.describe()}"
-        for s, r in found.measure.stages.items() if r.kind in ("failed", "crashed") and s not in turned
-    ]
 
 
 class CandidateFailed(Exception):
@@ -643,10 +581,5 @@ def runtime_opset() -> int | None:
     return 17
 
 
-def fix(
-    finder: Finder,
-    report: FindReport,
-    allow_output_changes: bool = False,
-    only: Iterable[str] = (),
-) -> FixReport:
-    return Repairer(finder, report, allow_output_changes=allow_output_changes, only=only).run()
+def fix(lab: Lab, report: FindReport, allow_output_changes: bool = False, only: Iterable[str] = ()) -> FixReport:
+    return Repairer(lab, report, allow_output_changes=allow_output_changes, only=only).run()

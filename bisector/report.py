@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from bisector.chart import phased_sparkline
-from bisector.measure import CRASHED, FAILED, MeasureReport, StageResult
+from bisector.results import CRASHED, FAILED, MeasureReport, StageResult
 from bisector.probe.types import ProbeCrashed, ProbeFailed, ProbeTimedOut
 from bisector.schedule import PHASES
 from bisector.units import format_bytes

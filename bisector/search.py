@@ -59,7 +59,7 @@ class TreeLike(Protocol):
 
 
 @dataclass(frozen=True)
-class Culprit:
+class Finding:
     region: str
     kind: str
     own_code: bool
@@ -70,7 +70,7 @@ class Culprit:
 class SearchState:
     """Everything learned so far; complete only when the search ran to its end."""
 
-    culprits: list[Culprit] = field(default_factory=list)
+    culprits: list[Finding] = field(default_factory=list)
     tested: dict[tuple[str, ...], Outcome] = field(default_factory=dict)
     unprobeable: dict[str, Outcome] = field(default_factory=dict)
     inconclusive: dict[str, Outcome] = field(default_factory=dict)
@@ -166,7 +166,7 @@ class Search:
             rest = _leftover(outcome, self._known(kids)) if self.own_code_beyond_children else None
             if rest is not None:
                 with self.state.lock:
-                    self.state.culprits.append(Culprit(region, rest.kind, own_code=True, outcome=rest))
+                    self.state.culprits.append(Finding(region, rest.kind, own_code=True, outcome=rest))
             return
         if inferred:
             # Blamed by elimination only: probe it alone before naming it a culprit.
@@ -174,7 +174,7 @@ class Search:
             if not outcome.bad:
                 return
         with self.state.lock:
-            self.state.culprits.append(Culprit(region, outcome.kind, own_code=True, outcome=outcome))
+            self.state.culprits.append(Finding(region, outcome.kind, own_code=True, outcome=outcome))
 
     def _find_bad(self, group: list[str], inferred: Outcome | None = None) -> int:
         """Explore every member of group that misbehaves alone (or, for a member that cannot be

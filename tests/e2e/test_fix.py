@@ -7,23 +7,19 @@ from dataclasses import replace
 
 import pytest
 
-from bisector import api
-from bisector.find import Finder
+from bisector import api, pipeline
 from bisector.measure import measure
-from bisector.repair import Repairer, shadow_copy
+from bisector.repair import shadow_copy
 from tests.conftest import SAMPLES, run_cli
 
 pytestmark = pytest.mark.probe
 
 
 def fix(spec: str, inputs, dims, stages, pool, tmp_path, exporter=None, only=()):
-    p = api.prepare(spec, inputs, dims, stages=stages, exporter=exporter)
-    finder = Finder(p.model, p.plan, p.options, run_dir=tmp_path, pool=pool)
-    try:
-        found = finder.find()
-        return p, found, Repairer(finder, found, only=only).run()
-    finally:
-        finder.close()
+    """The one find -> fix path (pipeline.fix), without patches of files."""
+    p = api.prepare(spec, inputs, dims, stages=stages, exporter=exporter, run_dir=str(tmp_path))
+    outcome = pipeline.fix(p, pipeline.FixRequest(fixers=tuple(only), patch=False), pool=pool)
+    return p, outcome.found, outcome.report
 
 
 def remeasure(p, evaluation, stage, pool, tmp_path):

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from bisector.batch import prove
+from bisector.project_check import prove
 from bisector.patch import Patch
 
 

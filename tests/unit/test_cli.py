@@ -55,7 +55,11 @@ def test_missing_inputs() -> None:
 def test_a_toolchain_leak_does_not_fail_the_users_model() -> None:
     from types import SimpleNamespace
 
-    from bisector.cli import EXIT_CLEAN, EXIT_FOUND, _measure_exit
+    from bisector.cli import EXIT_BY_STATUS, EXIT_CLEAN, EXIT_FOUND
+    from bisector.pipeline import measured_status
+
+    def _measure_exit(report: SimpleNamespace) -> int:
+        return EXIT_BY_STATUS[measured_status(report).value]
 
     def report(*kinds: str) -> SimpleNamespace:
         return SimpleNamespace(stages={f"s{i}": SimpleNamespace(kind=k) for i, k in enumerate(kinds)})

@@ -12,7 +12,7 @@ from pathlib import Path
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from bisector import api
+from bisector import api, prepare
 from bisector.config import ToolTable, load_config, validate
 from bisector.errors import UserError
 from bisector.spec import ALL_DTYPES, InputPlan, build_input_plan
@@ -68,7 +68,7 @@ def _check_plan(plan: InputPlan) -> None:
 def test_input_and_dim_text_gives_a_plan_or_a_user_error(inputs: list[str], dims: list[str], cap: int | None) -> None:
     try:
         plan = build_input_plan(inputs, dims)
-        api._check_inputs_fit(plan, cap)
+        prepare._check_inputs_fit(plan, cap)
     except UserError as exc:
         assert str(exc) and "\n" not in str(exc)
         return

@@ -5,7 +5,8 @@ from __future__ import annotations
 from concurrent.futures import Future
 
 from bisector.curve import MemoryCurve, Sample
-from bisector.measure import MeasureOptions, measure_stage
+from bisector.lab import Lab
+from bisector.results import MeasureOptions
 from bisector.probe.types import ProbeOk, ProbeOptions
 from bisector.spec import ModelSpec, build_input_plan
 
@@ -36,7 +37,7 @@ class FakeRunner:
 def test_inconclusive_is_rerun_with_more_iterations_until_it_settles(tmp_path) -> None:
     plan = build_input_plan(["x=B,8"], ["B=1:4"])
     runner = FakeRunner(settle_at=2)
-    result = measure_stage(runner, ModelSpec(str(tmp_path / "m.py"), "Net"), plan, "eager", MeasureOptions(retries=2, probe=ProbeOptions()))
+    result = Lab(ModelSpec(str(tmp_path / "m.py"), "Net"), plan, MeasureOptions(retries=2, probe=ProbeOptions()), keep=False, runner=runner).stage("eager")
     assert result.kind == "clean" and result.attempts == 2
     assert [r.schedule.profile.repeat_passes for r in runner.requests if not r.control] == [4, 8]
 
@@ -44,7 +45,7 @@ def test_inconclusive_is_rerun_with_more_iterations_until_it_settles(tmp_path) -
 def test_the_retry_budget_bounds_the_reruns(tmp_path) -> None:
     plan = build_input_plan(["x=B,8"], ["B=1:4"])
     runner = FakeRunner(settle_at=99)
-    result = measure_stage(runner, ModelSpec(str(tmp_path / "m.py"), "Net"), plan, "eager", MeasureOptions(retries=2, probe=ProbeOptions()))
+    result = Lab(ModelSpec(str(tmp_path / "m.py"), "Net"), plan, MeasureOptions(retries=2, probe=ProbeOptions()), keep=False, runner=runner).stage("eager")
     assert result.kind == "inconclusive" and result.attempts == 3
     assert len([r for r in runner.requests if not r.control]) == 3
 
@@ -75,7 +76,7 @@ class NoisyHeapRunner:
 def test_more_passes_are_run_until_the_floor_reaches_the_target(tmp_path) -> None:
     plan = build_input_plan(["x=B,8"], ["B=1:16"])
     runner = NoisyHeapRunner()
-    result = measure_stage(runner, ModelSpec(str(tmp_path / "m.py"), "Net"), plan, "eager", MeasureOptions(retries=2))
+    result = Lab(ModelSpec(str(tmp_path / "m.py"), "Net"), plan, MeasureOptions(retries=2), keep=False, runner=runner).stage("eager")
     assert result.kind == "clean" and result.attempts == 3
     assert result.verdict.floor_bytes_per_call <= 4096
     assert [r.schedule.profile.repeat_passes for r in runner.requests if not r.control] == [4, 8, 16]
@@ -84,7 +85,7 @@ def test_more_passes_are_run_until_the_floor_reaches_the_target(tmp_path) -> Non
 def test_a_floor_not_reached_within_the_budget_is_inconclusive_and_says_so(tmp_path) -> None:
     plan = build_input_plan(["x=B,8"], ["B=1:16"])
     options = MeasureOptions(retries=2, budget_s=0.0)
-    result = measure_stage(NoisyHeapRunner(), ModelSpec(str(tmp_path / "m.py"), "Net"), plan, "eager", options)
+    result = Lab(ModelSpec(str(tmp_path / "m.py"), "Net"), plan, options, keep=False, runner=NoisyHeapRunner()).stage("eager")
     assert result.kind == "inconclusive" and result.attempts == 1
     assert result.verdict.floor_bytes_per_call > 4096
     assert any("floor" in r and "target" in r for r in result.verdict.reasons)

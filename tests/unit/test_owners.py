@@ -130,7 +130,7 @@ def test_objects_that_grow_are_the_models_without_a_trace() -> None:
 
 
 def test_the_terminal_report_states_the_floor_and_the_owners() -> None:
-    from bisector.measure import StageResult
+    from bisector.results import StageResult
     from bisector.report import owners_lines, reason_lines, stage_line
 
     clean = Verdict(

@@ -5,10 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 from types import SimpleNamespace
 
-import pytest
 
 from bisector.find import Culprit
-from bisector.repair import CandidateFailed, Repairer, decide, merge_probe
+from bisector.repair import Repairer, decide, merge_probe
 from bisector.search import Outcome
 from fixers.base import Candidate, Example, FixTarget
 
@@ -41,49 +40,62 @@ class FakeFixer:
                 for n in self.factors]
 
 
+class FakeLab:
+    """The four questions Repairer asks of a lab (derive, stage, regions, outputs_against), answered
+    from the fixer's factors: no probe runs. A derived lab is one candidate's configuration."""
+
+    def __init__(self, fixer: FakeFixer, differ=(), broken=(), whole_stays=(), flaky=(), names=(), measured=None):
+        self.fixer, self.differ, self.broken, self.whole_stays, self.flaky = fixer, differ, broken, whole_stays, flaky
+        self.names = names
+        self.measured = measured if measured is not None else []
+        self.model, self.plan, self.options = None, None, SimpleNamespace(seed=0)
+        self.run, self.jobs, self.probes = Path("/nonexistent/run"), 2, 0
+
+    def derive(self, model=None, overrides=None) -> "FakeLab":
+        names = tuple(sorted((overrides or {}).get("session_options", {})))
+        return FakeLab(self.fixer, self.differ, self.broken, self.whole_stays, self.flaky, names, self.measured)
+
+    def _factor(self) -> float:
+        factor = 1.0
+        for n in self.names:
+            factor *= self.fixer.factors[n]
+        return factor
+
+    def stage(self, stage, seed=None):
+        if any(n in self.broken for n in self.names):
+            failure = SimpleNamespace(message="export failed: no ONNX function for aten::foo")
+            return SimpleNamespace(kind="failed", verdict=None, failure=failure)
+        if seed is not None:  # the confirmation with another seed
+            whole = leaking(4.0) if any(n in self.flaky for n in self.names) else leaking(0.0)
+        else:
+            self.measured.append(self.names)
+            whole = leaking(10.0) if any(n in self.whole_stays for n in self.names) else leaking(10.0 * self._factor())
+        return SimpleNamespace(kind=whole.kind, verdict=True, curve=True, outcome=lambda: whole)
+
+    def regions(self, stage, regions, root):
+        return leaking(10.0 * self._factor())
+
+    def outputs_against(self, other, stage, mode, rtol, atol, label=""):
+        bad = set(other.names) & set(self.differ)
+        return {"equivalent": not bad, "max_abs_diff": 0.5 if bad else 0.0, "max_rel_diff": 0.1 if bad else 0.0,
+                "why": "output 0 differs by up to 0.5" if bad else ""}
+
+
 class FakeRepairer(Repairer):
-    def __init__(self, fixer: FakeFixer, differ: tuple[str, ...] = (), broken: tuple[str, ...] = (), whole_stays: tuple[str, ...] = (), allow=False, flaky: tuple[str, ...] = ()):
-        finder = SimpleNamespace(run=Path("/nonexistent/run"), runner=SimpleNamespace(probes=0), jobs=2, model=None, plan=None, options=None)
-        report = SimpleNamespace(culprits=[CULPRIT])
-        super().__init__(finder, report, allow_output_changes=allow, fixers=[fixer])
-        self.fixer = fixer
-        self.differ, self.broken, self.whole_stays, self.flaky = differ, broken, whole_stays, flaky
-        self.measured: list[tuple[str, ...]] = []
+    """The real Repairer on a FakeLab; only the fixers' target is made up (it reads the user's files)."""
+
+    def __init__(self, fixer: FakeFixer, differ=(), broken=(), whole_stays=(), allow=False, flaky=()):
+        lab = FakeLab(fixer, differ, broken, whole_stays, flaky)
+        before = SimpleNamespace(kind="leak", verdict=True, curve=True, outcome=lambda: leaking(10.0))
+        report = SimpleNamespace(culprits=[CULPRIT], measure=SimpleNamespace(stages={"eager": before}))
+        super().__init__(lab, report, allow_output_changes=allow, fixers=[fixer])
+        self.measured = lab.measured
 
     def target(self, c):
         return FixTarget(c.stage, c.kind, region=c.region)
 
-    def run(self):  # no probe pool: just the decisions
-        from concurrent.futures import ThreadPoolExecutor
-
-        with ThreadPoolExecutor(2) as pool:
-            return self.repair_culprit(CULPRIT, pool)
-
-    def measure(self, c, model, probe):
-        names = tuple(sorted(probe["session_options"]))
-        self.measured.append(names)
-        if any(n in self.broken for n in names):
-            raise CandidateFailed("export failed: no ONNX function for aten::foo")
-        factor = 1.0
-        for n in names:
-            factor *= self.fixer.factors[n]
-        region = leaking(10.0 * factor)
-        whole = leaking(10.0) if any(n in self.whole_stays for n in names) else region
-        return region, whole
-
-    def model_before(self, c):
-        return leaking(10.0).figures
-
-    def confirm(self, c, model, probe):
-        names = tuple(sorted(probe["session_options"]))
-        if any(n in self.flaky for n in names):
-            return False, "+4.0 objects/call, leak"
-        return True, "clean"
-
-    def equivalence(self, c, model, probe, edits):
-        names = set(probe["session_options"])
-        bad = names & set(self.differ)
-        return {"equivalent": not bad, "max_abs_diff": 0.5 if bad else 0.0, "max_rel_diff": 0.1 if bad else 0.0, "why": "output 0 differs by up to 0.5" if bad else ""}
+    def run(self):
+        return list(super().run().evaluations)
 
 
 def by_name(results):

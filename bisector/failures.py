@@ -1,0 +1,72 @@
+"""The failure policy: what a stage that could not run means for find and fix, in one place.
+
+A stage whose exporter lacks (or mis-emits) an operator becomes a culprit a fixer can work on
+(unsupported-op); any other failed stage is the user's to fix (a clear error, exit 2), with a hint
+that names the flag or the fix to try; a crashed, hung or capped probe is "not measured", never clean.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Iterable
+
+from bisector.errors import BisectorError, InternalError, UserError
+from bisector.find import Culprit, FindReport, StageSearch
+from bisector.results import CRASHED, FAILED, MeasureReport
+from fixers.base import UNSUPPORTED_OP
+
+
+def failure_culprits(found: FindReport) -> FindReport:
+    """Stages that failed because the exporter lacks (or mis-emits) an operator become culprits of
+    kind unsupported-op, so fixers can make them export; other failures stay failures."""
+    from fixers.onnx_symbolics import failing_operators
+
+    searches = dict(found.searches)
+    for stage, r in found.measure.stages.items():
+        if r.failure is None or getattr(r.failure, "where", None) not in ("export", "session"):
+            continue
+        if stage in searches and searches[stage].culprits:
+            continue
+        message = r.failure.message
+        ops = failing_operators(message)
+        if not ops:
+            continue
+        culprit = Culprit(region="", stage=stage, kind=UNSUPPORTED_OP, own_code=False, type="", figures={"operators": ops},
+                          chain=(("", UNSUPPORTED_OP),), hint=f"the {stage} stage fails on {', '.join(ops)}: {message}")
+        searches[stage] = StageSearch(stage, root=r, culprits=(culprit,))
+    return replace(found, searches=searches) if searches != dict(found.searches) else found
+
+
+def unfixable_failures(found: FindReport) -> list[str]:
+    """Failed stages that are not culprits (nothing to fix, the model did not run), and stages
+    whose probe crashed, hung or hit the memory cap (not measured: never "clean")."""
+    turned = {c.stage for c in found.culprits if c.kind == UNSUPPORTED_OP}
+    return [
+        f"{s}: {getattr(r.failure, 'message', None) or r.failure.describe()}"
+        for s, r in found.measure.stages.items() if r.kind in (FAILED, CRASHED) and s not in turned
+    ]
+
+
+def failure_error(report: MeasureReport, skip: Iterable[str] = ()) -> BisectorError | None:
+    """The first stage whose model could not run or export, as a user error (exit 2)."""
+    for r in report.stages.values():
+        if r.kind == FAILED and r.stage not in skip:
+            f = r.failure
+            if f.where == "internal":
+                return InternalError(f.message)
+            hint = {
+                "export": f"; try --exporter {'dynamo' if 'torchscript exporter' in f.message else 'torchscript'}, or --stage eager to measure the forward only",
+                "session": "; the exported graph does not load in ONNX Runtime (try another --exporter)",
+                "inputs": "; check --input, or the model file's bisector_inputs()",
+                "forward": "; check that --input matches the forward's arguments",
+            }.get(f.where, "")
+            if f.where in ("export", "session"):
+                from fixers.onnx_symbolics import failing_operators
+
+                ops = failing_operators(f.message)
+                if ops:
+                    hint = f"; `bisector fix` tries a symbolic for {', '.join(ops)} or another exporter" + hint
+            if getattr(f, "probe_dir", ""):
+                hint += f" (probe folder kept: {f.probe_dir})"
+            return UserError(f"{r.stage} stage: {f.message}{hint}", detail=f.traceback)
+    return None

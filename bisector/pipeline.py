@@ -1,0 +1,269 @@
+"""The one find -> fix path: find, the failure policy, repair, patches, optional apply, confirm.
+
+The CLI, the API, batch repair, the e2e tests and bench/fix_zoo.py all call ``fix``; each renders
+the typed ``FixOutcome`` its own way. The status says what happened to the model:
+
+- clean: nothing of the model's grows (what the toolchain keeps is reported, not counted);
+- fixed: every culprit has a kept fix in the patch (or in the runtime settings);
+- unfixed: a culprit has no kept fix, a written fix did not hold, or growth has no culprit named;
+- unproven: a stage could not be judged (inconclusive, or its probe crashed or timed out);
+- error: the model could not be measured at all (the message says why).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from enum import Enum
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+from bisector.errors import UserError
+from bisector.failures import failure_culprits, failure_error, unfixable_failures
+from bisector.find import Finder, FindReport
+from bisector.lab import Lab
+from bisector.prepare import Options, Prepared
+from bisector.probe.pool import ProbePool
+from bisector.project_check import prove, run_check
+from bisector.config import load_config
+from bisector.repair import FixReport, Repairer, holds, merge_probe
+from bisector.results import CRASHED, FAILED, MeasureReport
+from bisector.runner import Events
+from bisector.verdict import CLEAN, INCONCLUSIVE, LEAK, SHAPE_GROWTH, TOOLCHAIN_LEAK
+
+
+class Status(str, Enum):
+    CLEAN = "clean"
+    FIXED = "fixed"
+    UNFIXED = "unfixed"
+    UNPROVEN = "unproven"
+    ERROR = "error"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+@dataclass(frozen=True)
+class FixRequest:
+    """What fix does beyond measuring: which fixers, which fix per culprit, what to patch and write."""
+
+    fixers: tuple[str, ...] = ()
+    allow_output_changes: bool = False
+    pick: int | None = None  # the N-th kept fix of each culprit instead of the default choice
+    prefer: str | None = None  # a fixer to choose first when it is kept
+    patch: bool = True  # compose patches of the user's files (batch composes over models itself)
+    apply: bool = False
+    force: bool = False  # with apply: also replace read-only files
+    # A stage that crashed or timed out ends the run as an error (a migration summary cannot call a
+    # model it never measured anything else); otherwise it is "unproven" and the rest is repaired.
+    unmeasured_is_error: bool = False
+
+
+@dataclass
+class Progress:
+    """What a front end learns while fix runs: where finished work is kept (to say so when stopped),
+    the find report as soon as it is ready, and the files --apply has written so far."""
+
+    events: Events | None = None
+    on_run_dir: Callable[[str], None] | None = None
+    on_found: Callable[[FindReport], None] | None = None
+    written: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class FixOutcome:
+    status: Status
+    found: FindReport | None = None
+    report: FixReport | None = None
+    chosen: tuple[Any, ...] = ()  # the kept fix chosen for each culprit, in culprit order
+    patches: tuple[Any, ...] = ()
+    notes: tuple[str, ...] = ()
+    check: str = "no patch"  # the project's check command on the patched files: passed | failed: ... | ...
+    applied: tuple[str, ...] = ()
+    check_after_apply: str = ""
+    confirmed: MeasureReport | None = None
+    backups: str = ""
+    error: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        data = self.report.to_json() if self.report is not None else {}
+        data["patches"] = [{"path": p.rel, "summary": p.summary, "diff": p.diff} for p in self.patches if p.changed]
+        data["patch_notes"] = list(self.notes)
+        data["check"] = self.check
+        if self.backups:  # --apply ran (and wrote these, possibly nothing)
+            data["applied"] = list(self.applied)
+        if self.check_after_apply:
+            data["check_after_apply"] = self.check_after_apply
+        if self.confirmed is not None:
+            data["confirmed"] = {
+                "verdict": self.confirmed.verdict,
+                "stages": {s: r.to_json(samples=False) for s, r in self.confirmed.stages.items()},
+            }
+        return data
+
+
+def measured_status(report: MeasureReport) -> Status:
+    """A measurement's status: growth the model owns, a failure, or not proven either way."""
+    # Exit codes speak of the user's model: what the toolchain keeps is reported, not counted.
+    kinds = {CLEAN if r.kind == TOOLCHAIN_LEAK else r.kind for r in report.stages.values()}
+    if kinds & {LEAK, SHAPE_GROWTH}:
+        return Status.UNFIXED
+    if FAILED in kinds:
+        return Status.ERROR
+    if kinds & {INCONCLUSIVE, CRASHED}:
+        return Status.UNPROVEN
+    return Status.CLEAN if kinds <= {CLEAN} else Status.UNPROVEN
+
+
+def find(prepared: Prepared, progress: Progress | None = None, pool: ProbePool | None = None,
+         executor: Any = None) -> tuple[Lab, FindReport]:
+    """Find on a new lab (left open: repair derives from it); failed exports become culprits."""
+    progress = progress or Progress()
+    given = prepared.given or Options()
+    lab = Lab(prepared.model, prepared.plan, prepared.options, progress.events, given.run_dir, pool=pool,
+              executor=executor)
+    if progress.on_run_dir is not None and lab.run is not None:
+        progress.on_run_dir(str(lab.run.parent.parent))
+    try:
+        return lab, failure_culprits(Finder(lab).find())
+    except BaseException:
+        lab.close()
+        raise
+
+
+def check_request(prepared_spec: str, given: Options, request: FixRequest, known_fixers: Iterable[str]) -> Path:
+    """Refuse, before minutes of probing, what fix could not do: unknown fixers, a bad --pick, and
+    files --apply would have to write outside the project or read-only without --force. Returns the
+    project root (decided from the model path as given, before any symlink is followed: a link
+    inside the project to a file outside it must not carry the writes outside)."""
+    from bisector.patch import check_writable, project_root
+
+    known = list(known_fixers)
+    for name in request.fixers:
+        if name not in known:
+            raise UserError(f"unknown fixer {name!r}; see `bisector fixers` ({', '.join(known)})")
+    if request.pick is not None and request.pick < 1:
+        raise UserError("--pick counts kept fixes from 1")
+    for script, flag in ((given.export_script, "--export-script"), (given.infer_script, "--infer-script")):
+        if script and not Path(script).is_file():
+            raise UserError(f"{flag} {script} does not exist")
+    model_file = given_path(prepared_spec)
+    root = project_root(model_file)
+    if request.apply:
+        for path, what in ((model_file, "the model file"), (given.export_script, "--export-script"),
+                           (given.infer_script, "--infer-script")):
+            if path:
+                check_writable(path, root, what, force=request.force)
+    return root
+
+
+def given_path(spec: str) -> Path:
+    """The model file as the user wrote it, made absolute without following symlinks."""
+    import os
+
+    return Path(os.path.abspath(Path(spec.rpartition(":")[0] or spec).expanduser()))
+
+
+def fix(
+    prepared: Prepared,
+    request: FixRequest = FixRequest(),
+    progress: Progress | None = None,
+    *,
+    root: Path | None = None,
+    pool: ProbePool | None = None,
+    executor: Any = None,
+    stopped: Callable[[], bool] = lambda: False,
+) -> FixOutcome:
+    """find -> failure policy -> repair -> patches -> (apply -> check -> confirm). Raises the user
+    error of a stage that could not run (exit 2 in the CLI); KeyboardInterrupt when stopped."""
+    progress = progress or Progress()
+    given = prepared.given or Options()
+    lab, found = find(prepared, progress, pool, executor)
+    try:
+        if lab.interrupted.is_set():
+            raise KeyboardInterrupt  # stopped: no repairs, and above all no --apply
+        error = failure_error(found.measure, skip={c.stage for c in found.culprits})
+        if error is not None:
+            raise error
+        if request.unmeasured_is_error:
+            unmeasured = unfixable_failures(found)
+            if unmeasured:
+                raise UserError("; ".join(unmeasured))
+        if progress.on_found is not None:
+            progress.on_found(found)
+        report = Repairer(lab, found, allow_output_changes=request.allow_output_changes, only=request.fixers).run()
+    finally:
+        lab.close()
+    return _patch_and_apply(prepared, given, request, progress, found, report, root, stopped)
+
+
+def _patch_and_apply(prepared: Prepared, given: Options, request: FixRequest, progress: Progress, found: FindReport,
+                     report: FixReport, root: Path | None, stopped: Callable[[], bool]) -> FixOutcome:
+    from bisector.patch import apply as apply_patches
+    from bisector.patch import best_fixes, patches_for, project_root
+
+    chosen = tuple(best_fixes(report, request.pick, request.prefer))
+    picked = {(e.region, e.stage) for e in chosen}
+    notes: list[str] = []
+    for c in found.culprits:
+        if report.fixed(c) and (c.region, c.stage) not in picked:
+            notes.append(f"{c.region or '<root>'} ({c.stage}): every kept fix costs more memory up front than the "
+                         "growth it prevents over the declared range, so none is in the patch; take one with --pick N")
+    status = _status(found, report, chosen)
+    if not request.patch:
+        return FixOutcome(status, found, report, chosen, notes=tuple(notes))
+    root = root or project_root(Path(prepared.model.path))
+    patches, patch_notes = patches_for(report, root, given.export_script, given.infer_script, pick=request.pick)
+    notes = list(patch_notes) + notes
+    # Proven on the project: the patched files compile, and the project's check command
+    # ([tool.bisector] check) runs with them in a shadow copy; a failing patch is not offered.
+    check = load_config(prepared.model.path, given.config).get("check")
+    check = check if isinstance(check, str) else None
+    check_state = "no patch"
+    if patches:
+        offered, check_state = prove(root, check, patches)
+        if not offered:
+            notes.append(f"the patch is not offered: {check_state}")
+            patches = []
+    outcome = FixOutcome(status, found, report, chosen, tuple(patches), tuple(notes), check_state)
+    if not request.apply:
+        return outcome
+    if stopped():
+        raise KeyboardInterrupt
+    backups = str(root / ".bisector" / "backups")
+    written = apply_patches(patches, root, force=request.force, written=progress.written)
+    check_after = ""
+    if written and check:
+        ok, why = run_check(root, check, [])  # the project as now written, in a shadow copy
+        check_after = "passed" if ok else f"failed: {why}"
+    confirmed = confirm(prepared, report, found, request.pick) if written else None
+    if check_after.startswith("failed"):
+        status = Status.UNFIXED  # the project's own check fails with what was written: never "clean"
+    elif confirmed is not None and not all(holds(c, confirmed.stages.get(c.stage)) for c in found.culprits):
+        status = Status.UNFIXED  # the written fix did not hold on a fresh measurement
+    return replace(outcome, status=status, applied=tuple(written), check_after_apply=check_after,
+                   confirmed=confirmed, backups=backups)
+
+
+def _status(found: FindReport, report: FixReport, chosen: tuple[Any, ...]) -> Status:
+    if not found.culprits:
+        status = measured_status(found.measure)
+        return Status.UNPROVEN if status == Status.CLEAN and not found.complete else status
+    picked = {(e.region, e.stage) for e in chosen}
+    if all(report.fixed(c) and (c.region, c.stage) in picked for c in found.culprits):
+        return Status.FIXED
+    return Status.UNFIXED
+
+
+def confirm(prepared: Prepared, report: FixReport, found: FindReport, pick: int | None = None) -> MeasureReport:
+    """Re-measure the stages that had culprits from the files as now written (the probe loads the
+    model source afresh, so source edits count), with the kept export and runtime settings as probe
+    overrides (the probe does not run the user's export or serving scripts)."""
+    from bisector.measure import measure
+    from bisector.patch import best_fixes
+
+    probes: dict[str, Any] = {}
+    for ev in best_fixes(report, pick):
+        probes = merge_probe(probes, ev.probe)
+    stages = tuple(dict.fromkeys(c.stage for c in found.culprits))
+    options = replace(prepared.options, stages=stages, probe=prepared.options.probe.with_overrides(probes))
+    return measure(prepared.model, prepared.plan, options)

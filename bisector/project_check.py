@@ -1,0 +1,70 @@
+"""Proving a patch on the user's project: the patched files compile, and the project's own check
+command ([tool.bisector] check) passes with them, in a shadow copy (the user's files are never
+touched). A patch whose check fails is not offered."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any, Iterable
+
+
+def shadow_project(root: Path, dest: Path) -> Path:
+    """A copy of the project to run the check in (the user's files are never touched)."""
+    shutil.copytree(root, dest, ignore=shutil.ignore_patterns(".bisector", ".git", "__pycache__", ".venv", "*.onnx", ".pytest_cache"))
+    return dest
+
+
+def compile_error(patches: Iterable[Any]) -> str:
+    """The first patched Python file that does not compile, and why; "" when all do."""
+    for p in patches:
+        if p.path.endswith(".py"):
+            try:
+                compile(p.after, p.path, "exec")
+            except SyntaxError as exc:
+                return f"{p.rel} does not compile: {exc.msg} (line {exc.lineno})"
+    return ""
+
+
+def prove(root: Path, check: str | None, patches: list[Any], timeout: float = 600.0) -> tuple[bool, str]:
+    """Whether a patch may be offered, and the check state the report shows."""
+    broken = compile_error(patches)
+    if broken:
+        return False, f"failed: {broken}"
+    if not check:
+        return True, "not run against your script"
+    reference, ref_why = run_check(root, check, [], timeout)
+    if not reference:
+        return True, f"not proven: `{check}` fails without the patch too ({ref_why})"
+    ok, why = run_check(root, check, patches, timeout)
+    return ok, "passed" if ok else f"failed: {why}"
+
+
+def run_check(root: Path, command: str, patches: Iterable[Any], timeout: float = 600.0) -> tuple[bool, str]:
+    """The project's check command in a shadow copy with the patches written: (passed, why).
+    Patched Python files are compiled first."""
+    patches = list(patches)
+    broken = compile_error(patches)
+    if broken:
+        return False, broken
+    with tempfile.TemporaryDirectory(prefix="bisector-check-") as tmp:
+        shadow = shadow_project(root, Path(tmp) / "project")
+        for p in patches:
+            target = shadow / p.rel
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_text(p.after, encoding="utf-8")
+        env = dict(os.environ)
+        # `python` in the command is the interpreter bisector runs in (it has the project's deps)
+        env["PATH"] = str(Path(sys.executable).parent) + os.pathsep + env.get("PATH", "")
+        try:
+            r = subprocess.run(command, shell=True, cwd=shadow, env=env, capture_output=True, text=True, timeout=timeout)
+        except subprocess.TimeoutExpired:
+            return False, f"`{command}` did not finish in {timeout:.0f} s"
+    if r.returncode == 0:
+        return True, ""
+    tail = [ln for ln in (r.stderr or r.stdout).strip().splitlines() if ln.strip()]
+    return False, f"`{command}` exited {r.returncode}: {tail[-1] if tail else ''}"

@@ -1,0 +1,93 @@
+"""Runs probe requests on a pool, at most ``jobs`` at once, through the caches; reports progress."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import threading
+import time
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import replace
+from pathlib import Path
+from typing import Any, Mapping
+
+from bisector.caches import ControlCache, ResultCache
+from bisector.probe.pool import ProbePool
+from bisector.probe.types import ProbeRequest, ProbeResult
+
+
+class Events:
+    """Progress callbacks; the CLI renders them, the library stays silent."""
+
+    def probe_started(self, label: str) -> None: ...
+
+    def probe_finished(self, label: str, result: ProbeResult, cached: bool = False) -> None: ...
+
+
+class Runner:
+    """Runs probe requests on a pool, at most ``jobs`` at once, caching control runs (and, with a
+    ResultCache, the model's own runs)."""
+
+    def __init__(
+        self, pool: ProbePool, jobs: int, cache: ControlCache, events: Events, results: ResultCache | None = None,
+        executor: ThreadPoolExecutor | None = None, limits: Mapping[str, Any] | None = None,
+    ) -> None:
+        self.pool = pool
+        # This model's timeout, memory cap and fresh, sent with every probe: a shared pool's own
+        # are another model's (or the pytest plugin's 600 s).
+        self.limits = dict(limits or {})
+        self.cache = cache
+        self.results = results
+        self.events = events
+        self.reused = 0
+        # Runners that share an executor share its limit on probes running at once.
+        self._own_executor = executor is None
+        self.executor = executor or ThreadPoolExecutor(max_workers=max(1, jobs), thread_name_prefix="bisector-probe")
+        self.probes = 0
+        self._lock = threading.Lock()
+        # Where the folders of failed or crashed probes are kept (find's run directory); without
+        # one they go with the pool's temporary folder, and errors do not point to them.
+        self.keep_failed_in: Path | None = None
+
+    def _keep(self, result: ProbeResult) -> ProbeResult:
+        src = getattr(result, "probe_dir", "")
+        if not src:
+            return result
+        kept = ""
+        if self.keep_failed_in is not None and Path(src).is_dir():
+            target = self.keep_failed_in / f"{Path(src).name}-{os.getpid()}-{int(time.time() * 1000) % 10**9}"
+            try:
+                shutil.copytree(src, target)
+                kept = str(target)
+            except OSError:
+                pass
+        return replace(result, probe_dir=kept)
+
+    def submit(self, request: ProbeRequest, extra_key: str = "") -> Future:
+        """Run (or reuse) a probe. extra_key: more that decides the result, e.g. the code and
+        weights hashes of the regions probed."""
+        cached = self.cache.get(request) if request.control else (self.results.get(request, extra_key) if self.results else None)
+        if cached is not None:
+            fut: Future = Future()
+            fut.set_result(cached)
+            with self._lock:
+                self.reused += 0 if request.control else 1
+            self.events.probe_finished(request.label, cached, cached=True)
+            return fut
+        return self.executor.submit(self._run, request, extra_key)
+
+    def _run(self, request: ProbeRequest, extra_key: str = "") -> ProbeResult:
+        self.events.probe_started(request.label)
+        result = self._keep(self.pool.run(request, **self.limits))
+        with self._lock:
+            self.probes += 1
+        if request.control:
+            self.cache.put(request, result)
+        elif self.results is not None:
+            self.results.put(request, result, extra_key)
+        self.events.probe_finished(request.label, result)
+        return result
+
+    def close(self) -> None:
+        if self._own_executor:
+            self.executor.shutdown(wait=True, cancel_futures=True)
