@@ -84,10 +84,12 @@ def repair(
     executor: str = "local",
     address: str | None = None,
     shard: Any = None,
+    fail_on: Iterable[str] | str | None = None,
 ) -> "RepairSummary":
     """Find and fix every model listed in [[tool.bisector.models]] (or a manifest); see batch.py.
     `executor="ray"` runs one Ray task per model (on the cluster at `address`, else a local Ray);
-    `shard` ("I/N" or a batch.Shard) repairs only that share of the models."""
+    `shard` ("I/N" or a batch.Shard) repairs only that share of the models; `fail_on` (e.g.
+    "leak,shape-growth:unbounded") overrides each entry's `fail_on`."""
     from bisector.batch import Shard, load_models
     from bisector.batch import repair as _repair
 
@@ -96,7 +98,15 @@ def repair(
 
         require_ray()
     part = Shard.parse(shard) if isinstance(shard, str) else shard
-    return _repair(load_models(config, manifest), out=out, jobs=jobs, models_at_once=models_at_once,
+    models = load_models(config, manifest)
+    if fail_on:
+        from dataclasses import replace
+
+        from bisector.fail_on import FailOn
+
+        policy = ",".join(FailOn.parse(fail_on).to_json())  # checked now, not once per model
+        models = [replace(m, options={**m.options, "fail_on": policy}) for m in models]
+    return _repair(models, out=out, jobs=jobs, models_at_once=models_at_once,
                    allow_output_changes=allow_output_changes, fresh=fresh, progress=progress, report_dir=report_dir,
                    executor=executor, address=address, shard=part)
 

@@ -31,6 +31,7 @@ from typing import Any, Iterable, Mapping
 
 from bisector import pipeline
 from bisector.errors import BisectorError, UserError
+from bisector.fail_on import FailOn
 from bisector.lab import source_hash
 from bisector.patch import compose, project_root, source_patches, work_for
 from bisector.pipeline import FixRequest
@@ -248,9 +249,10 @@ def repair_one(entry: ModelEntry, out: Path, pool: Any, executor: Any, run_dir: 
     started = time.perf_counter()
     o = entry.options
     pick = int(o["pick"]) if o.get("pick") else None
-    request = FixRequest(fixers=tuple(o.get("fixers") or ()), allow_output_changes=allow_output_changes, pick=pick,
-                         prefer=o.get("prefer"), patch=False, unmeasured_is_error=True)
     try:
+        request = FixRequest(fixers=tuple(o.get("fixers") or ()), allow_output_changes=allow_output_changes, pick=pick,
+                             prefer=o.get("prefer"), patch=False, unmeasured_is_error=True,
+                             fail_on=FailOn.parse(o.get("fail_on")))
         prepared = prepare(entry.spec, replace(entry_options(entry, jobs), run_dir=str(run_dir)))
         outcome = pipeline.fix(prepared, request, pool=pool, executor=executor)
     except BisectorError as exc:

@@ -233,7 +233,10 @@ RunDirOpt = Annotated[Optional[str], typer.Option("--run-dir", help="Where measu
 ExportScriptOpt = Annotated[Optional[str], typer.Option("--export-script", help="Your export script: measured with the export settings it uses for this model; fix patches its torch.onnx.export call with the kept settings.")]
 InferScriptOpt = Annotated[Optional[str], typer.Option("--infer-script", help="Your inference script: measured with the ONNX Runtime settings it applies to this model's session; fix patches its InferenceSession with the kept settings.")]
 
+FailOnOpt = Annotated[Optional[list[str]], typer.Option("--fail-on", help="Findings that fail the run (exit 1), comma-separated: leak, shape-growth, shape-growth:bounded, shape-growth:unbounded, toolchain-leak, inconclusive. Default: leak,shape-growth.")]
+
 SHARED: dict[str, tuple[Any, Any]] = {
+    "fail_on": (FailOnOpt, None),
     "input": (InputOpt, None), "dim": (DimOpt, None), "stage": (StageOpt, None), "exporter": (ExporterOpt, None),
     "jobs": (JobsOpt, None), "json_out": (JsonOpt, False), "init_kwargs": (InitOpt, None), "device": (DeviceOpt, None),
     "seed": (SeedOpt, None), "fresh": (FreshOpt, False), "timeout": (TimeoutOpt, None), "mem_cap": (MemCapOpt, None),
@@ -253,6 +256,7 @@ class Output:
     report_dir: str | None = None
     bundle_dir: str | None = None
     debug: bool = False
+    fail_on: Any = None  # fail_on.FailOn: which findings exit 1
 
 
 def _options(v: dict[str, Any]) -> Any:
@@ -279,9 +283,17 @@ def probing(fn: Callable[..., int]) -> Callable[..., int]:
 
     @functools.wraps(fn)
     def command(**kwargs: Any) -> int:
+        from bisector.errors import UserError
+        from bisector.fail_on import FailOn
+
         given = {n: kwargs.pop(n) for n in SHARED}
+        try:
+            fail_on = FailOn.parse(given["fail_on"])
+        except UserError as exc:
+            _err_console().print(f"[bold red]error:[/] {_esc(str(exc))}")
+            return EXIT_USER
         output = Output(json=given["json_out"], report_dir=given["report_dir"], bundle_dir=given["bundle_dir"],
-                        debug=given["debug"])
+                        debug=given["debug"], fail_on=fail_on)
         return fn(options=_options(given), output=output, **kwargs)
 
     params = own + shared
@@ -320,7 +332,7 @@ def measure(spec: Spec, options: Any = None, output: Any = None) -> int:
         error = failure_error(report)
         if error is not None:
             raise error
-        return EXIT_BY_STATUS[measured_status(report).value]
+        return EXIT_BY_STATUS[measured_status(report, output.fail_on).value]
 
     return _guard(output.debug, body)
 
@@ -340,7 +352,7 @@ def find(spec: Spec, options: Any = None, output: Any = None) -> int:
     def body() -> int:
         from bisector.failures import failure_error
         from bisector.find import find as run_find
-        from bisector.pipeline import Status, measured_status
+        from bisector.pipeline import find_status
         from bisector.prepare import prepare
         from bisector.report import render_find
 
@@ -357,10 +369,7 @@ def find(spec: Spec, options: Any = None, output: Any = None) -> int:
         error = failure_error(report.measure)
         if error is not None:
             raise error
-        if report.culprits:
-            return EXIT_FOUND
-        status = measured_status(report.measure)
-        return EXIT_UNPROVEN if status == Status.CLEAN and not report.complete else EXIT_BY_STATUS[status.value]
+        return EXIT_BY_STATUS[find_status(report, output.fail_on).value]
 
     return _guard(output.debug, body, state)
 
@@ -397,7 +406,7 @@ def fix(
         from bisector.report import render_find, render_fix
 
         request = pipeline.FixRequest(fixers=tuple(fixer or ()), allow_output_changes=allow_output_changes, pick=pick,
-                                      apply=apply, force=force)
+                                      apply=apply, force=force, fail_on=output.fail_on)
         # Refused now, not after minutes of probing.
         root = pipeline.check_request(spec, options, request, _fixer_names())
         prepared = prepare(spec, options)
@@ -497,6 +506,7 @@ def repair(
     shard: Annotated[Optional[str], typer.Option("--shard", help="I/N: repair only this share of the models (a stable split by name), for CI matrices; join the outputs with `bisector merge`.")] = None,
     json_out: JsonOpt = False,
     report_dir: Annotated[Optional[str], typer.Option("--report", help="Write an HTML report per model and an index.html over all models into this folder.")] = None,
+    fail_on: FailOnOpt = None,
     debug: DebugOpt = False,
 ) -> int:
     """Find and fix every model of a migration project: one patch per model, a summary as JSON
@@ -532,7 +542,7 @@ def repair(
 
         summary = api.repair(config=config, manifest=manifest, out=out, jobs=jobs, models_at_once=models_at_once,
                              allow_output_changes=allow_output_changes, fresh=fresh, progress=progress, report_dir=report_dir,
-                             executor=executor, address=address, shard=part)
+                             executor=executor, address=address, shard=part, fail_on=fail_on)
         _print_summary(summary, json_out)
         if report_dir:
             err.print(f"report: {Path(report_dir) / 'index.html'}", markup=False, highlight=False)

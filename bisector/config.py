@@ -60,6 +60,12 @@ def _exporter(value: Any) -> None:
     _choices(*EXPORTERS)(value)
 
 
+def _fail_on(value: Any) -> None:
+    from bisector.fail_on import KINDS
+
+    _choices(*KINDS)([t.strip() for v in ([value] if isinstance(value, str) else value) for t in str(v).split(",") if t.strip()])
+
+
 def _size(minimum: int = 1) -> Callable[[Any], None]:
     def check(value: Any) -> None:
         from bisector.units import format_bytes, parse_size
@@ -151,6 +157,8 @@ class Options:
     pick: int | None = _key(_at_least(1))
     prefer: str | None = _key()
     artifact: str | None = _key()  # the model's name in shared scripts (served from <artifact>.onnx)
+    # Findings that fail the run (exit 1), e.g. "leak,shape-growth:unbounded" (see fail_on.py).
+    fail_on: Strs | None = _key(_fail_on)
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,8 @@ from typing import Any, Callable, Iterable
 
 from bisector.errors import UserError
 from bisector.failures import failure_culprits, failure_error, unfixable_failures
-from bisector.find import Finder, FindReport
+from bisector.fail_on import FailOn
+from bisector.find import Culprit, Finder, FindReport
 from bisector.lab import Lab
 from bisector.prepare import Options, Prepared
 from bisector.probe.pool import ProbePool
@@ -56,6 +57,7 @@ class FixRequest:
     # A stage that crashed or timed out ends the run as an error (a migration summary cannot call a
     # model it never measured anything else); otherwise it is "unproven" and the rest is repaired.
     unmeasured_is_error: bool = False
+    fail_on: FailOn = FailOn()  # which culprits must be fixed for the run to pass
 
 
 @dataclass
@@ -101,17 +103,35 @@ class FixOutcome:
         return data
 
 
-def measured_status(report: MeasureReport) -> Status:
-    """A measurement's status: growth the model owns, a failure, or not proven either way."""
-    # Exit codes speak of the user's model: what the toolchain keeps is reported, not counted.
-    kinds = {CLEAN if r.kind == TOOLCHAIN_LEAK else r.kind for r in report.stages.values()}
-    if kinds & {LEAK, SHAPE_GROWTH}:
-        return Status.UNFIXED
+def measured_status(report: MeasureReport, fail_on: FailOn = FailOn()) -> Status:
+    """A measurement's status: growth the model owns that the policy fails on, a failure, or not
+    proven either way. Growth the policy accepts (by default, what the toolchain keeps) is clean."""
+    kinds = set()
+    for r in report.stages.values():
+        bounded = r.verdict.bounded if r.verdict is not None else None
+        if r.kind in (LEAK, SHAPE_GROWTH, TOOLCHAIN_LEAK, INCONCLUSIVE) and fail_on.fails(r.kind, bounded):
+            return Status.UNFIXED
+        kinds.add(CLEAN if r.kind in (LEAK, SHAPE_GROWTH, TOOLCHAIN_LEAK) else r.kind)
     if FAILED in kinds:
         return Status.ERROR
     if kinds & {INCONCLUSIVE, CRASHED}:
         return Status.UNPROVEN
     return Status.CLEAN if kinds <= {CLEAN} else Status.UNPROVEN
+
+
+def failing(culprits: Iterable[Culprit], fail_on: FailOn) -> list[Culprit]:
+    """The culprits that fail the run: growth the policy lists, and stages that could not export."""
+    growth = (LEAK, SHAPE_GROWTH, TOOLCHAIN_LEAK)
+    return [c for c in culprits if c.kind not in growth or fail_on.fails(c.kind, c.figures.get("bounded"))]
+
+
+def find_status(report: FindReport, fail_on: FailOn = FailOn()) -> Status:
+    """A find's status: a failing culprit named, else the measurement's (a search cut short proves
+    nothing clean)."""
+    if failing(report.culprits, fail_on):
+        return Status.UNFIXED
+    status = measured_status(report.measure, fail_on)
+    return Status.UNPROVEN if status == Status.CLEAN and not report.complete else status
 
 
 def find(prepared: Prepared, progress: Progress | None = None, pool: ProbePool | None = None,
@@ -208,7 +228,7 @@ def _patch_and_apply(prepared: Prepared, given: Options, request: FixRequest, pr
         if report.fixed(c) and (c.region, c.stage) not in picked:
             notes.append(f"{c.region or '<root>'} ({c.stage}): every kept fix costs more memory up front than the "
                          "growth it prevents over the declared range, so none is in the patch; take one with --pick N")
-    status = _status(found, report, chosen)
+    status = _status(found, report, chosen, request.fail_on)
     if not request.patch:
         return FixOutcome(status, found, report, chosen, notes=tuple(notes))
     root = root or project_root(Path(prepared.model.path))
@@ -238,18 +258,22 @@ def _patch_and_apply(prepared: Prepared, given: Options, request: FixRequest, pr
     confirmed = confirm(prepared, report, found, request.pick) if written else None
     if check_after.startswith("failed"):
         status = Status.UNFIXED  # the project's own check fails with what was written: never "clean"
-    elif confirmed is not None and not all(holds(c, confirmed.stages.get(c.stage)) for c in found.culprits):
+    elif confirmed is not None and not all(holds(c, confirmed.stages.get(c.stage))
+                                           for c in failing(found.culprits, request.fail_on)):
         status = Status.UNFIXED  # the written fix did not hold on a fresh measurement
     return replace(outcome, status=status, applied=tuple(written), check_after_apply=check_after,
                    confirmed=confirmed, backups=backups)
 
 
-def _status(found: FindReport, report: FixReport, chosen: tuple[Any, ...]) -> Status:
-    if not found.culprits:
-        status = measured_status(found.measure)
-        return Status.UNPROVEN if status == Status.CLEAN and not found.complete else status
+def _status(found: FindReport, report: FixReport, chosen: tuple[Any, ...], fail_on: FailOn) -> Status:
+    culprits = failing(found.culprits, fail_on)
+    if not culprits:
+        status = measured_status(found.measure, fail_on)
+        if found.culprits and status == Status.UNFIXED:
+            return Status.CLEAN  # growth was found, but none the policy fails on
+        return status
     picked = {(e.region, e.stage) for e in chosen}
-    if all(report.fixed(c) and (c.region, c.stage) in picked for c in found.culprits):
+    if all(report.fixed(c) and (c.region, c.stage) in picked for c in culprits):
         return Status.FIXED
     return Status.UNFIXED
 
