@@ -11,12 +11,14 @@ import json
 import sys
 import threading
 from dataclasses import dataclass, field
+from enum import Enum
 from pathlib import Path
 from typing import Annotated, Any, Callable, Optional
 
 import typer
 
 from bisector import __version__
+from bisector.choices import DEVICES, EXPORTERS, METRICS, STAGES
 
 EXIT_CLEAN, EXIT_FOUND, EXIT_USER, EXIT_INTERNAL, EXIT_UNPROVEN = 0, 1, 2, 3, 4
 
@@ -24,34 +26,42 @@ app = typer.Typer(
     name="bisector",
     help="Find and repair memory leaks where PyTorch meets ONNX: eager forward, torch.onnx.export, ONNX Runtime.",
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,  # --install-completion / --show-completion for bash, zsh, fish, PowerShell
+    context_settings={"help_option_names": ["-h", "--help"]},
     pretty_exceptions_enable=False,
     rich_markup_mode=None,
 )
 
 # -- options shared by the commands that measure ------------------------------------------------
+# Choices are enums so --help lists them and a typo is a usage error (exit 2) naming the choices.
+Stage = Enum("Stage", [(s, s) for s in STAGES], type=str)  # type: ignore[misc]
+Exporter = Enum("Exporter", [(e, e) for e in EXPORTERS], type=str)  # type: ignore[misc]
+Device = Enum("Device", [(d, d) for d in DEVICES], type=str)  # type: ignore[misc]
+Metric = Enum("Metric", [(m, m) for m in METRICS], type=str)  # type: ignore[misc]
+# The common options can also come from BISECTOR_* environment variables (a flag wins over the
+# variable, the variable over [tool.bisector]).
 Spec = Annotated[str, typer.Argument(help="The model: path/to/model.py:Name (an nn.Module class, a factory, or an instance).", show_default=False)]
 InputOpt = Annotated[Optional[list[str]], typer.Option("--input", "-i", help="A forward argument, in order: NAME=D1,D2,...[:DTYPE[:LOW:HIGH]], dims are integers or symbols (x=B,3,H,W; ids=B,T:int64:0:1000).")]
 DimOpt = Annotated[Optional[list[str]], typer.Option("--dim", "-d", help="Range of a symbol: SYM=MIN:MAX (or SYM=N). Defaults: B 1:16, others 5:100.")]
-StageOpt = Annotated[Optional[list[str]], typer.Option("--stage", "-s", help="eager, export or inference (repeatable). Default: all three.")]
-ExporterOpt = Annotated[Optional[str], typer.Option("--exporter", help="dynamo or torchscript. Default: torch's own default.")]
+StageOpt = Annotated[Optional[list[Stage]], typer.Option("--stage", "-s", help="A stage to measure (repeatable). Default: all three.", envvar="BISECTOR_STAGE")]
+ExporterOpt = Annotated[Optional[Exporter], typer.Option("--exporter", help="The torch.onnx exporter. Default: torch's own default.", envvar="BISECTOR_EXPORTER")]
 InitOpt = Annotated[Optional[str], typer.Option("--init-kwargs", help="JSON object of constructor arguments, e.g. '{\"depth\": 4}'.")]
-DeviceOpt = Annotated[Optional[str], typer.Option("--device", help="auto, cpu or cuda. Default: auto (cuda when torch sees one).")]
+DeviceOpt = Annotated[Optional[Device], typer.Option("--device", help="Where the model runs. Default: auto (cuda when torch sees one).", envvar="BISECTOR_DEVICE")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print the report as JSON on stdout.")]
-SeedOpt = Annotated[Optional[int], typer.Option("--seed", help="Seed of the shape schedule and the inputs. Default: 0.")]
-JobsOpt = Annotated[Optional[int], typer.Option("--jobs", "-j", help="Probes run at once. Default: number of cores.")]
-FreshOpt = Annotated[bool, typer.Option("--fresh", help="Start every probe in a new interpreter (~3 s each) instead of forking from the probe server.")]
-TimeoutOpt = Annotated[Optional[float], typer.Option("--timeout", help="Seconds a probe may run before it is killed. Default: 300.")]
-MemCapOpt = Annotated[Optional[str], typer.Option("--mem-cap", help="RSS at which a probe is killed, e.g. 8GB. Default: half the RAM, at most 16 GB.")]
+SeedOpt = Annotated[Optional[int], typer.Option("--seed", help="Seed of the shape schedule and the inputs. Default: 0.", envvar="BISECTOR_SEED")]
+JobsOpt = Annotated[Optional[int], typer.Option("--jobs", "-j", help="Probes run at once. Default: number of cores.", envvar="BISECTOR_JOBS")]
+FreshOpt = Annotated[bool, typer.Option("--fresh", help="Start every probe in a new interpreter (~3 s each) instead of forking from the probe server.", envvar="BISECTOR_FRESH")]
+TimeoutOpt = Annotated[Optional[float], typer.Option("--timeout", help="Seconds a probe may run before it is killed. Default: 300.", envvar="BISECTOR_TIMEOUT")]
+MemCapOpt = Annotated[Optional[str], typer.Option("--mem-cap", help="RSS at which a probe is killed, e.g. 8GB. Default: half the RAM, at most 16 GB.", envvar="BISECTOR_MEM_CAP")]
 NoiseRssOpt = Annotated[Optional[str], typer.Option("--noise-rss", help="How far RSS may wander before growth counts. Default: 5MB.")]
 NoiseGpuOpt = Annotated[Optional[str], typer.Option("--noise-gpu", help="How far GPU memory may wander before growth counts. Default: 200MB.")]
-MetricOpt = Annotated[Optional[str], typer.Option("--metric", help="Bytes metric judged: rss or uss (private bytes). Default: rss.")]
+MetricOpt = Annotated[Optional[Metric], typer.Option("--metric", help="Bytes metric judged: rss, or uss (private bytes). Default: rss.", envvar="BISECTOR_METRIC")]
 RetriesOpt = Annotated[Optional[int], typer.Option("--retries", help="Reruns with twice the iterations when a verdict is inconclusive. Default: 2.")]
 AutogradOpt = Annotated[bool, typer.Option("--keep-autograd", help="Run eager forwards with autograd on (default: torch.no_grad()).")]
 FloorOpt = Annotated[Optional[list[str]], typer.Option("--floor", help="Detection floor a clean verdict must reach, per call: SIZE for every stage or STAGE=SIZE (repeatable). More calls are run until it does. Defaults: eager and inference 4KB, export 16KB.")]
 TraceOpt = Annotated[bool, typer.Option("--tracemalloc", help="Also trace Python allocations and report the lines whose memory grew.")]
 NoCacheOpt = Annotated[bool, typer.Option("--no-cache", help="Measure everything again: reuse no cached control run and no result kept in the run directory.")]
-ConfigOpt = Annotated[Optional[str], typer.Option("--config", help="pyproject.toml whose [tool.bisector] gives defaults. Default: the nearest one.")]
+ConfigOpt = Annotated[Optional[str], typer.Option("--config", help="pyproject.toml whose [tool.bisector] gives defaults. Default: the nearest one.", envvar="BISECTOR_CONFIG")]
 DebugOpt = Annotated[bool, typer.Option("--debug", help="Show tracebacks of bisector's own errors.")]
 ReportOpt = Annotated[Optional[str], typer.Option("--report", help="Write an HTML report (self-contained, charts also as PNG) into this folder.")]
 BundleOpt = Annotated[Optional[str], typer.Option("--bundle", help="Write a repro bundle per culprit (repro.py needing only torch/onnxruntime/psutil, inputs, model.onnx, env, ISSUE.md) into this folder.")]
@@ -185,30 +195,60 @@ def _indent(text: str) -> str:
     return "\n".join("    " + line for line in text.splitlines())
 
 
-class _Progress:
-    """Live status of running probes on stderr (only on a terminal; silent in pipes and CI)."""
+def _logging(verbose: int, quiet: bool) -> None:
+    """bisector's log to stderr: warnings by default, -v info (stages, crashed probes' stderr in
+    full), -vv debug (every probe), -q errors only."""
+    import logging
 
-    def __init__(self, enabled: bool) -> None:
-        self.enabled = enabled
-        self.active: list[str] = []
+    level = logging.ERROR if quiet else (logging.WARNING, logging.INFO, logging.DEBUG)[min(verbose, 2)]
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    log = logging.getLogger("bisector")
+    log.handlers[:] = [handler]
+    log.setLevel(level)
+    log.propagate = False
+
+
+class _Progress:
+    """Progress on stderr. On a terminal: a bar of probes done out of those planned so far, with
+    the stages running and the time elapsed. Elsewhere (pipes, CI logs): one line per finished stage."""
+
+    def __init__(self, bar: bool, lines: bool = True) -> None:
+        self.bar_enabled = bar
+        self.lines = lines and not bar
+        self.planned = 0
         self.done = 0
+        self.active: list[str] = []
         self._lock = threading.Lock()
-        self._status: Any = None
+        self._bar: Any = None
+        self._task: Any = None
 
     def __enter__(self) -> "_Progress":
-        if self.enabled:
-            self._status = _err_console().status("starting probes…")
-            self._status.__enter__()
+        if self.bar_enabled:
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+            self._bar = Progress(
+                SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                TextColumn("probes"), TimeElapsedColumn(), console=_err_console(), transient=True,
+            )
+            self._bar.__enter__()
+            self._task = self._bar.add_task("starting", total=None)
         return self
 
     def __exit__(self, *exc: object) -> None:
-        if self._status is not None:
-            self._status.__exit__(*exc)
+        if self._bar is not None:
+            self._bar.__exit__(*exc)
 
     def _update(self) -> None:
-        if self._status is not None:
-            running = ", ".join(self.active[:4]) or "…"
-            self._status.update(f"probing: {running}   ({self.done} done)")
+        if self._bar is not None:
+            stages = sorted({label.split()[0] for label in self.active}) or ["…"]
+            self._bar.update(self._task, description=", ".join(stages), completed=self.done,
+                             total=max(self.planned, self.done) or None)
+
+    def probe_queued(self, label: str) -> None:
+        with self._lock:
+            self.planned += 1
+            self._update()
 
     def probe_started(self, label: str) -> None:
         with self._lock:
@@ -222,6 +262,12 @@ class _Progress:
             self.done += 1
             self._update()
 
+    def stage_done(self, stage: str, summary: str) -> None:
+        if self.lines:
+            _err_console().print(f"{stage}: {summary}", markup=False, highlight=False)
+        elif self._bar is not None:
+            self._bar.console.print(f"{stage}: {summary}", markup=False, highlight=False)
+
 
 EXIT_BY_STATUS = {"clean": EXIT_CLEAN, "fixed": EXIT_CLEAN, "unfixed": EXIT_FOUND, "unproven": EXIT_UNPROVEN,
                   "error": EXIT_USER}
@@ -229,14 +275,16 @@ EXIT_BY_STATUS = {"clean": EXIT_CLEAN, "fixed": EXIT_CLEAN, "unfixed": EXIT_FOUN
 # -- the options every probing command shares ----------------------------------------------------
 # Declared once; `@probing` adds them to a command's signature and hands the command one parsed
 # Options (what to measure) and one Output (how to show it), so commands declare only their extras.
-RunDirOpt = Annotated[Optional[str], typer.Option("--run-dir", help="Where measurements and recorded inputs are kept, so a re-run resumes. Default: ./.bisector")]
+RunDirOpt = Annotated[Optional[str], typer.Option("--run-dir", help="Where measurements, recorded inputs and failed probes' folders are kept, so a re-run resumes. Default: ./.bisector", envvar="BISECTOR_RUN_DIR")]
 ExportScriptOpt = Annotated[Optional[str], typer.Option("--export-script", help="Your export script: measured with the export settings it uses for this model; fix patches its torch.onnx.export call with the kept settings.")]
 InferScriptOpt = Annotated[Optional[str], typer.Option("--infer-script", help="Your inference script: measured with the ONNX Runtime settings it applies to this model's session; fix patches its InferenceSession with the kept settings.")]
 
-FailOnOpt = Annotated[Optional[list[str]], typer.Option("--fail-on", help="Findings that fail the run (exit 1), comma-separated: leak, shape-growth, shape-growth:bounded, shape-growth:unbounded, toolchain-leak, inconclusive. Default: leak,shape-growth.")]
+FailOnOpt = Annotated[Optional[list[str]], typer.Option("--fail-on", envvar="BISECTOR_FAIL_ON", help="Findings that fail the run (exit 1), comma-separated: leak, shape-growth, shape-growth:bounded, shape-growth:unbounded, toolchain-leak, inconclusive. Default: leak,shape-growth.")]
+
+VerboseOpt = Annotated[int, typer.Option("--verbose", "-v", count=True, help="More on stderr: -v logs each stage and a crashed probe's stderr in full, -vv every probe.")]
+QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="Nothing on stderr but errors (no progress, no stage lines).")]
 
 SHARED: dict[str, tuple[Any, Any]] = {
-    "fail_on": (FailOnOpt, None),
     "input": (InputOpt, None), "dim": (DimOpt, None), "stage": (StageOpt, None), "exporter": (ExporterOpt, None),
     "jobs": (JobsOpt, None), "json_out": (JsonOpt, False), "init_kwargs": (InitOpt, None), "device": (DeviceOpt, None),
     "seed": (SeedOpt, None), "fresh": (FreshOpt, False), "timeout": (TimeoutOpt, None), "mem_cap": (MemCapOpt, None),
@@ -244,7 +292,8 @@ SHARED: dict[str, tuple[Any, Any]] = {
     "retries": (RetriesOpt, None), "keep_autograd": (AutogradOpt, False), "tracemalloc": (TraceOpt, False),
     "floor": (FloorOpt, None), "no_cache": (NoCacheOpt, False), "run_dir": (RunDirOpt, None), "config": (ConfigOpt, None),
     "report_dir": (ReportOpt, None), "bundle_dir": (BundleOpt, None), "debug": (DebugOpt, False),
-    "export_script": (ExportScriptOpt, None), "infer_script": (InferScriptOpt, None),
+    "export_script": (ExportScriptOpt, None), "infer_script": (InferScriptOpt, None), "fail_on": (FailOnOpt, None),
+    "verbose": (VerboseOpt, 0), "quiet": (QuietOpt, False),
 }
 
 
@@ -257,19 +306,29 @@ class Output:
     bundle_dir: str | None = None
     debug: bool = False
     fail_on: Any = None  # fail_on.FailOn: which findings exit 1
+    verbose: int = 0
+    quiet: bool = False
+
+    def progress(self) -> "_Progress":
+        return _Progress(bar=sys.stderr.isatty() and not self.debug and not self.quiet, lines=not self.quiet)
 
 
 def _options(v: dict[str, Any]) -> Any:
     from bisector.prepare import Options
 
     return Options(
-        inputs=tuple(v["input"] or ()), dims=tuple(v["dim"] or ()), stages=tuple(v["stage"]) if v["stage"] else None,
-        exporter=v["exporter"], device=v["device"], init_kwargs=v["init_kwargs"], seed=v["seed"], jobs=v["jobs"],
+        inputs=tuple(v["input"] or ()), dims=tuple(v["dim"] or ()),
+        stages=tuple(_value(s) for s in v["stage"]) if v["stage"] else None, exporter=_value(v["exporter"]),
+        device=_value(v["device"]), init_kwargs=v["init_kwargs"], seed=v["seed"], jobs=v["jobs"],
         fresh=v["fresh"], timeout_s=v["timeout"], mem_cap=v["mem_cap"], noise_rss=v["noise_rss"],
-        noise_gpu=v["noise_gpu"], metric=v["metric"], retries=v["retries"], keep_autograd=v["keep_autograd"],
+        noise_gpu=v["noise_gpu"], metric=_value(v["metric"]), retries=v["retries"], keep_autograd=v["keep_autograd"],
         tracemalloc=v["tracemalloc"], floor=tuple(v["floor"]) if v["floor"] else None, cache=not v["no_cache"],
         config=v["config"], run_dir=v["run_dir"], export_script=v["export_script"], infer_script=v["infer_script"],
     )
+
+
+def _value(choice: Any) -> Any:
+    return choice.value if isinstance(choice, Enum) else choice
 
 
 def probing(fn: Callable[..., int]) -> Callable[..., int]:
@@ -293,7 +352,8 @@ def probing(fn: Callable[..., int]) -> Callable[..., int]:
             _err_console().print(f"[bold red]error:[/] {_esc(str(exc))}")
             return EXIT_USER
         output = Output(json=given["json_out"], report_dir=given["report_dir"], bundle_dir=given["bundle_dir"],
-                        debug=given["debug"], fail_on=fail_on)
+                        debug=given["debug"], fail_on=fail_on, verbose=given["verbose"], quiet=given["quiet"])
+        _logging(output.verbose, output.quiet)
         return fn(options=_options(given), output=output, **kwargs)
 
     params = own + shared
@@ -321,8 +381,8 @@ def measure(spec: Spec, options: Any = None, output: Any = None) -> int:
         from bisector.report import render_measure
 
         prepared = prepare(spec, options)
-        with _Progress(sys.stderr.isatty() and not output.debug) as progress:
-            report = run_measure(prepared.model, prepared.plan, prepared.options, events=progress)
+        with output.progress() as progress:
+            report = run_measure(prepared.model, prepared.plan, prepared.options, events=progress, run_dir=options.run_dir)
         extra, said = _publish(report, output.report_dir, output.bundle_dir)
         if output.json:
             _emit({**report.to_json(), **extra})
@@ -358,7 +418,7 @@ def find(spec: Spec, options: Any = None, output: Any = None) -> int:
 
         prepared = prepare(spec, options)
         state.run_dir = str(Path(options.run_dir) if options.run_dir else Path.cwd() / ".bisector")
-        with _Progress(sys.stderr.isatty() and not output.debug) as progress:
+        with output.progress() as progress:
             report = run_find(prepared.model, prepared.plan, prepared.options, events=progress, run_dir=options.run_dir)
         extra, said = _publish(report, output.report_dir, output.bundle_dir)
         if output.json:
@@ -421,7 +481,7 @@ def fix(
             state.run_dir = path
             state.backups = str(root / ".bisector" / "backups")
 
-        with _Progress(sys.stderr.isatty() and not output.debug) as progress:
+        with output.progress() as progress:
             hooks = pipeline.Progress(events=progress, on_run_dir=on_run_dir, on_found=show_found, written=state.written)
             outcome = pipeline.fix(prepared, request, hooks, root=root, stopped=lambda: bool(_SIGNALS))
         data = outcome.to_json()

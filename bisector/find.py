@@ -22,7 +22,8 @@ from bisector.lab import Interrupted, Lab
 from bisector.probe.pool import ProbePool
 from bisector.probe.types import STAGES
 from bisector.results import MeasureOptions, MeasureReport, StageResult, stage_order
-from bisector.runner import Events
+from bisector.measure import stage_summary
+from bisector.runner import Events, event
 from bisector.search import Finding, Outcome, Search, SearchState
 from bisector.spec import InputPlan, ModelSpec
 from bisector.tree import Tree
@@ -202,8 +203,12 @@ class Finder:
         stages = stage_order(lab.options.stages)
 
         def stage_job(stage: str) -> tuple[StageResult, StageSearch]:
+            begun = time.perf_counter()
             root = lab.stage(stage)
-            return root, self.run_search(stage, root)
+            search = self.run_search(stage, root)
+            named = f"; {len(search.culprits)} culprit{'s' if len(search.culprits) != 1 else ''}" if search.culprits else ""
+            event(lab.events, "stage_done", stage, stage_summary(root, time.perf_counter() - begun) + named)
+            return root, search
 
         results: dict[str, tuple[StageResult, StageSearch]] = {}
         with ThreadPoolExecutor(max_workers=len(stages) or 1, thread_name_prefix="bisector-stage") as ex:

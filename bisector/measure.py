@@ -10,13 +10,14 @@ same inputs, does not pay for them again. Nothing is kept in a run directory.
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from concurrent.futures import ThreadPoolExecutor
 
 from bisector.lab import Lab
 from bisector.probe.pool import ProbePool
 from bisector.probe.types import STAGES
 from bisector.results import MeasureOptions, MeasureReport, StageResult, stage_order
-from bisector.runner import Events
+from bisector.runner import Events, event
 from bisector.spec import InputPlan, ModelSpec
 
 
@@ -26,13 +27,17 @@ def measure(
     options: MeasureOptions = MeasureOptions(),
     events: Events | None = None,
     pool: ProbePool | None = None,
+    run_dir: str | Path | None = None,
 ) -> MeasureReport:
+    """run_dir: where the folders of failed or crashed probes are kept (nothing else is)."""
     started = time.perf_counter()
     lab = Lab(model, plan, options, events, keep=False, pool=pool)
+    if run_dir is not None:
+        lab.runner.keep_failed_in = Path(run_dir) / "failed-probes"
     results: dict[str, StageResult] = {}
     try:
         with ThreadPoolExecutor(max_workers=len(options.stages) or 1, thread_name_prefix="bisector-stage") as stages:
-            futures = {s: stages.submit(lab.stage, s) for s in stage_order(options.stages)}
+            futures = {s: stages.submit(_stage, lab, s) for s in stage_order(options.stages)}
             try:
                 for s in options.stages:
                     results[s] = futures[s].result()
@@ -47,3 +52,24 @@ def measure(
     return MeasureReport(
         model=model, plan=plan, stages=ordered, probes=lab.probes, wall_s=time.perf_counter() - started, options=options
     )
+
+
+def _stage(lab: Lab, stage: str) -> StageResult:
+    started = time.perf_counter()
+    result = lab.stage(stage)
+    event(lab.events, "stage_done", stage, stage_summary(result, time.perf_counter() - started))
+    return result
+
+
+def stage_summary(result: StageResult, seconds: float) -> str:
+    """One line for progress: the verdict, the growth that decided it, the probes and the time."""
+    from bisector.units import format_bytes
+
+    v = result.verdict
+    figure = ""
+    if v is not None and result.kind == "leak":
+        figure = f", {format_bytes(v.growth_bytes_per_call, signed=True)}/call"
+    elif v is not None and result.kind == "shape-growth":
+        figure = f", {format_bytes(v.growth_bytes_per_new_shape, signed=True)}/new shape"
+    return f"{result.kind}{figure} ({result.probes} probes, {seconds:.0f} s)"
+

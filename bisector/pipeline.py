@@ -108,7 +108,7 @@ def measured_status(report: MeasureReport, fail_on: FailOn = FailOn()) -> Status
     proven either way. Growth the policy accepts (by default, what the toolchain keeps) is clean."""
     kinds = set()
     for r in report.stages.values():
-        bounded = r.verdict.bounded if r.verdict is not None else None
+        bounded = getattr(getattr(r, "verdict", None), "bounded", None)
         if r.kind in (LEAK, SHAPE_GROWTH, TOOLCHAIN_LEAK, INCONCLUSIVE) and fail_on.fails(r.kind, bounded):
             return Status.UNFIXED
         kinds.add(CLEAN if r.kind in (LEAK, SHAPE_GROWTH, TOOLCHAIN_LEAK) else r.kind)

@@ -11,6 +11,7 @@ from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
+from bisector.choices import DEVICES, METRICS
 from bisector.config import MIN_MEM_CAP, as_list, load_config
 from bisector.errors import UserError
 from bisector.probe.types import EXPORTERS, STAGES, ProbeOptions
@@ -19,8 +20,6 @@ from bisector.spec import InputPlan, ModelSpec, build_input_plan, largest_input_
 from bisector.units import format_bytes, parse_size
 from bisector.verdict import Bands
 
-DEVICES = ("auto", "cpu", "cuda")
-METRICS = ("rss", "uss")
 
 
 @dataclass(frozen=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import threading
@@ -13,15 +14,22 @@ from typing import Any, Mapping
 
 from bisector.caches import ControlCache, ResultCache
 from bisector.probe.pool import ProbePool
-from bisector.probe.types import ProbeRequest, ProbeResult
+from bisector.probe.types import ProbeOk, ProbeRequest, ProbeResult
+
+
+log = logging.getLogger("bisector.probes")
 
 
 class Events:
     """Progress callbacks; the CLI renders them, the library stays silent."""
 
+    def probe_queued(self, label: str) -> None: ...
+
     def probe_started(self, label: str) -> None: ...
 
     def probe_finished(self, label: str, result: ProbeResult, cached: bool = False) -> None: ...
+
+    def stage_done(self, stage: str, summary: str) -> None: ...
 
 
 class Runner:
@@ -74,6 +82,7 @@ class Runner:
                 self.reused += 0 if request.control else 1
             self.events.probe_finished(request.label, cached, cached=True)
             return fut
+        event(self.events, "probe_queued", request.label)
         return self.executor.submit(self._run, request, extra_key)
 
     def _run(self, request: ProbeRequest, extra_key: str = "") -> ProbeResult:
@@ -86,8 +95,26 @@ class Runner:
         elif self.results is not None:
             self.results.put(request, result, extra_key)
         self.events.probe_finished(request.label, result)
+        _log(request.label, result)
         return result
 
     def close(self) -> None:
         if self._own_executor:
             self.executor.shutdown(wait=True, cancel_futures=True)
+
+
+def event(events: Any, name: str, *args: Any) -> None:
+    """Call an event a renderer may not define (callers' own Events from before it existed)."""
+    method = getattr(events, name, None)
+    if method is not None:
+        method(*args)
+
+
+def _log(label: str, result: ProbeResult) -> None:
+    tail = getattr(result, "tail", "") or getattr(result, "traceback", "")
+    if isinstance(result, ProbeOk):
+        log.debug("%s: done in %.1f s", label, getattr(result, "wall_s", 0.0))
+    else:
+        # The full stderr of a crashed, hung or failed probe: -v shows it, the report keeps one line.
+        log.info("%s: %s\n%s", label, result.describe() if hasattr(result, "describe") else result, tail)
+

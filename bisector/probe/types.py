@@ -14,12 +14,11 @@ from typing import Any, Mapping, Union
 
 from bisector.curve import MemoryCurve
 from bisector.schedule import Schedule
+from bisector.choices import EXPORTERS, STAGES
 from bisector.spec import InputPlan, ModelSpec
 
-STAGES = ("eager", "export", "inference")
 CAPTURE = "capture"  # not a measurement: records the module tree and every region's inputs
 EQUIVALENCE = "equivalence"  # not a measurement: compares the outputs of two configurations
-EXPORTERS = ("dynamo", "torchscript")
 
 
 @dataclass(frozen=True)
