@@ -255,7 +255,7 @@ def _failure_error(report: Any, skip: Any = ()) -> Any:
                 "forward": "; check that --input matches the forward's arguments",
             }.get(f.where, "")
             if f.where in ("export", "session"):
-                from fixers.onnx_symbolics import failing_operators
+                from bisector.fixers.onnx_symbolics import failing_operators
 
                 ops = failing_operators(f.message)
                 if ops:
@@ -773,7 +773,7 @@ def merge(
 
 
 def _fixer_names() -> list[str]:
-    from fixers import all_fixers
+    from bisector.fixers import all_fixers
 
     return [f.name for f in all_fixers()]
 
@@ -781,7 +781,7 @@ def _fixer_names() -> list[str]:
 @app.command("fixers")
 def list_fixers(json_out: JsonOpt = False) -> int:
     """List the fixers: what each changes, and the stages and verdicts it addresses."""
-    from fixers import all_fixers
+    from bisector.fixers import all_fixers
 
     rows = [{"name": f.name, "description": f.description, "stages": list(f.stages), "kinds": list(f.kinds)} for f in all_fixers()]
     if json_out:

@@ -34,7 +34,7 @@ from bisector.probe.types import EQUIVALENCE, ProbeFailed, ProbeOk, ProbeRequest
 from bisector.search import Outcome
 from bisector.spec import ModelSpec
 from bisector.verdict import CLEAN, LEAK
-from fixers.base import UNSUPPORTED_OP  # stdlib only: a stage the exporter could not get through
+from bisector.fixers.base import UNSUPPORTED_OP  # stdlib only: a stage the exporter could not get through
 
 KEEP_DROP = 0.9  # growth must drop by at least this share
 MAX_PAIRS = 10
@@ -308,7 +308,7 @@ class Repairer:
         rtol: float = 1e-3,
         atol: float = 1e-4,
     ) -> None:
-        from fixers import all_fixers
+        from bisector.fixers import all_fixers
 
         self.finder = finder
         self.report = report
@@ -338,7 +338,7 @@ class Repairer:
             return f
 
     def target(self, c: Culprit) -> Any:
-        from fixers import FixTarget
+        from bisector.fixers import FixTarget
 
         root = self.report.measure.stages.get(c.stage)
         meta = dict(root.curve.meta) if root is not None and root.curve is not None else {}
@@ -445,7 +445,7 @@ class Repairer:
     # -- the run ----------------------------------------------------------------------------------------
 
     def repair_culprit(self, c: Culprit, pool: ThreadPoolExecutor) -> list[Evaluation]:
-        from fixers import addresses
+        from bisector.fixers import addresses
 
         target = self.target(c)
         candidates = [cand for fx in self.fixers if addresses(fx, target) for cand in fx.propose(target)]
@@ -503,7 +503,7 @@ def failure_culprits(found: FindReport) -> FindReport:
     """Stages that failed because the exporter lacks (or mis-emits) an operator become culprits of
     kind unsupported-op, so fixers can make them export; other failures stay failures."""
     from bisector.find import StageSearch
-    from fixers.onnx_symbolics import failing_operators
+    from bisector.fixers.onnx_symbolics import failing_operators
 
     searches = dict(found.searches)
     for stage, r in found.measure.stages.items():

@@ -1,20 +1,30 @@
 """The fixers: one a module, registered here and through the ``bisector.fixers`` entry-point
-group, so other packages can add their own (an entry point names a Fixer instance or class)."""
+group, so other packages can add their own (an entry point names a Fixer instance or class).
+
+The repository keeps them in ``fixers/``; they install as ``bisector.fixers``, so a folder named
+``fixers`` on sys.path (a user's project, which the probe puts first) cannot shadow them. They
+import nothing from bisector but this package.
+"""
 
 from __future__ import annotations
 
-from fixers.base import Candidate, Example, Fixer, FixTarget, SourceEdit, addresses
+import os
+from pathlib import Path
+
+from bisector.fixers.base import Candidate, Example, Fixer, FixTarget, SourceEdit, addresses
+
+FOLDER = Path(os.path.abspath(__file__)).parent  # bisector's result cache hashes it with its own code
 
 BUILTIN = (
-    "fixers.python_leaks",
-    "fixers.symbolic_functions",
-    "fixers.exporter_switch",
-    "fixers.ort_options",
-    "fixers.round_sizes",
-    "fixers.onnxsim_fold",
-    "fixers.bounded_axes",
-    "fixers.export_options",
-    "fixers.missing_symbolic",
+    "bisector.fixers.python_leaks",
+    "bisector.fixers.symbolic_functions",
+    "bisector.fixers.exporter_switch",
+    "bisector.fixers.ort_options",
+    "bisector.fixers.round_sizes",
+    "bisector.fixers.onnxsim_fold",
+    "bisector.fixers.bounded_axes",
+    "bisector.fixers.export_options",
+    "bisector.fixers.missing_symbolic",
 )
 ENTRY_POINT_GROUP = "bisector.fixers"
 

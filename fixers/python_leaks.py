@@ -19,8 +19,8 @@ from typing import Callable
 
 import libcst as cst
 
-from fixers import _cst
-from fixers.base import LEAK, SHAPE_GROWTH, Candidate, Example, FixTarget, SourceEdit
+from bisector.fixers import _cst
+from bisector.fixers.base import LEAK, SHAPE_GROWTH, Candidate, Example, FixTarget, SourceEdit
 
 DEQUE_LEN = 4
 CACHE_LEN = 4

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import libcst as cst
 
-from fixers import _cst
-from fixers.base import LEAK, Candidate, Example, FixTarget, SourceEdit
+from bisector.fixers import _cst
+from bisector.fixers.base import LEAK, Candidate, Example, FixTarget, SourceEdit
 
 
 def _is_function_class(cls: cst.ClassDef) -> bool:

@@ -8,7 +8,7 @@ import ast
 
 import pytest
 
-from fixers import Fixer, addresses, all_fixers
+from bisector.fixers import Fixer, addresses, all_fixers
 
 FIXERS = all_fixers()
 CASES = [(f, ex) for f in FIXERS for ex in f.examples]
@@ -42,7 +42,7 @@ def test_fixer_example(fixer, example) -> None:
 
 
 def test_source_edits_keep_comments_and_formatting() -> None:
-    from fixers.python_leaks import FIXER
+    from bisector.fixers.python_leaks import FIXER
 
     example = next(ex for ex in FIXER.examples if ex.name.startswith("a list on the module"))
     (edit,) = [e for c in FIXER.propose(example.target) for e in c.edits if "deque" not in e.after and "del " not in e.after]
@@ -52,8 +52,8 @@ def test_source_edits_keep_comments_and_formatting() -> None:
 
 
 def test_removing_the_only_statement_of_a_block_leaves_valid_python() -> None:
-    from fixers.python_leaks import FIXER
-    from fixers.base import FixTarget
+    from bisector.fixers.python_leaks import FIXER
+    from bisector.fixers.base import FixTarget
 
     src = "KEPT = []\n\nclass K:\n    def forward(self, x):\n        if x is not None:\n            KEPT.append(x)\n        return x\n"
     (cand,) = [c for c in FIXER.propose(FixTarget("eager", "leak", region_type="m.K", sources={"m.py": src})) if c.edits and "del " not in c.edits[0].after]
@@ -65,7 +65,7 @@ def test_removing_the_only_statement_of_a_block_leaves_valid_python() -> None:
 def test_a_plugin_fixer_from_an_entry_point_is_listed(monkeypatch) -> None:
     from importlib import metadata
 
-    import fixers as registry
+    import bisector.fixers as registry
 
     class Plugin:
         name = "plugin-fixer"

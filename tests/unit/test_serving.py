@@ -124,8 +124,8 @@ def test_models_compose_into_one_patch_per_file(tmp_path: Path) -> None:
 
 
 def test_removing_data_other_code_reads_is_labelled_and_bounding_comes_first() -> None:
-    from fixers.base import FixTarget
-    from fixers.python_leaks import FIXER
+    from bisector.fixers.base import FixTarget
+    from bisector.fixers.python_leaks import FIXER
 
     src = (
         "class Tagger:\n    def __init__(self):\n        self.stats = []\n\n    def forward(self, x):\n"
