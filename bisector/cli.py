@@ -773,23 +773,30 @@ def merge(
 
 
 def _fixer_names() -> list[str]:
-    from bisector.fixers import all_fixers
+    from bisector.fixers import all_fixers, names
 
-    return [f.name for f in all_fixers()]
+    return names(all_fixers())  # a family's name (python-leaks) selects its members
 
 
 @app.command("fixers")
 def list_fixers(json_out: JsonOpt = False) -> int:
     """List the fixers: what each changes, and the stages and verdicts it addresses."""
-    from bisector.fixers import all_fixers
+    from bisector.fixers import all_fixers, family_of
 
-    rows = [{"name": f.name, "description": f.description, "stages": list(f.stages), "kinds": list(f.kinds)} for f in all_fixers()]
+    rows = [{"name": f.name, "description": f.description, "stages": list(f.stages), "kinds": list(f.kinds),
+             "family": family_of(f) or None} for f in all_fixers()]
     if json_out:
         sys.stdout.write(json.dumps(rows, indent=2) + "\n")
         return EXIT_CLEAN
     width = max(len(r["name"]) for r in rows)
     for r in rows:
         sys.stdout.write(f"{r['name']:<{width}}  {'/'.join(r['stages']):<16} {'/'.join(r['kinds']):<18} {r['description']}\n")
+    families: dict[str, list[str]] = {}
+    for r in rows:
+        if r["family"]:
+            families.setdefault(r["family"], []).append(r["name"])
+    for family, members in families.items():
+        sys.stdout.write(f"{family:<{width}}  selects {', '.join(members)}\n")
     return EXIT_CLEAN
 
 

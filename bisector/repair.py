@@ -308,14 +308,13 @@ class Repairer:
         rtol: float = 1e-3,
         atol: float = 1e-4,
     ) -> None:
-        from bisector.fixers import all_fixers
+        from bisector.fixers import all_fixers, select
 
         self.finder = finder
         self.report = report
         self.allow_output_changes = allow_output_changes
         chosen = list(fixers) if fixers is not None else all_fixers()
-        only = set(only)
-        self.fixers = [f for f in chosen if not only or f.name in only]
+        self.fixers = select(chosen, only)  # a family's name (python-leaks) selects its members
         self.rtol, self.atol = rtol, atol
         self.shadow_root = finder.run / "candidates"
         self._finders: dict[str, Finder] = {}

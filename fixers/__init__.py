@@ -10,13 +10,17 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Iterable
 
-from bisector.fixers.base import Candidate, Example, Fixer, FixTarget, SourceEdit, addresses
+from bisector.fixers.base import Candidate, Example, Fixer, FixTarget, SourceEdit, addresses, family_of
 
 FOLDER = Path(os.path.abspath(__file__)).parent  # bisector's result cache hashes it with its own code
 
 BUILTIN = (
-    "bisector.fixers.python_leaks",
+    "bisector.fixers.append_only",
+    "bisector.fixers.accumulated_history",
+    "bisector.fixers.shape_cache",
+    "bisector.fixers.collecting_hooks",
     "bisector.fixers.symbolic_functions",
     "bisector.fixers.exporter_switch",
     "bisector.fixers.ort_options",
@@ -32,24 +36,58 @@ ENTRY_POINT_GROUP = "bisector.fixers"
 def all_fixers() -> list[Fixer]:
     """Built-in fixers, then those other packages register (a broken plugin is skipped)."""
     import importlib
-    from importlib import metadata
 
     out: list[Fixer] = [importlib.import_module(name).FIXER for name in BUILTIN]
-    seen = {f.name for f in out}
-    try:
-        eps = metadata.entry_points(group=ENTRY_POINT_GROUP)
-    except TypeError:  # Python < 3.10 signature
-        eps = metadata.entry_points().get(ENTRY_POINT_GROUP, [])  # type: ignore[attr-defined]
-    for ep in eps:
+    # Our own entry points name the built-ins again (and an older install's may name a family):
+    # those names are taken, never loaded twice.
+    taken = set(names(out))
+    for ep in _entry_points():
+        if ep.name in taken:
+            continue
         try:
             obj = ep.load()
             fixer = obj() if isinstance(obj, type) else obj
         except Exception:  # noqa: BLE001 - one broken plugin never takes the tool down
             continue
-        if isinstance(fixer, Fixer) and fixer.name not in seen:
+        if isinstance(fixer, Fixer) and fixer.name not in taken:
             out.append(fixer)
-            seen.add(fixer.name)
+            taken.update(names([fixer]))
     return out
 
 
-__all__ = ["Candidate", "Example", "Fixer", "FixTarget", "SourceEdit", "addresses", "all_fixers", "BUILTIN"]
+def names(fixers: Iterable[Fixer]) -> list[str]:
+    """What `--fixer` accepts: each fixer's name, then each family's (`python-leaks`)."""
+    fixers = list(fixers)
+    families = [family_of(f) for f in fixers if family_of(f)]
+    return list(dict.fromkeys([f.name for f in fixers] + families))
+
+
+def select(fixers: Iterable[Fixer], only: Iterable[str]) -> list[Fixer]:
+    """The fixers only names, a family's name standing for each of its members; all of them
+    when only is empty."""
+    wanted = set(only)
+    return [f for f in fixers if not wanted or f.name in wanted or family_of(f) in wanted]
+
+
+def _entry_points() -> list:
+    from importlib import metadata
+
+    try:
+        return list(metadata.entry_points(group=ENTRY_POINT_GROUP))
+    except TypeError:  # Python < 3.10 signature
+        return list(metadata.entry_points().get(ENTRY_POINT_GROUP, []))  # type: ignore[attr-defined]
+
+
+__all__ = [
+    "BUILTIN",
+    "Candidate",
+    "Example",
+    "Fixer",
+    "FixTarget",
+    "SourceEdit",
+    "addresses",
+    "all_fixers",
+    "family_of",
+    "names",
+    "select",
+]
