@@ -9,6 +9,8 @@ import nothing from bisector but this package.
 from __future__ import annotations
 
 import os
+import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
 
@@ -33,26 +35,60 @@ BUILTIN = (
 ENTRY_POINT_GROUP = "bisector.fixers"
 
 
-def all_fixers() -> list[Fixer]:
-    """Built-in fixers, then those other packages register (a broken plugin is skipped)."""
+@dataclass(frozen=True)
+class BrokenPlugin:
+    """An entry point of the group that gave no fixer: it raised on load, or named something else."""
+
+    name: str  # the entry point's name
+    value: str  # what it points at: "package.module:FIXER"
+    error: str  # "ImportError: No module named 'package'"
+
+
+@dataclass(frozen=True)
+class Registry:
+    fixers: tuple[Fixer, ...]
+    broken: tuple[BrokenPlugin, ...] = ()
+
+
+# Entry points already reported: one warning line each per process, however often fixers load.
+_WARNED: set[tuple[str, str]] = set()
+
+
+def load() -> Registry:
+    """Built-in fixers, then those other packages register. A plugin that fails to load is
+    skipped with one warning line on stderr, and listed as broken; the rest load."""
     import importlib
 
     out: list[Fixer] = [importlib.import_module(name).FIXER for name in BUILTIN]
     # Our own entry points name the built-ins again (and an older install's may name a family):
     # those names are taken, never loaded twice.
     taken = set(names(out))
+    broken: list[BrokenPlugin] = []
     for ep in _entry_points():
         if ep.name in taken:
             continue
+        value = str(getattr(ep, "value", ""))
         try:
             obj = ep.load()
             fixer = obj() if isinstance(obj, type) else obj
-        except Exception:  # noqa: BLE001 - one broken plugin never takes the tool down
+            if not isinstance(fixer, Fixer):
+                raise TypeError(f"{value or ep.name} is not a Fixer (it needs name, description, stages, kinds, "
+                                "examples and propose)")
+            if fixer.name in taken:
+                raise ValueError(f"a fixer named {fixer.name!r} is already registered")
+        except Exception as e:  # noqa: BLE001 - one broken plugin never takes the tool down
+            plugin = BrokenPlugin(ep.name, value, _one_line(e))
+            broken.append(plugin)
+            _warn(plugin)
             continue
-        if isinstance(fixer, Fixer) and fixer.name not in taken:
-            out.append(fixer)
-            taken.update(names([fixer]))
-    return out
+        out.append(fixer)
+        taken.update(names([fixer]))
+    return Registry(tuple(out), tuple(broken))
+
+
+def all_fixers() -> list[Fixer]:
+    """Every fixer that loads: built-ins first (see load)."""
+    return list(load().fixers)
 
 
 def names(fixers: Iterable[Fixer]) -> list[str]:
@@ -78,16 +114,33 @@ def _entry_points() -> list:
         return list(metadata.entry_points().get(ENTRY_POINT_GROUP, []))  # type: ignore[attr-defined]
 
 
+def _one_line(e: BaseException) -> str:
+    text = str(e).strip()
+    return f"{type(e).__name__}: {text.splitlines()[0]}" if text else type(e).__name__
+
+
+def _warn(plugin: BrokenPlugin) -> None:
+    key = (plugin.name, plugin.value)
+    if key in _WARNED:
+        return
+    _WARNED.add(key)
+    at = f" ({plugin.value})" if plugin.value else ""
+    sys.stderr.write(f"bisector: warning: fixer plugin {plugin.name!r}{at} failed to load, skipped: {plugin.error}\n")
+
+
 __all__ = [
     "BUILTIN",
+    "BrokenPlugin",
     "Candidate",
     "Example",
     "Fixer",
     "FixTarget",
+    "Registry",
     "SourceEdit",
     "addresses",
     "all_fixers",
     "family_of",
+    "load",
     "names",
     "select",
 ]
