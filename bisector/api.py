@@ -66,7 +66,7 @@ def fix(spec: str | ModelSpec, inputs: Iterable[str] = (), dims: Iterable[str] =
 
 
 def _fixer_names() -> list[str]:
-    from fixers import all_fixers
+    from bisector.fixers import all_fixers
 
     return [f.name for f in all_fixers()]
 

@@ -64,7 +64,7 @@ def _parts(report: Any) -> tuple[Any, Any]:
 def targets_of(report: Any, unfixed_only: bool = False) -> list[BundleTarget]:
     """Every culprit (those without a kept fix when unfixed_only); with no culprit, the whole model
     in each stage that is not clean, or in its first stage (a clean model's flat repro)."""
-    from fixers.base import UNSUPPORTED_OP
+    from bisector.fixers.base import UNSUPPORTED_OP
 
     measure, find = _parts(report)
     out = []

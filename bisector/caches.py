@@ -26,14 +26,16 @@ def code_version() -> str:
     code that made it."""
     global _CODE_VERSION
     if _CODE_VERSION is None:
+        from bisector.fixers import FOLDER as fixers_folder
+
         h = hashlib.sha256()
+        # Installed, the fixers sit inside bisector's folder; in a checkout, beside it: a set.
         root = Path(__file__).resolve().parent
-        for folder in (root, root.parent / "fixers"):
-            for f in sorted(folder.rglob("*.py")):
-                try:
-                    h.update(f.read_bytes())
-                except OSError:
-                    pass
+        for f in sorted({f for folder in (root, fixers_folder.resolve()) for f in folder.rglob("*.py")}):
+            try:
+                h.update(f.read_bytes())
+            except OSError:
+                pass
         _CODE_VERSION = h.hexdigest()[:12]
     return _CODE_VERSION
 

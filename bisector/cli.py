@@ -649,23 +649,37 @@ def merge(
 
 
 def _fixer_names() -> list[str]:
-    from fixers import all_fixers
+    from bisector.fixers import all_fixers, names
 
-    return [f.name for f in all_fixers()]
+    return names(all_fixers())  # a family's name (python-leaks) selects its members
 
 
 @app.command("fixers")
 def list_fixers(json_out: JsonOpt = False) -> int:
-    """List the fixers: what each changes, and the stages and verdicts it addresses."""
-    from fixers import all_fixers
+    """List the fixers: what each changes, and the stages and verdicts it addresses; a plugin
+    that fails to load as broken, with its error."""
+    from bisector.fixers import family_of, load
 
-    rows = [{"name": f.name, "description": f.description, "stages": list(f.stages), "kinds": list(f.kinds)} for f in all_fixers()]
+    registry = load()
+    rows = [{"name": f.name, "description": f.description, "stages": list(f.stages), "kinds": list(f.kinds),
+             "family": family_of(f) or None, "status": "ok", "error": None} for f in registry.fixers]
+    rows += [{"name": b.name, "description": b.value, "stages": [], "kinds": [], "family": None, "status": "broken",
+              "error": b.error} for b in registry.broken]
     if json_out:
         sys.stdout.write(json.dumps(rows, indent=2) + "\n")
         return EXIT_CLEAN
     width = max(len(r["name"]) for r in rows)
     for r in rows:
+        if r["status"] == "broken":
+            sys.stdout.write(f"{r['name']:<{width}}  broken: {r['error']}\n")
+            continue
         sys.stdout.write(f"{r['name']:<{width}}  {'/'.join(r['stages']):<16} {'/'.join(r['kinds']):<18} {r['description']}\n")
+    families: dict[str, list[str]] = {}
+    for r in rows:
+        if r["family"]:
+            families.setdefault(r["family"], []).append(r["name"])
+    for family, members in families.items():
+        sys.stdout.write(f"{family:<{width}}  selects {', '.join(members)}\n")
     return EXIT_CLEAN
 
 

@@ -13,13 +13,13 @@ from typing import Iterable
 from bisector.errors import BisectorError, InternalError, UserError
 from bisector.find import Culprit, FindReport, StageSearch
 from bisector.results import CRASHED, FAILED, MeasureReport
-from fixers.base import UNSUPPORTED_OP
+from bisector.fixers.base import UNSUPPORTED_OP
 
 
 def failure_culprits(found: FindReport) -> FindReport:
     """Stages that failed because the exporter lacks (or mis-emits) an operator become culprits of
     kind unsupported-op, so fixers can make them export; other failures stay failures."""
-    from fixers.onnx_symbolics import failing_operators
+    from bisector.fixers.onnx_symbolics import failing_operators
 
     searches = dict(found.searches)
     for stage, r in found.measure.stages.items():
@@ -61,7 +61,7 @@ def failure_error(report: MeasureReport, skip: Iterable[str] = ()) -> BisectorEr
                 "forward": "; check that --input matches the forward's arguments",
             }.get(f.where, "")
             if f.where in ("export", "session"):
-                from fixers.onnx_symbolics import failing_operators
+                from bisector.fixers.onnx_symbolics import failing_operators
 
                 ops = failing_operators(f.message)
                 if ops:

@@ -63,7 +63,7 @@ class Classifier:
         # Installed packages first: a project's own virtual environment lives inside its folder.
         package = _site_package(path)
         if package is not None:
-            if package in ("bisector", "fixers"):
+            if package == "bisector":
                 return OTHER  # our own harness, installed
             return TOOLCHAIN if package in TOOLCHAIN_PACKAGES else LIBRARIES
         if any(_under(path, o) for o in self.own):
@@ -205,5 +205,7 @@ def _short(filename: str) -> str:
 
 def installed_own() -> list[str]:
     """bisector's own folders (its harness allocates too: sample arrays, snapshots)."""
+    from bisector.fixers import FOLDER as fixers_folder
+
     here = os.path.dirname(os.path.abspath(__file__))
-    return [here, os.path.join(os.path.dirname(here), "fixers")]
+    return [here, str(fixers_folder)]

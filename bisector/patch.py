@@ -31,7 +31,7 @@ import libcst as cst
 
 from bisector.errors import UserError
 from bisector.interrupts import deferred
-from fixers._cst import dotted as _dotted
+from bisector.fixers._cst import dotted as _dotted
 
 # torch.onnx.export's own default since torch 2.9: what an export call without dynamo= uses.
 DEFAULT_EXPORTER = "dynamo"
@@ -422,7 +422,7 @@ def patch_export_script(path: str, settings: Settings, plan: Any, root: str, key
         notes.append(f"{Path(path).name}: no torch.onnx.export call found; the settings are in export_onnx.py instead")
         return Patch(path, original, text, "no export call", root), notes
     if settings.symbolics:  # kept only when measured with the TorchScript exporter, the one that reads them
-        from fixers.onnx_symbolics import SYMBOLICS, registration_code
+        from bisector.fixers.onnx_symbolics import SYMBOLICS, registration_code
 
         missing = [op for op in settings.symbolics if f"def {SYMBOLICS[op].function.__name__}(" not in new]
         if missing:
@@ -787,7 +787,7 @@ def new_export_file(root: str, model: Any, plan: Any, settings: Settings, name: 
         "",
     ]
     if settings.symbolics:
-        from fixers.onnx_symbolics import registration_code
+        from bisector.fixers.onnx_symbolics import registration_code
 
         lines += [registration_code(settings.symbolics).rstrip("\n"), "", ""]
     lines += [
@@ -971,7 +971,7 @@ class ModelWork:
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> "ModelWork":
-        from fixers.base import SourceEdit
+        from bisector.fixers.base import SourceEdit
         from bisector.spec import InputPlan, ModelSpec
 
         return cls(data["key"], tuple(SourceEdit(**e) for e in data["edits"]), tuple(data["probes"]), data.get("exporter"),

@@ -16,12 +16,45 @@ bisects the module tree and names the regions. Probes share one probe server per
 from __future__ import annotations
 
 import warnings
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 import pytest
 
 MARKER = "bisector_no_leak"
-_POOL: Any = None
+# The name the session's state registers under: the module itself is registered as "bisector"
+# (its pytest11 entry point's name).
+STATE_NAME = "bisector-state"
+
+
+class BisectorPlugin:
+    """The plugin's state for one pytest run, registered with the plugin manager (as pytest-memray
+    does) rather than kept in module globals: the probe pool that every check shares, started on
+    first use and closed when the session ends."""
+
+    def __init__(self) -> None:
+        self._pool: Any = None
+
+    def pool(self) -> Any:
+        if self._pool is None:
+            from bisector.probe.pool import ProbePool
+
+            self._pool = ProbePool(timeout_s=600)
+        return self._pool
+
+    def close(self) -> None:
+        if self._pool is not None:
+            pool, self._pool = self._pool, None
+            pool.close()
+
+    def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
+        self.close()
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_runtest_call(self, item: pytest.Item) -> None:
+        for mark in item.iter_markers(MARKER):
+            if not mark.args:
+                raise pytest.UsageError(f"@pytest.mark.{MARKER} needs the model spec, e.g. 'models/net.py:Net'")
+            MemoryCheck(self.pool).assert_no_leak(*mark.args, **mark.kwargs)
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -30,33 +63,34 @@ def pytest_configure(config: pytest.Config) -> None:
         f"{MARKER}(spec, inputs=..., dims=..., stages=..., fail_on=('leak', 'shape-growth'), locate=False, **options): "
         "fail the test when bisector measures the model leaking in those stages",
     )
+    config.pluginmanager.register(BisectorPlugin(), STATE_NAME)
 
 
-def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
-    global _POOL
-    if _POOL is not None:
-        _POOL.close()
-        _POOL = None
+def pytest_unconfigure(config: pytest.Config) -> None:
+    plugin = config.pluginmanager.get_plugin(STATE_NAME)
+    if isinstance(plugin, BisectorPlugin):
+        plugin.close()  # the session's end closed it already, unless the run stopped before
+        config.pluginmanager.unregister(plugin, STATE_NAME)
 
 
-def _pool() -> Any:
-    global _POOL
-    if _POOL is None:
-        from bisector.probe.pool import ProbePool
-
-        _POOL = ProbePool(timeout_s=600)
-    return _POOL
+def _state(config: pytest.Config) -> BisectorPlugin:
+    plugin = config.pluginmanager.get_plugin(STATE_NAME)
+    assert isinstance(plugin, BisectorPlugin), "bisector's pytest plugin is not configured"
+    return plugin
 
 
 class MemoryCheck:
     """What the ``bisector`` fixture gives a test."""
+
+    def __init__(self, pool: Callable[[], Any]) -> None:
+        self._pool = pool  # the session's probe pool, started when a check first needs it
 
     def measure(self, spec: str, inputs: Iterable[str] = (), dims: Iterable[str] = (), **options: Any) -> Any:
         from bisector import api
         from bisector.measure import measure
 
         p = api.prepare(spec, inputs, dims, **options)
-        return measure(p.model, p.plan, p.options, pool=_pool())
+        return measure(p.model, p.plan, p.options, pool=self._pool())
 
     def assert_no_leak(
         self,
@@ -97,14 +131,6 @@ class MemoryCheck:
 
 
 @pytest.fixture
-def bisector() -> MemoryCheck:
+def bisector(request: pytest.FixtureRequest) -> MemoryCheck:
     """Assert that a model does not leak: ``bisector.assert_no_leak("net.py:Net", inputs=[...])``."""
-    return MemoryCheck()
-
-
-@pytest.hookimpl(tryfirst=True)
-def pytest_runtest_call(item: pytest.Item) -> None:
-    for mark in item.iter_markers(MARKER):
-        if not mark.args:
-            raise pytest.UsageError(f"@pytest.mark.{MARKER} needs the model spec, e.g. 'models/net.py:Net'")
-        MemoryCheck().assert_no_leak(*mark.args, **mark.kwargs)
+    return MemoryCheck(_state(request.config).pool)

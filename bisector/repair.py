@@ -36,7 +36,7 @@ from bisector.results import StageResult, outcome_of
 from bisector.search import Outcome
 from bisector.spec import ModelSpec
 from bisector.verdict import CLEAN, LEAK
-from fixers.base import UNSUPPORTED_OP  # stdlib only: a stage the exporter could not get through
+from bisector.fixers.base import UNSUPPORTED_OP  # stdlib only: a stage the exporter could not get through
 
 KEEP_DROP = 0.9  # growth must drop by at least this share
 MAX_PAIRS = 10
@@ -313,14 +313,13 @@ class Repairer:
         rtol: float = 1e-3,
         atol: float = 1e-4,
     ) -> None:
-        from fixers import all_fixers
+        from bisector.fixers import all_fixers, select
 
         self.lab = lab
         self.report = report
         self.allow_output_changes = allow_output_changes
         chosen = list(fixers) if fixers is not None else all_fixers()
-        only = set(only)
-        self.fixers = [f for f in chosen if not only or f.name in only]
+        self.fixers = select(chosen, only)  # a family's name (python-leaks) selects its members
         self.rtol, self.atol = rtol, atol
         self.shadow_root = Path(lab.run or ".") / "candidates"
         self._before: dict[str, Mapping[str, Any]] = {}
@@ -329,7 +328,7 @@ class Repairer:
     # -- configurations ---------------------------------------------------------------------------
 
     def target(self, c: Culprit) -> Any:
-        from fixers import FixTarget
+        from bisector.fixers import FixTarget
 
         root = self.report.measure.stages.get(c.stage)
         meta = dict(root.curve.meta) if root is not None and root.curve is not None else {}
@@ -417,7 +416,7 @@ class Repairer:
     # -- the run ----------------------------------------------------------------------------------------
 
     def repair_culprit(self, c: Culprit, pool: ThreadPoolExecutor) -> list[Evaluation]:
-        from fixers import addresses
+        from bisector.fixers import addresses
 
         target = self.target(c)
         candidates = [cand for fx in self.fixers if addresses(fx, target) for cand in fx.propose(target)]

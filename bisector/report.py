@@ -10,7 +10,7 @@ from bisector.probe.types import ProbeCrashed, ProbeFailed, ProbeTimedOut
 from bisector.schedule import PHASES
 from bisector.units import format_bytes
 from bisector.verdict import CLEAN, HEAP, INCONCLUSIVE, LEAK, SHAPE_GROWTH, TOOLCHAIN_LEAK
-from fixers.base import UNSUPPORTED_OP
+from bisector.fixers.base import UNSUPPORTED_OP
 
 STYLE = {
     LEAK: "bold red",

@@ -38,7 +38,7 @@ def _unwrap(node: Any) -> Any:
 
 
 def _dotted(node: Any) -> str:
-    from fixers._cst import dotted
+    from bisector.fixers._cst import dotted
 
     return dotted(node)
 

@@ -34,12 +34,6 @@ class Truth:
         return f"{self.path}:{self.spec}"
 
 
-def read_truth(path: str | Path) -> Truth | None:
-    """The first truth of a sample file (see read_truths)."""
-    truths = read_truths(path)
-    return truths[0] if truths else None
-
-
 def read_truths(path: str | Path) -> list[Truth]:
     """The literal BISECTOR_TRUTH of a sample file: one dict, or a list of them (one per model
     the file defines). Read with ast, so the file is never imported."""

@@ -18,6 +18,8 @@ LEAK, SHAPE_GROWTH = "leak", "shape-growth"
 # Not a memory finding: the stage could not run because the exporter lacks (or mis-emits) an
 # operator. A fixer that makes it export is measured and checked like any other.
 UNSUPPORTED_OP = "unsupported-op"
+# A family of fixers: its name selects every member (`--fixer python-leaks`).
+PYTHON_LEAKS = "python-leaks"
 
 
 @dataclass(frozen=True)
@@ -38,9 +40,9 @@ class FixTarget:
     onnxruntime_opset: int | None = None  # the newest ai.onnx opset the installed runtime runs
 
     @property
-    def bytes_only(self) -> bool:
-        """Grew in bytes with no Python object kept: native memory."""
-        return not (self.figures.get("objects_per_call") or 0) >= 1 and not (self.figures.get("objects_per_new_shape") or 0) >= 1
+    def region_class(self) -> str:
+        """The culprit module's class, unqualified ("Recorder"); "" when unknown."""
+        return self.region_type.rsplit(".", 1)[-1]
 
 
 @dataclass(frozen=True)
@@ -65,13 +67,6 @@ class Candidate:
     # "" when it keeps behaviour. Such a fix ranks after every one that keeps it.
     removes_behaviour: str = ""
 
-    def key(self) -> str:
-        import hashlib
-        import json
-
-        data = {"fixer": self.fixer, "probe": self.probe, "edits": [(e.path, e.after) for e in self.edits]}
-        return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:12]
-
 
 @dataclass(frozen=True)
 class Example:
@@ -80,7 +75,10 @@ class Example:
     name: str
     target: FixTarget
     applies: bool
-    expect: str = ""  # a text every candidate's summary or edited source must contain
+    expect: str = ""  # a text some candidate's summary, probe settings or edited source contains
+    # Where candidates edit the source: every edit's result, exactly, in the order proposed
+    # (as Fixit's expected_replacement): the generated test compares them byte for byte.
+    edited: tuple[str, ...] = ()
 
 
 @runtime_checkable
@@ -92,6 +90,12 @@ class Fixer(Protocol):
     examples: tuple[Example, ...]
 
     def propose(self, target: FixTarget) -> list[Candidate]: ...
+
+
+def family_of(fixer: Fixer) -> str:
+    """The family a fixer belongs to ("python-leaks"), "" for none. An optional attribute, so a
+    plugin written without it is still a Fixer."""
+    return str(getattr(fixer, "family", "") or "")
 
 
 def addresses(fixer: Fixer, target: FixTarget) -> bool:

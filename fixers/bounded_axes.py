@@ -6,7 +6,7 @@ the runtime."""
 
 from __future__ import annotations
 
-from fixers.base import SHAPE_GROWTH, Candidate, Example, FixTarget
+from bisector.fixers.base import SHAPE_GROWTH, Candidate, Example, FixTarget
 
 
 class BoundedAxes:

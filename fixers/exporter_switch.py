@@ -5,7 +5,7 @@ rolled back) and never calls symbolic. What one exporter leaks the other may not
 
 from __future__ import annotations
 
-from fixers.base import LEAK, Candidate, Example, FixTarget
+from bisector.fixers.base import LEAK, Candidate, Example, FixTarget
 
 
 class ExporterSwitch:

@@ -9,8 +9,8 @@ runs, and whose ONNX outputs match the eager model's.
 
 from __future__ import annotations
 
-from fixers.base import UNSUPPORTED_OP, Candidate, Example, FixTarget
-from fixers.onnx_symbolics import SYMBOLICS
+from bisector.fixers.base import UNSUPPORTED_OP, Candidate, Example, FixTarget
+from bisector.fixers.onnx_symbolics import SYMBOLICS
 
 
 class MissingSymbolic:

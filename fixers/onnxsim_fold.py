@@ -4,7 +4,7 @@ where the user's inputs are fixed."""
 
 from __future__ import annotations
 
-from fixers.base import LEAK, SHAPE_GROWTH, Candidate, Example, FixTarget
+from bisector.fixers.base import LEAK, SHAPE_GROWTH, Candidate, Example, FixTarget
 
 
 class OnnxsimFold:

@@ -14,7 +14,7 @@
 
 from __future__ import annotations
 
-from fixers.base import LEAK, SHAPE_GROWTH, Candidate, Example, FixTarget
+from bisector.fixers.base import LEAK, SHAPE_GROWTH, Candidate, Example, FixTarget
 
 
 class OrtOptions:

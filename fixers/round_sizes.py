@@ -6,7 +6,7 @@ the border, so outputs may differ: the candidate is labelled and kept only with 
 
 from __future__ import annotations
 
-from fixers.base import SHAPE_GROWTH, Candidate, Example, FixTarget
+from bisector.fixers.base import SHAPE_GROWTH, Candidate, Example, FixTarget
 
 MULTIPLE = 16
 

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import libcst as cst
 
-from fixers import _cst
-from fixers.base import LEAK, Candidate, Example, FixTarget, SourceEdit
+from bisector.fixers import _cst
+from bisector.fixers.base import LEAK, Candidate, Example, FixTarget, SourceEdit
 
 
 def _is_function_class(cls: cst.ClassDef) -> bool:
@@ -66,6 +66,23 @@ class SymbolicFunctions:
                 "    @staticmethod\n    def symbolic(g, x):\n        out = g.op('Mul', x, x)\n        _BUILT.append(out)\n        return out\n"
             )}),
             True, "_BUILT.append",
+            edited=(
+                (
+                    "import torch\n"
+                    "\n"
+                    "_BUILT = []\n"
+                    "\n"
+                    "class Fn(torch.autograd.Function):\n"
+                    "    @staticmethod\n"
+                    "    def forward(ctx, x):\n"
+                    "        return x * 2\n"
+                    "\n"
+                    "    @staticmethod\n"
+                    "    def symbolic(g, x):\n"
+                    "        out = g.op('Mul', x, x)\n"
+                    "        return out\n"
+                ),
+            ),
         ),
         Example(
             "a symbolic that only builds nodes",

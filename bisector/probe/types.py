@@ -14,7 +14,7 @@ from typing import Any, Mapping, Union
 
 from bisector.curve import MemoryCurve
 from bisector.schedule import Schedule
-from bisector.choices import EXPORTERS, STAGES
+from bisector.choices import EXPORTERS, STAGES  # noqa: F401 - re-exported: the probe side names them here
 from bisector.spec import InputPlan, ModelSpec
 
 CAPTURE = "capture"  # not a measurement: records the module tree and every region's inputs

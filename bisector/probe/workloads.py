@@ -269,7 +269,7 @@ def export_onnx(
     bounded = extra.pop("bounded_dims", None)
     symbolics = extra.pop("symbolics", None)
     if symbolics and exporter != "dynamo":
-        from fixers.onnx_symbolics import register
+        from bisector.fixers.onnx_symbolics import register
 
         register(symbolics)  # this child only: every probe is its own process
     leaves = tensor_leaves((args, kwargs))

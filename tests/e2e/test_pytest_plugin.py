@@ -42,3 +42,14 @@ def test_marker_fails_a_test_on_a_leaking_model(pytester) -> None:
     result = pytester.runpytest_subprocess("-p", "no:cacheprovider")
     result.assert_outcomes(failed=1)
     result.stdout.fnmatch_lines(["*list_append.py:Net leaks*", "*eager: leak*"])
+
+
+def test_the_plugins_state_is_a_registered_plugin_object_for_the_run(pytester) -> None:
+    from bisector import pytest_plugin
+
+    assert not hasattr(pytest_plugin, "_POOL")  # no module globals: one state per pytest run
+    config = pytester.parseconfigure()
+    state = config.pluginmanager.get_plugin(pytest_plugin.STATE_NAME)
+    assert isinstance(state, pytest_plugin.BisectorPlugin) and state._pool is None  # the pool starts on first use
+    config._ensure_unconfigure()
+    assert config.pluginmanager.get_plugin(pytest_plugin.STATE_NAME) is None

@@ -1,6 +1,7 @@
 """Tests generated from each fixer's own examples: where it applies it proposes at least one
-candidate (whose summary or edited source says what the example expects), where it does not,
-it proposes nothing. Source edits must parse and be idempotent where applied twice."""
+candidate (whose summary or edited source says what the example expects, and whose edits give
+exactly the sources the example states), where it does not, it proposes nothing. Source edits
+must parse and be idempotent where applied twice."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import ast
 
 import pytest
 
-from fixers import Fixer, addresses, all_fixers
+from bisector.fixers import Fixer, addresses, all_fixers
 
 FIXERS = all_fixers()
 CASES = [(f, ex) for f in FIXERS for ex in f.examples]
@@ -39,10 +40,12 @@ def test_fixer_example(fixer, example) -> None:
     if example.expect:
         texts = [c.summary for c in proposed] + [e.after for c in proposed for e in c.edits] + [str(c.probe) for c in proposed]
         assert any(example.expect in t for t in texts), texts
+    # Every example that edits code states the edited sources, compared byte for byte.
+    assert [e.after for c in proposed for e in c.edits] == list(example.edited)
 
 
 def test_source_edits_keep_comments_and_formatting() -> None:
-    from fixers.python_leaks import FIXER
+    from bisector.fixers.append_only import FIXER
 
     example = next(ex for ex in FIXER.examples if ex.name.startswith("a list on the module"))
     (edit,) = [e for c in FIXER.propose(example.target) for e in c.edits if "deque" not in e.after and "del " not in e.after]
@@ -52,8 +55,8 @@ def test_source_edits_keep_comments_and_formatting() -> None:
 
 
 def test_removing_the_only_statement_of_a_block_leaves_valid_python() -> None:
-    from fixers.python_leaks import FIXER
-    from fixers.base import FixTarget
+    from bisector.fixers.append_only import FIXER
+    from bisector.fixers.base import FixTarget
 
     src = "KEPT = []\n\nclass K:\n    def forward(self, x):\n        if x is not None:\n            KEPT.append(x)\n        return x\n"
     (cand,) = [c for c in FIXER.propose(FixTarget("eager", "leak", region_type="m.K", sources={"m.py": src})) if c.edits and "del " not in c.edits[0].after]
@@ -65,7 +68,7 @@ def test_removing_the_only_statement_of_a_block_leaves_valid_python() -> None:
 def test_a_plugin_fixer_from_an_entry_point_is_listed(monkeypatch) -> None:
     from importlib import metadata
 
-    import fixers as registry
+    import bisector.fixers as registry
 
     class Plugin:
         name = "plugin-fixer"
@@ -90,5 +93,6 @@ def test_a_plugin_fixer_from_an_entry_point_is_listed(monkeypatch) -> None:
             raise ImportError("not installed")
 
     monkeypatch.setattr(metadata, "entry_points", lambda **kw: [EP(), Broken()] if kw.get("group") == registry.ENTRY_POINT_GROUP else [])
-    names = [f.name for f in registry.all_fixers()]
-    assert "plugin-fixer" in names and "python-leaks" in names
+    fixers = registry.all_fixers()
+    names = [f.name for f in fixers]
+    assert "plugin-fixer" in names and "append-only" in names and "python-leaks" in registry.names(fixers)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from fixers.onnx_symbolics import SYMBOLICS, operators_in, register, registration_code, unsupported_operator
+from bisector.fixers.onnx_symbolics import SYMBOLICS, operators_in, register, registration_code, unsupported_operator
 
 
 class Ops(torch.nn.Module):

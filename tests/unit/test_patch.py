@@ -198,7 +198,7 @@ def test_edits_of_one_file_are_merged_when_they_do_not_overlap() -> None:
 
 
 def test_source_patches_diff_applies_with_git_apply(tmp_path: Path) -> None:
-    from fixers.base import SourceEdit
+    from bisector.fixers.base import SourceEdit
 
     f = tmp_path / "m.py"
     f.write_text("x = 1\nKEPT.append(x)\ny = 2\n")

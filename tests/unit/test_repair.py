@@ -9,7 +9,7 @@ from types import SimpleNamespace
 from bisector.find import Culprit
 from bisector.repair import Repairer, decide, merge_probe
 from bisector.search import Outcome
-from fixers.base import Candidate, Example, FixTarget
+from bisector.fixers.base import Candidate, Example, FixTarget
 
 CULPRIT = Culprit(region="blocks.1", stage="eager", kind="leak", own_code=True, type="Recorder",
                   figures={"objects_per_call": 10.0, "growth_bytes_per_call": 40_000.0, "exact": True}, chain=(), hint="")

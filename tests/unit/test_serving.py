@@ -124,8 +124,9 @@ def test_models_compose_into_one_patch_per_file(tmp_path: Path) -> None:
 
 
 def test_removing_data_other_code_reads_is_labelled_and_bounding_comes_first() -> None:
-    from fixers.base import FixTarget
-    from fixers.python_leaks import FIXER
+    from bisector.fixers.base import FixTarget
+    from bisector.fixers.append_only import FIXER
+    from bisector.fixers.collecting_hooks import FIXER as HOOKS
 
     src = (
         "class Tagger:\n    def __init__(self):\n        self.stats = []\n\n    def forward(self, x):\n"
@@ -144,7 +145,7 @@ def test_removing_data_other_code_reads_is_labelled_and_bounding_comes_first() -
     alone = src.split("    def pop_stats")[0]
     assert not any(c.removes_behaviour for c in FIXER.propose(FixTarget("eager", "leak", region_type="m.Tagger", sources={"m.py": alone})))
     hook = "ACTS = []\n\ndef keep(m, a, out):\n    ACTS.append(out)\n\ndef latest():\n    return ACTS[-1]\n\nclass Net:\n    def __init__(self):\n        self.fc.register_forward_hook(keep)\n\n    def forward(self, x):\n        return self.fc(x)\n"
-    cands = FIXER.propose(FixTarget("eager", "leak", region_type="m.Linear", sources={"m.py": hook}))
+    cands = HOOKS.propose(FixTarget("eager", "leak", region_type="m.Linear", sources={"m.py": hook}))
     assert "latest()" in cands[-1].removes_behaviour and "del ACTS[:-4]" in cands[0].edits[0].after
 
 
