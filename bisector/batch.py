@@ -220,9 +220,9 @@ def model_key(entry: ModelEntry) -> str:
 def read_back(entry: ModelEntry) -> dict[str, Any]:
     """Settings the user's export and serving scripts already apply to this model, as probe
     overrides: measured with them, a patched project comes out clean."""
-    from bisector.patch import read_export
+    from bisector.patching.export_script import read_export
     from bisector.probe.types import merge_overrides
-    from bisector.serving import read_serving
+    from bisector.patching.serving import read_serving
 
     out: dict[str, Any] = {}
     for option, reader in (("export_script", read_export), ("infer_script", read_serving)):
@@ -241,7 +241,7 @@ def repair_one(entry: ModelEntry, out: Path, pool: Any, executor: Any, run_dir: 
 
     from bisector import api
     from bisector.find import Finder
-    from bisector.patch import work_for
+    from bisector.patching.from_report import work_for
     from bisector.repair import Repairer, failure_culprits, unfixable_failures
 
     started = time.perf_counter()
@@ -288,7 +288,8 @@ def repair_one(entry: ModelEntry, out: Path, pool: Any, executor: Any, run_dir: 
     stages = {st: r.kind for st, r in found.measure.stages.items()}
     # What goes upstream: a repro bundle for every culprit no fix could flatten; the HTML report when
     # asked, with this model's own source edits (the shared scripts' patches are composed later).
-    from bisector.patch import project_root, source_patches
+    from bisector.patching.apply import project_root
+    from bisector.patching.diff import source_patches
     from bisector.publish import publish
 
     own, _ = source_patches(work.edits, str(project_root(prepared.model.path))) if work is not None else ([], [])
@@ -301,7 +302,7 @@ def repair_one(entry: ModelEntry, out: Path, pool: Any, executor: Any, run_dir: 
 
 
 def _chosen(report: Any, pick: Any, prefer: Any) -> list[Any]:
-    from bisector.patch import best_fixes
+    from bisector.patching.from_report import best_fixes
 
     return best_fixes(report, int(pick) if pick else None, prefer)
 
@@ -414,7 +415,7 @@ def _load_done(entry: ModelEntry, out: Path, key: str) -> tuple[ModelResult, Any
         data = json.loads(done.read_text())
         if data.get("key") != key:
             return None
-        from bisector.patch import ModelWork
+        from bisector.patching.from_report import ModelWork
 
         r = data["result"]
         result = ModelResult(**{**r, "culprits": tuple(r["culprits"]), "kept": tuple(r["kept"]), "patches": (), "check": ""})
@@ -624,7 +625,8 @@ def write_patches(models: list[ModelEntry], results: dict[str, ModelResult], wor
     of an earlier run are replaced; no patch is an empty file."""
     from dataclasses import replace
 
-    from bisector.patch import compose, project_root
+    from bisector.patching.apply import project_root
+    from bisector.patching.from_report import compose
 
     patch_dir = out / "patches"
     if patch_dir.exists():

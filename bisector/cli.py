@@ -453,8 +453,10 @@ def fix(
     def body() -> int:
         from bisector import api
         from bisector.find import Finder
-        from bisector.patch import apply as apply_patches
-        from bisector.patch import check_writable, combined_diff, patches_for, project_root
+        from bisector.patching.apply import apply as apply_patches
+        from bisector.patching.apply import check_writable, project_root
+        from bisector.patching.diff import combined_diff
+        from bisector.patching.from_report import patches_for
         from bisector.repair import Repairer, failure_culprits, holds
         from bisector.report import render_fix
 
@@ -508,7 +510,7 @@ def fix(
             finally:
                 finder.close()
         patches, notes = patches_for(report, root, export_script, infer_script, pick=pick)
-        from bisector.patch import best_fixes
+        from bisector.patching.from_report import best_fixes
 
         chosen = {(e.region, e.stage) for e in best_fixes(report, pick)}
         for c in found.culprits:
@@ -610,9 +612,9 @@ def _with_scripts(prepared: Any, export_script: str | None, infer_script: str | 
 
 def _read_back(model_path: str, export_script: str | None, infer_script: str | None) -> dict[str, Any]:
     """Settings the given scripts already apply to this model (its session, its export call)."""
-    from bisector.patch import read_export
+    from bisector.patching.export_script import read_export
     from bisector.probe.types import merge_overrides
-    from bisector.serving import read_serving
+    from bisector.patching.serving import read_serving
 
     key = Path(model_path).stem
     out: dict[str, Any] = {}
@@ -632,7 +634,7 @@ def _confirm(prepared: Any, report: Any, found: Any, pick: int | None = None) ->
     from dataclasses import replace
 
     from bisector.measure import measure as run_measure
-    from bisector.patch import best_fixes
+    from bisector.patching.from_report import best_fixes
     from bisector.repair import merge_probe
 
     probes: dict[str, Any] = {}

@@ -14,7 +14,8 @@ import onnxruntime
 
 _BISECTOR_SESSIONS: dict = {}  # replaced by the table written into the user's script
 
-HELPER_NAMES = ("_bisector_session_options", "_bisector_session", "_bisector_feed")
+# What a serving script gets, in this order (the session wrapper calls the feed helper).
+SERVING_HELPERS = ("_bisector_session_options", "_bisector_session", "_bisector_feed")
 
 
 def _bisector_session_options(key, options=None):
