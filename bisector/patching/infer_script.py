@@ -67,76 +67,22 @@ class _Runs(cst.CSTTransformer):
 
 
 def feed_helpers_code(s: Settings, plan: Any) -> str:
-    """Helpers on the way from the caller's feed to the runtime: the bounds guard (bounded axes)
-    and padding to a multiple with outputs cropped back (rounded sizes)."""
+    """Helpers on the way from the caller's feed to the runtime, after the constants they read: the
+    bounds guard (bounded axes), and padding to a multiple with outputs cropped back (rounded
+    sizes; guarded too, against no bounds when none were kept)."""
+    from bisector.patching.script_helpers import GUARD_HELPERS, PADDING_HELPERS, source_of
+
     if not (s.round_multiple or s.bounded_dims):
         return ""
-    A = f"{MARK.upper()}_DYNAMIC_AXES"
-    note = ""
+    prefix = MARK.upper()
+    code = ""
     if plan is not None and plan.use_hook:
-        note = "# bisector: the inputs come from bisector_inputs(); name the varying axes of each input here.\n"
-    code = f"{note}{A} = {dynamic_dims_by_input(plan)!r}  # bisector: the axes that vary, per input\n"
-    if s.bounded_dims:
-        bounds = {k: tuple(int(x) for x in v) for k, v in sorted(s.bounded_dims.items())}
-        code += (
-            f"{MARK.upper()}_BOUNDS = {bounds!r}  # bisector: the ranges the model was exported for\n\n\n"
-            f"def {MARK}_guard(feed):\n"
-            f"    \"\"\"bisector: refuse sizes outside the exported bounds, before the runtime sees them.\"\"\"\n"
-            f"    for name, value in feed.items():\n"
-            f"        for i, sym in {A}.get(name, {{}}).items():\n"
-            f"            lo, hi = {MARK.upper()}_BOUNDS.get(sym, (0, float(\"inf\")))\n"
-            f"            if not lo <= value.shape[i] <= hi:\n"
-            f"                raise ValueError(f\"input {{name}} axis {{i}} ({{sym}}) = {{value.shape[i]}} is outside {{lo}}..{{hi}}\")\n"
-            f"    return feed\n"
-        )
-    if s.round_multiple:
-        guard = f"{MARK}_guard(feed)" if s.bounded_dims else "feed"
-        code += (
-            f"\n\ndef {MARK}_pad(feed, multiple):\n"
-            f"    \"\"\"bisector: zero-pad the varying axes of each input up to a multiple, so the runtime sees few\n"
-            f"    distinct shapes (fixed axes are left alone).\"\"\"\n"
-            f"    out = {{}}\n"
-            f"    for name, value in feed.items():\n"
-            f"        axes = {A}.get(name, {{}})\n"
-            f"        out[name] = numpy.pad(value, [(0, (-n) % multiple if i in axes else 0) for i, n in enumerate(value.shape)])\n"
-            f"    return out\n\n\n"
-            f"def {MARK}_run(run, names, feed, multiple, *args, **kwargs):\n"
-            f"    \"\"\"bisector: run on the padded feed, then crop the outputs back to the sizes passed. An output\n"
-            f"    axis is cropped when the graph names it with the symbol of a padded input axis, never when the\n"
-            f"    graph says it is fixed; an axis the graph leaves unnamed, when it lines up with a padded input\n"
-            f"    axis (the same axis at the input's rank, or the batch axis 0). Check your outputs.\"\"\"\n"
-            f"    padded = {MARK}_pad({guard}, multiple)\n"
-            f"    outputs = run(names, padded, *args, **kwargs)\n"
-            f"    session = getattr(run, \"__self__\", None)\n"
-            f"    passed, shapes = {{}}, []\n"
-            f"    if session is not None:\n"
-            f"        for meta in session.get_inputs():\n"
-            f"            for i in {A}.get(meta.name, {{}}):\n"
-            f"                if meta.name in feed and i < len(meta.shape) and isinstance(meta.shape[i], str):\n"
-            f"                    passed[meta.shape[i]] = feed[meta.name].shape[i]\n"
-            f"        metas = {{m.name: m for m in session.get_outputs()}}\n"
-            f"        shapes = [metas[n].shape for n in names] if names else [m.shape for m in session.get_outputs()]\n"
-            f"    cropped = []\n"
-            f"    for k, out in enumerate(outputs):\n"
-            f"        if isinstance(out, numpy.ndarray):\n"
-            f"            sizes = list(out.shape)\n"
-            f"            shape = shapes[k] if k < len(shapes) else []\n"
-            f"            for i in range(out.ndim):\n"
-            f"                d = shape[i] if i < len(shape) else None\n"
-            f"                if isinstance(d, int):\n"
-            f"                    continue  # the graph says this axis is fixed\n"
-            f"                if isinstance(d, str) and d in passed:\n"
-            f"                    sizes[i] = min(sizes[i], passed[d])\n"
-            f"                    continue\n"
-            f"                for name, value in feed.items():\n"
-            f"                    lines_up = i == 0 or out.ndim == value.ndim\n"
-            f"                    if i in {A}.get(name, {{}}) and lines_up and out.shape[i] == padded[name].shape[i]:\n"
-            f"                        sizes[i] = min(sizes[i], value.shape[i])\n"
-            f"            out = out[tuple(slice(0, n) for n in sizes)]\n"
-            f"        cropped.append(out)\n"
-            f"    return cropped\n"
-        )
-    return code
+        code += "# bisector: the inputs come from bisector_inputs(); name the varying axes of each input here.\n"
+    code += f"{prefix}_DYNAMIC_AXES = {dynamic_dims_by_input(plan)!r}  # bisector: the axes that vary, per input\n"
+    bounds = {k: tuple(int(x) for x in v) for k, v in sorted((s.bounded_dims or {}).items())}
+    why = "the ranges the model was exported for" if bounds else "no bounds kept: every size passes"
+    code += f"{prefix}_BOUNDS = {bounds!r}  # bisector: {why}\n"
+    return code + "\n\n" + source_of(PADDING_HELPERS if s.round_multiple else GUARD_HELPERS)
 
 
 def patch_infer_script(path: str, settings: Settings, plan: Any, root: str, key: str | None = None,

@@ -45,24 +45,16 @@ def _run_options_lines(s: Settings) -> list[str]:
 
 
 def _helpers(s: Settings, plan: Any) -> str:
-    """Helpers of a new export file: the warm-up (its feed built from the session's own inputs,
-    the same tested helper the serving scripts get), then the feed helpers."""
-    import inspect
-
-    from bisector.patching import script_helpers
+    """Helpers of a new export file, after the constants they read: the warm-up (its feed built
+    from the session's own inputs, as in serving scripts), then the feed helpers."""
     from bisector.patching.infer_script import feed_helpers_code
+    from bisector.patching.script_helpers import WARM_UP_HELPERS, source_of
 
     out = []
     if s.warmup_largest:
-        out.append(inspect.getsource(script_helpers._bisector_feed))
-        out.append(
-            f"def {MARK}_warm_up(session):\n"
-            f"    \"\"\"bisector: run twice at the largest input of every range (the memory pattern is recorded on\n"
-            f"    the first run, used from the second).\"\"\"\n"
-            f"    feed = {MARK}_feed(session, {largest_sizes(plan, s.round_multiple)!r})\n"
-            f"    for _ in range(2):\n"
-            f"        session.run(None, feed)\n"
-        )
+        largest = largest_sizes(plan, s.round_multiple)
+        out.append(f"{MARK.upper()}_WARM_UP_LARGEST = {largest!r}  # bisector: per input, the largest size of each "
+                   f"varying axis\n\n\n{source_of(WARM_UP_HELPERS)}")
     feed = feed_helpers_code(s, plan)
     if feed:
         out.append(feed)

@@ -12,7 +12,6 @@ marker: a second run adds what is missing and nothing else.
 from __future__ import annotations
 
 import ast
-import inspect
 import re
 from typing import Any, Mapping
 
@@ -85,15 +84,9 @@ def _table_code(table: Mapping[str, Any]) -> str:
 
 def helpers_code(alias: Mapping[str, str]) -> str:
     """The serving helpers' source, with `onnxruntime.` and `numpy.` as the script imports them."""
-    from bisector.patching import script_helpers
+    from bisector.patching.script_helpers import SERVING_HELPERS, source_of
 
-    code = []
-    for name in script_helpers.SERVING_HELPERS:
-        src = inspect.getsource(getattr(script_helpers, name))
-        src = re.sub(r"\bonnxruntime\.", f"{alias['onnxruntime']}.", src)
-        src = re.sub(r"\bnumpy\.", f"{alias['numpy']}.", src)
-        code.append(src)
-    return "\n\n".join(code)
+    return source_of(SERVING_HELPERS, alias)
 
 
 def _cst_table_index(body: list[Any]) -> int | None:
