@@ -30,6 +30,7 @@ from typing import Any, Callable, Iterable, Mapping
 
 from bisector.find import Culprit, Finder, FindReport, outcome_of
 from bisector.measure import StageResult, measure_stage
+from bisector.patching.settings import DEFAULT_EXPORTER
 from bisector.probe.types import EQUIVALENCE, ProbeFailed, ProbeOk, ProbeRequest, merge_overrides
 from bisector.search import Outcome
 from bisector.spec import ModelSpec
@@ -347,7 +348,7 @@ class Repairer:
         return FixTarget(
             stage=c.stage, kind=c.kind, region=c.region, region_type=region.type if region else "",
             own_code=c.own_code, figures=dict(c.figures),
-            exporter=meta.get("exporter") or self.finder.options.probe.exporter or _failed_exporter(root) or "dynamo",
+            exporter=meta.get("exporter") or self.finder.options.probe.exporter or _failed_exporter(root) or DEFAULT_EXPORTER,
             device=meta.get("device", "cpu"), dims=dims, fixed_inputs=not self.finder.plan.dynamic_symbols,
             sources=user_sources(self.finder.model), onnxruntime_opset=runtime_opset(),
         )

@@ -7,8 +7,21 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Iterable, Mapping, Sequence
 
-# torch.onnx.export's own default since torch 2.9: what an export call without dynamo= uses.
+# torch.onnx.export's own default since torch 2.9: what an export call without dynamo= uses. The
+# one place that says so: the patch writer, repair's fix targets and the fixers' examples take it
+# from here, and the probe (installed_default_exporter) when the installed torch agrees.
 DEFAULT_EXPORTER = "dynamo"
+
+
+def installed_default_exporter() -> str:
+    """The exporter the installed torch uses for an export call without dynamo=: DEFAULT_EXPORTER
+    from torch 2.9 on, the TorchScript-based one before."""
+    import inspect
+
+    import torch
+
+    param = inspect.signature(torch.onnx.export).parameters.get("dynamo")
+    return DEFAULT_EXPORTER if param is not None and param.default is True else "torchscript"
 
 
 @dataclass(frozen=True)
@@ -62,17 +75,21 @@ class Settings:
                     or self.round_multiple or self.bounded_dims)
 
 
-def dynamic_dims_by_input(plan: Any) -> dict[str, dict[int, str]]:
-    """Which axes of which input vary (axis -> symbol, for symbols with a range): the only ones
-    padding may touch and the guard checks."""
+def varying_axes(plan: Any) -> list[dict[int, str]]:
+    """Per input of the plan, in order: axis -> symbol for each axis whose symbol has a range (not
+    one size). The one definition of the dynamic dims: the probe exports these axes dynamic, the
+    patches make them dynamic_shapes/dynamic_axes, pad them and guard them. [] when the model
+    file's hook builds the inputs (no symbols to go by)."""
     if plan is None or plan.use_hook:
-        return {}
-    out = {}
-    for spec in plan.inputs:
-        axes = {i: d for i, d in enumerate(spec.dims) if isinstance(d, str) and plan.dims[d][0] != plan.dims[d][1]}
-        if axes:
-            out[spec.name] = axes
-    return out
+        return []
+    varying = set(plan.dynamic_symbols)
+    return [{i: d for i, d in enumerate(spec.dims) if isinstance(d, str) and d in varying} for spec in plan.inputs]
+
+
+def dynamic_dims_by_input(plan: Any) -> dict[str, dict[int, str]]:
+    """varying_axes by input name, inputs without one left out: what the scripts' helpers read."""
+    inputs = plan.inputs if plan is not None else ()
+    return {spec.name: axes for spec, axes in zip(inputs, varying_axes(plan)) if axes}
 
 
 def largest_sizes(plan: Any, multiple: int = 0) -> list[dict[int, int]]:

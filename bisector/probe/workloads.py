@@ -243,14 +243,9 @@ def _who(target: Target) -> str:
 
 def resolve_exporter(name: str | None) -> str:
     """The exporter a plain torch.onnx.export call uses when the user names none."""
-    if name:
-        return name
-    import inspect
+    from bisector.patching.settings import installed_default_exporter
 
-    import torch
-
-    param = inspect.signature(torch.onnx.export).parameters.get("dynamo")
-    return "dynamo" if param is not None and param.default is True else "torchscript"
+    return name or installed_default_exporter()
 
 
 def export_onnx(
