@@ -30,7 +30,8 @@ from bisector import pipeline  # noqa: E402
 from bisector.measure import measure  # noqa: E402
 from bisector.probe.pool import ProbePool  # noqa: E402
 from bisector.results import outcome_of  # noqa: E402
-from bisector.patch import best_fixes, combined_diff, patches_for  # noqa: E402
+from bisector.patching.diff import combined_diff  # noqa: E402
+from bisector.patching.from_report import best_fixes, patches_for  # noqa: E402
 from bisector.repair import KEEP_DROP, growth, merge_probe, shadow_copy  # noqa: E402
 from bisector.spec import ModelSpec  # noqa: E402
 from bisector.units import format_bytes  # noqa: E402

@@ -33,7 +33,9 @@ from bisector import pipeline
 from bisector.errors import BisectorError, UserError
 from bisector.fail_on import FailOn
 from bisector.lab import source_hash
-from bisector.patch import compose, project_root, source_patches, work_for
+from bisector.project import project_root
+from bisector.patching.diff import source_patches
+from bisector.patching.from_report import compose, work_for
 from bisector.pipeline import FixRequest
 from bisector.prepare import Options, prepare
 from bisector.project_check import compile_error, run_check
@@ -332,7 +334,7 @@ def _load_done(entry: ModelEntry, out: Path, key: str) -> tuple[ModelResult, Any
         data = json.loads(done.read_text())
         if data.get("key") != key:
             return None
-        from bisector.patch import ModelWork
+        from bisector.patching.from_report import ModelWork
 
         r = data["result"]
         result = ModelResult(**{**r, "culprits": tuple(r["culprits"]), "kept": tuple(r["kept"]), "patches": (), "check": ""})

@@ -461,7 +461,7 @@ def fix(
 
     def body() -> int:
         from bisector import pipeline
-        from bisector.patch import combined_diff
+        from bisector.patching.diff import combined_diff
         from bisector.prepare import prepare
         from bisector.report import render_find, render_fix
 

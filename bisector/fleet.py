@@ -154,7 +154,7 @@ def run_ray(todo: list[Any], *, allow_output_changes: bool, jobs: int | None, fr
     import ray
 
     from bisector.batch import ERROR, ModelResult
-    from bisector.patch import ModelWork
+    from bisector.patching.from_report import ModelWork
 
     cpus = max(1, jobs or 1)
     started_here = _connect(address)

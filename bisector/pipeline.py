@@ -155,7 +155,7 @@ def check_request(prepared_spec: str, given: Options, request: FixRequest, known
     files --apply would have to write outside the project or read-only without --force. Returns the
     project root (decided from the model path as given, before any symlink is followed: a link
     inside the project to a file outside it must not carry the writes outside)."""
-    from bisector.patch import check_writable, project_root
+    from bisector.patching.apply import check_writable, project_root
 
     known = list(known_fixers)
     for name in request.fixers:
@@ -218,8 +218,9 @@ def fix(
 
 def _patch_and_apply(prepared: Prepared, given: Options, request: FixRequest, progress: Progress, found: FindReport,
                      report: FixReport, root: Path | None, stopped: Callable[[], bool]) -> FixOutcome:
-    from bisector.patch import apply as apply_patches
-    from bisector.patch import best_fixes, patches_for, project_root
+    from bisector.patching.apply import apply as apply_patches
+    from bisector.project import project_root
+    from bisector.patching.from_report import best_fixes, patches_for
 
     chosen = tuple(best_fixes(report, request.pick, request.prefer))
     picked = {(e.region, e.stage) for e in chosen}
@@ -283,7 +284,7 @@ def confirm(prepared: Prepared, report: FixReport, found: FindReport, pick: int 
     model source afresh, so source edits count), with the kept export and runtime settings as probe
     overrides (the probe does not run the user's export or serving scripts)."""
     from bisector.measure import measure
-    from bisector.patch import best_fixes
+    from bisector.patching.from_report import best_fixes
 
     probes: dict[str, Any] = {}
     for ev in best_fixes(report, pick):

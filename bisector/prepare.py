@@ -177,9 +177,9 @@ def read_back(model_path: str, export_script: str | None, infer_script: str | No
               key: str | None = None) -> dict[str, Any]:
     """Settings the given scripts already apply to this model (its session, its export call); the
     scripts name it by ``key`` (default: the model file's stem, served from `<stem>.onnx`)."""
-    from bisector.patch import read_export
+    from bisector.patching.export_script import read_export
     from bisector.probe.types import merge_overrides
-    from bisector.serving import read_serving
+    from bisector.patching.serving import read_serving
 
     key = key or Path(model_path).stem
     out: dict[str, Any] = {}

@@ -187,7 +187,7 @@ def registration_site(model: ModelSpec, region: str) -> str:
 
     if not region:
         return ""
-    from bisector.patch import project_root
+    from bisector.project import project_root
 
     last = region.split(".")[-1]
     folder = project_root(model.path)

@@ -14,6 +14,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Protocol, runtime_checkable
 
+from bisector.patching.settings import DEFAULT_EXPORTER
+
 LEAK, SHAPE_GROWTH = "leak", "shape-growth"
 # Not a memory finding: the stage could not run because the exporter lacks (or mis-emits) an
 # operator. A fixer that makes it export is measured and checked like any other.
@@ -32,7 +34,7 @@ class FixTarget:
     region_type: str = ""  # the module's class, qualified ("mypkg.model.Recorder")
     own_code: bool = True
     figures: Mapping[str, Any] = field(default_factory=dict)
-    exporter: str = "dynamo"  # the exporter the measurement used
+    exporter: str = DEFAULT_EXPORTER  # the exporter the measurement used
     device: str = "cpu"
     dims: Mapping[str, tuple[int, int]] = field(default_factory=dict)  # symbol ranges
     fixed_inputs: bool = False  # no symbol varies

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from bisector.curve import MemoryCurve
+from bisector.patching.settings import varying_axes
 from bisector.probe.inputs import InputFactory
 from bisector.probe.loading import WorkloadError, build_model, load_namespace, one_line, user_traceback
 from bisector.probe.types import CAPTURE, EQUIVALENCE, ProbeFailed, ProbeOk, ProbeRequest, ProbeResult
@@ -113,10 +114,7 @@ def run_request(req: ProbeRequest, workdir: Path) -> ProbeResult:
             names = None
             if not req.plan.use_hook:
                 names = [i.name for i in req.plan.inputs]
-                symbols = [
-                    {d: s for d, s in enumerate(i.dims) if isinstance(s, str) and s in req.plan.dynamic_symbols}
-                    for i in req.plan.inputs
-                ]
+                symbols = varying_axes(req.plan)
             targets = [
                 Target(name="", module=model, calls=lambda i, step: [factory.make(i, step.dims)], input_names=names, symbols=symbols)
             ]

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from bisector.capture import input_seed_index
+from bisector.patching.settings import varying_axes
 from bisector.probe.inputs import InputFactory, tensor_leaves
 from bisector.probe.loading import WorkloadError, build_model, load_namespace
 from bisector.probe.types import ProbeOptions, ProbeRequest
@@ -103,7 +104,7 @@ def run_equivalence(req: ProbeRequest, model_a: Any, namespace_a: Any, device: s
     names = [i.name for i in req.plan.inputs] if not req.plan.use_hook else None
     symbols = None
     if not req.plan.use_hook:
-        symbols = [{d: s for d, s in enumerate(i.dims) if isinstance(s, str) and s in req.plan.dynamic_symbols} for i in req.plan.inputs]
+        symbols = varying_axes(req.plan)
 
     def session_for(model: Any, options: ProbeOptions, tag: str) -> tuple[Any, Any, Target] | None:
         target = Target(name="", module=model, calls=lambda i, step: [factory_a.make(input_seed_index(step.dims), step.dims)], input_names=names, symbols=symbols)

@@ -243,14 +243,9 @@ def _who(target: Target) -> str:
 
 def resolve_exporter(name: str | None) -> str:
     """The exporter a plain torch.onnx.export call uses when the user names none."""
-    if name:
-        return name
-    import inspect
+    from bisector.patching.settings import installed_default_exporter
 
-    import torch
-
-    param = inspect.signature(torch.onnx.export).parameters.get("dynamo")
-    return "dynamo" if param is not None and param.default is True else "torchscript"
+    return name or installed_default_exporter()
 
 
 def export_onnx(
@@ -566,24 +561,15 @@ class InputAdapter:
     def feed(self, feed: dict[str, Any], session: Any) -> dict[str, Any]:
         if not self.multiple and not self.bounds:
             return feed
-        import numpy as np
+        # The very functions a kept fix copies into the user's serving code.
+        from bisector.patching.script_helpers import _bisector_guard, _bisector_pad
 
-        out = {}
-        for j, (name, array) in enumerate(feed.items()):
-            dyn = self.dims[j] if j < len(self.dims) else {}
-            for d, sym in dyn.items():
-                if sym in self.bounds:
-                    lo, hi = self.bounds[sym]
-                    if not lo <= array.shape[d] <= hi:
-                        raise WorkloadError("run", f"input {name} dim {d} = {array.shape[d]} is outside the bound {sym} in {lo}..{hi}")
-            if self.multiple and dyn:
-                pad = [(0, 0)] * array.ndim
-                for d in dyn:
-                    size = array.shape[d]
-                    pad[d] = (0, (-size) % self.multiple)
-                array = np.pad(array, pad)
-            out[name] = array
-        return out
+        axes = {name: self.dims[j] for j, name in enumerate(feed) if j < len(self.dims)}
+        try:
+            _bisector_guard(feed, axes, self.bounds)
+        except ValueError as exc:
+            raise WorkloadError("run", str(exc)) from None
+        return _bisector_pad(feed, self.multiple, axes) if self.multiple else dict(feed)
 
 
 STAGE_RUNNERS: dict[str, Callable[[Context], MemoryCurve]] = {

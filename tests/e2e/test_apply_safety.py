@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 from bisector.errors import UserError
-from bisector.patch import Patch, apply, project_root
+from bisector.patching.apply import apply, project_root
+from bisector.patching.diff import Patch
 from tests.conftest import SAMPLES, run_cli
 
 FIX = ("--input", "x=B,32", "--dim", "B=1:2", "--stage", "eager", "--apply")

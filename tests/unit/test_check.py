@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from bisector.project_check import prove
-from bisector.patch import Patch
+from bisector.patching.diff import Patch
 
 
 def project(tmp_path: Path) -> Path:

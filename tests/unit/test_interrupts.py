@@ -9,7 +9,8 @@ import signal
 import pytest
 
 from bisector import cli
-from bisector.patch import Patch, apply
+from bisector.patching.apply import apply
+from bisector.patching.diff import Patch
 
 
 def test_a_signal_during_the_write_is_raised_after_the_file_is_noted(tmp_path, monkeypatch) -> None:
@@ -24,7 +25,7 @@ def test_a_signal_during_the_write_is_raised_after_the_file_is_noted(tmp_path, m
 
     monkeypatch.setattr(cli, "_SIGNALS", [])
     previous = signal.signal(signal.SIGINT, cli._on_signal)
-    monkeypatch.setattr("bisector.patch.os.replace", replace_then_signal)
+    monkeypatch.setattr("bisector.patching.apply.os.replace", replace_then_signal)
     try:
         with pytest.raises(KeyboardInterrupt):
             apply([Patch(str(target), "a\n", "b\n", "s", str(tmp_path))], tmp_path, written=written)

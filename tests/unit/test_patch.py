@@ -9,16 +9,12 @@ from pathlib import Path
 import pytest
 
 from bisector.errors import UserError
-from bisector.patch import (
-    Patch,
-    Settings,
-    apply,
-    merge_edits,
-    new_export_file,
-    patch_export_script,
-    patch_infer_script,
-    source_patches,
-)
+from bisector.patching.apply import apply
+from bisector.patching.diff import Patch, merge_edits, source_patches
+from bisector.patching.export_script import patch_export_script
+from bisector.patching.infer_script import patch_infer_script
+from bisector.patching.new_file import new_export_file
+from bisector.patching.settings import Settings
 from bisector.spec import ModelSpec, build_input_plan
 
 PLAN = build_input_plan(["x=B,3,H,W"], ["B=1:16", "H=5:100", "W=5:100"])
@@ -254,7 +250,7 @@ def test_symbolics_are_registered_in_the_export_script(tmp_path: Path) -> None:
 
 
 def test_the_scripts_own_input_names_key_the_dynamic_axes(tmp_path: Path) -> None:
-    from bisector.patch import script_input_names
+    from bisector.patching.export_script import script_input_names
 
     path = write(tmp_path, "export.py", EXPORT.replace('input_names=["x"]', 'input_names=["pixels"]'))
     assert script_input_names(path) == ["pixels"]

@@ -6,8 +6,10 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
-from bisector.patch import ModelWork, compose, read_export
-from bisector.serving import find_sites, patch_serving, read_serving, site_for
+from bisector.patching.export_script import read_export
+from bisector.patching.from_report import ModelWork, compose
+from bisector.patching.serving import patch_serving, read_serving
+from bisector.patching.sites import find_sites, site_for
 from bisector.spec import ModelSpec, build_input_plan
 
 SHARED = '''import numpy as np
@@ -160,7 +162,8 @@ def test_rank_puts_behaviour_removal_and_costly_warm_ups_last() -> None:
 
 
 def test_padding_is_not_written_around_a_session_every_model_shares(tmp_path: Path) -> None:
-    from bisector.patch import Settings, patch_infer_script
+    from bisector.patching.infer_script import patch_infer_script
+    from bisector.patching.settings import Settings
 
     serve = tmp_path / "serve.py"
     serve.write_text(SHARED)
@@ -172,7 +175,8 @@ def test_padding_is_not_written_around_a_session_every_model_shares(tmp_path: Pa
 
 
 def test_export_settings_go_to_this_models_call_and_never_to_a_shared_one(tmp_path: Path) -> None:
-    from bisector.patch import Settings, patch_export_script
+    from bisector.patching.export_script import patch_export_script
+    from bisector.patching.settings import Settings
 
     plan = build_input_plan(["x=B,3,H,W"], ["B=1:4", "H=16:96", "W=16:96"])
     two = tmp_path / "two.py"

@@ -1,0 +1,250 @@
+"""The export script (``--export-script``): the kept export settings on a model's
+``torch.onnx.export`` call (exporter, ``dynamic_shapes``/``dynamic_axes``, ``do_constant_folding``,
+``opset_version``, ``export_params``), symbolic registrations before it and an onnxsim step after
+it; and the settings a script already uses, read back."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import libcst as cst
+
+from bisector.errors import UserError
+from bisector.patching.cst_edits import (
+    MARK,
+    code_of,
+    dotted,
+    ensure_imports,
+    insert_after_imports,
+    read_script,
+    set_kwarg,
+)
+from bisector.patching.diff import Patch
+from bisector.patching.settings import DEFAULT_EXPORTER, Settings, dynamic_dims_by_input
+
+
+def dynamic_spec_code(plan: Any, bounded: Mapping[str, Sequence[int]], exporter: str) -> str | None:
+    """`dynamic_shapes=` (torch.export) or `dynamic_axes=` (TorchScript) text for the plan's inputs."""
+    if plan is None or plan.use_hook or not plan.inputs:
+        return None
+    parts = []
+    for name, dims in dynamic_dims_by_input(plan).items():
+        if exporter == "dynamo":
+            inner = ", ".join(
+                f"{i}: torch.export.Dim({d!r}, min={bounded[d][0]}, max={bounded[d][1]})" if d in bounded
+                else f"{i}: torch.export.Dim.AUTO"
+                for i, d in dims.items()
+            )
+        else:
+            inner = ", ".join(f"{i}: {d!r}" for i, d in dims.items())
+        parts.append(f"{name!r}: {{{inner}}}")
+    return "{" + ", ".join(parts) + "}" if parts else None
+
+
+def _path_arg(call: cst.Call) -> cst.BaseExpression | None:
+    """The export call's output path: `f=` or the third positional argument."""
+    positional = [a for a in call.args if a.keyword is None]
+    f = next((a.value for a in call.args if a.keyword is not None and a.keyword.value == "f"), None)
+    if f is None and len(positional) >= 3:
+        f = positional[2].value
+    return f
+
+
+def export_call_owner(call: cst.Call) -> tuple[str | None, bool]:
+    """(the model key its output path names, whether the path is built from a name: a call
+    shared by several models)."""
+    from bisector.patching.sites import path_key
+
+    f = _path_arg(call)
+    if f is None:
+        return None, False
+    literal, key_code = path_key(f, {})
+    return literal, bool(key_code) and literal is None
+
+
+class _ExportCalls(cst.CSTTransformer):
+    """The kept export settings on this model's export call. A call whose path is built from a
+    name serves every model: it is changed only when the change is already there (nothing to add),
+    else a note says what to set by hand, since a setting there would change every model's export."""
+
+    def __init__(self, settings: Settings, plan: Any, key: str | None = None, n_calls: int = 1) -> None:
+        self.settings = settings
+        self.plan = plan
+        self.key = key
+        self.n_calls = n_calls
+        self.found = 0
+        self.paths: list[str] = []
+        self.shared_changes: list[str] = []
+        self.shared = False  # the call edited serves every model
+
+    def leave_Call(self, original: cst.Call, updated: cst.Call) -> cst.Call:
+        name = dotted(updated.func)
+        if not name.endswith("onnx.export"):
+            return updated
+        literal, shared = export_call_owner(updated)
+        if self.key is not None and literal is not None and literal != self.key and self.n_calls > 1:
+            return updated  # another model's export
+        self.found += 1
+        self.shared = self.shared or (shared and self.key is not None)
+        new = self._settle(updated)
+        if shared and self.key is not None and code_of(new) != code_of(updated):
+            self.shared_changes.append(code_of(updated).split("(", 1)[0])
+            return updated
+        return new
+
+    def _settle(self, updated: cst.Call) -> cst.Call:
+        s = self.settings
+        call = updated
+        if s.exporter:
+            call = set_kwarg(call, "dynamo", "True" if s.exporter == "dynamo" else "False")
+        for key, value in sorted((s.export_kwargs or {}).items()):
+            call = set_kwarg(call, key, repr(value))
+        if s.bounded_dims:
+            exporter = s.exporter or DEFAULT_EXPORTER
+            code = dynamic_spec_code(self.plan, s.bounded_dims, exporter)
+            if code:
+                call = set_kwarg(call, "dynamic_shapes" if exporter == "dynamo" else "dynamic_axes", code)
+                has_names = any(a.keyword is not None and a.keyword.value == "input_names" for a in call.args)
+                if exporter != "dynamo" and not has_names:  # dynamic_axes names inputs: the graph must use those names
+                    call = set_kwarg(call, "input_names", repr([i.name for i in self.plan.inputs]))
+        f = _path_arg(call)
+        if f is not None:
+            self.paths.append(code_of(f))
+        return call
+
+
+def script_input_names(path: str) -> list[str] | None:
+    """The literal input_names=[...] of the script's first torch.onnx.export call, if it has one."""
+    try:
+        _, module = read_script(path, "--export-script")
+    except UserError:
+        return None
+    found: list[list[str]] = []
+
+    class V(cst.CSTVisitor):
+        def visit_Call(self, node: cst.Call) -> None:
+            if found or not dotted(node.func).endswith("onnx.export"):
+                return
+            for a in node.args:
+                if a.keyword is not None and a.keyword.value == "input_names":
+                    try:
+                        value = ast.literal_eval(code_of(a.value))
+                    except (ValueError, SyntaxError):
+                        return
+                    if isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value):
+                        found.append(list(value))
+
+    module.visit(V())
+    return found[0] if found else None
+
+
+def _export_calls(module: cst.Module) -> list[cst.Call]:
+    calls: list[cst.Call] = []
+
+    class V(cst.CSTVisitor):
+        def visit_Call(self, node: cst.Call) -> None:
+            if dotted(node.func).endswith("onnx.export"):
+                calls.append(node)
+
+    module.visit(V())
+    return calls
+
+
+def read_export(source: str, key: str) -> dict[str, Any]:
+    """The export settings the script uses for this model, as probe overrides: the exporter
+    (`dynamo=`) and the literal opset_version, do_constant_folding and export_params of its call
+    (the model's own, or the one shared by every model)."""
+    try:
+        module = cst.parse_module(source)
+    except cst.ParserSyntaxError:
+        return {}
+    calls = _export_calls(module)
+    mine = ([c for c in calls if export_call_owner(c)[0] == key] or [c for c in calls if export_call_owner(c)[1]]
+            or (calls if len(calls) == 1 else []))
+    if not mine:
+        return {}
+    out: dict[str, Any] = {}
+    kwargs: dict[str, Any] = {}
+    for a in mine[0].args:
+        if a.keyword is None:
+            continue
+        try:
+            value = ast.literal_eval(code_of(a.value))
+        except (ValueError, SyntaxError):
+            continue
+        if a.keyword.value == "dynamo" and isinstance(value, bool):
+            out["exporter"] = "dynamo" if value else "torchscript"
+        elif a.keyword.value in ("opset_version", "do_constant_folding", "export_params"):
+            kwargs[a.keyword.value] = value
+    if kwargs:
+        out["export_kwargs"] = kwargs
+    return out
+
+
+def patch_export_script(path: str, settings: Settings, plan: Any, root: str, key: str | None = None,
+                        text: str | None = None) -> tuple[Patch, list[str]]:
+    """This model's export settings on its export call (text: the script as earlier models' edits
+    left it); notes for what could not be written there."""
+    original, module = read_script(path, "--export-script")
+    if text is not None:
+        module = cst.parse_module(text)
+    text = module.code
+    t = _ExportCalls(settings, plan, key, len(_export_calls(module)))
+    new = module.visit(t).code
+    name = Path(path).name
+    notes = []
+    if t.shared_changes:
+        notes.append(f"{name}: its export call builds every model's path from a name, so bisector does not change it "
+                     f"for {key} alone; see {key}'s kept fix for the export settings to set by hand")
+    if not t.found:
+        notes.append(f"{name}: no torch.onnx.export call found; the settings are in export_onnx.py instead")
+        return Patch(path, original, text, "no export call", root), notes
+    if settings.symbolics:  # kept only when measured with the TorchScript exporter, the one that reads them
+        from bisector.fixers.onnx_symbolics import SYMBOLICS, registration_code
+
+        missing = [op for op in settings.symbolics if f"def {SYMBOLICS[op].function.__name__}(" not in new]
+        if missing:
+            new = insert_after_imports(ensure_imports(new, ["import torch"]), registration_code(missing))
+    if settings.onnxsim and "onnxsim.simplify" not in new:
+        if t.shared:
+            notes.append(f"{name}: its export call serves every model; "
+                         f"an onnxsim step for {key} alone is not written there")
+        elif t.paths:
+            new = _after_export_call(new, t.paths[0])
+            new = ensure_imports(new, ["import onnx", "import onnxsim"])
+        else:
+            notes.append(f"{name}: the export call writes to no path bisector can see; add the onnxsim step by hand")
+    return Patch(path, original, new, "export settings", root), notes
+
+
+def _after_export_call(source: str, path_code: str) -> str:
+    """Insert the onnxsim step after the statement holding the (first) export call."""
+    module = cst.parse_module(source)
+    step = cst.parse_module(
+        f"{MARK}_model, {MARK}_ok = onnxsim.simplify(onnx.load({path_code}))  # bisector: fold shape subgraphs\n"
+        f"if {MARK}_ok:\n    onnx.save({MARK}_model, {path_code})\n"
+    ).body
+
+    class T(cst.CSTTransformer):
+        done = False
+
+        def leave_SimpleStatementLine(self, o: cst.SimpleStatementLine, u: cst.SimpleStatementLine) -> Any:
+            if self.done:
+                return u
+            found = False
+
+            class V(cst.CSTVisitor):
+                def visit_Call(self, n: cst.Call) -> None:
+                    nonlocal found
+                    if dotted(n.func).endswith("onnx.export"):
+                        found = True
+
+            o.visit(V())
+            if not found:
+                return u
+            self.done = True
+            return cst.FlattenSentinel([u, *step])
+
+    return module.visit(T()).code

@@ -1,0 +1,165 @@
+"""From a fix report to patches: the chosen kept fix of every culprit, what it changes for one
+model (ModelWork), and several models' changes composed into one patch per file."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+from bisector.patching.diff import Patch, source_patches
+from bisector.patching.settings import Settings
+
+
+def choose(kept: Sequence[Any], pick: int | None = None, prefer: str | None = None) -> Any | None:
+    """The kept fix a patch is made of: the one `prefer` names (a fixer name or words of its
+    summary), else the `pick`-th (1-based), else the best ranked that does not cost more up front
+    than the growth it prevents (none when every kept fix does: say so, let the user pick)."""
+    from bisector.repair import costs_more_than_it_saves
+
+    if prefer:
+        for e in kept:
+            if prefer in e.fixer or prefer.lower() in e.summary.lower():
+                return e
+    if pick is not None and 1 <= pick <= len(kept):
+        return kept[pick - 1]
+    return next((e for e in kept if not costs_more_than_it_saves(e)), None)
+
+
+def best_fixes(report: Any, pick: int | None = None, prefer: str | None = None) -> list[Any]:
+    """The chosen kept fix of every culprit that has one."""
+    chosen = []
+    for c in report.find.culprits:
+        e = choose([e for e in report.for_culprit(c) if e.kept], pick, prefer)
+        if e is not None:
+            chosen.append(e)
+    return chosen
+
+
+@dataclass(frozen=True)
+class ModelWork:
+    """What one model's chosen fixes change, before it is composed with other models' into one
+    patch per file: source edits, and settings for the export and serving scripts."""
+
+    key: str  # the model's name in shared scripts (its artifact: `<key>.onnx`)
+    edits: tuple[Any, ...]
+    probes: tuple[Mapping[str, Any], ...]  # the chosen fixes' probe overrides
+    exporter: str | None  # as measured, when no fix chose one
+    plan: Any
+    model: Any
+    export_script: str | None = None
+    infer_script: str | None = None
+
+    @property
+    def settings(self) -> Settings:
+        s = Settings.from_probes(self.probes)
+        return replace(s, exporter=s.exporter or self.exporter)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"key": self.key,
+                "edits": [{"path": e.path, "before": e.before, "after": e.after, "summary": e.summary}
+                          for e in self.edits],
+                "probes": [dict(p) for p in self.probes], "exporter": self.exporter,
+                "plan": self.plan.to_json() if self.plan is not None else None,
+                "model": self.model.to_json(), "export_script": self.export_script, "infer_script": self.infer_script}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> "ModelWork":
+        from bisector.fixers.base import SourceEdit
+        from bisector.spec import InputPlan, ModelSpec
+
+        return cls(data["key"], tuple(SourceEdit(**e) for e in data["edits"]), tuple(data["probes"]),
+                   data.get("exporter"), InputPlan.from_json(data["plan"]) if data.get("plan") else None,
+                   ModelSpec.from_json(data["model"]),
+                   data.get("export_script"), data.get("infer_script"))
+
+
+def work_for(report: Any, key: str, export_script: str | None = None, infer_script: str | None = None,
+             pick: int | None = None, prefer: str | None = None) -> ModelWork:
+    chosen = best_fixes(report, pick, prefer)
+    # Export as the run measured: an exporter chosen with --exporter (or read from the export
+    # script) goes into every export call written; None means torch's own default.
+    measured = getattr(getattr(report.find.measure, "options", None), "probe", None)
+    plan = report.find.measure.plan
+    if export_script and plan is not None and not plan.use_hook:
+        from bisector.patching.export_script import script_input_names
+
+        # The graph's inputs carry the names the user's export gives them: dynamic_axes, the
+        # guard and the padding must use those, not --input's.
+        names = script_input_names(export_script)
+        if names and len(names) == len(plan.inputs):
+            plan = replace(plan, inputs=tuple(replace(spec, name=n) for spec, n in zip(plan.inputs, names)))
+    return ModelWork(key, tuple(e for ev in chosen for e in ev.edits), tuple(dict(ev.probe) for ev in chosen),
+                     getattr(measured, "exporter", None), plan, report.find.measure.model, export_script, infer_script)
+
+
+def compose(works: Sequence[ModelWork], root: str | Path,
+            new_file: str = "export_onnx.py") -> tuple[list[Patch], dict[str, list[str]], dict[str, list[str]]]:
+    """One patch per file holding every model's edits to it: model sources merged, then each
+    shared script transformed model after model (each edit idempotent per setting, so the order
+    only decides where lines go). Returns the patches, notes per model key, and per model key the
+    files its edits are in."""
+    from bisector.patching.export_script import patch_export_script
+    from bisector.patching.infer_script import patch_infer_script
+    from bisector.patching.new_file import new_export_file
+
+    root = str(Path(root).resolve())
+    notes: dict[str, list[str]] = {w.key: [] for w in works}
+    files: dict[str, list[str]] = {w.key: [] for w in works}
+    patches, src_notes = source_patches([e for w in works for e in w.edits], root)
+    for w in works:
+        for e in w.edits:
+            files[w.key].append(str(Path(e.path).resolve()))
+        notes[w.key] += [n for n in src_notes if any(Path(e.path).name in n and e.summary in n for e in w.edits)]
+    texts: dict[str, tuple[str, str]] = {}  # path -> (original, current)
+    need_file: list[ModelWork] = []
+    for w in works:
+        if not w.probes and not w.edits:
+            continue  # nothing chosen for this model: its scripts stay as they are
+        s = w.settings
+        scripts = ((s.export_related, w.export_script, patch_export_script),
+                   (s.runtime_related, w.infer_script, patch_infer_script))
+        for related, script, fn in scripts:
+            if not related:
+                continue
+            if not script:
+                need_file.append(w)
+                continue
+            path = str(Path(script).resolve())
+            original, current = texts.get(path, (None, None))
+            p, n = fn(path, s, w.plan, root, w.key, current)
+            texts[path] = (p.before if original is None else original, p.after)  # type: ignore[assignment]
+            notes[w.key] += n
+            if p.after != (current if current is not None else p.before):
+                files[w.key].append(path)
+            if n and p.after == (current if current is not None else p.before) and "instead" in " ".join(n):
+                need_file.append(w)
+    for path, (original, current) in texts.items():
+        keys = ", ".join(w.key for w in works if path in files[w.key])
+        patches.append(Patch(path, original, current, "settings for " + keys, root))
+    for w in {w.key: w for w in need_file}.values():  # ModelWork holds dicts: dedupe by key
+        name = new_file if len(works) == 1 else f"export_{w.key}.py"
+        p = new_export_file(root, w.model, w.plan, w.settings, name)
+        patches.append(p)
+        files[w.key].append(p.path)
+    for k in files:
+        files[k] = list(dict.fromkeys(files[k]))
+    return [p for p in patches if p.changed], notes, files
+
+
+def patches_for(
+    report: Any,
+    root: str | Path,
+    export_script: str | None = None,
+    infer_script: str | None = None,
+    key: str | None = None,
+    pick: int | None = None,
+    prefer: str | None = None,
+) -> tuple[list[Patch], list[str]]:
+    """The diffs of the chosen kept fixes: model source edits, then the export and inference
+    settings in the given scripts (for this model's session and export call), or in a new
+    export_onnx.py when none is given."""
+    key = key or Path(report.find.measure.model.path).stem
+    work = work_for(report, key, export_script, infer_script, pick, prefer)
+    patches, notes, _ = compose([work], root)
+    return patches, notes[key]
