@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Protocol, runtime_checkable
 
-from bisector.patching.settings import DEFAULT_EXPORTER
+from bisector.choices import DEFAULT_EXPORTER
 
 LEAK, SHAPE_GROWTH = "leak", "shape-growth"
 # Not a memory finding: the stage could not run because the exporter lacks (or mis-emits) an

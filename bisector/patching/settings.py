@@ -1,16 +1,15 @@
 """The export and runtime settings gathered from kept fixes; the exporter a call without
-``dynamo=`` uses; and which axes of the plan's inputs vary. Stdlib only: the probe and the fixers
-import it too."""
+``dynamo=`` uses; and which axes of the plan's inputs vary. Stdlib only: the probe imports it too."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any, Iterable, Mapping, Sequence
 
-# torch.onnx.export's own default since torch 2.9: what an export call without dynamo= uses. The
-# one place that says so: the patch writer, repair's fix targets and the fixers' examples take it
-# from here, and the probe (installed_default_exporter) when the installed torch agrees.
-DEFAULT_EXPORTER = "dynamo"
+# torch.onnx.export's own default since torch 2.9: what an export call without dynamo= uses. Defined
+# once in choices.py (the fixers read it there); the patch writer, repair's fix targets and the
+# probe (installed_default_exporter, when the installed torch agrees) name it here.
+from bisector.choices import DEFAULT_EXPORTER  # noqa: F401
 
 
 def installed_default_exporter() -> str:
