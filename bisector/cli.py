@@ -262,7 +262,9 @@ class _Progress:
             self.done += 1
             self._update()
 
-    def stage_done(self, stage: str, summary: str) -> None:
+    def stage_done(self, stage: str, kind: str, summary: str) -> None:
+        if kind == "failed":
+            return  # the model could not run this stage: the error line after the report says so
         if self.lines:
             _err_console().print(f"{stage}: {summary}", markup=False, highlight=False)
         elif self._bar is not None:

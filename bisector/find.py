@@ -207,7 +207,7 @@ class Finder:
             root = lab.stage(stage)
             search = self.run_search(stage, root)
             named = f"; {len(search.culprits)} culprit{'s' if len(search.culprits) != 1 else ''}" if search.culprits else ""
-            event(lab.events, "stage_done", stage, stage_summary(root, time.perf_counter() - begun) + named)
+            event(lab.events, "stage_done", stage, root.kind, stage_summary(root, time.perf_counter() - begun) + named)
             return root, search
 
         results: dict[str, tuple[StageResult, StageSearch]] = {}

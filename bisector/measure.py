@@ -57,7 +57,7 @@ def measure(
 def _stage(lab: Lab, stage: str) -> StageResult:
     started = time.perf_counter()
     result = lab.stage(stage)
-    event(lab.events, "stage_done", stage, stage_summary(result, time.perf_counter() - started))
+    event(lab.events, "stage_done", stage, result.kind, stage_summary(result, time.perf_counter() - started))
     return result
 
 
