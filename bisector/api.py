@@ -19,11 +19,14 @@ from bisector.errors import UserError
 from bisector.measure import Events, MeasureOptions, MeasureReport
 from bisector.measure import measure as _measure
 from bisector.probe.types import EXPORTERS, STAGES, ProbeOptions
-from bisector.spec import InputPlan, ModelSpec, build_input_plan, largest_input_bytes, parse_model_spec
+from bisector.spec import (
+    InputPlan, ModelSpec, build_input_plan, largest_input_bytes, model_has_inputs_hook, parse_dim, parse_model_spec,
+)
 from bisector.units import format_bytes, parse_size
 from bisector.verdict import Bands
 
 if TYPE_CHECKING:
+    from bisector.infer_inputs import Inferred
     from bisector.find import FindReport
     from bisector.batch import RepairSummary
     from bisector.repair import FixReport
@@ -38,6 +41,8 @@ class Prepared:
     plan: InputPlan
     options: MeasureOptions
     config: Mapping[str, Any]
+    # The inputs inferred from the model when none were given (the CLI prints them as flags).
+    inferred: "Inferred | None" = None
 
 
 def prepare(
@@ -75,7 +80,11 @@ def prepare(
 
     inputs = list(inputs) or as_list(cfg.get("inputs"), "inputs")
     dims = list(dims) or as_list(cfg.get("dims"), "dims")
-    plan = build_input_plan(inputs, dims, model)
+    # No inputs from flags, hook or config: infer them, in a child, once the cheap checks passed.
+    infer_later = not inputs and not model_has_inputs_hook(model)
+    for text in dims if infer_later else ():
+        parse_dim(text)
+    plan = None if infer_later else build_input_plan(inputs, dims, model)
 
     stage_list = tuple(stages or as_list(cfg.get("stages"), "stages") or STAGES)
     for s in stage_list:
@@ -110,6 +119,12 @@ def prepare(
     if cap is not None and cap < MIN_MEM_CAP:
         # Every probe would be killed at once and reported as crashed (exit 4): say it here.
         raise UserError(f"--mem-cap {cap_value}: a probe needs at least {format_bytes(MIN_MEM_CAP)} (torch alone takes ~300 MB in a probe); try e.g. --mem-cap 8GB")
+    inferred = None
+    if plan is None:
+        from bisector.infer_inputs import infer
+
+        inferred = infer(model, dims, timeout_s=timeout)
+        plan = build_input_plan(list(inferred.inputs), [*dims, *inferred.dims], model)
     _check_inputs_fit(plan, cap)
     cores = os.cpu_count() or 1
     n_jobs = jobs or cores
@@ -135,7 +150,7 @@ def prepare(
         cache_dir=None if cache else "",
         floor_targets=parse_floors(list(floor or ()) or as_list(cfg.get("floor"), "floor"), stage_list),
     )
-    return Prepared(model=model, plan=plan, options=options, config=cfg)
+    return Prepared(model=model, plan=plan, options=options, config=cfg, inferred=inferred)
 
 
 def parse_floors(values: list[str], stages: Iterable[str]) -> dict[str, float]:

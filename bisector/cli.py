@@ -175,6 +175,12 @@ def _guard(debug: bool, body: Callable[[], int], state: _RunState | None = None)
         return EXIT_INTERNAL
 
 
+def _say_inferred(prepared: Any) -> None:
+    """issue #13: when the inputs were inferred, one stderr line with them as flags to copy."""
+    if getattr(prepared, "inferred", None) is not None:
+        _err_console().print(prepared.inferred.describe(), markup=False)
+
+
 def _esc(text: str) -> str:
     from rich.markup import escape
 
@@ -310,6 +316,7 @@ def measure(
             fresh=fresh, timeout_s=timeout, mem_cap=mem_cap, keep_autograd=keep_autograd, tracemalloc=tracemalloc, floor=floor,
             cache=not no_cache, config=config,
         )
+        _say_inferred(prepared)  # issue #13: inferred inputs, as flags to copy
         prepared = _with_scripts(prepared, export_script, infer_script, exporter)
         with _Progress(sys.stderr.isatty() and not debug) as progress:
             report = run_measure(prepared.model, prepared.plan, prepared.options, events=progress)
@@ -381,6 +388,7 @@ def find(
             fresh=fresh, timeout_s=timeout, mem_cap=mem_cap, keep_autograd=keep_autograd, tracemalloc=tracemalloc, floor=floor,
             cache=not no_cache, config=config,
         )
+        _say_inferred(prepared)  # issue #13: inferred inputs, as flags to copy
         prepared = _with_scripts(prepared, export_script, infer_script, exporter)
         state.run_dir = str(Path(run_dir) if run_dir else Path.cwd() / ".bisector")
         with _Progress(sys.stderr.isatty() and not debug) as progress:
@@ -477,6 +485,7 @@ def fix(
             seed=seed, noise_rss=noise_rss, noise_gpu=noise_gpu, metric=metric, retries=retries, jobs=jobs, fresh=fresh,
             timeout_s=timeout, mem_cap=mem_cap, keep_autograd=keep_autograd, cache=not no_cache, config=config,
         )
+        _say_inferred(prepared)  # issue #13: inferred inputs, as flags to copy
         known = _fixer_names()
         for name in fixer or ():
             if name not in known:
