@@ -59,9 +59,11 @@ def infer(model: ModelSpec, dims: Iterable[str] = (), timeout_s: float = DEFAULT
     (exit 2) with what was tried when nothing fits."""
     given = dict(parse_dim(d) for d in dims)
     answer = _run_child(model, given, timeout_s)
-    tried = [f"{INPUTS_HOOK} hook: none in {Path(model.path).name}", "[tool.bisector] inputs: none", *answer.get("tried", [])]
+    tried = [f"{INPUTS_HOOK} hook: none in {Path(model.path).name}", "[tool.bisector] inputs: none"]
+    tried += answer.get("tried", [])
     if answer.get("error"):
-        raise UserError(f"no inputs given, and inferring them failed: {answer['error']}; {GRAMMAR}", detail=answer.get("detail", ""))
+        message = f"no inputs given, and inferring them failed: {answer['error']}; {GRAMMAR}"
+        raise UserError(message, detail=answer.get("detail", ""))
     if not answer.get("inputs"):
         raise UserError(f"no inputs given, and none could be inferred (tried: {'; '.join(tried)}); {GRAMMAR}")
     ranges = {s: (int(r[0]), int(r[1])) for s, r in answer.get("dims", {}).items()}

@@ -94,14 +94,16 @@ def _positional(model: Any, value: Any) -> list[Any]:
     forward's leading parameter names."""
     if _is_tensor(value):
         return [value]
-    if isinstance(value, (tuple, list)) and len(value) == 2 and isinstance(value[1], dict) and isinstance(value[0], (tuple, list)):
+    pair = isinstance(value, (tuple, list)) and len(value) == 2
+    if pair and isinstance(value[0], (tuple, list)) and isinstance(value[1], dict):  # (args, kwargs)
         if value[1]:
             raise ValueError("keyword inputs are not taken from an example; use a bisector_inputs hook")
         value = value[0]
     if isinstance(value, dict):
         names, _ = forward_inputs(model)
         if set(value) != set(names[: len(value)]):
-            raise ValueError(f"its keys ({', '.join(map(str, value))}) are not forward's first parameters ({', '.join(names)})")
+            keys = ", ".join(map(str, value))
+            raise ValueError(f"its keys ({keys}) are not forward's first parameters ({', '.join(names)})")
         value = [value[n] for n in names[: len(value)]]
     if isinstance(value, (tuple, list)) and value and all(_is_tensor(v) for v in value):
         return list(value)
@@ -191,7 +193,8 @@ def infer_from_layers(model: Any, forwards: Forwards, layers: Mapping[str, Any],
     names, var = forward_inputs(model)
     needed = required_count(model)
     if needed > 1:
-        tried.append(f"first layer: forward takes {needed} inputs ({', '.join(names[:needed])}); a first layer tells only one")
+        listed = ", ".join(names[:needed])
+        tried.append(f"first layer: forward takes {needed} inputs ({listed}); a first layer tells only one")
         return None
     if not names and not var:
         tried.append("first layer: forward takes no inputs")

@@ -50,7 +50,8 @@ def test_find_on_a_model_it_cannot_infer_lists_what_it_tried(tmp_path) -> None:
     r = run_cli("find", f"{FIXTURES / 'inference.py'}:TwoInputs", "--stage", "eager", "--run-dir", str(tmp_path))
     assert r.returncode == 2
     assert "no inputs given, and none could be inferred (tried: bisector_inputs hook: none in inference.py;" in r.stderr
-    assert "first layer: forward takes 2 inputs (x, y)" in r.stderr and "--input NAME=DIMS[:DTYPE[:LOW:HIGH]]" in r.stderr
+    assert "first layer: forward takes 2 inputs (x, y)" in r.stderr
+    assert "--input NAME=DIMS[:DTYPE[:LOW:HIGH]]" in r.stderr
 
 
 def test_find_prints_a_tree_down_to_the_culprit(tmp_path) -> None:

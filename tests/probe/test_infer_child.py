@@ -18,7 +18,10 @@ B = list(DEFAULT_BATCH_RANGE)
 SIZE = list(DEFAULT_DIM_RANGE)
 
 
-def in_process(name: str, file: str = "inference.py", given: dict[str, tuple[int, int]] | None = None) -> dict[str, Any]:
+Ranges = dict[str, tuple[int, int]]
+
+
+def in_process(name: str, file: str = "inference.py", given: Ranges | None = None) -> dict[str, Any]:
     """The child's answer, computed here: one torch import for all these tests instead of one each."""
     from bisector.probe.infer_child import infer as child_infer
 
@@ -48,7 +51,7 @@ def test_a_dummy_input_method_returning_a_dict_follows_forwards_names() -> None:
         ("scripted", ["input=B,12"], {"B": B}, "0: Linear(12, 4)"),
     ],
 )
-def test_the_first_layer_says_what_it_takes(name: str, inputs: list[str], dims: dict[str, list[int]], source: str) -> None:
+def test_the_first_layer_says_what_it_takes(name: str, inputs: list[str], dims: dict[str, Any], source: str) -> None:
     got = in_process(name)
     assert (got["inputs"], got["dims"], got["source"]) == (inputs, dims, source)
 
@@ -75,13 +78,15 @@ def test_the_users_dims_are_kept() -> None:
     ("name", "why"),
     [
         ("TwoInputs", "first layer: forward takes 2 inputs (x, y); a first layer tells only one"),
-        ("NoKnownLayer", "first layer: no Conv1d/2d/3d, Linear, Embedding, LSTM/GRU/RNN or TransformerEncoder in the model"),
+        ("NoKnownLayer",
+         "first layer: no Conv1d/2d/3d, Linear, Embedding, LSTM/GRU/RNN or TransformerEncoder in the model"),
     ],
 )
 def test_what_cannot_be_inferred_says_what_was_tried(name: str, why: str) -> None:
     got = in_process(name)
     assert got["inputs"] == []
-    assert got["tried"] == [f"example_inputs/dummy_input: {name} has neither", f"transformers: {name} is not a PreTrainedModel", why]
+    before = [f"example_inputs/dummy_input: {name} has neither", f"transformers: {name} is not a PreTrainedModel"]
+    assert got["tried"] == [*before, why]
 
 
 @pytest.mark.parametrize(
@@ -94,7 +99,7 @@ def test_what_cannot_be_inferred_says_what_was_tried(name: str, why: str) -> Non
         ("vit", ["pixel_values=B,3,32,32"], {"B": B}, "ViTModel: pixel_values, num_channels=3, image_size=32"),
     ],
 )
-def test_a_transformers_model_says_it_in_its_config(factory: str, inputs: list[str], dims: dict[str, list[int]], source: str) -> None:
+def test_a_transformers_model_says_it_in_its_config(factory: str, inputs: list[str], dims: Any, source: str) -> None:
     pytest.importorskip("transformers")
     got = in_process(factory, "inference_hf.py")
     assert (got["inputs"], got["dims"], got["source"]) == (inputs, dims, source)
@@ -106,7 +111,8 @@ def test_the_child_process_answers_with_flags() -> None:
 
 
 def test_a_model_that_cannot_be_built_is_one_error() -> None:
-    with pytest.raises(UserError, match=r"^no inputs given, and inferring them failed: building crashers.py:RaisingCtor raised"):
+    said = r"^no inputs given, and inferring them failed: building crashers.py:RaisingCtor raised"
+    with pytest.raises(UserError, match=said):
         infer(ModelSpec(path=str(FIXTURES / "crashers.py"), name="RaisingCtor"))
 
 

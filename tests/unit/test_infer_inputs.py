@@ -30,8 +30,10 @@ def fake_child(monkeypatch: pytest.MonkeyPatch, answer: dict[str, Any]) -> list[
 def test_flags_to_copy_and_the_line_the_cli_prints() -> None:
     found = Inferred(inputs=("x=B,3,H,W",), dims=("H=32:100", "W=32:100"), source="stem: Conv2d(3, 16)")
     assert found.as_flags() == "--input x=B,3,H,W --dim H=32:100 --dim W=32:100"
-    assert found.describe() == "inputs inferred: --input x=B,3,H,W --dim H=32:100 --dim W=32:100 (from stem: Conv2d(3, 16))"
-    assert found.to_json() == {"inputs": ["x=B,3,H,W"], "dims": ["H=32:100", "W=32:100"], "source": "stem: Conv2d(3, 16)"}
+    flags = "--input x=B,3,H,W --dim H=32:100 --dim W=32:100"
+    assert found.describe() == f"inputs inferred: {flags} (from stem: Conv2d(3, 16))"
+    assert found.to_json() == {"inputs": ["x=B,3,H,W"], "dims": ["H=32:100", "W=32:100"],
+                               "source": "stem: Conv2d(3, 16)"}
 
 
 def test_only_ranges_the_defaults_do_not_give_become_flags(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -43,14 +45,16 @@ def test_only_ranges_the_defaults_do_not_give_become_flags(monkeypatch: pytest.M
 
 
 def test_the_users_dims_go_to_the_child_and_are_not_repeated(monkeypatch: pytest.MonkeyPatch) -> None:
-    calls = fake_child(monkeypatch, {"inputs": ["x=B,3,H,W"], "source": "s", "dims": {"B": [1, 2], "H": [8, 9], "W": [8, 9]}})
+    answer = {"inputs": ["x=B,3,H,W"], "source": "s", "dims": {"B": [1, 2], "H": [8, 9], "W": [8, 9]}}
+    calls = fake_child(monkeypatch, answer)
     found = infer_inputs.infer(MODEL, ["B=1:2"], timeout_s=7)
     assert calls == [{"model": MODEL, "given": {"B": (1, 2)}, "timeout_s": 7}]
     assert found.dims == ("H=8:9", "W=8:9")
 
 
 def test_nothing_inferred_lists_every_source_tried_and_the_grammar(monkeypatch: pytest.MonkeyPatch) -> None:
-    fake_child(monkeypatch, {"inputs": [], "tried": ["example_inputs/dummy_input: Net has neither", "first layer: forward takes 2 inputs (x, y)"]})
+    tried = ["example_inputs/dummy_input: Net has neither", "first layer: forward takes 2 inputs (x, y)"]
+    fake_child(monkeypatch, {"inputs": [], "tried": tried})
     with pytest.raises(UserError) as caught:
         infer_inputs.infer(MODEL)
     text = str(caught.value)
@@ -64,13 +68,15 @@ def test_nothing_inferred_lists_every_source_tried_and_the_grammar(monkeypatch: 
 
 def test_a_child_that_failed_is_one_error_with_its_detail(monkeypatch: pytest.MonkeyPatch) -> None:
     fake_child(monkeypatch, {"error": "the child that builds the model crashed (signal 6)", "detail": "Fatal"})
-    with pytest.raises(UserError, match=r"^no inputs given, and inferring them failed: the child .* crashed \(signal 6\); add --input") as caught:
+    said = r"^no inputs given, and inferring them failed: the child .* crashed \(signal 6\); add --input"
+    with pytest.raises(UserError, match=said) as caught:
         infer_inputs.infer(MODEL)
     assert caught.value.detail == "Fatal"
 
 
 def test_prepare_infers_only_when_no_inputs_came(monkeypatch: pytest.MonkeyPatch) -> None:
-    calls = fake_child(monkeypatch, {"inputs": ["x=B,3,H,W"], "source": "features.0: Conv2d(3, 8)", "dims": {"H": [8, 100], "W": [8, 100]}})
+    answer = {"inputs": ["x=B,3,H,W"], "source": "features.0: Conv2d(3, 8)", "dims": {"H": [8, 100], "W": [8, 100]}}
+    calls = fake_child(monkeypatch, answer)
     p = api.prepare(f"{SAMPLES / 'clean_cnn.py'}:Net", dims=["B=1:4"], timeout_s=9)
     assert p.inferred == Inferred(inputs=("x=B,3,H,W",), dims=("H=8:100", "W=8:100"), source="features.0: Conv2d(3, 8)")
     assert [i.name for i in p.plan.inputs] == ["x"] and p.plan.dims == {"B": (1, 4), "H": (8, 100), "W": (8, 100)}
