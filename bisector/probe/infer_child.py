@@ -25,7 +25,7 @@ from typing import Any, Iterator, Mapping
 
 from bisector.probe.infer_layers import kind_of, layer_guess
 from bisector.probe.infer_ranges import Forwards, Guess, Refused, settle
-from bisector.probe.loading import WorkloadError, build_model, load_namespace, one_line
+from bisector.probe.loading import WorkloadError, build_model, load_namespace, one_line, user_traceback
 from bisector.spec import ALL_DTYPES, DEFAULT_DIM_RANGE, InputSpec, ModelSpec
 
 EXAMPLE_ATTRIBUTES = ("example_inputs", "dummy_input")
@@ -62,7 +62,12 @@ def example_guesses(model: Any, tried: list[str]) -> Iterator[Guess]:
     label = type(model).__name__
     found = False
     for attr in EXAMPLE_ATTRIBUTES:
-        value = getattr(model, attr, None)
+        try:
+            value = getattr(model, attr, None)
+        except Exception as exc:  # noqa: BLE001 - a property of the user's that raises
+            found = True
+            tried.append(f"{label}.{attr}: reading it raised {one_line(exc)}")
+            continue
         if value is None:
             continue
         found = True
@@ -292,6 +297,8 @@ def main(argv: list[str] | None = None) -> int:
         answer = infer(ModelSpec.from_json(request["model"]), given)
     except WorkloadError as exc:
         answer = {"inputs": [], "tried": [], "error": exc.message, "detail": exc.tb}
+    except Exception as exc:  # noqa: BLE001 - the user's code, or a bug of ours: an answer still, never a traceback
+        answer = {"inputs": [], "tried": [], "error": f"inference raised {one_line(exc)}", "detail": user_traceback(exc)}
     with os.fdopen(answer_fd, "w") as out:
         out.write(json.dumps(answer))
     from bisector.probe.procs import kill_descendants

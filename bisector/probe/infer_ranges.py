@@ -94,12 +94,15 @@ def settle(guess: Guess, forwards: Forwards, given: Mapping[str, tuple[int, int]
     batch_lo = DEFAULT_BATCH_RANGE[0]
     try:
         size_lo = _smallest_size(guess, sizes, lambda n: run(batch_lo, n))
-    except Refused:
-        known = next((guess.known[s] for s in batch if s in guess.known), batch_lo)
-        if known == batch_lo:
+    except Refused as refused:
+        # An example's batch, else 2, where a batch of 1 is refused (a squeeze() of the batch dim).
+        batch_lo = next((guess.known[s] for s in batch if s in guess.known), 2)
+        if not batch or batch_lo == DEFAULT_BATCH_RANGE[0]:
             raise
-        batch_lo = known  # an example's batch where a batch of 1 is refused
-        size_lo = _smallest_size(guess, sizes, lambda n: run(batch_lo, n))
+        try:
+            size_lo = _smallest_size(guess, sizes, lambda n: run(batch_lo, n))
+        except Refused:
+            raise refused from None  # what a batch of 1 met says more
     size_hi = _largest_size(guess, sizes, size_lo, lambda n: run(batch_lo, n))
     if size_hi > size_lo and len(sizes) > 1 and run(batch_lo, size_hi, first_size=size_lo):
         # The schedule varies sizes one by one: a model that takes only square inputs stays at one size.

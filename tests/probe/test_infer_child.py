@@ -69,6 +69,11 @@ def test_sizes_move_only_where_a_forward_refuses_them() -> None:
     assert one["dims"] == {"B": B, "H": [16, 16], "W": [16, 16]}  # the position table takes 16 only
 
 
+def test_a_batch_of_one_refused_starts_the_batch_at_two() -> None:
+    got = in_process("SqueezesTheBatch")
+    assert got["inputs"] == ["x=B,8"] and got["dims"] == {"B": [2, 16]}
+
+
 def test_the_users_dims_are_kept() -> None:
     got = in_process("PoolsFiveTimes", given={"H": (64, 64), "B": (2, 3)})
     assert got["dims"] == {"B": [2, 3], "H": [64, 64], "W": [32, 100]}
