@@ -185,6 +185,18 @@ def _guard(debug: bool, body: Callable[[], int], state: _RunState | None = None)
         return EXIT_INTERNAL
 
 
+def _say_inferred(prepared: Any) -> None:
+    """issue #13: when the inputs were inferred, one stderr line with them as flags to copy."""
+    if getattr(prepared, "inferred", None) is not None:
+        _err_console().print(prepared.inferred.describe(), markup=False)
+
+
+def _say_inferred(prepared: Any) -> None:
+    """When the inputs were inferred, one stderr line with them as flags to copy."""
+    if getattr(prepared, "inferred", None) is not None:
+        _err_console().print(prepared.inferred.describe(), markup=False)
+
+
 def _esc(text: str) -> str:
     from rich.markup import escape
 
@@ -383,6 +395,7 @@ def measure(spec: Spec, options: Any = None, output: Any = None) -> int:
         from bisector.report import render_measure
 
         prepared = prepare(spec, options)
+        _say_inferred(prepared)
         with output.progress() as progress:
             report = run_measure(prepared.model, prepared.plan, prepared.options, events=progress, run_dir=options.run_dir)
         extra, said = _publish(report, output.report_dir, output.bundle_dir)
@@ -419,6 +432,7 @@ def find(spec: Spec, options: Any = None, output: Any = None) -> int:
         from bisector.report import render_find
 
         prepared = prepare(spec, options)
+        _say_inferred(prepared)
         state.run_dir = str(Path(options.run_dir) if options.run_dir else Path.cwd() / ".bisector")
         with output.progress() as progress:
             report = run_find(prepared.model, prepared.plan, prepared.options, events=progress, run_dir=options.run_dir)
@@ -472,6 +486,7 @@ def fix(
         # Refused now, not after minutes of probing.
         root = pipeline.check_request(spec, options, request, _fixer_names())
         prepared = prepare(spec, options)
+        _say_inferred(prepared)
 
         def show_found(found: Any) -> None:
             if not output.json:

@@ -14,9 +14,18 @@ from typing import Any, Iterable, Mapping
 from bisector.choices import DEVICES, METRICS
 from bisector.config import MIN_MEM_CAP, as_list, load_config
 from bisector.errors import UserError
+from bisector.infer_inputs import Inferred, infer
 from bisector.probe.types import EXPORTERS, STAGES, ProbeOptions
 from bisector.results import FLOOR_TARGETS, MeasureOptions
-from bisector.spec import InputPlan, ModelSpec, build_input_plan, largest_input_bytes, parse_model_spec
+from bisector.spec import (
+    InputPlan,
+    ModelSpec,
+    build_input_plan,
+    largest_input_bytes,
+    model_has_inputs_hook,
+    parse_dim,
+    parse_model_spec,
+)
 from bisector.units import format_bytes, parse_size
 from bisector.verdict import Bands
 
@@ -29,6 +38,8 @@ class Prepared:
     options: MeasureOptions
     config: Mapping[str, Any]
     given: "Options | None" = None  # what the user gave: the run directory and their scripts
+    # The inputs inferred from the model when none were given (the CLI prints them as flags).
+    inferred: Inferred | None = None
 
 
 @dataclass(frozen=True)
@@ -92,7 +103,11 @@ def prepare(spec: str | ModelSpec, o: Options = Options()) -> Prepared:
 
     inputs = list(inputs) or as_list(cfg.get("inputs"), "inputs")
     dims = list(dims) or as_list(cfg.get("dims"), "dims")
-    plan = build_input_plan(inputs, dims, model)
+    # No inputs from flags, hook or config: infer them, in a child, once the cheap checks passed.
+    infer_later = not inputs and not model_has_inputs_hook(model)
+    for text in dims if infer_later else ():
+        parse_dim(text)
+    plan = None if infer_later else build_input_plan(inputs, dims, model)
 
     stage_list = tuple(stages or as_list(cfg.get("stages"), "stages") or STAGES)
     for s in stage_list:
@@ -127,6 +142,10 @@ def prepare(spec: str | ModelSpec, o: Options = Options()) -> Prepared:
     if cap is not None and cap < MIN_MEM_CAP:
         # Every probe would be killed at once and reported as crashed (exit 4): say it here.
         raise UserError(f"--mem-cap {cap_value}: a probe needs at least {format_bytes(MIN_MEM_CAP)} (torch alone takes ~300 MB in a probe); try e.g. --mem-cap 8GB")
+    inferred = None
+    if plan is None:
+        inferred = infer(model, dims, timeout_s=timeout)
+        plan = build_input_plan(list(inferred.inputs), [*dims, *inferred.dims], model)
     _check_inputs_fit(plan, cap)
     cores = os.cpu_count() or 1
     n_jobs = jobs or cores
@@ -152,7 +171,7 @@ def prepare(spec: str | ModelSpec, o: Options = Options()) -> Prepared:
         cache_dir=None if cache else "",
         floor_targets=parse_floors(list(floor or ()) or as_list(cfg.get("floor"), "floor"), stage_list),
     )
-    prepared = Prepared(model=model, plan=plan, options=options, config=cfg, given=o)
+    prepared = Prepared(model=model, plan=plan, options=options, config=cfg, given=o, inferred=inferred)
     return with_script_settings(prepared, o.export_script, o.infer_script, exporter_given=o.exporter is not None,
                                 key=o.artifact)
 

@@ -39,6 +39,21 @@ def test_find_json_names_the_culprit_and_a_rerun_reuses_every_probe(tmp_path) ->
     assert second["culprits"] == report["culprits"]
 
 
+def test_find_without_inputs_infers_them_and_prints_them_as_flags(tmp_path) -> None:
+    r = run_cli("find", f"{SAMPLES / 'list_append.py'}:Net", "--stage", "eager", "--run-dir", str(tmp_path))
+    assert r.returncode == 1, r.stderr
+    assert "inputs inferred: --input x=B,32 (from blocks.0: Linear(32, 32))" in r.stderr.splitlines()
+    assert "culprits: blocks.1 (eager)" in r.stdout
+
+
+def test_find_on_a_model_it_cannot_infer_lists_what_it_tried(tmp_path) -> None:
+    r = run_cli("find", f"{FIXTURES / 'inference.py'}:TwoInputs", "--stage", "eager", "--run-dir", str(tmp_path))
+    assert r.returncode == 2
+    assert "no inputs given, and none could be inferred (tried: bisector_inputs hook: none in inference.py;" in r.stderr
+    assert "first layer: forward takes 2 inputs (x, y)" in r.stderr
+    assert "--input NAME=DIMS[:DTYPE[:LOW:HIGH]]" in r.stderr
+
+
 def test_find_prints_a_tree_down_to_the_culprit(tmp_path) -> None:
     r = run_cli("find", f"{SAMPLES / 'symbolic_leak.py'}:Net", "-i", "x=B,32", "--exporter", "torchscript", "-s", "export", "--run-dir", str(tmp_path))
     assert r.returncode == 1, r.stderr

@@ -49,7 +49,8 @@ def test_bad_input_grammar() -> None:
 
 
 def test_missing_inputs() -> None:
-    _one_line_error(run_cli("measure", f"{FIXTURES / 'crashers.py'}:Fine"), "no inputs given")
+    # A model whose inputs cannot be inferred (issue #13: crashers.py:Fine's now are).
+    _one_line_error(run_cli("measure", f"{FIXTURES / 'inference.py'}:TwoInputs"), "no inputs given")
 
 
 def test_a_toolchain_leak_does_not_fail_the_users_model() -> None:
