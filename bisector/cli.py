@@ -17,6 +17,7 @@ from typing import Annotated, Any, Callable, Optional
 import typer
 
 from bisector import __version__
+from bisector.contract import stamp
 
 EXIT_CLEAN, EXIT_FOUND, EXIT_USER, EXIT_INTERNAL, EXIT_UNPROVEN = 0, 1, 2, 3, 4
 
@@ -315,7 +316,7 @@ def measure(
             report = run_measure(prepared.model, prepared.plan, prepared.options, events=progress)
         extra, said = _publish(report, report_dir, bundle_dir)
         if json_out:
-            sys.stdout.write(json.dumps({**report.to_json(), **extra}, indent=2) + "\n")
+            sys.stdout.write(json.dumps(stamp({**report.to_json(), **extra}, "measure"), indent=2) + "\n")
         else:
             render_measure(report, _out_console())
         _said(said)
@@ -387,7 +388,7 @@ def find(
             report = run_find(prepared.model, prepared.plan, prepared.options, events=progress, run_dir=run_dir)
         extra, said = _publish(report, report_dir, bundle_dir)
         if json_out:
-            sys.stdout.write(json.dumps({**report.to_json(), **extra}, indent=2) + "\n")
+            sys.stdout.write(json.dumps(stamp({**report.to_json(), **extra}, "find"), indent=2) + "\n")
         else:
             render_find(report, _out_console())
         _said(said)
@@ -552,7 +553,7 @@ def fix(
                 "stages": {s: r.to_json(samples=False) for s, r in confirmed.stages.items()},
             }
         if json_out:
-            sys.stdout.write(json.dumps(data, indent=2) + "\n")
+            sys.stdout.write(json.dumps(stamp(data, "fix"), indent=2) + "\n")
         else:
             console = _out_console()
             render_fix(report, console, show_find=False)
@@ -740,7 +741,7 @@ def repair(
 
 def _print_summary(summary: Any, json_out: bool) -> None:
     if json_out:
-        sys.stdout.write(json.dumps(summary.to_json(), indent=2) + "\n")
+        sys.stdout.write(json.dumps(stamp(summary.to_json(), "repair"), indent=2) + "\n")
         return
     sys.stdout.write(summary.markdown())
     counts = ", ".join(f"{n} {k}" for k, n in summary.counts.items())
@@ -790,6 +791,16 @@ def list_fixers(json_out: JsonOpt = False) -> int:
     width = max(len(r["name"]) for r in rows)
     for r in rows:
         sys.stdout.write(f"{r['name']:<{width}}  {'/'.join(r['stages']):<16} {'/'.join(r['kinds']):<18} {r['description']}\n")
+    return EXIT_CLEAN
+
+
+@app.command("schema")
+def schema_command() -> int:
+    """Print the JSON Schema every --json report and stored report follows (schema_version in
+    each report says which)."""
+    from bisector.contract import schema_text
+
+    sys.stdout.write(schema_text())
     return EXIT_CLEAN
 
 
