@@ -804,9 +804,24 @@ def schema_command() -> int:
     return EXIT_CLEAN
 
 
+def _check_runtime(argv: list[str]) -> None:
+    """One line before a probing command when ONNX Runtime is missing (exit 2 if a stage needs it)
+    or installed twice over (a warning): the probes would otherwise fail with a long traceback."""
+    from bisector.runtime_check import check_command_line
+
+    problem = check_command_line(argv)
+    if problem is None:
+        return
+    line, fatal = problem
+    sys.stderr.write(f"{'error' if fatal else 'warning'}: {line}\n")
+    if fatal:
+        sys.exit(EXIT_USER)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Console entry point: usage errors become one line and exit 2, like ours."""
     _install_signal_handlers()
+    _check_runtime(sys.argv[1:] if argv is None else argv)
     try:
         code = app(args=argv, prog_name="bisector", standalone_mode=False)
     except typer.Exit as exc:
