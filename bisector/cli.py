@@ -804,6 +804,52 @@ def schema_command() -> int:
     return EXIT_CLEAN
 
 
+@app.command("clean")
+def clean_command(
+    run_dir: RunDirOpt = None,
+    remove: Annotated[bool, typer.Option("--remove", help="Remove what is listed as to go. Without it, nothing is removed.")] = False,
+    keep_days: Annotated[Optional[float], typer.Option("--keep-days", help="Only what has not changed for more than N days goes.")] = None,
+    max_size: Annotated[Optional[str], typer.Option("--max-size", help="Oldest first, until the rest fits in SIZE (e.g. 2GB).")] = None,
+    backups: Annotated[bool, typer.Option("--backups", help="Also the backups of files --apply replaced (never otherwise).")] = False,
+    json_out: JsonOpt = False,
+    debug: DebugOpt = False,
+) -> int:
+    """List the control cache and the run directory's runs, captures, repair output and backups,
+    with sizes and ages; with --remove, delete them (all, or past --keep-days / --max-size)."""
+
+    def body() -> int:
+        import time
+
+        from bisector.clean import clean
+        from bisector.errors import UserError
+        from bisector.find import RUN_DIR
+        from bisector.measure import default_cache_dir
+        from bisector.units import format_bytes, parse_size
+
+        if keep_days is not None and keep_days < 0:
+            raise UserError("--keep-days must be 0 or more")
+        cap = parse_size(max_size, "--max-size") if max_size is not None else None
+        now = time.time()
+        root = Path(run_dir) if run_dir else Path.cwd() / RUN_DIR
+        outcomes = clean(root, default_cache_dir(), keep_days, cap, backups=backups, delete=remove, now=now)
+        if json_out:
+            rows = [o.to_json(now) for o in outcomes]
+            sys.stdout.write(json.dumps({"entries": rows, "removed": remove}, indent=2) + "\n")
+        else:
+            for o in outcomes:
+                e = o.entry
+                mark = "kept" if not o.selected else "removed" if o.removed else f"kept: {o.error}" if o.error else "to go"
+                sys.stdout.write(f"{e.kind:<13} {format_bytes(e.size):>9} {e.age_days(now):7.1f} d  {mark:<8} {e.path}\n")
+            freed = sum(o.entry.size for o in outcomes if (o.removed if remove else o.selected))
+            total = sum(o.entry.size for o in outcomes)
+            verb = "removed" if remove else "would remove"
+            hint = " (rerun with --remove)" if freed and not remove else ""
+            sys.stdout.write(f"{len(outcomes)} entries, {format_bytes(total)}; {verb} {format_bytes(freed)}{hint}\n")
+        return EXIT_INTERNAL if any(o.error for o in outcomes) else EXIT_CLEAN
+
+    return _guard(debug, body)
+
+
 def _check_runtime(argv: list[str]) -> None:
     """One line before a probing command when ONNX Runtime is missing (exit 2 if a stage needs it)
     or installed twice over (a warning): the probes would otherwise fail with a long traceback."""

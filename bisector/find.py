@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from bisector.capture import capture_schedule, distinct_dims, missing
+from bisector.clean import evict_captures
 from bisector.curve import MemoryCurve, Sample
 from bisector.errors import UserError
 from bisector.measure import (
@@ -346,6 +347,7 @@ class Finder:
                 tmp = tree_file.with_suffix(f".{os.getpid()}.tmp")
                 tmp.write_text(json.dumps({"tree": result.data["tree"], "unsaved": self.unsaved, "called_known": bool(todo)}))
                 os.replace(tmp, tree_file)
+            evict_captures(self.capture_dir, self.model.path)  # past the cap, the oldest other captures go
 
     # -- the oracle ---------------------------------------------------------------------------------
 
