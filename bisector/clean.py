@@ -146,8 +146,8 @@ class Outcome:
 
     def to_json(self, now: float) -> dict[str, object]:
         e = self.entry
-        out: dict[str, object] = {"kind": e.kind, "path": str(e.path), "bytes": e.size,
-                                  "age_days": round(e.age_days(now), 2), "selected": self.selected, "removed": self.removed}
+        out: dict[str, object] = {"kind": e.kind, "path": str(e.path), "bytes": e.size}
+        out.update(age_days=round(e.age_days(now), 2), selected=self.selected, removed=self.removed)
         if self.error:
             out["error"] = self.error
         return out

@@ -804,13 +804,23 @@ def schema_command() -> int:
     return EXIT_CLEAN
 
 
+RemoveOpt = Annotated[bool, typer.Option("--remove", help="Remove what is listed as to go (else nothing is removed).")]
+KeepDaysOpt = Annotated[
+    Optional[float], typer.Option("--keep-days", help="Only what has not changed for more than N days goes.")
+]
+MaxSizeOpt = Annotated[
+    Optional[str], typer.Option("--max-size", help="Oldest first, until the rest fits in SIZE (e.g. 2GB).")
+]
+BackupsOpt = Annotated[bool, typer.Option("--backups", help="Also the backups --apply made (never otherwise).")]
+
+
 @app.command("clean")
 def clean_command(
     run_dir: RunDirOpt = None,
-    remove: Annotated[bool, typer.Option("--remove", help="Remove what is listed as to go. Without it, nothing is removed.")] = False,
-    keep_days: Annotated[Optional[float], typer.Option("--keep-days", help="Only what has not changed for more than N days goes.")] = None,
-    max_size: Annotated[Optional[str], typer.Option("--max-size", help="Oldest first, until the rest fits in SIZE (e.g. 2GB).")] = None,
-    backups: Annotated[bool, typer.Option("--backups", help="Also the backups of files --apply replaced (never otherwise).")] = False,
+    remove: RemoveOpt = False,
+    keep_days: KeepDaysOpt = None,
+    max_size: MaxSizeOpt = None,
+    backups: BackupsOpt = False,
     json_out: JsonOpt = False,
     debug: DebugOpt = False,
 ) -> int:
@@ -837,9 +847,11 @@ def clean_command(
             sys.stdout.write(json.dumps({"entries": rows, "removed": remove}, indent=2) + "\n")
         else:
             for o in outcomes:
-                e = o.entry
-                mark = "kept" if not o.selected else "removed" if o.removed else f"kept: {o.error}" if o.error else "to go"
-                sys.stdout.write(f"{e.kind:<13} {format_bytes(e.size):>9} {e.age_days(now):7.1f} d  {mark:<8} {e.path}\n")
+                e, mark = o.entry, "kept"
+                if o.selected:
+                    mark = "removed" if o.removed else f"kept: {o.error}" if o.error else "to go"
+                age = f"{e.age_days(now):7.1f} d"
+                sys.stdout.write(f"{e.kind:<13} {format_bytes(e.size):>9} {age}  {mark:<8} {e.path}\n")
             freed = sum(o.entry.size for o in outcomes if (o.removed if remove else o.selected))
             total = sum(o.entry.size for o in outcomes)
             verb = "removed" if remove else "would remove"

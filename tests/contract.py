@@ -21,7 +21,8 @@ def _validator() -> Any:
 
 def contract_errors(data: Any) -> list[str]:
     """Every way data breaks the schema, each with the path to the offending value."""
-    return [f"{'/'.join(map(str, e.absolute_path)) or '<top>'}: {e.message[:300]}" for e in _validator().iter_errors(data)]
+    errors = _validator().iter_errors(data)
+    return [f"{'/'.join(map(str, e.absolute_path)) or '<top>'}: {e.message[:300]}" for e in errors]
 
 
 def assert_contract(data: Mapping[str, Any], kind: str | None = None) -> None:

@@ -12,8 +12,20 @@ from pathlib import Path
 import pytest
 
 from bisector.clean import (
-    BACKUP, CAPTURE, CAPTURE_CAP_ENV, CONTROL_CACHE, DAY_S, DEFAULT_CAPTURE_CAP, REPAIR, RUN, capture_cap, clean,
-    entries, evict_captures, measure_path, select,
+    BACKUP,
+    CAPTURE,
+    CAPTURE_CAP_ENV,
+    CONTROL_CACHE,
+    DAY_S,
+    DEFAULT_CAPTURE_CAP,
+    REPAIR,
+    RUN,
+    capture_cap,
+    clean,
+    entries,
+    evict_captures,
+    measure_path,
+    select,
 )
 from tests.conftest import run_cli
 
@@ -82,7 +94,8 @@ def test_without_caps_everything_but_backups_is_chosen(places: tuple[Path, Path]
 def test_keep_days_chooses_what_has_not_changed_for_longer(places: tuple[Path, Path]) -> None:
     found = entries(*places)
     assert _names(select(found, keep_days=7, now=NOW)) == ["net-Net-aaaa", "net-Net-old"]
-    assert _names(select(found, keep_days=7, backups=True, now=NOW)) == ["20250101-120000", "net-Net-aaaa", "net-Net-old"]
+    with_backups = select(found, keep_days=7, backups=True, now=NOW)
+    assert _names(with_backups) == ["20250101-120000", "net-Net-aaaa", "net-Net-old"]
 
 
 def test_max_size_removes_oldest_first_until_the_rest_fits(places: tuple[Path, Path]) -> None:
@@ -153,7 +166,9 @@ def test_eviction_does_nothing_under_the_cap(tmp_path: Path) -> None:
     assert old.exists()
 
 
-def test_the_capture_cap_comes_from_the_environment_then_the_project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_capture_cap_comes_from_the_environment_then_the_project(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.delenv(CAPTURE_CAP_ENV, raising=False)
     monkeypatch.chdir(tmp_path)
     (tmp_path / "net.py").write_text("")
@@ -181,7 +196,8 @@ def test_the_clean_command_lists_then_removes(places: tuple[Path, Path], monkeyp
     r = run_cli("clean", "--run-dir", str(run))
     assert r.returncode == 0, r.stderr
     lines = r.stdout.splitlines()
-    assert any(ln.startswith("capture") and "50.0 KB" in ln and "to go" in ln and "net-Net-old" in ln for ln in lines), r.stdout
+    old = [ln for ln in lines if ln.endswith("net-Net-old")]
+    assert len(old) == 1 and old[0].startswith("capture") and "50.0 KB" in old[0] and "to go" in old[0], r.stdout
     assert any(ln.startswith("backup") and "kept" in ln for ln in lines), r.stdout
     assert lines[-1] == "7 entries, 97.2 KB; would remove 96.5 KB (rerun with --remove)"
     assert (run / "captures" / "net-Net-old").exists()

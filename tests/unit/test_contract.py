@@ -21,8 +21,9 @@ from tests.contract import check_cli_output, contract_errors
 
 def _stage(kind: str = "clean") -> dict[str, Any]:
     return {
-        "verdict": kind, "growth_bytes_per_call": 0.0, "growth_bytes_per_new_shape": 0.0, "baseline_bytes_per_call": 0.0,
-        "baseline_bytes_per_new_shape": 0.0, "noise_bytes": 10.0, "attempts": 1, "probes": 2,
+        "verdict": kind, "growth_bytes_per_call": 0.0, "growth_bytes_per_new_shape": 0.0,
+        "baseline_bytes_per_call": 0.0, "baseline_bytes_per_new_shape": 0.0, "noise_bytes": 10.0,
+        "attempts": 1, "probes": 2,
         "samples": [{"phase": "repeat", "dims": {"B": 2}, "rss": 1.0, "heap": 2.0}],
     }
 

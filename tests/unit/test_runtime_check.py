@@ -40,9 +40,13 @@ CPU, GPU = FakeDist("onnxruntime"), FakeDist("onnxruntime-gpu", "1.31.1")
 
 
 def test_runtimes_are_the_distributions_that_install_the_module() -> None:
-    dists = [CPU, FakeDist("onnxruntime_extensions", top_level="onnxruntime_extensions"), FakeDist("onnx", top_level="onnx"),
-             FakeDist("onnxruntime-genai", top_level=None, files=[PurePosixPath("onnxruntime_genai/__init__.py")]),
-             FakeDist("onnxruntime-openvino", top_level=None, files=[PurePosixPath("onnxruntime/__init__.py")])]
+    dists = [
+        CPU,
+        FakeDist("onnxruntime_extensions", top_level="onnxruntime_extensions"),
+        FakeDist("onnx", top_level="onnx"),
+        FakeDist("onnxruntime-genai", top_level=None, files=[PurePosixPath("onnxruntime_genai/__init__.py")]),
+        FakeDist("onnxruntime-openvino", top_level=None, files=[PurePosixPath("onnxruntime/__init__.py")]),
+    ]
     assert [r.name for r in installed_runtimes(dists)] == ["onnxruntime", "onnxruntime-openvino"]
 
 
@@ -73,7 +77,8 @@ def test_no_runtime_is_an_error_only_where_inference_is_asked_for() -> None:
 def test_two_runtimes_are_a_warning_naming_both() -> None:
     line, fatal = runtime_problem(installed_runtimes([CPU, GPU]), needs_runtime=True)
     assert not fatal and "\n" not in line
-    assert "onnxruntime 1.20.0 and onnxruntime-gpu 1.31.1" in line and "pip uninstall -y onnxruntime onnxruntime-gpu" in line
+    assert "onnxruntime 1.20.0 and onnxruntime-gpu 1.31.1" in line
+    assert "pip uninstall -y onnxruntime onnxruntime-gpu" in line
 
 
 @pytest.mark.parametrize(
@@ -102,7 +107,9 @@ def test_which_commands_are_checked(argv: list[str], dists: list[FakeDist], want
     assert (None if problem is None else "error" if problem[1] else "warning") == want
 
 
-def test_the_cli_stops_with_one_line_and_exit_2(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+def test_the_cli_stops_with_one_line_and_exit_2(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     from bisector import cli, runtime_check
 
     monkeypatch.setattr(runtime_check, "installed_runtimes", lambda distributions=None: [])
