@@ -5,6 +5,9 @@ VENV ?= .venv
 # The CPU build of torch 2.13.0 installs from this machine's disk in seconds; elsewhere choose
 # your own, e.g. make demo TORCH_SPEC='torch==2.13.0 --index-url https://download.pytorch.org/whl/cu128'
 TORCH_SPEC ?= torch==2.13.0
+# ONNX Runtime comes as an extra: the CUDA build where one exists (Linux x86-64; it runs on CPU
+# too), the CPU build elsewhere. Override with e.g. make demo ORT_EXTRA=cpu.
+ORT_EXTRA ?= $(if $(filter Linux-x86_64,$(shell uname -s)-$(shell uname -m)),gpu,cpu)
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip --disable-pip-version-check
 PYTEST_ARGS ?=
@@ -16,7 +19,7 @@ PYTEST_ARGS ?=
 $(VENV)/.installed: pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install -q $(TORCH_SPEC)
-	$(PIP) install -q -e ".[dev,ray]"
+	$(PIP) install -q -e ".[$(ORT_EXTRA),dev,ray]"
 	touch $@
 
 venv: $(VENV)/.installed

@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 from bisector import pipeline
+from bisector.contract import stamp
 from bisector.errors import BisectorError, UserError
 from bisector.fail_on import FailOn
 from bisector.lab import source_hash
@@ -450,7 +451,7 @@ def repair(
     if report_dir:
         from bisector.html_report import write_repair_index
 
-        write_repair_index(summary.to_json(), report_dir)
+        write_repair_index(stamp(summary.to_json(), "repair"), report_dir)
     return summary
 
 
@@ -477,7 +478,7 @@ def _write_summary(summary: RepairSummary, out: Path, pending: list[str] | None 
     data = summary.to_json()
     if pending:
         data["pending"] = pending  # only while models are still running
-    (out / "summary.json").write_text(json.dumps(data, indent=2))
+    (out / "summary.json").write_text(json.dumps(stamp(data, "repair"), indent=2))
     (out / "summary.md").write_text(summary.markdown())
 
 

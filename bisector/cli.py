@@ -19,6 +19,7 @@ import typer
 
 from bisector import __version__
 from bisector.choices import DEVICES, EXPORTERS, METRICS, STAGES
+from bisector.contract import stamp
 
 EXIT_CLEAN, EXIT_FOUND, EXIT_USER, EXIT_INTERNAL, EXIT_UNPROVEN = 0, 1, 2, 3, 4
 
@@ -377,8 +378,9 @@ def probing(fn: Callable[..., int]) -> Callable[..., int]:
     return command
 
 
-def _emit(data: dict[str, Any]) -> None:
-    sys.stdout.write(json.dumps(data, indent=2) + "\n")
+def _emit(data: dict[str, Any], kind: str) -> None:
+    """A report on stdout as JSON, stamped with the schema version and the versions it ran with."""
+    sys.stdout.write(json.dumps(stamp(data, kind), indent=2) + "\n")
 
 
 @app.command()
@@ -400,7 +402,7 @@ def measure(spec: Spec, options: Any = None, output: Any = None) -> int:
             report = run_measure(prepared.model, prepared.plan, prepared.options, events=progress, run_dir=options.run_dir)
         extra, said = _publish(report, output.report_dir, output.bundle_dir)
         if output.json:
-            _emit({**report.to_json(), **extra})
+            _emit({**report.to_json(), **extra}, "measure")
         else:
             render_measure(report, _out_console())
         _said(said)
@@ -438,7 +440,7 @@ def find(spec: Spec, options: Any = None, output: Any = None) -> int:
             report = run_find(prepared.model, prepared.plan, prepared.options, events=progress, run_dir=options.run_dir)
         extra, said = _publish(report, output.report_dir, output.bundle_dir)
         if output.json:
-            _emit({**report.to_json(), **extra})
+            _emit({**report.to_json(), **extra}, "find")
         else:
             render_find(report, _out_console())
         _said(said)
@@ -505,7 +507,7 @@ def fix(
         extra, said = _publish(outcome.report, output.report_dir, output.bundle_dir, data["patches"])
         data.update(extra)
         if output.json:
-            _emit(data)
+            _emit(data, "fix")
         else:
             _render_fix(outcome, diff, apply, combined_diff, render_fix)
         _said(said)
@@ -633,7 +635,7 @@ def repair(
 
 def _print_summary(summary: Any, json_out: bool) -> None:
     if json_out:
-        sys.stdout.write(json.dumps(summary.to_json(), indent=2) + "\n")
+        sys.stdout.write(json.dumps(stamp(summary.to_json(), "repair"), indent=2) + "\n")
         return
     sys.stdout.write(summary.markdown())
     counts = ", ".join(f"{n} {k}" for k, n in summary.counts.items())
@@ -700,9 +702,92 @@ def list_fixers(json_out: JsonOpt = False) -> int:
     return EXIT_CLEAN
 
 
+@app.command("schema")
+def schema_command() -> int:
+    """Print the JSON Schema every --json report and stored report follows (schema_version in
+    each report says which)."""
+    from bisector.contract import schema_text
+
+    sys.stdout.write(schema_text())
+    return EXIT_CLEAN
+
+
+RemoveOpt = Annotated[bool, typer.Option("--remove", help="Remove what is listed as to go (else nothing is removed).")]
+KeepDaysOpt = Annotated[
+    Optional[float], typer.Option("--keep-days", help="Only what has not changed for more than N days goes.")
+]
+MaxSizeOpt = Annotated[
+    Optional[str], typer.Option("--max-size", help="Oldest first, until the rest fits in SIZE (e.g. 2GB).")
+]
+BackupsOpt = Annotated[bool, typer.Option("--backups", help="Also the backups --apply made (never otherwise).")]
+
+
+@app.command("clean")
+def clean_command(
+    run_dir: RunDirOpt = None,
+    remove: RemoveOpt = False,
+    keep_days: KeepDaysOpt = None,
+    max_size: MaxSizeOpt = None,
+    backups: BackupsOpt = False,
+    json_out: JsonOpt = False,
+    debug: DebugOpt = False,
+) -> int:
+    """List the control cache and the run directory's runs, captures, repair output and backups,
+    with sizes and ages; with --remove, delete them (all, or past --keep-days / --max-size)."""
+
+    def body() -> int:
+        import time
+
+        from bisector.clean import clean
+        from bisector.errors import UserError
+        from bisector.lab import RUN_DIR
+        from bisector.caches import default_cache_dir
+        from bisector.units import format_bytes, parse_size
+
+        if keep_days is not None and keep_days < 0:
+            raise UserError("--keep-days must be 0 or more")
+        cap = parse_size(max_size, "--max-size") if max_size is not None else None
+        now = time.time()
+        root = Path(run_dir) if run_dir else Path.cwd() / RUN_DIR
+        outcomes = clean(root, default_cache_dir(), keep_days, cap, backups=backups, delete=remove, now=now)
+        if json_out:
+            rows = [o.to_json(now) for o in outcomes]
+            sys.stdout.write(json.dumps({"entries": rows, "removed": remove}, indent=2) + "\n")
+        else:
+            for o in outcomes:
+                e, mark = o.entry, "kept"
+                if o.selected:
+                    mark = "removed" if o.removed else f"kept: {o.error}" if o.error else "to go"
+                age = f"{e.age_days(now):7.1f} d"
+                sys.stdout.write(f"{e.kind:<13} {format_bytes(e.size):>9} {age}  {mark:<8} {e.path}\n")
+            freed = sum(o.entry.size for o in outcomes if (o.removed if remove else o.selected))
+            total = sum(o.entry.size for o in outcomes)
+            verb = "removed" if remove else "would remove"
+            hint = " (rerun with --remove)" if freed and not remove else ""
+            sys.stdout.write(f"{len(outcomes)} entries, {format_bytes(total)}; {verb} {format_bytes(freed)}{hint}\n")
+        return EXIT_INTERNAL if any(o.error for o in outcomes) else EXIT_CLEAN
+
+    return _guard(debug, body)
+
+
+def _check_runtime(argv: list[str]) -> None:
+    """One line before a probing command when ONNX Runtime is missing (exit 2 if a stage needs it)
+    or installed twice over (a warning): the probes would otherwise fail with a long traceback."""
+    from bisector.runtime_check import check_command_line
+
+    problem = check_command_line(argv)
+    if problem is None:
+        return
+    line, fatal = problem
+    sys.stderr.write(f"{'error' if fatal else 'warning'}: {line}\n")
+    if fatal:
+        sys.exit(EXIT_USER)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Console entry point: usage errors become one line and exit 2, like ours."""
     _install_signal_handlers()
+    _check_runtime(sys.argv[1:] if argv is None else argv)
     try:
         code = app(args=argv, prog_name="bisector", standalone_mode=False)
     except typer.Exit as exc:

@@ -173,6 +173,8 @@ class ToolTable(Options):
     """The `[tool.bisector]` table (or a manifest's top level)."""
 
     models: list[ModelEntry] | None = _key()
+    # Recorded region inputs kept in the run directory, evicted oldest first past this (clean.py).
+    capture_cap: Size | None = _key(_size(), expect=_SIZE_TEXT)
 
 
 _DESCRIBE = {str: "a string", int: "a whole number", float: "a number", bool: "true or false", type(None): "nothing"}

@@ -38,7 +38,7 @@ def _curves(figures: Mapping[str, Any]) -> dict[str, Any]:
 def document(report: Any, patches: Sequence[Mapping[str, Any]] = (), extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """The JSON document of a MeasureReport, FindReport or FixReport (duck-typed: the library's
     reports, never re-measured)."""
-    from bisector import __version__
+    from bisector.contract import stamp
 
     if hasattr(report, "evaluations"):
         kind, data, find = "fix", report.to_json(), report.find
@@ -46,9 +46,7 @@ def document(report: Any, patches: Sequence[Mapping[str, Any]] = (), extra: Mapp
         kind, data, find = "find", report.to_json(), report
     else:
         kind, data, find = "measure", report.to_json(), None
-    data = dict(data)
-    data["report_kind"] = kind
-    data["bisector_version"] = __version__
+    data = stamp(data, kind)  # report_kind, bisector_version and the toolchain's versions first
     data["created"] = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
     if find is not None:
         data["tree"] = find.tree.to_json() if find.tree is not None else []

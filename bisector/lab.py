@@ -29,6 +29,7 @@ from typing import Any, Callable, Mapping
 
 from bisector.caches import ControlCache, ResultCache, default_cache_dir
 from bisector.capture import capture_schedule, distinct_dims, missing
+from bisector.clean import evict_captures
 from bisector.curve import MemoryCurve, Sample
 from bisector.errors import UserError
 from bisector.probe.pool import ProbePool
@@ -348,6 +349,7 @@ class Lab:
                 tree = {"tree": result.data["tree"], "unsaved": self.unsaved, "called_known": bool(todo)}
                 tmp.write_text(json.dumps(tree))
                 os.replace(tmp, tree_file)
+            evict_captures(self.capture_dir, self.model.path)  # past the cap, the oldest other captures go
 
     # -- the retry policy ----------------------------------------------------------------------------------
 

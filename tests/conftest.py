@@ -140,6 +140,10 @@ def has_cuda() -> bool:
 def run_cli(*args: str, cwd: str | Path | None = None, timeout: float = 600) -> "subprocess.CompletedProcess[str]":
     import subprocess
 
-    return subprocess.run(
+    from tests.contract import check_cli_output
+
+    r = subprocess.run(
         [sys.executable, "-m", "bisector", *args], capture_output=True, text=True, cwd=cwd, timeout=timeout
     )
+    check_cli_output(args, r.stdout)  # every report a test makes is checked against the JSON contract
+    return r

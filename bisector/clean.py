@@ -1,0 +1,213 @@
+"""What bisector keeps on disk, how much of it, and removing it: `bisector clean` and the cap on
+recorded inputs.
+
+Two places: the control cache (BISECTOR_CACHE, else ~/.cache/bisector: control curves shared by
+every project) and a run directory (./.bisector or --run-dir: runs/ with each model's probe
+results, captures/ with recorded region inputs, repair/ with repair's default output, backups/
+with the files --apply replaced). Each run, capture and backup is one entry, so caps remove them
+oldest first. Backups are the user's safety net: only removed when asked for by name.
+
+Captures grow fastest (one find on a 3-module conv with H up to 256 recorded 187 MB), so after
+each one is written, the others are evicted oldest first past a cap (1 GB by default;
+BISECTOR_CAPTURE_CAP or [tool.bisector] capture_cap). Evicting one a run still needs costs a
+re-recording, not a wrong result: a run records any shape whose file is missing.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Sequence
+
+CONTROL_CACHE, RUN, CAPTURE, REPAIR, BACKUP, OTHER = "control-cache", "run", "capture", "repair", "backup", "other"
+# Folders of a run directory whose children are entries of their own (removed one by one).
+_PER_CHILD = {"runs": RUN, "captures": CAPTURE, "backups": BACKUP}
+CAPTURE_CAP_ENV = "BISECTOR_CAPTURE_CAP"
+DEFAULT_CAPTURE_CAP = 1000**3
+# A capture written this recently may belong to a run still going in another process: spared.
+RECENT_S = 3600.0
+DAY_S = 86400.0
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One removable thing: its kind, where, its bytes, and when it last changed (newest file)."""
+
+    kind: str
+    path: Path
+    size: int
+    mtime: float
+
+    def age_days(self, now: float) -> float:
+        return max(0.0, now - self.mtime) / DAY_S
+
+
+def measure_path(path: Path) -> tuple[int, float]:
+    """Bytes of the files under path (a file: its own) and the newest modification time among
+    them and the folders; (0, 0.0) when it is gone. Unreadable parts count as nothing."""
+    try:
+        st = path.stat()
+    except OSError:
+        return 0, 0.0
+    if not path.is_dir():
+        return st.st_size, st.st_mtime
+    size, newest = 0, st.st_mtime
+    stack = [path]
+    while stack:
+        try:
+            with os.scandir(stack.pop()) as it:
+                for e in it:
+                    try:
+                        s = e.stat(follow_symlinks=False)
+                    except OSError:
+                        continue
+                    newest = max(newest, s.st_mtime)
+                    if e.is_dir(follow_symlinks=False):
+                        stack.append(Path(e.path))
+                    else:
+                        size += s.st_size
+        except OSError:
+            continue
+    return size, newest
+
+
+def _entry(kind: str, path: Path) -> Entry:
+    size, mtime = measure_path(path)
+    return Entry(kind, path, size, mtime)
+
+
+def _children(folder: Path) -> list[Path]:
+    try:
+        return sorted(folder.iterdir())
+    except OSError:
+        return []
+
+
+def entries(run_dir: Path | None, cache_dir: Path | None) -> list[Entry]:
+    """Everything bisector keeps in these two places, one entry per run, capture and backup."""
+    out = [_entry(CONTROL_CACHE, p) for p in _children(cache_dir)] if cache_dir is not None else []
+    for p in _children(run_dir) if run_dir is not None else []:
+        if p.name == ".gitignore":  # keeps the run data out of git: not data, and tiny
+            continue
+        kind = _PER_CHILD.get(p.name)
+        if kind is not None and p.is_dir():
+            out += [_entry(kind, child) for child in _children(p)]
+        else:
+            out.append(_entry(REPAIR if p.name == "repair" else OTHER, p))
+    return out
+
+
+def select(found: Sequence[Entry], keep_days: float | None = None, max_size: int | None = None,
+           backups: bool = False, now: float | None = None) -> list[Entry]:
+    """What to remove: without a cap everything; with --keep-days what changed longer ago; with
+    --max-size the oldest until the rest fits. Backups only when asked for."""
+    now = time.time() if now is None else now
+    candidates = [e for e in found if backups or e.kind != BACKUP]
+    if keep_days is None and max_size is None:
+        return list(candidates)
+    chosen = [e for e in candidates if keep_days is not None and e.age_days(now) > keep_days]
+    if max_size is not None:
+        left = sorted((e for e in candidates if e not in chosen), key=lambda e: e.mtime)
+        total = sum(e.size for e in left)
+        for e in left:
+            if total <= max_size:
+                break
+            chosen.append(e)
+            total -= e.size
+    return chosen
+
+
+def remove(targets: Iterable[Entry]) -> list[tuple[Entry, str]]:
+    """Delete the entries; returns those that could not be (with why): a clean that stops half way
+    would leave the user guessing."""
+    failed = []
+    for e in targets:
+        try:
+            if e.path.is_dir() and not e.path.is_symlink():
+                shutil.rmtree(e.path)
+            else:
+                e.path.unlink(missing_ok=True)
+        except OSError as exc:
+            failed.append((e, exc.strerror or str(exc)))
+    return failed
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """An entry after `bisector clean`: chosen by the caps or not, removed or not (and why not)."""
+
+    entry: Entry
+    selected: bool
+    removed: bool = False
+    error: str = ""
+
+    def to_json(self, now: float) -> dict[str, object]:
+        e = self.entry
+        out: dict[str, object] = {"kind": e.kind, "path": str(e.path), "bytes": e.size}
+        out.update(age_days=round(e.age_days(now), 2), selected=self.selected, removed=self.removed)
+        if self.error:
+            out["error"] = self.error
+        return out
+
+
+def clean(run_dir: Path | None, cache_dir: Path | None, keep_days: float | None = None, max_size: int | None = None,
+          backups: bool = False, delete: bool = False, now: float | None = None) -> list[Outcome]:
+    """List every entry, mark what the caps choose, and delete those when asked."""
+    found = entries(run_dir, cache_dir)
+    chosen = set(select(found, keep_days, max_size, backups, now))
+    failed = dict(remove(e for e in found if e in chosen)) if delete else {}
+    return [Outcome(e, e in chosen, delete and e in chosen and e not in failed, failed.get(e, "")) for e in found]
+
+
+# -- the cap on recorded inputs ---------------------------------------------------------------
+
+
+def capture_cap(model_path: str | None = None) -> int:
+    """BISECTOR_CAPTURE_CAP, else [tool.bisector] capture_cap near the model, else 1 GB."""
+    from bisector.errors import UserError
+    from bisector.units import parse_size
+
+    text = os.environ.get(CAPTURE_CAP_ENV)
+    if text:
+        try:
+            return parse_size(text, CAPTURE_CAP_ENV)
+        except UserError:
+            return DEFAULT_CAPTURE_CAP  # a bad variable must not stop a find half way: the default holds
+    try:
+        from bisector.config import load_config
+
+        value = load_config(model_path).get("capture_cap")
+        return parse_size(value) if value is not None else DEFAULT_CAPTURE_CAP
+    except UserError:
+        return DEFAULT_CAPTURE_CAP
+
+
+def evict_captures(in_use: Path, model_path: str | None = None, cap: int | None = None,
+                   now: float | None = None) -> list[Entry]:
+    """After a capture is written: remove other captures beside it, oldest first, until all of them
+    fit under the cap (capture_cap for the model, unless given). Never the one in use, nor one
+    written in the last hour (another run's, maybe). Returns what was removed."""
+    in_use = Path(in_use)
+    cap = capture_cap(model_path) if cap is None else cap
+    now = time.time() if now is None else now
+    try:
+        os.utime(in_use)  # last used now: the newest, whatever its files' age
+    except OSError:
+        pass
+    captures = [_entry(CAPTURE, p) for p in _children(in_use.parent) if p.is_dir()]
+    total = sum(e.size for e in captures)
+    if total <= cap:
+        return []
+    removed = []
+    for e in sorted(captures, key=lambda e: e.mtime):
+        if total <= cap:
+            break
+        if e.path == in_use or now - e.mtime < RECENT_S:
+            continue
+        if not remove([e]):
+            removed.append(e)
+            total -= e.size
+    return removed

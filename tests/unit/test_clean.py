@@ -1,0 +1,216 @@
+"""What bisector keeps on disk (issue 13, item 7): `bisector clean` lists the control cache, runs,
+captures, repair output and backups with sizes and ages, removes them past --keep-days/--max-size
+(backups only when asked), and captures are evicted oldest first past a cap after each new one."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+import pytest
+
+from bisector.clean import (
+    BACKUP,
+    CAPTURE,
+    CAPTURE_CAP_ENV,
+    CONTROL_CACHE,
+    DAY_S,
+    DEFAULT_CAPTURE_CAP,
+    REPAIR,
+    RUN,
+    capture_cap,
+    clean,
+    entries,
+    evict_captures,
+    measure_path,
+    select,
+)
+from tests.conftest import run_cli
+
+NOW = 1_800_000_000.0
+
+
+def _put(folder: Path, size: int, age_days: float, name: str = "data.bin") -> Path:
+    """A folder holding one file of size bytes, all last changed age_days before NOW."""
+    folder.mkdir(parents=True, exist_ok=True)
+    f = folder / name
+    f.write_bytes(b"x" * size)
+    stamp = NOW - age_days * DAY_S
+    os.utime(f, (stamp, stamp))
+    os.utime(folder, (stamp, stamp))
+    return folder
+
+
+@pytest.fixture
+def places(tmp_path: Path) -> tuple[Path, Path]:
+    run, cache = tmp_path / ".bisector", tmp_path / "cache"
+    _put(cache / "controls", 1000, 1)
+    _put(run / "runs" / "net-Net-aaaa", 3000, 10)
+    _put(run / "runs" / "net-Net-bbbb", 2000, 2)
+    _put(run / "captures" / "net-Net-old", 50_000, 30)
+    _put(run / "captures" / "net-Net-new", 40_000, 0.5)
+    _put(run / "repair", 500, 5, "summary.json")
+    _put(run / "backups" / "20250101-120000", 700, 60, "net.py")
+    (run / ".gitignore").write_text("*\n")
+    return run, cache
+
+
+def _names(found) -> list[str]:
+    return sorted(e.path.name for e in found)
+
+
+def test_measure_path_counts_the_files_and_the_newest_change(tmp_path: Path) -> None:
+    _put(tmp_path / "a" / "b", 10, 5)
+    _put(tmp_path / "a", 20, 3, "other.bin")
+    assert measure_path(tmp_path / "a") == (30, NOW - 3 * DAY_S)
+    assert measure_path(tmp_path / "missing") == (0, 0.0)
+
+
+def test_entries_list_each_run_capture_and_backup_with_size_and_age(places: tuple[Path, Path]) -> None:
+    run, cache = places
+    found = {(e.kind, e.path.name): e for e in entries(run, cache)}
+    assert set(found) == {
+        (CONTROL_CACHE, "controls"), (RUN, "net-Net-aaaa"), (RUN, "net-Net-bbbb"), (CAPTURE, "net-Net-old"),
+        (CAPTURE, "net-Net-new"), (REPAIR, "repair"), (BACKUP, "20250101-120000"),
+    }  # .gitignore is not listed: it keeps the run data out of git
+    assert found[(CAPTURE, "net-Net-old")].size == 50_000
+    assert found[(RUN, "net-Net-aaaa")].age_days(NOW) == pytest.approx(10)
+
+
+def test_no_places_no_entries(tmp_path: Path) -> None:
+    assert entries(tmp_path / "none", tmp_path / "nothing") == []
+    assert entries(None, None) == []
+
+
+def test_without_caps_everything_but_backups_is_chosen(places: tuple[Path, Path]) -> None:
+    found = entries(*places)
+    assert BACKUP not in {e.kind for e in select(found, now=NOW)}
+    assert len(select(found, now=NOW)) == len(found) - 1
+    assert len(select(found, backups=True, now=NOW)) == len(found)
+
+
+def test_keep_days_chooses_what_has_not_changed_for_longer(places: tuple[Path, Path]) -> None:
+    found = entries(*places)
+    assert _names(select(found, keep_days=7, now=NOW)) == ["net-Net-aaaa", "net-Net-old"]
+    with_backups = select(found, keep_days=7, backups=True, now=NOW)
+    assert _names(with_backups) == ["20250101-120000", "net-Net-aaaa", "net-Net-old"]
+
+
+def test_max_size_removes_oldest_first_until_the_rest_fits(places: tuple[Path, Path]) -> None:
+    found = entries(*places)
+    # 96.5 KB without backups; the 30-day capture (50 KB) goes first, then the 10-day run (3 KB).
+    assert _names(select(found, max_size=50_000, now=NOW)) == ["net-Net-old"]
+    assert _names(select(found, max_size=45_000, now=NOW)) == ["net-Net-aaaa", "net-Net-old"]
+    assert select(found, max_size=10**9, now=NOW) == []
+    assert len(select(found, max_size=0, now=NOW)) == len(found) - 1  # backups still kept
+
+
+def test_both_caps_together(places: tuple[Path, Path]) -> None:
+    found = entries(*places)
+    # keep-days 20 takes the old capture; then 3 KB + 2 KB + 40 KB + 1 KB + 0.5 KB = 46.5 KB must fit in 44 KB.
+    assert _names(select(found, keep_days=20, max_size=44_000, now=NOW)) == ["net-Net-aaaa", "net-Net-old"]
+
+
+def test_clean_lists_without_removing_and_removes_when_asked(places: tuple[Path, Path]) -> None:
+    run, cache = places
+    listed = clean(run, cache, keep_days=7, now=NOW)
+    assert all(e.path.exists() for e in entries(run, cache))
+    assert sorted(o.entry.path.name for o in listed if o.selected) == ["net-Net-aaaa", "net-Net-old"]
+    assert not any(o.removed for o in listed)
+    done = clean(run, cache, keep_days=7, delete=True, now=NOW)
+    assert sorted(o.entry.path.name for o in done if o.removed) == ["net-Net-aaaa", "net-Net-old"]
+    assert not (run / "runs" / "net-Net-aaaa").exists() and (run / "runs" / "net-Net-bbbb").exists()
+    assert (run / "backups" / "20250101-120000" / "net.py").exists() and (run / ".gitignore").exists()
+    row = done[0].to_json(NOW)
+    assert set(row) == {"kind", "path", "bytes", "age_days", "selected", "removed"}
+
+
+def test_backups_go_only_when_asked_for(places: tuple[Path, Path]) -> None:
+    run, cache = places
+    clean(run, cache, delete=True, now=NOW)
+    assert [p.name for p in (run / "backups").iterdir()] == ["20250101-120000"]
+    assert not list((run / "captures").iterdir()) and not (cache / "controls").exists()
+    clean(run, cache, delete=True, backups=True, now=NOW)
+    assert not list((run / "backups").iterdir())
+
+
+def test_eviction_removes_other_captures_oldest_first_past_the_cap(tmp_path: Path) -> None:
+    captures = tmp_path / "captures"
+    for name, age in (("c-5d", 5), ("c-3d", 3), ("c-9d", 9), ("c-1d", 1)):
+        _put(captures / name, 100, age)
+    in_use = _put(captures / "c-in-use", 100, 20)  # old files, but the one this run needs now
+    removed = evict_captures(in_use, cap=250, now=NOW + 7200)
+    assert [e.path.name for e in removed] == ["c-9d", "c-5d", "c-3d"]
+    assert sorted(p.name for p in captures.iterdir()) == ["c-1d", "c-in-use"]
+
+
+def test_eviction_spares_the_capture_in_use_and_recent_ones(tmp_path: Path) -> None:
+    captures = tmp_path / "captures"
+    now = time.time()
+    in_use = _put(captures / "mine", 500, 0)
+    other = captures / "another-run"
+    other.mkdir()
+    (other / "x.pt").write_bytes(b"x" * 500)  # written a moment ago: maybe a run still going
+    assert evict_captures(in_use, cap=100, now=now) == []
+    assert in_use.exists() and other.exists()
+    assert time.time() - in_use.stat().st_mtime < 60  # marked as used now
+
+
+def test_eviction_does_nothing_under_the_cap(tmp_path: Path) -> None:
+    captures = tmp_path / "captures"
+    old = _put(captures / "old", 100, 90)
+    in_use = _put(captures / "mine", 100, 0)
+    assert evict_captures(in_use, cap=1000, now=NOW) == []
+    assert old.exists()
+
+
+def test_the_capture_cap_comes_from_the_environment_then_the_project(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv(CAPTURE_CAP_ENV, raising=False)
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "net.py").write_text("")
+    assert capture_cap(str(tmp_path / "net.py")) == DEFAULT_CAPTURE_CAP
+    (tmp_path / "pyproject.toml").write_text('[tool.bisector]\ncapture_cap = "200MB"\n')
+    assert capture_cap(str(tmp_path / "net.py")) == 200 * 1000**2
+    monkeypatch.setenv(CAPTURE_CAP_ENV, "3GB")
+    assert capture_cap(str(tmp_path / "net.py")) == 3 * 1000**3
+    monkeypatch.setenv(CAPTURE_CAP_ENV, "lots")
+    assert capture_cap(str(tmp_path / "net.py")) == DEFAULT_CAPTURE_CAP  # a typo never stops a find half way
+
+
+def test_the_config_refuses_a_bad_capture_cap(tmp_path: Path) -> None:
+    from bisector.config import load_config
+    from bisector.errors import UserError
+
+    (tmp_path / "pyproject.toml").write_text("[tool.bisector]\ncapture_cap = true\n")
+    with pytest.raises(UserError, match="capture_cap: expected a size"):
+        load_config(str(tmp_path / "x.py"))
+
+
+def test_the_clean_command_lists_then_removes(places: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch) -> None:
+    run, cache = places
+    monkeypatch.setenv("BISECTOR_CACHE", str(cache))
+    r = run_cli("clean", "--run-dir", str(run))
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    old = [ln for ln in lines if ln.endswith("net-Net-old")]
+    assert len(old) == 1 and old[0].startswith("capture") and "50.0 KB" in old[0] and "to go" in old[0], r.stdout
+    assert any(ln.startswith("backup") and "kept" in ln for ln in lines), r.stdout
+    assert lines[-1] == "7 entries, 97.2 KB; would remove 96.5 KB (rerun with --remove)"
+    assert (run / "captures" / "net-Net-old").exists()
+    r = run_cli("clean", "--run-dir", str(run), "--max-size", "45KB", "--remove", "--json")
+    assert r.returncode == 0, r.stderr
+    data = json.loads(r.stdout)
+    assert data["removed"] is True
+    assert sorted(Path(e["path"]).name for e in data["entries"] if e["removed"]) == ["net-Net-aaaa", "net-Net-old"]
+    assert not (run / "captures" / "net-Net-old").exists() and (run / "captures" / "net-Net-new").exists()
+
+
+def test_the_clean_command_refuses_bad_caps(tmp_path: Path) -> None:
+    r = run_cli("clean", "--run-dir", str(tmp_path), "--max-size", "lots")
+    assert r.returncode == 2 and "--max-size 'lots' is not a size" in r.stderr
+    r = run_cli("clean", "--run-dir", str(tmp_path), "--keep-days", "-1")
+    assert r.returncode == 2 and "--keep-days must be 0 or more" in r.stderr
