@@ -32,7 +32,7 @@ def project(tmp_path: Path) -> Path:
     (root / "fixers" / "__init__.py").write_text(PROJECT_FIXERS)
     (root / "fixers" / "onnx_symbolics.py").write_text('raise ImportError("the project\'s module, not bisector\'s")\n')
     model = (FIXTURES / "operators.py").read_text()
-    model = model.replace("from torch import nn\n", "from torch import nn\n\nfrom bisector.fixers import SCALE\n", 1)
+    model = model.replace("from torch import nn\n", "from torch import nn\n\nfrom fixers import SCALE\n", 1)
     model = model.replace("return self.proj(x) +", "return SCALE * self.proj(x) +", 1)
     assert "SCALE * self.proj" in model
     (root / "model.py").write_text(model)
@@ -54,7 +54,7 @@ def test_bisector_fixers_import_with_a_projects_fixers_package_first_on_the_path
 
 
 # Run from the project, the CLI's own imports meet its fixers package; from elsewhere, only the
-# probes do (with bisector's fixers imported first, the model's `from bisector.fixers import` broke).
+# probes do (with bisector's fixers imported first, the model's `from fixers import` broke).
 @pytest.mark.probe
 @pytest.mark.parametrize("where", ["project", "elsewhere"])
 def test_fix_works_on_a_model_whose_folder_has_its_own_fixers_package(tmp_path, where) -> None:
