@@ -98,17 +98,6 @@ class Schedule:
             profile=ScheduleProfile(**data["profile"]),
         )
 
-    def largest(self) -> Mapping[str, int]:
-        """The step with the most elements overall: the right size for a one-off export."""
-        return max(self.steps, key=lambda s: _volume(s.dims)).dims if self.steps else {}
-
-
-def _volume(dims: Mapping[str, int]) -> int:
-    v = 1
-    for x in dims.values():
-        v *= max(1, x)
-    return v
-
 
 def build_schedule(ranges: Mapping[str, tuple[int, int]], profile: ScheduleProfile, seed: int = 0) -> Schedule:
     """The steps for these symbol ranges. Fixed sizes (MIN == MAX) give only warm-up and repeats."""

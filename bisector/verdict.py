@@ -121,10 +121,6 @@ class Verdict:
     owners: Mapping[str, Any] | None = None  # who keeps the growth (owners.py), when traced
     heap_bytes_per_new_shape: float | None = None  # reported, not judged (module docstring)
 
-    @property
-    def is_problem(self) -> bool:
-        return self.kind in (LEAK, SHAPE_GROWTH)
-
     def to_json(self) -> dict[str, Any]:
         return {
             "verdict": self.kind,
