@@ -26,6 +26,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
+from bisector.kinds import Kind
+
 PER = {"eager": "call", "export": "export", "inference": "run"}
 MAX_SHAPES = 6  # repeated shapes and a few novel ones: enough to show either kind of growth
 
@@ -79,7 +81,7 @@ def targets_of(report: Any, unfixed_only: bool = False) -> list[BundleTarget]:
         if out or unfixed_only or find.culprits:
             return out
     stages = [(s, r) for s, r in measure.stages.items() if r.curve is not None]
-    bad = [(s, r) for s, r in stages if r.kind not in ("clean",)]
+    bad = [(s, r) for s, r in stages if r.kind != Kind.CLEAN]
     for s, r in (bad or stages[:1]):
         data = r.to_json()
         out.append(BundleTarget(s, "", r.kind, data, data.get("samples") or (), data.get("control_samples") or ()))
@@ -137,7 +139,7 @@ def _measured(t: BundleTarget) -> str:
     per = PER.get(t.stage, "call")
     f = t.figures
     bits = []
-    if t.kind == "shape-growth":
+    if t.kind == Kind.SHAPE_GROWTH:
         bits.append(f"{format_bytes(f.get('growth_bytes_per_new_shape'), True)}/new shape")
     else:
         bits.append(f"{format_bytes(f.get('growth_bytes_per_call'), True)}/{per} ({f.get('growth_metric') or 'rss'})")
@@ -201,7 +203,7 @@ def write_bundle(report: Any, target: BundleTarget, out: str | Path, timeout_s: 
         "model_name": model.name, "init_kwargs": dict(model.init_kwargs), "region": target.region,
         "region_type": child.get("region_type", ""), "stage": target.stage, "exporter": child.get("exporter") or options.probe.exporter,
         "input_names": child.get("input_names"), "onnx": "model.onnx", "calls": steps_n, "every": steps_n // 10,
-        "warmup": 0 if target.kind == "shape-growth" else 2 if target.stage == "export" else 4, "measured": _measured(target), "all_shapes": target.kind == "shape-growth",
+        "warmup": 0 if target.kind == Kind.SHAPE_GROWTH else 2 if target.stage == "export" else 4, "measured": _measured(target), "all_shapes": target.kind == Kind.SHAPE_GROWTH,
     }, indent=1))
     (folder / "curves.json").write_text(json.dumps({"stage": target.stage, "region": target.region, "kind": target.kind,
                                                      "figures": {k: v for k, v in target.figures.items() if k not in ("samples", "control_samples")},
@@ -230,7 +232,7 @@ def issue_text(spec: str, t: BundleTarget, child: Mapping[str, Any], env: str) -
         "export": f"Memory grows on every `torch.onnx.export` of `{region}` ({child.get('exporter') or 'default'} exporter)",
         "inference": f"Memory grows on every ONNX Runtime `InferenceSession.run` of the exported `{region}`",
     }[t.stage]
-    if t.kind == "shape-growth":
+    if t.kind == Kind.SHAPE_GROWTH:
         what = what.replace("on every", "with every new input shape in")
     f = t.figures
     from bisector.units import format_bytes

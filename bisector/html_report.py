@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from bisector.errors import UserError
+from bisector.kinds import Kind
 
 DOCUMENT = "report.json"
 PAGE = "index.html"
@@ -346,7 +347,7 @@ def _culprits(doc: Mapping[str, Any], charts: Mapping[str, bytes]) -> str:
         per = PER.get(c["stage"], "call")
         name = f"culprit-{c['stage']}-{_slug(c['region'])}"
         objs = "" if c.get("objects_per_call") is None else f", {c['objects_per_call']:+.1f} objects/{per}"
-        fig = (f"{_b(c.get('growth_bytes_per_call'))}/{per}{objs}" if c["kind"] != "shape-growth"
+        fig = (f"{_b(c.get('growth_bytes_per_call'))}/{per}{objs}" if c["kind"] != Kind.SHAPE_GROWTH
                else f"{_b(c.get('growth_bytes_per_new_shape'))}/new shape")
         out.append(
             f"<div class='card {html.escape(c['kind'])} culprit-card'><h3><span class='culprit'>{html.escape(c['region'] or '<root>')}</span> "
@@ -397,7 +398,7 @@ def _fixes(doc: Mapping[str, Any], charts: Mapping[str, bytes]) -> str:
         else:
             key = "bytes_per_call" if unit.endswith("call") else "bytes_per_new_shape"
             fmt = _b
-        before, after = fmt(f.get(f"before_{key}")), ("0 (clean)" if f.get("after_kind") == "clean" else fmt(f.get(f"after_{key}")))
+        before, after = fmt(f.get(f"before_{key}")), ("0 (clean)" if f.get("after_kind") == Kind.CLEAN else fmt(f.get(f"after_{key}")))
         mark = "<span class='kept'>✓ kept</span>" if f.get("kept") else "<span class='dropped'>✗ dropped</span>"
         eq = "" if f.get("max_abs_diff") is None else f" · outputs max |diff| {f['max_abs_diff']:.2g}"
         culprit_chart = _img(charts, f"culprit-{f['stage']}-{_slug(f['region'])}", "before")
@@ -435,7 +436,7 @@ def headline(doc: Mapping[str, Any]) -> str:
     if culprits:
         c = culprits[0]
         per = PER.get(c["stage"], "call")
-        if c["kind"] == "shape-growth":
+        if c["kind"] == Kind.SHAPE_GROWTH:
             amount = f"{_b(c.get('growth_bytes_per_new_shape'))}/new shape"
         else:
             amount = f"{_b(c.get('growth_bytes_per_call'))}/{per}"
@@ -443,7 +444,7 @@ def headline(doc: Mapping[str, Any]) -> str:
                 amount = f"{c['objects_per_call']:+.0f} live objects/{per}, {amount}"
         more = f" (+{len(culprits) - 1} more)" if len(culprits) > 1 else ""
         return f"{c['region'] or '<root>'} {c['kind']} in {c['stage']}: {amount}{more}"
-    bad = [(s, r) for s, r in (doc.get("stages") or {}).items() if r.get("verdict") not in ("clean", None)]
+    bad = [(s, r) for s, r in (doc.get("stages") or {}).items() if r.get("verdict") not in (Kind.CLEAN, None)]
     if bad:
         s, r = bad[0]
         return f"{s}: {r.get('verdict')} {_b(r.get('growth_bytes_per_call'))}/{PER.get(s, 'call')}"

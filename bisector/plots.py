@@ -12,6 +12,8 @@ from __future__ import annotations
 import io
 from typing import Any, Mapping, Sequence
 
+from bisector.kinds import Kind
+
 PHASE_COLORS = {"warmup": "#eeeeee", "repeat": "#fde2e2", "novel": "#e2ecfd", "within": "#e6f6e2"}
 PHASE_LABELS = {"warmup": "warm-up", "repeat": "repeat", "novel": "novel", "within": "within"}
 # Metrics drawn, in this order, when the samples carry them: exact counts first.
@@ -22,7 +24,7 @@ PANELS = (
     ("gpu", "GPU (NVML)", True),
     ("cuda_allocated", "CUDA allocated", True),
 )
-BAD = {"leak": "#c62828", "shape-growth": "#ef6c00", "toolchain-leak": "#8d6e00"}
+BAD = {Kind.LEAK: "#c62828", Kind.SHAPE_GROWTH: "#ef6c00", Kind.TOOLCHAIN_LEAK: "#8d6e00"}
 
 
 def metrics_in(samples: Sequence[Mapping[str, Any]]) -> list[tuple[str, str, bool]]:

@@ -10,12 +10,11 @@ from bisector.probe.types import STAGES, ProbeOptions, ProbeResult
 from bisector.schedule import PROFILES, ScheduleProfile
 from bisector.spec import InputPlan, ModelSpec
 from bisector.search import Outcome
-from bisector.verdict import CLEAN, COUNT_METRICS, GROWS, LEAK, SEVERITY, Bands, Verdict
+from bisector.verdict import COUNT_METRICS, GROWS, LEAK, Bands, Kind, Verdict, worst
 
 FLOOR_TARGETS = {"eager": 4096.0, "inference": 4096.0, "export": 16384.0}
-CRASHED = "crashed"  # a stage whose model probe died, hung or hit the memory cap
-FAILED = "failed"  # a stage whose model probe raised (the model cannot run or export)
-STAGE_SEVERITY = {**SEVERITY, CRASHED: 1.5, FAILED: 1.5}
+CRASHED = Kind.CRASHED  # a stage whose model probe died, hung or hit the memory cap
+FAILED = Kind.FAILED  # a stage whose model probe raised (the model cannot run or export)
 
 
 @dataclass(frozen=True)
@@ -42,7 +41,7 @@ class MeasureOptions:
 @dataclass(frozen=True)
 class StageResult:
     stage: str
-    kind: str  # a verdict kind, or "failed" / "crashed"
+    kind: Kind  # a verdict kind, or failed / crashed
     verdict: Verdict | None = None
     curve: MemoryCurve | None = None
     control: MemoryCurve | None = None
@@ -95,8 +94,7 @@ class MeasureReport:
 
     @property
     def verdict(self) -> str:
-        kinds = [r.kind for r in self.stages.values()]
-        return max(kinds, key=lambda k: STAGE_SEVERITY.get(k, 0), default=CLEAN)
+        return worst([r.kind for r in self.stages.values()])
 
     def to_json(self, samples: bool = True) -> dict[str, Any]:
         return {

@@ -27,15 +27,17 @@ from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Protocol, Sequence
 
-BAD_KINDS = ("leak", "shape-growth")
-UNKNOWN_KINDS = ("failed", "crashed", "inconclusive")
+from bisector.kinds import Kind
+
+BAD_KINDS = (Kind.LEAK, Kind.SHAPE_GROWTH)
+UNKNOWN_KINDS = (Kind.FAILED, Kind.CRASHED, Kind.INCONCLUSIVE)
 
 
 @dataclass(frozen=True)
 class Outcome:
     """What one probe of a set of regions said."""
 
-    kind: str  # leak | shape-growth | clean | inconclusive | failed | crashed
+    kind: str  # a Kind: leak, shape-growth, clean, inconclusive, failed or crashed (a plain str from JSON)
     figures: Mapping[str, Any] = field(default_factory=dict)
     message: str = ""
 
@@ -188,12 +190,12 @@ class Search:
             if o.bad:
                 self._spawn(region, o, inferred=inferred is not None)
                 return 1
-            if o.kind in ("failed", "crashed"):
+            if o.kind in (Kind.FAILED, Kind.CRASHED):
                 with self.state.lock:
                     self.state.unprobeable[region] = o
                 kids = self.tree.children(region)
                 return self._find_bad(kids) if kids else 0
-            if o.kind == "inconclusive":
+            if o.kind == Kind.INCONCLUSIVE:
                 with self.state.lock:
                     self.state.inconclusive[region] = o
             return 0
@@ -204,7 +206,7 @@ class Search:
         left, right = group[:mid], group[mid:]
         n_left = self._find_bad(left)
         left_outcome = self._known(left)
-        if o.bad and left_outcome is not None and left_outcome.kind == "clean":
+        if o.bad and left_outcome is not None and left_outcome.kind == Kind.CLEAN:
             # The group misbehaves and its left half is clean: the right half must.
             return self._find_bad(right, inferred=o)
         if o.bad and n_left and _accounts_for([self._known([r]) for r in left], o):
@@ -242,10 +244,10 @@ def _leftover(whole: Outcome, children: Outcome | None) -> Outcome | None:
         rest[key] = w - max(0.0, float(children.figures.get(key) or 0.0))
         region[f"region_{key}"] = w
     # Python-level leaks keep whole objects: most of one more per call, or it is noise.
-    if whole.kind == "leak" and rest["objects_per_call"] >= 0.8:
-        kind = "leak"
-    elif whole.kind == "shape-growth" and rest["objects_per_new_shape"] >= 0.8:
-        kind = "shape-growth"
+    if whole.kind == Kind.LEAK and rest["objects_per_call"] >= 0.8:
+        kind = Kind.LEAK
+    elif whole.kind == Kind.SHAPE_GROWTH and rest["objects_per_new_shape"] >= 0.8:
+        kind = Kind.SHAPE_GROWTH
     else:
         return None
     return Outcome(kind, {**whole.figures, **rest, **region, "beyond_children": True}, whole.message)

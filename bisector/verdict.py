@@ -35,15 +35,13 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Mapping
 
 from bisector.curve import MemoryCurve
+from bisector.kinds import Kind, worst  # noqa: F401 - worst: re-exported from its old home
 from bisector.units import format_bytes
 
 GROWS, FLAT, UNSURE = "grows", "flat", "unsure"
-CLEAN, LEAK, SHAPE_GROWTH, INCONCLUSIVE = "clean", "leak", "shape-growth", "inconclusive"
-# Growth per call that torch or ONNX Runtime own (their files keep it), not the model's code.
-TOOLCHAIN_LEAK = "toolchain-leak"
-# Worst first: the overall verdict of a report is the worst of its stages. A toolchain leak ranks
-# with clean for the model: exit codes speak of the user's model (see cli.exit_code).
-SEVERITY = {LEAK: 3, SHAPE_GROWTH: 2, INCONCLUSIVE: 1, TOOLCHAIN_LEAK: 0.5, CLEAN: 0}
+# The verdict kinds, by their old names: kept so the many importers need no change.
+CLEAN, LEAK, SHAPE_GROWTH, INCONCLUSIVE = Kind.CLEAN, Kind.LEAK, Kind.SHAPE_GROWTH, Kind.INCONCLUSIVE
+TOOLCHAIN_LEAK = Kind.TOOLCHAIN_LEAK
 
 COUNT_METRICS = ("objects", "cuda_allocated")
 HEAP = "heap"
@@ -98,7 +96,7 @@ class Signal:
 
 @dataclass(frozen=True)
 class Verdict:
-    kind: str
+    kind: Kind
     growth_bytes_per_call: float | None
     growth_bytes_per_new_shape: float | None
     baseline_bytes_per_call: float | None
@@ -149,10 +147,6 @@ def _round(value: float | None, digits: int = 0) -> float | None:
     if value is None:
         return None
     return round(value, digits) if digits else float(round(value))
-
-
-def worst(kinds: list[str]) -> str:
-    return max(kinds, key=lambda k: SEVERITY.get(k, 0), default=CLEAN)
 
 
 # ---------------------------------------------------------------------------------------------
