@@ -116,7 +116,8 @@ def build(folder: Path) -> dict[str, Any]:
 
     if stage in ("export", "inference"):
         from bisector.onnx_detail import op_histogram, profile_run
-        from bisector.probe.workloads import Target, export_onnx, resolve_exporter
+        from bisector.probe.export import export_onnx, resolve_exporter
+        from bisector.probe.targets import Target
 
         detail: dict[str, Any] = {}
         try:

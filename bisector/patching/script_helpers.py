@@ -3,7 +3,7 @@
 They are copied into the script with ``inspect.getsource`` (``source_of``; in a serving script
 ``onnxruntime.``/``numpy.`` renamed to the aliases it already imports), never written as text
 templates, and the probe calls the same functions on its own feeds (the padding and the bounds
-guard, bisector.probe.workloads.InputAdapter). So they import only numpy and onnxruntime, and take
+guard, bisector.probe.ort.InputAdapter). So they import only numpy and onnxruntime, and take
 their settings from module constants that the patch writes into the script above them (here
 placeholders):
 

@@ -60,7 +60,9 @@ def run_request(req: ProbeRequest, workdir: Path) -> ProbeResult:
     gc.freeze()
 
     from bisector.probe.meters import Meters
-    from bisector.probe.workloads import STAGE_RUNNERS, Context, Target
+    from bisector.probe.loop import Context
+    from bisector.probe.stages import STAGE_RUNNERS
+    from bisector.probe.targets import Target
 
     seed = req.schedule.seed
     random.seed(seed)

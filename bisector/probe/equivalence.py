@@ -99,7 +99,9 @@ def run_equivalence(req: ProbeRequest, model_a: Any, namespace_a: Any, device: s
                 results.append(compare(_arrays(model_a(*args, **kwargs)), _arrays(model_b(*args, **kwargs)), rtol, atol))
         return _summary(results, len(shapes), mode)
 
-    from bisector.probe.workloads import InputAdapter, Target, _feed, export_onnx, make_session, post_export, varying_dims
+    from bisector.probe.export import export_onnx, post_export, varying_dims
+    from bisector.probe.ort import InputAdapter, make_feed, make_session
+    from bisector.probe.targets import Target
 
     names = [i.name for i in req.plan.inputs] if not req.plan.use_hook else None
     symbols = None
@@ -128,12 +130,12 @@ def run_equivalence(req: ProbeRequest, model_a: Any, namespace_a: Any, device: s
     for args, kwargs in inputs:
         if a is not None:
             session, adapter, target = a
-            ref = list(session.run(None, adapter.feed(_feed(session, target, (args, kwargs)), session)))
+            ref = list(session.run(None, adapter.feed(make_feed(session, target, (args, kwargs)), session)))
         else:
             with torch.no_grad():
                 ref = _arrays(model_a(*args, **kwargs))
         session, adapter, target = b
-        got = list(session.run(None, adapter.feed(_feed(session, target, (args, kwargs)), session)))
+        got = list(session.run(None, adapter.feed(make_feed(session, target, (args, kwargs)), session)))
         results.append(compare(ref, got, rtol, atol))
     return _summary(results, len(shapes), mode if a is not None else "onnx-vs-eager")
 

@@ -176,7 +176,7 @@ def region_targets(model: Any, req: ProbeRequest, factory: InputFactory) -> list
     """Targets for the regions of req, each replaying its recorded calls for the step's shape."""
     import torch
 
-    from bisector.probe.workloads import Target
+    from bisector.probe.targets import Target
 
     if not req.capture:
         raise WorkloadError("inputs", "probing a region needs its recorded inputs (a capture folder)")
@@ -219,7 +219,7 @@ def group_target(targets: list[Any]) -> Any:
     and its own per-export residue are then paid once, as in the control run."""
     import torch
 
-    from bisector.probe.workloads import Target
+    from bisector.probe.targets import Target
 
     class BisectorGroup(torch.nn.Module):
         def __init__(self, modules: list[Any]) -> None:

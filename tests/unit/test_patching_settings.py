@@ -33,7 +33,7 @@ def test_hook_inputs_and_no_plan_have_no_axes_to_go_by() -> None:
 def test_the_default_exporter_is_the_one_every_place_uses() -> None:
     from bisector.patching.new_file import new_export_file
     from bisector.patching.settings import Settings
-    from bisector.probe.workloads import resolve_exporter
+    from bisector.probe.export import resolve_exporter
     from bisector.spec import ModelSpec
     from fixers.base import FixTarget
 

@@ -126,7 +126,7 @@ def test_copies_run_on_their_own_with_the_scripts_aliases() -> None:
 def test_the_probe_pads_and_guards_with_the_same_helpers() -> None:
     from bisector.probe.loading import WorkloadError
     from bisector.probe.types import ProbeOptions
-    from bisector.probe.workloads import InputAdapter
+    from bisector.probe.ort import InputAdapter
 
     options = ProbeOptions(input_transform="round:16", export_kwargs={"bounded_dims": {"B": [1, 16]}})
     adapt = InputAdapter(options, [{0: "B", 2: "H"}, {}], target=None)

@@ -1,0 +1,177 @@
+"""The measured loop: every step of the schedule is one call of the stage, sampled after it.
+
+Type counts are snapshotted at each phase change and, with ProbeOptions.tracemalloc, allocations
+around the repeat phase; a traced probe (ProbeOptions.owners) splits the measured phases' growth by
+owner (OwnerTracer).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from array import array
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from bisector.curve import METRICS, MemoryCurve, Sample
+from bisector.probe.meters import Meters, traced_growth, type_growth
+from bisector.probe.targets import Target
+from bisector.probe.types import ProbeOptions
+from bisector.schedule import Schedule, Step
+
+
+@dataclass
+class Context:
+    schedule: Schedule
+    targets: list[Target]
+    meters: Meters
+    options: ProbeOptions
+    workdir: Path
+    device: str = "cpu"
+    meta: dict[str, Any] = field(default_factory=dict)
+    owner_roots: list[str] = field(default_factory=list)  # the model's project folders (owners.py)
+
+
+def _type_snapshot() -> tuple[tuple[str, ...], tuple[int, ...]]:
+    # Flat tuples of str and int are untracked by the next collection, so keeping these
+    # snapshots does not add to the object counts being measured.
+    counts = Meters.type_counts()
+    names = tuple(counts)
+    values = tuple(counts[n] for n in names)
+    return names, values
+
+
+def _settle() -> None:
+    # A collection untracks one level of nested str/int tuples; three cover the snapshots'
+    # nesting, so the next sample does not count them.
+    import gc
+
+    for _ in range(3):
+        gc.collect()
+
+
+def run_loop(ctx: Context, call: Callable[[int, Step], None]) -> MemoryCurve:
+    from collections import Counter
+
+    steps = ctx.schedule.steps
+    n = len(steps)
+    cols = {m: array("d", [math.nan]) * n for m in METRICS}
+    snaps: list[tuple[str, Any]] = []
+    traced: list[Any] = []
+    phase = None
+    # What setup made (the model, an exported graph, a session) is frozen out of the counts and
+    # out of every later collection; only what the calls leave behind is measured.
+    import gc
+
+    gc.collect()
+    gc.freeze()
+    ctx.meta["rss_before_loop"] = ctx.meters.proc.memory_info().rss  # what setup (and a warm-up) cost
+    tracer = OwnerTracer(ctx, steps) if ctx.options.owners else None
+    started = time.perf_counter()
+    for i, step in enumerate(steps):
+        if step.phase != phase:
+            phase = step.phase
+            if phase != "warmup":
+                snaps.append((phase, _type_snapshot()))
+                if phase == "repeat":
+                    traced.append(ctx.meters.snapshot())
+                _settle()
+        if tracer is not None:
+            tracer.before(i)
+        call(i, step)
+        vals = ctx.meters.sample()
+        for k, v in vals.items():
+            if v is not None:
+                cols[k][i] = v
+        del vals
+        if tracer is not None:
+            tracer.after(i)
+        if i == n - 1 or steps[i + 1].phase != "repeat":
+            if step.phase == "repeat":
+                traced.append(ctx.meters.snapshot())
+    snaps.append(("end", _type_snapshot()))
+    loop_s = time.perf_counter() - started
+    if tracer is not None:
+        ctx.meta["owners"] = tracer.result()
+
+    samples = tuple(
+        Sample(step.phase, dict(step.dims), {m: cols[m][i] for m in METRICS if not math.isnan(cols[m][i])})
+        for i, step in enumerate(steps)
+    )
+    growth: dict[str, dict[str, int]] = {}
+    for (name, (n0, v0)), (_, (n1, v1)) in zip(snaps, snaps[1:]):
+        growth[name] = type_growth(Counter(dict(zip(n0, v0))), Counter(dict(zip(n1, v1))))
+    meta = dict(ctx.meta)
+    meta["loop_s"] = round(loop_s, 3)
+    if ctx.meters.gpu_source:
+        meta["gpu_source"] = ctx.meters.gpu_source
+    meta["heap_meter"] = ctx.meters.heap_source or "unavailable"
+    if len(traced) == 2:
+        meta["traced_top"] = traced_growth(traced[0], traced[1])
+    return MemoryCurve(samples=samples, type_growth=growth, meta=meta)
+
+
+class OwnerTracer:
+    """tracemalloc over the measured phases of a traced probe (ProbeOptions.owners frames).
+
+    Tracing starts before the first repeat call; that first pass is the tracer's own warm-up
+    (what a traced call allocates once). Snapshots then bracket the rest of the repeat phase (per
+    call) and the novel phase (per new shape). The heap meter is read around each snapshot so that
+    the snapshot's own memory, held until the next one, is not counted as growth.
+    """
+
+    def __init__(self, ctx: Context, steps: tuple[Step, ...]) -> None:
+        from bisector.owners import Classifier, installed_own
+
+        self.ctx = ctx
+        self.steps = steps
+        self.classifier = Classifier(ctx.owner_roots, installed_own())
+        repeat = [i for i, s in enumerate(steps) if s.phase == "repeat"]
+        novel = [i for i, s in enumerate(steps) if s.phase == "novel"]
+        pass_len = max(1, len({steps[i].key() for i in repeat}))
+        self.start_at = repeat[0] if repeat else None
+        # (phase, first step whose call is inside the span, last step): spans of whole passes.
+        self.spans: list[tuple[str, int, int]] = []
+        if len(repeat) > pass_len:
+            self.spans.append(("repeat", repeat[pass_len], repeat[-1]))
+        if novel:
+            self.spans.append(("novel", novel[0], novel[-1]))
+        self.open: dict[str, tuple[Any, float, int]] = {}
+        self.out: dict[str, Any] = {}
+        self.started = False  # --tracemalloc may have started tracing already: leave it running then
+
+    def _heap(self) -> float:
+        return self.ctx.meters.heap_now() or 0.0
+
+    def before(self, i: int) -> None:
+        import tracemalloc as tm
+
+        if i == self.start_at and not tm.is_tracing():
+            tm.start(max(1, self.ctx.options.owners))
+            self.started = True
+        for phase, first, _ in self.spans:
+            if i == first:
+                before = self._heap()
+                snap = tm.take_snapshot()
+                self.open[phase] = (snap, before, int(self._heap() - before))
+
+    def after(self, i: int) -> None:
+        import tracemalloc as tm
+
+        from bisector.owners import summarize
+
+        for phase, first, last in self.spans:
+            if i == last and phase in self.open:
+                snap0, heap0, cost = self.open.pop(phase)
+                heap1 = self._heap() - cost
+                snap1 = tm.take_snapshot()
+                diffs = snap1.compare_to(snap0, "traceback")
+                self.out[phase] = summarize(diffs, self.classifier, last - first + 1, heap1 - heap0)
+                del snap0, snap1, diffs
+        if i == len(self.steps) - 1 and self.started:
+            tm.stop()
+
+    def result(self) -> dict[str, Any]:
+        return dict(self.out)
