@@ -30,7 +30,7 @@ from bisector import api  # noqa: E402
 from bisector.capture import capture_schedule, distinct_dims  # noqa: E402
 from bisector.find import find  # noqa: E402
 from bisector.probe.pool import ProbePool  # noqa: E402
-from bisector.probe.types import CAPTURE, ProbeOk, ProbeRequest  # noqa: E402
+from bisector.probe.types import ProbeKind, ProbeOk, ProbeRequest  # noqa: E402
 from bisector.schedule import build_schedule  # noqa: E402
 from bisector.zoo import zoo  # noqa: E402
 
@@ -42,7 +42,7 @@ def scan(prepared, stages: list[str], workdir: Path) -> tuple[int, float]:
     capture = workdir / "capture"
     probes = 0
     with ProbePool(workdir / "pool", fresh=True, timeout_s=prepared.options.timeout_s) as pool:
-        rec = pool.run(ProbeRequest(prepared.model, prepared.plan, CAPTURE, capture_schedule(distinct_dims(schedules.values()), prepared.options.seed), prepared.options.probe, capture=str(capture)))
+        rec = pool.run(ProbeRequest(prepared.model, prepared.plan, None, capture_schedule(distinct_dims(schedules.values()), prepared.options.seed), prepared.options.probe, capture=str(capture), kind=ProbeKind.CAPTURE))
         probes += 1
         assert isinstance(rec, ProbeOk), rec
         regions = [r["path"] for r in rec.data["tree"] if r.get("called", True)]

@@ -21,7 +21,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bisector.probe.pool import ProbePool  # noqa: E402
-from bisector.probe.types import ProbeOk, ProbeRequest  # noqa: E402
+from bisector.probe.types import ProbeKind, ProbeOk, ProbeRequest  # noqa: E402
 from bisector.schedule import PROFILES, build_schedule  # noqa: E402
 from bisector.spec import build_input_plan, parse_model_spec  # noqa: E402
 
@@ -32,7 +32,7 @@ def main() -> int:
     args = ap.parse_args()
     spec = parse_model_spec(f"{ROOT / 'sample_models' / 'clean_cnn.py'}:Net")
     plan = build_input_plan(["x=B,3,H,W"], [], spec)
-    request = ProbeRequest(spec, plan, "noop", build_schedule(plan.dims, PROFILES["eager"]), label="noop")
+    request = ProbeRequest(spec, plan, None, build_schedule(plan.dims, PROFILES["eager"]), label="noop", kind=ProbeKind.NOOP)
 
     with tempfile.TemporaryDirectory() as tmp, ProbePool(Path(tmp) / "s") as server, ProbePool(Path(tmp) / "f", fresh=True) as fresh:
         t = time.perf_counter()

@@ -71,7 +71,7 @@ class ControlCache:
             data.pop("model", None)  # the control never runs the model's code
         data["versions"] = self._versions
         key = hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:24]
-        return self.folder / "controls" / f"{request.stage}-{key}.json"
+        return self.folder / "controls" / f"{request.tag}-{key}.json"
 
     def get(self, request: ProbeRequest) -> ProbeResult | None:
         path = self._path(request)
@@ -112,7 +112,7 @@ class ResultCache:
 
     def _path(self, request: ProbeRequest, extra: str = "") -> Path:
         key = hashlib.sha256(f"{request.key()}:{self.salt}:{extra}:{code_version()}".encode()).hexdigest()[:24]
-        return self.folder / f"{request.stage}-{key}.json"
+        return self.folder / f"{request.tag}-{key}.json"
 
     def get(self, request: ProbeRequest, extra: str = "") -> ProbeResult | None:
         path = self._path(request, extra)

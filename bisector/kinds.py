@@ -6,16 +6,7 @@ comparisons with kinds read back from JSON are unchanged. Stdlib only: fixers an
 
 from __future__ import annotations
 
-import sys
-from enum import Enum
-
-if sys.version_info >= (3, 11):
-    from enum import StrEnum
-else:  # Python 3.10 has no StrEnum: the same behaviour, str() and format() give the value
-
-    class StrEnum(str, Enum):
-        __str__ = str.__str__
-        __format__ = str.__format__
+from bisector.strenum import StrEnum
 
 
 class Kind(StrEnum):

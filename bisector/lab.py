@@ -34,10 +34,10 @@ from bisector.curve import MemoryCurve, Sample
 from bisector.errors import UserError
 from bisector.probe.pool import ProbePool
 from bisector.probe.types import (
-    CAPTURE,
-    EQUIVALENCE,
+    EquivalenceRequest,
     ProbeCrashed,
     ProbeFailed,
+    ProbeKind,
     ProbeOk,
     ProbeRequest,
     ProbeResult,
@@ -331,8 +331,9 @@ class Lab:
             if not todo and known is not None:
                 return
             request = ProbeRequest(
-                self.model, self.plan, CAPTURE, capture_schedule(todo, self.options.seed),
+                self.model, self.plan, None, capture_schedule(todo, self.options.seed),
                 self.options.probe, capture=str(self.capture_dir), label="record inputs" if todo else "module tree",
+                kind=ProbeKind.CAPTURE,
             )
             result = self.runner.submit(request).result()
             kept = f" (probe folder kept: {result.probe_dir})" if getattr(result, "probe_dir", "") else ""
@@ -500,9 +501,8 @@ class Lab:
         """This model's outputs against another configuration's (a fix candidate), over this stage's
         shapes: {"equivalent", "max_abs_diff", "max_rel_diff", ...} or {"failed": why}."""
         request = ProbeRequest(
-            self.model, self.plan, EQUIVALENCE, self.schedule(stage), self.options.probe, label=label,
-            other={"model": other.model.to_json(), "options": other.options.probe.to_json(), "mode": mode,
-                   "rtol": rtol, "atol": atol},
+            self.model, self.plan, None, self.schedule(stage), self.options.probe, label=label,
+            kind=ProbeKind.EQUIVALENCE, equivalence=EquivalenceRequest(other.model, other.options.probe, mode, rtol, atol),
         )
         result = self.runner.submit(request).result()
         if isinstance(result, ProbeOk):

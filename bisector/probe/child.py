@@ -20,7 +20,7 @@ from bisector.curve import MemoryCurve
 from bisector.patching.settings import varying_axes
 from bisector.probe.inputs import InputFactory
 from bisector.probe.loading import WorkloadError, build_model, load_namespace, one_line, user_traceback
-from bisector.probe.types import CAPTURE, EQUIVALENCE, ProbeFailed, ProbeOk, ProbeRequest, ProbeResult
+from bisector.probe.types import ProbeFailed, ProbeKind, ProbeOk, ProbeRequest, ProbeResult
 
 
 def _quiet() -> None:
@@ -75,7 +75,7 @@ def run_request(req: ProbeRequest, workdir: Path) -> ProbeResult:
         pass
     if req.options.threads:
         torch.set_num_threads(req.options.threads)
-    if req.stage == "noop":  # measures the cost of starting a probe, nothing else
+    if req.kind == ProbeKind.NOOP:  # measures the cost of starting a probe, nothing else
         return ProbeOk(curve=MemoryCurve(samples=()), wall_s=time.perf_counter() - started)
 
     meta: dict[str, Any] = {"torch": torch.__version__, "device": req.options.device, "threads": torch.get_num_threads()}
@@ -95,12 +95,12 @@ def run_request(req: ProbeRequest, workdir: Path) -> ProbeResult:
         except Exception as exc:  # noqa: BLE001
             raise WorkloadError("load", f"moving the model to {device} failed: {one_line(exc)}", user_traceback(exc)) from None
         factory = InputFactory(req.plan, namespace, device, seed)
-        if req.stage == EQUIVALENCE:
+        if req.kind == ProbeKind.EQUIVALENCE:
             from bisector.probe.equivalence import run_equivalence
 
             data = run_equivalence(req, model, namespace, device, workdir)
             return ProbeOk(curve=MemoryCurve(samples=()), wall_s=time.perf_counter() - started, data=data)
-        if req.stage == CAPTURE:
+        if req.kind == ProbeKind.CAPTURE:
             from bisector.probe.regions import run_capture
 
             data = run_capture(model, req, factory, Path(req.capture or (workdir / "capture")))

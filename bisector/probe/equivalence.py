@@ -1,7 +1,8 @@
 """Inside a child: do two configurations of a model give the same outputs?
 
-The request's own model and options are the original; ``request.other`` names the candidate
-(another model file, for source edits, and/or other options) and how to compare:
+The request's own model and options are the original; ``request.equivalence`` (an
+EquivalenceRequest) names the candidate (another model file, for source edits, and/or other
+options) and how to compare:
 - "eager": both modules' forward on the same inputs;
 - "onnx": each exported with its own options and run by ONNX Runtime with its own session
   options and input transform (padded outputs cropped back); the original's ONNX Runtime
@@ -19,7 +20,6 @@ from bisector.patching.settings import varying_axes
 from bisector.probe.inputs import InputFactory, tensor_leaves
 from bisector.probe.loading import WorkloadError, build_model, load_namespace
 from bisector.probe.types import ProbeOptions, ProbeRequest
-from bisector.spec import ModelSpec
 
 MAX_SHAPES = 4
 
@@ -65,11 +65,10 @@ def compare(reference: list[Any], candidate: list[Any], rtol: float, atol: float
 def run_equivalence(req: ProbeRequest, model_a: Any, namespace_a: Any, device: str, workdir: Path) -> dict[str, Any]:
     import torch
 
-    other = dict(req.other or {})
-    spec_b = ModelSpec.from_json(other["model"]) if other.get("model") else req.model
-    options_b = ProbeOptions.from_json(other["options"]) if other.get("options") else req.options
-    mode = other.get("mode", "eager")
-    rtol, atol = float(other.get("rtol", 1e-3)), float(other.get("atol", 1e-4))
+    if req.equivalence is None:
+        raise ValueError("an equivalence probe without an EquivalenceRequest")
+    spec_b, options_b, mode = req.equivalence.model, req.equivalence.options, req.equivalence.mode
+    rtol, atol = req.equivalence.rtol, req.equivalence.atol
     if spec_b == req.model:
         model_b, namespace_b = model_a, namespace_a
     else:

@@ -337,7 +337,7 @@ class ProbePool:
         ident = next(self._ids)
         with self._count_lock:
             self.probes_run += 1
-        slug = re.sub(r"[^A-Za-z0-9_.-]+", "-", request.label or request.stage)[:60].strip("-")
+        slug = re.sub(r"[^A-Za-z0-9_.-]+", "-", request.label or request.tag)[:60].strip("-")
         request_dir = self.workdir / "probes" / f"{ident:04d}-{slug}"
         try:
             try:

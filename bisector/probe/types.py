@@ -16,9 +16,16 @@ from bisector.curve import MemoryCurve
 from bisector.schedule import Schedule
 from bisector.choices import EXPORTERS, STAGES  # noqa: F401 - re-exported: the probe side names them here
 from bisector.spec import InputPlan, ModelSpec
+from bisector.strenum import StrEnum
 
-CAPTURE = "capture"  # not a measurement: records the module tree and every region's inputs
-EQUIVALENCE = "equivalence"  # not a measurement: compares the outputs of two configurations
+
+class ProbeKind(StrEnum):
+    """What a probe does. Only a measurement runs a stage; the others run no stage at all."""
+
+    MEASURE = "measure"  # a stage's memory curve over the schedule
+    CAPTURE = "capture"  # records the module tree and every region's inputs (find)
+    EQUIVALENCE = "equivalence"  # compares the outputs of two configurations (repair)
+    NOOP = "noop"  # the cost of starting a probe, nothing else (bench/probe_overhead.py)
 
 
 @dataclass(frozen=True)
@@ -88,23 +95,62 @@ def merge_overrides(a: Mapping[str, Any], b: Mapping[str, Any]) -> dict[str, Any
 
 
 @dataclass(frozen=True)
+class EquivalenceRequest:
+    """The candidate an equivalence probe compares the request's own model and options against
+    (probe/equivalence.py), and how: "eager" compares forwards, "onnx" ONNX Runtime outputs."""
+
+    model: ModelSpec  # the candidate's model: another file for source edits, else the same spec
+    options: ProbeOptions  # the candidate's probe options (export, runtime, input transform)
+    mode: str = "eager"  # eager | onnx
+    rtol: float = 1e-3
+    atol: float = 1e-4
+
+    def to_json(self) -> dict[str, Any]:
+        return {"model": self.model.to_json(), "options": self.options.to_json(), "mode": self.mode,
+                "rtol": self.rtol, "atol": self.atol}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> "EquivalenceRequest":
+        return cls(
+            model=ModelSpec.from_json(data["model"]), options=ProbeOptions.from_json(data["options"]),
+            mode=data.get("mode", "eager"), rtol=float(data.get("rtol", 1e-3)), atol=float(data.get("atol", 1e-4)),
+        )
+
+
+@dataclass(frozen=True)
 class ProbeRequest:
     model: ModelSpec
     plan: InputPlan
-    stage: str
+    stage: str | None  # one of STAGES for a measurement; None for a probe that runs no stage
     schedule: Schedule
     options: ProbeOptions = ProbeOptions()
     control: bool = False  # run the trivial control module with the same inputs instead
     regions: tuple[str, ...] = ("",)  # dotted module paths; "" is the whole model
     capture: str | None = None  # file of recorded per-region inputs (find)
     label: str = ""
-    # The equivalence stage compares this model and options against another configuration.
-    other: Mapping[str, Any] | None = None
+    kind: ProbeKind = ProbeKind.MEASURE
+    equivalence: EquivalenceRequest | None = None  # what an equivalence probe compares against
+
+    def __post_init__(self) -> None:
+        # A stale caller passing "capture" as the stage fails here, not as a KeyError in the child.
+        object.__setattr__(self, "kind", ProbeKind(self.kind))
+        if self.kind == ProbeKind.MEASURE and self.stage not in STAGES:
+            raise ValueError(f"a measurement needs a stage ({', '.join(STAGES)}), not {self.stage!r}")
+        if self.kind != ProbeKind.MEASURE and self.stage is not None:
+            raise ValueError(f"a {self.kind} probe runs no stage, yet stage={self.stage!r}")
+        if (self.kind == ProbeKind.EQUIVALENCE) != (self.equivalence is not None):
+            raise ValueError("an equivalence probe, and only one, carries an EquivalenceRequest")
+
+    @property
+    def tag(self) -> str:
+        """The stage a measurement runs, else what the probe does: names its folder and cache file."""
+        return self.stage if self.stage is not None else str(self.kind)
 
     def to_json(self) -> dict[str, Any]:
         return {
             "model": self.model.to_json(),
             "plan": self.plan.to_json(),
+            "kind": str(self.kind),
             "stage": self.stage,
             "schedule": self.schedule.to_json(),
             "options": self.options.to_json(),
@@ -112,22 +158,24 @@ class ProbeRequest:
             "regions": list(self.regions),
             "capture": self.capture,
             "label": self.label,
-            "other": dict(self.other) if self.other else None,
+            "equivalence": self.equivalence.to_json() if self.equivalence is not None else None,
         }
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> "ProbeRequest":
+        equivalence = data.get("equivalence")
         return cls(
             model=ModelSpec.from_json(data["model"]),
             plan=InputPlan.from_json(data["plan"]),
-            stage=data["stage"],
+            stage=data.get("stage"),
             schedule=Schedule.from_json(data["schedule"]),
             options=ProbeOptions.from_json(data["options"]),
             control=bool(data.get("control")),
             regions=tuple(data.get("regions") or ("",)),
             capture=data.get("capture"),
             label=data.get("label", ""),
-            other=data.get("other"),
+            kind=ProbeKind(data.get("kind", ProbeKind.MEASURE)),
+            equivalence=EquivalenceRequest.from_json(equivalence) if equivalence else None,
         )
 
     def with_(self, **changes: Any) -> "ProbeRequest":
