@@ -1,4 +1,4 @@
-"""Inside a child: record every region's inputs (the capture stage) and replay them (targets).
+"""Inside a child: record every region's inputs (a capture probe, ProbeKind.CAPTURE) and replay them (targets).
 
 Capture: forward pre-hooks (``with_kwargs=True``) on every module record each call's args and
 kwargs, detached copies on the CPU; the root's inputs are the generated ones. One file per input
