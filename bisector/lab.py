@@ -49,6 +49,7 @@ from bisector.schedule import Schedule, ScheduleProfile, Step, build_schedule
 from bisector.search import Outcome
 from bisector.spec import InputPlan, ModelSpec, library_imports
 from bisector.tree import Tree
+from bisector.kinds import Kind
 from bisector.verdict import (
     CLEAN,
     HEAP,
@@ -449,10 +450,10 @@ class Lab:
         assert self.tree is not None
         absent = [r for r in regions if r not in self.tree.regions]
         if absent:
-            return Outcome("failed", message=f"the model has no {absent[0]!r}")
+            return Outcome(Kind.FAILED, message=f"the model has no {absent[0]!r}")
         blocked = [r for r in regions if r in self.unsaved]
         if blocked:
-            return Outcome("failed", message=f"inputs of {blocked[0]!r} could not be recorded: {self.unsaved[blocked[0]]}")
+            return Outcome(Kind.FAILED, message=f"inputs of {blocked[0]!r} could not be recorded: {self.unsaved[blocked[0]]}")
         k = len(regions) if stage == "eager" else 1  # export/inference run a group as one module
         weights = "+".join(self.tree.regions[r].subtree_hash if r in self.tree else r for r in regions)
 
@@ -468,9 +469,9 @@ class Lab:
             if self.interrupted.is_set():
                 raise Interrupted()
             if isinstance(result, ProbeFailed):
-                return _Attempt(Outcome("failed", message=result.message), None, final=True)
+                return _Attempt(Outcome(Kind.FAILED, message=result.message), None, final=True)
             if isinstance(result, (ProbeCrashed, ProbeTimedOut)):
-                return _Attempt(Outcome("crashed", message=result.describe()), None, final=True)
+                return _Attempt(Outcome(Kind.CRASHED, message=result.describe()), None, final=True)
             assert isinstance(result, ProbeOk)
             control = self._control(stage, scale, root)
             scaled = scale_control(control, k) if control is not None else None

@@ -15,11 +15,12 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping, Protocol, runtime_checkable
 
 from bisector.choices import DEFAULT_EXPORTER
+from bisector.kinds import Kind
 
-LEAK, SHAPE_GROWTH = "leak", "shape-growth"
+LEAK, SHAPE_GROWTH = Kind.LEAK, Kind.SHAPE_GROWTH
 # Not a memory finding: the stage could not run because the exporter lacks (or mis-emits) an
 # operator. A fixer that makes it export is measured and checked like any other.
-UNSUPPORTED_OP = "unsupported-op"
+UNSUPPORTED_OP = Kind.UNSUPPORTED_OP
 # A family of fixers: its name selects every member (`--fixer python-leaks`).
 PYTHON_LEAKS = "python-leaks"
 
