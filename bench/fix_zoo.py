@@ -25,14 +25,16 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bisector import api  # noqa: E402
-from bisector import pipeline  # noqa: E402
+from bisector import (
+    api,  # noqa: E402
+    pipeline,  # noqa: E402
+)
 from bisector.measure import measure  # noqa: E402
-from bisector.probe.pool import ProbePool  # noqa: E402
-from bisector.results import outcome_of  # noqa: E402
 from bisector.patching.diff import combined_diff  # noqa: E402
 from bisector.patching.from_report import best_fixes, patches_for  # noqa: E402
+from bisector.probe.pool import ProbePool  # noqa: E402
 from bisector.repair import KEEP_DROP, growth, merge_probe, shadow_copy  # noqa: E402
+from bisector.results import outcome_of  # noqa: E402
 from bisector.spec import ModelSpec  # noqa: E402
 from bisector.units import format_bytes  # noqa: E402
 from bisector.zoo import zoo  # noqa: E402
@@ -55,38 +57,66 @@ def main() -> int:
         (project / "pyproject.toml").write_text("[project]\nname = 'copy'\n")
         shutil.copy(truth.path, project / Path(truth.path).name)
         target = f"{project / Path(truth.path).name}:{truth.spec}"
-        p = api.prepare(target, truth.inputs, truth.dims, stages=list(truth.stages), exporter=truth.exporter,
-                        run_dir=str(tmp / "run"))
+        p = api.prepare(
+            target,
+            truth.inputs,
+            truth.dims,
+            stages=list(truth.stages),
+            exporter=truth.exporter,
+            run_dir=str(tmp / "run"),
+        )
         started = time.perf_counter()
         pool = ProbePool(fresh=p.options.fresh, timeout_s=p.options.timeout_s, mem_cap=p.options.mem_cap)
         try:
             # The one find -> fix path, without patches: the bench patches a copy itself below.
             outcome = pipeline.fix(p, pipeline.FixRequest(patch=False), pool=pool)
             found, report = outcome.found, outcome.report
-            print(f"{truth.name}: {len(found.culprits)} culprits, {len(report.evaluations)} candidates tried, "
-                  f"{len(report.kept)} kept, {time.perf_counter() - started:.0f} s (fixable: {truth.fixable})")
+            print(
+                f"{truth.name}: {len(found.culprits)} culprits, {len(report.evaluations)} candidates tried, "
+                f"{len(report.kept)} kept, {time.perf_counter() - started:.0f} s (fixable: {truth.fixable})"
+            )
             for c in found.culprits:
                 kept = [e for e in report.for_culprit(c) if e.kept]
                 if not kept:
                     print(f"  {c.region or '<root>'} ({c.stage} {c.kind}): no kept fix")
                 for e in kept:
                     kept_total += 1
-                    extra = f", holds {format_bytes(e.upfront_bytes, True)} from the start" if e.upfront_bytes and abs(e.upfront_bytes) > 5e6 else ""
+                    extra = (
+                        f", holds {format_bytes(e.upfront_bytes, True)} from the start"
+                        if e.upfront_bytes and abs(e.upfront_bytes) > 5e6
+                        else ""
+                    )
                     print(f"  {c.region or '<root>'} ({c.stage}): {e.fixer}: {e.summary}")
                     print(f"      {e.reason}{extra}")
                     model = shadow_copy(p.model, e.edits, tmp / "again") if e.edits else p.model
                     held = True
                     for seed in range(1, args.seeds + 1):
-                        options = replace(p.options, stages=(c.stage,), seed=p.options.seed + seed, probe=p.options.probe.with_overrides(e.probe))
+                        options = replace(
+                            p.options,
+                            stages=(c.stage,),
+                            seed=p.options.seed + seed,
+                            probe=p.options.probe.with_overrides(e.probe),
+                        )
                         r = measure(model, p.plan, options, pool=pool).stages[c.stage]
                         v = r.verdict
-                        figure = "-" if v is None else (
-                            f"{v.objects_per_call or 0:+.0f} objects/call, {format_bytes(v.growth_bytes_per_call, True)}/call, "
-                            f"{format_bytes(v.growth_bytes_per_new_shape, True)}/new shape")
+                        figure = (
+                            "-"
+                            if v is None
+                            else (
+                                f"{v.objects_per_call or 0:+.0f} objects/call, {format_bytes(v.growth_bytes_per_call, True)}/call, "
+                                f"{format_bytes(v.growth_bytes_per_new_shape, True)}/new shape"
+                            )
+                        )
                         before, unit = growth(e.before, c.kind)
-                        after = 0.0 if r.kind == "clean" or v is None else growth(outcome_of(v, r.curve, r.control).figures, c.kind)[0]
+                        after = (
+                            0.0
+                            if r.kind == "clean" or v is None
+                            else growth(outcome_of(v, r.curve, r.control).figures, c.kind)[0]
+                        )
                         ok = r.kind == "clean" or (v is not None and after <= (1 - KEEP_DROP) * before)
-                        print(f"      again, seed {seed}: {r.kind}  {figure}  ({'holds' if ok else 'DOES NOT HOLD'}: {after:.3g} vs {before:.3g} {unit})")
+                        print(
+                            f"      again, seed {seed}: {r.kind}  {figure}  ({'holds' if ok else 'DOES NOT HOLD'}: {after:.3g} vs {before:.3g} {unit})"
+                        )
                         held = held and ok
                     held_total += held
             patched_total[0] += check_patch(report, project, p, pool)
@@ -94,8 +124,12 @@ def main() -> int:
             pool.close()
             shutil.rmtree(tmp, ignore_errors=True)
         sys.stdout.flush()
-    print(f"\n{held_total}/{kept_total} kept fixes still flat (clean, or growth down by {KEEP_DROP:.0%}) with every other seed")
-    print(f"{patched_total[0]} samples patched with git apply and measured clean (or down {KEEP_DROP:.0%}) in every culprit stage")
+    print(
+        f"\n{held_total}/{kept_total} kept fixes still flat (clean, or growth down by {KEEP_DROP:.0%}) with every other seed"
+    )
+    print(
+        f"{patched_total[0]} samples patched with git apply and measured clean (or down {KEEP_DROP:.0%}) in every culprit stage"
+    )
     return 0
 
 
@@ -125,12 +159,18 @@ def check_patch(report, project: Path, p, pool) -> int:
     for c in report.find.culprits:
         r = again.stages[c.stage]
         before, unit = growth(c.figures, c.kind)
-        after = 0.0 if r.kind == "clean" or r.verdict is None else growth(outcome_of(r.verdict, r.curve, r.control).figures, c.kind)[0]
+        after = (
+            0.0
+            if r.kind == "clean" or r.verdict is None
+            else growth(outcome_of(r.verdict, r.curve, r.control).figures, c.kind)[0]
+        )
         held = r.kind == "clean" or (r.verdict is not None and after <= (1 - KEEP_DROP) * before)
         ok = ok and held
         parts.append(f"{c.stage} {r.kind} ({after:.3g} vs {before:.3g} {unit})")
     files = ", ".join(x.rel for x in patches if x.changed)
-    print(f"  patch: {files} applied with git apply; measured again: {'; '.join(parts)}{'' if ok else '  DOES NOT HOLD'}")
+    print(
+        f"  patch: {files} applied with git apply; measured again: {'; '.join(parts)}{'' if ok else '  DOES NOT HOLD'}"
+    )
     return int(ok)
 
 

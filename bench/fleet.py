@@ -55,13 +55,23 @@ def run(root: Path, executor: str, concurrency: int) -> dict[str, float]:
         import ray
 
         t = time.perf_counter()
-        ray.init(num_cpus=concurrency, include_dashboard=False, _node_ip_address="127.0.0.1", log_to_driver=False,
-                 logging_level=logging.WARNING)
+        ray.init(
+            num_cpus=concurrency,
+            include_dashboard=False,
+            _node_ip_address="127.0.0.1",
+            log_to_driver=False,
+            logging_level=logging.WARNING,
+        )
         extra["ray_start_s"] = time.perf_counter() - t
     t = time.perf_counter()
     try:
-        summary = api.repair(config=str(root / "pyproject.toml"), out=str(root / f"out-{executor}"), jobs=1,
-                             models_at_once=concurrency, executor=executor)
+        summary = api.repair(
+            config=str(root / "pyproject.toml"),
+            out=str(root / f"out-{executor}"),
+            jobs=1,
+            models_at_once=concurrency,
+            executor=executor,
+        )
     finally:
         if executor == "ray":
             import ray
@@ -71,8 +81,15 @@ def run(root: Path, executor: str, concurrency: int) -> dict[str, float]:
     n = len(summary.results)
     model_s = sum(r.wall_s for r in summary.results)
     statuses = sorted({r.status for r in summary.results})
-    return {"wall_s": wall, "model_s": model_s, "per_model_s": wall / n, "mean_model_s": model_s / n,
-            "overhead_per_model_s": (wall * concurrency - model_s) / n, "statuses": ",".join(statuses), **extra}
+    return {
+        "wall_s": wall,
+        "model_s": model_s,
+        "per_model_s": wall / n,
+        "mean_model_s": model_s / n,
+        "overhead_per_model_s": (wall * concurrency - model_s) / n,
+        "statuses": ",".join(statuses),
+        **extra,
+    }
 
 
 def main() -> None:
@@ -89,12 +106,18 @@ def main() -> None:
 
         api.repair(config=str(warm / "pyproject.toml"), out=str(warm / "out"), jobs=1)
         rows = {ex: run(root, ex, args.concurrency) for ex in ("local", "ray")}
-    print(f"{args.models} models (eager stage; list_append / clean_cnn / forward_hook copies), "
-          f"{args.concurrency} at once, --jobs 1, {os.cpu_count()} cores")
+    print(
+        f"{args.models} models (eager stage; list_append / clean_cnn / forward_hook copies), "
+        f"{args.concurrency} at once, --jobs 1, {os.cpu_count()} cores"
+    )
     print(f"{'':<30}{'local':>12}{'ray':>12}")
-    for key, label in (("wall_s", "wall time (s)"), ("per_model_s", "wall / model (s)"),
-                       ("mean_model_s", "mean model repair (s)"), ("overhead_per_model_s", "overhead / model (s)"),
-                       ("ray_start_s", "ray.init (s)")):
+    for key, label in (
+        ("wall_s", "wall time (s)"),
+        ("per_model_s", "wall / model (s)"),
+        ("mean_model_s", "mean model repair (s)"),
+        ("overhead_per_model_s", "overhead / model (s)"),
+        ("ray_start_s", "ray.init (s)"),
+    ):
         cells = [f"{rows[ex][key]:.1f}" if key in rows[ex] else "-" for ex in ("local", "ray")]
         print(f"{label:<30}{cells[0]:>12}{cells[1]:>12}")
     print(f"{'statuses':<30}{rows['local']['statuses']:>12}{rows['ray']['statuses']:>12}")

@@ -38,19 +38,41 @@ from bisector.zoo import zoo  # noqa: E402
 def scan(prepared, stages: list[str], workdir: Path) -> tuple[int, float]:
     """Every module alone, every stage, each probe in a fresh interpreter."""
     started = time.perf_counter()
-    schedules = {s: build_schedule(prepared.plan.dims, prepared.options.profiles[s], prepared.options.seed) for s in stages}
+    schedules = {
+        s: build_schedule(prepared.plan.dims, prepared.options.profiles[s], prepared.options.seed) for s in stages
+    }
     capture = workdir / "capture"
     probes = 0
     with ProbePool(workdir / "pool", fresh=True, timeout_s=prepared.options.timeout_s) as pool:
-        rec = pool.run(ProbeRequest(prepared.model, prepared.plan, None, capture_schedule(distinct_dims(schedules.values()), prepared.options.seed), prepared.options.probe, capture=str(capture), kind=ProbeKind.CAPTURE))
+        rec = pool.run(
+            ProbeRequest(
+                prepared.model,
+                prepared.plan,
+                None,
+                capture_schedule(distinct_dims(schedules.values()), prepared.options.seed),
+                prepared.options.probe,
+                capture=str(capture),
+                kind=ProbeKind.CAPTURE,
+            )
+        )
         probes += 1
         assert isinstance(rec, ProbeOk), rec
         regions = [r["path"] for r in rec.data["tree"] if r.get("called", True)]
         for region in regions:
             for stage in stages:
                 for control in (False, True) if region == "" else (False,):
-                    pool.run(ProbeRequest(prepared.model, prepared.plan, stage, schedules[stage], prepared.options.probe,
-                                          regions=(region,), capture=str(capture), control=control))
+                    pool.run(
+                        ProbeRequest(
+                            prepared.model,
+                            prepared.plan,
+                            stage,
+                            schedules[stage],
+                            prepared.options.probe,
+                            regions=(region,),
+                            capture=str(capture),
+                            control=control,
+                        )
+                    )
                     probes += 1
     return probes, time.perf_counter() - started
 
@@ -58,7 +80,9 @@ def scan(prepared, stages: list[str], workdir: Path) -> tuple[int, float]:
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--only", default="")
-    ap.add_argument("--runs", type=int, default=1, help="find runs per sample (seeds 0..runs-1), to check culprits every time")
+    ap.add_argument(
+        "--runs", type=int, default=1, help="find runs per sample (seeds 0..runs-1), to check culprits every time"
+    )
     ap.add_argument("--skip-scan", action="store_true")
     args = ap.parse_args()
     only = set(filter(None, args.only.split(",")))
@@ -71,7 +95,9 @@ def main() -> int:
         for run in range(args.runs):
             tmp = Path(tempfile.mkdtemp(prefix="bisector-bench-"))
             os.environ["BISECTOR_CACHE"] = str(tmp / "cache")  # nothing reused from earlier runs
-            prepared = api.prepare(truth.target, truth.inputs, truth.dims, stages=stages, exporter=truth.exporter, seed=run)
+            prepared = api.prepare(
+                truth.target, truth.inputs, truth.dims, stages=stages, exporter=truth.exporter, seed=run
+            )
             started = time.perf_counter()
             report = find(prepared.model, prepared.plan, prepared.options, run_dir=tmp / "run")
             wall = time.perf_counter() - started
@@ -91,7 +117,11 @@ def main() -> int:
         single = len(truth.culprits) == 1
         row = (
             f"{truth.name:<20} {modules:>3} modules  find {model_probes:>3} model probes"
-            + (f" (budget {budget:4.1f}{' ok' if model_probes <= budget else ' OVER'})" if single else " (2 culprits)      ")
+            + (
+                f" (budget {budget:4.1f}{' ok' if model_probes <= budget else ' OVER'})"
+                if single
+                else " (2 culprits)      "
+            )
             + f" +{probes - model_probes} capture/control, {wall:6.1f} s"
         )
         if not args.skip_scan:

@@ -32,9 +32,15 @@ def main() -> int:
     args = ap.parse_args()
     spec = parse_model_spec(f"{ROOT / 'sample_models' / 'clean_cnn.py'}:Net")
     plan = build_input_plan(["x=B,3,H,W"], [], spec)
-    request = ProbeRequest(spec, plan, None, build_schedule(plan.dims, PROFILES["eager"]), label="noop", kind=ProbeKind.NOOP)
+    request = ProbeRequest(
+        spec, plan, None, build_schedule(plan.dims, PROFILES["eager"]), label="noop", kind=ProbeKind.NOOP
+    )
 
-    with tempfile.TemporaryDirectory() as tmp, ProbePool(Path(tmp) / "s") as server, ProbePool(Path(tmp) / "f", fresh=True) as fresh:
+    with (
+        tempfile.TemporaryDirectory() as tmp,
+        ProbePool(Path(tmp) / "s") as server,
+        ProbePool(Path(tmp) / "f", fresh=True) as fresh,
+    ):
         t = time.perf_counter()
         assert isinstance(server.run(request), ProbeOk)  # starts the server
         server_start = time.perf_counter() - t
@@ -47,9 +53,15 @@ def main() -> int:
                 assert isinstance(result, ProbeOk), result
     med = {k: statistics.median(v) for k, v in times.items()}
     print(f"probe start cost, median of {args.runs} (no-op probe, wall time in the parent)")
-    print(f"  from the probe server : {med['server'] * 1000:8.1f} ms   (min {min(times['server']) * 1000:.1f}, max {max(times['server']) * 1000:.1f})")
-    print(f"  fresh interpreter     : {med['fresh'] * 1000:8.1f} ms   (min {min(times['fresh']) * 1000:.1f}, max {max(times['fresh']) * 1000:.1f})")
-    print(f"  server is {med['fresh'] / med['server']:.0f}x cheaper; the server itself started in {server_start:.1f} s (once per run)")
+    print(
+        f"  from the probe server : {med['server'] * 1000:8.1f} ms   (min {min(times['server']) * 1000:.1f}, max {max(times['server']) * 1000:.1f})"
+    )
+    print(
+        f"  fresh interpreter     : {med['fresh'] * 1000:8.1f} ms   (min {min(times['fresh']) * 1000:.1f}, max {max(times['fresh']) * 1000:.1f})"
+    )
+    print(
+        f"  server is {med['fresh'] / med['server']:.0f}x cheaper; the server itself started in {server_start:.1f} s (once per run)"
+    )
     return 0
 
 

@@ -39,7 +39,12 @@ MODEL = str(ROOT / "bench" / "models" / "injected.py") + ":Net"
 def measure(stage: str, leak_kb: float, seed: int) -> tuple[str, float | None, float, float | None]:
     started = time.perf_counter()
     report = api.measure(
-        MODEL, ["x=B,32"], ["B=1:8"], stages=[stage], seed=seed, init_kwargs=f'{{"leak_bytes": {int(leak_kb * 1024)}, "stage": "{stage}"}}',
+        MODEL,
+        ["x=B,32"],
+        ["B=1:8"],
+        stages=[stage],
+        seed=seed,
+        init_kwargs=f'{{"leak_bytes": {int(leak_kb * 1024)}, "stage": "{stage}"}}',
         cache=False,
     )
     wall = time.perf_counter() - started
@@ -80,7 +85,10 @@ def main() -> int:
             rate = f"{seen['leak']}/{args.seeds}"
             fl = format_bytes(statistics.median(floors)) if floors else "-"
             gr = format_bytes(statistics.median(growth)) if growth else "-"
-            print(f"{stage:<10} {format_bytes(kb * 1024):>8} {rate:>9} {fl:>10} {gr:>12} {statistics.median(times):>7.1f}", flush=True)
+            print(
+                f"{stage:<10} {format_bytes(kb * 1024):>8} {rate:>9} {fl:>10} {gr:>12} {statistics.median(times):>7.1f}",
+                flush=True,
+            )
 
     print("\n3. wall time per stage, clean injected model (median over seeds)")
     for stage, ws in walls.items():
@@ -93,13 +101,26 @@ def main() -> int:
         named = 0
         for seed in range(args.locate_seeds):
             report = api.find(
-                MODEL, ["x=B,32"], ["B=1:8"], stages=[stage], seed=seed, cache=False,
-                init_kwargs=f'{{"leak_bytes": {kb * 1024}, "stage": "{stage}"}}', run_dir=tempfile.mkdtemp(prefix="sens-"),
+                MODEL,
+                ["x=B,32"],
+                ["B=1:8"],
+                stages=[stage],
+                seed=seed,
+                cache=False,
+                init_kwargs=f'{{"leak_bytes": {kb * 1024}, "stage": "{stage}"}}',
+                run_dir=tempfile.mkdtemp(prefix="sens-"),
             )
             culprits = sorted(c.region for c in report.culprits)
             named += culprits == ["body.2"]
-            floor = report.measure.stages[stage].verdict.floor_bytes_per_call if report.measure.stages[stage].verdict else None
-            print(f"  {stage:<8} {kb} KB seed {seed}: culprits {culprits}, floor {format_bytes(floor) if floor else '-'}", flush=True)
+            floor = (
+                report.measure.stages[stage].verdict.floor_bytes_per_call
+                if report.measure.stages[stage].verdict
+                else None
+            )
+            print(
+                f"  {stage:<8} {kb} KB seed {seed}: culprits {culprits}, floor {format_bytes(floor) if floor else '-'}",
+                flush=True,
+            )
         print(f"{stage:<10} {kb} KB: named alone in {named}/{args.locate_seeds}")
 
     if args.skip_clean:
@@ -111,7 +132,9 @@ def main() -> int:
         if not clean_stages or truth.gpu_only:
             continue
         for seed in range(args.clean_seeds):
-            report = api.measure(truth.target, truth.inputs, truth.dims, stages=clean_stages, exporter=truth.exporter, seed=seed)
+            report = api.measure(
+                truth.target, truth.inputs, truth.dims, stages=clean_stages, exporter=truth.exporter, seed=seed
+            )
             for s in clean_stages:
                 kind = report.stages[s].kind
                 total += 1

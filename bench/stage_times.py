@@ -33,14 +33,19 @@ print(json.dumps({"wall": time.perf_counter() - t, "kind": r.stages[sys.argv[4]]
 """
 
 
-def run(code: Path, target: str, inputs: list[str], dims: list[str], stage: str, exporter: str | None) -> tuple[float, str]:
+def run(
+    code: Path, target: str, inputs: list[str], dims: list[str], stage: str, exporter: str | None
+) -> tuple[float, str]:
     env = dict(os.environ, PYTHONPATH=str(code))
     # Not from this checkout's folder: `python -c` puts the working folder first on sys.path, and
     # the other checkout's bisector must win.
     with tempfile.TemporaryDirectory(prefix="stage-times-") as cwd:
         out = subprocess.run(
             [sys.executable, "-c", ONE_RUN, target, json.dumps(inputs), json.dumps(dims), stage, json.dumps(exporter)],
-            env=env, capture_output=True, text=True, cwd=cwd,
+            env=env,
+            capture_output=True,
+            text=True,
+            cwd=cwd,
         )
     if out.returncode != 0:
         return float("nan"), "error: " + (out.stderr.strip().splitlines() or ["?"])[-1]
@@ -65,16 +70,24 @@ def main() -> int:
     only = set(filter(None, args.only.split(",")))
     stages = args.stages.split(",")
     codes = [("after", ROOT)] + ([("before", Path(args.before).resolve())] if args.before else [])
-    print(f"{'sample':<22} {'stage':<10} " + " ".join(f"{name + ' s':>10} {name + ' verdict':<16}" for name, _ in codes))
+    print(
+        f"{'sample':<22} {'stage':<10} " + " ".join(f"{name + ' s':>10} {name + ' verdict':<16}" for name, _ in codes)
+    )
     totals: dict[str, list[float]] = {name: [] for name, _ in codes}
     if args.model:
         from types import SimpleNamespace
 
-        samples = [SimpleNamespace(
-            name=Path(args.model.split(":")[0]).stem, target=str(Path(args.model.rpartition(":")[0]).resolve()) + ":" + args.model.rpartition(":")[2],
-            inputs=args.input, dims=args.dim,
-            stages={s: "?" for s in stages}, exporter=None, gpu_only=False,
-        )]
+        samples = [
+            SimpleNamespace(
+                name=Path(args.model.split(":")[0]).stem,
+                target=str(Path(args.model.rpartition(":")[0]).resolve()) + ":" + args.model.rpartition(":")[2],
+                inputs=args.input,
+                dims=args.dim,
+                stages={s: "?" for s in stages},
+                exporter=None,
+                gpu_only=False,
+            )
+        ]
     else:
         samples = zoo(ROOT / "sample_models")
     for truth in samples:

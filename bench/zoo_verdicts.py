@@ -54,8 +54,14 @@ def main() -> int:
         for run in range(args.runs):
             started = time.perf_counter()
             report = api.measure(
-                truth.target, truth.inputs, truth.dims, stages=list(truth.stages), exporter=truth.exporter,
-                device=truth.device, seed=args.seed_offset + run, fresh=args.fresh,
+                truth.target,
+                truth.inputs,
+                truth.dims,
+                stages=list(truth.stages),
+                exporter=truth.exporter,
+                device=truth.device,
+                seed=args.seed_offset + run,
+                fresh=args.fresh,
             )
             walls.append(time.perf_counter() - started)
             for stage in truth.stages:

@@ -12,7 +12,8 @@ raises ``bisector.errors.UserError`` with one line that says what to do.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Iterable
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
 
 from bisector.prepare import Options, Prepared, parse_floors
 from bisector.prepare import prepare as _prepare
@@ -33,8 +34,14 @@ def prepare(spec: str | ModelSpec, inputs: Iterable[str] = (), dims: Iterable[st
     return _prepare(spec, Options.of(inputs, dims, **kwargs))
 
 
-def measure(spec: str | ModelSpec, inputs: Iterable[str] = (), dims: Iterable[str] = (), *,
-            events: Events | None = None, **kwargs: Any) -> "MeasureReport":
+def measure(
+    spec: str | ModelSpec,
+    inputs: Iterable[str] = (),
+    dims: Iterable[str] = (),
+    *,
+    events: Events | None = None,
+    **kwargs: Any,
+) -> MeasureReport:
     """Measure every asked-for stage of a model."""
     from bisector.measure import measure as _measure
 
@@ -42,8 +49,14 @@ def measure(spec: str | ModelSpec, inputs: Iterable[str] = (), dims: Iterable[st
     return _measure(p.model, p.plan, p.options, events=events)
 
 
-def find(spec: str | ModelSpec, inputs: Iterable[str] = (), dims: Iterable[str] = (), *,
-         events: Events | None = None, **kwargs: Any) -> "FindReport":
+def find(
+    spec: str | ModelSpec,
+    inputs: Iterable[str] = (),
+    dims: Iterable[str] = (),
+    *,
+    events: Events | None = None,
+    **kwargs: Any,
+) -> FindReport:
     """Measure, then bisect the module tree to the smallest leaking regions (see find.py)."""
     from bisector.find import find as _find
 
@@ -51,16 +64,27 @@ def find(spec: str | ModelSpec, inputs: Iterable[str] = (), dims: Iterable[str] 
     return _find(p.model, p.plan, p.options, events=events, run_dir=p.given.run_dir if p.given else None)
 
 
-def fix(spec: str | ModelSpec, inputs: Iterable[str] = (), dims: Iterable[str] = (), *,
-        events: Events | None = None, allow_output_changes: bool = False, fixers: Iterable[str] = (),
-        pick: int | None = None, apply: bool = False, force: bool = False, **kwargs: Any) -> "FixOutcome":
+def fix(
+    spec: str | ModelSpec,
+    inputs: Iterable[str] = (),
+    dims: Iterable[str] = (),
+    *,
+    events: Events | None = None,
+    allow_output_changes: bool = False,
+    fixers: Iterable[str] = (),
+    pick: int | None = None,
+    apply: bool = False,
+    force: bool = False,
+    **kwargs: Any,
+) -> FixOutcome:
     """find -> repair -> patches (-> apply): the path `bisector fix` takes (pipeline.py). The outcome
     has a status (clean, fixed, unfixed, unproven, error), the find and fix reports, and the patches."""
     from bisector import pipeline
 
     p = prepare(spec, inputs, dims, **kwargs)
-    request = pipeline.FixRequest(fixers=tuple(fixers), allow_output_changes=allow_output_changes, pick=pick,
-                                  apply=apply, force=force)
+    request = pipeline.FixRequest(
+        fixers=tuple(fixers), allow_output_changes=allow_output_changes, pick=pick, apply=apply, force=force
+    )
     root = pipeline.check_request(p.model.path, p.given or Options(), request, _fixer_names())
     return pipeline.fix(p, request, pipeline.Progress(events=events), root=root)
 
@@ -85,7 +109,7 @@ def repair(
     address: str | None = None,
     shard: Any = None,
     fail_on: Iterable[str] | str | None = None,
-) -> "RepairSummary":
+) -> RepairSummary:
     """Find and fix every model listed in [[tool.bisector.models]] (or a manifest); see batch.py.
     `executor="ray"` runs one Ray task per model (on the cluster at `address`, else a local Ray);
     `shard` ("I/N" or a batch.Shard) repairs only that share of the models; `fail_on` (e.g.
@@ -106,9 +130,19 @@ def repair(
 
         policy = ",".join(FailOn.parse(fail_on).to_json())  # checked now, not once per model
         models = [replace(m, options={**m.options, "fail_on": policy}) for m in models]
-    return _repair(models, out=out, jobs=jobs, models_at_once=models_at_once,
-                   allow_output_changes=allow_output_changes, fresh=fresh, progress=progress, report_dir=report_dir,
-                   executor=executor, address=address, shard=part)
+    return _repair(
+        models,
+        out=out,
+        jobs=jobs,
+        models_at_once=models_at_once,
+        allow_output_changes=allow_output_changes,
+        fresh=fresh,
+        progress=progress,
+        report_dir=report_dir,
+        executor=executor,
+        address=address,
+        shard=part,
+    )
 
 
 def merge(
@@ -117,7 +151,7 @@ def merge(
     manifest: str | None = None,
     out: str = ".bisector/repair",
     allow_output_changes: bool = False,
-) -> "RepairSummary":
+) -> RepairSummary:
     """Join the outputs of sharded repairs (`shard="I/N"`) into one, as one unsharded run writes it."""
     from bisector.batch import load_models
     from bisector.batch import merge as _merge

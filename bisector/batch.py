@@ -24,21 +24,22 @@ import os
 import re
 import sys
 import time
+from collections.abc import Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any
 
 from bisector import pipeline
 from bisector.contract import stamp
 from bisector.errors import BisectorError, UserError
 from bisector.fail_on import FailOn
 from bisector.lab import source_hash
-from bisector.project import project_root
 from bisector.patching.diff import source_patches
 from bisector.patching.from_report import compose, work_for
 from bisector.pipeline import FixRequest
 from bisector.prepare import Options, prepare
+from bisector.project import project_root
 from bisector.project_check import compile_error, run_check
 from bisector.publish import publish
 from bisector.repair import registration_site
@@ -86,10 +87,20 @@ class ModelResult:
 
     def to_json(self) -> dict[str, Any]:
         return {
-            "name": self.name, "spec": self.spec, "status": self.status, "verdict": self.verdict,
-            "culprits": list(self.culprits), "kept": list(self.kept), "patch": self.patch, "error": self.error,
-            "wall_s": round(self.wall_s, 2), "probes": self.probes, "resumed": self.resumed,
-            "stages": dict(self.stages), "patches": list(self.patches), "check": self.check,
+            "name": self.name,
+            "spec": self.spec,
+            "status": self.status,
+            "verdict": self.verdict,
+            "culprits": list(self.culprits),
+            "kept": list(self.kept),
+            "patch": self.patch,
+            "error": self.error,
+            "wall_s": round(self.wall_s, 2),
+            "probes": self.probes,
+            "resumed": self.resumed,
+            "stages": dict(self.stages),
+            "patches": list(self.patches),
+            "check": self.check,
         }
 
 
@@ -108,7 +119,12 @@ class RepairSummary:
         return 1 if UNFIXED in statuses else 0
 
     def to_json(self) -> dict[str, Any]:
-        return {"models": [r.to_json() for r in self.results], "out": self.out, "wall_s": round(self.wall_s, 2), "counts": dict(self.counts)}
+        return {
+            "models": [r.to_json() for r in self.results],
+            "out": self.out,
+            "wall_s": round(self.wall_s, 2),
+            "counts": dict(self.counts),
+        }
 
     def markdown(self) -> str:
         from bisector.units import format_bytes
@@ -118,14 +134,26 @@ class RepairSummary:
             "|---|---|---|---|---|---|---|---|---|---|",
         ]
         for r in self.results:
-            culprits = ", ".join(f"`{c['region'] or '<root>'}` ({c['stage']} {c['kind']}{_site(c)})" for c in r.culprits) or "-"
-            fixes = "; ".join(k["fixer"] + (f" (removes behaviour: {k['removes_behaviour']})" if k.get("removes_behaviour") else "") for k in r.kept) or "-"
+            culprits = (
+                ", ".join(f"`{c['region'] or '<root>'}` ({c['stage']} {c['kind']}{_site(c)})" for c in r.culprits)
+                or "-"
+            )
+            fixes = (
+                "; ".join(
+                    k["fixer"]
+                    + (f" (removes behaviour: {k['removes_behaviour']})" if k.get("removes_behaviour") else "")
+                    for k in r.kept
+                )
+                or "-"
+            )
             change = "; ".join(_change(k, format_bytes) for k in r.kept) or "-"
             trade = "; ".join(_trade(k, format_bytes) for k in r.kept) or "-"
             patch = ", ".join(f"[{n}](patches/{n})" for n in r.patches) or "no patch"
             status = r.status + (f": {r.error}" if r.error else "")
             stages = ", ".join(f"{k} {v}" for k, v in r.stages.items()) or "-"
-            lines.append(f"| `{r.spec}` | {status} | {r.verdict or '-'} | {stages} | {culprits} | {fixes} | {change} | {trade} | {patch} | {r.check or '-'} |")
+            lines.append(
+                f"| `{r.spec}` | {status} | {r.verdict or '-'} | {stages} | {culprits} | {fixes} | {change} | {trade} | {patch} | {r.check or '-'} |"
+            )
         return "\n".join(lines) + "\n"
 
 
@@ -183,25 +211,35 @@ def load_models(config: str | None = None, manifest: str | None = None) -> list[
         cfg = load_config(None, config)
         if cfg.path is None:
             where = config or find_pyproject(Path.cwd()) or "the current folder"
-            raise UserError(f"no [tool.bisector] table in {where}; list models as [[tool.bisector.models]] or pass --manifest")
+            raise UserError(
+                f"no [tool.bisector] table in {where}; list models as [[tool.bisector.models]] or pass --manifest"
+            )
         table = dict(cfg.table)
         base = str(Path(cfg.path).parent)
     models = table.get("models") or []
     if not isinstance(models, list) or not models:
-        raise UserError("no models to repair: add [[tool.bisector.models]] entries with spec = \"path.py:Name\"")
+        raise UserError('no models to repair: add [[tool.bisector.models]] entries with spec = "path.py:Name"')
     defaults = {k: v for k, v in table.items() if k != "models"}
     out = []
     for i, entry in enumerate(models):
         if not isinstance(entry, dict) or not isinstance(entry.get("spec"), str):
-            raise UserError(f"model entry {i + 1} has no spec = \"path.py:Name\"")
+            raise UserError(f'model entry {i + 1} has no spec = "path.py:Name"')
         options = {**defaults, **{k: v for k, v in entry.items() if k != "spec"}}
         for key in ("check", "prefer", "artifact"):
             if key in options and not isinstance(options[key], str):
                 raise UserError(f"model entry {i + 1} ({entry['spec']}): {key} must be a string")
-        if "pick" in options and not (isinstance(options["pick"], int) and not isinstance(options["pick"], bool) and options["pick"] >= 1):
-            raise UserError(f"model entry {i + 1} ({entry['spec']}): pick must be a whole number from 1 (the N-th kept fix)")
+        if "pick" in options and not (
+            isinstance(options["pick"], int) and not isinstance(options["pick"], bool) and options["pick"] >= 1
+        ):
+            raise UserError(
+                f"model entry {i + 1} ({entry['spec']}): pick must be a whole number from 1 (the N-th kept fix)"
+            )
         file_part, _, name = entry["spec"].rpartition(":")
-        out.append(ModelEntry(spec=f"{(Path(base) / file_part).resolve()}:{name}", options=options, base=base, label=entry["spec"]))
+        out.append(
+            ModelEntry(
+                spec=f"{(Path(base) / file_part).resolve()}:{name}", options=options, base=base, label=entry["spec"]
+            )
+        )
     return out
 
 
@@ -211,7 +249,9 @@ def _key(entry: ModelEntry, extra: Mapping[str, Any]) -> str:
 
     path, _, name = entry.spec.rpartition(":")
     files = [path] + [p for p in (entry.path("export_script"), entry.path("infer_script")) if p]
-    h = hashlib.sha256(json.dumps({"spec": entry.spec, "options": entry.options, "extra": extra}, sort_keys=True, default=str).encode())
+    h = hashlib.sha256(
+        json.dumps({"spec": entry.spec, "options": entry.options, "extra": extra}, sort_keys=True, default=str).encode()
+    )
     h.update(source_hash(ModelSpec(path, name)).encode())
     for f in files[1:]:
         try:
@@ -232,12 +272,23 @@ def entry_options(entry: ModelEntry, jobs: int | None) -> Options:
     """A manifest entry's options as the CLI's flags would give them."""
     o = entry.options
     return Options(
-        inputs=tuple(o.get("inputs") or ()), dims=tuple(o.get("dims") or ()),
-        stages=tuple(o["stages"]) if o.get("stages") else None, exporter=o.get("exporter"), device=o.get("device"),
-        init_kwargs=o.get("init_kwargs"), seed=o.get("seed"), noise_rss=o.get("noise_rss"),
-        noise_gpu=o.get("noise_gpu"), retries=o.get("retries"), timeout_s=o.get("timeout"), mem_cap=o.get("mem_cap"),
-        jobs=jobs, fresh=bool(o.get("fresh")), metric=o.get("metric"),
-        export_script=_existing(entry.path("export_script")), infer_script=_existing(entry.path("infer_script")),
+        inputs=tuple(o.get("inputs") or ()),
+        dims=tuple(o.get("dims") or ()),
+        stages=tuple(o["stages"]) if o.get("stages") else None,
+        exporter=o.get("exporter"),
+        device=o.get("device"),
+        init_kwargs=o.get("init_kwargs"),
+        seed=o.get("seed"),
+        noise_rss=o.get("noise_rss"),
+        noise_gpu=o.get("noise_gpu"),
+        retries=o.get("retries"),
+        timeout_s=o.get("timeout"),
+        mem_cap=o.get("mem_cap"),
+        jobs=jobs,
+        fresh=bool(o.get("fresh")),
+        metric=o.get("metric"),
+        export_script=_existing(entry.path("export_script")),
+        infer_script=_existing(entry.path("infer_script")),
         artifact=model_key(entry),
     )
 
@@ -247,29 +298,64 @@ def _existing(path: str | None) -> str | None:
     return path if path and Path(path).is_file() else None
 
 
-def repair_one(entry: ModelEntry, out: Path, pool: Any, executor: Any, run_dir: Path, allow_output_changes: bool,
-               jobs: int | None, report_dir: Path | None = None) -> tuple[ModelResult, Any]:
+def repair_one(
+    entry: ModelEntry,
+    out: Path,
+    pool: Any,
+    executor: Any,
+    run_dir: Path,
+    allow_output_changes: bool,
+    jobs: int | None,
+    report_dir: Path | None = None,
+) -> tuple[ModelResult, Any]:
     started = time.perf_counter()
     o = entry.options
     pick = int(o["pick"]) if o.get("pick") else None
     try:
-        request = FixRequest(fixers=tuple(o.get("fixers") or ()), allow_output_changes=allow_output_changes, pick=pick,
-                             prefer=o.get("prefer"), patch=False, unmeasured_is_error=True,
-                             fail_on=FailOn.parse(o.get("fail_on")))
+        request = FixRequest(
+            fixers=tuple(o.get("fixers") or ()),
+            allow_output_changes=allow_output_changes,
+            pick=pick,
+            prefer=o.get("prefer"),
+            patch=False,
+            unmeasured_is_error=True,
+            fail_on=FailOn.parse(o.get("fail_on")),
+        )
         prepared = prepare(entry.spec, replace(entry_options(entry, jobs), run_dir=str(run_dir)))
         outcome = pipeline.fix(prepared, request, pool=pool, executor=executor)
     except BisectorError as exc:
-        return ModelResult(entry.name, entry.label or entry.spec, ERROR, error=str(exc).splitlines()[0],
-                           wall_s=time.perf_counter() - started), None
+        return ModelResult(
+            entry.name,
+            entry.label or entry.spec,
+            ERROR,
+            error=str(exc).splitlines()[0],
+            wall_s=time.perf_counter() - started,
+        ), None
     found, report = outcome.found, outcome.report
     assert found is not None and report is not None
-    work = work_for(report, model_key(entry), entry.path("export_script"), entry.path("infer_script"),
-                    pick=pick, prefer=o.get("prefer"))
+    work = work_for(
+        report,
+        model_key(entry),
+        entry.path("export_script"),
+        entry.path("infer_script"),
+        pick=pick,
+        prefer=o.get("prefer"),
+    )
     chosen = {id(e) for e in outcome.chosen}
-    keys = ("region", "stage", "kind", "growth_bytes_per_call", "growth_bytes_per_new_shape", "own_code", "registered_at")
+    keys = (
+        "region",
+        "stage",
+        "kind",
+        "growth_bytes_per_call",
+        "growth_bytes_per_new_shape",
+        "own_code",
+        "registered_at",
+    )
     culprits = tuple({k: v for k, v in c.to_json().items() if k in keys} for c in found.culprits)
-    culprits = tuple({**c, "registered_at": registration_site(prepared.model, c["region"])} if c.get("own_code") else c
-                     for c in culprits)
+    culprits = tuple(
+        {**c, "registered_at": registration_site(prepared.model, c["region"])} if c.get("own_code") else c
+        for c in culprits
+    )
     best = [e.to_json() for c in found.culprits for e in report.for_culprit(c) if id(e) in chosen]
     # A model without culprits is clean here even when a stage was inconclusive: the summary's
     # verdict and stages columns show that (as before the one pipeline).
@@ -281,11 +367,24 @@ def repair_one(entry: ModelEntry, out: Path, pool: Any, executor: Any, run_dir: 
     # What goes upstream: a repro bundle for every culprit no fix could flatten; the HTML report when
     # asked, with this model's own source edits (the shared scripts' patches are composed later).
     own, _ = source_patches(work.edits, str(project_root(prepared.model.path))) if work is not None else ([], [])
-    publish(report, report_dir / entry.name if report_dir else None, out / "bundles" / entry.name if status == UNFIXED else None,
-            [{"path": p.rel, "summary": p.summary, "diff": p.diff} for p in own if p.changed], unfixed_only=True)
+    publish(
+        report,
+        report_dir / entry.name if report_dir else None,
+        out / "bundles" / entry.name if status == UNFIXED else None,
+        [{"path": p.rel, "summary": p.summary, "diff": p.diff} for p in own if p.changed],
+        unfixed_only=True,
+    )
     return ModelResult(
-        entry.name, entry.label or entry.spec, status, verdict=found.verdict, culprits=culprits, kept=tuple(best),
-        error=note, wall_s=time.perf_counter() - started, probes=report.probes + found.probes, stages=stages,
+        entry.name,
+        entry.label or entry.spec,
+        status,
+        verdict=found.verdict,
+        culprits=culprits,
+        kept=tuple(best),
+        error=note,
+        wall_s=time.perf_counter() - started,
+        probes=report.probes + found.probes,
+        stages=stages,
     ), work
 
 
@@ -312,7 +411,7 @@ class Shard:
     count: int
 
     @classmethod
-    def parse(cls, text: str) -> "Shard":
+    def parse(cls, text: str) -> Shard:
         m = re.fullmatch(r"\s*(\d+)\s*/\s*(\d+)\s*", text)
         if not m or not 1 <= int(m.group(1)) <= int(m.group(2)):
             raise UserError(f"--shard {text}: expected I/N with 1 <= I <= N, e.g. --shard 1/4")
@@ -338,7 +437,9 @@ def _load_done(entry: ModelEntry, out: Path, key: str) -> tuple[ModelResult, Any
         from bisector.patching.from_report import ModelWork
 
         r = data["result"]
-        result = ModelResult(**{**r, "culprits": tuple(r["culprits"]), "kept": tuple(r["kept"]), "patches": (), "check": ""})
+        result = ModelResult(
+            **{**r, "culprits": tuple(r["culprits"]), "kept": tuple(r["kept"]), "patches": (), "check": ""}
+        )
         return result, ModelWork.from_json(data["work"]) if data.get("work") else None
     except (OSError, ValueError, KeyError, TypeError):
         return None
@@ -351,8 +452,16 @@ def _safe_key(entry: ModelEntry, extra: Mapping[str, Any]) -> str:
         return ""
 
 
-def run_local(todo: list[ModelEntry], out: Path, jobs: int, models_at_once: int, allow_output_changes: bool,
-              fresh: bool, on_start: Any = None, report_dir: str | Path | None = None) -> Iterable[tuple[ModelEntry, ModelResult, Any]]:
+def run_local(
+    todo: list[ModelEntry],
+    out: Path,
+    jobs: int,
+    models_at_once: int,
+    allow_output_changes: bool,
+    fresh: bool,
+    on_start: Any = None,
+    report_dir: str | Path | None = None,
+) -> Iterable[tuple[ModelEntry, ModelResult, Any]]:
     """The local executor: models side by side in threads, one probe server, one --jobs limit.
     Yields (entry, result, work) as each model finishes; a model's crash is its own error row."""
     from concurrent.futures import as_completed
@@ -366,11 +475,15 @@ def run_local(todo: list[ModelEntry], out: Path, jobs: int, models_at_once: int,
             preload += library_imports(parse_model_spec(entry.spec))
         except BisectorError:
             pass
-    with ProbePool(fresh=fresh, preload=tuple(dict.fromkeys(preload))) as pool, \
-            ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="bisector-probe") as probes, \
-            ThreadPoolExecutor(max_workers=max(1, models_at_once), thread_name_prefix="bisector-model") as ex:
+    with (
+        ProbePool(fresh=fresh, preload=tuple(dict.fromkeys(preload))) as pool,
+        ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="bisector-probe") as probes,
+        ThreadPoolExecutor(max_workers=max(1, models_at_once), thread_name_prefix="bisector-model") as ex,
+    ):
         reports = Path(report_dir) if report_dir else None
-        futures = {ex.submit(repair_one, e, out, pool, probes, out, allow_output_changes, jobs, reports): e for e in todo}
+        futures = {
+            ex.submit(repair_one, e, out, pool, probes, out, allow_output_changes, jobs, reports): e for e in todo
+        }
         if on_start is not None:
             on_start(lambda: sum(1 for f in futures if f.running()))
         for fut in as_completed(futures):
@@ -379,7 +492,9 @@ def run_local(todo: list[ModelEntry], out: Path, jobs: int, models_at_once: int,
             try:
                 result, work = fut.result()
             except Exception as exc:  # noqa: BLE001 - one model's bug never loses the others
-                result = ModelResult(entry.name, entry.label or entry.spec, ERROR, error=f"internal error: {type(exc).__name__}: {exc}")
+                result = ModelResult(
+                    entry.name, entry.label or entry.spec, ERROR, error=f"internal error: {type(exc).__name__}: {exc}"
+                )
             yield entry, result, work
 
 
@@ -428,22 +543,53 @@ def repair(
         if executor == "ray":
             from bisector.fleet import run_ray
 
-            arrivals = run_ray(todo, allow_output_changes=allow_output_changes, jobs=jobs, fresh=fresh, address=address,
-                               on_start=lambda f: running.__setitem__(0, f), report_dir=report_dir)
+            arrivals = run_ray(
+                todo,
+                allow_output_changes=allow_output_changes,
+                jobs=jobs,
+                fresh=fresh,
+                address=address,
+                on_start=lambda f: running.__setitem__(0, f),
+                report_dir=report_dir,
+            )
         else:
-            arrivals = run_local(todo, out, n_jobs, models_at_once, allow_output_changes, fresh,
-                                 on_start=lambda f: running.__setitem__(0, f), report_dir=report_dir)
+            arrivals = run_local(
+                todo,
+                out,
+                n_jobs,
+                models_at_once,
+                allow_output_changes,
+                fresh,
+                on_start=lambda f: running.__setitem__(0, f),
+                report_dir=report_dir,
+            )
         for entry, result, work in arrivals:
             results[entry.name] = result
             if work is not None:
                 works[entry.name] = work
             if result.status != ERROR:
-                (out / f"{entry.name}.json").write_text(json.dumps({"key": _key(entry, extra), "result": result.to_json(),
-                                                                    "work": work.to_json() if work is not None else None}, indent=1))
+                (out / f"{entry.name}.json").write_text(
+                    json.dumps(
+                        {
+                            "key": _key(entry, extra),
+                            "result": result.to_json(),
+                            "work": work.to_json() if work is not None else None,
+                        },
+                        indent=1,
+                    )
+                )
             # The summary so far, so a run stopped or lost halfway still shows what it finished.
             pending = [e.name for e in models if e.name not in results]
-            _write_summary(RepairSummary(tuple(results[e.name] for e in models if e.name in results), str(out),
-                                         time.perf_counter() - started, _counts(results.values())), out, pending)
+            _write_summary(
+                RepairSummary(
+                    tuple(results[e.name] for e in models if e.name in results),
+                    str(out),
+                    time.perf_counter() - started,
+                    _counts(results.values()),
+                ),
+                out,
+                pending,
+            )
             if progress is not None:
                 now_running = min(running[0](), len(pending))
                 progress(result, Progress(len(results), now_running, len(pending) - now_running, len(models)))
@@ -482,8 +628,9 @@ def _write_summary(summary: RepairSummary, out: Path, pending: list[str] | None 
     (out / "summary.md").write_text(summary.markdown())
 
 
-def finish(models: list[ModelEntry], results: dict[str, ModelResult], works: Mapping[str, Any], out: Path,
-           started: float) -> RepairSummary:
+def finish(
+    models: list[ModelEntry], results: dict[str, ModelResult], works: Mapping[str, Any], out: Path, started: float
+) -> RepairSummary:
     """Compose the patches and write the final summary: the same for the local executor, Ray and merged shards."""
     results = write_patches(models, results, works, out)
     ordered = tuple(results[e.name] for e in models)
@@ -492,7 +639,9 @@ def finish(models: list[ModelEntry], results: dict[str, ModelResult], works: Map
     return summary
 
 
-def merge(models: Iterable[ModelEntry], outs: Iterable[str | Path], out: str | Path, allow_output_changes: bool = False) -> RepairSummary:
+def merge(
+    models: Iterable[ModelEntry], outs: Iterable[str | Path], out: str | Path, allow_output_changes: bool = False
+) -> RepairSummary:
     """Join the outputs of `repair --shard I/N` runs into one: every model's result and edits are
     taken from the shard output that holds them (same key: same source, scripts and options), then
     patches are composed and the project's check run over all of them, as one unsharded run would."""
@@ -503,7 +652,9 @@ def merge(models: Iterable[ModelEntry], outs: Iterable[str | Path], out: str | P
     outs = [Path(o) for o in outs]
     for o in outs:
         if not (o / "summary.json").is_file():
-            raise UserError(f"{o} is not a repair output (no summary.json): pass the --out folders of `bisector repair --shard I/N`")
+            raise UserError(
+                f"{o} is not a repair output (no summary.json): pass the --out folders of `bisector repair --shard I/N`"
+            )
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     extra = {"allow_output_changes": allow_output_changes}
@@ -529,16 +680,21 @@ def merge(models: Iterable[ModelEntry], outs: Iterable[str | Path], out: str | P
         else:
             if entry.name in rows and rows[entry.name][1].get("status") == ERROR:
                 r = rows[entry.name][1]  # an error is not kept per model (it reruns), only in the summary
-                results[entry.name] = ModelResult(**{**r, "culprits": tuple(r["culprits"]), "kept": tuple(r["kept"]),
-                                                     "patches": tuple(r["patches"])})
+                results[entry.name] = ModelResult(
+                    **{**r, "culprits": tuple(r["culprits"]), "kept": tuple(r["kept"]), "patches": tuple(r["patches"])}
+                )
             else:
                 missing.append(entry.label or entry.spec)
     if missing:
-        raise UserError(f"no result for {', '.join(missing)} in {' '.join(map(str, outs))}: run its shard (or rerun a shard whose sources changed), then merge again")
+        raise UserError(
+            f"no result for {', '.join(missing)} in {' '.join(map(str, outs))}: run its shard (or rerun a shard whose sources changed), then merge again"
+        )
     return finish(models, results, works, out, started)
 
 
-def write_patches(models: list[ModelEntry], results: dict[str, ModelResult], works: Mapping[str, Any], out: Path) -> dict[str, ModelResult]:
+def write_patches(
+    models: list[ModelEntry], results: dict[str, ModelResult], works: Mapping[str, Any], out: Path
+) -> dict[str, ModelResult]:
     """Every model's edits composed into one patch per file, proven with the project's check
     (`check = "python serve/serve.py"`) in a shadow copy when the manifest names one: a model whose
     edits make it fail (and the original passes) is left out, and its result says why. Patches
@@ -606,9 +762,19 @@ def write_patches(models: list[ModelEntry], results: dict[str, ModelResult], wor
         mine = tuple(names[f] for f in files.get(key, []) if f in names)
         note = "; ".join(x for x in [r.error, *notes.get(key, [])] if x)
         if e.name in why:
-            updated[e.name] = replace(r, status=UNFIXED if r.culprits else r.status, patches=(), check=f"failed: {why[e.name]}",
-                                      error="; ".join(x for x in [note, "patch not offered: the project's check fails with it"] if x))
+            updated[e.name] = replace(
+                r,
+                status=UNFIXED if r.culprits else r.status,
+                patches=(),
+                check=f"failed: {why[e.name]}",
+                error="; ".join(x for x in [note, "patch not offered: the project's check fails with it"] if x),
+            )
         else:
-            updated[e.name] = replace(r, patches=mine, check=check_state if mine else "no patch", error=note,
-                                      patch=str(patch_dir / mine[0]) if mine else None)
+            updated[e.name] = replace(
+                r,
+                patches=mine,
+                check=check_state if mine else "no patch",
+                error=note,
+                patch=str(patch_dir / mine[0]) if mine else None,
+            )
     return updated

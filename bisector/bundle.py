@@ -22,9 +22,10 @@ import re
 import shutil
 import subprocess
 import sys
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 from bisector.kinds import Kind
 
@@ -50,8 +51,13 @@ class Bundle:
     onnx_detail: Mapping[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
-        return {"stage": self.target.stage, "region": self.target.region, "path": str(self.path), "error": self.error,
-                "onnx_detail": dict(self.onnx_detail)}
+        return {
+            "stage": self.target.stage,
+            "region": self.target.region,
+            "path": str(self.path),
+            "error": self.error,
+            "onnx_detail": dict(self.onnx_detail),
+        }
 
 
 def _parts(report: Any) -> tuple[Any, Any]:
@@ -76,13 +82,21 @@ def targets_of(report: Any, unfixed_only: bool = False) -> list[BundleTarget]:
                 continue  # nothing to loop: the stage never ran
             if unfixed_only and hasattr(report, "fixed") and report.fixed(c):
                 continue
-            out.append(BundleTarget(c.stage, c.region, c.kind, c.to_json(), c.figures.get("samples") or (),
-                                    c.figures.get("control_samples") or ()))
+            out.append(
+                BundleTarget(
+                    c.stage,
+                    c.region,
+                    c.kind,
+                    c.to_json(),
+                    c.figures.get("samples") or (),
+                    c.figures.get("control_samples") or (),
+                )
+            )
         if out or unfixed_only or find.culprits:
             return out
     stages = [(s, r) for s, r in measure.stages.items() if r.curve is not None]
     bad = [(s, r) for s, r in stages if r.kind != Kind.CLEAN]
-    for s, r in (bad or stages[:1]):
+    for s, r in bad or stages[:1]:
         data = r.to_json()
         out.append(BundleTarget(s, "", r.kind, data, data.get("samples") or (), data.get("control_samples") or ()))
     return out
@@ -101,7 +115,10 @@ def _steps(samples: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
                 continue
             key = json.dumps(sorted((s.get("dims") or {}).items()))
             if key not in seen:
-                seen[key] = {"dims": dict(s.get("dims") or {}), "phase": "repeat" if phase in ("repeat", "warmup") else phase}
+                seen[key] = {
+                    "dims": dict(s.get("dims") or {}),
+                    "phase": "repeat" if phase in ("repeat", "warmup") else phase,
+                }
     return list(seen.values())[:MAX_SHAPES]
 
 
@@ -113,8 +130,12 @@ def start_collect_env() -> None:
     process, alongside the bundle's child, so the two waits overlap."""
     if "proc" not in _ENV_CACHE and "text" not in _ENV_CACHE:
         try:
-            _ENV_CACHE["proc"] = subprocess.Popen([sys.executable, "-m", "torch.utils.collect_env"], stdout=subprocess.PIPE,
-                                                  stderr=subprocess.DEVNULL, text=True)
+            _ENV_CACHE["proc"] = subprocess.Popen(
+                [sys.executable, "-m", "torch.utils.collect_env"],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.DEVNULL,
+                text=True,
+            )
         except OSError as exc:
             _ENV_CACHE["text"] = f"(python -m torch.utils.collect_env failed: {exc})\n"
 
@@ -171,8 +192,15 @@ def write_bundle(report: Any, target: BundleTarget, out: str | Path, timeout_s: 
         (folder / "model" / rel).parent.mkdir(parents=True, exist_ok=True)
         (folder / "model" / rel).write_text(text)
     steps = _steps(target.samples) or [{"dims": {k: lo for k, (lo, hi) in plan.dims.items()}, "phase": "repeat"}]
-    build = {"model": model.to_json(), "plan": plan.to_json(), "seed": options.seed, "stage": target.stage,
-             "region": target.region, "steps": steps, "exporter": options.probe.exporter}
+    build = {
+        "model": model.to_json(),
+        "plan": plan.to_json(),
+        "seed": options.seed,
+        "stage": target.stage,
+        "region": target.region,
+        "steps": steps,
+        "exporter": options.probe.exporter,
+    }
     (folder / "build.json").write_text(json.dumps(build, indent=1))
     error = ""
     start_collect_env()
@@ -181,8 +209,13 @@ def write_bundle(report: Any, target: BundleTarget, out: str | Path, timeout_s: 
     root = str(Path(__file__).resolve().parent.parent)
     env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
     try:
-        done = subprocess.run([sys.executable, "-m", "bisector.bundle_child", str(folder)], capture_output=True, text=True,
-                              timeout=timeout_s, env=env)
+        done = subprocess.run(
+            [sys.executable, "-m", "bisector.bundle_child", str(folder)],
+            capture_output=True,
+            text=True,
+            timeout=timeout_s,
+            env=env,
+        )
         if done.returncode not in (0, 1):
             error = f"the bundle's child process exited with {done.returncode}: {(done.stderr.strip().splitlines() or [''])[-1]}"
     except subprocess.TimeoutExpired:
@@ -198,22 +231,54 @@ def write_bundle(report: Any, target: BundleTarget, out: str | Path, timeout_s: 
 
     shutil.copyfile(Path(__file__).with_name("repro_script.py"), folder / "repro.py")
     steps_n = 20 if target.stage == "export" else 200
-    (folder / "bundle.json").write_text(json.dumps({
-        "spec": model.label, "model_file": f"model/{Path(model.path).name}", "original_path": str(Path(model.path).resolve()),
-        "model_name": model.name, "init_kwargs": dict(model.init_kwargs), "region": target.region,
-        "region_type": child.get("region_type", ""), "stage": target.stage, "exporter": child.get("exporter") or options.probe.exporter,
-        "input_names": child.get("input_names"), "onnx": "model.onnx", "calls": steps_n, "every": steps_n // 10,
-        "warmup": 0 if target.kind == Kind.SHAPE_GROWTH else 2 if target.stage == "export" else 4, "measured": _measured(target), "all_shapes": target.kind == Kind.SHAPE_GROWTH,
-    }, indent=1))
-    (folder / "curves.json").write_text(json.dumps({"stage": target.stage, "region": target.region, "kind": target.kind,
-                                                     "figures": {k: v for k, v in target.figures.items() if k not in ("samples", "control_samples")},
-                                                     "samples": list(target.samples), "control_samples": list(target.control_samples)}, indent=1))
+    (folder / "bundle.json").write_text(
+        json.dumps(
+            {
+                "spec": model.label,
+                "model_file": f"model/{Path(model.path).name}",
+                "original_path": str(Path(model.path).resolve()),
+                "model_name": model.name,
+                "init_kwargs": dict(model.init_kwargs),
+                "region": target.region,
+                "region_type": child.get("region_type", ""),
+                "stage": target.stage,
+                "exporter": child.get("exporter") or options.probe.exporter,
+                "input_names": child.get("input_names"),
+                "onnx": "model.onnx",
+                "calls": steps_n,
+                "every": steps_n // 10,
+                "warmup": 0 if target.kind == Kind.SHAPE_GROWTH else 2 if target.stage == "export" else 4,
+                "measured": _measured(target),
+                "all_shapes": target.kind == Kind.SHAPE_GROWTH,
+            },
+            indent=1,
+        )
+    )
+    (folder / "curves.json").write_text(
+        json.dumps(
+            {
+                "stage": target.stage,
+                "region": target.region,
+                "kind": target.kind,
+                "figures": {k: v for k, v in target.figures.items() if k not in ("samples", "control_samples")},
+                "samples": list(target.samples),
+                "control_samples": list(target.control_samples),
+            },
+            indent=1,
+        )
+    )
     if target.samples:
-        (folder / "curves.png").write_bytes(stage_chart(
-            target.samples, target.control_samples, title=f"{target.region or '<root>'} {target.stage}: {target.kind}", verdict=target.kind,
-            floor_per_call=target.figures.get("floor_bytes_per_call"), noise_band=options.bands.rss,
-            decided_by=target.figures.get("decided_by"),
-        ))
+        (folder / "curves.png").write_bytes(
+            stage_chart(
+                target.samples,
+                target.control_samples,
+                title=f"{target.region or '<root>'} {target.stage}: {target.kind}",
+                verdict=target.kind,
+                floor_per_call=target.figures.get("floor_bytes_per_call"),
+                noise_band=options.bands.rss,
+                decided_by=target.figures.get("decided_by"),
+            )
+        )
     versions = child.get("versions") or {}
     env_lines = [f"bisector {__version__}"] + [f"{k}: {v}" for k, v in versions.items()]
     (folder / "env.txt").write_text("\n".join(env_lines) + "\n\n" + collect_env())
@@ -238,9 +303,15 @@ def issue_text(spec: str, t: BundleTarget, child: Mapping[str, Any], env: str) -
     from bisector.units import format_bytes
 
     rows = [
-        ("growth per " + per, f"{format_bytes(f.get('growth_bytes_per_call'), True)} ({f.get('growth_metric') or 'rss'})"),
+        (
+            "growth per " + per,
+            f"{format_bytes(f.get('growth_bytes_per_call'), True)} ({f.get('growth_metric') or 'rss'})",
+        ),
         ("growth per new input shape", format_bytes(f.get("growth_bytes_per_new_shape"), True)),
-        ("live Python objects per " + per, "-" if f.get("objects_per_call") is None else f"{f['objects_per_call']:+.1f}"),
+        (
+            "live Python objects per " + per,
+            "-" if f.get("objects_per_call") is None else f"{f['objects_per_call']:+.1f}",
+        ),
         ("detection floor per " + per, format_bytes(f.get("floor_bytes_per_call"))),
     ]
     table = "| | measured |\n|---|---|\n" + "\n".join(f"| {k} | {v} |" for k, v in rows)

@@ -66,7 +66,17 @@ def versions() -> dict[str, Any]:
     from importlib import metadata
 
     out: dict[str, Any] = {"python": sys.version.split()[0], "platform": sys.platform}
-    for dist in ("torch", "onnx", "onnxruntime", "onnxruntime-gpu", "onnxscript", "onnxsim", "numpy", "psutil", "transformers"):
+    for dist in (
+        "torch",
+        "onnx",
+        "onnxruntime",
+        "onnxruntime-gpu",
+        "onnxscript",
+        "onnxsim",
+        "numpy",
+        "psutil",
+        "transformers",
+    ):
         try:
             out[dist] = metadata.version(dist)
         except metadata.PackageNotFoundError:
@@ -100,7 +110,10 @@ def build(folder: Path) -> dict[str, Any]:
     model = build_model(spec, namespace)
     model.eval()
     factory = InputFactory(plan, namespace, "cpu", int(cfg.get("seed") or 0))
-    result: dict[str, Any] = {"versions": versions(), "region_type": type(model.get_submodule(region) if region else model).__name__}
+    result: dict[str, Any] = {
+        "versions": versions(),
+        "region_type": type(model.get_submodule(region) if region else model).__name__,
+    }
 
     arrays: dict[str, Any] = {}
     steps = []
@@ -109,8 +122,13 @@ def build(folder: Path) -> dict[str, Any]:
         args, kwargs = factory.make(input_seed_index(step["dims"]), step["dims"])
         calls = record_calls(model, region, args, kwargs)
         recorded.append(calls)
-        steps.append({"dims": step["dims"], "phase": step["phase"],
-                      "calls": [[encode(a, arrays, f"s{i}"), encode(k, arrays, f"s{i}")] for a, k in calls]})
+        steps.append(
+            {
+                "dims": step["dims"],
+                "phase": step["phase"],
+                "calls": [[encode(a, arrays, f"s{i}"), encode(k, arrays, f"s{i}")] for a, k in calls],
+            }
+        )
     np.savez(folder / "inputs.npz", **arrays)
     (folder / "inputs.json").write_text(json.dumps({"steps": steps}, indent=1))
 
@@ -129,8 +147,10 @@ def build(folder: Path) -> dict[str, Any]:
             dynamic = None
             if stage == "inference":
                 shapes = [[tuple(t.shape) for t in tensor_leaves(c[0])] for c in recorded if c]
-                dynamic = [{d: f"in{j}_d{d}" for d in range(len(s0)) if len({s[j][d] for s in shapes}) > 1}
-                           for j, s0 in enumerate(shapes[0])]
+                dynamic = [
+                    {d: f"in{j}_d{d}" for d in range(len(s0)) if len({s[j][d] for s in shapes}) > 1}
+                    for j, s0 in enumerate(shapes[0])
+                ]
             exporter = resolve_exporter(cfg.get("exporter"))
             options = ProbeOptions(exporter=exporter)
             target = Target(name=region or "<root>", module=module, calls=lambda i, s: [])

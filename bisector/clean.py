@@ -18,9 +18,9 @@ from __future__ import annotations
 import os
 import shutil
 import time
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Sequence
 
 CONTROL_CACHE, RUN, CAPTURE, REPAIR, BACKUP, OTHER = "control-cache", "run", "capture", "repair", "backup", "other"
 # Folders of a run directory whose children are entries of their own (removed one by one).
@@ -100,8 +100,13 @@ def entries(run_dir: Path | None, cache_dir: Path | None) -> list[Entry]:
     return out
 
 
-def select(found: Sequence[Entry], keep_days: float | None = None, max_size: int | None = None,
-           backups: bool = False, now: float | None = None) -> list[Entry]:
+def select(
+    found: Sequence[Entry],
+    keep_days: float | None = None,
+    max_size: int | None = None,
+    backups: bool = False,
+    now: float | None = None,
+) -> list[Entry]:
     """What to remove: without a cap everything; with --keep-days what changed longer ago; with
     --max-size the oldest until the rest fits. Backups only when asked for."""
     now = time.time() if now is None else now
@@ -153,8 +158,15 @@ class Outcome:
         return out
 
 
-def clean(run_dir: Path | None, cache_dir: Path | None, keep_days: float | None = None, max_size: int | None = None,
-          backups: bool = False, delete: bool = False, now: float | None = None) -> list[Outcome]:
+def clean(
+    run_dir: Path | None,
+    cache_dir: Path | None,
+    keep_days: float | None = None,
+    max_size: int | None = None,
+    backups: bool = False,
+    delete: bool = False,
+    now: float | None = None,
+) -> list[Outcome]:
     """List every entry, mark what the caps choose, and delete those when asked."""
     found = entries(run_dir, cache_dir)
     chosen = set(select(found, keep_days, max_size, backups, now))
@@ -185,8 +197,9 @@ def capture_cap(model_path: str | None = None) -> int:
         return DEFAULT_CAPTURE_CAP
 
 
-def evict_captures(in_use: Path, model_path: str | None = None, cap: int | None = None,
-                   now: float | None = None) -> list[Entry]:
+def evict_captures(
+    in_use: Path, model_path: str | None = None, cap: int | None = None, now: float | None = None
+) -> list[Entry]:
     """After a capture is written: remove other captures beside it, oldest first, until all of them
     fit under the cap (capture_cap for the model, unless given). Never the one in use, nor one
     written in the last hour (another run's, maybe). Returns what was removed."""

@@ -10,10 +10,11 @@ from __future__ import annotations
 import json
 import sys
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
-from typing import Annotated, Any, Callable, Optional
+from typing import Annotated, Any, Optional
 
 import typer
 
@@ -41,31 +42,131 @@ Device = Enum("Device", [(d, d) for d in DEVICES], type=str)  # type: ignore[mis
 Metric = Enum("Metric", [(m, m) for m in METRICS], type=str)  # type: ignore[misc]
 # The common options can also come from BISECTOR_* environment variables (a flag wins over the
 # variable, the variable over [tool.bisector]).
-Spec = Annotated[str, typer.Argument(help="The model: path/to/model.py:Name (an nn.Module class, a factory, or an instance).", show_default=False)]
-InputOpt = Annotated[Optional[list[str]], typer.Option("--input", "-i", help="A forward argument, in order: NAME=D1,D2,...[:DTYPE[:LOW:HIGH]], dims are integers or symbols (x=B,3,H,W; ids=B,T:int64:0:1000).")]
-DimOpt = Annotated[Optional[list[str]], typer.Option("--dim", "-d", help="Range of a symbol: SYM=MIN:MAX (or SYM=N). Defaults: B 1:16, others 5:100.")]
-StageOpt = Annotated[Optional[list[Stage]], typer.Option("--stage", "-s", help="A stage to measure (repeatable). Default: all three.", envvar="BISECTOR_STAGE")]
-ExporterOpt = Annotated[Optional[Exporter], typer.Option("--exporter", help="The torch.onnx exporter. Default: torch's own default.", envvar="BISECTOR_EXPORTER")]
-InitOpt = Annotated[Optional[str], typer.Option("--init-kwargs", help="JSON object of constructor arguments, e.g. '{\"depth\": 4}'.")]
-DeviceOpt = Annotated[Optional[Device], typer.Option("--device", help="Where the model runs. Default: auto (cuda when torch sees one).", envvar="BISECTOR_DEVICE")]
+Spec = Annotated[
+    str,
+    typer.Argument(
+        help="The model: path/to/model.py:Name (an nn.Module class, a factory, or an instance).", show_default=False
+    ),
+]
+InputOpt = Annotated[
+    Optional[list[str]],
+    typer.Option(
+        "--input",
+        "-i",
+        help="A forward argument, in order: NAME=D1,D2,...[:DTYPE[:LOW:HIGH]], dims are integers or symbols (x=B,3,H,W; ids=B,T:int64:0:1000).",
+    ),
+]
+DimOpt = Annotated[
+    Optional[list[str]],
+    typer.Option("--dim", "-d", help="Range of a symbol: SYM=MIN:MAX (or SYM=N). Defaults: B 1:16, others 5:100."),
+]
+StageOpt = Annotated[
+    Optional[list[Stage]],
+    typer.Option("--stage", "-s", help="A stage to measure (repeatable). Default: all three.", envvar="BISECTOR_STAGE"),
+]
+ExporterOpt = Annotated[
+    Optional[Exporter],
+    typer.Option(
+        "--exporter", help="The torch.onnx exporter. Default: torch's own default.", envvar="BISECTOR_EXPORTER"
+    ),
+]
+InitOpt = Annotated[
+    Optional[str], typer.Option("--init-kwargs", help="JSON object of constructor arguments, e.g. '{\"depth\": 4}'.")
+]
+DeviceOpt = Annotated[
+    Optional[Device],
+    typer.Option(
+        "--device", help="Where the model runs. Default: auto (cuda when torch sees one).", envvar="BISECTOR_DEVICE"
+    ),
+]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print the report as JSON on stdout.")]
-SeedOpt = Annotated[Optional[int], typer.Option("--seed", help="Seed of the shape schedule and the inputs. Default: 0.", envvar="BISECTOR_SEED")]
-JobsOpt = Annotated[Optional[int], typer.Option("--jobs", "-j", help="Probes run at once. Default: number of cores.", envvar="BISECTOR_JOBS")]
-FreshOpt = Annotated[bool, typer.Option("--fresh", help="Start every probe in a new interpreter (~3 s each) instead of forking from the probe server.", envvar="BISECTOR_FRESH")]
-TimeoutOpt = Annotated[Optional[float], typer.Option("--timeout", help="Seconds a probe may run before it is killed. Default: 300.", envvar="BISECTOR_TIMEOUT")]
-MemCapOpt = Annotated[Optional[str], typer.Option("--mem-cap", help="RSS at which a probe is killed, e.g. 8GB. Default: half the RAM, at most 16 GB.", envvar="BISECTOR_MEM_CAP")]
-NoiseRssOpt = Annotated[Optional[str], typer.Option("--noise-rss", help="How far RSS may wander before growth counts. Default: 5MB.")]
-NoiseGpuOpt = Annotated[Optional[str], typer.Option("--noise-gpu", help="How far GPU memory may wander before growth counts. Default: 200MB.")]
-MetricOpt = Annotated[Optional[Metric], typer.Option("--metric", help="Bytes metric judged: rss, or uss (private bytes). Default: rss.", envvar="BISECTOR_METRIC")]
-RetriesOpt = Annotated[Optional[int], typer.Option("--retries", help="Reruns with twice the iterations when a verdict is inconclusive. Default: 2.")]
-AutogradOpt = Annotated[bool, typer.Option("--keep-autograd", help="Run eager forwards with autograd on (default: torch.no_grad()).")]
-FloorOpt = Annotated[Optional[list[str]], typer.Option("--floor", help="Detection floor a clean verdict must reach, per call: SIZE for every stage or STAGE=SIZE (repeatable). More calls are run until it does. Defaults: eager and inference 4KB, export 16KB.")]
-TraceOpt = Annotated[bool, typer.Option("--tracemalloc", help="Also trace Python allocations and report the lines whose memory grew.")]
-NoCacheOpt = Annotated[bool, typer.Option("--no-cache", help="Measure everything again: reuse no cached control run and no result kept in the run directory.")]
-ConfigOpt = Annotated[Optional[str], typer.Option("--config", help="pyproject.toml whose [tool.bisector] gives defaults. Default: the nearest one.", envvar="BISECTOR_CONFIG")]
+SeedOpt = Annotated[
+    Optional[int],
+    typer.Option("--seed", help="Seed of the shape schedule and the inputs. Default: 0.", envvar="BISECTOR_SEED"),
+]
+JobsOpt = Annotated[
+    Optional[int],
+    typer.Option("--jobs", "-j", help="Probes run at once. Default: number of cores.", envvar="BISECTOR_JOBS"),
+]
+FreshOpt = Annotated[
+    bool,
+    typer.Option(
+        "--fresh",
+        help="Start every probe in a new interpreter (~3 s each) instead of forking from the probe server.",
+        envvar="BISECTOR_FRESH",
+    ),
+]
+TimeoutOpt = Annotated[
+    Optional[float],
+    typer.Option(
+        "--timeout", help="Seconds a probe may run before it is killed. Default: 300.", envvar="BISECTOR_TIMEOUT"
+    ),
+]
+MemCapOpt = Annotated[
+    Optional[str],
+    typer.Option(
+        "--mem-cap",
+        help="RSS at which a probe is killed, e.g. 8GB. Default: half the RAM, at most 16 GB.",
+        envvar="BISECTOR_MEM_CAP",
+    ),
+]
+NoiseRssOpt = Annotated[
+    Optional[str], typer.Option("--noise-rss", help="How far RSS may wander before growth counts. Default: 5MB.")
+]
+NoiseGpuOpt = Annotated[
+    Optional[str],
+    typer.Option("--noise-gpu", help="How far GPU memory may wander before growth counts. Default: 200MB."),
+]
+MetricOpt = Annotated[
+    Optional[Metric],
+    typer.Option(
+        "--metric", help="Bytes metric judged: rss, or uss (private bytes). Default: rss.", envvar="BISECTOR_METRIC"
+    ),
+]
+RetriesOpt = Annotated[
+    Optional[int],
+    typer.Option("--retries", help="Reruns with twice the iterations when a verdict is inconclusive. Default: 2."),
+]
+AutogradOpt = Annotated[
+    bool, typer.Option("--keep-autograd", help="Run eager forwards with autograd on (default: torch.no_grad()).")
+]
+FloorOpt = Annotated[
+    Optional[list[str]],
+    typer.Option(
+        "--floor",
+        help="Detection floor a clean verdict must reach, per call: SIZE for every stage or STAGE=SIZE (repeatable). More calls are run until it does. Defaults: eager and inference 4KB, export 16KB.",
+    ),
+]
+TraceOpt = Annotated[
+    bool, typer.Option("--tracemalloc", help="Also trace Python allocations and report the lines whose memory grew.")
+]
+NoCacheOpt = Annotated[
+    bool,
+    typer.Option(
+        "--no-cache",
+        help="Measure everything again: reuse no cached control run and no result kept in the run directory.",
+    ),
+]
+ConfigOpt = Annotated[
+    Optional[str],
+    typer.Option(
+        "--config",
+        help="pyproject.toml whose [tool.bisector] gives defaults. Default: the nearest one.",
+        envvar="BISECTOR_CONFIG",
+    ),
+]
 DebugOpt = Annotated[bool, typer.Option("--debug", help="Show tracebacks of bisector's own errors.")]
-ReportOpt = Annotated[Optional[str], typer.Option("--report", help="Write an HTML report (self-contained, charts also as PNG) into this folder.")]
-BundleOpt = Annotated[Optional[str], typer.Option("--bundle", help="Write a repro bundle per culprit (repro.py needing only torch/onnxruntime/psutil, inputs, model.onnx, env, ISSUE.md) into this folder.")]
+ReportOpt = Annotated[
+    Optional[str],
+    typer.Option("--report", help="Write an HTML report (self-contained, charts also as PNG) into this folder."),
+]
+BundleOpt = Annotated[
+    Optional[str],
+    typer.Option(
+        "--bundle",
+        help="Write a repro bundle per culprit (repro.py needing only torch/onnxruntime/psutil, inputs, model.onnx, env, ISSUE.md) into this folder.",
+    ),
+]
 
 
 def _version(value: bool) -> None:
@@ -76,7 +177,9 @@ def _version(value: bool) -> None:
 
 @app.callback()
 def _root(
-    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True, help="Show the version.")] = False,
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Show the version.")
+    ] = False,
 ) -> None:
     """Find and repair memory leaks where PyTorch meets ONNX."""
 
@@ -182,7 +285,9 @@ def _guard(debug: bool, body: Callable[[], int], state: _RunState | None = None)
             return _interrupted(state)
         if debug:
             raise
-        _err_console().print(f"[bold red]internal error:[/] {_esc(type(exc).__name__)}: {_esc(str(exc))} (rerun with --debug for the traceback)")
+        _err_console().print(
+            f"[bold red]internal error:[/] {_esc(type(exc).__name__)}: {_esc(str(exc))} (rerun with --debug for the traceback)"
+        )
         return EXIT_INTERNAL
 
 
@@ -236,13 +341,26 @@ class _Progress:
         self._bar: Any = None
         self._task: Any = None
 
-    def __enter__(self) -> "_Progress":
+    def __enter__(self) -> _Progress:
         if self.bar_enabled:
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+            from rich.progress import (
+                BarColumn,
+                MofNCompleteColumn,
+                Progress,
+                SpinnerColumn,
+                TextColumn,
+                TimeElapsedColumn,
+            )
 
             self._bar = Progress(
-                SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                TextColumn("probes"), TimeElapsedColumn(), console=_err_console(), transient=True,
+                SpinnerColumn(),
+                TextColumn("{task.description}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TextColumn("probes"),
+                TimeElapsedColumn(),
+                console=_err_console(),
+                transient=True,
             )
             self._bar.__enter__()
             self._task = self._bar.add_task("starting", total=None)
@@ -255,8 +373,12 @@ class _Progress:
     def _update(self) -> None:
         if self._bar is not None:
             stages = sorted({label.split()[0] for label in self.active}) or ["…"]
-            self._bar.update(self._task, description=", ".join(stages), completed=self.done,
-                             total=max(self.planned, self.done) or None)
+            self._bar.update(
+                self._task,
+                description=", ".join(stages),
+                completed=self.done,
+                total=max(self.planned, self.done) or None,
+            )
 
     def probe_queued(self, label: str) -> None:
         with self._lock:
@@ -284,31 +406,93 @@ class _Progress:
             self._bar.console.print(f"{stage}: {summary}", markup=False, highlight=False)
 
 
-EXIT_BY_STATUS = {"clean": EXIT_CLEAN, "fixed": EXIT_CLEAN, "unfixed": EXIT_FOUND, "unproven": EXIT_UNPROVEN,
-                  "error": EXIT_USER}
+EXIT_BY_STATUS = {
+    "clean": EXIT_CLEAN,
+    "fixed": EXIT_CLEAN,
+    "unfixed": EXIT_FOUND,
+    "unproven": EXIT_UNPROVEN,
+    "error": EXIT_USER,
+}
 
 # -- the options every probing command shares ----------------------------------------------------
 # Declared once; `@probing` adds them to a command's signature and hands the command one parsed
 # Options (what to measure) and one Output (how to show it), so commands declare only their extras.
-RunDirOpt = Annotated[Optional[str], typer.Option("--run-dir", help="Where measurements, recorded inputs and failed probes' folders are kept, so a re-run resumes. Default: ./.bisector", envvar="BISECTOR_RUN_DIR")]
-ExportScriptOpt = Annotated[Optional[str], typer.Option("--export-script", help="Your export script: measured with the export settings it uses for this model; fix patches its torch.onnx.export call with the kept settings.")]
-InferScriptOpt = Annotated[Optional[str], typer.Option("--infer-script", help="Your inference script: measured with the ONNX Runtime settings it applies to this model's session; fix patches its InferenceSession with the kept settings.")]
+RunDirOpt = Annotated[
+    Optional[str],
+    typer.Option(
+        "--run-dir",
+        help="Where measurements, recorded inputs and failed probes' folders are kept, so a re-run resumes. Default: ./.bisector",
+        envvar="BISECTOR_RUN_DIR",
+    ),
+]
+ExportScriptOpt = Annotated[
+    Optional[str],
+    typer.Option(
+        "--export-script",
+        help="Your export script: measured with the export settings it uses for this model; fix patches its torch.onnx.export call with the kept settings.",
+    ),
+]
+InferScriptOpt = Annotated[
+    Optional[str],
+    typer.Option(
+        "--infer-script",
+        help="Your inference script: measured with the ONNX Runtime settings it applies to this model's session; fix patches its InferenceSession with the kept settings.",
+    ),
+]
 
-FailOnOpt = Annotated[Optional[list[str]], typer.Option("--fail-on", envvar="BISECTOR_FAIL_ON", help="Findings that fail the run (exit 1), comma-separated: leak, shape-growth, shape-growth:bounded, shape-growth:unbounded, toolchain-leak, inconclusive. Default: leak,shape-growth.")]
+FailOnOpt = Annotated[
+    Optional[list[str]],
+    typer.Option(
+        "--fail-on",
+        envvar="BISECTOR_FAIL_ON",
+        help="Findings that fail the run (exit 1), comma-separated: leak, shape-growth, shape-growth:bounded, shape-growth:unbounded, toolchain-leak, inconclusive. Default: leak,shape-growth.",
+    ),
+]
 
-VerboseOpt = Annotated[int, typer.Option("--verbose", "-v", count=True, help="More on stderr: -v logs each stage and a crashed probe's stderr in full, -vv every probe.")]
-QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="Nothing on stderr but errors (no progress, no stage lines).")]
+VerboseOpt = Annotated[
+    int,
+    typer.Option(
+        "--verbose",
+        "-v",
+        count=True,
+        help="More on stderr: -v logs each stage and a crashed probe's stderr in full, -vv every probe.",
+    ),
+]
+QuietOpt = Annotated[
+    bool, typer.Option("--quiet", "-q", help="Nothing on stderr but errors (no progress, no stage lines).")
+]
 
 SHARED: dict[str, tuple[Any, Any]] = {
-    "input": (InputOpt, None), "dim": (DimOpt, None), "stage": (StageOpt, None), "exporter": (ExporterOpt, None),
-    "jobs": (JobsOpt, None), "json_out": (JsonOpt, False), "init_kwargs": (InitOpt, None), "device": (DeviceOpt, None),
-    "seed": (SeedOpt, None), "fresh": (FreshOpt, False), "timeout": (TimeoutOpt, None), "mem_cap": (MemCapOpt, None),
-    "noise_rss": (NoiseRssOpt, None), "noise_gpu": (NoiseGpuOpt, None), "metric": (MetricOpt, None),
-    "retries": (RetriesOpt, None), "keep_autograd": (AutogradOpt, False), "tracemalloc": (TraceOpt, False),
-    "floor": (FloorOpt, None), "no_cache": (NoCacheOpt, False), "run_dir": (RunDirOpt, None), "config": (ConfigOpt, None),
-    "report_dir": (ReportOpt, None), "bundle_dir": (BundleOpt, None), "debug": (DebugOpt, False),
-    "export_script": (ExportScriptOpt, None), "infer_script": (InferScriptOpt, None), "fail_on": (FailOnOpt, None),
-    "verbose": (VerboseOpt, 0), "quiet": (QuietOpt, False),
+    "input": (InputOpt, None),
+    "dim": (DimOpt, None),
+    "stage": (StageOpt, None),
+    "exporter": (ExporterOpt, None),
+    "jobs": (JobsOpt, None),
+    "json_out": (JsonOpt, False),
+    "init_kwargs": (InitOpt, None),
+    "device": (DeviceOpt, None),
+    "seed": (SeedOpt, None),
+    "fresh": (FreshOpt, False),
+    "timeout": (TimeoutOpt, None),
+    "mem_cap": (MemCapOpt, None),
+    "noise_rss": (NoiseRssOpt, None),
+    "noise_gpu": (NoiseGpuOpt, None),
+    "metric": (MetricOpt, None),
+    "retries": (RetriesOpt, None),
+    "keep_autograd": (AutogradOpt, False),
+    "tracemalloc": (TraceOpt, False),
+    "floor": (FloorOpt, None),
+    "no_cache": (NoCacheOpt, False),
+    "run_dir": (RunDirOpt, None),
+    "config": (ConfigOpt, None),
+    "report_dir": (ReportOpt, None),
+    "bundle_dir": (BundleOpt, None),
+    "debug": (DebugOpt, False),
+    "export_script": (ExportScriptOpt, None),
+    "infer_script": (InferScriptOpt, None),
+    "fail_on": (FailOnOpt, None),
+    "verbose": (VerboseOpt, 0),
+    "quiet": (QuietOpt, False),
 }
 
 
@@ -324,7 +508,7 @@ class Output:
     verbose: int = 0
     quiet: bool = False
 
-    def progress(self) -> "_Progress":
+    def progress(self) -> _Progress:
         return _Progress(bar=sys.stderr.isatty() and not self.debug and not self.quiet, lines=not self.quiet)
 
 
@@ -332,13 +516,29 @@ def _options(v: dict[str, Any]) -> Any:
     from bisector.prepare import Options
 
     return Options(
-        inputs=tuple(v["input"] or ()), dims=tuple(v["dim"] or ()),
-        stages=tuple(_value(s) for s in v["stage"]) if v["stage"] else None, exporter=_value(v["exporter"]),
-        device=_value(v["device"]), init_kwargs=v["init_kwargs"], seed=v["seed"], jobs=v["jobs"],
-        fresh=v["fresh"], timeout_s=v["timeout"], mem_cap=v["mem_cap"], noise_rss=v["noise_rss"],
-        noise_gpu=v["noise_gpu"], metric=_value(v["metric"]), retries=v["retries"], keep_autograd=v["keep_autograd"],
-        tracemalloc=v["tracemalloc"], floor=tuple(v["floor"]) if v["floor"] else None, cache=not v["no_cache"],
-        config=v["config"], run_dir=v["run_dir"], export_script=v["export_script"], infer_script=v["infer_script"],
+        inputs=tuple(v["input"] or ()),
+        dims=tuple(v["dim"] or ()),
+        stages=tuple(_value(s) for s in v["stage"]) if v["stage"] else None,
+        exporter=_value(v["exporter"]),
+        device=_value(v["device"]),
+        init_kwargs=v["init_kwargs"],
+        seed=v["seed"],
+        jobs=v["jobs"],
+        fresh=v["fresh"],
+        timeout_s=v["timeout"],
+        mem_cap=v["mem_cap"],
+        noise_rss=v["noise_rss"],
+        noise_gpu=v["noise_gpu"],
+        metric=_value(v["metric"]),
+        retries=v["retries"],
+        keep_autograd=v["keep_autograd"],
+        tracemalloc=v["tracemalloc"],
+        floor=tuple(v["floor"]) if v["floor"] else None,
+        cache=not v["no_cache"],
+        config=v["config"],
+        run_dir=v["run_dir"],
+        export_script=v["export_script"],
+        infer_script=v["infer_script"],
     )
 
 
@@ -353,7 +553,9 @@ def probing(fn: Callable[..., int]) -> Callable[..., int]:
     import inspect
 
     own = [p for n, p in inspect.signature(fn, eval_str=True).parameters.items() if n not in ("options", "output")]
-    shared = [inspect.Parameter(n, inspect.Parameter.KEYWORD_ONLY, default=d, annotation=a) for n, (a, d) in SHARED.items()]
+    shared = [
+        inspect.Parameter(n, inspect.Parameter.KEYWORD_ONLY, default=d, annotation=a) for n, (a, d) in SHARED.items()
+    ]
 
     @functools.wraps(fn)
     def command(**kwargs: Any) -> int:
@@ -366,8 +568,15 @@ def probing(fn: Callable[..., int]) -> Callable[..., int]:
         except UserError as exc:
             _err_console().print(f"[bold red]error:[/] {_esc(str(exc))}")
             return EXIT_USER
-        output = Output(json=given["json_out"], report_dir=given["report_dir"], bundle_dir=given["bundle_dir"],
-                        debug=given["debug"], fail_on=fail_on, verbose=given["verbose"], quiet=given["quiet"])
+        output = Output(
+            json=given["json_out"],
+            report_dir=given["report_dir"],
+            bundle_dir=given["bundle_dir"],
+            debug=given["debug"],
+            fail_on=fail_on,
+            verbose=given["verbose"],
+            quiet=given["quiet"],
+        )
         _logging(output.verbose, output.quiet)
         return fn(options=_options(given), output=output, **kwargs)
 
@@ -399,7 +608,9 @@ def measure(spec: Spec, options: Any = None, output: Any = None) -> int:
         prepared = prepare(spec, options)
         _say_inferred(prepared)
         with output.progress() as progress:
-            report = run_measure(prepared.model, prepared.plan, prepared.options, events=progress, run_dir=options.run_dir)
+            report = run_measure(
+                prepared.model, prepared.plan, prepared.options, events=progress, run_dir=options.run_dir
+            )
         extra, said = _publish(report, output.report_dir, output.bundle_dir)
         if output.json:
             _emit({**report.to_json(), **extra}, "measure")
@@ -452,12 +663,36 @@ def find(spec: Spec, options: Any = None, output: Any = None) -> int:
     return _guard(output.debug, body, state)
 
 
-FixerOpt = Annotated[Optional[list[str]], typer.Option("--fixer", help="Only this fixer (repeatable); see `bisector fixers`.")]
-DiffOpt = Annotated[bool, typer.Option("--diff", help="Print the kept fixes as a unified diff (patch -p1 / git apply from the project root).")]
-ApplyOpt = Annotated[bool, typer.Option("--apply", help="Write the diff to the files (atomically, with backups, only files unchanged since analysis and inside the project), then re-measure.")]
+FixerOpt = Annotated[
+    Optional[list[str]], typer.Option("--fixer", help="Only this fixer (repeatable); see `bisector fixers`.")
+]
+DiffOpt = Annotated[
+    bool,
+    typer.Option(
+        "--diff", help="Print the kept fixes as a unified diff (patch -p1 / git apply from the project root)."
+    ),
+]
+ApplyOpt = Annotated[
+    bool,
+    typer.Option(
+        "--apply",
+        help="Write the diff to the files (atomically, with backups, only files unchanged since analysis and inside the project), then re-measure.",
+    ),
+]
 ForceOpt = Annotated[bool, typer.Option("--force", help="With --apply: also replace files that are read-only.")]
-AllowChangesOpt = Annotated[bool, typer.Option("--allow-output-changes", help="Keep fixes that change outputs by design (padding to multiples of 16).")]
-PickOpt = Annotated[Optional[int], typer.Option("--pick", help="Patch with the N-th kept fix of each culprit (1 = the best ranked) instead of the default choice.")]
+AllowChangesOpt = Annotated[
+    bool,
+    typer.Option(
+        "--allow-output-changes", help="Keep fixes that change outputs by design (padding to multiples of 16)."
+    ),
+]
+PickOpt = Annotated[
+    Optional[int],
+    typer.Option(
+        "--pick",
+        help="Patch with the N-th kept fix of each culprit (1 = the best ranked) instead of the default choice.",
+    ),
+]
 
 
 @app.command()
@@ -483,8 +718,14 @@ def fix(
         from bisector.prepare import prepare
         from bisector.report import render_find, render_fix
 
-        request = pipeline.FixRequest(fixers=tuple(fixer or ()), allow_output_changes=allow_output_changes, pick=pick,
-                                      apply=apply, force=force, fail_on=output.fail_on)
+        request = pipeline.FixRequest(
+            fixers=tuple(fixer or ()),
+            allow_output_changes=allow_output_changes,
+            pick=pick,
+            apply=apply,
+            force=force,
+            fail_on=output.fail_on,
+        )
         # Refused now, not after minutes of probing.
         root = pipeline.check_request(spec, options, request, _fixer_names())
         prepared = prepare(spec, options)
@@ -501,7 +742,9 @@ def fix(
             state.backups = str(root / ".bisector" / "backups")
 
         with output.progress() as progress:
-            hooks = pipeline.Progress(events=progress, on_run_dir=on_run_dir, on_found=show_found, written=state.written)
+            hooks = pipeline.Progress(
+                events=progress, on_run_dir=on_run_dir, on_found=show_found, written=state.written
+            )
             outcome = pipeline.fix(prepared, request, hooks, root=root, stopped=lambda: bool(_SIGNALS))
         data = outcome.to_json()
         extra, said = _publish(outcome.report, output.report_dir, output.bundle_dir, data["patches"])
@@ -516,7 +759,9 @@ def fix(
     return _guard(output.debug, body, state)
 
 
-def _render_fix(outcome: Any, diff: bool, apply: bool, combined_diff: Callable[..., str], render_fix: Callable[..., None]) -> None:
+def _render_fix(
+    outcome: Any, diff: bool, apply: bool, combined_diff: Callable[..., str], render_fix: Callable[..., None]
+) -> None:
     console = _out_console()
     render_fix(outcome.report, console, show_find=False)
     for note in outcome.notes:
@@ -537,7 +782,9 @@ def _render_fix(outcome: Any, diff: bool, apply: bool, combined_diff: Callable[.
         console.print(f"re-measured after --apply (edited files, kept runtime settings): {parts}", markup=False)
 
 
-def _publish(report: Any, report_dir: str | None, bundle_dir: str | None, patches: Any = ()) -> tuple[dict[str, Any], list[str]]:
+def _publish(
+    report: Any, report_dir: str | None, bundle_dir: str | None, patches: Any = ()
+) -> tuple[dict[str, Any], list[str]]:
     """HTML report and repro bundles when asked; find/fix keep the report document in their run
     directory either way (for `bisector report`). Returns what --json gains, and the lines saying
     where it wrote (printed by _said after the report, where a person looks last)."""
@@ -555,8 +802,16 @@ def _said(lines: list[str]) -> None:
 
 @app.command("report")
 def report_command(
-    run_dir: Annotated[str, typer.Argument(help="A run directory (.bisector, .bisector/runs/...), a --report folder or a repair --out folder.", show_default=False)],
-    out: Annotated[Optional[str], typer.Option("--out", help="Where to write the HTML. Default: beside the stored results.")] = None,
+    run_dir: Annotated[
+        str,
+        typer.Argument(
+            help="A run directory (.bisector, .bisector/runs/...), a --report folder or a repair --out folder.",
+            show_default=False,
+        ),
+    ],
+    out: Annotated[
+        Optional[str], typer.Option("--out", help="Where to write the HTML. Default: beside the stored results.")
+    ] = None,
     debug: DebugOpt = False,
 ) -> int:
     """Render the HTML report again from stored results: no probe runs."""
@@ -574,17 +829,50 @@ def report_command(
 @app.command()
 def repair(
     config: ConfigOpt = None,
-    manifest: Annotated[Optional[str], typer.Option("--manifest", help="A TOML ([[models]] tables) or JSON ({\"models\": [...]}) list of models, instead of pyproject's [[tool.bisector.models]].")] = None,
-    out: Annotated[str, typer.Option("--out", help="Where patches, per-model results and the summary go.")] = ".bisector/repair",
+    manifest: Annotated[
+        Optional[str],
+        typer.Option(
+            "--manifest",
+            help='A TOML ([[models]] tables) or JSON ({"models": [...]}) list of models, instead of pyproject\'s [[tool.bisector.models]].',
+        ),
+    ] = None,
+    out: Annotated[
+        str, typer.Option("--out", help="Where patches, per-model results and the summary go.")
+    ] = ".bisector/repair",
     jobs: JobsOpt = None,
-    models_at_once: Annotated[int, typer.Option("--models-at-once", help="Models repaired side by side (they share --jobs probes).")] = 2,
+    models_at_once: Annotated[
+        int, typer.Option("--models-at-once", help="Models repaired side by side (they share --jobs probes).")
+    ] = 2,
     allow_output_changes: AllowChangesOpt = False,
     fresh: FreshOpt = False,
-    executor: Annotated[str, typer.Option("--executor", help="local (threads on this machine) or ray (one Ray task per model; pip install 'bisector[ray]').")] = "local",
-    address: Annotated[Optional[str], typer.Option("--address", help="With --executor ray: the cluster to join (ray://HOST:10001, HOST:6379 or auto). Default: a Ray started on this machine.")] = None,
-    shard: Annotated[Optional[str], typer.Option("--shard", help="I/N: repair only this share of the models (a stable split by name), for CI matrices; join the outputs with `bisector merge`.")] = None,
+    executor: Annotated[
+        str,
+        typer.Option(
+            "--executor",
+            help="local (threads on this machine) or ray (one Ray task per model; pip install 'bisector[ray]').",
+        ),
+    ] = "local",
+    address: Annotated[
+        Optional[str],
+        typer.Option(
+            "--address",
+            help="With --executor ray: the cluster to join (ray://HOST:10001, HOST:6379 or auto). Default: a Ray started on this machine.",
+        ),
+    ] = None,
+    shard: Annotated[
+        Optional[str],
+        typer.Option(
+            "--shard",
+            help="I/N: repair only this share of the models (a stable split by name), for CI matrices; join the outputs with `bisector merge`.",
+        ),
+    ] = None,
     json_out: JsonOpt = False,
-    report_dir: Annotated[Optional[str], typer.Option("--report", help="Write an HTML report per model and an index.html over all models into this folder.")] = None,
+    report_dir: Annotated[
+        Optional[str],
+        typer.Option(
+            "--report", help="Write an HTML report per model and an index.html over all models into this folder."
+        ),
+    ] = None,
     fail_on: FailOnOpt = None,
     debug: DebugOpt = False,
 ) -> int:
@@ -616,12 +904,27 @@ def repair(
 
         def progress(result: Any, state: Any) -> None:
             if not json_out:
-                err.print(f"{result.status:<8} {result.spec}  ({result.wall_s:.0f} s)  "
-                          f"[{state.done}/{state.total} done, {state.running} running, {state.queued} queued]", markup=False)
+                err.print(
+                    f"{result.status:<8} {result.spec}  ({result.wall_s:.0f} s)  "
+                    f"[{state.done}/{state.total} done, {state.running} running, {state.queued} queued]",
+                    markup=False,
+                )
 
-        summary = api.repair(config=config, manifest=manifest, out=out, jobs=jobs, models_at_once=models_at_once,
-                             allow_output_changes=allow_output_changes, fresh=fresh, progress=progress, report_dir=report_dir,
-                             executor=executor, address=address, shard=part, fail_on=fail_on)
+        summary = api.repair(
+            config=config,
+            manifest=manifest,
+            out=out,
+            jobs=jobs,
+            models_at_once=models_at_once,
+            allow_output_changes=allow_output_changes,
+            fresh=fresh,
+            progress=progress,
+            report_dir=report_dir,
+            executor=executor,
+            address=address,
+            shard=part,
+            fail_on=fail_on,
+        )
         _print_summary(summary, json_out)
         if report_dir:
             err.print(f"report: {Path(report_dir) / 'index.html'}", markup=False, highlight=False)
@@ -640,15 +943,28 @@ def _print_summary(summary: Any, json_out: bool) -> None:
     sys.stdout.write(summary.markdown())
     counts = ", ".join(f"{n} {k}" for k, n in summary.counts.items())
     resumed = sum(1 for r in summary.results if r.resumed)
-    sys.stdout.write(f"\n{len(summary.results)} models: {counts}" + (f" ({resumed} resumed)" if resumed else "") + f"; summary in {summary.out}/summary.md\n")
+    sys.stdout.write(
+        f"\n{len(summary.results)} models: {counts}"
+        + (f" ({resumed} resumed)" if resumed else "")
+        + f"; summary in {summary.out}/summary.md\n"
+    )
 
 
 @app.command()
 def merge(
-    outs: Annotated[list[str], typer.Argument(help="The --out folders of `bisector repair --shard I/N` runs.", show_default=False)],
+    outs: Annotated[
+        list[str], typer.Argument(help="The --out folders of `bisector repair --shard I/N` runs.", show_default=False)
+    ],
     config: ConfigOpt = None,
-    manifest: Annotated[Optional[str], typer.Option("--manifest", help="The manifest the shards ran from, when not pyproject's [[tool.bisector.models]].")] = None,
-    out: Annotated[str, typer.Option("--out", help="Where the merged patches, per-model results and summary go.")] = ".bisector/repair",
+    manifest: Annotated[
+        Optional[str],
+        typer.Option(
+            "--manifest", help="The manifest the shards ran from, when not pyproject's [[tool.bisector.models]]."
+        ),
+    ] = None,
+    out: Annotated[
+        str, typer.Option("--out", help="Where the merged patches, per-model results and summary go.")
+    ] = ".bisector/repair",
     allow_output_changes: AllowChangesOpt = False,
     json_out: JsonOpt = False,
     debug: DebugOpt = False,
@@ -680,10 +996,30 @@ def list_fixers(json_out: JsonOpt = False) -> int:
     from bisector.fixers import family_of, load
 
     registry = load()
-    rows = [{"name": f.name, "description": f.description, "stages": list(f.stages), "kinds": list(f.kinds),
-             "family": family_of(f) or None, "status": "ok", "error": None} for f in registry.fixers]
-    rows += [{"name": b.name, "description": b.value, "stages": [], "kinds": [], "family": None, "status": "broken",
-              "error": b.error} for b in registry.broken]
+    rows = [
+        {
+            "name": f.name,
+            "description": f.description,
+            "stages": list(f.stages),
+            "kinds": list(f.kinds),
+            "family": family_of(f) or None,
+            "status": "ok",
+            "error": None,
+        }
+        for f in registry.fixers
+    ]
+    rows += [
+        {
+            "name": b.name,
+            "description": b.value,
+            "stages": [],
+            "kinds": [],
+            "family": None,
+            "status": "broken",
+            "error": b.error,
+        }
+        for b in registry.broken
+    ]
     if json_out:
         sys.stdout.write(json.dumps(rows, indent=2) + "\n")
         return EXIT_CLEAN
@@ -692,7 +1028,9 @@ def list_fixers(json_out: JsonOpt = False) -> int:
         if r["status"] == "broken":
             sys.stdout.write(f"{r['name']:<{width}}  broken: {r['error']}\n")
             continue
-        sys.stdout.write(f"{r['name']:<{width}}  {'/'.join(r['stages']):<16} {'/'.join(r['kinds']):<18} {r['description']}\n")
+        sys.stdout.write(
+            f"{r['name']:<{width}}  {'/'.join(r['stages']):<16} {'/'.join(r['kinds']):<18} {r['description']}\n"
+        )
     families: dict[str, list[str]] = {}
     for r in rows:
         if r["family"]:
@@ -738,10 +1076,10 @@ def clean_command(
     def body() -> int:
         import time
 
+        from bisector.caches import default_cache_dir
         from bisector.clean import clean
         from bisector.errors import UserError
         from bisector.lab import RUN_DIR
-        from bisector.caches import default_cache_dir
         from bisector.units import format_bytes, parse_size
 
         if keep_days is not None and keep_days < 0:

@@ -16,9 +16,10 @@ import difflib
 import sys
 import types
 import typing
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, Callable, Mapping, Union
+from typing import Any, Union
 
 from bisector.errors import UserError
 
@@ -63,7 +64,9 @@ def _exporter(value: Any) -> None:
 def _fail_on(value: Any) -> None:
     from bisector.fail_on import KINDS
 
-    _choices(*KINDS)([t.strip() for v in ([value] if isinstance(value, str) else value) for t in str(v).split(",") if t.strip()])
+    _choices(*KINDS)(
+        [t.strip() for v in ([value] if isinstance(value, str) else value) for t in str(v).split(",") if t.strip()]
+    )
 
 
 def _size(minimum: int = 1) -> Callable[[Any], None]:
@@ -187,7 +190,11 @@ def _describe(tp: Any) -> str:
         return " or ".join(dict.fromkeys(parts))
     if origin is list:
         (item,) = typing.get_args(tp)
-        return f"a list of {_describe(item).removeprefix('a ').removeprefix('an ')}s" if item in _DESCRIBE else "a list of tables"
+        return (
+            f"a list of {_describe(item).removeprefix('a ').removeprefix('an ')}s"
+            if item in _DESCRIBE
+            else "a list of tables"
+        )
     if origin is dict or tp is dict:
         return "a table"
     if isinstance(tp, type) and hasattr(tp, "__dataclass_fields__"):
@@ -214,7 +221,12 @@ def _matches(value: Any, tp: Any) -> bool:
     if tp is int:
         return isinstance(value, int) and not isinstance(value, bool)
     if tp is float:
-        return isinstance(value, (int, float)) and not isinstance(value, bool) and value == value and abs(value) != float("inf")
+        return (
+            isinstance(value, (int, float))
+            and not isinstance(value, bool)
+            and value == value
+            and abs(value) != float("inf")
+        )
     return isinstance(value, tp)
 
 
@@ -235,11 +247,13 @@ def validate(schema: type, data: Any, file: str | Path, table: str) -> dict[str,
     for name, f in known.items():
         if name not in data:
             if f.metadata.get("required"):
-                raise UserError(f"{where}: {name} is required, e.g. {name} = \"models/net.py:Net\"")
+                raise UserError(f'{where}: {name} is required, e.g. {name} = "models/net.py:Net"')
             continue
         value = data[name]
         if not _matches(value, hints[name]):
-            raise UserError(f"{where} {name}: expected {f.metadata.get('expect') or _describe(hints[name])}, got {_show(value)}")
+            raise UserError(
+                f"{where} {name}: expected {f.metadata.get('expect') or _describe(hints[name])}, got {_show(value)}"
+            )
         check = f.metadata.get("check")
         if check is not None:
             try:
@@ -257,7 +271,14 @@ def validate(schema: type, data: Any, file: str | Path, table: str) -> dict[str,
 
 
 def _show(value: Any) -> str:
-    kind = {bool: "true/false", int: "a number", float: "a number", str: "a string", list: "a list", dict: "a table"}.get(type(value), type(value).__name__)
+    kind = {
+        bool: "true/false",
+        int: "a number",
+        float: "a number",
+        str: "a string",
+        list: "a list",
+        dict: "a table",
+    }.get(type(value), type(value).__name__)
     text = repr(value)
     return f"{kind} {text if len(text) <= 40 else text[:37] + '...'}"
 

@@ -16,7 +16,8 @@ from __future__ import annotations
 
 import functools
 import json
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 SCHEMA_VERSION = 1
 SCHEMA_PACKAGE = "bisector"
@@ -24,8 +25,15 @@ SCHEMA_FILE = "schemas/report.schema.json"
 # The kinds of report: what --json prints for each command, and the stored report document.
 REPORT_KINDS = ("measure", "find", "fix", "repair")
 # onnxruntime ships under several distribution names that all install the `onnxruntime` module.
-_RUNTIME_DISTRIBUTIONS = ("onnxruntime-gpu", "onnxruntime", "onnxruntime-directml", "onnxruntime-openvino",
-                          "onnxruntime-training", "onnxruntime-qnn", "onnxruntime-rocm")
+_RUNTIME_DISTRIBUTIONS = (
+    "onnxruntime-gpu",
+    "onnxruntime",
+    "onnxruntime-directml",
+    "onnxruntime-openvino",
+    "onnxruntime-training",
+    "onnxruntime-qnn",
+    "onnxruntime-rocm",
+)
 
 
 def _version_of(distribution: str) -> str | None:
@@ -41,8 +49,12 @@ def _version_of(distribution: str) -> str | None:
 def toolchain_versions() -> dict[str, str | None]:
     """torch, onnx and onnxruntime as installed (None when absent), and which distribution
     provides onnxruntime (onnxruntime, onnxruntime-gpu, ...)."""
-    out: dict[str, str | None] = {"torch": _version_of("torch"), "onnx": _version_of("onnx"),
-                                  "onnxruntime": None, "onnxruntime_distribution": None}
+    out: dict[str, str | None] = {
+        "torch": _version_of("torch"),
+        "onnx": _version_of("onnx"),
+        "onnxruntime": None,
+        "onnxruntime_distribution": None,
+    }
     for dist in _RUNTIME_DISTRIBUTIONS:
         version = _version_of(dist)
         if version is not None:

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any
 
 # Meter readings a sample may carry. Bytes unless noted.
 #   rss, uss         process resident / unique (private) memory, from psutil
@@ -29,7 +30,7 @@ class Sample:
         return {"phase": self.phase, "dims": dict(self.dims), **{k: v for k, v in self.values.items() if v is not None}}
 
     @classmethod
-    def from_json(cls, data: Mapping[str, Any]) -> "Sample":
+    def from_json(cls, data: Mapping[str, Any]) -> Sample:
         values = {k: v for k, v in data.items() if k in METRICS}
         return cls(phase=data["phase"], dims=dict(data.get("dims") or {}), values=values)
 
@@ -43,7 +44,11 @@ class MemoryCurve:
     meta: Mapping[str, Any] = field(default_factory=dict)
 
     def series(self, metric: str, phase: str | None = None) -> list[float]:
-        return [s.values[metric] for s in self.samples if (phase is None or s.phase == phase) and s.values.get(metric) is not None]
+        return [
+            s.values[metric]
+            for s in self.samples
+            if (phase is None or s.phase == phase) and s.values.get(metric) is not None
+        ]
 
     def has(self, metric: str) -> bool:
         return any(s.values.get(metric) is not None for s in self.samples)
@@ -72,7 +77,7 @@ class MemoryCurve:
         }
 
     @classmethod
-    def from_json(cls, data: Mapping[str, Any]) -> "MemoryCurve":
+    def from_json(cls, data: Mapping[str, Any]) -> MemoryCurve:
         return cls(
             samples=tuple(Sample.from_json(s) for s in data["samples"]),
             type_growth={k: dict(v) for k, v in (data.get("type_growth") or {}).items()},

@@ -15,8 +15,8 @@ as usual and does not fail the run.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Iterable
 
 from bisector.errors import UserError
 
@@ -29,7 +29,7 @@ class FailOn:
     kinds: frozenset[str] = frozenset(DEFAULT)
 
     @classmethod
-    def parse(cls, values: Iterable[str] | str | None) -> "FailOn":
+    def parse(cls, values: Iterable[str] | str | None) -> FailOn:
         """From `--fail-on` values (repeatable, each comma-separated); None or empty: the default."""
         if isinstance(values, str):
             values = [values]

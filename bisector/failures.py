@@ -7,13 +7,13 @@ that names the flag or the fix to try; a crashed, hung or capped probe is "not m
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import replace
-from typing import Iterable
 
 from bisector.errors import BisectorError, InternalError, UserError
 from bisector.find import Culprit, FindReport, StageSearch
-from bisector.results import CRASHED, FAILED, MeasureReport
 from bisector.fixers.base import UNSUPPORTED_OP
+from bisector.results import CRASHED, FAILED, MeasureReport
 
 
 def failure_culprits(found: FindReport) -> FindReport:
@@ -31,8 +31,16 @@ def failure_culprits(found: FindReport) -> FindReport:
         ops = failing_operators(message)
         if not ops:
             continue
-        culprit = Culprit(region="", stage=stage, kind=UNSUPPORTED_OP, own_code=False, type="", figures={"operators": ops},
-                          chain=(("", UNSUPPORTED_OP),), hint=f"the {stage} stage fails on {', '.join(ops)}: {message}")
+        culprit = Culprit(
+            region="",
+            stage=stage,
+            kind=UNSUPPORTED_OP,
+            own_code=False,
+            type="",
+            figures={"operators": ops},
+            chain=(("", UNSUPPORTED_OP),),
+            hint=f"the {stage} stage fails on {', '.join(ops)}: {message}",
+        )
         searches[stage] = StageSearch(stage, root=r, culprits=(culprit,))
     return replace(found, searches=searches) if searches != dict(found.searches) else found
 
@@ -43,7 +51,8 @@ def unfixable_failures(found: FindReport) -> list[str]:
     turned = {c.stage for c in found.culprits if c.kind == UNSUPPORTED_OP}
     return [
         f"{s}: {getattr(r.failure, 'message', None) or r.failure.describe()}"
-        for s, r in found.measure.stages.items() if r.kind in (FAILED, CRASHED) and s not in turned
+        for s, r in found.measure.stages.items()
+        if r.kind in (FAILED, CRASHED) and s not in turned
     ]
 
 

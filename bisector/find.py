@@ -13,16 +13,17 @@ the request and a hash of the model's code and weights: a re-run, a run stopped 
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from bisector.lab import Interrupted, Lab
+from bisector.measure import stage_summary
 from bisector.probe.pool import ProbePool
 from bisector.probe.types import STAGES
 from bisector.results import MeasureOptions, MeasureReport, StageResult, stage_order
-from bisector.measure import stage_summary
 from bisector.runner import Events, event
 from bisector.search import Finding, Outcome, Search, SearchState
 from bisector.spec import InputPlan, ModelSpec
@@ -124,14 +125,18 @@ def hint_for(stage: str, kind: str, own_code: bool, figures: Mapping[str, Any], 
         return "grows on every ONNX Runtime run: try the runtime's memory options (bisector fix) or a newer onnxruntime"
     if kind == SHAPE_GROWTH:
         if figures.get("bounded"):
-            return "memory held for the largest input shape so far (an allocator or workspace): round or bound input sizes"
+            return (
+                "memory held for the largest input shape so far (an allocator or workspace): round or bound input sizes"
+            )
         return "keeps something per input shape (a cache keyed by shape?): bound the cache or round sizes"
     if stage == "export":
         if not tensors and (figures.get("objects_per_call") or 0) < 1:
             return "native memory kept on every export: look for C extensions or ctypes allocations in its forward"
         return "keeps what it builds on every export: a custom symbolic function or a module-level container filled while tracing"
     if tensors:
-        return "forward keeps tensors alive (a list or dict it appends to, a hook collecting outputs): clear or bound it"
+        return (
+            "forward keeps tensors alive (a list or dict it appends to, a hook collecting outputs): clear or bound it"
+        )
     if (figures.get("objects_per_call") or 0) >= 1:
         return "forward keeps Python objects on every call: look for containers that only grow"
     return "native memory not freed on every call (no Python object kept): look for C extensions or ctypes allocations"
@@ -153,7 +158,12 @@ class Finder:
             return StageSearch(stage, root)
         root_outcome = root.outcome() if root.verdict and root.curve else Outcome(root.kind)
         state = SearchState()
-        if stage == "inference" and root.kind == SHAPE_GROWTH and root.verdict is not None and root.verdict.bounded is not False:
+        if (
+            stage == "inference"
+            and root.kind == SHAPE_GROWTH
+            and root.verdict is not None
+            and root.verdict.bounded is not False
+        ):
             # ONNX Runtime's arena grows for each larger input and holds it: a property of the
             # whole session, seen in every region with activations. Probing regions would name
             # each of them; the runtime's settings are the place to fix it.
@@ -168,8 +178,13 @@ class Finder:
             return lab.regions(stage, regions, root)
 
         with ThreadPoolExecutor(max_workers=lab.jobs, thread_name_prefix=f"bisector-{stage}") as ex:
-            search = Search(lab.tree, oracle, executor=ex if lab.jobs > 1 else None, state=state,
-                            own_code_beyond_children=stage == "eager")
+            search = Search(
+                lab.tree,
+                oracle,
+                executor=ex if lab.jobs > 1 else None,
+                state=state,
+                own_code_beyond_children=stage == "eager",
+            )
             try:
                 search.run("", root_outcome)
             except Interrupted:
@@ -186,15 +201,24 @@ class Finder:
             chain = tuple((r, o.kind) for r, o in state.path_to(c.region))
             culprits.append(
                 Culprit(
-                    region=c.region, stage=stage, kind=c.kind, own_code=c.own_code, type=type_name,
-                    figures=dict(c.outcome.figures), chain=chain,
+                    region=c.region,
+                    stage=stage,
+                    kind=c.kind,
+                    own_code=c.own_code,
+                    type=type_name,
+                    figures=dict(c.outcome.figures),
+                    chain=chain,
                     hint=hint_for(stage, c.kind, c.own_code, c.outcome.figures, type_name),
                 )
             )
         return StageSearch(
-            stage=stage, root=root, culprits=tuple(culprits),
+            stage=stage,
+            root=root,
+            culprits=tuple(culprits),
             unprobeable={r: o.message for r, o in state.unprobeable.items()},
-            inconclusive=tuple(state.inconclusive), tested=dict(state.tested), complete=state.complete,
+            inconclusive=tuple(state.inconclusive),
+            tested=dict(state.tested),
+            complete=state.complete,
         )
 
     def find(self) -> FindReport:
@@ -206,7 +230,9 @@ class Finder:
             begun = time.perf_counter()
             root = lab.stage(stage)
             search = self.run_search(stage, root)
-            named = f"; {len(search.culprits)} culprit{'s' if len(search.culprits) != 1 else ''}" if search.culprits else ""
+            named = (
+                f"; {len(search.culprits)} culprit{'s' if len(search.culprits) != 1 else ''}" if search.culprits else ""
+            )
             event(lab.events, "stage_done", stage, root.kind, stage_summary(root, time.perf_counter() - begun) + named)
             return root, search
 
@@ -233,15 +259,27 @@ class Finder:
             lab.ensure_captured([])  # the module tree alone, for the report
         ordered = [s for s in STAGES if s in results]
         measure_report = MeasureReport(
-            model=lab.model, plan=lab.plan, stages={s: results[s][0] for s in ordered},
-            probes=lab.probes, wall_s=time.perf_counter() - started, options=lab.options,
+            model=lab.model,
+            plan=lab.plan,
+            stages={s: results[s][0] for s in ordered},
+            probes=lab.probes,
+            wall_s=time.perf_counter() - started,
+            options=lab.options,
         )
-        complete = (not lab.interrupted.is_set() and all(results[s][1].complete for s in ordered)
-                    and len(ordered) == len(stages))
+        complete = (
+            not lab.interrupted.is_set()
+            and all(results[s][1].complete for s in ordered)
+            and len(ordered) == len(stages)
+        )
         return FindReport(
-            measure=measure_report, tree=lab.tree, searches={s: results[s][1] for s in ordered},
-            probes=lab.probes, reused=lab.reused, wall_s=time.perf_counter() - started,
-            run_dir=str(lab.run), complete=complete,
+            measure=measure_report,
+            tree=lab.tree,
+            searches={s: results[s][1] for s in ordered},
+            probes=lab.probes,
+            reused=lab.reused,
+            wall_s=time.perf_counter() - started,
+            run_dir=str(lab.run),
+            complete=complete,
         )
 
 

@@ -16,8 +16,9 @@ from __future__ import annotations
 import os
 import socket
 import tempfile
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any
 
 from bisector.errors import UserError
 
@@ -57,7 +58,7 @@ def _sweep_dead_workers(tmp: Path) -> None:
 
     for d in tmp.glob(f"{WORKDIR_PREFIX}*"):
         try:
-            pid = int(d.name[len(WORKDIR_PREFIX):].split("-")[0])
+            pid = int(d.name[len(WORKDIR_PREFIX) :].split("-")[0])
         except ValueError:
             continue
         if pid != os.getpid() and not psutil.pid_exists(pid):
@@ -74,11 +75,15 @@ def _worker_pool(fresh: bool, preload: tuple[str, ...]) -> Any:
         _POOL.clear()
         tmp = Path(tempfile.gettempdir())
         _sweep_dead_workers(tmp)
-        _POOL[key] = ProbePool(tempfile.mkdtemp(prefix=f"{WORKDIR_PREFIX}{os.getpid()}-", dir=tmp), fresh=fresh, preload=preload)
+        _POOL[key] = ProbePool(
+            tempfile.mkdtemp(prefix=f"{WORKDIR_PREFIX}{os.getpid()}-", dir=tmp), fresh=fresh, preload=preload
+        )
     return _POOL[key]
 
 
-def _repair_task(entry: Any, allow_output_changes: bool, jobs: int, fresh: bool, report_dir: str | None = None) -> dict[str, Any]:
+def _repair_task(
+    entry: Any, allow_output_changes: bool, jobs: int, fresh: bool, report_dir: str | None = None
+) -> dict[str, Any]:
     """The body of one model's Ray task, on the node where it landed: a local probe server, the
     local executor's repair of one model, and the result as JSON-safe data for the driver."""
     from concurrent.futures import ThreadPoolExecutor
@@ -100,14 +105,26 @@ def _repair_task(entry: Any, allow_output_changes: bool, jobs: int, fresh: bool,
         with ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="bisector-probe") as probes:
             # --report folders are written where the task runs: the driver's own disk with a local
             # Ray or a shared file system, the node's otherwise.
-            result, work = repair_one(entry, run_dir, pool, probes, run_dir, allow_output_changes, jobs,
-                                      Path(report_dir) if report_dir else None)
+            result, work = repair_one(
+                entry,
+                run_dir,
+                pool,
+                probes,
+                run_dir,
+                allow_output_changes,
+                jobs,
+                Path(report_dir) if report_dir else None,
+            )
     finally:
         shutil.rmtree(run_dir, ignore_errors=True)
         for done in (pool.workdir / "probes").iterdir():  # this model's finished probes
             shutil.rmtree(done, ignore_errors=True)
-    return {"result": result.to_json(), "work": work.to_json() if work is not None else None,
-            "node": socket.gethostname(), "pid": os.getpid()}
+    return {
+        "result": result.to_json(),
+        "work": work.to_json() if work is not None else None,
+        "node": socket.gethostname(),
+        "pid": os.getpid(),
+    }
 
 
 def _connect(address: str | None) -> bool:
@@ -136,8 +153,19 @@ def _died(exc: BaseException) -> str:
     """What an exception from ray.get says about the task, in one line."""
     import ray.exceptions as rex
 
-    lost = tuple(getattr(rex, n) for n in ("WorkerCrashedError", "NodeDiedError", "ObjectLostError", "OwnerDiedError",
-                                           "OutOfMemoryError", "LocalRayletDiedError", "TaskCancelledError") if hasattr(rex, n))
+    lost = tuple(
+        getattr(rex, n)
+        for n in (
+            "WorkerCrashedError",
+            "NodeDiedError",
+            "ObjectLostError",
+            "OwnerDiedError",
+            "OutOfMemoryError",
+            "LocalRayletDiedError",
+            "TaskCancelledError",
+        )
+        if hasattr(rex, n)
+    )
     if isinstance(exc, lost):
         return f"its Ray task died and was retried {TASK_RETRIES} time(s) ({type(exc).__name__}); run repair again to retry it"
     cause = getattr(exc, "cause", None) or exc
@@ -145,9 +173,16 @@ def _died(exc: BaseException) -> str:
     return f"internal error: {type(cause).__name__}: {text[-1] if text else ''}"
 
 
-def run_ray(todo: list[Any], *, allow_output_changes: bool, jobs: int | None, fresh: bool, address: str | None,
-            on_start: Callable[[Callable[[], int]], None] | None = None,
-            report_dir: str | Path | None = None) -> Iterable[tuple[Any, Any, Any]]:
+def run_ray(
+    todo: list[Any],
+    *,
+    allow_output_changes: bool,
+    jobs: int | None,
+    fresh: bool,
+    address: str | None,
+    on_start: Callable[[Callable[[], int]], None] | None = None,
+    report_dir: str | Path | None = None,
+) -> Iterable[tuple[Any, Any, Any]]:
     """Submit one task per model (`num_cpus` = --jobs, default 1: the probes it runs at once) and
     yield (entry, result, work) as each task finishes, in the order they finish."""
     require_ray()
@@ -159,8 +194,9 @@ def run_ray(todo: list[Any], *, allow_output_changes: bool, jobs: int | None, fr
     cpus = max(1, jobs or 1)
     started_here = _connect(address)
     try:
-        remote = ray.remote(_repair_task).options(num_cpus=cpus, max_retries=TASK_RETRIES, retry_exceptions=False,
-                                                  name="bisector-repair")
+        remote = ray.remote(_repair_task).options(
+            num_cpus=cpus, max_retries=TASK_RETRIES, retry_exceptions=False, name="bisector-repair"
+        )
         reports = str(report_dir) if report_dir else None
         pending = {remote.remote(entry, allow_output_changes, cpus, fresh, reports): entry for entry in todo}
         if on_start is not None:
@@ -184,7 +220,9 @@ def run_ray(todo: list[Any], *, allow_output_changes: bool, jobs: int | None, fr
                 yield entry, ModelResult(entry.name, entry.label or entry.spec, ERROR, error=_died(exc)), None
                 continue
             r = data["result"]
-            result = ModelResult(**{**r, "culprits": tuple(r["culprits"]), "kept": tuple(r["kept"]), "patches": tuple(r["patches"])})
+            result = ModelResult(
+                **{**r, "culprits": tuple(r["culprits"]), "kept": tuple(r["kept"]), "patches": tuple(r["patches"])}
+            )
             work = ModelWork.from_json(data["work"]) if data.get("work") else None
             yield entry, result, work
     finally:

@@ -17,8 +17,9 @@ import html
 import json
 import os
 import re
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 from bisector.errors import UserError
 from bisector.kinds import Kind
@@ -33,10 +34,15 @@ STAGE_ORDER = ("eager", "export", "inference")
 
 
 def _curves(figures: Mapping[str, Any]) -> dict[str, Any]:
-    return {"samples": list(figures.get("samples") or []), "control_samples": list(figures.get("control_samples") or [])}
+    return {
+        "samples": list(figures.get("samples") or []),
+        "control_samples": list(figures.get("control_samples") or []),
+    }
 
 
-def document(report: Any, patches: Sequence[Mapping[str, Any]] = (), extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
+def document(
+    report: Any, patches: Sequence[Mapping[str, Any]] = (), extra: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
     """The JSON document of a MeasureReport, FindReport or FixReport (duck-typed: the library's
     reports, never re-measured)."""
     from bisector.contract import stamp
@@ -53,7 +59,9 @@ def document(report: Any, patches: Sequence[Mapping[str, Any]] = (), extra: Mapp
         data["tree"] = find.tree.to_json() if find.tree is not None else []
         data["culprit_curves"] = {f"{c.stage}:{c.region}": _curves(c.figures) for c in find.culprits}
     if kind == "fix":
-        data["fix_curves"] = [{"after": _curves(e.after), "after_model": _curves(e.after_model)} for e in report.evaluations]
+        data["fix_curves"] = [
+            {"after": _curves(e.after), "after_model": _curves(e.after_model)} for e in report.evaluations
+        ]
     if patches:
         data["patches"] = [dict(p) for p in patches]
     if extra:
@@ -118,24 +126,37 @@ def write_report(doc: Mapping[str, Any], out: str | Path) -> Path:
         if not r.get("samples"):
             continue
         charts[f"stage-{stage}"] = stage_chart(
-            r["samples"], r.get("control_samples") or (), title=f"{stage}: {r.get('verdict')}", verdict=r.get("verdict", ""),
-            floor_per_call=r.get("floor_bytes_per_call"), noise_band=bands.get("rss"), decided_by=r.get("decided_by"),
+            r["samples"],
+            r.get("control_samples") or (),
+            title=f"{stage}: {r.get('verdict')}",
+            verdict=r.get("verdict", ""),
+            floor_per_call=r.get("floor_bytes_per_call"),
+            noise_band=bands.get("rss"),
+            decided_by=r.get("decided_by"),
         )
     for key, curves in (doc.get("culprit_curves") or {}).items():
         if curves.get("samples"):
             stage, _, region = key.partition(":")
             c = next((c for c in doc.get("culprits", []) if c["stage"] == stage and c["region"] == region), {})
             charts[f"culprit-{stage}-{_slug(region)}"] = stage_chart(
-                curves["samples"], curves.get("control_samples") or (), title=f"{region or '<root>'} alone, {stage}: {c.get('kind', '')}",
-                verdict=c.get("kind", ""), floor_per_call=c.get("floor_bytes_per_call"), noise_band=bands.get("rss"),
+                curves["samples"],
+                curves.get("control_samples") or (),
+                title=f"{region or '<root>'} alone, {stage}: {c.get('kind', '')}",
+                verdict=c.get("kind", ""),
+                floor_per_call=c.get("floor_bytes_per_call"),
+                noise_band=bands.get("rss"),
             )
     for i, fc in enumerate(doc.get("fix_curves") or []):
         after = fc.get("after") or {}
         if after.get("samples"):
             fix = (doc.get("fixes") or [{}] * (i + 1))[i]
             charts[f"fix-{i}"] = stage_chart(
-                after["samples"], after.get("control_samples") or (), title=f"after {fix.get('fixer', '')}: {fix.get('after_kind', '')}",
-                verdict=fix.get("after_kind", ""), noise_band=bands.get("rss"), width=7.0,
+                after["samples"],
+                after.get("control_samples") or (),
+                title=f"after {fix.get('fixer', '')}: {fix.get('after_kind', '')}",
+                verdict=fix.get("after_kind", ""),
+                noise_band=bands.get("rss"),
+                width=7.0,
             )
     for name, png in charts.items():
         (out / "charts" / f"{name}.png").write_bytes(png)
@@ -156,8 +177,13 @@ def write_repair_index(summary: Mapping[str, Any], out: str | Path) -> Path:
         page = out / name / PAGE
         label = html.escape(m.get("spec", ""))
         cell = f'<a href="{html.escape(name)}/{PAGE}">{label}</a>' if page.is_file() else label
-        culprits = ", ".join(
-            html.escape(f"{c.get('region') or '<root>'} ({c.get('stage')} {c.get('kind')})") for c in m.get("culprits", [])) or "-"
+        culprits = (
+            ", ".join(
+                html.escape(f"{c.get('region') or '<root>'} ({c.get('stage')} {c.get('kind')})")
+                for c in m.get("culprits", [])
+            )
+            or "-"
+        )
         kept = "; ".join(html.escape(k.get("fixer", "")) for k in m.get("kept", [])) or "-"
         status = str(m.get("status", ""))
         rows.append(
@@ -169,7 +195,8 @@ def write_repair_index(summary: Mapping[str, Any], out: str | Path) -> Path:
     body = (
         f"<h1>bisector repair</h1><p>{len(summary.get('models') or [])} models: {html.escape(counts)}</p>"
         "<table class='summary'><tr><th>model</th><th>status</th><th>verdict</th><th>culprits</th><th>best kept fix</th><th>note</th></tr>"
-        + "".join(rows) + "</table>"
+        + "".join(rows)
+        + "</table>"
     )
     page = out / PAGE
     page.write_text(_page("bisector repair", body), encoding="utf-8")
@@ -252,18 +279,28 @@ def _img(charts: Mapping[str, bytes], name: str, alt: str, cls: str = "") -> str
 
 def _figures_table(r: Mapping[str, Any], per: str) -> str:
     rows = [
-        ("growth per " + per, _b(r.get("growth_bytes_per_call")) + f" ({r.get('growth_metric') or r.get('metric') or 'rss'})"),
+        (
+            "growth per " + per,
+            _b(r.get("growth_bytes_per_call")) + f" ({r.get('growth_metric') or r.get('metric') or 'rss'})",
+        ),
         ("growth per new shape", _b(r.get("growth_bytes_per_new_shape"))),
         ("objects per " + per, "-" if r.get("objects_per_call") is None else f"{r['objects_per_call']:+.1f}"),
         ("detection floor per " + per, _b(r.get("floor_bytes_per_call"), False)),
         ("noise (RSS)", _b(r.get("noise_bytes"), False)),
-        ("control (baseline) per " + per, _b(r.get("baseline_bytes_per_call")) + (
-            f", {r['baseline_objects_per_call']:+.1f} objects" if r.get("baseline_objects_per_call") else "")),
+        (
+            "control (baseline) per " + per,
+            _b(r.get("baseline_bytes_per_call"))
+            + (f", {r['baseline_objects_per_call']:+.1f} objects" if r.get("baseline_objects_per_call") else ""),
+        ),
         ("decided by", html.escape(str(r.get("decided_by") or "-"))),
     ]
     if r.get("bounded") is not None:
         rows.append(("bounded by the largest shape", "yes" if r["bounded"] else "no (keeps growing)"))
-    return "<table>" + "".join(f"<tr><th>{html.escape(k)}</th><td>{html.escape(v)}</td></tr>" for k, v in rows) + "</table>"
+    return (
+        "<table>"
+        + "".join(f"<tr><th>{html.escape(k)}</th><td>{html.escape(v)}</td></tr>" for k, v in rows)
+        + "</table>"
+    )
 
 
 def _owners(owners: Mapping[str, Any] | None, per: str) -> str:
@@ -272,14 +309,22 @@ def _owners(owners: Mapping[str, Any] | None, per: str) -> str:
     o = owners["repeat"]
     groups = o.get("groups") or {}
     rows = []
-    labels = {"model": "your model", "libraries": "model libraries", "toolchain": "toolchain (torch, onnx, ORT)", "other": "other"}
+    labels = {
+        "model": "your model",
+        "libraries": "model libraries",
+        "toolchain": "toolchain (torch, onnx, ORT)",
+        "other": "other",
+    }
     for g, label in labels.items():
         sites = (o.get("sites") or {}).get(g) or []
         where = "<br>".join(f"{html.escape(str(s.get('where')))} ({_b(s.get('bytes'))})" for s in sites) or "-"
         rows.append(f"<tr><td>{label}</td><td>{_b(groups.get(g))}</td><td>{where}</td></tr>")
     rows.append(f"<tr><td>native (no Python allocation explains it)</td><td>{_b(o.get('native'))}</td><td>-</td></tr>")
-    return (f"<h3>Who owns the growth (per {per}, traced probe)</h3><table><tr><th>owner</th><th>bytes/{per}</th><th>top sites</th></tr>"
-            + "".join(rows) + "</table>")
+    return (
+        f"<h3>Who owns the growth (per {per}, traced probe)</h3><table><tr><th>owner</th><th>bytes/{per}</th><th>top sites</th></tr>"
+        + "".join(rows)
+        + "</table>"
+    )
 
 
 def _stage(stage: str, r: Mapping[str, Any], charts: Mapping[str, bytes]) -> str:
@@ -297,7 +342,9 @@ def _stage(stage: str, r: Mapping[str, Any], charts: Mapping[str, bytes]) -> str
     parts.append(_figures_table(r, per))
     reasons = r.get("reasons") or []
     if reasons:
-        parts.append("<h3>Why</h3><ul class='reasons'>" + "".join(f"<li>{html.escape(x)}</li>" for x in reasons) + "</ul>")
+        parts.append(
+            "<h3>Why</h3><ul class='reasons'>" + "".join(f"<li>{html.escape(x)}</li>" for x in reasons) + "</ul>"
+        )
     parts.append(_owners(r.get("owners"), per))
     parts.append("</div>")
     return "".join(parts)
@@ -347,8 +394,11 @@ def _culprits(doc: Mapping[str, Any], charts: Mapping[str, bytes]) -> str:
         per = PER.get(c["stage"], "call")
         name = f"culprit-{c['stage']}-{_slug(c['region'])}"
         objs = "" if c.get("objects_per_call") is None else f", {c['objects_per_call']:+.1f} objects/{per}"
-        fig = (f"{_b(c.get('growth_bytes_per_call'))}/{per}{objs}" if c["kind"] != Kind.SHAPE_GROWTH
-               else f"{_b(c.get('growth_bytes_per_new_shape'))}/new shape")
+        fig = (
+            f"{_b(c.get('growth_bytes_per_call'))}/{per}{objs}"
+            if c["kind"] != Kind.SHAPE_GROWTH
+            else f"{_b(c.get('growth_bytes_per_new_shape'))}/new shape"
+        )
         out.append(
             f"<div class='card {html.escape(c['kind'])} culprit-card'><h3><span class='culprit'>{html.escape(c['region'] or '<root>')}</span> "
             f"{html.escape(c.get('type') or '')} — {html.escape(c['stage'])} <span class='badge {html.escape(c['kind'])}'>{html.escape(c['kind'])}</span></h3>"
@@ -370,11 +420,19 @@ def _onnx(doc: Mapping[str, Any], c: Mapping[str, Any]) -> str:
     hist = d.get("histogram")
     if hist:
         ops = "".join(f"<tr><td>{html.escape(op)}</td><td>{n}</td></tr>" for op, n in list(hist["ops"].items())[:20])
-        parts.append(f"<h3>Exported graph: {hist['nodes']} nodes</h3><table class='ops'><tr><th>op type</th><th>nodes</th></tr>{ops}</table>")
+        parts.append(
+            f"<h3>Exported graph: {hist['nodes']} nodes</h3><table class='ops'><tr><th>op type</th><th>nodes</th></tr>{ops}</table>"
+        )
     prof = d.get("profile")
     if prof:
-        ops = "".join(f"<tr><td>{html.escape(o['op'])}</td><td>{o['us']} µs</td><td>{o['share']:.0%}</td><td>{o['count']}</td></tr>" for o in prof["top_ops"])
-        nodes = "".join(f"<tr><td>{html.escape(n['name'])}</td><td>{html.escape(n['op'])}</td><td>{n['us']} µs</td><td>{n['share']:.0%}</td></tr>" for n in prof["top_nodes"])
+        ops = "".join(
+            f"<tr><td>{html.escape(o['op'])}</td><td>{o['us']} µs</td><td>{o['share']:.0%}</td><td>{o['count']}</td></tr>"
+            for o in prof["top_ops"]
+        )
+        nodes = "".join(
+            f"<tr><td>{html.escape(n['name'])}</td><td>{html.escape(n['op'])}</td><td>{n['us']} µs</td><td>{n['share']:.0%}</td></tr>"
+            for n in prof["top_nodes"]
+        )
         parts.append(
             f"<h3>ONNX Runtime profile ({prof['runs']} runs, {prof['total_us']} µs in kernels)</h3><div class='pair'>"
             f"<div><table><tr><th>op type</th><th>time</th><th>share</th><th>kernel calls</th></tr>{ops}</table></div>"
@@ -398,7 +456,10 @@ def _fixes(doc: Mapping[str, Any], charts: Mapping[str, bytes]) -> str:
         else:
             key = "bytes_per_call" if unit.endswith("call") else "bytes_per_new_shape"
             fmt = _b
-        before, after = fmt(f.get(f"before_{key}")), ("0 (clean)" if f.get("after_kind") == Kind.CLEAN else fmt(f.get(f"after_{key}")))
+        before, after = (
+            fmt(f.get(f"before_{key}")),
+            ("0 (clean)" if f.get("after_kind") == Kind.CLEAN else fmt(f.get(f"after_{key}"))),
+        )
         mark = "<span class='kept'>✓ kept</span>" if f.get("kept") else "<span class='dropped'>✗ dropped</span>"
         eq = "" if f.get("max_abs_diff") is None else f" · outputs max |diff| {f['max_abs_diff']:.2g}"
         culprit_chart = _img(charts, f"culprit-{f['stage']}-{_slug(f['region'])}", "before")
@@ -407,7 +468,11 @@ def _fixes(doc: Mapping[str, Any], charts: Mapping[str, bytes]) -> str:
             f"<div class='card {'clean' if f.get('kept') else 'leak'} fix'><h3>{mark} {html.escape(f['fixer'])}: {html.escape(f.get('summary') or '')}</h3>"
             f"<p>{html.escape(f['region'] or '<root>')} ({html.escape(f['stage'])}): {html.escape(unit)} {html.escape(before)} → {html.escape(after)}{html.escape(eq)}</p>"
             f"<p class='reasons'>{html.escape(f.get('reason') or '')}</p>"
-            + (f"<div class='pair'><div><b>before</b>{culprit_chart}</div><div><b>after</b>{after_chart}</div></div>" if after_chart else "")
+            + (
+                f"<div class='pair'><div><b>before</b>{culprit_chart}</div><div><b>after</b>{after_chart}</div></div>"
+                if after_chart
+                else ""
+            )
             + "</div>"
         )
     return "".join(out)
@@ -416,7 +481,15 @@ def _fixes(doc: Mapping[str, Any], charts: Mapping[str, bytes]) -> str:
 def _diff_html(diff: str) -> str:
     lines = []
     for line in diff.splitlines():
-        cls = "add" if line.startswith("+") and not line.startswith("+++") else "del" if line.startswith("-") and not line.startswith("---") else "hunk" if line.startswith("@@") else ""
+        cls = (
+            "add"
+            if line.startswith("+") and not line.startswith("+++")
+            else "del"
+            if line.startswith("-") and not line.startswith("---")
+            else "hunk"
+            if line.startswith("@@")
+            else ""
+        )
         lines.append(f"<span class='{cls}'>{html.escape(line)}</span>" if cls else html.escape(line))
     return "<pre class='diff'>" + "\n".join(lines) + "</pre>"
 
@@ -426,7 +499,8 @@ def _patches(doc: Mapping[str, Any]) -> str:
     if not patches:
         return ""
     return "<h2 id='patch'>The patch</h2>" + "".join(
-        f"<h3>{html.escape(p.get('path', ''))}</h3><p class='reasons'>{html.escape(p.get('summary') or '')}</p>{_diff_html(p['diff'])}" for p in patches
+        f"<h3>{html.escape(p.get('path', ''))}</h3><p class='reasons'>{html.escape(p.get('summary') or '')}</p>{_diff_html(p['diff'])}"
+        for p in patches
     )
 
 
@@ -468,5 +542,9 @@ def render_html(doc: Mapping[str, Any], charts: Mapping[str, bytes]) -> str:
     body += [_stage(s, stages[s], charts) for s in ordered]
     body += [_tree(doc), _culprits(doc, charts), _fixes(doc, charts), _patches(doc)]
     if doc.get("bundles"):
-        body.append("<h2>Repro bundles</h2><ul>" + "".join(f"<li><code>{html.escape(b)}</code></li>" for b in doc["bundles"]) + "</ul>")
+        body.append(
+            "<h2>Repro bundles</h2><ul>"
+            + "".join(f"<li><code>{html.escape(b)}</code></li>" for b in doc["bundles"])
+            + "</ul>"
+        )
     return _page(f"bisector: {doc.get('spec', '')} {verdict}", "".join(body))

@@ -18,9 +18,10 @@ import os
 import signal
 import subprocess
 import sys
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 from bisector.errors import UserError
 from bisector.spec import INPUTS_HOOK, ModelSpec, default_range, parse_dim
@@ -85,7 +86,10 @@ def _run_child(model: ModelSpec, given: dict[str, tuple[int, int]], timeout_s: f
     request = json.dumps({"model": model.to_json(), "dims": {s: list(r) for s, r in given.items()}})
     proc = subprocess.Popen(
         [sys.executable, "-m", "bisector.probe.infer_child", "-"],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=env,
         start_new_session=True,  # its own group: killed whole on timeout or Ctrl-C, model's processes included
     )
     try:

@@ -9,8 +9,8 @@ until the step is done.
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Iterator
 
 _state = threading.local()
 

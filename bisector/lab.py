@@ -22,16 +22,18 @@ import json
 import os
 import threading
 import time
+from collections.abc import Callable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any
 
 from bisector.caches import ControlCache, ResultCache, default_cache_dir
 from bisector.capture import capture_schedule, distinct_dims, missing
 from bisector.clean import evict_captures
 from bisector.curve import MemoryCurve, Sample
 from bisector.errors import UserError
+from bisector.kinds import Kind
 from bisector.probe.pool import ProbePool
 from bisector.probe.types import (
     EquivalenceRequest,
@@ -49,7 +51,6 @@ from bisector.schedule import Schedule, ScheduleProfile, Step, build_schedule
 from bisector.search import Outcome
 from bisector.spec import InputPlan, ModelSpec, library_imports
 from bisector.tree import Tree
-from bisector.kinds import Kind
 from bisector.verdict import (
     CLEAN,
     HEAP,
@@ -240,11 +241,17 @@ class Lab:
         if runner is None:
             if self.pool is None:
                 self.pool = ProbePool(
-                    fresh=options.fresh, timeout_s=options.timeout_s, mem_cap=options.mem_cap,
+                    fresh=options.fresh,
+                    timeout_s=options.timeout_s,
+                    mem_cap=options.mem_cap,
                     preload=library_imports(model),
                 )
             cache = ControlCache(
-                None if options.cache_dir == "" else Path(options.cache_dir) if options.cache_dir else default_cache_dir()
+                None
+                if options.cache_dir == ""
+                else Path(options.cache_dir)
+                if options.cache_dir
+                else default_cache_dir()
             )
             runner = Runner(self.pool, self.jobs, cache, self.events, executor=executor, limits=probe_limits(options))
             if self.run is not None:
@@ -285,7 +292,7 @@ class Lab:
         if hasattr(self.runner, "close"):
             self.runner.close()
 
-    def derive(self, model: ModelSpec | None = None, overrides: Mapping[str, Any] | None = None) -> "Lab":
+    def derive(self, model: ModelSpec | None = None, overrides: Mapping[str, Any] | None = None) -> Lab:
         """A Lab for the model as a fix candidate leaves it (edited source, probe overrides), on the
         same pool, executor and run directory. One per distinct configuration."""
         model = model or self.model
@@ -295,8 +302,14 @@ class Lab:
             lab = self._derived.get(key)
             if lab is None:
                 lab = Lab(
-                    model, self.plan, options, self.events, run_dir=self._run_root(), keep=self.run is not None,
-                    pool=self.pool, executor=getattr(self.runner, "executor", None),
+                    model,
+                    self.plan,
+                    options,
+                    self.events,
+                    run_dir=self._run_root(),
+                    keep=self.run is not None,
+                    pool=self.pool,
+                    executor=getattr(self.runner, "executor", None),
                 )
                 self._derived[key] = lab
             return lab
@@ -332,14 +345,21 @@ class Lab:
             if not todo and known is not None:
                 return
             request = ProbeRequest(
-                self.model, self.plan, None, capture_schedule(todo, self.options.seed),
-                self.options.probe, capture=str(self.capture_dir), label="record inputs" if todo else "module tree",
+                self.model,
+                self.plan,
+                None,
+                capture_schedule(todo, self.options.seed),
+                self.options.probe,
+                capture=str(self.capture_dir),
+                label="record inputs" if todo else "module tree",
                 kind=ProbeKind.CAPTURE,
             )
             result = self.runner.submit(request).result()
             kept = f" (probe folder kept: {result.probe_dir})" if getattr(result, "probe_dir", "") else ""
             if isinstance(result, ProbeFailed):
-                raise UserError(f"recording the regions' inputs failed: {result.message}{kept}", detail=result.traceback)
+                raise UserError(
+                    f"recording the regions' inputs failed: {result.message}{kept}", detail=result.traceback
+                )
             if not isinstance(result, ProbeOk):
                 raise UserError(f"recording the regions' inputs {result.describe()}{kept}", detail=result.tail)
             self.unsaved.update(result.data.get("unsaved", {}))
@@ -355,8 +375,12 @@ class Lab:
 
     # -- the retry policy ----------------------------------------------------------------------------------
 
-    def _retrying(self, attempt: Callable[[int, int], _Attempt], settled: Callable[[_Attempt], bool],
-                  budget_s: float | None = None) -> _Attempt:
+    def _retrying(
+        self,
+        attempt: Callable[[int, int], _Attempt],
+        settled: Callable[[_Attempt], bool],
+        budget_s: float | None = None,
+    ) -> _Attempt:
         """Try at scale 1, 2, 4, ... (twice the iterations each time), up to ``retries`` reruns, until
         an attempt is final or settled, or the time budget is spent."""
         started = time.perf_counter()
@@ -370,8 +394,17 @@ class Lab:
         assert result is not None
         return result
 
-    def _attribute(self, verdict: Verdict, request: ProbeRequest, control: ProbeRequest, stage: str, k: int = 1,
-                   extra_key: str = "", twin: Future | None = None, twin_control: Future | None = None) -> Verdict:
+    def _attribute(
+        self,
+        verdict: Verdict,
+        request: ProbeRequest,
+        control: ProbeRequest,
+        stage: str,
+        k: int = 1,
+        extra_key: str = "",
+        twin: Future | None = None,
+        twin_control: Future | None = None,
+    ) -> Verdict:
         """Heap growth alone: the model's own, or the toolchain's? Ask the traced twins (owners.py)."""
         twin = twin or self.runner.submit(traced(request, stage), extra_key=extra_key)
         twin_control = twin_control or self.runner.submit(traced(control, stage))
@@ -393,8 +426,15 @@ class Lab:
 
             def request(control: bool) -> ProbeRequest:
                 label = f"{stage}{' control' if control else ''}{suffix}"
-                return ProbeRequest(model=self.model, plan=self.plan, stage=stage, schedule=schedule,
-                                    options=options.probe, control=control, label=label)
+                return ProbeRequest(
+                    model=self.model,
+                    plan=self.plan,
+                    stage=stage,
+                    schedule=schedule,
+                    options=options.probe,
+                    control=control,
+                    label=label,
+                )
 
             fut_model = self.runner.submit(request(False))
             fut_control = self.runner.submit(request(True))
@@ -409,27 +449,38 @@ class Lab:
                     if fut is not None:
                         fut.cancel()
                 kind = FAILED if isinstance(got, ProbeFailed) else CRASHED
-                return _Attempt(StageResult(stage, kind, failure=got, probes=probes + 1, attempts=n + 1), None, final=True)
+                return _Attempt(
+                    StageResult(stage, kind, failure=got, probes=probes + 1, attempts=n + 1), None, final=True
+                )
             ctrl = fut_control.result()
             probes += 2
             control_curve = ctrl.curve if isinstance(ctrl, ProbeOk) else None
             verdict = judge(got.curve, control_curve, options.bands, options.metric, count_phases=count_phases(stage))
             if needs_owners(verdict):
-                verdict = self._attribute(verdict, request(False), request(True), stage, twin=twins[0],
-                                          twin_control=twins[1])
+                verdict = self._attribute(
+                    verdict, request(False), request(True), stage, twin=twins[0], twin_control=twins[1]
+                )
                 probes += 2
             else:
                 for fut in twins:
                     if fut is not None:
                         fut.cancel()
             result = StageResult(
-                stage, verdict.kind, verdict=verdict, curve=got.curve, control=control_curve,
-                control_failure=None if isinstance(ctrl, ProbeOk) else ctrl, probes=probes, attempts=n + 1,
+                stage,
+                verdict.kind,
+                verdict=verdict,
+                curve=got.curve,
+                control=control_curve,
+                control_failure=None if isinstance(ctrl, ProbeOk) else ctrl,
+                probes=probes,
+                attempts=n + 1,
             )
             return _Attempt(result, verdict)
 
         def settled(a: _Attempt) -> bool:
-            return a.verdict is not None and a.verdict.kind != INCONCLUSIVE and not floor_short(a.verdict, options, stage)
+            return (
+                a.verdict is not None and a.verdict.kind != INCONCLUSIVE and not floor_short(a.verdict, options, stage)
+            )
 
         result: StageResult = self._retrying(attempt, settled, options.budget_s).value
         short = floor_short(result.verdict, options, stage) if result.verdict is not None else None
@@ -453,7 +504,9 @@ class Lab:
             return Outcome(Kind.FAILED, message=f"the model has no {absent[0]!r}")
         blocked = [r for r in regions if r in self.unsaved]
         if blocked:
-            return Outcome(Kind.FAILED, message=f"inputs of {blocked[0]!r} could not be recorded: {self.unsaved[blocked[0]]}")
+            return Outcome(
+                Kind.FAILED, message=f"inputs of {blocked[0]!r} could not be recorded: {self.unsaved[blocked[0]]}"
+            )
         k = len(regions) if stage == "eager" else 1  # export/inference run a group as one module
         weights = "+".join(self.tree.regions[r].subtree_hash if r in self.tree else r for r in regions)
 
@@ -462,8 +515,14 @@ class Lab:
             self.ensure_captured([schedule])
             label = f"{stage} {', '.join(r or '<root>' for r in regions)}" + (f" x{scale}" if scale > 1 else "")
             request = ProbeRequest(
-                self.model, self.plan, stage, schedule, self.options.probe, regions=regions,
-                capture=str(self.capture_dir), label=label,
+                self.model,
+                self.plan,
+                stage,
+                schedule,
+                self.options.probe,
+                regions=regions,
+                capture=str(self.capture_dir),
+                label=label,
             )
             result = self.runner.submit(request, extra_key=weights).result()
             if self.interrupted.is_set():
@@ -475,8 +534,9 @@ class Lab:
             assert isinstance(result, ProbeOk)
             control = self._control(stage, scale, root)
             scaled = scale_control(control, k) if control is not None else None
-            verdict = judge(result.curve, scaled, self.options.bands, self.options.metric,
-                            count_phases=count_phases(stage))
+            verdict = judge(
+                result.curve, scaled, self.options.bands, self.options.metric, count_phases=count_phases(stage)
+            )
             if needs_owners(verdict):
                 # The control run as often per step as the regions are (scale_control).
                 twin_control = request.with_(control=True, regions=("",), capture=None, label=f"{stage} control")
@@ -492,18 +552,32 @@ class Lab:
     def _control(self, stage: str, scale: int, root: StageResult) -> MemoryCurve | None:
         if scale == 1 and root.control is not None and root.attempts == 1:
             return root.control
-        request = ProbeRequest(self.model, self.plan, stage, self.schedule(stage, scale), self.options.probe,
-                               control=True, label=f"{stage} control x{scale}")
+        request = ProbeRequest(
+            self.model,
+            self.plan,
+            stage,
+            self.schedule(stage, scale),
+            self.options.probe,
+            control=True,
+            label=f"{stage} control x{scale}",
+        )
         result = self.runner.submit(request).result()
         return result.curve if isinstance(result, ProbeOk) else None
 
-    def outputs_against(self, other: "Lab", stage: str, mode: str, rtol: float, atol: float,
-                        label: str = "outputs") -> dict[str, Any]:
+    def outputs_against(
+        self, other: Lab, stage: str, mode: str, rtol: float, atol: float, label: str = "outputs"
+    ) -> dict[str, Any]:
         """This model's outputs against another configuration's (a fix candidate), over this stage's
         shapes: {"equivalent", "max_abs_diff", "max_rel_diff", ...} or {"failed": why}."""
         request = ProbeRequest(
-            self.model, self.plan, None, self.schedule(stage), self.options.probe, label=label,
-            kind=ProbeKind.EQUIVALENCE, equivalence=EquivalenceRequest(other.model, other.options.probe, mode, rtol, atol),
+            self.model,
+            self.plan,
+            None,
+            self.schedule(stage),
+            self.options.probe,
+            label=label,
+            kind=ProbeKind.EQUIVALENCE,
+            equivalence=EquivalenceRequest(other.model, other.options.probe, mode, rtol, atol),
         )
         result = self.runner.submit(request).result()
         if isinstance(result, ProbeOk):

@@ -10,8 +10,8 @@ same inputs, does not pay for them again. Nothing is kept in a run directory.
 from __future__ import annotations
 
 import time
-from pathlib import Path
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 from bisector.lab import Lab
 from bisector.probe.pool import ProbePool
@@ -72,4 +72,3 @@ def stage_summary(result: StageResult, seconds: float) -> str:
     elif v is not None and result.kind == "shape-growth":
         figure = f", {format_bytes(v.growth_bytes_per_new_shape, signed=True)}/new shape"
     return f"{result.kind}{figure} ({result.probes} probes, {seconds:.0f} s)"
-

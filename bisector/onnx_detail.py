@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import json
 from collections import Counter
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -33,8 +34,13 @@ class ProfileSummary:
     notes: tuple[str, ...] = field(default_factory=tuple)
 
     def to_json(self) -> dict[str, Any]:
-        return {"total_us": self.total_us, "runs": self.runs, "top_nodes": [dict(n) for n in self.top_nodes],
-                "top_ops": [dict(o) for o in self.top_ops], "notes": list(self.notes)}
+        return {
+            "total_us": self.total_us,
+            "runs": self.runs,
+            "top_nodes": [dict(n) for n in self.top_nodes],
+            "top_ops": [dict(o) for o in self.top_ops],
+            "notes": list(self.notes),
+        }
 
 
 def _walk_nodes(graph: Any) -> Iterable[Any]:
@@ -92,19 +98,22 @@ def profile_summary(events: Any, top: int = 10) -> ProfileSummary:
         acc[0] += dur
         acc[1] += 1
     total = sum(us for _, us in by_node.values())
-    share = (lambda us: round(us / total, 4) if total else 0.0)
+    share = lambda us: round(us / total, 4) if total else 0.0
     nodes = sorted(by_node.items(), key=lambda kv: -kv[1][1])[:top]
     ops = sorted(by_op.items(), key=lambda kv: -kv[1][0])[:top]
     notes = () if by_node else ("the profile holds no node kernel events",)
     return ProfileSummary(
-        total_us=total, runs=runs,
+        total_us=total,
+        runs=runs,
         top_nodes=tuple({"name": n, "op": op, "us": us, "share": share(us)} for n, (op, us) in nodes),
         top_ops=tuple({"op": op, "us": us, "count": count, "share": share(us)} for op, (us, count) in ops),
         notes=notes,
     )
 
 
-def profile_run(onnx_path: str | Path, feeds: Mapping[str, Any], out_dir: str | Path, runs: int = 5, providers: Any = None) -> tuple[Path, ProfileSummary]:
+def profile_run(
+    onnx_path: str | Path, feeds: Mapping[str, Any], out_dir: str | Path, runs: int = 5, providers: Any = None
+) -> tuple[Path, ProfileSummary]:
     """Run the graph `runs` times with ONNX Runtime's profiler on; the profile JSON lands in
     out_dir as profile.json (ORT names it with a timestamp; renamed so a bundle is predictable)."""
     import onnxruntime as ort

@@ -23,7 +23,8 @@ from __future__ import annotations
 
 import os
 import sysconfig
-from typing import Any, Iterable, Mapping
+from collections.abc import Iterable, Mapping
+from typing import Any
 
 MODEL, LIBRARIES, TOOLCHAIN, OTHER, NATIVE = "model", "libraries", "toolchain", "other", "native"
 GROUPS = (MODEL, LIBRARIES, TOOLCHAIN, OTHER)
@@ -114,7 +115,11 @@ def summarize(diffs: Iterable[Any], classifier: Classifier, calls: int, heap_gro
         NATIVE: round(native / calls),
         "python_malloc": round(large / calls),
         "sites": {
-            g: [{"where": w, "bytes": round(b / calls)} for w, b in sorted(s.items(), key=lambda kv: -kv[1])[:TOP_SITES] if b > 0]
+            g: [
+                {"where": w, "bytes": round(b / calls)}
+                for w, b in sorted(s.items(), key=lambda kv: -kv[1])[:TOP_SITES]
+                if b > 0
+            ]
             for g, s in sites.items()
         },
     }

@@ -12,20 +12,21 @@ the typed ``FixOutcome`` its own way. The status says what happened to the model
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from enum import Enum
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any
 
+from bisector.config import load_config
 from bisector.errors import UserError
-from bisector.failures import failure_culprits, failure_error, unfixable_failures
 from bisector.fail_on import FailOn
+from bisector.failures import failure_culprits, failure_error, unfixable_failures
 from bisector.find import Culprit, Finder, FindReport
 from bisector.lab import Lab
 from bisector.prepare import Options, Prepared
 from bisector.probe.pool import ProbePool
 from bisector.project_check import prove, run_check
-from bisector.config import load_config
 from bisector.repair import FixReport, Repairer, holds, merge_probe
 from bisector.results import CRASHED, FAILED, MeasureReport
 from bisector.runner import Events
@@ -134,13 +135,15 @@ def find_status(report: FindReport, fail_on: FailOn = FailOn()) -> Status:
     return Status.UNPROVEN if status == Status.CLEAN and not report.complete else status
 
 
-def find(prepared: Prepared, progress: Progress | None = None, pool: ProbePool | None = None,
-         executor: Any = None) -> tuple[Lab, FindReport]:
+def find(
+    prepared: Prepared, progress: Progress | None = None, pool: ProbePool | None = None, executor: Any = None
+) -> tuple[Lab, FindReport]:
     """Find on a new lab (left open: repair derives from it); failed exports become culprits."""
     progress = progress or Progress()
     given = prepared.given or Options()
-    lab = Lab(prepared.model, prepared.plan, prepared.options, progress.events, given.run_dir, pool=pool,
-              executor=executor)
+    lab = Lab(
+        prepared.model, prepared.plan, prepared.options, progress.events, given.run_dir, pool=pool, executor=executor
+    )
     if progress.on_run_dir is not None and lab.run is not None:
         progress.on_run_dir(str(lab.run.parent.parent))
     try:
@@ -169,8 +172,11 @@ def check_request(prepared_spec: str, given: Options, request: FixRequest, known
     model_file = given_path(prepared_spec)
     root = project_root(model_file)
     if request.apply:
-        for path, what in ((model_file, "the model file"), (given.export_script, "--export-script"),
-                           (given.infer_script, "--infer-script")):
+        for path, what in (
+            (model_file, "the model file"),
+            (given.export_script, "--export-script"),
+            (given.infer_script, "--infer-script"),
+        ):
             if path:
                 check_writable(path, root, what, force=request.force)
     return root
@@ -216,19 +222,29 @@ def fix(
     return _patch_and_apply(prepared, given, request, progress, found, report, root, stopped)
 
 
-def _patch_and_apply(prepared: Prepared, given: Options, request: FixRequest, progress: Progress, found: FindReport,
-                     report: FixReport, root: Path | None, stopped: Callable[[], bool]) -> FixOutcome:
+def _patch_and_apply(
+    prepared: Prepared,
+    given: Options,
+    request: FixRequest,
+    progress: Progress,
+    found: FindReport,
+    report: FixReport,
+    root: Path | None,
+    stopped: Callable[[], bool],
+) -> FixOutcome:
     from bisector.patching.apply import apply as apply_patches
-    from bisector.project import project_root
     from bisector.patching.from_report import best_fixes, patches_for
+    from bisector.project import project_root
 
     chosen = tuple(best_fixes(report, request.pick, request.prefer))
     picked = {(e.region, e.stage) for e in chosen}
     notes: list[str] = []
     for c in found.culprits:
         if report.fixed(c) and (c.region, c.stage) not in picked:
-            notes.append(f"{c.region or '<root>'} ({c.stage}): every kept fix costs more memory up front than the "
-                         "growth it prevents over the declared range, so none is in the patch; take one with --pick N")
+            notes.append(
+                f"{c.region or '<root>'} ({c.stage}): every kept fix costs more memory up front than the "
+                "growth it prevents over the declared range, so none is in the patch; take one with --pick N"
+            )
     status = _status(found, report, chosen, request.fail_on)
     if not request.patch:
         return FixOutcome(status, found, report, chosen, notes=tuple(notes))
@@ -259,11 +275,18 @@ def _patch_and_apply(prepared: Prepared, given: Options, request: FixRequest, pr
     confirmed = confirm(prepared, report, found, request.pick) if written else None
     if check_after.startswith("failed"):
         status = Status.UNFIXED  # the project's own check fails with what was written: never "clean"
-    elif confirmed is not None and not all(holds(c, confirmed.stages.get(c.stage))
-                                           for c in failing(found.culprits, request.fail_on)):
+    elif confirmed is not None and not all(
+        holds(c, confirmed.stages.get(c.stage)) for c in failing(found.culprits, request.fail_on)
+    ):
         status = Status.UNFIXED  # the written fix did not hold on a fresh measurement
-    return replace(outcome, status=status, applied=tuple(written), check_after_apply=check_after,
-                   confirmed=confirmed, backups=backups)
+    return replace(
+        outcome,
+        status=status,
+        applied=tuple(written),
+        check_after_apply=check_after,
+        confirmed=confirmed,
+        backups=backups,
+    )
 
 
 def _status(found: FindReport, report: FixReport, chosen: tuple[Any, ...], fail_on: FailOn) -> Status:

@@ -10,7 +10,8 @@ matplotlib is imported inside the functions so `bisector --help` never pays for 
 from __future__ import annotations
 
 import io
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 from bisector.kinds import Kind
 
@@ -106,8 +107,16 @@ def stage_chart(
             if i == len(phases) or phases[i] != phases[start]:
                 ax.axvspan(start - 0.5, i - 0.5, color=PHASE_COLORS.get(phases[start], "#ffffff"), zorder=0)
                 if ax is axes[0, 0]:
-                    ax.text((start + i - 1) / 2, 0.97, PHASE_LABELS.get(phases[start], phases[start]),
-                            transform=ax.get_xaxis_transform(), ha="center", va="top", fontsize=8, color="#555555")
+                    ax.text(
+                        (start + i - 1) / 2,
+                        0.97,
+                        PHASE_LABELS.get(phases[start], phases[start]),
+                        transform=ax.get_xaxis_transform(),
+                        ha="center",
+                        va="top",
+                        fontsize=8,
+                        color="#555555",
+                    )
                 start = i
         cx, cy = _series(control, metric)
         if cy:
@@ -121,18 +130,38 @@ def stage_chart(
             slope, icpt = fit
             x0, x1 = repeat[0][0], repeat[-1][0]
             per = _fmt_bytes(slope) if is_bytes else f"{slope:+.2f}"
-            ax.plot([x0, x1], [icpt + slope * x0, icpt + slope * x1], color="black", lw=1.0, ls=":",
-                    label=f"fit over repeat: {per}/call")
+            ax.plot(
+                [x0, x1],
+                [icpt + slope * x0, icpt + slope * x1],
+                color="black",
+                lw=1.0,
+                ls=":",
+                label=f"fit over repeat: {per}/call",
+            )
             # The floor (heap) or the noise band (RSS, GPU): what growth had to clear to count.
             y0 = icpt + slope * x0
             if metric == "heap" and floor_per_call:
                 lims.append((y0 - floor_per_call * (x1 - x0), y0 + floor_per_call * (x1 - x0)))
-                ax.fill_between([x0, x1], [y0, y0 - floor_per_call * (x1 - x0)], [y0, y0 + floor_per_call * (x1 - x0)],
-                                color="#555555", alpha=0.15, lw=0, label=f"detection floor ±{_fmt_bytes(floor_per_call).lstrip('+')}/call")
+                ax.fill_between(
+                    [x0, x1],
+                    [y0, y0 - floor_per_call * (x1 - x0)],
+                    [y0, y0 + floor_per_call * (x1 - x0)],
+                    color="#555555",
+                    alpha=0.15,
+                    lw=0,
+                    label=f"detection floor ±{_fmt_bytes(floor_per_call).lstrip('+')}/call",
+                )
             elif metric in ("rss", "gpu") and noise_band:
                 lims.append((y0 - noise_band / 2, y0 + noise_band / 2))
-                ax.fill_between([x0, x1], y0 - noise_band / 2, y0 + noise_band / 2, color="#555555", alpha=0.12, lw=0,
-                                label=f"noise band {_fmt_bytes(noise_band).lstrip('+')}")
+                ax.fill_between(
+                    [x0, x1],
+                    y0 - noise_band / 2,
+                    y0 + noise_band / 2,
+                    color="#555555",
+                    alpha=0.12,
+                    lw=0,
+                    label=f"noise band {_fmt_bytes(noise_band).lstrip('+')}",
+                )
         if lims:
             lo, hi = min(a for a, _ in lims), max(b for _, b in lims)
             pad = max((hi - lo) * 0.08, 1.0 if not is_bytes else 1024.0)

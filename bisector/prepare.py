@@ -7,9 +7,10 @@ pyproject.toml; bad input raises ``bisector.errors.UserError`` with one line tha
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any
 
 from bisector.choices import DEVICES, METRICS
 from bisector.config import MIN_MEM_CAP, as_list, load_config
@@ -30,14 +31,13 @@ from bisector.units import format_bytes, parse_size
 from bisector.verdict import Bands
 
 
-
 @dataclass(frozen=True)
 class Prepared:
     model: ModelSpec
     plan: InputPlan
     options: MeasureOptions
     config: Mapping[str, Any]
-    given: "Options | None" = None  # what the user gave: the run directory and their scripts
+    given: Options | None = None  # what the user gave: the run directory and their scripts
     # The inputs inferred from the model when none were given (the CLI prints them as flags).
     inferred: Inferred | None = None
 
@@ -74,7 +74,7 @@ class Options:
     artifact: str | None = None  # the model's name in those scripts; default: its file's stem
 
     @classmethod
-    def of(cls, inputs: Iterable[str] = (), dims: Iterable[str] = (), **kwargs: Any) -> "Options":
+    def of(cls, inputs: Iterable[str] = (), dims: Iterable[str] = (), **kwargs: Any) -> Options:
         """From API keywords; unknown ones are a user error, not a silent no-op."""
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(kwargs) - known)
@@ -141,7 +141,9 @@ def prepare(spec: str | ModelSpec, o: Options = Options()) -> Prepared:
     cap = parse_size(cap_value, "--mem-cap") if cap_value is not None else None
     if cap is not None and cap < MIN_MEM_CAP:
         # Every probe would be killed at once and reported as crashed (exit 4): say it here.
-        raise UserError(f"--mem-cap {cap_value}: a probe needs at least {format_bytes(MIN_MEM_CAP)} (torch alone takes ~300 MB in a probe); try e.g. --mem-cap 8GB")
+        raise UserError(
+            f"--mem-cap {cap_value}: a probe needs at least {format_bytes(MIN_MEM_CAP)} (torch alone takes ~300 MB in a probe); try e.g. --mem-cap 8GB"
+        )
     inferred = None
     if plan is None:
         inferred = infer(model, dims, timeout_s=timeout)
@@ -172,12 +174,18 @@ def prepare(spec: str | ModelSpec, o: Options = Options()) -> Prepared:
         floor_targets=parse_floors(list(floor or ()) or as_list(cfg.get("floor"), "floor"), stage_list),
     )
     prepared = Prepared(model=model, plan=plan, options=options, config=cfg, given=o, inferred=inferred)
-    return with_script_settings(prepared, o.export_script, o.infer_script, exporter_given=o.exporter is not None,
-                                key=o.artifact)
+    return with_script_settings(
+        prepared, o.export_script, o.infer_script, exporter_given=o.exporter is not None, key=o.artifact
+    )
 
 
-def with_script_settings(prepared: Prepared, export_script: str | None, infer_script: str | None,
-                         exporter_given: bool, key: str | None = None) -> Prepared:
+def with_script_settings(
+    prepared: Prepared,
+    export_script: str | None,
+    infer_script: str | None,
+    exporter_given: bool,
+    key: str | None = None,
+) -> Prepared:
     """The prepared run measured with the settings the user's scripts already apply to this model
     (its export call, its session): a project patched by bisector measures as it will run."""
     for script, flag in ((export_script, "--export-script"), (infer_script, "--infer-script")):
@@ -192,13 +200,14 @@ def with_script_settings(prepared: Prepared, export_script: str | None, infer_sc
     return replace(prepared, options=options)
 
 
-def read_back(model_path: str, export_script: str | None, infer_script: str | None,
-              key: str | None = None) -> dict[str, Any]:
+def read_back(
+    model_path: str, export_script: str | None, infer_script: str | None, key: str | None = None
+) -> dict[str, Any]:
     """Settings the given scripts already apply to this model (its session, its export call); the
     scripts name it by ``key`` (default: the model file's stem, served from `<stem>.onnx`)."""
     from bisector.patching.export_script import read_export
-    from bisector.probe.types import merge_overrides
     from bisector.patching.serving import read_serving
+    from bisector.probe.types import merge_overrides
 
     key = key or Path(model_path).stem
     out: dict[str, Any] = {}
@@ -217,11 +226,13 @@ def parse_floors(values: list[str], stages: Iterable[str]) -> dict[str, float]:
     for value in values:
         stage, sep, size = str(value).rpartition("=")
         if sep and stage not in STAGES:
-            raise UserError(f"--floor {value}: unknown stage {stage!r}; use SIZE or STAGE=SIZE with one of {', '.join(STAGES)}")
+            raise UserError(
+                f"--floor {value}: unknown stage {stage!r}; use SIZE or STAGE=SIZE with one of {', '.join(STAGES)}"
+            )
         bytes_ = parse_size(size, "--floor")
         if bytes_ <= 0:
             raise UserError(f"--floor {value}: the floor must be a positive size, e.g. 4KB")
-        for s in ([stage] if sep else list(STAGES)):
+        for s in [stage] if sep else list(STAGES):
             out[s] = float(bytes_)
     return out
 

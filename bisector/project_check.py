@@ -9,13 +9,18 @@ import shutil
 import subprocess
 import sys
 import tempfile
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 
 def shadow_project(root: Path, dest: Path) -> Path:
     """A copy of the project to run the check in (the user's files are never touched)."""
-    shutil.copytree(root, dest, ignore=shutil.ignore_patterns(".bisector", ".git", "__pycache__", ".venv", "*.onnx", ".pytest_cache"))
+    shutil.copytree(
+        root,
+        dest,
+        ignore=shutil.ignore_patterns(".bisector", ".git", "__pycache__", ".venv", "*.onnx", ".pytest_cache"),
+    )
     return dest
 
 
@@ -61,7 +66,9 @@ def run_check(root: Path, command: str, patches: Iterable[Any], timeout: float =
         # `python` in the command is the interpreter bisector runs in (it has the project's deps)
         env["PATH"] = str(Path(sys.executable).parent) + os.pathsep + env.get("PATH", "")
         try:
-            r = subprocess.run(command, shell=True, cwd=shadow, env=env, capture_output=True, text=True, timeout=timeout)
+            r = subprocess.run(
+                command, shell=True, cwd=shadow, env=env, capture_output=True, text=True, timeout=timeout
+            )
         except subprocess.TimeoutExpired:
             return False, f"`{command}` did not finish in {timeout:.0f} s"
     if r.returncode == 0:

@@ -3,8 +3,9 @@ front end (cli, batch), so they write the same things the same way."""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any
 
 
 def publish(

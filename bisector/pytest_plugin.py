@@ -16,7 +16,8 @@ bisects the module tree and names the regions. Probes share one probe server per
 from __future__ import annotations
 
 import warnings
-from typing import Any, Callable, Iterable
+from collections.abc import Callable, Iterable
+from typing import Any
 
 import pytest
 
@@ -115,7 +116,9 @@ class MemoryCheck:
                 per = f"{format_bytes(v.growth_bytes_per_call, signed=True)}/call, {v.objects_per_call or 0:+.0f} objects/call"
                 if r.kind == "shape-growth":
                     per = f"{format_bytes(v.growth_bytes_per_new_shape, signed=True)}/new shape"
-                problems.append(f"{stage}: {r.kind} ({per}; baseline {format_bytes(v.baseline_bytes_per_call, signed=True)}/call)")
+                problems.append(
+                    f"{stage}: {r.kind} ({per}; baseline {format_bytes(v.baseline_bytes_per_call, signed=True)}/call)"
+                )
             elif r.kind in ("failed", "crashed"):
                 problems.append(f"{stage}: {r.kind}: {getattr(r.failure, 'message', None) or r.failure.describe()}")
             elif r.kind == "inconclusive":

@@ -23,20 +23,21 @@ import os
 import shutil
 import threading
 import time
+from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any
 
 from bisector.errors import UserError
 from bisector.find import Culprit, FindReport
+from bisector.fixers.base import UNSUPPORTED_OP  # stdlib only: a stage the exporter could not get through
 from bisector.lab import Lab
 from bisector.probe.types import merge_overrides
 from bisector.results import StageResult, outcome_of
 from bisector.search import Outcome
 from bisector.spec import ModelSpec
 from bisector.verdict import CLEAN, LEAK
-from bisector.fixers.base import UNSUPPORTED_OP  # stdlib only: a stage the exporter could not get through
 
 KEEP_DROP = 0.9  # growth must drop by at least this share
 MAX_PAIRS = 10
@@ -197,8 +198,12 @@ def registration_site(model: ModelSpec, region: str) -> str:
         except SyntaxError:
             continue
         for node in ast.walk(tree):
-            if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and "hook" in node.func.attr
-                    and node.func.attr.startswith("register_")):
+            if (
+                isinstance(node, ast.Call)
+                and isinstance(node.func, ast.Attribute)
+                and "hook" in node.func.attr
+                and node.func.attr.startswith("register_")
+            ):
                 owner = ast.unparse(node.func.value)
                 if owner.split(".")[-1].split("[")[0] == last or owner.endswith(f"[{last}]"):
                     try:
@@ -335,11 +340,18 @@ class Repairer:
         dims = dict(self.lab.plan.dims)
         region = self.report.tree.regions.get(c.region)
         return FixTarget(
-            stage=c.stage, kind=c.kind, region=c.region, region_type=region.type if region else "",
-            own_code=c.own_code, figures=dict(c.figures),
+            stage=c.stage,
+            kind=c.kind,
+            region=c.region,
+            region_type=region.type if region else "",
+            own_code=c.own_code,
+            figures=dict(c.figures),
             exporter=meta.get("exporter") or self.lab.options.probe.exporter or _failed_exporter(root) or "dynamo",
-            device=meta.get("device", "cpu"), dims=dims, fixed_inputs=not self.lab.plan.dynamic_symbols,
-            sources=user_sources(self.lab.model), onnxruntime_opset=runtime_opset(),
+            device=meta.get("device", "cpu"),
+            dims=dims,
+            fixed_inputs=not self.lab.plan.dynamic_symbols,
+            sources=user_sources(self.lab.model),
+            onnxruntime_opset=runtime_opset(),
         )
 
     # -- measuring a candidate ----------------------------------------------------------------------
@@ -387,31 +399,75 @@ class Repairer:
             self._before[c.stage] = dict(root.outcome().figures) if ok else {}
         return self._before[c.stage]
 
-    def evaluate(self, c: Culprit, fixers: tuple[str, ...], summary: str, probe: Mapping[str, Any],
-                 edits: tuple[Any, ...], changes_outputs: bool, size: int, removes_behaviour: str = "") -> Evaluation:
+    def evaluate(
+        self,
+        c: Culprit,
+        fixers: tuple[str, ...],
+        summary: str,
+        probe: Mapping[str, Any],
+        edits: tuple[Any, ...],
+        changes_outputs: bool,
+        size: int,
+        removes_behaviour: str = "",
+    ) -> Evaluation:
         model = shadow_copy(self.lab.model, edits, self.shadow_root) if edits else self.lab.model
-        base = dict(fixers=fixers, summary=summary, region=c.region, stage=c.stage, before={"kind": c.kind, **dict(c.figures)},
-                    changes_outputs=changes_outputs, size=size, edits=edits, probe=dict(probe), removes_behaviour=removes_behaviour)
+        base = dict(
+            fixers=fixers,
+            summary=summary,
+            region=c.region,
+            stage=c.stage,
+            before={"kind": c.kind, **dict(c.figures)},
+            changes_outputs=changes_outputs,
+            size=size,
+            edits=edits,
+            probe=dict(probe),
+            removes_behaviour=removes_behaviour,
+        )
         try:
             region_outcome, model_outcome = self.measure(c, model, probe)
         except CandidateFailed as exc:
-            return Evaluation(**base, after={}, after_model={}, equivalent=None, max_abs_diff=None, max_rel_diff=None,
-                              kept=False, reason=f"dropped: {exc}")
+            return Evaluation(
+                **base,
+                after={},
+                after_model={},
+                equivalent=None,
+                max_abs_diff=None,
+                max_rel_diff=None,
+                kept=False,
+                reason=f"dropped: {exc}",
+            )
         verdict = decide(
-            c, region_outcome, model_outcome, self.model_before(c), changes_outputs, self.allow_output_changes,
+            c,
+            region_outcome,
+            model_outcome,
+            self.model_before(c),
+            changes_outputs,
+            self.allow_output_changes,
             lambda: self.equivalence(c, model, probe, edits),
         )
         if verdict["kept"] and c.kind != UNSUPPORTED_OP:  # a stage that now runs: the outputs check covered the shapes
             held, how = self.confirm(c, model, probe)
             if not held:
-                verdict = {**verdict, "kept": False, "reason": f"dropped: {verdict['reason'].split(': ', 1)[1]}, but not with another seed ({how})"}
-        return Evaluation(**base, after=_figures(region_outcome), after_model=_figures(model_outcome),
-                          **trade_off(self.model_before(c), model_outcome.figures), **verdict)
+                verdict = {
+                    **verdict,
+                    "kept": False,
+                    "reason": f"dropped: {verdict['reason'].split(': ', 1)[1]}, but not with another seed ({how})",
+                }
+        return Evaluation(
+            **base,
+            after=_figures(region_outcome),
+            after_model=_figures(model_outcome),
+            **trade_off(self.model_before(c), model_outcome.figures),
+            **verdict,
+        )
 
-    def equivalence(self, c: Culprit, model: ModelSpec, probe: Mapping[str, Any], edits: tuple[Any, ...]) -> dict[str, Any]:
+    def equivalence(
+        self, c: Culprit, model: ModelSpec, probe: Mapping[str, Any], edits: tuple[Any, ...]
+    ) -> dict[str, Any]:
         mode = "eager" if (edits and c.stage == "eager") else "onnx"
-        return self.lab.outputs_against(self.lab.derive(model, probe), c.stage, mode, self.rtol, self.atol,
-                                        label=f"outputs {c.region or '<root>'}")
+        return self.lab.outputs_against(
+            self.lab.derive(model, probe), c.stage, mode, self.rtol, self.atol, label=f"outputs {c.region or '<root>'}"
+        )
 
     # -- the run ----------------------------------------------------------------------------------------
 
@@ -421,8 +477,17 @@ class Repairer:
         target = self.target(c)
         candidates = [cand for fx in self.fixers if addresses(fx, target) for cand in fx.propose(target)]
         futures = [
-            pool.submit(self.evaluate, c, (cand.fixer,), cand.summary, cand.probe, cand.edits, cand.changes_outputs, cand.size,
-                        cand.removes_behaviour)
+            pool.submit(
+                self.evaluate,
+                c,
+                (cand.fixer,),
+                cand.summary,
+                cand.probe,
+                cand.edits,
+                cand.changes_outputs,
+                cand.size,
+                cand.removes_behaviour,
+            )
             for cand in candidates
         ]
         results = [fut.result() for fut in futures]
@@ -431,7 +496,9 @@ class Repairer:
             results += self.combine(c, candidates, results, pool)
         return rank(results)
 
-    def combine(self, c: Culprit, candidates: list[Any], results: list[Evaluation], pool: ThreadPoolExecutor) -> list[Evaluation]:
+    def combine(
+        self, c: Culprit, candidates: list[Any], results: list[Evaluation], pool: ThreadPoolExecutor
+    ) -> list[Evaluation]:
         """When no candidate is enough alone: the two that helped most, each paired with every
         other candidate that ran (a setting that does nothing alone can finish another's job, as
         the memory pattern off does for a warm-up at the largest input)."""
@@ -440,7 +507,9 @@ class Repairer:
         def remaining(r: Evaluation) -> float:
             return growth(r.after, c.kind)[0] if r.after.get("kind") != CLEAN else 0.0
 
-        ran = [(r, cand) for r, cand in zip(results, candidates) if r.after.get("kind") not in (None, "failed", "crashed")]
+        ran = [
+            (r, cand) for r, cand in zip(results, candidates) if r.after.get("kind") not in (None, "failed", "crashed")
+        ]
         helped = sorted((rc for rc in ran if remaining(rc[0]) < 0.8 * before), key=lambda rc: remaining(rc[0]))[:2]
         pairs: list[tuple[Any, Any]] = []
         for _, a in helped:
@@ -451,9 +520,17 @@ class Repairer:
                     continue  # two edits of one file do not compose
                 pairs.append((a, b))
         futures = [
-            pool.submit(self.evaluate, c, (a.fixer, b.fixer), f"{a.summary}; and {b.summary}", merge_probe(a.probe, b.probe),
-                        a.edits + b.edits, a.changes_outputs or b.changes_outputs, a.size + b.size,
-                        "; ".join(x for x in (a.removes_behaviour, b.removes_behaviour) if x))
+            pool.submit(
+                self.evaluate,
+                c,
+                (a.fixer, b.fixer),
+                f"{a.summary}; and {b.summary}",
+                merge_probe(a.probe, b.probe),
+                a.edits + b.edits,
+                a.changes_outputs or b.changes_outputs,
+                a.size + b.size,
+                "; ".join(x for x in (a.removes_behaviour, b.removes_behaviour) if x),
+            )
             for a, b in pairs[:MAX_PAIRS]
         ]
         return [f.result() for f in futures]
@@ -465,7 +542,9 @@ class Repairer:
             for c in self.report.culprits:
                 evaluations += self.repair_culprit(c, pool)
         probes = self.lab.probes - self.probes_before
-        return FixReport(find=self.report, evaluations=tuple(evaluations), probes=probes, wall_s=time.perf_counter() - started)
+        return FixReport(
+            find=self.report, evaluations=tuple(evaluations), probes=probes, wall_s=time.perf_counter() - started
+        )
 
 
 class CandidateFailed(Exception):
@@ -486,16 +565,29 @@ def decide(
     Outputs are compared only for a candidate that flattens the curve."""
     none = dict(equivalent=None, max_abs_diff=None, max_rel_diff=None)
     if region.kind in ("failed", "crashed"):
-        return dict(**none, kept=False, reason=f"dropped: probing {c.region or 'the model'} {region.kind}: {region.message}")
+        return dict(
+            **none, kept=False, reason=f"dropped: probing {c.region or 'the model'} {region.kind}: {region.message}"
+        )
     if c.kind == UNSUPPORTED_OP:
         # Nothing grew: the stage did not run. Kept when it runs now and its ONNX outputs match.
         eq = equivalence()
         change = f"{c.stage} failed -> {c.stage} runs ({whole.kind})"
         if eq.get("failed"):
-            return dict(**none, kept=False, saved=0.0, reason=f"dropped: {change} but outputs could not be compared: {eq['failed']}")
-        diffs = dict(equivalent=bool(eq.get("equivalent")), max_abs_diff=eq.get("max_abs_diff"), max_rel_diff=eq.get("max_rel_diff"))
+            return dict(
+                **none,
+                kept=False,
+                saved=0.0,
+                reason=f"dropped: {change} but outputs could not be compared: {eq['failed']}",
+            )
+        diffs = dict(
+            equivalent=bool(eq.get("equivalent")),
+            max_abs_diff=eq.get("max_abs_diff"),
+            max_rel_diff=eq.get("max_rel_diff"),
+        )
         if not eq.get("equivalent"):
-            return dict(**diffs, kept=False, saved=0.0, reason=f"dropped: {change} but outputs differ ({eq.get('why')})")
+            return dict(
+                **diffs, kept=False, saved=0.0, reason=f"dropped: {change} but outputs differ ({eq.get('why')})"
+            )
         return dict(**diffs, kept=True, saved=1.0, reason=f"kept: {change}")
     before, unit = growth(c.figures, c.kind)
     after = 0.0 if region.kind == CLEAN else growth(region.figures, c.kind)[0]
@@ -509,17 +601,33 @@ def decide(
     whole_b = growth(whole_before, c.kind)[0] if whole_before else before
     whole_a = 0.0 if whole.kind == CLEAN else growth(whole.figures, c.kind)[0]
     if not (whole.kind == CLEAN or whole_a <= whole_b - KEEP_DROP * before + 1e-9):
-        return dict(**none, kept=False, saved=saved, reason=f"dropped: the region is flat ({change}) but the whole model still grows ({whole.kind})")
+        return dict(
+            **none,
+            kept=False,
+            saved=saved,
+            reason=f"dropped: the region is flat ({change}) but the whole model still grows ({whole.kind})",
+        )
     eq = equivalence()
     if eq.get("failed"):
-        return dict(**none, kept=False, saved=saved, reason=f"dropped: flat ({change}) but outputs could not be compared: {eq['failed']}")
+        return dict(
+            **none,
+            kept=False,
+            saved=saved,
+            reason=f"dropped: flat ({change}) but outputs could not be compared: {eq['failed']}",
+        )
     equivalent = bool(eq.get("equivalent"))
     diffs = dict(equivalent=equivalent, max_abs_diff=eq.get("max_abs_diff"), max_rel_diff=eq.get("max_rel_diff"))
     if not equivalent and changes_outputs and not allow_output_changes:
-        return dict(**diffs, kept=False, saved=saved,
-                    reason=f"not kept: flat ({change}) but changes outputs by design ({eq.get('why')}); pass --allow-output-changes to keep it")
+        return dict(
+            **diffs,
+            kept=False,
+            saved=saved,
+            reason=f"not kept: flat ({change}) but changes outputs by design ({eq.get('why')}); pass --allow-output-changes to keep it",
+        )
     if not equivalent and not changes_outputs:
-        return dict(**diffs, kept=False, saved=saved, reason=f"dropped: flat ({change}) but outputs differ ({eq.get('why')})")
+        return dict(
+            **diffs, kept=False, saved=saved, reason=f"dropped: flat ({change}) but outputs differ ({eq.get('why')})"
+        )
     label = "kept (changes outputs, allowed)" if not equivalent else "kept"
     return dict(**diffs, kept=True, saved=saved, reason=f"{label}: {change}")
 
@@ -528,11 +636,17 @@ def trade_off(before: Mapping[str, Any], after: Mapping[str, Any]) -> dict[str, 
     """What a fix costs up front (memory in place before the first measured call, a warm-up's
     arena) against what it saves: the whole model's largest RSS over the declared range without
     and with it, and the growth over the range it prevents."""
+
     def f(m: Mapping[str, Any], k: str) -> float | None:
         v = m.get(k)
         return None if v is None else float(v)
 
-    b0, b1, a0, a1 = f(before, "rss_before_loop"), f(before, "rss_peak"), f(after, "rss_before_loop"), f(after, "rss_peak")
+    b0, b1, a0, a1 = (
+        f(before, "rss_before_loop"),
+        f(before, "rss_peak"),
+        f(after, "rss_before_loop"),
+        f(after, "rss_peak"),
+    )
     upfront = a0 - b0 if a0 is not None and b0 is not None else None
     prevented = (b1 - b0) - (a1 - a0) if None not in (a0, a1, b0, b1) else None  # type: ignore[operator]
     return {"upfront_bytes": upfront, "steady_before_bytes": b1, "steady_after_bytes": a1, "prevented_bytes": prevented}
@@ -556,7 +670,10 @@ def rank(results: list[Evaluation]) -> list[Evaluation]:
     """Kept first: those that keep the code's behaviour before those that remove some (data other
     code reads), those worth their upfront memory before those that are not, then by memory saved,
     then by the smallest change; then the rest as tried."""
-    kept = sorted((r for r in results if r.kept), key=lambda r: (bool(r.removes_behaviour), costs_more_than_it_saves(r), -r.saved, r.size))
+    kept = sorted(
+        (r for r in results if r.kept),
+        key=lambda r: (bool(r.removes_behaviour), costs_more_than_it_saves(r), -r.saved, r.size),
+    )
     return kept + [r for r in results if not r.kept]
 
 

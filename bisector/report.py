@@ -5,12 +5,12 @@ from __future__ import annotations
 from typing import Any
 
 from bisector.chart import phased_sparkline
-from bisector.results import CRASHED, FAILED, MeasureReport, StageResult
+from bisector.fixers.base import UNSUPPORTED_OP
 from bisector.probe.types import ProbeCrashed, ProbeFailed, ProbeTimedOut
+from bisector.results import CRASHED, FAILED, MeasureReport, StageResult
 from bisector.schedule import PHASES
 from bisector.units import format_bytes
 from bisector.verdict import CLEAN, HEAP, INCONCLUSIVE, LEAK, SHAPE_GROWTH, TOOLCHAIN_LEAK
-from bisector.fixers.base import UNSUPPORTED_OP
 
 STYLE = {
     LEAK: "bold red",
@@ -25,14 +25,35 @@ PER = {"eager": "call", "export": "export", "inference": "run"}
 
 NEXT_STEP = {
     ("eager", LEAK): "run `bisector find` to name the submodule whose forward keeps memory",
-    ("export", LEAK): "run `bisector find --stage export` to name the region; custom symbolic functions and forward-side lists are the usual cause",
-    ("inference", LEAK): "a per-run leak in ONNX Runtime: try `bisector fix --stage inference` (runtime options) or a newer onnxruntime",
-    ("eager", SHAPE_GROWTH): "a cache keyed by input shape, or the allocator holding the largest shape: `bisector find` names the region",
-    ("export", SHAPE_GROWTH): "something in forward keeps one entry per input shape while exporting: `bisector find --stage export`",
-    ("inference", SHAPE_GROWTH): "ONNX Runtime grows per new input shape: try `bisector fix` (bounded axes, sizes rounded to 16, arena options)",
-    ("export", TOOLCHAIN_LEAK): "not your model's code: export once per process (or in a child process) if a service exports repeatedly",
+    (
+        "export",
+        LEAK,
+    ): "run `bisector find --stage export` to name the region; custom symbolic functions and forward-side lists are the usual cause",
+    (
+        "inference",
+        LEAK,
+    ): "a per-run leak in ONNX Runtime: try `bisector fix --stage inference` (runtime options) or a newer onnxruntime",
+    (
+        "eager",
+        SHAPE_GROWTH,
+    ): "a cache keyed by input shape, or the allocator holding the largest shape: `bisector find` names the region",
+    (
+        "export",
+        SHAPE_GROWTH,
+    ): "something in forward keeps one entry per input shape while exporting: `bisector find --stage export`",
+    (
+        "inference",
+        SHAPE_GROWTH,
+    ): "ONNX Runtime grows per new input shape: try `bisector fix` (bounded axes, sizes rounded to 16, arena options)",
+    (
+        "export",
+        TOOLCHAIN_LEAK,
+    ): "not your model's code: export once per process (or in a child process) if a service exports repeatedly",
     ("eager", TOOLCHAIN_LEAK): "not your model's code: torch keeps it; a newer torch may not",
-    ("inference", TOOLCHAIN_LEAK): "not your model's code: ONNX Runtime keeps it; try a newer onnxruntime or `bisector fix --stage inference`",
+    (
+        "inference",
+        TOOLCHAIN_LEAK,
+    ): "not your model's code: ONNX Runtime keeps it; try a newer onnxruntime or `bisector fix --stage inference`",
 }
 
 
@@ -42,7 +63,11 @@ def _figure(v, phase: str, rate: float | None, band: float) -> str:
     if metric == HEAP:  # exact: below its floor is "~0", above it the figure as measured
         if rate is None:
             return "-"
-        return "~0 B" if sig is not None and sig.floor is not None and abs(rate) < sig.floor else format_bytes(rate, signed=True)
+        return (
+            "~0 B"
+            if sig is not None and sig.floor is not None and abs(rate) < sig.floor
+            else format_bytes(rate, signed=True)
+        )
     return growth_text(rate, sig.steps if sig else 0, sig.noise if sig else 0.0, band)
 
 
@@ -128,15 +153,21 @@ def chart(r: StageResult, band: float) -> str | None:
     if not r.curve.has(metric):
         metric = r.verdict.metric if r.verdict else "rss"
     phases = [(p, r.curve.series(metric, p)) for p in PHASES]
-    span = 0.0 if metric in ("objects", "cuda_allocated") else (
-        (r.verdict.floor_bytes_per_call or 0.0) * 4 if metric == HEAP and r.verdict else band
+    span = (
+        0.0
+        if metric in ("objects", "cuda_allocated")
+        else ((r.verdict.floor_bytes_per_call or 0.0) * 4 if metric == HEAP and r.verdict else band)
     )
     line = phased_sparkline(phases, floor_span=span)
     if not line:
         return None
     values = r.curve.series(metric)
     names = "│".join(p for p, vs in phases if vs)
-    span_text = f"{min(values):,.0f}..{max(values):,.0f}" if metric == "objects" else f"{format_bytes(min(values))}..{format_bytes(max(values))}"
+    span_text = (
+        f"{min(values):,.0f}..{max(values):,.0f}"
+        if metric == "objects"
+        else f"{format_bytes(min(values))}..{format_bytes(max(values))}"
+    )
     return f"{'':<10} {metric} {line}  {span_text}  ({names})"
 
 
@@ -167,8 +198,10 @@ def reason_lines(r: StageResult) -> list[str]:
 def heap_note(stages: Any) -> str | None:
     """Said once per report: without the exact heap meter, bytes are judged on RSS with its band."""
     if any(r.curve is not None and r.curve.meta.get("heap_meter") == "unavailable" for r in stages):
-        return ("note: this C library has no mallinfo2 (glibc 2.33+), so native bytes are judged on RSS with the "
-                "noise band; leaks under the floor shown are not seen")
+        return (
+            "note: this C library has no mallinfo2 (glibc 2.33+), so native bytes are judged on RSS with the "
+            "noise band; leaks under the floor shown are not seen"
+        )
     return None
 
 
@@ -186,9 +219,10 @@ def render_measure(report: MeasureReport, console: Any) -> None:
     from rich.markup import escape
 
     band = report.options.bands.rss
-    console.print(f"[bold]{escape(report.model.label)}[/]  inputs {escape(report.plan.describe())}  " + "  ".join(
-        f"{k}={lo}..{hi}" if lo != hi else f"{k}={lo}" for k, (lo, hi) in report.plan.dims.items()
-    ))
+    console.print(
+        f"[bold]{escape(report.model.label)}[/]  inputs {escape(report.plan.describe())}  "
+        + "  ".join(f"{k}={lo}..{hi}" if lo != hi else f"{k}={lo}" for k, (lo, hi) in report.plan.dims.items())
+    )
     note = heap_note(report.stages.values())
     if note:
         console.print(escape(note), style="yellow")
@@ -198,13 +232,15 @@ def render_measure(report: MeasureReport, console: Any) -> None:
             if extra:
                 console.print(escape(extra), style="dim" if extra.lstrip().startswith("baseline") else None)
         if r.control_failure is not None:
-            console.print(escape(f"{'':<10} control run failed ({failure_text(r.control_failure)}); figures are not corrected"), style="yellow")
+            console.print(
+                escape(f"{'':<10} control run failed ({failure_text(r.control_failure)}); figures are not corrected"),
+                style="yellow",
+            )
         hint = NEXT_STEP.get((r.stage, r.kind))
         if hint:
             console.print(escape(f"{'':<10} next: {hint}"), style="cyan")
     console.print(
-        f"verdict: [{STYLE.get(report.verdict, '')}]{report.verdict}[/]   "
-        f"{report.probes} probes, {report.wall_s:.1f} s"
+        f"verdict: [{STYLE.get(report.verdict, '')}]{report.verdict}[/]   {report.probes} probes, {report.wall_s:.1f} s"
     )
 
 
@@ -242,7 +278,8 @@ def render_find(report: Any, console: Any) -> None:
     status = "" if report.complete else "  [yellow]stopped before the end: run again to resume[/]"
     console.print(
         f"verdict: [{STYLE.get(report.verdict, '')}]{report.verdict}[/]   culprits: {escape(where)}   "
-        f"{report.probes} probes" + (f" (+{report.reused} reused)" if report.reused else "")
+        f"{report.probes} probes"
+        + (f" (+{report.reused} reused)" if report.reused else "")
         + f", {report.wall_s:.1f} s{status}"
     )
 
@@ -260,9 +297,13 @@ def _culprit_label(report: Any, c: Any, type_name: str, escape: Any) -> str:
         if c.kind == LEAK and f.get("growth_metric") == HEAP:
             figures.append(f"{format_bytes(f.get('growth_bytes_per_call') or 0.0, signed=True)}/{per} (heap)")
         elif c.kind == LEAK:
-            figures.append(f"{growth_text(f.get('growth_bytes_per_call'), f.get('repeat_steps', 0), noise, band)}/{per}")
+            figures.append(
+                f"{growth_text(f.get('growth_bytes_per_call'), f.get('repeat_steps', 0), noise, band)}/{per}"
+            )
         else:
-            figures.append(f"{growth_text(f.get('growth_bytes_per_new_shape'), f.get('novel_steps', 0), noise, band)}/new shape")
+            figures.append(
+                f"{growth_text(f.get('growth_bytes_per_new_shape'), f.get('novel_steps', 0), noise, band)}/new shape"
+            )
             if f.get("bounded") is not None:
                 figures.append("bounded" if f["bounded"] else "unbounded")
         if c.region == "" and not c.own_code:

@@ -24,8 +24,9 @@ import io
 import json
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 HERE = Path(__file__).resolve().parent
 
@@ -34,7 +35,21 @@ HERE = Path(__file__).resolve().parent
 
 
 class _Mallinfo2(ctypes.Structure):
-    _fields_ = [(n, ctypes.c_size_t) for n in ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks", "fordblks", "keepcost")]
+    _fields_ = [
+        (n, ctypes.c_size_t)
+        for n in (
+            "arena",
+            "ordblks",
+            "smblks",
+            "hblks",
+            "hblkhd",
+            "usmblks",
+            "fsmblks",
+            "uordblks",
+            "fordblks",
+            "keepcost",
+        )
+    ]
 
 
 def _libc() -> Any:
@@ -112,11 +127,17 @@ def load_steps(all_shapes: bool) -> list[dict[str, Any]]:
     for s in spec["steps"]:
         if not all_shapes and s.get("phase") != "repeat":
             continue
-        steps.append({
-            "dims": s.get("dims", {}), "phase": s.get("phase"),
-            "calls": [(decode(a, arrays, torch), decode(k, arrays, torch)) for a, k in s["calls"]] if torch is not None else [],
-            "raw": s["calls"], "arrays": arrays,
-        })
+        steps.append(
+            {
+                "dims": s.get("dims", {}),
+                "phase": s.get("phase"),
+                "calls": [(decode(a, arrays, torch), decode(k, arrays, torch)) for a, k in s["calls"]]
+                if torch is not None
+                else [],
+                "raw": s["calls"],
+                "arrays": arrays,
+            }
+        )
     if not steps and not all_shapes:  # fixed sizes: no repeated phase recorded apart
         return load_steps(True)
     return steps
@@ -174,7 +195,9 @@ def make_call(cfg: dict[str, Any], steps: list[dict[str, Any]]) -> Callable[[int
 
         so = ort.SessionOptions()
         so.log_severity_level = 3
-        session = ort.InferenceSession(str(HERE / cfg.get("onnx", "model.onnx")), so, providers=["CPUExecutionProvider"])
+        session = ort.InferenceSession(
+            str(HERE / cfg.get("onnx", "model.onnx")), so, providers=["CPUExecutionProvider"]
+        )
         names = [i.name for i in session.get_inputs()]
         feeds = []
         for s in steps:
@@ -206,7 +229,14 @@ def make_call(cfg: dict[str, Any], steps: list[dict[str, Any]]) -> Callable[[int
                 buf = io.BytesIO()
                 with torch.no_grad():
                     if dynamo:  # the torch.export-based exporter writes to a path
-                        torch.onnx.export(region, tuple(args), str(HERE / ".repro_export.onnx"), kwargs=kwargs or None, dynamo=True, verbose=False)
+                        torch.onnx.export(
+                            region,
+                            tuple(args),
+                            str(HERE / ".repro_export.onnx"),
+                            kwargs=kwargs or None,
+                            dynamo=True,
+                            verbose=False,
+                        )
                     else:
                         torch.onnx.export(region, tuple(args), buf, kwargs=kwargs or None, dynamo=False)
 
@@ -230,8 +260,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--every", type=int, default=int(cfg.get("every", 20)), help="print the counters every N calls")
     p.add_argument("--warmup", type=int, default=int(cfg.get("warmup", 4)), help="calls before the first reading")
     # Growth per new shape only shows while shapes are new: those bundles cycle through all of them.
-    p.add_argument("--all-shapes", action="store_true", default=bool(cfg.get("all_shapes")),
-                   help="cycle through every recorded shape, not only the repeated ones")
+    p.add_argument(
+        "--all-shapes",
+        action="store_true",
+        default=bool(cfg.get("all_shapes")),
+        help="cycle through every recorded shape, not only the repeated ones",
+    )
     a = p.parse_args(argv)
     try:
         import torch
@@ -242,7 +276,9 @@ def main(argv: list[str] | None = None) -> int:
     steps = load_steps(a.all_shapes)
     call = make_call(cfg, steps)
     what = f"{cfg.get('region') or '<root>'} ({cfg.get('region_type', '')}) from {cfg.get('spec', '')}"
-    print(f"repro: {cfg['stage']} of {what}: {a.calls} calls over {len(steps)} input shape(s), counters every {a.every}")
+    print(
+        f"repro: {cfg['stage']} of {what}: {a.calls} calls over {len(steps)} input shape(s), counters every {a.every}"
+    )
     print(f"       expected: flat after warm-up; bisector measured {cfg.get('measured', 'growth')}")
     for i in range(a.warmup):
         call(i)
@@ -263,7 +299,9 @@ def main(argv: list[str] | None = None) -> int:
         last = rows[-1]
         n = max(1, last[0] - mid[0])
         heap = "-" if last[2] is None or mid[2] is None else fmt((last[2] - mid[2]) / n)
-        print(f"growth per call (second half): rss {fmt((last[1] - mid[1]) / n)}  heap {heap}  objects {(last[3] - mid[3]) / n:+.2f}")
+        print(
+            f"growth per call (second half): rss {fmt((last[1] - mid[1]) / n)}  heap {heap}  objects {(last[3] - mid[3]) / n:+.2f}"
+        )
     return 0
 
 

@@ -8,8 +8,8 @@ from typing import Any
 from bisector.curve import MemoryCurve
 from bisector.probe.types import STAGES, ProbeOptions, ProbeResult
 from bisector.schedule import PROFILES, ScheduleProfile
-from bisector.spec import InputPlan, ModelSpec
 from bisector.search import Outcome
+from bisector.spec import InputPlan, ModelSpec
 from bisector.verdict import COUNT_METRICS, GROWS, LEAK, Bands, Kind, Verdict, worst
 
 FLOOR_TARGETS = {"eager": 4096.0, "inference": 4096.0, "export": 16384.0}
@@ -62,8 +62,11 @@ class StageResult:
             out["verdict"] = self.kind
         else:
             for key in (
-                "growth_bytes_per_call", "growth_bytes_per_new_shape", "baseline_bytes_per_call",
-                "baseline_bytes_per_new_shape", "noise_bytes",
+                "growth_bytes_per_call",
+                "growth_bytes_per_new_shape",
+                "baseline_bytes_per_call",
+                "baseline_bytes_per_new_shape",
+                "noise_bytes",
             ):
                 out[key] = None
         if self.failure is not None:
@@ -108,8 +111,6 @@ class MeasureReport:
             "probes": self.probes,
             "wall_s": round(self.wall_s, 2),
         }
-
-
 
 
 def stage_order(stages: tuple[str, ...]) -> list[str]:

@@ -7,15 +7,15 @@ import os
 import shutil
 import threading
 import time
+from collections.abc import Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from bisector.caches import ControlCache, ResultCache
 from bisector.probe.pool import ProbePool
 from bisector.probe.types import ProbeOk, ProbeRequest, ProbeResult
-
 
 log = logging.getLogger("bisector.probes")
 
@@ -37,8 +37,14 @@ class Runner:
     ResultCache, the model's own runs)."""
 
     def __init__(
-        self, pool: ProbePool, jobs: int, cache: ControlCache, events: Events, results: ResultCache | None = None,
-        executor: ThreadPoolExecutor | None = None, limits: Mapping[str, Any] | None = None,
+        self,
+        pool: ProbePool,
+        jobs: int,
+        cache: ControlCache,
+        events: Events,
+        results: ResultCache | None = None,
+        executor: ThreadPoolExecutor | None = None,
+        limits: Mapping[str, Any] | None = None,
     ) -> None:
         self.pool = pool
         # This model's timeout, memory cap and fresh, sent with every probe: a shared pool's own
@@ -74,7 +80,11 @@ class Runner:
     def submit(self, request: ProbeRequest, extra_key: str = "") -> Future:
         """Run (or reuse) a probe. extra_key: more that decides the result, e.g. the code and
         weights hashes of the regions probed."""
-        cached = self.cache.get(request) if request.control else (self.results.get(request, extra_key) if self.results else None)
+        cached = (
+            self.cache.get(request)
+            if request.control
+            else (self.results.get(request, extra_key) if self.results else None)
+        )
         if cached is not None:
             fut: Future = Future()
             fut.set_result(cached)
@@ -117,4 +127,3 @@ def _log(label: str, result: ProbeResult) -> None:
     else:
         # The full stderr of a crashed, hung or failed probe: -v shows it, the report keeps one line.
         log.info("%s: %s\n%s", label, result.describe() if hasattr(result, "describe") else result, tail)
-

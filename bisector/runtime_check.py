@@ -10,8 +10,9 @@ user (`bisector[cpu]` or `bisector[gpu]`) and checks at start-up, from package m
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 MODULE = "onnxruntime"
 INSTALL_HINT = "pip install 'bisector[cpu]' (or 'bisector[gpu]' for CUDA)"
@@ -92,8 +93,10 @@ def runtime_problem(runtimes: Sequence[Runtime], needs_runtime: bool | None) -> 
     both = clobbering(runtimes)
     if both:
         names = " and ".join(f"{r.name} {r.version}" for r in both)
-        return (f"{names} are both installed and overwrite each other's onnxruntime module; keep one: "
-                f"pip uninstall -y {' '.join(r.name for r in both)} && {INSTALL_HINT}"), False
+        return (
+            f"{names} are both installed and overwrite each other's onnxruntime module; keep one: "
+            f"pip uninstall -y {' '.join(r.name for r in both)} && {INSTALL_HINT}"
+        ), False
     return None
 
 

@@ -21,8 +21,9 @@ above them; the same seed always gives the same schedule.
 from __future__ import annotations
 
 import random
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
-from typing import Any, Mapping
+from typing import Any
 
 PHASES = ("warmup", "repeat", "novel", "within")
 
@@ -54,7 +55,7 @@ class ScheduleProfile:
     # ONNX Runtime, growth held for the largest shape (its arena) is what users need to see.
     warm_largest: bool = False
 
-    def scaled(self, factor: int) -> "ScheduleProfile":
+    def scaled(self, factor: int) -> ScheduleProfile:
         """More iterations for a probe that came back inconclusive."""
         return replace(
             self,
@@ -91,7 +92,7 @@ class Schedule:
         }
 
     @classmethod
-    def from_json(cls, data: Mapping[str, Any]) -> "Schedule":
+    def from_json(cls, data: Mapping[str, Any]) -> Schedule:
         return cls(
             steps=tuple(Step(phase=s["phase"], dims=dict(s["dims"])) for s in data["steps"]),
             seed=int(data["seed"]),

@@ -23,9 +23,10 @@ caller, and a search that is stopped keeps what it has learned (``SearchState``)
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping, Protocol, Sequence
+from typing import Any, Protocol
 
 from bisector.kinds import Kind
 
@@ -49,7 +50,7 @@ class Outcome:
         return {"kind": self.kind, "figures": dict(self.figures), "message": self.message}
 
     @classmethod
-    def from_json(cls, data: Mapping[str, Any]) -> "Outcome":
+    def from_json(cls, data: Mapping[str, Any]) -> Outcome:
         return cls(kind=data["kind"], figures=dict(data.get("figures") or {}), message=data.get("message", ""))
 
 
@@ -95,8 +96,14 @@ class SearchState:
 
 
 class Search:
-    def __init__(self, tree: TreeLike, oracle: Oracle, executor: Executor | None = None, state: SearchState | None = None,
-                 own_code_beyond_children: bool = True) -> None:
+    def __init__(
+        self,
+        tree: TreeLike,
+        oracle: Oracle,
+        executor: Executor | None = None,
+        state: SearchState | None = None,
+        own_code_beyond_children: bool = True,
+    ) -> None:
         self.tree = tree
         self.oracle = oracle
         # Whether a region's probe and its children's add up, so that what a region leaks beyond
@@ -253,6 +260,8 @@ def _leftover(whole: Outcome, children: Outcome | None) -> Outcome | None:
     return Outcome(kind, {**whole.figures, **rest, **region, "beyond_children": True}, whole.message)
 
 
-def search(tree: TreeLike, root_outcome: Outcome, oracle: Oracle, root: str = "", executor: Executor | None = None) -> SearchState:
+def search(
+    tree: TreeLike, root_outcome: Outcome, oracle: Oracle, root: str = "", executor: Executor | None = None
+) -> SearchState:
     """Find every culprit below root (see the module docstring)."""
     return Search(tree, oracle, executor).run(root, root_outcome)

@@ -10,9 +10,10 @@ import ast
 import json
 import math
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from bisector.errors import UserError
 
@@ -27,10 +28,19 @@ BATCH_SYMBOLS = frozenset({"B", "N", "batch", "BATCH", "bs"})
 FLOAT_DTYPES = ("float32", "float16", "bfloat16", "float64")
 INT_DTYPES = ("int64", "int32", "int16", "int8", "uint8")
 DTYPE_ALIASES = {
-    "float": "float32", "f32": "float32", "fp32": "float32",
-    "half": "float16", "f16": "float16", "fp16": "float16",
-    "bf16": "bfloat16", "double": "float64", "f64": "float64",
-    "long": "int64", "i64": "int64", "int": "int32", "i32": "int32",
+    "float": "float32",
+    "f32": "float32",
+    "fp32": "float32",
+    "half": "float16",
+    "f16": "float16",
+    "fp16": "float16",
+    "bf16": "bfloat16",
+    "double": "float64",
+    "f64": "float64",
+    "long": "int64",
+    "i64": "int64",
+    "int": "int32",
+    "i32": "int32",
     "bool": "bool",
 }
 ALL_DTYPES = FLOAT_DTYPES + INT_DTYPES + ("bool",)
@@ -65,7 +75,7 @@ class ModelSpec:
         return {"path": self.path, "name": self.name, "init_kwargs": dict(self.init_kwargs)}
 
     @classmethod
-    def from_json(cls, data: Mapping[str, Any]) -> "ModelSpec":
+    def from_json(cls, data: Mapping[str, Any]) -> ModelSpec:
         return cls(path=data["path"], name=data["name"], init_kwargs=dict(data.get("init_kwargs") or {}))
 
 
@@ -94,8 +104,10 @@ class InputSpec:
         return {"name": self.name, "dims": list(self.dims), "dtype": self.dtype, "low": self.low, "high": self.high}
 
     @classmethod
-    def from_json(cls, data: Mapping[str, Any]) -> "InputSpec":
-        return cls(name=data["name"], dims=tuple(data["dims"]), dtype=data["dtype"], low=data.get("low"), high=data.get("high"))
+    def from_json(cls, data: Mapping[str, Any]) -> InputSpec:
+        return cls(
+            name=data["name"], dims=tuple(data["dims"]), dtype=data["dtype"], low=data.get("low"), high=data.get("high")
+        )
 
     def __str__(self) -> str:
         text = f"{self.name}={','.join(str(d) for d in self.dims)}"
@@ -126,7 +138,7 @@ class InputPlan:
         }
 
     @classmethod
-    def from_json(cls, data: Mapping[str, Any]) -> "InputPlan":
+    def from_json(cls, data: Mapping[str, Any]) -> InputPlan:
         return cls(
             inputs=tuple(InputSpec.from_json(i) for i in data["inputs"]),
             dims={k: (int(v[0]), int(v[1])) for k, v in data["dims"].items()},
@@ -343,7 +355,18 @@ def build_input_plan(
     return InputPlan(inputs=specs, dims=resolved, use_hook=use_hook)
 
 
-DTYPE_BYTES = {"float32": 4, "float16": 2, "bfloat16": 2, "float64": 8, "int64": 8, "int32": 4, "int16": 2, "int8": 1, "uint8": 1, "bool": 1}
+DTYPE_BYTES = {
+    "float32": 4,
+    "float16": 2,
+    "bfloat16": 2,
+    "float64": 8,
+    "int64": 8,
+    "int32": 4,
+    "int16": 2,
+    "int8": 1,
+    "uint8": 1,
+    "bool": 1,
+}
 
 
 def largest_input_bytes(plan: InputPlan) -> tuple[int, str]:
@@ -401,6 +424,7 @@ def library_imports(model: ModelSpec) -> tuple[str, ...]:
         origin = getattr(found, "origin", None) or ""
         locations = list(getattr(found, "submodule_search_locations", None) or [])
         where = [Path(p).resolve() for p in ([origin] if origin and origin != "namespace" else []) + locations]
+
         def is_local(w: Path) -> bool:
             installed = any(part in ("site-packages", "dist-packages") for part in w.parts)
             return not installed and (local == w or local in w.parents)

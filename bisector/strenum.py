@@ -16,4 +16,5 @@ else:  # Python 3.10 has no StrEnum: the same behaviour from a str mixin
         __str__ = str.__str__
         __format__ = str.__format__
 
+
 __all__ = ["StrEnum"]

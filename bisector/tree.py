@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Mapping
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -23,17 +24,27 @@ class Region:
 
     def to_json(self) -> dict[str, Any]:
         return {
-            "path": self.path, "type": self.type, "children": list(self.children), "params": self.params,
-            "code_hash": self.code_hash, "weights_hash": self.weights_hash, "subtree_hash": self.subtree_hash,
+            "path": self.path,
+            "type": self.type,
+            "children": list(self.children),
+            "params": self.params,
+            "code_hash": self.code_hash,
+            "weights_hash": self.weights_hash,
+            "subtree_hash": self.subtree_hash,
             "called": self.called,
         }
 
     @classmethod
-    def from_json(cls, d: Mapping[str, Any]) -> "Region":
+    def from_json(cls, d: Mapping[str, Any]) -> Region:
         return cls(
-            path=d["path"], type=d["type"], children=tuple(d.get("children", ())), params=int(d.get("params", 0)),
-            code_hash=d.get("code_hash", ""), weights_hash=d.get("weights_hash", ""),
-            subtree_hash=d.get("subtree_hash", ""), called=bool(d.get("called", True)),
+            path=d["path"],
+            type=d["type"],
+            children=tuple(d.get("children", ())),
+            params=int(d.get("params", 0)),
+            code_hash=d.get("code_hash", ""),
+            weights_hash=d.get("weights_hash", ""),
+            subtree_hash=d.get("subtree_hash", ""),
+            called=bool(d.get("called", True)),
         )
 
 
@@ -42,11 +53,11 @@ class Tree:
     regions: Mapping[str, Region] = field(default_factory=dict)
 
     @classmethod
-    def from_regions(cls, regions: Iterable[Region]) -> "Tree":
+    def from_regions(cls, regions: Iterable[Region]) -> Tree:
         return cls({r.path: r for r in regions})
 
     @classmethod
-    def from_paths(cls, paths: Iterable[str]) -> "Tree":
+    def from_paths(cls, paths: Iterable[str]) -> Tree:
         """A tree from dotted paths alone (tests, and trees described by hand)."""
         paths = list(dict.fromkeys(["", *paths]))
         kids: dict[str, list[str]] = {p: [] for p in paths}
@@ -92,7 +103,7 @@ class Tree:
         return [r.to_json() for r in self.regions.values()]
 
     @classmethod
-    def from_json(cls, data: Iterable[Mapping[str, Any]]) -> "Tree":
+    def from_json(cls, data: Iterable[Mapping[str, Any]]) -> Tree:
         return cls.from_regions(Region.from_json(d) for d in data)
 
 

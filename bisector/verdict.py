@@ -31,8 +31,9 @@ torch's or ONNX Runtime's own files is a ``toolchain-leak``, reported as theirs,
 from __future__ import annotations
 
 import statistics
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
-from typing import Any, Mapping
+from typing import Any
 
 from bisector.curve import MemoryCurve
 from bisector.kinds import Kind, worst  # noqa: F401 - worst: re-exported from its old home
@@ -201,7 +202,9 @@ def count_signal(metric: str, phase: str, y: list[float], control: list[float] |
     jitter = (max(cd) - min(cd)) if cd else 0.0
     excess = [x - base - offset for x in d]
     if len(excess) < MIN_DELTAS:
-        return Signal(metric, phase, FLAT if not any(e > jitter for e in excess) else UNSURE, 0.0, base, jitter, 0.0, len(excess))
+        return Signal(
+            metric, phase, FLAT if not any(e > jitter for e in excess) else UNSURE, 0.0, base, jitter, 0.0, len(excess)
+        )
     share = sum(1 for e in excess if e > 0) / len(excess)
     rate = statistics.median(excess)
     late = statistics.median(excess[len(excess) // 2 :])
@@ -344,12 +347,16 @@ def judge(
             y = curve.segment(m, phase)
             if len(y) > 1:
                 signals.append(
-                    bytes_signal(m, phase, y, ctrl(m, phase), bands.for_metric(m), noise[m], offset=max(0.0, per_call[m]))
+                    bytes_signal(
+                        m, phase, y, ctrl(m, phase), bands.for_metric(m), noise[m], offset=max(0.0, per_call[m])
+                    )
                 )
         if heap and len(curve.segment(HEAP, phase)) > 1:
             # Reported, not judged (see the module docstring): an infinite band never "grows".
             y = curve.segment(HEAP, phase)
-            info.append(bytes_signal(HEAP, phase, y, ctrl(HEAP, phase), float("inf"), 0.0, offset=max(0.0, per_call[HEAP])))
+            info.append(
+                bytes_signal(HEAP, phase, y, ctrl(HEAP, phase), float("inf"), 0.0, offset=max(0.0, per_call[HEAP]))
+            )
 
     by = {(s.metric, s.phase): s for s in signals}
     repeat = [s for s in signals if s.phase == "repeat"]
@@ -388,7 +395,9 @@ def judge(
     nov = by.get((metric, "novel"))
     heap_novel = next((s for s in info if s.metric == HEAP and s.phase == "novel"), None)
     obj = by.get(("objects", "repeat"))
-    obj_novel = by.get(("objects", "novel")) or next((s for s in info if s.metric == "objects" and s.phase == "novel"), None)
+    obj_novel = by.get(("objects", "novel")) or next(
+        (s for s in info if s.metric == "objects" and s.phase == "novel"), None
+    )
     return Verdict(
         kind=kind,
         growth_bytes_per_call=rep.rate if rep else None,
@@ -445,8 +454,9 @@ def needs_owners(verdict: Verdict) -> bool:
     return bool(grown) and not grown & set(COUNT_METRICS)
 
 
-def attribute(verdict: Verdict, owners: Mapping[str, Any] | None, stage: str = "",
-              control_owners: Mapping[str, Any] | None = None) -> Verdict:
+def attribute(
+    verdict: Verdict, owners: Mapping[str, Any] | None, stage: str = "", control_owners: Mapping[str, Any] | None = None
+) -> Verdict:
     """The verdict once the traced probes have said who keeps the growth per call: a leak only for
     what the model's code owns; what the toolchain's files keep is a toolchain-leak.
 
@@ -467,7 +477,8 @@ def attribute(verdict: Verdict, owners: Mapping[str, Any] | None, stage: str = "
         # No traced control: its growth is taken as all Python, the model's own heap rate compared.
         heap_rate = (
             verdict.growth_bytes_per_call + (verdict.baseline_bytes_per_call or 0.0)
-            if verdict.growth_metric == HEAP and verdict.growth_bytes_per_call is not None else None
+            if verdict.growth_metric == HEAP and verdict.growth_bytes_per_call is not None
+            else None
         )
     floor = verdict.floor_bytes_per_call or HEAP_RESOLUTION
     mine = model_share(per_call, heap_rate)

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable
 
 from bisector.fixers.base import Candidate, Example, Fixer, FixTarget, SourceEdit, addresses, family_of
 
@@ -72,8 +72,10 @@ def load() -> Registry:
             obj = ep.load()
             fixer = obj() if isinstance(obj, type) else obj
             if not isinstance(fixer, Fixer):
-                raise TypeError(f"{value or ep.name} is not a Fixer (it needs name, description, stages, kinds, "
-                                "examples and propose)")
+                raise TypeError(
+                    f"{value or ep.name} is not a Fixer (it needs name, description, stages, kinds, "
+                    "examples and propose)"
+                )
             if fixer.name in taken:
                 raise ValueError(f"a fixer named {fixer.name!r} is already registered")
         except Exception as e:  # noqa: BLE001 - one broken plugin never takes the tool down

@@ -5,10 +5,9 @@ keeps adding to."""
 from __future__ import annotations
 
 import re
-from typing import Callable
+from collections.abc import Callable
 
 import libcst as cst
-
 from bisector.fixers import _cst
 
 KEEP_LAST = 4  # items a bounded container keeps: the latest few stay readable
@@ -55,6 +54,7 @@ def readers_of(module: cst.Module, owner: str, cls: cst.ClassDef | None, exclude
 
 def _uses(fn: cst.FunctionDef, owner: str) -> bool:
     """fn uses owner other than to grow it, reset it (`owner = []`) or trim it."""
+
     class V(cst.CSTVisitor):
         found = False
 
@@ -72,8 +72,10 @@ def _uses(fn: cst.FunctionDef, owner: str) -> bool:
 
         def visit_Call(self, node: cst.Call) -> bool:
             func = node.func
-            if isinstance(func, cst.Attribute) and _cst.dotted(func.value) == owner and (
-                func.attr.value in _cst.GROW_METHODS
+            if (
+                isinstance(func, cst.Attribute)
+                and _cst.dotted(func.value) == owner
+                and (func.attr.value in _cst.GROW_METHODS)
             ):
                 for a in node.args:
                     a.visit(self)
@@ -132,10 +134,19 @@ def bound_module_list(source: str, name: str) -> str | None:
     for node in module.body:
         if isinstance(node, cst.SimpleStatementLine) and len(node.body) == 1:
             st = node.body[0]
-            target = (st.targets[0].target if isinstance(st, cst.Assign) and len(st.targets) == 1
-                      else st.target if isinstance(st, cst.AnnAssign) else None)
-            if (target is not None and _cst.dotted(target) == name and isinstance(st.value, cst.List)
-                    and not st.value.elements):
+            target = (
+                st.targets[0].target
+                if isinstance(st, cst.Assign) and len(st.targets) == 1
+                else st.target
+                if isinstance(st, cst.AnnAssign)
+                else None
+            )
+            if (
+                target is not None
+                and _cst.dotted(target) == name
+                and isinstance(st.value, cst.List)
+                and not st.value.elements
+            ):
                 defs += 1
     if defs != 1 or f"global {name}" in source:
         return None

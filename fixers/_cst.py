@@ -3,7 +3,7 @@ kept: libcst round-trips every byte it does not change."""
 
 from __future__ import annotations
 
-from typing import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 import libcst as cst
 import libcst.matchers as m
@@ -172,7 +172,9 @@ def ensure_import(source: str, line: str) -> str:
     return module.with_changes(body=body).code
 
 
-def find_in_methods(module: cst.Module, class_filter: Callable[[cst.ClassDef], bool], method_name: str) -> Iterable[tuple[cst.ClassDef, cst.FunctionDef]]:
+def find_in_methods(
+    module: cst.Module, class_filter: Callable[[cst.ClassDef], bool], method_name: str
+) -> Iterable[tuple[cst.ClassDef, cst.FunctionDef]]:
     for cls in classes(module):
         if class_filter(cls):
             fn = method(cls, method_name)
@@ -201,7 +203,11 @@ def reads_of(fn: cst.FunctionDef, owner: str, ignore: Sequence[str] = GROW_METHO
     class V(cst.CSTVisitor):
         def visit_Call(self, node: cst.Call) -> bool:
             nonlocal count
-            if isinstance(node.func, cst.Attribute) and dotted(node.func.value) == owner and node.func.attr.value in ignore:
+            if (
+                isinstance(node.func, cst.Attribute)
+                and dotted(node.func.value) == owner
+                and node.func.attr.value in ignore
+            ):
                 for a in node.args:
                     a.visit(self)
                 return False

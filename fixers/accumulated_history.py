@@ -5,7 +5,6 @@ drops the history (``self.total = (self.total + (loss)).detach()``)."""
 from __future__ import annotations
 
 import libcst as cst
-
 from bisector.fixers import _cst
 from bisector.fixers.base import LEAK, PYTHON_LEAKS, Candidate, Example, FixTarget, SourceEdit
 
@@ -52,18 +51,28 @@ class AccumulatedHistory:
         after = module.visit(t).code
         if not t.changed:
             return []
-        return [Candidate(
-            self.name, f"{name}.forward: keep {', '.join(t.changed)} without its autograd history (.detach())",
-            edits=(SourceEdit(path, source, after, f"detach {', '.join(t.changed)}"),), size=len(t.changed),
-        )]
+        return [
+            Candidate(
+                self.name,
+                f"{name}.forward: keep {', '.join(t.changed)} without its autograd history (.detach())",
+                edits=(SourceEdit(path, source, after, f"detach {', '.join(t.changed)}"),),
+                size=len(t.changed),
+            )
+        ]
 
     examples = (
         Example(
             "a loss accumulated with its graph",
-            FixTarget("eager", LEAK, region_type="m.Acc", sources={"m.py": (
-                "class Acc:\n    def forward(self, x):\n        self.total += x.sum()\n        return x\n"
-            )}),
-            True, "detach",
+            FixTarget(
+                "eager",
+                LEAK,
+                region_type="m.Acc",
+                sources={
+                    "m.py": ("class Acc:\n    def forward(self, x):\n        self.total += x.sum()\n        return x\n")
+                },
+            ),
+            True,
+            "detach",
             edited=(
                 (
                     "class Acc:\n"
@@ -75,17 +84,29 @@ class AccumulatedHistory:
         ),
         Example(
             "a local running sum is freed when forward returns",
-            FixTarget("eager", LEAK, region_type="m.Acc", sources={"m.py": (
-                "class Acc:\n    def forward(self, x):\n        total = 0\n        total += x.sum()\n"
-                "        return x * total\n"
-            )}),
+            FixTarget(
+                "eager",
+                LEAK,
+                region_type="m.Acc",
+                sources={
+                    "m.py": (
+                        "class Acc:\n    def forward(self, x):\n        total = 0\n        total += x.sum()\n"
+                        "        return x * total\n"
+                    )
+                },
+            ),
             False,
         ),
         Example(
             "another class's accumulator is not the culprit's",
-            FixTarget("eager", LEAK, region_type="m.Net", sources={"m.py": (
-                "class Acc:\n    def forward(self, x):\n        self.total += x.sum()\n        return x\n"
-            )}),
+            FixTarget(
+                "eager",
+                LEAK,
+                region_type="m.Net",
+                sources={
+                    "m.py": ("class Acc:\n    def forward(self, x):\n        self.total += x.sum()\n        return x\n")
+                },
+            ),
             False,
         ),
     )

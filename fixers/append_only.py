@@ -12,7 +12,6 @@ A container forward also reads is state, not a leak: left alone.
 from __future__ import annotations
 
 import libcst as cst
-
 from bisector.fixers import _cst
 from bisector.fixers._containers import KEEP_LAST, readers_of, trim_after_grow
 from bisector.fixers.base import LEAK, PYTHON_LEAKS, Candidate, Example, FixTarget, SourceEdit
@@ -59,50 +58,74 @@ class AppendOnly:
 
             def pred(stmt: cst.BaseSmallStatement, where: str, owner: str = owner, name: str = name) -> bool:
                 call = _cst.call_of(stmt)
-                return (where == f"{name}.forward" and call is not None and call[0] == owner
-                        and call[1] in _cst.GROW_METHODS)
+                return (
+                    where == f"{name}.forward"
+                    and call is not None
+                    and call[0] == owner
+                    and call[1] in _cst.GROW_METHODS
+                )
 
             # Bounding first: the data stays, only the oldest goes. A trim after each append
             # survives the code's own resets (`self.stats = []` in pop_stats) and keeps the type.
             trimmed = trim_after_grow(source, owner, lambda where, n=name: where == f"{n}.forward")
             if trimmed is not None:
                 seen = f"; {', '.join(readers)} still see{'s' if len(readers) == 1 else ''} them" if readers else ""
-                out.append(Candidate(
-                    self.name,
-                    f"{name}.forward: keep only the last {KEEP_LAST} in {owner} "
-                    f"(the oldest dropped after each append{seen})",
-                    edits=(SourceEdit(path, source, trimmed, f"trim {owner} to the last {KEEP_LAST}"),), size=1,
-                ))
+                out.append(
+                    Candidate(
+                        self.name,
+                        f"{name}.forward: keep only the last {KEEP_LAST} in {owner} "
+                        f"(the oldest dropped after each append{seen})",
+                        edits=(SourceEdit(path, source, trimmed, f"trim {owner} to the last {KEEP_LAST}"),),
+                        size=1,
+                    )
+                )
             if owner.startswith("self."):
                 bounded = _bound_init(source, name, owner[5:])
                 if bounded is not None:
-                    out.append(Candidate(
-                        self.name,
-                        f"{name}: keep only the last {KEEP_LAST} in {owner} "
-                        f"(collections.deque(maxlen={KEEP_LAST}), resets too)",
-                        edits=(SourceEdit(path, source, bounded, f"{owner} = collections.deque(maxlen={KEEP_LAST})"),),
-                        size=2,
-                    ))
+                    out.append(
+                        Candidate(
+                            self.name,
+                            f"{name}: keep only the last {KEEP_LAST} in {owner} "
+                            f"(collections.deque(maxlen={KEEP_LAST}), resets too)",
+                            edits=(
+                                SourceEdit(path, source, bounded, f"{owner} = collections.deque(maxlen={KEEP_LAST})"),
+                            ),
+                            size=2,
+                        )
+                    )
             after, removed = _cst.remove(source, pred)
             if removed:
-                out.append(Candidate(
-                    self.name, f"{name}.forward: stop adding to {owner}, which keeps every call's result alive",
-                    edits=(SourceEdit(path, source, after, f"remove {removed[0]}"),), size=len(removed),
-                    removes_behaviour=(f"{owner} is read by {', '.join(readers)}, which would see nothing"
-                                       if readers else ""),
-                ))
+                out.append(
+                    Candidate(
+                        self.name,
+                        f"{name}.forward: stop adding to {owner}, which keeps every call's result alive",
+                        edits=(SourceEdit(path, source, after, f"remove {removed[0]}"),),
+                        size=len(removed),
+                        removes_behaviour=(
+                            f"{owner} is read by {', '.join(readers)}, which would see nothing" if readers else ""
+                        ),
+                    )
+                )
         return out
 
     examples = (
         Example(
             "a list on the module that forward appends to",
-            FixTarget("eager", LEAK, region_type="m.Recorder", sources={"m.py": (
-                "import torch\n\nclass Recorder(torch.nn.Module):\n    def __init__(self):\n"
-                "        super().__init__()\n        self.history = []\n\n"
-                "    def forward(self, x):\n        y = x * 2\n"
-                "        self.history.append(y)  # debugging\n        return y\n"
-            )}),
-            True, "self.history",
+            FixTarget(
+                "eager",
+                LEAK,
+                region_type="m.Recorder",
+                sources={
+                    "m.py": (
+                        "import torch\n\nclass Recorder(torch.nn.Module):\n    def __init__(self):\n"
+                        "        super().__init__()\n        self.history = []\n\n"
+                        "    def forward(self, x):\n        y = x * 2\n"
+                        "        self.history.append(y)  # debugging\n        return y\n"
+                    )
+                },
+            ),
+            True,
+            "self.history",
             edited=(
                 (
                     "import torch\n"
@@ -148,11 +171,19 @@ class AppendOnly:
         ),
         Example(
             "a module-level list filled by a wrapper's forward",
-            FixTarget("eager", LEAK, region_type="m.Keep", sources={"m.py": (
-                "KEPT = []\n\nclass Keep:\n    def forward(self, x):\n        y = self.inner(x)\n"
-                "        KEPT.append(y)\n        return y\n"
-            )}),
-            True, "KEPT",
+            FixTarget(
+                "eager",
+                LEAK,
+                region_type="m.Keep",
+                sources={
+                    "m.py": (
+                        "KEPT = []\n\nclass Keep:\n    def forward(self, x):\n        y = self.inner(x)\n"
+                        "        KEPT.append(y)\n        return y\n"
+                    )
+                },
+            ),
+            True,
+            "KEPT",
             edited=(
                 (
                     "KEPT = []\n"
@@ -164,37 +195,47 @@ class AppendOnly:
                     "        del KEPT[:-4]  # keep only the latest 4\n"
                     "        return y\n"
                 ),
-                (
-                    "KEPT = []\n"
-                    "\n"
-                    "class Keep:\n"
-                    "    def forward(self, x):\n"
-                    "        y = self.inner(x)\n"
-                    "        return y\n"
-                ),
+                ("KEPT = []\n\nclass Keep:\n    def forward(self, x):\n        y = self.inner(x)\n        return y\n"),
             ),
         ),
         Example(
             "a local list is freed when forward returns",
-            FixTarget("eager", LEAK, region_type="m.Local", sources={"m.py": (
-                "class Local:\n    def forward(self, x):\n        parts = []\n        parts.append(x)\n"
-                "        return sum(parts)\n"
-            )}),
+            FixTarget(
+                "eager",
+                LEAK,
+                region_type="m.Local",
+                sources={
+                    "m.py": (
+                        "class Local:\n    def forward(self, x):\n        parts = []\n        parts.append(x)\n"
+                        "        return sum(parts)\n"
+                    )
+                },
+            ),
             False,
         ),
         Example(
             "a list forward also reads is state, not a leak to delete",
-            FixTarget("eager", LEAK, region_type="m.Window", sources={"m.py": (
-                "class Window:\n    def forward(self, x):\n        self.seen.append(x)\n        return self.seen[-1]\n"
-            )}),
+            FixTarget(
+                "eager",
+                LEAK,
+                region_type="m.Window",
+                sources={
+                    "m.py": (
+                        "class Window:\n    def forward(self, x):\n        self.seen.append(x)\n        return self.seen[-1]\n"
+                    )
+                },
+            ),
             False,
         ),
         Example("native memory, no source to edit", FixTarget("eager", LEAK, region_type="m.C", sources={}), False),
         Example(
             "growth per new shape is not an append per call",
-            FixTarget("eager", "shape-growth", region_type="m.Keep", sources={"m.py": (
-                "KEPT = []\n\nclass Keep:\n    def forward(self, x):\n        KEPT.append(x)\n"
-            )}),
+            FixTarget(
+                "eager",
+                "shape-growth",
+                region_type="m.Keep",
+                sources={"m.py": ("KEPT = []\n\nclass Keep:\n    def forward(self, x):\n        KEPT.append(x)\n")},
+            ),
             False,
         ),
     )

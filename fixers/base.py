@@ -11,8 +11,9 @@ from them (tests/fixers/test_examples.py), in the spirit of Fixit's VALID/INVALI
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 from bisector.choices import DEFAULT_EXPORTER
 from bisector.kinds import Kind

@@ -21,10 +21,22 @@ class BoundedAxes:
             return []
         how = "torch.export.Dim(min, max)" if target.exporter == "dynamo" else "named dynamic_axes and an input guard"
         text = ", ".join(f"{s} in {lo}..{hi}" for s, (lo, hi) in ranges.items())
-        return [Candidate(self.name, f"bound the dynamic dims ({text}) with {how}", probe={"export_kwargs": {"bounded_dims": ranges}}, size=len(ranges))]
+        return [
+            Candidate(
+                self.name,
+                f"bound the dynamic dims ({text}) with {how}",
+                probe={"export_kwargs": {"bounded_dims": ranges}},
+                size=len(ranges),
+            )
+        ]
 
     examples = (
-        Example("dynamic batch and size", FixTarget("inference", SHAPE_GROWTH, dims={"B": (1, 16), "H": (5, 100)}), True, "B in 1..16"),
+        Example(
+            "dynamic batch and size",
+            FixTarget("inference", SHAPE_GROWTH, dims={"B": (1, 16), "H": (5, 100)}),
+            True,
+            "B in 1..16",
+        ),
         Example("fixed sizes have nothing to bound", FixTarget("inference", SHAPE_GROWTH, dims={"B": (4, 4)}), False),
     )
 

@@ -9,7 +9,6 @@ Hooks are looked for in every file of the user's source: the culprit is the hook
 from __future__ import annotations
 
 import libcst as cst
-
 from bisector.fixers import _cst
 from bisector.fixers._containers import KEEP_LAST, bound_module_list, readers_of, trim_after_grow
 from bisector.fixers.base import LEAK, PYTHON_LEAKS, Candidate, Example, FixTarget, SourceEdit
@@ -40,8 +39,11 @@ class CollectingHooks:
             hook = _hook_registered(stmt)
             if hook is None:
                 return False
-            hit = _grows(hook.body) if isinstance(hook, cst.Lambda) else (
-                _cst.dotted(hook) in collecting or _cst.dotted(hook).split(".")[-1] in collecting)
+            hit = (
+                _grows(hook.body)
+                if isinstance(hook, cst.Lambda)
+                else (_cst.dotted(hook) in collecting or _cst.dotted(hook).split(".")[-1] in collecting)
+            )
             if hit:
                 hooks.append(hook)
             return hit
@@ -58,32 +60,53 @@ class CollectingHooks:
                 if "." in owner:
                     continue  # an attribute of the hook's module argument: nothing module-level to bound
                 readers += [r for r in readers_of(module, owner, None, exclude=(fn_name,)) if r not in readers]
-                bounded = (trim_after_grow(source, owner, lambda where, f=fn_name: where == f) if fn_name
-                           else bound_module_list(source, owner))
+                bounded = (
+                    trim_after_grow(source, owner, lambda where, f=fn_name: where == f)
+                    if fn_name
+                    else bound_module_list(source, owner)
+                )
                 if bounded is not None:
                     seen = f"; {', '.join(readers)} still see{'s' if len(readers) == 1 else ''} them" if readers else ""
-                    out.append(Candidate(
-                        self.name,
-                        f"keep only the last {KEEP_LAST} in {owner}, which the hook {fn_name or 'lambda'} fills{seen}",
-                        edits=(SourceEdit(path, source, bounded, f"bound {owner} to the last {KEEP_LAST}"),), size=1,
-                    ))
-        out.append(Candidate(
-            self.name, f"unregister the forward hook that collects outputs: {removed[0][:80]}",
-            edits=(SourceEdit(path, source, after, f"remove {removed[0]}"),), size=len(removed),
-            removes_behaviour=(f"what the hook collects is read by {', '.join(readers)}, which would see nothing"
-                               if readers else ""),
-        ))
+                    out.append(
+                        Candidate(
+                            self.name,
+                            f"keep only the last {KEEP_LAST} in {owner}, which the hook {fn_name or 'lambda'} fills{seen}",
+                            edits=(SourceEdit(path, source, bounded, f"bound {owner} to the last {KEEP_LAST}"),),
+                            size=1,
+                        )
+                    )
+        out.append(
+            Candidate(
+                self.name,
+                f"unregister the forward hook that collects outputs: {removed[0][:80]}",
+                edits=(SourceEdit(path, source, after, f"remove {removed[0]}"),),
+                size=len(removed),
+                removes_behaviour=(
+                    f"what the hook collects is read by {', '.join(readers)}, which would see nothing"
+                    if readers
+                    else ""
+                ),
+            )
+        )
         return out
 
     examples = (
         Example(
             "a forward hook collecting activations",
-            FixTarget("eager", LEAK, region_type="torch.nn.modules.conv.Conv2d", sources={"m.py": (
-                "ACTS = []\n\nclass Net:\n    def __init__(self):\n        self.conv = make()\n"
-                "        self.conv.register_forward_hook(lambda m, a, out: ACTS.append(out))\n\n"
-                "    def forward(self, x):\n        return self.conv(x)\n"
-            )}),
-            True, "register_forward_hook",
+            FixTarget(
+                "eager",
+                LEAK,
+                region_type="torch.nn.modules.conv.Conv2d",
+                sources={
+                    "m.py": (
+                        "ACTS = []\n\nclass Net:\n    def __init__(self):\n        self.conv = make()\n"
+                        "        self.conv.register_forward_hook(lambda m, a, out: ACTS.append(out))\n\n"
+                        "    def forward(self, x):\n        return self.conv(x)\n"
+                    )
+                },
+            ),
+            True,
+            "register_forward_hook",
             edited=(
                 (
                     "import collections\n"
@@ -111,22 +134,33 @@ class CollectingHooks:
         ),
         Example(
             "a hook that only prints keeps nothing",
-            FixTarget("eager", LEAK, region_type="torch.nn.modules.conv.Conv2d", sources={"m.py": (
-                "class Net:\n    def __init__(self):\n        self.conv = make()\n"
-                "        self.conv.register_forward_hook(lambda m, a, out: print(out.shape))\n\n"
-                "    def forward(self, x):\n        return self.conv(x)\n"
-            )}),
+            FixTarget(
+                "eager",
+                LEAK,
+                region_type="torch.nn.modules.conv.Conv2d",
+                sources={
+                    "m.py": (
+                        "class Net:\n    def __init__(self):\n        self.conv = make()\n"
+                        "        self.conv.register_forward_hook(lambda m, a, out: print(out.shape))\n\n"
+                        "    def forward(self, x):\n        return self.conv(x)\n"
+                    )
+                },
+            ),
             False,
         ),
-        Example("the runtime's arena is not the model's code",
-                FixTarget("inference", "shape-growth", sources={"m.py": "x = 1\n"}), False),
+        Example(
+            "the runtime's arena is not the model's code",
+            FixTarget("inference", "shape-growth", sources={"m.py": "x = 1\n"}),
+            False,
+        ),
     )
 
 
 def _hook_registered(stmt: cst.BaseSmallStatement) -> cst.BaseExpression | None:
     """`x.register_forward_hook(hook, ...)` as a statement -> hook."""
-    if not (isinstance(stmt, cst.Expr) and isinstance(stmt.value, cst.Call)
-            and isinstance(stmt.value.func, cst.Attribute)):
+    if not (
+        isinstance(stmt, cst.Expr) and isinstance(stmt.value, cst.Call) and isinstance(stmt.value.func, cst.Attribute)
+    ):
         return None
     if stmt.value.func.attr.value not in HOOK_METHODS or not stmt.value.args:
         return None

@@ -16,14 +16,28 @@ class ExporterSwitch:
 
     def propose(self, target: FixTarget) -> list[Candidate]:
         if target.exporter == "torchscript":
-            return [Candidate(self.name, "export with the torch.export-based exporter (dynamo=True): it never calls symbolic functions",
-                              probe={"exporter": "dynamo"})]
-        return [Candidate(self.name, "export with the TorchScript-based exporter (dynamo=False): when the leak is the torch.export path's own",
-                          probe={"exporter": "torchscript"})]
+            return [
+                Candidate(
+                    self.name,
+                    "export with the torch.export-based exporter (dynamo=True): it never calls symbolic functions",
+                    probe={"exporter": "dynamo"},
+                )
+            ]
+        return [
+            Candidate(
+                self.name,
+                "export with the TorchScript-based exporter (dynamo=False): when the leak is the torch.export path's own",
+                probe={"exporter": "torchscript"},
+            )
+        ]
 
     examples = (
-        Example("a symbolic leak under TorchScript", FixTarget("export", LEAK, exporter="torchscript"), True, "dynamo=True"),
-        Example("an export leak under torch.export", FixTarget("export", LEAK, exporter="dynamo"), True, "dynamo=False"),
+        Example(
+            "a symbolic leak under TorchScript", FixTarget("export", LEAK, exporter="torchscript"), True, "dynamo=True"
+        ),
+        Example(
+            "an export leak under torch.export", FixTarget("export", LEAK, exporter="dynamo"), True, "dynamo=False"
+        ),
         Example("an eager leak is not the exporter's", FixTarget("eager", LEAK), False),
     )
 

@@ -24,28 +24,57 @@ class MissingSymbolic:
         out = []
         if target.exporter == "torchscript":
             if named:
-                out.append(Candidate(self.name, f"register a symbolic for {', '.join(named)} (standard ONNX ops)",
-                                     probe={"export_kwargs": {"symbolics": named}}, size=len(named)))
+                out.append(
+                    Candidate(
+                        self.name,
+                        f"register a symbolic for {', '.join(named)} (standard ONNX ops)",
+                        probe={"export_kwargs": {"symbolics": named}},
+                        size=len(named),
+                    )
+                )
                 # Fixing one operator often uncovers the next (GPT-2: aten::diff, then CumSum on
                 # bool): the whole registry as one candidate, ranked below the smaller one.
                 every = list(dict.fromkeys(named + list(SYMBOLICS)))
                 if every != named:
-                    out.append(Candidate(self.name, f"register symbolics for {', '.join(every)} (standard ONNX ops)",
-                                         probe={"export_kwargs": {"symbolics": every}}, size=len(every)))
+                    out.append(
+                        Candidate(
+                            self.name,
+                            f"register symbolics for {', '.join(every)} (standard ONNX ops)",
+                            probe={"export_kwargs": {"symbolics": every}},
+                            size=len(every),
+                        )
+                    )
             else:
                 # No symbolic here for it: the bigger change, another exporter (with its own graph
                 # and its own per-export cost, measured like everything else).
-                out.append(Candidate(self.name, "export with the torch.export-based exporter (dynamo=True), which decomposes the operator",
-                                     probe={"exporter": "dynamo"}, size=len(SYMBOLICS) + 1))
+                out.append(
+                    Candidate(
+                        self.name,
+                        "export with the torch.export-based exporter (dynamo=True), which decomposes the operator",
+                        probe={"exporter": "dynamo"},
+                        size=len(SYMBOLICS) + 1,
+                    )
+                )
         return out
 
     examples = (
-        Example("aten::diff under the TorchScript exporter", FixTarget("export", UNSUPPORTED_OP, exporter="torchscript",
-                                                                     figures={"operators": ["aten::diff"]}), True, "aten::"),
-        Example("an operator bisector has no symbolic for: switch exporter", FixTarget("export", UNSUPPORTED_OP, exporter="torchscript",
-                                                                                     figures={"operators": ["aten::stft"]}), True, "dynamo"),
-        Example("the default exporter has no symbolic table", FixTarget("export", UNSUPPORTED_OP, exporter="dynamo",
-                                                                      figures={"operators": ["aten::diff"]}), False),
+        Example(
+            "aten::diff under the TorchScript exporter",
+            FixTarget("export", UNSUPPORTED_OP, exporter="torchscript", figures={"operators": ["aten::diff"]}),
+            True,
+            "aten::",
+        ),
+        Example(
+            "an operator bisector has no symbolic for: switch exporter",
+            FixTarget("export", UNSUPPORTED_OP, exporter="torchscript", figures={"operators": ["aten::stft"]}),
+            True,
+            "dynamo",
+        ),
+        Example(
+            "the default exporter has no symbolic table",
+            FixTarget("export", UNSUPPORTED_OP, exporter="dynamo", figures={"operators": ["aten::diff"]}),
+            False,
+        ),
         Example("a leak is not a missing operator", FixTarget("export", "leak", exporter="torchscript"), False),
     )
 

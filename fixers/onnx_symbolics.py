@@ -10,8 +10,9 @@ opset version 20 is not supported").
 from __future__ import annotations
 
 import inspect
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 
 def bisector_diff_symbolic(g, self, n, dim, prepend, append):
@@ -28,7 +29,9 @@ def bisector_diff_symbolic(g, self, n, dim, prepend, append):
     def const(v):
         return g.op("Constant", value_t=torch.tensor([v], dtype=torch.int64))
 
-    is_bool = self.type().scalarType() == "Bool" if self.type().kind() == "TensorType" and self.type().scalarType() else False
+    is_bool = (
+        self.type().scalarType() == "Bool" if self.type().kind() == "TensorType" and self.type().scalarType() else False
+    )
     for _ in range(n):
         later = g.op("Slice", x, const(1), const(2**63 - 1), const(dim))
         earlier = g.op("Slice", x, const(0), const(-1), const(dim))
@@ -71,8 +74,13 @@ class Symbolic:
 
 SYMBOLICS: dict[str, Symbolic] = {
     "aten::diff": Symbolic("aten::diff", bisector_diff_symbolic, 13, r"operator 'aten::diff' to ONNX"),
-    "aten::cumsum": Symbolic("aten::cumsum", bisector_cumsum_symbolic, 14, r"tensor\(bool\)'.*of operator \(CumSum\)",
-                             "the stock symbolic emits CumSum on bool, which ONNX Runtime refuses"),
+    "aten::cumsum": Symbolic(
+        "aten::cumsum",
+        bisector_cumsum_symbolic,
+        14,
+        r"tensor\(bool\)'.*of operator \(CumSum\)",
+        "the stock symbolic emits CumSum on bool, which ONNX Runtime refuses",
+    ),
 }
 
 

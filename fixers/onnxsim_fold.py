@@ -16,7 +16,14 @@ class OnnxsimFold:
     def propose(self, target: FixTarget) -> list[Candidate]:
         out = [Candidate(self.name, "run onnxsim.simplify on the exported graph", probe={"post_export": ["onnxsim"]})]
         if target.fixed_inputs:
-            out.append(Candidate(self.name, "run onnxsim.simplify with the fixed input shapes", probe={"post_export": ["onnxsim-fixed"]}, size=2))
+            out.append(
+                Candidate(
+                    self.name,
+                    "run onnxsim.simplify with the fixed input shapes",
+                    probe={"post_export": ["onnxsim-fixed"]},
+                    size=2,
+                )
+            )
         return out
 
     examples = (

@@ -19,7 +19,9 @@ from bisector.fixers.base import LEAK, SHAPE_GROWTH, Candidate, Example, FixTarg
 
 class OrtOptions:
     name = "ort-options"
-    description = "ONNX Runtime memory options: arena shrinkage, arena off, memory pattern off, exact arena growth, one thread"
+    description = (
+        "ONNX Runtime memory options: arena shrinkage, arena off, memory pattern off, exact arena growth, one thread"
+    )
     stages = ("inference",)
     kinds = (LEAK, SHAPE_GROWTH)
 
@@ -27,28 +29,53 @@ class OrtOptions:
         cuda = target.device == "cuda"
         device = "gpu:0" if cuda else "cpu:0"
         out = [
-            Candidate(self.name, f"run option memory.enable_memory_arena_shrinkage={device}: the arena returns what a run did not keep",
-                      probe={"run_options": {"memory.enable_memory_arena_shrinkage": device}}),
-            Candidate(self.name, "enable_cpu_mem_arena=False: no CPU arena, memory is freed after each run",
-                      probe={"session_options": {"enable_cpu_mem_arena": False}}),
-            Candidate(self.name, "enable_mem_pattern=False: no memory-pattern cache per input shape",
-                      probe={"session_options": {"enable_mem_pattern": False}}),
-            Candidate(self.name, "arena_extend_strategy=kSameAsRequested: the arena grows by what is asked, not to the next power of two",
-                      probe={"session_options": {"arena_extend_strategy": "kSameAsRequested"}}),
-            Candidate(self.name, "intra_op_num_threads=1: one intra-op thread (and its buffers)",
-                      probe={"session_options": {"intra_op_num_threads": 1}}),
+            Candidate(
+                self.name,
+                f"run option memory.enable_memory_arena_shrinkage={device}: the arena returns what a run did not keep",
+                probe={"run_options": {"memory.enable_memory_arena_shrinkage": device}},
+            ),
+            Candidate(
+                self.name,
+                "enable_cpu_mem_arena=False: no CPU arena, memory is freed after each run",
+                probe={"session_options": {"enable_cpu_mem_arena": False}},
+            ),
+            Candidate(
+                self.name,
+                "enable_mem_pattern=False: no memory-pattern cache per input shape",
+                probe={"session_options": {"enable_mem_pattern": False}},
+            ),
+            Candidate(
+                self.name,
+                "arena_extend_strategy=kSameAsRequested: the arena grows by what is asked, not to the next power of two",
+                probe={"session_options": {"arena_extend_strategy": "kSameAsRequested"}},
+            ),
+            Candidate(
+                self.name,
+                "intra_op_num_threads=1: one intra-op thread (and its buffers)",
+                probe={"session_options": {"intra_op_num_threads": 1}},
+            ),
         ]
         if target.kind == SHAPE_GROWTH and target.dims and not target.fixed_inputs:
-            out.append(Candidate(
-                self.name, "warm the session up once at the largest input of every range: the arena takes its full size at start, not one step per new largest input",
-                probe={"warmup": "largest"}, size=2,
-            ))
+            out.append(
+                Candidate(
+                    self.name,
+                    "warm the session up once at the largest input of every range: the arena takes its full size at start, not one step per new largest input",
+                    probe={"warmup": "largest"},
+                    size=2,
+                )
+            )
         if cuda:
             out += [
-                Candidate(self.name, "cudnn_conv_algo_search=HEURISTIC: no exhaustive cuDNN search (and workspace) per new shape",
-                          probe={"provider_options": {"cudnn_conv_algo_search": "HEURISTIC"}}),
-                Candidate(self.name, "CUDA arena_extend_strategy=kSameAsRequested",
-                          probe={"provider_options": {"arena_extend_strategy": "kSameAsRequested"}}),
+                Candidate(
+                    self.name,
+                    "cudnn_conv_algo_search=HEURISTIC: no exhaustive cuDNN search (and workspace) per new shape",
+                    probe={"provider_options": {"cudnn_conv_algo_search": "HEURISTIC"}},
+                ),
+                Candidate(
+                    self.name,
+                    "CUDA arena_extend_strategy=kSameAsRequested",
+                    probe={"provider_options": {"arena_extend_strategy": "kSameAsRequested"}},
+                ),
             ]
             peak = target.figures.get("peak_gpu_bytes")
             if peak:
@@ -56,14 +83,29 @@ class OrtOptions:
                 # is refused (reused instead) rather than kept. Too tight a cap makes runs fail,
                 # and a failing candidate is dropped, never kept.
                 limit = _round_up(int(peak * 1.25), 256 << 20)
-                out.append(Candidate(self.name, f"gpu_mem_limit={limit >> 20} MiB: the CUDA arena may not grow past 1.25x the measured peak",
-                                     probe={"provider_options": {"gpu_mem_limit": limit}}))
+                out.append(
+                    Candidate(
+                        self.name,
+                        f"gpu_mem_limit={limit >> 20} MiB: the CUDA arena may not grow past 1.25x the measured peak",
+                        probe={"provider_options": {"gpu_mem_limit": limit}},
+                    )
+                )
         return out
 
     examples = (
-        Example("a capped CUDA arena", FixTarget("inference", SHAPE_GROWTH, device="cuda", figures={"peak_gpu_bytes": 900e6}), True, "gpu_mem_limit=1280 MiB"),
+        Example(
+            "a capped CUDA arena",
+            FixTarget("inference", SHAPE_GROWTH, device="cuda", figures={"peak_gpu_bytes": 900e6}),
+            True,
+            "gpu_mem_limit=1280 MiB",
+        ),
         Example("arena staircase on the CPU", FixTarget("inference", SHAPE_GROWTH), True, "arena"),
-        Example("dynamic sizes: warm up at the largest", FixTarget("inference", SHAPE_GROWTH, dims={"B": (1, 16)}), True, "largest"),
+        Example(
+            "dynamic sizes: warm up at the largest",
+            FixTarget("inference", SHAPE_GROWTH, dims={"B": (1, 16)}),
+            True,
+            "largest",
+        ),
         Example("per-run growth", FixTarget("inference", LEAK), True, "enable_cpu_mem_arena"),
         Example("cuDNN search on the GPU", FixTarget("inference", SHAPE_GROWTH, device="cuda"), True, "HEURISTIC"),
         Example("a leak in eager forward is not the runtime's", FixTarget("eager", LEAK), False),

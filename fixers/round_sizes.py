@@ -37,8 +37,17 @@ class RoundSizes:
         ]
 
     examples = (
-        Example("dynamic batch and size", FixTarget("inference", SHAPE_GROWTH, dims={"B": (1, 16), "H": (5, 100)}), True, "multiples of 16"),
-        Example("fixed inputs have nothing to round", FixTarget("inference", SHAPE_GROWTH, dims={"B": (4, 4)}, fixed_inputs=True), False),
+        Example(
+            "dynamic batch and size",
+            FixTarget("inference", SHAPE_GROWTH, dims={"B": (1, 16), "H": (5, 100)}),
+            True,
+            "multiples of 16",
+        ),
+        Example(
+            "fixed inputs have nothing to round",
+            FixTarget("inference", SHAPE_GROWTH, dims={"B": (4, 4)}, fixed_inputs=True),
+            False,
+        ),
         Example("a per-run leak is not about shapes", FixTarget("inference", "leak", dims={"B": (1, 16)}), False),
     )
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 from typing import Union
 
 import libcst as cst
-
 from bisector.fixers import _cst
 from bisector.fixers.base import PYTHON_LEAKS, SHAPE_GROWTH, Candidate, Example, FixTarget, SourceEdit
 
@@ -58,8 +57,10 @@ class ShapeCache:
                     if self.stack != [name, "forward"]:
                         return u
                     for s in u.body:
-                        if isinstance(s, cst.Assign) and isinstance(s.targets[0].target, cst.Subscript) and (
-                            _cst.dotted(s.targets[0].target.value) == owner
+                        if (
+                            isinstance(s, cst.Assign)
+                            and isinstance(s.targets[0].target, cst.Subscript)
+                            and (_cst.dotted(s.targets[0].target.value) == owner)
                         ):
                             self.done += 1
                             return cst.FlattenSentinel([u, evict])
@@ -68,23 +69,34 @@ class ShapeCache:
             t = T()
             after = module.visit(t).code
             if t.done:
-                out.append(Candidate(
-                    self.name,
-                    f"{name}.forward: bound {owner} to {CACHE_LEN} entries (oldest evicted), "
-                    "it kept one per input shape",
-                    edits=(SourceEdit(path, source, after, f"evict from {owner} past {CACHE_LEN} entries"),), size=2,
-                ))
+                out.append(
+                    Candidate(
+                        self.name,
+                        f"{name}.forward: bound {owner} to {CACHE_LEN} entries (oldest evicted), "
+                        "it kept one per input shape",
+                        edits=(SourceEdit(path, source, after, f"evict from {owner} past {CACHE_LEN} entries"),),
+                        size=2,
+                    )
+                )
         return out
 
     examples = (
         Example(
             "a cache keyed by shape",
-            FixTarget("eager", SHAPE_GROWTH, region_type="m.Table", sources={"m.py": (
-                "class Table:\n    def __init__(self):\n        self.cache = {}\n\n    def forward(self, x):\n"
-                "        key = tuple(x.shape)\n        if key not in self.cache:\n"
-                "            self.cache[key] = x.new_zeros(key)\n        return x + self.cache[key]\n"
-            )}),
-            True, "self.cache",
+            FixTarget(
+                "eager",
+                SHAPE_GROWTH,
+                region_type="m.Table",
+                sources={
+                    "m.py": (
+                        "class Table:\n    def __init__(self):\n        self.cache = {}\n\n    def forward(self, x):\n"
+                        "        key = tuple(x.shape)\n        if key not in self.cache:\n"
+                        "            self.cache[key] = x.new_zeros(key)\n        return x + self.cache[key]\n"
+                    )
+                },
+            ),
+            True,
+            "self.cache",
             edited=(
                 (
                     "class Table:\n"
@@ -103,19 +115,36 @@ class ShapeCache:
         ),
         Example(
             "a per-call leak is not growth per shape",
-            FixTarget("eager", "leak", region_type="m.Table", sources={"m.py": (
-                "class Table:\n    def forward(self, x):\n        self.cache[len(self.cache)] = x\n        return x\n"
-            )}),
+            FixTarget(
+                "eager",
+                "leak",
+                region_type="m.Table",
+                sources={
+                    "m.py": (
+                        "class Table:\n    def forward(self, x):\n        self.cache[len(self.cache)] = x\n        return x\n"
+                    )
+                },
+            ),
             False,
         ),
-        Example("the runtime's arena is not the model's code",
-                FixTarget("inference", SHAPE_GROWTH, sources={"m.py": "x = 1\n"}), False),
+        Example(
+            "the runtime's arena is not the model's code",
+            FixTarget("inference", SHAPE_GROWTH, sources={"m.py": "x = 1\n"}),
+            False,
+        ),
         Example(
             "a dict local to forward is freed when it returns",
-            FixTarget("eager", SHAPE_GROWTH, region_type="m.Table", sources={"m.py": (
-                "class Table:\n    def forward(self, x):\n        seen = {}\n        seen[x.shape] = x\n"
-                "        return x\n"
-            )}),
+            FixTarget(
+                "eager",
+                SHAPE_GROWTH,
+                region_type="m.Table",
+                sources={
+                    "m.py": (
+                        "class Table:\n    def forward(self, x):\n        seen = {}\n        seen[x.shape] = x\n"
+                        "        return x\n"
+                    )
+                },
+            ),
             False,
         ),
     )

@@ -9,7 +9,6 @@ graph nodes. (The torch.export-based exporter never calls ``symbolic``; see expo
 from __future__ import annotations
 
 import libcst as cst
-
 from bisector.fixers import _cst
 from bisector.fixers.base import LEAK, Candidate, Example, FixTarget, SourceEdit
 
@@ -52,20 +51,32 @@ class SymbolicFunctions:
 
                 after, removed = _cst.remove(source, pred)
                 if removed:
-                    out.append(Candidate(
-                        self.name, f"{where}: drop what it keeps between exports ({'; '.join(r[:60] for r in removed)})",
-                        edits=(SourceEdit(path, source, after, f"remove {', '.join(removed)}"),), size=len(removed),
-                    ))
+                    out.append(
+                        Candidate(
+                            self.name,
+                            f"{where}: drop what it keeps between exports ({'; '.join(r[:60] for r in removed)})",
+                            edits=(SourceEdit(path, source, after, f"remove {', '.join(removed)}"),),
+                            size=len(removed),
+                        )
+                    )
         return out
 
     examples = (
         Example(
             "a symbolic that appends to a module-level list",
-            FixTarget("export", LEAK, exporter="torchscript", sources={"m.py": (
-                "import torch\n\n_BUILT = []\n\nclass Fn(torch.autograd.Function):\n    @staticmethod\n    def forward(ctx, x):\n        return x * 2\n\n"
-                "    @staticmethod\n    def symbolic(g, x):\n        out = g.op('Mul', x, x)\n        _BUILT.append(out)\n        return out\n"
-            )}),
-            True, "_BUILT.append",
+            FixTarget(
+                "export",
+                LEAK,
+                exporter="torchscript",
+                sources={
+                    "m.py": (
+                        "import torch\n\n_BUILT = []\n\nclass Fn(torch.autograd.Function):\n    @staticmethod\n    def forward(ctx, x):\n        return x * 2\n\n"
+                        "    @staticmethod\n    def symbolic(g, x):\n        out = g.op('Mul', x, x)\n        _BUILT.append(out)\n        return out\n"
+                    )
+                },
+            ),
+            True,
+            "_BUILT.append",
             edited=(
                 (
                     "import torch\n"
@@ -86,17 +97,31 @@ class SymbolicFunctions:
         ),
         Example(
             "a symbolic that only builds nodes",
-            FixTarget("export", LEAK, exporter="torchscript", sources={"m.py": (
-                "import torch\n\nclass Fn(torch.autograd.Function):\n    @staticmethod\n    def symbolic(g, x):\n"
-                "        parts = []\n        parts.append(g.op('Relu', x))\n        return parts[0]\n"
-            )}),
+            FixTarget(
+                "export",
+                LEAK,
+                exporter="torchscript",
+                sources={
+                    "m.py": (
+                        "import torch\n\nclass Fn(torch.autograd.Function):\n    @staticmethod\n    def symbolic(g, x):\n"
+                        "        parts = []\n        parts.append(g.op('Relu', x))\n        return parts[0]\n"
+                    )
+                },
+            ),
             False,
         ),
         Example(
             "the torch.export-based exporter never calls symbolic",
-            FixTarget("export", LEAK, exporter="dynamo", sources={"m.py": (
-                "_B = []\nclass Fn(Function):\n    def symbolic(g, x):\n        _B.append(x)\n        return x\n"
-            )}),
+            FixTarget(
+                "export",
+                LEAK,
+                exporter="dynamo",
+                sources={
+                    "m.py": (
+                        "_B = []\nclass Fn(Function):\n    def symbolic(g, x):\n        _B.append(x)\n        return x\n"
+                    )
+                },
+            ),
             False,
         ),
     )

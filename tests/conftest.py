@@ -137,7 +137,7 @@ def has_cuda() -> bool:
         return False
 
 
-def run_cli(*args: str, cwd: str | Path | None = None, timeout: float = 600) -> "subprocess.CompletedProcess[str]":
+def run_cli(*args: str, cwd: str | Path | None = None, timeout: float = 600) -> subprocess.CompletedProcess[str]:
     import subprocess
 
     from tests.contract import check_cli_output

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import functools
 import json
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 # Commands whose --json output is a report (fixers --json and clean --json are listings).
 REPORT_COMMANDS = ("measure", "find", "fix", "repair", "merge")

@@ -7,8 +7,8 @@ from __future__ import annotations
 import os
 import stat
 import time
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
 from bisector.errors import UserError
 from bisector.interrupts import deferred
@@ -43,12 +43,14 @@ def check_writable(path: str | Path, root: str | Path, what: str = "", force: bo
     real = _inside(path, root, what)
     if _read_only(real) and not force:
         label = f"{what} {path}" if what else str(path)
-        raise UserError(f"refusing to write {label}: it is read-only; make it writable or pass --force. "
-                        "Nothing was written")
+        raise UserError(
+            f"refusing to write {label}: it is read-only; make it writable or pass --force. Nothing was written"
+        )
 
 
-def apply(patches: Iterable[Patch], root: str | Path, force: bool = False,
-          written: list[str] | None = None) -> list[str]:
+def apply(
+    patches: Iterable[Patch], root: str | Path, force: bool = False, written: list[str] | None = None
+) -> list[str]:
     """Write every changed patch, or none: each file must be unchanged since it was read, lie
     inside root once every symlink is followed, and be writable (read-only only with force).
     Writes are atomic (temp file, rename); backups go to root/.bisector/backups/. written, when
@@ -61,11 +63,13 @@ def apply(patches: Iterable[Patch], root: str | Path, force: bool = False,
         targets[p.path] = target
         current = target.read_text(encoding="utf-8") if target.exists() else None
         if (current is None) != (p.before is None) or (current is not None and digest(current) != p.before_hash):
-            raise UserError(f"refusing to write {p.rel}: it changed since bisector read it; run fix again. "
-                            "Nothing was written") from None
+            raise UserError(
+                f"refusing to write {p.rel}: it changed since bisector read it; run fix again. Nothing was written"
+            ) from None
         if _read_only(target) and not force:
-            raise UserError(f"refusing to write {p.rel}: it is read-only; make it writable or pass --force. "
-                            "Nothing was written")
+            raise UserError(
+                f"refusing to write {p.rel}: it is read-only; make it writable or pass --force. Nothing was written"
+            )
     backups = root / ".bisector" / "backups" / time.strftime("%Y%m%d-%H%M%S")
     if todo:
         _inside(backups, root)  # a .bisector linked elsewhere would carry the backups outside

@@ -4,8 +4,8 @@ round-trips every byte it does not change."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import libcst as cst
 
@@ -49,12 +49,16 @@ def set_kwarg(call: cst.Call, name: str, value: str) -> cst.Call:
 
 def _is_import(node: cst.CSTNode) -> bool:
     return isinstance(node, cst.SimpleStatementLine) and any(
-        isinstance(s, (cst.Import, cst.ImportFrom)) for s in node.body)
+        isinstance(s, (cst.Import, cst.ImportFrom)) for s in node.body
+    )
 
 
 def _is_docstring(node: cst.CSTNode) -> bool:
-    return (isinstance(node, cst.SimpleStatementLine) and isinstance(node.body[0], cst.Expr)
-            and isinstance(node.body[0].value, cst.SimpleString))
+    return (
+        isinstance(node, cst.SimpleStatementLine)
+        and isinstance(node.body[0], cst.Expr)
+        and isinstance(node.body[0].value, cst.SimpleString)
+    )
 
 
 def ensure_imports(source: str, lines: Sequence[str]) -> str:

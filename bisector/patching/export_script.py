@@ -6,8 +6,9 @@ it; and the settings a script already uses, read back."""
 from __future__ import annotations
 
 import ast
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import libcst as cst
 
@@ -33,7 +34,8 @@ def dynamic_spec_code(plan: Any, bounded: Mapping[str, Sequence[int]], exporter:
     for name, dims in dynamic_dims_by_input(plan).items():
         if exporter == "dynamo":
             inner = ", ".join(
-                f"{i}: torch.export.Dim({d!r}, min={bounded[d][0]}, max={bounded[d][1]})" if d in bounded
+                f"{i}: torch.export.Dim({d!r}, min={bounded[d][0]}, max={bounded[d][1]})"
+                if d in bounded
                 else f"{i}: torch.export.Dim.AUTO"
                 for i, d in dims.items()
             )
@@ -161,8 +163,11 @@ def read_export(source: str, key: str) -> dict[str, Any]:
     except cst.ParserSyntaxError:
         return {}
     calls = _export_calls(module)
-    mine = ([c for c in calls if export_call_owner(c)[0] == key] or [c for c in calls if export_call_owner(c)[1]]
-            or (calls if len(calls) == 1 else []))
+    mine = (
+        [c for c in calls if export_call_owner(c)[0] == key]
+        or [c for c in calls if export_call_owner(c)[1]]
+        or (calls if len(calls) == 1 else [])
+    )
     if not mine:
         return {}
     out: dict[str, Any] = {}
@@ -183,8 +188,9 @@ def read_export(source: str, key: str) -> dict[str, Any]:
     return out
 
 
-def patch_export_script(path: str, settings: Settings, plan: Any, root: str, key: str | None = None,
-                        text: str | None = None) -> tuple[Patch, list[str]]:
+def patch_export_script(
+    path: str, settings: Settings, plan: Any, root: str, key: str | None = None, text: str | None = None
+) -> tuple[Patch, list[str]]:
     """This model's export settings on its export call (text: the script as earlier models' edits
     left it); notes for what could not be written there."""
     original, module = read_script(path, "--export-script")
@@ -196,8 +202,10 @@ def patch_export_script(path: str, settings: Settings, plan: Any, root: str, key
     name = Path(path).name
     notes = []
     if t.shared_changes:
-        notes.append(f"{name}: its export call builds every model's path from a name, so bisector does not change it "
-                     f"for {key} alone; see {key}'s kept fix for the export settings to set by hand")
+        notes.append(
+            f"{name}: its export call builds every model's path from a name, so bisector does not change it "
+            f"for {key} alone; see {key}'s kept fix for the export settings to set by hand"
+        )
     if not t.found:
         notes.append(f"{name}: no torch.onnx.export call found; the settings are in export_onnx.py instead")
         return Patch(path, original, text, "no export call", root), notes
@@ -209,8 +217,9 @@ def patch_export_script(path: str, settings: Settings, plan: Any, root: str, key
             new = insert_after_imports(ensure_imports(new, ["import torch"]), registration_code(missing))
     if settings.onnxsim and "onnxsim.simplify" not in new:
         if t.shared:
-            notes.append(f"{name}: its export call serves every model; "
-                         f"an onnxsim step for {key} alone is not written there")
+            notes.append(
+                f"{name}: its export call serves every model; an onnxsim step for {key} alone is not written there"
+            )
         elif t.paths:
             new = _after_export_call(new, t.paths[0])
             new = ensure_imports(new, ["import onnx", "import onnxsim"])

@@ -3,9 +3,10 @@ model (ModelWork), and several models' changes composed into one patch per file.
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 from bisector.patching.diff import Patch, source_patches
 from bisector.patching.settings import Settings
@@ -56,26 +57,42 @@ class ModelWork:
         return replace(s, exporter=s.exporter or self.exporter)
 
     def to_json(self) -> dict[str, Any]:
-        return {"key": self.key,
-                "edits": [{"path": e.path, "before": e.before, "after": e.after, "summary": e.summary}
-                          for e in self.edits],
-                "probes": [dict(p) for p in self.probes], "exporter": self.exporter,
-                "plan": self.plan.to_json() if self.plan is not None else None,
-                "model": self.model.to_json(), "export_script": self.export_script, "infer_script": self.infer_script}
+        return {
+            "key": self.key,
+            "edits": [{"path": e.path, "before": e.before, "after": e.after, "summary": e.summary} for e in self.edits],
+            "probes": [dict(p) for p in self.probes],
+            "exporter": self.exporter,
+            "plan": self.plan.to_json() if self.plan is not None else None,
+            "model": self.model.to_json(),
+            "export_script": self.export_script,
+            "infer_script": self.infer_script,
+        }
 
     @classmethod
-    def from_json(cls, data: Mapping[str, Any]) -> "ModelWork":
+    def from_json(cls, data: Mapping[str, Any]) -> ModelWork:
         from bisector.fixers.base import SourceEdit
         from bisector.spec import InputPlan, ModelSpec
 
-        return cls(data["key"], tuple(SourceEdit(**e) for e in data["edits"]), tuple(data["probes"]),
-                   data.get("exporter"), InputPlan.from_json(data["plan"]) if data.get("plan") else None,
-                   ModelSpec.from_json(data["model"]),
-                   data.get("export_script"), data.get("infer_script"))
+        return cls(
+            data["key"],
+            tuple(SourceEdit(**e) for e in data["edits"]),
+            tuple(data["probes"]),
+            data.get("exporter"),
+            InputPlan.from_json(data["plan"]) if data.get("plan") else None,
+            ModelSpec.from_json(data["model"]),
+            data.get("export_script"),
+            data.get("infer_script"),
+        )
 
 
-def work_for(report: Any, key: str, export_script: str | None = None, infer_script: str | None = None,
-             pick: int | None = None, prefer: str | None = None) -> ModelWork:
+def work_for(
+    report: Any,
+    key: str,
+    export_script: str | None = None,
+    infer_script: str | None = None,
+    pick: int | None = None,
+    prefer: str | None = None,
+) -> ModelWork:
     chosen = best_fixes(report, pick, prefer)
     # Export as the run measured: an exporter chosen with --exporter (or read from the export
     # script) goes into every export call written; None means torch's own default.
@@ -89,12 +106,21 @@ def work_for(report: Any, key: str, export_script: str | None = None, infer_scri
         names = script_input_names(export_script)
         if names and len(names) == len(plan.inputs):
             plan = replace(plan, inputs=tuple(replace(spec, name=n) for spec, n in zip(plan.inputs, names)))
-    return ModelWork(key, tuple(e for ev in chosen for e in ev.edits), tuple(dict(ev.probe) for ev in chosen),
-                     getattr(measured, "exporter", None), plan, report.find.measure.model, export_script, infer_script)
+    return ModelWork(
+        key,
+        tuple(e for ev in chosen for e in ev.edits),
+        tuple(dict(ev.probe) for ev in chosen),
+        getattr(measured, "exporter", None),
+        plan,
+        report.find.measure.model,
+        export_script,
+        infer_script,
+    )
 
 
-def compose(works: Sequence[ModelWork], root: str | Path,
-            new_file: str = "export_onnx.py") -> tuple[list[Patch], dict[str, list[str]], dict[str, list[str]]]:
+def compose(
+    works: Sequence[ModelWork], root: str | Path, new_file: str = "export_onnx.py"
+) -> tuple[list[Patch], dict[str, list[str]], dict[str, list[str]]]:
     """One patch per file holding every model's edits to it: model sources merged, then each
     shared script transformed model after model (each edit idempotent per setting, so the order
     only decides where lines go). Returns the patches, notes per model key, and per model key the
@@ -117,8 +143,10 @@ def compose(works: Sequence[ModelWork], root: str | Path,
         if not w.probes and not w.edits:
             continue  # nothing chosen for this model: its scripts stay as they are
         s = w.settings
-        scripts = ((s.export_related, w.export_script, patch_export_script),
-                   (s.runtime_related, w.infer_script, patch_infer_script))
+        scripts = (
+            (s.export_related, w.export_script, patch_export_script),
+            (s.runtime_related, w.infer_script, patch_infer_script),
+        )
         for related, script, fn in scripts:
             if not related:
                 continue

@@ -85,8 +85,9 @@ def feed_helpers_code(s: Settings, plan: Any) -> str:
     return code + "\n\n" + source_of(PADDING_HELPERS if s.round_multiple else GUARD_HELPERS)
 
 
-def patch_infer_script(path: str, settings: Settings, plan: Any, root: str, key: str | None = None,
-                       text: str | None = None) -> tuple[Patch, list[str]]:
+def patch_infer_script(
+    path: str, settings: Settings, plan: Any, root: str, key: str | None = None, text: str | None = None
+) -> tuple[Patch, list[str]]:
     """This model's runtime settings on the session that loads its .onnx (see
     bisector.patching.serving); padding and the bounds guard on that session's runs."""
     from bisector.patching.serving import entry_for, patch_serving
@@ -111,8 +112,10 @@ def patch_infer_script(path: str, settings: Settings, plan: Any, root: str, key:
         # Padding and the bounds guard wrap the session's runs: in code that serves every model
         # they would pad and guard every model's inputs with this model's axes. Not written.
         what = "rounded sizes" if settings.round_multiple else "the input bounds guard"
-        notes.append(f"{name}: its session serves every model; {what} for {key} is not written there "
-                     f"(set it around {key}'s runs by hand)")
+        notes.append(
+            f"{name}: its session serves every model; {what} for {key} is not written there "
+            f"(set it around {key}'s runs by hand)"
+        )
     elif settings.round_multiple or settings.bounded_dims:
         module = cst.parse_module(new)
         # run options are not written here: the serving table applies them (_bisector_session)

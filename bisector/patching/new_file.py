@@ -18,12 +18,14 @@ def _session_option_lines(var: str, s: Settings) -> list[str]:
     for key, value in sorted((s.session_options or {}).items()):
         if key == "arena_extend_strategy":
             strategy = {"kNextPowerOfTwo": 0, "kSameAsRequested": 1}.get(str(value), value)
-            info = ("onnxruntime.OrtMemoryInfo(\"Cpu\", onnxruntime.OrtAllocatorType.ORT_ARENA_ALLOCATOR, 0, "
-                    "onnxruntime.OrtMemType.DEFAULT)")
-            cfg = f"onnxruntime.OrtArenaCfg({{\"arena_extend_strategy\": {strategy}}})"
+            info = (
+                'onnxruntime.OrtMemoryInfo("Cpu", onnxruntime.OrtAllocatorType.ORT_ARENA_ALLOCATOR, 0, '
+                "onnxruntime.OrtMemType.DEFAULT)"
+            )
+            cfg = f'onnxruntime.OrtArenaCfg({{"arena_extend_strategy": {strategy}}})'
             lines += [
                 f"onnxruntime.create_and_register_allocator({info}, {cfg})  # bisector",
-                f"{var}.add_session_config_entry(\"session.use_env_allocators\", \"1\")"
+                f'{var}.add_session_config_entry("session.use_env_allocators", "1")'
                 f"  # bisector: arena_extend_strategy={value}",
             ]
         elif "." in key:
@@ -35,7 +37,7 @@ def _session_option_lines(var: str, s: Settings) -> list[str]:
 
 def _providers_code(s: Settings) -> str:
     opts = ", ".join(f"{k!r}: {str(v)!r}" for k, v in sorted(s.provider_options.items()))
-    return f"[(\"CUDAExecutionProvider\", {{{opts}}}), \"CPUExecutionProvider\"]"
+    return f'[("CUDAExecutionProvider", {{{opts}}}), "CPUExecutionProvider"]'
 
 
 def _run_options_lines(s: Settings) -> list[str]:
@@ -53,8 +55,10 @@ def _helpers(s: Settings, plan: Any) -> str:
     out = []
     if s.warmup_largest:
         largest = largest_sizes(plan, s.round_multiple)
-        out.append(f"{MARK.upper()}_WARM_UP_LARGEST = {largest!r}  # bisector: per input, the largest size of each "
-                   f"varying axis\n\n\n{source_of(WARM_UP_HELPERS)}")
+        out.append(
+            f"{MARK.upper()}_WARM_UP_LARGEST = {largest!r}  # bisector: per input, the largest size of each "
+            f"varying axis\n\n\n{source_of(WARM_UP_HELPERS)}"
+        )
     feed = feed_helpers_code(s, plan)
     if feed:
         out.append(feed)
@@ -119,7 +123,7 @@ def new_export_file(root: str, model: Any, plan: Any, settings: Settings, name: 
 
         lines += [registration_code(settings.symbolics).rstrip("\n"), "", ""]
     lines += [
-        "def export(path: str = \"model.onnx\") -> str:",
+        'def export(path: str = "model.onnx") -> str:',
         f"    model = {model.name}({', '.join(f'{k}={v!r}' for k, v in model.init_kwargs.items())}).eval()",
         f"    example = ({', '.join(examples)}{',' if len(examples) == 1 else ''})",
         f"    torch.onnx.export(model, example, path, {', '.join(kwargs)})",
@@ -130,10 +134,10 @@ def new_export_file(root: str, model: Any, plan: Any, settings: Settings, name: 
             f"    if {MARK}_ok:",
             f"        onnx.save({MARK}_model, path)",
         ]
-    lines += ["    return path", "", "", "def make_session(path: str = \"model.onnx\"):"]
+    lines += ["    return path", "", "", 'def make_session(path: str = "model.onnx"):']
     lines.append("    options = onnxruntime.SessionOptions()")
     lines += ["    " + ln for ln in _session_option_lines("options", settings)]
-    providers = _providers_code(settings) if settings.provider_options else "[\"CPUExecutionProvider\"]"
+    providers = _providers_code(settings) if settings.provider_options else '["CPUExecutionProvider"]'
     lines.append(f"    session = onnxruntime.InferenceSession(path, sess_options=options, providers={providers})")
     if settings.warmup_largest:
         lines.append(f"    {MARK}_warm_up(session)")
@@ -143,12 +147,15 @@ def new_export_file(root: str, model: Any, plan: Any, settings: Settings, name: 
         lines += ["", "", "def run(session, feed, names=None):"]
         if settings.round_multiple:
             m = settings.round_multiple
-            lines += [f"    \"\"\"Run with the varying sizes padded up to multiples of {m}; "
-                      "outputs come back cropped.\"\"\"",
-                      f"    return {MARK}_run(session.run, names, feed, {m}{ropt})"]
+            lines += [
+                f'    """Run with the varying sizes padded up to multiples of {m}; outputs come back cropped."""',
+                f"    return {MARK}_run(session.run, names, feed, {m}{ropt})",
+            ]
         else:
-            lines += ["    \"\"\"Run, refusing sizes outside the bounds the model was exported for.\"\"\"",
-                      f"    return session.run(names, {MARK}_guard(feed){ropt})"]
+            lines += [
+                '    """Run, refusing sizes outside the bounds the model was exported for."""',
+                f"    return session.run(names, {MARK}_guard(feed){ropt})",
+            ]
     if settings.run_options:
         lines += ["", "", "def run_options():"] + ["    " + line for line in _run_options_lines(settings)]
         lines.append(f"    return {MARK}_run_options")

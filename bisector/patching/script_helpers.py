@@ -22,7 +22,7 @@ from __future__ import annotations
 import inspect
 import re
 import sys
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy
 import onnxruntime
@@ -82,9 +82,14 @@ def _bisector_feed(session, largest):
     (names, dtypes, fixed sizes); `largest` gives, per input position, the largest size of each
     varying axis."""
     dtypes = {
-        "tensor(float)": numpy.float32, "tensor(float16)": numpy.float16, "tensor(double)": numpy.float64,
-        "tensor(int64)": numpy.int64, "tensor(int32)": numpy.int32, "tensor(int8)": numpy.int8,
-        "tensor(uint8)": numpy.uint8, "tensor(bool)": numpy.bool_,
+        "tensor(float)": numpy.float32,
+        "tensor(float16)": numpy.float16,
+        "tensor(double)": numpy.float64,
+        "tensor(int64)": numpy.int64,
+        "tensor(int32)": numpy.int32,
+        "tensor(int8)": numpy.int8,
+        "tensor(uint8)": numpy.uint8,
+        "tensor(bool)": numpy.bool_,
     }
     feed = {}
     for i, meta in enumerate(session.get_inputs()):

@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import ast
 import re
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import libcst as cst
 from libcst.metadata import MetadataWrapper
@@ -41,8 +42,12 @@ def aliases(source: str) -> dict[str, str]:
 
 
 def _is_table(node: Any) -> bool:
-    return (isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name)
-            and node.targets[0].id == TABLE)
+    return (
+        isinstance(node, ast.Assign)
+        and len(node.targets) == 1
+        and isinstance(node.targets[0], ast.Name)
+        and node.targets[0].id == TABLE
+    )
 
 
 def read_table(source: str) -> dict[str, Any]:
@@ -90,8 +95,17 @@ def helpers_code(alias: Mapping[str, str]) -> str:
 
 
 def _cst_table_index(body: list[Any]) -> int | None:
-    return next((i for i, n in enumerate(body) if isinstance(n, cst.SimpleStatementLine) and len(n.body) == 1
-                 and isinstance(n.body[0], cst.Assign) and dotted(n.body[0].targets[0].target) == TABLE), None)
+    return next(
+        (
+            i
+            for i, n in enumerate(body)
+            if isinstance(n, cst.SimpleStatementLine)
+            and len(n.body) == 1
+            and isinstance(n.body[0], cst.Assign)
+            and dotted(n.body[0].targets[0].target) == TABLE
+        ),
+        None,
+    )
 
 
 def patch_serving(source: str, key: str, entry: Mapping[str, Any]) -> tuple[str, str]:
@@ -166,8 +180,9 @@ class _WrapSession(cst.CSTTransformer):
         opts = code_of(options) if options is not None else "None"
         u = set_kwarg(u, "sess_options", f"_bisector_session_options({self.key_code}, {opts})")
         space = cst.Comma(whitespace_after=cst.SimpleWhitespace(" "))
-        return cst.Call(func=cst.Name(SESSION_WRAPPER),
-                        args=[cst.Arg(u, comma=space), cst.Arg(cst.parse_expression(self.key_code))])
+        return cst.Call(
+            func=cst.Name(SESSION_WRAPPER), args=[cst.Arg(u, comma=space), cst.Arg(cst.parse_expression(self.key_code))]
+        )
 
 
 def _insert_table_after(source: str, code: str) -> str:
@@ -179,7 +194,7 @@ def _insert_table_after(source: str, code: str) -> str:
         return insert_after_imports(source, code)
     nodes = list(cst.parse_module(code).body)
     nodes[0] = nodes[0].with_changes(leading_lines=[cst.EmptyLine(), cst.EmptyLine()])
-    return module.with_changes(body=body[: at + 1] + nodes + body[at + 1:]).code
+    return module.with_changes(body=body[: at + 1] + nodes + body[at + 1 :]).code
 
 
 def read_serving(source: str, key: str) -> dict[str, Any]:
@@ -214,8 +229,13 @@ def _literal_session_options(source: str, site: Site) -> dict[str, Any]:
     for fn in ast.walk(tree):
         if not isinstance(fn, (ast.FunctionDef, ast.Module)):
             continue
-        calls = [n for n in ast.walk(fn) if isinstance(n, ast.Call) and getattr(n, "lineno", 0) == site.line
-                 and ast.unparse(n.func).endswith("InferenceSession")]
+        calls = [
+            n
+            for n in ast.walk(fn)
+            if isinstance(n, ast.Call)
+            and getattr(n, "lineno", 0) == site.line
+            and ast.unparse(n.func).endswith("InferenceSession")
+        ]
         if not calls:
             continue
         var = next((ast.unparse(k.value) for k in calls[0].keywords if k.arg == "sess_options"), None)
@@ -227,8 +247,12 @@ def _literal_session_options(source: str, site: Site) -> dict[str, Any]:
             return {}
         out: dict[str, Any] = {}
         for n in ast.walk(fn):
-            if (isinstance(n, ast.Assign) and len(n.targets) == 1 and isinstance(n.targets[0], ast.Attribute)
-                    and ast.unparse(n.targets[0].value) == var):
+            if (
+                isinstance(n, ast.Assign)
+                and len(n.targets) == 1
+                and isinstance(n.targets[0], ast.Attribute)
+                and ast.unparse(n.targets[0].value) == var
+            ):
                 try:
                     out[n.targets[0].attr] = ast.literal_eval(n.value)
                 except ValueError:

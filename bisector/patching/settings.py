@@ -3,8 +3,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any
 
 # torch.onnx.export's own default since torch 2.9: what an export call without dynamo= uses. Defined
 # once in choices.py (the fixers read it there); the patch writer, repair's fix targets and the
@@ -37,7 +38,7 @@ class Settings:
     symbolics: tuple[str, ...] = ()  # operators given a symbolic for the TorchScript exporter
 
     @classmethod
-    def from_probes(cls, probes: Iterable[Mapping[str, Any]]) -> "Settings":
+    def from_probes(cls, probes: Iterable[Mapping[str, Any]]) -> Settings:
         exporter = None
         export_kwargs: dict[str, Any] = {}
         session: dict[str, Any] = {}
@@ -70,8 +71,14 @@ class Settings:
     @property
     def runtime_related(self) -> bool:
         # bounded dims count too: the serving code gets the guard that refuses out-of-range sizes
-        return bool(self.session_options or self.provider_options or self.run_options or self.warmup_largest
-                    or self.round_multiple or self.bounded_dims)
+        return bool(
+            self.session_options
+            or self.provider_options
+            or self.run_options
+            or self.warmup_largest
+            or self.round_multiple
+            or self.bounded_dims
+        )
 
 
 def varying_axes(plan: Any) -> list[dict[int, str]]:

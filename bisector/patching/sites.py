@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import ast
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any
 
 import libcst as cst
 from libcst.metadata import MetadataWrapper, PositionProvider
@@ -133,5 +134,7 @@ def site_for(source: str, key: str) -> tuple[Site | None, str]:
     if len(sites) == 1:
         return sites[0], ""  # the script serves one model: the one it was named for
     lines = ", ".join(str(s.line) for s in sites)
-    return None, (f"no session loading {key}.onnx found (sessions at lines {lines}); "
-                  "name the model's artifact with `artifact = \"...\"`")
+    return None, (
+        f"no session loading {key}.onnx found (sessions at lines {lines}); "
+        'name the model\'s artifact with `artifact = "..."`'
+    )

@@ -59,8 +59,8 @@ def run_request(req: ProbeRequest, workdir: Path) -> ProbeResult:
     gc.collect()
     gc.freeze()
 
-    from bisector.probe.meters import Meters
     from bisector.probe.loop import Context
+    from bisector.probe.meters import Meters
     from bisector.probe.stages import STAGE_RUNNERS
     from bisector.probe.targets import Target
 
@@ -78,7 +78,11 @@ def run_request(req: ProbeRequest, workdir: Path) -> ProbeResult:
     if req.kind == ProbeKind.NOOP:  # measures the cost of starting a probe, nothing else
         return ProbeOk(curve=MemoryCurve(samples=()), wall_s=time.perf_counter() - started)
 
-    meta: dict[str, Any] = {"torch": torch.__version__, "device": req.options.device, "threads": torch.get_num_threads()}
+    meta: dict[str, Any] = {
+        "torch": torch.__version__,
+        "device": req.options.device,
+        "threads": torch.get_num_threads(),
+    }
     try:
         device = req.options.device
         if device == "auto":
@@ -93,7 +97,9 @@ def run_request(req: ProbeRequest, workdir: Path) -> ProbeResult:
             if device != "cpu":
                 model.to(device)
         except Exception as exc:  # noqa: BLE001
-            raise WorkloadError("load", f"moving the model to {device} failed: {one_line(exc)}", user_traceback(exc)) from None
+            raise WorkloadError(
+                "load", f"moving the model to {device} failed: {one_line(exc)}", user_traceback(exc)
+            ) from None
         factory = InputFactory(req.plan, namespace, device, seed)
         if req.kind == ProbeKind.EQUIVALENCE:
             from bisector.probe.equivalence import run_equivalence
@@ -118,7 +124,13 @@ def run_request(req: ProbeRequest, workdir: Path) -> ProbeResult:
                 names = [i.name for i in req.plan.inputs]
                 symbols = varying_axes(req.plan)
             targets = [
-                Target(name="", module=model, calls=lambda i, step: [factory.make(i, step.dims)], input_names=names, symbols=symbols)
+                Target(
+                    name="",
+                    module=model,
+                    calls=lambda i, step: [factory.make(i, step.dims)],
+                    input_names=names,
+                    symbols=symbols,
+                )
             ]
         # ONNX Runtime's memory is judged as users see it: freed memory glibc keeps (with the
         # arena off, say) still counts. In torch stages the C heap is trimmed before reading,
@@ -128,8 +140,14 @@ def run_request(req: ProbeRequest, workdir: Path) -> ProbeResult:
             from bisector.owners import project_roots
 
             ctx = Context(
-                schedule=req.schedule, targets=targets, meters=meters, options=req.options, workdir=workdir, device=device,
-                meta=meta, owner_roots=project_roots(req.model.path),
+                schedule=req.schedule,
+                targets=targets,
+                meters=meters,
+                options=req.options,
+                workdir=workdir,
+                device=device,
+                meta=meta,
+                owner_roots=project_roots(req.model.path),
             )
             if req.stage == "inference":
                 import onnxruntime
@@ -159,7 +177,9 @@ def run_dir(request_dir: str, threads: int | None = None) -> int:
     try:
         result = run_request(req, folder)
     except Exception as exc:  # noqa: BLE001 - a bug of ours; still a result, never a hang
-        result = ProbeFailed(where="internal", message=f"bisector failed inside the probe: {one_line(exc)}", traceback=_full_tb(exc))
+        result = ProbeFailed(
+            where="internal", message=f"bisector failed inside the probe: {one_line(exc)}", traceback=_full_tb(exc)
+        )
     _write_atomic(folder / "result.json", result.to_json())
     from bisector.probe.procs import kill_descendants
 

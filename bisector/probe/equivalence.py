@@ -42,7 +42,12 @@ def compare(reference: list[Any], candidate: list[Any], rtol: float, atol: float
     import numpy as np
 
     if len(reference) != len(candidate):
-        return {"equivalent": False, "max_abs": None, "max_rel": None, "why": f"{len(candidate)} outputs instead of {len(reference)}"}
+        return {
+            "equivalent": False,
+            "max_abs": None,
+            "max_rel": None,
+            "why": f"{len(candidate)} outputs instead of {len(reference)}",
+        }
     max_abs = max_rel = 0.0
     equivalent = True
     why = ""
@@ -50,7 +55,12 @@ def compare(reference: list[Any], candidate: list[Any], rtol: float, atol: float
         if b.shape != a.shape and b.ndim == a.ndim and all(x >= y for x, y in zip(b.shape, a.shape)):
             b = b[tuple(slice(0, n) for n in a.shape)]  # padded by the candidate: crop back
         if b.shape != a.shape:
-            return {"equivalent": False, "max_abs": None, "max_rel": None, "why": f"output {i} has shape {b.shape} instead of {a.shape}"}
+            return {
+                "equivalent": False,
+                "max_abs": None,
+                "max_rel": None,
+                "why": f"output {i} has shape {b.shape} instead of {a.shape}",
+            }
         a64, b64 = a.astype("float64"), b.astype("float64")
         diff = np.abs(a64 - b64)
         if diff.size:
@@ -95,7 +105,9 @@ def run_equivalence(req: ProbeRequest, model_a: Any, namespace_a: Any, device: s
         results = []
         with torch.no_grad():
             for args, kwargs in inputs:
-                results.append(compare(_arrays(model_a(*args, **kwargs)), _arrays(model_b(*args, **kwargs)), rtol, atol))
+                results.append(
+                    compare(_arrays(model_a(*args, **kwargs)), _arrays(model_b(*args, **kwargs)), rtol, atol)
+                )
         return _summary(results, len(shapes), mode)
 
     from bisector.probe.export import export_onnx, post_export, varying_dims
@@ -108,7 +120,13 @@ def run_equivalence(req: ProbeRequest, model_a: Any, namespace_a: Any, device: s
         symbols = varying_axes(req.plan)
 
     def session_for(model: Any, options: ProbeOptions, tag: str) -> tuple[Any, Any, Target] | None:
-        target = Target(name="", module=model, calls=lambda i, step: [factory_a.make(input_seed_index(step.dims), step.dims)], input_names=names, symbols=symbols)
+        target = Target(
+            name="",
+            module=model,
+            calls=lambda i, step: [factory_a.make(input_seed_index(step.dims), step.dims)],
+            input_names=names,
+            symbols=symbols,
+        )
         dims = varying_dims(target, req.schedule)
         args, kwargs = inputs[-1]
         path = workdir / f"equivalence_{tag}.onnx"

@@ -46,9 +46,11 @@ def export_onnx(
 
         register(symbolics)  # this child only: every probe is its own process
     leaves = tensor_leaves((args, kwargs))
-    names = target.input_names if target.input_names and len(target.input_names) == len(leaves) else [
-        f"input_{i}" for i in range(len(leaves))
-    ]
+    names = (
+        target.input_names
+        if target.input_names and len(target.input_names) == len(leaves)
+        else [f"input_{i}" for i in range(len(leaves))]
+    )
     sink = io.StringIO()
     try:
         with contextlib.redirect_stdout(sink):
@@ -60,8 +62,13 @@ def export_onnx(
                 if dynamic and any(dynamic) and "dynamic_shapes" not in extra and "dynamic_axes" not in extra:
                     extra["dynamic_shapes"] = dynamo_dynamic_shapes(target.module, args, kwargs, dynamic, bounded)
                 torch.onnx.export(
-                    target.module, args, str(path), kwargs=kwargs or None, dynamo=True,
-                    verbose=extra.pop("verbose", False), **extra,
+                    target.module,
+                    args,
+                    str(path),
+                    kwargs=kwargs or None,
+                    dynamo=True,
+                    verbose=extra.pop("verbose", False),
+                    **extra,
                 )
             else:
                 if dynamic and any(dynamic) and "dynamic_axes" not in extra:
@@ -74,7 +81,10 @@ def export_onnx(
 
 
 def dynamo_dynamic_shapes(
-    module: Any, args: tuple[Any, ...], kwargs: dict[str, Any], dynamic: list[dict[int, str]],
+    module: Any,
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    dynamic: list[dict[int, str]],
     bounded: dict[str, Any] | None = None,
 ) -> Any:
     """torch.export dynamic_shapes mirroring the inputs; varying dims are Dim.AUTO (which also

@@ -21,7 +21,8 @@ import inspect
 import json
 import os
 import sys
-from typing import Any, Iterator, Mapping
+from collections.abc import Iterator, Mapping
+from typing import Any
 
 from bisector.probe.infer_layers import kind_of, layer_guess
 from bisector.probe.infer_ranges import Forwards, Guess, Refused, settle
@@ -190,8 +191,9 @@ def layer_guess_at(model: Any, path: str, module: Any) -> Guess | None:
     return Guess(inputs=(spec,), source=layer_text(path, found.text))
 
 
-def infer_from_layers(model: Any, forwards: Forwards, layers: Mapping[str, Any], given: Mapping[str, tuple[int, int]],
-                      tried: list[str]) -> tuple[Guess, dict[str, tuple[int, int]]] | None:
+def infer_from_layers(
+    model: Any, forwards: Forwards, layers: Mapping[str, Any], given: Mapping[str, tuple[int, int]], tried: list[str]
+) -> tuple[Guess, dict[str, tuple[int, int]]] | None:
     """The first layer in call order: layers are guessed in registration order, and a forward's
     hooks say which known layer it really reached first; a guess that runs is kept if that
     layer agrees with it (same input), else that layer's guess is tried next."""
@@ -298,7 +300,12 @@ def main(argv: list[str] | None = None) -> int:
     except WorkloadError as exc:
         answer = {"inputs": [], "tried": [], "error": exc.message, "detail": exc.tb}
     except Exception as exc:  # noqa: BLE001 - the user's code, or a bug of ours: an answer still, never a traceback
-        answer = {"inputs": [], "tried": [], "error": f"inference raised {one_line(exc)}", "detail": user_traceback(exc)}
+        answer = {
+            "inputs": [],
+            "tried": [],
+            "error": f"inference raised {one_line(exc)}",
+            "detail": user_traceback(exc),
+        }
     with os.fdopen(answer_fd, "w") as out:
         out.write(json.dumps(answer))
     from bisector.probe.procs import kill_descendants

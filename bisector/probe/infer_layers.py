@@ -9,8 +9,9 @@ they are no longer instances of the nn classes but keep the attributes.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 # Layer kinds by class name, for the isinstance-free match of scripted modules.
 CONV_SPATIAL = {"Conv1d": ("L",), "Conv2d": ("H", "W"), "Conv3d": ("D", "H", "W")}

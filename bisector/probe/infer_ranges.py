@@ -11,8 +11,9 @@ multiples of 2^k).
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping
+from typing import Any
 
 from bisector.probe.inputs import InputFactory
 from bisector.probe.loading import one_line

@@ -13,7 +13,8 @@ The hook may return a tensor, a tuple/list of positional args, a dict of keyword
 
 from __future__ import annotations
 
-from typing import Any, Callable, Mapping
+from collections.abc import Callable, Mapping
+from typing import Any
 
 from bisector.probe.loading import WorkloadError, one_line, user_traceback
 from bisector.spec import DEFAULT_INT_RANGE, INPUTS_HOOK, InputPlan
@@ -86,7 +87,8 @@ def _normalize(result: Any) -> Args:
     if isinstance(result, (tuple, list)):
         return tuple(result), {}
     raise WorkloadError(
-        "inputs", f"{INPUTS_HOOK} returned {type(result).__name__}; return a tensor, a tuple of args, a dict of kwargs or (args, kwargs)"
+        "inputs",
+        f"{INPUTS_HOOK} returned {type(result).__name__}; return a tensor, a tuple of args, a dict of kwargs or (args, kwargs)",
     )
 
 

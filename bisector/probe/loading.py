@@ -32,7 +32,11 @@ class WorkloadError(Exception):
 def user_traceback(exc: BaseException, limit: int = 12) -> str:
     """The tail of a traceback, without bisector's and importlib's own frames."""
     frames = traceback.extract_tb(exc.__traceback__)
-    keep = [f for f in frames if "/bisector/" not in f.filename and "importlib" not in f.filename and "<frozen" not in f.filename]
+    keep = [
+        f
+        for f in frames
+        if "/bisector/" not in f.filename and "importlib" not in f.filename and "<frozen" not in f.filename
+    ]
     lines = traceback.format_list(keep[-6:]) if keep else []
     lines += traceback.format_exception_only(type(exc), exc)
     text = "".join(lines).rstrip()
@@ -89,7 +93,9 @@ def load_namespace(spec: ModelSpec) -> types.ModuleType:
     except KeyboardInterrupt:
         raise
     except BaseException as exc:  # noqa: BLE001 - any failure importing user code is the user's
-        raise WorkloadError("load", f"importing {Path(spec.path).name} failed: {one_line(exc)}", user_traceback(exc)) from None
+        raise WorkloadError(
+            "load", f"importing {Path(spec.path).name} failed: {one_line(exc)}", user_traceback(exc)
+        ) from None
 
 
 def build_model(spec: ModelSpec, namespace: types.ModuleType) -> Any:

@@ -37,9 +37,21 @@ def _malloc_trim() -> Any:
 
 class _Mallinfo2(ctypes.Structure):
     # glibc >= 2.33: every field a size_t (mallinfo's ints wrap past 2 GiB).
-    _fields_ = [(name, ctypes.c_size_t) for name in (
-        "arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks", "fordblks", "keepcost",
-    )]
+    _fields_ = [
+        (name, ctypes.c_size_t)
+        for name in (
+            "arena",
+            "ordblks",
+            "smblks",
+            "hblks",
+            "hblkhd",
+            "usmblks",
+            "fsmblks",
+            "uordblks",
+            "fordblks",
+            "keepcost",
+        )
+    ]
 
 
 def _mallinfo2() -> Any:
@@ -62,7 +74,12 @@ def _mallinfo2() -> Any:
 
 class Meters:
     def __init__(
-        self, device: str = "cpu", tracemalloc: bool = False, nvml: Any = None, trim: bool = True, heap: Any = "auto",
+        self,
+        device: str = "cpu",
+        tracemalloc: bool = False,
+        nvml: Any = None,
+        trim: bool = True,
+        heap: Any = "auto",
         trace_frames: int = 25,
     ) -> None:
         import psutil

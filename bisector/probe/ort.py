@@ -41,7 +41,8 @@ def make_session(path: Path, options: ProbeOptions, device: str) -> Any:
         providers: list[Any] = [("CUDAExecutionProvider", dict(options.provider_options)), "CPUExecutionProvider"]
     else:
         providers = (
-            [("CPUExecutionProvider", dict(options.provider_options))] if options.provider_options
+            [("CPUExecutionProvider", dict(options.provider_options))]
+            if options.provider_options
             else ["CPUExecutionProvider"]
         )
     try:
@@ -81,8 +82,9 @@ def make_feed(session: Any, target: Target, args: Args) -> dict[str, Any]:
         return {n: by_name[n] for n in names}
     if len(names) != len(arrays):
         raise WorkloadError(
-            "run", f"the exported graph of {who(target)} takes {len(names)} inputs ({', '.join(names)}) "
-            f"but the model got {len(arrays)} tensors"
+            "run",
+            f"the exported graph of {who(target)} takes {len(names)} inputs ({', '.join(names)}) "
+            f"but the model got {len(arrays)} tensors",
         )
     return dict(zip(names, arrays))
 

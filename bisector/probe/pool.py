@@ -31,9 +31,10 @@ import tempfile
 import threading
 import time
 import weakref
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from bisector.errors import InternalError
 from bisector.probe.procs import private_bytes, process_tree, stat
@@ -54,8 +55,8 @@ TAIL_LINES = 15
 TREE_SCAN_S = 0.25
 
 # Every pool and probe server alive in this process, for terminate_all (signal handlers).
-_POOLS: "weakref.WeakSet[ProbePool]" = weakref.WeakSet()
-_SERVERS: "weakref.WeakSet[_Server]" = weakref.WeakSet()
+_POOLS: weakref.WeakSet[ProbePool] = weakref.WeakSet()
+_SERVERS: weakref.WeakSet[_Server] = weakref.WeakSet()
 
 
 def terminate_all() -> int:
@@ -71,7 +72,7 @@ def terminate_all() -> int:
     return killed
 
 
-def _snapshot(items: "weakref.WeakSet[Any]") -> list[Any]:
+def _snapshot(items: weakref.WeakSet[Any]) -> list[Any]:
     # A WeakSet is iterated in Python code: a probe thread adding a pool or server meanwhile
     # makes list() raise "changed size during iteration"; a retry sees it settled.
     for _ in range(5):
@@ -279,7 +280,7 @@ class ProbePool:
 
     # -- lifecycle ------------------------------------------------------------------------------
 
-    def __enter__(self) -> "ProbePool":
+    def __enter__(self) -> ProbePool:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -327,7 +328,12 @@ class ProbePool:
     # -- running --------------------------------------------------------------------------------
 
     def run(
-        self, request: ProbeRequest, *, timeout_s: float | None = None, mem_cap: int | None = None, fresh: bool | None = None,
+        self,
+        request: ProbeRequest,
+        *,
+        timeout_s: float | None = None,
+        mem_cap: int | None = None,
+        fresh: bool | None = None,
     ) -> ProbeResult:
         """Run one probe in a child process and return what happened; never raises for the child.
         timeout_s, mem_cap and fresh override the pool's own for this probe: a pool shared by
@@ -369,7 +375,11 @@ class ProbePool:
                 proc = subprocess.Popen(
                     [sys.executable, "-m", "bisector.probe.child", str(request_dir)]
                     + ([f"--threads={self.threads}"] if self.threads else []),
-                    stdin=subprocess.DEVNULL, stdout=out, stderr=err, env=env, start_new_session=True,
+                    stdin=subprocess.DEVNULL,
+                    stdout=out,
+                    stderr=err,
+                    env=env,
+                    start_new_session=True,
                 )
             pid = proc.pid
 

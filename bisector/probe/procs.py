@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import signal
-from typing import Iterable
+from collections.abc import Iterable
 
 
 def stat(pid: int) -> tuple[int, int, str, int] | None:
@@ -19,7 +19,7 @@ def stat(pid: int) -> tuple[int, int, str, int] | None:
     except OSError:
         return None
     # The command name may hold spaces and parentheses: the fields start after the last ")".
-    rest = text[text.rfind(")") + 2:].split()
+    rest = text[text.rfind(")") + 2 :].split()
     try:
         return int(rest[1]), int(rest[2]), rest[0], int(rest[19])
     except (IndexError, ValueError):
@@ -74,8 +74,6 @@ def private_bytes(pid: int) -> int:
         return (int(resident) - int(shared)) * os.sysconf("SC_PAGE_SIZE")
     except (OSError, ValueError):
         return 0
-
-
 
 
 def kill_descendants() -> int:

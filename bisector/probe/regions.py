@@ -138,7 +138,11 @@ def run_capture(model: Any, req: ProbeRequest, factory: InputFactory, folder: Pa
                 with torch.no_grad():
                     model(*args, **kwargs)
             except Exception as exc:  # noqa: BLE001 - the user's forward
-                raise WorkloadError("forward", f"forward of the model raised {one_line(exc)} while recording inputs", user_traceback(exc)) from None
+                raise WorkloadError(
+                    "forward",
+                    f"forward of the model raised {one_line(exc)} while recording inputs",
+                    user_traceback(exc),
+                ) from None
             calls = {"": [(_clone(args), _clone(kwargs))], **recorded}
             called.update(calls)
             payload = {"dims": dict(step.dims), "calls": calls}
@@ -198,19 +202,22 @@ def region_targets(model: Any, req: ProbeRequest, factory: InputFactory) -> list
         by_key[key] = {p: calls.get(p, []) for p in wanted}
     never = [p for p in req.regions if not any(by_key[k][p] for k in by_key)]
     if never:
-        raise WorkloadError("inputs", f"no recorded calls for {', '.join(repr(p) for p in never)} (not called, or its inputs could not be saved)")
+        raise WorkloadError(
+            "inputs",
+            f"no recorded calls for {', '.join(repr(p) for p in never)} (not called, or its inputs could not be saved)",
+        )
     device = req.options.device if req.options.device not in ("auto", "cpu") else None
     if device is None and next(iter(p.device.type for p in model.parameters()), "cpu") == "cuda":
         device = "cuda"
 
     targets = []
     for path in req.regions:
+
         def calls_for(i: int, step: Any, path: str = path) -> list[Args]:
             return [_clone(c, device) if device else _clone(c) for c in by_key[dims_key(step.dims)][path]]
 
         targets.append(Target(name=path, module=modules[path], calls=calls_for))
     return targets
-
 
 
 def group_target(targets: list[Any]) -> Any:

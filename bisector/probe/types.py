@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
-from typing import Any, Mapping, Union
+from typing import Any, Union
 
+from bisector.choices import EXPORTERS, STAGES  # noqa: F401 - re-exported: the probe side names them here
 from bisector.curve import MemoryCurve
 from bisector.schedule import Schedule
-from bisector.choices import EXPORTERS, STAGES  # noqa: F401 - re-exported: the probe side names them here
 from bisector.spec import InputPlan, ModelSpec
 from bisector.strenum import StrEnum
 
@@ -67,12 +68,12 @@ class ProbeOptions:
         }
 
     @classmethod
-    def from_json(cls, data: Mapping[str, Any]) -> "ProbeOptions":
+    def from_json(cls, data: Mapping[str, Any]) -> ProbeOptions:
         out = {k: (dict(v) if isinstance(v, Mapping) else v) for k, v in data.items()}
         out["post_export"] = tuple(out.get("post_export") or ())
         return cls(**out)
 
-    def with_overrides(self, overrides: Mapping[str, Any]) -> "ProbeOptions":
+    def with_overrides(self, overrides: Mapping[str, Any]) -> ProbeOptions:
         """These options with a fixer's overrides merged in (see merge_overrides)."""
         merged = merge_overrides({k: getattr(self, k) for k in overrides}, overrides)
         if "post_export" in merged:
@@ -106,14 +107,22 @@ class EquivalenceRequest:
     atol: float = 1e-4
 
     def to_json(self) -> dict[str, Any]:
-        return {"model": self.model.to_json(), "options": self.options.to_json(), "mode": self.mode,
-                "rtol": self.rtol, "atol": self.atol}
+        return {
+            "model": self.model.to_json(),
+            "options": self.options.to_json(),
+            "mode": self.mode,
+            "rtol": self.rtol,
+            "atol": self.atol,
+        }
 
     @classmethod
-    def from_json(cls, data: Mapping[str, Any]) -> "EquivalenceRequest":
+    def from_json(cls, data: Mapping[str, Any]) -> EquivalenceRequest:
         return cls(
-            model=ModelSpec.from_json(data["model"]), options=ProbeOptions.from_json(data["options"]),
-            mode=data.get("mode", "eager"), rtol=float(data.get("rtol", 1e-3)), atol=float(data.get("atol", 1e-4)),
+            model=ModelSpec.from_json(data["model"]),
+            options=ProbeOptions.from_json(data["options"]),
+            mode=data.get("mode", "eager"),
+            rtol=float(data.get("rtol", 1e-3)),
+            atol=float(data.get("atol", 1e-4)),
         )
 
 
@@ -162,7 +171,7 @@ class ProbeRequest:
         }
 
     @classmethod
-    def from_json(cls, data: Mapping[str, Any]) -> "ProbeRequest":
+    def from_json(cls, data: Mapping[str, Any]) -> ProbeRequest:
         equivalence = data.get("equivalence")
         return cls(
             model=ModelSpec.from_json(data["model"]),
@@ -178,7 +187,7 @@ class ProbeRequest:
             equivalence=EquivalenceRequest.from_json(equivalence) if equivalence else None,
         )
 
-    def with_(self, **changes: Any) -> "ProbeRequest":
+    def with_(self, **changes: Any) -> ProbeRequest:
         return replace(self, **changes)
 
     def key(self) -> str:
@@ -211,8 +220,14 @@ class ProbeFailed:
     probe_dir: str = ""  # the probe's folder (request, stderr), kept under the run directory
 
     def to_json(self) -> dict[str, Any]:
-        return {"kind": self.kind, "where": self.where, "message": self.message, "traceback": self.traceback, "wall_s": self.wall_s,
-                "probe_dir": self.probe_dir}
+        return {
+            "kind": self.kind,
+            "where": self.where,
+            "message": self.message,
+            "traceback": self.traceback,
+            "wall_s": self.wall_s,
+            "probe_dir": self.probe_dir,
+        }
 
 
 @dataclass(frozen=True)
@@ -241,8 +256,14 @@ class ProbeCrashed:
 
     def to_json(self) -> dict[str, Any]:
         return {
-            "kind": self.kind, "reason": self.reason, "signal": self.signal, "exit_code": self.exit_code,
-            "tail": self.tail, "peak_rss": self.peak_rss, "wall_s": self.wall_s, "describe": self.describe(),
+            "kind": self.kind,
+            "reason": self.reason,
+            "signal": self.signal,
+            "exit_code": self.exit_code,
+            "tail": self.tail,
+            "peak_rss": self.peak_rss,
+            "wall_s": self.wall_s,
+            "describe": self.describe(),
             "probe_dir": self.probe_dir,
         }
 
@@ -259,8 +280,14 @@ class ProbeTimedOut:
         return f"did not finish within {self.timeout_s:g} s and was killed"
 
     def to_json(self) -> dict[str, Any]:
-        return {"kind": self.kind, "timeout_s": self.timeout_s, "tail": self.tail, "wall_s": self.wall_s, "describe": self.describe(),
-                "probe_dir": self.probe_dir}
+        return {
+            "kind": self.kind,
+            "timeout_s": self.timeout_s,
+            "tail": self.tail,
+            "wall_s": self.wall_s,
+            "describe": self.describe(),
+            "probe_dir": self.probe_dir,
+        }
 
 
 ProbeResult = Union[ProbeOk, ProbeFailed, ProbeCrashed, ProbeTimedOut]
@@ -269,17 +296,34 @@ ProbeResult = Union[ProbeOk, ProbeFailed, ProbeCrashed, ProbeTimedOut]
 def result_from_json(data: Mapping[str, Any]) -> ProbeResult:
     kind = data.get("kind")
     if kind == "ok":
-        return ProbeOk(curve=MemoryCurve.from_json(data["curve"]), wall_s=float(data.get("wall_s", 0.0)), data=dict(data.get("data") or {}))
+        return ProbeOk(
+            curve=MemoryCurve.from_json(data["curve"]),
+            wall_s=float(data.get("wall_s", 0.0)),
+            data=dict(data.get("data") or {}),
+        )
     if kind == "failed":
-        return ProbeFailed(where=data["where"], message=data["message"], traceback=data.get("traceback", ""), wall_s=float(data.get("wall_s", 0.0)),
-                           probe_dir=data.get("probe_dir", ""))
+        return ProbeFailed(
+            where=data["where"],
+            message=data["message"],
+            traceback=data.get("traceback", ""),
+            wall_s=float(data.get("wall_s", 0.0)),
+            probe_dir=data.get("probe_dir", ""),
+        )
     if kind == "crashed":
         return ProbeCrashed(
-            reason=data["reason"], signal=data.get("signal"), exit_code=data.get("exit_code"),
-            tail=data.get("tail", ""), peak_rss=data.get("peak_rss"), wall_s=float(data.get("wall_s", 0.0)),
+            reason=data["reason"],
+            signal=data.get("signal"),
+            exit_code=data.get("exit_code"),
+            tail=data.get("tail", ""),
+            peak_rss=data.get("peak_rss"),
+            wall_s=float(data.get("wall_s", 0.0)),
             probe_dir=data.get("probe_dir", ""),
         )
     if kind == "timeout":
-        return ProbeTimedOut(timeout_s=float(data["timeout_s"]), tail=data.get("tail", ""), wall_s=float(data.get("wall_s", 0.0)),
-                             probe_dir=data.get("probe_dir", ""))
+        return ProbeTimedOut(
+            timeout_s=float(data["timeout_s"]),
+            tail=data.get("tail", ""),
+            wall_s=float(data.get("wall_s", 0.0)),
+            probe_dir=data.get("probe_dir", ""),
+        )
     raise ValueError(f"unknown probe result kind {kind!r}")

@@ -12,19 +12,36 @@ pytestmark = pytest.mark.probe
 
 
 def test_find_json_names_the_culprit_and_a_rerun_reuses_every_probe(tmp_path) -> None:
-    args = ("find", f"{SAMPLES / 'list_append.py'}:Net", "-i", "x=B,32", "-s", "eager", "--json", "--run-dir", str(tmp_path))
+    args = (
+        "find",
+        f"{SAMPLES / 'list_append.py'}:Net",
+        "-i",
+        "x=B,32",
+        "-s",
+        "eager",
+        "--json",
+        "--run-dir",
+        str(tmp_path),
+    )
     r = run_cli(*args)
     assert r.returncode == 1, r.stderr
     report = json.loads(r.stdout)
     assert report["culprits"] == [
         {
-            "region": "blocks.1", "stage": "eager", "kind": "leak",
+            "region": "blocks.1",
+            "stage": "eager",
+            "kind": "leak",
             "growth_bytes_per_call": report["culprits"][0]["growth_bytes_per_call"],
             "growth_bytes_per_new_shape": report["culprits"][0]["growth_bytes_per_new_shape"],
-            "own_code": True, "objects_per_call": 1.0,
-            "objects_per_new_shape": report["culprits"][0]["objects_per_new_shape"], "bounded": None,
-            "type": "Recorder", "grown_types": report["culprits"][0]["grown_types"], "hint": report["culprits"][0]["hint"],
-            "growth_metric": "heap", "floor_bytes_per_call": report["culprits"][0]["floor_bytes_per_call"],
+            "own_code": True,
+            "objects_per_call": 1.0,
+            "objects_per_new_shape": report["culprits"][0]["objects_per_new_shape"],
+            "bounded": None,
+            "type": "Recorder",
+            "grown_types": report["culprits"][0]["grown_types"],
+            "hint": report["culprits"][0]["hint"],
+            "growth_metric": "heap",
+            "floor_bytes_per_call": report["culprits"][0]["floor_bytes_per_call"],
             "owners": None,  # objects grew: the model's, no traced probe needed
         }
     ]
@@ -55,7 +72,18 @@ def test_find_on_a_model_it_cannot_infer_lists_what_it_tried(tmp_path) -> None:
 
 
 def test_find_prints_a_tree_down_to_the_culprit(tmp_path) -> None:
-    r = run_cli("find", f"{SAMPLES / 'symbolic_leak.py'}:Net", "-i", "x=B,32", "--exporter", "torchscript", "-s", "export", "--run-dir", str(tmp_path))
+    r = run_cli(
+        "find",
+        f"{SAMPLES / 'symbolic_leak.py'}:Net",
+        "-i",
+        "x=B,32",
+        "--exporter",
+        "torchscript",
+        "-s",
+        "export",
+        "--run-dir",
+        str(tmp_path),
+    )
     assert r.returncode == 1, r.stderr
     out = r.stdout
     assert "<root>" in out and "blocks  Sequential" in out and "blocks.0  Block" in out
@@ -65,13 +93,39 @@ def test_find_prints_a_tree_down_to_the_culprit(tmp_path) -> None:
 
 
 def test_clean_model_has_no_culprits(tmp_path) -> None:
-    r = run_cli("find", f"{SAMPLES / 'clean_cnn.py'}:Net", "-i", "x=B,3,H,W", "-d", "B=1:4", "-d", "H=8:32", "-d", "W=8:32", "-s", "eager", "--json", "--run-dir", str(tmp_path))
+    r = run_cli(
+        "find",
+        f"{SAMPLES / 'clean_cnn.py'}:Net",
+        "-i",
+        "x=B,3,H,W",
+        "-d",
+        "B=1:4",
+        "-d",
+        "H=8:32",
+        "-d",
+        "W=8:32",
+        "-s",
+        "eager",
+        "--json",
+        "--run-dir",
+        str(tmp_path),
+    )
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout)["culprits"] == []
 
 
 def test_region_that_crashes_is_reported_and_the_search_goes_on(tmp_path) -> None:
-    r = run_cli("find", f"{FIXTURES / 'regions.py'}:CrashingBranch", "-i", "x=B,8", "-s", "eager", "--json", "--run-dir", str(tmp_path))
+    r = run_cli(
+        "find",
+        f"{FIXTURES / 'regions.py'}:CrashingBranch",
+        "-i",
+        "x=B,8",
+        "-s",
+        "eager",
+        "--json",
+        "--run-dir",
+        str(tmp_path),
+    )
     assert r.returncode == 1, r.stderr
     report = json.loads(r.stdout)
     assert [c["region"] for c in report["culprits"]] == ["keeper"]
@@ -85,8 +139,24 @@ def test_ctrl_c_keeps_what_finished_and_a_rerun_resumes(tmp_path) -> None:
     import sys
     import time
 
-    args = [sys.executable, "-m", "bisector", "find", f"{SAMPLES / 'hf_bert.py'}:LeakyNet", "-i", "ids=B,T:int64:0:1000",
-            "-d", "B=1:4", "-d", "T=5:64", "-s", "eager", "--json", "--run-dir", str(tmp_path)]
+    args = [
+        sys.executable,
+        "-m",
+        "bisector",
+        "find",
+        f"{SAMPLES / 'hf_bert.py'}:LeakyNet",
+        "-i",
+        "ids=B,T:int64:0:1000",
+        "-d",
+        "B=1:4",
+        "-d",
+        "T=5:64",
+        "-s",
+        "eager",
+        "--json",
+        "--run-dir",
+        str(tmp_path),
+    ]
     proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     results = tmp_path / "runs"
     deadline = time.monotonic() + 240

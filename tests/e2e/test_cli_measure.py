@@ -12,7 +12,17 @@ pytestmark = pytest.mark.probe
 
 
 def test_json_report_for_a_leaking_sample() -> None:
-    r = run_cli("measure", f"{SAMPLES / 'list_append.py'}:Net", "-i", "x=B,32", "--stage", "eager", "--stage", "inference", "--json")
+    r = run_cli(
+        "measure",
+        f"{SAMPLES / 'list_append.py'}:Net",
+        "-i",
+        "x=B,32",
+        "--stage",
+        "eager",
+        "--stage",
+        "inference",
+        "--json",
+    )
     assert r.returncode == 1, r.stderr
     report = json.loads(r.stdout)
     assert set(report) >= {"spec", "verdict", "stages", "probes", "wall_s"}
@@ -20,7 +30,14 @@ def test_json_report_for_a_leaking_sample() -> None:
     assert report["verdict"] == "leak"
     assert set(report["stages"]) == {"eager", "inference"}
     eager = report["stages"]["eager"]
-    for key in ("verdict", "growth_bytes_per_call", "growth_bytes_per_new_shape", "baseline_bytes_per_call", "noise_bytes", "samples"):
+    for key in (
+        "verdict",
+        "growth_bytes_per_call",
+        "growth_bytes_per_new_shape",
+        "baseline_bytes_per_call",
+        "noise_bytes",
+        "samples",
+    ):
         assert key in eager
     assert eager["verdict"] == "leak"
     assert eager["objects_per_call"] == 1
@@ -42,7 +59,20 @@ def test_terminal_report_shows_verdicts_figures_and_chart() -> None:
 
 
 def test_clean_model_exits_zero() -> None:
-    r = run_cli("measure", f"{SAMPLES / 'clean_cnn.py'}:Net", "-i", "x=B,3,H,W", "-d", "B=1:4", "-d", "H=8:32", "-d", "W=8:32", "-s", "eager")
+    r = run_cli(
+        "measure",
+        f"{SAMPLES / 'clean_cnn.py'}:Net",
+        "-i",
+        "x=B,3,H,W",
+        "-d",
+        "B=1:4",
+        "-d",
+        "H=8:32",
+        "-d",
+        "W=8:32",
+        "-s",
+        "eager",
+    )
     assert r.returncode == 0, r.stdout + r.stderr
     assert "verdict: clean" in r.stdout
 

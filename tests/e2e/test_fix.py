@@ -25,13 +25,17 @@ def fix(spec: str, inputs, dims, stages, pool, tmp_path, exporter=None, only=())
 def remeasure(p, evaluation, stage, pool, tmp_path):
     """The kept fix on its own, with another seed: a fresh measurement of the whole model."""
     model = shadow_copy(p.model, evaluation.edits, tmp_path / "again") if evaluation.edits else p.model
-    options = replace(p.options, stages=(stage,), seed=p.options.seed + 1, probe=p.options.probe.with_overrides(evaluation.probe))
+    options = replace(
+        p.options, stages=(stage,), seed=p.options.seed + 1, probe=p.options.probe.with_overrides(evaluation.probe)
+    )
     return measure(model, p.plan, options, pool=pool).stages[stage]
 
 
 def test_append_only_list_is_fixed_by_a_source_edit(pool, tmp_path) -> None:
     # The family's name selects its members (the only fixers for an eager leak anyway).
-    p, found, report = fix(f"{SAMPLES / 'list_append.py'}:Net", ["x=B,32"], [], ["eager"], pool, tmp_path, only=("python-leaks",))
+    p, found, report = fix(
+        f"{SAMPLES / 'list_append.py'}:Net", ["x=B,32"], [], ["eager"], pool, tmp_path, only=("python-leaks",)
+    )
     kept = report.kept
     assert kept and kept[0].fixer == "append-only" and kept[0].region == "blocks.1"
     best = kept[0]
@@ -45,8 +49,16 @@ def test_append_only_list_is_fixed_by_a_source_edit(pool, tmp_path) -> None:
 
 
 def test_symbolic_function_is_rewritten(pool, tmp_path) -> None:
-    p, found, report = fix(f"{SAMPLES / 'symbolic_leak.py'}:Net", ["x=B,32"], [], ["export"], pool, tmp_path,
-                           exporter="torchscript", only=("symbolic-functions",))
+    p, found, report = fix(
+        f"{SAMPLES / 'symbolic_leak.py'}:Net",
+        ["x=B,32"],
+        [],
+        ["export"],
+        pool,
+        tmp_path,
+        exporter="torchscript",
+        only=("symbolic-functions",),
+    )
     (best,) = report.kept
     assert best.region == "blocks.0.act" and "_BUILT.append" not in best.edits[0].after
     assert best.after["kind"] == "clean" and best.equivalent
@@ -54,7 +66,9 @@ def test_symbolic_function_is_rewritten(pool, tmp_path) -> None:
 
 
 def test_shape_cache_is_bounded(pool, tmp_path) -> None:
-    p, found, report = fix(f"{SAMPLES / 'shape_cache.py'}:Net", ["x=B,3,H,W"], ["B=1:2", "H=16:96", "W=16:96"], ["eager"], pool, tmp_path)
+    p, found, report = fix(
+        f"{SAMPLES / 'shape_cache.py'}:Net", ["x=B,3,H,W"], ["B=1:2", "H=16:96", "W=16:96"], ["eager"], pool, tmp_path
+    )
     (best,) = report.kept
     assert best.region == "pos" and "self.cache.pop" in best.edits[0].after
     assert remeasure(p, best, "eager", pool, tmp_path).kind == "clean"
@@ -71,7 +85,15 @@ def dyn_run(tmp_path_factory):
 
 
 def test_dynamic_cnn_growth_per_new_shape_drops_by_90_percent(pool, dyn_run) -> None:
-    p, found, report = fix(f"{SAMPLES / 'dynamic_cnn.py'}:Net", ["x=B,3,H,W"], ["B=1:8", "H=16:64", "W=16:64"], ["inference"], pool, dyn_run, only=("ort-options",))
+    p, found, report = fix(
+        f"{SAMPLES / 'dynamic_cnn.py'}:Net",
+        ["x=B,3,H,W"],
+        ["B=1:8", "H=16:64", "W=16:64"],
+        ["inference"],
+        pool,
+        dyn_run,
+        only=("ort-options",),
+    )
     assert [c.region for c in found.culprits] == [""]
     best = report.kept[0]
     before = best.before["growth_bytes_per_new_shape"]
@@ -88,8 +110,22 @@ def test_dynamic_cnn_growth_per_new_shape_drops_by_90_percent(pool, dyn_run) -> 
 def test_apply_refuses_a_script_outside_the_project(dyn_run, tmp_path) -> None:
     outside = tmp_path / "serve.py"
     outside.write_text('import onnxruntime\nsession = onnxruntime.InferenceSession("m.onnx")\n')
-    r = run_cli("fix", str(SAMPLES / "dynamic_cnn.py") + ":Net", *DYN, "-s", "inference", "--fixer", "ort-options",
-                "--infer-script", str(outside), "--apply", "--pick", "1", "--run-dir", str(dyn_run))
+    r = run_cli(
+        "fix",
+        str(SAMPLES / "dynamic_cnn.py") + ":Net",
+        *DYN,
+        "-s",
+        "inference",
+        "--fixer",
+        "ort-options",
+        "--infer-script",
+        str(outside),
+        "--apply",
+        "--pick",
+        "1",
+        "--run-dir",
+        str(dyn_run),
+    )
     assert r.returncode == 2, r.stdout + r.stderr
     assert "outside the project root" in r.stderr and "nothing was written" in r.stderr
     assert outside.read_text() == 'import onnxruntime\nsession = onnxruntime.InferenceSession("m.onnx")\n'
@@ -102,15 +138,30 @@ def test_fix_apply_writes_the_edit_backs_up_and_confirms(tmp_path) -> None:
     model = project / "list_append.py"
     original = (SAMPLES / "list_append.py").read_text()
     model.write_text(original)
-    r = run_cli("fix", f"{model}:Net", "-i", "x=B,32", "-s", "eager", "--json", "--apply", "--run-dir", str(tmp_path / "run"))
+    r = run_cli(
+        "fix", f"{model}:Net", "-i", "x=B,32", "-s", "eager", "--json", "--apply", "--run-dir", str(tmp_path / "run")
+    )
     assert r.returncode == 0, r.stderr  # every culprit has a kept fix, and it held when measured again
     data = json.loads(r.stdout)
-    keys = {"fixer", "region", "stage", "before_bytes_per_call", "after_bytes_per_call", "before_bytes_per_new_shape",
-            "after_bytes_per_new_shape", "equivalent", "max_abs_diff", "kept", "reason"}
+    keys = {
+        "fixer",
+        "region",
+        "stage",
+        "before_bytes_per_call",
+        "after_bytes_per_call",
+        "before_bytes_per_new_shape",
+        "after_bytes_per_new_shape",
+        "equivalent",
+        "max_abs_diff",
+        "kept",
+        "reason",
+    }
     assert data["fixes"] and all(keys <= set(f) for f in data["fixes"])
     assert any(f["kept"] for f in data["fixes"])
     (patch,) = data["patches"]
-    assert patch["path"] == "list_append.py" and patch["diff"].startswith("diff --git a/list_append.py b/list_append.py\nindex ")
+    assert patch["path"] == "list_append.py" and patch["diff"].startswith(
+        "diff --git a/list_append.py b/list_append.py\nindex "
+    )
     assert data["applied"] == ["list_append.py"]
     assert model.read_text() != original and "del self.history[:-4]" in model.read_text()  # bounded, not deleted
     (backup,) = (project / ".bisector" / "backups").glob("*/list_append.py")
@@ -119,7 +170,9 @@ def test_fix_apply_writes_the_edit_backs_up_and_confirms(tmp_path) -> None:
 
 
 def test_unknown_fixer_is_a_user_error(tmp_path) -> None:
-    r = run_cli("fix", f"{SAMPLES / 'list_append.py'}:Net", "-i", "x=B,32", "--fixer", "magic", "--run-dir", str(tmp_path))
+    r = run_cli(
+        "fix", f"{SAMPLES / 'list_append.py'}:Net", "-i", "x=B,32", "--fixer", "magic", "--run-dir", str(tmp_path)
+    )
     assert r.returncode == 2 and "unknown fixer 'magic'" in r.stderr
 
 
@@ -151,11 +204,25 @@ def test_the_new_export_file_runs(dyn_run, tmp_path) -> None:
     import subprocess
     import sys
 
-    r = run_cli("fix", str(SAMPLES / "dynamic_cnn.py") + ":Net", *DYN, "-s", "inference", "--fixer", "ort-options",
-                "--json", "--pick", "1", "--run-dir", str(dyn_run))
+    r = run_cli(
+        "fix",
+        str(SAMPLES / "dynamic_cnn.py") + ":Net",
+        *DYN,
+        "-s",
+        "inference",
+        "--fixer",
+        "ort-options",
+        "--json",
+        "--pick",
+        "1",
+        "--run-dir",
+        str(dyn_run),
+    )
     assert r.returncode == 0, r.stderr
     (patch,) = [p for p in json.loads(r.stdout)["patches"] if p["path"] == "export_onnx.py"]
-    text = "".join(line[1:] + "\n" for line in patch["diff"].splitlines() if line.startswith("+") and not line.startswith("+++ "))
+    text = "".join(
+        line[1:] + "\n" for line in patch["diff"].splitlines() if line.startswith("+") and not line.startswith("+++ ")
+    )
     (tmp_path / "export_onnx.py").write_text(text)
     (tmp_path / "sample_models").symlink_to(SAMPLES)
     check = (

@@ -30,7 +30,7 @@ def project(tmp_path: Path) -> Path:
     root = tmp_path / "proj"
     (root / "fixers").mkdir(parents=True)
     (root / "fixers" / "__init__.py").write_text(PROJECT_FIXERS)
-    (root / "fixers" / "onnx_symbolics.py").write_text('raise ImportError("the project\'s module, not bisector\'s")\n')
+    (root / "fixers" / "onnx_symbolics.py").write_text("raise ImportError(\"the project's module, not bisector's\")\n")
     model = (FIXTURES / "operators.py").read_text()
     model = model.replace("from torch import nn\n", "from torch import nn\n\nfrom fixers import SCALE\n", 1)
     model = model.replace("return self.proj(x) +", "return SCALE * self.proj(x) +", 1)
@@ -60,8 +60,17 @@ def test_bisector_fixers_import_with_a_projects_fixers_package_first_on_the_path
 def test_fix_works_on_a_model_whose_folder_has_its_own_fixers_package(tmp_path, where) -> None:
     root = project(tmp_path)
     small = ["-i", "x=B,T,8", "-d", "B=1:3", "-d", "T=5:24", "-s", "export", "--exporter", "torchscript"]
-    r = run_cli("fix", f"{root / 'model.py'}:PositionsFromMask", *small, "--fixer", "missing-symbolic", "--json",
-                "--run-dir", str(tmp_path / "run"), cwd=root if where == "project" else tmp_path)
+    r = run_cli(
+        "fix",
+        f"{root / 'model.py'}:PositionsFromMask",
+        *small,
+        "--fixer",
+        "missing-symbolic",
+        "--json",
+        "--run-dir",
+        str(tmp_path / "run"),
+        cwd=root if where == "project" else tmp_path,
+    )
     assert r.returncode == 0, r.stderr
     data = json.loads(r.stdout)
     kept = [f for f in data["fixes"] if f["kept"]]

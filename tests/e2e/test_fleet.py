@@ -26,7 +26,7 @@ MODELS = {
 # Prepended to a copy of list_append: while the marker file exists, whichever process imports the
 # model (a probe forked under the Ray task) SIGKILLs the Ray worker running its task - a worker
 # lost mid-run, as when a node goes - and notes the worker's pid.
-KILLER = '''
+KILLER = """
 import os as _os, signal as _signal
 from pathlib import Path as _Path
 _MARK = _Path(__file__).with_name("KILL_RAY_WORKER")
@@ -45,7 +45,7 @@ if _MARK.exists():
             except ProcessLookupError:
                 pass
             break
-'''
+"""
 
 
 def make_project(root: Path, models: dict[str, str], killer: str | None = None) -> Path:
@@ -73,7 +73,10 @@ _MEASURED = {"wall_s", "probes", "out", "resumed", "confidence"}
 
 def _mask(value):
     if isinstance(value, dict):
-        return {k: ("*" if k in _MEASURED or (isinstance(v, float) and k != "counts") else _mask(v)) for k, v in value.items()}
+        return {
+            k: ("*" if k in _MEASURED or (isinstance(v, float) and k != "counts") else _mask(v))
+            for k, v in value.items()
+        }
     if isinstance(value, list):
         return [_mask(v) for v in value]
     if isinstance(value, str):
@@ -89,8 +92,12 @@ def outputs(out: Path) -> dict[str, object]:
         if m.get("patch"):
             m["patch"] = "/".join(Path(m["patch"]).parts[-2:])  # patches/<file>.patch, wherever <out> is
     files = {p.name: p.read_bytes() for p in sorted((out / "patches").glob("*.patch"))}
-    return {"summary.json": _mask(summary), "summary.md": _FIGURE.sub("N", (out / "summary.md").read_text()),
-            "patches": files, "all.patch": (out / "all.patch").read_bytes() if (out / "all.patch").exists() else b""}
+    return {
+        "summary.json": _mask(summary),
+        "summary.md": _FIGURE.sub("N", (out / "summary.md").read_text()),
+        "patches": files,
+        "all.patch": (out / "all.patch").read_bytes() if (out / "all.patch").exists() else b"",
+    }
 
 
 @pytest.fixture(scope="module")
@@ -109,14 +116,28 @@ def local_run(project: Path) -> Path:
 def test_local_run_repairs_the_three_samples(local_run: Path) -> None:
     summary = json.loads((local_run / "summary.json").read_text())
     assert {Path(m["spec"]).stem.split(".")[0]: m["status"] for m in summary["models"]} == {
-        "list_append": "fixed", "clean_cnn": "clean", "forward_hook": "fixed"}
-    assert sorted(p.name for p in (local_run / "patches").iterdir()) == ["forward_hook.py.patch", "list_append.py.patch"]
+        "list_append": "fixed",
+        "clean_cnn": "clean",
+        "forward_hook": "fixed",
+    }
+    assert sorted(p.name for p in (local_run / "patches").iterdir()) == [
+        "forward_hook.py.patch",
+        "list_append.py.patch",
+    ]
 
 
 def test_shards_merged_equal_the_unsharded_run(project: Path, local_run: Path) -> None:
     # Both shards at once, as two CI jobs would run them.
-    jobs = {part: subprocess.Popen([sys.executable, "-m", "bisector", "repair", "--shard", part, "--out", f"shard{part[0]}", "--json"],
-                                   cwd=project, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for part in ("1/2", "2/2")}
+    jobs = {
+        part: subprocess.Popen(
+            [sys.executable, "-m", "bisector", "repair", "--shard", part, "--out", f"shard{part[0]}", "--json"],
+            cwd=project,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for part in ("1/2", "2/2")
+    }
     names = {}
     for part, job in jobs.items():
         stdout, stderr = job.communicate(timeout=600)
@@ -141,12 +162,15 @@ def test_merge_refuses_a_missing_shard(project: Path, local_run: Path) -> None:
     assert "no result for clean_cnn.py:Net" in r.stderr
 
 
-@pytest.mark.parametrize("args,text", [
-    (["--shard", "3/2"], "--shard 3/2: expected I/N"),
-    (["--shard", "x"], "--shard x: expected I/N"),
-    (["--executor", "dask"], "--executor dask: expected local or ray"),
-    (["--address", "auto"], "use it with --executor ray"),
-])
+@pytest.mark.parametrize(
+    "args,text",
+    [
+        (["--shard", "3/2"], "--shard 3/2: expected I/N"),
+        (["--shard", "x"], "--shard x: expected I/N"),
+        (["--executor", "dask"], "--executor dask: expected local or ray"),
+        (["--address", "auto"], "use it with --executor ray"),
+    ],
+)
 def test_bad_fleet_options_are_one_line_errors(project: Path, args: list[str], text: str) -> None:
     r = run_cli("repair", *args, "--out", "never", cwd=project)
     assert r.returncode == 2 and "Traceback" not in r.stderr
@@ -155,8 +179,10 @@ def test_bad_fleet_options_are_one_line_errors(project: Path, args: list[str], t
 
 
 def test_executor_ray_without_ray_says_how_to_install(project: Path) -> None:
-    code = ("import sys; sys.modules['ray'] = None\n"  # as if Ray were not installed
-            "from bisector.cli import main; main(['repair', '--executor', 'ray', '--out', 'never'])")
+    code = (
+        "import sys; sys.modules['ray'] = None\n"  # as if Ray were not installed
+        "from bisector.cli import main; main(['repair', '--executor', 'ray', '--out', 'never'])"
+    )
     r = subprocess.run([sys.executable, "-c", code], cwd=project, capture_output=True, text=True)
     assert r.returncode == 2 and "Traceback" not in r.stderr
     assert "pip install 'bisector[ray]'" in r.stderr
@@ -193,7 +219,9 @@ def test_ray_run_writes_what_the_local_executor_writes(ray_local, project: Path,
         on_disk = json.loads((project / "ray" / "summary.json").read_text())
         seen.append((state.done, state.running + state.queued, len(on_disk["models"]), len(on_disk.get("pending", []))))
 
-    summary = api.repair(config=str(project / "pyproject.toml"), out=str(project / "ray"), executor="ray", progress=progress)
+    summary = api.repair(
+        config=str(project / "pyproject.toml"), out=str(project / "ray"), executor="ray", progress=progress
+    )
     assert summary.exit_code == 0
     assert outputs(project / "ray") == outputs(local_run)
     assert seen == [(1, 2, 1, 2), (2, 1, 2, 1), (3, 0, 3, 0)]

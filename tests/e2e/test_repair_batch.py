@@ -17,7 +17,10 @@ MODELS = {
     "list_append": ('inputs = ["x=B,32"]', "fixed"),
     "shape_cache": ('inputs = ["x=B,3,H,W"]\ndims = ["B=1:2", "H=16:96", "W=16:96"]', "fixed"),
     "clean_cnn": ('inputs = ["x=B,3,H,W"]\ndims = ["B=1:4", "H=8:32", "W=8:32"]', "clean"),
-    "symbolic_leak": ('inputs = ["x=B,32"]\nstages = ["export"]\nexporter = "torchscript"\nfixers = ["symbolic-functions"]', "fixed"),
+    "symbolic_leak": (
+        'inputs = ["x=B,32"]\nstages = ["export"]\nexporter = "torchscript"\nfixers = ["symbolic-functions"]',
+        "fixed",
+    ),
     "native_leak": ('inputs = ["x=B,16"]', "unfixed"),
 }
 
@@ -49,7 +52,9 @@ def test_repair_writes_patches_and_a_summary(project: Path, first_run) -> None:
     assert table.startswith("| model | status |") and "`list_append.py:Net` | fixed" in table
     assert json.loads((out / "summary.json").read_text())["counts"] == {"fixed": 3, "clean": 1, "unfixed": 1}
     for name in ("list_append", "shape_cache", "symbolic_leak"):
-        assert (out / "patches" / f"{name}.py.patch").read_text().startswith(f"diff --git a/{name}.py b/{name}.py\nindex ")
+        assert (
+            (out / "patches" / f"{name}.py.patch").read_text().startswith(f"diff --git a/{name}.py b/{name}.py\nindex ")
+        )
     assert "| no patch |" in table  # a clean model gets no (empty) patch file
 
 
@@ -60,7 +65,9 @@ def test_a_second_run_resumes_without_probing(project: Path, first_run) -> None:
 
 
 @pytest.mark.parametrize("name", ["list_append", "shape_cache", "symbolic_leak"])
-def test_each_patch_applies_measures_clean_and_is_idempotent(project: Path, first_run, name: str, tmp_path: Path) -> None:
+def test_each_patch_applies_measures_clean_and_is_idempotent(
+    project: Path, first_run, name: str, tmp_path: Path
+) -> None:
     patch = project / ".bisector" / "repair" / "patches" / f"{name}.py.patch"
     copy = tmp_path / "copy"
     copy.mkdir()

@@ -20,8 +20,14 @@ from tests.conftest import ROOT, SAMPLES, run_cli
 pytestmark = pytest.mark.probe
 
 CHROMIUM_FLAGS = (
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-    "--disable-component-update", "--disable-sync",
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
 )
 
 
@@ -36,8 +42,20 @@ def chromium() -> str | None:
 @pytest.fixture(scope="module")
 def list_append_run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     base = tmp_path_factory.mktemp("list_append")
-    r = run_cli("find", f"{SAMPLES / 'list_append.py'}:Net", "-i", "x=B,32", "-s", "eager", "--run-dir", str(base / "run"),
-                "--report", str(base / "report"), "--bundle", str(base / "bundle"))
+    r = run_cli(
+        "find",
+        f"{SAMPLES / 'list_append.py'}:Net",
+        "-i",
+        "x=B,32",
+        "-s",
+        "eager",
+        "--run-dir",
+        str(base / "run"),
+        "--report",
+        str(base / "report"),
+        "--bundle",
+        str(base / "bundle"),
+    )
     assert r.returncode == 1, r.stderr
     return {"base": base, "stdout": r.stdout, "stderr": r.stderr}
 
@@ -58,7 +76,14 @@ def run_repro(bundle: Path, *args: str) -> list[tuple[int, float, float | None, 
     for line in done.stdout.splitlines():
         m = re.match(r"^\s*(\d+)\s+([-\d.]+ [KMG]?B)\s+([-\d.]+ [KMG]?B|-)\s+(\d+)\s*$", line)
         if m:
-            rows.append((int(m.group(1)), _bytes(m.group(2)), None if m.group(3) == "-" else _bytes(m.group(3)), int(m.group(4))))
+            rows.append(
+                (
+                    int(m.group(1)),
+                    _bytes(m.group(2)),
+                    None if m.group(3) == "-" else _bytes(m.group(3)),
+                    int(m.group(4)),
+                )
+            )
     assert len(rows) >= 3, done.stdout
     return rows
 
@@ -106,12 +131,18 @@ def test_find_writes_the_report_and_the_bundle_and_says_where(list_append_run) -
 def test_report_renders_in_headless_chromium(list_append_run, tmp_path) -> None:
     exe = chromium()
     if exe is None:
-        pytest.skip("Debian's chromium is not installed and could not be (.ci/run installs it with apt-get where it can)")
+        pytest.skip(
+            "Debian's chromium is not installed and could not be (.ci/run installs it with apt-get where it can)"
+        )
     page = list_append_run["base"] / "report" / "index.html"
     shot = tmp_path / "report.png"
     common = [exe, *CHROMIUM_FLAGS, f"--user-data-dir={tmp_path / 'profile'}", "--enable-logging=stderr", "--v=0"]
-    taken = subprocess.run([*common, "--window-size=1200,1400", f"--screenshot={shot}", page.as_uri()],
-                           capture_output=True, text=True, timeout=120)
+    taken = subprocess.run(
+        [*common, "--window-size=1200,1400", f"--screenshot={shot}", page.as_uri()],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     dom = subprocess.run([*common, "--dump-dom", page.as_uri()], capture_output=True, text=True, timeout=120)
     if os.environ.get("BISECTOR_SCREENSHOT_DIR"):
         shutil.copy(shot, Path(os.environ["BISECTOR_SCREENSHOT_DIR"]) / "report.png")
@@ -121,7 +152,9 @@ def test_report_renders_in_headless_chromium(list_append_run, tmp_path) -> None:
     body = re.search(r"<body([^>]*)>", dom.stdout)
     assert body is not None, dom.stdout[:500]
     assert 'data-broken="0"' in body.group(1)
-    stages = re.findall(r"class=\"card [^\"]*stage\" data-stage=\"(\w+)\"", dom.stdout) or re.findall(r"data-stage=\"(\w+)\"", dom.stdout)
+    stages = re.findall(r"class=\"card [^\"]*stage\" data-stage=\"(\w+)\"", dom.stdout) or re.findall(
+        r"data-stage=\"(\w+)\"", dom.stdout
+    )
     charts = re.findall(r'<img class="chart stage-chart"', dom.stdout)
     assert stages == ["eager"] and len(charts) == len(stages)
 
@@ -153,7 +186,16 @@ def test_report_command_renders_again_from_the_run_directory(list_append_run, tm
 
 def test_list_append_bundle_repro_shows_objects_growing(list_append_run) -> None:
     bundle = list_append_run["base"] / "bundle" / "eager-blocks.1"
-    for name in ("repro.py", "bundle.json", "inputs.npz", "inputs.json", "curves.json", "curves.png", "env.txt", "ISSUE.md"):
+    for name in (
+        "repro.py",
+        "bundle.json",
+        "inputs.npz",
+        "inputs.json",
+        "curves.json",
+        "curves.png",
+        "env.txt",
+        "ISSUE.md",
+    ):
         assert (bundle / name).is_file(), name
     assert_no_bisector_import(bundle)
     env = (bundle / "env.txt").read_text()
@@ -165,8 +207,21 @@ def test_list_append_bundle_repro_shows_objects_growing(list_append_run) -> None
 
 
 def test_scripted_export_bundle_repro_grows_per_export(tmp_path) -> None:
-    r = run_cli("find", f"{SAMPLES / 'symbolic_leak.py'}:Net", "-i", "x=B,32", "-s", "export", "--exporter", "torchscript",
-                "--run-dir", str(tmp_path / "run"), "--bundle", str(tmp_path / "bundle"), "--json")
+    r = run_cli(
+        "find",
+        f"{SAMPLES / 'symbolic_leak.py'}:Net",
+        "-i",
+        "x=B,32",
+        "-s",
+        "export",
+        "--exporter",
+        "torchscript",
+        "--run-dir",
+        str(tmp_path / "run"),
+        "--bundle",
+        str(tmp_path / "bundle"),
+        "--json",
+    )
     assert r.returncode == 1, r.stderr
     data = json.loads(r.stdout)
     bundle = tmp_path / "bundle" / "export-blocks.0.act"
@@ -180,8 +235,22 @@ def test_scripted_export_bundle_repro_grows_per_export(tmp_path) -> None:
 
 
 def test_clean_model_bundle_repro_is_flat(tmp_path) -> None:
-    r = run_cli("measure", f"{SAMPLES / 'clean_cnn.py'}:Net", "-i", "x=B,3,H,W", "--dim", "B=1:4", "--dim", "H=8:32", "--dim", "W=8:32",
-                "-s", "eager", "--bundle", str(tmp_path / "bundle"))
+    r = run_cli(
+        "measure",
+        f"{SAMPLES / 'clean_cnn.py'}:Net",
+        "-i",
+        "x=B,3,H,W",
+        "--dim",
+        "B=1:4",
+        "--dim",
+        "H=8:32",
+        "--dim",
+        "W=8:32",
+        "-s",
+        "eager",
+        "--bundle",
+        str(tmp_path / "bundle"),
+    )
     assert r.returncode == 0, r.stderr
     bundle = tmp_path / "bundle" / "eager-root"
     heap, objects = second_half_rates(run_repro(bundle, "--calls", "60", "--every", "10"))
@@ -189,8 +258,16 @@ def test_clean_model_bundle_repro_is_flat(tmp_path) -> None:
 
 
 def test_a_crashed_probe_keeps_its_folder_under_the_run_directory_and_the_error_says_where(tmp_path) -> None:
-    r = run_cli("find", f"{ROOT / 'tests' / 'fixtures' / 'crashers.py'}:Segfault", "-i", "x=B,4", "-s", "eager",
-                "--run-dir", str(tmp_path / "run"))
+    r = run_cli(
+        "find",
+        f"{ROOT / 'tests' / 'fixtures' / 'crashers.py'}:Segfault",
+        "-i",
+        "x=B,4",
+        "-s",
+        "eager",
+        "--run-dir",
+        str(tmp_path / "run"),
+    )
     assert r.returncode == 4, r.stderr
     m = re.search(r"killed by SIGSEGV \(probe folder kept: (\S+)\)", r.stdout)
     assert m is not None, r.stdout
@@ -202,8 +279,12 @@ def test_a_crashed_probe_keeps_its_folder_under_the_run_directory_and_the_error_
 
 def test_repair_writes_an_index_and_a_bundle_whose_repro_shows_the_native_leak(tmp_path) -> None:
     manifest = tmp_path / "models.toml"
-    manifest.write_text(f'stages = ["eager"]\n[[models]]\nspec = "{SAMPLES / "native_leak.py"}:Net"\ninputs = ["x=B,16"]\n')
-    r = run_cli("repair", "--manifest", str(manifest), "--out", str(tmp_path / "out"), "--report", str(tmp_path / "report"))
+    manifest.write_text(
+        f'stages = ["eager"]\n[[models]]\nspec = "{SAMPLES / "native_leak.py"}:Net"\ninputs = ["x=B,16"]\n'
+    )
+    r = run_cli(
+        "repair", "--manifest", str(manifest), "--out", str(tmp_path / "out"), "--report", str(tmp_path / "report")
+    )
     assert r.returncode == 1, r.stderr  # no fixer frees ctypes memory: unfixed
     assert f"report: {tmp_path / 'report' / 'index.html'}" in r.stderr
     index = (tmp_path / "report" / "index.html").read_text()

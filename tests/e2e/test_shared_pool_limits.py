@@ -25,15 +25,24 @@ def test_the_plugin_pool_honours_a_models_timeout(bisector, tmp_path: Path) -> N
 
 
 def test_the_plugin_pool_honours_a_models_memory_cap(bisector) -> None:
-    report = bisector.measure(f"{SPAWNERS}:HoldsMemory", ["x=B,8"], ["B=2"], stages=["eager"], mem_cap="500MB", retries=0)
+    report = bisector.measure(
+        f"{SPAWNERS}:HoldsMemory", ["x=B,8"], ["B=2"], stages=["eager"], mem_cap="500MB", retries=0
+    )
     r = report.stages["eager"]
     assert r.kind == "crashed" and r.failure.reason == "memory-cap", r.failure
 
 
 def test_the_plugin_pool_honours_fresh(bisector, tmp_path: Path) -> None:
     pidfile = tmp_path / "parent.pid"
-    bisector.measure(f"{SPAWNERS}:TellParent", ["x=B,8"], ["B=2"], stages=["eager"], fresh=True, retries=0,
-                     init_kwargs={"pidfile": str(pidfile)})
+    bisector.measure(
+        f"{SPAWNERS}:TellParent",
+        ["x=B,8"],
+        ["B=2"],
+        stages=["eager"],
+        fresh=True,
+        retries=0,
+        init_kwargs={"pidfile": str(pidfile)},
+    )
     # A fresh probe is this process's own child; a forked one would be the probe server's.
     assert int(pidfile.read_text()) == os.getpid()
 

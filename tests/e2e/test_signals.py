@@ -28,9 +28,29 @@ def start(tmp_path: Path, command: str, *extra: str) -> tuple[subprocess.Popen, 
     tmp = tmp_path / "tmp"
     tmp.mkdir()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "bisector", command, HANG, "--init-kwargs", json.dumps({"pidfile": str(pidfile)}),
-         "--input", "x=B,8", "--dim", "B=2", "--stage", "eager", "--timeout", "200", *extra],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path, env={**os.environ, "TMPDIR": str(tmp)},
+        [
+            sys.executable,
+            "-m",
+            "bisector",
+            command,
+            HANG,
+            "--init-kwargs",
+            json.dumps({"pidfile": str(pidfile)}),
+            "--input",
+            "x=B,8",
+            "--dim",
+            "B=2",
+            "--stage",
+            "eager",
+            "--timeout",
+            "200",
+            *extra,
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=tmp_path,
+        env={**os.environ, "TMPDIR": str(tmp)},
     )
     deadline = time.monotonic() + 120
     while not pidfile.exists():
@@ -110,8 +130,24 @@ def test_ctrl_c_after_apply_says_which_files_were_written_and_where_the_backups_
     original = (SAMPLES / "list_append.py").read_text()
     model.write_text(original)
     proc = subprocess.Popen(
-        [sys.executable, "-m", "bisector", "fix", "net.py:Net", "-i", "x=B,32", "--dim", "B=1:2", "-s", "eager", "--apply"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=project,
+        [
+            sys.executable,
+            "-m",
+            "bisector",
+            "fix",
+            "net.py:Net",
+            "-i",
+            "x=B,32",
+            "--dim",
+            "B=1:2",
+            "-s",
+            "eager",
+            "--apply",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=project,
     )
     deadline = time.monotonic() + 300
     while model.read_text() == original:  # --apply has written: the re-measurement starts now
@@ -134,7 +170,9 @@ def test_ctrl_c_in_a_script_calling_the_api_stops_at_once(tmp_path: Path) -> Non
         "from bisector import api\n"
         f"api.measure({HANG!r}, ['x=B,8'], ['B=2'], stages=['eager'], init_kwargs={{'pidfile': {str(pidfile)!r}}}, timeout_s=200)\n"
     )
-    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path
+    )
     deadline = time.monotonic() + 120
     while not pidfile.exists():
         assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()[1][-2000:]
@@ -168,11 +206,16 @@ def test_a_signal_while_the_probe_server_is_still_starting_stops_at_once(tmp_pat
     tmp.mkdir()
     proc = subprocess.Popen(
         [sys.executable, "-m", "bisector", "measure", HANG, "--input", "x=B,8", "--dim", "B=2", "--stage", "eager"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path, env={**os.environ, "TMPDIR": str(tmp)},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=tmp_path,
+        env={**os.environ, "TMPDIR": str(tmp)},
     )
     deadline = time.monotonic() + 60
     server = None
-    def server_child() -> "psutil.Process | None":
+
+    def server_child() -> psutil.Process | None:
         for c in psutil.Process(proc.pid).children():
             try:
                 if "bisector.probe.server" in " ".join(c.cmdline()):

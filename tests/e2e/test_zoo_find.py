@@ -23,7 +23,13 @@ DYNAMO_EXPORT_SEARCHED = {"forward_hook"}
 
 def test_the_zoo_has_every_kind_the_design_needs() -> None:
     kinds = {(stage, kind) for t in TRUTHS for stage, kind in t.stages.items()}
-    assert {("eager", LEAK), ("export", LEAK), ("eager", SHAPE_GROWTH), ("inference", SHAPE_GROWTH), ("inference", CLEAN)} <= kinds
+    assert {
+        ("eager", LEAK),
+        ("export", LEAK),
+        ("eager", SHAPE_GROWTH),
+        ("inference", SHAPE_GROWTH),
+        ("inference", CLEAN),
+    } <= kinds
     assert any(t.gpu_only for t in TRUTHS)
     assert sum(1 for t in TRUTHS if "hf_" in t.path and t.culprits) >= 2
     assert sum(1 for t in TRUTHS if "hf_" in t.path and not t.culprits) >= 2
@@ -39,12 +45,16 @@ def _stages(truth) -> list[str]:
 )
 def test_sample_verdicts_and_culprits(truth, pool, tmp_path) -> None:
     stages = _stages(truth)
-    prepared = api.prepare(truth.target, truth.inputs, truth.dims, stages=stages, exporter=truth.exporter, device=truth.device)
+    prepared = api.prepare(
+        truth.target, truth.inputs, truth.dims, stages=stages, exporter=truth.exporter, device=truth.device
+    )
     report = find(prepared.model, prepared.plan, prepared.options, run_dir=tmp_path, pool=pool)
     got = {s: report.measure.stages[s].kind for s in stages}
     # "clean" states the model's code: growth the toolchain's own files keep is reported apart.
     got = {s: CLEAN if k == TOOLCHAIN_LEAK and truth.stages[s] == CLEAN else k for s, k in got.items()}
-    assert got == {s: truth.stages[s] for s in stages}, {s: r.verdict.reasons if r.verdict else r.failure for s, r in report.measure.stages.items()}
+    assert got == {s: truth.stages[s] for s in stages}, {
+        s: r.verdict.reasons if r.verdict else r.failure for s, r in report.measure.stages.items()
+    }
     for s in stages:
         v = report.measure.stages[s].verdict
         assert v is not None and (v.floor_bytes_per_call is not None or v.growth_metric != "heap")

@@ -8,7 +8,6 @@ from __future__ import annotations
 import ast
 
 import pytest
-
 from bisector.fixers import Fixer, addresses, all_fixers
 
 FIXERS = all_fixers()
@@ -38,7 +37,11 @@ def test_fixer_example(fixer, example) -> None:
             assert e.after != e.before
             assert e.path in example.target.sources
     if example.expect:
-        texts = [c.summary for c in proposed] + [e.after for c in proposed for e in c.edits] + [str(c.probe) for c in proposed]
+        texts = (
+            [c.summary for c in proposed]
+            + [e.after for c in proposed for e in c.edits]
+            + [str(c.probe) for c in proposed]
+        )
         assert any(example.expect in t for t in texts), texts
     # Every example that edits code states the edited sources, compared byte for byte.
     assert [e.after for c in proposed for e in c.edits] == list(example.edited)
@@ -48,7 +51,9 @@ def test_source_edits_keep_comments_and_formatting() -> None:
     from bisector.fixers.append_only import FIXER
 
     example = next(ex for ex in FIXER.examples if ex.name.startswith("a list on the module"))
-    (edit,) = [e for c in FIXER.propose(example.target) for e in c.edits if "deque" not in e.after and "del " not in e.after]
+    (edit,) = [
+        e for c in FIXER.propose(example.target) for e in c.edits if "deque" not in e.after and "del " not in e.after
+    ]
     before_lines = edit.before.splitlines()
     after_lines = edit.after.splitlines()
     assert [ln for ln in before_lines if "history.append" not in ln] == after_lines
@@ -59,7 +64,11 @@ def test_removing_the_only_statement_of_a_block_leaves_valid_python() -> None:
     from bisector.fixers.base import FixTarget
 
     src = "KEPT = []\n\nclass K:\n    def forward(self, x):\n        if x is not None:\n            KEPT.append(x)\n        return x\n"
-    (cand,) = [c for c in FIXER.propose(FixTarget("eager", "leak", region_type="m.K", sources={"m.py": src})) if c.edits and "del " not in c.edits[0].after]
+    (cand,) = [
+        c
+        for c in FIXER.propose(FixTarget("eager", "leak", region_type="m.K", sources={"m.py": src}))
+        if c.edits and "del " not in c.edits[0].after
+    ]
     after = cand.edits[0].after
     ast.parse(after)
     assert "pass" in after and "KEPT.append" not in after
@@ -92,7 +101,9 @@ def test_a_plugin_fixer_from_an_entry_point_is_listed(monkeypatch) -> None:
         def load(self):
             raise ImportError("not installed")
 
-    monkeypatch.setattr(metadata, "entry_points", lambda **kw: [EP(), Broken()] if kw.get("group") == registry.ENTRY_POINT_GROUP else [])
+    monkeypatch.setattr(
+        metadata, "entry_points", lambda **kw: [EP(), Broken()] if kw.get("group") == registry.ENTRY_POINT_GROUP else []
+    )
     fixers = registry.all_fixers()
     names = [f.name for f in fixers]
     assert "plugin-fixer" in names and "append-only" in names and "python-leaks" in registry.names(fixers)

@@ -6,8 +6,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import bisector.fixers
-from bisector import caches
 from bisector.fixers import FOLDER
+
+from bisector import caches
 from bisector.owners import installed_own
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-
 from bisector.fixers.onnx_symbolics import SYMBOLICS, operators_in, register, registration_code, unsupported_operator
 
 
@@ -29,8 +28,14 @@ def test_registered_symbolics_match_torch_on_several_shapes(tmp_path) -> None:
     register(list(SYMBOLICS))
     try:
         axes = {"x": {0: "B", 1: "T"}, "ids": {0: "B", 1: "T"}}
-        torch.onnx.export(Ops(), (torch.randn(4, 6), torch.randint(0, 9, (4, 6))), path, dynamo=False,
-                          input_names=["x", "ids"], dynamic_axes=axes)
+        torch.onnx.export(
+            Ops(),
+            (torch.randn(4, 6), torch.randint(0, 9, (4, 6))),
+            path,
+            dynamo=False,
+            input_names=["x", "ids"],
+            dynamic_axes=axes,
+        )
     finally:
         for op in SYMBOLICS:
             torch.onnx.unregister_custom_op_symbolic(op, SYMBOLICS[op].opset)
@@ -47,7 +52,10 @@ def test_registered_symbolics_match_torch_on_several_shapes(tmp_path) -> None:
     ("message", "ops"),
     [
         ("Exporting the operator 'aten::diff' to ONNX opset version 20 is not supported", ["aten::diff"]),
-        ("Type Error: Type 'tensor(bool)' of input parameter (/m/Not_output_0) of operator (CumSum) in node (/m/CumSum) is invalid.", ["aten::cumsum"]),
+        (
+            "Type Error: Type 'tensor(bool)' of input parameter (/m/Not_output_0) of operator (CumSum) in node (/m/CumSum) is invalid.",
+            ["aten::cumsum"],
+        ),
         ("shape mismatch", []),
     ],
 )
@@ -56,7 +64,10 @@ def test_failures_point_at_operators(message, ops) -> None:
 
 
 def test_an_unknown_unsupported_operator_is_still_named() -> None:
-    assert unsupported_operator("Exporting the operator 'aten::stft' to ONNX opset version 20 is not supported") == "aten::stft"
+    assert (
+        unsupported_operator("Exporting the operator 'aten::stft' to ONNX opset version 20 is not supported")
+        == "aten::stft"
+    )
 
 
 def test_registration_code_stands_alone() -> None:

@@ -88,15 +88,20 @@ def test_a_plugin_that_fails_to_load_warns_once_and_the_rest_load(monkeypatch, c
     again = load()
     assert [f.name for f in first.fixers][-1] == "plugin-fixer" and "append-only" in [f.name for f in first.fixers]
     assert [(b.name, b.value) for b in first.broken] == [
-        ("broken", "their_pkg.fix:FIXER"), ("not-a-fixer", "odd_pkg:THING"), ("again", "dup_pkg:FIXER")]
+        ("broken", "their_pkg.fix:FIXER"),
+        ("not-a-fixer", "odd_pkg:THING"),
+        ("again", "dup_pkg:FIXER"),
+    ]
     assert first.broken[0].error == "ImportError: No module named 'their_pkg'"
     assert first.broken[1].error.startswith("TypeError: odd_pkg:THING is not a Fixer")
     assert first.broken[2].error == "ValueError: a fixer named 'plugin-fixer' is already registered"
     assert again.broken == first.broken and [f.name for f in again.fixers] == [f.name for f in first.fixers]
     lines = capsys.readouterr().err.splitlines()
     assert len(lines) == 3  # one line per broken plugin, however often the fixers load
-    assert lines[0] == ("bisector: warning: fixer plugin 'broken' (their_pkg.fix:FIXER) failed to load, skipped: "
-                        "ImportError: No module named 'their_pkg'")
+    assert lines[0] == (
+        "bisector: warning: fixer plugin 'broken' (their_pkg.fix:FIXER) failed to load, skipped: "
+        "ImportError: No module named 'their_pkg'"
+    )
 
 
 def test_bisector_fixers_lists_a_broken_plugin(monkeypatch, capsys) -> None:
@@ -115,6 +120,8 @@ def test_bisector_fixers_lists_a_broken_plugin(monkeypatch, capsys) -> None:
     assert "fixer plugin 'broken'" in out.err
     list_fixers()
     text = capsys.readouterr().out.splitlines()
-    assert any(line.startswith("broken ") and line.endswith("broken: ImportError: No module named 'their_pkg'")
-               for line in text)
+    assert any(
+        line.startswith("broken ") and line.endswith("broken: ImportError: No module named 'their_pkg'")
+        for line in text
+    )
     assert any(line.startswith("python-leaks") and "append-only" in line for line in text)

@@ -83,8 +83,10 @@ def test_the_users_dims_are_kept() -> None:
     ("name", "why"),
     [
         ("TwoInputs", "first layer: forward takes 2 inputs (x, y); a first layer tells only one"),
-        ("NoKnownLayer",
-         "first layer: no Conv1d/2d/3d, Linear, Embedding, LSTM/GRU/RNN or TransformerEncoder in the model"),
+        (
+            "NoKnownLayer",
+            "first layer: no Conv1d/2d/3d, Linear, Embedding, LSTM/GRU/RNN or TransformerEncoder in the model",
+        ),
     ],
 )
 def test_what_cannot_be_inferred_says_what_was_tried(name: str, why: str) -> None:
@@ -97,10 +99,18 @@ def test_what_cannot_be_inferred_says_what_was_tried(name: str, why: str) -> Non
 @pytest.mark.parametrize(
     ("factory", "inputs", "dims", "source"),
     [
-        ("gpt2", ["input_ids=B,T:int64:0:100"], {"B": B, "T": [5, 64]},
-         "GPT2Model: input_ids, vocab_size=100, max_position_embeddings=64"),
-        ("bert", ["input_ids=B,T:int64:0:100"], {"B": B, "T": SIZE},
-         "BertModel: input_ids, vocab_size=100, max_position_embeddings=128"),
+        (
+            "gpt2",
+            ["input_ids=B,T:int64:0:100"],
+            {"B": B, "T": [5, 64]},
+            "GPT2Model: input_ids, vocab_size=100, max_position_embeddings=64",
+        ),
+        (
+            "bert",
+            ["input_ids=B,T:int64:0:100"],
+            {"B": B, "T": SIZE},
+            "BertModel: input_ids, vocab_size=100, max_position_embeddings=128",
+        ),
         ("vit", ["pixel_values=B,3,32,32"], {"B": B}, "ViTModel: pixel_values, num_channels=3, image_size=32"),
     ],
 )

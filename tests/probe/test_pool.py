@@ -76,7 +76,9 @@ def test_the_server_survives_crashes_and_serves_again(pool: ProbePool) -> None:
         ("NUMBER", "load", "is int, not an nn.Module class"),
     ],
 )
-def test_user_code_errors_come_back_as_failures_with_their_traceback(pool: ProbePool, name: str, where: str, text: str) -> None:
+def test_user_code_errors_come_back_as_failures_with_their_traceback(
+    pool: ProbePool, name: str, where: str, text: str
+) -> None:
     result = pool.run(request(name))
     assert isinstance(result, ProbeFailed)
     assert result.where == where

@@ -59,7 +59,9 @@ def test_a_helper_process_over_the_cap_kills_the_probe_and_the_helper(pool: Prob
     [("StraySleep", False), ("StraySleep", True), ("DaemonSleep", False)],
     ids=["server", "fresh", "daemonized"],
 )
-def test_a_process_the_forward_leaves_running_ends_with_the_probe(pool: ProbePool, tmp_path: Path, model: str, fresh: bool) -> None:
+def test_a_process_the_forward_leaves_running_ends_with_the_probe(
+    pool: ProbePool, tmp_path: Path, model: str, fresh: bool
+) -> None:
     pidfile = tmp_path / "sleep.pid"
     result = pool.run(request(model, pidfile=str(pidfile)), fresh=fresh)
     assert isinstance(result, ProbeOk), result

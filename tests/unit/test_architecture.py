@@ -27,7 +27,12 @@ def bisector_imports(path: Path) -> list[str]:
 def test_fixers_import_nothing_from_bisector_but_the_fixers() -> None:
     files = sorted(FIXERS.glob("*.py"))
     assert files
-    bad = {f.name: m for f in files for m in bisector_imports(f) if not m.startswith("bisector.fixers") and m not in VOCABULARIES}
+    bad = {
+        f.name: m
+        for f in files
+        for m in bisector_imports(f)
+        if not m.startswith("bisector.fixers") and m not in VOCABULARIES
+    }
     assert not bad, f"fixers reach into bisector: {bad}"
 
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from bisector.project_check import prove
 from bisector.patching.diff import Patch
+from bisector.project_check import prove
 
 
 def project(tmp_path: Path) -> Path:
@@ -56,8 +56,11 @@ def test_bad_manifest_keys_are_one_line_user_errors(tmp_path: Path) -> None:
 
     manifest = tmp_path / "models.toml"
     # The manifest schema (config.py) words them, naming the entry and the key.
-    for bad, word in (('pick = "two"', r"pick: expected a whole number"), ("check = 3", r"check: expected a string"),
-                      ("prefer = [1]", r"prefer: expected a string")):
+    for bad, word in (
+        ('pick = "two"', r"pick: expected a whole number"),
+        ("check = 3", r"check: expected a string"),
+        ("prefer = [1]", r"prefer: expected a string"),
+    ):
         manifest.write_text(f'[[models]]\nspec = "m.py:Net"\n{bad}\n')
         with pytest.raises(UserError, match=word):
             load_models(manifest=str(manifest))

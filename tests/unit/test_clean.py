@@ -72,8 +72,13 @@ def test_entries_list_each_run_capture_and_backup_with_size_and_age(places: tupl
     run, cache = places
     found = {(e.kind, e.path.name): e for e in entries(run, cache)}
     assert set(found) == {
-        (CONTROL_CACHE, "controls"), (RUN, "net-Net-aaaa"), (RUN, "net-Net-bbbb"), (CAPTURE, "net-Net-old"),
-        (CAPTURE, "net-Net-new"), (REPAIR, "repair"), (BACKUP, "20250101-120000"),
+        (CONTROL_CACHE, "controls"),
+        (RUN, "net-Net-aaaa"),
+        (RUN, "net-Net-bbbb"),
+        (CAPTURE, "net-Net-old"),
+        (CAPTURE, "net-Net-new"),
+        (REPAIR, "repair"),
+        (BACKUP, "20250101-120000"),
     }  # .gitignore is not listed: it keeps the run data out of git
     assert found[(CAPTURE, "net-Net-old")].size == 50_000
     assert found[(RUN, "net-Net-aaaa")].age_days(NOW) == pytest.approx(10)

@@ -41,7 +41,9 @@ def test_missing_file() -> None:
 
 
 def test_missing_name_suggests_what_exists() -> None:
-    _one_line_error(run_cli("measure", f"{FIXTURES / 'crashers.py'}:Segfalt", "-i", "x=B,8"), "defines no 'Segfalt'; it defines")
+    _one_line_error(
+        run_cli("measure", f"{FIXTURES / 'crashers.py'}:Segfalt", "-i", "x=B,8"), "defines no 'Segfalt'; it defines"
+    )
 
 
 def test_bad_input_grammar() -> None:

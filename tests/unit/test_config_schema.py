@@ -35,7 +35,10 @@ def test_a_misspelt_key_is_refused_with_the_right_one(tmp_path: Path) -> None:
 
 
 def test_a_misspelt_key_in_a_model_entry_names_the_entry(tmp_path: Path) -> None:
-    root = _project(tmp_path, '[tool.bisector]\n[[tool.bisector.models]]\nspec = "net.py:Net"\n[[tool.bisector.models]]\nspec = "net.py:Net"\nmem_cp = "2GB"\n')
+    root = _project(
+        tmp_path,
+        '[tool.bisector]\n[[tool.bisector.models]]\nspec = "net.py:Net"\n[[tool.bisector.models]]\nspec = "net.py:Net"\nmem_cp = "2GB"\n',
+    )
     text = _error(load_config, str(root / "net.py"))
     assert "[[tool.bisector.models]] #2 (net.py:Net) mem_cp: unknown key; did you mean mem_cap?" in text
     assert str(root / "pyproject.toml") in text
@@ -82,7 +85,7 @@ def test_valid_tables_still_load(tmp_path: Path) -> None:
     root = _project(
         tmp_path,
         '[tool.bisector]\ninputs = "x=B,8"\ndims = {B = "1:4"}\nstages = "eager"\ntimeout = 30\nmem_cap = "2GB"\n'
-        'noise_rss = 5000000\nfresh = true\nseed = 3\n'
+        "noise_rss = 5000000\nfresh = true\nseed = 3\n"
         '[[tool.bisector.models]]\nspec = "net.py:Net"\ninit_kwargs = {depth = 2}\nexport_script = "export.py"\n',
     )
     cfg = load_config(str(root / "net.py"))

@@ -21,48 +21,109 @@ from tests.contract import check_cli_output, contract_errors
 
 def _stage(kind: str = "clean") -> dict[str, Any]:
     return {
-        "verdict": kind, "growth_bytes_per_call": 0.0, "growth_bytes_per_new_shape": 0.0,
-        "baseline_bytes_per_call": 0.0, "baseline_bytes_per_new_shape": 0.0, "noise_bytes": 10.0,
-        "attempts": 1, "probes": 2,
+        "verdict": kind,
+        "growth_bytes_per_call": 0.0,
+        "growth_bytes_per_new_shape": 0.0,
+        "baseline_bytes_per_call": 0.0,
+        "baseline_bytes_per_new_shape": 0.0,
+        "noise_bytes": 10.0,
+        "attempts": 1,
+        "probes": 2,
         "samples": [{"phase": "repeat", "dims": {"B": 2}, "rss": 1.0, "heap": 2.0}],
     }
 
 
 def _measure() -> dict[str, Any]:
     return {
-        "spec": "net.py:Net", "model": {"path": "/p/net.py", "name": "Net", "init_kwargs": {}}, "inputs": "x=B,8",
-        "dims": {"B": [1, 4]}, "verdict": "leak", "stages": {"eager": _stage("leak"), "export": _stage()},
-        "bands": {"rss": 5e6, "gpu": 2e8}, "probes": 4, "wall_s": 1.5,
+        "spec": "net.py:Net",
+        "model": {"path": "/p/net.py", "name": "Net", "init_kwargs": {}},
+        "inputs": "x=B,8",
+        "dims": {"B": [1, 4]},
+        "verdict": "leak",
+        "stages": {"eager": _stage("leak"), "export": _stage()},
+        "bands": {"rss": 5e6, "gpu": 2e8},
+        "probes": 4,
+        "wall_s": 1.5,
     }
 
 
 def _culprit() -> dict[str, Any]:
-    return {"region": "blocks.1", "stage": "eager", "kind": "leak", "growth_bytes_per_call": 472.0,
-            "growth_bytes_per_new_shape": 0.0, "own_code": True, "type": "Recorder", "hint": "clear it"}
+    return {
+        "region": "blocks.1",
+        "stage": "eager",
+        "kind": "leak",
+        "growth_bytes_per_call": 472.0,
+        "growth_bytes_per_new_shape": 0.0,
+        "own_code": True,
+        "type": "Recorder",
+        "hint": "clear it",
+    }
 
 
 def _find() -> dict[str, Any]:
-    search = {"root": "leak", "culprits": [_culprit()], "unprobeable": [], "inconclusive": [],
-              "tested": [{"regions": [""], "kind": "leak"}], "complete": True}
-    return {**_measure(), "culprits": [_culprit()], "search": {"eager": search}, "modules": 6, "reused_probes": 0,
-            "run_dir": "/p/.bisector/runs/net", "complete": True}
+    search = {
+        "root": "leak",
+        "culprits": [_culprit()],
+        "unprobeable": [],
+        "inconclusive": [],
+        "tested": [{"regions": [""], "kind": "leak"}],
+        "complete": True,
+    }
+    return {
+        **_measure(),
+        "culprits": [_culprit()],
+        "search": {"eager": search},
+        "modules": 6,
+        "reused_probes": 0,
+        "run_dir": "/p/.bisector/runs/net",
+        "complete": True,
+    }
 
 
 def _evaluation() -> dict[str, Any]:
-    return {"fixer": "python-leaks", "summary": "trim", "region": "blocks.1", "stage": "eager", "before_kind": "leak",
-            "after_kind": "clean", "equivalent": True, "changes_outputs": False, "kept": True, "reason": "kept",
-            "probe": {}, "edits": [{"path": "/p/net.py", "summary": "trim"}]}
+    return {
+        "fixer": "python-leaks",
+        "summary": "trim",
+        "region": "blocks.1",
+        "stage": "eager",
+        "before_kind": "leak",
+        "after_kind": "clean",
+        "equivalent": True,
+        "changes_outputs": False,
+        "kept": True,
+        "reason": "kept",
+        "probe": {},
+        "edits": [{"path": "/p/net.py", "summary": "trim"}],
+    }
 
 
 def _fix() -> dict[str, Any]:
-    return {**_find(), "fixes": [_evaluation()], "patches": [{"path": "net.py", "summary": "trim", "diff": "--- a\n"}],
-            "patch_notes": [], "check": "no patch"}
+    return {
+        **_find(),
+        "fixes": [_evaluation()],
+        "patches": [{"path": "net.py", "summary": "trim", "diff": "--- a\n"}],
+        "patch_notes": [],
+        "check": "no patch",
+    }
 
 
 def _repair() -> dict[str, Any]:
-    model = {"name": "net-Net", "spec": "net.py:Net", "status": "fixed", "verdict": "leak", "culprits": [_culprit()],
-             "kept": [_evaluation()], "patch": None, "error": "", "wall_s": 3.0, "probes": 9, "resumed": False,
-             "stages": {"eager": "leak"}, "patches": ["net.py.patch"], "check": "no patch"}
+    model = {
+        "name": "net-Net",
+        "spec": "net.py:Net",
+        "status": "fixed",
+        "verdict": "leak",
+        "culprits": [_culprit()],
+        "kept": [_evaluation()],
+        "patch": None,
+        "error": "",
+        "wall_s": 3.0,
+        "probes": 9,
+        "resumed": False,
+        "stages": {"eager": "leak"},
+        "patches": ["net.py.patch"],
+        "check": "no patch",
+    }
     return {"models": [model], "out": ".bisector/repair", "wall_s": 3.0, "counts": {"fixed": 1}}
 
 
@@ -98,8 +159,10 @@ def test_stamped_reports_do_not_share_the_versions_dict() -> None:
 
 
 def test_versions_come_from_metadata_without_importing_torch() -> None:
-    code = ("import sys, json\nfrom bisector.contract import toolchain_versions\nv = toolchain_versions()\n"
-            "assert 'torch' not in sys.modules and 'onnxruntime' not in sys.modules\nprint(json.dumps(v))")
+    code = (
+        "import sys, json\nfrom bisector.contract import toolchain_versions\nv = toolchain_versions()\n"
+        "assert 'torch' not in sys.modules and 'onnxruntime' not in sys.modules\nprint(json.dumps(v))"
+    )
     out = json.loads(subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True).stdout)
     assert out["torch"] == metadata.version("torch")
     assert out["onnx"] == metadata.version("onnx")

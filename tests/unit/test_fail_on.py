@@ -51,7 +51,10 @@ def test_listed_kinds_that_are_not_failures_by_default() -> None:
 
 def test_values_are_comma_separated_and_repeatable_and_checked() -> None:
     assert FailOn.parse(["leak", "shape-growth:bounded,toolchain-leak"]).kinds == {
-        "leak", "shape-growth:bounded", "toolchain-leak"}
+        "leak",
+        "shape-growth:bounded",
+        "toolchain-leak",
+    }
     assert FailOn.parse(None) == FailOn.parse([]) == FailOn()
     with pytest.raises(UserError, match="--fail-on 'leek'"):
         FailOn.parse("leek")

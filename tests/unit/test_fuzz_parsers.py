@@ -77,14 +77,39 @@ def test_input_and_dim_text_gives_a_plan_or_a_user_error(inputs: list[str], dims
 
 # -- config ------------------------------------------------------------------------------------
 
-KEYS = ["inputs", "dims", "stages", "exporter", "device", "metric", "noise_rss", "noise_gpu", "seed", "retries",
-        "timeout", "mem_cap", "fresh", "init_kwargs", "export_script", "infer_script", "fixers", "models", "timout", "spec"]
+KEYS = [
+    "inputs",
+    "dims",
+    "stages",
+    "exporter",
+    "device",
+    "metric",
+    "noise_rss",
+    "noise_gpu",
+    "seed",
+    "retries",
+    "timeout",
+    "mem_cap",
+    "fresh",
+    "init_kwargs",
+    "export_script",
+    "infer_script",
+    "fixers",
+    "models",
+    "timout",
+    "spec",
+]
 scalars = st.one_of(
-    st.integers(min_value=-(2**63), max_value=2**63 - 1), st.floats(allow_nan=False), st.booleans(), st.text(max_size=12),
+    st.integers(min_value=-(2**63), max_value=2**63 - 1),
+    st.floats(allow_nan=False),
+    st.booleans(),
+    st.text(max_size=12),
     st.sampled_from(["x=B,8", "B=1:4", "eager", "dynamo", "cpu", "rss", "5MB", "1GB", "net.py:Net", "1e999"]),
 )
 values = st.recursive(
-    scalars, lambda inner: st.one_of(st.lists(inner, max_size=3), st.dictionaries(st.sampled_from(KEYS), inner, max_size=3)), max_leaves=6
+    scalars,
+    lambda inner: st.one_of(st.lists(inner, max_size=3), st.dictionaries(st.sampled_from(KEYS), inner, max_size=3)),
+    max_leaves=6,
 )
 tables = st.dictionaries(st.one_of(st.sampled_from(KEYS), st.text(max_size=8)), values, max_size=5)
 
@@ -112,8 +137,12 @@ def test_any_table_validates_or_is_a_user_error(table: dict) -> None:
 
 
 @SETTINGS
-@given(st.one_of(tables.map(lambda t: "[tool.bisector]\n" + "".join(f"{json.dumps(k)} = {_toml(v)}\n" for k, v in t.items())),
-                 st.text(max_size=80).map(lambda t: "[tool.bisector]\n" + t)))
+@given(
+    st.one_of(
+        tables.map(lambda t: "[tool.bisector]\n" + "".join(f"{json.dumps(k)} = {_toml(v)}\n" for k, v in t.items())),
+        st.text(max_size=80).map(lambda t: "[tool.bisector]\n" + t),
+    )
+)
 def test_any_pyproject_text_gives_a_plan_or_a_user_error(text: str) -> None:
     with tempfile.TemporaryDirectory(prefix="fuzz-") as folder:
         root = Path(folder)

@@ -140,7 +140,13 @@ def heap_curve(per_call: float, noise: float = 0.0, seed: int = 0) -> MemoryCurv
     for phase, n in (("warmup", 8), ("repeat", 16), ("novel", 8), ("within", 6)):
         for k in range(n):
             heap += per_call + rng.gauss(0, noise) if noise else per_call
-            samples.append(Sample(phase, {"B": k % 4 if phase in ("warmup", "repeat") else 10 + k}, {"rss": 300e6, "objects": 1000.0, "heap": heap}))
+            samples.append(
+                Sample(
+                    phase,
+                    {"B": k % 4 if phase in ("warmup", "repeat") else 10 + k},
+                    {"rss": 300e6, "objects": 1000.0, "heap": heap},
+                )
+            )
     return MemoryCurve(samples=tuple(samples))
 
 
@@ -155,6 +161,9 @@ def test_judge_uses_the_heap_and_states_the_floor() -> None:
 
 
 def test_rss_only_curves_keep_the_band() -> None:
-    v = judge(MemoryCurve(tuple(Sample(s.phase, s.dims, {"rss": 300e6, "objects": 1000.0}) for s in heap_curve(0.0).samples)), None)
+    v = judge(
+        MemoryCurve(tuple(Sample(s.phase, s.dims, {"rss": 300e6, "objects": 1000.0}) for s in heap_curve(0.0).samples)),
+        None,
+    )
     assert v.kind == CLEAN and v.growth_metric == "rss"
     assert v.floor_bytes_per_call == pytest.approx(5e6 / 16)  # the band over the repeat steps

@@ -16,38 +16,92 @@ from bisector.plots import fit_slope  # noqa: E402
 
 def samples(leak_objects: float, heap_per_call: float, n: int = 24) -> list[dict]:
     phases = ["warmup"] * 4 + ["repeat"] * 12 + ["novel"] * 5 + ["within"] * (n - 21)
-    return [{"phase": p, "dims": {"B": 1 + i % 4}, "rss": 3e8 + 1000 * i, "heap": 5e7 + heap_per_call * i, "objects": 100 + leak_objects * i}
-            for i, p in enumerate(phases)]
+    return [
+        {
+            "phase": p,
+            "dims": {"B": 1 + i % 4},
+            "rss": 3e8 + 1000 * i,
+            "heap": 5e7 + heap_per_call * i,
+            "objects": 100 + leak_objects * i,
+        }
+        for i, p in enumerate(phases)
+    ]
 
 
 def sample_doc() -> dict:
     stage = {
-        "verdict": "leak", "growth_bytes_per_call": 2.1e6, "growth_bytes_per_new_shape": 0.0, "objects_per_call": 0.0,
-        "floor_bytes_per_call": 2048.0, "noise_bytes": 0.0, "baseline_bytes_per_call": 0.0, "decided_by": "heap",
-        "growth_metric": "heap", "reasons": ["heap +2.1 MB/call (grows, 100% of passes up)"],
-        "samples": samples(0, 2.1e6), "control_samples": samples(0, 0),
-        "owners": {"repeat": {"groups": {"model": 0, "libraries": 0, "toolchain": 300, "other": 0}, "native": 2_100_000,
-                              "sites": {"toolchain": [{"where": "torch/fx/graph.py:12", "bytes": 300}]}}},
+        "verdict": "leak",
+        "growth_bytes_per_call": 2.1e6,
+        "growth_bytes_per_new_shape": 0.0,
+        "objects_per_call": 0.0,
+        "floor_bytes_per_call": 2048.0,
+        "noise_bytes": 0.0,
+        "baseline_bytes_per_call": 0.0,
+        "decided_by": "heap",
+        "growth_metric": "heap",
+        "reasons": ["heap +2.1 MB/call (grows, 100% of passes up)"],
+        "samples": samples(0, 2.1e6),
+        "control_samples": samples(0, 0),
+        "owners": {
+            "repeat": {
+                "groups": {"model": 0, "libraries": 0, "toolchain": 300, "other": 0},
+                "native": 2_100_000,
+                "sites": {"toolchain": [{"where": "torch/fx/graph.py:12", "bytes": 300}]},
+            }
+        },
     }
     clean = dict(stage, verdict="clean", growth_bytes_per_call=0.0, samples=samples(0, 0), reasons=[])
     return {
-        "spec": "native_leak.py:Net", "inputs": "x=B,16", "dims": {"B": [1, 16]}, "verdict": "leak", "report_kind": "fix",
-        "stages": {"eager": stage, "inference": clean}, "bands": {"rss": 5e6, "gpu": 2e8}, "probes": 9, "wall_s": 12.5,
+        "spec": "native_leak.py:Net",
+        "inputs": "x=B,16",
+        "dims": {"B": [1, 16]},
+        "verdict": "leak",
+        "report_kind": "fix",
+        "stages": {"eager": stage, "inference": clean},
+        "bands": {"rss": 5e6, "gpu": 2e8},
+        "probes": 9,
+        "wall_s": 12.5,
         "tree": [
             {"path": "", "type": "m.Net", "children": ["stem"]},
             {"path": "stem", "type": "torch.nn.Sequential", "children": ["stem.0", "stem.1"]},
             {"path": "stem.0", "type": "torch.nn.Linear", "children": []},
             {"path": "stem.1", "type": "m.NativeScratch", "children": []},
         ],
-        "search": {"eager": {"tested": [{"regions": ["stem"], "kind": "leak"}, {"regions": ["stem.0"], "kind": "clean"}]}},
-        "culprits": [{"region": "stem.1", "stage": "eager", "kind": "leak", "type": "NativeScratch", "growth_bytes_per_call": 2.1e6,
-                      "objects_per_call": 0.0, "own_code": True, "hint": "native memory not freed", "floor_bytes_per_call": 2048.0}],
+        "search": {
+            "eager": {"tested": [{"regions": ["stem"], "kind": "leak"}, {"regions": ["stem.0"], "kind": "clean"}]}
+        },
+        "culprits": [
+            {
+                "region": "stem.1",
+                "stage": "eager",
+                "kind": "leak",
+                "type": "NativeScratch",
+                "growth_bytes_per_call": 2.1e6,
+                "objects_per_call": 0.0,
+                "own_code": True,
+                "hint": "native memory not freed",
+                "floor_bytes_per_call": 2048.0,
+            }
+        ],
         "culprit_curves": {"eager:stem.1": {"samples": samples(0, 2.1e6), "control_samples": samples(0, 0)}},
-        "fixes": [{"fixer": "python-leaks", "summary": "free the buffer", "region": "stem.1", "stage": "eager", "kept": False,
-                   "reason": "dropped: still +2.1 MB/call", "judged_on": "bytes/call", "before_bytes_per_call": 2.1e6,
-                   "after_bytes_per_call": 2.0e6, "after_kind": "leak"}],
+        "fixes": [
+            {
+                "fixer": "python-leaks",
+                "summary": "free the buffer",
+                "region": "stem.1",
+                "stage": "eager",
+                "kept": False,
+                "reason": "dropped: still +2.1 MB/call",
+                "judged_on": "bytes/call",
+                "before_bytes_per_call": 2.1e6,
+                "after_bytes_per_call": 2.0e6,
+                "after_kind": "leak",
+            }
+        ],
         "fix_curves": [{"after": {"samples": samples(0, 2.0e6), "control_samples": []}}],
-        "patches": [{"path": "m.py", "summary": "free it", "diff": "--- a/m.py\n+++ b/m.py\n@@ -1 +1 @@\n-keep(x)\n+free(x)\n"}],
+        "patches": [
+            {"path": "m.py", "summary": "free it", "diff": "--- a/m.py\n+++ b/m.py\n@@ -1 +1 @@\n-keep(x)\n+free(x)\n"}
+        ],
         "onnx_detail": {"eager:stem.1": {"histogram": {"nodes": 3, "ops": {"Gemm": 2, "Relu": 1}}}},
     }
 
@@ -55,7 +109,10 @@ def sample_doc() -> dict:
 def test_page_shows_every_stage_chart_the_culprit_fixes_patch_and_owners(tmp_path) -> None:
     page = write_report(sample_doc(), tmp_path / "r")
     text = page.read_text()
-    assert re.findall(r'<img class="chart stage-chart"[^>]*data-file="charts/stage-(\w+).png"', text) == ["eager", "inference"]
+    assert re.findall(r'<img class="chart stage-chart"[^>]*data-file="charts/stage-(\w+).png"', text) == [
+        "eager",
+        "inference",
+    ]
     for name in ("stage-eager", "stage-inference", "culprit-eager-stem.1", "fix-0"):
         png = (tmp_path / "r" / "charts" / f"{name}.png").read_bytes()
         assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 5000
@@ -130,11 +187,27 @@ def test_repair_index_links_each_models_report(tmp_path) -> None:
 
     out = tmp_path / "repair"
     write_report(sample_doc(), out / "native_leak-Net")
-    summary = {"models": [
-        {"name": "native_leak-Net", "spec": "native_leak.py:Net", "status": "unfixed", "verdict": "leak",
-         "culprits": [{"region": "stem.1", "stage": "eager", "kind": "leak"}], "kept": []},
-        {"name": "clean-Net", "spec": "clean.py:Net", "status": "clean", "verdict": "clean", "culprits": [], "kept": []},
-    ], "counts": {"unfixed": 1, "clean": 1}}
+    summary = {
+        "models": [
+            {
+                "name": "native_leak-Net",
+                "spec": "native_leak.py:Net",
+                "status": "unfixed",
+                "verdict": "leak",
+                "culprits": [{"region": "stem.1", "stage": "eager", "kind": "leak"}],
+                "kept": [],
+            },
+            {
+                "name": "clean-Net",
+                "spec": "clean.py:Net",
+                "status": "clean",
+                "verdict": "clean",
+                "culprits": [],
+                "kept": [],
+            },
+        ],
+        "counts": {"unfixed": 1, "clean": 1},
+    }
     page = write_repair_index(summary, out)
     text = page.read_text()
     assert '<a href="native_leak-Net/index.html">native_leak.py:Net</a>' in text

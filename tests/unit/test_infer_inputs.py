@@ -32,13 +32,23 @@ def test_flags_to_copy_and_the_line_the_cli_prints() -> None:
     assert found.as_flags() == "--input x=B,3,H,W --dim H=32:100 --dim W=32:100"
     flags = "--input x=B,3,H,W --dim H=32:100 --dim W=32:100"
     assert found.describe() == f"inputs inferred: {flags} (from stem: Conv2d(3, 16))"
-    assert found.to_json() == {"inputs": ["x=B,3,H,W"], "dims": ["H=32:100", "W=32:100"],
-                               "source": "stem: Conv2d(3, 16)"}
+    assert found.to_json() == {
+        "inputs": ["x=B,3,H,W"],
+        "dims": ["H=32:100", "W=32:100"],
+        "source": "stem: Conv2d(3, 16)",
+    }
 
 
 def test_only_ranges_the_defaults_do_not_give_become_flags(monkeypatch: pytest.MonkeyPatch) -> None:
-    fake_child(monkeypatch, {"inputs": ["x=B,3,H,W"], "source": "stem: Conv2d(3, 16)",
-                             "dims": {"B": [1, 16], "H": [16, 16], "W": [5, 100]}, "tried": []})
+    fake_child(
+        monkeypatch,
+        {
+            "inputs": ["x=B,3,H,W"],
+            "source": "stem: Conv2d(3, 16)",
+            "dims": {"B": [1, 16], "H": [16, 16], "W": [5, 100]},
+            "tried": [],
+        },
+    )
     found = infer_inputs.infer(MODEL)
     assert found.inputs == ("x=B,3,H,W",)
     assert found.dims == ("H=16",)  # B and W are at their defaults; a fixed size is written N
@@ -59,9 +69,15 @@ def test_nothing_inferred_lists_every_source_tried_and_the_grammar(monkeypatch: 
         infer_inputs.infer(MODEL)
     text = str(caught.value)
     assert text.startswith("no inputs given, and none could be inferred (tried: ")
-    for said in ("bisector_inputs hook: none in clean_cnn.py", "[tool.bisector] inputs: none",
-                 "example_inputs/dummy_input: Net has neither", "first layer: forward takes 2 inputs (x, y)",
-                 "--input NAME=DIMS[:DTYPE[:LOW:HIGH]]", "--input x=B,3,H,W", "bisector_inputs(dims, rng)"):
+    for said in (
+        "bisector_inputs hook: none in clean_cnn.py",
+        "[tool.bisector] inputs: none",
+        "example_inputs/dummy_input: Net has neither",
+        "first layer: forward takes 2 inputs (x, y)",
+        "--input NAME=DIMS[:DTYPE[:LOW:HIGH]]",
+        "--input x=B,3,H,W",
+        "bisector_inputs(dims, rng)",
+    ):
         assert said in text
     assert "\n" not in text and caught.value.exit_code == 2
 

@@ -6,8 +6,8 @@ from concurrent.futures import Future
 
 from bisector.curve import MemoryCurve, Sample
 from bisector.lab import Lab
-from bisector.results import MeasureOptions
 from bisector.probe.types import ProbeOk, ProbeOptions
+from bisector.results import MeasureOptions
 from bisector.spec import ModelSpec, build_input_plan
 
 MB = 1e6
@@ -37,7 +37,13 @@ class FakeRunner:
 def test_inconclusive_is_rerun_with_more_iterations_until_it_settles(tmp_path) -> None:
     plan = build_input_plan(["x=B,8"], ["B=1:4"])
     runner = FakeRunner(settle_at=2)
-    result = Lab(ModelSpec(str(tmp_path / "m.py"), "Net"), plan, MeasureOptions(retries=2, probe=ProbeOptions()), keep=False, runner=runner).stage("eager")
+    result = Lab(
+        ModelSpec(str(tmp_path / "m.py"), "Net"),
+        plan,
+        MeasureOptions(retries=2, probe=ProbeOptions()),
+        keep=False,
+        runner=runner,
+    ).stage("eager")
     assert result.kind == "clean" and result.attempts == 2
     assert [r.schedule.profile.repeat_passes for r in runner.requests if not r.control] == [4, 8]
 
@@ -45,7 +51,13 @@ def test_inconclusive_is_rerun_with_more_iterations_until_it_settles(tmp_path) -
 def test_the_retry_budget_bounds_the_reruns(tmp_path) -> None:
     plan = build_input_plan(["x=B,8"], ["B=1:4"])
     runner = FakeRunner(settle_at=99)
-    result = Lab(ModelSpec(str(tmp_path / "m.py"), "Net"), plan, MeasureOptions(retries=2, probe=ProbeOptions()), keep=False, runner=runner).stage("eager")
+    result = Lab(
+        ModelSpec(str(tmp_path / "m.py"), "Net"),
+        plan,
+        MeasureOptions(retries=2, probe=ProbeOptions()),
+        keep=False,
+        runner=runner,
+    ).stage("eager")
     assert result.kind == "inconclusive" and result.attempts == 3
     assert len([r for r in runner.requests if not r.control]) == 3
 
@@ -76,7 +88,9 @@ class NoisyHeapRunner:
 def test_more_passes_are_run_until_the_floor_reaches_the_target(tmp_path) -> None:
     plan = build_input_plan(["x=B,8"], ["B=1:16"])
     runner = NoisyHeapRunner()
-    result = Lab(ModelSpec(str(tmp_path / "m.py"), "Net"), plan, MeasureOptions(retries=2), keep=False, runner=runner).stage("eager")
+    result = Lab(
+        ModelSpec(str(tmp_path / "m.py"), "Net"), plan, MeasureOptions(retries=2), keep=False, runner=runner
+    ).stage("eager")
     assert result.kind == "clean" and result.attempts == 3
     assert result.verdict.floor_bytes_per_call <= 4096
     assert [r.schedule.profile.repeat_passes for r in runner.requests if not r.control] == [4, 8, 16]
@@ -85,7 +99,9 @@ def test_more_passes_are_run_until_the_floor_reaches_the_target(tmp_path) -> Non
 def test_a_floor_not_reached_within_the_budget_is_inconclusive_and_says_so(tmp_path) -> None:
     plan = build_input_plan(["x=B,8"], ["B=1:16"])
     options = MeasureOptions(retries=2, budget_s=0.0)
-    result = Lab(ModelSpec(str(tmp_path / "m.py"), "Net"), plan, options, keep=False, runner=NoisyHeapRunner()).stage("eager")
+    result = Lab(ModelSpec(str(tmp_path / "m.py"), "Net"), plan, options, keep=False, runner=NoisyHeapRunner()).stage(
+        "eager"
+    )
     assert result.kind == "inconclusive" and result.attempts == 1
     assert result.verdict.floor_bytes_per_call > 4096
     assert any("floor" in r and "target" in r for r in result.verdict.reasons)

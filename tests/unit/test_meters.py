@@ -10,7 +10,9 @@ from bisector.probe.meters import Meters, type_growth
 
 
 class FakeNvml:
-    def __init__(self, per_process: dict[int, int] | None, device_used: list[int], fail_processes: bool = False) -> None:
+    def __init__(
+        self, per_process: dict[int, int] | None, device_used: list[int], fail_processes: bool = False
+    ) -> None:
         self.per_process = per_process
         self.device_used = device_used
         self.fail_processes = fail_processes

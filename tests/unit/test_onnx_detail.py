@@ -12,10 +12,20 @@ from onnx import TensorProto, helper  # noqa: E402
 from bisector.onnx_detail import op_histogram, profile_run, profile_summary  # noqa: E402
 
 
-def sample_graph() -> "onnx.ModelProto":
+def sample_graph() -> onnx.ModelProto:
     """x -> MatMul -> Add -> Relu -> If(then: Relu, else: Neg) -> Relu, plus a custom-domain node."""
-    then_g = helper.make_graph([helper.make_node("Relu", ["r"], ["t_out"])], "then", [], [helper.make_tensor_value_info("t_out", TensorProto.FLOAT, None)])
-    else_g = helper.make_graph([helper.make_node("Neg", ["r"], ["e_out"])], "else", [], [helper.make_tensor_value_info("e_out", TensorProto.FLOAT, None)])
+    then_g = helper.make_graph(
+        [helper.make_node("Relu", ["r"], ["t_out"])],
+        "then",
+        [],
+        [helper.make_tensor_value_info("t_out", TensorProto.FLOAT, None)],
+    )
+    else_g = helper.make_graph(
+        [helper.make_node("Neg", ["r"], ["e_out"])],
+        "else",
+        [],
+        [helper.make_tensor_value_info("e_out", TensorProto.FLOAT, None)],
+    )
     nodes = [
         helper.make_node("MatMul", ["x", "w"], ["m"], name="mm"),
         helper.make_node("Add", ["m", "b"], ["a"], name="add"),
@@ -30,8 +40,13 @@ def sample_graph() -> "onnx.ModelProto":
         helper.make_tensor("b", TensorProto.FLOAT, [4], [0.0] * 4),
         helper.make_tensor("zero", TensorProto.FLOAT, [], [0.0]),
     ]
-    graph = helper.make_graph(nodes, "sample", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], inits)
+    graph = helper.make_graph(
+        nodes,
+        "sample",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+        inits,
+    )
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
 
 

@@ -36,13 +36,19 @@ def test_files_are_grouped_by_owner(classifier, tmp_path) -> None:
 
 def test_a_virtualenv_inside_the_project_is_still_site_packages(tmp_path) -> None:
     c = Classifier([str(tmp_path)])
-    assert c.group(str(tmp_path / ".venv" / "lib" / "python3.11" / "site-packages" / "torch" / "onnx" / "x.py")) == TOOLCHAIN
+    assert (
+        c.group(str(tmp_path / ".venv" / "lib" / "python3.11" / "site-packages" / "torch" / "onnx" / "x.py"))
+        == TOOLCHAIN
+    )
 
 
 def test_the_innermost_frame_past_the_standard_library_decides(classifier, tmp_path) -> None:
     model = str(tmp_path / "proj" / "net.py")
     deque = os.path.join(STDLIB, "collections", "__init__.py")
-    assert classifier.owner([(deque, 10), (model, 42), (f"{SITE}/torch/nn/modules/module.py", 1750)]) == (MODEL, f"{model}:42")
+    assert classifier.owner([(deque, 10), (model, 42), (f"{SITE}/torch/nn/modules/module.py", 1750)]) == (
+        MODEL,
+        f"{model}:42",
+    )
     assert classifier.owner([(deque, 10)])[0] == OTHER
 
 
@@ -72,7 +78,11 @@ def test_summarize_splits_growth_per_call_and_finds_native_bytes(classifier, tmp
 
 
 def test_model_share_counts_model_files_libraries_and_native() -> None:
-    owners = {"groups": {MODEL: 1000, LIBRARIES: 500, TOOLCHAIN: 400_000, OTHER: 0}, "native": 50_000, "python_malloc": 401_000}
+    owners = {
+        "groups": {MODEL: 1000, LIBRARIES: 500, TOOLCHAIN: 400_000, OTHER: 0},
+        "native": 50_000,
+        "python_malloc": 401_000,
+    }
     assert model_share(owners) == 1500 + 50_000
     # The untraced probe's heap rate replaces the traced probe's own native estimate; beside a
     # 400 KB toolchain share, 1 KB of native growth is within the toolchain's own variation.
@@ -82,8 +92,9 @@ def test_model_share_counts_model_files_libraries_and_native() -> None:
 
 def test_a_list_resized_in_place_is_malloced_python(classifier) -> None:
     # One big list of every graph's source grows by realloc: no new block, but malloc'd bytes.
-    grown = SimpleNamespace(size_diff=8 * KB, count_diff=0, size=800 * KB, count=1,
-                            traceback=[frame(f"{SITE}/torch/fx/graph.py", 10)])
+    grown = SimpleNamespace(
+        size_diff=8 * KB, count_diff=0, size=800 * KB, count=1, traceback=[frame(f"{SITE}/torch/fx/graph.py", 10)]
+    )
     assert summarize([grown], classifier, calls=1, heap_growth=8 * KB)["native"] == 0
 
 
@@ -97,17 +108,34 @@ def test_project_roots_reach_the_pyproject(tmp_path) -> None:
 def heap_leak(rate: float = 400 * KB) -> Verdict:
     s = Signal("heap", "repeat", "grows", rate, 3 * KB, 1 * KB, 1.0, 4, 12 * KB)
     return Verdict(
-        kind=LEAK, growth_bytes_per_call=rate, growth_bytes_per_new_shape=None, baseline_bytes_per_call=3 * KB,
-        baseline_bytes_per_new_shape=None, noise_bytes=None, signals=(s,), floor_bytes_per_call=12 * KB, growth_metric="heap",
+        kind=LEAK,
+        growth_bytes_per_call=rate,
+        growth_bytes_per_new_shape=None,
+        baseline_bytes_per_call=3 * KB,
+        baseline_bytes_per_new_shape=None,
+        noise_bytes=None,
+        signals=(s,),
+        floor_bytes_per_call=12 * KB,
+        growth_metric="heap",
     )
 
 
 def owners(model: int, toolchain: int, python_malloc: int) -> dict:
-    return {"repeat": {
-        "calls": 1, "heap": 0, "groups": {MODEL: model, LIBRARIES: 0, TOOLCHAIN: toolchain, OTHER: 0}, "native": 0,
-        "python_malloc": python_malloc,
-        "sites": {MODEL: [], LIBRARIES: [], OTHER: [], TOOLCHAIN: [{"where": "torch/fx/graph.py:1023", "bytes": toolchain}]},
-    }}
+    return {
+        "repeat": {
+            "calls": 1,
+            "heap": 0,
+            "groups": {MODEL: model, LIBRARIES: 0, TOOLCHAIN: toolchain, OTHER: 0},
+            "native": 0,
+            "python_malloc": python_malloc,
+            "sites": {
+                MODEL: [],
+                LIBRARIES: [],
+                OTHER: [],
+                TOOLCHAIN: [{"where": "torch/fx/graph.py:1023", "bytes": toolchain}],
+            },
+        }
+    }
 
 
 def test_growth_the_toolchain_keeps_is_a_toolchain_leak_with_its_site() -> None:
@@ -130,12 +158,18 @@ def test_objects_that_grow_are_the_models_without_a_trace() -> None:
 
 
 def test_the_terminal_report_states_the_floor_and_the_owners() -> None:
-    from bisector.results import StageResult
     from bisector.report import owners_lines, reason_lines, stage_line
+    from bisector.results import StageResult
 
     clean = Verdict(
-        kind="clean", growth_bytes_per_call=0.0, growth_bytes_per_new_shape=None, baseline_bytes_per_call=0.0,
-        baseline_bytes_per_new_shape=None, noise_bytes=None, floor_bytes_per_call=2048.0, growth_metric="heap",
+        kind="clean",
+        growth_bytes_per_call=0.0,
+        growth_bytes_per_new_shape=None,
+        baseline_bytes_per_call=0.0,
+        baseline_bytes_per_new_shape=None,
+        noise_bytes=None,
+        floor_bytes_per_call=2048.0,
+        growth_metric="heap",
     )
     assert "clean (nothing above 2.0 KB/call)" in stage_line(StageResult("eager", "clean", verdict=clean))
     v = attribute(heap_leak(), owners(model=0, toolchain=405 * KB, python_malloc=401 * KB), "export")

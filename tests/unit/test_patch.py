@@ -31,19 +31,28 @@ def predict(batch):
     return session.run(None, {"x": batch})[0]
 '''
 
-EXPORT = '''import torch
+EXPORT = """import torch
 
 from model import Net
 
 model = Net().eval()
 x = torch.randn(2, 3, 32, 32)
 torch.onnx.export(model, (x,), "model.onnx", input_names=["x"])  # the one export
-'''
+"""
 
 
 def settings(**kw) -> Settings:
-    base = dict(exporter=None, export_kwargs={}, bounded_dims={}, onnxsim=False, session_options={}, provider_options={},
-                run_options={}, warmup_largest=False, round_multiple=0)
+    base = dict(
+        exporter=None,
+        export_kwargs={},
+        bounded_dims={},
+        onnxsim=False,
+        session_options={},
+        provider_options={},
+        run_options={},
+        warmup_largest=False,
+        round_multiple=0,
+    )
     base.update(kw)
     return Settings(**base)
 
@@ -56,14 +65,24 @@ def write(tmp_path: Path, name: str, text: str) -> str:
 
 def test_infer_script_gets_options_run_options_and_warm_up(tmp_path: Path) -> None:
     path = write(tmp_path, "serve.py", SERVE)
-    s = settings(session_options={"enable_mem_pattern": False}, run_options={"memory.enable_memory_arena_shrinkage": "cpu:0"}, warmup_largest=True)
+    s = settings(
+        session_options={"enable_mem_pattern": False},
+        run_options={"memory.enable_memory_arena_shrinkage": "cpu:0"},
+        warmup_largest=True,
+    )
     patch, notes = patch_infer_script(path, s, PLAN, str(tmp_path), key="model")
     after = patch.after
     ast.parse(after)
     assert notes == []
     # The settings live in a per-model table, looked up by the helpers at the session.
-    assert "'model': {'session_options': {'enable_mem_pattern': False}, 'run_options': {'memory.enable_memory_arena_shrinkage': 'cpu:0'}, 'warm_up_largest': [{0: 16, 2: 100, 3: 100}]}" in after
-    assert "_bisector_session(ort.InferenceSession(\"model.onnx\", providers=[\"CPUExecutionProvider\"], sess_options=_bisector_session_options('model', None)), 'model')" in after
+    assert (
+        "'model': {'session_options': {'enable_mem_pattern': False}, 'run_options': {'memory.enable_memory_arena_shrinkage': 'cpu:0'}, 'warm_up_largest': [{0: 16, 2: 100, 3: 100}]}"
+        in after
+    )
+    assert (
+        "_bisector_session(ort.InferenceSession(\"model.onnx\", providers=[\"CPUExecutionProvider\"], sess_options=_bisector_session_options('model', None)), 'model')"
+        in after
+    )
     assert "options = ort.SessionOptions()" in after and "import onnxruntime\n" not in after  # the script's own alias
     assert "np.zeros(shape, dtype=dtypes.get(meta.type, np.float32))" in after and "import numpy\n" not in after
     assert "# one session for the process" in after and '"""Serve the model."""' in after  # comments kept
@@ -76,14 +95,18 @@ def test_infer_script_gets_options_run_options_and_warm_up(tmp_path: Path) -> No
 
 def test_infer_script_padding_pads_varying_axes_and_crops_outputs(tmp_path: Path) -> None:
     path = write(tmp_path, "serve.py", SERVE)
-    patch, _ = patch_infer_script(path, settings(round_multiple=16, run_options={"memory.enable_memory_arena_shrinkage": "cpu:0"}),
-                                  PLAN, str(tmp_path))
+    patch, _ = patch_infer_script(
+        path,
+        settings(round_multiple=16, run_options={"memory.enable_memory_arena_shrinkage": "cpu:0"}),
+        PLAN,
+        str(tmp_path),
+    )
     assert '_bisector_run(session.run, None, {"x": batch}, 16)' in patch.after
     ast.parse(patch.after)
     # Run the generated helpers: only B, H and W are padded (channels stay 3), outputs come back cropped.
     import numpy
 
-    helpers = patch.after[patch.after.index("_BISECTOR_DYNAMIC_AXES"):patch.after.index("# one session")]
+    helpers = patch.after[patch.after.index("_BISECTOR_DYNAMIC_AXES") : patch.after.index("# one session")]
     ns: dict = {"numpy": numpy}
     exec(helpers, ns)
     assert ns["_BISECTOR_DYNAMIC_AXES"] == {"x": {0: "B", 2: "H", 3: "W"}}
@@ -93,7 +116,11 @@ def test_infer_script_padding_pads_varying_axes_and_crops_outputs(tmp_path: Path
         seen.append(feed["x"].shape)
         x = feed["x"]
         # a same-rank output, a (batch, classes) head, and a feature map whose 16 channels equal padded B
-        return [x * 2, numpy.zeros((x.shape[0], 10), dtype=numpy.float32), numpy.zeros((x.shape[0], 16, 8, 8), dtype=numpy.float32)]
+        return [
+            x * 2,
+            numpy.zeros((x.shape[0], 10), dtype=numpy.float32),
+            numpy.zeros((x.shape[0], 16, 8, 8), dtype=numpy.float32),
+        ]
 
     x = numpy.ones((3, 3, 21, 40), dtype=numpy.float32)
     outs = ns["_bisector_run"](fake_run, None, {"x": x}, 16, run_options="r")
@@ -129,7 +156,10 @@ def test_export_script_gets_exporter_kwargs_and_an_onnxsim_step(tmp_path: Path) 
     patch, notes = patch_export_script(path, s, PLAN, str(tmp_path))
     after = patch.after
     ast.parse(after)
-    assert 'torch.onnx.export(model, (x,), "model.onnx", input_names=["x"], dynamo=False, do_constant_folding=True, opset_version=21)' in after
+    assert (
+        'torch.onnx.export(model, (x,), "model.onnx", input_names=["x"], dynamo=False, do_constant_folding=True, opset_version=21)'
+        in after
+    )
     assert '_bisector_model, _bisector_ok = onnxsim.simplify(onnx.load("model.onnx"))' in after
     assert "import onnxsim" in after and "# the one export" in after
     Path(path).write_text(after)
@@ -141,7 +171,10 @@ def test_bounded_dims_for_each_exporter(tmp_path: Path) -> None:
     path = write(tmp_path, "export.py", EXPORT)
     bounded = {"B": [1, 16], "H": [5, 100], "W": [5, 100]}
     dynamo, _ = patch_export_script(path, settings(exporter="dynamo", bounded_dims=bounded), PLAN, str(tmp_path))
-    assert "dynamic_shapes={'x': {0: torch.export.Dim('B', min=1, max=16), 2: torch.export.Dim('H', min=5, max=100)" in dynamo.after
+    assert (
+        "dynamic_shapes={'x': {0: torch.export.Dim('B', min=1, max=16), 2: torch.export.Dim('H', min=5, max=100)"
+        in dynamo.after
+    )
     ts, _ = patch_export_script(path, settings(exporter="torchscript", bounded_dims=bounded), PLAN, str(tmp_path))
     assert "dynamic_axes={'x': {0: 'B', 2: 'H', 3: 'W'}}" in ts.after
     # dynamic_axes names its inputs, so a call without input_names gets them
@@ -154,10 +187,12 @@ def test_bounded_dims_guard_the_feeds_of_the_inference_script(tmp_path: Path) ->
     import numpy
 
     path = write(tmp_path, "serve.py", SERVE)
-    patch, _ = patch_infer_script(path, settings(bounded_dims={"B": [1, 16], "H": [5, 100], "W": [5, 100]}), PLAN, str(tmp_path))
+    patch, _ = patch_infer_script(
+        path, settings(bounded_dims={"B": [1, 16], "H": [5, 100], "W": [5, 100]}), PLAN, str(tmp_path)
+    )
     assert 'session.run(None, _bisector_guard({"x": batch}))' in patch.after
     ns: dict = {"numpy": numpy}
-    exec(patch.after[patch.after.index("_BISECTOR_DYNAMIC_AXES"):patch.after.index("# one session")], ns)
+    exec(patch.after[patch.after.index("_BISECTOR_DYNAMIC_AXES") : patch.after.index("# one session")], ns)
     ok = {"x": numpy.zeros((2, 3, 100, 5))}
     assert ns["_bisector_guard"](ok) is ok
     with pytest.raises(ValueError, match=r"input x axis 2 \(H\) = 101 is outside 5..100"):
@@ -181,15 +216,22 @@ def test_new_file_when_no_script_is_given(tmp_path: Path) -> None:
     ast.parse(patch.after)
     assert "from net import Net" in patch.after and "_bisector_warm_up(session)" in patch.after
     assert "options.enable_mem_pattern = False" in patch.after and "onnxsim.simplify" in patch.after
-    rounded = new_export_file(str(tmp_path), ModelSpec(model_file, "Net"), PLAN, settings(round_multiple=16, bounded_dims={"B": [1, 16]}))
+    rounded = new_export_file(
+        str(tmp_path), ModelSpec(model_file, "Net"), PLAN, settings(round_multiple=16, bounded_dims={"B": [1, 16]})
+    )
     ast.parse(rounded.after)
-    assert "def run(session, feed, names=None):" in rounded.after and "_bisector_run(session.run, names, feed, 16)" in rounded.after
+    assert (
+        "def run(session, feed, names=None):" in rounded.after
+        and "_bisector_run(session.run, names, feed, 16)" in rounded.after
+    )
     assert "padded = _bisector_pad(_bisector_guard(feed), multiple)" in rounded.after
 
 
 def test_edits_of_one_file_are_merged_when_they_do_not_overlap() -> None:
     before = "a = 1\nb = 2\nc = 3\nd = 4\n"
-    merged, skipped = merge_edits(before, ["a = 1\nb = 20\nc = 3\nd = 4\n", "a = 1\nb = 2\nc = 3\nd = 40\n", "a = 1\nb = 21\nc = 3\nd = 4\n"])
+    merged, skipped = merge_edits(
+        before, ["a = 1\nb = 20\nc = 3\nd = 4\n", "a = 1\nb = 2\nc = 3\nd = 40\n", "a = 1\nb = 21\nc = 3\nd = 4\n"]
+    )
     assert merged == "a = 1\nb = 20\nc = 3\nd = 40\n" and skipped == [2]
 
 
@@ -198,7 +240,9 @@ def test_source_patches_diff_applies_with_git_apply(tmp_path: Path) -> None:
 
     f = tmp_path / "m.py"
     f.write_text("x = 1\nKEPT.append(x)\ny = 2\n")
-    (patch,), notes = source_patches([SourceEdit(str(f), f.read_text(), "x = 1\ny = 2\n", "drop append")], str(tmp_path))
+    (patch,), notes = source_patches(
+        [SourceEdit(str(f), f.read_text(), "x = 1\ny = 2\n", "drop append")], str(tmp_path)
+    )
     (tmp_path / "p.diff").write_text(patch.diff)
     subprocess.run(["git", "init", "-q"], cwd=tmp_path, check=True)
     subprocess.run(["git", "apply", "p.diff"], cwd=tmp_path, check=True)
@@ -241,7 +285,9 @@ def test_symbolics_are_registered_in_the_export_script(tmp_path: Path) -> None:
     patch, _ = patch_export_script(path, s, PLAN, str(tmp_path))
     after = patch.after
     ast.parse(after)
-    assert after.index("def bisector_diff_symbolic") < after.index("torch.onnx.register_custom_op_symbolic('aten::diff'")
+    assert after.index("def bisector_diff_symbolic") < after.index(
+        "torch.onnx.register_custom_op_symbolic('aten::diff'"
+    )
     assert after.index("torch.onnx.register_custom_op_symbolic") < after.index("torch.onnx.export(")
     assert "symbolics=" not in after  # not an export keyword
     Path(path).write_text(after)

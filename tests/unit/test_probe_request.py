@@ -30,8 +30,11 @@ def test_a_measurement_round_trips() -> None:
 
 def test_an_equivalence_request_round_trips_typed() -> None:
     candidate = EquivalenceRequest(
-        ModelSpec("/tmp/edited/m.py", "Net"), ProbeOptions(post_export=("onnxsim",), session_options={"a": 1}),
-        mode="onnx", rtol=1e-2, atol=1e-3,
+        ModelSpec("/tmp/edited/m.py", "Net"),
+        ProbeOptions(post_export=("onnxsim",), session_options={"a": 1}),
+        mode="onnx",
+        rtol=1e-2,
+        atol=1e-3,
     )
     request = ProbeRequest(
         MODEL, PLAN, None, SCHEDULE, label="outputs", kind=ProbeKind.EQUIVALENCE, equivalence=candidate

@@ -5,14 +5,22 @@ from __future__ import annotations
 from pathlib import Path
 from types import SimpleNamespace
 
+from bisector.fixers.base import Candidate, Example, FixTarget
 
 from bisector.find import Culprit
 from bisector.repair import Repairer, decide, merge_probe
 from bisector.search import Outcome
-from bisector.fixers.base import Candidate, Example, FixTarget
 
-CULPRIT = Culprit(region="blocks.1", stage="eager", kind="leak", own_code=True, type="Recorder",
-                  figures={"objects_per_call": 10.0, "growth_bytes_per_call": 40_000.0, "exact": True}, chain=(), hint="")
+CULPRIT = Culprit(
+    region="blocks.1",
+    stage="eager",
+    kind="leak",
+    own_code=True,
+    type="Recorder",
+    figures={"objects_per_call": 10.0, "growth_bytes_per_call": 40_000.0, "exact": True},
+    chain=(),
+    hint="",
+)
 
 
 def leaking(objects: float) -> Outcome:
@@ -30,14 +38,24 @@ class FakeFixer:
     kinds = ("leak",)
     examples: tuple[Example, ...] = ()
 
-    def __init__(self, factors: dict[str, float], size: dict[str, int] | None = None, changes: tuple[str, ...] = ()) -> None:
+    def __init__(
+        self, factors: dict[str, float], size: dict[str, int] | None = None, changes: tuple[str, ...] = ()
+    ) -> None:
         self.factors = factors
         self.size = size or {}
         self.changes = changes
 
     def propose(self, target: FixTarget) -> list[Candidate]:
-        return [Candidate(self.name, n, probe={"session_options": {n: True}}, size=self.size.get(n, 1), changes_outputs=n in self.changes)
-                for n in self.factors]
+        return [
+            Candidate(
+                self.name,
+                n,
+                probe={"session_options": {n: True}},
+                size=self.size.get(n, 1),
+                changes_outputs=n in self.changes,
+            )
+            for n in self.factors
+        ]
 
 
 class FakeLab:
@@ -51,7 +69,7 @@ class FakeLab:
         self.model, self.plan, self.options = None, None, SimpleNamespace(seed=0)
         self.run, self.jobs, self.probes = Path("/nonexistent/run"), 2, 0
 
-    def derive(self, model=None, overrides=None) -> "FakeLab":
+    def derive(self, model=None, overrides=None) -> FakeLab:
         names = tuple(sorted((overrides or {}).get("session_options", {})))
         return FakeLab(self.fixer, self.differ, self.broken, self.whole_stays, self.flaky, names, self.measured)
 
@@ -77,8 +95,12 @@ class FakeLab:
 
     def outputs_against(self, other, stage, mode, rtol, atol, label=""):
         bad = set(other.names) & set(self.differ)
-        return {"equivalent": not bad, "max_abs_diff": 0.5 if bad else 0.0, "max_rel_diff": 0.1 if bad else 0.0,
-                "why": "output 0 differs by up to 0.5" if bad else ""}
+        return {
+            "equivalent": not bad,
+            "max_abs_diff": 0.5 if bad else 0.0,
+            "max_rel_diff": 0.1 if bad else 0.0,
+            "why": "output 0 differs by up to 0.5" if bad else "",
+        }
 
 
 class FakeRepairer(Repairer):
@@ -151,15 +173,25 @@ def test_a_candidate_that_breaks_the_model_is_dropped_with_why() -> None:
 
 
 def test_decide_uses_bytes_when_objects_did_not_decide() -> None:
-    native = Culprit("stem.1", "eager", "leak", True, "", {"growth_bytes_per_call": 2e6, "objects_per_call": 0.0, "exact": False}, (), "")
+    native = Culprit(
+        "stem.1",
+        "eager",
+        "leak",
+        True,
+        "",
+        {"growth_bytes_per_call": 2e6, "objects_per_call": 0.0, "exact": False},
+        (),
+        "",
+    )
     after = Outcome("leak", {"growth_bytes_per_call": 1.5e5, "exact": False})
     d = decide(native, after, after, native.figures, False, False, lambda: {"equivalent": True})
     assert d["kept"] and "2.0 MB/call -> +150.0 KB/call" in d["reason"]
 
 
 def test_merge_probe_merges_dicts_and_passes() -> None:
-    assert merge_probe({"session_options": {"a": 1}, "post_export": ["onnxsim"]}, {"session_options": {"b": 2}, "post_export": ["x"]}) == {
-        "session_options": {"a": 1, "b": 2}, "post_export": ["onnxsim", "x"]}
+    assert merge_probe(
+        {"session_options": {"a": 1}, "post_export": ["onnxsim"]}, {"session_options": {"b": 2}, "post_export": ["x"]}
+    ) == {"session_options": {"a": 1, "b": 2}, "post_export": ["onnxsim", "x"]}
 
 
 def test_a_fix_that_does_not_hold_with_another_seed_is_dropped() -> None:

@@ -134,6 +134,8 @@ def test_the_cli_warns_once_and_goes_on(monkeypatch: pytest.MonkeyPatch, capsys:
 
 def test_this_environment_has_a_runtime_and_no_clash() -> None:
     """The suite's own environment: the Makefile installs one extra, so nothing is reported."""
-    code = "from bisector.runtime_check import installed_runtimes, clobbering\nr = installed_runtimes()\n" \
-           "assert len(r) >= 1 and not clobbering(r), r"
+    code = (
+        "from bisector.runtime_check import installed_runtimes, clobbering\nr = installed_runtimes()\n"
+        "assert len(r) >= 1 and not clobbering(r), r"
+    )
     subprocess.run([sys.executable, "-c", code], check=True)

@@ -90,8 +90,9 @@ def test_the_warm_up_feed_comes_from_the_session_and_runs_twice(monkeypatch: pyt
 
 
 def test_session_options_come_from_this_models_table_entry(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(h, "_BISECTOR_SESSIONS", {"tagger": {"session_options": {"enable_mem_pattern": False,
-                                                                                 "session.x": 1}}})
+    monkeypatch.setattr(
+        h, "_BISECTOR_SESSIONS", {"tagger": {"session_options": {"enable_mem_pattern": False, "session.x": 1}}}
+    )
     mine = h._bisector_session_options("tagger")
     assert mine.enable_mem_pattern is False and mine.get_session_config_entry("session.x") == "1"
     theirs = object()
@@ -125,8 +126,8 @@ def test_copies_run_on_their_own_with_the_scripts_aliases() -> None:
 
 def test_the_probe_pads_and_guards_with_the_same_helpers() -> None:
     from bisector.probe.loading import WorkloadError
-    from bisector.probe.types import ProbeOptions
     from bisector.probe.ort import InputAdapter
+    from bisector.probe.types import ProbeOptions
 
     options = ProbeOptions(input_transform="round:16", export_kwargs={"bounded_dims": {"B": [1, 16]}})
     adapt = InputAdapter(options, [{0: "B", 2: "H"}, {}], target=None)

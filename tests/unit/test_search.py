@@ -60,8 +60,11 @@ class FakeOracle:
             return Outcome("clean")
         kind = "leak" if any(k == "leak" for _, k in hits) else "shape-growth"
         # Each culprit leaks one object per call (exact counts, like real Python-level leaks).
-        figures = {"exact": self.exact, "objects_per_call": float(sum(1 for _, k in hits if k == "leak")),
-                   "objects_per_new_shape": float(sum(1 for _, k in hits if k != "leak"))}
+        figures = {
+            "exact": self.exact,
+            "objects_per_call": float(sum(1 for _, k in hits if k == "leak")),
+            "objects_per_new_shape": float(sum(1 for _, k in hits if k != "leak")),
+        }
         return Outcome(kind, figures)
 
 

@@ -12,7 +12,7 @@ from bisector.patching.serving import patch_serving, read_serving
 from bisector.patching.sites import find_sites, site_for
 from bisector.spec import ModelSpec, build_input_plan
 
-SHARED = '''import numpy as np
+SHARED = """import numpy as np
 import onnxruntime as ort
 
 ARTIFACTS = "artifacts"
@@ -24,13 +24,13 @@ class Predictor:
 
 
 PREDICTORS = [Predictor("tagger"), Predictor("heatmap")]
-'''
+"""
 
-SEPARATE = '''import onnxruntime
+SEPARATE = """import onnxruntime
 
 tagger = onnxruntime.InferenceSession("artifacts/tagger.onnx")
 heatmap = onnxruntime.InferenceSession("artifacts/heatmap.onnx")
-'''
+"""
 
 WARM = {"session_options": {"enable_mem_pattern": False}, "warm_up_largest": [{0: 4, 2: 96, 3: 96}]}
 
@@ -66,28 +66,45 @@ def test_generated_helpers_build_feeds_from_the_session(tmp_path: Path) -> None:
     from onnx import TensorProto, helper
 
     graph = helper.make_graph(
-        [helper.make_node("Cast", ["ids"], ["y"], to=TensorProto.FLOAT)], "g",
+        [helper.make_node("Cast", ["ids"], ["y"], to=TensorProto.FLOAT)],
+        "g",
         [helper.make_tensor_value_info("ids", TensorProto.INT64, ["batch", "tokens"])],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", "tokens"])],
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
     onnx.save(model, str(tmp_path / "encoder.onnx"))
-    new, _ = patch_serving(SHARED.replace('"tagger"', '"encoder"'), "encoder",
-                           {"warm_up_largest": [{0: 4, 1: 32}], "run_options": {"memory.enable_memory_arena_shrinkage": "cpu:0"}})
+    new, _ = patch_serving(
+        SHARED.replace('"tagger"', '"encoder"'),
+        "encoder",
+        {"warm_up_largest": [{0: 4, 1: 32}], "run_options": {"memory.enable_memory_arena_shrinkage": "cpu:0"}},
+    )
     ns: dict = {}
-    exec(compile(new.replace('ARTIFACTS = "artifacts"', f"ARTIFACTS = {str(tmp_path)!r}").split("PREDICTORS =")[0], "serve.py", "exec"), ns)
+    exec(
+        compile(
+            new.replace('ARTIFACTS = "artifacts"', f"ARTIFACTS = {str(tmp_path)!r}").split("PREDICTORS =")[0],
+            "serve.py",
+            "exec",
+        ),
+        ns,
+    )
     p = ns["Predictor"]("encoder")
     feed = ns["_bisector_feed"](p.session, [{0: 4, 1: 32}])
     assert feed["ids"].dtype == numpy.int64 and feed["ids"].shape == (4, 32)  # the int64 input gets int64
-    assert p.session.run(None, {"ids": numpy.ones((2, 3), dtype=numpy.int64)})[0].shape == (2, 3)  # runs with its run options
+    assert p.session.run(None, {"ids": numpy.ones((2, 3), dtype=numpy.int64)})[0].shape == (
+        2,
+        3,
+    )  # runs with its run options
 
 
 def test_each_setting_is_added_once_and_other_models_entries_stay() -> None:
     once, _ = patch_serving(SHARED, "heatmap", WARM)
     assert patch_serving(once, "heatmap", WARM)[0] == once  # idempotent, no file-wide marker
     more, _ = patch_serving(once, "heatmap", {"session_options": {"enable_cpu_mem_arena": False}})
-    assert read_serving(more, "heatmap")["session_options"] == {"enable_mem_pattern": False, "enable_cpu_mem_arena": False}
+    assert read_serving(more, "heatmap")["session_options"] == {
+        "enable_mem_pattern": False,
+        "enable_cpu_mem_arena": False,
+    }
     both, _ = patch_serving(more, "tagger", {"run_options": {"memory.enable_memory_arena_shrinkage": "cpu:0"}})
     assert read_serving(both, "tagger") == {"run_options": {"memory.enable_memory_arena_shrinkage": "cpu:0"}}
     assert read_serving(both, "heatmap")["warmup"] == "largest"
@@ -95,9 +112,11 @@ def test_each_setting_is_added_once_and_other_models_entries_stay() -> None:
 
 
 def test_settings_the_user_wrote_are_read_back() -> None:
-    user = SHARED.replace('        self.session = ort.InferenceSession(f"{ARTIFACTS}/{name}.onnx", providers=["CPUExecutionProvider"])',
-                          '        opts = ort.SessionOptions()\n        opts.enable_cpu_mem_arena = False\n'
-                          '        self.session = ort.InferenceSession(f"{ARTIFACTS}/{name}.onnx", opts)')
+    user = SHARED.replace(
+        '        self.session = ort.InferenceSession(f"{ARTIFACTS}/{name}.onnx", providers=["CPUExecutionProvider"])',
+        "        opts = ort.SessionOptions()\n        opts.enable_cpu_mem_arena = False\n"
+        '        self.session = ort.InferenceSession(f"{ARTIFACTS}/{name}.onnx", opts)',
+    )
     assert read_serving(user, "tagger") == {"session_options": {"enable_cpu_mem_arena": False}}
     export = 'import torch\n\ndef export(name, model, x):\n    torch.onnx.export(model, (x,), f"{name}.onnx", dynamo=False, opset_version=17)\n'
     assert read_export(export, "tagger") == {"exporter": "torchscript", "export_kwargs": {"opset_version": 17}}
@@ -110,13 +129,33 @@ def test_models_compose_into_one_patch_per_file(tmp_path: Path) -> None:
     plan = build_input_plan(["x=B,3,H,W"], ["B=1:4", "H=16:96", "W=16:96"])
     model = ModelSpec(str(tmp_path / "m.py"), "Net")
     works = [
-        ModelWork("heatmap", (), ({"warmup": "largest", "session_options": {"enable_mem_pattern": False}},), None, plan, model, None, str(serve)),
-        ModelWork("tagger", (), ({"run_options": {"memory.enable_memory_arena_shrinkage": "cpu:0"}},), None, plan, model, None, str(serve)),
+        ModelWork(
+            "heatmap",
+            (),
+            ({"warmup": "largest", "session_options": {"enable_mem_pattern": False}},),
+            None,
+            plan,
+            model,
+            None,
+            str(serve),
+        ),
+        ModelWork(
+            "tagger",
+            (),
+            ({"run_options": {"memory.enable_memory_arena_shrinkage": "cpu:0"}},),
+            None,
+            plan,
+            model,
+            None,
+            str(serve),
+        ),
     ]
     patches, notes, files = compose(works, tmp_path)
     (patch,) = patches
     assert notes == {"heatmap": [], "tagger": []} and files["heatmap"] == files["tagger"] == [str(serve.resolve())]
-    assert read_serving(patch.after, "heatmap")["warmup"] == "largest" and "run_options" in read_serving(patch.after, "tagger")
+    assert read_serving(patch.after, "heatmap")["warmup"] == "largest" and "run_options" in read_serving(
+        patch.after, "tagger"
+    )
     assert patch.diff.startswith("diff --git a/serve.py b/serve.py\nindex ")
     # Applied, the same works compose to nothing more.
     serve.write_text(patch.after)
@@ -126,8 +165,8 @@ def test_models_compose_into_one_patch_per_file(tmp_path: Path) -> None:
 
 
 def test_removing_data_other_code_reads_is_labelled_and_bounding_comes_first() -> None:
-    from bisector.fixers.base import FixTarget
     from bisector.fixers.append_only import FIXER
+    from bisector.fixers.base import FixTarget
     from bisector.fixers.collecting_hooks import FIXER as HOOKS
 
     src = (
@@ -145,7 +184,10 @@ def test_removing_data_other_code_reads_is_labelled_and_bounding_comes_first() -
     assert "del self.stats[:-4]" in trim
     # Nothing reads it: deleting the append removes nothing anyone sees.
     alone = src.split("    def pop_stats")[0]
-    assert not any(c.removes_behaviour for c in FIXER.propose(FixTarget("eager", "leak", region_type="m.Tagger", sources={"m.py": alone})))
+    assert not any(
+        c.removes_behaviour
+        for c in FIXER.propose(FixTarget("eager", "leak", region_type="m.Tagger", sources={"m.py": alone}))
+    )
     hook = "ACTS = []\n\ndef keep(m, a, out):\n    ACTS.append(out)\n\ndef latest():\n    return ACTS[-1]\n\nclass Net:\n    def __init__(self):\n        self.fc.register_forward_hook(keep)\n\n    def forward(self, x):\n        return self.fc(x)\n"
     cands = HOOKS.propose(FixTarget("eager", "leak", region_type="m.Linear", sources={"m.py": hook}))
     assert "latest()" in cands[-1].removes_behaviour and "del ACTS[:-4]" in cands[0].edits[0].after
@@ -155,9 +197,17 @@ def test_rank_puts_behaviour_removal_and_costly_warm_ups_last() -> None:
     from bisector.repair import Evaluation, rank
 
     def ev(summary: str, saved: float, **kw) -> Evaluation:
-        return Evaluation(("f",), summary, "", "eager", {}, {}, {}, True, 0.0, 0.0, True, "kept", False, 1, saved=saved, **kw)
+        return Evaluation(
+            ("f",), summary, "", "eager", {}, {}, {}, True, 0.0, 0.0, True, "kept", False, 1, saved=saved, **kw
+        )
 
-    ranked = rank([ev("remove", 10, removes_behaviour="read by x()"), ev("warm", 10, upfront_bytes=50e6, prevented_bytes=20e6), ev("bound", 5)])
+    ranked = rank(
+        [
+            ev("remove", 10, removes_behaviour="read by x()"),
+            ev("warm", 10, upfront_bytes=50e6, prevented_bytes=20e6),
+            ev("bound", 5),
+        ]
+    )
     assert [e.summary for e in ranked] == ["bound", "warm", "remove"]
 
 
@@ -168,9 +218,17 @@ def test_padding_is_not_written_around_a_session_every_model_shares(tmp_path: Pa
     serve = tmp_path / "serve.py"
     serve.write_text(SHARED)
     plan = build_input_plan(["x=B,3,H,W"], ["B=1:4", "H=16:96", "W=16:96"])
-    patch, notes = patch_infer_script(str(serve), Settings(round_multiple=16, session_options={"enable_mem_pattern": False}), plan,
-                                      str(tmp_path), key="heatmap")
-    assert "_bisector_run(" not in patch.after and "serves every model; rounded sizes for heatmap is not written" in notes[0]
+    patch, notes = patch_infer_script(
+        str(serve),
+        Settings(round_multiple=16, session_options={"enable_mem_pattern": False}),
+        plan,
+        str(tmp_path),
+        key="heatmap",
+    )
+    assert (
+        "_bisector_run(" not in patch.after
+        and "serves every model; rounded sizes for heatmap is not written" in notes[0]
+    )
     assert read_serving(patch.after, "heatmap") == {"session_options": {"enable_mem_pattern": False}}
 
 
@@ -180,14 +238,25 @@ def test_export_settings_go_to_this_models_call_and_never_to_a_shared_one(tmp_pa
 
     plan = build_input_plan(["x=B,3,H,W"], ["B=1:4", "H=16:96", "W=16:96"])
     two = tmp_path / "two.py"
-    two.write_text('import torch\ntorch.onnx.export(a, (x,), "tagger.onnx")\ntorch.onnx.export(b, (x,), "heatmap.onnx")\n')
-    patch, notes = patch_export_script(str(two), Settings(export_kwargs={"do_constant_folding": True}), plan, str(tmp_path), key="heatmap")
+    two.write_text(
+        'import torch\ntorch.onnx.export(a, (x,), "tagger.onnx")\ntorch.onnx.export(b, (x,), "heatmap.onnx")\n'
+    )
+    patch, notes = patch_export_script(
+        str(two), Settings(export_kwargs={"do_constant_folding": True}), plan, str(tmp_path), key="heatmap"
+    )
     assert notes == [] and patch.after.splitlines()[1] == 'torch.onnx.export(a, (x,), "tagger.onnx")'
     assert patch.after.splitlines()[2] == 'torch.onnx.export(b, (x,), "heatmap.onnx", do_constant_folding=True)'
     shared = tmp_path / "shared.py"
-    shared.write_text('import torch\n\ndef export(name, m, x):\n    torch.onnx.export(m, (x,), f"{name}.onnx", dynamo=False)\n')
-    patch, notes = patch_export_script(str(shared), Settings(exporter="torchscript", export_kwargs={"do_constant_folding": True}, onnxsim=True),
-                                       plan, str(tmp_path), key="heatmap")
+    shared.write_text(
+        'import torch\n\ndef export(name, m, x):\n    torch.onnx.export(m, (x,), f"{name}.onnx", dynamo=False)\n'
+    )
+    patch, notes = patch_export_script(
+        str(shared),
+        Settings(exporter="torchscript", export_kwargs={"do_constant_folding": True}, onnxsim=True),
+        plan,
+        str(tmp_path),
+        key="heatmap",
+    )
     assert not patch.changed and "builds every model's path from a name" in notes[0] and "onnxsim" in notes[1]
     # What is already there is no change: nothing to say.
     same, notes = patch_export_script(str(shared), Settings(exporter="torchscript"), plan, str(tmp_path), key="heatmap")
@@ -197,5 +266,7 @@ def test_export_settings_go_to_this_models_call_and_never_to_a_shared_one(tmp_pa
 def test_a_one_model_script_gets_the_settings_under_the_name_its_session_uses() -> None:
     one = 'import onnxruntime\n\nsession = onnxruntime.InferenceSession("model.onnx")\n'
     new, note = patch_serving(one, "net", WARM)
-    assert note == "" and "'model': {" in new and "sess_options=_bisector_session_options('model', None)), 'model')" in new
+    assert (
+        note == "" and "'model': {" in new and "sess_options=_bisector_session_options('model', None)), 'model')" in new
+    )
     assert read_serving(new, "net")["warmup"] == "largest"

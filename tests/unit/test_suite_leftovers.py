@@ -26,8 +26,13 @@ def test_a_session_that_leaves_a_process_and_a_folder_fails(pytester) -> None:
     )
     result = pytester.runpytest_subprocess("-p", "no:cacheprovider")
     assert result.ret == 1
-    result.stdout.fnmatch_lines(["*bisector leftovers:*", "*process * still running after the suite: sleep 600*",
-                                 "*temporary folder left after the suite: */bisector-*"])
+    result.stdout.fnmatch_lines(
+        [
+            "*bisector leftovers:*",
+            "*process * still running after the suite: sleep 600*",
+            "*temporary folder left after the suite: */bisector-*",
+        ]
+    )
     pid = int(pidfile.read_text())
     deadline = time.monotonic() + 2
     while psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE:

@@ -27,7 +27,9 @@ def _one_line_exit_2(r, *texts: str) -> str:
 
 def test_inputs_too_large_for_the_memory_cap_are_refused_with_the_figure() -> None:
     # 100000 x 3 x 4096 x 4096 float32 is 20 TB: the probe used to try to allocate it.
-    r = run_cli("measure", FINE, "--input", "x=B,3,4096,4096", "--dim", "B=1:100000", "--stage", "eager", "--mem-cap", "8GB")
+    r = run_cli(
+        "measure", FINE, "--input", "x=B,3,4096,4096", "--dim", "B=1:100000", "--stage", "eager", "--mem-cap", "8GB"
+    )
     line = _one_line_exit_2(r, "x=100000,3,4096,4096:float32", "20.1 TB", "8.0 GB")
     assert "--mem-cap" in line
 

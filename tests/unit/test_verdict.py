@@ -197,7 +197,13 @@ def test_worst_orders_verdicts() -> None:
 
 def test_verdict_json_has_the_report_fields() -> None:
     data = judge(curve(objects=lambda p, i, k: 1000 + i), None).to_json()
-    for key in ("verdict", "growth_bytes_per_call", "growth_bytes_per_new_shape", "baseline_bytes_per_call", "noise_bytes"):
+    for key in (
+        "verdict",
+        "growth_bytes_per_call",
+        "growth_bytes_per_new_shape",
+        "baseline_bytes_per_call",
+        "noise_bytes",
+    ):
         assert key in data
 
 
