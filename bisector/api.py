@@ -13,8 +13,18 @@ raises ``bisector.errors.UserError`` with one line that says what to do.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
+from bisector import pipeline
+from bisector.batch import Shard, load_models
+from bisector.batch import merge as _merge
+from bisector.batch import repair as _repair
+from bisector.fail_on import FailOn
+from bisector.find import find as _find
+from bisector.fixers import all_fixers
+from bisector.fleet import require_ray
+from bisector.measure import measure as _measure
 from bisector.prepare import Options, Prepared, parse_floors
 from bisector.prepare import prepare as _prepare
 from bisector.runner import Events
@@ -43,7 +53,6 @@ def measure(
     **kwargs: Any,
 ) -> MeasureReport:
     """Measure every asked-for stage of a model."""
-    from bisector.measure import measure as _measure
 
     p = prepare(spec, inputs, dims, **kwargs)
     return _measure(p.model, p.plan, p.options, events=events)
@@ -58,7 +67,6 @@ def find(
     **kwargs: Any,
 ) -> FindReport:
     """Measure, then bisect the module tree to the smallest leaking regions (see find.py)."""
-    from bisector.find import find as _find
 
     p = prepare(spec, inputs, dims, **kwargs)
     return _find(p.model, p.plan, p.options, events=events, run_dir=p.given.run_dir if p.given else None)
@@ -79,7 +87,6 @@ def fix(
 ) -> FixOutcome:
     """find -> repair -> patches (-> apply): the path `bisector fix` takes (pipeline.py). The outcome
     has a status (clean, fixed, unfixed, unproven, error), the find and fix reports, and the patches."""
-    from bisector import pipeline
 
     p = prepare(spec, inputs, dims, **kwargs)
     request = pipeline.FixRequest(
@@ -90,7 +97,6 @@ def fix(
 
 
 def _fixer_names() -> list[str]:
-    from bisector.fixers import all_fixers
 
     return [f.name for f in all_fixers()]
 
@@ -114,20 +120,12 @@ def repair(
     `executor="ray"` runs one Ray task per model (on the cluster at `address`, else a local Ray);
     `shard` ("I/N" or a batch.Shard) repairs only that share of the models; `fail_on` (e.g.
     "leak,shape-growth:unbounded") overrides each entry's `fail_on`."""
-    from bisector.batch import Shard, load_models
-    from bisector.batch import repair as _repair
 
     if executor == "ray":
-        from bisector.fleet import require_ray
-
         require_ray()
     part = Shard.parse(shard) if isinstance(shard, str) else shard
     models = load_models(config, manifest)
     if fail_on:
-        from dataclasses import replace
-
-        from bisector.fail_on import FailOn
-
         policy = ",".join(FailOn.parse(fail_on).to_json())  # checked now, not once per model
         models = [replace(m, options={**m.options, "fail_on": policy}) for m in models]
     return _repair(
@@ -153,7 +151,5 @@ def merge(
     allow_output_changes: bool = False,
 ) -> RepairSummary:
     """Join the outputs of sharded repairs (`shard="I/N"`) into one, as one unsharded run writes it."""
-    from bisector.batch import load_models
-    from bisector.batch import merge as _merge
 
     return _merge(load_models(config, manifest), list(outs), out, allow_output_changes=allow_output_changes)

@@ -19,30 +19,41 @@ the patches). Models run side by side sharing one probe server and one limit on 
 from __future__ import annotations
 
 import hashlib
+import inspect
 import json
 import os
 import re
+import shutil
 import sys
 import time
 from collections.abc import Iterable, Mapping
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from bisector import pipeline
+from bisector import (
+    fleet,  # a module import: fleet imports this module too (see fleet.py)
+    pipeline,
+)
+from bisector.caches import code_version
+from bisector.config import ToolTable, find_pyproject, load_config, validate
 from bisector.contract import stamp
 from bisector.errors import BisectorError, UserError
 from bisector.fail_on import FailOn
+from bisector.html_report import write_repair_index
 from bisector.lab import source_hash
 from bisector.patching.diff import source_patches
-from bisector.patching.from_report import compose, work_for
+from bisector.patching.from_report import ModelWork, compose, work_for
 from bisector.pipeline import FixRequest
 from bisector.prepare import Options, prepare
+from bisector.probe.pool import ProbePool
 from bisector.project import project_root
 from bisector.project_check import compile_error, run_check
 from bisector.publish import publish
 from bisector.repair import registration_site
+from bisector.spec import ModelSpec, library_imports, parse_model_spec
+from bisector.units import format_bytes
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -127,7 +138,6 @@ class RepairSummary:
         }
 
     def markdown(self) -> str:
-        from bisector.units import format_bytes
 
         lines = [
             "| model | status | verdict | stages | culprits | chosen fix | growth before -> after | trade-off | patch | check |",
@@ -199,15 +209,12 @@ def load_models(config: str | None = None, manifest: str | None = None) -> list[
             data = json.loads(path.read_text()) if path.suffix == ".json" else tomllib.loads(path.read_text())
         except (ValueError, tomllib.TOMLDecodeError) as exc:
             raise UserError(f"cannot read manifest {manifest}: {exc}") from None
-        from bisector.config import ToolTable, validate
 
         tool = data.get("tool") if isinstance(data, dict) else None
         nested = isinstance(tool, dict) and "bisector" in tool
         table = validate(ToolTable, tool["bisector"] if nested else data, manifest, "[tool.bisector]" if nested else "")
         base = str(path.resolve().parent)
     else:
-        from bisector.config import find_pyproject, load_config
-
         cfg = load_config(None, config)
         if cfg.path is None:
             where = config or find_pyproject(Path.cwd()) or "the current folder"
@@ -244,8 +251,6 @@ def load_models(config: str | None = None, manifest: str | None = None) -> list[
 
 
 def _key(entry: ModelEntry, extra: Mapping[str, Any]) -> str:
-    from bisector.caches import code_version
-    from bisector.spec import ModelSpec
 
     path, _, name = entry.spec.rpartition(":")
     files = [path] + [p for p in (entry.path("export_script"), entry.path("infer_script")) if p]
@@ -434,7 +439,6 @@ def _load_done(entry: ModelEntry, out: Path, key: str) -> tuple[ModelResult, Any
         data = json.loads(done.read_text())
         if data.get("key") != key:
             return None
-        from bisector.patching.from_report import ModelWork
 
         r = data["result"]
         result = ModelResult(
@@ -464,10 +468,6 @@ def run_local(
 ) -> Iterable[tuple[ModelEntry, ModelResult, Any]]:
     """The local executor: models side by side in threads, one probe server, one --jobs limit.
     Yields (entry, result, work) as each model finishes; a model's crash is its own error row."""
-    from concurrent.futures import as_completed
-
-    from bisector.probe.pool import ProbePool
-    from bisector.spec import library_imports, parse_model_spec
 
     preload: list[str] = []
     for entry in todo:
@@ -529,7 +529,6 @@ def repair(
         if kept is None:
             todo.append(entry)
             continue
-        from dataclasses import replace
 
         results[entry.name] = replace(kept[0], resumed=True)
         if kept[1] is not None:
@@ -541,9 +540,7 @@ def repair(
     if todo:
         running: list[Any] = [lambda: 0]
         if executor == "ray":
-            from bisector.fleet import run_ray
-
-            arrivals = run_ray(
+            arrivals = fleet.run_ray(
                 todo,
                 allow_output_changes=allow_output_changes,
                 jobs=jobs,
@@ -595,14 +592,11 @@ def repair(
                 progress(result, Progress(len(results), now_running, len(pending) - now_running, len(models)))
     summary = finish(models, results, works, out, started)
     if report_dir:
-        from bisector.html_report import write_repair_index
-
         write_repair_index(stamp(summary.to_json(), "repair"), report_dir)
     return summary
 
 
 def _takes_one(fn: Any) -> bool:
-    import inspect
 
     try:
         params = list(inspect.signature(fn).parameters.values())
@@ -645,7 +639,6 @@ def merge(
     """Join the outputs of `repair --shard I/N` runs into one: every model's result and edits are
     taken from the shard output that holds them (same key: same source, scripts and options), then
     patches are composed and the project's check run over all of them, as one unsharded run would."""
-    import shutil
 
     started = time.perf_counter()
     models = list(models)

@@ -27,7 +27,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bisector import __version__
+from bisector.fixers.base import UNSUPPORTED_OP
 from bisector.kinds import Kind
+from bisector.plots import stage_chart
+from bisector.repair import user_sources
+from bisector.units import format_bytes
 
 PER = {"eager": "call", "export": "export", "inference": "run"}
 MAX_SHAPES = 6  # repeated shapes and a few novel ones: enough to show either kind of growth
@@ -72,7 +77,6 @@ def _parts(report: Any) -> tuple[Any, Any]:
 def targets_of(report: Any, unfixed_only: bool = False) -> list[BundleTarget]:
     """Every culprit (those without a kept fix when unfixed_only); with no culprit, the whole model
     in each stage that is not clean, or in its first stage (a clean model's flat repro)."""
-    from bisector.fixers.base import UNSUPPORTED_OP
 
     measure, find = _parts(report)
     out = []
@@ -155,7 +159,6 @@ def collect_env(timeout_s: float = 180.0) -> str:
 
 
 def _measured(t: BundleTarget) -> str:
-    from bisector.units import format_bytes
 
     per = PER.get(t.stage, "call")
     f = t.figures
@@ -171,9 +174,6 @@ def _measured(t: BundleTarget) -> str:
 
 def write_bundle(report: Any, target: BundleTarget, out: str | Path, timeout_s: float = 300.0) -> Bundle:
     """One bundle folder for one target (never raises for the user's model: errors come back)."""
-    from bisector import __version__
-    from bisector.plots import stage_chart
-    from bisector.repair import user_sources
 
     measure, _ = _parts(report)
     model, plan, options = measure.model, measure.plan, measure.options
@@ -300,7 +300,6 @@ def issue_text(spec: str, t: BundleTarget, child: Mapping[str, Any], env: str) -
     if t.kind == Kind.SHAPE_GROWTH:
         what = what.replace("on every", "with every new input shape in")
     f = t.figures
-    from bisector.units import format_bytes
 
     rows = [
         (

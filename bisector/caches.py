@@ -8,9 +8,11 @@ import json
 import os
 import sys
 import threading
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from bisector import fixers
 from bisector.probe.types import ProbeFailed, ProbeOk, ProbeRequest, ProbeResult, result_from_json
 
 
@@ -26,12 +28,10 @@ def code_version() -> str:
     code that made it."""
     global _CODE_VERSION
     if _CODE_VERSION is None:
-        from bisector.fixers import FOLDER as fixers_folder
-
         h = hashlib.sha256()
         # Installed, the fixers sit inside bisector's folder; in a checkout, beside it: a set.
         root = Path(__file__).resolve().parent
-        for f in sorted({f for folder in (root, fixers_folder.resolve()) for f in folder.rglob("*.py")}):
+        for f in sorted({f for folder in (root, fixers.FOLDER.resolve()) for f in folder.rglob("*.py")}):
             try:
                 h.update(f.read_bytes())
             except OSError:
@@ -44,7 +44,6 @@ _CODE_VERSION: str | None = None
 
 
 def versions() -> dict[str, str]:
-    from importlib import metadata
 
     out = {"python": sys.version.split()[0], "executable": sys.executable, "bisector": code_version()}
     for dist in ("torch", "onnxruntime-gpu", "onnxruntime", "onnx", "onnxscript"):

@@ -13,7 +13,7 @@ import json
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
-from bisector.schedule import Schedule, Step
+from bisector.schedule import Schedule, ScheduleProfile, Step
 
 
 def dims_key(dims: Mapping[str, int]) -> str:
@@ -43,6 +43,5 @@ def missing(folder: str | Path, dims_list: Iterable[Mapping[str, int]]) -> list[
 
 def capture_schedule(dims_list: list[dict[str, int]], seed: int) -> Schedule:
     """A schedule whose steps are the shapes to capture (the capture probe's work list)."""
-    from bisector.schedule import ScheduleProfile
 
     return Schedule(steps=tuple(Step("capture", d) for d in dims_list), seed=seed, profile=ScheduleProfile())

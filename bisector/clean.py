@@ -22,6 +22,10 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from bisector.config import load_config
+from bisector.errors import UserError
+from bisector.units import parse_size
+
 CONTROL_CACHE, RUN, CAPTURE, REPAIR, BACKUP, OTHER = "control-cache", "run", "capture", "repair", "backup", "other"
 # Folders of a run directory whose children are entries of their own (removed one by one).
 _PER_CHILD = {"runs": RUN, "captures": CAPTURE, "backups": BACKUP}
@@ -179,8 +183,6 @@ def clean(
 
 def capture_cap(model_path: str | None = None) -> int:
     """BISECTOR_CAPTURE_CAP, else [tool.bisector] capture_cap near the model, else 1 GB."""
-    from bisector.errors import UserError
-    from bisector.units import parse_size
 
     text = os.environ.get(CAPTURE_CAP_ENV)
     if text:
@@ -189,8 +191,6 @@ def capture_cap(model_path: str | None = None) -> int:
         except UserError:
             return DEFAULT_CAPTURE_CAP  # a bad variable must not stop a find half way: the default holds
     try:
-        from bisector.config import load_config
-
         value = load_config(model_path).get("capture_cap")
         return parse_size(value) if value is not None else DEFAULT_CAPTURE_CAP
     except UserError:

@@ -22,6 +22,10 @@ from pathlib import Path
 from typing import Any, Union
 
 from bisector.errors import UserError
+from bisector.fail_on import KINDS
+from bisector.probe.types import EXPORTERS, STAGES
+from bisector.spec import parse_dim, parse_input
+from bisector.units import format_bytes, parse_size
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -50,19 +54,16 @@ def _choices(*allowed: str) -> Callable[[Any], None]:
 
 
 def _stages(value: Any) -> None:
-    from bisector.probe.types import STAGES
 
     _choices(*STAGES)(value)
 
 
 def _exporter(value: Any) -> None:
-    from bisector.probe.types import EXPORTERS
 
     _choices(*EXPORTERS)(value)
 
 
 def _fail_on(value: Any) -> None:
-    from bisector.fail_on import KINDS
 
     _choices(*KINDS)(
         [t.strip() for v in ([value] if isinstance(value, str) else value) for t in str(v).split(",") if t.strip()]
@@ -71,7 +72,6 @@ def _fail_on(value: Any) -> None:
 
 def _size(minimum: int = 1) -> Callable[[Any], None]:
     def check(value: Any) -> None:
-        from bisector.units import format_bytes, parse_size
 
         try:
             n = parse_size(value, "value")
@@ -103,13 +103,11 @@ def _each(parse: Callable[[str], Any]) -> Callable[[Any], None]:
 
 
 def _inputs(value: Any) -> None:
-    from bisector.spec import parse_input
 
     _each(parse_input)(value)
 
 
 def _dims(value: Any) -> None:
-    from bisector.spec import parse_dim
 
     _each(parse_dim)(as_list(value, "dims"))
 

@@ -17,7 +17,10 @@ from __future__ import annotations
 import functools
 import json
 from collections.abc import Mapping
+from importlib import metadata, resources
 from typing import Any
+
+from bisector import __version__
 
 SCHEMA_VERSION = 1
 SCHEMA_PACKAGE = "bisector"
@@ -37,7 +40,6 @@ _RUNTIME_DISTRIBUTIONS = (
 
 
 def _version_of(distribution: str) -> str | None:
-    from importlib import metadata
 
     try:
         return metadata.version(distribution)
@@ -66,7 +68,6 @@ def toolchain_versions() -> dict[str, str | None]:
 def stamp(data: Mapping[str, Any], kind: str) -> dict[str, Any]:
     """The report with the contract's stamp first. The stamp wins over keys of the same name in
     data (the stored document already names bisector's version: the same value)."""
-    from bisector import __version__
 
     if kind not in REPORT_KINDS:
         raise ValueError(f"unknown report kind {kind!r}; expected one of {', '.join(REPORT_KINDS)}")
@@ -81,7 +82,6 @@ def stamp(data: Mapping[str, Any], kind: str) -> dict[str, Any]:
 
 def schema_text() -> str:
     """The JSON Schema of every report, as shipped in the package."""
-    from importlib import resources
 
     return resources.files(SCHEMA_PACKAGE).joinpath(SCHEMA_FILE).read_text(encoding="utf-8")
 

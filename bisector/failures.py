@@ -13,13 +13,13 @@ from dataclasses import replace
 from bisector.errors import BisectorError, InternalError, UserError
 from bisector.find import Culprit, FindReport, StageSearch
 from bisector.fixers.base import UNSUPPORTED_OP
+from bisector.fixers.onnx_symbolics import failing_operators
 from bisector.results import CRASHED, FAILED, MeasureReport
 
 
 def failure_culprits(found: FindReport) -> FindReport:
     """Stages that failed because the exporter lacks (or mis-emits) an operator become culprits of
     kind unsupported-op, so fixers can make them export; other failures stay failures."""
-    from bisector.fixers.onnx_symbolics import failing_operators
 
     searches = dict(found.searches)
     for stage, r in found.measure.stages.items():
@@ -70,8 +70,6 @@ def failure_error(report: MeasureReport, skip: Iterable[str] = ()) -> BisectorEr
                 "forward": "; check that --input matches the forward's arguments",
             }.get(f.where, "")
             if f.where in ("export", "session"):
-                from bisector.fixers.onnx_symbolics import failing_operators
-
                 ops = failing_operators(f.message)
                 if ops:
                     hint = f"; `bisector fix` tries a symbolic for {', '.join(ops)} or another exporter" + hint

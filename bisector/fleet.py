@@ -13,14 +13,27 @@ functions: `bisector --help` never pays for it.
 
 from __future__ import annotations
 
+import importlib.util
+import logging
 import os
+import shutil
 import socket
 import tempfile
+import time
 from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+import psutil
+
+# batch imports this module (run_ray) and this one batch's per-model job: a module import, read at
+# call time, keeps the cycle harmless.
+from bisector import batch
 from bisector.errors import UserError
+from bisector.patching.from_report import ModelWork
+from bisector.probe.pool import ProbePool
+from bisector.spec import library_imports, parse_model_spec
 
 # A task whose worker dies (node lost, worker killed, OOM killer) is run once more, then
 # reported as an error for that model. Exceptions raised by our own code are not retried:
@@ -32,7 +45,6 @@ INSTALL_HINT = "--executor ray needs Ray: pip install 'bisector[ray]' (or pip in
 
 def require_ray() -> None:
     """A one-line error, before any model runs, when Ray is not installed."""
-    import importlib.util
 
     if importlib.util.find_spec("ray") is None:
         raise UserError(INSTALL_HINT)
@@ -52,9 +64,6 @@ WORKDIR_PREFIX = "bisector-ray-"
 def _sweep_dead_workers(tmp: Path) -> None:
     """Remove the work folders of Ray workers that are gone: Ray ends its workers without running
     their exit handlers (and a killed one runs none), so each new worker sweeps for the dead."""
-    import shutil
-
-    import psutil
 
     for d in tmp.glob(f"{WORKDIR_PREFIX}*"):
         try:
@@ -66,7 +75,6 @@ def _sweep_dead_workers(tmp: Path) -> None:
 
 
 def _worker_pool(fresh: bool, preload: tuple[str, ...]) -> Any:
-    from bisector.probe.pool import ProbePool
 
     key = (fresh, preload)
     if key not in _POOL:
@@ -86,16 +94,11 @@ def _repair_task(
 ) -> dict[str, Any]:
     """The body of one model's Ray task, on the node where it landed: a local probe server, the
     local executor's repair of one model, and the result as JSON-safe data for the driver."""
-    from concurrent.futures import ThreadPoolExecutor
-
-    from bisector.batch import repair_one
-    from bisector.spec import library_imports, parse_model_spec
 
     try:
         preload = tuple(library_imports(parse_model_spec(entry.spec)))
     except Exception:  # noqa: BLE001 - a bad spec is reported by repair_one, as locally
         preload = ()
-    import shutil
 
     pool = _worker_pool(fresh, preload)
     # Run data (recorded inputs, measurements) stays on the node, in the worker's folder: the
@@ -105,7 +108,7 @@ def _repair_task(
         with ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="bisector-probe") as probes:
             # --report folders are written where the task runs: the driver's own disk with a local
             # Ray or a shared file system, the node's otherwise.
-            result, work = repair_one(
+            result, work = batch.repair_one(
                 entry,
                 run_dir,
                 pool,
@@ -130,9 +133,8 @@ def _repair_task(
 def _connect(address: str | None) -> bool:
     """Join the cluster at `address` (or `auto`), or start a local Ray on this machine. Returns
     whether we started it (and so shut it down at the end). A Ray the caller started is reused."""
-    import logging
 
-    import ray
+    import ray  # noqa: PLC0415 - ray is an extra: loaded only for --executor ray
 
     if ray.is_initialized():
         return False
@@ -151,7 +153,7 @@ def _connect(address: str | None) -> bool:
 
 def _died(exc: BaseException) -> str:
     """What an exception from ray.get says about the task, in one line."""
-    import ray.exceptions as rex
+    import ray.exceptions as rex  # noqa: PLC0415 - ray is an extra: loaded only for --executor ray
 
     lost = tuple(
         getattr(rex, n)
@@ -186,10 +188,7 @@ def run_ray(
     """Submit one task per model (`num_cpus` = --jobs, default 1: the probes it runs at once) and
     yield (entry, result, work) as each task finishes, in the order they finish."""
     require_ray()
-    import ray
-
-    from bisector.batch import ERROR, ModelResult
-    from bisector.patching.from_report import ModelWork
+    import ray  # noqa: PLC0415 - ray is an extra: loaded only for --executor ray
 
     cpus = max(1, jobs or 1)
     started_here = _connect(address)
@@ -217,10 +216,14 @@ def run_ray(
             try:
                 data = ray.get(ref)
             except Exception as exc:  # noqa: BLE001 - a lost task is this model's error, never the run's
-                yield entry, ModelResult(entry.name, entry.label or entry.spec, ERROR, error=_died(exc)), None
+                yield (
+                    entry,
+                    batch.ModelResult(entry.name, entry.label or entry.spec, batch.ERROR, error=_died(exc)),
+                    None,
+                )
                 continue
             r = data["result"]
-            result = ModelResult(
+            result = batch.ModelResult(
                 **{**r, "culprits": tuple(r["culprits"]), "kept": tuple(r["kept"]), "patches": tuple(r["patches"])}
             )
             work = ModelWork.from_json(data["work"]) if data.get("work") else None
@@ -234,7 +237,6 @@ def run_ray(
 def sweep_after_shutdown(wait_s: float = 10.0) -> None:
     """Once Ray is shut down, its workers end without running exit handlers: remove their work
     folders as they go, waiting a little for the last ones (a driver that started Ray leaves none)."""
-    import time
 
     tmp = Path(tempfile.gettempdir())
     deadline = time.monotonic() + wait_s

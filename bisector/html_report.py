@@ -21,8 +21,11 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from bisector.contract import stamp
 from bisector.errors import UserError
 from bisector.kinds import Kind
+from bisector.plots import stage_chart
+from bisector.units import format_bytes
 
 DOCUMENT = "report.json"
 PAGE = "index.html"
@@ -45,7 +48,6 @@ def document(
 ) -> dict[str, Any]:
     """The JSON document of a MeasureReport, FindReport or FixReport (duck-typed: the library's
     reports, never re-measured)."""
-    from bisector.contract import stamp
 
     if hasattr(report, "evaluations"):
         kind, data, find = "fix", report.to_json(), report.find
@@ -115,7 +117,6 @@ def _slug(text: str) -> str:
 
 def write_report(doc: Mapping[str, Any], out: str | Path) -> Path:
     """Write report.json, the charts as PNGs (charts/) and index.html into out; returns the page."""
-    from bisector.plots import stage_chart
 
     out = Path(out)
     (out / "charts").mkdir(parents=True, exist_ok=True)
@@ -264,7 +265,6 @@ def _page(title: str, body: str) -> str:
 
 
 def _b(v: Any, signed: bool = True) -> str:
-    from bisector.units import format_bytes
 
     return format_bytes(v, signed=signed) if isinstance(v, (int, float)) else "-"
 
@@ -356,7 +356,7 @@ def _tree(doc: Mapping[str, Any]) -> str:
         return ""
     culprits = {c["region"]: c for c in doc.get("culprits") or []}
     tested: dict[str, str] = {}
-    for stage, s in (doc.get("search") or {}).items():
+    for s in (doc.get("search") or {}).values():
         for t in s.get("tested") or []:
             if len(t["regions"]) == 1:
                 tested[t["regions"][0]] = t["kind"]

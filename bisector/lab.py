@@ -51,6 +51,7 @@ from bisector.schedule import Schedule, ScheduleProfile, Step, build_schedule
 from bisector.search import Outcome
 from bisector.spec import InputPlan, ModelSpec, library_imports
 from bisector.tree import Tree
+from bisector.units import format_bytes
 from bisector.verdict import (
     CLEAN,
     HEAP,
@@ -189,7 +190,6 @@ def floor_short(verdict: Verdict | None, options: MeasureOptions, stage: str) ->
     floor = verdict.floor_bytes_per_call
     if target is None or floor is None or floor <= target:
         return None
-    from bisector.units import format_bytes
 
     return (
         f"detection floor {format_bytes(floor)}/call is above the target {format_bytes(target)}"

@@ -19,6 +19,7 @@ from bisector.probe.types import STAGES
 from bisector.results import MeasureOptions, MeasureReport, StageResult, stage_order
 from bisector.runner import Events, event
 from bisector.spec import InputPlan, ModelSpec
+from bisector.units import format_bytes
 
 
 def measure(
@@ -63,7 +64,6 @@ def _stage(lab: Lab, stage: str) -> StageResult:
 
 def stage_summary(result: StageResult, seconds: float) -> str:
     """One line for progress: the verdict, the growth that decided it, the probes and the time."""
-    from bisector.units import format_bytes
 
     v = result.verdict
     figure = ""

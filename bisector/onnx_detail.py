@@ -57,7 +57,7 @@ def _walk_nodes(graph: Any) -> Iterable[Any]:
 def op_histogram(model: Any) -> OpHistogram:
     """Op types of a ModelProto (or a path to a .onnx), most frequent first. Nodes inside local
     functions are counted where the function is defined, once, since that is what the file holds."""
-    import onnx
+    import onnx  # noqa: PLC0415 - onnx only when a report details a graph
 
     if isinstance(model, (str, Path)):
         model = onnx.load(str(model), load_external_data=False)
@@ -98,7 +98,10 @@ def profile_summary(events: Any, top: int = 10) -> ProfileSummary:
         acc[0] += dur
         acc[1] += 1
     total = sum(us for _, us in by_node.values())
-    share = lambda us: round(us / total, 4) if total else 0.0
+
+    def share(us: float) -> float:
+        return round(us / total, 4) if total else 0.0
+
     nodes = sorted(by_node.items(), key=lambda kv: -kv[1][1])[:top]
     ops = sorted(by_op.items(), key=lambda kv: -kv[1][0])[:top]
     notes = () if by_node else ("the profile holds no node kernel events",)
@@ -116,7 +119,7 @@ def profile_run(
 ) -> tuple[Path, ProfileSummary]:
     """Run the graph `runs` times with ONNX Runtime's profiler on; the profile JSON lands in
     out_dir as profile.json (ORT names it with a timestamp; renamed so a bundle is predictable)."""
-    import onnxruntime as ort
+    import onnxruntime as ort  # noqa: PLC0415 - onnxruntime only when a report details a graph
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -26,6 +26,8 @@ import sysconfig
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from bisector.fixers import FOLDER as fixers_folder
+
 MODEL, LIBRARIES, TOOLCHAIN, OTHER, NATIVE = "model", "libraries", "toolchain", "other", "native"
 GROUPS = (MODEL, LIBRARIES, TOOLCHAIN, OTHER)
 # Top-level packages whose growth is the toolchain's, never the model's.
@@ -210,7 +212,6 @@ def _short(filename: str) -> str:
 
 def installed_own() -> list[str]:
     """bisector's own folders (its harness allocates too: sample arrays, snapshots)."""
-    from bisector.fixers import FOLDER as fixers_folder
 
     here = os.path.dirname(os.path.abspath(__file__))
     return [here, str(fixers_folder)]

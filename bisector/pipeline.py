@@ -12,6 +12,7 @@ the typed ``FixOutcome`` its own way. The status says what happened to the model
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from enum import Enum
@@ -24,8 +25,13 @@ from bisector.fail_on import FailOn
 from bisector.failures import failure_culprits, failure_error, unfixable_failures
 from bisector.find import Culprit, Finder, FindReport
 from bisector.lab import Lab
+from bisector.measure import measure
+from bisector.patching.apply import apply as apply_patches
+from bisector.patching.apply import check_writable
+from bisector.patching.from_report import best_fixes, patches_for
 from bisector.prepare import Options, Prepared
 from bisector.probe.pool import ProbePool
+from bisector.project import project_root
 from bisector.project_check import prove, run_check
 from bisector.repair import FixReport, Repairer, holds, merge_probe
 from bisector.results import CRASHED, FAILED, MeasureReport
@@ -158,7 +164,6 @@ def check_request(prepared_spec: str, given: Options, request: FixRequest, known
     files --apply would have to write outside the project or read-only without --force. Returns the
     project root (decided from the model path as given, before any symlink is followed: a link
     inside the project to a file outside it must not carry the writes outside)."""
-    from bisector.patching.apply import check_writable, project_root
 
     known = list(known_fixers)
     for name in request.fixers:
@@ -184,7 +189,6 @@ def check_request(prepared_spec: str, given: Options, request: FixRequest, known
 
 def given_path(spec: str) -> Path:
     """The model file as the user wrote it, made absolute without following symlinks."""
-    import os
 
     return Path(os.path.abspath(Path(spec.rpartition(":")[0] or spec).expanduser()))
 
@@ -232,9 +236,6 @@ def _patch_and_apply(
     root: Path | None,
     stopped: Callable[[], bool],
 ) -> FixOutcome:
-    from bisector.patching.apply import apply as apply_patches
-    from bisector.patching.from_report import best_fixes, patches_for
-    from bisector.project import project_root
 
     chosen = tuple(best_fixes(report, request.pick, request.prefer))
     picked = {(e.region, e.stage) for e in chosen}
@@ -306,8 +307,6 @@ def confirm(prepared: Prepared, report: FixReport, found: FindReport, pick: int 
     """Re-measure the stages that had culprits from the files as now written (the probe loads the
     model source afresh, so source edits count), with the kept export and runtime settings as probe
     overrides (the probe does not run the user's export or serving scripts)."""
-    from bisector.measure import measure
-    from bisector.patching.from_report import best_fixes
 
     probes: dict[str, Any] = {}
     for ev in best_fixes(report, pick):

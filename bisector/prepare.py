@@ -16,7 +16,10 @@ from bisector.choices import DEVICES, METRICS
 from bisector.config import MIN_MEM_CAP, as_list, load_config
 from bisector.errors import UserError
 from bisector.infer_inputs import Inferred, infer
-from bisector.probe.types import EXPORTERS, STAGES, ProbeOptions
+from bisector.patching.export_script import read_export
+from bisector.patching.serving import read_serving
+from bisector.probe.pool import default_mem_cap
+from bisector.probe.types import EXPORTERS, STAGES, ProbeOptions, merge_overrides
 from bisector.results import FLOOR_TARGETS, MeasureOptions
 from bisector.spec import (
     InputPlan,
@@ -205,9 +208,6 @@ def read_back(
 ) -> dict[str, Any]:
     """Settings the given scripts already apply to this model (its session, its export call); the
     scripts name it by ``key`` (default: the model file's stem, served from `<stem>.onnx`)."""
-    from bisector.patching.export_script import read_export
-    from bisector.patching.serving import read_serving
-    from bisector.probe.types import merge_overrides
 
     key = key or Path(model_path).stem
     out: dict[str, Any] = {}
@@ -240,7 +240,6 @@ def parse_floors(values: list[str], stages: Iterable[str]) -> dict[str, float]:
 def _check_inputs_fit(plan: InputPlan, cap: int | None) -> None:
     """Refuse, before any probe starts, inputs whose largest shape cannot fit under the memory cap:
     a probe would only be killed at the cap (or fail to allocate) and read as a crash."""
-    from bisector.probe.pool import default_mem_cap
 
     need, shapes = largest_input_bytes(plan)
     limit = cap if cap is not None else default_mem_cap()

@@ -7,6 +7,9 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from bisector.bundle import targets_of, write_bundle
+from bisector.html_report import document, save_document, write_report
+
 
 def publish(
     report: Any,
@@ -21,8 +24,6 @@ def publish(
     find and fix also keep the document in their run directory, so ``bisector report`` can render
     it later without --report having been given. With --report but no --bundle, export and
     inference culprits still get a bundle under <report>/bundles: the ONNX detail comes from it."""
-    from bisector.bundle import targets_of, write_bundle
-    from bisector.html_report import document, save_document, write_report
 
     extra: dict[str, Any] = {}
     targets = targets_of(report, unfixed_only) if (bundle_dir or report_dir) else []

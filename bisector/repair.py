@@ -18,25 +18,31 @@ the culprit clean, pairs of the ones that helped most with every other are tried
 
 from __future__ import annotations
 
+import ast
 import hashlib
 import os
+import re
 import shutil
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 from bisector.errors import UserError
 from bisector.find import Culprit, FindReport
+from bisector.fixers import FixTarget, addresses, all_fixers, select
 from bisector.fixers.base import UNSUPPORTED_OP  # stdlib only: a stage the exporter could not get through
 from bisector.lab import Lab
 from bisector.probe.types import merge_overrides
+from bisector.project import project_root
 from bisector.results import StageResult, outcome_of
 from bisector.search import Outcome
 from bisector.spec import ModelSpec
+from bisector.units import format_bytes
 from bisector.verdict import CLEAN, LEAK
 
 KEEP_DROP = 0.9  # growth must drop by at least this share
@@ -149,7 +155,6 @@ class FixReport:
 def user_sources(model: ModelSpec) -> dict[str, str]:
     """The model file and the user's own modules it imports (beside it, transitively): what
     source-editing fixers may change. Installed packages are never among them."""
-    import ast
 
     folder = Path(model.path).resolve().parent
     todo = [Path(model.path).resolve()]
@@ -184,11 +189,9 @@ def registration_site(model: ModelSpec, region: str) -> str:
     """Where the user's code registers a hook on this region (`self.proj.register_forward_hook(...)`
     for region `proj`), as file:line relative to the model's folder; "" when none. A culprit whose
     own code is torch's (a Linear) leaks through a hook its parent registered there."""
-    import ast
 
     if not region:
         return ""
-    from bisector.project import project_root
 
     last = region.split(".")[-1]
     folder = project_root(model.path)
@@ -276,7 +279,6 @@ def holds(c: Culprit, stage: StageResult | None) -> bool:
 def _failed_exporter(root: StageResult | None) -> str | None:
     """The exporter a failed stage used, from its message ("... with the torchscript exporter
     failed"): a failed stage has no curve to say it."""
-    import re
 
     message = getattr(getattr(root, "failure", None), "message", "") or ""
     m = re.search(r"with the (dynamo|torchscript) exporter", message)
@@ -297,7 +299,6 @@ def _figures(o: Outcome) -> dict[str, Any]:
 
 
 def _fmt(value: float, unit: str) -> str:
-    from bisector.units import format_bytes
 
     if unit.startswith("bytes"):
         return f"{format_bytes(value, signed=True)}/{unit.split('/', 1)[1]}"
@@ -318,7 +319,6 @@ class Repairer:
         rtol: float = 1e-3,
         atol: float = 1e-4,
     ) -> None:
-        from bisector.fixers import all_fixers, select
 
         self.lab = lab
         self.report = report
@@ -333,7 +333,6 @@ class Repairer:
     # -- configurations ---------------------------------------------------------------------------
 
     def target(self, c: Culprit) -> Any:
-        from bisector.fixers import FixTarget
 
         root = self.report.measure.stages.get(c.stage)
         meta = dict(root.curve.meta) if root is not None and root.curve is not None else {}
@@ -472,7 +471,6 @@ class Repairer:
     # -- the run ----------------------------------------------------------------------------------------
 
     def repair_culprit(self, c: Culprit, pool: ThreadPoolExecutor) -> list[Evaluation]:
-        from bisector.fixers import addresses
 
         target = self.target(c)
         candidates = [cand for fx in self.fixers if addresses(fx, target) for cand in fx.propose(target)]
@@ -679,7 +677,6 @@ def rank(results: list[Evaluation]) -> list[Evaluation]:
 
 def runtime_opset() -> int | None:
     """The newest ai.onnx opset the installed ONNX Runtime runs (its release notes' table)."""
-    from importlib import metadata
 
     for dist in ("onnxruntime-gpu", "onnxruntime"):
         try:

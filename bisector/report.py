@@ -4,9 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
+from rich.markup import escape
+from rich.tree import Tree as RichTree
+
 from bisector.chart import phased_sparkline
 from bisector.fixers.base import UNSUPPORTED_OP
+from bisector.owners import LIBRARIES, MODEL, TOOLCHAIN, native_share
 from bisector.probe.types import ProbeCrashed, ProbeFailed, ProbeTimedOut
+from bisector.repair import costs_more_than_it_saves, registration_site
 from bisector.results import CRASHED, FAILED, MeasureReport, StageResult
 from bisector.schedule import PHASES
 from bisector.units import format_bytes
@@ -116,7 +121,6 @@ def owners_lines(r: StageResult) -> list[str]:
     v = r.verdict
     if v is None or not v.owners or "repeat" not in v.owners:
         return []
-    from bisector.owners import LIBRARIES, MODEL, TOOLCHAIN, native_share
 
     o = v.owners["repeat"]
     per = PER.get(r.stage, "call")
@@ -216,7 +220,6 @@ def failure_text(failure: Any) -> str:
 
 
 def render_measure(report: MeasureReport, console: Any) -> None:
-    from rich.markup import escape
 
     band = report.options.bands.rss
     console.print(
@@ -246,8 +249,6 @@ def render_measure(report: MeasureReport, console: Any) -> None:
 
 def render_find(report: Any, console: Any) -> None:
     """The measure lines per stage, then a tree from the root to each culprit."""
-    from rich.markup import escape
-    from rich.tree import Tree as RichTree
 
     m = report.measure
     band = m.options.bands.rss
@@ -313,7 +314,6 @@ def _culprit_label(report: Any, c: Any, type_name: str, escape: Any) -> str:
             region = report.tree.regions.get(c.region)
             if c.own_code and c.region and region is not None and region.type.startswith("torch."):
                 # torch's own module does not keep outputs: a hook its parent registered does
-                from bisector.repair import registration_site
 
                 site = registration_site(report.measure.model, c.region)
                 own = f" (a hook registered at {site})" if site else own
@@ -354,9 +354,6 @@ def _culprit_tree(report: Any, search: Any, RichTree: Any, escape: Any) -> Any:
 def render_fix(report: Any, console: Any, show_dropped: bool = True, show_find: bool = True) -> None:
     """The find report (unless already shown), then per culprit the fixes kept (best first) and
     those dropped, and why, with each kept fix's trade-off."""
-    from rich.markup import escape
-
-    from bisector.repair import costs_more_than_it_saves
 
     if show_find:
         render_find(report.find, console)

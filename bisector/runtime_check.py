@@ -9,9 +9,13 @@ user (`bisector[cpu]` or `bisector[gpu]`) and checks at start-up, from package m
 
 from __future__ import annotations
 
+import os
 import re
+import sys
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
 from typing import Any
 
 MODULE = "onnxruntime"
@@ -43,10 +47,6 @@ def _provides_module(dist: Any) -> bool:
 def _candidates() -> Iterable[Any]:
     """Distributions on sys.path whose metadata folder is named onnxruntime*: a listing of each
     site folder, where metadata.distributions() would read every package's METADATA (~0.1 s)."""
-    import os
-    import sys
-    from importlib import metadata
-    from pathlib import Path
 
     for folder in sys.path:
         try:

@@ -7,9 +7,11 @@ costs milliseconds and one clear line, not a child process and a traceback.
 from __future__ import annotations
 
 import ast
+import importlib.util
 import json
 import math
 import re
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -397,8 +399,6 @@ def library_imports(model: ModelSpec) -> tuple[str, ...]:
     """Installed third-party modules the model file imports at top level, for the probe server
     to import before forking ("pkg" or "pkg:Attr" for a lazily loaded attribute, as in
     `from transformers import GPT2Model`). The user's own modules are never included."""
-    import importlib.util
-    import sys
 
     path = Path(model.path)
     try:

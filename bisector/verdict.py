@@ -37,6 +37,7 @@ from typing import Any
 
 from bisector.curve import MemoryCurve
 from bisector.kinds import Kind, worst  # noqa: F401 - worst: re-exported from its old home
+from bisector.owners import MODEL, TOOLCHAIN, model_share, native_share, toolchain_share, top_site
 from bisector.units import format_bytes
 
 GROWS, FLAT, UNSURE = "grows", "flat", "unsure"
@@ -464,7 +465,6 @@ def attribute(
     control's minus the malloc'd Python growth above the control's: the exporter's own growth, in
     Python and natively, is in both probes (the relu control's is part native: ~1 KB of its
     ~10 KB per dynamo export)."""
-    from bisector.owners import MODEL, TOOLCHAIN, model_share, native_share, toolchain_share, top_site
 
     if not owners or "repeat" not in owners:
         return verdict

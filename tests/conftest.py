@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -138,7 +139,6 @@ def has_cuda() -> bool:
 
 
 def run_cli(*args: str, cwd: str | Path | None = None, timeout: float = 600) -> subprocess.CompletedProcess[str]:
-    import subprocess
 
     from tests.contract import check_cli_output
 

@@ -13,6 +13,7 @@ from typing import Any
 import libcst as cst
 
 from bisector.errors import UserError
+from bisector.fixers.onnx_symbolics import SYMBOLICS, registration_code
 from bisector.patching.cst_edits import (
     MARK,
     code_of,
@@ -24,6 +25,7 @@ from bisector.patching.cst_edits import (
 )
 from bisector.patching.diff import Patch
 from bisector.patching.settings import DEFAULT_EXPORTER, Settings, dynamic_dims_by_input
+from bisector.patching.sites import path_key
 
 
 def dynamic_spec_code(plan: Any, bounded: Mapping[str, Sequence[int]], exporter: str) -> str | None:
@@ -57,7 +59,6 @@ def _path_arg(call: cst.Call) -> cst.BaseExpression | None:
 def export_call_owner(call: cst.Call) -> tuple[str | None, bool]:
     """(the model key its output path names, whether the path is built from a name: a call
     shared by several models)."""
-    from bisector.patching.sites import path_key
 
     f = _path_arg(call)
     if f is None:
@@ -210,8 +211,6 @@ def patch_export_script(
         notes.append(f"{name}: no torch.onnx.export call found; the settings are in export_onnx.py instead")
         return Patch(path, original, text, "no export call", root), notes
     if settings.symbolics:  # kept only when measured with the TorchScript exporter, the one that reads them
-        from bisector.fixers.onnx_symbolics import SYMBOLICS, registration_code
-
         missing = [op for op in settings.symbolics if f"def {SYMBOLICS[op].function.__name__}(" not in new]
         if missing:
             new = insert_after_imports(ensure_imports(new, ["import torch"]), registration_code(missing))

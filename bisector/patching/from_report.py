@@ -8,15 +8,20 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from bisector.fixers.base import SourceEdit
 from bisector.patching.diff import Patch, source_patches
+from bisector.patching.export_script import patch_export_script, script_input_names
+from bisector.patching.infer_script import patch_infer_script
+from bisector.patching.new_file import new_export_file
 from bisector.patching.settings import Settings
+from bisector.repair import costs_more_than_it_saves
+from bisector.spec import InputPlan, ModelSpec
 
 
 def choose(kept: Sequence[Any], pick: int | None = None, prefer: str | None = None) -> Any | None:
     """The kept fix a patch is made of: the one `prefer` names (a fixer name or words of its
     summary), else the `pick`-th (1-based), else the best ranked that does not cost more up front
     than the growth it prevents (none when every kept fix does: say so, let the user pick)."""
-    from bisector.repair import costs_more_than_it_saves
 
     if prefer:
         for e in kept:
@@ -70,8 +75,6 @@ class ModelWork:
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> ModelWork:
-        from bisector.fixers.base import SourceEdit
-        from bisector.spec import InputPlan, ModelSpec
 
         return cls(
             data["key"],
@@ -99,8 +102,6 @@ def work_for(
     measured = getattr(getattr(report.find.measure, "options", None), "probe", None)
     plan = report.find.measure.plan
     if export_script and plan is not None and not plan.use_hook:
-        from bisector.patching.export_script import script_input_names
-
         # The graph's inputs carry the names the user's export gives them: dynamic_axes, the
         # guard and the padding must use those, not --input's.
         names = script_input_names(export_script)
@@ -125,9 +126,6 @@ def compose(
     shared script transformed model after model (each edit idempotent per setting, so the order
     only decides where lines go). Returns the patches, notes per model key, and per model key the
     files its edits are in."""
-    from bisector.patching.export_script import patch_export_script
-    from bisector.patching.infer_script import patch_infer_script
-    from bisector.patching.new_file import new_export_file
 
     root = str(Path(root).resolve())
     notes: dict[str, list[str]] = {w.key: [] for w in works}

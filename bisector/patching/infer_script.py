@@ -13,8 +13,10 @@ import libcst as cst
 from bisector.errors import UserError
 from bisector.patching.cst_edits import MARK, dotted, ensure_imports, insert_after_imports
 from bisector.patching.diff import Patch
+from bisector.patching.script_helpers import GUARD_HELPERS, PADDING_HELPERS, source_of
+from bisector.patching.serving import entry_for, patch_serving
 from bisector.patching.settings import Settings, dynamic_dims_by_input
-from bisector.patching.sites import SESSION_WRAPPER
+from bisector.patching.sites import SESSION_WRAPPER, site_for
 
 
 def _session_names(module: cst.Module) -> list[str]:
@@ -70,7 +72,6 @@ def feed_helpers_code(s: Settings, plan: Any) -> str:
     """Helpers on the way from the caller's feed to the runtime, after the constants they read: the
     bounds guard (bounded axes), and padding to a multiple with outputs cropped back (rounded
     sizes; guarded too, against no bounds when none were kept)."""
-    from bisector.patching.script_helpers import GUARD_HELPERS, PADDING_HELPERS, source_of
 
     if not (s.round_multiple or s.bounded_dims):
         return ""
@@ -90,8 +91,6 @@ def patch_infer_script(
 ) -> tuple[Patch, list[str]]:
     """This model's runtime settings on the session that loads its .onnx (see
     bisector.patching.serving); padding and the bounds guard on that session's runs."""
-    from bisector.patching.serving import entry_for, patch_serving
-    from bisector.patching.sites import site_for
 
     original = Path(path).read_text(encoding="utf-8")
     current = original if text is None else text

@@ -7,8 +7,12 @@ import os
 from pathlib import Path
 from typing import Any
 
+from bisector.fixers.onnx_symbolics import registration_code
 from bisector.patching.cst_edits import MARK
 from bisector.patching.diff import Patch
+from bisector.patching.export_script import dynamic_spec_code
+from bisector.patching.infer_script import feed_helpers_code
+from bisector.patching.script_helpers import WARM_UP_HELPERS, source_of
 from bisector.patching.settings import DEFAULT_EXPORTER, Settings, largest_sizes
 
 
@@ -49,8 +53,6 @@ def _run_options_lines(s: Settings) -> list[str]:
 def _helpers(s: Settings, plan: Any) -> str:
     """Helpers of a new export file, after the constants they read: the warm-up (its feed built
     from the session's own inputs, as in serving scripts), then the feed helpers."""
-    from bisector.patching.infer_script import feed_helpers_code
-    from bisector.patching.script_helpers import WARM_UP_HELPERS, source_of
 
     out = []
     if s.warmup_largest:
@@ -82,7 +84,6 @@ def _examples(plan: Any) -> list[str]:
 
 def new_export_file(root: str, model: Any, plan: Any, settings: Settings, name: str = "export_onnx.py") -> Patch:
     """export_onnx.py: the model exported and served with the kept settings."""
-    from bisector.patching.export_script import dynamic_spec_code
 
     rel_model = os.path.relpath(model.path, root)
     module_name = Path(model.path).stem
@@ -119,8 +120,6 @@ def new_export_file(root: str, model: Any, plan: Any, settings: Settings, name: 
         "",
     ]
     if settings.symbolics:
-        from bisector.fixers.onnx_symbolics import registration_code
-
         lines += [registration_code(settings.symbolics).rstrip("\n"), "", ""]
     lines += [
         'def export(path: str = "model.onnx") -> str:',

@@ -20,6 +20,7 @@ import libcst as cst
 from libcst.metadata import MetadataWrapper
 
 from bisector.patching.cst_edits import code_of, dotted, ensure_imports, insert_after_imports, set_kwarg
+from bisector.patching.script_helpers import SERVING_HELPERS, source_of
 from bisector.patching.settings import largest_sizes
 from bisector.patching.sites import SESSION_WRAPPER, Site, find_sites, site_for
 
@@ -89,7 +90,6 @@ def _table_code(table: Mapping[str, Any]) -> str:
 
 def helpers_code(alias: Mapping[str, str]) -> str:
     """The serving helpers' source, with `onnxruntime.` and `numpy.` as the script imports them."""
-    from bisector.patching.script_helpers import SERVING_HELPERS, source_of
 
     return source_of(SERVING_HELPERS, alias)
 
@@ -110,7 +110,6 @@ def _cst_table_index(body: list[Any]) -> int | None:
 
 def patch_serving(source: str, key: str, entry: Mapping[str, Any]) -> tuple[str, str]:
     """The script with this model's settings for its session alone; (new text, note)."""
-    from bisector.patching.script_helpers import SERVING_HELPERS
 
     if not entry:
         return source, ""

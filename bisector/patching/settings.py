@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -16,9 +17,8 @@ from bisector.choices import DEFAULT_EXPORTER  # noqa: F401
 def installed_default_exporter() -> str:
     """The exporter the installed torch uses for an export call without dynamo=: DEFAULT_EXPORTER
     from torch 2.9 on, the TorchScript-based one before."""
-    import inspect
 
-    import torch
+    import torch  # noqa: PLC0415 - torch only when the probe asks (the parent never imports it)
 
     param = inspect.signature(torch.onnx.export).parameters.get("dynamo")
     return DEFAULT_EXPORTER if param is not None and param.default is True else "torchscript"
