@@ -12,7 +12,7 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip --disable-pip-version-check
 PYTEST_ARGS ?=
 
-.PHONY: demo test venv bench clean
+.PHONY: demo test lint venv bench clean
 
 # The ray extra is for the fleet tests (repair --executor ray on a local Ray): ~15 s and ~300 MB
 # on top of torch's 1.6 GB; users who never run a cluster install plain `bisector`.
@@ -28,7 +28,13 @@ venv: $(VENV)/.installed
 demo: venv
 	$(VENV)/bin/bisector find sample_models/hf_gpt2.py:LeakyNet --input ids=B,T:int64:0:1000 --dim B=1:4 --dim T=5:64 --stage eager --stage inference || test $$? -eq 1
 
-test: venv
+# The code's own checks first (seconds): style, formatting, and the architecture's import contracts.
+lint: venv
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/lint-imports
+
+test: lint
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
 bench: venv

@@ -103,7 +103,8 @@ def main() -> int:
                             "-"
                             if v is None
                             else (
-                                f"{v.objects_per_call or 0:+.0f} objects/call, {format_bytes(v.growth_bytes_per_call, True)}/call, "
+                                f"{v.objects_per_call or 0:+.0f} objects/call, "
+                                f"{format_bytes(v.growth_bytes_per_call, True)}/call, "
                                 f"{format_bytes(v.growth_bytes_per_new_shape, True)}/new shape"
                             )
                         )
@@ -115,7 +116,8 @@ def main() -> int:
                         )
                         ok = r.kind == "clean" or (v is not None and after <= (1 - KEEP_DROP) * before)
                         print(
-                            f"      again, seed {seed}: {r.kind}  {figure}  ({'holds' if ok else 'DOES NOT HOLD'}: {after:.3g} vs {before:.3g} {unit})"
+                            f"      again, seed {seed}: {r.kind}  {figure}  "
+                            f"({'holds' if ok else 'DOES NOT HOLD'}: {after:.3g} vs {before:.3g} {unit})"
                         )
                         held = held and ok
                     held_total += held
@@ -125,10 +127,12 @@ def main() -> int:
             shutil.rmtree(tmp, ignore_errors=True)
         sys.stdout.flush()
     print(
-        f"\n{held_total}/{kept_total} kept fixes still flat (clean, or growth down by {KEEP_DROP:.0%}) with every other seed"
+        f"\n{held_total}/{kept_total} kept fixes still flat (clean, or growth down by {KEEP_DROP:.0%}) with "
+        "every other seed"
     )
     print(
-        f"{patched_total[0]} samples patched with git apply and measured clean (or down {KEEP_DROP:.0%}) in every culprit stage"
+        f"{patched_total[0]} samples patched with git apply and measured clean (or down {KEEP_DROP:.0%}) in "
+        "every culprit stage"
     )
     return 0
 

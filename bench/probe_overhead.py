@@ -54,13 +54,16 @@ def main() -> int:
     med = {k: statistics.median(v) for k, v in times.items()}
     print(f"probe start cost, median of {args.runs} (no-op probe, wall time in the parent)")
     print(
-        f"  from the probe server : {med['server'] * 1000:8.1f} ms   (min {min(times['server']) * 1000:.1f}, max {max(times['server']) * 1000:.1f})"
+        f"  from the probe server : {med['server'] * 1000:8.1f} ms   (min {min(times['server']) * 1000:.1f}, "
+        f"max {max(times['server']) * 1000:.1f})"
     )
     print(
-        f"  fresh interpreter     : {med['fresh'] * 1000:8.1f} ms   (min {min(times['fresh']) * 1000:.1f}, max {max(times['fresh']) * 1000:.1f})"
+        f"  fresh interpreter     : {med['fresh'] * 1000:8.1f} ms   (min {min(times['fresh']) * 1000:.1f}, max "
+        f"{max(times['fresh']) * 1000:.1f})"
     )
     print(
-        f"  server is {med['fresh'] / med['server']:.0f}x cheaper; the server itself started in {server_start:.1f} s (once per run)"
+        f"  server is {med['fresh'] / med['server']:.0f}x cheaper; the server itself started in "
+        f"{server_start:.1f} s (once per run)"
     )
     return 0
 

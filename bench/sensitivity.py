@@ -86,7 +86,8 @@ def main() -> int:
             fl = format_bytes(statistics.median(floors)) if floors else "-"
             gr = format_bytes(statistics.median(growth)) if growth else "-"
             print(
-                f"{stage:<10} {format_bytes(kb * 1024):>8} {rate:>9} {fl:>10} {gr:>12} {statistics.median(times):>7.1f}",
+                f"{stage:<10} {format_bytes(kb * 1024):>8} {rate:>9} {fl:>10} {gr:>12} "
+                f"{statistics.median(times):>7.1f}",
                 flush=True,
             )
 

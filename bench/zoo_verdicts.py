@@ -70,7 +70,8 @@ def main() -> int:
                 v = r.verdict
                 if v is not None:
                     figures[stage].append(
-                        f"{format_bytes(v.growth_bytes_per_call, True)}/call {format_bytes(v.growth_bytes_per_new_shape, True)}/shape"
+                        f"{format_bytes(v.growth_bytes_per_call, True)}/call "
+                        f"{format_bytes(v.growth_bytes_per_new_shape, True)}/shape"
                         f" {v.objects_per_call if v.objects_per_call is not None else 0:+.0f}obj"
                     )
                 elif r.failure is not None:

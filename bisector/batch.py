@@ -140,7 +140,8 @@ class RepairSummary:
     def markdown(self) -> str:
 
         lines = [
-            "| model | status | verdict | stages | culprits | chosen fix | growth before -> after | trade-off | patch | check |",
+            "| model | status | verdict | stages | culprits | chosen fix | growth before -> after | trade-off "
+            "| patch | check |",
             "|---|---|---|---|---|---|---|---|---|---|",
         ]
         for r in self.results:
@@ -162,7 +163,8 @@ class RepairSummary:
             status = r.status + (f": {r.error}" if r.error else "")
             stages = ", ".join(f"{k} {v}" for k, v in r.stages.items()) or "-"
             lines.append(
-                f"| `{r.spec}` | {status} | {r.verdict or '-'} | {stages} | {culprits} | {fixes} | {change} | {trade} | {patch} | {r.check or '-'} |"
+                f"| `{r.spec}` | {status} | {r.verdict or '-'} | {stages} | {culprits} | {fixes} | {change} | "
+                f"{trade} | {patch} | {r.check or '-'} |"
             )
         return "\n".join(lines) + "\n"
 
@@ -188,12 +190,24 @@ def _change(k: Mapping[str, Any], fmt: Any) -> str:
     unit = k.get("judged_on", "bytes/call")
     clean = k.get("after_kind") == "clean"
     if unit == "objects/call":
-        return f"{k.get('before_objects_per_call') or 0:+.0f} -> {0 if clean else k.get('after_objects_per_call') or 0:+.0f} objects/call"
+        return (
+            f"{k.get('before_objects_per_call') or 0:+.0f} -> "
+            f"{0 if clean else k.get('after_objects_per_call') or 0:+.0f} objects/call"
+        )
     if unit == "objects/new shape":
-        return f"{k.get('before_objects_per_new_shape') or 0:+.0f} -> {0 if clean else k.get('after_objects_per_new_shape') or 0:+.0f} objects/new shape"
+        return (
+            f"{k.get('before_objects_per_new_shape') or 0:+.0f} -> "
+            f"{0 if clean else k.get('after_objects_per_new_shape') or 0:+.0f} objects/new shape"
+        )
     if unit == "bytes/call":
-        return f"{fmt(k.get('before_bytes_per_call'), True)} -> {'0 B' if clean else fmt(k.get('after_bytes_per_call'), True)}/call"
-    return f"{fmt(k.get('before_bytes_per_new_shape'), True)} -> {'0 B' if clean else fmt(k.get('after_bytes_per_new_shape'), True)}/new shape"
+        return (
+            f"{fmt(k.get('before_bytes_per_call'), True)} -> "
+            f"{'0 B' if clean else fmt(k.get('after_bytes_per_call'), True)}/call"
+        )
+    return (
+        f"{fmt(k.get('before_bytes_per_new_shape'), True)} -> "
+        f"{'0 B' if clean else fmt(k.get('after_bytes_per_new_shape'), True)}/new shape"
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -680,7 +694,8 @@ def merge(
                 missing.append(entry.label or entry.spec)
     if missing:
         raise UserError(
-            f"no result for {', '.join(missing)} in {' '.join(map(str, outs))}: run its shard (or rerun a shard whose sources changed), then merge again"
+            f"no result for {', '.join(missing)} in {' '.join(map(str, outs))}: run its shard (or rerun a "
+            "shard whose sources changed), then merge again"
         )
     return finish(models, results, works, out, started)
 

@@ -217,7 +217,10 @@ def write_bundle(report: Any, target: BundleTarget, out: str | Path, timeout_s: 
             env=env,
         )
         if done.returncode not in (0, 1):
-            error = f"the bundle's child process exited with {done.returncode}: {(done.stderr.strip().splitlines() or [''])[-1]}"
+            error = (
+                f"the bundle's child process exited with {done.returncode}: "
+                f"{(done.stderr.strip().splitlines() or [''])[-1]}"
+            )
     except subprocess.TimeoutExpired:
         error = f"the bundle's child process took more than {timeout_s:.0f} s"
     child: dict[str, Any] = {}
@@ -293,8 +296,12 @@ def issue_text(spec: str, t: BundleTarget, child: Mapping[str, Any], env: str) -
     per = PER.get(t.stage, "call")
     region = t.region or "the whole model"
     what = {
-        "eager": f"Memory grows on every forward call of `{region}` ({child.get('region_type', '')}) under `torch.no_grad()`",
-        "export": f"Memory grows on every `torch.onnx.export` of `{region}` ({child.get('exporter') or 'default'} exporter)",
+        "eager": (
+            f"Memory grows on every forward call of `{region}` ({child.get('region_type', '')}) under `torch.no_grad()`"
+        ),
+        "export": (
+            f"Memory grows on every `torch.onnx.export` of `{region}` ({child.get('exporter') or 'default'} exporter)"
+        ),
         "inference": f"Memory grows on every ONNX Runtime `InferenceSession.run` of the exported `{region}`",
     }[t.stage]
     if t.kind == Kind.SHAPE_GROWTH:
@@ -315,7 +322,8 @@ def issue_text(spec: str, t: BundleTarget, child: Mapping[str, Any], env: str) -
     ]
     table = "| | measured |\n|---|---|\n" + "\n".join(f"| {k} | {v} |" for k, v in rows)
     repro = (
-        "```\nunzip bundle.zip && cd bundle\npip install torch onnxruntime psutil numpy\npython repro.py   # prints RSS, C heap and live objects every N calls\n```\n"
+        "```\nunzip bundle.zip && cd bundle\npip install torch onnxruntime psutil numpy\n"
+        "python repro.py   # prints RSS, C heap and live objects every N calls\n```\n"
         "`repro.py` rebuilds the region from `model/` (or loads `model.onnx`), feeds the recorded inputs "
         "(`inputs.npz`) and repeats the call. `curves.png` is the curve measured in an isolated process "
         "against a trivial control module run the same way."
@@ -329,13 +337,16 @@ def issue_text(spec: str, t: BundleTarget, child: Mapping[str, Any], env: str) -
             f"### Describe the issue\n\n{what} (model `{spec}`).\n\nExpected: {expected}\n\nObserved: {observed}\n\n"
             f"### To reproduce\n\n{repro}\n\n### Urgency\n\n(fill in)\n\n"
             f"### Platform\n\n{v.get('platform', '')}\n\n### OS Version\n\nsee env.txt\n\n"
-            f"### ONNX Runtime Installation\n\nReleased Package\n\n### ONNX Runtime Version or Commit ID\n\n{v.get('onnxruntime') or v.get('onnxruntime-gpu', '')}\n\n"
-            f"### ONNX Runtime API\n\nPython\n\n### Architecture\n\nsee env.txt\n\n### Execution Provider\n\n{v.get('ort_providers', '')}\n\n"
+            "### ONNX Runtime Installation\n\nReleased Package\n\n### ONNX Runtime Version or Commit ID\n\n"
+            f"{v.get('onnxruntime') or v.get('onnxruntime-gpu', '')}\n\n"
+            "### ONNX Runtime API\n\nPython\n\n### Architecture\n\nsee env.txt\n\n### Execution Provider\n\n"
+            f"{v.get('ort_providers', '')}\n\n"
             f"### Environment\n\n```\n{env}```\n"
         )
     return (
         f"# {what}\n\n<!-- for https://github.com/pytorch/pytorch/issues (bug report template) -->\n\n"
-        f"### 🐛 Describe the bug\n\n{what} (model `{spec}`).\n\n**Expected:** {expected}\n\n**Observed:** {observed}\n\n"
+        f"### 🐛 Describe the bug\n\n{what} (model `{spec}`).\n\n**Expected:** {expected}\n\n"
+        f"**Observed:** {observed}\n\n"
         f"Minimal repro:\n\n{repro}\n\n### Versions\n\n```\n{env}```\n"
     )
 

@@ -53,7 +53,10 @@ InputOpt = Annotated[
     typer.Option(
         "--input",
         "-i",
-        help="A forward argument, in order: NAME=D1,D2,...[:DTYPE[:LOW:HIGH]], dims are integers or symbols (x=B,3,H,W; ids=B,T:int64:0:1000).",
+        help=(
+            "A forward argument, in order: NAME=D1,D2,...[:DTYPE[:LOW:HIGH]], dims are integers or symbols "
+            "(x=B,3,H,W; ids=B,T:int64:0:1000)."
+        ),
     ),
 ]
 DimOpt = Annotated[
@@ -134,7 +137,10 @@ FloorOpt = Annotated[
     Optional[list[str]],
     typer.Option(
         "--floor",
-        help="Detection floor a clean verdict must reach, per call: SIZE for every stage or STAGE=SIZE (repeatable). More calls are run until it does. Defaults: eager and inference 4KB, export 16KB.",
+        help=(
+            "Detection floor a clean verdict must reach, per call: SIZE for every stage or STAGE=SIZE "
+            "(repeatable). More calls are run until it does. Defaults: eager and inference 4KB, export 16KB."
+        ),
     ),
 ]
 TraceOpt = Annotated[
@@ -164,7 +170,10 @@ BundleOpt = Annotated[
     Optional[str],
     typer.Option(
         "--bundle",
-        help="Write a repro bundle per culprit (repro.py needing only torch/onnxruntime/psutil, inputs, model.onnx, env, ISSUE.md) into this folder.",
+        help=(
+            "Write a repro bundle per culprit (repro.py needing only torch/onnxruntime/psutil, inputs, "
+            "model.onnx, env, ISSUE.md) into this folder."
+        ),
     ),
 ]
 
@@ -286,7 +295,8 @@ def _guard(debug: bool, body: Callable[[], int], state: _RunState | None = None)
         if debug:
             raise
         _err_console().print(
-            f"[bold red]internal error:[/] {_esc(type(exc).__name__)}: {_esc(str(exc))} (rerun with --debug for the traceback)"
+            f"[bold red]internal error:[/] {_esc(type(exc).__name__)}: {_esc(str(exc))} (rerun with --debug "
+            "for the traceback)"
         )
         return EXIT_INTERNAL
 
@@ -421,7 +431,10 @@ RunDirOpt = Annotated[
     Optional[str],
     typer.Option(
         "--run-dir",
-        help="Where measurements, recorded inputs and failed probes' folders are kept, so a re-run resumes. Default: ./.bisector",
+        help=(
+            "Where measurements, recorded inputs and failed probes' folders are kept, so a re-run resumes. "
+            "Default: ./.bisector"
+        ),
         envvar="BISECTOR_RUN_DIR",
     ),
 ]
@@ -429,14 +442,20 @@ ExportScriptOpt = Annotated[
     Optional[str],
     typer.Option(
         "--export-script",
-        help="Your export script: measured with the export settings it uses for this model; fix patches its torch.onnx.export call with the kept settings.",
+        help=(
+            "Your export script: measured with the export settings it uses for this model; fix patches its "
+            "torch.onnx.export call with the kept settings."
+        ),
     ),
 ]
 InferScriptOpt = Annotated[
     Optional[str],
     typer.Option(
         "--infer-script",
-        help="Your inference script: measured with the ONNX Runtime settings it applies to this model's session; fix patches its InferenceSession with the kept settings.",
+        help=(
+            "Your inference script: measured with the ONNX Runtime settings it applies to this model's "
+            "session; fix patches its InferenceSession with the kept settings."
+        ),
     ),
 ]
 
@@ -445,7 +464,10 @@ FailOnOpt = Annotated[
     typer.Option(
         "--fail-on",
         envvar="BISECTOR_FAIL_ON",
-        help="Findings that fail the run (exit 1), comma-separated: leak, shape-growth, shape-growth:bounded, shape-growth:unbounded, toolchain-leak, inconclusive. Default: leak,shape-growth.",
+        help=(
+            "Findings that fail the run (exit 1), comma-separated: leak, shape-growth, shape-growth:bounded, "
+            "shape-growth:unbounded, toolchain-leak, inconclusive. Default: leak,shape-growth."
+        ),
     ),
 ]
 
@@ -676,7 +698,10 @@ ApplyOpt = Annotated[
     bool,
     typer.Option(
         "--apply",
-        help="Write the diff to the files (atomically, with backups, only files unchanged since analysis and inside the project), then re-measure.",
+        help=(
+            "Write the diff to the files (atomically, with backups, only files unchanged since analysis and "
+            "inside the project), then re-measure."
+        ),
     ),
 ]
 ForceOpt = Annotated[bool, typer.Option("--force", help="With --apply: also replace files that are read-only.")]
@@ -833,7 +858,10 @@ def repair(
         Optional[str],
         typer.Option(
             "--manifest",
-            help='A TOML ([[models]] tables) or JSON ({"models": [...]}) list of models, instead of pyproject\'s [[tool.bisector.models]].',
+            help=(
+                'A TOML ([[models]] tables) or JSON ({"models": [...]}) list of models, instead of '
+                "pyproject's [[tool.bisector.models]]."
+            ),
         ),
     ] = None,
     out: Annotated[
@@ -856,14 +884,20 @@ def repair(
         Optional[str],
         typer.Option(
             "--address",
-            help="With --executor ray: the cluster to join (ray://HOST:10001, HOST:6379 or auto). Default: a Ray started on this machine.",
+            help=(
+                "With --executor ray: the cluster to join (ray://HOST:10001, HOST:6379 or auto). Default: a "
+                "Ray started on this machine."
+            ),
         ),
     ] = None,
     shard: Annotated[
         Optional[str],
         typer.Option(
             "--shard",
-            help="I/N: repair only this share of the models (a stable split by name), for CI matrices; join the outputs with `bisector merge`.",
+            help=(
+                "I/N: repair only this share of the models (a stable split by name), for CI matrices; join the "
+                "outputs with `bisector merge`."
+            ),
         ),
     ] = None,
     json_out: JsonOpt = False,

@@ -64,7 +64,10 @@ def failure_error(report: MeasureReport, skip: Iterable[str] = ()) -> BisectorEr
             if f.where == "internal":
                 return InternalError(f.message)
             hint = {
-                "export": f"; try --exporter {'dynamo' if 'torchscript exporter' in f.message else 'torchscript'}, or --stage eager to measure the forward only",
+                "export": (
+                    f"; try --exporter {'dynamo' if 'torchscript exporter' in f.message else 'torchscript'}, "
+                    "or --stage eager to measure the forward only"
+                ),
                 "session": "; the exported graph does not load in ONNX Runtime (try another --exporter)",
                 "inputs": "; check --input, or the model file's bisector_inputs()",
                 "forward": "; check that --input matches the forward's arguments",

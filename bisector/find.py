@@ -121,7 +121,10 @@ def hint_for(stage: str, kind: str, own_code: bool, figures: Mapping[str, Any], 
     tensors = "Tensor" in types
     if stage == "inference":
         if kind == SHAPE_GROWTH:
-            return "ONNX Runtime allocates anew for each larger input: bound the dynamic axes, round sizes up to multiples of 16, or set arena options (bisector fix)"
+            return (
+                "ONNX Runtime allocates anew for each larger input: bound the dynamic axes, round sizes up to "
+                "multiples of 16, or set arena options (bisector fix)"
+            )
         return "grows on every ONNX Runtime run: try the runtime's memory options (bisector fix) or a newer onnxruntime"
     if kind == SHAPE_GROWTH:
         if figures.get("bounded"):
@@ -132,7 +135,10 @@ def hint_for(stage: str, kind: str, own_code: bool, figures: Mapping[str, Any], 
     if stage == "export":
         if not tensors and (figures.get("objects_per_call") or 0) < 1:
             return "native memory kept on every export: look for C extensions or ctypes allocations in its forward"
-        return "keeps what it builds on every export: a custom symbolic function or a module-level container filled while tracing"
+        return (
+            "keeps what it builds on every export: a custom symbolic function or a module-level container "
+            "filled while tracing"
+        )
     if tensors:
         return (
             "forward keeps tensors alive (a list or dict it appends to, a hook collecting outputs): clear or bound it"

@@ -169,7 +169,10 @@ def _died(exc: BaseException) -> str:
         if hasattr(rex, n)
     )
     if isinstance(exc, lost):
-        return f"its Ray task died and was retried {TASK_RETRIES} time(s) ({type(exc).__name__}); run repair again to retry it"
+        return (
+            f"its Ray task died and was retried {TASK_RETRIES} time(s) ({type(exc).__name__}); run repair "
+            "again to retry it"
+        )
     cause = getattr(exc, "cause", None) or exc
     text = str(cause).strip().splitlines()
     return f"internal error: {type(cause).__name__}: {text[-1] if text else ''}"

@@ -195,9 +195,8 @@ def write_repair_index(summary: Mapping[str, Any], out: str | Path) -> Path:
     counts = ", ".join(f"{n} {k}" for k, n in (summary.get("counts") or {}).items())
     body = (
         f"<h1>bisector repair</h1><p>{len(summary.get('models') or [])} models: {html.escape(counts)}</p>"
-        "<table class='summary'><tr><th>model</th><th>status</th><th>verdict</th><th>culprits</th><th>best kept fix</th><th>note</th></tr>"
-        + "".join(rows)
-        + "</table>"
+        "<table class='summary'><tr><th>model</th><th>status</th><th>verdict</th><th>culprits</th>"
+        "<th>best kept fix</th><th>note</th></tr>" + "".join(rows) + "</table>"
     )
     page = out / PAGE
     page.write_text(_page("bisector repair", body), encoding="utf-8")
@@ -226,24 +225,35 @@ def rerender(path: str | Path, out: str | Path | None = None) -> list[Path]:
 # -- rendering ------------------------------------------------------------------------------------
 
 CSS = """
-body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:24px auto;max-width:1100px;color:#222;padding:0 16px}
+body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;
+margin:24px auto;max-width:1100px;color:#222;padding:0 16px}
 h1{font-size:22px;margin:0 0 6px} h2{font-size:18px;margin:28px 0 8px;border-bottom:1px solid #ddd;padding-bottom:4px}
 h3{font-size:15px;margin:16px 0 6px}
 .badge{display:inline-block;padding:2px 10px;border-radius:12px;font-weight:600;color:#fff;background:#2e7d32}
 .badge.leak,.badge.crashed,.badge.failed,.badge.unfixed,.badge.error{background:#c62828}
-.badge.shape-growth{background:#ef6c00} .badge.toolchain-leak{background:#8d6e00} .badge.inconclusive{background:#6a1b9a}
+.badge.shape-growth{background:#ef6c00}
+.badge.toolchain-leak{background:#8d6e00}
+.badge.inconclusive{background:#6a1b9a}
 .badge.big{font-size:22px;padding:6px 18px;border-radius:8px}
 .headline{display:flex;gap:16px;align-items:center;margin:12px 0}
 .card{border:1px solid #ddd;border-radius:8px;padding:12px 16px;margin:12px 0;background:#fff}
 .card.leak,.card.crashed,.card.failed{border-left:6px solid #c62828} .card.shape-growth{border-left:6px solid #ef6c00}
-.card.clean{border-left:6px solid #2e7d32} .card.toolchain-leak{border-left:6px solid #8d6e00} .card.inconclusive{border-left:6px solid #6a1b9a}
-table{border-collapse:collapse;font-size:13px;margin:6px 0} td,th{border:1px solid #e0e0e0;padding:3px 8px;text-align:left;vertical-align:top}
+.card.clean{border-left:6px solid #2e7d32}
+.card.toolchain-leak{border-left:6px solid #8d6e00}
+.card.inconclusive{border-left:6px solid #6a1b9a}
+table{border-collapse:collapse;font-size:13px;margin:6px 0}
+td,th{border:1px solid #e0e0e0;padding:3px 8px;text-align:left;vertical-align:top}
 th{background:#f5f5f5} img.chart{max-width:100%;display:block;margin:8px 0}
 ul.tree{list-style:none;padding-left:18px;font-family:ui-monospace,monospace;font-size:13px} ul.tree li{margin:2px 0}
 .culprit{color:#c62828;font-weight:700} .muted{color:#777} .reasons{font-size:13px;color:#444}
 pre.diff{background:#fafafa;border:1px solid #eee;padding:8px;font-size:12px;overflow-x:auto}
-.add{color:#1b5e20;background:#e8f5e9;display:block} .del{color:#b71c1c;background:#ffebee;display:block} .hunk{color:#1565c0;display:block}
-.kept{color:#2e7d32;font-weight:700} .dropped{color:#c62828} .pair{display:flex;gap:8px;flex-wrap:wrap} .pair>div{flex:1;min-width:300px}
+.add{color:#1b5e20;background:#e8f5e9;display:block}
+.del{color:#b71c1c;background:#ffebee;display:block}
+.hunk{color:#1565c0;display:block}
+.kept{color:#2e7d32;font-weight:700}
+.dropped{color:#c62828}
+.pair{display:flex;gap:8px;flex-wrap:wrap}
+.pair>div{flex:1;min-width:300px}
 """
 
 # Only checks that every chart decoded: a broken image is a console error a test can see.
@@ -259,7 +269,8 @@ def _page(title: str, body: str) -> str:
     return (
         "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>"
         # Nothing from the network, ever: a report is attached to issues and opened offline.
-        "<meta http-equiv='Content-Security-Policy' content=\"default-src 'none'; img-src data:; style-src 'unsafe-inline'; script-src 'unsafe-inline'\">"
+        "<meta http-equiv='Content-Security-Policy' "
+        "content=\"default-src 'none'; img-src data:; style-src 'unsafe-inline'; script-src 'unsafe-inline'\">"
         f"<title>{html.escape(title)}</title><style>{CSS}</style></head><body>{body}<script>{SCRIPT}</script></body></html>\n"
     )
 
@@ -274,7 +285,10 @@ def _img(charts: Mapping[str, bytes], name: str, alt: str, cls: str = "") -> str
     if png is None:
         return ""
     data = base64.b64encode(png).decode()
-    return f'<img class="chart {cls}" alt="{html.escape(alt)}" src="data:image/png;base64,{data}" data-file="charts/{name}.png">'
+    return (
+        f'<img class="chart {cls}" alt="{html.escape(alt)}" src="data:image/png;base64,{data}" '
+        f'data-file="charts/{name}.png">'
+    )
 
 
 def _figures_table(r: Mapping[str, Any], per: str) -> str:
@@ -321,16 +335,18 @@ def _owners(owners: Mapping[str, Any] | None, per: str) -> str:
         rows.append(f"<tr><td>{label}</td><td>{_b(groups.get(g))}</td><td>{where}</td></tr>")
     rows.append(f"<tr><td>native (no Python allocation explains it)</td><td>{_b(o.get('native'))}</td><td>-</td></tr>")
     return (
-        f"<h3>Who owns the growth (per {per}, traced probe)</h3><table><tr><th>owner</th><th>bytes/{per}</th><th>top sites</th></tr>"
-        + "".join(rows)
-        + "</table>"
+        f"<h3>Who owns the growth (per {per}, traced probe)</h3>"
+        f"<table><tr><th>owner</th><th>bytes/{per}</th><th>top sites</th></tr>" + "".join(rows) + "</table>"
     )
 
 
 def _stage(stage: str, r: Mapping[str, Any], charts: Mapping[str, bytes]) -> str:
     per = PER.get(stage, "call")
     kind = r.get("verdict", "")
-    head = f"<h2 id='stage-{stage}'>{html.escape(stage)} <span class='badge {html.escape(kind)}'>{html.escape(kind)}</span></h2>"
+    head = (
+        f"<h2 id='stage-{stage}'>{html.escape(stage)} "
+        f"<span class='badge {html.escape(kind)}'>{html.escape(kind)}</span></h2>"
+    )
     parts = [f"<div class='card {html.escape(kind)} stage' data-stage='{html.escape(stage)}'>", head]
     if r.get("error"):
         err = r["error"]
@@ -373,7 +389,10 @@ def _tree(doc: Mapping[str, Any]) -> str:
         label = html.escape(path or "<root>")
         c = culprits.get(path)
         if c is not None:
-            text = f"<span class='culprit'>{label} {html.escape(t)} — {html.escape(c['kind'])} ({html.escape(c['stage'])}) ← culprit</span>"
+            text = (
+                f"<span class='culprit'>{label} {html.escape(t)} — {html.escape(c['kind'])} "
+                f"({html.escape(c['stage'])}) ← culprit</span>"
+            )
         else:
             k = tested.get(path)
             text = f"{label} <span class='muted'>{html.escape(t)}{' · ' + html.escape(k) if k else ''}</span>"
@@ -400,8 +419,10 @@ def _culprits(doc: Mapping[str, Any], charts: Mapping[str, bytes]) -> str:
             else f"{_b(c.get('growth_bytes_per_new_shape'))}/new shape"
         )
         out.append(
-            f"<div class='card {html.escape(c['kind'])} culprit-card'><h3><span class='culprit'>{html.escape(c['region'] or '<root>')}</span> "
-            f"{html.escape(c.get('type') or '')} — {html.escape(c['stage'])} <span class='badge {html.escape(c['kind'])}'>{html.escape(c['kind'])}</span></h3>"
+            f"<div class='card {html.escape(c['kind'])} culprit-card'>"
+            f"<h3><span class='culprit'>{html.escape(c['region'] or '<root>')}</span> "
+            f"{html.escape(c.get('type') or '')} — {html.escape(c['stage'])} "
+            f"<span class='badge {html.escape(c['kind'])}'>{html.escape(c['kind'])}</span></h3>"
             f"<p>{html.escape(fig)}{' · its own code' if c.get('own_code') else ''}</p>"
             f"<p class='reasons'>next: {html.escape(c.get('hint') or '')}</p>"
             + _img(charts, name, f"{c['region']} alone")
@@ -421,16 +442,19 @@ def _onnx(doc: Mapping[str, Any], c: Mapping[str, Any]) -> str:
     if hist:
         ops = "".join(f"<tr><td>{html.escape(op)}</td><td>{n}</td></tr>" for op, n in list(hist["ops"].items())[:20])
         parts.append(
-            f"<h3>Exported graph: {hist['nodes']} nodes</h3><table class='ops'><tr><th>op type</th><th>nodes</th></tr>{ops}</table>"
+            f"<h3>Exported graph: {hist['nodes']} nodes</h3>"
+            f"<table class='ops'><tr><th>op type</th><th>nodes</th></tr>{ops}</table>"
         )
     prof = d.get("profile")
     if prof:
         ops = "".join(
-            f"<tr><td>{html.escape(o['op'])}</td><td>{o['us']} µs</td><td>{o['share']:.0%}</td><td>{o['count']}</td></tr>"
+            f"<tr><td>{html.escape(o['op'])}</td><td>{o['us']} µs</td>"
+            f"<td>{o['share']:.0%}</td><td>{o['count']}</td></tr>"
             for o in prof["top_ops"]
         )
         nodes = "".join(
-            f"<tr><td>{html.escape(n['name'])}</td><td>{html.escape(n['op'])}</td><td>{n['us']} µs</td><td>{n['share']:.0%}</td></tr>"
+            f"<tr><td>{html.escape(n['name'])}</td><td>{html.escape(n['op'])}</td>"
+            f"<td>{n['us']} µs</td><td>{n['share']:.0%}</td></tr>"
             for n in prof["top_nodes"]
         )
         parts.append(
@@ -465,8 +489,10 @@ def _fixes(doc: Mapping[str, Any], charts: Mapping[str, bytes]) -> str:
         culprit_chart = _img(charts, f"culprit-{f['stage']}-{_slug(f['region'])}", "before")
         after_chart = _img(charts, f"fix-{i}", "after")
         out.append(
-            f"<div class='card {'clean' if f.get('kept') else 'leak'} fix'><h3>{mark} {html.escape(f['fixer'])}: {html.escape(f.get('summary') or '')}</h3>"
-            f"<p>{html.escape(f['region'] or '<root>')} ({html.escape(f['stage'])}): {html.escape(unit)} {html.escape(before)} → {html.escape(after)}{html.escape(eq)}</p>"
+            f"<div class='card {'clean' if f.get('kept') else 'leak'} fix'>"
+            f"<h3>{mark} {html.escape(f['fixer'])}: {html.escape(f.get('summary') or '')}</h3>"
+            f"<p>{html.escape(f['region'] or '<root>')} ({html.escape(f['stage'])}): {html.escape(unit)} "
+            f"{html.escape(before)} → {html.escape(after)}{html.escape(eq)}</p>"
             f"<p class='reasons'>{html.escape(f.get('reason') or '')}</p>"
             + (
                 f"<div class='pair'><div><b>before</b>{culprit_chart}</div><div><b>after</b>{after_chart}</div></div>"
@@ -499,7 +525,8 @@ def _patches(doc: Mapping[str, Any]) -> str:
     if not patches:
         return ""
     return "<h2 id='patch'>The patch</h2>" + "".join(
-        f"<h3>{html.escape(p.get('path', ''))}</h3><p class='reasons'>{html.escape(p.get('summary') or '')}</p>{_diff_html(p['diff'])}"
+        f"<h3>{html.escape(p.get('path', ''))}</h3>"
+        f"<p class='reasons'>{html.escape(p.get('summary') or '')}</p>{_diff_html(p['diff'])}"
         for p in patches
     )
 
@@ -533,9 +560,12 @@ def render_html(doc: Mapping[str, Any], charts: Mapping[str, bytes]) -> str:
     nav = " · ".join(f"<a href='#stage-{s}'>{s}</a>" for s in ordered)
     body = [
         f"<h1>{html.escape(str(doc.get('spec', '')))}</h1>",
-        f"<p class='muted'>inputs {html.escape(str(doc.get('inputs', '')))} {html.escape(dims)} · bisector {html.escape(str(doc.get('report_kind', '')))} · "
-        f"{doc.get('probes', 0)} probes, {doc.get('wall_s', 0)} s · {html.escape(str(doc.get('created', '')))} · bisector {html.escape(str(doc.get('bisector_version', '')))}</p>",
-        f"<div class='headline'><span class='badge big {html.escape(verdict)}' id='verdict'>{html.escape(verdict.upper())}</span>"
+        f"<p class='muted'>inputs {html.escape(str(doc.get('inputs', '')))} {html.escape(dims)} · bisector "
+        f"{html.escape(str(doc.get('report_kind', '')))} · "
+        f"{doc.get('probes', 0)} probes, {doc.get('wall_s', 0)} s · {html.escape(str(doc.get('created', '')))} "
+        f"· bisector {html.escape(str(doc.get('bisector_version', '')))}</p>",
+        f"<div class='headline'>"
+        f"<span class='badge big {html.escape(verdict)}' id='verdict'>{html.escape(verdict.upper())}</span>"
         f"<span style='font-size:18px'>{html.escape(headline(doc))}</span></div>",
         f"<p>{nav}</p>",
     ]

@@ -145,7 +145,8 @@ def prepare(spec: str | ModelSpec, o: Options = Options()) -> Prepared:
     if cap is not None and cap < MIN_MEM_CAP:
         # Every probe would be killed at once and reported as crashed (exit 4): say it here.
         raise UserError(
-            f"--mem-cap {cap_value}: a probe needs at least {format_bytes(MIN_MEM_CAP)} (torch alone takes ~300 MB in a probe); try e.g. --mem-cap 8GB"
+            f"--mem-cap {cap_value}: a probe needs at least {format_bytes(MIN_MEM_CAP)} (torch alone takes "
+            "~300 MB in a probe); try e.g. --mem-cap 8GB"
         )
     inferred = None
     if plan is None:

@@ -113,7 +113,10 @@ class MemoryCheck:
         for stage, r in report.stages.items():
             if r.kind in fail_on:
                 v = r.verdict
-                per = f"{format_bytes(v.growth_bytes_per_call, signed=True)}/call, {v.objects_per_call or 0:+.0f} objects/call"
+                per = (
+                    f"{format_bytes(v.growth_bytes_per_call, signed=True)}/call, "
+                    f"{v.objects_per_call or 0:+.0f} objects/call"
+                )
                 if r.kind == "shape-growth":
                     per = f"{format_bytes(v.growth_bytes_per_new_shape, signed=True)}/new shape"
                 problems.append(

@@ -620,7 +620,10 @@ def decide(
             **diffs,
             kept=False,
             saved=saved,
-            reason=f"not kept: flat ({change}) but changes outputs by design ({eq.get('why')}); pass --allow-output-changes to keep it",
+            reason=(
+                f"not kept: flat ({change}) but changes outputs by design ({eq.get('why')}); pass "
+                "--allow-output-changes to keep it"
+            ),
         )
     if not equivalent and not changes_outputs:
         return dict(

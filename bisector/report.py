@@ -33,7 +33,10 @@ NEXT_STEP = {
     (
         "export",
         LEAK,
-    ): "run `bisector find --stage export` to name the region; custom symbolic functions and forward-side lists are the usual cause",
+    ): (
+        "run `bisector find --stage export` to name the region; custom symbolic functions and forward-side "
+        "lists are the usual cause"
+    ),
     (
         "inference",
         LEAK,
@@ -318,7 +321,10 @@ def _culprit_label(report: Any, c: Any, type_name: str, escape: Any) -> str:
                 site = registration_site(report.measure.model, c.region)
                 own = f" (a hook registered at {site})" if site else own
     style = STYLE.get(c.kind, "bold")
-    return f"[{style}]{escape(c.region or '<root>')}[/]  {escape(type_name)}  [{style}]{c.kind}[/]  {escape(', '.join(figures))}  ← culprit{own}"
+    return (
+        f"[{style}]{escape(c.region or '<root>')}[/]  {escape(type_name)}  [{style}]{c.kind}[/]  "
+        f"{escape(', '.join(figures))}  ← culprit{own}"
+    )
 
 
 def _culprit_tree(report: Any, search: Any, RichTree: Any, escape: Any) -> Any:

@@ -300,7 +300,8 @@ def main(argv: list[str] | None = None) -> int:
         n = max(1, last[0] - mid[0])
         heap = "-" if last[2] is None or mid[2] is None else fmt((last[2] - mid[2]) / n)
         print(
-            f"growth per call (second half): rss {fmt((last[1] - mid[1]) / n)}  heap {heap}  objects {(last[3] - mid[3]) / n:+.2f}"
+            f"growth per call (second half): rss {fmt((last[1] - mid[1]) / n)}  heap {heap}  objects "
+            f"{(last[3] - mid[3]) / n:+.2f}"
         )
     return 0
 

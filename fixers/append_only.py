@@ -221,7 +221,8 @@ class AppendOnly:
                 region_type="m.Window",
                 sources={
                     "m.py": (
-                        "class Window:\n    def forward(self, x):\n        self.seen.append(x)\n        return self.seen[-1]\n"
+                        "class Window:\n    def forward(self, x):\n        self.seen.append(x)\n"
+                        "        return self.seen[-1]\n"
                     )
                 },
             ),

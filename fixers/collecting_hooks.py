@@ -70,7 +70,8 @@ class CollectingHooks:
                     out.append(
                         Candidate(
                             self.name,
-                            f"keep only the last {KEEP_LAST} in {owner}, which the hook {fn_name or 'lambda'} fills{seen}",
+                            f"keep only the last {KEEP_LAST} in {owner}, which the hook {fn_name or 'lambda'} "
+                            f"fills{seen}",
                             edits=(SourceEdit(path, source, bounded, f"bound {owner} to the last {KEEP_LAST}"),),
                             size=1,
                         )

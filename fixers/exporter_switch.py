@@ -26,7 +26,8 @@ class ExporterSwitch:
         return [
             Candidate(
                 self.name,
-                "export with the TorchScript-based exporter (dynamo=False): when the leak is the torch.export path's own",
+                "export with the TorchScript-based exporter (dynamo=False): when the leak is the torch.export "
+                "path's own",
                 probe={"exporter": "torchscript"},
             )
         ]

@@ -46,7 +46,8 @@ class OrtOptions:
             ),
             Candidate(
                 self.name,
-                "arena_extend_strategy=kSameAsRequested: the arena grows by what is asked, not to the next power of two",
+                "arena_extend_strategy=kSameAsRequested: the arena grows by what is asked, not to the next "
+                "power of two",
                 probe={"session_options": {"arena_extend_strategy": "kSameAsRequested"}},
             ),
             Candidate(
@@ -59,7 +60,8 @@ class OrtOptions:
             out.append(
                 Candidate(
                     self.name,
-                    "warm the session up once at the largest input of every range: the arena takes its full size at start, not one step per new largest input",
+                    "warm the session up once at the largest input of every range: the arena takes its full "
+                    "size at start, not one step per new largest input",
                     probe={"warmup": "largest"},
                     size=2,
                 )

@@ -121,7 +121,8 @@ class ShapeCache:
                 region_type="m.Table",
                 sources={
                     "m.py": (
-                        "class Table:\n    def forward(self, x):\n        self.cache[len(self.cache)] = x\n        return x\n"
+                        "class Table:\n    def forward(self, x):\n        self.cache[len(self.cache)] = x\n"
+                        "        return x\n"
                     )
                 },
             ),

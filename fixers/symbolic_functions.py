@@ -70,8 +70,10 @@ class SymbolicFunctions:
                 exporter="torchscript",
                 sources={
                     "m.py": (
-                        "import torch\n\n_BUILT = []\n\nclass Fn(torch.autograd.Function):\n    @staticmethod\n    def forward(ctx, x):\n        return x * 2\n\n"
-                        "    @staticmethod\n    def symbolic(g, x):\n        out = g.op('Mul', x, x)\n        _BUILT.append(out)\n        return out\n"
+                        "import torch\n\n_BUILT = []\n\nclass Fn(torch.autograd.Function):\n    @staticmethod\n"
+                        "    def forward(ctx, x):\n        return x * 2\n\n"
+                        "    @staticmethod\n    def symbolic(g, x):\n        out = g.op('Mul', x, x)\n"
+                        "        _BUILT.append(out)\n        return out\n"
                     )
                 },
             ),
@@ -103,7 +105,8 @@ class SymbolicFunctions:
                 exporter="torchscript",
                 sources={
                     "m.py": (
-                        "import torch\n\nclass Fn(torch.autograd.Function):\n    @staticmethod\n    def symbolic(g, x):\n"
+                        "import torch\n\nclass Fn(torch.autograd.Function):\n    @staticmethod\n"
+                        "    def symbolic(g, x):\n"
                         "        parts = []\n        parts.append(g.op('Relu', x))\n        return parts[0]\n"
                     )
                 },
@@ -118,7 +121,8 @@ class SymbolicFunctions:
                 exporter="dynamo",
                 sources={
                     "m.py": (
-                        "_B = []\nclass Fn(Function):\n    def symbolic(g, x):\n        _B.append(x)\n        return x\n"
+                        "_B = []\nclass Fn(Function):\n    def symbolic(g, x):\n        _B.append(x)\n"
+                        "        return x\n"
                     )
                 },
             ),

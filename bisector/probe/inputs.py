@@ -88,7 +88,8 @@ def _normalize(result: Any) -> Args:
         return tuple(result), {}
     raise WorkloadError(
         "inputs",
-        f"{INPUTS_HOOK} returned {type(result).__name__}; return a tensor, a tuple of args, a dict of kwargs or (args, kwargs)",
+        f"{INPUTS_HOOK} returned {type(result).__name__}; return a tensor, a tuple of args, a dict of kwargs "
+        "or (args, kwargs)",
     )
 
 

@@ -168,7 +168,8 @@ def test_ctrl_c_in_a_script_calling_the_api_stops_at_once(tmp_path: Path) -> Non
     pidfile = tmp_path / "probe.pid"
     code = (
         "from bisector import api\n"
-        f"api.measure({HANG!r}, ['x=B,8'], ['B=2'], stages=['eager'], init_kwargs={{'pidfile': {str(pidfile)!r}}}, timeout_s=200)\n"
+        f"api.measure({HANG!r}, ['x=B,8'], ['B=2'], stages=['eager'], init_kwargs={{'pidfile': "
+        f"{str(pidfile)!r}}}, timeout_s=200)\n"
     )
     proc = subprocess.Popen(
         [sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path

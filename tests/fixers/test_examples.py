@@ -63,7 +63,10 @@ def test_removing_the_only_statement_of_a_block_leaves_valid_python() -> None:
     from bisector.fixers.append_only import FIXER
     from bisector.fixers.base import FixTarget
 
-    src = "KEPT = []\n\nclass K:\n    def forward(self, x):\n        if x is not None:\n            KEPT.append(x)\n        return x\n"
+    src = (
+        "KEPT = []\n\nclass K:\n    def forward(self, x):\n        if x is not None:\n"
+        "            KEPT.append(x)\n        return x\n"
+    )
     (cand,) = [
         c
         for c in FIXER.propose(FixTarget("eager", "leak", region_type="m.K", sources={"m.py": src}))

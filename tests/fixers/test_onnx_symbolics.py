@@ -53,7 +53,8 @@ def test_registered_symbolics_match_torch_on_several_shapes(tmp_path) -> None:
     [
         ("Exporting the operator 'aten::diff' to ONNX opset version 20 is not supported", ["aten::diff"]),
         (
-            "Type Error: Type 'tensor(bool)' of input parameter (/m/Not_output_0) of operator (CumSum) in node (/m/CumSum) is invalid.",
+            "Type Error: Type 'tensor(bool)' of input parameter (/m/Not_output_0) of operator (CumSum) in node "
+            "(/m/CumSum) is invalid.",
             ["aten::cumsum"],
         ),
         ("shape mismatch", []),

@@ -14,7 +14,8 @@ def project(tmp_path: Path) -> Path:
     (tmp_path / "models" / "net.py").write_text("class Net: pass\nclass Other: pass\n")
     (tmp_path / "pyproject.toml").write_text(
         '[tool.bisector]\ninputs = ["x=B,3,H,W"]\ndims = ["B=1:4"]\nstages = ["eager"]\nnoise_rss = "8MB"\n'
-        '[[tool.bisector.models]]\nspec = "models/net.py:Other"\ninputs = ["ids=B,T:int64:0:50"]\nexporter = "torchscript"\n'
+        '[[tool.bisector.models]]\nspec = "models/net.py:Other"\ninputs = ["ids=B,T:int64:0:50"]\n'
+        'exporter = "torchscript"\n'
     )
     return tmp_path
 

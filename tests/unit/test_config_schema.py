@@ -37,7 +37,8 @@ def test_a_misspelt_key_is_refused_with_the_right_one(tmp_path: Path) -> None:
 def test_a_misspelt_key_in_a_model_entry_names_the_entry(tmp_path: Path) -> None:
     root = _project(
         tmp_path,
-        '[tool.bisector]\n[[tool.bisector.models]]\nspec = "net.py:Net"\n[[tool.bisector.models]]\nspec = "net.py:Net"\nmem_cp = "2GB"\n',
+        '[tool.bisector]\n[[tool.bisector.models]]\nspec = "net.py:Net"\n[[tool.bisector.models]]\n'
+        'spec = "net.py:Net"\nmem_cp = "2GB"\n',
     )
     text = _error(load_config, str(root / "net.py"))
     assert "[[tool.bisector.models]] #2 (net.py:Net) mem_cp: unknown key; did you mean mem_cap?" in text

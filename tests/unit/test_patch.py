@@ -76,12 +76,12 @@ def test_infer_script_gets_options_run_options_and_warm_up(tmp_path: Path) -> No
     assert notes == []
     # The settings live in a per-model table, looked up by the helpers at the session.
     assert (
-        "'model': {'session_options': {'enable_mem_pattern': False}, 'run_options': {'memory.enable_memory_arena_shrinkage': 'cpu:0'}, 'warm_up_largest': [{0: 16, 2: 100, 3: 100}]}"
-        in after
+        "'model': {'session_options': {'enable_mem_pattern': False}, 'run_options': "
+        "{'memory.enable_memory_arena_shrinkage': 'cpu:0'}, 'warm_up_largest': [{0: 16, 2: 100, 3: 100}]}" in after
     )
     assert (
-        "_bisector_session(ort.InferenceSession(\"model.onnx\", providers=[\"CPUExecutionProvider\"], sess_options=_bisector_session_options('model', None)), 'model')"
-        in after
+        '_bisector_session(ort.InferenceSession("model.onnx", providers=["CPUExecutionProvider"], '
+        "sess_options=_bisector_session_options('model', None)), 'model')" in after
     )
     assert "options = ort.SessionOptions()" in after and "import onnxruntime\n" not in after  # the script's own alias
     assert "np.zeros(shape, dtype=dtypes.get(meta.type, np.float32))" in after and "import numpy\n" not in after
@@ -157,8 +157,8 @@ def test_export_script_gets_exporter_kwargs_and_an_onnxsim_step(tmp_path: Path) 
     after = patch.after
     ast.parse(after)
     assert (
-        'torch.onnx.export(model, (x,), "model.onnx", input_names=["x"], dynamo=False, do_constant_folding=True, opset_version=21)'
-        in after
+        'torch.onnx.export(model, (x,), "model.onnx", input_names=["x"], dynamo=False, '
+        "do_constant_folding=True, opset_version=21)" in after
     )
     assert '_bisector_model, _bisector_ok = onnxsim.simplify(onnx.load("model.onnx"))' in after
     assert "import onnxsim" in after and "# the one export" in after

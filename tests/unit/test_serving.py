@@ -118,7 +118,10 @@ def test_settings_the_user_wrote_are_read_back() -> None:
         '        self.session = ort.InferenceSession(f"{ARTIFACTS}/{name}.onnx", opts)',
     )
     assert read_serving(user, "tagger") == {"session_options": {"enable_cpu_mem_arena": False}}
-    export = 'import torch\n\ndef export(name, model, x):\n    torch.onnx.export(model, (x,), f"{name}.onnx", dynamo=False, opset_version=17)\n'
+    export = (
+        "import torch\n\ndef export(name, model, x):\n"
+        '    torch.onnx.export(model, (x,), f"{name}.onnx", dynamo=False, opset_version=17)\n'
+    )
     assert read_export(export, "tagger") == {"exporter": "torchscript", "export_kwargs": {"opset_version": 17}}
 
 
@@ -188,7 +191,11 @@ def test_removing_data_other_code_reads_is_labelled_and_bounding_comes_first() -
         c.removes_behaviour
         for c in FIXER.propose(FixTarget("eager", "leak", region_type="m.Tagger", sources={"m.py": alone}))
     )
-    hook = "ACTS = []\n\ndef keep(m, a, out):\n    ACTS.append(out)\n\ndef latest():\n    return ACTS[-1]\n\nclass Net:\n    def __init__(self):\n        self.fc.register_forward_hook(keep)\n\n    def forward(self, x):\n        return self.fc(x)\n"
+    hook = (
+        "ACTS = []\n\ndef keep(m, a, out):\n    ACTS.append(out)\n\ndef latest():\n    return ACTS[-1]\n\n"
+        "class Net:\n    def __init__(self):\n        self.fc.register_forward_hook(keep)\n\n"
+        "    def forward(self, x):\n        return self.fc(x)\n"
+    )
     cands = HOOKS.propose(FixTarget("eager", "leak", region_type="m.Linear", sources={"m.py": hook}))
     assert "latest()" in cands[-1].removes_behaviour and "del ACTS[:-4]" in cands[0].edits[0].after
 
