@@ -92,8 +92,8 @@ def targets_of(report: Any, unfixed_only: bool = False) -> list[BundleTarget]:
                     c.region,
                     c.kind,
                     c.to_json(),
-                    c.figures.get("samples") or (),
-                    c.figures.get("control_samples") or (),
+                    c.figures.samples or (),
+                    c.figures.control_samples or (),
                 )
             )
         if out or unfixed_only or find.culprits:

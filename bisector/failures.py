@@ -11,6 +11,7 @@ from collections.abc import Iterable
 from dataclasses import replace
 
 from bisector.errors import BisectorError, InternalError, UserError
+from bisector.figures import Figures
 from bisector.find import Culprit, FindReport, StageSearch
 from bisector.fixers.base import UNSUPPORTED_OP
 from bisector.fixers.onnx_symbolics import failing_operators
@@ -37,7 +38,7 @@ def failure_culprits(found: FindReport) -> FindReport:
             kind=UNSUPPORTED_OP,
             own_code=False,
             type="",
-            figures={"operators": ops},
+            figures=Figures(operators=tuple(ops)),
             chain=(("", UNSUPPORTED_OP),),
             hint=f"the {stage} stage fails on {', '.join(ops)}: {message}",
         )

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bisector.figures import Figures
 from bisector.lab import Interrupted, Lab
 from bisector.measure import stage_summary
 from bisector.probe.pool import ProbePool
@@ -38,9 +39,13 @@ class Culprit:
     kind: str
     own_code: bool
     type: str
-    figures: Mapping[str, Any]
+    figures: Figures  # a mapping is taken as its figures
     chain: tuple[tuple[str, str], ...]  # (region, kind) from the root down, probed alone
     hint: str
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.figures, Figures):
+            object.__setattr__(self, "figures", Figures.of(self.figures))
 
     def to_json(self) -> dict[str, Any]:
         f = self.figures
@@ -48,17 +53,17 @@ class Culprit:
             "region": self.region,
             "stage": self.stage,
             "kind": self.kind,
-            "growth_bytes_per_call": f.get("growth_bytes_per_call"),
-            "growth_bytes_per_new_shape": f.get("growth_bytes_per_new_shape"),
+            "growth_bytes_per_call": f.growth_bytes_per_call,
+            "growth_bytes_per_new_shape": f.growth_bytes_per_new_shape,
             "own_code": self.own_code,
-            "objects_per_call": f.get("objects_per_call"),
-            "objects_per_new_shape": f.get("objects_per_new_shape"),
-            "bounded": f.get("bounded"),
+            "objects_per_call": f.objects_per_call,
+            "objects_per_new_shape": f.objects_per_new_shape,
+            "bounded": f.bounded,
             "type": self.type,
-            "grown_types": f.get("top_types", {}),
-            "growth_metric": f.get("growth_metric"),
-            "floor_bytes_per_call": f.get("floor_bytes_per_call"),
-            "owners": f.get("owners"),
+            "grown_types": f.top_types or {},
+            "growth_metric": f.growth_metric,
+            "floor_bytes_per_call": f.floor_bytes_per_call,
+            "owners": f.owners,
             "hint": self.hint,
         }
 
@@ -116,8 +121,8 @@ class FindReport:
         return data
 
 
-def hint_for(stage: str, kind: str, own_code: bool, figures: Mapping[str, Any], type_name: str) -> str:
-    types = " ".join(figures.get("top_types", {}))
+def hint_for(stage: str, kind: str, own_code: bool, figures: Figures, type_name: str) -> str:
+    types = " ".join(figures.top_types or {})
     tensors = "Tensor" in types
     if stage == "inference":
         if kind == SHAPE_GROWTH:
@@ -127,13 +132,13 @@ def hint_for(stage: str, kind: str, own_code: bool, figures: Mapping[str, Any], 
             )
         return "grows on every ONNX Runtime run: try the runtime's memory options (bisector fix) or a newer onnxruntime"
     if kind == SHAPE_GROWTH:
-        if figures.get("bounded"):
+        if figures.bounded:
             return (
                 "memory held for the largest input shape so far (an allocator or workspace): round or bound input sizes"
             )
         return "keeps something per input shape (a cache keyed by shape?): bound the cache or round sizes"
     if stage == "export":
-        if not tensors and (figures.get("objects_per_call") or 0) < 1:
+        if not tensors and (figures.objects_per_call or 0) < 1:
             return "native memory kept on every export: look for C extensions or ctypes allocations in its forward"
         return (
             "keeps what it builds on every export: a custom symbolic function or a module-level container "
@@ -143,7 +148,7 @@ def hint_for(stage: str, kind: str, own_code: bool, figures: Mapping[str, Any], 
         return (
             "forward keeps tensors alive (a list or dict it appends to, a hook collecting outputs): clear or bound it"
         )
-    if (figures.get("objects_per_call") or 0) >= 1:
+    if (figures.objects_per_call or 0) >= 1:
         return "forward keeps Python objects on every call: look for containers that only grow"
     return "native memory not freed on every call (no Python object kept): look for C extensions or ctypes allocations"
 
@@ -212,7 +217,7 @@ class Finder:
                     kind=c.kind,
                     own_code=c.own_code,
                     type=type_name,
-                    figures=dict(c.outcome.figures),
+                    figures=c.outcome.figures,
                     chain=chain,
                     hint=hint_for(stage, c.kind, c.own_code, c.outcome.figures, type_name),
                 )

@@ -292,24 +292,20 @@ def _culprit_label(report: Any, c: Any, type_name: str, escape: Any) -> str:
     f = c.figures
     per = PER.get(c.stage, "call")
     band = report.measure.options.bands.rss
-    noise = f.get("noise_bytes") or 0.0
+    noise = f.noise_bytes or 0.0
     if c.kind == UNSUPPORTED_OP:  # a stage that did not run: the operators, no curve
-        figures = ["operators " + ", ".join(f.get("operators") or ())]
+        figures = ["operators " + ", ".join(f.operators or ())]
         own = " (the exporter)"
     else:
-        figures = [f"{f['objects_per_call']:+.0f} objects/{per}"] if f.get("objects_per_call") else []
-        if c.kind == LEAK and f.get("growth_metric") == HEAP:
-            figures.append(f"{format_bytes(f.get('growth_bytes_per_call') or 0.0, signed=True)}/{per} (heap)")
+        figures = [f"{f.objects_per_call:+.0f} objects/{per}"] if f.objects_per_call else []
+        if c.kind == LEAK and f.growth_metric == HEAP:
+            figures.append(f"{format_bytes(f.growth_bytes_per_call or 0.0, signed=True)}/{per} (heap)")
         elif c.kind == LEAK:
-            figures.append(
-                f"{growth_text(f.get('growth_bytes_per_call'), f.get('repeat_steps', 0), noise, band)}/{per}"
-            )
+            figures.append(f"{growth_text(f.growth_bytes_per_call, (f.repeat_steps or 0), noise, band)}/{per}")
         else:
-            figures.append(
-                f"{growth_text(f.get('growth_bytes_per_new_shape'), f.get('novel_steps', 0), noise, band)}/new shape"
-            )
-            if f.get("bounded") is not None:
-                figures.append("bounded" if f["bounded"] else "unbounded")
+            figures.append(f"{growth_text(f.growth_bytes_per_new_shape, (f.novel_steps or 0), noise, band)}/new shape")
+            if f.bounded is not None:
+                figures.append("bounded" if f.bounded else "unbounded")
         if c.region == "" and not c.own_code:
             own = " (the runtime, for the whole model)"
         else:

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from bisector.curve import MemoryCurve
+from bisector.figures import Figures
 from bisector.probe.types import STAGES, ProbeOptions, ProbeResult
 from bisector.schedule import PROFILES, ScheduleProfile
 from bisector.search import Outcome
@@ -127,32 +128,32 @@ def outcome_of(verdict: Verdict, curve: MemoryCurve, control: MemoryCurve | None
     grown = curve.type_growth.get(phase) or {}
     ctrl = (control.type_growth.get(phase) or {}) if control else {}
     top = {k: n - ctrl.get(k, 0) for k, n in grown.items() if n - ctrl.get(k, 0) > 0}
-    figures = {
-        "growth_bytes_per_call": verdict.growth_bytes_per_call,
-        "growth_bytes_per_new_shape": verdict.growth_bytes_per_new_shape,
-        "objects_per_call": verdict.objects_per_call,
-        "objects_per_new_shape": verdict.objects_per_new_shape,
-        "bounded": verdict.bounded,
-        "noise_bytes": verdict.noise_bytes,
-        "growth_metric": verdict.growth_metric,
-        "floor_bytes_per_call": verdict.floor_bytes_per_call,
-        "owners": dict(verdict.owners) if verdict.owners else None,
-        "exact": not grown_bytes,
-        "repeat_steps": _steps(verdict, "repeat"),
-        "novel_steps": _steps(verdict, "novel"),
-        "top_types": dict(sorted(top.items(), key=lambda kv: -kv[1])[:4]),
+    figures = Figures(
+        growth_bytes_per_call=verdict.growth_bytes_per_call,
+        growth_bytes_per_new_shape=verdict.growth_bytes_per_new_shape,
+        objects_per_call=verdict.objects_per_call,
+        objects_per_new_shape=verdict.objects_per_new_shape,
+        bounded=verdict.bounded,
+        noise_bytes=verdict.noise_bytes,
+        growth_metric=verdict.growth_metric,
+        floor_bytes_per_call=verdict.floor_bytes_per_call,
+        owners=dict(verdict.owners) if verdict.owners else None,
+        exact=not grown_bytes,
+        repeat_steps=_steps(verdict, "repeat"),
+        novel_steps=_steps(verdict, "novel"),
+        top_types=dict(sorted(top.items(), key=lambda kv: -kv[1])[:4]),
         # Memory in place before the measured calls (setup, and any warm-up a fix adds).
-        "rss_before_loop": curve.meta.get("rss_before_loop"),
-        "control_rss_before_loop": control.meta.get("rss_before_loop") if control is not None else None,
+        rss_before_loop=curve.meta.get("rss_before_loop"),
+        control_rss_before_loop=control.meta.get("rss_before_loop") if control is not None else None,
         # The largest RSS over the whole schedule: the steady state a fix's trade-off is shown against.
-        "rss_peak": max(curve.series("rss"), default=None),
+        rss_peak=max(curve.series("rss"), default=None),
         # The GPU working set at its largest (NVML): what a gpu_mem_limit can be sized from.
-        "peak_gpu_bytes": max(curve.series("gpu"), default=None),
+        peak_gpu_bytes=max(curve.series("gpu"), default=None),
         # The curves themselves, for the HTML report's per-culprit and before/after charts
         # (Culprit.to_json and Evaluation.to_json pick their keys, so --json does not grow).
-        "samples": [s.to_json() for s in curve.samples],
-        "control_samples": [s.to_json() for s in control.samples] if control is not None else [],
-    }
+        samples=[s.to_json() for s in curve.samples],
+        control_samples=[s.to_json() for s in control.samples] if control is not None else [],
+    )
     return Outcome(verdict.kind, figures, "; ".join(verdict.reasons))
 
 

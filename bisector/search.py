@@ -28,6 +28,7 @@ from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from bisector.figures import Figures
 from bisector.kinds import Kind
 
 BAD_KINDS = (Kind.LEAK, Kind.SHAPE_GROWTH)
@@ -39,8 +40,12 @@ class Outcome:
     """What one probe of a set of regions said."""
 
     kind: str  # a Kind: leak, shape-growth, clean, inconclusive, failed or crashed (a plain str from JSON)
-    figures: Mapping[str, Any] = field(default_factory=dict)
+    figures: Figures = field(default_factory=Figures)  # a mapping is taken as its figures
     message: str = ""
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.figures, Figures):
+            object.__setattr__(self, "figures", Figures.of(self.figures))
 
     @property
     def bad(self) -> bool:
@@ -51,7 +56,7 @@ class Outcome:
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> Outcome:
-        return cls(kind=data["kind"], figures=dict(data.get("figures") or {}), message=data.get("message", ""))
+        return cls(kind=data["kind"], figures=Figures.of(data.get("figures")), message=data.get("message", ""))
 
 
 Oracle = Callable[[tuple[str, ...]], Outcome]
@@ -227,7 +232,7 @@ def _accounts_for(parts: list[Outcome | None], whole: Outcome) -> bool:
     parts already found leak as many objects per call, and per new shape, as the whole group,
     nothing is left for the rest of it. Only for a whole judged on objects alone ("exact": its
     bytes did not grow): bytes are too noisy to add up."""
-    if not whole.figures.get("exact"):
+    if not whole.figures.exact:
         return False
     for key in ("objects_per_call", "objects_per_new_shape"):
         total = float(whole.figures.get(key) or 0.0)
@@ -243,7 +248,7 @@ def _leftover(whole: Outcome, children: Outcome | None) -> Outcome | None:
     figures are its own share; region_objects_* keep what the region leaks alone, children
     included, which is what a probe of the region shows again after its own code is fixed."""
     # The children's probe must have measured them (not crashed, failed or inconclusive).
-    if children is None or not children.bad or not whole.figures.get("exact") or not children.figures.get("exact"):
+    if children is None or not children.bad or not whole.figures.exact or not children.figures.exact:
         return None
     rest, region = {}, {}
     for key in ("objects_per_call", "objects_per_new_shape"):
@@ -257,7 +262,7 @@ def _leftover(whole: Outcome, children: Outcome | None) -> Outcome | None:
         kind = Kind.SHAPE_GROWTH
     else:
         return None
-    return Outcome(kind, {**whole.figures, **rest, **region, "beyond_children": True}, whole.message)
+    return Outcome(kind, whole.figures.with_(**rest, **region, beyond_children=True), whole.message)
 
 
 def search(
