@@ -61,7 +61,7 @@ class BisectorPlugin:
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers",
-        f"{MARKER}(spec, inputs=..., dims=..., stages=..., fail_on=('leak', 'shape-growth'), locate=False, **options): "
+        f"{MARKER}(spec, inputs=..., dims=..., stages=..., fail_on='leak,shape-growth', locate=False, **options): "
         "fail the test when bisector measures the model leaking in those stages",
     )
     config.pluginmanager.register(BisectorPlugin(), STATE_NAME)
@@ -99,19 +99,22 @@ class MemoryCheck:
         inputs: Iterable[str] = (),
         dims: Iterable[str] = (),
         *,
-        fail_on: Iterable[str] = ("leak", "shape-growth"),
+        fail_on: Iterable[str] | str = ("leak", "shape-growth"),
         locate: bool = False,
         **options: Any,
     ) -> Any:
-        """Measure; raise AssertionError naming every stage whose verdict is in fail_on (or that
-        crashed or could not run). Returns the report when the model passes."""
+        """Measure; raise AssertionError naming every stage whose verdict the fail_on policy lists
+        (as `--fail-on` takes it: "leak,shape-growth:unbounded", or a list), or that crashed or could
+        not run. Returns the report when the model passes."""
+        from bisector.fail_on import FailOn
         from bisector.units import format_bytes
 
+        policy = FailOn.parse(fail_on)  # an unknown kind is an error here, not a silent pass
         report = self.measure(spec, inputs, dims, **options)
-        fail_on = set(fail_on)
         problems = []
         for stage, r in report.stages.items():
-            if r.kind in fail_on:
+            bounded = r.verdict.bounded if r.verdict is not None else None
+            if r.kind in ("leak", "shape-growth", "toolchain-leak") and policy.fails(r.kind, bounded):
                 v = r.verdict
                 per = (
                     f"{format_bytes(v.growth_bytes_per_call, signed=True)}/call, "
@@ -124,6 +127,8 @@ class MemoryCheck:
                 )
             elif r.kind in ("failed", "crashed"):
                 problems.append(f"{stage}: {r.kind}: {getattr(r.failure, 'message', None) or r.failure.describe()}")
+            elif r.kind == "inconclusive" and policy.fails("inconclusive"):
+                problems.append(f"{stage}: inconclusive (noise too high to tell)")
             elif r.kind == "inconclusive":
                 warnings.warn(f"bisector: {spec} {stage} inconclusive (noise too high to tell)", stacklevel=2)
         if problems and locate:

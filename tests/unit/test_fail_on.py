@@ -88,3 +88,37 @@ def test_the_cli_refuses_an_unknown_kind_in_one_line() -> None:
     done = run_cli("measure", f"{FIXTURES / 'crashers.py'}:Fine", "--input", "x=B,8", "--fail-on", "lek")
     assert done.returncode == EXIT_USER
     assert done.stderr.strip().count("\n") == 0 and "--fail-on 'lek'" in done.stderr
+
+
+class FakeCheck:
+    """The pytest plugin's check over a made-up report: no probe runs."""
+
+    def __new__(cls, *stages: SimpleNamespace):
+        from bisector.pytest_plugin import MemoryCheck
+
+        check = MemoryCheck(lambda: None)
+        report = SimpleNamespace(stages={f"s{i}": s for i, s in enumerate(stages)}, model=SimpleNamespace(label="m"))
+        check.measure = lambda *a, **k: report  # type: ignore[method-assign]
+        return check
+
+
+def grown(kind: str, bounded: bool | None = None) -> SimpleNamespace:
+    v = SimpleNamespace(
+        bounded=bounded,
+        growth_bytes_per_call=1e6,
+        growth_bytes_per_new_shape=1e6,
+        objects_per_call=0,
+        baseline_bytes_per_call=0.0,
+    )
+    return SimpleNamespace(kind=kind, verdict=v)
+
+
+def test_the_pytest_plugin_takes_the_same_policy() -> None:
+    bounded = grown("shape-growth", bounded=True)
+    with pytest.raises(AssertionError, match="shape-growth"):
+        FakeCheck(bounded).assert_no_leak("m.py:Net")
+    FakeCheck(bounded).assert_no_leak("m.py:Net", fail_on="leak,shape-growth:unbounded")
+    with pytest.raises(AssertionError, match="toolchain-leak"):
+        FakeCheck(grown("toolchain-leak")).assert_no_leak("m.py:Net", fail_on=["leak", "toolchain-leak"])
+    with pytest.raises(UserError, match="--fail-on 'lek'"):
+        FakeCheck(grown("leak")).assert_no_leak("m.py:Net", fail_on="lek")
