@@ -8,9 +8,11 @@ sample model this machine can run, with the bisector found in DIR (default: this
 a neutral folder with a fresh run directory, and keeps stdout and the exit code per model.
 
 compare: the two captures must have the same exit codes, the same set of key paths, and the same
-strings, booleans and nulls. Numbers are compared by type only: byte and object figures are
-measurements and move between runs; timings move always. Key order is ignored. Prints each
-difference and exits 1 if there is any.
+strings (with the numbers and paths they quote masked), booleans and nulls. Numbers are compared
+by type only: byte and object figures are measurements and move between runs; timings move
+always. The lists of what a measurement happened to see (types whose count moved, allocation
+sites) are left out, and fields the versioned contract added are listed apart. Key order is
+ignored. Prints each difference and exits 1 if there is any.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -29,6 +32,11 @@ ROOT = Path(__file__).resolve().parents[1]
 
 # Leaves whose text is a measurement or a path of this run, not part of the contract.
 VOLATILE = ("run_dir", "wall", "seconds", "elapsed", "path", "bisector_version", "versions", "stderr")
+# Subtrees that list what a measurement happened to see: the types whose count moved, the
+# allocation sites of the owners' trace. Their keys depend on the run (noise), not on the code.
+MEASURED = (".type_growth.", ".grown_types.", ".sites.")
+# Fields a later schema added (the versioned contract, #13): reported apart, not as differences.
+ADDED = ("schema_version", "report_kind", "bisector_version", ".versions.")
 
 
 def capture(out: Path, code: Path, only: set[str]) -> int:
@@ -73,7 +81,11 @@ def leaves(node: Any, path: str = "") -> Iterator[tuple[str, Any]]:
 def normal(value: Any, path: str) -> Any:
     if any(word in path for word in VOLATILE):
         return "<volatile>"
-    if isinstance(value, bool) or value is None or isinstance(value, str):
+    if isinstance(value, str):
+        # Text that quotes a figure or a file (a verdict's reasons): its words must match.
+        value = re.sub(r"\S*/\S*", "<path>", value)
+        return re.sub(r"[-+]?\d+(\.\d+)?", "#", value)
+    if isinstance(value, bool) or value is None:
         return value
     if isinstance(value, (int, float)):
         return "<number>"
@@ -94,6 +106,11 @@ def compare(before: Path, after: Path) -> int:
             bad += 1
         a = dict(leaves(json.loads((before / f"{name}.json").read_text() or "null")))
         b = dict(leaves(json.loads((after / f"{name}.json").read_text() or "null")))
+        added = sorted(k for k in set(b) - set(a) if any(w in k for w in ADDED))
+        a = {k: v for k, v in a.items() if not any(w in k for w in MEASURED)}
+        b = {k: v for k, v in b.items() if not any(w in k for w in MEASURED) and k not in added}
+        if added:
+            print(f"{name}: added by the schema: {', '.join(added)}")
         for key in sorted(set(a) | set(b)):
             if key not in b:
                 print(f"{name}: {key} only before")

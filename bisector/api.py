@@ -22,7 +22,6 @@ from bisector.batch import merge as _merge
 from bisector.batch import repair as _repair
 from bisector.fail_on import FailOn
 from bisector.find import find as _find
-from bisector.fixers import all_fixers
 from bisector.fleet import require_ray
 from bisector.measure import measure as _measure
 from bisector.prepare import Options, Prepared, parse_floors
@@ -88,17 +87,14 @@ def fix(
     """find -> repair -> patches (-> apply): the path `bisector fix` takes (pipeline.py). The outcome
     has a status (clean, fixed, unfixed, unproven, error), the find and fix reports, and the patches."""
 
-    p = prepare(spec, inputs, dims, **kwargs)
+    options = Options.of(inputs, dims, **kwargs)
     request = pipeline.FixRequest(
         fixers=tuple(fixers), allow_output_changes=allow_output_changes, pick=pick, apply=apply, force=force
     )
-    root = pipeline.check_request(p.model.path, p.given or Options(), request, _fixer_names())
-    return pipeline.fix(p, request, pipeline.Progress(events=events), root=root)
-
-
-def _fixer_names() -> list[str]:
-
-    return [f.name for f in all_fixers()]
+    # Refused before any child starts (input inference included), as the CLI does.
+    written = spec if isinstance(spec, str) else f"{spec.path}:{spec.name}"
+    root = pipeline.check_request(written, options, request, pipeline.known_fixers())
+    return pipeline.fix(_prepare(spec, options), request, pipeline.Progress(events=events), root=root)
 
 
 def repair(

@@ -45,7 +45,7 @@ from bisector.html_report import write_repair_index
 from bisector.lab import source_hash
 from bisector.patching.diff import source_patches
 from bisector.patching.from_report import ModelWork, compose, work_for
-from bisector.pipeline import FixRequest
+from bisector.pipeline import FixRequest, Status
 from bisector.prepare import Options, prepare
 from bisector.probe.pool import ProbePool
 from bisector.project import project_root
@@ -60,7 +60,9 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
-CLEAN, FIXED, UNFIXED, ERROR = "clean", "fixed", "unfixed", "error"
+# A model's status in the summary: the pipeline's, where "unproven" reads as clean (the summary's
+# verdict and stages columns say which stage was inconclusive).
+CLEAN, FIXED, UNFIXED, ERROR = Status.CLEAN.value, Status.FIXED.value, Status.UNFIXED.value, Status.ERROR.value
 
 
 @dataclass(frozen=True)
@@ -378,7 +380,7 @@ def repair_one(
     best = [e.to_json() for c in found.culprits for e in report.for_culprit(c) if id(e) in chosen]
     # A model without culprits is clean here even when a stage was inconclusive: the summary's
     # verdict and stages columns show that (as before the one pipeline).
-    status = CLEAN if not found.culprits else str(outcome.status)
+    status = CLEAN if not found.culprits or outcome.status == Status.UNPROVEN else outcome.status.value
     note = ""
     if found.culprits and len(best) < len(found.culprits) and all(report.fixed(c) for c in found.culprits):
         note = "the kept fix costs more up front than the growth it prevents; choose it with `prefer` or `pick`"

@@ -1,8 +1,8 @@
 """The command line: parses options, calls the library, renders. Nothing else lives here.
 
-Exit codes: 0 clean (or a toolchain-leak: growth torch or ONNX Runtime own, reported apart) ·
-1 leak or shape-growth found · 2 user error · 3 internal error ·
-4 not proven either way (inconclusive after retries, or a probe crashed or timed out).
+Exit codes: 0 clean or fixed (a toolchain-leak, growth torch or ONNX Runtime own, is reported apart) ·
+1 a finding --fail-on lists (default: leak, shape-growth) found, or not fixed · 2 user error ·
+3 internal error · 4 not proven either way (inconclusive after retries, or a probe crashed or timed out).
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import json
 import sys
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import Enum
 from pathlib import Path
 from typing import Annotated, Any, Optional
@@ -301,16 +301,30 @@ def _guard(debug: bool, body: Callable[[], int], state: _RunState | None = None)
         return EXIT_INTERNAL
 
 
-def _say_inferred(prepared: Any) -> None:
-    """issue #13: when the inputs were inferred, one stderr line with them as flags to copy."""
-    if getattr(prepared, "inferred", None) is not None:
+def _prepared(spec: str, options: Any, output: Output) -> tuple[Any, Any]:
+    """The run prepared from the options, then what the first minute owes the user: the inputs
+    when they were inferred (one stderr line, as flags to copy), a missing ONNX Runtime when a stage
+    needs it (the stages are known only now, [tool.bisector] included), and the --fail-on policy:
+    the flag's or variable's, else [tool.bisector]'s, else the default."""
+    from bisector.errors import UserError
+    from bisector.fail_on import FailOn
+    from bisector.prepare import prepare
+    from bisector.runtime_check import stages_problem
+
+    prepared = prepare(spec, options)
+    if prepared.inferred is not None:
         _err_console().print(prepared.inferred.describe(), markup=False)
+    problem = stages_problem(prepared.options.stages)
+    if problem:
+        raise UserError(problem)
+    return prepared, output.fail_on or FailOn.parse(prepared.config.get("fail_on"))
 
 
-def _say_inferred(prepared: Any) -> None:
-    """When the inputs were inferred, one stderr line with them as flags to copy."""
-    if getattr(prepared, "inferred", None) is not None:
-        _err_console().print(prepared.inferred.describe(), markup=False)
+def _with_inferred(data: dict[str, Any], prepared: Any) -> dict[str, Any]:
+    """--json says when the inputs were inferred, and what they were."""
+    if prepared.inferred is not None:
+        data["inputs_inferred"] = prepared.inferred.to_json()
+    return data
 
 
 def _esc(text: str) -> str:
@@ -393,6 +407,11 @@ class _Progress:
     def probe_queued(self, label: str) -> None:
         with self._lock:
             self.planned += 1
+            self._update()
+
+    def probe_dropped(self, label: str) -> None:
+        with self._lock:
+            self.planned -= 1
             self._update()
 
     def probe_started(self, label: str) -> None:
@@ -586,7 +605,7 @@ def probing(fn: Callable[..., int]) -> Callable[..., int]:
 
         given = {n: kwargs.pop(n) for n in SHARED}
         try:
-            fail_on = FailOn.parse(given["fail_on"])
+            fail_on = FailOn.parse(given["fail_on"]) if given["fail_on"] else None  # None: the config's
         except UserError as exc:
             _err_console().print(f"[bold red]error:[/] {_esc(str(exc))}")
             return EXIT_USER
@@ -624,25 +643,23 @@ def measure(spec: Spec, options: Any = None, output: Any = None) -> int:
         from bisector.failures import failure_error
         from bisector.measure import measure as run_measure
         from bisector.pipeline import measured_status
-        from bisector.prepare import prepare
         from bisector.report import render_measure
 
-        prepared = prepare(spec, options)
-        _say_inferred(prepared)
+        prepared, fail_on = _prepared(spec, options, output)
         with output.progress() as progress:
             report = run_measure(
                 prepared.model, prepared.plan, prepared.options, events=progress, run_dir=options.run_dir
             )
         extra, said = _publish(report, output.report_dir, output.bundle_dir)
         if output.json:
-            _emit({**report.to_json(), **extra}, "measure")
+            _emit(_with_inferred({**report.to_json(), **extra}, prepared), "measure")
         else:
             render_measure(report, _out_console())
         _said(said)
         error = failure_error(report)
         if error is not None:
             raise error
-        return EXIT_BY_STATUS[measured_status(report, output.fail_on).value]
+        return EXIT_BY_STATUS[measured_status(report, fail_on).value]
 
     return _guard(output.debug, body)
 
@@ -663,24 +680,22 @@ def find(spec: Spec, options: Any = None, output: Any = None) -> int:
         from bisector.failures import failure_error
         from bisector.find import find as run_find
         from bisector.pipeline import find_status
-        from bisector.prepare import prepare
         from bisector.report import render_find
 
-        prepared = prepare(spec, options)
-        _say_inferred(prepared)
+        prepared, fail_on = _prepared(spec, options, output)
         state.run_dir = str(Path(options.run_dir) if options.run_dir else Path.cwd() / ".bisector")
         with output.progress() as progress:
             report = run_find(prepared.model, prepared.plan, prepared.options, events=progress, run_dir=options.run_dir)
         extra, said = _publish(report, output.report_dir, output.bundle_dir)
         if output.json:
-            _emit({**report.to_json(), **extra}, "find")
+            _emit(_with_inferred({**report.to_json(), **extra}, prepared), "find")
         else:
             render_find(report, _out_console())
         _said(said)
         error = failure_error(report.measure)
         if error is not None:
             raise error
-        return EXIT_BY_STATUS[find_status(report, output.fail_on).value]
+        return EXIT_BY_STATUS[find_status(report, fail_on).value]
 
     return _guard(output.debug, body, state)
 
@@ -740,7 +755,6 @@ def fix(
     def body() -> int:
         from bisector import pipeline
         from bisector.patching.diff import combined_diff
-        from bisector.prepare import prepare
         from bisector.report import render_find, render_fix
 
         request = pipeline.FixRequest(
@@ -749,12 +763,11 @@ def fix(
             pick=pick,
             apply=apply,
             force=force,
-            fail_on=output.fail_on,
         )
         # Refused now, not after minutes of probing.
         root = pipeline.check_request(spec, options, request, _fixer_names())
-        prepared = prepare(spec, options)
-        _say_inferred(prepared)
+        prepared, fail_on = _prepared(spec, options, output)
+        request = replace(request, fail_on=fail_on)
 
         def show_found(found: Any) -> None:
             if not output.json:
@@ -775,7 +788,7 @@ def fix(
         extra, said = _publish(outcome.report, output.report_dir, output.bundle_dir, data["patches"])
         data.update(extra)
         if output.json:
-            _emit(data, "fix")
+            _emit(_with_inferred(data, prepared), "fix")
         else:
             _render_fix(outcome, diff, apply, combined_diff, render_fix)
         _said(said)
@@ -908,6 +921,8 @@ def repair(
         ),
     ] = None,
     fail_on: FailOnOpt = None,
+    verbose: VerboseOpt = 0,
+    quiet: QuietOpt = False,
     debug: DebugOpt = False,
 ) -> int:
     """Find and fix every model of a migration project: one patch per model, a summary as JSON
@@ -919,6 +934,7 @@ def repair(
         from bisector import api
         from bisector.errors import UserError
 
+        _logging(verbose, quiet)
         if models_at_once < 1:
             raise UserError("--models-at-once must be 1 or more")
         if executor not in ("local", "ray"):
@@ -937,7 +953,7 @@ def repair(
         err = _err_console()
 
         def progress(result: Any, state: Any) -> None:
-            if not json_out:
+            if not json_out and not quiet:
                 err.print(
                     f"{result.status:<8} {result.spec}  ({result.wall_s:.0f} s)  "
                     f"[{state.done}/{state.total} done, {state.running} running, {state.queued} queued]",
@@ -1018,9 +1034,9 @@ def merge(
 
 
 def _fixer_names() -> list[str]:
-    from bisector.fixers import all_fixers, names
+    from bisector.pipeline import known_fixers
 
-    return names(all_fixers())  # a family's name (python-leaks) selects its members
+    return known_fixers()
 
 
 @app.command("fixers")
@@ -1137,7 +1153,9 @@ def clean_command(
             verb = "removed" if remove else "would remove"
             hint = " (rerun with --remove)" if freed and not remove else ""
             sys.stdout.write(f"{len(outcomes)} entries, {format_bytes(total)}; {verb} {format_bytes(freed)}{hint}\n")
-        return EXIT_INTERNAL if any(o.error for o in outcomes) else EXIT_CLEAN
+        # What could not be removed is listed with why (a permission, a file in use): the user's to
+        # look at, not a failure of bisector.
+        return EXIT_USER if any(o.error for o in outcomes) else EXIT_CLEAN
 
     return _guard(debug, body)
 

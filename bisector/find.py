@@ -62,6 +62,7 @@ class Culprit:
             "type": self.type,
             "grown_types": f.top_types or {},
             "growth_metric": f.growth_metric,
+            "decided_by": f.decided_by,
             "floor_bytes_per_call": f.floor_bytes_per_call,
             "owners": f.owners,
             "hint": self.hint,

@@ -229,7 +229,6 @@ class Lab:
         self.options = options
         self.events = events or Events()
         self.jobs = options.jobs or (os.cpu_count() or 1)
-        self._base_dir = run_dir
         self.run: Path | None = prepare_run_dir(run_dir, model, plan, options) if keep else None
         # Recorded inputs depend on the model, its inputs and the seed, not on how it is exported or
         # run: every fix candidate that changes only options shares them.
@@ -508,11 +507,12 @@ class Lab:
                 Kind.FAILED, message=f"inputs of {blocked[0]!r} could not be recorded: {self.unsaved[blocked[0]]}"
             )
         k = len(regions) if stage == "eager" else 1  # export/inference run a group as one module
-        weights = "+".join(self.tree.regions[r].subtree_hash if r in self.tree else r for r in regions)
+        weights = "+".join(self.tree.regions[r].subtree_hash for r in regions)
 
         def attempt(n: int, scale: int) -> _Attempt:
             schedule = self.schedule(stage, scale, per_call_only)
-            self.ensure_captured([schedule])
+            if scale > 1:  # scale 1's shapes were recorded above
+                self.ensure_captured([schedule])
             label = f"{stage} {', '.join(r or '<root>' for r in regions)}" + (f" x{scale}" if scale > 1 else "")
             request = ProbeRequest(
                 self.model,

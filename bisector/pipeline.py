@@ -24,6 +24,7 @@ from bisector.errors import UserError
 from bisector.fail_on import FailOn
 from bisector.failures import failure_culprits, failure_error, unfixable_failures
 from bisector.find import Culprit, Finder, FindReport
+from bisector.fixers import all_fixers, names
 from bisector.lab import Lab
 from bisector.measure import measure
 from bisector.patching.apply import apply as apply_patches
@@ -91,7 +92,6 @@ class FixOutcome:
     check_after_apply: str = ""
     confirmed: MeasureReport | None = None
     backups: str = ""
-    error: str = ""
 
     def to_json(self) -> dict[str, Any]:
         data = self.report.to_json() if self.report is not None else {}
@@ -187,6 +187,12 @@ def check_request(prepared_spec: str, given: Options, request: FixRequest, known
     return root
 
 
+def known_fixers() -> list[str]:
+    """What `--fixer` (and api.fix's fixers=) accept: each fixer's name, then each family's
+    (python-leaks selects its members)."""
+    return names(all_fixers())
+
+
 def given_path(spec: str) -> Path:
     """The model file as the user wrote it, made absolute without following symlinks."""
 
@@ -250,7 +256,15 @@ def _patch_and_apply(
     if not request.patch:
         return FixOutcome(status, found, report, chosen, notes=tuple(notes))
     root = root or project_root(Path(prepared.model.path))
-    patches, patch_notes = patches_for(report, root, given.export_script, given.infer_script, pick=request.pick)
+    patches, patch_notes = patches_for(
+        report,
+        root,
+        given.export_script,
+        given.infer_script,
+        key=given.artifact,
+        pick=request.pick,
+        prefer=request.prefer,
+    )
     notes = list(patch_notes) + notes
     # Proven on the project: the patched files compile, and the project's check command
     # ([tool.bisector] check) runs with them in a shadow copy; a failing patch is not offered.
@@ -273,7 +287,7 @@ def _patch_and_apply(
     if written and check:
         ok, why = run_check(root, check, [])  # the project as now written, in a shadow copy
         check_after = "passed" if ok else f"failed: {why}"
-    confirmed = confirm(prepared, report, found, request.pick) if written else None
+    confirmed = confirm(prepared, found, chosen) if written else None
     if check_after.startswith("failed"):
         status = Status.UNFIXED  # the project's own check fails with what was written: never "clean"
     elif confirmed is not None and not all(
@@ -303,13 +317,13 @@ def _status(found: FindReport, report: FixReport, chosen: tuple[Any, ...], fail_
     return Status.UNFIXED
 
 
-def confirm(prepared: Prepared, report: FixReport, found: FindReport, pick: int | None = None) -> MeasureReport:
+def confirm(prepared: Prepared, found: FindReport, chosen: Iterable[Any]) -> MeasureReport:
     """Re-measure the stages that had culprits from the files as now written (the probe loads the
-    model source afresh, so source edits count), with the kept export and runtime settings as probe
-    overrides (the probe does not run the user's export or serving scripts)."""
+    model source afresh, so source edits count), with the chosen fixes' export and runtime settings
+    as probe overrides (the probe does not run the user's export or serving scripts)."""
 
     probes: dict[str, Any] = {}
-    for ev in best_fixes(report, pick):
+    for ev in chosen:
         probes = merge_probe(probes, ev.probe)
     stages = tuple(dict.fromkeys(c.stage for c in found.culprits))
     options = replace(prepared.options, stages=stages, probe=prepared.options.probe.with_overrides(probes))

@@ -32,11 +32,11 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from bisector.errors import UserError
+from bisector.choices import DEFAULT_EXPORTER
 from bisector.find import Culprit, FindReport
 from bisector.fixers import FixTarget, addresses, all_fixers, select
 from bisector.fixers.base import UNSUPPORTED_OP  # stdlib only: a stage the exporter could not get through
-from bisector.lab import Lab
+from bisector.lab import Interrupted, Lab
 from bisector.probe.types import merge_overrides
 from bisector.project import project_root
 from bisector.results import StageResult, outcome_of
@@ -326,7 +326,9 @@ class Repairer:
         chosen = list(fixers) if fixers is not None else all_fixers()
         self.fixers = select(chosen, only)  # a family's name (python-leaks) selects its members
         self.rtol, self.atol = rtol, atol
-        self.shadow_root = Path(lab.run or ".") / "candidates"
+        if lab.run is None:
+            raise ValueError("repair needs a lab that keeps a run directory (its candidates' copies go there)")
+        self.shadow_root = lab.run / "candidates"
         self._before: dict[str, Mapping[str, Any]] = {}
         self.probes_before = lab.probes
 
@@ -345,7 +347,9 @@ class Repairer:
             region_type=region.type if region else "",
             own_code=c.own_code,
             figures=dict(c.figures),
-            exporter=meta.get("exporter") or self.lab.options.probe.exporter or _failed_exporter(root) or "dynamo",
+            exporter=(
+                meta.get("exporter") or self.lab.options.probe.exporter or _failed_exporter(root) or DEFAULT_EXPORTER
+            ),
             device=meta.get("device", "cpu"),
             dims=dims,
             fixed_inputs=not self.lab.plan.dynamic_symbols,
@@ -371,7 +375,9 @@ class Repairer:
             return model_outcome, model_outcome
         try:
             return lab.regions(c.stage, (c.region,), root), model_outcome
-        except UserError as exc:
+        except Interrupted:
+            raise
+        except Exception as exc:  # noqa: BLE001 - the edited model may break recording: a result
             raise CandidateFailed(f"recording the changed model's inputs failed: {exc}") from None
 
     def confirm(self, c: Culprit, model: ModelSpec, probe: Mapping[str, Any]) -> tuple[bool, str]:
@@ -695,7 +701,3 @@ def runtime_opset() -> int | None:
         if (major, minor) >= (ma, mi):
             return opset
     return 17
-
-
-def fix(lab: Lab, report: FindReport, allow_output_changes: bool = False, only: Iterable[str] = ()) -> FixReport:
-    return Repairer(lab, report, allow_output_changes=allow_output_changes, only=only).run()

@@ -136,6 +136,7 @@ def outcome_of(verdict: Verdict, curve: MemoryCurve, control: MemoryCurve | None
         bounded=verdict.bounded,
         noise_bytes=verdict.noise_bytes,
         growth_metric=verdict.growth_metric,
+        decided_by=verdict.decided_by,
         floor_bytes_per_call=verdict.floor_bytes_per_call,
         owners=dict(verdict.owners) if verdict.owners else None,
         exact=not grown_bytes,

@@ -29,6 +29,8 @@ class Events:
 
     def probe_finished(self, label: str, result: ProbeResult, cached: bool = False) -> None: ...
 
+    def probe_dropped(self, label: str) -> None: ...
+
     def stage_done(self, stage: str, kind: str, summary: str) -> None: ...
 
 
@@ -90,10 +92,16 @@ class Runner:
             fut.set_result(cached)
             with self._lock:
                 self.reused += 0 if request.control else 1
+            event(self.events, "probe_queued", request.label)  # planned and done: the bar adds up
             self.events.probe_finished(request.label, cached, cached=True)
             return fut
         event(self.events, "probe_queued", request.label)
-        return self.executor.submit(self._run, request, extra_key)
+        future = self.executor.submit(self._run, request, extra_key)
+        # A probe cancelled before it started (a speculative trace not needed) is no longer planned.
+        future.add_done_callback(
+            lambda f: event(self.events, "probe_dropped", request.label) if f.cancelled() else None
+        )
+        return future
 
     def _run(self, request: ProbeRequest, extra_key: str = "") -> ProbeResult:
         self.events.probe_started(request.label)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import re
 import sys
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
@@ -120,12 +120,28 @@ def _asked_stages(args: Sequence[str]) -> list[str]:
     return stages
 
 
-def check_command_line(argv: Sequence[str], distributions: Iterable[Any] | None = None) -> tuple[str, bool] | None:
-    """The runtime problem worth one line before this command runs, and whether it stops it."""
+def check_command_line(
+    argv: Sequence[str], distributions: Iterable[Any] | None = None, environ: Mapping[str, str] | None = None
+) -> tuple[str, bool] | None:
+    """The runtime problem worth one line before this command runs, and whether it stops it. Only
+    stages the command line (or BISECTOR_STAGE) names decide here; stages that come from
+    [tool.bisector] or the defaults are known once the run is prepared (``stages_problem``)."""
     command = next((a for a in argv if not a.startswith("-")), None)
-    if command not in PROBING_COMMANDS or "--help" in argv:
+    if command not in PROBING_COMMANDS or "--help" in argv or "-h" in argv:
         return None
-    stages = _asked_stages(argv)
-    # Without --stage, measure/find/fix run every stage; repair's stages come from each entry.
-    needs: bool | None = INFERENCE in stages if stages else (None if command == "repair" else True)
-    return runtime_problem(installed_runtimes(distributions), needs)
+    environ = os.environ if environ is None else environ
+    stages = _asked_stages(argv) or environ.get("BISECTOR_STAGE", "").split()
+    runtimes = installed_runtimes(distributions)
+    if not stages and not runtimes and command != "repair":
+        return None  # decided after prepare, from the stages the run will measure
+    # repair's stages come from each entry: a missing runtime is a warning there.
+    needs: bool | None = INFERENCE in stages if stages else None
+    return runtime_problem(runtimes, needs)
+
+
+def stages_problem(stages: Iterable[str], distributions: Iterable[Any] | None = None) -> str | None:
+    """Once the stages of a run are known: the error line when one needs a runtime that is missing."""
+    if INFERENCE not in stages or installed_runtimes(distributions):
+        return None
+    problem = runtime_problem([], True)
+    return problem[0] if problem else None

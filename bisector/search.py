@@ -23,7 +23,7 @@ caller, and a search that is stopped keeps what it has learned (``SearchState``)
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -53,10 +53,6 @@ class Outcome:
 
     def to_json(self) -> dict[str, Any]:
         return {"kind": self.kind, "figures": dict(self.figures), "message": self.message}
-
-    @classmethod
-    def from_json(cls, data: Mapping[str, Any]) -> Outcome:
-        return cls(kind=data["kind"], figures=Figures.of(data.get("figures")), message=data.get("message", ""))
 
 
 Oracle = Callable[[tuple[str, ...]], Outcome]

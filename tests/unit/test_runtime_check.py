@@ -10,7 +10,7 @@ from pathlib import PurePosixPath
 
 import pytest
 
-from bisector.runtime_check import check_command_line, clobbering, installed_runtimes, runtime_problem
+from bisector.runtime_check import check_command_line, clobbering, installed_runtimes, runtime_problem, stages_problem
 
 SITE = "/venv/lib/python3.11/site-packages"
 
@@ -84,7 +84,8 @@ def test_two_runtimes_are_a_warning_naming_both() -> None:
 @pytest.mark.parametrize(
     ("argv", "dists", "want"),
     [
-        (["find", "m.py:Net", "-i", "x=B,8"], [], "error"),  # every stage by default
+        (["find", "m.py:Net", "-i", "x=B,8"], [], None),  # stages not named: decided after prepare
+        (["find", "m.py:Net", "-h"], [], None),
         (["find", "m.py:Net", "--stage", "eager"], [], None),
         (["fix", "m.py:Net", "-s", "eager", "-s", "export"], [], None),
         (["measure", "m.py:Net", "--stage=inference"], [], "error"),
@@ -114,7 +115,7 @@ def test_the_cli_stops_with_one_line_and_exit_2(
 
     monkeypatch.setattr(runtime_check, "installed_runtimes", lambda distributions=None: [])
     with pytest.raises(SystemExit) as exc:
-        cli.main(["measure", "nowhere.py:Net", "-i", "x=B,3"])
+        cli.main(["measure", "nowhere.py:Net", "-i", "x=B,3", "--stage", "inference"])
     assert exc.value.code == 2
     err = capsys.readouterr().err
     assert err.startswith("error: no ONNX Runtime installed") and err.count("\n") == 1
@@ -139,3 +140,15 @@ def test_this_environment_has_a_runtime_and_no_clash() -> None:
         "assert len(r) >= 1 and not clobbering(r), r"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_stages_named_only_by_the_environment_count() -> None:
+    problem = check_command_line(["find", "m.py:Net"], [], environ={"BISECTOR_STAGE": "inference"})
+    assert problem is not None and problem[1]
+
+
+def test_once_prepared_the_stages_decide_whatever_gave_them() -> None:
+    assert stages_problem(("eager", "export"), []) is None  # e.g. [tool.bisector] stages
+    line = stages_problem(("eager", "inference"), [])
+    assert line is not None and line.startswith("no ONNX Runtime installed")
+    assert stages_problem(("inference",), [GPU]) is None
