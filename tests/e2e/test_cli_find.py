@@ -41,6 +41,7 @@ def test_find_json_names_the_culprit_and_a_rerun_reuses_every_probe(tmp_path) ->
             "grown_types": report["culprits"][0]["grown_types"],
             "hint": report["culprits"][0]["hint"],
             "growth_metric": "heap",
+            "decided_by": "objects",  # the object count settled it (bundle charts draw that metric)
             "floor_bytes_per_call": report["culprits"][0]["floor_bytes_per_call"],
             "owners": None,  # objects grew: the model's, no traced probe needed
         }
