@@ -3,7 +3,7 @@ kept: libcst round-trips every byte it does not change."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 
 import libcst as cst
 import libcst.matchers as m
@@ -47,6 +47,18 @@ def classes(module: cst.Module) -> list[cst.ClassDef]:
 
     module.visit(V())
     return out
+
+
+def region_classes(sources: Mapping[str, str], class_name: str) -> Iterator[tuple[str, str, cst.Module, cst.ClassDef]]:
+    """(path, source, module, class) for every class of the user's sources named class_name that
+    has a forward: where the fixers that edit a region's own code look."""
+    for path, source in sources.items():
+        module = parse(source)
+        if module is None:
+            continue
+        for cls in classes(module):
+            if cls.name.value == class_name and method(cls, "forward") is not None:
+                yield path, source, module, cls
 
 
 def method(cls: cst.ClassDef, name: str) -> cst.FunctionDef | None:

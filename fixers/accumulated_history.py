@@ -19,15 +19,7 @@ class AccumulatedHistory:
     kinds = (LEAK,)
 
     def propose(self, target: FixTarget) -> list[Candidate]:
-        out: list[Candidate] = []
-        for path, source in target.sources.items():
-            module = _cst.parse(source)
-            if module is None:
-                continue
-            for cls in _cst.classes(module):
-                if cls.name.value == target.region_class and _cst.method(cls, "forward") is not None:
-                    out += self._detach(path, source, module, cls)
-        return out
+        return [c for site in _cst.region_classes(target.sources, target.region_class) for c in self._detach(*site)]
 
     def _detach(self, path: str, source: str, module: cst.Module, cls: cst.ClassDef) -> list[Candidate]:
         name = cls.name.value

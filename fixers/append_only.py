@@ -27,15 +27,9 @@ class AppendOnly:
     kinds = (LEAK,)
 
     def propose(self, target: FixTarget) -> list[Candidate]:
-        out: list[Candidate] = []
-        for path, source in target.sources.items():
-            module = _cst.parse(source)
-            if module is None:
-                continue
-            for cls in _cst.classes(module):
-                if cls.name.value == target.region_class and _cst.method(cls, "forward") is not None:
-                    out += self._append_only(path, source, module, cls)
-        return out
+        return [
+            c for site in _cst.region_classes(target.sources, target.region_class) for c in self._append_only(*site)
+        ]
 
     def _append_only(self, path: str, source: str, module: cst.Module, cls: cst.ClassDef) -> list[Candidate]:
         fn = _cst.method(cls, "forward")

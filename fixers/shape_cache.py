@@ -20,15 +20,7 @@ class ShapeCache:
     kinds = (SHAPE_GROWTH,)
 
     def propose(self, target: FixTarget) -> list[Candidate]:
-        out: list[Candidate] = []
-        for path, source in target.sources.items():
-            module = _cst.parse(source)
-            if module is None:
-                continue
-            for cls in _cst.classes(module):
-                if cls.name.value == target.region_class and _cst.method(cls, "forward") is not None:
-                    out += self._bound(path, source, module, cls)
-        return out
+        return [c for site in _cst.region_classes(target.sources, target.region_class) for c in self._bound(*site)]
 
     def _bound(self, path: str, source: str, module: cst.Module, cls: cst.ClassDef) -> list[Candidate]:
         """`self.cache[key] = value` inside forward, with no eviction: evict the oldest past N."""
