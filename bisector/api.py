@@ -20,6 +20,7 @@ from bisector import pipeline
 from bisector.batch import Shard, load_models
 from bisector.batch import merge as _merge
 from bisector.batch import repair as _repair
+from bisector.errors import UserError
 from bisector.fail_on import FailOn
 from bisector.find import find as _find
 from bisector.fleet import require_ray
@@ -117,6 +118,15 @@ def repair(
     `shard` ("I/N" or a batch.Shard) repairs only that share of the models; `fail_on` (e.g.
     "leak,shape-growth:unbounded") overrides each entry's `fail_on`."""
 
+    # Checked here, for the CLI and for scripts alike, before any model is loaded.
+    if models_at_once < 1:
+        raise UserError("--models-at-once must be 1 or more")
+    if executor not in ("local", "ray"):
+        raise UserError(f"--executor {executor}: expected local or ray")
+    if address and executor != "ray":
+        raise UserError("--address names a Ray cluster: use it with --executor ray")
+    if jobs is not None and jobs < 1:
+        raise UserError("--jobs must be 1 or more")
     if executor == "ray":
         require_ray()
     part = Shard.parse(shard) if isinstance(shard, str) else shard

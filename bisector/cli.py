@@ -932,24 +932,8 @@ def repair(
 
     def body() -> int:
         from bisector import api
-        from bisector.errors import UserError
 
         _logging(verbose, quiet)
-        if models_at_once < 1:
-            raise UserError("--models-at-once must be 1 or more")
-        if executor not in ("local", "ray"):
-            raise UserError(f"--executor {executor}: expected local or ray")
-        if address and executor != "ray":
-            raise UserError("--address names a Ray cluster: use it with --executor ray")
-        if jobs is not None and jobs < 1:
-            raise UserError("--jobs must be 1 or more")
-        if executor == "ray":
-            from bisector.fleet import require_ray
-
-            require_ray()
-        from bisector.batch import Shard
-
-        part = Shard.parse(shard) if shard is not None else None
         err = _err_console()
 
         def progress(result: Any, state: Any) -> None:
@@ -972,7 +956,7 @@ def repair(
             report_dir=report_dir,
             executor=executor,
             address=address,
-            shard=part,
+            shard=shard,
             fail_on=fail_on,
         )
         _print_summary(summary, json_out)
