@@ -141,5 +141,5 @@ def test_patches_apply_scripts_run_features_work_and_second_repair_is_clean(proj
     models = by_model(json.loads(again.stdout))
     assert {k: m["status"] for k, m in models.items()} == dict.fromkeys(
         ("tagger", "encoder", "ranker", "heatmap"), "clean"
-    )
+    ), json.dumps({k: m for k, m in models.items() if m["status"] != "clean"}, indent=1)
     assert not list((project / ".bisector" / "repair" / "patches").glob("*.patch"))
