@@ -42,6 +42,7 @@ from bisector.contract import stamp
 from bisector.errors import BisectorError, UserError
 from bisector.fail_on import FailOn
 from bisector.html_report import write_repair_index
+from bisector.kinds import Kind
 from bisector.lab import source_hash
 from bisector.patching.diff import source_patches
 from bisector.patching.from_report import ModelWork, compose, work_for
@@ -190,7 +191,7 @@ def _trade(k: Mapping[str, Any], fmt: Any) -> str:
 def _change(k: Mapping[str, Any], fmt: Any) -> str:
     """The figure the fix was judged on, before -> after (a clean verdict reads as 0)."""
     unit = k.get("judged_on", "bytes/call")
-    clean = k.get("after_kind") == "clean"
+    clean = k.get("after_kind") == Kind.CLEAN
     if unit == "objects/call":
         return (
             f"{k.get('before_objects_per_call') or 0:+.0f} -> "

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from bisector import fixers
+from bisector.contract import toolchain_versions
 from bisector.probe.types import ProbeFailed, ProbeOk, ProbeRequest, ProbeResult, result_from_json
 
 
@@ -46,11 +47,13 @@ _CODE_VERSION: str | None = None
 def versions() -> dict[str, str]:
 
     out = {"python": sys.version.split()[0], "executable": sys.executable, "bisector": code_version()}
-    for dist in ("torch", "onnxruntime-gpu", "onnxruntime", "onnx", "onnxscript"):
-        try:
-            out[dist] = metadata.version(dist)
-        except metadata.PackageNotFoundError:
-            pass
+    # Which onnxruntime distribution is installed matters too (the GPU wheel's CPU provider is a
+    # different build): the contract's lookup says both.
+    out.update({k: v for k, v in toolchain_versions().items() if v is not None})
+    try:
+        out["onnxscript"] = metadata.version("onnxscript")
+    except metadata.PackageNotFoundError:
+        pass
     return out
 
 

@@ -19,9 +19,11 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from bisector.errors import UserError
+from bisector.kinds import Kind
 
-KINDS = ("leak", "shape-growth", "shape-growth:bounded", "shape-growth:unbounded", "toolchain-leak", "inconclusive")
-DEFAULT = ("leak", "shape-growth")
+BOUNDED, UNBOUNDED = f"{Kind.SHAPE_GROWTH}:bounded", f"{Kind.SHAPE_GROWTH}:unbounded"
+KINDS = (Kind.LEAK, Kind.SHAPE_GROWTH, BOUNDED, UNBOUNDED, Kind.TOOLCHAIN_LEAK, Kind.INCONCLUSIVE)
+DEFAULT = (Kind.LEAK, Kind.SHAPE_GROWTH)
 
 
 @dataclass(frozen=True)
@@ -44,10 +46,10 @@ class FailOn:
     def fails(self, kind: str, bounded: bool | None = None) -> bool:
         """Whether a finding of this kind fails the run. `bounded`: for shape growth, whether the
         growth stopped at the largest shape (None: not known, counted as unbounded)."""
-        if kind == "shape-growth":
-            if "shape-growth" in self.kinds:
+        if kind == Kind.SHAPE_GROWTH:
+            if Kind.SHAPE_GROWTH in self.kinds:
                 return True
-            which = "shape-growth:bounded" if bounded else "shape-growth:unbounded"
+            which = BOUNDED if bounded else UNBOUNDED
             return which in self.kinds
         return kind in self.kinds
 

@@ -13,6 +13,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from bisector.kinds import Kind
 from bisector.lab import Lab
 from bisector.probe.pool import ProbePool
 from bisector.probe.types import STAGES
@@ -67,8 +68,8 @@ def stage_summary(result: StageResult, seconds: float) -> str:
 
     v = result.verdict
     figure = ""
-    if v is not None and result.kind == "leak":
+    if v is not None and result.kind == Kind.LEAK:
         figure = f", {format_bytes(v.growth_bytes_per_call, signed=True)}/call"
-    elif v is not None and result.kind == "shape-growth":
+    elif v is not None and result.kind == Kind.SHAPE_GROWTH:
         figure = f", {format_bytes(v.growth_bytes_per_new_shape, signed=True)}/new shape"
     return f"{result.kind}{figure} ({result.probes} probes, {seconds:.0f} s)"

@@ -21,6 +21,10 @@ from typing import Any
 
 import pytest
 
+from bisector.fail_on import DEFAULT as DEFAULT_FAIL_ON
+from bisector.fail_on import FailOn
+from bisector.kinds import Kind
+
 MARKER = "bisector_no_leak"
 # The name the session's state registers under: the module itself is registered as "bisector"
 # (its pytest11 entry point's name).
@@ -99,14 +103,13 @@ class MemoryCheck:
         inputs: Iterable[str] = (),
         dims: Iterable[str] = (),
         *,
-        fail_on: Iterable[str] | str = ("leak", "shape-growth"),
+        fail_on: Iterable[str] | str = DEFAULT_FAIL_ON,
         locate: bool = False,
         **options: Any,
     ) -> Any:
         """Measure; raise AssertionError naming every stage whose verdict the fail_on policy lists
         (as `--fail-on` takes it: "leak,shape-growth:unbounded", or a list), or that crashed or could
         not run. Returns the report when the model passes."""
-        from bisector.fail_on import FailOn
         from bisector.units import format_bytes
 
         policy = FailOn.parse(fail_on)  # an unknown kind is an error here, not a silent pass
@@ -114,22 +117,22 @@ class MemoryCheck:
         problems = []
         for stage, r in report.stages.items():
             bounded = r.verdict.bounded if r.verdict is not None else None
-            if r.kind in ("leak", "shape-growth", "toolchain-leak") and policy.fails(r.kind, bounded):
+            if r.kind in (Kind.LEAK, Kind.SHAPE_GROWTH, Kind.TOOLCHAIN_LEAK) and policy.fails(r.kind, bounded):
                 v = r.verdict
                 per = (
                     f"{format_bytes(v.growth_bytes_per_call, signed=True)}/call, "
                     f"{v.objects_per_call or 0:+.0f} objects/call"
                 )
-                if r.kind == "shape-growth":
+                if r.kind == Kind.SHAPE_GROWTH:
                     per = f"{format_bytes(v.growth_bytes_per_new_shape, signed=True)}/new shape"
                 problems.append(
                     f"{stage}: {r.kind} ({per}; baseline {format_bytes(v.baseline_bytes_per_call, signed=True)}/call)"
                 )
-            elif r.kind in ("failed", "crashed"):
+            elif r.kind in (Kind.FAILED, Kind.CRASHED):
                 problems.append(f"{stage}: {r.kind}: {getattr(r.failure, 'message', None) or r.failure.describe()}")
-            elif r.kind == "inconclusive" and policy.fails("inconclusive"):
+            elif r.kind == Kind.INCONCLUSIVE and policy.fails(Kind.INCONCLUSIVE):
                 problems.append(f"{stage}: inconclusive (noise too high to tell)")
-            elif r.kind == "inconclusive":
+            elif r.kind == Kind.INCONCLUSIVE:
                 warnings.warn(f"bisector: {spec} {stage} inconclusive (noise too high to tell)", stacklevel=2)
         if problems and locate:
             from bisector import api

@@ -28,11 +28,11 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 from bisector.choices import DEFAULT_EXPORTER
+from bisector.contract import toolchain_versions
 from bisector.find import Culprit, FindReport
 from bisector.fixers import FixTarget, addresses, all_fixers, select
 from bisector.fixers.base import UNSUPPORTED_OP  # stdlib only: a stage the exporter could not get through
@@ -687,12 +687,7 @@ def rank(results: list[Evaluation]) -> list[Evaluation]:
 def runtime_opset() -> int | None:
     """The newest ai.onnx opset the installed ONNX Runtime runs (its release notes' table)."""
 
-    for dist in ("onnxruntime-gpu", "onnxruntime"):
-        try:
-            version = metadata.version(dist)
-            break
-        except metadata.PackageNotFoundError:
-            version = ""
+    version = toolchain_versions()["onnxruntime"]
     if not version:
         return None
     major, minor = (int(x) for x in version.split(".")[:2])
