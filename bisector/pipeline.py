@@ -15,7 +15,6 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
-from enum import Enum
 from pathlib import Path
 from typing import Any
 
@@ -37,18 +36,16 @@ from bisector.project_check import prove, run_check
 from bisector.repair import FixReport, Repairer, holds, merge_probe
 from bisector.results import CRASHED, FAILED, MeasureReport
 from bisector.runner import Events
+from bisector.strenum import StrEnum
 from bisector.verdict import CLEAN, INCONCLUSIVE, LEAK, SHAPE_GROWTH, TOOLCHAIN_LEAK
 
 
-class Status(str, Enum):
+class Status(StrEnum):
     CLEAN = "clean"
     FIXED = "fixed"
     UNFIXED = "unfixed"
     UNPROVEN = "unproven"
     ERROR = "error"
-
-    def __str__(self) -> str:
-        return self.value
 
 
 @dataclass(frozen=True)

@@ -36,6 +36,7 @@ from bisector.contract import toolchain_versions
 from bisector.find import Culprit, FindReport
 from bisector.fixers import FixTarget, addresses, all_fixers, select
 from bisector.fixers.base import UNSUPPORTED_OP  # stdlib only: a stage the exporter could not get through
+from bisector.kinds import Kind
 from bisector.lab import Interrupted, Lab
 from bisector.probe.types import merge_overrides
 from bisector.project import project_root
@@ -512,7 +513,9 @@ class Repairer:
             return growth(r.after, c.kind)[0] if r.after.get("kind") != CLEAN else 0.0
 
         ran = [
-            (r, cand) for r, cand in zip(results, candidates) if r.after.get("kind") not in (None, "failed", "crashed")
+            (r, cand)
+            for r, cand in zip(results, candidates)
+            if r.after.get("kind") not in (None, Kind.FAILED, Kind.CRASHED)
         ]
         helped = sorted((rc for rc in ran if remaining(rc[0]) < 0.8 * before), key=lambda rc: remaining(rc[0]))[:2]
         pairs: list[tuple[Any, Any]] = []
@@ -568,7 +571,7 @@ def decide(
     model down by the culprit's share, outputs equivalent (or changed by design and allowed).
     Outputs are compared only for a candidate that flattens the curve."""
     none = dict(equivalent=None, max_abs_diff=None, max_rel_diff=None)
-    if region.kind in ("failed", "crashed"):
+    if region.kind in (Kind.FAILED, Kind.CRASHED):
         return dict(
             **none, kept=False, reason=f"dropped: probing {c.region or 'the model'} {region.kind}: {region.message}"
         )
