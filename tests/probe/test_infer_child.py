@@ -138,6 +138,7 @@ def test_a_crashing_child_is_an_error_not_a_traceback() -> None:
 
 def test_a_hanging_child_is_stopped_at_the_timeout() -> None:
     started = time.monotonic()
-    with pytest.raises(UserError, match=r"inferring them failed: the child that builds the model took more than 20 s"):
-        infer(ModelSpec(path=str(FIXTURES / "inference.py"), name="SlowToBuild"), timeout_s=20)
-    assert time.monotonic() - started < 40
+    # A short timeout: the model never finishes building, so the child is stopped wherever it is.
+    with pytest.raises(UserError, match=r"inferring them failed: the child that builds the model took more than 3 s"):
+        infer(ModelSpec(path=str(FIXTURES / "inference.py"), name="SlowToBuild"), timeout_s=3)
+    assert time.monotonic() - started < 20
