@@ -13,6 +13,13 @@ from bisector.fixers import _cst
 KEEP_LAST = 4  # items a bounded container keeps: the latest few stay readable
 
 
+def still_seen(readers: list[str]) -> str:
+    """The tail of a bounding fix's summary: who still reads the kept items (empty when no one)."""
+    if not readers:
+        return ""
+    return f"; {', '.join(readers)} still see{'s' if len(readers) == 1 else ''} them"
+
+
 def readers_of(module: cst.Module, owner: str, cls: cst.ClassDef | None, exclude: tuple[str, ...] = ()) -> list[str]:
     """Who reads the data kept in owner, other than to grow it or reset it: for `self.x`, the
     class's other methods (`Tagger.pop_stats`); for a module-level name, the module's functions

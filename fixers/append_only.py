@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import libcst as cst
 from bisector.fixers import _cst
-from bisector.fixers._containers import KEEP_LAST, readers_of, trim_after_grow
+from bisector.fixers._containers import KEEP_LAST, readers_of, still_seen, trim_after_grow
 from bisector.fixers.base import LEAK, PYTHON_LEAKS, Candidate, Example, FixTarget, SourceEdit
 
 
@@ -63,7 +63,7 @@ class AppendOnly:
             # survives the code's own resets (`self.stats = []` in pop_stats) and keeps the type.
             trimmed = trim_after_grow(source, owner, lambda where, n=name: where == f"{n}.forward")
             if trimmed is not None:
-                seen = f"; {', '.join(readers)} still see{'s' if len(readers) == 1 else ''} them" if readers else ""
+                seen = still_seen(readers)
                 out.append(
                     Candidate(
                         self.name,

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import libcst as cst
 from bisector.fixers import _cst
-from bisector.fixers._containers import KEEP_LAST, bound_module_list, readers_of, trim_after_grow
+from bisector.fixers._containers import KEEP_LAST, bound_module_list, readers_of, still_seen, trim_after_grow
 from bisector.fixers.base import LEAK, PYTHON_LEAKS, Candidate, Example, FixTarget, SourceEdit
 
 HOOK_METHODS = ("register_forward_hook", "register_forward_pre_hook", "register_full_backward_hook")
@@ -66,7 +66,7 @@ class CollectingHooks:
                     else bound_module_list(source, owner)
                 )
                 if bounded is not None:
-                    seen = f"; {', '.join(readers)} still see{'s' if len(readers) == 1 else ''} them" if readers else ""
+                    seen = still_seen(readers)
                     out.append(
                         Candidate(
                             self.name,
