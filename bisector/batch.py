@@ -34,6 +34,7 @@ from typing import Any
 
 from bisector import (
     fleet,  # a module import: fleet imports this module too (see fleet.py)
+    marks,
     pipeline,
 )
 from bisector.caches import code_version
@@ -43,7 +44,9 @@ from bisector.errors import BisectorError, UserError
 from bisector.fail_on import FailOn
 from bisector.html_report import write_repair_index
 from bisector.kinds import Kind
+from bisector.lab import RUN_DIR as RUN_DIR_NAME
 from bisector.lab import source_hash
+from bisector.marks import REPAIR_OUT, mark, owned
 from bisector.patching.diff import source_patches
 from bisector.patching.from_report import ModelWork, compose, work_for
 from bisector.pipeline import FixRequest, Status
@@ -535,8 +538,7 @@ def repair(
     models = list(models)
     if shard is not None:
         models = [e for e in models if shard.holds(e)]
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    out = claim_output(Path(out))
     extra = {"allow_output_changes": allow_output_changes}
     results: dict[str, ModelResult] = {}
     works: dict[str, Any] = {}
@@ -631,6 +633,34 @@ def _counts(results: Iterable[ModelResult]) -> dict[str, int]:
     return counts
 
 
+def _legacy_output(out: Path) -> bool:
+    """A repair output of bisector before the mark: its stamped summary.json."""
+    try:
+        return json.loads((out / "summary.json").read_text()).get("report_kind") == "repair"
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def claim_output(out: Path) -> Path:
+    """The --out folder, made and marked as bisector's; one that already holds what bisector did
+    not write is refused before any probe (repair replaces its own old patches there, and must
+    never replace or remove a user's)."""
+    if out.exists() and not marks.real_dir(out):
+        raise UserError(f"--out {out} is not a folder (or is a symlink): choose a new or empty folder")
+    try:
+        if out.parent.name == RUN_DIR_NAME:  # the default, .bisector/repair: inside a run directory
+            mark(out.parent, marks.RUN_DIR)
+        mark(out, REPAIR_OUT)
+    except OSError as exc:
+        raise UserError(f"--out {out}: cannot write there ({exc.strerror or exc})") from None
+    if not (owned(out, REPAIR_OUT) or _legacy_output(out)):
+        raise UserError(
+            f"--out {out} holds files bisector did not write: choose a new or empty folder "
+            "(repair replaces its own old patches there)"
+        )
+    return out
+
+
 def _write_summary(summary: RepairSummary, out: Path, pending: list[str] | None = None) -> None:
     data = summary.to_json()
     if pending:
@@ -665,8 +695,7 @@ def merge(
             raise UserError(
                 f"{o} is not a repair output (no summary.json): pass the --out folders of `bisector repair --shard I/N`"
             )
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    out = claim_output(Path(out))
     extra = {"allow_output_changes": allow_output_changes}
     rows: dict[str, tuple[Path, Mapping[str, Any]]] = {}
     for o in outs:

@@ -28,8 +28,10 @@ from pathlib import Path
 from typing import Any
 
 from bisector import __version__
+from bisector.errors import UserError
 from bisector.fixers.base import UNSUPPORTED_OP
 from bisector.kinds import Kind
+from bisector.marks import BUNDLE, mark, owned, real_dir
 from bisector.plots import stage_chart
 from bisector.repair import user_sources
 from bisector.units import format_bytes
@@ -178,9 +180,13 @@ def write_bundle(report: Any, target: BundleTarget, out: str | Path, timeout_s: 
     measure, _ = _parts(report)
     model, plan, options = measure.model, measure.plan, measure.options
     folder = Path(out) / f"{target.stage}-{_slug(target.region or 'root')}"
-    if folder.exists():
+    if folder.exists() or folder.is_symlink():
+        # Only a bundle bisector wrote is replaced (marked, or from before the mark: its files).
+        legacy = (folder / "bundle.json").is_file() and (folder / "repro.py").is_file()
+        if not (real_dir(folder) and (owned(folder, BUNDLE) or legacy)):
+            raise UserError(f"{folder} holds files bisector did not write: choose another --bundle folder")
         shutil.rmtree(folder)
-    folder.mkdir(parents=True)
+    mark(folder, BUNDLE)
     # The user's model file and its sibling modules, so the bundle stands alone once zipped.
     home = Path(model.path).resolve().parent
     for path, text in user_sources(model).items():

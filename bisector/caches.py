@@ -14,6 +14,7 @@ from typing import Any
 
 from bisector import fixers
 from bisector.contract import toolchain_versions
+from bisector.marks import CACHE, mark
 from bisector.probe.types import ProbeFailed, ProbeOk, ProbeRequest, ProbeResult, result_from_json
 
 
@@ -63,6 +64,7 @@ class ControlCache:
     def __init__(self, folder: Path | None) -> None:
         self.folder = folder
         self._versions = versions() if folder else {}
+        self._marked = False
 
     def _path(self, request: ProbeRequest) -> Path | None:
         if self.folder is None:
@@ -88,6 +90,9 @@ class ControlCache:
         path = self._path(request)
         if path is None or not isinstance(result, ProbeOk):
             return
+        if not self._marked and self.folder is not None:
+            mark(self.folder, CACHE)  # what `bisector clean` may remove later
+            self._marked = True
         write_atomic(path, result.to_json())
 
 

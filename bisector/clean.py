@@ -16,6 +16,7 @@ re-recording, not a wrong result: a run records any shape whose file is missing.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import time
 from collections.abc import Iterable, Sequence
@@ -24,11 +25,27 @@ from pathlib import Path
 
 from bisector.config import load_config
 from bisector.errors import UserError
+from bisector.marks import CACHE, MARK, RUN_DIR, owned, real_dir
 from bisector.units import parse_size
 
-CONTROL_CACHE, RUN, CAPTURE, REPAIR, BACKUP, OTHER = "control-cache", "run", "capture", "repair", "backup", "other"
-# Folders of a run directory whose children are entries of their own (removed one by one).
+CONTROL_CACHE, RUN, CAPTURE, REPAIR, BACKUP = "control-cache", "run", "capture", "repair", "backup"
+# Listed so the user sees it, never selected: bisector cannot prove it wrote it.
+FOREIGN = "not-bisectors"
+# The known layout of a run directory: folders whose children (real folders) are entries of
+# their own, and repair's default output, one entry.
 _PER_CHILD = {"runs": RUN, "captures": CAPTURE, "backups": BACKUP}
+# ... and the names bisector gives those children (lab.run_key, lab.capture_key, apply's backups):
+# a folder there under any other name is not bisector's, whoever put it in a marked folder.
+_CHILD_NAME = {
+    RUN: re.compile(r"^.+-[0-9a-f]{16}$"),
+    CAPTURE: re.compile(r"^.+-[0-9a-f]{12}-[0-9a-f]{16}$"),
+    BACKUP: re.compile(r"^\d{8}-\d{6}$"),
+}
+_WHOLE = {"repair": REPAIR}
+# The control cache's one folder and the names of its files (tag-<24 hex>.json, and the temp
+# files of a write in flight).
+CONTROLS = "controls"
+_CONTROL_FILE = re.compile(r"^[\w.-]+-[0-9a-f]{24}\.json$|^[\w.-]+-[0-9a-f]{24}\.\d+\.\d+\.tmp$")
 CAPTURE_CAP_ENV = "BISECTOR_CAPTURE_CAP"
 DEFAULT_CAPTURE_CAP = 1000**3
 # A capture written this recently may belong to a run still going in another process: spared.
@@ -90,17 +107,63 @@ def _children(folder: Path) -> list[Path]:
         return []
 
 
-def entries(run_dir: Path | None, cache_dir: Path | None) -> list[Entry]:
-    """Everything bisector keeps in these two places, one entry per run, capture and backup."""
-    out = [_entry(CONTROL_CACHE, p) for p in _children(cache_dir)] if cache_dir is not None else []
-    for p in _children(run_dir) if run_dir is not None else []:
-        if p.name == ".gitignore":  # keeps the run data out of git: not data, and tiny
+def _control_files(folder: Path) -> list[Path]:
+    return [p for p in _children(folder) if _CONTROL_FILE.match(p.name) and p.is_file() and not p.is_symlink()]
+
+
+def _cache_entries(cache_dir: Path) -> list[Entry]:
+    """The control cache: its controls/ folder, one entry, when the cache folder is bisector's
+    (marked, or from before the mark: a controls/ folder of nothing but control files). Anything
+    else there is listed as not bisector's."""
+    controls = cache_dir / CONTROLS
+    legacy = real_dir(controls) and all(_CONTROL_FILE.match(p.name) for p in _children(controls))
+    if not (owned(cache_dir, CACHE) or legacy):
+        return [_entry(FOREIGN, p) for p in _children(cache_dir) if p.name != MARK]
+    out = []
+    for p in _children(cache_dir):
+        if p.name == MARK:
+            continue
+        if p.name == CONTROLS and real_dir(p):
+            files = _control_files(p)
+            size = sum(f.stat().st_size for f in files)
+            mtime = max([f.stat().st_mtime for f in files], default=0.0)
+            out.append(Entry(CONTROL_CACHE, p, size, mtime))
+            strays = [f for f in _children(p) if f not in files]
+            out += [_entry(FOREIGN, f) for f in strays]
+        else:
+            out.append(_entry(FOREIGN, p))
+    return out
+
+
+def _ours(kind: str, child: Path) -> bool:
+    return real_dir(child) and _CHILD_NAME[kind].match(child.name) is not None
+
+
+def _run_dir_entries(run_dir: Path) -> list[Entry]:
+    """A run directory's runs, captures, backups and repair output, when bisector marked it; the
+    rest of it (and all of an unmarked one) is listed as not bisector's."""
+    if not owned(run_dir, RUN_DIR):
+        return [_entry(FOREIGN, p) for p in _children(run_dir)]
+    out = []
+    for p in _children(run_dir):
+        if p.name in (".gitignore", MARK):  # the mark, and what keeps the run data out of git
             continue
         kind = _PER_CHILD.get(p.name)
-        if kind is not None and p.is_dir():
-            out += [_entry(kind, child) for child in _children(p)]
+        if kind is not None and real_dir(p):
+            out += [_entry(kind if _ours(kind, child) else FOREIGN, child) for child in _children(p)]
+        elif p.name in _WHOLE and real_dir(p):
+            out.append(_entry(_WHOLE[p.name], p))
         else:
-            out.append(_entry(REPAIR if p.name == "repair" else OTHER, p))
+            out.append(_entry(FOREIGN, p))
+    return out
+
+
+def entries(run_dir: Path | None, cache_dir: Path | None) -> list[Entry]:
+    """Everything in these two places: one entry per run, capture and backup bisector made, the
+    control cache as one, and everything else as not bisector's (listed, never removed)."""
+    out = _cache_entries(cache_dir) if cache_dir is not None and real_dir(cache_dir) else []
+    if run_dir is not None and real_dir(run_dir):
+        out += _run_dir_entries(run_dir)
     return out
 
 
@@ -114,7 +177,7 @@ def select(
     """What to remove: without a cap everything; with --keep-days what changed longer ago; with
     --max-size the oldest until the rest fits. Backups only when asked for."""
     now = time.time() if now is None else now
-    candidates = [e for e in found if backups or e.kind != BACKUP]
+    candidates = [e for e in found if e.kind != FOREIGN and (backups or e.kind != BACKUP)]
     if keep_days is None and max_size is None:
         return list(candidates)
     chosen = [e for e in candidates if keep_days is not None and e.age_days(now) > keep_days]
@@ -134,11 +197,19 @@ def remove(targets: Iterable[Entry]) -> list[tuple[Entry, str]]:
     would leave the user guessing."""
     failed = []
     for e in targets:
+        if e.kind == FOREIGN:  # a caller's slip must not become a deletion
+            failed.append((e, "not bisector's"))
+            continue
         try:
-            if e.path.is_dir() and not e.path.is_symlink():
+            if e.kind == CONTROL_CACHE:
+                for f in _control_files(e.path):
+                    f.unlink(missing_ok=True)
+                if not any(e.path.iterdir()):
+                    e.path.rmdir()
+            elif real_dir(e.path):
                 shutil.rmtree(e.path)
-            else:
-                e.path.unlink(missing_ok=True)
+            elif e.path.is_symlink() or e.path.exists():
+                raise OSError(0, "not a folder any more")
         except OSError as exc:
             failed.append((e, exc.strerror or str(exc)))
     return failed
@@ -204,13 +275,16 @@ def evict_captures(
     fit under the cap (capture_cap for the model, unless given). Never the one in use, nor one
     written in the last hour (another run's, maybe). Returns what was removed."""
     in_use = Path(in_use)
+    root = in_use.parent.parent
+    if in_use.parent.name != "captures" or not owned(root, RUN_DIR):
+        return []  # captures bisector cannot prove it wrote are never evicted
     cap = capture_cap(model_path) if cap is None else cap
     now = time.time() if now is None else now
     try:
         os.utime(in_use)  # last used now: the newest, whatever its files' age
     except OSError:
         pass
-    captures = [_entry(CAPTURE, p) for p in _children(in_use.parent) if p.is_dir()]
+    captures = [e for e in _run_dir_entries(root) if e.kind == CAPTURE]
     total = sum(e.size for e in captures)
     if total <= cap:
         return []

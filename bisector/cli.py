@@ -1111,7 +1111,7 @@ def clean_command(
         import time
 
         from bisector.caches import default_cache_dir
-        from bisector.clean import clean
+        from bisector.clean import FOREIGN, clean
         from bisector.errors import UserError
         from bisector.lab import RUN_DIR
         from bisector.units import format_bytes, parse_size
@@ -1127,11 +1127,16 @@ def clean_command(
             sys.stdout.write(json.dumps({"entries": rows, "removed": remove}, indent=2) + "\n")
         else:
             for o in outcomes:
-                e, mark = o.entry, "kept"
+                e, mark = o.entry, "not bisector's" if o.entry.kind == FOREIGN else "kept"
                 if o.selected:
                     mark = "removed" if o.removed else f"kept: {o.error}" if o.error else "to go"
                 age = f"{e.age_days(now):7.1f} d"
                 sys.stdout.write(f"{e.kind:<13} {format_bytes(e.size):>9} {age}  {mark:<8} {e.path}\n")
+            foreign = sum(1 for o in outcomes if o.entry.kind == FOREIGN)
+            if foreign:
+                sys.stdout.write(
+                    f"{foreign} not bisector's: bisector cannot prove it wrote them, so they are never removed\n"
+                )
             freed = sum(o.entry.size for o in outcomes if (o.removed if remove else o.selected))
             total = sum(o.entry.size for o in outcomes)
             verb = "removed" if remove else "would remove"

@@ -25,14 +25,12 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-import psutil
-
 # batch imports this module (run_ray) and this one batch's per-model job: a module import, read at
 # call time, keeps the cycle harmless.
 from bisector import batch
 from bisector.errors import UserError
 from bisector.patching.from_report import ModelWork
-from bisector.probe.pool import ProbePool
+from bisector.probe.pool import ProbePool, sweep_stale_workdirs, write_owner
 from bisector.spec import library_imports, parse_model_spec
 
 # A task whose worker dies (node lost, worker killed, OOM killer) is run once more, then
@@ -63,15 +61,9 @@ WORKDIR_PREFIX = "bisector-ray-"
 
 def _sweep_dead_workers(tmp: Path) -> None:
     """Remove the work folders of Ray workers that are gone: Ray ends its workers without running
-    their exit handlers (and a killed one runs none), so each new worker sweeps for the dead."""
-
-    for d in tmp.glob(f"{WORKDIR_PREFIX}*"):
-        try:
-            pid = int(d.name[len(WORKDIR_PREFIX) :].split("-")[0])
-        except ValueError:
-            continue
-        if pid != os.getpid() and not psutil.pid_exists(pid):
-            shutil.rmtree(d, ignore_errors=True)
+    their exit handlers (and a killed one runs none), so each new worker sweeps for the dead. Only
+    folders that name their owner are touched, as the probe pool's own sweep does."""
+    sweep_stale_workdirs(tmp, WORKDIR_PREFIX)
 
 
 def _worker_pool(fresh: bool, preload: tuple[str, ...]) -> Any:
@@ -83,9 +75,9 @@ def _worker_pool(fresh: bool, preload: tuple[str, ...]) -> Any:
         _POOL.clear()
         tmp = Path(tempfile.gettempdir())
         _sweep_dead_workers(tmp)
-        _POOL[key] = ProbePool(
-            tempfile.mkdtemp(prefix=f"{WORKDIR_PREFIX}{os.getpid()}-", dir=tmp), fresh=fresh, preload=preload
-        )
+        workdir = Path(tempfile.mkdtemp(prefix=f"{WORKDIR_PREFIX}{os.getpid()}-", dir=tmp))
+        write_owner(workdir)
+        _POOL[key] = ProbePool(workdir, fresh=fresh, preload=preload)
     return _POOL[key]
 
 

@@ -28,6 +28,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from bisector import marks
 from bisector.caches import ControlCache, ResultCache, default_cache_dir
 from bisector.capture import capture_schedule, distinct_dims, missing
 from bisector.clean import evict_captures
@@ -109,10 +110,7 @@ def capture_key(model: ModelSpec, plan: InputPlan, options: MeasureOptions) -> s
 
 def prepare_run_dir(base: str | Path | None, model: ModelSpec, plan: InputPlan, options: MeasureOptions) -> Path:
     root = Path(base) if base else Path.cwd() / RUN_DIR
-    root.mkdir(parents=True, exist_ok=True)
-    ignore = root / ".gitignore"
-    if not ignore.exists():
-        ignore.write_text("# bisector's run data: measurements and recorded inputs\n*\n")
+    marks.mark(root, marks.RUN_DIR)  # with its .gitignore; what clean may remove later
     run = root / "runs" / f"{Path(model.path).stem}-{model.name}-{run_key(model, plan, options)}"
     run.mkdir(parents=True, exist_ok=True)
     return run

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from bisector.errors import UserError
 from bisector.interrupts import deferred
+from bisector.marks import RUN_DIR, mark
 from bisector.patching.diff import Patch, digest
 from bisector.project import project_root  # noqa: F401 - re-exported: apply's callers name it here
 
@@ -73,6 +74,7 @@ def apply(
     backups = root / ".bisector" / "backups" / time.strftime("%Y%m%d-%H%M%S")
     if todo:
         _inside(backups, root)  # a .bisector linked elsewhere would carry the backups outside
+        mark(root / ".bisector", RUN_DIR)  # the backups are bisector's: `clean --backups` may remove them
     written = written if written is not None else []
     for p in todo:
         target = targets[p.path]

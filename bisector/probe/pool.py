@@ -25,6 +25,7 @@ import os
 import re
 import shutil
 import signal
+import stat as stat_mod
 import subprocess
 import sys
 import tempfile
@@ -92,13 +93,24 @@ def _owner_id(pid: int) -> str:
     return f"{pid} {st[3] if st else 0}"
 
 
-def sweep_stale_workdirs(folder: str | Path | None = None) -> list[Path]:
+def write_owner(workdir: Path) -> None:
+    """Name this process as the owner of a temporary folder it made (see sweep_stale_workdirs)."""
+    (workdir / OWNER_FILE).write_text(_owner_id(os.getpid()))
+
+
+def sweep_stale_workdirs(folder: str | Path | None = None, prefix: str = WORKDIR_PREFIX) -> list[Path]:
     """Remove the temporary folders of pools whose process is gone (bisector killed with
-    SIGKILL cleans nothing up; every other end of a run removes its own). Only folders that
-    name their owner are touched, and only when that process no longer exists."""
+    SIGKILL cleans nothing up; every other end of a run removes its own). Only real folders of
+    this user that name their owner in a regular file are touched (the temp folder is shared:
+    a name alone proves nothing), and only when that process no longer exists."""
     removed = []
-    for path in Path(folder or tempfile.gettempdir()).glob(f"{WORKDIR_PREFIX}*"):
+    for path in Path(folder or tempfile.gettempdir()).glob(f"{prefix}*"):
         try:
+            if not stat_mod.S_ISDIR(os.lstat(path).st_mode) or os.lstat(path).st_uid != os.getuid():
+                continue
+            owner = os.lstat(path / OWNER_FILE)
+            if not stat_mod.S_ISREG(owner.st_mode) or owner.st_uid != os.getuid():
+                continue
             pid_text, start = (path / OWNER_FILE).read_text().split()
             pid = int(pid_text)
         except (OSError, ValueError):
@@ -258,7 +270,7 @@ class ProbePool:
         self.workdir = Path(workdir) if workdir else Path(tempfile.mkdtemp(prefix=WORKDIR_PREFIX))
         (self.workdir / "probes").mkdir(parents=True, exist_ok=True)
         if workdir is None:
-            (self.workdir / OWNER_FILE).write_text(_owner_id(os.getpid()))
+            write_owner(self.workdir)
         self.fresh = fresh
         self.timeout_s = timeout_s
         self.mem_cap = mem_cap if mem_cap is not None else default_mem_cap()

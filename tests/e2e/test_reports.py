@@ -295,3 +295,18 @@ def test_repair_writes_an_index_and_a_bundle_whose_repro_shows_the_native_leak(t
     assert_no_bisector_import(bundle)
     heap, _ = second_half_rates(run_repro(bundle, "--calls", "20", "--every", "5"))
     assert heap is not None and heap > 1e6  # native_leak mallocs 2 MB per call through ctypes
+
+
+def test_a_bundle_replaces_only_a_bundle_bisector_wrote(list_append_run, tmp_path) -> None:
+    """Issue 19, item 1: a --bundle folder that holds a user's folder of the same name keeps it."""
+    base = list_append_run["base"]
+    args = ("find", f"{SAMPLES / 'list_append.py'}:Net", "-i", "x=B,32", "-s", "eager", "--run-dir", str(base / "run"))
+    mine = tmp_path / "bundles" / "eager-blocks.1"
+    mine.mkdir(parents=True)
+    (mine / "notes.txt").write_text("the user's own notes\n")
+    r = run_cli(*args, "--bundle", str(tmp_path / "bundles"))
+    assert r.returncode == 2 and "holds files bisector did not write" in r.stderr, r.stderr
+    assert (mine / "notes.txt").read_text() == "the user's own notes\n"
+    again = run_cli(*args, "--bundle", str(base / "bundle"))  # the fixture's bundle: bisector's to replace
+    assert again.returncode == 1, again.stderr
+    assert (base / "bundle" / "eager-blocks.1" / "repro.py").is_file()

@@ -27,9 +27,17 @@ from bisector.clean import (
     measure_path,
     select,
 )
+from bisector.marks import CACHE, RUN_DIR, mark
 from tests.conftest import run_cli
 
 NOW = 1_800_000_000.0
+# Names as bisector gives them (lab.run_key, lab.capture_key): clean removes no folder named otherwise.
+RUN_A, RUN_B = "net-Net-" + "a" * 16, "net-Net-" + "b" * 16
+CAP_OLD, CAP_NEW = "net-Net-" + "0" * 12 + "-" + "1" * 16, "net-Net-" + "2" * 12 + "-" + "3" * 16
+
+
+def _cap(name: str) -> str:
+    return f"{name}-{'c' * 12}-{'d' * 16}"
 
 
 def _put(folder: Path, size: int, age_days: float, name: str = "data.bin") -> Path:
@@ -46,14 +54,15 @@ def _put(folder: Path, size: int, age_days: float, name: str = "data.bin") -> Pa
 @pytest.fixture
 def places(tmp_path: Path) -> tuple[Path, Path]:
     run, cache = tmp_path / ".bisector", tmp_path / "cache"
-    _put(cache / "controls", 1000, 1)
-    _put(run / "runs" / "net-Net-aaaa", 3000, 10)
-    _put(run / "runs" / "net-Net-bbbb", 2000, 2)
-    _put(run / "captures" / "net-Net-old", 50_000, 30)
-    _put(run / "captures" / "net-Net-new", 40_000, 0.5)
+    mark(run, RUN_DIR)  # as bisector makes them: marked when created
+    mark(cache, CACHE)
+    _put(cache / "controls", 1000, 1, f"control-{'a' * 24}.json")
+    _put(run / "runs" / RUN_A, 3000, 10)
+    _put(run / "runs" / RUN_B, 2000, 2)
+    _put(run / "captures" / CAP_OLD, 50_000, 30)
+    _put(run / "captures" / CAP_NEW, 40_000, 0.5)
     _put(run / "repair", 500, 5, "summary.json")
     _put(run / "backups" / "20250101-120000", 700, 60, "net.py")
-    (run / ".gitignore").write_text("*\n")
     return run, cache
 
 
@@ -73,15 +82,15 @@ def test_entries_list_each_run_capture_and_backup_with_size_and_age(places: tupl
     found = {(e.kind, e.path.name): e for e in entries(run, cache)}
     assert set(found) == {
         (CONTROL_CACHE, "controls"),
-        (RUN, "net-Net-aaaa"),
-        (RUN, "net-Net-bbbb"),
-        (CAPTURE, "net-Net-old"),
-        (CAPTURE, "net-Net-new"),
+        (RUN, RUN_A),
+        (RUN, RUN_B),
+        (CAPTURE, CAP_OLD),
+        (CAPTURE, CAP_NEW),
         (REPAIR, "repair"),
         (BACKUP, "20250101-120000"),
     }  # .gitignore is not listed: it keeps the run data out of git
-    assert found[(CAPTURE, "net-Net-old")].size == 50_000
-    assert found[(RUN, "net-Net-aaaa")].age_days(NOW) == pytest.approx(10)
+    assert found[(CAPTURE, CAP_OLD)].size == 50_000
+    assert found[(RUN, RUN_A)].age_days(NOW) == pytest.approx(10)
 
 
 def test_no_places_no_entries(tmp_path: Path) -> None:
@@ -98,16 +107,16 @@ def test_without_caps_everything_but_backups_is_chosen(places: tuple[Path, Path]
 
 def test_keep_days_chooses_what_has_not_changed_for_longer(places: tuple[Path, Path]) -> None:
     found = entries(*places)
-    assert _names(select(found, keep_days=7, now=NOW)) == ["net-Net-aaaa", "net-Net-old"]
+    assert _names(select(found, keep_days=7, now=NOW)) == sorted([RUN_A, CAP_OLD])
     with_backups = select(found, keep_days=7, backups=True, now=NOW)
-    assert _names(with_backups) == ["20250101-120000", "net-Net-aaaa", "net-Net-old"]
+    assert _names(with_backups) == sorted(["20250101-120000", RUN_A, CAP_OLD])
 
 
 def test_max_size_removes_oldest_first_until_the_rest_fits(places: tuple[Path, Path]) -> None:
     found = entries(*places)
     # 96.5 KB without backups; the 30-day capture (50 KB) goes first, then the 10-day run (3 KB).
-    assert _names(select(found, max_size=50_000, now=NOW)) == ["net-Net-old"]
-    assert _names(select(found, max_size=45_000, now=NOW)) == ["net-Net-aaaa", "net-Net-old"]
+    assert _names(select(found, max_size=50_000, now=NOW)) == [CAP_OLD]
+    assert _names(select(found, max_size=45_000, now=NOW)) == sorted([RUN_A, CAP_OLD])
     assert select(found, max_size=10**9, now=NOW) == []
     assert len(select(found, max_size=0, now=NOW)) == len(found) - 1  # backups still kept
 
@@ -115,18 +124,18 @@ def test_max_size_removes_oldest_first_until_the_rest_fits(places: tuple[Path, P
 def test_both_caps_together(places: tuple[Path, Path]) -> None:
     found = entries(*places)
     # keep-days 20 takes the old capture; then 3 KB + 2 KB + 40 KB + 1 KB + 0.5 KB = 46.5 KB must fit in 44 KB.
-    assert _names(select(found, keep_days=20, max_size=44_000, now=NOW)) == ["net-Net-aaaa", "net-Net-old"]
+    assert _names(select(found, keep_days=20, max_size=44_000, now=NOW)) == sorted([RUN_A, CAP_OLD])
 
 
 def test_clean_lists_without_removing_and_removes_when_asked(places: tuple[Path, Path]) -> None:
     run, cache = places
     listed = clean(run, cache, keep_days=7, now=NOW)
     assert all(e.path.exists() for e in entries(run, cache))
-    assert sorted(o.entry.path.name for o in listed if o.selected) == ["net-Net-aaaa", "net-Net-old"]
+    assert sorted(o.entry.path.name for o in listed if o.selected) == sorted([RUN_A, CAP_OLD])
     assert not any(o.removed for o in listed)
     done = clean(run, cache, keep_days=7, delete=True, now=NOW)
-    assert sorted(o.entry.path.name for o in done if o.removed) == ["net-Net-aaaa", "net-Net-old"]
-    assert not (run / "runs" / "net-Net-aaaa").exists() and (run / "runs" / "net-Net-bbbb").exists()
+    assert sorted(o.entry.path.name for o in done if o.removed) == sorted([RUN_A, CAP_OLD])
+    assert not (run / "runs" / RUN_A).exists() and (run / "runs" / RUN_B).exists()
     assert (run / "backups" / "20250101-120000" / "net.py").exists() and (run / ".gitignore").exists()
     row = done[0].to_json(NOW)
     assert set(row) == {"kind", "path", "bytes", "age_days", "selected", "removed"}
@@ -142,20 +151,22 @@ def test_backups_go_only_when_asked_for(places: tuple[Path, Path]) -> None:
 
 
 def test_eviction_removes_other_captures_oldest_first_past_the_cap(tmp_path: Path) -> None:
+    mark(tmp_path, RUN_DIR)
     captures = tmp_path / "captures"
     for name, age in (("c-5d", 5), ("c-3d", 3), ("c-9d", 9), ("c-1d", 1)):
-        _put(captures / name, 100, age)
-    in_use = _put(captures / "c-in-use", 100, 20)  # old files, but the one this run needs now
+        _put(captures / _cap(name), 100, age)
+    in_use = _put(captures / _cap("c-in-use"), 100, 20)  # old files, but the one this run needs now
     removed = evict_captures(in_use, cap=250, now=NOW + 7200)
-    assert [e.path.name for e in removed] == ["c-9d", "c-5d", "c-3d"]
-    assert sorted(p.name for p in captures.iterdir()) == ["c-1d", "c-in-use"]
+    assert [e.path.name for e in removed] == [_cap("c-9d"), _cap("c-5d"), _cap("c-3d")]
+    assert sorted(p.name for p in captures.iterdir()) == [_cap("c-1d"), _cap("c-in-use")]
 
 
 def test_eviction_spares_the_capture_in_use_and_recent_ones(tmp_path: Path) -> None:
+    mark(tmp_path, RUN_DIR)
     captures = tmp_path / "captures"
     now = time.time()
-    in_use = _put(captures / "mine", 500, 0)
-    other = captures / "another-run"
+    in_use = _put(captures / _cap("mine"), 500, 0)
+    other = captures / _cap("another-run")
     other.mkdir()
     (other / "x.pt").write_bytes(b"x" * 500)  # written a moment ago: maybe a run still going
     assert evict_captures(in_use, cap=100, now=now) == []
@@ -164,9 +175,10 @@ def test_eviction_spares_the_capture_in_use_and_recent_ones(tmp_path: Path) -> N
 
 
 def test_eviction_does_nothing_under_the_cap(tmp_path: Path) -> None:
+    mark(tmp_path, RUN_DIR)
     captures = tmp_path / "captures"
-    old = _put(captures / "old", 100, 90)
-    in_use = _put(captures / "mine", 100, 0)
+    old = _put(captures / _cap("old"), 100, 90)
+    in_use = _put(captures / _cap("mine"), 100, 0)
     assert evict_captures(in_use, cap=1000, now=NOW) == []
     assert old.exists()
 
@@ -201,17 +213,17 @@ def test_the_clean_command_lists_then_removes(places: tuple[Path, Path], monkeyp
     r = run_cli("clean", "--run-dir", str(run))
     assert r.returncode == 0, r.stderr
     lines = r.stdout.splitlines()
-    old = [ln for ln in lines if ln.endswith("net-Net-old")]
+    old = [ln for ln in lines if ln.endswith(CAP_OLD)]
     assert len(old) == 1 and old[0].startswith("capture") and "50.0 KB" in old[0] and "to go" in old[0], r.stdout
     assert any(ln.startswith("backup") and "kept" in ln for ln in lines), r.stdout
     assert lines[-1] == "7 entries, 97.2 KB; would remove 96.5 KB (rerun with --remove)"
-    assert (run / "captures" / "net-Net-old").exists()
+    assert (run / "captures" / CAP_OLD).exists()
     r = run_cli("clean", "--run-dir", str(run), "--max-size", "45KB", "--remove", "--json")
     assert r.returncode == 0, r.stderr
     data = json.loads(r.stdout)
     assert data["removed"] is True
-    assert sorted(Path(e["path"]).name for e in data["entries"] if e["removed"]) == ["net-Net-aaaa", "net-Net-old"]
-    assert not (run / "captures" / "net-Net-old").exists() and (run / "captures" / "net-Net-new").exists()
+    assert sorted(Path(e["path"]).name for e in data["entries"] if e["removed"]) == sorted([RUN_A, CAP_OLD])
+    assert not (run / "captures" / CAP_OLD).exists() and (run / "captures" / CAP_NEW).exists()
 
 
 def test_the_clean_command_refuses_bad_caps(tmp_path: Path) -> None:
