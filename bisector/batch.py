@@ -48,7 +48,7 @@ from bisector.lab import RUN_DIR as RUN_DIR_NAME
 from bisector.lab import source_hash
 from bisector.marks import REPAIR_OUT, mark, owned
 from bisector.patching.diff import source_patches
-from bisector.patching.from_report import ModelWork, compose, work_for
+from bisector.patching.from_report import ModelWork, compose, not_chosen, work_for
 from bisector.pipeline import FixRequest, Status
 from bisector.prepare import Options, prepare
 from bisector.probe.pool import ProbePool
@@ -387,7 +387,9 @@ def repair_one(
     status = CLEAN if not found.culprits or outcome.status == Status.UNPROVEN else outcome.status.value
     note = ""
     if found.culprits and len(best) < len(found.culprits) and all(report.fixed(c) for c in found.culprits):
-        note = "the kept fix costs more up front than the growth it prevents; choose it with `prefer` or `pick`"
+        unpicked = [c for c in found.culprits if not any(id(e) in chosen for e in report.for_culprit(c))]
+        why = "; ".join(not_chosen([e for e in report.for_culprit(c) if e.kept]) for c in unpicked)
+        note = f"{why}; choose one with `prefer` or `pick`"
     stages = {st: r.kind for st, r in found.measure.stages.items()}
     # What goes upstream: a repro bundle for every culprit no fix could flatten; the HTML report when
     # asked, with this model's own source edits (the shared scripts' patches are composed later).

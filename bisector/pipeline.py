@@ -28,7 +28,7 @@ from bisector.lab import Lab
 from bisector.measure import measure
 from bisector.patching.apply import apply as apply_patches
 from bisector.patching.apply import check_writable
-from bisector.patching.from_report import best_fixes, patches_for
+from bisector.patching.from_report import best_fixes, not_chosen, patches_for
 from bisector.prepare import Options, Prepared
 from bisector.probe.pool import ProbePool
 from bisector.project import project_root
@@ -245,9 +245,10 @@ def _patch_and_apply(
     notes: list[str] = []
     for c in found.culprits:
         if report.fixed(c) and (c.region, c.stage) not in picked:
+            why = not_chosen([e for e in report.for_culprit(c) if e.kept])
             notes.append(
-                f"{c.region or '<root>'} ({c.stage}): every kept fix costs more memory up front than the "
-                "growth it prevents over the declared range, so none is in the patch; take one with --pick N"
+                f"{c.region or '<root>'} ({c.stage}): {why}, so none is in the patch; "
+                "take one with --pick N or --prefer NAME"
             )
     status = _status(found, report, chosen, request.fail_on)
     if not request.patch:

@@ -376,7 +376,7 @@ def render_fix(report: Any, console: Any, show_dropped: bool = True, show_find: 
             if costs_more_than_it_saves(e):
                 eq += "  costs more up front than the growth it prevents: not chosen unless picked"
             if e.removes_behaviour:
-                eq += f"  removes behaviour: {e.removes_behaviour}"
+                eq += f"  removes behaviour: {e.removes_behaviour} (not chosen unless picked)"
             console.print(f"  [green]✓[/] {escape(e.fixer)}: {escape(e.summary)}")
             console.print(f"      {escape(e.reason)}{escape(eq)}", style="dim")
         if show_dropped:

@@ -20,8 +20,10 @@ from bisector.spec import InputPlan, ModelSpec
 
 def choose(kept: Sequence[Any], pick: int | None = None, prefer: str | None = None) -> Any | None:
     """The kept fix a patch is made of: the one `prefer` names (a fixer name or words of its
-    summary), else the `pick`-th (1-based), else the best ranked that does not cost more up front
-    than the growth it prevents (none when every kept fix does: say so, let the user pick)."""
+    summary), else the `pick`-th (1-based), else the best ranked that keeps the code's behaviour
+    and does not cost more up front than the growth it prevents. None when no kept fix is both:
+    a patch that takes a feature away is never offered unasked (not_chosen says why, and the
+    user can still take one by name or number)."""
 
     if prefer:
         for e in kept:
@@ -29,7 +31,22 @@ def choose(kept: Sequence[Any], pick: int | None = None, prefer: str | None = No
                 return e
     if pick is not None and 1 <= pick <= len(kept):
         return kept[pick - 1]
-    return next((e for e in kept if not costs_more_than_it_saves(e)), None)
+    return next((e for e in kept if not e.removes_behaviour and not costs_more_than_it_saves(e)), None)
+
+
+def not_chosen(kept: Sequence[Any]) -> str:
+    """Why choose() took none of these kept fixes by default (for the status's note)."""
+    takes = [e for e in kept if e.removes_behaviour]
+    costly = [e for e in kept if not e.removes_behaviour and costs_more_than_it_saves(e)]
+    parts = []
+    if takes:
+        parts.append(
+            "only fixes that remove behaviour: " + "; ".join(f"{e.fixer} ({e.removes_behaviour})" for e in takes)
+        )
+    if costly:
+        what = "the others cost" if takes else "every kept fix costs"
+        parts.append(f"{what} more memory up front than the growth they prevent over the declared range")
+    return ", and ".join(parts)
 
 
 def best_fixes(report: Any, pick: int | None = None, prefer: str | None = None) -> list[Any]:

@@ -277,3 +277,25 @@ def test_a_one_model_script_gets_the_settings_under_the_name_its_session_uses() 
         note == "" and "'model': {" in new and "sess_options=_bisector_session_options('model', None)), 'model')" in new
     )
     assert read_serving(new, "net")["warmup"] == "largest"
+
+
+def test_a_fix_that_removes_behaviour_is_never_chosen_unasked() -> None:
+    """Issue 20, item 3: when the only kept fix takes a feature away, no fix is chosen (the model
+    stays unfixed and the note says why); --pick and --prefer can still take it."""
+    from bisector.patching.from_report import choose, not_chosen
+    from bisector.repair import Evaluation, rank
+
+    def ev(summary: str, saved: float, **kw) -> Evaluation:
+        return Evaluation(
+            ("f",), summary, "", "eager", {}, {}, {}, True, 0.0, 0.0, True, "kept", False, 1, saved=saved, **kw
+        )
+
+    remove = ev("stop adding to self.recent", 10, removes_behaviour="summary() reads self.recent")
+    warm = ev("warm", 10, upfront_bytes=50e6, prevented_bytes=20e6)
+    assert choose([remove]) is None
+    assert "only fixes that remove behaviour" in not_chosen([remove]) and "summary() reads" in not_chosen([remove])
+    assert choose(rank([remove, warm])) is None
+    assert "the others cost more memory up front" in not_chosen([remove, warm])
+    assert choose([remove], pick=1) is remove and choose([remove], prefer="stop adding") is remove
+    bound = ev("keep the last 64", 5)
+    assert choose(rank([remove, warm, bound])) is bound
