@@ -609,11 +609,13 @@ def probing(fn: Callable[..., int]) -> Callable[..., int]:
 
     @functools.wraps(fn)
     def command(**kwargs: Any) -> int:
+        from bisector.environment import check_environment
         from bisector.errors import UserError
         from bisector.fail_on import FailOn
 
         given = {n: kwargs.pop(n) for n in SHARED}
         try:
+            check_environment()  # a bad BISECTOR_* is an error even where a flag overrides it
             fail_on = FailOn.parse(given["fail_on"]) if given["fail_on"] else None  # None: the config's
         except UserError as exc:
             _err_console().print(f"[bold red]error:[/] {_esc(str(exc))}")
@@ -946,7 +948,9 @@ def repair(
 
     def body() -> int:
         from bisector import api
+        from bisector.environment import check_environment
 
+        check_environment()
         _logging(verbose, quiet)
         err = _err_console()
 
