@@ -202,6 +202,11 @@ def test_list_append_bundle_repro_shows_objects_growing(list_append_run) -> None
     assert "bisector " in env and "onnxruntime" in env and "ort_providers" in env and "PyTorch version" in env
     issue = (bundle / "ISSUE.md").read_text()
     assert "Describe the bug" in issue and "python repro.py" in issue and "Versions" in issue
+    # Meant for a public issue: paths relative to the project, no folder of this machine (issue 19).
+    assert json.loads((bundle / "bundle.json").read_text())["original_path"] == "sample_models/list_append.py"
+    for f in bundle.rglob("*"):
+        if f.is_file() and f.suffix in (".json", ".md", ".py"):
+            assert str(SAMPLES.parent) not in f.read_text(), f
     heap, objects = second_half_rates(run_repro(bundle, "--calls", "60", "--every", "10"))
     assert objects >= 0.9  # one tensor kept per call
 
