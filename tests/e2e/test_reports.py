@@ -284,9 +284,9 @@ def test_a_crashed_probe_keeps_its_folder_under_the_run_directory_and_the_error_
 
 def test_repair_writes_an_index_and_a_bundle_whose_repro_shows_the_native_leak(tmp_path) -> None:
     manifest = tmp_path / "models.toml"
-    manifest.write_text(
-        f'stages = ["eager"]\n[[models]]\nspec = "{SAMPLES / "native_leak.py"}:Net"\ninputs = ["x=B,16"]\n'
-    )
+    # In the manifest's project: repair refuses a model file outside it (no patch could name it).
+    shutil.copyfile(SAMPLES / "native_leak.py", tmp_path / "native_leak.py")
+    manifest.write_text('stages = ["eager"]\n[[models]]\nspec = "native_leak.py:Net"\ninputs = ["x=B,16"]\n')
     r = run_cli(
         "repair", "--manifest", str(manifest), "--out", str(tmp_path / "out"), "--report", str(tmp_path / "report")
     )
