@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import replace
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from bisector import pipeline
@@ -24,7 +25,9 @@ from bisector.errors import UserError
 from bisector.fail_on import FailOn
 from bisector.find import find as _find
 from bisector.fleet import require_ray
+from bisector.lab import RUN_DIR
 from bisector.measure import measure as _measure
+from bisector.outputs import check_output_dir, check_outputs
 from bisector.prepare import Options, Prepared, parse_floors
 from bisector.prepare import prepare as _prepare
 from bisector.runner import Events
@@ -68,7 +71,9 @@ def find(
 ) -> FindReport:
     """Measure, then bisect the module tree to the smallest leaking regions (see find.py)."""
 
-    p = prepare(spec, inputs, dims, **kwargs)
+    options = Options.of(inputs, dims, **kwargs)
+    check_output_dir(options.run_dir or Path.cwd() / RUN_DIR, "run_dir")  # before any child starts
+    p = _prepare(spec, options)
     return _find(p.model, p.plan, p.options, events=events, run_dir=p.given.run_dir if p.given else None)
 
 
@@ -129,6 +134,7 @@ def repair(
         raise UserError("--jobs must be 1 or more")
     if executor == "ray":
         require_ray()
+    check_outputs((out, "--out"), (report_dir, "--report"))
     part = Shard.parse(shard) if isinstance(shard, str) else shard
     models = load_models(config, manifest)
     if fail_on:
@@ -158,4 +164,5 @@ def merge(
 ) -> RepairSummary:
     """Join the outputs of sharded repairs (`shard="I/N"`) into one, as one unsharded run writes it."""
 
+    check_outputs((out, "--out"))
     return _merge(load_models(config, manifest), list(outs), out, allow_output_changes=allow_output_changes)

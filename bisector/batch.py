@@ -243,6 +243,7 @@ def load_models(config: str | None = None, manifest: str | None = None) -> list[
             )
         table = dict(cfg.table)
         base = str(Path(cfg.path).parent)
+    root = project_root(Path(base)).resolve()
     models = table.get("models") or []
     if not isinstance(models, list) or not models:
         raise UserError('no models to repair: add [[tool.bisector.models]] entries with spec = "path.py:Name"')
@@ -262,12 +263,21 @@ def load_models(config: str | None = None, manifest: str | None = None) -> list[
                 f"model entry {i + 1} ({entry['spec']}): pick must be a whole number from 1 (the N-th kept fix)"
             )
         file_part, _, name = entry["spec"].rpartition(":")
-        out.append(
-            ModelEntry(
-                spec=f"{(Path(base) / file_part).resolve()}:{name}", options=options, base=base, label=entry["spec"]
-            )
-        )
+        model_file = (Path(base) / file_part).resolve()
+        _check_inside(model_file, root, f"model entry {i + 1} ({entry['spec']})")
+        out.append(ModelEntry(spec=f"{model_file}:{name}", options=options, base=base, label=entry["spec"]))
     return out
+
+
+def _check_inside(model_file: Path, root: Path, what: str) -> None:
+    """repair writes one patch set for the project the manifest is in (paths from its root, for
+    `git apply`); a model file outside it could only be named by an absolute path there, which
+    `git apply` rejects. Refused before any model is loaded."""
+    if not model_file.is_relative_to(root):
+        raise UserError(
+            f"{what}: {model_file} is outside the project {root} the manifest belongs to, so no patch could "
+            "name it; list it in a manifest of its own project, or put the manifest in a folder above both"
+        )
 
 
 def _key(entry: ModelEntry, extra: Mapping[str, Any]) -> str:

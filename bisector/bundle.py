@@ -33,6 +33,7 @@ from bisector.fixers.base import UNSUPPORTED_OP
 from bisector.kinds import Kind
 from bisector.marks import BUNDLE, mark, owned, real_dir
 from bisector.plots import stage_chart
+from bisector.project import project_root
 from bisector.repair import user_sources
 from bisector.units import format_bytes
 
@@ -174,6 +175,12 @@ def _measured(t: BundleTarget) -> str:
     return f"{t.kind}: " + ", ".join(bits)
 
 
+def _project_relative(path: str) -> str:
+    """path from its project's root (the nearest pyproject.toml or .git above it), in / form."""
+    real = Path(path).resolve()
+    return real.relative_to(project_root(real)).as_posix()
+
+
 def write_bundle(report: Any, target: BundleTarget, out: str | Path, timeout_s: float = 300.0) -> Bundle:
     """One bundle folder for one target (never raises for the user's model: errors come back)."""
 
@@ -245,7 +252,8 @@ def write_bundle(report: Any, target: BundleTarget, out: str | Path, timeout_s: 
             {
                 "spec": model.label,
                 "model_file": f"model/{Path(model.path).name}",
-                "original_path": str(Path(model.path).resolve()),
+                # Relative to the project: a bundle goes into a public issue, the home folder not.
+                "original_path": _project_relative(model.path),
                 "model_name": model.name,
                 "init_kwargs": dict(model.init_kwargs),
                 "region": target.region,

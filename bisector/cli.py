@@ -320,6 +320,15 @@ def _prepared(spec: str, options: Any, output: Output) -> tuple[Any, Any]:
     return prepared, output.fail_on or FailOn.parse(prepared.config.get("fail_on"))
 
 
+def _check_outputs(options: Any, output: Output, keeps_run: bool) -> None:
+    """The folders the command will write, refused now if it could not (issue 19): not after
+    every probe has run. keeps_run: the command keeps its run in ./.bisector when no --run-dir."""
+    from bisector.outputs import check_outputs
+
+    run_dir = options.run_dir or (str(Path.cwd() / ".bisector") if keeps_run else None)
+    check_outputs((run_dir, "--run-dir"), (output.report_dir, "--report"), (output.bundle_dir, "--bundle"))
+
+
 def _with_inferred(data: dict[str, Any], prepared: Any) -> dict[str, Any]:
     """--json says when the inputs were inferred, and what they were."""
     if prepared.inferred is not None:
@@ -600,11 +609,13 @@ def probing(fn: Callable[..., int]) -> Callable[..., int]:
 
     @functools.wraps(fn)
     def command(**kwargs: Any) -> int:
+        from bisector.environment import check_environment
         from bisector.errors import UserError
         from bisector.fail_on import FailOn
 
         given = {n: kwargs.pop(n) for n in SHARED}
         try:
+            check_environment()  # a bad BISECTOR_* is an error even where a flag overrides it
             fail_on = FailOn.parse(given["fail_on"]) if given["fail_on"] else None  # None: the config's
         except UserError as exc:
             _err_console().print(f"[bold red]error:[/] {_esc(str(exc))}")
@@ -645,6 +656,7 @@ def measure(spec: Spec, options: Any = None, output: Any = None) -> int:
         from bisector.pipeline import measured_status
         from bisector.report import render_measure
 
+        _check_outputs(options, output, keeps_run=False)
         prepared, fail_on = _prepared(spec, options, output)
         with output.progress() as progress:
             report = run_measure(
@@ -682,6 +694,7 @@ def find(spec: Spec, options: Any = None, output: Any = None) -> int:
         from bisector.pipeline import find_status
         from bisector.report import render_find
 
+        _check_outputs(options, output, keeps_run=True)
         prepared, fail_on = _prepared(spec, options, output)
         state.run_dir = str(Path(options.run_dir) if options.run_dir else Path.cwd() / ".bisector")
         with output.progress() as progress:
@@ -766,6 +779,7 @@ def fix(
         )
         # Refused now, not after minutes of probing.
         root = pipeline.check_request(spec, options, request, _fixer_names())
+        _check_outputs(options, output, keeps_run=False)  # the run directory: check_request's
         prepared, fail_on = _prepared(spec, options, output)
         request = replace(request, fail_on=fail_on)
 
@@ -856,7 +870,9 @@ def report_command(
 
     def body() -> int:
         from bisector.html_report import rerender
+        from bisector.outputs import check_outputs
 
+        check_outputs((out, "--out"))
         for page in rerender(run_dir, out):
             _err_console().print(f"report: {page}", markup=False, highlight=False)
         return EXIT_CLEAN
@@ -932,7 +948,9 @@ def repair(
 
     def body() -> int:
         from bisector import api
+        from bisector.environment import check_environment
 
+        check_environment()
         _logging(verbose, quiet)
         err = _err_console()
 

@@ -37,6 +37,9 @@ else:  # pragma: no cover - exercised only on 3.10
 # interpreter). A cap below this kills every probe, which would read as "crashed", not as the
 # typo it is.
 MIN_MEM_CAP = 400 * 1000**2
+# numpy.random.seed takes 0..2**32-1, and repair measures again with seed + 1: a seed outside
+# this range failed inside the probe with bisector's own traceback (issue 19).
+MAX_SEED = 2**32 - 2
 
 
 # -- checks: each raises ValueError with what is wrong; the loader adds file, table and key ------
@@ -91,6 +94,14 @@ def _at_least(low: float, strict: bool = False) -> Callable[[Any], None]:
     return check
 
 
+def _between(low: int, high: int) -> Callable[[Any], None]:
+    def check(value: Any) -> None:
+        if not low <= value <= high:
+            raise ValueError(f"{value!r} must be from {low} to {high}")
+
+    return check
+
+
 def _each(parse: Callable[[str], Any]) -> Callable[[Any], None]:
     def check(value: Any) -> None:
         for v in [value] if isinstance(value, str) else value:
@@ -140,7 +151,7 @@ class Options:
     metric: str | None = _key(_choices("rss", "uss"))
     noise_rss: Size | None = _key(_size(), expect=_SIZE_TEXT)
     noise_gpu: Size | None = _key(_size(), expect=_SIZE_TEXT)
-    seed: int | None = _key(_at_least(0))
+    seed: int | None = _key(_between(0, MAX_SEED))
     retries: int | None = _key(_at_least(0))
     timeout: float | None = _key(_at_least(0, strict=True), expect="a number of seconds")
     mem_cap: Size | None = _key(_size(MIN_MEM_CAP), expect=_SIZE_TEXT)

@@ -15,7 +15,9 @@ from bisector.figures import Figures
 from bisector.find import Culprit, FindReport, StageSearch
 from bisector.fixers.base import UNSUPPORTED_OP
 from bisector.fixers.onnx_symbolics import failing_operators
+from bisector.probe.pool import default_mem_cap
 from bisector.results import CRASHED, FAILED, MeasureReport
+from bisector.units import format_bytes
 
 
 def failure_culprits(found: FindReport) -> FindReport:
@@ -73,6 +75,13 @@ def failure_error(report: MeasureReport, skip: Iterable[str] = ()) -> BisectorEr
                 "inputs": "; check --input, or the model file's bisector_inputs()",
                 "forward": "; check that --input matches the forward's arguments",
             }.get(f.where, "")
+            if _out_of_memory(f.message):
+                # Not an input mistake: the model asked for more memory than the probe could get.
+                hint = (
+                    f"; the {f.where} ran out of memory: the model allocates more than this machine (or "
+                    f"--mem-cap, {format_bytes(report.options.mem_cap or default_mem_cap())}) allows; check what "
+                    "it allocates, or lower the --dim ranges"
+                )
             if f.where in ("export", "session"):
                 ops = failing_operators(f.message)
                 if ops:
@@ -81,3 +90,11 @@ def failure_error(report: MeasureReport, skip: Iterable[str] = ()) -> BisectorEr
                 hint += f" (probe folder kept: {f.probe_dir})"
             return UserError(f"{r.stage} stage: {f.message}{hint}", detail=f.traceback)
     return None
+
+
+# What an allocation that failed says: Python's MemoryError, torch's CPU and CUDA allocators, C++.
+_OOM = ("MemoryError", "can't allocate memory", "not enough memory", "out of memory", "bad_alloc")
+
+
+def _out_of_memory(message: str) -> bool:
+    return any(m in message for m in _OOM)

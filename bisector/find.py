@@ -22,6 +22,7 @@ from typing import Any
 from bisector.figures import Figures
 from bisector.lab import Interrupted, Lab
 from bisector.measure import stage_summary
+from bisector.owners import LIBRARIES, MODEL, NATIVE, top_site
 from bisector.probe.pool import ProbePool
 from bisector.probe.types import STAGES
 from bisector.results import MeasureOptions, MeasureReport, StageResult, stage_order
@@ -138,8 +139,11 @@ def hint_for(stage: str, kind: str, own_code: bool, figures: Figures, type_name:
                 "memory held for the largest input shape so far (an allocator or workspace): round or bound input sizes"
             )
         return "keeps something per input shape (a cache keyed by shape?): bound the cache or round sizes"
+    site = _python_site(figures)
     if stage == "export":
         if not tensors and (figures.objects_per_call or 0) < 1:
+            if site:
+                return f"Python allocations at {site} kept on every export: free or bound what it keeps there"
             return "native memory kept on every export: look for C extensions or ctypes allocations in its forward"
         return (
             "keeps what it builds on every export: a custom symbolic function or a module-level container "
@@ -151,7 +155,26 @@ def hint_for(stage: str, kind: str, own_code: bool, figures: Figures, type_name:
         )
     if (figures.objects_per_call or 0) >= 1:
         return "forward keeps Python objects on every call: look for containers that only grow"
+    if site:
+        # The owners table names a Python line: the hint must agree (a thread filling bytearrays
+        # keeps no object the collector counts, yet it is no native memory).
+        return (
+            f"Python allocations at {site} grow on every call (bytes or buffers, no object the garbage "
+            "collector counts; perhaps a thread the model started): free or bound what it keeps there"
+        )
     return "native memory not freed on every call (no Python object kept): look for C extensions or ctypes allocations"
+
+
+def _python_site(figures: Figures) -> str | None:
+    """The model's own Python line that the traced probe found owning the growth, when Python
+    allocations explain at least as much of it as native memory does; else None."""
+    repeat = (figures.owners or {}).get("repeat") or {}
+    groups = repeat.get("groups") or {}
+    python = float(groups.get(MODEL) or 0.0) + float(groups.get(LIBRARIES) or 0.0)
+    site = top_site(repeat, MODEL) or top_site(repeat, LIBRARIES)
+    if site and python > 0 and python >= float(repeat.get(NATIVE) or 0.0):
+        return site
+    return None
 
 
 class Finder:

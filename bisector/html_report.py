@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import base64
 import datetime as _dt
+import hashlib
 import html
 import json
 import os
@@ -115,6 +116,19 @@ def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "-", text).strip("-") or "root"
 
 
+def _file_name(name: Any) -> str:
+    """A model's name read from summary.json, as one file name inside the folder: the JSON may be
+    hand-edited, and a name like "/etc/x" or "../x" must not reach outside --out (issue 19)."""
+    return _slug(str(name)).lstrip(".") or "model"
+
+
+def _href(path: str) -> str:
+    """A link the page may carry: relative, no scheme (javascript:, data:, http:), no way up."""
+    if re.match(r"^[A-Za-z][A-Za-z0-9+.-]*:", path) or path.startswith(("/", "\\")) or ".." in path.split("/"):
+        raise ValueError(f"not a relative link: {path!r}")
+    return html.escape(path, quote=True)
+
+
 def write_report(doc: Mapping[str, Any], out: str | Path) -> Path:
     """Write report.json, the charts as PNGs (charts/) and index.html into out; returns the page."""
 
@@ -126,7 +140,8 @@ def write_report(doc: Mapping[str, Any], out: str | Path) -> Path:
     for stage, r in (doc.get("stages") or {}).items():
         if not r.get("samples"):
             continue
-        charts[f"stage-{stage}"] = stage_chart(
+        # Chart files are named from the document's keys: slugged, so no key reaches outside charts/.
+        charts[f"stage-{_slug(stage)}"] = stage_chart(
             r["samples"],
             r.get("control_samples") or (),
             title=f"{stage}: {r.get('verdict')}",
@@ -139,7 +154,7 @@ def write_report(doc: Mapping[str, Any], out: str | Path) -> Path:
         if curves.get("samples"):
             stage, _, region = key.partition(":")
             c = next((c for c in doc.get("culprits", []) if c["stage"] == stage and c["region"] == region), {})
-            charts[f"culprit-{stage}-{_slug(region)}"] = stage_chart(
+            charts[f"culprit-{_slug(stage)}-{_slug(region)}"] = stage_chart(
                 curves["samples"],
                 curves.get("control_samples") or (),
                 title=f"{region or '<root>'} alone, {stage}: {c.get('kind', '')}",
@@ -174,10 +189,10 @@ def write_repair_index(summary: Mapping[str, Any], out: str | Path) -> Path:
     (out / "summary.json").write_text(json.dumps(summary, indent=1))
     rows = []
     for m in summary.get("models") or []:
-        name = m.get("name", "")
+        name = _file_name(m.get("name", ""))
         page = out / name / PAGE
-        label = html.escape(m.get("spec", ""))
-        cell = f'<a href="{html.escape(name)}/{PAGE}">{label}</a>' if page.is_file() else label
+        label = html.escape(str(m.get("spec", "")))
+        cell = f'<a href="{_href(f"{name}/{PAGE}")}">{label}</a>' if page.is_file() else label
         culprits = (
             ", ".join(
                 html.escape(f"{c.get('region') or '<root>'} ({c.get('stage')} {c.get('kind')})")
@@ -210,11 +225,17 @@ def rerender(path: str | Path, out: str | Path | None = None) -> list[Path]:
     if p.is_dir() and (p / "summary.json").is_file() and not (p / DOCUMENT).is_file():
         target = Path(out) if out else p
         pages = []
-        summary = json.loads((p / "summary.json").read_text())
+        try:
+            summary = json.loads((p / "summary.json").read_text())
+        except (OSError, ValueError) as exc:
+            raise UserError(f"cannot read {p / 'summary.json'}: {exc}") from None
+        if not isinstance(summary, dict) or not isinstance(summary.get("models") or [], list):
+            raise UserError(f"{p / 'summary.json'} is not a bisector repair summary")
         for m in summary.get("models") or []:
-            folder = p / m.get("name", "")
+            name = _file_name(m.get("name", ""))  # read and written inside the folders given, only
+            folder = p / name
             if (folder / DOCUMENT).is_file():
-                pages.append(write_report(load_document(folder), target / m["name"]))
+                pages.append(write_report(load_document(folder), target / name))
         pages.append(write_repair_index(summary, target))
         return pages
     doc_file = find_document(p)
@@ -254,6 +275,7 @@ pre.diff{background:#fafafa;border:1px solid #eee;padding:8px;font-size:12px;ove
 .dropped{color:#c62828}
 .pair{display:flex;gap:8px;flex-wrap:wrap}
 .pair>div{flex:1;min-width:300px}
+.headline-text{font-size:18px}
 """
 
 # Only checks that every chart decoded: a broken image is a console error a test can see.
@@ -265,12 +287,20 @@ if(bad){console.error('bisector report: '+bad+' chart(s) failed to render');}});
 """
 
 
+def _sha256(text: str) -> str:
+    return "'sha256-" + base64.b64encode(hashlib.sha256(text.encode("utf-8")).digest()).decode() + "'"
+
+
+# Nothing from the network, ever: a report is attached to issues and opened offline. The one style
+# sheet and the one script are allowed by their hashes, not 'unsafe-inline': markup that slipped
+# into a page (a name from a hand-edited report.json) can neither run nor restyle it.
+CSP = f"default-src 'none'; img-src data:; style-src {_sha256(CSS)}; script-src {_sha256(SCRIPT)}"
+
+
 def _page(title: str, body: str) -> str:
     return (
         "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>"
-        # Nothing from the network, ever: a report is attached to issues and opened offline.
-        "<meta http-equiv='Content-Security-Policy' "
-        "content=\"default-src 'none'; img-src data:; style-src 'unsafe-inline'; script-src 'unsafe-inline'\">"
+        f'<meta http-equiv="Content-Security-Policy" content="{CSP}">'
         f"<title>{html.escape(title)}</title><style>{CSS}</style></head><body>{body}<script>{SCRIPT}</script></body></html>\n"
     )
 
@@ -287,7 +317,7 @@ def _img(charts: Mapping[str, bytes], name: str, alt: str, cls: str = "") -> str
     data = base64.b64encode(png).decode()
     return (
         f'<img class="chart {cls}" alt="{html.escape(alt)}" src="data:image/png;base64,{data}" '
-        f'data-file="charts/{name}.png">'
+        f'data-file="charts/{html.escape(name)}.png">'
     )
 
 
@@ -344,7 +374,7 @@ def _stage(stage: str, r: Mapping[str, Any], charts: Mapping[str, bytes]) -> str
     per = PER.get(stage, "call")
     kind = r.get("verdict", "")
     head = (
-        f"<h2 id='stage-{stage}'>{html.escape(stage)} "
+        f"<h2 id='stage-{html.escape(_slug(stage))}'>{html.escape(stage)} "
         f"<span class='badge {html.escape(kind)}'>{html.escape(kind)}</span></h2>"
     )
     parts = [f"<div class='card {html.escape(kind)} stage' data-stage='{html.escape(stage)}'>", head]
@@ -354,7 +384,7 @@ def _stage(stage: str, r: Mapping[str, Any], charts: Mapping[str, bytes]) -> str
         parts.append(f"<p class='culprit'>{html.escape(str(msg))}</p>")
         if err.get("probe_dir"):
             parts.append(f"<p>probe folder kept: <code>{html.escape(err['probe_dir'])}</code></p>")
-    parts.append(_img(charts, f"stage-{stage}", f"{stage} memory curves", "stage-chart"))
+    parts.append(_img(charts, f"stage-{_slug(stage)}", f"{stage} memory curves", "stage-chart"))
     parts.append(_figures_table(r, per))
     reasons = r.get("reasons") or []
     if reasons:
@@ -411,7 +441,7 @@ def _culprits(doc: Mapping[str, Any], charts: Mapping[str, bytes]) -> str:
     out = []
     for c in doc.get("culprits") or []:
         per = PER.get(c["stage"], "call")
-        name = f"culprit-{c['stage']}-{_slug(c['region'])}"
+        name = f"culprit-{_slug(c['stage'])}-{_slug(c['region'])}"
         objs = "" if c.get("objects_per_call") is None else f", {c['objects_per_call']:+.1f} objects/{per}"
         fig = (
             f"{_b(c.get('growth_bytes_per_call'))}/{per}{objs}"
@@ -440,25 +470,29 @@ def _onnx(doc: Mapping[str, Any], c: Mapping[str, Any]) -> str:
     parts = []
     hist = d.get("histogram")
     if hist:
-        ops = "".join(f"<tr><td>{html.escape(op)}</td><td>{n}</td></tr>" for op, n in list(hist["ops"].items())[:20])
+        ops = "".join(
+            f"<tr><td>{html.escape(str(op))}</td><td>{html.escape(str(n))}</td></tr>"
+            for op, n in list(hist["ops"].items())[:20]
+        )
         parts.append(
-            f"<h3>Exported graph: {hist['nodes']} nodes</h3>"
+            f"<h3>Exported graph: {html.escape(str(hist['nodes']))} nodes</h3>"
             f"<table class='ops'><tr><th>op type</th><th>nodes</th></tr>{ops}</table>"
         )
     prof = d.get("profile")
     if prof:
         ops = "".join(
-            f"<tr><td>{html.escape(o['op'])}</td><td>{o['us']} µs</td>"
-            f"<td>{o['share']:.0%}</td><td>{o['count']}</td></tr>"
+            f"<tr><td>{html.escape(str(o['op']))}</td><td>{html.escape(str(o['us']))} µs</td>"
+            f"<td>{o['share']:.0%}</td><td>{html.escape(str(o['count']))}</td></tr>"
             for o in prof["top_ops"]
         )
         nodes = "".join(
-            f"<tr><td>{html.escape(n['name'])}</td><td>{html.escape(n['op'])}</td>"
-            f"<td>{n['us']} µs</td><td>{n['share']:.0%}</td></tr>"
+            f"<tr><td>{html.escape(str(n['name']))}</td><td>{html.escape(str(n['op']))}</td>"
+            f"<td>{html.escape(str(n['us']))} µs</td><td>{n['share']:.0%}</td></tr>"
             for n in prof["top_nodes"]
         )
         parts.append(
-            f"<h3>ONNX Runtime profile ({prof['runs']} runs, {prof['total_us']} µs in kernels)</h3><div class='pair'>"
+            f"<h3>ONNX Runtime profile ({html.escape(str(prof['runs']))} runs, "
+            f"{html.escape(str(prof['total_us']))} µs in kernels)</h3><div class='pair'>"
             f"<div><table><tr><th>op type</th><th>time</th><th>share</th><th>kernel calls</th></tr>{ops}</table></div>"
             f"<div><table><tr><th>node</th><th>op</th><th>time</th><th>share</th></tr>{nodes}</table></div></div>"
         )
@@ -486,7 +520,7 @@ def _fixes(doc: Mapping[str, Any], charts: Mapping[str, bytes]) -> str:
         )
         mark = "<span class='kept'>✓ kept</span>" if f.get("kept") else "<span class='dropped'>✗ dropped</span>"
         eq = "" if f.get("max_abs_diff") is None else f" · outputs max |diff| {f['max_abs_diff']:.2g}"
-        culprit_chart = _img(charts, f"culprit-{f['stage']}-{_slug(f['region'])}", "before")
+        culprit_chart = _img(charts, f"culprit-{_slug(f['stage'])}-{_slug(f['region'])}", "before")
         after_chart = _img(charts, f"fix-{i}", "after")
         out.append(
             f"<div class='card {'clean' if f.get('kept') else 'leak'} fix'>"
@@ -557,16 +591,17 @@ def render_html(doc: Mapping[str, Any], charts: Mapping[str, bytes]) -> str:
     dims = "  ".join(f"{k}={lo}..{hi}" if lo != hi else f"{k}={lo}" for k, (lo, hi) in (doc.get("dims") or {}).items())
     stages = doc.get("stages") or {}
     ordered = [s for s in STAGE_ORDER if s in stages] + [s for s in stages if s not in STAGE_ORDER]
-    nav = " · ".join(f"<a href='#stage-{s}'>{s}</a>" for s in ordered)
+    nav = " · ".join(f"<a href='#stage-{html.escape(_slug(s))}'>{html.escape(s)}</a>" for s in ordered)
     body = [
         f"<h1>{html.escape(str(doc.get('spec', '')))}</h1>",
         f"<p class='muted'>inputs {html.escape(str(doc.get('inputs', '')))} {html.escape(dims)} · bisector "
         f"{html.escape(str(doc.get('report_kind', '')))} · "
-        f"{doc.get('probes', 0)} probes, {doc.get('wall_s', 0)} s · {html.escape(str(doc.get('created', '')))} "
+        f"{html.escape(str(doc.get('probes', 0)))} probes, {html.escape(str(doc.get('wall_s', 0)))} s · "
+        f"{html.escape(str(doc.get('created', '')))} "
         f"· bisector {html.escape(str(doc.get('bisector_version', '')))}</p>",
         f"<div class='headline'>"
         f"<span class='badge big {html.escape(verdict)}' id='verdict'>{html.escape(verdict.upper())}</span>"
-        f"<span style='font-size:18px'>{html.escape(headline(doc))}</span></div>",
+        f"<span class='headline-text'>{html.escape(headline(doc))}</span></div>",
         f"<p>{nav}</p>",
     ]
     body += [_stage(s, stages[s], charts) for s in ordered]

@@ -24,8 +24,9 @@ from bisector.fail_on import FailOn
 from bisector.failures import failure_culprits, failure_error, unfixable_failures
 from bisector.find import Culprit, Finder, FindReport
 from bisector.fixers import all_fixers, names
-from bisector.lab import Lab
+from bisector.lab import RUN_DIR, Lab
 from bisector.measure import measure
+from bisector.outputs import check_output_dir
 from bisector.patching.apply import apply as apply_patches
 from bisector.patching.apply import check_writable
 from bisector.patching.from_report import best_fixes, not_chosen, patches_for
@@ -173,7 +174,13 @@ def check_request(prepared_spec: str, given: Options, request: FixRequest, known
             raise UserError(f"{flag} {script} does not exist")
     model_file = given_path(prepared_spec)
     root = project_root(model_file)
+    check_output_dir(given.run_dir or Path.cwd() / RUN_DIR, "--run-dir")
     if request.apply:
+        # The backups go to <root>/.bisector/backups: a .bisector linked out of the project would
+        # carry them (and the run) outside. Refused now, not once every probe has run.
+        backups = root / RUN_DIR / "backups"
+        check_writable(backups, root, "the backups folder")
+        check_output_dir(backups, "the backups folder")
         for path, what in (
             (model_file, "the model file"),
             (given.export_script, "--export-script"),

@@ -6,14 +6,17 @@ pyproject.toml; bad input raises ``bisector.errors.UserError`` with one line tha
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
+import psutil
+
 from bisector.choices import DEVICES, METRICS
-from bisector.config import MIN_MEM_CAP, as_list, load_config
+from bisector.config import MAX_SEED, MIN_MEM_CAP, as_list, load_config
 from bisector.errors import UserError
 from bisector.infer_inputs import Inferred, infer
 from bisector.patching.export_script import read_export
@@ -32,6 +35,8 @@ from bisector.spec import (
 )
 from bisector.units import format_bytes, parse_size
 from bisector.verdict import Bands
+
+_log = logging.getLogger("bisector")
 
 
 @dataclass(frozen=True)
@@ -148,6 +153,11 @@ def prepare(spec: str | ModelSpec, o: Options = Options()) -> Prepared:
             f"--mem-cap {cap_value}: a probe needs at least {format_bytes(MIN_MEM_CAP)} (torch alone takes "
             "~300 MB in a probe); try e.g. --mem-cap 8GB"
         )
+    if cap is not None:
+        _check_cap_fits_machine(cap, cap_value)
+    seed = int(seed if seed is not None else cfg.get("seed", 0))
+    if not 0 <= seed <= MAX_SEED:
+        raise UserError(f"--seed {seed}: use a whole number from 0 to {MAX_SEED}")
     inferred = None
     if plan is None:
         inferred = infer(model, dims, timeout_s=timeout)
@@ -166,7 +176,7 @@ def prepare(spec: str | ModelSpec, o: Options = Options()) -> Prepared:
     options = MeasureOptions(
         stages=stage_list,
         probe=probe,
-        seed=int(seed if seed is not None else cfg.get("seed", 0)),
+        seed=seed,
         bands=bands,
         metric=metric,
         retries=retries,
@@ -181,6 +191,26 @@ def prepare(spec: str | ModelSpec, o: Options = Options()) -> Prepared:
     return with_script_settings(
         prepared, o.export_script, o.infer_script, exporter_given=o.exporter is not None, key=o.artifact
     )
+
+
+def _check_cap_fits_machine(cap: int, given: Any) -> None:
+    """A cap no probe can reach is no cap: above the machine's memory and swap together, the
+    kernel's OOM killer acts first, on any process. Refused, since a probe's runaway would then
+    take the machine, not the probe, and `99999999999999999999` is a typo, not a choice. Above the
+    memory but within the swap it does stop a probe, once it swaps: said in one warning line."""
+    ram, swap = psutil.virtual_memory().total, psutil.swap_memory().total
+    if cap > ram + swap:
+        raise UserError(
+            f"--mem-cap {given}: {format_bytes(cap)} is more than this machine's memory and swap "
+            f"({format_bytes(ram + swap)}), so no probe would ever be stopped; give at most that, e.g. the "
+            f"default {format_bytes(default_mem_cap())}"
+        )
+    if cap > ram:
+        _log.warning(
+            "--mem-cap %s is more than this machine's memory (%s): a probe swaps before the cap stops it",
+            given,
+            format_bytes(ram),
+        )
 
 
 def with_script_settings(

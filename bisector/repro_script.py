@@ -166,7 +166,7 @@ def build_region(cfg: dict[str, Any]) -> Any:
 
     path = HERE / cfg["model_file"]
     if not path.is_file():
-        path = Path(cfg["original_path"])
+        path = Path(cfg["original_path"])  # relative to the project: run from its root
     sys.path.insert(0, str(path.parent))
     mod_name = path.stem
     spec = importlib.util.spec_from_file_location(mod_name, path)

@@ -20,6 +20,26 @@ from bisector.probe.types import ProbeOk, ProbeRequest, ProbeResult
 log = logging.getLogger("bisector.probes")
 
 
+# A crashed probe's output is kept for the user to read, not in full: a flood (100 MB of stderr
+# once) would fill the run directory. Its head says how it started, its tail how it ended.
+LOG_HEAD = LOG_TAIL = 256 * 1024
+LOGS = ("stdout.txt", "stderr.txt")
+
+
+def _copy_capped(src: str, dst: str) -> str:
+    """shutil.copy2, except that a probe's stdout or stderr over LOG_HEAD + LOG_TAIL bytes keeps
+    only its head and tail, with a line saying how much was left out."""
+    size = os.path.getsize(src)
+    if Path(src).name not in LOGS or size <= LOG_HEAD + LOG_TAIL:
+        return shutil.copy2(src, dst)
+    with open(src, "rb") as fin, open(dst, "wb") as fout:
+        fout.write(fin.read(LOG_HEAD))
+        fout.write(f"\n[... bisector left out {size - LOG_HEAD - LOG_TAIL} bytes here ...]\n".encode())
+        fin.seek(size - LOG_TAIL)
+        fout.write(fin.read(LOG_TAIL))
+    return dst
+
+
 class Events:
     """Progress callbacks; the CLI renders them, the library stays silent."""
 
@@ -73,7 +93,7 @@ class Runner:
         if self.keep_failed_in is not None and Path(src).is_dir():
             target = self.keep_failed_in / f"{Path(src).name}-{os.getpid()}-{int(time.time() * 1000) % 10**9}"
             try:
-                shutil.copytree(src, target)
+                shutil.copytree(src, target, copy_function=_copy_capped)
                 kept = str(target)
             except OSError:
                 pass

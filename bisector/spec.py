@@ -287,17 +287,58 @@ def parse_input(text: str) -> InputSpec:
             raise UserError(f"--input {text!r}: unknown dtype {parts[1]!r}; use one of {', '.join(ALL_DTYPES)}")
     low = high = None
     if len(parts) == 4:
-        try:
-            low, high = float(parts[2]), float(parts[3])
-        except ValueError:
-            raise UserError(f"--input {text!r}: LOW and HIGH must be numbers; {example}") from None
-        if not (math.isfinite(low) and math.isfinite(high)):
-            raise UserError(f"--input {text!r}: LOW and HIGH must be finite numbers; {example}")
-        if not low < high:
-            raise UserError(f"--input {text!r}: LOW must be below HIGH")
         if dtype == "bool":
             raise UserError(f"--input {text!r}: a bool input takes no LOW:HIGH")
+        low, high = _value_range(text, dtype, parts[2].strip(), parts[3].strip(), example)
     return InputSpec(name=name, dims=tuple(dims), dtype=dtype, low=low, high=high)
+
+
+# What torch.randint(LOW, HIGH) takes per integer dtype (HIGH is exclusive: HIGH - 1 must fit, and
+# HIGH itself must fit an int64 to be passed at all), and the largest finite value of each float
+# dtype (beyond it, a uniform draw is inf; float64 too, as the draw is made in float32).
+INT_RANGES = {
+    "int8": (-(2**7), 2**7),
+    "uint8": (0, 2**8),
+    "int16": (-(2**15), 2**15),
+    "int32": (-(2**31), 2**31),
+    "int64": (-(2**63), 2**63 - 1),
+}
+FLOAT_MAX = {
+    "float16": 65504.0,
+    "bfloat16": 3.3895313892515355e38,
+    "float32": 3.4028234663852886e38,
+    "float64": 3.4028234663852886e38,
+}
+
+
+def _value_range(text: str, dtype: str, low_text: str, high_text: str, example: str) -> tuple[float, float]:
+    """LOW:HIGH checked against the dtype now, not by torch inside the probe (exit 3 there)."""
+    if dtype in INT_RANGES:
+        # Whole numbers, exactly: as floats, 99999999999999999999 would round and pass.
+        if not all(re.fullmatch(r"[+-]?[0-9]{1,25}", t) for t in (low_text, high_text)):
+            raise UserError(f"--input {text!r}: LOW and HIGH must be numbers, whole ones for {dtype}; {example}")
+        low, high = int(low_text), int(high_text)
+        lo_ok, hi_ok = INT_RANGES[dtype]
+        if not low < high:
+            raise UserError(f"--input {text!r}: LOW must be below HIGH")
+        if low < lo_ok or high > hi_ok:
+            raise UserError(
+                f"--input {text!r}: {low}:{high} does not fit {dtype}; values are drawn from LOW to HIGH-1, "
+                f"so use LOW >= {lo_ok} and HIGH <= {hi_ok}"
+            )
+        return low, high  # type: ignore[return-value] - ints, exact (JSON keeps them so)
+    try:
+        low, high = float(low_text), float(high_text)
+    except ValueError:
+        raise UserError(f"--input {text!r}: LOW and HIGH must be numbers; {example}") from None
+    if not (math.isfinite(low) and math.isfinite(high)):
+        raise UserError(f"--input {text!r}: LOW and HIGH must be finite numbers; {example}")
+    if not low < high:
+        raise UserError(f"--input {text!r}: LOW must be below HIGH")
+    top = FLOAT_MAX[dtype]
+    if abs(low) > top or abs(high) > top or high - low > top:
+        raise UserError(f"--input {text!r}: {low:g}:{high:g} does not fit {dtype} (at most {top:g} apart and in size)")
+    return low, high
 
 
 def parse_dim(text: str) -> tuple[str, tuple[int, int]]:

@@ -18,6 +18,12 @@ _UNITS = {
     "g": 1000**3,
     "gb": 1000**3,
     "gib": 1024**3,
+    "t": 1000**4,
+    "tb": 1000**4,
+    "tib": 1024**4,
+    "p": 1000**5,
+    "pb": 1000**5,
+    "pib": 1024**5,
 }
 _SIZE = re.compile(r"^\s*([0-9]*\.?[0-9]+(?:e[0-9]+)?)\s*([a-z]*)\s*$", re.IGNORECASE)
 
@@ -49,7 +55,7 @@ def format_bytes(value: float | None, signed: bool = False) -> str:
         return "-"
     sign = "+" if signed and value > 0 else ("-" if value < 0 else "")
     v = abs(float(value))
-    for unit, scale in (("TB", 1e12), ("GB", 1e9), ("MB", 1e6), ("KB", 1e3)):
+    for unit, scale in (("EB", 1e18), ("PB", 1e15), ("TB", 1e12), ("GB", 1e9), ("MB", 1e6), ("KB", 1e3)):
         if v >= scale:
             return f"{sign}{v / scale:.1f} {unit}"
     return f"{sign}{v:.0f} B"

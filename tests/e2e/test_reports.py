@@ -202,6 +202,11 @@ def test_list_append_bundle_repro_shows_objects_growing(list_append_run) -> None
     assert "bisector " in env and "onnxruntime" in env and "ort_providers" in env and "PyTorch version" in env
     issue = (bundle / "ISSUE.md").read_text()
     assert "Describe the bug" in issue and "python repro.py" in issue and "Versions" in issue
+    # Meant for a public issue: paths relative to the project, no folder of this machine (issue 19).
+    assert json.loads((bundle / "bundle.json").read_text())["original_path"] == "sample_models/list_append.py"
+    for f in bundle.rglob("*"):
+        if f.is_file() and f.suffix in (".json", ".md", ".py"):
+            assert str(SAMPLES.parent) not in f.read_text(), f
     heap, objects = second_half_rates(run_repro(bundle, "--calls", "60", "--every", "10"))
     assert objects >= 0.9  # one tensor kept per call
 
@@ -279,9 +284,9 @@ def test_a_crashed_probe_keeps_its_folder_under_the_run_directory_and_the_error_
 
 def test_repair_writes_an_index_and_a_bundle_whose_repro_shows_the_native_leak(tmp_path) -> None:
     manifest = tmp_path / "models.toml"
-    manifest.write_text(
-        f'stages = ["eager"]\n[[models]]\nspec = "{SAMPLES / "native_leak.py"}:Net"\ninputs = ["x=B,16"]\n'
-    )
+    # In the manifest's project: repair refuses a model file outside it (no patch could name it).
+    shutil.copyfile(SAMPLES / "native_leak.py", tmp_path / "native_leak.py")
+    manifest.write_text('stages = ["eager"]\n[[models]]\nspec = "native_leak.py:Net"\ninputs = ["x=B,16"]\n')
     r = run_cli(
         "repair", "--manifest", str(manifest), "--out", str(tmp_path / "out"), "--report", str(tmp_path / "report")
     )

@@ -64,3 +64,23 @@ def test_bad_manifest_keys_are_one_line_user_errors(tmp_path: Path) -> None:
         manifest.write_text(f'[[models]]\nspec = "m.py:Net"\n{bad}\n')
         with pytest.raises(UserError, match=word):
             load_models(manifest=str(manifest))
+
+
+def test_a_manifest_model_outside_its_project_is_refused_before_any_probe(tmp_path: Path) -> None:
+    # Its patch named the file a//<absolute path>, which `git apply` rejects (issue 19, item 8b).
+    import pytest
+
+    from bisector.batch import load_models
+    from bisector.errors import UserError
+
+    (tmp_path / "p").mkdir()
+    (tmp_path / "p" / "pyproject.toml").write_text("[project]\nname = 'p'\n")
+    (tmp_path / "outside").mkdir()
+    (tmp_path / "outside" / "m.py").write_text("class Net: pass\n")
+    (tmp_path / "p" / "inside.py").write_text("class Net: pass\n")
+    manifest = tmp_path / "p" / "models.toml"
+    manifest.write_text('[[models]]\nspec = "inside.py:Net"\n[[models]]\nspec = "../outside/m.py:Net"\n')
+    with pytest.raises(UserError, match=r"model entry 2 \(\.\./outside/m\.py:Net\): .* is outside the project"):
+        load_models(manifest=str(manifest))
+    manifest.write_text('[[models]]\nspec = "inside.py:Net"\n')
+    assert [e.label for e in load_models(manifest=str(manifest))] == ["inside.py:Net"]

@@ -219,3 +219,48 @@ def test_repair_index_links_each_models_report(tmp_path) -> None:
         cli.main(["report", str(out)])
     assert exit_.value.code == 0 and (out / "native_leak-Net" / "index.html").is_file()
     assert load_document(out / "native_leak-Net")["spec"] == "native_leak.py:Net"
+
+
+# -- issue 19, item 8: what a hand-edited summary.json or report.json may hold --------------------
+
+
+def test_report_keeps_names_from_json_inside_out_and_links_relative(tmp_path) -> None:
+    from bisector.html_report import rerender, save_document
+
+    stored, out, outside = tmp_path / "stored", tmp_path / "out", tmp_path / "outside"
+    save_document(sample_doc(), outside)  # a model "named" with an absolute path
+    evil = "javascript:alert(1)//"
+    save_document(sample_doc(), stored / evil)
+    save_document(sample_doc(), stored / "native_leak-Net")
+    summary = {"models": [{"name": str(outside), "spec": "a.py:Net"}, {"name": evil, "spec": "b.py:Net"}]}
+    summary["models"].append({"name": "native_leak-Net", "spec": "native_leak.py:Net"})
+    (stored / "summary.json").write_text(json.dumps(summary))
+    pages = rerender(stored, out)
+    assert all(p.resolve().is_relative_to(out.resolve()) for p in pages), pages
+    assert not (outside / "index.html").exists()
+    index = (out / "index.html").read_text()
+    hrefs = re.findall(r"""href=["']([^"']*)""", index)
+    assert hrefs == ["native_leak-Net/index.html"]
+    assert "javascript:" not in index.replace("b.py:Net", "")
+
+
+def test_the_page_allows_its_own_style_and_script_by_hash_not_unsafe_inline(tmp_path) -> None:
+    import base64
+    import hashlib
+
+    doc = sample_doc()
+    doc["stages"]["../../escape"] = dict(doc["stages"]["eager"])  # a stage key from a hand-edited document
+    page = write_report(doc, tmp_path / "r")
+    assert sorted(p.name for p in (tmp_path / "r").iterdir()) == ["charts", "index.html", "report.json"]
+    assert all(p.parent == tmp_path / "r" / "charts" for p in (tmp_path / "r" / "charts").rglob("*"))
+    text = page.read_text()
+    csp = re.search(r'http-equiv="Content-Security-Policy" content="([^"]*)"', text).group(1)
+    assert "unsafe-inline" not in csp and "default-src 'none'" in csp
+    assert " style=" not in text  # a style attribute would need 'unsafe-inline'
+
+    def allowed(tag: str, directive: str) -> bool:
+        body = re.search(rf"<{tag}>(.*?)</{tag}>", text, re.S).group(1)
+        digest = base64.b64encode(hashlib.sha256(body.encode()).digest()).decode()
+        return f"'sha256-{digest}'" in re.search(rf"{directive} ([^;]*)", csp).group(1)
+
+    assert allowed("style", "style-src") and allowed("script", "script-src")
