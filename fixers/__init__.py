@@ -35,6 +35,7 @@ BUILTIN = (
     "bisector.fixers.finite_lru_cache",
     "bisector.fixers.bounded_containers",
     "bisector.fixers.tensor_bank",
+    "bisector.fixers.hook_once",
 )
 ENTRY_POINT_GROUP = "bisector.fixers"
 

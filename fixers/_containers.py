@@ -411,11 +411,12 @@ def uses(source: str, c: Container) -> list[Use]:
     return out
 
 
-def reachable(sources: Mapping[str, str], cls_name: str) -> set[str]:
-    """The functions a region's code runs: every method of the class (as "Cls.method") and the
-    module-level functions of the user's files they call, by name, transitively."""
+def reachable(sources: Mapping[str, str], cls_name: str, roots: tuple[str, ...] | None = None) -> set[str]:
+    """The functions a region's code runs: its methods named in roots (every method when None), as
+    "Cls.method", and what they call by name, transitively: its other methods and the module-level
+    functions of the user's files."""
     funcs: dict[str, list[cst.FunctionDef]] = {}
-    methods: list[cst.FunctionDef] = []
+    methods: dict[str, cst.FunctionDef] = {}
     for source in sources.values():
         module = _cst.parse(source)
         if module is None:
@@ -425,12 +426,16 @@ def reachable(sources: Mapping[str, str], cls_name: str) -> set[str]:
                 funcs.setdefault(node.name.value, []).append(node)
         for cls in _cst.classes(module):
             if cls.name.value == cls_name:
-                methods += [s for s in cls.body.body if isinstance(s, cst.FunctionDef)]
-    out = {f"{cls_name}.{fn.name.value}" for fn in methods}
-    todo = list(methods)
+                methods.update((s.name.value, s) for s in cls.body.body if isinstance(s, cst.FunctionDef))
+    start = [m for name, m in methods.items() if roots is None or name in roots]
+    out = {f"{cls_name}.{fn.name.value}" for fn in start}
+    todo = list(start)
     while todo:
         for name in _called(todo.pop()):
-            if name in funcs and name not in out:
+            if name in methods and f"{cls_name}.{name}" not in out:
+                out.add(f"{cls_name}.{name}")
+                todo.append(methods[name])
+            elif name in funcs and name not in out:
                 out.add(name)
                 todo += funcs[name]
     return out

@@ -15,6 +15,7 @@ FAMILY = [
     "finite-lru-cache",
     "bounded-containers",
     "tensor-bank",
+    "hook-once",
 ]
 
 
