@@ -130,3 +130,23 @@ def test_a_hook_registered_per_call_stays_one_and_fires_once_per_call() -> None:
         assert len(torch_module._global_forward_hooks) == before + 1
     finally:
         block._bisector__watch_hook_2.remove()
+
+
+def test_a_retention_path_picks_the_container_to_bound() -> None:
+    """With the walker's evidence, the fixer bounds the container it names, even one the region's
+    code does not reach by name (filled through another module's helper), and only that one."""
+    from bisector.fixers.base import FixTarget
+
+    src = (
+        "_A = {}\n_B = {}\n\n\ndef fill(k, v):\n    _A[k] = v\n    _B[k] = v\n\n\n"
+        "class Net:\n    def forward(self, x):\n        return x\n"
+    )
+    path = {"root": "global", "path": "m._B", "container": "dict", "attr": "_B", "defined_at": "m.py:2"}
+    target = FixTarget("eager", "shape-growth", region_type="m.Net", sources={"m.py": src}, figures={})
+    assert FIXERS["bounded-memo"].propose(target) == []  # forward never calls fill: nothing to go on
+    with_path = FixTarget(
+        "eager", "shape-growth", region_type="m.Net", sources={"m.py": src}, figures={"retention": (path,)}
+    )
+    (cand,) = FIXERS["bounded-memo"].propose(with_path)
+    after = cand.edits[0].after
+    assert "_B = _BisectorLRU(maxsize=_BISECTOR_MEMO_MAX)" in after and "_A = {}" in after
