@@ -23,6 +23,7 @@ import hashlib
 import os
 import re
 import shutil
+import statistics
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -79,6 +80,7 @@ class Evaluation:
     steady_before_bytes: float | None = None
     steady_after_bytes: float | None = None
     prevented_bytes: float | None = None
+    bound: int | None = None  # the entries the fix lets the container keep (judged past them)
 
     @property
     def fixer(self) -> str:
@@ -114,6 +116,7 @@ class Evaluation:
             "steady_before_bytes": self.steady_before_bytes,
             "steady_after_bytes": self.steady_after_bytes,
             "prevented_bytes": self.prevented_bytes,
+            "bound": self.bound,
             "costs_more_than_it_saves": costs_more_than_it_saves(self),
             "probe": dict(self.probe),
             "edits": [{"path": e.path, "summary": e.summary} for e in self.edits],
@@ -295,6 +298,51 @@ def region_total(figures: Mapping[str, Any], kind: str, unit: str, share: float)
     return float(figures.get(key) or share)
 
 
+def past_bound(
+    figures: Mapping[str, Any], kind: str, bound: int, before: Mapping[str, Any]
+) -> tuple[float, float, str] | None:
+    """A bounded container's growth once it is full: (after, before, unit) per call (a leak) or per
+    new shape, fitted over the curve's samples past the first `bound` calls or distinct shapes.
+    A memo bounded to N entries still grows over its first N new shapes, then stops: it is judged on
+    what follows, not averaged over the whole range. Judged on objects (the entries it holds) when
+    objects grew before, else on the bytes metric that decided. None when the schedule does not
+    reach past the bound (too few samples to judge: the whole range decides, as for any fix)."""
+    per = "call" if kind == LEAK else "new shape"
+    objects_before = before.get("objects_per_call" if kind == LEAK else "objects_per_new_shape")
+    if objects_before:
+        metric, before_rate, unit = "objects", float(objects_before), f"objects/{per}"
+    else:
+        metric = str(figures.get("growth_metric") or before.get("growth_metric") or "rss")
+        before_rate, unit = growth(before, kind)[0], f"bytes/{per}"
+    seen: set[tuple[Any, ...]] = set()
+    tail: list[float] = []
+    for n, s in enumerate(figures.get("samples") or (), 1):
+        seen.add(tuple(sorted((s.get("dims") or {}).items())))
+        entries = n if kind == LEAK else len(seen)
+        phase = "repeat" if kind == LEAK else "novel"
+        if s.get("phase") == phase and entries > bound and s.get(metric) is not None:
+            tail.append(float(s[metric]))
+    if len(tail) < 3:
+        return None
+    slope = statistics.linear_regression(range(len(tail)), tail).slope
+    return max(0.0, slope), before_rate, unit
+
+
+def flat_past_bound(figures: Mapping[str, Any], kind: str, bound: int | None, before: Mapping[str, Any]) -> str:
+    """Why a bounded fix counts as flat ("bounded at 8: +0.0 objects/new shape past the first 8,
+    was +3.0"), or "" when it does not (no bound, too few samples past it, or still growing)."""
+    if bound is None or kind not in (LEAK, Kind.SHAPE_GROWTH):
+        return ""
+    judged = past_bound(figures, kind, bound, before)
+    if judged is None:
+        return ""
+    after, was, unit = judged
+    if was <= 0 or after > (1 - KEEP_DROP) * was:
+        return ""
+    first = "calls" if kind == LEAK else "new shapes"
+    return f"bounded at {bound}: {_fmt(after, unit)} past the first {bound} {first}, was {_fmt(was, unit)}"
+
+
 def _figures(o: Outcome) -> dict[str, Any]:
     return {"kind": o.kind, **dict(o.figures), "message": o.message}
 
@@ -381,7 +429,9 @@ class Repairer:
         except Exception as exc:  # noqa: BLE001 - the edited model may break recording: a result
             raise CandidateFailed(f"recording the changed model's inputs failed: {exc}") from None
 
-    def confirm(self, c: Culprit, model: ModelSpec, probe: Mapping[str, Any]) -> tuple[bool, str]:
+    def confirm(
+        self, c: Culprit, model: ModelSpec, probe: Mapping[str, Any], bound: int | None = None
+    ) -> tuple[bool, str]:
         """The whole model measured again with another seed (other shapes, other inputs): a fix
         that only held for one schedule is not kept."""
         lab = self.lab.derive(model, probe)
@@ -394,6 +444,7 @@ class Repairer:
         whole_before = growth(model_before, c.kind)[0] if model_before else before
         after = 0.0 if o.kind == CLEAN else growth(o.figures, c.kind)[0]
         ok = o.kind == CLEAN or after <= whole_before - KEEP_DROP * before + 1e-9
+        ok = ok or bool(flat_past_bound(o.figures, c.kind, bound, model_before or c.figures))
         return ok, f"{_fmt(after, unit)}, {o.kind}"
 
     def model_before(self, c: Culprit) -> Mapping[str, Any]:
@@ -415,6 +466,7 @@ class Repairer:
         changes_outputs: bool,
         size: int,
         removes_behaviour: str = "",
+        bound: int | None = None,
     ) -> Evaluation:
         model = shadow_copy(self.lab.model, edits, self.shadow_root) if edits else self.lab.model
         base = dict(
@@ -428,6 +480,7 @@ class Repairer:
             edits=edits,
             probe=dict(probe),
             removes_behaviour=removes_behaviour,
+            bound=bound,
         )
         try:
             region_outcome, model_outcome = self.measure(c, model, probe)
@@ -450,9 +503,10 @@ class Repairer:
             changes_outputs,
             self.allow_output_changes,
             lambda: self.equivalence(c, model, probe, edits),
+            bound,
         )
         if verdict["kept"] and c.kind != UNSUPPORTED_OP:  # a stage that now runs: the outputs check covered the shapes
-            held, how = self.confirm(c, model, probe)
+            held, how = self.confirm(c, model, probe, bound)
             if not held:
                 verdict = {
                     **verdict,
@@ -492,6 +546,7 @@ class Repairer:
                 cand.changes_outputs,
                 cand.size,
                 cand.removes_behaviour,
+                getattr(cand, "bound", None),  # a plugin's Candidate may predate the field
             )
             for cand in candidates
         ]
@@ -566,10 +621,13 @@ def decide(
     changes_outputs: bool,
     allow_output_changes: bool,
     equivalence: Callable[[], Mapping[str, Any]],
+    bound: int | None = None,
 ) -> dict[str, Any]:
     """Keep or drop, and why: the region flat (clean, or growth down by KEEP_DROP), the whole
     model down by the culprit's share, outputs equivalent (or changed by design and allowed).
-    Outputs are compared only for a candidate that flattens the curve."""
+    Outputs are compared only for a candidate that flattens the curve. A fix that declares a bound
+    (a memo kept to N entries) is flat when growth stops past its first N calls or new shapes
+    (flat_past_bound), even where the average over the whole range is not."""
     none = dict(equivalent=None, max_abs_diff=None, max_rel_diff=None)
     if region.kind in (Kind.FAILED, Kind.CRASHED):
         return dict(
@@ -603,11 +661,18 @@ def decide(
     region_before = region_total(c.figures, c.kind, unit, before)
     change = f"{_fmt(region_before, unit)} -> {_fmt(after, unit)} ({region.kind})"
     saved = region_before - after
+    bounded = ""
     if not (region.kind == CLEAN or (before > 0 and after <= (1 - KEEP_DROP) * before + (region_before - before))):
-        return dict(**none, kept=False, saved=saved, reason=f"dropped: not flat enough: {change}")
+        bounded = flat_past_bound(region.figures, c.kind, bound, c.figures)
+        if not bounded:
+            return dict(**none, kept=False, saved=saved, reason=f"dropped: not flat enough: {change}")
+        change = f"{change}; {bounded}"
     whole_b = growth(whole_before, c.kind)[0] if whole_before else before
     whole_a = 0.0 if whole.kind == CLEAN else growth(whole.figures, c.kind)[0]
-    if not (whole.kind == CLEAN or whole_a <= whole_b - KEEP_DROP * before + 1e-9):
+    whole_flat = whole.kind == CLEAN or whole_a <= whole_b - KEEP_DROP * before + 1e-9
+    if not whole_flat and bounded:
+        whole_flat = bool(flat_past_bound(whole.figures, c.kind, bound, whole_before or c.figures))
+    if not whole_flat:
         return dict(
             **none,
             kept=False,

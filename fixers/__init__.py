@@ -31,6 +31,11 @@ BUILTIN = (
     "bisector.fixers.bounded_axes",
     "bisector.fixers.export_options",
     "bisector.fixers.missing_symbolic",
+    "bisector.fixers.bounded_memo",
+    "bisector.fixers.finite_lru_cache",
+    "bisector.fixers.bounded_containers",
+    "bisector.fixers.tensor_bank",
+    "bisector.fixers.hook_once",
 )
 ENTRY_POINT_GROUP = "bisector.fixers"
 

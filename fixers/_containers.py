@@ -5,10 +5,13 @@ keeps adding to."""
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 
 import libcst as cst
 from bisector.fixers import _cst
+from bisector.fixers._cst import GROW_METHODS
+from libcst.metadata import PositionProvider
 
 KEEP_LAST = 4  # items a bounded container keeps: the latest few stay readable
 
@@ -174,3 +177,482 @@ def bound_module_list(source: str, name: str) -> str | None:
 
 def _deque() -> cst.BaseExpression:
     return cst.parse_expression(f"collections.deque(maxlen={KEEP_LAST})")
+
+
+# -- containers at their definition: found, bounded at every (re)binding ------------------------------
+
+MEMO_MAX = 8  # entries a bounded memo keeps: small enough that a probe's schedule sees it stop growing
+KEEP_NAME = "_BISECTOR_KEEP_LAST"  # the named bound written into the user's code, next to the container
+MEMO_NAME = "_BISECTOR_MEMO_MAX"
+
+CTORS = {
+    "list": "list",
+    "deque": "deque",
+    "collections.deque": "deque",
+    "dict": "dict",
+    "OrderedDict": "OrderedDict",
+    "collections.OrderedDict": "OrderedDict",
+    "set": "set",
+}
+
+
+def kind_of(value: cst.BaseExpression | None) -> str:
+    """What a container literal or constructor makes: `[]` -> "list", `deque()` -> "deque", `{}` ->
+    "dict", `OrderedDict()`, `set()`; "" for anything else (an already bounded `deque(maxlen=8)`
+    included)."""
+    if isinstance(value, cst.List) and not value.elements:
+        return "list"
+    if isinstance(value, cst.Dict) and not value.elements:
+        return "dict"
+    if isinstance(value, cst.Call):
+        kind = CTORS.get(_cst.dotted(value.func), "")
+        if kind == "deque" and (len(value.args) > 1 or any(_kw(a) == "maxlen" for a in value.args)):
+            return ""  # a maxlen already bounds it
+        return kind
+    return ""
+
+
+def _kw(arg: cst.Arg) -> str:
+    return arg.keyword.value if arg.keyword is not None else ""
+
+
+@dataclass(frozen=True)
+class Container:
+    """A container defined in the user's code: on instances (`self.recent = deque()` in a method
+    of cls), on a class (`registry = []` in its body), at module level (`_MEMO = {}`), or as a
+    mutable default argument (`def f(x, cache={})`, where func names the function)."""
+
+    path: str
+    scope: str  # "self" | "class" | "module" | "default"
+    name: str  # the attribute, global or parameter
+    kind: str  # list, deque, dict, OrderedDict, set
+    cls: str = ""  # the class, for "self" and "class"
+    func: str = ""  # the function ("Net.forward", "causal_mask"), for "default"
+    line: int = 0  # where it is defined (1-based)
+
+    def refers(self, expr: str, stack: list[str], cls_of: Callable[[list[str]], str]) -> bool:
+        """Does the dotted expression, written where stack says, name this container?"""
+        here = cls_of(stack)
+        if self.scope == "self":
+            return expr == f"self.{self.name}" and here == self.cls
+        if self.scope == "class":
+            return expr in (f"{self.cls}.{self.name}",) or (
+                here == self.cls and expr in (f"self.{self.name}", f"cls.{self.name}")
+            )
+        if self.scope == "module":
+            return expr == self.name
+        return expr == self.name and ".".join(stack) == self.func
+
+    @property
+    def label(self) -> str:
+        return {"self": f"self.{self.name}", "class": f"{self.cls}.{self.name}", "module": self.name}.get(
+            self.scope, f"{self.func}(..., {self.name}=...)"
+        )
+
+
+class _Frames(cst.CSTVisitor):
+    """A visitor that knows the enclosing classes and functions: stack holds their names, kinds
+    whether each is a "class" or a "def"."""
+
+    METADATA_DEPENDENCIES = (PositionProvider,)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stack: list[str] = []
+        self.kinds: list[str] = []
+
+    def visit_ClassDef(self, node: cst.ClassDef) -> None:
+        self.stack.append(node.name.value)
+        self.kinds.append("class")
+
+    def leave_ClassDef(self, node: cst.ClassDef) -> None:
+        self.stack.pop()
+        self.kinds.pop()
+
+    def visit_FunctionDef(self, node: cst.FunctionDef) -> None:
+        self.stack.append(node.name.value)
+        self.kinds.append("def")
+
+    def leave_FunctionDef(self, node: cst.FunctionDef) -> None:
+        self.stack.pop()
+        self.kinds.pop()
+
+    def cls_of(self, stack: list[str]) -> str:
+        """The class whose method (or body) this is: the innermost class in the stack."""
+        for name, kind in zip(reversed(self.stack), reversed(self.kinds)):
+            if kind == "class":
+                return name
+        return ""
+
+    def line(self, node: cst.CSTNode) -> int:
+        return self.get_metadata(PositionProvider, node).start.line
+
+
+def containers(path: str, source: str) -> list[Container]:
+    """Every container defined empty in a file, once each (the first binding is its definition;
+    resets are found when it is bounded)."""
+    module = _cst.parse(source)
+    if module is None:
+        return []
+    out: dict[tuple[str, str, str, str], Container] = {}
+
+    class V(_Frames):
+        def _add(self, target: cst.BaseExpression, value: cst.BaseExpression | None, node: cst.CSTNode) -> None:
+            kind = kind_of(value)
+            if not kind:
+                return
+            inner = self.kinds[-1] if self.kinds else ""
+            name = _cst.dotted(target)
+            if not self.stack and isinstance(target, cst.Name):
+                c = Container(path, "module", name, kind, line=self.line(node))
+            elif inner == "class" and isinstance(target, cst.Name):
+                c = Container(path, "class", name, kind, cls=self.stack[-1], line=self.line(node))
+            elif inner == "def" and name.startswith("self.") and name.count(".") == 1 and self.cls_of(self.stack):
+                c = Container(path, "self", name[5:], kind, cls=self.cls_of(self.stack), line=self.line(node))
+            else:
+                return
+            out.setdefault((c.scope, c.cls, c.name, c.func), c)
+
+        def visit_Assign(self, node: cst.Assign) -> None:
+            if len(node.targets) == 1:
+                self._add(node.targets[0].target, node.value, node)
+
+        def visit_AnnAssign(self, node: cst.AnnAssign) -> None:
+            self._add(node.target, node.value, node)
+
+        def visit_FunctionDef(self, node: cst.FunctionDef) -> None:
+            super().visit_FunctionDef(node)
+            func = ".".join(self.stack)
+            for p in node.params.params + node.params.kwonly_params + node.params.posonly_params:
+                kind = kind_of(p.default)
+                if kind:
+                    c = Container(path, "default", p.name.value, kind, func=func, line=self.line(p))
+                    out.setdefault((c.scope, c.cls, c.name, c.func), c)
+
+    cst.MetadataWrapper(module).visit(V())
+    return list(out.values())
+
+
+@dataclass(frozen=True)
+class Use:
+    """Where code touches a container: what it does ("append", "store" for `X[k] = v`, "setdefault",
+    "evict" for del/pop/popitem, "read"), in which function ("Net.forward"), at which line."""
+
+    what: str
+    where: str
+    line: int
+
+
+EVICT_METHODS = ("pop", "popitem", "popleft", "remove", "discard")
+
+
+def uses(source: str, c: Container) -> list[Use]:
+    """How the file's code uses c: grows it, stores into it, evicts from it, or reads it."""
+    module = _cst.parse(source)
+    if module is None:
+        return []
+    out: list[Use] = []
+
+    class V(_Frames):
+        def _mine(self, node: cst.BaseExpression) -> bool:
+            return c.refers(_cst.dotted(node), self.stack, self.cls_of)
+
+        def _use(self, what: str, node: cst.CSTNode) -> None:
+            out.append(Use(what, ".".join(self.stack), self.line(node)))
+
+        def visit_Call(self, node: cst.Call) -> bool:
+            f = node.func
+            if isinstance(f, cst.Attribute) and self._mine(f.value):
+                m = f.attr.value
+                self._use(
+                    "grow"
+                    if m in GROW_METHODS
+                    else "evict"
+                    if m in EVICT_METHODS
+                    else m
+                    if m in ("setdefault", "clear")
+                    else "read",
+                    node,
+                )
+                for a in node.args:
+                    a.visit(self)
+                return False
+            return True
+
+        def visit_Assign(self, node: cst.Assign) -> bool:
+            for t in node.targets:
+                if isinstance(t.target, cst.Subscript) and self._mine(t.target.value):
+                    self._use("store", node)
+                elif self._mine(t.target):
+                    self._use("bind", node)
+                else:
+                    t.visit(self)
+            node.value.visit(self)
+            return False
+
+        def visit_Del(self, node: cst.Del) -> bool:
+            t = node.target
+            if isinstance(t, cst.Subscript) and self._mine(t.value):
+                self._use("evict", node)
+                return False
+            return True
+
+        def visit_Attribute(self, node: cst.Attribute) -> bool:
+            if self._mine(node):
+                self._use("read", node)
+                return False
+            return True
+
+        def visit_Name(self, node: cst.Name) -> None:
+            if c.scope in ("module", "default") and self._mine(node):
+                self._use("read", node)
+
+    cst.MetadataWrapper(module).visit(V())
+    return out
+
+
+def reachable(sources: Mapping[str, str], cls_name: str, roots: tuple[str, ...] | None = None) -> set[str]:
+    """The functions a region's code runs: its methods named in roots (every method when None), as
+    "Cls.method", and what they call by name, transitively: its other methods and the module-level
+    functions of the user's files."""
+    funcs: dict[str, list[cst.FunctionDef]] = {}
+    methods: dict[str, cst.FunctionDef] = {}
+    for source in sources.values():
+        module = _cst.parse(source)
+        if module is None:
+            continue
+        for node in module.body:
+            if isinstance(node, cst.FunctionDef):
+                funcs.setdefault(node.name.value, []).append(node)
+        for cls in _cst.classes(module):
+            if cls.name.value == cls_name:
+                methods.update((s.name.value, s) for s in cls.body.body if isinstance(s, cst.FunctionDef))
+    start = [m for name, m in methods.items() if roots is None or name in roots]
+    out = {f"{cls_name}.{fn.name.value}" for fn in start}
+    todo = list(start)
+    while todo:
+        for name in _called(todo.pop()):
+            if name in methods and f"{cls_name}.{name}" not in out:
+                out.add(f"{cls_name}.{name}")
+                todo.append(methods[name])
+            elif name in funcs and name not in out:
+                out.add(name)
+                todo += funcs[name]
+    return out
+
+
+def _called(fn: cst.FunctionDef) -> set[str]:
+    names: set[str] = set()
+
+    class V(cst.CSTVisitor):
+        def visit_Call(self, node: cst.Call) -> None:
+            if isinstance(node.func, cst.Name):
+                names.add(node.func.value)
+            elif isinstance(node.func, cst.Attribute):
+                names.add(node.func.attr.value)
+
+    fn.visit(V())
+    return names
+
+
+def retained(figures: Mapping[str, object], containers: tuple[str, ...]) -> list[Mapping[str, object]]:
+    """The culprit's retention paths (bisector's walker, when it ran) whose container is one of
+    these types: the evidence of what holds the growth. Empty when there is none."""
+    paths = figures.get("retention") or ()
+    if not isinstance(paths, (list, tuple)):
+        return []
+    return [p for p in paths if isinstance(p, Mapping) and str(p.get("container", "")) in containers]
+
+
+def chosen(c: Container, paths: list[Mapping[str, object]]) -> bool:
+    """Is c the container a retention path names (by its last name, and its file when given)?"""
+    for p in paths:
+        if str(p.get("attr", "")) != c.name:
+            continue
+        at = str(p.get("defined_at", "")).rsplit(":", 1)[0]
+        if not at or c.path.endswith(at) or at.endswith(c.path):
+            return True
+    return False
+
+
+def pick(
+    target_sources: Mapping[str, str],
+    cls_name: str,
+    figures: Mapping[str, object],
+    kinds: tuple[str, ...],
+    retention_types: tuple[str, ...],
+    grown: Callable[[list[Use], set[str]], bool],
+) -> list[tuple[str, Container, list[Use]]]:
+    """The containers of these kinds to bound, with their file's source and uses: those a retention
+    path names when there is one, else those grown (grown(uses, reachable)) by the region's code."""
+    paths = retained(figures, retention_types)
+    reach = reachable(target_sources, cls_name) if cls_name else set()
+    out = []
+    for path, source in target_sources.items():
+        for c in containers(path, source):
+            if c.kind not in kinds:
+                continue
+            if paths and not chosen(c, paths):
+                continue
+            u = uses(source, c)
+            if grown(u, reach if not paths else {x.where for x in u}):
+                out.append((source, c, u))
+    return out
+
+
+def constant_line(source: str, name: str, value: int, why: str) -> str:
+    """`NAME = value  # why`, the bound written into the user's code next to the container; "" when
+    the file already defines NAME (a second container of the file shares it)."""
+    if re.search(rf"^{re.escape(name)}\s*=", source, re.M):
+        return ""
+    return f"{name} = {value}  # {why}\n"
+
+
+def with_block(source: str, code: str, before_line: int) -> str:
+    """code (top-level statements) inserted just before the top-level statement holding
+    before_line, taking over its leading blank lines and comments so the two sit together."""
+    module = _cst.parse(source)
+    if module is None:
+        return source
+    wrapper = cst.MetadataWrapper(module)
+    pos = wrapper.resolve(PositionProvider)
+    body = list(wrapper.module.body)
+    at = next((i for i, node in enumerate(body) if pos[node].end.line >= before_line), len(body))
+    stmts = list(cst.parse_module(code).body)
+    if at < len(body):
+        stmts[0] = stmts[0].with_changes(leading_lines=body[at].leading_lines)
+        body[at] = body[at].with_changes(leading_lines=[])
+    body[at:at] = stmts
+    return wrapper.module.with_changes(body=body).code
+
+
+def rebind(
+    source: str, c: Container, value: Callable[[cst.BaseExpression], cst.BaseExpression | None]
+) -> tuple[str, int]:
+    """Every binding of c (its definition and each reset) with value(old) in place of the old value
+    (None leaves it). Returns the source and how many bindings changed, and -1 when some binding
+    assigns what value() cannot bound (a reset to a plain list would unbound the container)."""
+    module = _cst.parse(source)
+    if module is None:
+        return source, 0
+    changed = 0
+    unbounded = False
+
+    class T(_cst.ScopedTransformer):
+        def __init__(self) -> None:
+            super().__init__()
+            self.kinds: list[str] = []
+
+        def visit_ClassDef(self, node: cst.ClassDef) -> None:
+            super().visit_ClassDef(node)
+            self.kinds.append("class")
+
+        def leave_ClassDef(self, o: cst.ClassDef, u: cst.ClassDef) -> cst.ClassDef:
+            self.kinds.pop()
+            return super().leave_ClassDef(o, u)
+
+        def visit_FunctionDef(self, node: cst.FunctionDef) -> None:
+            super().visit_FunctionDef(node)
+            self.kinds.append("def")
+
+        def cls_of(self, stack: list[str]) -> str:
+            for name, kind in zip(reversed(self.stack), reversed(self.kinds)):
+                if kind == "class":
+                    return name
+            return ""
+
+        def _mine(self, target: cst.BaseExpression) -> bool:
+            expr = _cst.dotted(target)
+            if c.scope == "class" and self.kinds[-1:] == ["class"] and self.stack[-1] == c.cls:
+                return expr == c.name  # the class body's definition
+            if c.scope == "module" and isinstance(target, cst.Name):
+                return expr == c.name and (not self.stack or c.name in self.globals)
+            return c.scope in ("self", "class") and c.refers(expr, self.stack, self.cls_of)
+
+        globals: set[str] = set()
+
+        def visit_Global(self, node: cst.Global) -> None:
+            T.globals = T.globals | {n.name.value for n in node.names}
+
+        def _new(self, old: cst.BaseExpression) -> cst.BaseExpression:
+            nonlocal changed, unbounded
+            new = value(old)
+            if new is None:
+                unbounded = True
+                return old
+            changed += 1
+            return new
+
+        def leave_Assign(self, o: cst.Assign, u: cst.Assign) -> cst.Assign:
+            if len(u.targets) == 1 and self._mine(u.targets[0].target):
+                return u.with_changes(value=self._new(u.value))
+            return u
+
+        def leave_AnnAssign(self, o: cst.AnnAssign, u: cst.AnnAssign) -> cst.AnnAssign:
+            if u.value is not None and self._mine(u.target):
+                return u.with_changes(value=self._new(u.value))
+            return u
+
+        def leave_Param(self, o: cst.Param, u: cst.Param) -> cst.Param:
+            if c.scope == "default" and u.name.value == c.name and ".".join(self.stack) == c.func and u.default:
+                return u.with_changes(default=self._new(u.default))
+            return u
+
+        def leave_FunctionDef(self, o: cst.FunctionDef, u: cst.FunctionDef) -> cst.FunctionDef:
+            self.kinds.pop()
+            return super().leave_FunctionDef(o, u)
+
+    T.globals = set()
+    new = module.visit(T()).code
+    return new, (-1 if unbounded else changed)
+
+
+def trim_grows(source: str, c: Container, keep: str, reach: set[str] | None = None) -> str | None:
+    """`del X[:-keep]` after every statement that grows list c (as the code names it there: `self.x`,
+    `Net.x`, `X`), in the functions of reach (every function when None)."""
+    module = _cst.parse(source)
+    if module is None:
+        return None
+    done = 0
+
+    class T(_cst.ScopedTransformer):
+        def __init__(self) -> None:
+            super().__init__()
+            self.kinds: list[str] = []
+
+        def visit_ClassDef(self, node: cst.ClassDef) -> None:
+            super().visit_ClassDef(node)
+            self.kinds.append("class")
+
+        def leave_ClassDef(self, o: cst.ClassDef, u: cst.ClassDef) -> cst.ClassDef:
+            self.kinds.pop()
+            return super().leave_ClassDef(o, u)
+
+        def visit_FunctionDef(self, node: cst.FunctionDef) -> None:
+            super().visit_FunctionDef(node)
+            self.kinds.append("def")
+
+        def leave_FunctionDef(self, o: cst.FunctionDef, u: cst.FunctionDef) -> cst.FunctionDef:
+            self.kinds.pop()
+            return super().leave_FunctionDef(o, u)
+
+        def cls_of(self, stack: list[str]) -> str:
+            for name, kind in zip(reversed(self.stack), reversed(self.kinds)):
+                if kind == "class":
+                    return name
+            return ""
+
+        def leave_SimpleStatementLine(self, o: cst.SimpleStatementLine, u: cst.SimpleStatementLine):
+            nonlocal done
+            if reach is not None and ".".join(self.stack) not in reach:
+                return u
+            for stmt in u.body:
+                call = _cst.call_of(stmt)
+                if call and call[1] in GROW_METHODS and c.refers(call[0], self.stack, self.cls_of):
+                    done += 1
+                    trim = cst.parse_statement(f"del {call[0]}[:-{keep}]  # keep only the latest {keep}\n")
+                    return cst.FlattenSentinel([u, trim])
+            return u
+
+    after = module.visit(T()).code
+    return after if done else None

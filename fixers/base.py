@@ -70,6 +70,9 @@ class Candidate:
     # Why the candidate takes away something the user's code relies on (data read elsewhere);
     # "" when it keeps behaviour. Such a fix ranks after every one that keeps it.
     removes_behaviour: str = ""
+    # The entries (items, rows, calls) the fix lets the container keep: it still grows over the
+    # first `bound` new shapes (or calls) and then stops, and is judged on what comes after.
+    bound: int | None = None
 
 
 @dataclass(frozen=True)

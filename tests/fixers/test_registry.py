@@ -6,7 +6,17 @@ from __future__ import annotations
 from bisector.fixers import all_fixers, family_of, names, select
 from bisector.fixers.base import PYTHON_LEAKS
 
-FAMILY = ["append-only", "accumulated-history", "shape-cache", "collecting-hooks"]
+FAMILY = [
+    "append-only",
+    "accumulated-history",
+    "shape-cache",
+    "collecting-hooks",
+    "bounded-memo",
+    "finite-lru-cache",
+    "bounded-containers",
+    "tensor-bank",
+    "hook-once",
+]
 
 
 def test_python_leaks_is_the_family_of_one_fixer_per_pattern() -> None:

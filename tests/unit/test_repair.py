@@ -218,3 +218,59 @@ def test_a_region_named_beyond_its_children_is_judged_on_its_own_share() -> None
     assert d["kept"], d["reason"]
     same = Outcome("leak", {"objects_per_call": 3.0, "exact": True})
     assert not decide(own, same, same, whole_before, False, False, lambda: {"equivalent": True})["kept"]
+
+
+def _memo_curve(stops_after: int | None) -> list[dict]:
+    """A schedule of 4 repeated shapes then 8 new ones (12 distinct), the memo gaining 3 objects
+    and 2 MB per distinct shape until it holds stops_after of them (None: it never stops)."""
+    samples, seen = [], []
+    shapes = [8, 16, 24, 32] * 3 + [40 + 8 * i for i in range(8)]
+    for i, t in enumerate(shapes):
+        if t not in seen:
+            seen.append(t)
+        held = len(seen) if stops_after is None else min(len(seen), stops_after)
+        phase = "repeat" if i < 12 else "novel"
+        samples.append({"phase": phase, "dims": {"t": t}, "objects": 1000.0 + 3 * held, "rss": 1e8 + 2e6 * len(seen)})
+    return samples
+
+
+def test_a_bounded_memo_is_judged_past_its_bound() -> None:
+    """A cache bounded to N entries still grows over its first N new shapes, then stops: averaged
+    over the whole range it looks barely flatter (+2.0 MB -> +1.6 MB per new shape, the entries
+    growing with the shapes), and without its bound it is dropped; judged past the bound (the
+    objects it holds stop growing) it is kept. One that keeps growing past its bound, or whose
+    bound the schedule never reaches, is still dropped."""
+    figures = {"growth_bytes_per_new_shape": 2e6, "objects_per_new_shape": 3.0, "exact": False, "growth_metric": "rss"}
+    memo = Culprit("layer1.0", "eager", "shape-growth", True, "", figures, (), "")
+
+    def after(samples):
+        return Outcome(
+            "shape-growth",
+            {"growth_bytes_per_new_shape": 1.6e6, "objects_per_new_shape": 1.2, "exact": False, "samples": samples},
+        )
+
+    def judge(o, bound):
+        return decide(memo, o, o, figures, False, False, lambda: {"equivalent": True}, bound)
+
+    bounded = after(_memo_curve(stops_after=8))
+    no_bound = judge(bounded, None)
+    assert not no_bound["kept"] and "not flat enough: +2.0 MB/new shape -> +1.6 MB/new shape" in no_bound["reason"]
+    kept = judge(bounded, 8)
+    assert kept["kept"], kept["reason"]
+    assert (
+        "bounded at 8: +0.0 objects/new shape past the first 8 new shapes, was +3.0 objects/new shape" in kept["reason"]
+    )
+    assert not judge(after(_memo_curve(stops_after=None)), 8)["kept"]  # still growing past the bound
+    assert not judge(bounded, 20)["kept"]  # the schedule never gets past the bound: the whole range decides
+
+
+def test_a_bounded_tensor_is_judged_on_bytes_when_objects_never_grew() -> None:
+    """One tensor gaining a row per call: objects flat, bytes growing. Trimmed to N rows, bytes stop
+    after N calls; judged on bytes past the bound."""
+    figures = {"growth_bytes_per_call": 1024.0, "objects_per_call": 0.0, "exact": False, "growth_metric": "rss"}
+    bank = Culprit("head", "eager", "leak", True, "", figures, (), "")
+    samples = [{"phase": "repeat", "dims": {"n": 4}, "rss": 1e8 + 1024.0 * min(i, 8)} for i in range(1, 25)]
+    o = Outcome("leak", {"growth_bytes_per_call": 400.0, "exact": False, "samples": samples})
+    d = decide(bank, o, o, figures, False, False, lambda: {"equivalent": True}, 8)
+    assert d["kept"] and "bounded at 8: 0 B/call past the first 8 calls" in d["reason"], d["reason"]
+    assert not decide(bank, o, o, figures, False, False, lambda: {"equivalent": True})["kept"]
