@@ -1,7 +1,8 @@
 """Processes of a probe's tree, read from Linux /proc (stdlib only: the probe child uses it too).
 
 A probe's tree is its process group (the probe leads its own) plus everything below it; a probe
-is a child subreaper (see child.die_with_parent), so what its model daemonizes stays below it.
+is a child subreaper (see child.die_with_parent), so what its model daemonizes stays below it while
+the probe lives. What escapes once the probe dies abnormally is caught by its box (containment.py).
 """
 
 from __future__ import annotations
@@ -92,3 +93,22 @@ def kill_descendants() -> int:
             except OSError:
                 pass
     return killed
+
+
+def rss_bytes(pid: int) -> int:
+    """Resident memory of one process (0 when it is gone)."""
+    try:
+        with open(f"/proc/{pid}/statm", "rb") as fh:
+            return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
+def footprint(members: Iterable[int]) -> int:
+    """Memory of a process tree as the memory cap counts it: its largest process's RSS plus the
+    private memory of every other member (pages a forked helper still shares with it count once)."""
+    rss = {p: rss_bytes(p) for p in members}
+    if not rss:
+        return 0
+    main = max(rss, key=lambda p: rss[p])
+    return rss[main] + sum(private_bytes(p) for p in rss if p != main)
