@@ -42,7 +42,7 @@ import weakref
 from dataclasses import dataclass
 from pathlib import Path
 
-from bisector.probe.procs import footprint, process_tree, stat
+from bisector.probe.procs import first_child, footprint, process_tree, stat
 
 ENV = "BISECTOR_CONTAINMENT"
 CGROUP = "cgroup"
@@ -168,7 +168,9 @@ class Box:
 
     def __init__(self, mem_cap: int | None = None) -> None:
         self.kind = mechanism()
-        self.root: int | None = None  # the child's pid (the supervisor's, in subreaper mode)
+        self.root: int | None = None  # the child's pid (its supervisor's, when it has one)
+        self.supervised = False  # started with command(): root is a supervisor above the command
+        self._main: int | None = None
         self.path: Path | None = None
         if self.kind == CGROUP:
             parent = _STATE["parent"]
@@ -188,6 +190,7 @@ class Box:
     def command(self, argv: list[str]) -> list[str]:
         """argv, run below a supervisor that enters the box (its cgroup, if any) before argv
         starts, and ends everything in it when argv ends or bisector goes."""
+        self.supervised = True
         where = ["--cgroup", str(self.path)] if self.path is not None else []
         return [sys.executable, "-m", "bisector.probe.containment", *where, "--", *argv]
 
@@ -210,9 +213,18 @@ class Box:
             return found
         return process_tree(self.root) if self.root else {}
 
+    def main(self) -> int | None:
+        """The process the user's code runs in: the supervisor's command, else the root."""
+        if not self.supervised or self.root is None:
+            return self.root
+        if self._main is None:
+            self._main = first_child(self.root)
+        return self._main or self.root
+
     def footprint(self) -> int:
-        """Memory of the whole box: its largest process's RSS plus what every other one holds alone."""
-        return footprint(self.members())
+        """Memory of the whole box: the main process's RSS plus what every other one holds alone."""
+        main = self.main()
+        return footprint(main, self.members()) if main else 0
 
     def oom_killed(self) -> bool:
         """The kernel's memory.max killed something in the box (cgroup with memory controller)."""

@@ -443,8 +443,8 @@ class ProbePool:
         self._running[pid] = (box, tree)
         if self.closed:  # interrupted while this child was starting
             _kill_tree(pid, tree, box)
-        # The process whose RSS is read every poll: the largest of the tree at the last scan (the
-        # probe, not the supervisor above a --fresh probe); the rest count their private memory.
+        # The process whose RSS is read every poll: the probe (not the supervisor above a --fresh
+        # probe); the rest of the box counts its private memory.
         main = pid
         peak = 0
         others = 0  # private memory of the rest of the tree at the last scan
@@ -465,8 +465,7 @@ class ProbePool:
                             next_scan = elapsed + TREE_SCAN_S
                             members = {**process_tree(pid), **box.members()}
                             tree.update(members)
-                            sizes = {p: rss_bytes(p) for p in members}
-                            main = max(sizes, key=lambda p: sizes[p]) if sizes else pid
+                            main = box.main() or pid
                             others = sum(private_bytes(p) for p in members if p != main)
                         rss = rss_bytes(main)
                         peak = max(peak, rss + others)

@@ -104,11 +104,26 @@ def rss_bytes(pid: int) -> int:
         return 0
 
 
-def footprint(members: Iterable[int]) -> int:
-    """Memory of a process tree as the memory cap counts it: its largest process's RSS plus the
+def footprint(main: int, members: Iterable[int]) -> int:
+    """Memory of a process tree as the memory cap counts it: the main process's RSS plus the
     private memory of every other member (pages a forked helper still shares with it count once)."""
-    rss = {p: rss_bytes(p) for p in members}
-    if not rss:
-        return 0
-    main = max(rss, key=lambda p: rss[p])
-    return rss[main] + sum(private_bytes(p) for p in rss if p != main)
+    return rss_bytes(main) + sum(private_bytes(p) for p in members if p != main)
+
+
+def first_child(pid: int) -> int | None:
+    """The oldest live child of pid (a supervisor's own command, not the orphans it adopted later)."""
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children", "rb") as fh:
+            kids = [int(x) for x in fh.read().split()]
+    except (OSError, ValueError):
+        kids = [p for p, st in _all_stats().items() if st[0] == pid]
+    started = {k: st[3] for k in kids if (st := stat(k)) is not None and st[2] != "Z"}
+    return min(started, key=lambda k: started[k]) if started else None
+
+
+def _all_stats() -> dict[int, tuple[int, int, str, int]]:
+    found = {}
+    for name in os.listdir("/proc"):
+        if name.isdigit() and (st := stat(int(name))) is not None:
+            found[int(name)] = st
+    return found
