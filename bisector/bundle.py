@@ -33,6 +33,8 @@ from bisector.fixers.base import UNSUPPORTED_OP
 from bisector.kinds import Kind
 from bisector.marks import BUNDLE, mark, owned, real_dir
 from bisector.plots import stage_chart
+from bisector.probe import containment
+from bisector.probe.pool import default_mem_cap
 from bisector.project import project_root
 from bisector.repair import user_sources
 from bisector.units import format_bytes
@@ -221,21 +223,21 @@ def write_bundle(report: Any, target: BundleTarget, out: str | Path, timeout_s: 
     # The child imports bisector from wherever this process did (an editable checkout or site-packages).
     root = str(Path(__file__).resolve().parent.parent)
     env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
-    try:
-        done = subprocess.run(
-            [sys.executable, "-m", "bisector.bundle_child", str(folder)],
-            capture_output=True,
-            text=True,
-            timeout=timeout_s,
-            env=env,
-        )
-        if done.returncode not in (0, 1):
-            error = (
-                f"the bundle's child process exited with {done.returncode}: "
-                f"{(done.stderr.strip().splitlines() or [''])[-1]}"
-            )
-    except subprocess.TimeoutExpired:
+    # Contained as a probe is (probe/containment.py), under the run's own memory cap: what the
+    # model starts (a daemon at import) is killed when the child ends, and never outlives bisector.
+    done = containment.run(
+        [sys.executable, "-m", "bisector.bundle_child", str(folder)],
+        timeout_s=timeout_s,
+        mem_cap=options.mem_cap or default_mem_cap(),
+        env=env,
+    )
+    if done.stopped == "timeout":
         error = f"the bundle's child process took more than {timeout_s:.0f} s"
+    elif done.stopped == "memory-cap":
+        error = f"the bundle's child process went over the memory cap ({done.peak_bytes >> 20} MB)"
+    elif done.returncode not in (0, 1):
+        last = (done.stderr.decode("utf-8", "replace").strip().splitlines() or [""])[-1]
+        error = f"the bundle's child process exited with {done.returncode}: {last}"
     child: dict[str, Any] = {}
     try:
         child = json.loads((folder / "child.json").read_text())

@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
-import subprocess
 import sys
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -24,6 +22,8 @@ from pathlib import Path
 from typing import Any
 
 from bisector.errors import UserError
+from bisector.probe import containment
+from bisector.probe.pool import default_mem_cap
 from bisector.spec import INPUTS_HOOK, ModelSpec, default_range, parse_dim
 
 GRAMMAR = (
@@ -54,12 +54,15 @@ class Inferred:
         return {"inputs": list(self.inputs), "dims": list(self.dims), "source": self.source}
 
 
-def infer(model: ModelSpec, dims: Iterable[str] = (), timeout_s: float = DEFAULT_TIMEOUT_S) -> Inferred:
+def infer(
+    model: ModelSpec, dims: Iterable[str] = (), timeout_s: float = DEFAULT_TIMEOUT_S, mem_cap: int | None = None
+) -> Inferred:
     """Infer the inputs of `model`, keeping the user's --dim ranges (`dims`) as given. Meant for
     when neither --input, a bisector_inputs hook nor [tool.bisector] gave any; raises UserError
-    (exit 2) with what was tried when nothing fits."""
+    (exit 2) with what was tried when nothing fits. The child runs under the probes' limits
+    (mem_cap: the probes' default cap when None) and in a box of its own (containment.py)."""
     given = dict(parse_dim(d) for d in dims)
-    answer = _run_child(model, given, timeout_s)
+    answer = _run_child(model, given, timeout_s, mem_cap)
     tried = [f"{INPUTS_HOOK} hook: none in {Path(model.path).name}", "[tool.bisector] inputs: none"]
     tried += answer.get("tried", [])
     if answer.get("error"):
@@ -76,47 +79,40 @@ def infer(model: ModelSpec, dims: Iterable[str] = (), timeout_s: float = DEFAULT
     return Inferred(inputs=tuple(answer["inputs"]), dims=extra, source=str(answer.get("source", "")))
 
 
-def _run_child(model: ModelSpec, given: dict[str, tuple[int, int]], timeout_s: float) -> dict[str, Any]:
-    """The child's JSON answer; a crash or a timeout becomes {"error": ...}."""
+def _run_child(
+    model: ModelSpec, given: dict[str, tuple[int, int]], timeout_s: float, mem_cap: int | None = None
+) -> dict[str, Any]:
+    """The child's JSON answer; a crash, a timeout or the memory cap becomes {"error": ...}."""
     env = dict(os.environ)
     # The child imports bisector from wherever this process did (an editable checkout or site-packages).
     root = str(Path(__file__).resolve().parent.parent)
     env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
     env["BISECTOR_PARENT_PID"] = str(os.getpid())
     request = json.dumps({"model": model.to_json(), "dims": {s: list(r) for s, r in given.items()}})
-    proc = subprocess.Popen(
+    if mem_cap is None:
+        mem_cap = default_mem_cap()
+    # Contained: a daemon the model starts at import (holding the child's pipes) is killed when
+    # the child ends, so it neither keeps bisector waiting nor outlives it (Ctrl-C kills the box).
+    r = containment.run(
         [sys.executable, "-m", "bisector.probe.infer_child", "-"],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
+        stdin=request.encode(),
+        timeout_s=timeout_s,
+        mem_cap=mem_cap,
         env=env,
-        start_new_session=True,  # its own group: killed whole on timeout or Ctrl-C, model's processes included
+        stdout_head=4 << 20,  # stdout carries the answer alone (the model's prints go to stderr)
     )
-    try:
-        out, err = proc.communicate(request.encode(), timeout=timeout_s)
-    except subprocess.TimeoutExpired:
-        _kill_group(proc)
+    if r.stopped == "timeout":
         return {"error": f"the child that builds the model took more than {timeout_s:.0f} s"}
-    except BaseException:
-        _kill_group(proc)
-        raise
-    # (What the model left running the child has killed as it ended, as a probe does.)
+    if r.stopped == "memory-cap":
+        return {"error": f"the child that builds the model went over the memory cap ({r.peak_bytes >> 20} MB)"}
     try:
-        answer = json.loads(out.decode("utf-8", "replace"))
+        answer = json.loads(r.stdout.decode("utf-8", "replace"))
         if isinstance(answer, dict):
             return answer
     except ValueError:
         pass
-    how = f"signal {-proc.returncode}" if proc.returncode < 0 else f"exit {proc.returncode}"
-    lines = [ln for ln in err.decode("utf-8", "replace").splitlines() if ln.strip()]
+    code = r.returncode or 0
+    how = f"signal {-code}" if code < 0 else f"exit {code}"
+    lines = [ln for ln in r.stderr.decode("utf-8", "replace").splitlines() if ln.strip()]
     tail = f": {lines[-1].strip()[:300]}" if lines else ""
     return {"error": f"the child that builds the model crashed ({how}){tail}", "detail": "\n".join(lines[-12:])}
-
-
-def _kill_group(proc: subprocess.Popen[bytes]) -> None:
-    # Before the child is reaped, so its group id cannot yet belong to anyone else.
-    try:
-        os.killpg(proc.pid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass
-    proc.wait()

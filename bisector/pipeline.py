@@ -33,7 +33,7 @@ from bisector.patching.from_report import best_fixes, not_chosen, patches_for
 from bisector.prepare import Options, Prepared
 from bisector.probe.pool import ProbePool
 from bisector.project import project_root
-from bisector.project_check import prove, run_check
+from bisector.project_check import CHECK_TIMEOUT_S, prove, run_check
 from bisector.repair import FixReport, Repairer, holds, merge_probe
 from bisector.results import CRASHED, FAILED, MeasureReport
 from bisector.runner import Events
@@ -273,11 +273,13 @@ def _patch_and_apply(
     notes = list(patch_notes) + notes
     # Proven on the project: the patched files compile, and the project's check command
     # ([tool.bisector] check) runs with them in a shadow copy; a failing patch is not offered.
-    check = load_config(prepared.model.path, given.config).get("check")
+    project_cfg = load_config(prepared.model.path, given.config)
+    check = project_cfg.get("check")
     check = check if isinstance(check, str) else None
+    check_timeout = float(project_cfg.get("check_timeout") or CHECK_TIMEOUT_S)
     check_state = "no patch"
     if patches:
-        offered, check_state = prove(root, check, patches)
+        offered, check_state = prove(root, check, patches, check_timeout)
         if not offered:
             notes.append(f"the patch is not offered: {check_state}")
             patches = []
@@ -290,7 +292,7 @@ def _patch_and_apply(
     written = apply_patches(patches, root, force=request.force, written=progress.written)
     check_after = ""
     if written and check:
-        ok, why = run_check(root, check, [])  # the project as now written, in a shadow copy
+        ok, why = run_check(root, check, [], check_timeout)  # the project as now written, in a shadow copy
         check_after = "passed" if ok else f"failed: {why}"
     confirmed = confirm(prepared, found, chosen) if written else None
     if check_after.startswith("failed"):

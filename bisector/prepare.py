@@ -160,7 +160,7 @@ def prepare(spec: str | ModelSpec, o: Options = Options()) -> Prepared:
         raise UserError(f"--seed {seed}: use a whole number from 0 to {MAX_SEED}")
     inferred = None
     if plan is None:
-        inferred = infer(model, dims, timeout_s=timeout)
+        inferred = infer(model, dims, timeout_s=timeout, mem_cap=cap)
         plan = build_input_plan(list(inferred.inputs), [*dims, *inferred.dims], model)
     _check_inputs_fit(plan, cap)
     cores = os.cpu_count() or 1

@@ -1,17 +1,26 @@
 """Proving a patch on the user's project: the patched files compile, and the project's own check
 command ([tool.bisector] check) passes with them, in a shadow copy (the user's files are never
-touched). A patch whose check fails is not offered."""
+touched). A patch whose check fails is not offered.
+
+The check runs contained as a probe is (probe/containment.py: its own cgroup, or a subreaper
+supervisor), with a timeout (CHECK_TIMEOUT_S unless the caller gives one) and the probes' default
+memory cap; when the command ends or is stopped, everything it started is killed, so
+`sleep 300 & echo started` neither keeps bisector waiting nor outlives it."""
 
 from __future__ import annotations
 
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
+
+from bisector.probe import containment
+from bisector.probe.pool import default_mem_cap
+
+CHECK_TIMEOUT_S = 600.0
 
 
 def shadow_project(root: Path, dest: Path) -> Path:
@@ -35,7 +44,7 @@ def compile_error(patches: Iterable[Any]) -> str:
     return ""
 
 
-def prove(root: Path, check: str | None, patches: list[Any], timeout: float = 600.0) -> tuple[bool, str]:
+def prove(root: Path, check: str | None, patches: list[Any], timeout: float = CHECK_TIMEOUT_S) -> tuple[bool, str]:
     """Whether a patch may be offered, and the check state the report shows."""
     broken = compile_error(patches)
     if broken:
@@ -49,7 +58,7 @@ def prove(root: Path, check: str | None, patches: list[Any], timeout: float = 60
     return ok, "passed" if ok else f"failed: {why}"
 
 
-def run_check(root: Path, command: str, patches: Iterable[Any], timeout: float = 600.0) -> tuple[bool, str]:
+def run_check(root: Path, command: str, patches: Iterable[Any], timeout: float = CHECK_TIMEOUT_S) -> tuple[bool, str]:
     """The project's check command in a shadow copy with the patches written: (passed, why).
     Patched Python files are compiled first."""
     patches = list(patches)
@@ -65,13 +74,16 @@ def run_check(root: Path, command: str, patches: Iterable[Any], timeout: float =
         env = dict(os.environ)
         # `python` in the command is the interpreter bisector runs in (it has the project's deps)
         env["PATH"] = str(Path(sys.executable).parent) + os.pathsep + env.get("PATH", "")
-        try:
-            r = subprocess.run(
-                command, shell=True, cwd=shadow, env=env, capture_output=True, text=True, timeout=timeout
-            )
-        except subprocess.TimeoutExpired:
-            return False, f"`{command}` did not finish in {timeout:.0f} s"
+        r = containment.run(
+            ["/bin/sh", "-c", command], timeout_s=timeout, mem_cap=default_mem_cap(), env=env, cwd=shadow
+        )
+    if r.stopped == "timeout":
+        return False, f"`{command}` did not finish in {timeout:.0f} s (stopped, with all it started)"
+    if r.stopped == "memory-cap":
+        return False, f"`{command}` went over the memory cap ({r.peak_bytes >> 20} MB; stopped, with all it started)"
     if r.returncode == 0:
         return True, ""
-    tail = [ln for ln in (r.stderr or r.stdout).strip().splitlines() if ln.strip()]
-    return False, f"`{command}` exited {r.returncode}: {tail[-1] if tail else ''}"
+    output = (r.stderr or r.stdout).decode("utf-8", "replace")
+    tail = [ln for ln in output.strip().splitlines() if ln.strip()]
+    how = f"was killed by signal {-r.returncode}" if (r.returncode or 0) < 0 else f"exited {r.returncode}"
+    return False, f"`{command}` {how}: {tail[-1] if tail else ''}"

@@ -7,9 +7,11 @@ Two ways to start a child:
 
 Whatever the child does (segfault, abort, OOM, hang, a runaway allocation) comes back as a
 result; the parent never hangs and never raises for it. The parent polls the memory of the
-probe's whole process tree (the child's RSS, plus the private memory of every process in its
-process group or below it: a helper the forward spawns counts too) and kills that tree at the
-cap and at the timeout; when the probe ends, whatever it left running in its tree is killed.
+probe's box (containment.py: a cgroup, or a subreaper supervisor, that no process below the probe
+can leave, setsid or not): the child's RSS plus the private memory of every other process in it (a
+helper the forward spawns counts too); it kills the whole box at the cap and at the timeout, and
+when the probe ends, however it ends (a normal exit, os._exit, a segfault), whatever it left
+running is killed.
 
 A probe never outlives bisector: ``terminate_all`` (called by the CLI on SIGINT, SIGTERM and
 SIGHUP) kills every running probe and probe server and removes the temporary folders; a fresh
@@ -38,7 +40,9 @@ from pathlib import Path
 from typing import Any
 
 from bisector.errors import InternalError
-from bisector.probe.procs import private_bytes, process_tree, stat
+from bisector.probe import containment
+from bisector.probe.containment import Box, BoxSpec
+from bisector.probe.procs import private_bytes, process_tree, rss_bytes, stat
 from bisector.probe.types import (
     ProbeCrashed,
     ProbeRequest,
@@ -70,6 +74,7 @@ def terminate_all() -> int:
         killed += pool.terminate()
     for server in _snapshot(_SERVERS):
         server.kill()
+    containment.kill_all()  # the inference, bundle and check children (containment.run)
     return killed
 
 
@@ -137,6 +142,7 @@ class _Child:
     signal: int | None = None
     done: threading.Event = None  # type: ignore[assignment]
     started: threading.Event = None  # type: ignore[assignment]
+    box: BoxSpec | None = None
 
     def __post_init__(self) -> None:
         self.done = threading.Event()
@@ -212,11 +218,12 @@ class _Server:
                 child.started.set()
                 child.done.set()
 
-    def fork(self, ident: int, request_dir: Path, threads: int | None) -> _Child:
-        child = _Child(ident)
+    def fork(self, ident: int, request_dir: Path, threads: int | None, box: BoxSpec) -> _Child:
+        child = _Child(ident, box=box)
         with self._lock:
             self._children[ident] = child
-        line = json.dumps({"op": "fork", "id": ident, "dir": str(request_dir), "threads": threads}) + "\n"
+        msg = {"op": "fork", "id": ident, "dir": str(request_dir), "threads": threads, "box": box.to_json()}
+        line = json.dumps(msg) + "\n"
         with self._write_lock:
             assert self.proc.stdin is not None
             self.proc.stdin.write(line.encode())
@@ -230,8 +237,12 @@ class _Server:
     def kill(self) -> None:
         """The server and every probe it forked, at once (each probe leads its own group)."""
         children = list(self._children.values())  # a copy, no lock: see terminate_all
-        for pid in [c.pid for c in children if c.pid and not c.done.is_set()]:
-            _kill_group(pid)
+        for c in children:
+            if c.pid and not c.done.is_set():
+                if c.box is not None:
+                    containment.kill_spec(c.box, c.pid)
+                if c.box is None or c.box.cgroup:  # a subreaper supervisor is told, never SIGKILLed
+                    _kill_group(c.pid)
         _kill_group(self.proc.pid)
 
     def close(self) -> None:
@@ -285,9 +296,9 @@ class ProbePool:
         self.probes_run = 0
         self._count_lock = threading.Lock()
         self.closed = False
-        # pid of every probe running now -> the processes of its tree seen so far (pid -> start
-        # time, so a pid the kernel has reused is never killed).
-        self._running: dict[int, dict[int, int]] = {}
+        # pid of every probe running now -> its box, and the processes of its tree seen so far
+        # (pid -> start time, so a pid the kernel has reused is never killed).
+        self._running: dict[int, tuple[Box, dict[int, int]]] = {}
         _POOLS.add(self)
 
     # -- lifecycle ------------------------------------------------------------------------------
@@ -323,8 +334,8 @@ class ProbePool:
 
     def _kill_running(self) -> int:
         running = list(self._running.items())  # a copy: probe threads add and remove entries
-        for pid, tree in running:
-            _kill_tree(pid, tree)
+        for pid, (box, tree) in running:
+            _kill_tree(pid, tree, box)
         return len(running)
 
     def _get_server(self) -> _Server:
@@ -366,7 +377,10 @@ class ProbePool:
                     raise
                 return ProbeCrashed("interrupted", None, None, "the probe pool was closed (interrupted)")
             use_fresh = self.fresh if fresh is None else fresh
-            result = self._run_dir(request_dir, ident, timeout_s or self.timeout_s, mem_cap or self.mem_cap, use_fresh)
+            with Box(mem_cap or self.mem_cap) as box:
+                result = self._run_dir(
+                    request_dir, ident, timeout_s or self.timeout_s, mem_cap or self.mem_cap, use_fresh, box
+                )
             if result.kind != "ok":
                 # Where its request and stderr are, for the caller to keep (the pool's own folder goes at close).
                 from dataclasses import replace
@@ -379,14 +393,18 @@ class ProbePool:
             if self.closed and self._own_workdir:
                 shutil.rmtree(self.workdir, ignore_errors=True)
 
-    def _run_dir(self, request_dir: Path, ident: int, timeout_s: float, mem_cap: int, fresh: bool) -> ProbeResult:
+    def _run_dir(
+        self, request_dir: Path, ident: int, timeout_s: float, mem_cap: int, fresh: bool, box: Box
+    ) -> ProbeResult:
         started = time.perf_counter()
         if fresh:
             env = {**(self.env if self.env is not None else os.environ), "BISECTOR_PARENT_PID": str(os.getpid())}
             with open(request_dir / "stdout.txt", "wb") as out, open(request_dir / "stderr.txt", "wb") as err:
                 proc = subprocess.Popen(
-                    [sys.executable, "-m", "bisector.probe.child", str(request_dir)]
-                    + ([f"--threads={self.threads}"] if self.threads else []),
+                    box.command(
+                        [sys.executable, "-m", "bisector.probe.child", str(request_dir)]
+                        + ([f"--threads={self.threads}"] if self.threads else [])
+                    ),
                     stdin=subprocess.DEVNULL,
                     stdout=out,
                     stderr=err,
@@ -413,7 +431,7 @@ class ProbePool:
             except _PoolClosed:
                 return ProbeCrashed("interrupted", None, None, "the probe pool was closed (interrupted)")
             try:
-                child = server.fork(ident, request_dir, self.threads)
+                child = server.fork(ident, request_dir, self.threads, box.spec)
             except OSError:  # the server died (killed by terminate_all) before it read the request
                 server.forget(ident)
                 reason = "interrupted" if self.closed else "exit"
@@ -432,16 +450,14 @@ class ProbePool:
             def wait(seconds: float) -> None:
                 child.done.wait(seconds)  # wakes at once when the server reports the exit
 
-        import psutil
-
+        box.started(pid)
         tree: dict[int, int] = {}
-        self._running[pid] = tree
+        self._running[pid] = (box, tree)
         if self.closed:  # interrupted while this child was starting
-            _kill_tree(pid, tree)
-        try:
-            ps = psutil.Process(pid)
-        except psutil.Error:
-            ps = None
+            _kill_tree(pid, tree, box)
+        # The process whose RSS is read every poll: the probe (not the supervisor above a --fresh
+        # probe); the rest of the box counts its private memory.
+        main = pid
         peak = 0
         others = 0  # private memory of the rest of the tree at the last scan
         next_scan = 0.0
@@ -455,26 +471,28 @@ class ProbePool:
                 if killed_for is None:
                     if elapsed > timeout_s:
                         killed_for = "timeout"
-                        _kill_tree(pid, tree)
-                    elif ps is not None:
-                        try:
-                            rss = ps.memory_info().rss
-                        except psutil.Error:
-                            rss = 0
+                        _kill_tree(pid, tree, box)
+                    else:
                         if elapsed >= next_scan:
                             next_scan = elapsed + TREE_SCAN_S
-                            members = process_tree(pid)
+                            members = {**process_tree(pid), **box.members()}
                             tree.update(members)
-                            others = sum(private_bytes(p) for p in members if p != pid)
+                            main = box.main() or pid
+                            others = sum(private_bytes(p) for p in members if p != main)
+                        rss = rss_bytes(main)
                         peak = max(peak, rss + others)
                         if rss + others > mem_cap:
                             killed_for = "memory-cap"
-                            _kill_tree(pid, tree)
+                            _kill_tree(pid, tree, box)
                 wait(self.poll_s)
         finally:
-            # Whatever the probe started and left behind (a helper, a `sleep 600`) ends with it.
+            # Whatever the probe started and left behind (a helper, a `sleep 600`, a setsid
+            # grandchild of a probe that died) ends with it: its whole box.
             tree.update(process_tree(pid))
-            _kill_tree(pid, tree, ended=finished()[0])
+            ended = finished()[0]
+            if ended:
+                box.reaped()
+            _kill_tree(pid, tree, box, ended=ended)
             self._running.pop(pid, None)
         if not fresh:
             server.forget(ident)  # type: ignore[possibly-undefined]
@@ -482,6 +500,9 @@ class ProbePool:
         tail = read_tail(request_dir / "stderr.txt")
         if killed_for == "timeout":
             return ProbeTimedOut(timeout_s=timeout_s, tail=tail, wall_s=wall)
+        if killed_for is None and sig == signal.SIGKILL and box.oom_killed():
+            killed_for = "memory-cap"  # the kernel's memory.max was quicker than the poll
+            peak = max(peak, mem_cap)
         if killed_for == "memory-cap":
             return ProbeCrashed("memory-cap", "SIGKILL", None, tail, peak_rss=peak, wall_s=wall)
         result_path = request_dir / "result.json"
@@ -511,12 +532,16 @@ def _kill_group(pid: int) -> None:
             pass
 
 
-def _kill_tree(pid: int, tree: dict[int, int], ended: bool = False) -> None:
-    """SIGKILL the probe's process group, and every process seen in its tree that left the group
-    (setsid) but is still the same process (same start time: never a reused pid). ended: the
-    probe itself is reaped, so its pid may be anyone's now: only its group is signalled (the
-    kernel gives no new process a pid that is still a group's id)."""
-    if ended:
+def _kill_tree(pid: int, tree: dict[int, int], box: Box, ended: bool = False) -> None:
+    """Kill the probe's box (everything in it, wherever it went), its process group, and every
+    process seen in its tree that is still the same process (same start time: never a reused
+    pid). ended: the probe itself is reaped, so its pid may be anyone's now: only its group is
+    signalled (the kernel gives no new process a pid that is still a group's id). In subreaper
+    mode pid is the supervisor, which must not be SIGKILLed: told to stop, it kills all below it."""
+    box.kill()
+    if box.kind == containment.SUBREAPER:
+        pass
+    elif ended:
         try:
             os.killpg(pid, signal.SIGKILL)
         except OSError:

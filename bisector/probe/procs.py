@@ -1,7 +1,8 @@
 """Processes of a probe's tree, read from Linux /proc (stdlib only: the probe child uses it too).
 
 A probe's tree is its process group (the probe leads its own) plus everything below it; a probe
-is a child subreaper (see child.die_with_parent), so what its model daemonizes stays below it.
+is a child subreaper (see child.die_with_parent), so what its model daemonizes stays below it while
+the probe lives. What escapes once the probe dies abnormally is caught by its box (containment.py).
 """
 
 from __future__ import annotations
@@ -92,3 +93,37 @@ def kill_descendants() -> int:
             except OSError:
                 pass
     return killed
+
+
+def rss_bytes(pid: int) -> int:
+    """Resident memory of one process (0 when it is gone)."""
+    try:
+        with open(f"/proc/{pid}/statm", "rb") as fh:
+            return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
+def footprint(main: int, members: Iterable[int]) -> int:
+    """Memory of a process tree as the memory cap counts it: the main process's RSS plus the
+    private memory of every other member (pages a forked helper still shares with it count once)."""
+    return rss_bytes(main) + sum(private_bytes(p) for p in members if p != main)
+
+
+def first_child(pid: int) -> int | None:
+    """The oldest live child of pid (a supervisor's own command, not the orphans it adopted later)."""
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children", "rb") as fh:
+            kids = [int(x) for x in fh.read().split()]
+    except (OSError, ValueError):
+        kids = [p for p, st in _all_stats().items() if st[0] == pid]
+    started = {k: st[3] for k in kids if (st := stat(k)) is not None and st[2] != "Z"}
+    return min(started, key=lambda k: started[k]) if started else None
+
+
+def _all_stats() -> dict[int, tuple[int, int, str, int]]:
+    found = {}
+    for name in os.listdir("/proc"):
+        if name.isdigit() and (st := stat(int(name))) is not None:
+            found[int(name)] = st
+    return found

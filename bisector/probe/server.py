@@ -21,6 +21,8 @@ import signal
 import sys
 import time
 
+from bisector.probe.containment import BoxSpec, enter, kill_spec
+
 # Heavy modules a probe needs; importing the exporter internals here saves ~2 s on a child's
 # first torch.onnx.export. Each is optional: a missing one is imported (or fails) in the child.
 PRELOAD = (
@@ -56,17 +58,20 @@ def preload(modules: tuple[str, ...] = PRELOAD) -> list[str]:
     return failed
 
 
-def _child(request_dir: str, threads: int | None, proto_fd: int, server_pid: int) -> None:
-    """In the forked child: own process group, own stdio, run the probe, never return."""
+def _child(request_dir: str, threads: int | None, proto_fd: int, server_pid: int, box: BoxSpec) -> None:
+    """In the forked child: own process group, own box, own stdio, run the probe, never return."""
     code = 70
     try:
         os.setpgid(0, 0)  # the parent kills the whole group on timeout or memory cap
-        # The server is single-threaded, so "dies with its parent" means with the server, which
-        # itself ends (killing its children) when bisector's end closes its stdin.
+        os.close(proto_fd)
+        # Into the probe's box before any user code runs (in subreaper mode this process stays
+        # behind as the supervisor, and its own child goes on from here).
+        enter(box)
+        # The server is single-threaded, so "dies with its parent" means with the server (or the
+        # supervisor), which itself ends (killing its children) when bisector's end closes its stdin.
         from bisector.probe.child import die_with_parent
 
-        die_with_parent(server_pid)
-        os.close(proto_fd)
+        die_with_parent(server_pid if box.cgroup else os.getppid())
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
         signal.signal(signal.SIGINT, signal.SIG_DFL)
         devnull = os.open(os.devnull, os.O_RDONLY)
@@ -114,6 +119,7 @@ def serve() -> int:
     send({"ready": True, "pid": os.getpid(), "import_s": round(time.perf_counter() - started, 3), "failed": failed})
 
     children: dict[int, int] = {}
+    boxes: dict[int, BoxSpec] = {}
     buf = b""
     stdin_open = True
     while stdin_open or children:
@@ -127,10 +133,12 @@ def serve() -> int:
             if not chunk:
                 stdin_open = False
                 for pid in list(children):  # the parent is gone: nobody will read these results
-                    try:
-                        os.killpg(pid, signal.SIGKILL)
-                    except OSError:
-                        pass
+                    kill_spec(boxes[pid], pid)
+                    if boxes[pid].cgroup:  # a subreaper supervisor is told, never SIGKILLed
+                        try:
+                            os.killpg(pid, signal.SIGKILL)
+                        except OSError:
+                            pass
             buf += chunk
             while b"\n" in buf:
                 line, buf = buf.split(b"\n", 1)
@@ -139,10 +147,12 @@ def serve() -> int:
                 msg = json.loads(line)
                 if msg.get("op") == "fork":
                     server_pid = os.getpid()
+                    box = BoxSpec.from_json(msg.get("box"))
                     pid = os.fork()
                     if pid == 0:
-                        _child(msg["dir"], msg.get("threads"), proto_fd, server_pid)
+                        _child(msg["dir"], msg.get("threads"), proto_fd, server_pid, box)
                     children[pid] = msg["id"]
+                    boxes[pid] = box
                     send({"id": msg["id"], "pid": pid})
                 elif msg.get("op") == "ping":
                     send({"pong": True})
@@ -155,6 +165,7 @@ def serve() -> int:
             if pid == 0:
                 break
             ident = children.pop(pid, None)
+            boxes.pop(pid, None)
             if ident is None:
                 continue
             if os.WIFSIGNALED(status):

@@ -19,7 +19,9 @@ def fake_child(monkeypatch: pytest.MonkeyPatch, answer: dict[str, Any]) -> list[
     """Replace the child with a canned answer; returns the requests it got."""
     calls: list[dict[str, Any]] = []
 
-    def run(model: ModelSpec, given: dict[str, tuple[int, int]], timeout_s: float) -> dict[str, Any]:
+    def run(
+        model: ModelSpec, given: dict[str, tuple[int, int]], timeout_s: float, mem_cap: int | None = None
+    ) -> dict[str, Any]:
         calls.append({"model": model, "given": given, "timeout_s": timeout_s})
         return answer
 
