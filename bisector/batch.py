@@ -805,9 +805,10 @@ def write_patches(
     names: dict[str, str] = {}
     for p in patches:
         names[str(Path(p.path).resolve())] = _patch_name(p.rel)
-        (patch_dir / names[str(Path(p.path).resolve())]).write_text(p.diff)
+        # bytes: each file's own line endings and encoding, so the patch applies (text would lose a "\r")
+        (patch_dir / names[str(Path(p.path).resolve())]).write_bytes(p.diff_bytes)
     if patches:
-        (out / "all.patch").write_text("".join(p.diff for p in patches))
+        (out / "all.patch").write_bytes(b"".join(p.diff_bytes for p in patches))
     updated = dict(results)
     for key, e in by_key.items():
         r = results[e.name]

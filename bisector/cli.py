@@ -767,7 +767,7 @@ def fix(
 
     def body() -> int:
         from bisector import pipeline
-        from bisector.patching.diff import combined_diff
+        from bisector.patching.diff import combined_diff_bytes
         from bisector.report import render_find, render_fix
 
         request = pipeline.FixRequest(
@@ -804,7 +804,7 @@ def fix(
         if output.json:
             _emit(_with_inferred(data, prepared), "fix")
         else:
-            _render_fix(outcome, diff, apply, combined_diff, render_fix)
+            _render_fix(outcome, diff, apply, combined_diff_bytes, render_fix)
         _said(said)
         return EXIT_BY_STATUS[outcome.status.value]
 
@@ -812,7 +812,7 @@ def fix(
 
 
 def _render_fix(
-    outcome: Any, diff: bool, apply: bool, combined_diff: Callable[..., str], render_fix: Callable[..., None]
+    outcome: Any, diff: bool, apply: bool, combined_diff: Callable[..., bytes], render_fix: Callable[..., None]
 ) -> None:
     console = _out_console()
     render_fix(outcome.report, console, show_find=False)
@@ -820,7 +820,19 @@ def _render_fix(
         console.print(f"note: {note}", style="yellow", markup=False)
     patches = outcome.patches
     if diff:
-        console.print(combined_diff(patches) or "(no changes to show)", markup=False, highlight=False, soft_wrap=True)
+        data = combined_diff(patches)
+        if data:
+            # As bytes, past rich (which drops "\r"): each file's own line endings and encoding,
+            # so the printed diff applies with `patch` and `git apply`.
+            sys.stdout.flush()
+            raw = getattr(sys.stdout, "buffer", None)  # None when a caller swapped stdout for a text stream
+            if raw is None:
+                sys.stdout.write(data.decode("utf-8", "replace"))
+            else:
+                raw.write(data)
+                raw.flush()
+        else:
+            console.print("(no changes to show)")
     elif patches and any(p.changed for p in patches) and not apply:
         console.print("rerun with --diff to see the patch, --apply to write it", style="cyan")
     if outcome.applied:

@@ -24,6 +24,7 @@ from bisector.patching.serving import read_serving
 from bisector.probe.pool import default_mem_cap
 from bisector.probe.types import EXPORTERS, STAGES, ProbeOptions, merge_overrides
 from bisector.results import FLOOR_TARGETS, MeasureOptions
+from bisector.source_text import read_source
 from bisector.spec import (
     InputPlan,
     ModelSpec,
@@ -245,7 +246,7 @@ def read_back(
     for script, reader in ((export_script, read_export), (infer_script, read_serving)):
         if script:
             try:
-                out = merge_overrides(out, reader(Path(script).read_text(encoding="utf-8"), key))
+                out = merge_overrides(out, reader(read_source(script), key))
             except Exception:  # noqa: BLE001 - an unreadable script adds nothing; patching it says why
                 pass
     return out

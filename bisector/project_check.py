@@ -38,7 +38,7 @@ def compile_error(patches: Iterable[Any]) -> str:
     for p in patches:
         if p.path.endswith(".py"):
             try:
-                compile(p.after, p.path, "exec")
+                compile(p.after_bytes, p.path, "exec")  # as Python reads the file: its coding line, its BOM
             except SyntaxError as exc:
                 return f"{p.rel} does not compile: {exc.msg} (line {exc.lineno})"
     return ""
@@ -70,7 +70,7 @@ def run_check(root: Path, command: str, patches: Iterable[Any], timeout: float =
         for p in patches:
             target = shadow / p.rel
             target.parent.mkdir(parents=True, exist_ok=True)
-            target.write_text(p.after, encoding="utf-8")
+            target.write_bytes(p.after_bytes)  # the bytes --apply would write
         env = dict(os.environ)
         # `python` in the command is the interpreter bisector runs in (it has the project's deps)
         env["PATH"] = str(Path(sys.executable).parent) + os.pathsep + env.get("PATH", "")

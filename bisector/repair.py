@@ -43,6 +43,7 @@ from bisector.probe.types import merge_overrides
 from bisector.project import project_root
 from bisector.results import StageResult, outcome_of
 from bisector.search import Outcome
+from bisector.source_text import SourceError, encode_edit, read_source
 from bisector.spec import ModelSpec
 from bisector.units import format_bytes
 from bisector.verdict import CLEAN, LEAK
@@ -170,9 +171,9 @@ def user_sources(model: ModelSpec) -> dict[str, str]:
         try:
             if f.stat().st_size > MAX_SOURCE_BYTES:
                 continue
-            text = f.read_text(encoding="utf-8")
+            text = read_source(f)  # as Python reads it: its encoding, no BOM, "\n" endings
             tree = ast.parse(text)
-        except (OSError, UnicodeDecodeError, SyntaxError):
+        except (OSError, SourceError, SyntaxError):
             continue
         out[str(f)] = text
         for node in ast.walk(tree):
@@ -245,7 +246,7 @@ def shadow_copy(model: ModelSpec, edits: Iterable[Any], root: Path) -> ModelSpec
         for e in edits:
             target = tmp / Path(e.path).resolve().relative_to(top)
             target.parent.mkdir(parents=True, exist_ok=True)
-            target.write_text(e.after, encoding="utf-8")
+            target.write_bytes(encode_edit(e.path, e.before, e.after))  # the user's endings and encoding
         try:
             os.replace(tmp, dest_root)
         except OSError:

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from bisector.errors import UserError
+from bisector.source_text import SourceError, read_source
 
 _DIGITS = re.compile(r"^[0-9]+$")  # str.isdigit() also takes "²", which int() refuses
 _DOTTED = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
@@ -239,8 +240,8 @@ def top_level_names(source: str) -> tuple[set[str], bool]:
 
 def _check_defines(path: Path, name: str) -> None:
     try:
-        source = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
+        source = read_source(path)  # as Python reads it: a BOM or a coding line is no error
+    except (OSError, SourceError) as exc:
         raise UserError(f"cannot read model file {path}: {exc}") from None
     try:
         names, star = top_level_names(source)
@@ -430,8 +431,8 @@ def largest_input_bytes(plan: InputPlan) -> tuple[int, str]:
 
 def model_has_inputs_hook(model: ModelSpec) -> bool:
     try:
-        names, _ = top_level_names(Path(model.path).read_text(encoding="utf-8"))
-    except (OSError, SyntaxError, UnicodeDecodeError):
+        names, _ = top_level_names(read_source(model.path))
+    except (OSError, SyntaxError, SourceError):
         return False
     return INPUTS_HOOK in names
 
@@ -443,8 +444,8 @@ def library_imports(model: ModelSpec) -> tuple[str, ...]:
 
     path = Path(model.path)
     try:
-        tree = ast.parse(path.read_text(encoding="utf-8"))
-    except (OSError, SyntaxError, UnicodeDecodeError):
+        tree = ast.parse(read_source(path))
+    except (OSError, SyntaxError, SourceError):
         return ()
     wanted: list[str] = []
     for node in tree.body:

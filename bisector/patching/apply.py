@@ -62,7 +62,8 @@ def apply(
     for p in todo:
         target = _inside(p.path, root)
         targets[p.path] = target
-        current = target.read_text(encoding="utf-8") if target.exists() else None
+        # Bytes, not text: a file whose line endings or encoding changed since is changed too.
+        current = target.read_bytes() if target.exists() else None
         if (current is None) != (p.before is None) or (current is not None and digest(current) != p.before_hash):
             raise UserError(
                 f"refusing to write {p.rel}: it changed since bisector read it; run fix again. Nothing was written"
@@ -84,7 +85,7 @@ def apply(
             keep.write_bytes(target.read_bytes())
         target.parent.mkdir(parents=True, exist_ok=True)
         tmp = target.with_name(f".{target.name}.bisector-tmp")
-        tmp.write_text(p.after, encoding="utf-8")
+        tmp.write_bytes(p.after_bytes)  # the file's own endings, BOM and encoding outside the edit
         if target.exists():
             os.chmod(tmp, target.stat().st_mode)
         with deferred():  # Ctrl-C here would leave the file written but not reported as written

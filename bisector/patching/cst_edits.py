@@ -5,26 +5,45 @@ round-trips every byte it does not change."""
 from __future__ import annotations
 
 from collections.abc import Sequence
-from pathlib import Path
 
 import libcst as cst
 
 from bisector.errors import UserError
 from bisector.fixers._cst import dotted
+from bisector.source_text import SourceError, read_source
 
-__all__ = ["MARK", "code_of", "dotted", "ensure_imports", "insert_after_imports", "read_script", "set_kwarg"]
+__all__ = [
+    "MARK",
+    "code_of",
+    "dotted",
+    "ensure_imports",
+    "insert_after_imports",
+    "read_script",
+    "read_text",
+    "set_kwarg",
+]
 
 # The prefix of every name bisector writes into a user's script, so it never takes one of theirs.
 MARK = "_bisector"
 
 
 def read_script(path: str, option: str) -> tuple[str, cst.Module]:
-    """The script's text and module; a user error naming the option when it does not parse."""
-    text = Path(path).read_text(encoding="utf-8")
+    """The script's text (as Python reads it: see bisector.source_text) and module; a user error
+    naming the option when it cannot be read or does not parse."""
+    text = read_text(path, option)
     try:
         return text, cst.parse_module(text)
     except cst.ParserSyntaxError as exc:
         raise UserError(f"cannot parse {option} {path}: {exc.message}") from None
+
+
+def read_text(path: str, option: str) -> str:
+    """The text Python reads from path; a one-line user error naming the option when it cannot."""
+    try:
+        return read_source(path)
+    except (OSError, SourceError) as exc:
+        why = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise UserError(f"cannot read {option} {path}: {why}") from None
 
 
 def code_of(node: cst.CSTNode) -> str:

@@ -209,7 +209,7 @@ def patch_export_script(
         )
     if not t.found:
         notes.append(f"{name}: no torch.onnx.export call found; the settings are in export_onnx.py instead")
-        return Patch(path, original, text, "no export call", root), notes
+        return Patch.of_file(path, original, text, "no export call", root), notes
     if settings.symbolics:  # kept only when measured with the TorchScript exporter, the one that reads them
         missing = [op for op in settings.symbolics if f"def {SYMBOLICS[op].function.__name__}(" not in new]
         if missing:
@@ -224,7 +224,7 @@ def patch_export_script(
             new = ensure_imports(new, ["import onnx", "import onnxsim"])
         else:
             notes.append(f"{name}: the export call writes to no path bisector can see; add the onnxsim step by hand")
-    return Patch(path, original, new, "export settings", root), notes
+    return Patch.of_file(path, original, new, "export settings", root), notes
 
 
 def _after_export_call(source: str, path_code: str) -> str:

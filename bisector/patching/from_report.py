@@ -179,7 +179,7 @@ def compose(
                 need_file.append(w)
     for path, (original, current) in texts.items():
         keys = ", ".join(w.key for w in works if path in files[w.key])
-        patches.append(Patch(path, original, current, "settings for " + keys, root))
+        patches.append(Patch.of_file(path, original, current, "settings for " + keys, root))
     for w in {w.key: w for w in need_file}.values():  # ModelWork holds dicts: dedupe by key
         name = new_file if len(works) == 1 else f"export_{w.key}.py"
         p = new_export_file(root, w.model, w.plan, w.settings, name)

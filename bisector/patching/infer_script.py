@@ -11,7 +11,7 @@ from typing import Any
 import libcst as cst
 
 from bisector.errors import UserError
-from bisector.patching.cst_edits import MARK, dotted, ensure_imports, insert_after_imports
+from bisector.patching.cst_edits import MARK, dotted, ensure_imports, insert_after_imports, read_text
 from bisector.patching.diff import Patch
 from bisector.patching.script_helpers import GUARD_HELPERS, PADDING_HELPERS, source_of
 from bisector.patching.serving import entry_for, patch_serving
@@ -92,7 +92,7 @@ def patch_infer_script(
     """This model's runtime settings on the session that loads its .onnx (see
     bisector.patching.serving); padding and the bounds guard on that session's runs."""
 
-    original = Path(path).read_text(encoding="utf-8")
+    original = read_text(path, "--infer-script")
     current = original if text is None else text
     try:
         cst.parse_module(current)
@@ -103,7 +103,7 @@ def patch_infer_script(
     new, note = patch_serving(current, key, entry_for(settings, plan))
     if note:
         notes = [f"{name}: {note}; the settings are in export_onnx.py instead"]
-        return Patch(path, original, current, "no session", root), notes
+        return Patch.of_file(path, original, current, "no session", root), notes
     notes: list[str] = []
     site, _ = site_for(new, key)
     shared = site is not None and site.literal is None and bool(site.key_code)
@@ -122,4 +122,4 @@ def patch_infer_script(
         helpers = feed_helpers_code(settings, plan)
         if helpers and f"def {MARK}_guard(" not in new and f"def {MARK}_run(" not in new:
             new = insert_after_imports(ensure_imports(new, ["import numpy"]), helpers)
-    return Patch(path, original, new, "runtime settings", root), notes
+    return Patch.of_file(path, original, new, "runtime settings", root), notes

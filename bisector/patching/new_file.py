@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from bisector.fixers.onnx_symbolics import registration_code
-from bisector.patching.cst_edits import MARK
+from bisector.patching.cst_edits import MARK, read_text
 from bisector.patching.diff import Patch
 from bisector.patching.export_script import dynamic_spec_code
 from bisector.patching.infer_script import feed_helpers_code
@@ -164,5 +164,5 @@ def new_export_file(root: str, model: Any, plan: Any, settings: Settings, name: 
     lines += ["", "", 'if __name__ == "__main__":', "    make_session(export())", ""]
     text = "\n".join(lines)
     target = Path(root) / name
-    before = target.read_text(encoding="utf-8") if target.exists() else None
-    return Patch(str(target), before, text, "a new file with the recommended export and runtime settings", root)
+    before = read_text(str(target), "the existing") if target.exists() else None
+    return Patch.of_file(str(target), before, text, "a new file with the recommended export and runtime settings", root)

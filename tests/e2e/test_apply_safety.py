@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import os
 import stat
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -124,3 +126,49 @@ def test_apply_replaces_a_read_only_file_only_with_force(project: Path) -> None:
     assert apply([patch], project, force=True) == ["net.py"]
     assert target.read_text() == "b\n"
     os.chmod(target, 0o644)
+
+
+# -- a Windows-edited model: its line endings and BOM survive --apply (issue 19, item 6) --------
+
+
+@pytest.mark.probe
+@pytest.mark.parametrize("bom", [b"", b"\xef\xbb\xbf"], ids=["crlf", "bom-crlf"])
+def test_apply_and_the_printed_diff_keep_crlf_and_a_bom(project: Path, tmp_path: Path, bom: bytes) -> None:
+    original = bom + (SAMPLES / "list_append.py").read_bytes().replace(b"\n", b"\r\n")
+    model = project / "models" / "net.py"
+    model.write_bytes(original)
+    fresh = tmp_path / "fresh"
+    (fresh / "models").mkdir(parents=True)
+    (fresh / "models" / "net.py").write_bytes(original)
+
+    args = ("fix", "models/net.py:Net", "-i", "x=B,32", "-s", "eager", "--fixer", "append-only", "--diff", "--apply")
+    r = subprocess.run(
+        [sys.executable, "-m", "bisector", *args, "--run-dir", str(tmp_path / "run")],
+        cwd=project,
+        capture_output=True,
+        timeout=600,
+    )
+    assert r.returncode == 0, r.stderr.decode(errors="replace")
+    written = model.read_bytes()
+    assert written != original and written.startswith(bom + b'"""A list appended to')
+    body = written[len(bom) :]
+    assert body.count(b"\n") == body.count(b"\r\n")  # every line, the added one too, ends with CRLF
+    # every original line is there, unchanged and in order: the edit only added lines
+    it = iter(written.splitlines(keepends=True))
+    assert all(any(line == w for w in it) for line in original.splitlines(keepends=True))
+
+    # The printed diff (on stdout as bytes, "\r" kept) applies to a fresh copy and gives the same file.
+    out = r.stdout
+    diff = out[out.index(b"diff --git ") : out.index(b"\napplied: ") + 1]
+    assert b"+        del self.history[:-4]" in diff and b"\r\n" in diff
+    added = [line for line in diff.splitlines() if line.startswith(b"+") and not line.startswith(b"+++")]
+    assert len(written.splitlines()) == len(original.splitlines()) + len(added)  # nothing else changed
+    (fresh / "p.diff").write_bytes(diff)
+    subprocess.run(["git", "init", "-q"], cwd=fresh, check=True)
+    for cmd in (["git", "apply", "--check", "p.diff"], ["patch", "--dry-run", "-p1", "-i", "p.diff"]):
+        done = subprocess.run(cmd, cwd=fresh, capture_output=True, text=True)
+        assert done.returncode == 0, f"{cmd[0]}: {done.stdout}{done.stderr}"
+    subprocess.run(["git", "apply", "p.diff"], cwd=fresh, check=True)
+    assert (fresh / "models" / "net.py").read_bytes() == written
+    (backup,) = (project / ".bisector" / "backups").glob("*/models/net.py")
+    assert backup.read_bytes() == original

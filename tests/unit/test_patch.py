@@ -15,6 +15,7 @@ from bisector.patching.export_script import patch_export_script
 from bisector.patching.infer_script import patch_infer_script
 from bisector.patching.new_file import new_export_file
 from bisector.patching.settings import Settings
+from bisector.source_text import read_source
 from bisector.spec import ModelSpec, build_input_plan
 
 PLAN = build_input_plan(["x=B,3,H,W"], ["B=1:16", "H=5:100", "W=5:100"])
@@ -301,3 +302,112 @@ def test_the_scripts_own_input_names_key_the_dynamic_axes(tmp_path: Path) -> Non
     path = write(tmp_path, "export.py", EXPORT.replace('input_names=["x"]', 'input_names=["pixels"]'))
     assert script_input_names(path) == ["pixels"]
     assert script_input_names(write(tmp_path, "none.py", "print(1)\n")) is None
+
+
+# -- a file's own bytes: line endings, BOM, encoding (issue 19, item 6) --------------------------
+
+# Each: the file's bytes, then what a fixer's edit (on the text Python reads) makes of it.
+FILES = {
+    "crlf": b"import os\r\nx = 1\r\nKEPT.append(x)\r\ny = 2\r\n",
+    "bom": b"\xef\xbb\xbfimport os\nx = 1\nKEPT.append(x)\ny = 2\n",
+    "bom-crlf": b"\xef\xbb\xbfimport os\r\nx = 1\r\nKEPT.append(x)\r\ny = 2\r\n",
+    # CRLF is the dominant ending (3 to 2): an added line takes it, every kept line keeps its own
+    "mixed": b"import os\r\nx = 1\nKEPT.append(x)\r\ny = 2\n# end\r\n",
+    "no-final-newline": b"import os\r\nx = 1\r\nKEPT.append(x)\r\ny = 2",
+    "latin-1": "# -*- coding: latin-1 -*-\r\n# café\r\nx = 1\r\nKEPT.append(x)\r\ny = 'é'\r\n".encode("latin-1"),
+    "form-feed": b"import os\r\n\x0c\r\nx = 1\r\nKEPT.append(x)\r\ny = 2\r\n",
+}
+
+
+def _edit(text: str) -> str:
+    """What a python-leaks fixer does: drop the append, add a line after the imports."""
+    lines = [line for line in text.split("\n") if "KEPT" not in line]
+    lines.insert(1, "import gc")
+    return "\n".join(lines)
+
+
+def _git_and_patch_apply(folder: Path, diff: bytes) -> None:
+    (folder / "p.diff").write_bytes(diff)
+    subprocess.run(["git", "init", "-q"], cwd=folder, check=True)
+    for cmd in (["git", "apply", "--check", "p.diff"], ["patch", "--dry-run", "-p1", "-i", "p.diff"]):
+        r = subprocess.run(cmd, cwd=folder, capture_output=True, text=True)
+        assert r.returncode == 0, f"{cmd[0]}: {r.stdout}{r.stderr}\n{diff!r}"
+    r = subprocess.run(["patch", "-p1", "-s", "-i", "p.diff"], cwd=folder, capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout + r.stderr
+
+
+@pytest.mark.parametrize("kind", sorted(FILES))
+def test_edits_keep_the_files_own_bytes_and_the_diff_applies(tmp_path: Path, kind: str) -> None:
+    from bisector.fixers.base import SourceEdit
+
+    data = FILES[kind]
+    project, fresh = tmp_path / "project", tmp_path / "fresh"
+    for folder in (project, fresh):
+        folder.mkdir()
+        (folder / "m.py").write_bytes(data)
+    f = project / "m.py"
+    text = read_source(f)
+    assert "\r" not in text and not text.startswith("\ufeff")  # what fixers and libcst get
+    (patch,), _ = source_patches([SourceEdit(str(f), text, _edit(text), "drop append")], str(project))
+
+    apply([patch], project)
+    written = f.read_bytes()
+    assert written == patch.after_bytes
+    # every line but the dropped and the added one is the same bytes, its own ending included
+    kept = [line for line in data.splitlines(keepends=True) if b"KEPT" not in line]
+    newline = b"\n" if kind == "bom" else b"\r\n"
+    assert written.splitlines(keepends=True) == [kept[0], b"import gc" + newline, *kept[1:]]
+    assert read_source(f) == _edit(text)
+
+    _git_and_patch_apply(fresh, patch.diff_bytes)
+    assert (fresh / "m.py").read_bytes() == written
+
+
+def test_a_line_without_an_ending_is_marked_in_the_diff(tmp_path: Path) -> None:
+    f = tmp_path / "m.py"
+    f.write_bytes(b"x = 1\r\ny = 2")
+    patch = Patch.of_file(str(f), "x = 1\ny = 2", "x = 1\ny = 3", "s", str(tmp_path))
+    assert patch.after_bytes == b"x = 1\r\ny = 3"  # still without one
+    assert b"-y = 2\n\\ No newline at end of file\n+y = 3\n\\ No newline at end of file\n" in patch.diff_bytes
+    _git_and_patch_apply(tmp_path, patch.diff_bytes)
+    assert f.read_bytes() == b"x = 1\r\ny = 3"
+
+
+def test_apply_refuses_a_file_whose_line_endings_changed_since_it_was_read(tmp_path: Path) -> None:
+    f = tmp_path / "m.py"
+    f.write_bytes(b"a\r\nb\r\n")
+    patch = Patch.of_file(str(f), "a\nb\n", "a\nc\n", "s", str(tmp_path))
+    f.write_bytes(b"a\nb\n")  # the same text to Python, other bytes: the patch's bytes no longer fit
+    with pytest.raises(UserError, match="changed since bisector read it"):
+        apply([patch], tmp_path)
+    assert f.read_bytes() == b"a\nb\n"
+
+
+def test_export_and_inference_scripts_keep_crlf_and_a_bom(tmp_path: Path) -> None:
+    export = tmp_path / "export.py"
+    export.write_bytes(b"\xef\xbb\xbf" + EXPORT.replace("\n", "\r\n").encode())
+    serve = tmp_path / "serve.py"
+    serve.write_bytes(SERVE.replace("\n", "\r\n").encode())
+    s = settings(exporter="dynamo", onnxsim=True, session_options={"enable_cpu_mem_arena": False})
+    p1, _ = patch_export_script(str(export), s, PLAN, str(tmp_path))
+    p2, _ = patch_infer_script(str(serve), s, PLAN, str(tmp_path))
+    assert p1.changed and p2.changed
+    for p in (p1, p2):
+        body = p.after_bytes.removeprefix(b"\xef\xbb\xbf")
+        assert body.count(b"\n") == body.count(b"\r\n") > 0
+    assert p1.after_bytes.startswith(b"\xef\xbb\xbfimport torch\r\n")
+    _git_and_patch_apply(tmp_path, p1.diff_bytes + p2.diff_bytes)
+    assert export.read_bytes() == p1.after_bytes and serve.read_bytes() == p2.after_bytes
+
+
+def test_a_script_python_could_not_read_is_a_one_line_error(tmp_path: Path) -> None:
+    bad = tmp_path / "export.py"
+    bad.write_bytes(b"# caf\xe9\nimport torch\n")  # not UTF-8, and no coding line says otherwise
+    with pytest.raises(UserError, match=r"^cannot read --export-script .*export.py: invalid or missing encoding"):
+        patch_export_script(str(bad), settings(exporter="dynamo"), PLAN, str(tmp_path))
+    bad.write_bytes(b"import torch\n\n# caf\xe9\n")  # past the lines a coding line may be on
+    with pytest.raises(UserError, match=r"^cannot read --export-script .*export.py: not valid utf-8 at byte 19$"):
+        patch_export_script(str(bad), settings(exporter="dynamo"), PLAN, str(tmp_path))
+    bad.write_bytes(b"# -*- coding: no-such-codec -*-\nimport torch\n")
+    with pytest.raises(UserError, match="cannot read --infer-script .*: unknown encoding"):
+        patch_infer_script(str(bad), settings(session_options={"a": 1}), PLAN, str(tmp_path))

@@ -5,11 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 from types import SimpleNamespace
 
-from bisector.fixers.base import Candidate, Example, FixTarget
+from bisector.fixers.base import Candidate, Example, FixTarget, SourceEdit
 
 from bisector.find import Culprit
-from bisector.repair import Repairer, decide, merge_probe
+from bisector.repair import Repairer, decide, merge_probe, shadow_copy, user_sources
 from bisector.search import Outcome
+from bisector.spec import ModelSpec
 
 CULPRIT = Culprit(
     region="blocks.1",
@@ -274,3 +275,15 @@ def test_a_bounded_tensor_is_judged_on_bytes_when_objects_never_grew() -> None:
     d = decide(bank, o, o, figures, False, False, lambda: {"equivalent": True}, 8)
     assert d["kept"] and "bounded at 8: 0 B/call past the first 8 calls" in d["reason"], d["reason"]
     assert not decide(bank, o, o, figures, False, False, lambda: {"equivalent": True})["kept"]
+
+
+def test_a_windows_latin_1_model_is_read_and_copied_as_python_reads_it(tmp_path: Path) -> None:
+    """A BOM-less latin-1 file with CRLF endings: fixers get its text, and the shadow copy a probe
+    imports holds the edit in the file's own encoding and endings (issue 19, item 6)."""
+    model = tmp_path / "net.py"
+    model.write_bytes("# -*- coding: latin-1 -*-\r\nNAME = 'café'\r\nKEPT = []\r\nKEPT.append(1)\r\n".encode("latin-1"))
+    (text,) = user_sources(ModelSpec(str(model), "Net")).values()
+    assert text == "# -*- coding: latin-1 -*-\nNAME = 'café'\nKEPT = []\nKEPT.append(1)\n"
+    edit = SourceEdit(str(model), text, text.replace("KEPT.append(1)\n", "KEPT.clear()\n"), "s")
+    copy = shadow_copy(ModelSpec(str(model), "Net"), [edit], tmp_path / "shadow")
+    assert Path(copy.path).read_bytes() == model.read_bytes().replace(b"KEPT.append(1)", b"KEPT.clear()")
