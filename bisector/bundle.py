@@ -198,14 +198,15 @@ def write_bundle(report: Any, target: BundleTarget, out: str | Path, timeout_s: 
     mark(folder, BUNDLE)
     # The user's model file and its sibling modules, so the bundle stands alone once zipped.
     home = Path(model.path).resolve().parent
-    for path, text in user_sources(model).items():
+    for path in user_sources(model):
         p = Path(path)
         try:
             rel = p.relative_to(home)
         except ValueError:
             continue
         (folder / "model" / rel).parent.mkdir(parents=True, exist_ok=True)
-        (folder / "model" / rel).write_text(text)
+        # The file's own bytes: its encoding, BOM and line endings are what the repro must import.
+        (folder / "model" / rel).write_bytes(p.read_bytes())
     steps = _steps(target.samples) or [{"dims": {k: lo for k, (lo, hi) in plan.dims.items()}, "phase": "repeat"}]
     build = {
         "model": model.to_json(),
