@@ -68,7 +68,12 @@ def run_one(truth: Truth, jobs: int, timeout: float) -> dict:
         got = _culprits(data)
         # fix exits 0 when every culprit got a kept fix (and --apply wrote it), 1 when one has none.
         written = model.read_bytes() != Path(truth.path).read_bytes()
-        status = "fixed" if done.returncode == 0 and written else "unfixed" if done.returncode == 1 else "error"
+        if done.returncode == 0 and written:
+            status = "fixed"
+        elif done.returncode == 0 and not got:
+            status = "clean"  # find saw no growth the model owns: nothing to fix
+        else:
+            status = "unfixed" if done.returncode in (0, 1) else "error"
         chosen = [str(p.get("summary", "")) for p in data.get("patches", [])]
         if not chosen and data.get("patch_notes"):
             chosen = [str(data["patch_notes"][0])]

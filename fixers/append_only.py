@@ -4,7 +4,7 @@ edit to the user's source (libcst, formatting kept), in the order tried:
 
 - keep only the last few, trimmed after each append (the data stays readable, resets survive);
 - the list made a ``collections.deque(maxlen=4)`` in ``__init__`` and every reset;
-- stop adding to it (ranked last when other code reads what it keeps).
+- stop adding to it (which empties what it keeps: never chosen unasked).
 
 A container forward also reads is state, not a leak: left alone.
 """
@@ -95,8 +95,12 @@ class AppendOnly:
                         f"{name}.forward: stop adding to {owner}, which keeps every call's result alive",
                         edits=(SourceEdit(path, source, after, f"remove {removed[0]}"),),
                         size=len(removed),
+                        # What the container keeps is the point of appending to it, read here or not
+                        # (a public attribute, a module global: code elsewhere may read it).
                         removes_behaviour=(
-                            f"{owner} is read by {', '.join(readers)}, which would see nothing" if readers else ""
+                            f"{owner} is read by {', '.join(readers)}, which would see nothing"
+                            if readers
+                            else f"{owner} would stay empty"
                         ),
                     )
                 )

@@ -1,7 +1,8 @@
 """A forward hook left registered that collects outputs (``register_forward_hook(lambda m, a,
 out: ACTS.append(out))``): every call's activations stay alive. The edits, in the order tried:
-keep only the last few in what the hook fills, or unregister the hook (ranked last when other
-code reads what it collects).
+keep only the last few in what the hook fills (a module-level list, or a recorder's own list
+filled by a bound method), or unregister the hook (which removes what it collects: never chosen
+unasked).
 
 Hooks are looked for in every file of the user's source: the culprit is the hooked module
 (often torch's own ``Conv2d``), not the code that registered the hook."""
@@ -53,18 +54,25 @@ class CollectingHooks:
             return []
         out = []
         readers: list[str] = []
+        grown: list[str] = []
         for hook in hooks:
             fn_name = "" if isinstance(hook, cst.Lambda) else _cst.dotted(hook).split(".")[-1]
             body = hook.body if isinstance(hook, cst.Lambda) else _function(module, fn_name)
             for owner in _grown(body) if body is not None else []:
-                if "." in owner:
+                grown.append(owner)
+                if "." in owner and not (owner.startswith("self.") and fn_name):
                     continue  # an attribute of the hook's module argument: nothing module-level to bound
-                readers += [r for r in readers_of(module, owner, None, exclude=(fn_name,)) if r not in readers]
-                bounded = (
-                    trim_after_grow(source, owner, lambda where, f=fn_name: where == f)
-                    if fn_name
-                    else bound_module_list(source, owner)
-                )
+                if "." in owner:
+                    # A bound method's list (`self.activations` filled by `self.save_activation`, as
+                    # Grad-CAM's recorders do): trimmed inside that method, whatever class holds it.
+                    bounded = trim_after_grow(source, owner, lambda where, f=fn_name: where.split(".")[-1] == f)
+                else:
+                    readers += [r for r in readers_of(module, owner, None, exclude=(fn_name,)) if r not in readers]
+                    bounded = (
+                        trim_after_grow(source, owner, lambda where, f=fn_name: where == f)
+                        if fn_name
+                        else bound_module_list(source, owner)
+                    )
                 if bounded is not None:
                     seen = still_seen(readers)
                     out.append(
@@ -82,10 +90,12 @@ class CollectingHooks:
                 f"unregister the forward hook that collects outputs: {removed[0][:80]}",
                 edits=(SourceEdit(path, source, after, f"remove {removed[0]}"),),
                 size=len(removed),
+                # Collecting is the hook's whole effect: without it, what it fills stays empty, whoever
+                # reads it (code outside these files may: a recorder's list is there to be read).
                 removes_behaviour=(
                     f"what the hook collects is read by {', '.join(readers)}, which would see nothing"
                     if readers
-                    else ""
+                    else f"{', '.join(grown) or 'what the hook collects'} would stay empty"
                 ),
             )
         )
@@ -134,6 +144,47 @@ class CollectingHooks:
             ),
         ),
         Example(
+            "a recorder's bound method filling its own list (Grad-CAM's activations recorder)",
+            FixTarget(
+                "eager",
+                LEAK,
+                region_type="torch.nn.modules.activation.Tanh",
+                sources={
+                    "m.py": (
+                        "class Recorder:\n"
+                        "    def __init__(self, layer):\n"
+                        "        self.activations = []\n"
+                        "        layer.register_forward_hook(self.save)\n"
+                        "\n"
+                        "    def save(self, module, args, output):\n"
+                        "        self.activations.append(output.detach())\n"
+                    )
+                },
+            ),
+            True,
+            "self.activations",
+            edited=(
+                (
+                    "class Recorder:\n"
+                    "    def __init__(self, layer):\n"
+                    "        self.activations = []\n"
+                    "        layer.register_forward_hook(self.save)\n"
+                    "\n"
+                    "    def save(self, module, args, output):\n"
+                    "        self.activations.append(output.detach())\n"
+                    "        del self.activations[:-4]  # keep only the latest 4\n"
+                ),
+                (
+                    "class Recorder:\n"
+                    "    def __init__(self, layer):\n"
+                    "        self.activations = []\n"
+                    "\n"
+                    "    def save(self, module, args, output):\n"
+                    "        self.activations.append(output.detach())\n"
+                ),
+            ),
+        ),
+        Example(
             "a hook that only prints keeps nothing",
             FixTarget(
                 "eager",
@@ -169,9 +220,16 @@ def _hook_registered(stmt: cst.BaseSmallStatement) -> cst.BaseExpression | None:
 
 
 def _function(module: cst.Module, name: str) -> cst.FunctionDef | None:
+    """The top-level function of that name, else a method of that name in a top-level class (a
+    hook passed as `self.save`)."""
     for node in module.body:
         if isinstance(node, cst.FunctionDef) and node.name.value == name:
             return node
+    for node in module.body:
+        if isinstance(node, cst.ClassDef):
+            for item in node.body.body:
+                if isinstance(item, cst.FunctionDef) and item.name.value == name:
+                    return item
     return None
 
 
