@@ -160,7 +160,7 @@ def find_sites(source: str, row: Mapping[str, Any], shown: str) -> list[_Site]:
     attr = str(row.get("attr") or "")
     qualname = str(row.get("qualname") or "")
     last = qualname.split(".")[-1] if qualname else ""
-    by_name = root in ("global", "closure", "default-arg")
+    by_name = root in ("global", "closure", "default-arg", "class-attr")  # class-attr: in the class body
     hook_kind = attr.lstrip("_")[:-1] if root == "hooks" and attr.endswith("s") else ""
 
     def is_recv(node: Any) -> bool:
@@ -311,9 +311,12 @@ def hint(rows: Iterable[Mapping[str, Any]], per: str = "call") -> str | None:
     if not rows:
         return None
     top = rows[0]
-    what = {
-        "hooks": "hooks registered on every call pile up",
-        "lru-cache": "an unbounded lru_cache fills",
-        "logging": "a logging handler keeps every record",
-    }.get(str(top.get("root")), "a container that only grows")
-    return f"{describe(top, per)}: {what}; bound it or stop adding to it"
+    if top.get("container") == "Tensor":
+        what = "a tensor grown by concatenation: keep its last N rows after each one"
+    else:
+        what = {
+            "hooks": "hooks registered on every call pile up: register once (or keep the handle and remove it)",
+            "lru-cache": "an unbounded lru_cache fills: give it a finite maxsize",
+            "logging": "a logging handler keeps every record and what it refers to: bound or flush it",
+        }.get(str(top.get("root")), "a container that only grows: bound it")
+    return f"{describe(top, per)}: {what}"

@@ -542,6 +542,9 @@ def _new_keys(obj: Any, grew: int) -> list[Any]:
 def compare(before: Survey, after: Survey, found: Mapping[str, Any], calls: int, dims: Iterable[int]) -> list[dict]:
     """Rows for the paths that grew over ``calls`` calls (or hold at least one new object per call)."""
     calls = max(1, calls)
+    # A container that gained less than this over the span is filling up to a bound or churning
+    # (a deque(maxlen=N) still filling), not growing with the calls.
+    least = max(2, calls / 4)
     dims = list(dims)
     rows = []
     # The bytes of a dict's new entries (surveyed as paths of their own at the end) are that dict's.
@@ -560,14 +563,17 @@ def compare(before: Survey, after: Survey, found: Mapping[str, Any], calls: int,
             db = h.nbytes - ((b.nbytes or 0) if b is not None else 0)
         walked = found.get(path)
         if h.container == "Tensor":
-            if grew <= 0 and (db or 0) <= 0:
+            if grew < least and (db or 0) <= 0:
                 continue
-        elif grew <= 0 and (walked is None or walked["objects"] < calls):
+        elif grew < least and (walked is None or walked["objects"] < calls):
             continue
         if grew <= 0 and walked is not None:
             grew = walked["objects"]  # held below this container (self.cache[key].append)
         obj = after.objects.get(path + "#cache", after.objects.get(path))
-        nbytes = (walked["bytes"] if walked else (db if db and db > 0 else 0)) + inherited.get(path, 0.0)
+        if h.container == "Tensor":
+            nbytes = max(0, db or 0)  # the storage's growth (the walk would count the whole new tensor)
+        else:
+            nbytes = (walked["bytes"] if walked else 0) + inherited.get(path, 0.0)
         rows.append(
             {
                 "root": h.root,
