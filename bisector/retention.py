@@ -278,9 +278,10 @@ def describe(row: Mapping[str, Any], per: str = "call") -> str:
     input lengths), registered at hook_leak.py:22'."""
     growth = []
     if row.get("entries_per_call"):
-        growth.append(f"+{_n(row['entries_per_call'])} {_unit(row)} per {per}")
+        growth.append(f"+{_n(row['entries_per_call'])} {_unit(row, row['entries_per_call'])} per {per}")
     if row.get("entries_per_new_shape"):
-        growth.append(f"+{_n(row['entries_per_new_shape'])} {_unit(row)} per new shape")
+        n = row["entries_per_new_shape"]
+        growth.append(f"+{_n(n)} {_unit(row, n)} per new shape")
     if row.get("keys"):
         growth.append(f"keys are {row['keys']}")
     text = f"held by {row['path']} ({', '.join([row['container'], *growth])})"
@@ -297,12 +298,13 @@ def _n(x: float) -> str:
     return f"{x:g}" if x >= 10 or float(x).is_integer() else f"{x:.2g}"
 
 
-def _unit(row: Mapping[str, Any]) -> str:
+def _unit(row: Mapping[str, Any], n: float) -> str:
+    one = n == 1
     if row.get("container") == "Tensor":
-        return "rows" if row.get("entries_per_call") != 1 else "row"
+        return "row" if one else "rows"
     if row.get("root") == "hooks":
-        return "hooks" if row.get("entries_per_call") != 1 else "hook"
-    return "entries" if row.get("entries_per_call") != 1 else "entry"
+        return "hook" if one else "hooks"
+    return "entry" if one else "entries"
 
 
 def hint(rows: Iterable[Mapping[str, Any]], per: str = "call") -> str | None:

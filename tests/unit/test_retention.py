@@ -334,3 +334,30 @@ def test_paths_merge_spans_and_name_the_sites(tmp_path) -> None:
     assert "keys are input lengths" in describe(memo_row)
     assert hint(got).startswith(text) and "register once" in (hint(got) or "")
     assert hint(()) is None
+
+
+def test_html_report_and_issue_text_show_the_path() -> None:
+    from bisector.bundle import BundleTarget, issue_text
+    from bisector.html_report import _retention
+
+    row = {
+        "root": "global",
+        "path": "pkg.layers._MEMO",
+        "container": "dict",
+        "entries_per_call": 0.0,
+        "entries_per_new_shape": 1.0,
+        "bytes_per_call": None,
+        "keys": "input lengths",
+        "defined_at": "pkg/layers.py:3",
+        "mutated_at": ["pkg/layers.py:9"],
+        "attr": "_MEMO",
+        "module": "pkg.layers",
+        "qualname": "",
+    }
+    html = _retention([row], "call")
+    assert "<code>pkg.layers._MEMO</code>" in html and "pkg/layers.py:9" in html and "input lengths" in html
+    assert _retention([], "call") == ""
+    target = BundleTarget("eager", "attn", "shape-growth", {"retention": [row]}, (), ())
+    text = issue_text("m.py:Net", target, {}, "env\n")
+    assert "What holds it:\n\n- held by pkg.layers._MEMO (dict, +1 entry per new shape, keys are input lengths)" in text
+    assert "grown at pkg/layers.py:9, defined at pkg/layers.py:3" in text
