@@ -76,7 +76,8 @@ def paths(data: Mapping[str, Any] | None, model_path: str, project: str | None =
     rows = []
     for r in out[:TOP]:
         file = r.pop("_file")
-        defined, mutated = sites(r, _files(file, model_path, base, r["attr"]), base)
+        mention = r["module"].rsplit(".", 1)[-1] if r["root"] == "global" else ""
+        defined, mutated = sites(r, _files(file, model_path, base, r["attr"], mention), base)
         rows.append({**r, "defined_at": defined, "mutated_at": list(mutated)})
     return tuple(rows)
 
@@ -90,9 +91,10 @@ def _under(path: str, root: str) -> bool:
     return path == root or path.startswith(root.rstrip(os.sep) + os.sep)
 
 
-def _files(file: str, model_path: str, base: str, attr: str) -> list[str]:
+def _files(file: str, model_path: str, base: str, attr: str, module: str = "") -> list[str]:
     """The files to read: the container owner's file, the model's, then the model folder's other
-    files that mention the name (where a hook is registered or a global is grown)."""
+    files that mention the name (where a hook is registered or a global is grown); a global's,
+    only those that also name its module (another file's global of the same name is not it)."""
     out: list[str] = []
     for f in (file, model_path):
         if f and f.endswith(".py") and os.path.isfile(f) and _under(f, base) and f not in out:
@@ -103,7 +105,8 @@ def _files(file: str, model_path: str, base: str, attr: str) -> list[str]:
         if name in out:
             continue
         try:
-            if attr and attr in f.read_text(errors="replace"):
+            text = f.read_text(errors="replace")
+            if attr and attr in text and (not module or module in text):
                 out.append(name)
         except OSError:
             pass

@@ -60,6 +60,7 @@ class Held:
     module: str = ""  # import path of a global's (or class's, function's) module
     qualname: str = ""  # the class (class-attr, module-attr) or function
     file: str = ""  # the source file that defines the owner (module, class or function)
+    owner: Any = None  # the class whose file is looked up only when a row is reported (inspect is slow)
 
 
 @dataclass
@@ -126,7 +127,8 @@ class _Surveyor:
             self.lru(obj, base)
             return
         if isinstance(obj, _CONTAINERS):
-            if not self.add(obj, _with(base, container=type(obj).__name__, size=len(obj))):
+            size = next(c.__len__(obj) for c in _CONTAINERS if isinstance(obj, c))  # never a subclass's own len()
+            if not self.add(obj, _with(base, container=type(obj).__name__, size=size)):
                 return
             if isinstance(obj, dict) and depth < NEST and len(obj) <= DESCEND:
                 for k, v in list(obj.items()):
@@ -549,10 +551,12 @@ def compare(before: Survey, after: Survey, found: Mapping[str, Any], calls: int,
     rows = []
     # The bytes of a dict's new entries (surveyed as paths of their own at the end) are that dict's.
     inherited: dict[str, float] = {}
+    adopted: dict[str, int] = {}
     for path, walked in found.items():
         if path not in before.held and "[" in path:
             owner = path[: path.rfind("[")]
             inherited[owner] = inherited.get(owner, 0.0) + walked["bytes"]
+            adopted[owner] = adopted.get(owner, 0) + walked["objects"]
     for path, h in after.held.items():
         b = before.held.get(path)
         if b is None and "[" in path:
@@ -567,6 +571,8 @@ def compare(before: Survey, after: Survey, found: Mapping[str, Any], calls: int,
                 continue
         elif grew < least and (walked is None or walked["objects"] < calls):
             continue
+        elif h.root == "registry" and (walked or {}).get("objects", 0) + adopted.get(path, 0) < least:
+            continue  # a library's mapping whose size moves as it loads lazily: new objects in it, or nothing
         if grew <= 0 and walked is not None:
             grew = walked["objects"]  # held below this container (self.cache[key].append)
         obj = after.objects.get(path + "#cache", after.objects.get(path))
@@ -586,7 +592,7 @@ def compare(before: Survey, after: Survey, found: Mapping[str, Any], calls: int,
                 "attr": h.attr,
                 "module": h.module,
                 "qualname": h.qualname,
-                "file": h.file,
+                "file": h.file or (_file_of(h.owner) if h.owner is not None else ""),
             }
         )
     for path, walked in found.items():
