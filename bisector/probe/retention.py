@@ -28,7 +28,7 @@ import logging
 import sys
 import time
 import types
-from collections import Counter, deque
+from collections import Counter, OrderedDict, deque
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -44,6 +44,7 @@ SIZED = 200  # new objects per path whose bytes are counted (the rest are taken 
 
 ROOTS = ("module-attr", "global", "class-attr", "closure", "default-arg", "lru-cache", "hooks", "logging", "registry")
 _CONTAINERS = (list, dict, set, deque)
+_EXACT = frozenset({list, dict, set, deque, OrderedDict})
 LRU_TYPE: Any = getattr(functools, "_lru_cache_wrapper", None)
 
 
@@ -302,8 +303,16 @@ def _module_globals(s: _Surveyor, mod: types.ModuleType, root: str, classes: lis
     name = mod.__name__
     shown = display_module(name)
     base = Held(root, "", "", 0, module=shown, file=getattr(mod, "__file__", "") or "")
+    library = root == "registry"
     for attr, v in list(vars(mod).items()):
         if attr.startswith("__") and attr.endswith("__"):
+            continue
+        if library:
+            # A library's registries: its plain containers only, found by exact type. Anything
+            # more (isinstance, its classes, its functions) wakes lazy proxies: transformers then
+            # imports ~1,400 modules on the first survey and every later one sees them as growth.
+            if type(v) in _EXACT:
+                s.add(v, _with(base, path=f"{shown}.{attr}", attr=attr, container=type(v).__name__, size=len(v)))
             continue
         if isinstance(v, type):
             if v.__module__ == name and v not in classes:
