@@ -37,6 +37,7 @@ from bisector.probe import containment
 from bisector.probe.pool import default_mem_cap
 from bisector.project import project_root
 from bisector.repair import user_sources
+from bisector.retention import describe
 from bisector.units import format_bytes
 
 PER = {"eager": "call", "export": "export", "inference": "run"}
@@ -347,6 +348,10 @@ def issue_text(spec: str, t: BundleTarget, child: Mapping[str, Any], env: str) -
     )
     expected = f"Memory flat after warm-up: nothing kept per {per} once the same input shapes repeat."
     observed = f"{_measured(t)}\n\n{table}"
+    held = f.get("retention") or []
+    if held:
+        # What bisector found holding the growth (retention.py): where to look first.
+        observed += "\n\nWhat holds it:\n\n" + "\n".join(f"- {describe(r, per)}" for r in held)
     if t.stage == "inference":
         v = dict(child.get("versions") or {})
         return (

@@ -58,6 +58,8 @@ class Figures(Mapping[str, Any]):
     region_objects_per_new_shape: float | None = UNSET
     # A stage that could not export: the operators the exporter lacks (failures.py).
     operators: tuple[str, ...] | list[str] = UNSET
+    # What holds a Python-level culprit's growth: retention paths (retention.py), biggest first.
+    retention: tuple[Mapping[str, Any], ...] | list[Any] = UNSET
 
     @classmethod
     def of(cls, data: Mapping[str, Any] | None) -> Figures:

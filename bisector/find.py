@@ -24,13 +24,17 @@ from bisector.lab import Interrupted, Lab
 from bisector.measure import stage_summary
 from bisector.owners import LIBRARIES, MODEL, NATIVE, top_site
 from bisector.probe.pool import ProbePool
-from bisector.probe.types import STAGES
+from bisector.probe.types import STAGES, ProbeOk
 from bisector.results import MeasureOptions, MeasureReport, StageResult, stage_order
+from bisector.retention import hint as retention_hint
+from bisector.retention import paths as retention_paths
 from bisector.runner import Events, event
 from bisector.search import Finding, Outcome, Search, SearchState
 from bisector.spec import InputPlan, ModelSpec
 from bisector.tree import Tree
 from bisector.verdict import LEAK, SHAPE_GROWTH
+
+MAX_RETENTION_PROBES = 4  # culprits per stage given a retention probe
 
 
 @dataclass(frozen=True)
@@ -67,6 +71,8 @@ class Culprit:
             "floor_bytes_per_call": f.floor_bytes_per_call,
             "owners": f.owners,
             "hint": self.hint,
+            # What holds the growth, when a retention probe found it (retention.py).
+            **({"retention": [dict(r) for r in f.retention]} if f.retention else {}),
         }
 
 
@@ -124,6 +130,9 @@ class FindReport:
 
 
 def hint_for(stage: str, kind: str, own_code: bool, figures: Figures, type_name: str) -> str:
+    held = retention_hint(figures.retention or (), "export" if stage == "export" else "call")
+    if held and stage != "inference":
+        return held
     types = " ".join(figures.top_types or {})
     tensors = "Tensor" in types
     if stage == "inference":
@@ -226,14 +235,36 @@ class Finder:
                 pass
         return self._stage_search(stage, root, state)
 
+    def _retention(self, stage: str, found: list[Finding]) -> dict[str, tuple[dict[str, Any], ...]]:
+        """What holds each culprit's growth: one retention probe per culprit of the eager stage
+        (probe/retention.py), all started at once. A probe that fails leaves the culprit without."""
+        if stage != "eager" or self.lab.interrupted.is_set():
+            return {}
+        futures = {c.region: self.lab.retention(stage, c.region) for c in found[:MAX_RETENTION_PROBES]}
+        out = {}
+        for region, fut in futures.items():
+            try:
+                result = fut.result()
+            except Exception:  # noqa: BLE001 - evidence for the hint and the fixers, never a failed find
+                continue
+            if isinstance(result, ProbeOk):
+                rows = retention_paths(result.curve.meta.get("retention"), self.lab.model.path)
+                if rows:
+                    out[region] = rows
+        return out
+
     def _stage_search(self, stage: str, root: StageResult, state: SearchState) -> StageSearch:
         tree = self.lab.tree
         assert tree is not None
         culprits = []
+        held = self._retention(stage, [c for c in state.culprits if c.kind in (LEAK, SHAPE_GROWTH)])
         for c in sorted(state.culprits, key=lambda c: c.region):
             region = tree.regions.get(c.region)
             type_name = region.type.rsplit(".", 1)[-1] if region else ""
             chain = tuple((r, o.kind) for r, o in state.path_to(c.region))
+            figures = c.outcome.figures
+            if c.region in held:
+                figures = figures.with_(retention=held[c.region])
             culprits.append(
                 Culprit(
                     region=c.region,
@@ -241,9 +272,9 @@ class Finder:
                     kind=c.kind,
                     own_code=c.own_code,
                     type=type_name,
-                    figures=c.outcome.figures,
+                    figures=figures,
                     chain=chain,
-                    hint=hint_for(stage, c.kind, c.own_code, c.outcome.figures, type_name),
+                    hint=hint_for(stage, c.kind, c.own_code, figures, type_name),
                 )
             )
         return StageSearch(

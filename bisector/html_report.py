@@ -455,12 +455,31 @@ def _culprits(doc: Mapping[str, Any], charts: Mapping[str, bytes]) -> str:
             f"<span class='badge {html.escape(c['kind'])}'>{html.escape(c['kind'])}</span></h3>"
             f"<p>{html.escape(fig)}{' · its own code' if c.get('own_code') else ''}</p>"
             f"<p class='reasons'>next: {html.escape(c.get('hint') or '')}</p>"
+            + _retention(c.get("retention"), per)
             + _img(charts, name, f"{c['region']} alone")
             + _owners(c.get("owners"), per)
             + _onnx(doc, c)
             + "</div>"
         )
     return ("<h2 id='culprits'>Culprits</h2>" + "".join(out)) if out else ""
+
+
+def _retention(rows: Any, per: str) -> str:
+    """What holds the growth (retention.py): one row per path, with its source lines."""
+    if not rows:
+        return ""
+    body = "".join(
+        f"<tr><td><code>{html.escape(r['path'])}</code></td><td>{html.escape(r['container'])}</td>"
+        f"<td>{r['entries_per_call']:+g}/{per}, {r['entries_per_new_shape']:+g}/new shape"
+        f"{' (keys: ' + html.escape(r['keys']) + ')' if r.get('keys') else ''}</td>"
+        f"<td>{html.escape(r.get('defined_at') or '-')}</td>"
+        f"<td>{html.escape(', '.join(r.get('mutated_at') or []) or '-')}</td></tr>"
+        for r in rows
+    )
+    return (
+        "<table class='retention'><tr><th>held by</th><th>container</th><th>growth</th>"
+        f"<th>defined at</th><th>grown at</th></tr>{body}</table>"
+    )
 
 
 def _onnx(doc: Mapping[str, Any], c: Mapping[str, Any]) -> str:

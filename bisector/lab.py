@@ -180,6 +180,17 @@ def traced(request: ProbeRequest, stage: str) -> ProbeRequest:
     return request.with_(options=options, schedule=schedule, label=f"{request.label} owners")
 
 
+def retention_schedule(schedule: Schedule) -> Schedule:
+    """A retention probe's schedule: the stage's warm-up, three passes over the repeated shapes
+    (the first one the walker's own warm-up), then the novel shapes; no within phase."""
+    steps = [s for s in schedule.steps if s.phase == "warmup"]
+    shapes = list({s.key(): s for s in schedule.steps if s.phase == "repeat"}.values())
+    for _ in range(3):
+        steps += [Step("repeat", dict(s.dims)) for s in shapes]
+    steps += [s for s in schedule.steps if s.phase == "novel"]
+    return Schedule(steps=tuple(steps), seed=schedule.seed, profile=schedule.profile)
+
+
 def floor_short(verdict: Verdict | None, options: MeasureOptions, stage: str) -> str | None:
     """Why a clean verdict is not yet good enough: its heap floor is above the stage's target."""
     if verdict is None or verdict.kind != CLEAN or verdict.growth_metric != HEAP:
@@ -561,6 +572,23 @@ class Lab:
         )
         result = self.runner.submit(request).result()
         return result.curve if isinstance(result, ProbeOk) else None
+
+    def retention(self, stage: str, region: str) -> Future:
+        """A retention probe of one region on its recorded inputs (probe/retention.py): what holds
+        the objects its calls leave behind. A future of the probe's result."""
+        schedule = retention_schedule(self.schedule(stage))
+        self.ensure_captured([schedule])
+        request = ProbeRequest(
+            self.model,
+            self.plan,
+            stage,
+            schedule,
+            replace(self.options.probe, retention=True),
+            regions=(region,),
+            capture=str(self.capture_dir),
+            label=f"{stage} {region or '<root>'} retention",
+        )
+        return self.runner.submit(request)
 
     def outputs_against(
         self, other: Lab, stage: str, mode: str, rtol: float, atol: float, label: str = "outputs"

@@ -13,6 +13,7 @@ from bisector.owners import LIBRARIES, MODEL, TOOLCHAIN, native_share
 from bisector.probe.types import ProbeCrashed, ProbeFailed, ProbeTimedOut
 from bisector.repair import costs_more_than_it_saves, registration_site
 from bisector.results import CRASHED, FAILED, MeasureReport, StageResult
+from bisector.retention import describe
 from bisector.schedule import PHASES
 from bisector.units import format_bytes
 from bisector.verdict import CLEAN, HEAP, INCONCLUSIVE, LEAK, SHAPE_GROWTH, TOOLCHAIN_LEAK
@@ -323,6 +324,13 @@ def _culprit_label(report: Any, c: Any, type_name: str, escape: Any) -> str:
     )
 
 
+def _also_held(node: Any, c: Any, escape: Any) -> None:
+    """The retention paths after the first (which the hint names)."""
+    per = "export" if c.stage == "export" else "call"
+    for row in list(c.figures.retention or ())[1:]:
+        node.add(f"[cyan]also {escape(describe(row, per))}[/]")
+
+
 def _culprit_tree(report: Any, search: Any, RichTree: Any, escape: Any) -> Any:
     tree = report.tree
     root_region = tree.regions.get("")
@@ -331,6 +339,7 @@ def _culprit_tree(report: Any, search: Any, RichTree: Any, escape: Any) -> Any:
     if root_culprit is not None:
         root = RichTree(_culprit_label(report, root_culprit, root_type, escape), guide_style="dim")
         root.add(f"[cyan]next: {escape(root_culprit.hint)}[/]")
+        _also_held(root, root_culprit, escape)
     else:
         root = RichTree(escape(f"<root> {root_type}  {search.root.kind}"), guide_style="dim")
     nodes = {"": root}
@@ -345,6 +354,7 @@ def _culprit_tree(report: Any, search: Any, RichTree: Any, escape: Any) -> Any:
             if path == c.region:
                 node = parent.add(_culprit_label(report, c, type_name, escape))
                 node.add(f"[cyan]next: {escape(c.hint)}[/]")
+                _also_held(node, c, escape)
             else:
                 o = tested.get(path)
                 kind = o.kind if o is not None else "·"

@@ -148,6 +148,7 @@ def run_request(req: ProbeRequest, workdir: Path) -> ProbeResult:
                 device=device,
                 meta=meta,
                 owner_roots=project_roots(req.model.path),
+                model=None if req.control else model,
             )
             if req.stage == "inference":
                 import onnxruntime

@@ -32,6 +32,7 @@ class Context:
     device: str = "cpu"
     meta: dict[str, Any] = field(default_factory=dict)
     owner_roots: list[str] = field(default_factory=list)  # the model's project folders (owners.py)
+    model: Any = None  # the whole model: retention paths are named from its root
 
 
 def _type_snapshot() -> tuple[tuple[str, ...], tuple[int, ...]]:
@@ -69,6 +70,7 @@ def run_loop(ctx: Context, call: Callable[[int, Step], None]) -> MemoryCurve:
     gc.freeze()
     ctx.meta["rss_before_loop"] = ctx.meters.proc.memory_info().rss  # what setup (and a warm-up) cost
     tracer = OwnerTracer(ctx, steps) if ctx.options.owners else None
+    holder = retention_tracer(ctx, steps) if ctx.options.retention else None
     started = time.perf_counter()
     for i, step in enumerate(steps):
         if step.phase != phase:
@@ -80,6 +82,8 @@ def run_loop(ctx: Context, call: Callable[[int, Step], None]) -> MemoryCurve:
                 _settle()
         if tracer is not None:
             tracer.before(i)
+        if holder is not None:
+            holder.before(i)
         call(i, step)
         vals = ctx.meters.sample()
         for k, v in vals.items():
@@ -88,6 +92,8 @@ def run_loop(ctx: Context, call: Callable[[int, Step], None]) -> MemoryCurve:
         del vals
         if tracer is not None:
             tracer.after(i)
+        if holder is not None:
+            holder.after(i)
         if i == n - 1 or steps[i + 1].phase != "repeat":
             if step.phase == "repeat":
                 traced.append(ctx.meters.snapshot())
@@ -95,6 +101,8 @@ def run_loop(ctx: Context, call: Callable[[int, Step], None]) -> MemoryCurve:
     loop_s = time.perf_counter() - started
     if tracer is not None:
         ctx.meta["owners"] = tracer.result()
+    if holder is not None:
+        ctx.meta["retention"] = holder.result()
 
     samples = tuple(
         Sample(step.phase, dict(step.dims), {m: cols[m][i] for m in METRICS if not math.isnan(cols[m][i])})
@@ -175,3 +183,40 @@ class OwnerTracer:
 
     def result(self) -> dict[str, Any]:
         return dict(self.out)
+
+
+def retention_tracer(ctx: Context, steps: tuple[Step, ...]) -> Any:
+    """A retention probe's tracer (probe/retention.py): the repeat phase after its first pass (per
+    call), and the novel phase (per new shape)."""
+    import sys
+
+    from bisector.owners import LIBRARIES, MODEL, Classifier, installed_own
+    from bisector.probe.retention import RetentionTracer
+
+    classifier = Classifier(ctx.owner_roots, installed_own())
+    repeat = [i for i, s in enumerate(steps) if s.phase == "repeat"]
+    novel = [i for i, s in enumerate(steps) if s.phase == "novel"]
+    pass_len = max(1, len({steps[i].key() for i in repeat}))
+    spans: list[tuple[str, int, int]] = []
+    if repeat:
+        spans.append(("repeat", repeat[pass_len] if len(repeat) > pass_len else repeat[0], repeat[-1]))
+    if novel:
+        spans.append(("novel", novel[0], novel[-1]))
+
+    def modules() -> tuple[list[Any], list[Any]]:
+        user, libs = [], []
+        for mod in list(sys.modules.values()):
+            file = getattr(mod, "__file__", None)
+            if not isinstance(file, str):
+                continue
+            group = classifier.group(file)
+            if group == MODEL:
+                user.append(mod)
+            elif group == LIBRARIES:
+                libs.append(mod)
+        return user, libs
+
+    def dims(first: int, last: int) -> list[int]:
+        return sorted({int(v) for s in steps[first : last + 1] for v in s.dims.values()})
+
+    return RetentionTracer(ctx.model, modules, spans, dims)

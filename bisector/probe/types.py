@@ -49,6 +49,8 @@ class ProbeOptions:
     # Frames per allocation: each costs time in every allocation (a dynamo export of a tiny GPT-2
     # took 2.4 s untraced, ~13 s at one frame, minutes at eight).
     owners: int = 0
+    # A retention probe: what holds the objects the calls leave behind (probe/retention.py).
+    retention: bool = False
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -65,6 +67,8 @@ class ProbeOptions:
             "post_export": list(self.post_export),
             "warmup": self.warmup,
             "owners": self.owners,
+            # Only when set: every other probe's request, and so its cache key, stays as it was.
+            **({"retention": True} if self.retention else {}),
         }
 
     @classmethod

@@ -44,9 +44,14 @@ def test_find_json_names_the_culprit_and_a_rerun_reuses_every_probe(tmp_path) ->
             "decided_by": "objects",  # the object count settled it (bundle charts draw that metric)
             "floor_bytes_per_call": report["culprits"][0]["floor_bytes_per_call"],
             "owners": None,  # objects grew: the model's, no traced probe needed
+            "retention": report["culprits"][0]["retention"],
         }
     ]
     assert "torch.Tensor" in report["culprits"][0]["grown_types"]
+    (held,) = report["culprits"][0]["retention"]  # what holds it: Recorder's list, and its lines
+    assert (held["path"], held["container"], held["entries_per_call"]) == ("blocks.1.history", "list", 1.0)
+    assert held["defined_at"] == "sample_models/list_append.py:20"
+    assert held["mutated_at"] == ["sample_models/list_append.py:24"]
     assert report["probes"] >= 3 and report["stages"]["eager"]["verdict"] == "leak"
     assert report["stages"]["eager"]["samples"], "find --json extends the measure report, samples included"
     assert report["complete"] is True
