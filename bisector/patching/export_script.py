@@ -5,7 +5,6 @@ it; and the settings a script already uses, read back."""
 
 from __future__ import annotations
 
-import ast
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -24,8 +23,8 @@ from bisector.patching.cst_edits import (
     set_kwarg,
 )
 from bisector.patching.diff import Patch
+from bisector.patching.flow import Flow, Key
 from bisector.patching.settings import DEFAULT_EXPORTER, Settings, dynamic_dims_by_input
-from bisector.patching.sites import path_key
 
 
 def dynamic_spec_code(plan: Any, bounded: Mapping[str, Sequence[int]], exporter: str) -> str | None:
@@ -56,15 +55,15 @@ def _path_arg(call: cst.Call) -> cst.BaseExpression | None:
     return f
 
 
-def export_call_owner(call: cst.Call) -> tuple[str | None, bool]:
+def export_call_owner(call: cst.Call, flow: Flow | None = None) -> tuple[str | None, bool]:
     """(the model key its output path names, whether the path is built from a name: a call
-    shared by several models)."""
+    shared by several models). flow: the script's data flow, call one of its nodes."""
 
     f = _path_arg(call)
     if f is None:
         return None, False
-    literal, key_code = path_key(f, {})
-    return literal, bool(key_code) and literal is None
+    key = (flow or Flow(cst.Module(body=[cst.SimpleStatementLine([cst.Expr(call)])]))).key_of(f)
+    return key.literal, key.code is not None
 
 
 class _ExportCalls(cst.CSTTransformer):
@@ -72,7 +71,10 @@ class _ExportCalls(cst.CSTTransformer):
     name serves every model: it is changed only when the change is already there (nothing to add),
     else a note says what to set by hand, since a setting there would change every model's export."""
 
-    def __init__(self, settings: Settings, plan: Any, key: str | None = None, n_calls: int = 1) -> None:
+    def __init__(
+        self, settings: Settings, plan: Any, key: str | None = None, n_calls: int = 1, flow: Flow | None = None
+    ) -> None:
+        self.flow = flow
         self.settings = settings
         self.plan = plan
         self.key = key
@@ -86,7 +88,7 @@ class _ExportCalls(cst.CSTTransformer):
         name = dotted(updated.func)
         if not name.endswith("onnx.export"):
             return updated
-        literal, shared = export_call_owner(updated)
+        literal, shared = export_call_owner(original, self.flow)
         if self.key is not None and literal is not None and literal != self.key and self.n_calls > 1:
             return updated  # another model's export
         self.found += 1
@@ -118,29 +120,15 @@ class _ExportCalls(cst.CSTTransformer):
         return call
 
 
-def script_input_names(path: str) -> list[str] | None:
-    """The literal input_names=[...] of the script's first torch.onnx.export call, if it has one."""
+def script_input_names(path: str, key: str | None = None) -> list[str] | None:
+    """The input_names=... the script's export call gives this model (literal, or looked up in a
+    literal table by the model's key), if it can be read."""
     try:
-        _, module = read_script(path, "--export-script")
+        text, _ = read_script(path, "--export-script")
     except UserError:
         return None
-    found: list[list[str]] = []
-
-    class V(cst.CSTVisitor):
-        def visit_Call(self, node: cst.Call) -> None:
-            if found or not dotted(node.func).endswith("onnx.export"):
-                return
-            for a in node.args:
-                if a.keyword is not None and a.keyword.value == "input_names":
-                    try:
-                        value = ast.literal_eval(code_of(a.value))
-                    except (ValueError, SyntaxError):
-                        return
-                    if isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value):
-                        found.append(list(value))
-
-    module.visit(V())
-    return found[0] if found else None
+    names = _read_export(text, key or Path(path).stem)[0].get("export_kwargs", {}).get("input_names")
+    return list(names) if names else None
 
 
 def _export_calls(module: cst.Module) -> list[cst.Call]:
@@ -155,38 +143,81 @@ def _export_calls(module: cst.Module) -> list[cst.Call]:
     return calls
 
 
-def read_export(source: str, key: str) -> dict[str, Any]:
-    """The export settings the script uses for this model, as probe overrides: the exporter
-    (`dynamo=`) and the literal opset_version, do_constant_folding and export_params of its call
-    (the model's own, or the one shared by every model)."""
-    try:
-        module = cst.parse_module(source)
-    except cst.ParserSyntaxError:
-        return {}
-    calls = _export_calls(module)
+_KWARGS = ("opset_version", "do_constant_folding", "export_params")
+_TABLED = ("input_names", "dynamic_axes")  # often looked up per model in the script's tables
+
+
+def _model_call(flow: Flow, key: str) -> tuple[cst.Call, Key] | None:
+    """This model's export call (its own, or the one every model shares) and what names the model there."""
+    calls = []
+    for c in _export_calls(flow.module):
+        f = _path_arg(c)
+        calls.append((c, flow.key_of(f) if f is not None else Key(why="no output path")))
     mine = (
-        [c for c in calls if export_call_owner(c)[0] == key]
-        or [c for c in calls if export_call_owner(c)[1]]
+        [c for c in calls if c[1].literal == key]
+        or [c for c in calls if c[1].code is not None]
         or (calls if len(calls) == 1 else [])
     )
-    if not mine:
-        return {}
+    return mine[0] if mine else None
+
+
+def _read_export(source: str, key: str) -> tuple[dict[str, Any], list[str]]:
+    """(probe overrides, the settings the call passes that could not be read, each with why)."""
+    try:
+        flow = Flow(source)
+    except cst.ParserSyntaxError:
+        return {}, []
+    found = _model_call(flow, key)
+    if found is None:
+        return {}, []
+    call, owner = found
+    # A shared call's tables are read at this model's entry: its key bound to the variable that
+    # carries the name (`dynamic_axes=AXES[name]` with name = the model's artifact).
+    env = {owner.code: owner.table_key(key)} if owner.code and owner.code.isidentifier() else {}
     out: dict[str, Any] = {}
     kwargs: dict[str, Any] = {}
-    for a in mine[0].args:
-        if a.keyword is None:
+    unread: list[str] = []
+    for a in call.args:
+        name = a.keyword.value if a.keyword is not None else ""
+        if name not in ("dynamo", *_KWARGS, *_TABLED):
             continue
         try:
-            value = ast.literal_eval(code_of(a.value))
-        except (ValueError, SyntaxError):
+            value = flow.evaluate(a.value, env)
+        except ValueError as exc:
+            if name in _TABLED:
+                unread.append(f"{name} ({exc})")
             continue
-        if a.keyword.value == "dynamo" and isinstance(value, bool):
+        if name == "dynamo" and isinstance(value, bool):
             out["exporter"] = "dynamo" if value else "torchscript"
-        elif a.keyword.value in ("opset_version", "do_constant_folding", "export_params"):
-            kwargs[a.keyword.value] = value
+        elif name in _KWARGS:
+            kwargs[name] = value
+        elif name == "input_names" and isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value):
+            kwargs[name] = list(value)
+        elif name == "dynamic_axes" and isinstance(value, dict):
+            kwargs[name] = value
+        elif name in _TABLED:
+            unread.append(f"{name} (`{code_of(a.value)}` is not what torch.onnx.export takes)")
+    if "dynamic_axes" in kwargs and "input_names" not in kwargs:
+        # dynamic_axes names the graph's inputs: without the names the probe's export would not match them
+        del kwargs["dynamic_axes"]
+        unread.append("dynamic_axes (its input_names could not be read)")
     if kwargs:
         out["export_kwargs"] = kwargs
-    return out
+    return out, unread
+
+
+def read_export(source: str, key: str) -> dict[str, Any]:
+    """The export settings the script uses for this model, as probe overrides: the exporter
+    (`dynamo=`), opset_version, do_constant_folding and export_params, and input_names and
+    dynamic_axes, of its call (the model's own, or the one shared by every model), where the code
+    alone decides them: literals, or literal tables looked up by the model's key."""
+    return _read_export(source, key)[0]
+
+
+def unread_export(source: str, key: str) -> list[str]:
+    """The input_names and dynamic_axes the script passes for this model that could not be read
+    (not literals), each with why: measured with the declared inputs instead."""
+    return _read_export(source, key)[1]
 
 
 def patch_export_script(
@@ -197,9 +228,10 @@ def patch_export_script(
     original, module = read_script(path, "--export-script")
     if text is not None:
         module = cst.parse_module(text)
-    text = module.code
-    t = _ExportCalls(settings, plan, key, len(_export_calls(module)))
-    new = module.visit(t).code
+    flow = Flow(module)
+    text = flow.module.code
+    t = _ExportCalls(settings, plan, key, len(_export_calls(flow.module)), flow)
+    new = flow.module.visit(t).code
     name = Path(path).name
     notes = []
     if t.shared_changes:

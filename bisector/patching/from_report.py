@@ -10,7 +10,7 @@ from typing import Any
 
 from bisector.fixers.base import SourceEdit
 from bisector.patching.diff import Patch, source_patches
-from bisector.patching.export_script import patch_export_script, script_input_names
+from bisector.patching.export_script import patch_export_script, script_input_names, unread_export
 from bisector.patching.infer_script import patch_infer_script
 from bisector.patching.new_file import new_export_file
 from bisector.patching.settings import Settings
@@ -121,7 +121,7 @@ def work_for(
     if export_script and plan is not None and not plan.use_hook:
         # The graph's inputs carry the names the user's export gives them: dynamic_axes, the
         # guard and the padding must use those, not --input's.
-        names = script_input_names(export_script)
+        names = script_input_names(export_script, key)
         if names and len(names) == len(plan.inputs):
             plan = replace(plan, inputs=tuple(replace(spec, name=n) for spec, n in zip(plan.inputs, names)))
     return ModelWork(
@@ -155,6 +155,7 @@ def compose(
     texts: dict[str, tuple[str, str]] = {}  # path -> (original, current)
     need_file: list[ModelWork] = []
     for w in works:
+        notes[w.key] += _unread(w)
         if not w.probes and not w.edits:
             continue  # nothing chosen for this model: its scripts stay as they are
         s = w.settings
@@ -188,6 +189,19 @@ def compose(
     for k in files:
         files[k] = list(dict.fromkeys(files[k]))
     return [p for p in patches if p.changed], notes, files
+
+
+def _unread(w: ModelWork) -> list[str]:
+    """A note when the export script passes this model settings the code alone does not decide."""
+    if not w.export_script or not Path(w.export_script).is_file():
+        return []
+    unread = unread_export(Path(w.export_script).read_text(encoding="utf-8"), w.key)
+    if not unread:
+        return []
+    return [
+        f"{Path(w.export_script).name}: its own {'; '.join(unread)} for {w.key} could not be read; "
+        "measured with the declared inputs"
+    ]
 
 
 def patches_for(

@@ -16,7 +16,7 @@ from bisector.patching.diff import Patch
 from bisector.patching.script_helpers import GUARD_HELPERS, PADDING_HELPERS, source_of
 from bisector.patching.serving import entry_for, patch_serving
 from bisector.patching.settings import Settings, dynamic_dims_by_input
-from bisector.patching.sites import SESSION_WRAPPER, site_for
+from bisector.patching.sites import SESSION_WRAPPER, place
 
 
 def _session_names(module: cst.Module) -> list[str]:
@@ -100,13 +100,13 @@ def patch_infer_script(
         raise UserError(f"cannot parse --infer-script {path}: {exc.message}") from None
     name = Path(path).name
     key = key or Path(path).stem
-    new, note = patch_serving(current, key, entry_for(settings, plan))
-    if note:
-        notes = [f"{name}: {note}; the settings are in export_onnx.py instead"]
+    served = patch_serving(current, key, entry_for(settings, plan))
+    new = served.text
+    if served.note and not served.placed:
+        notes = [f"{name}: {served.note}; the settings are in export_onnx.py instead"]
         return Patch.of_file(path, original, current, "no session", root), notes
-    notes: list[str] = []
-    site, _ = site_for(new, key)
-    shared = site is not None and site.literal is None and bool(site.key_code)
+    notes: list[str] = [f"{name}: {served.note}"] if served.note else []
+    shared = place(new, key).shared
     if (settings.round_multiple or settings.bounded_dims) and shared:
         # Padding and the bounds guard wrap the session's runs: in code that serves every model
         # they would pad and guard every model's inputs with this model's axes. Not written.

@@ -13,16 +13,16 @@ from __future__ import annotations
 
 import ast
 import re
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Mapping, Sequence
+from typing import Any, NamedTuple
 
 import libcst as cst
-from libcst.metadata import MetadataWrapper
 
 from bisector.patching.cst_edits import code_of, dotted, ensure_imports, insert_after_imports, set_kwarg
+from bisector.patching.flow import Flow
 from bisector.patching.script_helpers import SERVING_HELPERS, source_of
 from bisector.patching.settings import largest_sizes
-from bisector.patching.sites import SESSION_WRAPPER, Site, find_sites, site_for
+from bisector.patching.sites import SESSION_WRAPPER, Site, place
 
 TABLE = "_BISECTOR_SESSIONS"
 
@@ -108,22 +108,36 @@ def _cst_table_index(body: list[Any]) -> int | None:
     )
 
 
-def patch_serving(source: str, key: str, entry: Mapping[str, Any]) -> tuple[str, str]:
-    """The script with this model's settings for its session alone; (new text, note)."""
+class Served(NamedTuple):
+    text: str  # the script with the settings
+    note: str  # what the user should know (or why nothing was written)
+    placed: bool  # the settings are in the script (applied, or in the table with a comment saying where)
+
+
+def patch_serving(source: str, key: str, entry: Mapping[str, Any]) -> Served:
+    """The script with this model's settings for its sessions alone (see bisector.patching.sites)."""
 
     if not entry:
-        return source, ""
-    site, note = site_for(source, key)
-    if site is None:
-        return source, note
-    # A literal path names the model as the site will look it up (a script serving one model
-    # from "model.onnx" keys its entry "model", whatever the model's own name).
-    key = site.literal if site.literal is not None else key
+        return Served(source, "", False)
+    flow = Flow(source)
+    where = place(flow, key)
+    if not where.sites and not where.unproven:
+        return Served(source, where.note, False)
+    key = where.table_key
+    # The sessions first (the flow's nodes are this text's): wrapped and keyed, or, where no key
+    # can be proven, a comment saying where to pass it.
+    if where.sites:
+        source = flow.module.visit(_WrapSession(where.sites)).code
+    else:
+        source = flow.module.visit(_Comment(where.unproven)).code
     alias = aliases(source)
     for mod, default in (("onnxruntime", "onnxruntime"), ("numpy", "numpy")):
         if not alias[mod]:
             source = ensure_imports(source, [f"import {default}"])
             alias[mod] = default
+    needs = sorted({i for s in where.sites for i in s.key.imports})
+    if needs:
+        source = ensure_imports(source, needs)
     # The table: this model's entry merged setting by setting.
     table = read_table(source)
     merged = dict(table)
@@ -149,39 +163,91 @@ def patch_serving(source: str, key: str, entry: Mapping[str, Any]) -> tuple[str,
         if defined & set(SERVING_HELPERS):
             parts = [p for p in code.split("\n\n\n") if any(f"def {n}(" in p for n in missing)]
         source = _insert_table_after(source, "\n\n\n".join(parts))
-    return MetadataWrapper(cst.parse_module(source)).visit(_WrapSession(key, site.key_code or repr(key))).code, ""
+    return Served(source, where.note, True)
+
+
+def _rekeyed(call: Any, key_code: str) -> Any:
+    """An already wrapped session re-keyed: `_bisector_session(InferenceSession(...,
+    sess_options=_bisector_session_options(K, o)), K)` with K the site's key (a patch of an
+    older bisector may have keyed a shared site by one model's name)."""
+    inner = call.args[0].value
+    args = list(inner.args)
+    for i, a in enumerate(args):
+        if a.keyword is not None and a.keyword.value == "sess_options" and isinstance(a.value, cst.Call):
+            if dotted(a.value.func) == "_bisector_session_options" and a.value.args:
+                first = a.value.args[0].with_changes(value=cst.parse_expression(key_code))
+                args[i] = a.with_changes(value=a.value.with_changes(args=[first, *a.value.args[1:]]))
+    outer = list(call.args)
+    outer[0] = outer[0].with_changes(value=inner.with_changes(args=args))
+    outer[1] = outer[1].with_changes(value=cst.parse_expression(key_code))
+    return call.with_changes(args=outer)
 
 
 class _WrapSession(cst.CSTTransformer):
     """The site's options from the table before the session is built, the rest after:
-    `_bisector_session(InferenceSession(..., sess_options=_bisector_session_options(key, opts)), key)`."""
+    `_bisector_session(InferenceSession(..., sess_options=_bisector_session_options(key, opts)), key)`,
+    key the site's key expression (the variable that carries the model's name, or a literal)."""
 
-    def __init__(self, key: str, key_code: str) -> None:
-        self.key = key
-        self.key_code = key_code
-
-    def visit_Call(self, node: Any) -> bool:
-        return dotted(node.func) != SESSION_WRAPPER  # already ours: leave it as it is
+    def __init__(self, sites: Sequence[Site]) -> None:
+        self.wrap = {id(s.node): s.key_code for s in sites if s.wrapped is None}
+        self.rekey = {id(s.node): s.key_code for s in sites if s.wrapped is not None}
 
     def leave_Call(self, o: Any, u: Any) -> Any:
-        if not dotted(u.func).endswith("InferenceSession"):
+        if dotted(u.func) == SESSION_WRAPPER and len(u.args) >= 2 and id(o.args[0].value) in self.rekey:
+            key_code = self.rekey[id(o.args[0].value)]
+            return u if code_of(u.args[1].value) == key_code else _rekeyed(u, key_code)
+        if id(o) not in self.wrap:
             return u
-        # Only the chosen site: the same key expression (a literal for one model's file, or
-        # the name the shared code builds paths from).
-        sites = find_sites(cst.Module(body=[cst.SimpleStatementLine([cst.Expr(o)])]).code)
-        if not sites or (sites[0].key_code or repr(self.key)) != self.key_code:
-            return u
+        key_code = self.wrap[id(o)]
         options = next((a.value for a in u.args if a.keyword is not None and a.keyword.value == "sess_options"), None)
         positional = [a for a in u.args if a.keyword is None]
         if options is None and len(positional) >= 2:
             options = positional[1].value
             u = u.with_changes(args=[a for a in u.args if a is not positional[1]])
         opts = code_of(options) if options is not None else "None"
-        u = set_kwarg(u, "sess_options", f"_bisector_session_options({self.key_code}, {opts})")
+        u = set_kwarg(u, "sess_options", f"_bisector_session_options({key_code}, {opts})")
         space = cst.Comma(whitespace_after=cst.SimpleWhitespace(" "))
         return cst.Call(
-            func=cst.Name(SESSION_WRAPPER), args=[cst.Arg(u, comma=space), cst.Arg(cst.parse_expression(self.key_code))]
+            func=cst.Name(SESSION_WRAPPER), args=[cst.Arg(u, comma=space), cst.Arg(cst.parse_expression(key_code))]
         )
+
+
+COMMENT = (
+    "# bisector: pass the model's name as NAME to apply _BISECTOR_SESSIONS: "
+    "_bisector_session({call}(..., sess_options=_bisector_session_options(NAME, options)), NAME)"
+)
+
+
+class _Comment(cst.CSTTransformer):
+    """One comment line above the statement of each session whose model cannot be traced."""
+
+    def __init__(self, sites: Sequence[Site]) -> None:
+        self.sites = {id(s.node): s for s in sites}
+        self.pending: list[str] = []
+
+    def visit_Call(self, node: Any) -> None:
+        if id(node) in self.sites:
+            self.pending.append(COMMENT.format(call=dotted(node.func)))
+
+    def _leave(self, o: Any, u: Any) -> Any:
+        if not self.pending:
+            return u
+        text, self.pending = self.pending[0], []
+        if any(line.comment is not None and line.comment.value == text for line in u.leading_lines):
+            return u
+        return u.with_changes(leading_lines=[*u.leading_lines, cst.EmptyLine(comment=cst.Comment(text))])
+
+    def leave_SimpleStatementLine(self, o: Any, u: Any) -> Any:
+        return self._leave(o, u)
+
+    def leave_For(self, o: Any, u: Any) -> Any:
+        return self._leave(o, u)
+
+    def leave_If(self, o: Any, u: Any) -> Any:
+        return self._leave(o, u)
+
+    def leave_With(self, o: Any, u: Any) -> Any:
+        return self._leave(o, u)
 
 
 def _insert_table_after(source: str, code: str) -> str:
@@ -198,21 +264,27 @@ def _insert_table_after(source: str, code: str) -> str:
 
 def read_serving(source: str, key: str) -> dict[str, Any]:
     """The ONNX Runtime settings the script applies to this model's session, as probe overrides:
-    its table entry, and literal settings on the SessionOptions it passes (`opts.x = False`)."""
-    site, _ = site_for(source, key)
-    if site is None:
+    its table entry where its session looks it up by the model's key, and literal settings on the
+    SessionOptions it passes (`opts.x = False`). A session whose model bisector cannot trace gets
+    nothing read back: the table is not applied there until the user passes the key."""
+    try:
+        where = place(source, key)
+    except cst.ParserSyntaxError:
+        return {}
+    if not where.sites:
         return {}
     out: dict[str, Any] = {}
-    entry = read_table(source).get(key if site.literal is None or site.literal == key else site.literal, {})
-    if entry.get("session_options"):
-        out["session_options"] = dict(entry["session_options"])
-    if entry.get("provider_options"):
-        out["provider_options"] = dict(entry["provider_options"])
-    if entry.get("run_options"):
-        out["run_options"] = dict(entry["run_options"])
-    if entry.get("warm_up_largest") is not None:
-        out["warmup"] = "largest"
-    literal = _literal_session_options(source, site)
+    if all(s.wrapped == s.key_code for s in where.sites):
+        entry = read_table(source).get(where.table_key, {})
+        if entry.get("session_options"):
+            out["session_options"] = dict(entry["session_options"])
+        if entry.get("provider_options"):
+            out["provider_options"] = dict(entry["provider_options"])
+        if entry.get("run_options"):
+            out["run_options"] = dict(entry["run_options"])
+        if entry.get("warm_up_largest") is not None:
+            out["warmup"] = "largest"
+    literal = _literal_session_options(source, where.sites[0])
     if literal:
         out["session_options"] = {**literal, **out.get("session_options", {})}
     return out

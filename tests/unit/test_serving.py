@@ -47,13 +47,13 @@ def test_a_session_is_found_by_the_path_expression_naming_the_model() -> None:
 
 
 def test_settings_go_to_this_models_session_only() -> None:
-    new, note = patch_serving(SEPARATE, "heatmap", WARM)
+    new, note, _ = patch_serving(SEPARATE, "heatmap", WARM)
     assert note == ""
     tree = ast.parse(new)
     assigns = {n.targets[0].id: ast.unparse(n.value) for n in tree.body if isinstance(n, ast.Assign)}
     assert assigns["tagger"] == "onnxruntime.InferenceSession('artifacts/tagger.onnx')"  # untouched
     assert assigns["heatmap"].startswith("_bisector_session(onnxruntime.InferenceSession('artifacts/heatmap.onnx'")
-    shared, _ = patch_serving(SHARED, "heatmap", WARM)
+    shared, _, _ = patch_serving(SHARED, "heatmap", WARM)
     # One place builds every session: the settings are keyed by model and looked up by the name.
     assert "sess_options=_bisector_session_options(name, None)), name)" in shared
     assert read_serving(shared, "tagger") == {} and read_serving(shared, "heatmap")["warmup"] == "largest"
@@ -74,7 +74,7 @@ def test_generated_helpers_build_feeds_from_the_session(tmp_path: Path) -> None:
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
     onnx.save(model, str(tmp_path / "encoder.onnx"))
-    new, _ = patch_serving(
+    new, _, _ = patch_serving(
         SHARED.replace('"tagger"', '"encoder"'),
         "encoder",
         {"warm_up_largest": [{0: 4, 1: 32}], "run_options": {"memory.enable_memory_arena_shrinkage": "cpu:0"}},
@@ -98,14 +98,14 @@ def test_generated_helpers_build_feeds_from_the_session(tmp_path: Path) -> None:
 
 
 def test_each_setting_is_added_once_and_other_models_entries_stay() -> None:
-    once, _ = patch_serving(SHARED, "heatmap", WARM)
+    once, _, _ = patch_serving(SHARED, "heatmap", WARM)
     assert patch_serving(once, "heatmap", WARM)[0] == once  # idempotent, no file-wide marker
-    more, _ = patch_serving(once, "heatmap", {"session_options": {"enable_cpu_mem_arena": False}})
+    more, _, _ = patch_serving(once, "heatmap", {"session_options": {"enable_cpu_mem_arena": False}})
     assert read_serving(more, "heatmap")["session_options"] == {
         "enable_mem_pattern": False,
         "enable_cpu_mem_arena": False,
     }
-    both, _ = patch_serving(more, "tagger", {"run_options": {"memory.enable_memory_arena_shrinkage": "cpu:0"}})
+    both, _, _ = patch_serving(more, "tagger", {"run_options": {"memory.enable_memory_arena_shrinkage": "cpu:0"}})
     assert read_serving(both, "tagger") == {"run_options": {"memory.enable_memory_arena_shrinkage": "cpu:0"}}
     assert read_serving(both, "heatmap")["warmup"] == "largest"
     assert both.count("def _bisector_session(") == 1 and both.count("_bisector_session(ort.InferenceSession") == 1
@@ -274,7 +274,7 @@ def test_export_settings_go_to_this_models_call_and_never_to_a_shared_one(tmp_pa
 
 def test_a_one_model_script_gets_the_settings_under_the_name_its_session_uses() -> None:
     one = 'import onnxruntime\n\nsession = onnxruntime.InferenceSession("model.onnx")\n'
-    new, note = patch_serving(one, "net", WARM)
+    new, note, _ = patch_serving(one, "net", WARM)
     assert (
         note == "" and "'model': {" in new and "sess_options=_bisector_session_options('model', None)), 'model')" in new
     )
