@@ -1,8 +1,10 @@
-"""Results cached by `id()` of the input: every call's input is a new object, so every call adds
-an entry, and the entry keeps its result alive.
+"""Results cached by `id()` of the input, the input kept in the entry so that a recycled id can
+be told apart: every call's input is a new object, so every call adds an entry that keeps the
+input and its result alive.
 
-Provenance: https://github.com/wandb/wandb/pull/1729 - artifact entries cached by the runtime id
-of objects; ids are recycled and entries pile up (also gwastro/pycbc#984, biolab/orange3#4370).
+Provenance: https://github.com/wandb/wandb/pull/1729 - artifact entries were cached by the runtime
+id of objects; since ids are recycled, the fix kept a reference to the object in the cache (see
+also gwastro/pycbc#984, biolab/orange3#4370).
 """
 
 import torch
@@ -16,9 +18,11 @@ class Normaliser(nn.Module):
 
     def stats(self, x: torch.Tensor):
         key = id(x)
-        if key not in self._stats:
-            self._stats[key] = (x.mean(dim=0, keepdim=True), x.std(dim=0, keepdim=True) + 1e-5)
-        return self._stats[key]
+        hit = self._stats.get(key)
+        if hit is None or hit[0] is not x:
+            hit = (x, x.mean(dim=0, keepdim=True), x.std(dim=0, keepdim=True) + 1e-5)
+            self._stats[key] = hit
+        return hit[1], hit[2]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         mean, std = self.stats(x)
