@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import io
 import math
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +40,8 @@ def export_onnx(
 
     exporter = resolve_exporter(options.exporter)
     extra = dict(options.export_kwargs)
+    if isinstance(extra.get("dynamic_axes"), Mapping):
+        extra["dynamic_axes"] = _axes_from_json(extra["dynamic_axes"])
     bounded = extra.pop("bounded_dims", None)
     symbolics = extra.pop("symbolics", None)
     if symbolics and exporter != "dynamo":
@@ -78,6 +81,18 @@ def export_onnx(
     except Exception as exc:  # noqa: BLE001 - the exporter on the user's model
         message = f"exporting {who(target)} with the {exporter} exporter failed: {one_line(exc)}"
         raise WorkloadError("export", message, user_traceback(exc)) from None
+
+
+def _axes_from_json(axes: Mapping[str, Any]) -> dict[str, Any]:
+    """dynamic_axes as torch.onnx takes them: a request travels as JSON, which turns the axis
+    numbers of {"x": {0: "batch"}} into strings that the TorchScript exporter refuses."""
+    out: dict[str, Any] = {}
+    for name, dims in axes.items():
+        if isinstance(dims, Mapping):
+            out[name] = {int(k) if isinstance(k, str) and k.lstrip("-").isdigit() else k: v for k, v in dims.items()}
+        else:
+            out[name] = dims
+    return out
 
 
 def dynamo_dynamic_shapes(
