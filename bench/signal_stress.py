@@ -92,7 +92,11 @@ def tagged_processes(tag: str) -> list[str]:
 
 
 def command(fresh: bool, stacks: bool) -> list[str]:
-    entry = [sys.executable, "-c", WITH_STACKS] if stacks else [str(Path(sys.executable).parent / "bisector")]
+    script = Path(sys.executable).parent / "bisector"  # the console script, as users run it
+    if stacks:
+        entry = [sys.executable, "-c", WITH_STACKS]
+    else:
+        entry = [str(script)] if script.exists() else [sys.executable, "-m", "bisector"]
     args = ["measure", HANG, "--input", "x=B,8", "--dim", "B=2", "--stage", "eager", "--timeout", "200"]
     return entry + args + (["--fresh"] if fresh else [])
 

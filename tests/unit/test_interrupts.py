@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 import types
 
 import pytest
@@ -119,3 +120,29 @@ def test_the_exit_code_is_the_first_signals() -> None:
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert done.returncode == 129, done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_a_signal_a_worker_thread_takes_reaches_the_main_thread_asleep_in_a_wait() -> None:
+    # Python runs handlers only in the main thread; one asleep in a lock's wait (Future.result())
+    # is not woken by a signal the kernel gave another thread, so bisector slept on (issue 26).
+    code = "\n".join(
+        [
+            "import signal, threading, time",
+            "from bisector import cli, interrupts",
+            "interrupts.install_handlers()",
+            "def worker():",
+            "    time.sleep(0.3)",  # the main thread is asleep by now
+            "    signal.pthread_kill(threading.get_ident(), signal.SIGHUP)",  # the kernel's choice
+            "    threading.Event().wait(30)",
+            "def before(argv):",
+            "    threading.Thread(target=worker, daemon=True).start()",
+            "    threading.Event().wait(30)",  # as Future.result() does, while a probe runs
+            "cli._check_runtime = before",
+            "cli.main(['--version'])",
+        ]
+    )
+    started = time.monotonic()
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 129, done.stderr
+    assert time.monotonic() - started < 5
+    assert done.stderr == "interrupted (SIGHUP)\n"
