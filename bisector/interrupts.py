@@ -20,7 +20,8 @@ later). The forwarder closes that gap: the C handler also writes the signal's nu
 (signal.set_wakeup_fd) from whichever thread it runs in; a small thread reading that pipe sends
 the signal on to the main thread (signal.pthread_kill) if the handler has not run within 50 ms.
 
-Kept light on purpose (stdlib only, nothing imported at call time): it is imported first.
+Kept light on purpose (stdlib modules the interpreter has mostly loaded already; no typing): it
+is imported first.
 """
 
 from __future__ import annotations
@@ -30,9 +31,9 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any
+from types import FrameType
 
 _state = threading.local()
 NAMES = ("SIGINT", "SIGTERM", "SIGHUP")
@@ -96,7 +97,7 @@ def stop_probes() -> None:
         terminate_all()
 
 
-def on_signal(signum: int, frame: Any) -> None:
+def on_signal(signum: int, frame: FrameType | None) -> None:
     """Stop at once: kill every probe (whole process trees) and probe server, remove the
     temporary folders, then unwind as Ctrl-C does, so what finished is kept and reported.
     Without this, SIGTERM left --fresh children running with no timeout or cap, and Ctrl-C
@@ -114,12 +115,12 @@ def on_signal(signum: int, frame: Any) -> None:
     raise KeyboardInterrupt
 
 
-def _note(signum: int, frame: Any) -> None:
+def _note(signum: int, frame: FrameType | None) -> None:
     SIGNALS.append(signum)
     stop_probes()
 
 
-def install_handlers(handler: Any = on_signal) -> None:
+def install_handlers(handler: Callable[[int, FrameType | None], None] = on_signal) -> None:
     """Route SIGINT, SIGTERM and SIGHUP to on_signal (the CLI's; a library user keeps their own),
     and start the forwarder."""
     for name in NAMES:
