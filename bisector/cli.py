@@ -206,42 +206,6 @@ def _out_console() -> Any:
     return Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 200)
 
 
-# Signals received (SIGINT, SIGTERM, SIGHUP): the exit code is 128 + the first.
-_SIGNALS: list[int] = []
-
-
-def _on_signal(signum: int, frame: Any) -> None:
-    """Stop at once: kill every probe (whole process trees) and probe server, remove the
-    temporary folders, then unwind as Ctrl-C does, so what finished is kept and reported.
-    Without this, SIGTERM left --fresh children running with no timeout or cap, and Ctrl-C
-    waited for the running probe's timeout."""
-    from bisector import interrupts
-
-    _SIGNALS.append(signum)
-    pool = sys.modules.get("bisector.probe.pool")
-    if pool is not None:  # not imported: no probe was ever started
-        pool.terminate_all()
-    if interrupts.deferring():  # a file being put in place: raise once it is done and noted
-        interrupts.defer(signum)
-        return
-    raise KeyboardInterrupt
-
-
-def _install_signal_handlers() -> None:
-    import signal
-
-    for name in ("SIGINT", "SIGTERM", "SIGHUP"):
-        sig = getattr(signal, name, None)
-        if sig is None:
-            continue
-        try:
-            # An ignored signal stays ignored (`nohup bisector ...`, a background job's SIGINT).
-            if signal.getsignal(sig) != signal.SIG_IGN:
-                signal.signal(sig, _on_signal)
-        except (ValueError, OSError):  # not the main thread (bisector called as a library)
-            pass
-
-
 @dataclass
 class _RunState:
     """What an interrupted command tells the user: where finished work is kept and what --apply
@@ -253,33 +217,41 @@ class _RunState:
     backups: str | None = None
 
 
-def _interrupted(state: _RunState | None) -> int:
-    import signal
+def _stopped() -> bool:
+    from bisector import interrupts
 
-    sig = _SIGNALS[0] if _SIGNALS else signal.SIGINT
+    return interrupts.received() is not None
+
+
+def _interrupted(state: _RunState | None) -> int:
+    from bisector import interrupts
+
+    code = interrupts.exit_code()
     err = _err_console()
-    err.print(f"interrupted ({signal.Signals(sig).name}): running probes stopped", markup=False)
+    err.print(f"interrupted ({interrupts.signal_name(code - 128)}): running probes stopped", markup=False)
     if state is not None and state.run_dir:
         err.print(f"finished probes are kept in {state.run_dir}; run the same command again to resume", markup=False)
     if state is not None and state.written:
         err.print(f"--apply had written {', '.join(state.written)} (backups in {state.backups})", markup=False)
     elif state is not None and state.apply:
         err.print("--apply wrote nothing", markup=False)
-    return 128 + int(sig)
+    return code
 
 
 def _guard(debug: bool, body: Callable[[], int], state: _RunState | None = None) -> int:
     """Run a command body: our errors become one line and an exit code, never a traceback."""
+    from bisector import interrupts
     from bisector.errors import BisectorError
 
     try:
         code = body()
         # find keeps what finished when stopped and prints it; the exit code still says so.
-        return _interrupted(state) if _SIGNALS else code
+        return _interrupted(state) if interrupts.received() is not None else code
     except KeyboardInterrupt:
         return _interrupted(state)
     except BisectorError as exc:
-        if _SIGNALS:  # an error the stop itself caused (a killed probe server): report the stop
+        # An error the stop itself caused (a killed probe server): report the stop.
+        if interrupts.received() is not None:
             return _interrupted(state)
         if debug:
             raise
@@ -290,7 +262,7 @@ def _guard(debug: bool, body: Callable[[], int], state: _RunState | None = None)
             err.print(_esc(_indent(detail)), style="dim")
         return exc.exit_code
     except Exception as exc:  # noqa: BLE001 - the promise: no traceback without --debug
-        if _SIGNALS:
+        if interrupts.received() is not None:
             return _interrupted(state)
         if debug:
             raise
@@ -797,7 +769,7 @@ def fix(
             hooks = pipeline.Progress(
                 events=progress, on_run_dir=on_run_dir, on_found=show_found, written=state.written
             )
-            outcome = pipeline.fix(prepared, request, hooks, root=root, stopped=lambda: bool(_SIGNALS))
+            outcome = pipeline.fix(prepared, request, hooks, root=root, stopped=_stopped)
         data = outcome.to_json()
         extra, said = _publish(outcome.report, output.report_dir, output.bundle_dir, data["patches"])
         data.update(extra)
@@ -1194,24 +1166,45 @@ def _check_runtime(argv: list[str]) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Console entry point: usage errors become one line and exit 2, like ours."""
-    _install_signal_handlers()
+    """Console entry point: usage errors become one line and exit 2, like ours; a signal, wherever
+    it lands (parsing, an import, a command), exits with 128+N (bisector/interrupts.py)."""
+    from bisector import interrupts
+
+    interrupts.install_handlers()  # already done by bisector.__main__; again for callers of main()
+    try:
+        code = _main(argv)
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    except BaseException:  # noqa: BLE001 - e.g. an ImportError a signal caused: the signal is the outcome
+        if interrupts.received() is None:
+            raise
+        code = EXIT_INTERNAL
+    try:
+        code = interrupts.finish(code)
+    except KeyboardInterrupt:  # a second signal while the first is reported: the first decides
+        code = interrupts.exit_code()
+    sys.exit(code)
+
+
+def _main(argv: list[str] | None) -> int:
     _check_runtime(sys.argv[1:] if argv is None else argv)
     try:
         code = app(args=argv, prog_name="bisector", standalone_mode=False)
     except typer.Exit as exc:
-        sys.exit(exc.exit_code)
+        return exc.exit_code
     except (typer.Abort, KeyboardInterrupt):
+        # A KeyboardInterrupt without a signal: input ended (typer.Abort) or Ctrl-C in a caller
+        # that kept Python's own handler.
         sys.stderr.write("interrupted\n")
-        sys.exit(128 + (_SIGNALS[0] if _SIGNALS else 2))
+        return 130
     except Exception as exc:  # noqa: BLE001
         ctx = getattr(exc, "ctx", None)
         if _is(exc, "NoArgsIsHelpError") and ctx is not None:
             sys.stdout.write(ctx.get_help() + "\n")
-            sys.exit(EXIT_CLEAN)
+            return EXIT_CLEAN
         if _is(exc, "UsageError"):
             hint = f" (see {ctx.command_path} --help)" if ctx is not None else ""
             sys.stderr.write(f"error: {exc.format_message()}{hint}\n")
-            sys.exit(EXIT_USER)
+            return EXIT_USER
         raise
-    sys.exit(code if isinstance(code, int) else 0)
+    return code if isinstance(code, int) else 0

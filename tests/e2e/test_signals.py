@@ -1,9 +1,12 @@
 """A probe never outlives bisector (issue 12, items 2 and 3): SIGTERM, SIGHUP and Ctrl-C end
 every probe, in both probe modes, within a second or two, remove the temporary folders, and say
-what state things are in. The real command, a real hanging probe, real signals."""
+what state things are in. The real command, a real hanging probe, real signals. A signal at any
+moment of the start exits 128+N (issue 19, item 4), and one the kernel hands to a worker thread
+stops bisector too (issue 26); bench/signal_stress.py runs the long version."""
 
 from __future__ import annotations
 
+import ctypes
 import json
 import os
 import signal
@@ -14,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from bench.signal_stress import describe, run_once
 from tests.conftest import FIXTURES
 from tests.probe.test_process_tree import alive, gone_within
 
@@ -234,3 +238,39 @@ def test_a_signal_while_the_probe_server_is_still_starting_stops_at_once(tmp_pat
     assert proc.returncode == 143, err
     assert gone_within(server.pid, 1)
     assert list(tmp.glob("bisector-*")) == []
+
+
+@pytest.mark.parametrize(
+    "sig, fresh", [(signal.SIGHUP, True), (signal.SIGTERM, False)], ids=["SIGHUP-fresh", "SIGTERM-server"]
+)
+def test_a_signal_a_worker_thread_takes_still_stops_bisector(tmp_path: Path, sig: int, fresh: bool) -> None:
+    # The kernel gives a process-directed signal to any thread that does not block it; Python runs
+    # the handler only in the main thread, asleep in Future.result() while the probe runs. The
+    # signal sent to one worker thread, as the kernel sometimes does, left bisector waiting for the
+    # probe's timeout (issue 26: alive 30 s after SIGHUP).
+    proc, pid, tmp = start(tmp_path, "measure", *(["--fresh"] if fresh else []))
+    workers = sorted(int(t) for t in os.listdir(f"/proc/{proc.pid}/task") if int(t) != proc.pid)
+    assert workers, "bisector should be running probes from worker threads"
+    sent = time.monotonic()
+    assert ctypes.CDLL(None, use_errno=True).tgkill(proc.pid, workers[-1], int(sig)) == 0
+    try:
+        _, err = proc.communicate(timeout=15)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.communicate()
+        pytest.fail(f"bisector was still running 15 s after {signal.Signals(sig).name} reached a worker thread")
+    assert time.monotonic() - sent < 3
+    assert proc.returncode == 128 + sig, err
+    assert gone_within(pid, 1)
+    assert list(tmp.glob("bisector-*")) == []
+
+
+@pytest.mark.parametrize("fresh", [False, True], ids=["server", "fresh"])
+def test_a_signal_at_any_moment_of_the_start_ends_bisector_with_128_plus_n(fresh: bool) -> None:
+    # SIGTERM and SIGHUP in the first half second exited 130 (typer's code for any
+    # KeyboardInterrupt), and one while a module was being imported exited 1 with a traceback.
+    outcomes = [
+        run_once(sig, fresh, moment) for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP) for moment in (0.3, 2.0)
+    ]
+    failed = [describe(o) + "\n" + o.stderr_tail for o in outcomes if not o.ok]
+    assert not failed, "\n".join(failed)

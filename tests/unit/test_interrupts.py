@@ -1,14 +1,19 @@
-"""Ctrl-C during --apply's rename-and-note step waits for the step (bisector/interrupts.py), so
-the interrupted report never says "wrote nothing" about a file it wrote."""
+"""Signals (bisector/interrupts.py): Ctrl-C during --apply's rename-and-note step waits for the
+step, so the interrupted report never says "wrote nothing" about a file it wrote; and a signal
+wherever it lands (an import, the argument parser, a command) exits with 128+N (issue 19, item 4)."""
 
 from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
+import time
+import types
 
 import pytest
 
-from bisector import cli
+from bisector import interrupts
 from bisector.patching.apply import apply
 from bisector.patching.diff import Patch
 
@@ -23,8 +28,8 @@ def test_a_signal_during_the_write_is_raised_after_the_file_is_noted(tmp_path, m
         real_replace(src, dst)
         os.kill(os.getpid(), signal.SIGINT)
 
-    monkeypatch.setattr(cli, "_SIGNALS", [])
-    previous = signal.signal(signal.SIGINT, cli._on_signal)
+    monkeypatch.setattr(interrupts, "SIGNALS", [])
+    previous = signal.signal(signal.SIGINT, interrupts.on_signal)
     monkeypatch.setattr("bisector.patching.apply.os.replace", replace_then_signal)
     try:
         with pytest.raises(KeyboardInterrupt):
@@ -33,3 +38,111 @@ def test_a_signal_during_the_write_is_raised_after_the_file_is_noted(tmp_path, m
         signal.signal(signal.SIGINT, previous)
     assert target.read_text() == "b\n"
     assert written == ["net.py"]
+
+
+def test_a_signal_while_the_pool_module_is_being_imported_still_interrupts(monkeypatch) -> None:
+    # The module is in sys.modules from the start of its import, without terminate_all yet: the
+    # handler raised AttributeError ("partially initialized module"), a traceback and exit 1.
+    monkeypatch.setattr(interrupts, "SIGNALS", [])
+    monkeypatch.setitem(sys.modules, "bisector.probe.pool", types.ModuleType("bisector.probe.pool"))
+    with pytest.raises(KeyboardInterrupt):
+        interrupts.on_signal(signal.SIGTERM, None)
+    assert interrupts.received() == signal.SIGTERM
+
+
+def run_main(before: str) -> subprocess.CompletedProcess[str]:
+    """`bisector --version` in a child, with `before` standing in for _check_runtime, the first
+    thing cli.main runs: a signal sent from there lands outside any command's body."""
+    code = (
+        "import os, signal, sys, time\n"
+        "from bisector import cli, interrupts\n"
+        "interrupts.install_handlers()\n"
+        f"def before(argv):\n{before}\n"
+        "cli._check_runtime = before\n"
+        "cli.main(['--version'])\n"
+    )
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP], ids=lambda s: s.name)
+def test_a_signal_outside_a_command_exits_with_128_plus_its_number(sig: signal.Signals) -> None:
+    done = run_main(f"    os.kill(os.getpid(), {int(sig)})\n    time.sleep(5)")
+    assert done.returncode == 128 + sig, done.stderr
+    assert done.stderr == f"interrupted ({sig.name})\n"
+
+
+def test_an_import_the_signal_cut_short_exits_with_the_signal_code_not_1() -> None:
+    # A C extension's init turns the KeyboardInterrupt into "ImportError: initialization failed"
+    # (onnxruntime's did): the signal, not the ImportError, is what happened.
+    done = run_main(
+        "    try:\n"
+        "        os.kill(os.getpid(), signal.SIGTERM)\n"
+        "        time.sleep(5)\n"
+        "    except KeyboardInterrupt:\n"
+        "        raise ImportError('initialization failed')"
+    )
+    assert done.returncode == 143, done.stderr
+    assert "Traceback" not in done.stderr and "interrupted (SIGTERM)" in done.stderr
+
+
+def test_a_signal_in_a_command_before_its_body_is_not_typers_130() -> None:
+    # typer turns a KeyboardInterrupt raised in a command, outside bisector's _guard, into exit
+    # 130 whatever the signal was: SIGTERM and SIGHUP in the first half second exited 130.
+    code = (
+        "import os, signal\n"
+        "from bisector import cli, interrupts\n"
+        "interrupts.install_handlers()\n"
+        "def options(given):\n"
+        "    os.kill(os.getpid(), signal.SIGHUP)\n"
+        "cli._options = options\n"
+        "cli.main(['measure', 'm.py:Net', '-i', 'x=B,8', '--dim', 'B=2'])\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 129, done.stderr
+    assert done.stderr == "interrupted (SIGHUP)\n"
+
+
+def test_the_exit_code_is_the_first_signals() -> None:
+    code = "\n".join(
+        [
+            "import os, signal",
+            "from bisector import cli, interrupts",
+            "interrupts.install_handlers()",
+            "def before(argv):",
+            "    try:",
+            "        os.kill(os.getpid(), signal.SIGHUP)",
+            "    finally:",  # a second signal while the first unwinds
+            "        os.kill(os.getpid(), signal.SIGTERM)",
+            "cli._check_runtime = before",
+            "cli.main(['--version'])",
+        ]
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 129, done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_a_signal_a_worker_thread_takes_reaches_the_main_thread_asleep_in_a_wait() -> None:
+    # Python runs handlers only in the main thread; one asleep in a lock's wait (Future.result())
+    # is not woken by a signal the kernel gave another thread, so bisector slept on (issue 26).
+    code = "\n".join(
+        [
+            "import signal, threading, time",
+            "from bisector import cli, interrupts",
+            "interrupts.install_handlers()",
+            "def worker():",
+            "    time.sleep(0.3)",  # the main thread is asleep by now
+            "    signal.pthread_kill(threading.get_ident(), signal.SIGHUP)",  # the kernel's choice
+            "    threading.Event().wait(30)",
+            "def before(argv):",
+            "    threading.Thread(target=worker, daemon=True).start()",
+            "    threading.Event().wait(30)",  # as Future.result() does, while a probe runs
+            "cli._check_runtime = before",
+            "cli.main(['--version'])",
+        ]
+    )
+    started = time.monotonic()
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 129, done.stderr
+    assert time.monotonic() - started < 5
+    assert done.stderr == "interrupted (SIGHUP)\n"
