@@ -184,6 +184,7 @@ def _deque() -> cst.BaseExpression:
 MEMO_MAX = 8  # entries a bounded memo keeps: small enough that a probe's schedule sees it stop growing
 KEEP_NAME = "_BISECTOR_KEEP_LAST"  # the named bound written into the user's code, next to the container
 MEMO_NAME = "_BISECTOR_MEMO_MAX"
+KEEP_WHY = "items each bounded container keeps; the oldest go first"
 
 CTORS = {
     "list": "list",
@@ -413,10 +414,11 @@ def uses(source: str, c: Container) -> list[Use]:
 
 def reachable(sources: Mapping[str, str], cls_name: str, roots: tuple[str, ...] | None = None) -> set[str]:
     """The functions a region's code runs: its methods named in roots (every method when None), as
-    "Cls.method", and what they call by name, transitively: its other methods and the module-level
-    functions of the user's files."""
+    "Cls.method", and what they call by name, transitively: its other methods, the module-level
+    functions of the user's files, and the forward of every class of the user's files that it
+    constructs (`self.encoder = ImageEncoder()` in __init__: the child runs inside the region)."""
     funcs: dict[str, list[cst.FunctionDef]] = {}
-    methods: dict[str, cst.FunctionDef] = {}
+    methods: dict[str, dict[str, cst.FunctionDef]] = {}
     for source in sources.values():
         module = _cst.parse(source)
         if module is None:
@@ -425,19 +427,27 @@ def reachable(sources: Mapping[str, str], cls_name: str, roots: tuple[str, ...] 
             if isinstance(node, cst.FunctionDef):
                 funcs.setdefault(node.name.value, []).append(node)
         for cls in _cst.classes(module):
-            if cls.name.value == cls_name:
-                methods.update((s.name.value, s) for s in cls.body.body if isinstance(s, cst.FunctionDef))
-    start = [m for name, m in methods.items() if roots is None or name in roots]
-    out = {f"{cls_name}.{fn.name.value}" for fn in start}
-    todo = list(start)
+            own = methods.setdefault(cls.name.value, {})
+            own.update((s.name.value, s) for s in cls.body.body if isinstance(s, cst.FunctionDef))
+    mine = methods.get(cls_name, {})
+    todo: list[tuple[str, cst.FunctionDef]] = [
+        (cls_name, m) for name, m in mine.items() if roots is None or name in roots
+    ]
+    out = {f"{cls_name}.{fn.name.value}" for _, fn in todo}
     while todo:
-        for name in _called(todo.pop()):
-            if name in methods and f"{cls_name}.{name}" not in out:
-                out.add(f"{cls_name}.{name}")
-                todo.append(methods[name])
+        owner, fn = todo.pop()
+        for name in _called(fn):
+            own = methods.get(owner, {})
+            if name in own and f"{owner}.{name}" not in out:
+                out.add(f"{owner}.{name}")
+                todo.append((owner, own[name]))
             elif name in funcs and name not in out:
                 out.add(name)
-                todo += funcs[name]
+                todo += [("", f) for f in funcs[name]]
+            elif name in methods and name != cls_name and "forward" in methods[name]:
+                if f"{name}.forward" not in out:
+                    out.add(f"{name}.forward")
+                    todo.append((name, methods[name]["forward"]))
     return out
 
 

@@ -16,6 +16,7 @@ from bisector.fixers import _cst
 from bisector.fixers._containers import (
     KEEP_LAST,
     KEEP_NAME,
+    KEEP_WHY,
     Container,
     Use,
     constant_line,
@@ -27,8 +28,6 @@ from bisector.fixers._containers import (
     with_block,
 )
 from bisector.fixers.base import LEAK, PYTHON_LEAKS, Candidate, Example, FixTarget, SourceEdit
-
-WHY = "items each bounded container keeps; the oldest go first"
 
 
 class BoundedContainers:
@@ -257,7 +256,7 @@ def bound_deque(source: str, c: Container) -> str | None:
     after, n = rebind(source, c, maxlen)
     if n <= 0:
         return None
-    code = constant_line(after, KEEP_NAME, KEEP_LAST, WHY)
+    code = constant_line(after, KEEP_NAME, KEEP_LAST, KEEP_WHY)
     return with_block(after, code, c.line) if code else after
 
 
@@ -265,7 +264,7 @@ def bound_list(source: str, c: Container) -> str | None:
     after = trim_grows(source, c, KEEP_NAME)
     if after is None:
         return None
-    code = constant_line(after, KEEP_NAME, KEEP_LAST, WHY)
+    code = constant_line(after, KEEP_NAME, KEEP_LAST, KEEP_WHY)
     return with_block(after, code, c.line) if code else after
 
 

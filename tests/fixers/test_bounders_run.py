@@ -52,7 +52,7 @@ def test_a_class_level_memo_stays_bounded() -> None:
     keep = [torch.zeros(1) for _ in range(30)]
     for x in keep:
         m.Tracker().forward(x)
-    assert len(m.Tracker.seen) == m._BISECTOR_MEMO_MAX and m.Tracker.seen[id(keep[-1])] is keep[-1]
+    assert len(m.Tracker.seen) == m._BISECTOR_KEEP_LAST and m.Tracker.seen[id(keep[-1])] is keep[-1]
 
 
 def test_a_finite_lru_cache_keeps_hitting() -> None:
@@ -150,3 +150,19 @@ def test_a_retention_path_picks_the_container_to_bound() -> None:
     (cand,) = FIXERS["bounded-memo"].propose(with_path)
     after = cand.edits[0].after
     assert "_B = _BisectorLRU(maxsize=_BISECTOR_MEMO_MAX)" in after and "_A = {}" in after
+
+
+def test_a_dict_keyed_per_call_keeps_its_latest_entries_and_the_hash_cache_still_hits() -> None:
+    m = edited("bounded-memo", "a dict keyed by the call's step counter")
+    attn = m.Attention()
+    for i in range(30):
+        attn.forward(torch.full((2, 3), float(i)))
+    assert sorted(attn.attn_maps) == [26, 27, 28, 29] and attn.attn_maps.maxsize == m._BISECTOR_KEEP_LAST
+    assert torch.allclose(attn.latest_map(), torch.full((2, 3), 29.0).softmax(-1))  # the newest map
+    h = edited("bounded-memo", "a cache keyed by a hash of the input")
+    net = h.Net()
+    xs = [torch.full((2,), float(i)) for i in range(20)]
+    for x in xs:
+        net(x)
+    assert len(net.encoder.cache) == h._BISECTOR_KEEP_LAST
+    assert net(xs[-1].clone()) is net(xs[-1])  # a recent input's content still hits: the same tensor
