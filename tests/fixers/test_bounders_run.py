@@ -166,3 +166,55 @@ def test_a_dict_keyed_per_call_keeps_its_latest_entries_and_the_hash_cache_still
         net(x)
     assert len(net.encoder.cache) == h._BISECTOR_KEEP_LAST
     assert net(xs[-1].clone()) is net(xs[-1])  # a recent input's content still hits: the same tensor
+
+
+def test_a_closure_list_and_a_dict_of_lists_keep_their_latest_items() -> None:
+    m = edited("bounded-containers", "a hook made by a factory")
+    layer = torch.nn.Linear(2, 2)
+    m.Net(layer)
+    for i in range(20):
+        layer(torch.full((1, 2), float(i)))
+    (hook,) = layer._forward_hooks.values()
+    store = hook.__closure__[0].cell_contents
+    assert len(store) == m._BISECTOR_KEEP_LAST and torch.equal(store[-1], layer(torch.full((1, 2), 19.0)))
+    w = edited("bounded-containers", "a method that registers a nested hook")
+    net = w.Net(torch.nn.Linear(2, 2))
+    seen = net.watch()
+    for _ in range(20):
+        net.layer(torch.zeros(1, 2))
+    assert len(seen) == w._BISECTOR_KEEP_LAST  # the list the caller holds is the bounded one
+    d = edited("bounded-containers", "a module-level defaultdict(list)")
+    for i in range(20):
+        d.Block().forward(torch.full((2,), float(i)))
+    assert d.STATS["act"] == [16.0, 17.0, 18.0, 19.0] and d.report() == {"act": 17.5}
+    s = edited("bounded-containers", "a dict of lists on self")
+    block = s.Block()
+    for i in range(20):
+        block.forward(torch.full((2,), float(i)))
+        block.forward(torch.full((2,), i, dtype=torch.int64))
+    assert set(block.stats) == {torch.float32, torch.int64} and all(len(v) == 4 for v in block.stats.values())
+    assert float(block.totals()[torch.float32]) == 2 * (16 + 17 + 18 + 19)
+
+
+def test_a_retention_path_names_a_closure_the_source_alone_does_not_show() -> None:
+    """The factory gets a list the source cannot see (`make_recorder(self.buf)`): only the walker's
+    path (root "closure", the nested function's qualname) makes it a candidate."""
+    from bisector.fixers.base import FixTarget
+
+    src = (
+        "def make_recorder(store):\n    def record(module, args, output):\n        store.append(output)\n\n"
+        "    return record\n\n\nclass Net:\n    def __init__(self, layer, buf):\n"
+        "        layer.register_forward_hook(make_recorder(buf))\n"
+    )
+    fixer = FIXERS["bounded-containers"]
+    assert fixer.propose(FixTarget("eager", "leak", region_type="m.Linear", sources={"m.py": src})) == []
+    path = {
+        "root": "closure",
+        "path": "m.make_recorder.<locals>.record.__closure__[store]",
+        "container": "list",
+        "attr": "store",
+        "qualname": "make_recorder.<locals>.record",
+    }
+    target = FixTarget("eager", "leak", region_type="m.Linear", sources={"m.py": src}, figures={"retention": (path,)})
+    (cand,) = fixer.propose(target)
+    assert "del store[:-_BISECTOR_KEEP_LAST]" in cand.edits[0].after
