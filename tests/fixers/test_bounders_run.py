@@ -218,3 +218,35 @@ def test_a_retention_path_names_a_closure_the_source_alone_does_not_show() -> No
     target = FixTarget("eager", "leak", region_type="m.Linear", sources={"m.py": src}, figures={"retention": (path,)})
     (cand,) = fixer.propose(target)
     assert "del store[:-_BISECTOR_KEEP_LAST]" in cand.edits[0].after
+
+
+def test_a_memory_handler_keeps_its_newest_records_or_flushes_them_all_to_its_target() -> None:
+    import logging
+
+    m = edited("bounded-log-records", "a module-level MemoryHandler without a target")
+    m.log.setLevel(logging.DEBUG)
+    m.log.propagate = False
+    try:
+        for i in range(30):
+            m.Encoder().forward(i)
+        assert len(m.RECENT.buffer) == m._BISECTOR_KEEP_LAST
+        assert m.RECENT.buffer[-1].getMessage() == "out 29"  # the newest record stays readable
+    finally:
+        m.log.removeHandler(m.RECENT)
+    t = edited("bounded-log-records", "a MemoryHandler on self with a target")
+    got: list[str] = []
+
+    class Sink(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            got.append(record.getMessage())
+
+    net = t.Net(Sink())
+    logging.getLogger("net").setLevel(logging.INFO)
+    try:
+        for i in range(30):
+            net.forward(i)
+        assert len(net.records.buffer) < t._BISECTOR_KEEP_LAST
+        net.records.flush()
+        assert got == [f"x {i}" for i in range(30)]  # the target still receives every record, in order
+    finally:
+        logging.getLogger("net").removeHandler(net.records)
