@@ -14,6 +14,7 @@ A custom handler that appends records to its own list is a list on ``self`` (bou
 from __future__ import annotations
 
 import ast
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import libcst as cst
@@ -189,11 +190,11 @@ class BoundedLogRecords:
     )
 
 
-def _names(path: object, site: Site) -> bool:
+def _names(path: Mapping[str, object], site: Site) -> bool:
     """Does a retention path name this handler? A global's (`mod.RECENT.buffer`) or an
     attribute's (`net.records.buffer`) by its name; a logger's (`logging:net.handlers[0].buffer`)
     names no variable: every such handler may be it."""
-    p = str(getattr(path, "get", lambda *_: "")("path", ""))
+    p = str(path.get("path", ""))
     if p.startswith("logging:"):
         return True
     parts = p.split(".")

@@ -250,3 +250,20 @@ def test_a_memory_handler_keeps_its_newest_records_or_flushes_them_all_to_its_ta
         assert got == [f"x {i}" for i in range(30)]  # the target still receives every record, in order
     finally:
         logging.getLogger("net").removeHandler(net.records)
+
+
+def test_the_walker_s_buffer_path_picks_the_handler_to_bound() -> None:
+    from bisector.fixers.base import FixTarget
+
+    src = "import logging.handlers\n\nA = logging.handlers.MemoryHandler(10)\nB = logging.handlers.MemoryHandler(10)\n"
+
+    def proposed(*paths: dict) -> list[str]:
+        figures = {"retention": paths} if paths else {}
+        target = FixTarget("eager", "leak", region_type="m.Net", sources={"m.py": src}, figures=figures)
+        return [c.edits[0].summary for c in FIXERS["bounded-log-records"].propose(target)]
+
+    assert proposed() == ["bound A to 4 records", "bound B to 4 records"]  # no evidence: both keep every record
+    assert proposed({"root": "global", "path": "m.B.buffer", "container": "list", "attr": "buffer"}) == [
+        "bound B to 4 records"
+    ]
+    assert proposed({"root": "global", "path": "m.KEEP", "container": "list", "attr": "KEEP"}) == []
