@@ -36,6 +36,7 @@ BUILTIN = (
     "bisector.fixers.bounded_containers",
     "bisector.fixers.tensor_bank",
     "bisector.fixers.hook_once",
+    "bisector.fixers.bounded_log_records",
 )
 ENTRY_POINT_GROUP = "bisector.fixers"
 

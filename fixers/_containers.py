@@ -184,6 +184,7 @@ def _deque() -> cst.BaseExpression:
 MEMO_MAX = 8  # entries a bounded memo keeps: small enough that a probe's schedule sees it stop growing
 KEEP_NAME = "_BISECTOR_KEEP_LAST"  # the named bound written into the user's code, next to the container
 MEMO_NAME = "_BISECTOR_MEMO_MAX"
+KEEP_WHY = "items each bounded container keeps; the oldest go first"
 
 CTORS = {
     "list": "list",
@@ -193,13 +194,15 @@ CTORS = {
     "OrderedDict": "OrderedDict",
     "collections.OrderedDict": "OrderedDict",
     "set": "set",
+    "defaultdict": "defaultdict",
+    "collections.defaultdict": "defaultdict",
 }
 
 
 def kind_of(value: cst.BaseExpression | None) -> str:
     """What a container literal or constructor makes: `[]` -> "list", `deque()` -> "deque", `{}` ->
-    "dict", `OrderedDict()`, `set()`; "" for anything else (an already bounded `deque(maxlen=8)`
-    included)."""
+    "dict", `OrderedDict()`, `set()`, `defaultdict(list)`; "" for anything else (an already bounded
+    `deque(maxlen=8)` included)."""
     if isinstance(value, cst.List) and not value.elements:
         return "list"
     if isinstance(value, cst.Dict) and not value.elements:
@@ -219,11 +222,12 @@ def _kw(arg: cst.Arg) -> str:
 @dataclass(frozen=True)
 class Container:
     """A container defined in the user's code: on instances (`self.recent = deque()` in a method
-    of cls), on a class (`registry = []` in its body), at module level (`_MEMO = {}`), or as a
-    mutable default argument (`def f(x, cache={})`, where func names the function)."""
+    of cls), on a class (`registry = []` in its body), at module level (`_MEMO = {}`), as a
+    mutable default argument (`def f(x, cache={})`, where func names the function), or in a
+    closure cell (`store`, a free variable of the nested function func: "make_recorder.record")."""
 
     path: str
-    scope: str  # "self" | "class" | "module" | "default"
+    scope: str  # "self" | "class" | "module" | "default" | "closure"
     name: str  # the attribute, global or parameter
     kind: str  # list, deque, dict, OrderedDict, set
     cls: str = ""  # the class, for "self" and "class"
@@ -241,10 +245,12 @@ class Container:
             )
         if self.scope == "module":
             return expr == self.name
-        return expr == self.name and ".".join(stack) == self.func
+        return expr == self.name and ".".join(stack) == self.func  # a default argument's, a closure's
 
     @property
     def label(self) -> str:
+        if self.scope == "closure":
+            return f"{self.name} in the closure of {self.func}"
         return {"self": f"self.{self.name}", "class": f"{self.cls}.{self.name}", "module": self.name}.get(
             self.scope, f"{self.func}(..., {self.name}=...)"
         )
@@ -335,8 +341,10 @@ def containers(path: str, source: str) -> list[Container]:
 
 @dataclass(frozen=True)
 class Use:
-    """Where code touches a container: what it does ("append", "store" for `X[k] = v`, "setdefault",
-    "evict" for del/pop/popitem, "read"), in which function ("Net.forward"), at which line."""
+    """Where code touches a container: what it does ("grow", "store" for `X[k] = v`, "setdefault",
+    "evict" for del/pop/popitem, "grow-item" for `X[k].append(v)` or `X.setdefault(k, []).append(v)`,
+    "evict-item" for `del X[k][...]` or `X[k].pop()`, "read"), in which function ("Net.forward"), at
+    which line."""
 
     what: str
     where: str
@@ -362,6 +370,12 @@ def uses(source: str, c: Container) -> list[Use]:
 
         def visit_Call(self, node: cst.Call) -> bool:
             f = node.func
+            item = _item_of(f.value) if isinstance(f, cst.Attribute) else None
+            if item is not None and self._mine(item[0]) and f.attr.value in (*GROW_METHODS, *EVICT_METHODS, "clear"):
+                self._use("grow-item" if f.attr.value in GROW_METHODS else "evict-item", node)
+                for a in node.args:
+                    a.visit(self)
+                return False
             if isinstance(f, cst.Attribute) and self._mine(f.value):
                 m = f.attr.value
                 self._use(
@@ -395,6 +409,10 @@ def uses(source: str, c: Container) -> list[Use]:
             if isinstance(t, cst.Subscript) and self._mine(t.value):
                 self._use("evict", node)
                 return False
+            item = _item_of(t.value) if isinstance(t, cst.Subscript) else None
+            if item is not None and self._mine(item[0]):
+                self._use("evict-item", node)
+                return False
             return True
 
         def visit_Attribute(self, node: cst.Attribute) -> bool:
@@ -411,12 +429,41 @@ def uses(source: str, c: Container) -> list[Use]:
     return out
 
 
+def _item_of(node: cst.BaseExpression) -> tuple[cst.BaseExpression, cst.BaseExpression] | None:
+    """`X[k]` or `X.setdefault(k, ...)` -> (X, k): an item of a dict of lists."""
+    if isinstance(node, cst.Subscript) and len(node.slice) == 1 and isinstance(node.slice[0].slice, cst.Index):
+        return node.value, node.slice[0].slice.value
+    if (
+        isinstance(node, cst.Call)
+        and isinstance(node.func, cst.Attribute)
+        and node.func.attr.value == "setdefault"
+        and node.args
+    ):
+        return node.func.value, node.args[0].value
+    return None
+
+
+def _pure(node: cst.BaseExpression) -> bool:
+    """An expression that reads the same twice and does nothing else: a name, an attribute, a
+    literal, a subscript or tuple of those (a key written again in the trim that follows)."""
+    if isinstance(node, (cst.Name, cst.SimpleString, cst.Integer, cst.Float)):
+        return True
+    if isinstance(node, cst.Attribute):
+        return _pure(node.value)
+    if isinstance(node, cst.Tuple):
+        return all(_pure(e.value) for e in node.elements)
+    if isinstance(node, cst.Subscript):
+        return _pure(node.value) and all(isinstance(s.slice, cst.Index) and _pure(s.slice.value) for s in node.slice)
+    return False
+
+
 def reachable(sources: Mapping[str, str], cls_name: str, roots: tuple[str, ...] | None = None) -> set[str]:
     """The functions a region's code runs: its methods named in roots (every method when None), as
-    "Cls.method", and what they call by name, transitively: its other methods and the module-level
-    functions of the user's files."""
+    "Cls.method", and what they call by name, transitively: its other methods, the module-level
+    functions of the user's files, and the forward of every class of the user's files that it
+    constructs (`self.encoder = ImageEncoder()` in __init__: the child runs inside the region)."""
     funcs: dict[str, list[cst.FunctionDef]] = {}
-    methods: dict[str, cst.FunctionDef] = {}
+    methods: dict[str, dict[str, cst.FunctionDef]] = {}
     for source in sources.values():
         module = _cst.parse(source)
         if module is None:
@@ -425,19 +472,27 @@ def reachable(sources: Mapping[str, str], cls_name: str, roots: tuple[str, ...] 
             if isinstance(node, cst.FunctionDef):
                 funcs.setdefault(node.name.value, []).append(node)
         for cls in _cst.classes(module):
-            if cls.name.value == cls_name:
-                methods.update((s.name.value, s) for s in cls.body.body if isinstance(s, cst.FunctionDef))
-    start = [m for name, m in methods.items() if roots is None or name in roots]
-    out = {f"{cls_name}.{fn.name.value}" for fn in start}
-    todo = list(start)
+            own = methods.setdefault(cls.name.value, {})
+            own.update((s.name.value, s) for s in cls.body.body if isinstance(s, cst.FunctionDef))
+    mine = methods.get(cls_name, {})
+    todo: list[tuple[str, cst.FunctionDef]] = [
+        (cls_name, m) for name, m in mine.items() if roots is None or name in roots
+    ]
+    out = {f"{cls_name}.{fn.name.value}" for _, fn in todo}
     while todo:
-        for name in _called(todo.pop()):
-            if name in methods and f"{cls_name}.{name}" not in out:
-                out.add(f"{cls_name}.{name}")
-                todo.append(methods[name])
+        owner, fn = todo.pop()
+        for name in _called(fn):
+            own = methods.get(owner, {})
+            if name in own and f"{owner}.{name}" not in out:
+                out.add(f"{owner}.{name}")
+                todo.append((owner, own[name]))
             elif name in funcs and name not in out:
                 out.add(name)
-                todo += funcs[name]
+                todo += [("", f) for f in funcs[name]]
+            elif name in methods and name != cls_name and "forward" in methods[name]:
+                if f"{name}.forward" not in out:
+                    out.add(f"{name}.forward")
+                    todo.append((name, methods[name]["forward"]))
     return out
 
 
@@ -656,3 +711,187 @@ def trim_grows(source: str, c: Container, keep: str, reach: set[str] | None = No
 
     after = module.visit(T()).code
     return after if done else None
+
+
+def trim_item_grows(source: str, c: Container, keep: str, reach: set[str] | None = None) -> str | None:
+    """`del X[k][:-keep]` after every statement that grows a list held in dict c under key k
+    (`X[k].append(v)`, `X.setdefault(k, []).append(v)`), in the functions of reach (every function
+    when None). None when some such statement's key is not pure (written twice, a call would run
+    twice) or nothing grows."""
+    module = _cst.parse(source)
+    if module is None:
+        return None
+    done = 0
+    impure = False
+
+    class T(_cst.ScopedTransformer):
+        def __init__(self) -> None:
+            super().__init__()
+            self.kinds: list[str] = []
+
+        def visit_ClassDef(self, node: cst.ClassDef) -> None:
+            super().visit_ClassDef(node)
+            self.kinds.append("class")
+
+        def leave_ClassDef(self, o: cst.ClassDef, u: cst.ClassDef) -> cst.ClassDef:
+            self.kinds.pop()
+            return super().leave_ClassDef(o, u)
+
+        def visit_FunctionDef(self, node: cst.FunctionDef) -> None:
+            super().visit_FunctionDef(node)
+            self.kinds.append("def")
+
+        def leave_FunctionDef(self, o: cst.FunctionDef, u: cst.FunctionDef) -> cst.FunctionDef:
+            self.kinds.pop()
+            return super().leave_FunctionDef(o, u)
+
+        def cls_of(self, stack: list[str]) -> str:
+            for name, kind in zip(reversed(self.stack), reversed(self.kinds)):
+                if kind == "class":
+                    return name
+            return ""
+
+        def leave_SimpleStatementLine(self, o: cst.SimpleStatementLine, u: cst.SimpleStatementLine):
+            nonlocal done, impure
+            if reach is not None and ".".join(self.stack) not in reach:
+                return u
+            for stmt in u.body:
+                call = stmt.value if isinstance(stmt, cst.Expr) and isinstance(stmt.value, cst.Call) else None
+                f = call.func if call is not None else None
+                if not isinstance(f, cst.Attribute) or f.attr.value not in GROW_METHODS:
+                    continue
+                item = _item_of(f.value)
+                if item is None or not c.refers(_cst.dotted(item[0]), self.stack, self.cls_of):
+                    continue
+                if not _pure(item[1]):
+                    impure = True
+                    return u
+                done += 1
+                code = cst.Module(body=[])
+                owner = f"{code.code_for_node(item[0])}[{code.code_for_node(item[1])}]"
+                trim = cst.parse_statement(f"del {owner}[:-{keep}]  # keep only the latest {keep}\n")
+                return cst.FlattenSentinel([u, trim])
+            return u
+
+    after = module.visit(T()).code
+    return after if done and not impure else None
+
+
+HOOK_REGISTRARS = ("register_forward_hook", "register_forward_pre_hook", "register_full_backward_hook", "register_hook")
+
+
+def closures(path: str, source: str) -> list[tuple[Container, bool]]:
+    """Lists kept in closure cells: a nested function that grows a free variable, a parameter or a
+    local of the function around it (`def make_recorder(store): def record(m, a, out):
+    store.append(out)`). Each as a Container (scope "closure", func the nested function's chain
+    "make_recorder.record", line the outermost function's), with whether the source shows that it
+    outlives the call and holds a list: the nested function is returned or registered as a hook,
+    and the variable is bound to `[]` there, defaults to `[]`, or every call of the outer function
+    in the file passes `[]` for it."""
+    module = _cst.parse(source)
+    if module is None:
+        return []
+    out: list[tuple[Container, bool]] = []
+    calls: dict[str, list[cst.Call]] = {}
+
+    class Calls(cst.CSTVisitor):
+        def visit_Call(self, node: cst.Call) -> None:
+            if isinstance(node.func, cst.Name):
+                calls.setdefault(node.func.value, []).append(node)
+
+    module.visit(Calls())
+
+    class V(_Frames):
+        def __init__(self) -> None:
+            super().__init__()
+            self.defs: list[cst.FunctionDef] = []
+
+        def visit_FunctionDef(self, node: cst.FunctionDef) -> None:
+            outer = self.defs[-1] if self.defs and self.kinds[-1:] == ["def"] else None
+            super().visit_FunctionDef(node)
+            top = self.defs[0] if self.defs else node
+            self.defs.append(node)
+            if outer is None:
+                return
+            inner_locals = _cst.local_names(node)
+            for var in dict.fromkeys(_grown_names(node)):
+                if var in inner_locals or var not in _cst.local_names(outer):
+                    continue
+                c = Container(path, "closure", var, "list", func=".".join(self.stack), line=self.line(top))
+                out.append((c, _escapes(outer, node.name.value) and _listed(outer, var, calls)))
+
+        def leave_FunctionDef(self, node: cst.FunctionDef) -> None:
+            super().leave_FunctionDef(node)
+            self.defs.pop()
+
+    cst.MetadataWrapper(module).visit(V())
+    return out
+
+
+def _grown_names(fn: cst.FunctionDef) -> list[str]:
+    """Bare names fn grows as statements (`store.append(x)` -> "store")."""
+    out: list[str] = []
+    for stmt in _cst.simple_statements(fn):
+        call = _cst.call_of(stmt)
+        if call is not None and call[1] in GROW_METHODS and "." not in call[0]:
+            out.append(call[0])
+    return out
+
+
+def _escapes(outer: cst.FunctionDef, inner: str) -> bool:
+    """Does outer return the nested function or register it as a hook (so it outlives the call)?"""
+    found = False
+
+    class V(cst.CSTVisitor):
+        def visit_Return(self, node: cst.Return) -> None:
+            nonlocal found
+            found = found or (isinstance(node.value, cst.Name) and node.value.value == inner)
+
+        def visit_Call(self, node: cst.Call) -> None:
+            nonlocal found
+            f = node.func
+            if isinstance(f, cst.Attribute) and f.attr.value in HOOK_REGISTRARS:
+                found = found or any(isinstance(a.value, cst.Name) and a.value.value == inner for a in node.args)
+
+    outer.body.visit(V())
+    return found
+
+
+def _listed(outer: cst.FunctionDef, var: str, calls: Mapping[str, list[cst.Call]]) -> bool:
+    """Is var a list: bound to `[]` in outer, a parameter defaulting to `[]`, or a parameter every
+    call of outer in the file passes `[]` (or `list()`) for?"""
+
+    def empty_list(v: cst.BaseExpression | None) -> bool:
+        return kind_of(v) == "list"
+
+    class V(cst.CSTVisitor):
+        bound = False
+
+        def visit_FunctionDef(self, node: cst.FunctionDef) -> bool:
+            return node is outer
+
+        def visit_Assign(self, node: cst.Assign) -> None:
+            if any(_cst.dotted(t.target) == var for t in node.targets) and empty_list(node.value):
+                V.bound = True
+
+    V.bound = False
+    outer.visit(V())
+    if V.bound:
+        return True
+    params = outer.params.posonly_params + outer.params.params
+    names = [p.name.value for p in params]
+    if var not in names:
+        return False
+    at = names.index(var)
+    if empty_list(params[at].default):
+        return True
+    sites = calls.get(outer.name.value, [])
+    if not sites:
+        return False
+    for call in sites:
+        pos = [a for a in call.args if a.keyword is None and not a.star]
+        kw = {a.keyword.value: a.value for a in call.args if a.keyword is not None}
+        value = pos[at].value if at < len(pos) else kw.get(var)
+        if not empty_list(value):
+            return False
+    return True

@@ -16,19 +16,21 @@ from bisector.fixers import _cst
 from bisector.fixers._containers import (
     KEEP_LAST,
     KEEP_NAME,
+    KEEP_WHY,
     Container,
     Use,
+    closures,
     constant_line,
     pick,
     readers_of,
     rebind,
+    retained,
     still_seen,
     trim_grows,
+    trim_item_grows,
     with_block,
 )
 from bisector.fixers.base import LEAK, PYTHON_LEAKS, Candidate, Example, FixTarget, SourceEdit
-
-WHY = "items each bounded container keeps; the oldest go first"
 
 
 class BoundedContainers:
@@ -42,13 +44,18 @@ class BoundedContainers:
         region = target.region_class
 
         def grown(uses: list[Use], reach: set[str]) -> bool:
-            grows = [u for u in uses if u.what == "grow" and u.where in reach]
-            return bool(grows) and not any(u.what == "evict" for u in uses)
+            # A dict (or defaultdict) of lists grows its items: `_METRICS[name].append(v)`.
+            grow, evict = ("grow-item", "evict-item") if any(u.what == "grow-item" for u in uses) else ("grow", "evict")
+            grows = [u for u in uses if u.what == grow and u.where in reach]
+            return bool(grows) and not any(u.what == evict for u in uses)
 
         out = []
         for source, c, uses in pick(
-            target.sources, region, target.figures, ("list", "deque"), ("list", "deque"), grown
+            target.sources, region, target.figures, ("list", "deque", *DICTS), ("list", "deque"), grown
         ):
+            if c.kind in DICTS:
+                out += self._items(source, c, uses)
+                continue
             if c.kind == "list" and _append_only_covers(c, uses, region):
                 continue
             module = _cst.parse(source)
@@ -72,6 +79,63 @@ class BoundedContainers:
                     bound=KEEP_LAST,
                 )
             )
+        return out + self._closures(target)
+
+    def _items(self, source: str, c: Container, uses: list[Use]) -> list[Candidate]:
+        """A dict whose values are lists that only grow (`_METRICS[name].append(v)` on a
+        defaultdict(list)): each list trimmed after each append, so every key keeps its latest."""
+        if not any(u.what == "grow-item" for u in uses):
+            return []
+        after = trim_item_grows(source, c, KEEP_NAME)
+        if after is None:
+            return []
+        code = constant_line(after, KEEP_NAME, KEEP_LAST, KEEP_WHY)
+        after = with_block(after, code, c.line) if code else after
+        module = _cst.parse(source)
+        growers = {f"{u.where}()" for u in uses if u.what == "grow-item"}
+        found = readers_of(module, _owner(c), _class(module, c.cls)) if module is not None else []
+        readers = [r for r in found if r not in growers]
+        return [
+            Candidate(
+                self.name,
+                f"keep only the last {KEEP_LAST} in each list of {c.label} (the oldest dropped after each "
+                f"append, {KEEP_NAME}){still_seen(readers)}",
+                edits=(SourceEdit(c.path, source, after, f"bound each list in {c.label} to the last {KEEP_LAST}"),),
+                size=2,
+                bound=KEEP_LAST,
+            )
+        ]
+
+    def _closures(self, target: FixTarget) -> list[Candidate]:
+        """A list kept in a closure cell, grown by the nested function (a hook made by a factory,
+        `make_recorder(store)`): trimmed after each append inside it. The one a retention path
+        names (root "closure"), else those the source shows outliving the call and holding a list."""
+        paths = retained(target.figures, ("list",))
+        named = {
+            (str(p.get("attr", "")), str(p.get("qualname", "")).replace("<locals>.", ""))
+            for p in paths
+            if p.get("root") == "closure"
+        }
+        out = []
+        for path, source in target.sources.items():
+            for c, evident in closures(path, source):
+                if not ((c.name, c.func) in named if paths else evident):
+                    continue
+                after = trim_grows(source, c, KEEP_NAME)
+                if after is None:
+                    continue
+                code = constant_line(after, KEEP_NAME, KEEP_LAST, KEEP_WHY)
+                after = with_block(after, code, c.line) if code else after
+                out.append(
+                    Candidate(
+                        self.name,
+                        f"keep only the last {KEEP_LAST} in {c.label} (the oldest dropped after each append "
+                        f"there, {KEEP_NAME}): whoever holds the list still sees the latest",
+                        edits=(SourceEdit(path, source, after, f"bound {c.name} in {c.func} to the last {KEEP_LAST}"),),
+                        size=2,
+                        bound=KEEP_LAST,
+                    )
+                )
         return out
 
     examples = (
@@ -178,6 +242,144 @@ class BoundedContainers:
             ),
         ),
         Example(
+            "a hook made by a factory whose closure keeps the list it is given",
+            FixTarget(
+                "eager",
+                LEAK,
+                region_type="torch.nn.modules.linear.Linear",
+                sources={
+                    "m.py": (
+                        "def make_recorder(store):\n    def record(module, args, output):\n"
+                        "        store.append(output)\n\n    return record\n\n\n"
+                        "class Net:\n    def __init__(self, layer):\n"
+                        "        layer.register_forward_hook(make_recorder([]))\n"
+                    )
+                },
+            ),
+            True,
+            "store in the closure of make_recorder.record",
+            edited=(
+                "_BISECTOR_KEEP_LAST = 4  # items each bounded container keeps; the oldest go first\n"
+                "def make_recorder(store):\n    def record(module, args, output):\n"
+                "        store.append(output)\n"
+                "        del store[:-_BISECTOR_KEEP_LAST]  # keep only the latest _BISECTOR_KEEP_LAST\n\n"
+                "    return record\n\n\n"
+                "class Net:\n    def __init__(self, layer):\n"
+                "        layer.register_forward_hook(make_recorder([]))\n",
+            ),
+        ),
+        Example(
+            "a method that registers a nested hook filling a local list it returns",
+            FixTarget(
+                "eager",
+                LEAK,
+                region_type="torch.nn.modules.linear.Linear",
+                sources={
+                    "m.py": (
+                        "class Net:\n    def __init__(self, layer):\n        self.layer = layer\n\n"
+                        "    def watch(self):\n        seen = []\n\n        def hook(module, args, output):\n"
+                        "            seen.append(output.mean())\n\n"
+                        "        self.layer.register_forward_hook(hook)\n        return seen\n"
+                    )
+                },
+            ),
+            True,
+            "Net.watch.hook",
+            edited=(
+                "_BISECTOR_KEEP_LAST = 4  # items each bounded container keeps; the oldest go first\n"
+                "class Net:\n    def __init__(self, layer):\n        self.layer = layer\n\n"
+                "    def watch(self):\n        seen = []\n\n        def hook(module, args, output):\n"
+                "            seen.append(output.mean())\n"
+                "            del seen[:-_BISECTOR_KEEP_LAST]  # keep only the latest _BISECTOR_KEEP_LAST\n\n"
+                "        self.layer.register_forward_hook(hook)\n        return seen\n",
+            ),
+        ),
+        Example(
+            "a module-level defaultdict(list) of metrics filled by a helper forward calls",
+            FixTarget(
+                "eager",
+                LEAK,
+                region_type="m.Block",
+                sources={
+                    "m.py": (
+                        "import collections\n\nSTATS = collections.defaultdict(list)\n\n\n"
+                        "def log_metric(name, value):\n    STATS[name].append(value)\n\n\n"
+                        "class Block:\n    def forward(self, x):\n        log_metric('act', x.mean())\n"
+                        "        return x\n\n\ndef report():\n"
+                        "    return {k: sum(v) / len(v) for k, v in STATS.items()}\n"
+                    )
+                },
+            ),
+            True,
+            "report() still sees them",
+            edited=(
+                "import collections\n\n"
+                "_BISECTOR_KEEP_LAST = 4  # items each bounded container keeps; the oldest go first\n"
+                "STATS = collections.defaultdict(list)\n\n\n"
+                "def log_metric(name, value):\n    STATS[name].append(value)\n"
+                "    del STATS[name][:-_BISECTOR_KEEP_LAST]  # keep only the latest _BISECTOR_KEEP_LAST\n\n\n"
+                "class Block:\n    def forward(self, x):\n        log_metric('act', x.mean())\n"
+                "        return x\n\n\ndef report():\n"
+                "    return {k: sum(v) / len(v) for k, v in STATS.items()}\n",
+            ),
+        ),
+        Example(
+            "a dict of lists on self grown through setdefault",
+            FixTarget(
+                "eager",
+                LEAK,
+                region_type="m.Block",
+                sources={
+                    "m.py": (
+                        "class Block:\n    def __init__(self):\n        self.stats = {}\n\n"
+                        "    def forward(self, x):\n        self.stats.setdefault(x.dtype, []).append(x.sum())\n"
+                        "        return x\n\n    def totals(self):\n"
+                        "        return {k: sum(v) for k, v in self.stats.items()}\n"
+                    )
+                },
+            ),
+            True,
+            "Block.totals() still sees them",
+            edited=(
+                "_BISECTOR_KEEP_LAST = 4  # items each bounded container keeps; the oldest go first\n"
+                "class Block:\n    def __init__(self):\n        self.stats = {}\n\n"
+                "    def forward(self, x):\n        self.stats.setdefault(x.dtype, []).append(x.sum())\n"
+                "        del self.stats[x.dtype][:-_BISECTOR_KEEP_LAST]  # keep only the latest _BISECTOR_KEEP_LAST\n"
+                "        return x\n\n    def totals(self):\n"
+                "        return {k: sum(v) for k, v in self.stats.items()}\n",
+            ),
+        ),
+        Example(
+            "a nested function's list that dies with the call",
+            FixTarget(
+                "eager",
+                LEAK,
+                region_type="m.Net",
+                sources={
+                    "m.py": (
+                        "class Net:\n    def forward(self, x):\n        out = []\n\n"
+                        "        def keep(y):\n            out.append(y)\n\n        keep(x)\n        return out\n"
+                    )
+                },
+            ),
+            False,
+        ),
+        Example(
+            "a dict of lists keyed by a call (the key would run twice)",
+            FixTarget(
+                "eager",
+                LEAK,
+                region_type="m.Block",
+                sources={
+                    "m.py": (
+                        "import collections\n\nSTATS = collections.defaultdict(list)\n\n\n"
+                        "class Block:\n    def forward(self, x):\n        STATS[x.name()].append(x)\n        return x\n"
+                    )
+                },
+            ),
+            False,
+        ),
+        Example(
             "a deque that already has a maxlen",
             FixTarget(
                 "eager",
@@ -226,6 +428,9 @@ class BoundedContainers:
     )
 
 
+DICTS = ("dict", "OrderedDict", "defaultdict")
+
+
 def _append_only_covers(c: Container, uses: list[Use], region: str) -> bool:
     """append-only already bounds a list on self or at module level that forward itself grows."""
     return c.scope in ("self", "module") and all(u.where == f"{region}.forward" for u in uses if u.what == "grow")
@@ -257,7 +462,7 @@ def bound_deque(source: str, c: Container) -> str | None:
     after, n = rebind(source, c, maxlen)
     if n <= 0:
         return None
-    code = constant_line(after, KEEP_NAME, KEEP_LAST, WHY)
+    code = constant_line(after, KEEP_NAME, KEEP_LAST, KEEP_WHY)
     return with_block(after, code, c.line) if code else after
 
 
@@ -265,7 +470,7 @@ def bound_list(source: str, c: Container) -> str | None:
     after = trim_grows(source, c, KEEP_NAME)
     if after is None:
         return None
-    code = constant_line(after, KEEP_NAME, KEEP_LAST, WHY)
+    code = constant_line(after, KEEP_NAME, KEEP_LAST, KEEP_WHY)
     return with_block(after, code, c.line) if code else after
 
 

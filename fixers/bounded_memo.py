@@ -9,7 +9,18 @@ from __future__ import annotations
 
 import libcst as cst
 from bisector.fixers import _cst
-from bisector.fixers._containers import MEMO_MAX, MEMO_NAME, Container, constant_line, pick, rebind, with_block
+from bisector.fixers._containers import (
+    KEEP_LAST,
+    KEEP_NAME,
+    KEEP_WHY,
+    MEMO_MAX,
+    MEMO_NAME,
+    Container,
+    constant_line,
+    pick,
+    rebind,
+    with_block,
+)
 from bisector.fixers.base import LEAK, PYTHON_LEAKS, SHAPE_GROWTH, Candidate, Example, FixTarget, SourceEdit
 
 HELPER = "_BisectorLRU"
@@ -58,19 +69,24 @@ class BoundedMemo:
             ("dict", "OrderedDict"),
             filled,
         ):
-            after = bound_memo(source, c)
+            # Keyed by shape, a memo hits again on every shape it keeps: MEMO_MAX shapes. Keyed by
+            # something new on every call (a step counter, a hash of the input), it is a log of the
+            # latest calls: it keeps as few as a bounded list, and the probe sees it stop growing.
+            per_call = target.kind == LEAK
+            name, keep, why = (KEEP_NAME, KEEP_LAST, KEEP_WHY) if per_call else (MEMO_NAME, MEMO_MAX, MEMO_WHY)
+            after = bound_memo(source, c, name, keep, why)
             if after is None:
                 continue
-            per = "input shape" if target.kind == SHAPE_GROWTH else "call"
+            per = "call (a new key every call)" if per_call else "input shape"
             out.append(
                 Candidate(
                     self.name,
-                    f"bound {c.label} to its {MEMO_MAX} most recently used entries ({MEMO_NAME} = {MEMO_MAX}, "
+                    f"bound {c.label} to its {keep} most recently used entries ({name} = {keep}, "
                     f"a small LRU dict at its definition and every reset): it kept one entry per {per}; "
                     "`in`, [key] and .get still hit",
-                    edits=(SourceEdit(c.path, source, after, f"{c.label} = {HELPER}(maxsize={MEMO_NAME})"),),
+                    edits=(SourceEdit(c.path, source, after, f"{c.label} = {HELPER}(maxsize={name})"),),
                     size=2,
-                    bound=MEMO_MAX,
+                    bound=keep,
                 )
             )
         return out
@@ -154,9 +170,74 @@ class BoundedMemo:
                 "import collections\n"
                 "from collections import OrderedDict\n\n\n"
                 f"{HELPER_CODE}\n"
-                "_BISECTOR_MEMO_MAX = 8  # entries each bounded memo keeps; the least recently used go first\n"
-                "class Tracker:\n    seen = _BisectorLRU(maxsize=_BISECTOR_MEMO_MAX)\n\n"
+                "_BISECTOR_KEEP_LAST = 4  # items each bounded container keeps; the oldest go first\n"
+                "class Tracker:\n    seen = _BisectorLRU(maxsize=_BISECTOR_KEEP_LAST)\n\n"
                 "    def forward(self, x):\n        Tracker.seen[id(x)] = x\n        return x\n",
+            ),
+        ),
+        Example(
+            "a dict keyed by the call's step counter (attention maps kept for plotting)",
+            FixTarget(
+                "eager",
+                LEAK,
+                region_type="m.Attention",
+                sources={
+                    "m.py": (
+                        "class Attention:\n    def __init__(self):\n        self.step = 0\n"
+                        "        self.attn_maps = {}\n\n    def forward(self, x):\n"
+                        "        self.attn_maps[self.step] = x.softmax(-1)\n        self.step += 1\n"
+                        "        return x\n\n    def latest_map(self):\n"
+                        "        return self.attn_maps[max(self.attn_maps)]\n"
+                    )
+                },
+            ),
+            True,
+            "a new key every call",
+            edited=(
+                "import collections\n"
+                f"{HELPER_CODE}\n"
+                "_BISECTOR_KEEP_LAST = 4  # items each bounded container keeps; the oldest go first\n"
+                "class Attention:\n    def __init__(self):\n        self.step = 0\n"
+                "        self.attn_maps = _BisectorLRU(maxsize=_BISECTOR_KEEP_LAST)\n\n    def forward(self, x):\n"
+                "        self.attn_maps[self.step] = x.softmax(-1)\n        self.step += 1\n"
+                "        return x\n\n    def latest_map(self):\n"
+                "        return self.attn_maps[max(self.attn_maps)]\n",
+            ),
+        ),
+        Example(
+            "a cache keyed by a hash of the input, in a child the whole model builds",
+            FixTarget(
+                "eager",
+                LEAK,
+                region_type="m.Net",
+                sources={
+                    "m.py": (
+                        "import hashlib\n\nimport torch\n\n\nclass Encoder(torch.nn.Module):\n"
+                        "    def __init__(self):\n        super().__init__()\n        self.cache = dict()\n\n"
+                        "    def forward(self, x):\n        key = hashlib.sha1(x.numpy().tobytes()).hexdigest()\n"
+                        "        hit = self.cache.get(key)\n        if hit is None:\n"
+                        "            hit = self.cache[key] = torch.tanh(x)\n        return hit\n\n\n"
+                        "class Net(torch.nn.Module):\n    def __init__(self):\n        super().__init__()\n"
+                        "        self.encoder = Encoder()\n\n    def forward(self, x):\n"
+                        "        return self.encoder(x)\n"
+                    )
+                },
+            ),
+            True,
+            "self.cache",
+            edited=(
+                "import collections\n"
+                "import hashlib\n\nimport torch\n\n\n"
+                f"{HELPER_CODE}\n"
+                "_BISECTOR_KEEP_LAST = 4  # items each bounded container keeps; the oldest go first\n"
+                "class Encoder(torch.nn.Module):\n"
+                "    def __init__(self):\n        super().__init__()\n"
+                "        self.cache = _BisectorLRU(maxsize=_BISECTOR_KEEP_LAST)\n\n"
+                "    def forward(self, x):\n        key = hashlib.sha1(x.numpy().tobytes()).hexdigest()\n"
+                "        hit = self.cache.get(key)\n        if hit is None:\n"
+                "            hit = self.cache[key] = torch.tanh(x)\n        return hit\n\n\n"
+                "class Net(torch.nn.Module):\n    def __init__(self):\n        super().__init__()\n"
+                "        self.encoder = Encoder()\n\n    def forward(self, x):\n        return self.encoder(x)\n",
             ),
         ),
         Example(
@@ -231,14 +312,20 @@ class BoundedMemo:
     )
 
 
-def bound_memo(source: str, c: Container) -> str | None:
-    """c bounded at every binding by the LRU helper, the helper and the bound written next to it."""
+MEMO_WHY = "entries each bounded memo keeps; the least recently used go first"
+
+
+def bound_memo(
+    source: str, c: Container, name: str = MEMO_NAME, keep: int = MEMO_MAX, why: str = MEMO_WHY
+) -> str | None:
+    """c bounded at every binding by the LRU helper (maxsize=name), the helper and the bound
+    (`name = keep  # why`) written next to it."""
 
     def lru(old: cst.BaseExpression) -> cst.BaseExpression | None:
         if _cst.dotted(old) == "" and isinstance(old, cst.Call) and _cst.dotted(old.func) == HELPER:
             return old
         if isinstance(old, cst.Dict) and not old.elements:
-            return cst.parse_expression(f"{HELPER}(maxsize={MEMO_NAME})")
+            return cst.parse_expression(f"{HELPER}(maxsize={name})")
         if (
             isinstance(old, cst.Call)
             and not old.args
@@ -249,16 +336,14 @@ def bound_memo(source: str, c: Container) -> str | None:
                 "collections.OrderedDict",
             )
         ):
-            return cst.parse_expression(f"{HELPER}(maxsize={MEMO_NAME})")
+            return cst.parse_expression(f"{HELPER}(maxsize={name})")
         return None
 
     after, n = rebind(source, c, lru)
     if n <= 0:
         return None
     code = HELPER_CODE + "\n" if f"class {HELPER}(" not in after else ""
-    code += constant_line(
-        after, MEMO_NAME, MEMO_MAX, "entries each bounded memo keeps; the least recently used go first"
-    )
+    code += constant_line(after, name, keep, why)
     after = with_block(after, code, c.line) if code else after
     return _cst.ensure_import(after, "import collections")
 

@@ -8,6 +8,13 @@ options) and how to compare:
   options and input transform (padded outputs cropped back); the original's ONNX Runtime
   outputs are the reference, or its eager outputs when the original does not export.
 Inputs are the model's generated inputs at the schedule's first distinct shapes.
+
+Eager outputs are compared call after call, as a user runs the model. When they differ, and the
+original's own outputs drift (the same input gives another output on a later call: its growth
+feeds back into them, as hooks registered per call that each scale the input again) while the
+candidate's do not, each shape is compared on the first call of freshly built models instead:
+the one moment the original's behaviour is its intended one. The result says so ("mode":
+"eager-first-call").
 """
 
 from __future__ import annotations
@@ -103,12 +110,38 @@ def run_equivalence(req: ProbeRequest, model_a: Any, namespace_a: Any, device: s
 
     if mode == "eager":
         results = []
+        first_a: list[list[Any]] = []
+        first_b: list[list[Any]] = []
         with torch.no_grad():
             for args, kwargs in inputs:
-                results.append(
-                    compare(_arrays(model_a(*args, **kwargs)), _arrays(model_b(*args, **kwargs)), rtol, atol)
-                )
-        return _summary(results, len(shapes), mode)
+                first_a.append(_arrays(model_a(*args, **kwargs)))
+                first_b.append(_arrays(model_b(*args, **kwargs)))
+                results.append(compare(first_a[-1], first_b[-1], rtol, atol))
+        summary = _summary(results, len(shapes), mode)
+        if summary["equivalent"] or spec_b == req.model or not inputs:
+            return summary
+        with torch.no_grad():
+            args, kwargs = inputs[0]
+            drifts_a = not compare(first_a[0], _arrays(model_a(*args, **kwargs)), rtol, atol)["equivalent"]
+            drifts_b = not compare(first_b[0], _arrays(model_b(*args, **kwargs)), rtol, atol)["equivalent"]
+        if not drifts_a or drifts_b:
+            return summary
+        fresh = []
+        for args, kwargs in inputs:
+            a = _fresh(req.model, namespace_a, req.schedule.seed, device)
+            b = _fresh(spec_b, namespace_b, req.schedule.seed, device, weights=a)
+            with torch.no_grad():
+                fresh.append(compare(_arrays(a(*args, **kwargs)), _arrays(b(*args, **kwargs)), rtol, atol))
+        first = _summary(fresh, len(shapes), "eager-first-call")
+        if not first["equivalent"]:
+            return summary
+        return {
+            **first,
+            "drift": (
+                f"the original's outputs drift call over call ({summary['why']} by its call {len(inputs)}), "
+                "the candidate's do not: compared on each shape's first call"
+            ),
+        }
 
     from bisector.probe.export import export_onnx, post_export, varying_dims
     from bisector.probe.ort import InputAdapter, make_feed, make_session
@@ -155,6 +188,24 @@ def run_equivalence(req: ProbeRequest, model_a: Any, namespace_a: Any, device: s
         got = list(session.run(None, adapter.feed(make_feed(session, target, (args, kwargs)), session)))
         results.append(compare(ref, got, rtol, atol))
     return _summary(results, len(shapes), mode if a is not None else "onnx-vs-eager")
+
+
+def _fresh(spec: Any, namespace: Any, seed: int, device: str, weights: Any = None) -> Any:
+    """The model built again as the probe builds it (same seed: same random weights), the
+    original's weights loaded where names match (as for the candidate above)."""
+    import torch
+
+    torch.manual_seed(seed)
+    model = build_model(spec, namespace)
+    if weights is not None:
+        try:
+            model.load_state_dict(weights.state_dict(), strict=False)
+        except Exception:  # noqa: BLE001 - shapes changed by the edit: keep the seeded weights
+            pass
+    model.eval()
+    if device != "cpu":
+        model.to(device)
+    return model
 
 
 def _summary(results: list[dict[str, Any]], shapes: int, mode: str) -> dict[str, Any]:

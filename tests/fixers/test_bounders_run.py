@@ -52,7 +52,7 @@ def test_a_class_level_memo_stays_bounded() -> None:
     keep = [torch.zeros(1) for _ in range(30)]
     for x in keep:
         m.Tracker().forward(x)
-    assert len(m.Tracker.seen) == m._BISECTOR_MEMO_MAX and m.Tracker.seen[id(keep[-1])] is keep[-1]
+    assert len(m.Tracker.seen) == m._BISECTOR_KEEP_LAST and m.Tracker.seen[id(keep[-1])] is keep[-1]
 
 
 def test_a_finite_lru_cache_keeps_hitting() -> None:
@@ -150,3 +150,120 @@ def test_a_retention_path_picks_the_container_to_bound() -> None:
     (cand,) = FIXERS["bounded-memo"].propose(with_path)
     after = cand.edits[0].after
     assert "_B = _BisectorLRU(maxsize=_BISECTOR_MEMO_MAX)" in after and "_A = {}" in after
+
+
+def test_a_dict_keyed_per_call_keeps_its_latest_entries_and_the_hash_cache_still_hits() -> None:
+    m = edited("bounded-memo", "a dict keyed by the call's step counter")
+    attn = m.Attention()
+    for i in range(30):
+        attn.forward(torch.full((2, 3), float(i)))
+    assert sorted(attn.attn_maps) == [26, 27, 28, 29] and attn.attn_maps.maxsize == m._BISECTOR_KEEP_LAST
+    assert torch.allclose(attn.latest_map(), torch.full((2, 3), 29.0).softmax(-1))  # the newest map
+    h = edited("bounded-memo", "a cache keyed by a hash of the input")
+    net = h.Net()
+    xs = [torch.full((2,), float(i)) for i in range(20)]
+    for x in xs:
+        net(x)
+    assert len(net.encoder.cache) == h._BISECTOR_KEEP_LAST
+    assert net(xs[-1].clone()) is net(xs[-1])  # a recent input's content still hits: the same tensor
+
+
+def test_a_closure_list_and_a_dict_of_lists_keep_their_latest_items() -> None:
+    m = edited("bounded-containers", "a hook made by a factory")
+    layer = torch.nn.Linear(2, 2)
+    m.Net(layer)
+    for i in range(20):
+        layer(torch.full((1, 2), float(i)))
+    (hook,) = layer._forward_hooks.values()
+    store = hook.__closure__[0].cell_contents
+    assert len(store) == m._BISECTOR_KEEP_LAST and torch.equal(store[-1], layer(torch.full((1, 2), 19.0)))
+    w = edited("bounded-containers", "a method that registers a nested hook")
+    net = w.Net(torch.nn.Linear(2, 2))
+    seen = net.watch()
+    for _ in range(20):
+        net.layer(torch.zeros(1, 2))
+    assert len(seen) == w._BISECTOR_KEEP_LAST  # the list the caller holds is the bounded one
+    d = edited("bounded-containers", "a module-level defaultdict(list)")
+    for i in range(20):
+        d.Block().forward(torch.full((2,), float(i)))
+    assert d.STATS["act"] == [16.0, 17.0, 18.0, 19.0] and d.report() == {"act": 17.5}
+    s = edited("bounded-containers", "a dict of lists on self")
+    block = s.Block()
+    for i in range(20):
+        block.forward(torch.full((2,), float(i)))
+        block.forward(torch.full((2,), i, dtype=torch.int64))
+    assert set(block.stats) == {torch.float32, torch.int64} and all(len(v) == 4 for v in block.stats.values())
+    assert float(block.totals()[torch.float32]) == 2 * (16 + 17 + 18 + 19)
+
+
+def test_a_retention_path_names_a_closure_the_source_alone_does_not_show() -> None:
+    """The factory gets a list the source cannot see (`make_recorder(self.buf)`): only the walker's
+    path (root "closure", the nested function's qualname) makes it a candidate."""
+    from bisector.fixers.base import FixTarget
+
+    src = (
+        "def make_recorder(store):\n    def record(module, args, output):\n        store.append(output)\n\n"
+        "    return record\n\n\nclass Net:\n    def __init__(self, layer, buf):\n"
+        "        layer.register_forward_hook(make_recorder(buf))\n"
+    )
+    fixer = FIXERS["bounded-containers"]
+    assert fixer.propose(FixTarget("eager", "leak", region_type="m.Linear", sources={"m.py": src})) == []
+    path = {
+        "root": "closure",
+        "path": "m.make_recorder.<locals>.record.__closure__[store]",
+        "container": "list",
+        "attr": "store",
+        "qualname": "make_recorder.<locals>.record",
+    }
+    target = FixTarget("eager", "leak", region_type="m.Linear", sources={"m.py": src}, figures={"retention": (path,)})
+    (cand,) = fixer.propose(target)
+    assert "del store[:-_BISECTOR_KEEP_LAST]" in cand.edits[0].after
+
+
+def test_a_memory_handler_keeps_its_newest_records_or_flushes_them_all_to_its_target() -> None:
+    import logging
+
+    m = edited("bounded-log-records", "a module-level MemoryHandler without a target")
+    m.log.setLevel(logging.DEBUG)
+    m.log.propagate = False
+    try:
+        for i in range(30):
+            m.Encoder().forward(i)
+        assert len(m.RECENT.buffer) == m._BISECTOR_KEEP_LAST
+        assert m.RECENT.buffer[-1].getMessage() == "out 29"  # the newest record stays readable
+    finally:
+        m.log.removeHandler(m.RECENT)
+    t = edited("bounded-log-records", "a MemoryHandler on self with a target")
+    got: list[str] = []
+
+    class Sink(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            got.append(record.getMessage())
+
+    net = t.Net(Sink())
+    logging.getLogger("net").setLevel(logging.INFO)
+    try:
+        for i in range(30):
+            net.forward(i)
+        assert len(net.records.buffer) < t._BISECTOR_KEEP_LAST
+        net.records.flush()
+        assert got == [f"x {i}" for i in range(30)]  # the target still receives every record, in order
+    finally:
+        logging.getLogger("net").removeHandler(net.records)
+
+
+def test_the_walker_s_buffer_path_picks_the_handler_to_bound() -> None:
+    from bisector.fixers.base import FixTarget
+
+    src = "import logging.handlers\n\nA = logging.handlers.MemoryHandler(10)\nB = logging.handlers.MemoryHandler(10)\n"
+
+    def proposed(*paths: dict) -> list[str]:
+        figures = {"retention": paths} if paths else {}
+        target = FixTarget("eager", "leak", region_type="m.Net", sources={"m.py": src}, figures=figures)
+        return [c.edits[0].summary for c in FIXERS["bounded-log-records"].propose(target)]
+
+    assert proposed() == ["bound A to 4 records", "bound B to 4 records"]  # no evidence: both keep every record
+    assert proposed({"root": "global", "path": "m.B.buffer", "container": "list", "attr": "buffer"}) == [
+        "bound B to 4 records"
+    ]
+    assert proposed({"root": "global", "path": "m.KEEP", "container": "list", "attr": "KEEP"}) == []

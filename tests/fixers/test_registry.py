@@ -16,6 +16,7 @@ FAMILY = [
     "bounded-containers",
     "tensor-bank",
     "hook-once",
+    "bounded-log-records",
 ]
 
 
