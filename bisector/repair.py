@@ -31,6 +31,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from bisector.ceiling import over_budget, project, stage_ceilings
 from bisector.choices import DEFAULT_EXPORTER
 from bisector.contract import toolchain_versions
 from bisector.find import Culprit, FindReport
@@ -79,6 +80,18 @@ class Evaluation:
     steady_before_bytes: float | None = None
     steady_after_bytes: float | None = None
     prevented_bytes: float | None = None
+    # With --budget, for a culprit whose stage's projected peak is over it: the budget, and the
+    # whole model's projected peak at the largest declared input with the fix (ceiling.py). The fix
+    # is then judged by how far under the budget it brings the peak (costs_more_than_it_saves, rank).
+    budget_bytes: float | None = None
+    peak_after_bytes: float | None = None
+
+    @property
+    def headroom_bytes(self) -> float | None:
+        """How far under the budget the fix brings the peak (negative: still over it)."""
+        if self.budget_bytes is None or self.peak_after_bytes is None:
+            return None
+        return self.budget_bytes - self.peak_after_bytes
 
     @property
     def fixer(self) -> str:
@@ -115,6 +128,9 @@ class Evaluation:
             "steady_after_bytes": self.steady_after_bytes,
             "prevented_bytes": self.prevented_bytes,
             "costs_more_than_it_saves": costs_more_than_it_saves(self),
+            "budget_bytes": self.budget_bytes,
+            "peak_after_bytes": self.peak_after_bytes,
+            "headroom_bytes": self.headroom_bytes,
             "probe": dict(self.probe),
             "edits": [{"path": e.path, "summary": e.summary} for e in self.edits],
         }
@@ -319,10 +335,14 @@ class Repairer:
         only: Iterable[str] = (),
         rtol: float = 1e-3,
         atol: float = 1e-4,
+        budget: float | None = None,
     ) -> None:
+        """budget: bytes (--budget); a culprit whose stage's projected peak is over it has its fixes
+        judged by how far under it they bring the peak."""
 
         self.lab = lab
         self.report = report
+        self.budget = budget
         self.allow_output_changes = allow_output_changes
         chosen = list(fixers) if fixers is not None else all_fixers()
         self.fixers = select(chosen, only)  # a family's name (python-leaks) selects its members
@@ -464,8 +484,20 @@ class Repairer:
             after=_figures(region_outcome),
             after_model=_figures(model_outcome),
             **trade_off(self.model_before(c), model_outcome.figures),
+            **self.budget_of(c, model_outcome),
             **verdict,
         )
+
+    def budget_of(self, c: Culprit, model_outcome: Outcome) -> dict[str, float | None]:
+        """The budget a fix is judged against (only where the culprit's stage is over it) and the
+        whole model's projected peak with the fix."""
+        if self.budget is None:
+            return {}
+        dims = self.lab.plan.dims
+        if not over_budget(stage_ceilings(self.report.measure.stages.get(c.stage), dims), self.budget):
+            return {}
+        after = project(model_outcome.figures.get("samples") or (), dims)
+        return {"budget_bytes": self.budget, "peak_after_bytes": after.peak_bytes if after is not None else None}
 
     def equivalence(
         self, c: Culprit, model: ModelSpec, probe: Mapping[str, Any], edits: tuple[Any, ...]
@@ -667,7 +699,11 @@ UPFRONT_FLOOR = 5e6  # below the RSS noise band an upfront cost is not a cost wo
 
 def costs_more_than_it_saves(e: Any) -> bool:
     """A fix that holds more from the start than the growth it prevents over the declared range
-    (a warm-up's arena at the largest input, for a model that rarely sees it): not chosen by default."""
+    (a warm-up's arena at the largest input, for a model that rarely sees it): not chosen by default.
+    Judged against a budget (the culprit's peak was over it): a fix that leaves the peak over it."""
+    headroom = getattr(e, "headroom_bytes", None)
+    if headroom is not None:
+        return headroom < 0
     up = getattr(e, "upfront_bytes", None)
     prevented = getattr(e, "prevented_bytes", None)
     return up is not None and prevented is not None and up > UPFRONT_FLOOR and up > prevented
@@ -678,11 +714,18 @@ merge_probe = merge_overrides  # kept fixes' probe options, merged as a probe me
 
 def rank(results: list[Evaluation]) -> list[Evaluation]:
     """Kept first: those that keep the code's behaviour before those that remove some (data other
-    code reads), those worth their upfront memory before those that are not, then by memory saved,
-    then by the smallest change; then the rest as tried."""
+    code reads), those worth their upfront memory (or, against a budget, that bring the peak under
+    it) before those that are not, then by how far under the budget, by memory saved, then by the
+    smallest change; then the rest as tried."""
     kept = sorted(
         (r for r in results if r.kept),
-        key=lambda r: (bool(r.removes_behaviour), costs_more_than_it_saves(r), -r.saved, r.size),
+        key=lambda r: (
+            bool(r.removes_behaviour),
+            costs_more_than_it_saves(r),
+            -(r.headroom_bytes or 0.0),
+            -r.saved,
+            r.size,
+        ),
     )
     return kept + [r for r in results if not r.kept]
 
