@@ -49,6 +49,9 @@ class ProbeOptions:
     # Frames per allocation: each costs time in every allocation (a dynamo export of a tiny GPT-2
     # took 2.4 s untraced, ~13 s at one frame, minutes at eight).
     owners: int = 0
+    # Environment variables the probe sets before the model first runs (a toolchain's own cache
+    # turned off, to tell its growth from the model's: lab.py's native twin).
+    env: Mapping[str, str] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -65,6 +68,8 @@ class ProbeOptions:
             "post_export": list(self.post_export),
             "warmup": self.warmup,
             "owners": self.owners,
+            # Only when set: a probe with none keeps the keys (and cached results) it had before.
+            **({"env": dict(self.env)} if self.env else {}),
         }
 
     @classmethod
