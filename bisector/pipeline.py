@@ -19,7 +19,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from bisector.ceiling import peak, stage_ceilings
+from bisector.ceiling import peak, project, stage_ceilings
 from bisector.config import load_config
 from bisector.errors import UserError
 from bisector.fail_on import FailOn
@@ -145,6 +145,15 @@ def stage_peaks(report: MeasureReport) -> dict[str, float]:
         if p is not None:
             out[stage] = p
     return out
+
+
+def under_budget(stage: Any, dims: Mapping[str, Any], fail_on: FailOn) -> bool:
+    """A stage measured again whose projected peak is now under the budget (a fix kept for that)."""
+    curve = getattr(stage, "curve", None)
+    if fail_on.budget is None or curve is None:
+        return False
+    found = project(curve.samples, dims)
+    return found is not None and found.peak_bytes <= fail_on.budget
 
 
 def measured_status(report: MeasureReport, fail_on: FailOn = FailOn()) -> Status:
@@ -357,6 +366,7 @@ def _patch_and_apply(
         status = Status.UNFIXED  # the project's own check fails with what was written: never "clean"
     elif confirmed is not None and not all(
         holds(c, confirmed.stages.get(c.stage))
+        or under_budget(confirmed.stages.get(c.stage), prepared.plan.dims, request.fail_on)
         for c in failing(found.culprits, request.fail_on, stage_peaks(found.measure))
     ):
         status = Status.UNFIXED  # the written fix did not hold on a fresh measurement
@@ -375,7 +385,9 @@ def _status(found: FindReport, report: FixReport, chosen: tuple[Any, ...], fail_
     if not culprits:
         status = measured_status(found.measure, fail_on)
         if found.culprits and status == Status.UNFIXED:
-            return Status.CLEAN  # growth was found, but none the policy fails on
+            status = Status.CLEAN  # growth was found, but none the policy fails on
+        if status == Status.CLEAN and chosen:
+            return Status.FIXED  # growth the policy accepts (bounded, within budget), fixed as asked (prefer/pick)
         return status
     picked = {(e.region, e.stage) for e in chosen}
     if all(report.fixed(c) and (c.region, c.stage) in picked for c in culprits):

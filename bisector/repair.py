@@ -401,13 +401,21 @@ class Repairer:
         except Exception as exc:  # noqa: BLE001 - the edited model may break recording: a result
             raise CandidateFailed(f"recording the changed model's inputs failed: {exc}") from None
 
-    def confirm(self, c: Culprit, model: ModelSpec, probe: Mapping[str, Any]) -> tuple[bool, str]:
+    def confirm(
+        self, c: Culprit, model: ModelSpec, probe: Mapping[str, Any], budget: float | None = None
+    ) -> tuple[bool, str]:
         """The whole model measured again with another seed (other shapes, other inputs): a fix
-        that only held for one schedule is not kept."""
+        that only held for one schedule is not kept. budget: a fix kept for bringing the peak under
+        it must do so again."""
         lab = self.lab.derive(model, probe)
         root = lab.stage(c.stage, seed=lab.options.seed + 1)
         if root.verdict is None:
             return False, f"{c.stage} {root.kind}"
+        if budget is not None:
+            again = project(root.curve.samples if root.curve is not None else (), self.lab.plan.dims)
+            peak_again = again.peak_bytes if again is not None else None
+            ok = peak_again is not None and peak_again <= budget
+            return ok, f"peak {format_bytes(peak_again) if peak_again is not None else 'not measured'}"
         o = root.outcome()
         before, unit = growth(c.figures, c.kind)
         model_before = self.model_before(c)
@@ -462,6 +470,11 @@ class Repairer:
                 kept=False,
                 reason=f"dropped: {exc}",
             )
+        budget = self.budget_of(c, model_outcome)
+        peak_after = budget.get("peak_after_bytes")
+        # Against a budget the question is the peak: a fix that brings it under is kept though the
+        # growth that settles below it remains (the bounded growth is then expected behaviour).
+        under = budget.get("budget_bytes") if peak_after is not None and peak_after <= budget["budget_bytes"] else None
         verdict = decide(
             c,
             region_outcome,
@@ -470,9 +483,10 @@ class Repairer:
             changes_outputs,
             self.allow_output_changes,
             lambda: self.equivalence(c, model, probe, edits),
+            under_budget=under,
         )
         if verdict["kept"] and c.kind != UNSUPPORTED_OP:  # a stage that now runs: the outputs check covered the shapes
-            held, how = self.confirm(c, model, probe)
+            held, how = self.confirm(c, model, probe, under)
             if not held:
                 verdict = {
                     **verdict,
@@ -484,7 +498,7 @@ class Repairer:
             after=_figures(region_outcome),
             after_model=_figures(model_outcome),
             **trade_off(self.model_before(c), model_outcome.figures),
-            **self.budget_of(c, model_outcome),
+            **budget,
             **verdict,
         )
 
@@ -598,6 +612,7 @@ def decide(
     changes_outputs: bool,
     allow_output_changes: bool,
     equivalence: Callable[[], Mapping[str, Any]],
+    under_budget: float | None = None,
 ) -> dict[str, Any]:
     """Keep or drop, and why: the region flat (clean, or growth down by KEEP_DROP), the whole
     model down by the culprit's share, outputs equivalent (or changed by design and allowed).
@@ -630,6 +645,12 @@ def decide(
         return dict(**diffs, kept=True, saved=1.0, reason=f"kept: {change}")
     before, unit = growth(c.figures, c.kind)
     after = 0.0 if region.kind == CLEAN else growth(region.figures, c.kind)[0]
+    if under_budget is not None:
+        # Judged against the budget (the stage's projected peak was over it): the peak, not the
+        # slope, is the question, and this fix brings it under; the outputs must still match.
+        change = f"{_fmt(before, unit)} -> {_fmt(after, unit)} ({region.kind})"
+        change += f", peak under the budget {format_bytes(under_budget)}"
+        return _kept_if_equivalent(equivalence, change, before - after, changes_outputs, allow_output_changes)
     # A region named for what it leaks beyond its children: probed alone it still shows the
     # children's share, so the bar is its own share gone from the region's total.
     region_before = region_total(c.figures, c.kind, unit, before)
@@ -670,6 +691,32 @@ def decide(
         return dict(
             **diffs, kept=False, saved=saved, reason=f"dropped: flat ({change}) but outputs differ ({eq.get('why')})"
         )
+    label = "kept (changes outputs, allowed)" if not equivalent else "kept"
+    return dict(**diffs, kept=True, saved=saved, reason=f"{label}: {change}")
+
+
+def _kept_if_equivalent(
+    equivalence: Callable[[], Mapping[str, Any]],
+    change: str,
+    saved: float,
+    changes_outputs: bool,
+    allow_output_changes: bool,
+) -> dict[str, Any]:
+    """Kept when the outputs match (or change by design and that is allowed), as decide's last step."""
+    eq = equivalence()
+    if eq.get("failed"):
+        return dict(
+            equivalent=None,
+            max_abs_diff=None,
+            max_rel_diff=None,
+            kept=False,
+            saved=saved,
+            reason=f"dropped: {change} but outputs could not be compared: {eq['failed']}",
+        )
+    equivalent = bool(eq.get("equivalent"))
+    diffs = dict(equivalent=equivalent, max_abs_diff=eq.get("max_abs_diff"), max_rel_diff=eq.get("max_rel_diff"))
+    if not equivalent and (not changes_outputs or not allow_output_changes):
+        return dict(**diffs, kept=False, saved=saved, reason=f"dropped: {change} but outputs differ ({eq.get('why')})")
     label = "kept (changes outputs, allowed)" if not equivalent else "kept"
     return dict(**diffs, kept=True, saved=saved, reason=f"{label}: {change}")
 

@@ -166,3 +166,20 @@ def test_the_summary_row_shows_the_ceiling_and_the_budget() -> None:
         "within the budget 400.0 MB)"
     )
     assert row.to_json()["ceilings"]["inference"][0]["peak_bytes"] == 320 * MB
+
+
+def test_against_a_budget_a_fix_that_brings_the_peak_under_it_is_kept_though_growth_remains() -> None:
+    from bisector.find import Culprit
+    from bisector.repair import decide
+    from bisector.search import Outcome
+
+    c = Culprit("", "inference", Kind.SHAPE_GROWTH, False, "", {"growth_bytes_per_new_shape": 12e6}, (), "")
+    after = Outcome(Kind.SHAPE_GROWTH, {"growth_bytes_per_new_shape": 7.6e6})  # no arena: less, not flat
+    same = lambda: {"equivalent": True, "max_abs_diff": 0.0, "max_rel_diff": 0.0}  # noqa: E731
+    before = {"growth_bytes_per_new_shape": 12e6}
+    dropped = decide(c, after, after, before, False, False, same)
+    assert not dropped["kept"] and "not flat enough" in dropped["reason"]
+    kept = decide(c, after, after, before, False, False, same, under_budget=500 * MB)
+    assert kept["kept"] and "peak under the budget 500.0 MB" in kept["reason"]
+    differs = lambda: {"equivalent": False, "why": "max |diff| 1"}  # noqa: E731
+    assert not decide(c, after, after, before, False, False, differs, under_budget=500 * MB)["kept"]
