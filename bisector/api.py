@@ -88,14 +88,22 @@ def fix(
     pick: int | None = None,
     apply: bool = False,
     force: bool = False,
+    fail_on: Iterable[str] | str | None = None,
+    budget: str | float | None = None,
     **kwargs: Any,
 ) -> FixOutcome:
     """find -> repair -> patches (-> apply): the path `bisector fix` takes (pipeline.py). The outcome
-    has a status (clean, fixed, unfixed, unproven, error), the find and fix reports, and the patches."""
+    has a status (clean, fixed, unfixed, unproven, error), the find and fix reports, and the patches.
+    `fail_on` and `budget` ("2GB") as `--fail-on` and `--budget` take them."""
 
     options = Options.of(inputs, dims, **kwargs)
     request = pipeline.FixRequest(
-        fixers=tuple(fixers), allow_output_changes=allow_output_changes, pick=pick, apply=apply, force=force
+        fixers=tuple(fixers),
+        allow_output_changes=allow_output_changes,
+        pick=pick,
+        apply=apply,
+        force=force,
+        fail_on=FailOn.parse(fail_on, budget),
     )
     # Refused before any child starts (input inference included), as the CLI does.
     written = spec if isinstance(spec, str) else f"{spec.path}:{spec.name}"
