@@ -22,7 +22,7 @@ from bisector.batch import Shard, load_models
 from bisector.batch import merge as _merge
 from bisector.batch import repair as _repair
 from bisector.errors import UserError
-from bisector.fail_on import FailOn
+from bisector.fail_on import FailOn, parse_budget
 from bisector.find import find as _find
 from bisector.fleet import require_ray
 from bisector.lab import RUN_DIR
@@ -88,14 +88,22 @@ def fix(
     pick: int | None = None,
     apply: bool = False,
     force: bool = False,
+    fail_on: Iterable[str] | str | None = None,
+    budget: str | float | None = None,
     **kwargs: Any,
 ) -> FixOutcome:
     """find -> repair -> patches (-> apply): the path `bisector fix` takes (pipeline.py). The outcome
-    has a status (clean, fixed, unfixed, unproven, error), the find and fix reports, and the patches."""
+    has a status (clean, fixed, unfixed, unproven, error), the find and fix reports, and the patches.
+    `fail_on` and `budget` ("2GB") as `--fail-on` and `--budget` take them."""
 
     options = Options.of(inputs, dims, **kwargs)
     request = pipeline.FixRequest(
-        fixers=tuple(fixers), allow_output_changes=allow_output_changes, pick=pick, apply=apply, force=force
+        fixers=tuple(fixers),
+        allow_output_changes=allow_output_changes,
+        pick=pick,
+        apply=apply,
+        force=force,
+        fail_on=FailOn.parse(fail_on, budget),
     )
     # Refused before any child starts (input inference included), as the CLI does.
     written = spec if isinstance(spec, str) else f"{spec.path}:{spec.name}"
@@ -117,11 +125,12 @@ def repair(
     address: str | None = None,
     shard: Any = None,
     fail_on: Iterable[str] | str | None = None,
+    budget: str | float | None = None,
 ) -> RepairSummary:
     """Find and fix every model listed in [[tool.bisector.models]] (or a manifest); see batch.py.
     `executor="ray"` runs one Ray task per model (on the cluster at `address`, else a local Ray);
     `shard` ("I/N" or a batch.Shard) repairs only that share of the models; `fail_on` (e.g.
-    "leak,shape-growth:unbounded") overrides each entry's `fail_on`."""
+    "leak,shape-growth:unbounded") overrides each entry's `fail_on`, and `budget` ("2GB") its `budget`."""
 
     # Checked here, for the CLI and for scripts alike, before any model is loaded.
     if models_at_once < 1:
@@ -140,6 +149,9 @@ def repair(
     if fail_on:
         policy = ",".join(FailOn.parse(fail_on).to_json())  # checked now, not once per model
         models = [replace(m, options={**m.options, "fail_on": policy}) for m in models]
+    limit = parse_budget(budget)  # checked now, not once per model
+    if limit is not None:
+        models = [replace(m, options={**m.options, "budget": limit}) for m in models]
     return _repair(
         models,
         out=out,

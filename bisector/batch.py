@@ -38,6 +38,8 @@ from bisector import (
     pipeline,
 )
 from bisector.caches import code_version
+from bisector.ceiling import Ceiling, over_budget, stage_ceilings
+from bisector.ceiling import describe as describe_ceilings
 from bisector.config import ToolTable, find_pyproject, load_config, validate
 from bisector.contract import stamp
 from bisector.errors import BisectorError, UserError
@@ -49,7 +51,7 @@ from bisector.lab import source_hash
 from bisector.marks import REPAIR_OUT, mark, owned
 from bisector.patching.diff import source_patches
 from bisector.patching.from_report import ModelWork, compose, not_chosen, work_for
-from bisector.pipeline import FixRequest, Status
+from bisector.pipeline import FixRequest, Status, with_stage_errors
 from bisector.prepare import Options, prepare
 from bisector.probe.pool import ProbePool
 from bisector.project import project_root
@@ -101,6 +103,11 @@ class ModelResult:
     stages: Mapping[str, str] = field(default_factory=dict)  # stage -> verdict
     patches: tuple[str, ...] = ()  # the per-file patches that hold this model's edits
     check: str = ""  # passed | failed: ... | not run against your script | no patch
+    # Stages that could not run, each with its one-line error, beside the status of the others.
+    stage_errors: Mapping[str, str] = field(default_factory=dict)
+    # Bounded shape-growth's ceiling per stage (ceiling.Ceiling.to_json), and the budget judged.
+    ceilings: Mapping[str, Any] = field(default_factory=dict)
+    budget: float | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -118,7 +125,27 @@ class ModelResult:
             "stages": dict(self.stages),
             "patches": list(self.patches),
             "check": self.check,
+            "stage_errors": dict(self.stage_errors),
+            "ceilings": {k: list(v) for k, v in self.ceilings.items()},
+            "budget": self.budget,
         }
+
+    def stages_text(self) -> str:
+        """The stages cell: each stage's verdict, bounded growth with its ceiling (and the budget)."""
+        parts = []
+        for stage, verdict in self.stages.items():
+            found = [Ceiling(**c) for c in self.ceilings.get(stage) or ()]
+            text = f"{stage} {verdict}"
+            if found:
+                over = over_budget(found, self.budget)
+                budget = (
+                    f", {'over' if over else 'within'} the budget {format_bytes(self.budget)}"
+                    if self.budget is not None
+                    else ""
+                )
+                text += f" (bounded: {describe_ceilings(found)}{budget})"
+            parts.append(text)
+        return ", ".join(parts) or "-"
 
 
 @dataclass(frozen=True)
@@ -166,8 +193,8 @@ class RepairSummary:
             change = "; ".join(_change(k, format_bytes) for k in r.kept) or "-"
             trade = "; ".join(_trade(k, format_bytes) for k in r.kept) or "-"
             patch = ", ".join(f"[{n}](patches/{n})" for n in r.patches) or "no patch"
-            status = r.status + (f": {r.error}" if r.error else "")
-            stages = ", ".join(f"{k} {v}" for k, v in r.stages.items()) or "-"
+            status = with_stage_errors(r.status, r.stage_errors) + (f": {r.error}" if r.error else "")
+            stages = r.stages_text()
             lines.append(
                 f"| `{r.spec}` | {status} | {r.verdict or '-'} | {stages} | {culprits} | {fixes} | {change} | "
                 f"{trade} | {patch} | {r.check or '-'} |"
@@ -354,7 +381,7 @@ def repair_one(
             prefer=o.get("prefer"),
             patch=False,
             unmeasured_is_error=True,
-            fail_on=FailOn.parse(o.get("fail_on")),
+            fail_on=FailOn.parse(o.get("fail_on"), o.get("budget")),
         )
         prepared = prepare(entry.spec, replace(entry_options(entry, jobs), run_dir=str(run_dir)))
         outcome = pipeline.fix(prepared, request, pool=pool, executor=executor)
@@ -401,6 +428,11 @@ def repair_one(
         why = "; ".join(not_chosen([e for e in report.for_culprit(c) if e.kept]) for c in unpicked)
         note = f"{why}; choose one with `prefer` or `pick`"
     stages = {st: r.kind for st, r in found.measure.stages.items()}
+    ceilings = {
+        st: [c.to_json() for c in found_ceilings]
+        for st, r in found.measure.stages.items()
+        if (found_ceilings := stage_ceilings(r, prepared.plan.dims))
+    }
     # What goes upstream: a repro bundle for every culprit no fix could flatten; the HTML report when
     # asked, with this model's own source edits (the shared scripts' patches are composed later).
     own, _ = source_patches(work.edits, str(project_root(prepared.model.path))) if work is not None else ([], [])
@@ -422,6 +454,9 @@ def repair_one(
         wall_s=time.perf_counter() - started,
         probes=report.probes + found.probes,
         stages=stages,
+        stage_errors=dict(outcome.stage_errors),
+        ceilings=ceilings,
+        budget=request.fail_on.budget,
     ), work
 
 

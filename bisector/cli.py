@@ -277,7 +277,7 @@ def _prepared(spec: str, options: Any, output: Output) -> tuple[Any, Any]:
     """The run prepared from the options, then what the first minute owes the user: the inputs
     when they were inferred (one stderr line, as flags to copy), a missing ONNX Runtime when a stage
     needs it (the stages are known only now, [tool.bisector] included), and the --fail-on policy:
-    the flag's or variable's, else [tool.bisector]'s, else the default."""
+    the flag's or variable's, else [tool.bisector]'s, else the default (--budget likewise)."""
     from bisector.errors import UserError
     from bisector.fail_on import FailOn
     from bisector.prepare import prepare
@@ -289,7 +289,8 @@ def _prepared(spec: str, options: Any, output: Output) -> tuple[Any, Any]:
     problem = stages_problem(prepared.options.stages)
     if problem:
         raise UserError(problem)
-    return prepared, output.fail_on or FailOn.parse(prepared.config.get("fail_on"))
+    policy = output.fail_on or FailOn.parse(prepared.config.get("fail_on"))
+    return prepared, policy.with_budget(output.budget if output.budget is not None else prepared.config.get("budget"))
 
 
 def _check_outputs(options: Any, output: Output, keeps_run: bool) -> None:
@@ -466,7 +467,19 @@ FailOnOpt = Annotated[
         envvar="BISECTOR_FAIL_ON",
         help=(
             "Findings that fail the run (exit 1), comma-separated: leak, shape-growth, shape-growth:bounded, "
-            "shape-growth:unbounded, toolchain-leak, inconclusive. Default: leak,shape-growth."
+            "shape-growth:unbounded, toolchain-leak, inconclusive. Default: leak,shape-growth:unbounded "
+            "(bounded growth is reported with its ceiling)."
+        ),
+    ),
+]
+BudgetOpt = Annotated[
+    Optional[str],
+    typer.Option(
+        "--budget",
+        envvar="BISECTOR_BUDGET",
+        help=(
+            "Memory budget, e.g. 2GB: shape-growth whose projected peak (RSS at the largest declared input) is "
+            "over it fails the run, and its fixes are judged by how far under it they bring the peak."
         ),
     ),
 ]
@@ -513,6 +526,7 @@ SHARED: dict[str, tuple[Any, Any]] = {
     "export_script": (ExportScriptOpt, None),
     "infer_script": (InferScriptOpt, None),
     "fail_on": (FailOnOpt, None),
+    "budget": (BudgetOpt, None),
     "verbose": (VerboseOpt, 0),
     "quiet": (QuietOpt, False),
 }
@@ -527,6 +541,7 @@ class Output:
     bundle_dir: str | None = None
     debug: bool = False
     fail_on: Any = None  # fail_on.FailOn: which findings exit 1
+    budget: float | None = None  # --budget in bytes (None: the config's, if any)
     verbose: int = 0
     quiet: bool = False
 
@@ -583,12 +598,13 @@ def probing(fn: Callable[..., int]) -> Callable[..., int]:
     def command(**kwargs: Any) -> int:
         from bisector.environment import check_environment
         from bisector.errors import UserError
-        from bisector.fail_on import FailOn
+        from bisector.fail_on import FailOn, parse_budget
 
         given = {n: kwargs.pop(n) for n in SHARED}
         try:
             check_environment()  # a bad BISECTOR_* is an error even where a flag overrides it
             fail_on = FailOn.parse(given["fail_on"]) if given["fail_on"] else None  # None: the config's
+            budget = parse_budget(given["budget"])  # None: the config's
         except UserError as exc:
             _err_console().print(f"[bold red]error:[/] {_esc(str(exc))}")
             return EXIT_USER
@@ -598,6 +614,7 @@ def probing(fn: Callable[..., int]) -> Callable[..., int]:
             bundle_dir=given["bundle_dir"],
             debug=given["debug"],
             fail_on=fail_on,
+            budget=budget,
             verbose=given["verbose"],
             quiet=given["quiet"],
         )
@@ -790,6 +807,10 @@ def _render_fix(
     render_fix(outcome.report, console, show_find=False)
     for note in outcome.notes:
         console.print(f"note: {note}", style="yellow", markup=False)
+    for stage, why in outcome.stage_errors.items():
+        console.print(
+            f"{stage} could not run ({why}); the other stages were found and fixed", style="red", markup=False
+        )
     patches = outcome.patches
     if diff:
         data = combined_diff(patches)
@@ -921,6 +942,7 @@ def repair(
         ),
     ] = None,
     fail_on: FailOnOpt = None,
+    budget: BudgetOpt = None,
     verbose: VerboseOpt = 0,
     quiet: QuietOpt = False,
     debug: DebugOpt = False,
@@ -960,6 +982,7 @@ def repair(
             address=address,
             shard=shard,
             fail_on=fail_on,
+            budget=budget,
         )
         _print_summary(summary, json_out)
         if report_dir:

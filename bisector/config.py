@@ -171,6 +171,8 @@ class Options:
     artifact: str | None = _key()  # the model's name in shared scripts (served from <artifact>.onnx)
     # Findings that fail the run (exit 1), e.g. "leak,shape-growth:unbounded" (see fail_on.py).
     fail_on: Strs | None = _key(_fail_on)
+    # The memory budget bounded shape-growth's projected peak is judged against, e.g. "2GB" (fail_on.py).
+    budget: Size | None = _key(_size(), expect=_SIZE_TEXT)
 
 
 @dataclass(frozen=True)

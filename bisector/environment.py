@@ -88,6 +88,7 @@ CHECKS: Mapping[str, tuple[str, Callable[[str], str | None]]] = {
     "BISECTOR_DEVICE": ("--device", _one_of(DEVICES)),
     "BISECTOR_METRIC": ("--metric", _one_of(METRICS)),
     "BISECTOR_FAIL_ON": ("--fail-on", _fail_on),
+    "BISECTOR_BUDGET": ("--budget", _size(1)),
     "BISECTOR_CAPTURE_CAP": ("capture_cap", _size(1)),
 }
 

@@ -59,6 +59,24 @@ def unfixable_failures(found: FindReport) -> list[str]:
     ]
 
 
+def stage_errors(found: FindReport, crashed: bool = True) -> dict[str, str]:
+    """Stages that could not run and are no culprit (failed, and with crashed=True those whose
+    probe crashed, hung or hit the cap), each as one line: reported as that stage's error while
+    the other stages are found and fixed. Empty when no stage was measured at all (the model's
+    error then, as before)."""
+    turned = {c.stage for c in found.culprits if c.kind == UNSUPPORTED_OP}
+    kinds = (FAILED, CRASHED) if crashed else (FAILED,)
+    broken = {s: r for s, r in found.measure.stages.items() if r.kind in kinds and s not in turned}
+    if not broken or not any(r.verdict is not None for r in found.measure.stages.values()):
+        return {}
+    out = {}
+    for s, r in broken.items():
+        message = getattr(r.failure, "message", None) or (r.failure.describe() if r.failure is not None else r.kind)
+        line = str(message).strip().splitlines()[0] if str(message).strip() else str(r.kind)
+        out[s] = f"error: {line[:200]}" if r.kind == FAILED else f"{r.kind}: {line[:200]}"
+    return out
+
+
 def failure_error(report: MeasureReport, skip: Iterable[str] = ()) -> BisectorError | None:
     """The first stage whose model could not run or export, as a user error (exit 2)."""
     for r in report.stages.values():

@@ -299,7 +299,8 @@ class Finder:
             named = (
                 f"; {len(search.culprits)} culprit{'s' if len(search.culprits) != 1 else ''}" if search.culprits else ""
             )
-            event(lab.events, "stage_done", stage, root.kind, stage_summary(root, time.perf_counter() - begun) + named)
+            summary = stage_summary(root, time.perf_counter() - begun, lab.plan.dims)
+            event(lab.events, "stage_done", stage, root.kind, summary + named)
             return root, search
 
         results: dict[str, tuple[StageResult, StageSearch]] = {}

@@ -22,6 +22,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from bisector.ceiling import Ceiling
+from bisector.ceiling import describe as describe_ceilings
 from bisector.contract import stamp
 from bisector.errors import UserError
 from bisector.kinds import Kind
@@ -202,10 +204,15 @@ def write_repair_index(summary: Mapping[str, Any], out: str | Path) -> Path:
         )
         kept = "; ".join(html.escape(k.get("fixer", "")) for k in m.get("kept", [])) or "-"
         status = str(m.get("status", ""))
+        note = "; ".join(
+            [f"{s}: {why}" for s, why in (m.get("stage_errors") or {}).items()]
+            + [f"{s} bounded: {_ceiling_text(c)}" for s, c in (m.get("ceilings") or {}).items()]
+            + ([str(m["error"])] if m.get("error") else [])
+        )
         rows.append(
             f"<tr><td>{cell}</td><td><span class='badge {html.escape(status)}'>{html.escape(status)}</span></td>"
             f"<td>{html.escape(m.get('verdict') or '-')}</td><td>{culprits}</td><td>{kept}</td>"
-            f"<td>{html.escape(m.get('error') or '')}</td></tr>"
+            f"<td>{html.escape(note)}</td></tr>"
         )
     counts = ", ".join(f"{n} {k}" for k, n in (summary.get("counts") or {}).items())
     body = (
@@ -340,11 +347,21 @@ def _figures_table(r: Mapping[str, Any], per: str) -> str:
     ]
     if r.get("bounded") is not None:
         rows.append(("bounded by the largest shape", "yes" if r["bounded"] else "no (keeps growing)"))
+    if r.get("ceiling"):
+        rows.append(("ceiling (largest declared input)", _ceiling_text(r["ceiling"])))
     return (
         "<table>"
         + "".join(f"<tr><th>{html.escape(k)}</th><td>{html.escape(v)}</td></tr>" for k, v in rows)
         + "</table>"
     )
+
+
+def _ceiling_text(found: Any) -> str:
+    """Bounded growth's ceiling from a report's JSON (untrusted: a malformed entry reads as "-")."""
+    try:
+        return describe_ceilings([Ceiling(**c) for c in found]) or "-"
+    except (TypeError, ValueError):
+        return "-"
 
 
 def _owners(owners: Mapping[str, Any] | None, per: str) -> str:

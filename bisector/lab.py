@@ -58,9 +58,12 @@ from bisector.verdict import (
     HEAP,
     INCONCLUSIVE,
     LEAK,
+    NATIVE_TWIN_ENV,
     Verdict,
     attribute,
+    attribute_shapes,
     judge,
+    needs_native_twin,
     needs_owners,
 )
 
@@ -418,6 +421,18 @@ class Lab:
         twin_control = twin_control or self.runner.submit(traced(control, stage))
         return attribute(verdict, owners_of(twin.result()), stage, scaled_owners(owners_of(twin_control.result()), k))
 
+    def _native_twin(self, verdict: Verdict, request: ProbeRequest, control: MemoryCurve | None, stage: str) -> Verdict:
+        """Eager growth per new shape in bytes alone: measured again with torch's oneDNN primitive
+        cache off (the control has no convolution: its curve serves both). What goes away is the
+        toolchain's (verdict.attribute_shapes)."""
+        env = {**request.options.env, **NATIVE_TWIN_ENV}
+        twin = request.with_(options=replace(request.options, env=env), label=f"{request.label} (oneDNN cache off)")
+        got = self.runner.submit(twin).result()
+        if not isinstance(got, ProbeOk):
+            return verdict
+        o = self.options
+        return attribute_shapes(verdict, judge(got.curve, control, o.bands, o.metric, count_phases(stage)))
+
     # -- the questions ------------------------------------------------------------------------------------------
 
     def stage(self, stage: str, seed: int | None = None) -> StageResult:
@@ -473,6 +488,10 @@ class Lab:
                 for fut in twins:
                     if fut is not None:
                         fut.cancel()
+            # The device the probe ran on ("auto" resolves in the child).
+            if needs_native_twin(verdict, stage, str(got.curve.meta.get("device") or options.probe.device)):
+                verdict = self._native_twin(verdict, request(False), control_curve, stage)
+                probes += 1
             result = StageResult(
                 stage,
                 verdict.kind,

@@ -10,9 +10,12 @@ same inputs, does not pay for them again. Nothing is kept in a run directory.
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
+from bisector.ceiling import describe, stage_ceilings
 from bisector.kinds import Kind
 from bisector.lab import Lab
 from bisector.probe.pool import ProbePool
@@ -59,12 +62,19 @@ def measure(
 def _stage(lab: Lab, stage: str) -> StageResult:
     started = time.perf_counter()
     result = lab.stage(stage)
-    event(lab.events, "stage_done", stage, result.kind, stage_summary(result, time.perf_counter() - started))
+    event(
+        lab.events,
+        "stage_done",
+        stage,
+        result.kind,
+        stage_summary(result, time.perf_counter() - started, lab.plan.dims),
+    )
     return result
 
 
-def stage_summary(result: StageResult, seconds: float) -> str:
-    """One line for progress: the verdict, the growth that decided it, the probes and the time."""
+def stage_summary(result: StageResult, seconds: float, dims: Mapping[str, Any] | None = None) -> str:
+    """One line for progress: the verdict, the growth that decided it (bounded shape-growth with its
+    ceiling at the largest declared input: dims, the plan's ranges), the probes and the time."""
 
     v = result.verdict
     figure = ""
@@ -72,4 +82,6 @@ def stage_summary(result: StageResult, seconds: float) -> str:
         figure = f", {format_bytes(v.growth_bytes_per_call, signed=True)}/call"
     elif v is not None and result.kind == Kind.SHAPE_GROWTH:
         figure = f", {format_bytes(v.growth_bytes_per_new_shape, signed=True)}/new shape"
+        ceiling = describe(stage_ceilings(result, dims or {}))
+        figure += f", bounded: {ceiling}" if ceiling else ""
     return f"{result.kind}{figure} ({result.probes} probes, {seconds:.0f} s)"

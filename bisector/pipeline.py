@@ -3,7 +3,8 @@
 The CLI, the API, batch repair, the e2e tests and bench/fix_zoo.py all call ``fix``; each renders
 the typed ``FixOutcome`` its own way. The status says what happened to the model:
 
-- clean: nothing of the model's grows (what the toolchain keeps is reported, not counted);
+- clean: nothing of the model's grows that the policy fails on (what the toolchain keeps, and by
+  default bounded shape-growth within the budget, are reported with their ceiling, not counted);
 - fixed: every culprit has a kept fix in the patch (or in the runtime settings);
 - unfixed: a culprit has no kept fix, a written fix did not hold, or growth has no culprit named;
 - unproven: a stage could not be judged (inconclusive, or its probe crashed or timed out);
@@ -13,15 +14,16 @@ the typed ``FixOutcome`` its own way. The status says what happened to the model
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from bisector.ceiling import peak, project, stage_ceilings
 from bisector.config import load_config
 from bisector.errors import UserError
 from bisector.fail_on import FailOn
-from bisector.failures import failure_culprits, failure_error, unfixable_failures
+from bisector.failures import failure_culprits, failure_error, stage_errors, unfixable_failures
 from bisector.find import Culprit, Finder, FindReport
 from bisector.fixers import all_fixers, names
 from bisector.lab import RUN_DIR, Lab
@@ -90,6 +92,13 @@ class FixOutcome:
     check_after_apply: str = ""
     confirmed: MeasureReport | None = None
     backups: str = ""
+    # Stages that could not run, each with its one-line error (failures.stage_errors): reported
+    # beside the status of the stages that ran, which the status is.
+    stage_errors: Mapping[str, str] = field(default_factory=dict)
+
+    def status_text(self) -> str:
+        """The status, and each stage that could not run: "fixed (export: error ...)"."""
+        return with_stage_errors(self.status.value, self.stage_errors)
 
     def to_json(self) -> dict[str, Any]:
         data = self.report.to_json() if self.report is not None else {}
@@ -100,6 +109,8 @@ class FixOutcome:
             data["applied"] = list(self.applied)
         if self.check_after_apply:
             data["check_after_apply"] = self.check_after_apply
+        if self.stage_errors:
+            data["stage_errors"] = dict(self.stage_errors)
         if self.confirmed is not None:
             data["confirmed"] = {
                 "verdict": self.confirmed.verdict,
@@ -108,13 +119,54 @@ class FixOutcome:
         return data
 
 
+def with_stage_errors(status: str, errors: Mapping[str, str]) -> str:
+    """A status with the stages that could not run: "fixed (export: error ...)"."""
+    if not errors:
+        return status
+    return f"{status} ({'; '.join(f'{s}: {why}' for s, why in errors.items())})"
+
+
+def without_errors(found: FindReport, errors: Mapping[str, str]) -> FindReport:
+    """The find without the stages that could not run (errors, failures.stage_errors): each is
+    reported as its own error, not as the model's status."""
+    if not errors:
+        return found
+    stages = {s: r for s, r in found.measure.stages.items() if s not in errors}
+    return replace(found, measure=replace(found.measure, stages=stages))
+
+
+def stage_peaks(report: MeasureReport) -> dict[str, float]:
+    """The projected RSS peak at the largest declared input of each stage whose growth settles
+    (bounded shape-growth): what `--budget` judges."""
+    dims = getattr(getattr(report, "plan", None), "dims", None) or {}
+    out = {}
+    for stage, r in report.stages.items():
+        p = peak(stage_ceilings(r, dims))
+        if p is not None:
+            out[stage] = p
+    return out
+
+
+def under_budget(stage: Any, dims: Mapping[str, Any], fail_on: FailOn) -> bool:
+    """A stage measured again whose projected peak is now under the budget (a fix kept for that)."""
+    curve = getattr(stage, "curve", None)
+    if fail_on.budget is None or curve is None:
+        return False
+    found = project(curve.samples, dims)
+    return found is not None and found.peak_bytes <= fail_on.budget
+
+
 def measured_status(report: MeasureReport, fail_on: FailOn = FailOn()) -> Status:
     """A measurement's status: growth the model owns that the policy fails on, a failure, or not
-    proven either way. Growth the policy accepts (by default, what the toolchain keeps) is clean."""
+    proven either way. Growth the policy accepts (by default, what the toolchain keeps, and bounded
+    shape-growth whose peak fits the budget) is clean."""
     kinds = set()
-    for r in report.stages.values():
+    peaks = stage_peaks(report)
+    for stage, r in report.stages.items():
         bounded = getattr(getattr(r, "verdict", None), "bounded", None)
-        if r.kind in (LEAK, SHAPE_GROWTH, TOOLCHAIN_LEAK, INCONCLUSIVE) and fail_on.fails(r.kind, bounded):
+        if r.kind in (LEAK, SHAPE_GROWTH, TOOLCHAIN_LEAK, INCONCLUSIVE) and fail_on.fails(
+            r.kind, bounded, peaks.get(stage)
+        ):
             return Status.UNFIXED
         kinds.add(CLEAN if r.kind in (LEAK, SHAPE_GROWTH, TOOLCHAIN_LEAK) else r.kind)
     if FAILED in kinds:
@@ -124,16 +176,22 @@ def measured_status(report: MeasureReport, fail_on: FailOn = FailOn()) -> Status
     return Status.CLEAN if kinds <= {CLEAN} else Status.UNPROVEN
 
 
-def failing(culprits: Iterable[Culprit], fail_on: FailOn) -> list[Culprit]:
-    """The culprits that fail the run: growth the policy lists, and stages that could not export."""
+def failing(culprits: Iterable[Culprit], fail_on: FailOn, peaks: Mapping[str, float] | None = None) -> list[Culprit]:
+    """The culprits that fail the run: growth the policy lists (or whose stage's projected peak is
+    over the budget: peaks, by stage), and stages that could not export."""
     growth = (LEAK, SHAPE_GROWTH, TOOLCHAIN_LEAK)
-    return [c for c in culprits if c.kind not in growth or fail_on.fails(c.kind, c.figures.get("bounded"))]
+    peaks = peaks or {}
+    return [
+        c
+        for c in culprits
+        if c.kind not in growth or fail_on.fails(c.kind, c.figures.get("bounded"), peaks.get(c.stage))
+    ]
 
 
 def find_status(report: FindReport, fail_on: FailOn = FailOn()) -> Status:
     """A find's status: a failing culprit named, else the measurement's (a search cut short proves
     nothing clean)."""
-    if failing(report.culprits, fail_on):
+    if failing(report.culprits, fail_on, stage_peaks(report.measure)):
         return Status.UNFIXED
     status = measured_status(report.measure, fail_on)
     return Status.UNPROVEN if status == Status.CLEAN and not report.complete else status
@@ -221,19 +279,29 @@ def fix(
     try:
         if lab.interrupted.is_set():
             raise KeyboardInterrupt  # stopped: no repairs, and above all no --apply
-        error = failure_error(found.measure, skip={c.stage for c in found.culprits})
+        # A stage that cannot run is that stage's error: the others are still found and fixed.
+        # Only a model none of whose stages could be measured is an error as a whole.
+        errors = stage_errors(found, crashed=request.unmeasured_is_error)
+        error = failure_error(found.measure, skip={c.stage for c in found.culprits} | set(errors))
         if error is not None:
             raise error
         if request.unmeasured_is_error:
-            unmeasured = unfixable_failures(found)
+            unmeasured = [u for u in unfixable_failures(found) if u.split(":", 1)[0] not in errors]
             if unmeasured:
                 raise UserError("; ".join(unmeasured))
         if progress.on_found is not None:
             progress.on_found(found)
-        report = Repairer(lab, found, allow_output_changes=request.allow_output_changes, only=request.fixers).run()
+        report = Repairer(
+            lab,
+            found,
+            allow_output_changes=request.allow_output_changes,
+            only=request.fixers,
+            budget=request.fail_on.budget,
+        ).run()
     finally:
         lab.close()
-    return _patch_and_apply(prepared, given, request, progress, found, report, root, stopped)
+    outcome = _patch_and_apply(prepared, given, request, progress, found, report, root, stopped)
+    return replace(outcome, stage_errors=errors) if errors else outcome
 
 
 def _patch_and_apply(
@@ -257,7 +325,8 @@ def _patch_and_apply(
                 f"{c.region or '<root>'} ({c.stage}): {why}, so none is in the patch; "
                 "take one with --pick N or --prefer NAME"
             )
-    status = _status(found, report, chosen, request.fail_on)
+    errors = stage_errors(found, crashed=request.unmeasured_is_error)
+    status = _status(without_errors(found, errors), report, chosen, request.fail_on)
     if not request.patch:
         return FixOutcome(status, found, report, chosen, notes=tuple(notes))
     root = root or project_root(Path(prepared.model.path))
@@ -298,7 +367,9 @@ def _patch_and_apply(
     if check_after.startswith("failed"):
         status = Status.UNFIXED  # the project's own check fails with what was written: never "clean"
     elif confirmed is not None and not all(
-        holds(c, confirmed.stages.get(c.stage)) for c in failing(found.culprits, request.fail_on)
+        holds(c, confirmed.stages.get(c.stage))
+        or under_budget(confirmed.stages.get(c.stage), prepared.plan.dims, request.fail_on)
+        for c in failing(found.culprits, request.fail_on, stage_peaks(found.measure))
     ):
         status = Status.UNFIXED  # the written fix did not hold on a fresh measurement
     return replace(
@@ -312,11 +383,13 @@ def _patch_and_apply(
 
 
 def _status(found: FindReport, report: FixReport, chosen: tuple[Any, ...], fail_on: FailOn) -> Status:
-    culprits = failing(found.culprits, fail_on)
+    culprits = failing(found.culprits, fail_on, stage_peaks(found.measure))
     if not culprits:
         status = measured_status(found.measure, fail_on)
         if found.culprits and status == Status.UNFIXED:
-            return Status.CLEAN  # growth was found, but none the policy fails on
+            status = Status.CLEAN  # growth was found, but none the policy fails on
+        if status == Status.CLEAN and chosen:
+            return Status.FIXED  # growth the policy accepts (bounded, within budget), fixed as asked (prefer/pick)
         return status
     picked = {(e.region, e.stage) for e in chosen}
     if all(report.fixed(c) and (c.region, c.stage) in picked for c in culprits):

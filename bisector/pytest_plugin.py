@@ -65,7 +65,8 @@ class BisectorPlugin:
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers",
-        f"{MARKER}(spec, inputs=..., dims=..., stages=..., fail_on='leak,shape-growth', locate=False, **options): "
+        f"{MARKER}(spec, inputs=..., dims=..., stages=..., fail_on='leak,shape-growth:unbounded', locate=False, "
+        "**options): "
         "fail the test when bisector measures the model leaking in those stages",
     )
     config.pluginmanager.register(BisectorPlugin(), STATE_NAME)

@@ -32,6 +32,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from bisector.ceiling import over_budget, project, stage_ceilings
 from bisector.choices import DEFAULT_EXPORTER
 from bisector.contract import toolchain_versions
 from bisector.find import Culprit, FindReport
@@ -82,6 +83,18 @@ class Evaluation:
     steady_after_bytes: float | None = None
     prevented_bytes: float | None = None
     bound: int | None = None  # the entries the fix lets the container keep (judged past them)
+    # With --budget, for a culprit whose stage's projected peak is over it: the budget, and the
+    # whole model's projected peak at the largest declared input with the fix (ceiling.py). The fix
+    # is then judged by how far under the budget it brings the peak (costs_more_than_it_saves, rank).
+    budget_bytes: float | None = None
+    peak_after_bytes: float | None = None
+
+    @property
+    def headroom_bytes(self) -> float | None:
+        """How far under the budget the fix brings the peak (negative: still over it)."""
+        if self.budget_bytes is None or self.peak_after_bytes is None:
+            return None
+        return self.budget_bytes - self.peak_after_bytes
 
     @property
     def fixer(self) -> str:
@@ -119,6 +132,9 @@ class Evaluation:
             "prevented_bytes": self.prevented_bytes,
             "bound": self.bound,
             "costs_more_than_it_saves": costs_more_than_it_saves(self),
+            "budget_bytes": self.budget_bytes,
+            "peak_after_bytes": self.peak_after_bytes,
+            "headroom_bytes": self.headroom_bytes,
             "probe": dict(self.probe),
             "edits": [{"path": e.path, "summary": e.summary} for e in self.edits],
         }
@@ -368,10 +384,14 @@ class Repairer:
         only: Iterable[str] = (),
         rtol: float = 1e-3,
         atol: float = 1e-4,
+        budget: float | None = None,
     ) -> None:
+        """budget: bytes (--budget); a culprit whose stage's projected peak is over it has its fixes
+        judged by how far under it they bring the peak."""
 
         self.lab = lab
         self.report = report
+        self.budget = budget
         self.allow_output_changes = allow_output_changes
         chosen = list(fixers) if fixers is not None else all_fixers()
         self.fixers = select(chosen, only)  # a family's name (python-leaks) selects its members
@@ -431,14 +451,25 @@ class Repairer:
             raise CandidateFailed(f"recording the changed model's inputs failed: {exc}") from None
 
     def confirm(
-        self, c: Culprit, model: ModelSpec, probe: Mapping[str, Any], bound: int | None = None
+        self,
+        c: Culprit,
+        model: ModelSpec,
+        probe: Mapping[str, Any],
+        bound: int | None = None,
+        budget: float | None = None,
     ) -> tuple[bool, str]:
         """The whole model measured again with another seed (other shapes, other inputs): a fix
-        that only held for one schedule is not kept."""
+        that only held for one schedule is not kept. budget: a fix kept for bringing the peak under
+        it must do so again."""
         lab = self.lab.derive(model, probe)
         root = lab.stage(c.stage, seed=lab.options.seed + 1)
         if root.verdict is None:
             return False, f"{c.stage} {root.kind}"
+        if budget is not None:
+            again = project(root.curve.samples if root.curve is not None else (), self.lab.plan.dims)
+            peak_again = again.peak_bytes if again is not None else None
+            ok = peak_again is not None and peak_again <= budget
+            return ok, f"peak {format_bytes(peak_again) if peak_again is not None else 'not measured'}"
         o = root.outcome()
         before, unit = growth(c.figures, c.kind)
         model_before = self.model_before(c)
@@ -496,6 +527,11 @@ class Repairer:
                 kept=False,
                 reason=f"dropped: {exc}",
             )
+        budget = self.budget_of(c, model_outcome)
+        peak_after = budget.get("peak_after_bytes")
+        # Against a budget the question is the peak: a fix that brings it under is kept though the
+        # growth that settles below it remains (the bounded growth is then expected behaviour).
+        under = budget.get("budget_bytes") if peak_after is not None and peak_after <= budget["budget_bytes"] else None
         verdict = decide(
             c,
             region_outcome,
@@ -505,9 +541,10 @@ class Repairer:
             self.allow_output_changes,
             lambda: self.equivalence(c, model, probe, edits),
             bound,
+            under_budget=under,
         )
         if verdict["kept"] and c.kind != UNSUPPORTED_OP:  # a stage that now runs: the outputs check covered the shapes
-            held, how = self.confirm(c, model, probe, bound)
+            held, how = self.confirm(c, model, probe, bound, under)
             if not held:
                 verdict = {
                     **verdict,
@@ -519,8 +556,20 @@ class Repairer:
             after=_figures(region_outcome),
             after_model=_figures(model_outcome),
             **trade_off(self.model_before(c), model_outcome.figures),
+            **budget,
             **verdict,
         )
+
+    def budget_of(self, c: Culprit, model_outcome: Outcome) -> dict[str, float | None]:
+        """The budget a fix is judged against (only where the culprit's stage is over it) and the
+        whole model's projected peak with the fix."""
+        if self.budget is None:
+            return {}
+        dims = self.lab.plan.dims
+        if not over_budget(stage_ceilings(self.report.measure.stages.get(c.stage), dims), self.budget):
+            return {}
+        after = project(model_outcome.figures.get("samples") or (), dims)
+        return {"budget_bytes": self.budget, "peak_after_bytes": after.peak_bytes if after is not None else None}
 
     def equivalence(
         self, c: Culprit, model: ModelSpec, probe: Mapping[str, Any], edits: tuple[Any, ...]
@@ -623,6 +672,7 @@ def decide(
     allow_output_changes: bool,
     equivalence: Callable[[], Mapping[str, Any]],
     bound: int | None = None,
+    under_budget: float | None = None,
 ) -> dict[str, Any]:
     """Keep or drop, and why: the region flat (clean, or growth down by KEEP_DROP), the whole
     model down by the culprit's share, outputs equivalent (or changed by design and allowed).
@@ -657,6 +707,12 @@ def decide(
         return dict(**diffs, kept=True, saved=1.0, reason=f"kept: {change}")
     before, unit = growth(c.figures, c.kind)
     after = 0.0 if region.kind == CLEAN else growth(region.figures, c.kind)[0]
+    if under_budget is not None:
+        # Judged against the budget (the stage's projected peak was over it): the peak, not the
+        # slope, is the question, and this fix brings it under; the outputs must still match.
+        change = f"{_fmt(before, unit)} -> {_fmt(after, unit)} ({region.kind})"
+        change += f", peak under the budget {format_bytes(under_budget)}"
+        return _kept_if_equivalent(equivalence, change, before - after, changes_outputs, allow_output_changes)
     # A region named for what it leaks beyond its children: probed alone it still shows the
     # children's share, so the bar is its own share gone from the region's total.
     region_before = region_total(c.figures, c.kind, unit, before)
@@ -708,6 +764,32 @@ def decide(
     return dict(**diffs, kept=True, saved=saved, reason=f"{label}: {change}")
 
 
+def _kept_if_equivalent(
+    equivalence: Callable[[], Mapping[str, Any]],
+    change: str,
+    saved: float,
+    changes_outputs: bool,
+    allow_output_changes: bool,
+) -> dict[str, Any]:
+    """Kept when the outputs match (or change by design and that is allowed), as decide's last step."""
+    eq = equivalence()
+    if eq.get("failed"):
+        return dict(
+            equivalent=None,
+            max_abs_diff=None,
+            max_rel_diff=None,
+            kept=False,
+            saved=saved,
+            reason=f"dropped: {change} but outputs could not be compared: {eq['failed']}",
+        )
+    equivalent = bool(eq.get("equivalent"))
+    diffs = dict(equivalent=equivalent, max_abs_diff=eq.get("max_abs_diff"), max_rel_diff=eq.get("max_rel_diff"))
+    if not equivalent and (not changes_outputs or not allow_output_changes):
+        return dict(**diffs, kept=False, saved=saved, reason=f"dropped: {change} but outputs differ ({eq.get('why')})")
+    label = "kept (changes outputs, allowed)" if not equivalent else "kept"
+    return dict(**diffs, kept=True, saved=saved, reason=f"{label}: {change}")
+
+
 def trade_off(before: Mapping[str, Any], after: Mapping[str, Any]) -> dict[str, float | None]:
     """What a fix costs up front (memory in place before the first measured call, a warm-up's
     arena) against what it saves: the whole model's largest RSS over the declared range without
@@ -733,7 +815,11 @@ UPFRONT_FLOOR = 5e6  # below the RSS noise band an upfront cost is not a cost wo
 
 def costs_more_than_it_saves(e: Any) -> bool:
     """A fix that holds more from the start than the growth it prevents over the declared range
-    (a warm-up's arena at the largest input, for a model that rarely sees it): not chosen by default."""
+    (a warm-up's arena at the largest input, for a model that rarely sees it): not chosen by default.
+    Judged against a budget (the culprit's peak was over it): a fix that leaves the peak over it."""
+    headroom = getattr(e, "headroom_bytes", None)
+    if headroom is not None:
+        return headroom < 0
     up = getattr(e, "upfront_bytes", None)
     prevented = getattr(e, "prevented_bytes", None)
     return up is not None and prevented is not None and up > UPFRONT_FLOOR and up > prevented
@@ -744,11 +830,18 @@ merge_probe = merge_overrides  # kept fixes' probe options, merged as a probe me
 
 def rank(results: list[Evaluation]) -> list[Evaluation]:
     """Kept first: those that keep the code's behaviour before those that remove some (data other
-    code reads), those worth their upfront memory before those that are not, then by memory saved,
-    then by the smallest change; then the rest as tried."""
+    code reads), those worth their upfront memory (or, against a budget, that bring the peak under
+    it) before those that are not, then by how far under the budget, by memory saved, then by the
+    smallest change; then the rest as tried."""
     kept = sorted(
         (r for r in results if r.kept),
-        key=lambda r: (bool(r.removes_behaviour), costs_more_than_it_saves(r), -r.saved, r.size),
+        key=lambda r: (
+            bool(r.removes_behaviour),
+            costs_more_than_it_saves(r),
+            -(r.headroom_bytes or 0.0),
+            -r.saved,
+            r.size,
+        ),
     )
     return kept + [r for r in results if not r.kept]
 

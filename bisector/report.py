@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from rich.markup import escape
 from rich.tree import Tree as RichTree
 
+from bisector.ceiling import describe as describe_ceilings
+from bisector.ceiling import stage_ceilings
 from bisector.chart import phased_sparkline
 from bisector.fixers.base import UNSUPPORTED_OP
 from bisector.owners import LIBRARIES, MODEL, TOOLCHAIN, native_share
@@ -90,8 +93,9 @@ def growth_text(rate: float | None, steps: int, noise: float, band: float) -> st
     return format_bytes(rate, signed=True)
 
 
-def stage_line(r: StageResult, band: float = 5e6) -> str:
-    """One plain line per stage: verdict and figures (rich markup added by the caller)."""
+def stage_line(r: StageResult, band: float = 5e6, dims: Mapping[str, Any] | None = None) -> str:
+    """One plain line per stage: verdict and figures (rich markup added by the caller); bounded
+    shape-growth with its ceiling at the largest declared input (dims: the plan's ranges)."""
     per = PER.get(r.stage, "call")
     if r.kind in (FAILED, CRASHED):
         return f"{r.stage:<10} {r.kind:<13} {failure_text(r.failure)}"
@@ -109,6 +113,9 @@ def stage_line(r: StageResult, band: float = 5e6) -> str:
         bits.append(f"noise {format_bytes(v.noise_bytes)}")
     if v.kind == SHAPE_GROWTH and v.bounded is not None:
         bits.append("bounded by the largest shape" if v.bounded else "unbounded (keeps growing on smaller new shapes)")
+    ceiling = describe_ceilings(stage_ceilings(r, dims or {}))
+    if ceiling:
+        bits.append(ceiling)
     tries = f"  [{r.attempts} tries]" if r.attempts > 1 else ""
     return f"{r.stage:<10} {kind_text(v, per):<13} {'  '.join(bits)}{tries}"
 
@@ -234,7 +241,7 @@ def render_measure(report: MeasureReport, console: Any) -> None:
     if note:
         console.print(escape(note), style="yellow")
     for r in report.stages.values():
-        console.print(f"[{STYLE.get(r.kind, '')}]{escape(stage_line(r, band))}[/]")
+        console.print(f"[{STYLE.get(r.kind, '')}]{escape(stage_line(r, band, report.plan.dims))}[/]")
         for extra in (chart(r, band), grown_types(r), *owners_lines(r), *reason_lines(r), baseline_line(r)):
             if extra:
                 console.print(escape(extra), style="dim" if extra.lstrip().startswith("baseline") else None)
@@ -265,7 +272,7 @@ def render_find(report: Any, console: Any) -> None:
     if note:
         console.print(escape(note), style="yellow")
     for stage, r in m.stages.items():
-        console.print(f"[{STYLE.get(r.kind, '')}]{escape(stage_line(r, band))}[/]")
+        console.print(f"[{STYLE.get(r.kind, '')}]{escape(stage_line(r, band, m.plan.dims))}[/]")
         for extra in (*owners_lines(r), *reason_lines(r)):
             console.print(escape(extra))
         search = report.searches.get(stage)

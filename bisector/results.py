@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from bisector.ceiling import stage_ceilings
 from bisector.curve import MemoryCurve
 from bisector.figures import Figures
 from bisector.probe.types import STAGES, ProbeOptions, ProbeResult
@@ -107,11 +108,20 @@ class MeasureReport:
             "inputs": self.plan.describe(),
             "dims": {k: list(v) for k, v in self.plan.dims.items()},
             "verdict": self.verdict,
-            "stages": {name: r.to_json(samples) for name, r in self.stages.items()},
+            "stages": {name: _with_ceiling(r.to_json(samples), r, self.plan.dims) for name, r in self.stages.items()},
             "bands": self.options.bands.to_json(),
             "probes": self.probes,
             "wall_s": round(self.wall_s, 2),
         }
+
+
+def _with_ceiling(data: dict[str, Any], r: StageResult, dims: Any) -> dict[str, Any]:
+    """Bounded shape-growth's ceiling (ceiling.py): the growth over the declared range and the
+    projected peak at the largest declared input, RSS and GPU where measured."""
+    found = stage_ceilings(r, dims)
+    if found:
+        data["ceiling"] = [c.to_json() for c in found]
+    return data
 
 
 def stage_order(stages: tuple[str, ...]) -> list[str]:

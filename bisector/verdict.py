@@ -26,6 +26,10 @@ shape-growth, ``bounded`` when the ``within`` phase (new shapes, none larger) st
 
 A per-call leak seen only in bytes has an owner (see owners.py): growth that a traced probe puts in
 torch's or ONNX Runtime's own files is a ``toolchain-leak``, reported as theirs, never the model's.
+Eager growth per new shape seen only in bytes (no object of the model's grew) is measured once more
+with torch's oneDNN primitive cache off (``NATIVE_TWIN_ENV``): a cache of ~100 KB per new conv
+shape, bounded by its capacity (1024 by default), that no trivial control exercises. Growth that
+goes away then is the toolchain's too (``attribute_shapes``).
 """
 
 from __future__ import annotations
@@ -453,6 +457,36 @@ def needs_owners(verdict: Verdict) -> bool:
         return False
     grown = {s.metric for s in verdict.signals if s.phase == "repeat" and s.state == GROWS}
     return bool(grown) and not grown & set(COUNT_METRICS)
+
+
+# torch's oneDNN primitive cache off, in the twin probe only (read when the cache is first built).
+NATIVE_TWIN_ENV = {"ONEDNN_PRIMITIVE_CACHE_CAPACITY": "0"}
+
+
+def needs_native_twin(verdict: Verdict, stage: str, device: str) -> bool:
+    """Eager growth per new shape on the CPU that only bytes show: torch's primitive cache, or the
+    model's native memory? (Objects that grow per shape are the model's: a cache it keeps.)"""
+    if verdict.kind != SHAPE_GROWTH or stage != "eager" or device != "cpu":
+        return False
+    grown = {s.metric for s in verdict.signals if s.phase == "novel" and s.state == GROWS}
+    return bool(grown) and not grown & set(COUNT_METRICS)
+
+
+def attribute_shapes(verdict: Verdict, twin: Verdict | None) -> Verdict:
+    """The verdict once the twin probe (oneDNN's primitive cache off) has run: growth per new shape
+    that the twin does not show is the toolchain's, a toolchain-leak reported as torch's (like
+    torch.fx's export growth), never the model's. A twin that still grows, or could not say, leaves
+    the verdict as it was."""
+    if twin is None or twin.kind != CLEAN:
+        return verdict
+    rate = verdict.growth_bytes_per_new_shape or 0.0
+    left = max(0.0, twin.growth_bytes_per_new_shape or 0.0)
+    reason = (
+        f"torch's oneDNN primitive cache keeps ~{format_bytes(max(0.0, rate - left))} per new input shape "
+        f"(bounded by its capacity, ONEDNN_PRIMITIVE_CACHE_CAPACITY, 1024 shapes by default); with it off the "
+        f"model grows {format_bytes(left, signed=True)}/new shape (clean): not your model's code"
+    )
+    return replace(verdict, kind=TOOLCHAIN_LEAK, reasons=verdict.reasons + (reason,))
 
 
 def attribute(

@@ -38,6 +38,8 @@ def not_chosen(kept: Sequence[Any]) -> str:
     """Why choose() took none of these kept fixes by default (for the status's note)."""
     takes = [e for e in kept if e.removes_behaviour]
     costly = [e for e in kept if not e.removes_behaviour and costs_more_than_it_saves(e)]
+    over = [e for e in costly if getattr(e, "headroom_bytes", None) is not None]
+    costly = [e for e in costly if e not in over]
     parts = []
     if takes:
         parts.append(
@@ -46,6 +48,8 @@ def not_chosen(kept: Sequence[Any]) -> str:
     if costly:
         what = "the others cost" if takes else "every kept fix costs"
         parts.append(f"{what} more memory up front than the growth they prevent over the declared range")
+    if over:
+        parts.append("every kept fix leaves the projected peak over the budget")
     return ", and ".join(parts)
 
 

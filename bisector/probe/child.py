@@ -75,6 +75,9 @@ def run_request(req: ProbeRequest, workdir: Path) -> ProbeResult:
         pass
     if req.options.threads:
         torch.set_num_threads(req.options.threads)
+    # Read by the toolchain when its cache is first built (oneDNN's, at the first convolution):
+    # set before the model runs, in this child only.
+    os.environ.update(req.options.env)
     if req.kind == ProbeKind.NOOP:  # measures the cost of starting a probe, nothing else
         return ProbeOk(curve=MemoryCurve(samples=()), wall_s=time.perf_counter() - started)
 

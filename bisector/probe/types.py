@@ -51,6 +51,9 @@ class ProbeOptions:
     owners: int = 0
     # A retention probe: what holds the objects the calls leave behind (probe/retention.py).
     retention: bool = False
+    # Environment variables the probe sets before the model first runs (a toolchain's own cache
+    # turned off, to tell its growth from the model's: lab.py's native twin).
+    env: Mapping[str, str] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -69,6 +72,8 @@ class ProbeOptions:
             "owners": self.owners,
             # Only when set: every other probe's request, and so its cache key, stays as it was.
             **({"retention": True} if self.retention else {}),
+            # Only when set: a probe with none keeps the keys (and cached results) it had before.
+            **({"env": dict(self.env)} if self.env else {}),
         }
 
     @classmethod

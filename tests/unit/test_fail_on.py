@@ -27,9 +27,12 @@ def exit_of(report: SimpleNamespace, policy: str | None = None) -> int:
     return EXIT_BY_STATUS[measured_status(report, FailOn.parse(policy)).value]
 
 
-def test_the_default_is_todays_rule() -> None:
+def test_the_default_fails_on_leaks_and_unbounded_growth() -> None:
+    assert FailOn().kinds == {"leak", "shape-growth:unbounded"} and FailOn().budget is None
     assert exit_of(measured(stage("leak"))) == EXIT_FOUND
-    assert exit_of(measured(stage("shape-growth", bounded=True))) == EXIT_FOUND
+    assert exit_of(measured(stage("shape-growth", bounded=True))) == EXIT_CLEAN  # reported with its ceiling
+    assert exit_of(measured(stage("shape-growth", bounded=False))) == EXIT_FOUND
+    assert exit_of(measured(stage("shape-growth", bounded=None))) == EXIT_FOUND  # not known: unbounded
     assert exit_of(measured(stage("toolchain-leak"))) == EXIT_CLEAN
     assert exit_of(measured(stage("inconclusive"))) == EXIT_UNPROVEN
     assert exit_of(measured(stage("clean"), stage("crashed"))) == EXIT_UNPROVEN
@@ -67,8 +70,8 @@ def culprit(kind: str, bounded: bool | None = None, stage_: str = "eager") -> Cu
 def test_find_fails_only_on_culprits_the_policy_lists() -> None:
     bounded = culprit("shape-growth", bounded=True)
     report = SimpleNamespace(culprits=[bounded], measure=measured(stage("shape-growth", bounded=True)), complete=True)
-    assert find_status(report) == Status.UNFIXED
-    assert find_status(report, FailOn.parse("leak,shape-growth:unbounded")) == Status.CLEAN
+    assert find_status(report, FailOn.parse("leak,shape-growth")) == Status.UNFIXED
+    assert find_status(report) == Status.CLEAN
     export_fails = culprit("unsupported-op", stage_="export")  # not growth: always the user's to fix
     report = SimpleNamespace(culprits=[export_fails], measure=measured(stage("failed")), complete=True)
     assert find_status(report, FailOn.parse("leak")) == Status.UNFIXED
@@ -80,8 +83,9 @@ def test_fix_needs_a_kept_fix_only_for_failing_culprits() -> None:
     found = SimpleNamespace(culprits=[leak, shape], measure=measured(stage("leak")), complete=True)
     fix_for_leak = SimpleNamespace(region="a", stage="eager")
     report = SimpleNamespace(fixed=lambda c: c.region == "a")
-    assert _status(found, report, (fix_for_leak,), FailOn()) == Status.UNFIXED  # the shape growth is unfixed
-    assert _status(found, report, (fix_for_leak,), FailOn.parse("leak,shape-growth:unbounded")) == Status.FIXED
+    # the shape growth is unfixed
+    assert _status(found, report, (fix_for_leak,), FailOn.parse("leak,shape-growth")) == Status.UNFIXED
+    assert _status(found, report, (fix_for_leak,), FailOn()) == Status.FIXED
 
 
 def test_the_cli_refuses_an_unknown_kind_in_one_line() -> None:
@@ -116,8 +120,8 @@ def grown(kind: str, bounded: bool | None = None) -> SimpleNamespace:
 def test_the_pytest_plugin_takes_the_same_policy() -> None:
     bounded = grown("shape-growth", bounded=True)
     with pytest.raises(AssertionError, match="shape-growth"):
-        FakeCheck(bounded).assert_no_leak("m.py:Net")
-    FakeCheck(bounded).assert_no_leak("m.py:Net", fail_on="leak,shape-growth:unbounded")
+        FakeCheck(bounded).assert_no_leak("m.py:Net", fail_on="leak,shape-growth")
+    FakeCheck(bounded).assert_no_leak("m.py:Net")
     with pytest.raises(AssertionError, match="toolchain-leak"):
         FakeCheck(grown("toolchain-leak")).assert_no_leak("m.py:Net", fail_on=["leak", "toolchain-leak"])
     with pytest.raises(UserError, match="--fail-on 'lek'"):
