@@ -416,13 +416,18 @@ class Repairer:
 
     # -- measuring a candidate ----------------------------------------------------------------------
 
+    def derive(self, c: Culprit, model: ModelSpec, probe: Mapping[str, Any], bound: int | None) -> Any:
+        """The lab for a candidate, warmed up past its bound (warm_calls) when it declares one."""
+        calls = warm_calls(c, bound)
+        return self.lab.derive(model, probe, warm_calls=calls) if calls else self.lab.derive(model, probe)
+
     def measure(
         self, c: Culprit, model: ModelSpec, probe: Mapping[str, Any], bound: int | None = None
     ) -> tuple[Outcome, Outcome]:
         """The culprit region alone and the whole model, in the culprit's stage, as the candidate
         leaves them. Raises CandidateFailed when the changed model does not run."""
         try:
-            lab = self.lab.derive(model, probe, warm_calls=warm_calls(c, bound))
+            lab = self.derive(c, model, probe, bound)
         except Exception as exc:  # noqa: BLE001 - the edited model may not even build: a result
             raise CandidateFailed(f"the changed model does not run: {exc}") from None
         root = lab.stage(c.stage)
@@ -444,7 +449,7 @@ class Repairer:
     ) -> tuple[bool, str]:
         """The whole model measured again with another seed (other shapes, other inputs): a fix
         that only held for one schedule is not kept."""
-        lab = self.lab.derive(model, probe, warm_calls=warm_calls(c, bound))
+        lab = self.derive(c, model, probe, bound)
         root = lab.stage(c.stage, seed=lab.options.seed + 1)
         if root.verdict is None:
             return False, f"{c.stage} {root.kind}"
