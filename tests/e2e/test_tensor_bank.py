@@ -59,3 +59,19 @@ def test_fix_keeps_a_bound_on_the_bank_and_its_newest_rows(pool, tmp_path) -> No
     assert bank.shape == (module._BISECTOR_KEEP_ROWS, 256)
     assert torch.allclose(bank, torch.cat(newest))  # the newest rows, oldest first, as before the fix
     assert "memory.bank" in dict(net.named_buffers())  # still a buffer: state_dict and .to() carry it
+
+
+def test_apply_with_one_repeated_shape_is_confirmed_past_the_bound(tmp_path) -> None:
+    """B=1:2 repeats one shape: the schedule's own warm-up is two calls, far short of the bound's 8
+    rows. The kept fix and the re-measurement after --apply both warm up past the bound."""
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "pyproject.toml").write_text("[project]\nname = 'bank-copy'\n")
+    model = project / "tensor_bank.py"
+    model.write_text((SAMPLES / "tensor_bank.py").read_text())
+    args = ("fix", f"{model}:Net", "-i", "x=B,64", "-d", "B=1:2", "-s", "eager", "--apply")
+    r = run_cli(*args, "--run-dir", str(tmp_path / "run"), "--json", cwd=project)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    data = json.loads(r.stdout)
+    assert data["confirmed"]["stages"]["eager"]["verdict"] == "clean", data["confirmed"]
+    assert "self.bank = self.bank[-_BISECTOR_KEEP_ROWS:]" in model.read_text()

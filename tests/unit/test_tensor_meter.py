@@ -155,3 +155,27 @@ def test_tensors_per_new_shape_are_reported_not_judged() -> None:
     """A mask regrown to the largest input so far grows over ascending shapes as a leak would."""
     v = judge(_curve(lambda p, i: 1e6 + (ROW * 100 * i if p == "novel" else 0)), None)
     assert v.kind == CLEAN
+
+
+# -- bounded fixes judged full -------------------------------------------------------------------
+
+
+def test_a_warm_up_of_n_calls_fills_a_bound_of_n_whatever_the_repeated_shapes() -> None:
+    from bisector.kinds import Kind
+    from bisector.repair import warm_calls
+    from bisector.schedule import PROFILES, build_schedule, warmed
+
+    for dims, shapes in (({"B": (1, 2)}, 1), ({"B": (1, 16)}, 4)):
+        profiles = warmed(PROFILES, dims, 8)
+        steps = build_schedule(dims, profiles["eager"], 0).steps
+        warm = [s for s in steps if s.phase == "warmup"]
+        repeat = [s for s in steps if s.phase == "repeat"]
+        assert len({s.key() for s in repeat}) == shapes
+        assert len(warm) >= 8 and len(repeat) == len(build_schedule(dims, PROFILES["eager"], 0).phase("repeat"))
+    assert warmed(PROFILES, {"B": (1, 16)}, 2)["eager"] == PROFILES["eager"]  # warm enough already
+    leak = SimpleNamespace(kind=Kind.LEAK)
+    assert (warm_calls(leak, 8), warm_calls(leak, None), warm_calls(SimpleNamespace(kind=Kind.SHAPE_GROWTH), 8)) == (
+        8,
+        0,
+        0,
+    )
