@@ -10,11 +10,12 @@ from typing import Any
 #   rss, uss         process resident / unique (private) memory, from psutil
 #   heap             the C heap's in-use bytes (glibc mallinfo2), exact (see probe/meters.py)
 #   objects          live gc-tracked Python objects (a count)
+#   tensors          bytes of the unique storages of live tensors Python can reach, exact (probe/meters.py)
 #   gpu              this process's GPU memory from NVML (device-wide when per-process is unavailable)
 #   cuda_allocated   torch.cuda.memory_allocated (exact, like a count)
 #   cuda_reserved    torch.cuda.memory_reserved
 #   traced           tracemalloc's current traced size (only with --tracemalloc)
-METRICS = ("rss", "uss", "heap", "objects", "gpu", "cuda_allocated", "cuda_reserved", "traced")
+METRICS = ("rss", "uss", "heap", "objects", "gpu", "cuda_allocated", "cuda_reserved", "traced", "tensors")
 
 
 @dataclass(frozen=True)

@@ -34,7 +34,7 @@ class Figures(Mapping[str, Any]):
     objects_per_new_shape: float | None = UNSET
     bounded: bool | None = UNSET
     noise_bytes: float | None = UNSET
-    growth_metric: str | None = UNSET  # rss, uss or heap: the bytes metric that decided
+    growth_metric: str | None = UNSET  # rss, uss, heap or tensors: the bytes metric that decided
     decided_by: str | None = UNSET  # the metric whose signal settled the verdict (charts draw it)
     floor_bytes_per_call: float | None = UNSET  # the smallest growth per call this run could see
     owners: Mapping[str, Any] | None = UNSET  # who owns heap growth (owners.py)

@@ -48,7 +48,7 @@ from bisector.probe.types import (
 )
 from bisector.results import CRASHED, FAILED, MeasureOptions, StageResult, outcome_of
 from bisector.runner import Events, Runner
-from bisector.schedule import Schedule, ScheduleProfile, Step, build_schedule
+from bisector.schedule import Schedule, ScheduleProfile, Step, build_schedule, warmed
 from bisector.search import Outcome
 from bisector.spec import InputPlan, ModelSpec, library_imports
 from bisector.tree import Tree
@@ -303,12 +303,17 @@ class Lab:
         if hasattr(self.runner, "close"):
             self.runner.close()
 
-    def derive(self, model: ModelSpec | None = None, overrides: Mapping[str, Any] | None = None) -> Lab:
+    def derive(
+        self, model: ModelSpec | None = None, overrides: Mapping[str, Any] | None = None, warm_calls: int = 0
+    ) -> Lab:
         """A Lab for the model as a fix candidate leaves it (edited source, probe overrides), on the
-        same pool, executor and run directory. One per distinct configuration."""
+        same pool, executor and run directory. One per distinct configuration. warm_calls: calls of
+        the repeated shapes the warm-up makes at least (schedule.warmed: a bounded fix fills first)."""
         model = model or self.model
         options = replace(self.options, probe=self.options.probe.with_overrides(overrides or {}))
-        key = hashlib.sha256(repr((model.to_json(), options.probe.to_json())).encode()).hexdigest()
+        if warm_calls > 0:
+            options = replace(options, profiles=warmed(options.profiles, self.plan.dims, warm_calls, options.seed))
+        key = hashlib.sha256(repr((model.to_json(), options.probe.to_json(), warm_calls)).encode()).hexdigest()
         with self._derive_lock:
             lab = self._derived.get(key)
             if lab is None:

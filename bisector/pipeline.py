@@ -39,6 +39,7 @@ from bisector.project_check import CHECK_TIMEOUT_S, prove, run_check
 from bisector.repair import FixReport, Repairer, holds, merge_probe
 from bisector.results import CRASHED, FAILED, MeasureReport
 from bisector.runner import Events
+from bisector.schedule import warmed
 from bisector.strenum import StrEnum
 from bisector.verdict import CLEAN, INCONCLUSIVE, LEAK, SHAPE_GROWTH, TOOLCHAIN_LEAK
 
@@ -402,9 +403,14 @@ def confirm(prepared: Prepared, found: FindReport, chosen: Iterable[Any]) -> Mea
     model source afresh, so source edits count), with the chosen fixes' export and runtime settings
     as probe overrides (the probe does not run the user's export or serving scripts)."""
 
+    chosen = list(chosen)
     probes: dict[str, Any] = {}
     for ev in chosen:
         probes = merge_probe(probes, ev.probe)
     stages = tuple(dict.fromkeys(c.stage for c in found.culprits))
     options = replace(prepared.options, stages=stages, probe=prepared.options.probe.with_overrides(probes))
+    # A fix bounding a per-call container is judged full, as when it was kept (repair.warm_calls).
+    calls = max((int(ev.bound) for ev in chosen if ev.bound and (ev.before or {}).get("kind") == LEAK), default=0)
+    if calls:
+        options = replace(options, profiles=warmed(options.profiles, prepared.plan.dims, calls, options.seed))
     return measure(prepared.model, prepared.plan, options)

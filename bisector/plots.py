@@ -20,6 +20,7 @@ PHASE_LABELS = {"warmup": "warm-up", "repeat": "repeat", "novel": "novel", "with
 # Metrics drawn, in this order, when the samples carry them: exact counts first.
 PANELS = (
     ("objects", "live objects", False),
+    ("tensors", "tensor storage", True),
     ("heap", "native heap", True),
     ("rss", "RSS", True),
     ("gpu", "GPU (NVML)", True),

@@ -283,6 +283,13 @@ def growth(figures: Mapping[str, Any], kind: str) -> tuple[float, str]:
     return float(figures.get("growth_bytes_per_new_shape") or 0.0), "bytes/new shape"
 
 
+def warm_calls(c: Culprit, bound: int | None) -> int:
+    """A fix that bounds a per-call container to N entries is measured after N warm-up calls: a
+    leak adds at least one entry a call, so the container is full before the repeat phase, however
+    few shapes the schedule repeats (a tensor kept to 8 rows, with one shape, filled for 8 calls)."""
+    return int(bound) if bound and c.kind == LEAK else 0
+
+
 def holds(c: Culprit, stage: StageResult | None) -> bool:
     """The culprit's stage measured again after a fix: clean, or (for a growth) down by KEEP_DROP
     against the culprit's own figure; for a stage that could not run, that it runs and is clean."""
@@ -429,11 +436,18 @@ class Repairer:
 
     # -- measuring a candidate ----------------------------------------------------------------------
 
-    def measure(self, c: Culprit, model: ModelSpec, probe: Mapping[str, Any]) -> tuple[Outcome, Outcome]:
+    def derive(self, c: Culprit, model: ModelSpec, probe: Mapping[str, Any], bound: int | None) -> Any:
+        """The lab for a candidate, warmed up past its bound (warm_calls) when it declares one."""
+        calls = warm_calls(c, bound)
+        return self.lab.derive(model, probe, warm_calls=calls) if calls else self.lab.derive(model, probe)
+
+    def measure(
+        self, c: Culprit, model: ModelSpec, probe: Mapping[str, Any], bound: int | None = None
+    ) -> tuple[Outcome, Outcome]:
         """The culprit region alone and the whole model, in the culprit's stage, as the candidate
         leaves them. Raises CandidateFailed when the changed model does not run."""
         try:
-            lab = self.lab.derive(model, probe)
+            lab = self.derive(c, model, probe, bound)
         except Exception as exc:  # noqa: BLE001 - the edited model may not even build: a result
             raise CandidateFailed(f"the changed model does not run: {exc}") from None
         root = lab.stage(c.stage)
@@ -461,7 +475,7 @@ class Repairer:
         """The whole model measured again with another seed (other shapes, other inputs): a fix
         that only held for one schedule is not kept. budget: a fix kept for bringing the peak under
         it must do so again."""
-        lab = self.lab.derive(model, probe)
+        lab = self.derive(c, model, probe, bound)
         root = lab.stage(c.stage, seed=lab.options.seed + 1)
         if root.verdict is None:
             return False, f"{c.stage} {root.kind}"
@@ -515,7 +529,7 @@ class Repairer:
             bound=bound,
         )
         try:
-            region_outcome, model_outcome = self.measure(c, model, probe)
+            region_outcome, model_outcome = self.measure(c, model, probe, bound)
         except CandidateFailed as exc:
             return Evaluation(
                 **base,

@@ -19,7 +19,7 @@ from bisector.results import CRASHED, FAILED, MeasureReport, StageResult
 from bisector.retention import describe
 from bisector.schedule import PHASES
 from bisector.units import format_bytes
-from bisector.verdict import CLEAN, HEAP, INCONCLUSIVE, LEAK, SHAPE_GROWTH, TOOLCHAIN_LEAK
+from bisector.verdict import CLEAN, HEAP, INCONCLUSIVE, LEAK, SHAPE_GROWTH, TENSORS, TOOLCHAIN_LEAK
 
 STYLE = {
     LEAK: "bold red",
@@ -72,7 +72,7 @@ NEXT_STEP = {
 def _figure(v, phase: str, rate: float | None, band: float) -> str:
     metric = v.growth_metric if phase == "repeat" else v.metric
     sig = next((s for s in v.signals if s.metric == metric and s.phase == phase), None)
-    if metric == HEAP:  # exact: below its floor is "~0", above it the figure as measured
+    if metric in (HEAP, TENSORS):  # exact: below its floor is "~0", above it the figure as measured
         if rate is None:
             return "-"
         return (
@@ -106,7 +106,9 @@ def stage_line(r: StageResult, band: float = 5e6, dims: Mapping[str, Any] | None
         bits.append(f"{_figure(v, 'novel', v.growth_bytes_per_new_shape, band)}/new shape")
     if v.objects_per_call is not None:
         bits.append(f"{v.objects_per_call:+.0f} objects/{per}")
-    if v.growth_metric == HEAP:
+    if v.growth_metric == TENSORS:
+        bits[0] += " in tensors"  # the exact tensor meter's figure, not the heap's
+    elif v.growth_metric == HEAP:
         if v.floor_bytes_per_call is not None and v.kind not in (CLEAN, INCONCLUSIVE):
             bits.append(f"floor {format_bytes(v.floor_bytes_per_call)}/{per}")
     elif v.noise_bytes is not None:
@@ -170,7 +172,7 @@ def chart(r: StageResult, band: float) -> str | None:
     phases = [(p, r.curve.series(metric, p)) for p in PHASES]
     span = (
         0.0
-        if metric in ("objects", "cuda_allocated")
+        if metric in ("objects", "cuda_allocated", TENSORS)
         else ((r.verdict.floor_bytes_per_call or 0.0) * 4 if metric == HEAP and r.verdict else band)
     )
     line = phased_sparkline(phases, floor_span=span)
@@ -306,8 +308,8 @@ def _culprit_label(report: Any, c: Any, type_name: str, escape: Any) -> str:
         own = " (the exporter)"
     else:
         figures = [f"{f.objects_per_call:+.0f} objects/{per}"] if f.objects_per_call else []
-        if c.kind == LEAK and f.growth_metric == HEAP:
-            figures.append(f"{format_bytes(f.growth_bytes_per_call or 0.0, signed=True)}/{per} (heap)")
+        if c.kind == LEAK and f.growth_metric in (HEAP, TENSORS):
+            figures.append(f"{format_bytes(f.growth_bytes_per_call or 0.0, signed=True)}/{per} ({f.growth_metric})")
         elif c.kind == LEAK:
             figures.append(f"{growth_text(f.growth_bytes_per_call, (f.repeat_steps or 0), noise, band)}/{per}")
         else:

@@ -186,6 +186,19 @@ def _unseen_shapes(ranges, free, fixed, count, seen, rng) -> list[dict[str, int]
     return shapes
 
 
+def warmed(
+    profiles: Mapping[str, ScheduleProfile], ranges: Mapping[str, tuple[int, int]], calls: int, seed: int = 0
+) -> dict[str, ScheduleProfile]:
+    """These profiles with warm-ups of at least `calls` calls of the repeated shapes: a container a
+    fix bounds to N entries (a list trimmed to N, a tensor kept to its last N rows) fills during the
+    warm-up, so the repeat phase sees it full and judges the bound, not the filling."""
+    out = dict(profiles)
+    for stage, profile in profiles.items():
+        shapes = len({s.key() for s in build_schedule(ranges, profile, seed).phase("repeat")}) or 1
+        out[stage] = replace(profile, warmup_passes=max(profile.warmup_passes, -(-calls // shapes)))
+    return out
+
+
 def describe(schedule: Schedule) -> str:
     counts = {p: len(schedule.phase(p)) for p in PHASES}
     return ", ".join(f"{n} {p}" for p, n in counts.items() if n)

@@ -16,6 +16,12 @@ Three kinds of signal are judged, each against the same schedule run on a trivia
   reported, not judged: torch's oneDNN primitive cache (~110 KB per new shape for a 5-conv CNN) and
   ONNX Runtime's memory patterns keep native memory per shape that no control subtracts and no
   meter can tell from a model's; a model's own per-shape caches are Python objects, counted exactly.
+- the bytes of live tensors' unique storages (``tensors``, probe/meters.py): exact, like a count, so
+  judged per pass like the heap (80% of the passes, and the later half) but with a floor of one
+  element of the smallest dtype seen: a tensor gaining one row a call is growth at any size. Per
+  new shape it is reported, not judged: a buffer regrown to the largest input so far (a causal
+  mask, a rotary table) grows over ascending shapes exactly as a leak would, and its objects stay
+  flat; a per-shape cache of tensors is a count of objects already.
 - bytes (RSS or USS, NVML GPU memory): noisy, so a robust Theil-Sen slope is fitted and its rise
   over the segment must clear the noise band (seed article: RSS +-5 MB, GPU +-200 MB) and four times
   the noise this very probe showed while repeating shapes. A rise between half the band and the
@@ -51,6 +57,7 @@ TOOLCHAIN_LEAK = Kind.TOOLCHAIN_LEAK
 
 COUNT_METRICS = ("objects", "cuda_allocated")
 HEAP = "heap"
+TENSORS = "tensors"
 MIN_DELTAS = 3  # fewer deltas than this cannot show "every call"
 POSITIVE_SHARE = 0.8
 NOISE_FACTOR = 4.0
@@ -260,6 +267,36 @@ def heap_signal(y: list[float], control: list[float] | None, pass_len: int = 1) 
     return Signal(HEAP, "repeat", state, rate, base, spread, up, len(d), floor)
 
 
+def tensor_signal(y: list[float], control: list[float] | None, pass_len: int = 1, element: float = 1.0) -> Signal:
+    """Tensor storage bytes per call, exact (see the module docstring): per pass over the repeated
+    shapes, as heap_signal (a tensor kept per input size cancels over a pass; a leak on every other
+    call grows in every pass), with the floor one element (or the control's own spread per pass,
+    if larger) instead of the heap's jitter-derived one."""
+    k = max(1, pass_len)
+    d = deltas(y)
+    cd = deltas(control) if control and len(control) > 1 else []
+    base = statistics.median(cd) if cd else 0.0
+    passes = [sum(d[j : j + k]) for j in range(0, len(d) - k + 1, k)]
+    control_passes = [sum(cd[j : j + k]) for j in range(0, len(cd) - k + 1, k)]
+    jitter = (max(control_passes) - min(control_passes)) if control_passes else 0.0
+    floor = max(float(element), jitter)  # per pass
+    excess = [p - base * k for p in passes]
+    n = len(excess)
+    if n < MIN_DELTAS:
+        state = FLAT if n == 0 or max(excess) < floor else UNSURE
+        return Signal(TENSORS, "repeat", state, 0.0, base, jitter, 0.0, len(d), floor / k)
+    rate = statistics.median(excess) / k
+    late = statistics.median(excess[n // 2 :]) / k
+    up = sum(1 for e in excess if e >= floor) / n
+    if up >= POSITIVE_SHARE and rate * k >= floor and late * k >= floor:
+        state = GROWS
+    elif up > 0.5 and late * k >= floor and sum(excess) > 0:
+        state = UNSURE  # mostly up and still rising at the end: more passes will tell
+    else:
+        state = FLAT
+    return Signal(TENSORS, "repeat", state, rate, base, jitter, up, len(d), floor / k)
+
+
 def bytes_signal(
     metric: str,
     phase: str,
@@ -337,6 +374,12 @@ def judge(
         s = heap_signal(curve.segment(HEAP, "repeat"), ctrl(HEAP, "repeat"), pass_length(curve))
         signals.append(s)
         per_call[HEAP] = s.rate
+    tensors = curve.has(TENSORS)
+    if tensors:
+        element = float(curve.meta.get("tensor_element_bytes") or 1)
+        s = tensor_signal(curve.segment(TENSORS, "repeat"), ctrl(TENSORS, "repeat"), pass_length(curve), element)
+        signals.append(s)
+        per_call[TENSORS] = s.rate
     for m in bytes_metrics:
         s = bytes_signal(m, "repeat", curve.segment(m, "repeat"), ctrl(m, "repeat"), bands.for_metric(m), noise[m])
         signals.append(s)
@@ -361,6 +404,13 @@ def judge(
             y = curve.segment(HEAP, phase)
             info.append(
                 bytes_signal(HEAP, phase, y, ctrl(HEAP, phase), float("inf"), 0.0, offset=max(0.0, per_call[HEAP]))
+            )
+        if tensors and len(curve.segment(TENSORS, phase)) > 1:
+            y = curve.segment(TENSORS, phase)
+            info.append(
+                bytes_signal(
+                    TENSORS, phase, y, ctrl(TENSORS, phase), float("inf"), 0.0, offset=max(0.0, per_call[TENSORS])
+                )
             )
 
     by = {(s.metric, s.phase): s for s in signals}
@@ -397,6 +447,9 @@ def judge(
         confidence = max(s.agreement for s in decisive)
 
     rep = by.get((HEAP, "repeat")) or by.get((metric, "repeat"))
+    held = by.get((TENSORS, "repeat"))
+    if held is not None and held.state != FLAT and (rep is None or rep.state == FLAT):
+        rep = held  # growth under the bytes meters' floors that the exact tensor meter saw
     nov = by.get((metric, "novel"))
     heap_novel = next((s for s in info if s.metric == HEAP and s.phase == "novel"), None)
     obj = by.get(("objects", "repeat"))
@@ -431,8 +484,8 @@ def _decided_by(kind: str, decisive: list[Signal], rep: Signal | None) -> str | 
     verdict the one whose floor it states."""
     grown = [s for s in decisive if s.state != FLAT]
     if grown:
-        order = {"objects": 0, "cuda_allocated": 1, HEAP: 2}
-        return min(grown, key=lambda s: order.get(s.metric, 3)).metric
+        order = {"objects": 0, "cuda_allocated": 1, TENSORS: 2, HEAP: 3}
+        return min(grown, key=lambda s: order.get(s.metric, 4)).metric
     return rep.metric if rep is not None else None
 
 
@@ -440,7 +493,7 @@ def _rise(s: Signal, bands: Bands) -> float:
     """A flat signal's rise as a share of what would have counted (counts: 0 when flat)."""
     if s.metric in COUNT_METRICS:
         return 0.0
-    if s.metric == HEAP:
+    if s.metric in (HEAP, TENSORS):
         return s.rate / s.floor if s.floor else 0.0
     return s.rate * s.steps / bands.for_metric(s.metric)
 
@@ -456,7 +509,8 @@ def needs_owners(verdict: Verdict) -> bool:
     if verdict.kind != LEAK:
         return False
     grown = {s.metric for s in verdict.signals if s.phase == "repeat" and s.state == GROWS}
-    return bool(grown) and not grown & set(COUNT_METRICS)
+    # Tensors Python reaches are counted exactly too (tracemalloc does not see their storage).
+    return bool(grown) and not grown & {*COUNT_METRICS, TENSORS}
 
 
 # torch's oneDNN primitive cache off, in the twin probe only (read when the cache is first built).

@@ -67,6 +67,7 @@ def run_loop(ctx: Context, call: Callable[[int, Step], None]) -> MemoryCurve:
     import gc
 
     gc.collect()
+    ctx.meters.watch_tensors()
     gc.freeze()
     ctx.meta["rss_before_loop"] = ctx.meters.proc.memory_info().rss  # what setup (and a warm-up) cost
     tracer = OwnerTracer(ctx, steps) if ctx.options.owners else None
@@ -116,6 +117,11 @@ def run_loop(ctx: Context, call: Callable[[int, Step], None]) -> MemoryCurve:
     if ctx.meters.gpu_source:
         meta["gpu_source"] = ctx.meters.gpu_source
     meta["heap_meter"] = ctx.meters.heap_source or "unavailable"
+    tensors = ctx.meters.tensors
+    if tensors is not None and tensors.reads:
+        # The exact floor of the tensor meter (one element of the smallest dtype seen), and its cost.
+        meta["tensor_element_bytes"] = tensors.element_bytes or 1
+        meta["tensor_meter_ms"] = round(1000 * tensors.seconds / tensors.reads, 3)
     if len(traced) == 2:
         meta["traced_top"] = traced_growth(traced[0], traced[1])
     return MemoryCurve(samples=samples, type_growth=growth, meta=meta)

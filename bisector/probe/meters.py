@@ -5,6 +5,9 @@
   objgraph count the same way); by type at phase boundaries, to say *what* piles up;
 - the C heap's in-use bytes (glibc's mallinfo2), exact: what native code (and every Python object
   over 512 bytes) holds, without RSS's pages, allocator caching or fragmentation;
+- the bytes of the unique storages of live tensors Python can reach (TensorMeter), exact, on CPU or
+  GPU: growth held in one ever-larger tensor (``self.bank = torch.cat([self.bank, x])``) moves no
+  object count, and one row a call is far under the heap's floor;
 - tracemalloc, when asked: Python allocations and the source lines that made them;
 - on CUDA: this process's GPU memory from NVML, and torch's allocated/reserved bytes.
 
@@ -17,7 +20,11 @@ from __future__ import annotations
 import ctypes
 import gc
 import os
+import sys
+import time
+import weakref
 from collections import Counter
+from collections.abc import Iterable
 from typing import Any
 
 TYPE_TOP = 12  # types reported per phase
@@ -72,6 +79,102 @@ def _mallinfo2() -> Any:
     return heap_bytes
 
 
+class TensorMeter:
+    """Bytes of the unique storages of live tensors that Python can reach, on any device: the sum of
+    ``untyped_storage().nbytes()`` over storages deduplicated by data pointer (views, ``.detach()``
+    and tensors sharing a storage count once). Exact, and cheap because it walks only what the
+    collector tracks apart from what was frozen before the loop (the list the object count reads
+    anyway), plus the tensors that existed when the loop froze them (the model's parameters and
+    buffers, module-level tensors), held by weak reference: a frozen tensor can still grow in
+    place (``self.queue.data = torch.cat(...)``, ``resize_``).
+
+    Reading a tensor's storage gives it a Python object that lives as long as the storage (torch
+    preserves it), gc-tracked: the object count leaves UntypedStorage out (``storages`` says how
+    many there are) and counts their bytes here instead, so the meter does not measure itself. A
+    storage without data (meta, fake tensors, empty) weighs nothing."""
+
+    def __init__(self) -> None:
+        self._frozen: list[Any] = []  # weak references to the tensors frozen before the loop
+        self.element_bytes: int | None = None  # the smallest element size seen: the exact floor
+        self.seconds = 0.0  # time spent reading, over all samples
+        self.reads = 0
+
+    @staticmethod
+    def _torch() -> Any:
+        return sys.modules.get("torch")
+
+    def watch(self, objects: Iterable[Any]) -> None:
+        """Keep the tensors among these (the collector's objects before gc.freeze) by weak
+        reference, and read their storages now so that the storages' Python objects are frozen
+        with them."""
+        torch = self._torch()
+        if torch is None:
+            return
+        tensor = torch.Tensor
+        for obj in objects:
+            if issubclass(type(obj), tensor):
+                try:
+                    self._frozen.append(weakref.ref(obj))
+                    obj.untyped_storage()
+                except Exception:  # noqa: BLE001 - no weak reference or no plain storage: skipped
+                    continue
+
+    def read(self, objects: list[Any]) -> tuple[float, int] | None:
+        """(bytes of the unique storages, UntypedStorage objects among `objects`), or None before
+        torch is imported."""
+        torch = self._torch()
+        if torch is None:
+            return None
+        started = time.perf_counter()
+        tensor, storage = torch.Tensor, torch.UntypedStorage
+        kinds: dict[type, int] = {}  # per read: a type cached longer would be kept alive
+        seen: set[tuple[int, bool]] = set()
+        total = 0
+        storages = 0
+        smallest = self.element_bytes
+        found = [r() for r in self._frozen]
+        for obj in objects:
+            tp = type(obj)
+            kind = kinds.get(tp)
+            if kind is None:
+                kind = kinds[tp] = 1 if issubclass(tp, tensor) else (2 if issubclass(tp, storage) else 0)
+            if kind == 1:
+                found.append(obj)
+            elif kind == 2:
+                storages += 1
+                total += _storage_bytes(obj, seen)
+        for t in found:
+            if t is None:
+                continue
+            try:
+                st = t.untyped_storage()
+                size = int(t.element_size())
+            except Exception:  # noqa: BLE001 - sparse, nested or functional tensors have no plain storage
+                continue
+            added = _storage_bytes(st, seen)
+            if added:
+                total += added
+                smallest = size if smallest is None else min(smallest, size)
+        del found, kinds
+        self.element_bytes = smallest
+        self.seconds += time.perf_counter() - started
+        self.reads += 1
+        return float(total), storages
+
+
+def _storage_bytes(st: Any, seen: set[tuple[int, bool]]) -> int:
+    """A storage's bytes the first time its data pointer is met, else 0."""
+    try:
+        ptr = int(st.data_ptr())
+        key = (ptr, bool(st.is_cuda))
+        if ptr == 0 or key in seen:
+            return 0
+        seen.add(key)
+        return int(st.nbytes())
+    except Exception:  # noqa: BLE001 - a meta or fake storage has no data to count
+        return 0
+
+
 class Meters:
     def __init__(
         self,
@@ -81,6 +184,7 @@ class Meters:
         trim: bool = True,
         heap: Any = "auto",
         trace_frames: int = 25,
+        tensors: bool = True,
     ) -> None:
         import psutil
 
@@ -108,6 +212,7 @@ class Meters:
         # heap: "auto" (mallinfo2 where glibc has it), None (off), or a callable (tests fake it).
         self._heap = _mallinfo2() if heap == "auto" else heap
         self.heap_source = "mallinfo2" if self._heap is not None else None
+        self.tensors = TensorMeter() if tensors else None
 
     # -- NVML -----------------------------------------------------------------------------------
 
@@ -153,8 +258,14 @@ class Meters:
 
     def sample(self) -> dict[str, float | None]:
         gc.collect()
-        objects = len(gc.get_objects())
+        everything = gc.get_objects()
+        read = self.tensors.read(everything) if self.tensors is not None else None
+        # The storages' Python objects are the tensor meter's to count, by bytes (TensorMeter).
+        objects = len(everything) - (read[1] if read is not None else 0)
+        del everything
         values: dict[str, float | None] = {"objects": float(objects)}
+        if read is not None:
+            values["tensors"] = read[0]
         if self._trim is not None:
             self._trim(0)
         heap = self._heap_bytes()
@@ -201,6 +312,11 @@ class Meters:
             self._uss_ok = False
             return None
 
+    def watch_tensors(self) -> None:
+        """Before the loop's gc.freeze: the tensors setup made, which the collector stops listing."""
+        if self.tensors is not None:
+            self.tensors.watch(gc.get_objects())
+
     @staticmethod
     def type_counts() -> Counter:
         gc.collect()
@@ -208,6 +324,8 @@ class Meters:
         for obj in gc.get_objects():
             t = type(obj)
             counts[f"{t.__module__}.{t.__qualname__}"] += 1
+        # The tensor meter's storage objects (TensorMeter), left out of the count as sample() does.
+        counts.pop("torch.storage.UntypedStorage", None)
         return counts
 
     def snapshot(self) -> Any:

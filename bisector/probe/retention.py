@@ -376,8 +376,17 @@ def new_objects(start_ids: set[int] | frozenset[int], skip: set[int]) -> list[An
     """gc-tracked objects alive now and not at the span's start (frames and the walker's own left out)."""
     out: list[Any] = []
     everything = gc.get_objects()
+    torch = sys.modules.get("torch")
+    # The tensor meter's storage objects (probe/meters.py): its own, held by torch, not by a container.
+    storage = torch.UntypedStorage if torch is not None else types.FrameType
     for o in everything:
-        if o is everything or o is out or id(o) in start_ids or id(o) in skip or isinstance(o, types.FrameType):
+        if (
+            o is everything
+            or o is out
+            or id(o) in start_ids
+            or id(o) in skip
+            or isinstance(o, (types.FrameType, storage))
+        ):
             continue
         out.append(o)
         if len(out) >= MAX_NEW:
