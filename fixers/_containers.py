@@ -594,28 +594,6 @@ def rebind(
     unbounded = False
 
     class T(_cst.ScopedTransformer):
-        def __init__(self) -> None:
-            super().__init__()
-            self.kinds: list[str] = []
-
-        def visit_ClassDef(self, node: cst.ClassDef) -> None:
-            super().visit_ClassDef(node)
-            self.kinds.append("class")
-
-        def leave_ClassDef(self, o: cst.ClassDef, u: cst.ClassDef) -> cst.ClassDef:
-            self.kinds.pop()
-            return super().leave_ClassDef(o, u)
-
-        def visit_FunctionDef(self, node: cst.FunctionDef) -> None:
-            super().visit_FunctionDef(node)
-            self.kinds.append("def")
-
-        def cls_of(self, stack: list[str]) -> str:
-            for name, kind in zip(reversed(self.stack), reversed(self.kinds)):
-                if kind == "class":
-                    return name
-            return ""
-
         def _mine(self, target: cst.BaseExpression) -> bool:
             expr = _cst.dotted(target)
             if c.scope == "class" and self.kinds[-1:] == ["class"] and self.stack[-1] == c.cls:
@@ -653,10 +631,6 @@ def rebind(
                 return u.with_changes(default=self._new(u.default))
             return u
 
-        def leave_FunctionDef(self, o: cst.FunctionDef, u: cst.FunctionDef) -> cst.FunctionDef:
-            self.kinds.pop()
-            return super().leave_FunctionDef(o, u)
-
     T.globals = set()
     new = module.visit(T()).code
     return new, (-1 if unbounded else changed)
@@ -671,32 +645,6 @@ def trim_grows(source: str, c: Container, keep: str, reach: set[str] | None = No
     done = 0
 
     class T(_cst.ScopedTransformer):
-        def __init__(self) -> None:
-            super().__init__()
-            self.kinds: list[str] = []
-
-        def visit_ClassDef(self, node: cst.ClassDef) -> None:
-            super().visit_ClassDef(node)
-            self.kinds.append("class")
-
-        def leave_ClassDef(self, o: cst.ClassDef, u: cst.ClassDef) -> cst.ClassDef:
-            self.kinds.pop()
-            return super().leave_ClassDef(o, u)
-
-        def visit_FunctionDef(self, node: cst.FunctionDef) -> None:
-            super().visit_FunctionDef(node)
-            self.kinds.append("def")
-
-        def leave_FunctionDef(self, o: cst.FunctionDef, u: cst.FunctionDef) -> cst.FunctionDef:
-            self.kinds.pop()
-            return super().leave_FunctionDef(o, u)
-
-        def cls_of(self, stack: list[str]) -> str:
-            for name, kind in zip(reversed(self.stack), reversed(self.kinds)):
-                if kind == "class":
-                    return name
-            return ""
-
         def leave_SimpleStatementLine(self, o: cst.SimpleStatementLine, u: cst.SimpleStatementLine):
             nonlocal done
             if reach is not None and ".".join(self.stack) not in reach:
@@ -725,32 +673,6 @@ def trim_item_grows(source: str, c: Container, keep: str, reach: set[str] | None
     impure = False
 
     class T(_cst.ScopedTransformer):
-        def __init__(self) -> None:
-            super().__init__()
-            self.kinds: list[str] = []
-
-        def visit_ClassDef(self, node: cst.ClassDef) -> None:
-            super().visit_ClassDef(node)
-            self.kinds.append("class")
-
-        def leave_ClassDef(self, o: cst.ClassDef, u: cst.ClassDef) -> cst.ClassDef:
-            self.kinds.pop()
-            return super().leave_ClassDef(o, u)
-
-        def visit_FunctionDef(self, node: cst.FunctionDef) -> None:
-            super().visit_FunctionDef(node)
-            self.kinds.append("def")
-
-        def leave_FunctionDef(self, o: cst.FunctionDef, u: cst.FunctionDef) -> cst.FunctionDef:
-            self.kinds.pop()
-            return super().leave_FunctionDef(o, u)
-
-        def cls_of(self, stack: list[str]) -> str:
-            for name, kind in zip(reversed(self.stack), reversed(self.kinds)):
-                if kind == "class":
-                    return name
-            return ""
-
         def leave_SimpleStatementLine(self, o: cst.SimpleStatementLine, u: cst.SimpleStatementLine):
             nonlocal done, impure
             if reach is not None and ".".join(self.stack) not in reach:

@@ -97,26 +97,38 @@ def local_names(fn: cst.FunctionDef) -> set[str]:
 
 class ScopedTransformer(cst.CSTTransformer):
     """A transformer that knows where it is: `stack` holds the enclosing class and function names
-    (["Recorder", "forward"] inside Recorder.forward). Subclasses that override __init__ call
-    super().__init__()."""
+    (["Recorder", "forward"] inside Recorder.forward), `kinds` whether each is a "class" or a
+    "def". Subclasses that override __init__ call super().__init__()."""
 
     def __init__(self) -> None:
         super().__init__()
         self.stack: list[str] = []
+        self.kinds: list[str] = []
 
     def visit_ClassDef(self, node: cst.ClassDef) -> None:
         self.stack.append(node.name.value)
+        self.kinds.append("class")
 
     def leave_ClassDef(self, original: cst.ClassDef, updated: cst.ClassDef) -> cst.ClassDef:
         self.stack.pop()
+        self.kinds.pop()
         return updated
 
     def visit_FunctionDef(self, node: cst.FunctionDef) -> None:
         self.stack.append(node.name.value)
+        self.kinds.append("def")
 
     def leave_FunctionDef(self, original: cst.FunctionDef, updated: cst.FunctionDef) -> cst.FunctionDef:
         self.stack.pop()
+        self.kinds.pop()
         return updated
+
+    def cls_of(self, stack: list[str]) -> str:
+        """The class whose method (or body) this is: the innermost class in the stack."""
+        for name, kind in zip(reversed(self.stack), reversed(self.kinds)):
+            if kind == "class":
+                return name
+        return ""
 
 
 class RemoveStatements(ScopedTransformer):
