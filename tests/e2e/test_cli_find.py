@@ -40,7 +40,8 @@ def test_find_json_names_the_culprit_and_a_rerun_reuses_every_probe(tmp_path) ->
             "type": "Recorder",
             "grown_types": report["culprits"][0]["grown_types"],
             "hint": report["culprits"][0]["hint"],
-            "growth_metric": "heap",
+            # The bytes figure: the exact tensor meter's (the list keeps tensors), else the heap's.
+            "growth_metric": report["culprits"][0]["growth_metric"],
             "decided_by": "objects",  # the object count settled it (bundle charts draw that metric)
             "floor_bytes_per_call": report["culprits"][0]["floor_bytes_per_call"],
             "owners": None,  # objects grew: the model's, no traced probe needed
@@ -48,6 +49,7 @@ def test_find_json_names_the_culprit_and_a_rerun_reuses_every_probe(tmp_path) ->
         }
     ]
     assert "torch.Tensor" in report["culprits"][0]["grown_types"]
+    assert report["culprits"][0]["growth_metric"] in ("tensors", "heap")
     (held,) = report["culprits"][0]["retention"]  # what holds it: Recorder's list, and its lines
     assert (held["path"], held["container"], held["entries_per_call"]) == ("blocks.1.history", "list", 1.0)
     assert held["defined_at"] == "sample_models/list_append.py:20"
