@@ -19,8 +19,8 @@ class PositionTable(nn.Module):
         key = (x.shape[-2], x.shape[-1])
         if key not in self.cache:
             h, w = key
-            grid = torch.arange(h * w, dtype=torch.float32).reshape(1, 1, h, w)
-            freqs = torch.arange(1, self.channels + 1, dtype=torch.float32).reshape(1, -1, 1, 1)
+            grid = torch.arange(h * w, dtype=torch.float32, device=x.device).reshape(1, 1, h, w)
+            freqs = torch.arange(1, self.channels + 1, dtype=torch.float32, device=x.device).reshape(1, -1, 1, 1)
             self.cache[key] = torch.sin(grid / freqs)
         return x + self.cache[key]
 

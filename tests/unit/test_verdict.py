@@ -189,6 +189,21 @@ def test_cuda_allocated_counts_exactly() -> None:
     assert v.kind == LEAK
 
 
+def test_device_growth_is_the_headline_when_it_outgrows_the_host_heap() -> None:
+    """A CUDA tensor kept per call: KBs of host bookkeeping, MBs on the device (as measured on a GPU)."""
+    kept = {
+        "heap": lambda p, i, k: 2e8 + 3800.0 * i,
+        "cuda_allocated": lambda p, i, k: 16.8 * MB * i,
+        "gpu": lambda p, i, k: 1e9 + 16.8 * MB * i,
+    }
+    v = judge(curve(extra=kept), None)
+    assert v.kind == LEAK
+    assert v.growth_metric == "cuda_allocated"
+    assert v.growth_bytes_per_call == pytest.approx(16.8 * MB, rel=0.01)
+    host_only = {"heap": lambda p, i, k: 2e8 + 3800.0 * i, "cuda_allocated": lambda p, i, k: 0.0}
+    assert judge(curve(extra=host_only), None).growth_metric == "heap"
+
+
 def test_worst_orders_verdicts() -> None:
     assert worst([CLEAN, SHAPE_GROWTH, INCONCLUSIVE]) == SHAPE_GROWTH
     assert worst([CLEAN, LEAK]) == LEAK
