@@ -460,6 +460,11 @@ def judge(
     if device is not None and (rep is None or rep.state == FLAT or device.rate > (rep.rate or 0.0)):
         rep = device
     nov = by.get((metric, "novel"))
+    device_novel = next(
+        (s for m in ("cuda_allocated", "gpu") if (s := by.get((m, "novel"))) is not None and s.state == GROWS), None
+    )
+    if device_novel is not None and (nov is None or nov.state == FLAT or device_novel.rate > (nov.rate or 0.0)):
+        nov = device_novel  # per new shape as per call: the device's bytes when they outgrow the host's
     heap_novel = next((s for s in info if s.metric == HEAP and s.phase == "novel"), None)
     obj = by.get(("objects", "repeat"))
     obj_novel = by.get(("objects", "novel")) or next(

@@ -200,6 +200,13 @@ def test_device_growth_is_the_headline_when_it_outgrows_the_host_heap() -> None:
     assert v.kind == LEAK
     assert v.growth_metric == "cuda_allocated"
     assert v.growth_bytes_per_call == pytest.approx(16.8 * MB, rel=0.01)
+    per_shape = {  # a per-shape table cached on the device (shape_cache on an H200: +341 KB/new shape)
+        "rss": lambda p, i, k: 300 * MB + (65000.0 * k if p == "novel" else 0.0),
+        "cuda_allocated": lambda p, i, k: 341000.0 * k if p == "novel" else 0.0,
+    }
+    v = judge(curve(extra=per_shape), None)
+    assert v.kind == SHAPE_GROWTH
+    assert v.growth_bytes_per_new_shape == pytest.approx(341000.0, rel=0.01)
     host_only = {"heap": lambda p, i, k: 2e8 + 3800.0 * i, "cuda_allocated": lambda p, i, k: 0.0}
     assert judge(curve(extra=host_only), None).growth_metric == "heap"
 
