@@ -236,3 +236,18 @@ def test_objects_a_single_traced_export_makes_do_not_move_native_growth() -> Non
     sites = {TOOLCHAIN: [{"where": "OpSignature allocated at torch/onnx/_internal/exporter/_schemas.py:325"}]}
     o = with_objects(owners(model=0, toolchain=45 * KB, python_malloc=0), {TOOLCHAIN: 2720.0}, sites)
     assert attribute(v, o, "export").kind == LEAK
+
+
+def test_a_toolchain_leaks_advice_names_the_bug_and_the_workarounds_not_the_models_code() -> None:
+    from bisector.figures import Figures
+    from bisector.find import hint_for
+
+    figures = Figures.of(
+        {"owners": with_objects(owners(0, 1 * KB, 0), {TOOLCHAIN: 2.0}, {TOOLCHAIN: [{"where": SCRIPTED_SITE}]})}
+    )
+    hint = hint_for("export", TOOLCHAIN_LEAK, False, figures, "RecursiveScriptModule")
+    assert "pytorch/pytorch#82532" in hint and "not your model's code" in hint
+    assert "export in a child process" in hint and "eager module" in hint
+    assert "symbolic" not in hint
+    fx = Figures.of({"owners": owners(0, 405 * KB, 401 * KB)})  # torch.fx's growth under torch.export
+    assert "torch/fx/graph.py" in hint_for("export", TOOLCHAIN_LEAK, False, fx, "GPT2Model")
