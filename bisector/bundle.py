@@ -9,7 +9,9 @@
         onnx_detail.json  op histogram; for inference a profiled ORT run (profile.json beside it)
         curves.json/.png  what bisector measured: the region's curve and the control's
         env.txt           python -m torch.utils.collect_env, versions, ORT providers, bisector
-        ISSUE.md          pre-filled like the pytorch / onnxruntime bug templates
+        ISSUE.md          for the tracker that owns the growth: pre-filled like the pytorch /
+                          onnxruntime bug templates when the toolchain keeps it (toolchain-leak),
+                          else for the team's own tracker, with no upstream template
 
 The parts that need torch and the user's code are made in a child process (bundle_child.py).
 """
@@ -309,8 +311,34 @@ def write_bundle(report: Any, target: BundleTarget, out: str | Path, timeout_s: 
     return Bundle(target, folder, error, child.get("onnx_detail") or {})
 
 
+def upstream(t: BundleTarget) -> bool:
+    """Whether the growth is the toolchain's (torch's or ONNX Runtime's own code keeps it, or the
+    search put it outside the model's code): only then is the issue written for their tracker."""
+    return t.kind == Kind.TOOLCHAIN_LEAK or t.figures.get("own_code") is False
+
+
+def _toolchain_where(f: Mapping[str, Any], per: str) -> str:
+    """What bisector found in the toolchain: its reasons, the objects it keeps and where, its
+    Python sites, and a native stack when the traced probe recorded one."""
+    repeat = (f.get("owners") or {}).get("repeat") or {}
+    lines = [f"- {r}" for r in f.get("reasons") or () if "not your model" in r]
+    for row in ((repeat.get("objects") or {}).get("sites") or {}).get("toolchain") or []:
+        lines.append(f"- {row['objects']:g} objects/{per}: {row['where']}")
+    for row in (repeat.get("sites") or {}).get("toolchain") or []:
+        lines.append(f"- {format_bytes(row['bytes'])}/{per} of Python allocations at `{row['where']}`")
+    stacks = repeat.get("native_sites") or repeat.get("native_stacks") or []
+    for row in stacks:
+        if isinstance(row, Mapping) and row.get("where"):
+            lines.append(f"- native {format_bytes(row.get('bytes'))}/{per}: `{row['where']}`")
+    return "\n".join(dict.fromkeys(lines))
+
+
 def issue_text(spec: str, t: BundleTarget, child: Mapping[str, Any], env: str) -> str:
-    """An issue body laid out as pytorch's bug template (eager, export) or onnxruntime's (inference) asks."""
+    """An issue body for the tracker that owns the growth: laid out as pytorch's bug template
+    (eager, export) or onnxruntime's (inference) when the toolchain keeps it (upstream), else for
+    the team's own tracker, with no upstream template (team_issue_text)."""
+    if not upstream(t):
+        return team_issue_text(spec, t, child, env)
     per = PER.get(t.stage, "call")
     region = t.region or "the whole model"
     what = {
@@ -352,6 +380,9 @@ def issue_text(spec: str, t: BundleTarget, child: Mapping[str, Any], env: str) -
     if held:
         # What bisector found holding the growth (retention.py): where to look first.
         observed += "\n\nWhat holds it:\n\n" + "\n".join(f"- {describe(r, per)}" for r in held)
+    where = _toolchain_where(f, per)
+    if where:
+        observed += "\n\nWhere the toolchain keeps it (bisector's traced probe):\n\n" + where
     if t.stage == "inference":
         v = dict(child.get("versions") or {})
         return (
@@ -371,6 +402,53 @@ def issue_text(spec: str, t: BundleTarget, child: Mapping[str, Any], env: str) -
         f"**Observed:** {observed}\n\n"
         f"Minimal repro:\n\n{repro}\n\n### Versions\n\n```\n{env}```\n"
     )
+
+
+def team_issue_text(spec: str, t: BundleTarget, child: Mapping[str, Any], env: str) -> str:
+    """An issue for the team's own tracker: the growth is in the model's code, so no upstream
+    template and no request to torch or ONNX Runtime; where to look, the hint, the repro."""
+    per = PER.get(t.stage, "call")
+    region = t.region or "the whole model"
+    f = t.figures
+    kind = "with every new input shape" if t.kind == Kind.SHAPE_GROWTH else f"on every {per}"
+    stage = {"eager": "forward", "export": "torch.onnx.export", "inference": "ONNX Runtime run"}[t.stage]
+    lines = [
+        f"# Memory grows {kind} in `{region}` ({stage})",
+        "",
+        "<!-- for this project's own issue tracker: the growth is in the model's code, not torch's or "
+        "ONNX Runtime's -->",
+        "",
+        f"**Model:** `{spec}`, region `{region}`" + (f" ({child['region_type']})" if child.get("region_type") else ""),
+        "",
+        f"**Measured:** {_measured(t)}",
+    ]
+    held = f.get("retention") or []
+    if held:
+        lines += ["", "What holds it:", "", *(f"- {describe(r, per)}" for r in held)]
+    repeat = (f.get("owners") or {}).get("repeat") or {}
+    sites = (repeat.get("sites") or {}).get("model") or []
+    if sites:
+        lines += [
+            "",
+            "**Where it is allocated:**",
+            "",
+            *(f"- `{r['where']}`: {format_bytes(r['bytes'])}/{per}" for r in sites),
+        ]
+    if f.get("hint"):
+        lines += ["", f"**Next step:** {f['hint']}"]
+    lines += [
+        "",
+        "**Reproduce:** `python repro.py` in this folder (prints RSS, C heap and live objects every N calls); "
+        "`bisector fix` proposes and measures fixes.",
+        "",
+        "<details><summary>Environment</summary>",
+        "",
+        f"```\n{env}```",
+        "",
+        "</details>",
+        "",
+    ]
+    return "\n".join(lines)
 
 
 def write_bundles(report: Any, out: str | Path, unfixed_only: bool = False) -> list[Bundle]:

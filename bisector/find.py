@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from bisector.figures import Figures
+from bisector.fixers._upstream import known_bug
 from bisector.lab import Interrupted, Lab
 from bisector.measure import stage_summary
 from bisector.owners import LIBRARIES, MODEL, NATIVE, top_site
@@ -32,7 +33,7 @@ from bisector.runner import Events, event
 from bisector.search import Finding, Outcome, Search, SearchState
 from bisector.spec import InputPlan, ModelSpec
 from bisector.tree import Tree
-from bisector.verdict import LEAK, SHAPE_GROWTH
+from bisector.verdict import LEAK, SHAPE_GROWTH, TOOLCHAIN_LEAK
 
 MAX_RETENTION_PROBES = 4  # culprits per stage given a retention probe
 
@@ -129,7 +130,20 @@ class FindReport:
         return data
 
 
+def toolchain_hint(stage: str, figures: Figures, type_name: str) -> str:
+    """A toolchain-leak's advice: not the model's code; the upstream bug when known; workarounds."""
+    bug = known_bug(figures, type_name)
+    who = "ONNX Runtime's own growth" if stage == "inference" else "torch's own growth per export"
+    head = f"{bug}: not your model's code" if bug else f"{who}, not your model's code"
+    if stage == "inference":
+        return f"{head}; `bisector fix` measures the runtime's session options that contain it"
+    ways = "export in a child process, " + ("the eager module" if "ScriptModule" in type_name else "the other exporter")
+    return f"{head}; workarounds (bisector fix): {ways}"
+
+
 def hint_for(stage: str, kind: str, own_code: bool, figures: Figures, type_name: str) -> str:
+    if kind == TOOLCHAIN_LEAK:
+        return toolchain_hint(stage, figures, type_name)
     held = retention_hint(figures.retention or (), "export" if stage == "export" else "call")
     if held and stage != "inference":
         return held
@@ -198,6 +212,16 @@ class Finder:
 
     def run_search(self, stage: str, root: StageResult) -> StageSearch:
         lab = self.lab
+        if root.kind == TOOLCHAIN_LEAK and stage in ("export", "inference") and root.verdict and root.curve:
+            # Growth the exporter or the runtime keeps on every call: nothing in the model's tree to
+            # search, but a culprit at the root for its workarounds (fixers that change how the
+            # toolchain runs, measured like any other).
+            state = SearchState()
+            state.tested[("",)] = root.outcome()
+            state.culprits.append(Finding("", TOOLCHAIN_LEAK, own_code=False, outcome=root.outcome()))
+            state.complete = True
+            lab.ensure_captured([])
+            return self._stage_search(stage, root, state)
         if root.kind not in (LEAK, SHAPE_GROWTH):
             return StageSearch(stage, root)
         root_outcome = root.outcome() if root.verdict and root.curve else Outcome(root.kind)

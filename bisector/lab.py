@@ -484,7 +484,9 @@ class Lab:
             probes += 2
             control_curve = ctrl.curve if isinstance(ctrl, ProbeOk) else None
             verdict = judge(got.curve, control_curve, options.bands, options.metric, count_phases=count_phases(stage))
-            if needs_owners(verdict):
+            # Objects that grow in the exporter or the runtime may be theirs (probe/objects.py);
+            # in eager, the model's forward made them.
+            if needs_owners(verdict, objects=stage != "eager"):
                 verdict = self._attribute(
                     verdict, request(False), request(True), stage, twin=twins[0], twin_control=twins[1]
                 )

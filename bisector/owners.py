@@ -146,13 +146,39 @@ def native_share(owners: Mapping[str, Any], heap_rate: float | None = None) -> f
 NATIVE_TOLERANCE = 0.05
 
 
-def model_share(owners: Mapping[str, Any], heap_rate: float | None = None) -> float:
+def model_share(owners: Mapping[str, Any], heap_rate: float | None = None, objects_theirs: bool = False) -> float:
     """Bytes per call the model's code owns: its files, its libraries, and native growth (which
-    the region search then localises) once it clears the toolchain's own variation."""
+    the region search then localises) once it clears the toolchain's own variation. objects_theirs:
+    objects grew per call and toolchain_objects says they are the toolchain's: native bytes beside
+    them are theirs."""
     groups = owners.get("groups") or {}
     python = max(0.0, float(groups.get(MODEL, 0.0)) + float(groups.get(LIBRARIES, 0.0)))
+    if objects_theirs:
+        return python  # the native bytes are the C++ state of the toolchain's own objects
     native = native_share(owners, heap_rate)
     return python + (native if native > NATIVE_TOLERANCE * toolchain_share(owners) else 0.0)
+
+
+def object_owners(owners: Mapping[str, Any]) -> tuple[float, float]:
+    """(the model's, the toolchain's) new objects per call, as the traced probe owned them by
+    retention path, else allocation site (probe/objects.py); (0, 0) when it did not look."""
+    per_call = (owners.get("objects") or {}).get("per_call") or {}
+    mine = float(per_call.get(MODEL) or 0.0) + float(per_call.get(LIBRARIES) or 0.0)
+    return mine, float(per_call.get(TOOLCHAIN) or 0.0)
+
+
+def toolchain_objects(owners: Mapping[str, Any]) -> bool:
+    """The toolchain allocated and holds every new object the traced calls left (none is the
+    model's). Said of objects that grow per call (the caller checks), what it keeps natively beside
+    them (a scripted module's cloned parameters, pytorch/pytorch#82532) is its own too."""
+    mine, theirs = object_owners(owners)
+    return theirs > 0 and mine < 0.5
+
+
+def object_site(owners: Mapping[str, Any], group: str = TOOLCHAIN) -> str | None:
+    """Where a group's grown objects were allocated or are held, as the traced probe said."""
+    sites = ((owners.get("objects") or {}).get("sites") or {}).get(group) or []
+    return sites[0]["where"] if sites else None
 
 
 def toolchain_share(owners: Mapping[str, Any]) -> float:

@@ -274,7 +274,7 @@ def growth(figures: Mapping[str, Any], kind: str) -> tuple[float, str]:
     """The figure a fix must bring down: exact object counts when the culprit was judged on them,
     else bytes; per call for a leak, per new shape for shape-growth."""
     exact = bool(figures.get("exact"))
-    if kind == LEAK:
+    if kind in (LEAK, Kind.TOOLCHAIN_LEAK):  # the toolchain's own growth is per call too
         if exact and figures.get("objects_per_call") is not None:
             return float(figures["objects_per_call"]), "objects/call"
         return float(figures.get("growth_bytes_per_call") or 0.0), "bytes/call"

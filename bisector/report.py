@@ -308,7 +308,7 @@ def _culprit_label(report: Any, c: Any, type_name: str, escape: Any) -> str:
         own = " (the exporter)"
     else:
         figures = [f"{f.objects_per_call:+.0f} objects/{per}"] if f.objects_per_call else []
-        if c.kind == LEAK and f.growth_metric in (HEAP, TENSORS):
+        if c.kind in (LEAK, TOOLCHAIN_LEAK) and f.growth_metric in (HEAP, TENSORS):
             figures.append(f"{format_bytes(f.growth_bytes_per_call or 0.0, signed=True)}/{per} ({f.growth_metric})")
         elif c.kind == LEAK:
             figures.append(f"{growth_text(f.growth_bytes_per_call, (f.repeat_steps or 0), noise, band)}/{per}")
@@ -316,7 +316,10 @@ def _culprit_label(report: Any, c: Any, type_name: str, escape: Any) -> str:
             figures.append(f"{growth_text(f.growth_bytes_per_new_shape, (f.novel_steps or 0), noise, band)}/new shape")
             if f.bounded is not None:
                 figures.append("bounded" if f.bounded else "unbounded")
-        if c.region == "" and not c.own_code:
+        if c.kind == TOOLCHAIN_LEAK:
+            who = "the exporter's" if c.stage == "export" else "the runtime's"
+            own = f" ({who} own, not your code)"
+        elif c.region == "" and not c.own_code:
             own = " (the runtime, for the whole model)"
         else:
             own = " (its own code)" if c.own_code and report.tree.children(c.region) else ""

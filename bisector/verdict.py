@@ -47,7 +47,17 @@ from typing import Any
 
 from bisector.curve import MemoryCurve
 from bisector.kinds import Kind, worst  # noqa: F401 - worst: re-exported from its old home
-from bisector.owners import MODEL, TOOLCHAIN, model_share, native_share, toolchain_share, top_site
+from bisector.owners import (
+    MODEL,
+    TOOLCHAIN,
+    model_share,
+    native_share,
+    object_owners,
+    object_site,
+    toolchain_objects,
+    toolchain_share,
+    top_site,
+)
 from bisector.units import format_bytes
 
 GROWS, FLAT, UNSURE = "grows", "flat", "unsure"
@@ -517,12 +527,16 @@ def pass_length(curve: MemoryCurve) -> int:
     return max(1, len({tuple(sorted(s.dims.items())) for s in curve.samples if s.phase == "repeat"}))
 
 
-def needs_owners(verdict: Verdict) -> bool:
-    """A per-call leak that only bytes show: whose it is takes a traced probe. (Objects that grow
-    are the model's already: the control subtracted the toolchain's own.)"""
+def needs_owners(verdict: Verdict, objects: bool = False) -> bool:
+    """A per-call leak that only bytes show: whose it is takes a traced probe. Objects that grow
+    are the model's, the control having subtracted the toolchain's own, except where the toolchain
+    keeps objects of this very model (a scripted module's cloned parameters, pytorch/pytorch#82532):
+    objects=True asks the traced probe about them too (their retention path and allocation site)."""
     if verdict.kind != LEAK:
         return False
     grown = {s.metric for s in verdict.signals if s.phase == "repeat" and s.state == GROWS}
+    if objects:
+        return bool(grown) and not grown & {"cuda_allocated", TENSORS}
     # Tensors Python reaches are counted exactly too (tracemalloc does not see their storage).
     return bool(grown) and not grown & {*COUNT_METRICS, TENSORS}
 
@@ -583,24 +597,40 @@ def attribute(
             else None
         )
     floor = verdict.floor_bytes_per_call or HEAP_RESOLUTION
-    mine = model_share(per_call, heap_rate)
+    # Objects grew per call (above the control's) and the toolchain made and holds them all.
+    theirs_objects = toolchain_objects(per_call) and (verdict.objects_per_call or 0.0) >= 0.5
+    mine = model_share(per_call, heap_rate, objects_theirs=theirs_objects)
     theirs = toolchain_share(per_call)
     kept = {**dict(owners), "repeat": {**dict(owners["repeat"]), "native": round(native_share(per_call, heap_rate))}}
     if control_owners and "repeat" in control_owners:
         kept["control"] = dict(control_owners["repeat"])
-    if not needs_owners(verdict):
+    if not needs_owners(verdict, objects=True):
         return replace(verdict, owners=kept)
     per = {"export": "export", "inference": "run"}.get(stage, "call")
+    mine_objects, their_objects = object_owners(per_call)
+    objects_grew = any(s.metric == "objects" and s.phase == "repeat" and s.state == GROWS for s in verdict.signals)
+    if objects_grew and not theirs_objects:
+        return replace(verdict, owners=kept)  # the model's objects (or none the tracer could place): a leak
     if mine > floor:
         site = top_site(per_call, MODEL)
         native = native_share(per_call, heap_rate)
         where = f", {site}" if site else (", native (no Python allocation explains it)" if native > floor else "")
         reason = f"the model's code keeps {format_bytes(mine)}/{per}{where}"
         return replace(verdict, owners=kept, reasons=verdict.reasons + (reason,))
-    site = top_site(per_call, TOOLCHAIN) or "the toolchain's own code"
     what = {"export": "torch.onnx.export", "inference": "ONNX Runtime", "eager": "torch"}.get(stage, "the toolchain")
-    reason = (
-        f"{what} keeps ~{format_bytes(theirs)} per {per} of this model in {site}; "
-        f"the model's code keeps {format_bytes(mine)}/{per} (floor {format_bytes(floor)}): not your model's code"
-    )
+    held = object_site(per_call) if theirs_objects else None
+    if held:
+        # The objects decide: torch allocated them and holds them (probe/objects.py).
+        heap = verdict.growth_bytes_per_call or theirs
+        reason = (
+            f"{what} keeps {their_objects:g} object{'s' if their_objects != 1 else ''} (~{format_bytes(heap)}) per "
+            f"{per} of this model: {held}; the model's code keeps {format_bytes(mine)} and {mine_objects:g} "
+            f"objects/{per} (floor {format_bytes(floor)}): not your model's code"
+        )
+    else:
+        site = top_site(per_call, TOOLCHAIN) or "the toolchain's own code"
+        reason = (
+            f"{what} keeps ~{format_bytes(theirs)} per {per} of this model in {site}; "
+            f"the model's code keeps {format_bytes(mine)}/{per} (floor {format_bytes(floor)}): not your model's code"
+        )
     return replace(verdict, kind=TOOLCHAIN_LEAK, owners=kept, reasons=(reason,), decided_by=HEAP)

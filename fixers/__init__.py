@@ -37,6 +37,8 @@ BUILTIN = (
     "bisector.fixers.tensor_bank",
     "bisector.fixers.hook_once",
     "bisector.fixers.bounded_log_records",
+    "bisector.fixers.export_in_child",
+    "bisector.fixers.eager_not_scripted",
 )
 ENTRY_POINT_GROUP = "bisector.fixers"
 

@@ -19,6 +19,9 @@ from bisector.choices import DEFAULT_EXPORTER
 from bisector.kinds import Kind
 
 LEAK, SHAPE_GROWTH = Kind.LEAK, Kind.SHAPE_GROWTH
+# Growth torch or ONNX Runtime keep of their own accord: its fixes are workarounds around the
+# toolchain (export in a child process, another exporter, runtime options), measured like any other.
+TOOLCHAIN_LEAK = Kind.TOOLCHAIN_LEAK
 # Not a memory finding: the stage could not run because the exporter lacks (or mis-emits) an
 # operator. A fixer that makes it export is measured and checked like any other.
 UNSUPPORTED_OP = Kind.UNSUPPORTED_OP

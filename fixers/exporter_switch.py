@@ -5,14 +5,14 @@ rolled back) and never calls symbolic. What one exporter leaks the other may not
 
 from __future__ import annotations
 
-from bisector.fixers.base import LEAK, Candidate, Example, FixTarget
+from bisector.fixers.base import LEAK, TOOLCHAIN_LEAK, Candidate, Example, FixTarget
 
 
 class ExporterSwitch:
     name = "exporter-switch"
     description = "export with the other exporter (torch.export-based <-> TorchScript-based)"
     stages = ("export",)
-    kinds = (LEAK,)
+    kinds = (LEAK, TOOLCHAIN_LEAK)
 
     def propose(self, target: FixTarget) -> list[Candidate]:
         if target.exporter == "torchscript":
@@ -38,6 +38,12 @@ class ExporterSwitch:
         ),
         Example(
             "an export leak under torch.export", FixTarget("export", LEAK, exporter="dynamo"), True, "dynamo=False"
+        ),
+        Example(
+            "torch's own leak under TorchScript (a toolchain-leak)",
+            FixTarget("export", TOOLCHAIN_LEAK, exporter="torchscript"),
+            True,
+            "dynamo=True",
         ),
         Example("an eager leak is not the exporter's", FixTarget("eager", LEAK), False),
     )

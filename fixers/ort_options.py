@@ -14,7 +14,7 @@
 
 from __future__ import annotations
 
-from bisector.fixers.base import LEAK, SHAPE_GROWTH, Candidate, Example, FixTarget
+from bisector.fixers.base import LEAK, SHAPE_GROWTH, TOOLCHAIN_LEAK, Candidate, Example, FixTarget
 
 
 class OrtOptions:
@@ -23,7 +23,8 @@ class OrtOptions:
         "ONNX Runtime memory options: arena shrinkage, arena off, memory pattern off, exact arena growth, one thread"
     )
     stages = ("inference",)
-    kinds = (LEAK, SHAPE_GROWTH)
+    # A toolchain-leak too: growth the runtime's own code keeps is what these options contain.
+    kinds = (LEAK, SHAPE_GROWTH, TOOLCHAIN_LEAK)
 
     def propose(self, target: FixTarget) -> list[Candidate]:
         cuda = target.device == "cuda"
@@ -124,6 +125,7 @@ class OrtOptions:
             "largest input of every range: it takes its full size",
         ),
         Example("per-run growth", FixTarget("inference", LEAK), True, "enable_cpu_mem_arena"),
+        Example("growth the runtime owns", FixTarget("inference", TOOLCHAIN_LEAK), True, "enable_cpu_mem_arena"),
         Example("cuDNN search on the GPU", FixTarget("inference", SHAPE_GROWTH, device="cuda"), True, "HEURISTIC"),
         Example("a leak in eager forward is not the runtime's", FixTarget("eager", LEAK), False),
         Example("an export leak is not the runtime's", FixTarget("export", LEAK), False),

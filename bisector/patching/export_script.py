@@ -5,6 +5,7 @@ it; and the settings a script already uses, read back."""
 
 from __future__ import annotations
 
+import textwrap
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -46,9 +47,42 @@ def dynamic_spec_code(plan: Any, bounded: Mapping[str, Sequence[int]], exporter:
     return "{" + ", ".join(parts) + "}" if parts else None
 
 
+# The helper that runs each export in a child process (Settings.export_in_child).
+CHILD = f"{MARK}_export_in_child"
+
+
+def child_helper_code(works_around: str) -> str:
+    """The helper's definition; its comment names what it works around (the upstream bug)."""
+    why = textwrap.wrap(
+        f"bisector: export in a child process; works around {works_around}. What the exporter keeps on every "
+        "export goes away with the child, so a service or CI job that exports many times in one process stays "
+        "flat. Fork, not spawn: the model is already in memory.",
+        width=96,
+    )
+    return (
+        f"def {CHILD}(export, *args, **kwargs):\n"
+        + "".join(f"    # {line}\n" for line in why)
+        + "    import multiprocessing\n"
+        "\n"
+        "    child = multiprocessing.get_context('fork').Process(target=export, args=args, kwargs=kwargs)\n"
+        "    child.start()\n"
+        "    child.join()\n"
+        "    if child.exitcode != 0:\n"
+        "        raise RuntimeError(f'torch.onnx.export failed in its child process (exit code {child.exitcode})')\n"
+    )
+
+
+def _is_export(call: cst.Call) -> bool:
+    name = dotted(call.func)
+    return name.endswith("onnx.export") or name == CHILD
+
+
 def _path_arg(call: cst.Call) -> cst.BaseExpression | None:
-    """The export call's output path: `f=` or the third positional argument."""
+    """The export call's output path: `f=` or the third positional argument (the helper's first
+    argument is the export function)."""
     positional = [a for a in call.args if a.keyword is None]
+    if dotted(call.func) == CHILD:
+        positional = positional[1:]
     f = next((a.value for a in call.args if a.keyword is not None and a.keyword.value == "f"), None)
     if f is None and len(positional) >= 3:
         f = positional[2].value
@@ -85,8 +119,7 @@ class _ExportCalls(cst.CSTTransformer):
         self.shared = False  # the call edited serves every model
 
     def leave_Call(self, original: cst.Call, updated: cst.Call) -> cst.Call:
-        name = dotted(updated.func)
-        if not name.endswith("onnx.export"):
+        if not _is_export(updated):
             return updated
         literal, shared = export_call_owner(original, self.flow)
         if self.key is not None and literal is not None and literal != self.key and self.n_calls > 1:
@@ -117,6 +150,9 @@ class _ExportCalls(cst.CSTTransformer):
         f = _path_arg(call)
         if f is not None:
             self.paths.append(code_of(f))
+        if s.export_in_child and dotted(call.func) != CHILD:
+            comma = cst.Comma(whitespace_after=cst.SimpleWhitespace(" "))
+            call = call.with_changes(func=cst.Name(CHILD), args=[cst.Arg(call.func, comma=comma), *call.args])
         return call
 
 
@@ -136,7 +172,7 @@ def _export_calls(module: cst.Module) -> list[cst.Call]:
 
     class V(cst.CSTVisitor):
         def visit_Call(self, node: cst.Call) -> None:
-            if dotted(node.func).endswith("onnx.export"):
+            if _is_export(node):
                 calls.append(node)
 
     module.visit(V())
@@ -246,6 +282,8 @@ def patch_export_script(
         missing = [op for op in settings.symbolics if f"def {SYMBOLICS[op].function.__name__}(" not in new]
         if missing:
             new = insert_after_imports(ensure_imports(new, ["import torch"]), registration_code(missing))
+    if settings.export_in_child and f"def {CHILD}(" not in new and CHILD in new:
+        new = insert_after_imports(new, child_helper_code(settings.export_in_child))
     if settings.onnxsim and "onnxsim.simplify" not in new:
         if t.shared:
             notes.append(
@@ -278,7 +316,7 @@ def _after_export_call(source: str, path_code: str) -> str:
             class V(cst.CSTVisitor):
                 def visit_Call(self, n: cst.Call) -> None:
                     nonlocal found
-                    if dotted(n.func).endswith("onnx.export"):
+                    if _is_export(n):
                         found = True
 
             o.visit(V())

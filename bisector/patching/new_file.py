@@ -10,7 +10,7 @@ from typing import Any
 from bisector.fixers.onnx_symbolics import registration_code
 from bisector.patching.cst_edits import MARK, read_text
 from bisector.patching.diff import Patch
-from bisector.patching.export_script import dynamic_spec_code
+from bisector.patching.export_script import CHILD, child_helper_code, dynamic_spec_code
 from bisector.patching.infer_script import feed_helpers_code
 from bisector.patching.script_helpers import WARM_UP_HELPERS, source_of
 from bisector.patching.settings import DEFAULT_EXPORTER, Settings, largest_sizes
@@ -121,11 +121,14 @@ def new_export_file(root: str, model: Any, plan: Any, settings: Settings, name: 
     ]
     if settings.symbolics:
         lines += [registration_code(settings.symbolics).rstrip("\n"), "", ""]
+    if settings.export_in_child:
+        lines += [child_helper_code(settings.export_in_child).rstrip("\n"), "", ""]
     lines += [
         'def export(path: str = "model.onnx") -> str:',
         f"    model = {model.name}({', '.join(f'{k}={v!r}' for k, v in model.init_kwargs.items())}).eval()",
         f"    example = ({', '.join(examples)}{',' if len(examples) == 1 else ''})",
-        f"    torch.onnx.export(model, example, path, {', '.join(kwargs)})",
+        f"    {CHILD + '(torch.onnx.export, ' if settings.export_in_child else 'torch.onnx.export('}"
+        f"model, example, path, {', '.join(kwargs)})",
     ]
     if settings.onnxsim:
         lines += [

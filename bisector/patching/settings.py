@@ -36,6 +36,7 @@ class Settings:
     warmup_largest: bool = False
     round_multiple: int = 0
     symbolics: tuple[str, ...] = ()  # operators given a symbolic for the TorchScript exporter
+    export_in_child: str = ""  # each export in a child process; what it works around (upstream bug)
 
     @classmethod
     def from_probes(cls, probes: Iterable[Mapping[str, Any]]) -> Settings:
@@ -48,8 +49,10 @@ class Settings:
         symbolics: list[str] = []
         onnxsim = warm = False
         multiple = 0
+        child = ""
         for p in probes:
             exporter = p.get("exporter", exporter)
+            child = str(p.get("export_in_child") or child)
             ek = dict(p.get("export_kwargs") or {})
             bounded.update(ek.pop("bounded_dims", {}) or {})
             symbolics += [op for op in ek.pop("symbolics", ()) or () if op not in symbolics]
@@ -62,11 +65,20 @@ class Settings:
             t = p.get("input_transform") or ""
             if t.startswith("round:"):
                 multiple = int(t.split(":", 1)[1])
-        return cls(exporter, export_kwargs, bounded, onnxsim, session, provider, run, warm, multiple, tuple(symbolics))
+        return cls(
+            exporter, export_kwargs, bounded, onnxsim, session, provider, run, warm, multiple, tuple(symbolics), child
+        )
 
     @property
     def export_related(self) -> bool:
-        return bool(self.exporter or self.export_kwargs or self.bounded_dims or self.onnxsim or self.symbolics)
+        return bool(
+            self.exporter
+            or self.export_kwargs
+            or self.bounded_dims
+            or self.onnxsim
+            or self.symbolics
+            or self.export_in_child
+        )
 
     @property
     def runtime_related(self) -> bool:

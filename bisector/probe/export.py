@@ -9,7 +9,8 @@ from __future__ import annotations
 import contextlib
 import io
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +37,8 @@ def export_onnx(
     dynamic: list[dict[int, str]] | None = None,
 ) -> None:
     """One torch.onnx.export of target.module; dynamic: per tensor input, dim -> symbol."""
+    if options.export_in_child:
+        return in_child(lambda: export_onnx(target, args, kwargs, path, replace(options, export_in_child=""), dynamic))
     import torch
 
     exporter = resolve_exporter(options.exporter)
@@ -81,6 +84,40 @@ def export_onnx(
     except Exception as exc:  # noqa: BLE001 - the exporter on the user's model
         message = f"exporting {who(target)} with the {exporter} exporter failed: {one_line(exc)}"
         raise WorkloadError("export", message, user_traceback(exc)) from None
+
+
+def in_child(export: Callable[[], None]) -> None:
+    """Run one export in a forked child process and wait for it (ProbeOptions.export_in_child):
+    the parent keeps nothing the exporter allocates. Fork, not spawn: the model and its inputs are
+    already in memory, and nothing needs pickling. The child's error comes back as the same
+    WorkloadError the export would have raised here."""
+    import multiprocessing
+    import traceback
+
+    reader, writer = multiprocessing.Pipe(duplex=False)
+
+    def run() -> None:
+        try:
+            export()
+            writer.send(None)
+        except WorkloadError as exc:
+            writer.send((exc.where, exc.message, exc.tb))
+        except BaseException as exc:  # noqa: BLE001 - reported to the parent, never lost
+            writer.send(("export", f"export in a child process failed: {one_line(exc)}", traceback.format_exc()))
+
+    child = multiprocessing.get_context("fork").Process(target=run, daemon=True)
+    child.start()
+    writer.close()
+    try:
+        got = reader.recv()
+    except EOFError:
+        got = ("export", "export in a child process died without a result", "")
+    child.join()
+    reader.close()
+    if got is None and child.exitcode == 0:
+        return
+    stage, message, detail = got or ("export", f"export in a child process exited with {child.exitcode}", "")
+    raise WorkloadError(stage, message, detail)
 
 
 def _axes_from_json(axes: Mapping[str, Any]) -> dict[str, Any]:

@@ -154,6 +154,11 @@ class OwnerTracer:
             self.spans.append(("novel", novel[0], novel[-1]))
         self.open: dict[str, tuple[Any, float, int]] = {}
         self.out: dict[str, Any] = {}
+        # Who owns the objects the repeat calls leave alive (probe/objects.py): retention path, else
+        # allocation site. Started before the heap is read, so its own bookkeeping is in both readings.
+        from bisector.probe.objects import ObjectOwners
+
+        self.objects = ObjectOwners(ctx.model, lambda: model_modules(self.classifier), self.classifier)
         self.started = False  # --tracemalloc may have started tracing already: leave it running then
 
     def _heap(self) -> float:
@@ -167,6 +172,8 @@ class OwnerTracer:
             self.started = True
         for phase, first, _ in self.spans:
             if i == first:
+                if phase == "repeat" and self.ctx.model is not None:
+                    self.objects.begin()
                 before = self._heap()
                 snap = tm.take_snapshot()
                 self.open[phase] = (snap, before, int(self._heap() - before))
@@ -184,6 +191,8 @@ class OwnerTracer:
                 diffs = snap1.compare_to(snap0, "traceback")
                 self.out[phase] = summarize(diffs, self.classifier, last - first + 1, heap1 - heap0)
                 del snap0, snap1, diffs
+                if phase == "repeat" and self.ctx.model is not None:
+                    self.out[phase]["objects"] = self.objects.end(last - first + 1)
         if i == len(self.steps) - 1 and self.started:
             tm.stop()
 
@@ -191,12 +200,29 @@ class OwnerTracer:
         return dict(self.out)
 
 
+def model_modules(classifier: Any) -> tuple[list[Any], list[Any]]:
+    """The imported modules of the model's own code, and those of the libraries it is built from."""
+    import sys
+
+    from bisector.owners import LIBRARIES, MODEL
+
+    user, libs = [], []
+    for mod in list(sys.modules.values()):
+        file = getattr(mod, "__file__", None)
+        if not isinstance(file, str):
+            continue
+        group = classifier.group(file)
+        if group == MODEL:
+            user.append(mod)
+        elif group == LIBRARIES:
+            libs.append(mod)
+    return user, libs
+
+
 def retention_tracer(ctx: Context, steps: tuple[Step, ...]) -> Any:
     """A retention probe's tracer (probe/retention.py): the repeat phase after its first pass (per
     call), and the novel phase (per new shape)."""
-    import sys
-
-    from bisector.owners import LIBRARIES, MODEL, Classifier, installed_own
+    from bisector.owners import Classifier, installed_own
     from bisector.probe.retention import RetentionTracer
 
     classifier = Classifier(ctx.owner_roots, installed_own())
@@ -210,17 +236,7 @@ def retention_tracer(ctx: Context, steps: tuple[Step, ...]) -> Any:
         spans.append(("novel", novel[0], novel[-1]))
 
     def modules() -> tuple[list[Any], list[Any]]:
-        user, libs = [], []
-        for mod in list(sys.modules.values()):
-            file = getattr(mod, "__file__", None)
-            if not isinstance(file, str):
-                continue
-            group = classifier.group(file)
-            if group == MODEL:
-                user.append(mod)
-            elif group == LIBRARIES:
-                libs.append(mod)
-        return user, libs
+        return model_modules(classifier)
 
     def dims(first: int, last: int) -> list[int]:
         return sorted({int(v) for s in steps[first : last + 1] for v in s.dims.values()})

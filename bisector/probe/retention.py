@@ -394,8 +394,11 @@ def new_objects(start_ids: set[int] | frozenset[int], skip: set[int]) -> list[An
     return out
 
 
-def walk(new: list[Any], named: Survey, skip: set[int], budget_s: float = TIME_BUDGET_S) -> dict[str, Any]:
+def walk(
+    new: list[Any], named: Survey, skip: set[int], budget_s: float = TIME_BUDGET_S, into: dict[int, str] | None = None
+) -> dict[str, Any]:
     """Which named container holds the new objects: {path: {"objects": n, "bytes": b}}.
+    into: filled with id(top object) -> the path credited with it (probe/objects.py asks per object).
 
     named: a survey taken with its containers kept (the span's end). The walk starts from the new
     objects that no other new object refers to (the tops), matches those a named container refers
@@ -420,6 +423,8 @@ def walk(new: list[Any], named: Survey, skip: set[int], budget_s: float = TIME_B
     found: dict[str, dict[str, Any]] = {}
 
     def credit(top: Any, path: str) -> None:
+        if into is not None:
+            into[id(top)] = path
         row = found.setdefault(path, {"objects": 0, "bytes": 0, "sized": 0})
         row["objects"] += 1
         if row["sized"] < SIZED:  # the rest are taken to weigh as much as those sized

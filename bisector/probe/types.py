@@ -54,6 +54,10 @@ class ProbeOptions:
     # Environment variables the probe sets before the model first runs (a toolchain's own cache
     # turned off, to tell its growth from the model's: lab.py's native twin).
     env: Mapping[str, str] = field(default_factory=dict)
+    # Each torch.onnx.export in a forked child process: what the exporter keeps per export goes
+    # with the child (a workaround for the toolchain's own leaks). The value says what it works
+    # around (the upstream bug, when known); "" is off.
+    export_in_child: str = ""
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -74,6 +78,7 @@ class ProbeOptions:
             **({"retention": True} if self.retention else {}),
             # Only when set: a probe with none keeps the keys (and cached results) it had before.
             **({"env": dict(self.env)} if self.env else {}),
+            **({"export_in_child": self.export_in_child} if self.export_in_child else {}),
         }
 
     @classmethod

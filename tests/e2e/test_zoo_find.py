@@ -60,7 +60,8 @@ def test_sample_verdicts_and_culprits(truth, pool, tmp_path) -> None:
         assert v is not None and (v.floor_bytes_per_call is not None or v.growth_metric != "heap")
         if v.kind == TOOLCHAIN_LEAK:  # shown apart, with the toolchain's own file
             assert v.owners and v.owners["repeat"]["sites"]["toolchain"], v.owners
-    found = sorted((c.region, c.stage, c.kind) for c in report.culprits)
+    # A toolchain-leak's root culprit carries its workarounds (find.py): stated clean, not a culprit.
+    found = sorted((c.region, c.stage, c.kind) for c in report.culprits if c.kind != TOOLCHAIN_LEAK)
     expected = sorted((c["region"], c["stage"], c["kind"]) for c in truth.culprits if c["stage"] in stages)
     assert found == expected
     assert report.complete

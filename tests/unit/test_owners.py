@@ -190,3 +190,64 @@ def test_the_controls_own_native_growth_is_not_the_models() -> None:
     control = {"repeat": {"python_malloc": 3 * KB, "groups": {}, "sites": {}}}
     assert attribute(v, model, "export", control).kind == TOOLCHAIN_LEAK  # 1 KB native: under the floor
     assert attribute(v, model, "export").kind == LEAK  # without the traced control, 8 KB looked native
+
+
+def with_objects(o: dict, per_call: dict, sites: dict) -> dict:
+    o["repeat"]["objects"] = {"new": 2, "per_call": per_call, "sites": sites}
+    return o
+
+
+SCRIPTED_SITE = (
+    "Tensor allocated at torch/onnx/_internal/torchscript_exporter/utils.py:972, held by no Python container"
+)
+
+
+def test_objects_torch_allocated_and_holds_make_a_toolchain_leak_with_its_site() -> None:
+    # pytorch/pytorch#82532: a scripted module's export keeps two cloned parameter wrappers, and
+    # ~32 KB of native state behind them, per export; no Python byte of the model's grows.
+    v = heap_leak(rate=32 * KB)
+    objects = Signal("objects", "repeat", "grows", 2.0, 0.0, 0.0, 1.0, 4)
+    v = Verdict(**{**v.__dict__, "signals": v.signals + (objects,), "objects_per_call": 2.0})
+    o = with_objects(owners(model=0, toolchain=1 * KB, python_malloc=0), {TOOLCHAIN: 2.0}, {TOOLCHAIN: []})
+    o["repeat"]["objects"]["sites"][TOOLCHAIN] = [{"where": SCRIPTED_SITE, "objects": 2.0}]
+    got = attribute(v, o, "export")
+    assert got.kind == TOOLCHAIN_LEAK
+    (reason,) = got.reasons
+    assert "utils.py:972" in reason and "keeps 2 objects" in reason
+    assert "the model's code keeps 0 B and 0 objects/export" in reason and "not your model's code" in reason
+    # Without the object owners, the same native bytes were the model's (the report).
+    assert attribute(heap_leak(rate=32 * KB), owners(model=0, toolchain=1 * KB, python_malloc=0), "export").kind == LEAK
+
+
+def test_objects_the_model_holds_stay_a_leak() -> None:
+    v = heap_leak(rate=32 * KB)
+    objects = Signal("objects", "repeat", "grows", 2.0, 0.0, 0.0, 1.0, 4)
+    v = Verdict(**{**v.__dict__, "signals": v.signals + (objects,)})
+    held = {MODEL: [{"where": "held by net.Net.cache", "objects": 2.0}], TOOLCHAIN: []}
+    o = with_objects(owners(model=0, toolchain=1 * KB, python_malloc=0), {MODEL: 2.0, TOOLCHAIN: 1.0}, held)
+    assert attribute(v, o, "export").kind == LEAK
+
+
+def test_objects_a_single_traced_export_makes_do_not_move_native_growth() -> None:
+    # A dynamo export fills caches of its own (op signatures): new objects in the traced span, but
+    # no object grows per call; 2 MB of native growth stays the model's (native_leak.py).
+    v = heap_leak(rate=2048 * KB)
+    v = Verdict(**{**v.__dict__, "objects_per_call": -0.5})
+    sites = {TOOLCHAIN: [{"where": "OpSignature allocated at torch/onnx/_internal/exporter/_schemas.py:325"}]}
+    o = with_objects(owners(model=0, toolchain=45 * KB, python_malloc=0), {TOOLCHAIN: 2720.0}, sites)
+    assert attribute(v, o, "export").kind == LEAK
+
+
+def test_a_toolchain_leaks_advice_names_the_bug_and_the_workarounds_not_the_models_code() -> None:
+    from bisector.figures import Figures
+    from bisector.find import hint_for
+
+    figures = Figures.of(
+        {"owners": with_objects(owners(0, 1 * KB, 0), {TOOLCHAIN: 2.0}, {TOOLCHAIN: [{"where": SCRIPTED_SITE}]})}
+    )
+    hint = hint_for("export", TOOLCHAIN_LEAK, False, figures, "RecursiveScriptModule")
+    assert "pytorch/pytorch#82532" in hint and "not your model's code" in hint
+    assert "export in a child process" in hint and "eager module" in hint
+    assert "symbolic" not in hint
+    fx = Figures.of({"owners": owners(0, 405 * KB, 401 * KB)})  # torch.fx's growth under torch.export
+    assert "torch/fx/graph.py" in hint_for("export", TOOLCHAIN_LEAK, False, fx, "GPT2Model")
