@@ -382,6 +382,7 @@ def repair_one(
             patch=False,
             unmeasured_is_error=True,
             fail_on=FailOn.parse(o.get("fail_on"), o.get("budget")),
+            toolchain_workarounds=False,
         )
         prepared = prepare(entry.spec, replace(entry_options(entry, jobs), run_dir=str(run_dir)))
         outcome = pipeline.fix(prepared, request, pool=pool, executor=executor)

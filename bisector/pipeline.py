@@ -67,6 +67,10 @@ class FixRequest:
     # model it never measured anything else); otherwise it is "unproven" and the rest is repaired.
     unmeasured_is_error: bool = False
     fail_on: FailOn = FailOn()  # which culprits must be fixed for the run to pass
+    # Workarounds for growth the toolchain keeps (export in a child process, ...) change how the
+    # user's scripts run: `fix` on one model tries them; `repair` over a project only where its
+    # policy counts toolchain-leak (torch.fx keeps ~60 KB per dynamo export of nearly any model).
+    toolchain_workarounds: bool = True
 
 
 @dataclass
@@ -298,6 +302,7 @@ def fix(
             allow_output_changes=request.allow_output_changes,
             only=request.fixers,
             budget=request.fail_on.budget,
+            toolchain=request.toolchain_workarounds or request.fail_on.fails(TOOLCHAIN_LEAK),
         ).run()
     finally:
         lab.close()

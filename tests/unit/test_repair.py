@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -287,3 +288,20 @@ def test_a_windows_latin_1_model_is_read_and_copied_as_python_reads_it(tmp_path:
     edit = SourceEdit(str(model), text, text.replace("KEPT.append(1)\n", "KEPT.clear()\n"), "s")
     copy = shadow_copy(ModelSpec(str(model), "Net"), [edit], tmp_path / "shadow")
     assert Path(copy.path).read_bytes() == model.read_bytes().replace(b"KEPT.append(1)", b"KEPT.clear()")
+
+
+def test_toolchain_workarounds_are_tried_only_when_asked() -> None:
+    """`repair` over a project leaves growth torch keeps alone unless its policy counts it: torch.fx
+    keeps ~60 KB per dynamo export of nearly any model, and a workaround rewrites the export script."""
+    toolchain = replace(CULPRIT, kind="toolchain-leak")
+
+    def run(asked: bool) -> list:
+        fixer = FakeFixer({"fix": 0.0})
+        fixer.kinds = ("toolchain-leak",)
+        r = FakeRepairer(fixer)
+        r.report.culprits[:] = [toolchain]
+        r.toolchain = asked
+        return r.run()
+
+    assert run(asked=False) == []
+    assert [e.summary for e in run(asked=True)] == ["fix"]
