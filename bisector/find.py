@@ -21,7 +21,7 @@ from typing import Any
 
 from bisector.figures import Figures
 from bisector.lab import Interrupted, Lab
-from bisector.measure import stage_summary
+from bisector.measure import log_reasons, stage_summary
 from bisector.owners import LIBRARIES, MODEL, NATIVE, top_site
 from bisector.probe.pool import ProbePool
 from bisector.probe.types import STAGES, ProbeOk
@@ -32,6 +32,7 @@ from bisector.runner import Events, event
 from bisector.search import Finding, Outcome, Search, SearchState
 from bisector.spec import InputPlan, ModelSpec
 from bisector.tree import Tree
+from bisector.units import per
 from bisector.verdict import LEAK, SHAPE_GROWTH
 
 MAX_RETENTION_PROBES = 4  # culprits per stage given a retention probe
@@ -130,7 +131,7 @@ class FindReport:
 
 
 def hint_for(stage: str, kind: str, own_code: bool, figures: Figures, type_name: str) -> str:
-    held = retention_hint(figures.retention or (), "export" if stage == "export" else "call")
+    held = retention_hint(figures.retention or (), per(stage))
     if held and stage != "inference":
         return held
     types = " ".join(figures.top_types or {})
@@ -295,6 +296,7 @@ class Finder:
         def stage_job(stage: str) -> tuple[StageResult, StageSearch]:
             begun = time.perf_counter()
             root = lab.stage(stage)
+            log_reasons(root)
             search = self.run_search(stage, root)
             named = (
                 f"; {len(search.culprits)} culprit{'s' if len(search.culprits) != 1 else ''}" if search.culprits else ""

@@ -52,7 +52,7 @@ from bisector.schedule import Schedule, ScheduleProfile, Step, build_schedule, w
 from bisector.search import Outcome
 from bisector.spec import InputPlan, ModelSpec, library_imports
 from bisector.tree import Tree
-from bisector.units import format_bytes
+from bisector.units import format_bytes, per
 from bisector.verdict import (
     CLEAN,
     HEAP,
@@ -436,7 +436,7 @@ class Lab:
         if not isinstance(got, ProbeOk):
             return verdict
         o = self.options
-        return attribute_shapes(verdict, judge(got.curve, control, o.bands, o.metric, count_phases(stage)))
+        return attribute_shapes(verdict, judge(got.curve, control, o.bands, o.metric, count_phases(stage), per(stage)))
 
     # -- the questions ------------------------------------------------------------------------------------------
 
@@ -483,7 +483,14 @@ class Lab:
             ctrl = fut_control.result()
             probes += 2
             control_curve = ctrl.curve if isinstance(ctrl, ProbeOk) else None
-            verdict = judge(got.curve, control_curve, options.bands, options.metric, count_phases=count_phases(stage))
+            verdict = judge(
+                got.curve,
+                control_curve,
+                options.bands,
+                options.metric,
+                count_phases=count_phases(stage),
+                step=per(stage),
+            )
             if needs_owners(verdict):
                 verdict = self._attribute(
                     verdict, request(False), request(True), stage, twin=twins[0], twin_control=twins[1]
@@ -568,7 +575,12 @@ class Lab:
             control = self._control(stage, scale, root)
             scaled = scale_control(control, k) if control is not None else None
             verdict = judge(
-                result.curve, scaled, self.options.bands, self.options.metric, count_phases=count_phases(stage)
+                result.curve,
+                scaled,
+                self.options.bands,
+                self.options.metric,
+                count_phases=count_phases(stage),
+                step=per(stage),
             )
             if needs_owners(verdict):
                 # The control run as often per step as the regions are (scale_control).
