@@ -703,6 +703,7 @@ def find(spec: Spec, options: Any = None, output: Any = None) -> int:
         else:
             render_find(report, _out_console())
         _said(said, output)
+        _disk_note(state.run_dir, output)
         error = failure_error(report.measure)
         if error is not None:
             raise error
@@ -806,6 +807,7 @@ def fix(
         else:
             _render_fix(outcome, diff, apply, combined_diff_bytes, render_fix)
         _said(said, output)
+        _disk_note(state.run_dir, output)
         return EXIT_BY_STATUS[outcome.status.value]
 
     return _guard(output.debug, body, state)
@@ -860,6 +862,26 @@ def _publish(
 
     said: list[str] = []
     return publish(report, report_dir, bundle_dir, patches, say=said.append), said
+
+
+DISK_NOTE_BYTES = 100 * 1000**2  # a run directory past this is worth a line at the end
+
+
+def _disk_note(run_root: str | None, output: Output) -> None:
+    """One stderr line at the end when the run directory holds more than 100 MB: what it holds and
+    how to free it (issue 25: a user found 2.6 GB only by running `bisector clean`)."""
+    if run_root is None or output.quiet or output.json:
+        return
+    from bisector.clean import entries
+    from bisector.units import format_bytes
+
+    held = sum(e.size for e in entries(Path(run_root), None))
+    if held > DISK_NOTE_BYTES:
+        _err_console().print(
+            f"disk: {run_root} holds {format_bytes(held)} (`bisector clean` lists it, `--remove` frees it)",
+            markup=False,
+            highlight=False,
+        )
 
 
 def _said(lines: list[str], output: Output | None = None) -> None:
@@ -1130,6 +1152,13 @@ MaxSizeOpt = Annotated[
     Optional[str], typer.Option("--max-size", help="Oldest first, until the rest fits in SIZE (e.g. 2GB).")
 ]
 BackupsOpt = Annotated[bool, typer.Option("--backups", help="Also the backups --apply made (never otherwise).")]
+KeepControlsOpt = Annotated[
+    bool,
+    typer.Option(
+        "--keep-controls",
+        help="Keep the global control cache (shared by every project; re-measuring it costs a probe per stage).",
+    ),
+]
 
 
 @app.command("clean")
@@ -1139,6 +1168,7 @@ def clean_command(
     keep_days: KeepDaysOpt = None,
     max_size: MaxSizeOpt = None,
     backups: BackupsOpt = False,
+    keep_controls: KeepControlsOpt = False,
     json_out: JsonOpt = False,
     debug: DebugOpt = False,
 ) -> int:
@@ -1159,7 +1189,16 @@ def clean_command(
         cap = parse_size(max_size, "--max-size") if max_size is not None else None
         now = time.time()
         root = Path(run_dir) if run_dir else Path.cwd() / RUN_DIR
-        outcomes = clean(root, default_cache_dir(), keep_days, cap, backups=backups, delete=remove, now=now)
+        outcomes = clean(
+            root,
+            default_cache_dir(),
+            keep_days,
+            cap,
+            backups=backups,
+            delete=remove,
+            now=now,
+            controls=not keep_controls,
+        )
         if json_out:
             rows = [o.to_json(now) for o in outcomes]
             sys.stdout.write(json.dumps({"entries": rows, "removed": remove}, indent=2) + "\n")

@@ -362,6 +362,9 @@ def find(
 ) -> FindReport:
     lab = Lab(model, plan, options, events, run_dir, pool=pool)
     try:
-        return Finder(lab).find()
+        report = Finder(lab).find()
+        if report.complete and not lab.interrupted.is_set():
+            lab.release_captures()  # the regions' inputs are needed no more: a re-run records them again
+        return report
     finally:
         lab.close()

@@ -31,7 +31,7 @@ from typing import Any
 from bisector import marks
 from bisector.caches import ControlCache, ResultCache, default_cache_dir
 from bisector.capture import capture_schedule, distinct_dims, missing
-from bisector.clean import evict_captures
+from bisector.clean import claim_capture, evict_captures, release_capture
 from bisector.curve import MemoryCurve, Sample
 from bisector.errors import UserError
 from bisector.kinds import Kind
@@ -295,6 +295,12 @@ class Lab:
         if self.pool is not None:
             self.pool.close()
 
+    def release_captures(self) -> bool:
+        """The run is over and complete: its recorded inputs go (a run stopped half way keeps
+        them to resume). Kept while another live process claims them. True when removed."""
+        with self._capture_lock:
+            return release_capture(self.capture_dir)
+
     def close(self) -> None:
         for d in list(self._derived.values()):
             d.close()
@@ -327,6 +333,10 @@ class Lab:
                     pool=self.pool,
                     executor=getattr(self.runner, "executor", None),
                 )
+                # The regions' inputs are recorded once per run, not once per candidate: a fix
+                # edits what a region does with its inputs, not what its callers pass it (a
+                # candidate's copy of the source would otherwise record its own, GBs for a CNN).
+                lab.capture_dir, lab._capture_lock = self.capture_dir, self._capture_lock
                 self._derived[key] = lab
             return lab
 
@@ -352,6 +362,7 @@ class Lab:
         if self.capture_dir is None:
             raise UserError("this lab keeps no run directory, so it cannot record the regions' inputs")
         with self._capture_lock:
+            claim_capture(self.capture_dir)  # in use until release_captures: no other run evicts it
             tree_file = self.capture_dir / "tree.json"
             todo = missing(self.capture_dir, distinct_dims(schedules))
             known = json.loads(tree_file.read_text()) if tree_file.exists() else None

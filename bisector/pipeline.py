@@ -299,6 +299,8 @@ def fix(
             only=request.fixers,
             budget=request.fail_on.budget,
         ).run()
+        if not lab.interrupted.is_set():
+            lab.release_captures()  # every candidate is measured: the regions' inputs are needed no more
     finally:
         lab.close()
     outcome = _patch_and_apply(prepared, given, request, progress, found, report, root, stopped)
