@@ -194,9 +194,9 @@ def stage_chart(
         repeat = [(x, y) for x, y in zip(xs, ys) if phases[x] == "repeat"]
         line = repeat_line(repeat, (stated or {}).get(metric), is_bytes, per)
         if line is not None:
-            slope, icpt, label = line
+            slope, icpt, fit_label = line
             x0, x1 = repeat[0][0], repeat[-1][0]
-            ax.plot([x0, x1], [icpt + slope * x0, icpt + slope * x1], color="black", lw=1.0, ls=":", label=label)
+            ax.plot([x0, x1], [icpt + slope * x0, icpt + slope * x1], color="black", lw=1.0, ls=":", label=fit_label)
             # The floor (heap) or the noise band (RSS, GPU): what growth had to clear to count.
             y0 = icpt + slope * x0
             if metric == "heap" and floor_per_call:
