@@ -8,9 +8,10 @@ with the files --apply replaced). Each run, capture and backup is one entry, so 
 oldest first. Backups are the user's safety net: only removed when asked for by name.
 
 Captures grow fastest (one find on a 3-module conv with H up to 256 recorded 187 MB), so a run
-keeps its capture only while it needs it: a run claims it (a `.in-use-<pid>` file in it) and
-removes it when it ends, unless another live process claims it too (release_capture); a run
-stopped half way keeps it, to resume. After each one is written, the others are evicted oldest
+keeps its recorded inputs only while it needs them: a run claims the capture (a `.in-use-<pid>`
+file in it) and removes the inputs when it ends, keeping only the module tree (a few KB), unless
+another live process claims it too (release_capture); a run stopped half way keeps them, to
+resume. After each one is written, the others are evicted oldest
 first past a cap (1 GB by default; BISECTOR_CAPTURE_CAP or [tool.bisector] capture_cap), sparing
 only those another live process claims (and, for captures with no claim, those written in the
 last hour). Evicting one a run still needs costs a re-recording, not a wrong result: a run records
@@ -311,9 +312,13 @@ def claimed_by_others(folder: Path) -> bool | None:
     return any(c.isdigit() and int(c) != os.getpid() and _alive(int(c)) for c in claims)
 
 
+KEPT_FILE = "tree.json"  # the module tree: a few KB, and a re-run needs it before any probe
+
+
 def release_capture(folder: Path | None) -> bool:
-    """The run that claimed the capture is done with it: remove it, unless another live process
-    still claims it (then only this process's claim goes). True when the folder was removed."""
+    """The run that claimed the capture is done with it: remove the recorded inputs (all but the
+    module tree), unless another live process still claims it (then only this process's claim
+    goes). True when the inputs were removed."""
     if folder is None or not folder.is_dir() or folder.parent.name != "captures":
         return False
     if not owned(folder.parent.parent, RUN_DIR) or not _ours(CAPTURE, folder):
@@ -324,7 +329,15 @@ def release_capture(folder: Path | None) -> bool:
         pass
     if claimed_by_others(folder):
         return False
-    return not remove([_entry(CAPTURE, folder)])
+    try:
+        for f in folder.iterdir():
+            if f.name != KEPT_FILE and f.is_file() and not f.is_symlink():
+                f.unlink()
+            elif f.name != KEPT_FILE and real_dir(f):
+                shutil.rmtree(f)
+    except OSError:
+        return False
+    return True
 
 
 def evict_captures(

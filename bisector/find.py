@@ -217,7 +217,12 @@ class Finder:
             state.complete = True
             lab.ensure_captured([])
             return self._stage_search(stage, root, state)
-        lab.ensure_captured([lab.schedule(stage, per_call_only=stage == "export" and root.kind == LEAK)])
+        # The inputs are recorded with the tree on a first run; a re-run records them only for
+        # probes whose results are not kept (Lab.regions).
+        first = lab.capture_dir is not None and not (lab.capture_dir / "tree.json").exists()
+        lab.ensure_captured(
+            [lab.schedule(stage, per_call_only=stage == "export" and root.kind == LEAK)] if first else []
+        )
 
         def oracle(regions: tuple[str, ...]) -> Outcome:
             return lab.regions(stage, regions, root)

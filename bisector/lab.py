@@ -400,6 +400,14 @@ class Lab:
                 os.replace(tmp, tree_file)
             evict_captures(self.capture_dir, self.model.path)  # past the cap, the oldest other captures go
 
+    def _inputs_for(self, request: ProbeRequest, extra_key: str = "") -> None:
+        """Record the inputs a region probe replays, unless its result is kept from an earlier run
+        (then the probe does not run, and a released capture need not be recorded again)."""
+        results = getattr(self.runner, "results", None)
+        if results is not None and results.get(request, extra_key) is not None:
+            return
+        self.ensure_captured([request.schedule])
+
     # -- the retry policy ----------------------------------------------------------------------------------
 
     def _retrying(
@@ -547,7 +555,11 @@ class Lab:
         if self.interrupted.is_set():
             raise Interrupted()
         per_call_only = stage == "export" and root.kind == LEAK  # exports are the costly probes
-        self.ensure_captured([self.schedule(stage, per_call_only=per_call_only)])
+        # A first run records the tree and every shape's inputs in one probe; a re-run knows the
+        # tree (kept when the inputs go, see clean.release_capture) and records inputs only for a
+        # probe whose result is not kept already (_inputs_for): a finished search re-run runs none.
+        first = self.capture_dir is not None and not (self.capture_dir / "tree.json").exists()
+        self.ensure_captured([self.schedule(stage, per_call_only=per_call_only)] if first else [])
         assert self.tree is not None
         absent = [r for r in regions if r not in self.tree.regions]
         if absent:
@@ -562,8 +574,6 @@ class Lab:
 
         def attempt(n: int, scale: int) -> _Attempt:
             schedule = self.schedule(stage, scale, per_call_only)
-            if scale > 1:  # scale 1's shapes were recorded above
-                self.ensure_captured([schedule])
             label = f"{stage} {', '.join(r or '<root>' for r in regions)}" + (f" x{scale}" if scale > 1 else "")
             request = ProbeRequest(
                 self.model,
@@ -575,6 +585,7 @@ class Lab:
                 capture=str(self.capture_dir),
                 label=label,
             )
+            self._inputs_for(request, weights)
             result = self.runner.submit(request, extra_key=weights).result()
             if self.interrupted.is_set():
                 raise Interrupted()
@@ -596,7 +607,7 @@ class Lab:
             if needs_owners(verdict):
                 # The control run as often per step as the regions are (scale_control).
                 twin_control = request.with_(control=True, regions=("",), capture=None, label=f"{stage} control")
-                self.ensure_captured([traced(request, stage).schedule])
+                self._inputs_for(traced(request, stage), weights)
                 verdict = self._attribute(verdict, request, twin_control, stage, k, extra_key=weights)
             return _Attempt(outcome_of(verdict, result.curve, scaled), verdict)
 
@@ -624,7 +635,6 @@ class Lab:
         """A retention probe of one region on its recorded inputs (probe/retention.py): what holds
         the objects its calls leave behind. A future of the probe's result."""
         schedule = retention_schedule(self.schedule(stage))
-        self.ensure_captured([schedule])
         request = ProbeRequest(
             self.model,
             self.plan,
@@ -635,6 +645,7 @@ class Lab:
             capture=str(self.capture_dir),
             label=f"{stage} {region or '<root>'} retention",
         )
+        self._inputs_for(request)
         return self.runner.submit(request)
 
     def outputs_against(

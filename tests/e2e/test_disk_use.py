@@ -40,7 +40,7 @@ def test_find_and_fix_of_a_cnn_write_under_200_mb_and_leave_no_capture(tmp_path:
     try:
         found = run_cli("find", CNN, "--stage", "eager", "--run-dir", str(run), "-q", cwd=tmp_path)
         assert found.returncode == 1 and found.stdout.startswith("verdict: shape-growth"), found.stderr
-        assert not any((run / "captures").iterdir())  # the find is complete: its capture went
+        assert _size(run / "captures") < 100_000  # the find is complete: its inputs went, the tree stays
         fixed = run_cli("fix", CNN, "--stage", "eager", "--run-dir", str(run), cwd=tmp_path)
         assert fixed.returncode == 0, fixed.stderr
         assert "kept" in fixed.stdout
@@ -50,5 +50,5 @@ def test_find_and_fix_of_a_cnn_write_under_200_mb_and_leave_no_capture(tmp_path:
     assert peak[0] < 200 * 1000**2, peak[0]
     # One capture for the model's shapes, shared by every candidate (each used to record its own).
     assert len(captures_seen) == 1, captures_seen
-    assert not any((run / "captures").iterdir())
+    assert _size(run / "captures") < 100_000
     assert _size(run) < 5 * 1000**2  # what stays: the probe results, to resume

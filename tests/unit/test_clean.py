@@ -246,12 +246,14 @@ def _dead_pid() -> int:
 
 
 def test_a_capture_goes_when_its_run_is_done_unless_another_live_run_claims_it(tmp_path: Path) -> None:
-    """Issue 25: captures are kept only while needed. The run that claimed one removes it at its
-    end; a capture another live process also claims stays (only this process's claim goes)."""
+    """Issue 25: captures are kept only while needed. The run that claimed one removes its inputs
+    at its end (the module tree stays: a re-run needs it before any probe); a capture another live
+    process also claims stays (only this process's claim goes)."""
     mark(tmp_path, RUN_DIR)
     mine = _put(tmp_path / "captures" / _cap("mine"), 500, 0)
+    (mine / "tree.json").write_text("{}")
     claim_capture(mine)
-    assert release_capture(mine) and not mine.exists()
+    assert release_capture(mine) and [p.name for p in mine.iterdir()] == ["tree.json"]  # the inputs went
     shared = _put(tmp_path / "captures" / _cap("shared"), 500, 0)
     claim_capture(shared)
     (shared / f".in-use-{os.getppid()}").touch()  # the test runner's parent: alive
