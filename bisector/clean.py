@@ -7,10 +7,15 @@ results, captures/ with recorded region inputs, repair/ with repair's default ou
 with the files --apply replaced). Each run, capture and backup is one entry, so caps remove them
 oldest first. Backups are the user's safety net: only removed when asked for by name.
 
-Captures grow fastest (one find on a 3-module conv with H up to 256 recorded 187 MB), so after
-each one is written, the others are evicted oldest first past a cap (1 GB by default;
-BISECTOR_CAPTURE_CAP or [tool.bisector] capture_cap). Evicting one a run still needs costs a
-re-recording, not a wrong result: a run records any shape whose file is missing.
+Captures grow fastest (one find on a 3-module conv with H up to 256 recorded 187 MB), so a run
+keeps its recorded inputs only while it needs them: a run claims the capture (a `.in-use-<pid>`
+file in it) and removes the inputs when it ends, keeping only the module tree (a few KB), unless
+another live process claims it too (release_capture); a run stopped half way keeps them, to
+resume. After each one is written, the others are evicted oldest
+first past a cap (1 GB by default; BISECTOR_CAPTURE_CAP or [tool.bisector] capture_cap), sparing
+only those another live process claims (and, for captures with no claim, those written in the
+last hour). Evicting one a run still needs costs a re-recording, not a wrong result: a run records
+any shape whose file is missing.
 """
 
 from __future__ import annotations
@@ -173,11 +178,17 @@ def select(
     max_size: int | None = None,
     backups: bool = False,
     now: float | None = None,
+    controls: bool = True,
 ) -> list[Entry]:
     """What to remove: without a cap everything; with --keep-days what changed longer ago; with
-    --max-size the oldest until the rest fits. Backups only when asked for."""
+    --max-size the oldest until the rest fits. Backups only when asked for; the control cache
+    (shared by every project) unless kept (controls=False)."""
     now = time.time() if now is None else now
-    candidates = [e for e in found if e.kind != FOREIGN and (backups or e.kind != BACKUP)]
+    candidates = [
+        e
+        for e in found
+        if e.kind != FOREIGN and (backups or e.kind != BACKUP) and (controls or e.kind != CONTROL_CACHE)
+    ]
     if keep_days is None and max_size is None:
         return list(candidates)
     chosen = [e for e in candidates if keep_days is not None and e.age_days(now) > keep_days]
@@ -241,10 +252,12 @@ def clean(
     backups: bool = False,
     delete: bool = False,
     now: float | None = None,
+    controls: bool = True,
 ) -> list[Outcome]:
-    """List every entry, mark what the caps choose, and delete those when asked."""
+    """List every entry, mark what the caps choose, and delete those when asked (the control
+    cache only with controls)."""
     found = entries(run_dir, cache_dir)
-    chosen = set(select(found, keep_days, max_size, backups, now))
+    chosen = set(select(found, keep_days, max_size, backups, now, controls))
     failed = dict(remove(e for e in found if e in chosen)) if delete else {}
     return [Outcome(e, e in chosen, delete and e in chosen and e not in failed, failed.get(e, "")) for e in found]
 
@@ -268,12 +281,72 @@ def capture_cap(model_path: str | None = None) -> int:
         return DEFAULT_CAPTURE_CAP
 
 
+_CLAIM = ".in-use-"
+
+
+def claim_capture(folder: Path) -> None:
+    """Say that this process uses the capture folder (until release_capture)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / f"{_CLAIM}{os.getpid()}").touch()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True  # someone else's process: alive
+    return True
+
+
+def claimed_by_others(folder: Path) -> bool | None:
+    """Whether another live process claims the capture; None when nothing ever claimed it (a
+    capture from before claims: only its age can say)."""
+    try:
+        claims = [p.name[len(_CLAIM) :] for p in folder.iterdir() if p.name.startswith(_CLAIM)]
+    except OSError:
+        return None
+    if not claims:
+        return None
+    return any(c.isdigit() and int(c) != os.getpid() and _alive(int(c)) for c in claims)
+
+
+KEPT_FILE = "tree.json"  # the module tree: a few KB, and a re-run needs it before any probe
+
+
+def release_capture(folder: Path | None) -> bool:
+    """The run that claimed the capture is done with it: remove the recorded inputs (all but the
+    module tree), unless another live process still claims it (then only this process's claim
+    goes). True when the inputs were removed."""
+    if folder is None or not folder.is_dir() or folder.parent.name != "captures":
+        return False
+    if not owned(folder.parent.parent, RUN_DIR) or not _ours(CAPTURE, folder):
+        return False  # a folder bisector cannot prove it wrote is never removed
+    try:
+        (folder / f"{_CLAIM}{os.getpid()}").unlink()
+    except OSError:
+        pass
+    if claimed_by_others(folder):
+        return False
+    try:
+        for f in folder.iterdir():
+            if f.name != KEPT_FILE and f.is_file() and not f.is_symlink():
+                f.unlink()
+            elif f.name != KEPT_FILE and real_dir(f):
+                shutil.rmtree(f)
+    except OSError:
+        return False
+    return True
+
+
 def evict_captures(
     in_use: Path, model_path: str | None = None, cap: int | None = None, now: float | None = None
 ) -> list[Entry]:
     """After a capture is written: remove other captures beside it, oldest first, until all of them
     fit under the cap (capture_cap for the model, unless given). Never the one in use, nor one
-    written in the last hour (another run's, maybe). Returns what was removed."""
+    another live process claims, nor an unclaimed one written in the last hour (another run's from
+    before claims, maybe): so the cap holds within a run. Returns what was removed."""
     in_use = Path(in_use)
     root = in_use.parent.parent
     if in_use.parent.name != "captures" or not owned(root, RUN_DIR):
@@ -292,7 +365,8 @@ def evict_captures(
     for e in sorted(captures, key=lambda e: e.mtime):
         if total <= cap:
             break
-        if e.path == in_use or now - e.mtime < RECENT_S:
+        others = claimed_by_others(e.path)
+        if e.path == in_use or others or (others is None and now - e.mtime < RECENT_S):
             continue
         if not remove([e]):
             removed.append(e)

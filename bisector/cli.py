@@ -284,7 +284,7 @@ def _prepared(spec: str, options: Any, output: Output) -> tuple[Any, Any]:
     from bisector.runtime_check import stages_problem
 
     prepared = prepare(spec, options)
-    if prepared.inferred is not None:
+    if prepared.inferred is not None and not output.quiet:
         _err_console().print(prepared.inferred.describe(), markup=False)
     problem = stages_problem(prepared.options.stages)
     if problem:
@@ -320,8 +320,9 @@ def _indent(text: str) -> str:
 
 
 def _logging(verbose: int, quiet: bool) -> None:
-    """bisector's log to stderr: warnings by default, -v info (stages, crashed probes' stderr in
-    full), -vv debug (every probe), -q errors only."""
+    """bisector's log to stderr: warnings by default, -v info (each stage's reasons, each probe's
+    outcome, a crashed probe's stderr in full), -vv debug (probes reused, probe servers), -q errors
+    only."""
     import logging
 
     level = logging.ERROR if quiet else (logging.WARNING, logging.INFO, logging.DEBUG)[min(verbose, 2)]
@@ -490,11 +491,15 @@ VerboseOpt = Annotated[
         "--verbose",
         "-v",
         count=True,
-        help="More on stderr: -v logs each stage and a crashed probe's stderr in full, -vv every probe.",
+        help=(
+            "More on stderr: -v each stage's reasons and each probe's outcome (a crashed probe's stderr in full), "
+            "-vv debug."
+        ),
     ),
 ]
 QuietOpt = Annotated[
-    bool, typer.Option("--quiet", "-q", help="Nothing on stderr but errors (no progress, no stage lines).")
+    bool,
+    typer.Option("--quiet", "-q", help="The verdict line and errors only (no progress, no stage lines, no report)."),
 ]
 
 SHARED: dict[str, tuple[Any, Any]] = {
@@ -643,7 +648,7 @@ def measure(spec: Spec, options: Any = None, output: Any = None) -> int:
         from bisector.failures import failure_error
         from bisector.measure import measure as run_measure
         from bisector.pipeline import measured_status
-        from bisector.report import render_measure
+        from bisector.report import measure_verdict_line, render_measure
 
         _check_outputs(options, output, keeps_run=False)
         prepared, fail_on = _prepared(spec, options, output)
@@ -654,9 +659,11 @@ def measure(spec: Spec, options: Any = None, output: Any = None) -> int:
         extra, said = _publish(report, output.report_dir, output.bundle_dir)
         if output.json:
             _emit(_with_inferred({**report.to_json(), **extra}, prepared), "measure")
+        elif output.quiet:
+            _out_console().print(measure_verdict_line(report))
         else:
             render_measure(report, _out_console())
-        _said(said)
+        _said(said, output)
         error = failure_error(report)
         if error is not None:
             raise error
@@ -681,7 +688,7 @@ def find(spec: Spec, options: Any = None, output: Any = None) -> int:
         from bisector.failures import failure_error
         from bisector.find import find as run_find
         from bisector.pipeline import find_status
-        from bisector.report import render_find
+        from bisector.report import find_verdict_line, render_find
 
         _check_outputs(options, output, keeps_run=True)
         prepared, fail_on = _prepared(spec, options, output)
@@ -691,9 +698,12 @@ def find(spec: Spec, options: Any = None, output: Any = None) -> int:
         extra, said = _publish(report, output.report_dir, output.bundle_dir)
         if output.json:
             _emit(_with_inferred({**report.to_json(), **extra}, prepared), "find")
+        elif output.quiet:
+            _out_console().print(find_verdict_line(report))
         else:
             render_find(report, _out_console())
-        _said(said)
+        _said(said, output)
+        _disk_note(state.run_dir, output)
         error = failure_error(report.measure)
         if error is not None:
             raise error
@@ -757,7 +767,7 @@ def fix(
     def body() -> int:
         from bisector import pipeline
         from bisector.patching.diff import combined_diff_bytes
-        from bisector.report import render_find, render_fix
+        from bisector.report import fix_verdict_line, render_find, render_fix
 
         request = pipeline.FixRequest(
             fixers=tuple(fixer or ()),
@@ -773,7 +783,7 @@ def fix(
         request = replace(request, fail_on=fail_on)
 
         def show_found(found: Any) -> None:
-            if not output.json:
+            if not output.json and not output.quiet:
                 # The find report is ready long before the fixes are measured: show it now.
                 render_find(found, _out_console())
                 sys.stdout.flush()
@@ -792,9 +802,12 @@ def fix(
         data.update(extra)
         if output.json:
             _emit(_with_inferred(data, prepared), "fix")
+        elif output.quiet and not diff:
+            _out_console().print(fix_verdict_line(outcome.report))
         else:
             _render_fix(outcome, diff, apply, combined_diff_bytes, render_fix)
-        _said(said)
+        _said(said, output)
+        _disk_note(state.run_dir, output)
         return EXIT_BY_STATUS[outcome.status.value]
 
     return _guard(output.debug, body, state)
@@ -851,7 +864,29 @@ def _publish(
     return publish(report, report_dir, bundle_dir, patches, say=said.append), said
 
 
-def _said(lines: list[str]) -> None:
+DISK_NOTE_BYTES = 100 * 1000**2  # a run directory past this is worth a line at the end
+
+
+def _disk_note(run_root: str | None, output: Output) -> None:
+    """One stderr line at the end when the run directory holds more than 100 MB: what it holds and
+    how to free it (issue 25: a user found 2.6 GB only by running `bisector clean`)."""
+    if run_root is None or output.quiet or output.json:
+        return
+    from bisector.clean import entries
+    from bisector.units import format_bytes
+
+    held = sum(e.size for e in entries(Path(run_root), None))
+    if held > DISK_NOTE_BYTES:
+        _err_console().print(
+            f"disk: {run_root} holds {format_bytes(held)} (`bisector clean` lists it, `--remove` frees it)",
+            markup=False,
+            highlight=False,
+        )
+
+
+def _said(lines: list[str], output: Output | None = None) -> None:
+    if output is not None and output.quiet:
+        return  # -q: the verdict line and errors only
     err = _err_console()
     for line in lines:
         err.print(line, markup=False, highlight=False)
@@ -1117,6 +1152,13 @@ MaxSizeOpt = Annotated[
     Optional[str], typer.Option("--max-size", help="Oldest first, until the rest fits in SIZE (e.g. 2GB).")
 ]
 BackupsOpt = Annotated[bool, typer.Option("--backups", help="Also the backups --apply made (never otherwise).")]
+KeepControlsOpt = Annotated[
+    bool,
+    typer.Option(
+        "--keep-controls",
+        help="Keep the global control cache (shared by every project; re-measuring it costs a probe per stage).",
+    ),
+]
 
 
 @app.command("clean")
@@ -1126,6 +1168,7 @@ def clean_command(
     keep_days: KeepDaysOpt = None,
     max_size: MaxSizeOpt = None,
     backups: BackupsOpt = False,
+    keep_controls: KeepControlsOpt = False,
     json_out: JsonOpt = False,
     debug: DebugOpt = False,
 ) -> int:
@@ -1146,7 +1189,16 @@ def clean_command(
         cap = parse_size(max_size, "--max-size") if max_size is not None else None
         now = time.time()
         root = Path(run_dir) if run_dir else Path.cwd() / RUN_DIR
-        outcomes = clean(root, default_cache_dir(), keep_days, cap, backups=backups, delete=remove, now=now)
+        outcomes = clean(
+            root,
+            default_cache_dir(),
+            keep_days,
+            cap,
+            backups=backups,
+            delete=remove,
+            now=now,
+            controls=not keep_controls,
+        )
         if json_out:
             rows = [o.to_json(now) for o in outcomes]
             sys.stdout.write(json.dumps({"entries": rows, "removed": remove}, indent=2) + "\n")

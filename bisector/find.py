@@ -22,7 +22,7 @@ from typing import Any
 from bisector.figures import Figures
 from bisector.fixers._upstream import known_bug
 from bisector.lab import Interrupted, Lab
-from bisector.measure import stage_summary
+from bisector.measure import log_reasons, stage_summary
 from bisector.owners import LIBRARIES, MODEL, NATIVE, top_site
 from bisector.probe.pool import ProbePool
 from bisector.probe.types import STAGES, ProbeOk
@@ -33,6 +33,7 @@ from bisector.runner import Events, event
 from bisector.search import Finding, Outcome, Search, SearchState
 from bisector.spec import InputPlan, ModelSpec
 from bisector.tree import Tree
+from bisector.units import per
 from bisector.verdict import LEAK, SHAPE_GROWTH, TOOLCHAIN_LEAK
 
 MAX_RETENTION_PROBES = 4  # culprits per stage given a retention probe
@@ -144,7 +145,7 @@ def toolchain_hint(stage: str, figures: Figures, type_name: str) -> str:
 def hint_for(stage: str, kind: str, own_code: bool, figures: Figures, type_name: str) -> str:
     if kind == TOOLCHAIN_LEAK:
         return toolchain_hint(stage, figures, type_name)
-    held = retention_hint(figures.retention or (), "export" if stage == "export" else "call")
+    held = retention_hint(figures.retention or (), per(stage))
     if held and stage != "inference":
         return held
     types = " ".join(figures.top_types or {})
@@ -240,7 +241,12 @@ class Finder:
             state.complete = True
             lab.ensure_captured([])
             return self._stage_search(stage, root, state)
-        lab.ensure_captured([lab.schedule(stage, per_call_only=stage == "export" and root.kind == LEAK)])
+        # The inputs are recorded with the tree on a first run; a re-run records them only for
+        # probes whose results are not kept (Lab.regions).
+        first = lab.capture_dir is not None and not (lab.capture_dir / "tree.json").exists()
+        lab.ensure_captured(
+            [lab.schedule(stage, per_call_only=stage == "export" and root.kind == LEAK)] if first else []
+        )
 
         def oracle(regions: tuple[str, ...]) -> Outcome:
             return lab.regions(stage, regions, root)
@@ -319,6 +325,7 @@ class Finder:
         def stage_job(stage: str) -> tuple[StageResult, StageSearch]:
             begun = time.perf_counter()
             root = lab.stage(stage)
+            log_reasons(root)
             search = self.run_search(stage, root)
             named = (
                 f"; {len(search.culprits)} culprit{'s' if len(search.culprits) != 1 else ''}" if search.culprits else ""
@@ -384,6 +391,9 @@ def find(
 ) -> FindReport:
     lab = Lab(model, plan, options, events, run_dir, pool=pool)
     try:
-        return Finder(lab).find()
+        report = Finder(lab).find()
+        if report.complete and not lab.interrupted.is_set():
+            lab.release_captures()  # the regions' inputs are needed no more: a re-run records them again
+        return report
     finally:
         lab.close()

@@ -28,11 +28,11 @@ from bisector.contract import stamp
 from bisector.errors import UserError
 from bisector.kinds import Kind
 from bisector.plots import stage_chart
-from bisector.units import format_bytes
+from bisector.units import PER_STAGE, format_bytes, probes_text, staged_unit
 
 DOCUMENT = "report.json"
 PAGE = "index.html"
-PER = {"eager": "call", "export": "export", "inference": "run"}
+PER = PER_STAGE
 STAGE_ORDER = ("eager", "export", "inference")
 
 
@@ -131,6 +131,19 @@ def _href(path: str) -> str:
     return html.escape(path, quote=True)
 
 
+def stated_growth(figures: Mapping[str, Any]) -> dict[str, float]:
+    """Per metric, the growth per step a leak's text gives (the verdict's figures): the chart's
+    line is drawn with it. Shape-growth is stated per new shape, which no repeat line shows."""
+    if figures.get("verdict", figures.get("kind")) not in (Kind.LEAK, Kind.TOOLCHAIN_LEAK):
+        return {}
+    out: dict[str, float] = {}
+    if figures.get("growth_bytes_per_call") is not None:
+        out[str(figures.get("growth_metric") or "rss")] = float(figures["growth_bytes_per_call"])
+    if figures.get("objects_per_call") is not None:
+        out["objects"] = float(figures["objects_per_call"])
+    return out
+
+
 def write_report(doc: Mapping[str, Any], out: str | Path) -> Path:
     """Write report.json, the charts as PNGs (charts/) and index.html into out; returns the page."""
 
@@ -151,6 +164,8 @@ def write_report(doc: Mapping[str, Any], out: str | Path) -> Path:
             floor_per_call=r.get("floor_bytes_per_call"),
             noise_band=bands.get("rss"),
             decided_by=r.get("decided_by"),
+            per=PER.get(stage, "call"),
+            stated=stated_growth(r),
         )
     for key, curves in (doc.get("culprit_curves") or {}).items():
         if curves.get("samples"):
@@ -163,6 +178,8 @@ def write_report(doc: Mapping[str, Any], out: str | Path) -> Path:
                 verdict=c.get("kind", ""),
                 floor_per_call=c.get("floor_bytes_per_call"),
                 noise_band=bands.get("rss"),
+                per=PER.get(stage, "call"),
+                stated=stated_growth(c),
             )
     for i, fc in enumerate(doc.get("fix_curves") or []):
         after = fc.get("after") or {}
@@ -175,6 +192,7 @@ def write_report(doc: Mapping[str, Any], out: str | Path) -> Path:
                 verdict=fix.get("after_kind", ""),
                 noise_band=bands.get("rss"),
                 width=7.0,
+                per=PER.get(fix.get("stage", ""), "call"),
             )
     for name, png in charts.items():
         (out / "charts" / f"{name}.png").write_bytes(png)
@@ -417,12 +435,15 @@ def _tree(doc: Mapping[str, Any]) -> str:
     regions = {r["path"]: r for r in doc.get("tree") or []}
     if not regions:
         return ""
-    culprits = {c["region"]: c for c in doc.get("culprits") or []}
-    tested: dict[str, str] = {}
-    for s in (doc.get("search") or {}).values():
+    # A region can be a culprit in more than one stage (eager and export): each is shown.
+    culprits: dict[str, list[Mapping[str, Any]]] = {}
+    for c in doc.get("culprits") or []:
+        culprits.setdefault(c["region"], []).append(c)
+    tested: dict[str, list[str]] = {}
+    for stage, s in (doc.get("search") or {}).items():
         for t in s.get("tested") or []:
             if len(t["regions"]) == 1:
-                tested[t["regions"][0]] = t["kind"]
+                tested.setdefault(t["regions"][0], []).append(f"{t['kind']} ({stage})")
     # Show the paths to the culprits in full and the rest of the tree to depth 2, so a large
     # model stays readable and the culprits stand out.
     keep = {""}
@@ -434,14 +455,12 @@ def _tree(doc: Mapping[str, Any]) -> str:
         r = regions.get(path, {"type": "", "children": []})
         t = r.get("type", "").rsplit(".", 1)[-1]
         label = html.escape(path or "<root>")
-        c = culprits.get(path)
-        if c is not None:
-            text = (
-                f"<span class='culprit'>{label} {html.escape(t)} — {html.escape(c['kind'])} "
-                f"({html.escape(c['stage'])}) ← culprit</span>"
-            )
+        found = culprits.get(path)
+        if found:
+            kinds = ", ".join(f"{c['kind']} ({c['stage']})" for c in found)
+            text = f"<span class='culprit'>{label} {html.escape(t)} — {html.escape(kinds)} ← culprit</span>"
         else:
-            k = tested.get(path)
+            k = ", ".join(tested.get(path) or ())
             text = f"{label} <span class='muted'>{html.escape(t)}{' · ' + html.escape(k) if k else ''}</span>"
         kids = [k for k in r.get("children", []) if k in regions]
         shown = [k for k in kids if k in keep or depth < 2]
@@ -561,7 +580,8 @@ def _fixes(doc: Mapping[str, Any], charts: Mapping[str, bytes]) -> str:
         out.append(
             f"<div class='card {'clean' if f.get('kept') else 'leak'} fix'>"
             f"<h3>{mark} {html.escape(f['fixer'])}: {html.escape(f.get('summary') or '')}</h3>"
-            f"<p>{html.escape(f['region'] or '<root>')} ({html.escape(f['stage'])}): {html.escape(unit)} "
+            f"<p>{html.escape(f['region'] or '<root>')} ({html.escape(f['stage'])}): "
+            f"{html.escape(staged_unit(unit, f['stage']))} "
             f"{html.escape(before)} → {html.escape(after)}{html.escape(eq)}</p>"
             f"<p class='reasons'>{html.escape(f.get('reason') or '')}</p>"
             + (
@@ -632,7 +652,8 @@ def render_html(doc: Mapping[str, Any], charts: Mapping[str, bytes]) -> str:
         f"<h1>{html.escape(str(doc.get('spec', '')))}</h1>",
         f"<p class='muted'>inputs {html.escape(str(doc.get('inputs', '')))} {html.escape(dims)} · bisector "
         f"{html.escape(str(doc.get('report_kind', '')))} · "
-        f"{html.escape(str(doc.get('probes', 0)))} probes, {html.escape(str(doc.get('wall_s', 0)))} s · "
+        f"{html.escape(probes_text(int(doc.get('probes') or 0), int(doc.get('reused_probes') or 0)))}, "
+        f"{html.escape(str(doc.get('wall_s', 0)))} s · "
         f"{html.escape(str(doc.get('created', '')))} "
         f"· bisector {html.escape(str(doc.get('bisector_version', '')))}</p>",
         f"<div class='headline'>"

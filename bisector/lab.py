@@ -31,7 +31,7 @@ from typing import Any
 from bisector import marks
 from bisector.caches import ControlCache, ResultCache, default_cache_dir
 from bisector.capture import capture_schedule, distinct_dims, missing
-from bisector.clean import evict_captures
+from bisector.clean import claim_capture, evict_captures, release_capture
 from bisector.curve import MemoryCurve, Sample
 from bisector.errors import UserError
 from bisector.kinds import Kind
@@ -52,7 +52,7 @@ from bisector.schedule import Schedule, ScheduleProfile, Step, build_schedule, w
 from bisector.search import Outcome
 from bisector.spec import InputPlan, ModelSpec, library_imports
 from bisector.tree import Tree
-from bisector.units import format_bytes
+from bisector.units import format_bytes, per
 from bisector.verdict import (
     CLEAN,
     HEAP,
@@ -295,6 +295,12 @@ class Lab:
         if self.pool is not None:
             self.pool.close()
 
+    def release_captures(self) -> bool:
+        """The run is over and complete: its recorded inputs go (a run stopped half way keeps
+        them to resume). Kept while another live process claims them. True when removed."""
+        with self._capture_lock:
+            return release_capture(self.capture_dir)
+
     def close(self) -> None:
         for d in list(self._derived.values()):
             d.close()
@@ -327,6 +333,10 @@ class Lab:
                     pool=self.pool,
                     executor=getattr(self.runner, "executor", None),
                 )
+                # The regions' inputs are recorded once per run, not once per candidate: a fix
+                # edits what a region does with its inputs, not what its callers pass it (a
+                # candidate's copy of the source would otherwise record its own, GBs for a CNN).
+                lab.capture_dir, lab._capture_lock = self.capture_dir, self._capture_lock
                 self._derived[key] = lab
             return lab
 
@@ -352,6 +362,7 @@ class Lab:
         if self.capture_dir is None:
             raise UserError("this lab keeps no run directory, so it cannot record the regions' inputs")
         with self._capture_lock:
+            claim_capture(self.capture_dir)  # in use until release_captures: no other run evicts it
             tree_file = self.capture_dir / "tree.json"
             todo = missing(self.capture_dir, distinct_dims(schedules))
             known = json.loads(tree_file.read_text()) if tree_file.exists() else None
@@ -388,6 +399,14 @@ class Lab:
                 tmp.write_text(json.dumps(tree))
                 os.replace(tmp, tree_file)
             evict_captures(self.capture_dir, self.model.path)  # past the cap, the oldest other captures go
+
+    def _inputs_for(self, request: ProbeRequest, extra_key: str = "") -> None:
+        """Record the inputs a region probe replays, unless its result is kept from an earlier run
+        (then the probe does not run, and a released capture need not be recorded again)."""
+        results = getattr(self.runner, "results", None)
+        if results is not None and results.get(request, extra_key) is not None:
+            return
+        self.ensure_captured([request.schedule])
 
     # -- the retry policy ----------------------------------------------------------------------------------
 
@@ -436,7 +455,7 @@ class Lab:
         if not isinstance(got, ProbeOk):
             return verdict
         o = self.options
-        return attribute_shapes(verdict, judge(got.curve, control, o.bands, o.metric, count_phases(stage)))
+        return attribute_shapes(verdict, judge(got.curve, control, o.bands, o.metric, count_phases(stage), per(stage)))
 
     # -- the questions ------------------------------------------------------------------------------------------
 
@@ -483,7 +502,14 @@ class Lab:
             ctrl = fut_control.result()
             probes += 2
             control_curve = ctrl.curve if isinstance(ctrl, ProbeOk) else None
-            verdict = judge(got.curve, control_curve, options.bands, options.metric, count_phases=count_phases(stage))
+            verdict = judge(
+                got.curve,
+                control_curve,
+                options.bands,
+                options.metric,
+                count_phases=count_phases(stage),
+                step=per(stage),
+            )
             # Objects that grow in the exporter or the runtime may be theirs (probe/objects.py);
             # in eager, the model's forward made them.
             if needs_owners(verdict, objects=stage != "eager"):
@@ -531,7 +557,11 @@ class Lab:
         if self.interrupted.is_set():
             raise Interrupted()
         per_call_only = stage == "export" and root.kind == LEAK  # exports are the costly probes
-        self.ensure_captured([self.schedule(stage, per_call_only=per_call_only)])
+        # A first run records the tree and every shape's inputs in one probe; a re-run knows the
+        # tree (kept when the inputs go, see clean.release_capture) and records inputs only for a
+        # probe whose result is not kept already (_inputs_for): a finished search re-run runs none.
+        first = self.capture_dir is not None and not (self.capture_dir / "tree.json").exists()
+        self.ensure_captured([self.schedule(stage, per_call_only=per_call_only)] if first else [])
         assert self.tree is not None
         absent = [r for r in regions if r not in self.tree.regions]
         if absent:
@@ -546,8 +576,6 @@ class Lab:
 
         def attempt(n: int, scale: int) -> _Attempt:
             schedule = self.schedule(stage, scale, per_call_only)
-            if scale > 1:  # scale 1's shapes were recorded above
-                self.ensure_captured([schedule])
             label = f"{stage} {', '.join(r or '<root>' for r in regions)}" + (f" x{scale}" if scale > 1 else "")
             request = ProbeRequest(
                 self.model,
@@ -559,6 +587,7 @@ class Lab:
                 capture=str(self.capture_dir),
                 label=label,
             )
+            self._inputs_for(request, weights)
             result = self.runner.submit(request, extra_key=weights).result()
             if self.interrupted.is_set():
                 raise Interrupted()
@@ -570,12 +599,17 @@ class Lab:
             control = self._control(stage, scale, root)
             scaled = scale_control(control, k) if control is not None else None
             verdict = judge(
-                result.curve, scaled, self.options.bands, self.options.metric, count_phases=count_phases(stage)
+                result.curve,
+                scaled,
+                self.options.bands,
+                self.options.metric,
+                count_phases=count_phases(stage),
+                step=per(stage),
             )
             if needs_owners(verdict):
                 # The control run as often per step as the regions are (scale_control).
                 twin_control = request.with_(control=True, regions=("",), capture=None, label=f"{stage} control")
-                self.ensure_captured([traced(request, stage).schedule])
+                self._inputs_for(traced(request, stage), weights)
                 verdict = self._attribute(verdict, request, twin_control, stage, k, extra_key=weights)
             return _Attempt(outcome_of(verdict, result.curve, scaled), verdict)
 
@@ -603,7 +637,6 @@ class Lab:
         """A retention probe of one region on its recorded inputs (probe/retention.py): what holds
         the objects its calls leave behind. A future of the probe's result."""
         schedule = retention_schedule(self.schedule(stage))
-        self.ensure_captured([schedule])
         request = ProbeRequest(
             self.model,
             self.plan,
@@ -614,6 +647,7 @@ class Lab:
             capture=str(self.capture_dir),
             label=f"{stage} {region or '<root>'} retention",
         )
+        self._inputs_for(request)
         return self.runner.submit(request)
 
     def outputs_against(

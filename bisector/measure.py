@@ -9,6 +9,7 @@ same inputs, does not pay for them again. Nothing is kept in a run directory.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -23,7 +24,9 @@ from bisector.probe.types import STAGES
 from bisector.results import MeasureOptions, MeasureReport, StageResult, stage_order
 from bisector.runner import Events, event
 from bisector.spec import InputPlan, ModelSpec
-from bisector.units import format_bytes
+from bisector.units import format_bytes, per, probes_text
+
+_log = logging.getLogger("bisector")
 
 
 def measure(
@@ -55,13 +58,20 @@ def measure(
         lab.close()  # an own pool first: kills any control still running for a stage that failed
     ordered = {s: results[s] for s in STAGES if s in results}
     return MeasureReport(
-        model=model, plan=plan, stages=ordered, probes=lab.probes, wall_s=time.perf_counter() - started, options=options
+        model=model,
+        plan=plan,
+        stages=ordered,
+        probes=lab.probes,
+        wall_s=time.perf_counter() - started,
+        options=options,
+        reused=lab.reused,
     )
 
 
 def _stage(lab: Lab, stage: str) -> StageResult:
     started = time.perf_counter()
     result = lab.stage(stage)
+    log_reasons(result)
     event(
         lab.events,
         "stage_done",
@@ -72,6 +82,12 @@ def _stage(lab: Lab, stage: str) -> StageResult:
     return result
 
 
+def log_reasons(result: StageResult) -> None:
+    """-v: why a stage got its verdict, one line per reason the verdict gives."""
+    for reason in result.verdict.reasons if result.verdict is not None else ():
+        _log.info("%s %s: %s", result.stage, result.kind, reason)
+
+
 def stage_summary(result: StageResult, seconds: float, dims: Mapping[str, Any] | None = None) -> str:
     """One line for progress: the verdict, the growth that decided it (bounded shape-growth with its
     ceiling at the largest declared input: dims, the plan's ranges), the probes and the time."""
@@ -79,9 +95,9 @@ def stage_summary(result: StageResult, seconds: float, dims: Mapping[str, Any] |
     v = result.verdict
     figure = ""
     if v is not None and result.kind == Kind.LEAK:
-        figure = f", {format_bytes(v.growth_bytes_per_call, signed=True)}/call"
+        figure = f", {format_bytes(v.growth_bytes_per_call, signed=True)}/{per(result.stage)}"
     elif v is not None and result.kind == Kind.SHAPE_GROWTH:
         figure = f", {format_bytes(v.growth_bytes_per_new_shape, signed=True)}/new shape"
         ceiling = describe(stage_ceilings(result, dims or {}))
         figure += f", bounded: {ceiling}" if ceiling else ""
-    return f"{result.kind}{figure} ({result.probes} probes, {seconds:.0f} s)"
+    return f"{result.kind}{figure} ({probes_text(result.probes)}, {seconds:.0f} s)"

@@ -304,6 +304,8 @@ def fix(
             budget=request.fail_on.budget,
             toolchain=request.toolchain_workarounds or request.fail_on.fails(TOOLCHAIN_LEAK),
         ).run()
+        if not lab.interrupted.is_set():
+            lab.release_captures()  # every candidate is measured: the regions' inputs are needed no more
     finally:
         lab.close()
     outcome = _patch_and_apply(prepared, given, request, progress, found, report, root, stopped)

@@ -56,6 +56,7 @@ class BisectorPlugin:
 
     @pytest.hookimpl(tryfirst=True)
     def pytest_runtest_call(self, item: pytest.Item) -> None:
+        __tracebackhide__ = True  # a failure shows the verdict, not the plugin's source
         for mark in item.iter_markers(MARKER):
             if not mark.args:
                 raise pytest.UsageError(f"@pytest.mark.{MARKER} needs the model spec, e.g. 'models/net.py:Net'")
@@ -110,8 +111,11 @@ class MemoryCheck:
     ) -> Any:
         """Measure; raise AssertionError naming every stage whose verdict the fail_on policy lists
         (as `--fail-on` takes it: "leak,shape-growth:unbounded", or a list), or that crashed or could
-        not run. Returns the report when the model passes."""
-        from bisector.units import format_bytes
+        not run. Returns the report when the model passes. A failure's traceback hides this
+        function (as pytest's own helpers do) and ends with the verdict, the culprit and the command
+        that reproduces it."""
+        __tracebackhide__ = True
+        from bisector.units import format_bytes, per
 
         policy = FailOn.parse(fail_on)  # an unknown kind is an error here, not a silent pass
         report = self.measure(spec, inputs, dims, **options)
@@ -120,29 +124,49 @@ class MemoryCheck:
             bounded = r.verdict.bounded if r.verdict is not None else None
             if r.kind in (Kind.LEAK, Kind.SHAPE_GROWTH, Kind.TOOLCHAIN_LEAK) and policy.fails(r.kind, bounded):
                 v = r.verdict
-                per = (
-                    f"{format_bytes(v.growth_bytes_per_call, signed=True)}/call, "
-                    f"{v.objects_per_call or 0:+.0f} objects/call"
+                step = per(stage)
+                figures = (
+                    f"{format_bytes(v.growth_bytes_per_call, signed=True)}/{step}, "
+                    f"{v.objects_per_call or 0:+.0f} objects/{step}"
                 )
                 if r.kind == Kind.SHAPE_GROWTH:
-                    per = f"{format_bytes(v.growth_bytes_per_new_shape, signed=True)}/new shape"
-                problems.append(
-                    f"{stage}: {r.kind} ({per}; baseline {format_bytes(v.baseline_bytes_per_call, signed=True)}/call)"
-                )
+                    figures = f"{format_bytes(v.growth_bytes_per_new_shape, signed=True)}/new shape"
+                baseline = format_bytes(v.baseline_bytes_per_call, signed=True)
+                problems.append(f"{stage}: {r.kind} ({figures}; baseline {baseline}/{step})")
             elif r.kind in (Kind.FAILED, Kind.CRASHED):
                 problems.append(f"{stage}: {r.kind}: {getattr(r.failure, 'message', None) or r.failure.describe()}")
             elif r.kind == Kind.INCONCLUSIVE and policy.fails(Kind.INCONCLUSIVE):
                 problems.append(f"{stage}: inconclusive (noise too high to tell)")
             elif r.kind == Kind.INCONCLUSIVE:
                 warnings.warn(f"bisector: {spec} {stage} inconclusive (noise too high to tell)", stacklevel=2)
-        if problems and locate:
+        if not problems:
+            return report
+        command = reproduce_command(spec, inputs, dims, report.stages, fail_on)
+        culprit = f"not located (locate=True names it, or: {command.replace(' measure ', ' find ', 1)})"
+        if locate:
             from bisector import api
 
             found = api.find(spec, inputs, dims, **options)
-            problems += [f"culprit {c.region or '<root>'} ({c.stage} {c.kind}): {c.hint}" for c in found.culprits]
-        if problems:
-            raise AssertionError(f"{report.model.label} leaks:\n  " + "\n  ".join(problems))
-        return report
+            named = [f"{c.region or '<root>'} ({c.stage} {c.kind}): {c.hint}" for c in found.culprits]
+            culprit = "; ".join(named) or "no region below the root misbehaves alone"
+        lines = [*problems, f"verdict: {report.verdict}", f"culprit: {culprit}", f"reproduce: {command}"]
+        raise AssertionError(f"{report.model.label} leaks:\n  " + "\n  ".join(lines))
+
+
+def reproduce_command(
+    spec: str, inputs: Iterable[str], dims: Iterable[str], stages: Iterable[str], fail_on: Iterable[str] | str
+) -> str:
+    """The `bisector measure` command line that measures what the check measured."""
+    import shlex
+
+    words = ["bisector", "measure", spec]
+    words += [w for i in inputs for w in ("--input", i)]
+    words += [w for d in dims for w in ("--dim", d)]
+    words += [w for s in stages for w in ("--stage", s)]
+    policy = fail_on if isinstance(fail_on, str) else ",".join(fail_on)
+    if policy != ",".join(DEFAULT_FAIL_ON):
+        words += ["--fail-on", policy]
+    return shlex.join(words)
 
 
 @pytest.fixture

@@ -46,7 +46,7 @@ from bisector.results import StageResult, outcome_of
 from bisector.search import Outcome
 from bisector.source_text import SourceError, encode_edit, read_source
 from bisector.spec import ModelSpec
-from bisector.units import format_bytes
+from bisector.units import format_bytes, staged_unit
 from bisector.verdict import CLEAN, LEAK
 
 KEEP_DROP = 0.9  # growth must drop by at least this share
@@ -725,17 +725,18 @@ def decide(
             )
         return dict(**diffs, kept=True, saved=1.0, reason=f"kept: {change}")
     before, unit = growth(c.figures, c.kind)
+    unit = staged_unit(unit, c.stage)  # shown per export or per run where the stage says so
     after = 0.0 if region.kind == CLEAN else growth(region.figures, c.kind)[0]
     if under_budget is not None:
         # Judged against the budget (the stage's projected peak was over it): the peak, not the
         # slope, is the question, and this fix brings it under; the outputs must still match.
-        change = f"{_fmt(before, unit)} -> {_fmt(after, unit)} ({region.kind})"
+        change = f"{_fmt(before, unit)} -> {_fmt(after, unit)}, {region.kind}"
         change += f", peak under the budget {format_bytes(under_budget)}"
         return _kept_if_equivalent(equivalence, change, before - after, changes_outputs, allow_output_changes)
     # A region named for what it leaks beyond its children: probed alone it still shows the
     # children's share, so the bar is its own share gone from the region's total.
     region_before = region_total(c.figures, c.kind, unit, before)
-    change = f"{_fmt(region_before, unit)} -> {_fmt(after, unit)} ({region.kind})"
+    change = f"{_fmt(region_before, unit)} -> {_fmt(after, unit)}, {region.kind} after the fix"
     saved = region_before - after
     bounded = ""
     if not (region.kind == CLEAN or (before > 0 and after <= (1 - KEEP_DROP) * before + (region_before - before))):
@@ -753,7 +754,7 @@ def decide(
             **none,
             kept=False,
             saved=saved,
-            reason=f"dropped: the region is flat ({change}) but the whole model still grows ({whole.kind})",
+            reason=f"dropped: the region's growth falls ({change}) but the whole model still grows ({whole.kind})",
         )
     eq = equivalence()
     if eq.get("failed"):

@@ -18,7 +18,7 @@ from bisector.repair import costs_more_than_it_saves, registration_site
 from bisector.results import CRASHED, FAILED, MeasureReport, StageResult
 from bisector.retention import describe
 from bisector.schedule import PHASES
-from bisector.units import format_bytes
+from bisector.units import PER_STAGE, format_bytes, probes_text
 from bisector.verdict import CLEAN, HEAP, INCONCLUSIVE, LEAK, SHAPE_GROWTH, TENSORS, TOOLCHAIN_LEAK
 
 STYLE = {
@@ -30,7 +30,7 @@ STYLE = {
     CRASHED: "bold red",
     FAILED: "bold red",
 }
-PER = {"eager": "call", "export": "export", "inference": "run"}
+PER = PER_STAGE
 
 NEXT_STEP = {
     ("eager", LEAK): "run `bisector find` to name the submodule whose forward keeps memory",
@@ -255,8 +255,22 @@ def render_measure(report: MeasureReport, console: Any) -> None:
         hint = NEXT_STEP.get((r.stage, r.kind))
         if hint:
             console.print(escape(f"{'':<10} next: {hint}"), style="cyan")
-    console.print(
-        f"verdict: [{STYLE.get(report.verdict, '')}]{report.verdict}[/]   {report.probes} probes, {report.wall_s:.1f} s"
+    console.print(measure_verdict_line(report))
+
+
+def measure_verdict_line(report: MeasureReport) -> str:
+    """The last line of a measure report, and all that -q prints."""
+    probes = probes_text(report.probes, getattr(report, "reused", 0))
+    return f"verdict: [{STYLE.get(report.verdict, '')}]{report.verdict}[/]   {probes}, {report.wall_s:.1f} s"
+
+
+def find_verdict_line(report: Any) -> str:
+    """The last line of a find report, and all that -q prints: the verdict, the culprits, the probes."""
+    where = ", ".join(f"{c.region or '<root>'} ({c.stage})" for c in report.culprits) or "none"
+    status = "" if report.complete else "  [yellow]stopped before the end: run again to resume[/]"
+    return (
+        f"verdict: [{STYLE.get(report.verdict, '')}]{report.verdict}[/]   culprits: {escape(where)}   "
+        f"{probes_text(report.probes, report.reused)}, {report.wall_s:.1f} s{status}"
     )
 
 
@@ -287,15 +301,13 @@ def render_find(report: Any, console: Any) -> None:
             console.print(escape(f"{'':<10} could not probe {region or '<root>'} alone: {why}"), style="dim")
         for region in search.inconclusive:
             console.print(escape(f"{'':<10} {region or '<root>'}: inconclusive after retries"), style="magenta")
-    culprits = report.culprits
-    where = ", ".join(f"{c.region or '<root>'} ({c.stage})" for c in culprits) or "none"
-    status = "" if report.complete else "  [yellow]stopped before the end: run again to resume[/]"
-    console.print(
-        f"verdict: [{STYLE.get(report.verdict, '')}]{report.verdict}[/]   culprits: {escape(where)}   "
-        f"{report.probes} probes"
-        + (f" (+{report.reused} reused)" if report.reused else "")
-        + f", {report.wall_s:.1f} s{status}"
-    )
+    console.print(find_verdict_line(report))
+
+
+def fix_verdict_line(report: Any) -> str:
+    """All that `fix -q` prints: the find verdict line with the fixes kept."""
+    total = len(report.kept)
+    return f"{find_verdict_line(report.find)}   kept {total} fix{'es' if total != 1 else ''}"
 
 
 def _culprit_label(report: Any, c: Any, type_name: str, escape: Any) -> str:
@@ -338,7 +350,7 @@ def _culprit_label(report: Any, c: Any, type_name: str, escape: Any) -> str:
 
 def _also_held(node: Any, c: Any, escape: Any) -> None:
     """The retention paths after the first (which the hint names)."""
-    per = "export" if c.stage == "export" else "call"
+    per = PER.get(c.stage, "call")
     for row in list(c.figures.retention or ())[1:]:
         node.add(f"[cyan]also {escape(describe(row, per))}[/]")
 

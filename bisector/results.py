@@ -96,6 +96,7 @@ class MeasureReport:
     probes: int
     wall_s: float
     options: MeasureOptions
+    reused: int = 0  # probes (model and control) taken from an earlier run's cache, not run
 
     @property
     def verdict(self) -> str:
@@ -111,6 +112,7 @@ class MeasureReport:
             "stages": {name: _with_ceiling(r.to_json(samples), r, self.plan.dims) for name, r in self.stages.items()},
             "bands": self.options.bands.to_json(),
             "probes": self.probes,
+            "reused_probes": self.reused,
             "wall_s": round(self.wall_s, 2),
         }
 

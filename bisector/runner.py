@@ -111,7 +111,8 @@ class Runner:
             fut: Future = Future()
             fut.set_result(cached)
             with self._lock:
-                self.reused += 0 if request.control else 1
+                self.reused += 1  # a control from the global cache too: a stage's count includes it
+            log.debug("probe %s: reused from %s", request.label, "the control cache" if request.control else "the run")
             event(self.events, "probe_queued", request.label)  # planned and done: the bar adds up
             self.events.probe_finished(request.label, cached, cached=True)
             return fut
@@ -151,7 +152,8 @@ def event(events: Any, name: str, *args: Any) -> None:
 def _log(label: str, result: ProbeResult) -> None:
     tail = getattr(result, "tail", "") or getattr(result, "traceback", "")
     if isinstance(result, ProbeOk):
-        log.debug("%s: done in %.1f s", label, getattr(result, "wall_s", 0.0))
+        # -v: each probe's outcome, one line.
+        log.info("probe %s: ok in %.1f s", label, getattr(result, "wall_s", 0.0))
     else:
         # The full stderr of a crashed, hung or failed probe: -v shows it, the report keeps one line.
         log.info("%s: %s\n%s", label, result.describe() if hasattr(result, "describe") else result, tail)

@@ -59,3 +59,27 @@ def format_bytes(value: float | None, signed: bool = False) -> str:
         if v >= scale:
             return f"{sign}{v / scale:.1f} {unit}"
     return f"{sign}{v:.0f} B"
+
+
+# What one step of each stage is: growth reads "/call" in eager, "/export" and "/run" elsewhere,
+# in the text, the JSON's labels, the HTML and the charts alike.
+PER_STAGE = {"eager": "call", "export": "export", "inference": "run"}
+
+
+def probes_text(probes: int, reused: int = 0) -> str:
+    """The probes a run ran, and those it reused from an earlier run's cache: a run that reused
+    all of them says "reused 8 probes", never "0 probes"."""
+    if probes == 0 and reused:
+        return f"reused {reused} probe{'s' if reused != 1 else ''}"
+    text = f"{probes} probe{'s' if probes != 1 else ''}"
+    return text + (f" (+{reused} reused)" if reused else "")
+
+
+def per(stage: str) -> str:
+    """One step of a stage: "call", "export" or "run"."""
+    return PER_STAGE.get(stage, "call")
+
+
+def staged_unit(unit: str, stage: str) -> str:
+    """A per-call unit ("bytes/call", "objects/call") in the stage's own step ("bytes/export")."""
+    return unit[: -len("/call")] + "/" + per(stage) if unit.endswith("/call") else unit

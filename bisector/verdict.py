@@ -109,9 +109,10 @@ class Signal:
     # (None: not a bytes signal, or too few steps to tell).
     floor: float | None = None
 
-    def describe(self) -> str:
+    def describe(self, step: str = "call") -> str:
+        """step: what one repeated step is in this stage ("call", "export", "run")."""
         unit = "objects" if self.metric == "objects" else None
-        per = "call" if self.phase == "repeat" else "new shape"
+        per = step if self.phase == "repeat" else "new shape"
         amount = f"{self.rate:+.1f} objects" if unit else format_bytes(self.rate, signed=True)
         floor = f", floor {format_bytes(self.floor)}" if self.floor is not None and not unit else ""
         return f"{self.metric} {amount}/{per} ({self.state}, {self.agreement:.0%} of steps up{floor})"
@@ -354,8 +355,10 @@ def judge(
     bands: Bands = Bands(),
     metric: str = "rss",
     count_phases: tuple[str, ...] = ALL_PHASES,
+    step: str = "call",
 ) -> Verdict:
     """Judge one stage's curve against its control run (None when the control could not run).
+    step: what one repeated step is in this stage ("call", "export", "run"), for the reasons' text.
 
     count_phases: where object counts are judged. The export stage judges them per call only:
     torch's exporter keeps per-shape caches of its own (FakeTensorMode's dispatch cache, sympy's)
@@ -448,7 +451,7 @@ def judge(
         if within_states:
             bounded = True if all(st == FLAT for st in within_states) else (False if GROWS in within_states else None)
 
-    reasons.extend(s.describe() for s in decisive if s.state != FLAT)
+    reasons.extend(s.describe(step) for s in decisive if s.state != FLAT)
     if kind == CLEAN:
         confidence = min((1.0 - max(0.0, _rise(s, bands)) for s in decisive), default=1.0)
     elif kind == INCONCLUSIVE:

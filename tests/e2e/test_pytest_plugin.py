@@ -21,7 +21,7 @@ def test_leaking_model_fails_naming_the_stage_and_the_region(bisector) -> None:
         bisector.assert_no_leak(LEAKY, ["x=B,32"], stages=["eager"], locate=True)
     text = str(exc.value)
     assert "list_append.py:Net leaks" in text and "eager: leak" in text and "+1 objects/call" in text
-    assert "culprit blocks.1 (eager leak)" in text
+    assert "culprit: blocks.1 (eager leak)" in text and text.splitlines()[-1].startswith("  reproduce: ")
 
 
 @pytest.mark.bisector_no_leak(CLEAN, inputs=["x=B,3,H,W"], dims=["B=1:4", "H=8:32", "W=8:32"], stages=["eager"])
@@ -29,18 +29,35 @@ def test_marker_passes_on_a_clean_model() -> None:
     pass
 
 
-def test_marker_fails_a_test_on_a_leaking_model(pytester) -> None:
+def test_a_failure_is_short_and_ends_with_verdict_culprit_and_command(pytester) -> None:
+    """Issue 25: a failing check printed ~60 lines of the plugin's source before the one that
+    mattered. Its frames are hidden now; each failure is under 15 lines and ends with the verdict,
+    the culprit and the command that reproduces it. Both ways in: the marker and the fixture."""
     pytester.makepyfile(
         f"""
         import pytest
 
         @pytest.mark.bisector_no_leak({LEAKY!r}, inputs=["x=B,32"], stages=["eager"])
-        def test_model():
+        def test_marked():
             pass
+
+        def test_fixture(bisector):
+            bisector.assert_no_leak({LEAKY!r}, ["x=B,32"], stages=["eager"])
         """
     )
     result = pytester.runpytest_subprocess("-p", "no:cacheprovider")
-    result.assert_outcomes(failed=1)
+    result.assert_outcomes(failed=2)
+    out = result.stdout.str()
+    assert "pytest_plugin.py" not in out and "def assert_no_leak" not in out
+    sections = out.split("_ test_")[1:]  # each failure's section starts with its "___ test_x ___" header
+    assert len(sections) == 2
+    for section in sections:
+        body = section.split("short test summary")[0].split("\n_")[0].strip().splitlines()
+        assert len(body) < 15, "\n".join(body)
+        said = [line.strip().removeprefix("E").strip() for line in body]
+        at = said.index("verdict: leak")  # the error's last three lines
+        assert said[at + 1].startswith("culprit: not located"), body
+        assert said[at + 2].startswith("reproduce: bisector measure ") and "--stage eager" in said[at + 2], body
     result.stdout.fnmatch_lines(["*list_append.py:Net leaks*", "*eager: leak*"])
 
 

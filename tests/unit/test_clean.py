@@ -21,10 +21,12 @@ from bisector.clean import (
     REPAIR,
     RUN,
     capture_cap,
+    claim_capture,
     clean,
     entries,
     evict_captures,
     measure_path,
+    release_capture,
     select,
 )
 from bisector.marks import CACHE, RUN_DIR, mark
@@ -231,3 +233,81 @@ def test_the_clean_command_refuses_bad_caps(tmp_path: Path) -> None:
     assert r.returncode == 2 and "--max-size 'lots' is not a size" in r.stderr
     r = run_cli("clean", "--run-dir", str(tmp_path), "--keep-days", "-1")
     assert r.returncode == 2 and "--keep-days must be 0 or more" in r.stderr
+
+
+def _dead_pid() -> int:
+    """A process id no live process has: a child that has been waited for."""
+    import subprocess
+    import sys
+
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    return child.pid
+
+
+def test_a_capture_goes_when_its_run_is_done_unless_another_live_run_claims_it(tmp_path: Path) -> None:
+    """Issue 25: captures are kept only while needed. The run that claimed one removes its inputs
+    at its end (the module tree stays: a re-run needs it before any probe); a capture another live
+    process also claims stays (only this process's claim goes)."""
+    mark(tmp_path, RUN_DIR)
+    mine = _put(tmp_path / "captures" / _cap("mine"), 500, 0)
+    (mine / "tree.json").write_text("{}")
+    claim_capture(mine)
+    assert release_capture(mine) and [p.name for p in mine.iterdir()] == ["tree.json"]  # the inputs went
+    shared = _put(tmp_path / "captures" / _cap("shared"), 500, 0)
+    claim_capture(shared)
+    (shared / f".in-use-{os.getppid()}").touch()  # the test runner's parent: alive
+    assert not release_capture(shared) and shared.exists()
+    assert not (shared / f".in-use-{os.getpid()}").exists()
+    foreign = tmp_path / "captures" / "not-a-capture-name"
+    foreign.mkdir()
+    assert not release_capture(foreign) and foreign.exists()  # not a name bisector gives: never removed
+
+
+def test_the_cap_holds_within_a_run_sparing_only_what_other_live_runs_claim(tmp_path: Path) -> None:
+    """Issue 25: captures younger than an hour were all spared, so one run's 1.3 GB ones stayed
+    past the 1 GB cap. A claimed capture is spared only while a live process other than this one
+    claims it; unclaimed ones (from before claims) keep the hour's grace."""
+    mark(tmp_path, RUN_DIR)
+    captures = tmp_path / "captures"
+    now = time.time()
+    ours = _put(captures / _cap("this-run-earlier"), 500, 0)
+    claim_capture(ours)  # this process: not spared
+    gone = _put(captures / _cap("dead-run"), 500, 0)
+    (gone / f".in-use-{_dead_pid()}").touch()
+    live = _put(captures / _cap("live-run"), 500, 0)
+    (live / f".in-use-{os.getppid()}").touch()
+    legacy = _put(captures / _cap("unclaimed"), 500, 0)
+    for folder in (ours, gone, live, legacy):
+        os.utime(folder, (now - 60, now - 60))
+        for f in folder.iterdir():
+            os.utime(f, (now - 60, now - 60))
+    in_use = _put(captures / _cap("in-use"), 500, 0)
+    removed = evict_captures(in_use, cap=100, now=now)
+    assert sorted(e.path.name for e in removed) == sorted([_cap("this-run-earlier"), _cap("dead-run")])
+    assert live.exists() and legacy.exists() and in_use.exists()
+
+
+def test_clean_remove_can_keep_the_control_cache(places: tuple[Path, Path]) -> None:
+    run, cache = places
+    done = clean(run, cache, delete=True, now=NOW, controls=False)
+    kept = [o for o in done if o.entry.kind == CONTROL_CACHE]
+    assert kept and not kept[0].selected and (cache / "controls").exists()
+    assert not list((run / "captures").iterdir())
+
+
+def test_a_run_ends_with_its_disk_use_when_over_100_mb(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from bisector.cli import Output, _disk_note
+
+    run = tmp_path / ".bisector"
+    mark(run, RUN_DIR)
+    _put(run / "runs" / RUN_A, 1000, 0)
+    _disk_note(str(run), Output())
+    assert capsys.readouterr().err == ""  # small: nothing said
+    with open(run / "runs" / RUN_A / "big.bin", "wb") as fh:
+        fh.truncate(150 * 1000**2)  # sparse: counted by its size, written in no time
+    _disk_note(str(run), Output(quiet=True))
+    assert capsys.readouterr().err == ""  # -q: the verdict line and errors only
+    _disk_note(str(run), Output())
+    err = capsys.readouterr().err
+    assert err.startswith(f"disk: {run} holds 150.0 MB") and "bisector clean" in err

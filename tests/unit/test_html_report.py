@@ -117,7 +117,7 @@ def test_page_shows_every_stage_chart_the_culprit_fixes_patch_and_owners(tmp_pat
         png = (tmp_path / "r" / "charts" / f"{name}.png").read_bytes()
         assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 5000
     assert "stem.1 NativeScratch — leak (eager) ← culprit" in text
-    assert "stem.0 <span class='muted'>Linear · clean</span>" in text
+    assert "stem.0 <span class='muted'>Linear · clean (eager)</span>" in text
     assert "✗ dropped" in text and "dropped: still +2.1 MB/call" in text
     assert "<span class='del'>-keep(x)</span>" in text and "<span class='add'>+free(x)</span>" in text
     assert "torch/fx/graph.py:12" in text and "Exported graph: 3 nodes" in text
@@ -264,3 +264,44 @@ def test_the_page_allows_its_own_style_and_script_by_hash_not_unsafe_inline(tmp_
         return f"'sha256-{digest}'" in re.search(rf"{directive} ([^;]*)", csp).group(1)
 
     assert allowed("style", "style-src") and allowed("script", "script-src")
+
+
+def test_units_counts_and_tree_agree_across_stages(tmp_path) -> None:
+    """Issue 25: export growth reads /export (never /call), a run reused from cache says so, and a
+    region that leaks in eager and export shows both in the module tree."""
+    doc = sample_doc()
+    doc["probes"], doc["reused_probes"] = 0, 6
+    from bisector.verdict import Signal
+
+    said = Signal("heap", "repeat", "grows", 189_000.0, 0.0, 0.0, 1.0, 12).describe("export")
+    assert said.startswith("heap +189.0 KB/export")
+    export = dict(doc["stages"]["eager"], growth_bytes_per_call=189_000.0, reasons=[said])
+    doc["stages"] = {"eager": doc["stages"]["eager"], "export": export}
+    both = dict(doc["culprits"][0], stage="export", growth_bytes_per_call=189_000.0)
+    doc["culprits"] = [both, doc["culprits"][0]]
+    doc["search"]["export"] = {"tested": [{"regions": ["stem.0"], "kind": "clean"}]}
+    text = write_report(doc, tmp_path / "r").read_text()
+    assert "reused 6 probes, 12.5 s" in text and " 0 probes" not in text
+    assert "stem.1 in export: +189.0 KB/export" in headline(doc).replace("leak ", "")
+    assert "stem.1 NativeScratch — leak (export), leak (eager) ← culprit" in text
+    assert "Linear · clean (eager), clean (export)" in text
+    assert "/call" not in re.sub(r"(?s)<h2 id=.stage-eager.*?<h2 ", "", text.split("id='tree'")[0])
+
+
+def test_charts_keep_every_point_on_the_chart_and_state_the_texts_figure() -> None:
+    from bisector.html_report import stated_growth
+    from bisector.plots import _limits, control_series, repeat_line, spike_indices
+
+    ys = [0.0, 10.0, 20.0, 30.0, 40.0, 5000.0, 60.0, 70.0, 80.0]
+    assert spike_indices(ys) == [5]
+    assert spike_indices([10.0 * i for i in range(12)]) == []  # a steady leak has no spikes
+    phases = ["warmup", "warmup"] + ["repeat"] * 7
+    # Warm-up readings and the spike are left out of the scale (and drawn on its edge instead).
+    assert _limits(list(range(9)), [-9e9, -9e9, *ys[2:]], phases) == (20.0, 80.0)
+    control = [{"phase": "repeat", "rss": float(i)} for i in range(8)]
+    assert control_series(control, "rss", 4)[0] == [0, 1, 2, 3, 4]  # ends where the model's line ends
+    stage = {"verdict": "leak", "growth_bytes_per_call": 189_000.0, "growth_metric": "heap", "objects_per_call": 1.0}
+    said = stated_growth(stage)
+    assert said == {"heap": 189_000.0, "objects": 1.0}
+    slope, _, label = repeat_line([(x, 246_800.0 * x) for x in range(6)], said["heap"], True, "export")
+    assert slope == 189_000.0 and label.startswith("growth +189.0 KB/export")

@@ -190,6 +190,17 @@ def test_decide_uses_bytes_when_objects_did_not_decide() -> None:
     assert d["kept"] and "2.0 MB/call -> +150.0 KB/call" in d["reason"]
 
 
+def test_decide_states_export_growth_per_export_and_does_not_call_a_growing_region_flat() -> None:
+    """Issue 25: "dropped: the region is flat (+16.9 KB/call -> +185 B/call (leak))" for an export
+    culprit: the unit is /export, and a region still growing is not called flat."""
+    export = Culprit("head", "export", "leak", True, "", {"growth_bytes_per_call": 16_900.0, "exact": False}, (), "")
+    region = Outcome("leak", {"growth_bytes_per_call": 185.0, "exact": False})
+    whole = Outcome("leak", {"growth_bytes_per_call": 16_000.0, "exact": False})
+    d = decide(export, region, whole, export.figures, False, False, lambda: {"equivalent": True})
+    assert not d["kept"] and "/call" not in d["reason"] and "flat" not in d["reason"]
+    assert "+16.9 KB/export -> +185 B/export, leak after the fix" in d["reason"], d["reason"]
+
+
 def test_merge_probe_merges_dicts_and_passes() -> None:
     assert merge_probe(
         {"session_options": {"a": 1}, "post_export": ["onnxsim"]}, {"session_options": {"b": 2}, "post_export": ["x"]}

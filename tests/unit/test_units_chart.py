@@ -34,3 +34,24 @@ def test_growth_fills_the_chart_and_phases_are_marked() -> None:
 
 def test_long_curves_are_bucketed() -> None:
     assert len(sparkline([float(i) for i in range(500)], width=40)) == 40
+
+
+def test_export_growth_reads_per_export_and_inference_per_run_in_the_progress_line() -> None:
+    """Issue 25: export growth was labelled "/call" on the stage line; the JSON's figure, the text
+    and the HTML (test_html_report) now say the same number in the stage's own step."""
+    from bisector.kinds import Kind
+    from bisector.measure import stage_summary
+    from bisector.results import StageResult
+    from bisector.units import staged_unit
+    from bisector.verdict import Verdict
+
+    v = Verdict(Kind.LEAK, 189_000.0, 0.0, 0.0, 0.0, 0.0)
+    assert stage_summary(StageResult("export", Kind.LEAK, verdict=v, probes=2), 3.0) == (
+        "leak, +189.0 KB/export (2 probes, 3 s)"
+    )
+    assert stage_summary(StageResult("inference", Kind.LEAK, verdict=v, probes=1), 3.0) == (
+        "leak, +189.0 KB/run (1 probe, 3 s)"
+    )
+    assert staged_unit("bytes/call", "export") == "bytes/export" and staged_unit("bytes/new shape", "export") == (
+        "bytes/new shape"
+    )
