@@ -30,7 +30,7 @@ from pathlib import Path
 
 from bisector.config import load_config
 from bisector.errors import UserError
-from bisector.marks import CACHE, MARK, RUN_DIR, owned, real_dir
+from bisector.marks import CACHE, MARK, REPAIR_OUT, RUN_DIR, owned, real_dir
 from bisector.units import parse_size
 
 CONTROL_CACHE, RUN, CAPTURE, REPAIR, BACKUP = "control-cache", "run", "capture", "repair", "backup"
@@ -156,7 +156,9 @@ def _run_dir_entries(run_dir: Path) -> list[Entry]:
         kind = _PER_CHILD.get(p.name)
         if kind is not None and real_dir(p):
             out += [_entry(kind if _ours(kind, child) else FOREIGN, child) for child in _children(p)]
-        elif p.name in _WHOLE and real_dir(p):
+        elif p.name in _WHOLE and real_dir(p) and owned(p, REPAIR_OUT):
+            # Only a repair output bisector marked: a folder the user made under that name, or put
+            # their own files in before repair claimed it, is not bisector's to remove.
             out.append(_entry(_WHOLE[p.name], p))
         else:
             out.append(_entry(FOREIGN, p))

@@ -29,7 +29,7 @@ from bisector.clean import (
     release_capture,
     select,
 )
-from bisector.marks import CACHE, RUN_DIR, mark
+from bisector.marks import CACHE, REPAIR_OUT, RUN_DIR, mark
 from tests.conftest import run_cli
 
 NOW = 1_800_000_000.0
@@ -63,6 +63,7 @@ def places(tmp_path: Path) -> tuple[Path, Path]:
     _put(run / "runs" / RUN_B, 2000, 2)
     _put(run / "captures" / CAP_OLD, 50_000, 30)
     _put(run / "captures" / CAP_NEW, 40_000, 0.5)
+    mark(run / "repair", REPAIR_OUT)  # repair's claim_output marks the folder it writes into
     _put(run / "repair", 500, 5, "summary.json")
     _put(run / "backups" / "20250101-120000", 700, 60, "net.py")
     return run, cache

@@ -250,3 +250,19 @@ def test_the_temp_sweep_removes_only_folders_that_name_a_dead_owner(tmp_path: Pa
     (dead / OWNER_FILE).write_text("999999999 1\n")
     assert sweep_stale_workdirs(tmp_path) == [dead]
     assert (anyones / "todo.txt").exists() and (target / OWNER_FILE).exists()
+
+
+def test_a_repair_folder_bisector_did_not_mark_survives_clean_remove(tmp_path: Path) -> None:
+    """Hypothesis found it: a user's `repair/` in a marked run directory went with `clean --remove`."""
+    mark(tmp_path, RUN_DIR)
+    theirs = tmp_path / "repair" / "notes.txt"
+    theirs.parent.mkdir()
+    theirs.write_text("mine")
+    clean(tmp_path, None, delete=True, backups=True)
+    assert theirs.read_text() == "mine"
+    ours = tmp_path / "repair"
+    theirs.unlink()  # an empty folder is what repair's claim_output marks and writes into
+    mark(ours, REPAIR_OUT)
+    (ours / "summary.json").write_text("{}")
+    clean(tmp_path, None, delete=True, backups=True)
+    assert not ours.exists()
