@@ -21,7 +21,7 @@ import sysconfig
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from bisector.owners import LIBRARIES, MODEL, TOOLCHAIN, TOOLCHAIN_PACKAGES, _norm, _site_package, _under
+from bisector.owners import LIBRARIES, MODEL, TOOLCHAIN, TOOLCHAIN_PACKAGES, _norm, _site_package, _under, native_share
 from bisector.units import format_bytes
 
 ROWS = 8  # sites kept per probe
@@ -88,6 +88,9 @@ def native_lines(owners: Mapping[str, Any], per: str, floor: float = 0.0) -> lis
         return [f"{'':<10} native: no stacks ({got.get('tool', '?')}: {got['error']})"]
     rows = [r for r in got.get("sites") or [] if float(r["bytes"]) > floor][:3]
     if not rows:
+        if native_share(owners) > max(floor, 0.0) and native_share(owners) > 0:
+            # Grown, and no stack saw it: malloc through a pointer from dlsym (ctypes' libc.malloc).
+            return [f"{'':<10} native: no stack saw it ({got.get('tool', '?')} misses malloc reached through dlsym)"]
         return []
     parts = [f"{site_text(r)} {format_bytes(float(r['bytes']))}/{per}" for r in rows]
     return [f"{'':<10} native: " + "; ".join(parts) + f"  [{got.get('tool', '?')}]"]

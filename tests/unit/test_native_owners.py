@@ -126,3 +126,10 @@ def test_the_native_line_keeps_sites_over_the_floor_and_names_the_tool() -> None
     assert native_lines({}, "call") == []
     (err,) = native_lines({"native_stacks": {"tool": "memray", "error": "OSError: disk full"}}, "call")
     assert "no stacks (memray: OSError: disk full)" in err
+
+
+def test_native_growth_no_stack_saw_is_said_so() -> None:
+    o = {"native": 8 * KB, "native_stacks": {"tool": "memray", "calls": 3, "sites": []}}
+    (line,) = native_lines(o, "call", floor=1024)
+    assert "no stack saw it" in line and "dlsym" in line
+    assert native_lines({**o, "native": 0}, "call", floor=1024) == []
