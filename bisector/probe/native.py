@@ -241,8 +241,11 @@ class NativeTracer:
 
     def _exit(self) -> None:
         if self.tracker is not None:
-            self.tracker.__exit__(None, None, None)
-            self.tracker = None
+            tracker, self.tracker = self.tracker, None
+            try:
+                tracker.__exit__(None, None, None)
+            except Exception as e:  # noqa: BLE001 - a tracker that cannot stop leaves no stacks, not a failed probe
+                self.error = f"{type(e).__name__}: {e}"
 
     def start(self) -> None:
         t0 = time.perf_counter()

@@ -133,3 +133,22 @@ def test_native_growth_no_stack_saw_is_said_so() -> None:
     (line,) = native_lines(o, "call", floor=1024)
     assert "no stack saw it" in line and "dlsym" in line
     assert native_lines({**o, "native": 0}, "call", floor=1024) == []
+
+
+def test_a_c_symbol_is_found_in_the_library_that_defines_it(tmp_path) -> None:
+    import ctypes
+    import shutil
+    import subprocess
+
+    if shutil.which("cc") is None:
+        pytest.skip("no C compiler (cc)")
+    (tmp_path / "f.c").write_text("#include <stdlib.h>\nvoid *fir_probe_alloc(size_t n) { return malloc(n); }\n")
+    so = tmp_path / "libfirprobe.so"
+    subprocess.run(["cc", "-shared", "-fPIC", "-o", str(so), str(tmp_path / "f.c")], check=True)
+    ctypes.CDLL(str(so))  # loaded locally (RTLD_LOCAL), as ctypes does: not in the global namespace
+    import torch  # noqa: F401 - libc10 mapped, for the namespace lookup
+
+    libs = Libraries()
+    assert libs.of("fir_probe_alloc") == str(so.resolve())
+    assert (libs.of("c10::alloc_cpu(unsigned long)") or "").rsplit("/", 1)[-1].startswith("libc10")
+    assert libs.of("no_such_symbol_anywhere") is None
