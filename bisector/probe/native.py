@@ -203,7 +203,9 @@ def _interpreter_source(file: str) -> bool:
 
 
 class NativeTracer:
-    """memray over one span of a traced probe: start() before its first call, stop() after its last."""
+    """memray over the repeat span of a traced probe (loop.OwnerTracer): warm() before the tracer's own
+    warm-up pass, ready() and start() around the span's first heap reading, stop() after its last call,
+    read() once the span is measured."""
 
     def __init__(self, workdir: Path, python_owner: Any, roots: Sequence[str]) -> None:
         import memray
@@ -214,7 +216,7 @@ class NativeTracer:
         self.roots = list(roots)
         self.tracker: Any = None
         self.stopped = False
-        self.leftover = 0.0  # heap bytes one start and stop leave behind (prime)
+        self.leftover = 0.0  # heap bytes one start and stop leave behind (ready)
         self.cost_s = 0.0
         self.error = ""
 
