@@ -1,7 +1,7 @@
 """The cost of the traced probe's native stacks (bisector/probe/native.py): one traced probe per
 (model, stage), with BISECTOR_NATIVE_STACKS=0 and =1, on the tiny GPT-2 and the CNN samples.
 
-    python bench/native_stacks_cost.py [--stages eager,export]
+    python bench/native_stacks_cost.py [--stages eager,export] [--models gpt2-tiny,cnn] [--stacks 0,1]
 
 Prints, per probe: wall time, the measured loop, memray's own share (start, stop, reading and
 resolving the stacks), and the heap growth per call either way (memray's own memory must not show
@@ -35,11 +35,14 @@ MODELS = {
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--stages", default="eager,export")
+    ap.add_argument("--models", default=",".join(MODELS))
+    ap.add_argument("--stacks", default="0,1", help="BISECTOR_NATIVE_STACKS values to run")
     args = ap.parse_args()
     print(f"{'model':<10} {'stage':<7} {'stacks':<6} {'wall s':>7} {'loop s':>7} {'memray s':>9} {'heap B/call':>12}")
-    for flag in ("0", "1"):
+    for flag in args.stacks.split(","):
         os.environ["BISECTOR_NATIVE_STACKS"] = flag
-        for name, (target, inputs, dims) in MODELS.items():
+        for name in args.models.split(","):
+            target, inputs, dims = MODELS[name]
             spec = parse_model_spec(str(ROOT / "sample_models" / target))
             plan = build_input_plan(inputs, dims, spec)
             with (
