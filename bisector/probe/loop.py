@@ -33,6 +33,7 @@ class Context:
     meta: dict[str, Any] = field(default_factory=dict)
     owner_roots: list[str] = field(default_factory=list)  # the model's project folders (owners.py)
     model: Any = None  # the whole model: retention paths are named from its root
+    stage: str = ""  # eager | export | inference (the native stacks' default depends on it)
 
 
 def _type_snapshot() -> tuple[tuple[str, ...], tuple[int, ...]]:
@@ -210,7 +211,7 @@ class OwnerTracer:
 def _native_tracer(ctx: Context, classifier: Any) -> Any:
     from bisector.probe import native
 
-    if not native.available():
+    if not native.available(ctx.stage):
         return None
     return native.NativeTracer(ctx.workdir, classifier.owner, ctx.owner_roots)
 

@@ -48,8 +48,21 @@ NAMESPACES = {
 }
 
 
-def available() -> bool:
-    if os.environ.get("BISECTOR_NATIVE_STACKS", "1") == "0":  # turned off: the traced probe at its old cost
+# BISECTOR_NATIVE_STACKS: "0" none; "1" every stage; unset ("auto") every stage but export, where memray's
+# per-allocation unwinding and per-call frame tracking double a traced probe that is already ~5x slower
+# than an untraced one (a CNN's traced export: 307 s without stacks, over 600 s with them, on a loaded machine).
+DEFAULT_OFF = frozenset({"export"})
+
+
+def wanted(stage: str) -> bool:
+    setting = os.environ.get("BISECTOR_NATIVE_STACKS", "auto")
+    if setting == "0":
+        return False
+    return stage not in DEFAULT_OFF if setting == "auto" else True
+
+
+def available(stage: str = "") -> bool:
+    if not wanted(stage):
         return False
     try:
         import memray  # noqa: F401

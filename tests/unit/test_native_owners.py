@@ -152,3 +152,14 @@ def test_a_c_symbol_is_found_in_the_library_that_defines_it(tmp_path) -> None:
     assert libs.of("fir_probe_alloc") == str(so.resolve())
     assert (libs.of("c10::alloc_cpu(unsigned long)") or "").rsplit("/", 1)[-1].startswith("libc10")
     assert libs.of("no_such_symbol_anywhere") is None
+
+
+def test_stacks_run_in_every_stage_but_export_unless_asked(monkeypatch) -> None:
+    from bisector.probe.native import wanted
+
+    monkeypatch.delenv("BISECTOR_NATIVE_STACKS", raising=False)
+    assert wanted("eager") and wanted("inference") and not wanted("export")
+    monkeypatch.setenv("BISECTOR_NATIVE_STACKS", "1")
+    assert wanted("export")
+    monkeypatch.setenv("BISECTOR_NATIVE_STACKS", "0")
+    assert not wanted("eager")
