@@ -7,6 +7,7 @@ the toolchain's. Skipped without a C compiler or without memray.
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -84,7 +85,8 @@ def stacks(tmp_path_factory: pytest.TempPathFactory) -> dict:
     request = ProbeRequest(
         spec, plan, "eager", build_schedule(plan.dims, TRACED), ProbeOptions(owners=1), label="native"
     )
-    with ProbePool(tmp_path_factory.mktemp("native_pool"), timeout_s=120, preload=("torch",)) as pool:
+    env = {**os.environ, "BISECTOR_NATIVE_STACKS": "1"}  # the suite runs without them (conftest.py)
+    with ProbePool(tmp_path_factory.mktemp("native_pool"), timeout_s=120, env=env, preload=("torch",)) as pool:
         result = pool.run(request)
     assert isinstance(result, ProbeOk), result
     return {"project": str(project), **result.curve.meta["owners"]["repeat"]}
