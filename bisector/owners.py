@@ -148,15 +148,19 @@ NATIVE_TOLERANCE = 0.05
 
 def model_share(owners: Mapping[str, Any], heap_rate: float | None = None, objects_theirs: bool = False) -> float:
     """Bytes per call the model's code owns: its files, its libraries, and native growth (which
-    the region search then localises) once it clears the toolchain's own variation. objects_theirs:
-    objects grew per call and toolchain_objects says they are the toolchain's: native bytes beside
-    them are theirs."""
+    the region search then localises). Native growth is split as the native stacks split it, where
+    they saw any (bisector/native.py); else it is the model's once it clears the toolchain's own
+    variation. objects_theirs: objects grew per call and toolchain_objects says they are the
+    toolchain's: native bytes beside them are theirs."""
     groups = owners.get("groups") or {}
     python = max(0.0, float(groups.get(MODEL, 0.0)) + float(groups.get(LIBRARIES, 0.0)))
     if objects_theirs:
         return python  # the native bytes are the C++ state of the toolchain's own objects
     native = native_share(owners, heap_rate)
-    return python + (native if native > NATIVE_TOLERANCE * toolchain_share(owners) else 0.0)
+    split = native_split(owners)
+    if split:
+        return python + native * (split.get(MODEL, 0.0) + split.get(LIBRARIES, 0.0)) / sum(split.values())
+    return python + (native if native > NATIVE_TOLERANCE * python_toolchain(owners) else 0.0)
 
 
 def object_owners(owners: Mapping[str, Any]) -> tuple[float, float]:
@@ -182,7 +186,26 @@ def object_site(owners: Mapping[str, Any], group: str = TOOLCHAIN) -> str | None
 
 
 def toolchain_share(owners: Mapping[str, Any]) -> float:
+    """Bytes per call the toolchain keeps: its Python files, and the native growth the stacks put in
+    its libraries."""
+    split = native_split(owners)
+    native = native_share(owners) * split.get(TOOLCHAIN, 0.0) / sum(split.values()) if split else 0.0
+    return python_toolchain(owners) + native
+
+
+def python_toolchain(owners: Mapping[str, Any]) -> float:
     return max(0.0, float((owners.get("groups") or {}).get(TOOLCHAIN, 0.0)))
+
+
+def native_split(owners: Mapping[str, Any]) -> dict[str, float]:
+    """Native bytes per call the traced probe's native stacks attributed, by owner group (empty when
+    they did not run, or saw none: malloc reached through dlsym is invisible to them)."""
+    stacks = owners.get("native_stacks")
+    out: dict[str, float] = {}
+    for row in (stacks.get("sites") or []) if isinstance(stacks, Mapping) else []:
+        if float(row.get("bytes") or 0) > 0:
+            out[row["owner"]] = out.get(row["owner"], 0.0) + float(row["bytes"])
+    return out
 
 
 def top_site(owners: Mapping[str, Any], group: str) -> str | None:

@@ -12,6 +12,7 @@ from bisector.ceiling import describe as describe_ceilings
 from bisector.ceiling import stage_ceilings
 from bisector.chart import phased_sparkline
 from bisector.fixers.base import UNSUPPORTED_OP
+from bisector.native import native_lines
 from bisector.owners import LIBRARIES, MODEL, TOOLCHAIN, native_share
 from bisector.probe.types import ProbeCrashed, ProbeFailed, ProbeTimedOut
 from bisector.repair import costs_more_than_it_saves, registration_site
@@ -145,7 +146,8 @@ def owners_lines(r: StageResult) -> list[str]:
         where = f" ({sites[0]['where']})" if sites and amount >= 1024 else ""
         parts.append(f"{label} {format_bytes(amount)}{where}")
     parts.append(f"native {format_bytes(native_share(o))}")  # as attribute() settled it
-    return [f"{'':<10} owners per {per}: " + ", ".join(parts)]
+    # Then where the native bytes were allocated, by library and symbol (probe/native.py), over the floor.
+    return [f"{'':<10} owners per {per}: " + ", ".join(parts), *native_lines(o, per, v.floor_bytes_per_call or 0.0)]
 
 
 def baseline_line(r: StageResult) -> str | None:

@@ -42,6 +42,9 @@ def pytest_configure(config: pytest.Config) -> None:
     tempfile.tempdir = None  # read TMPDIR again
     config.stash[_TMP_KEY] = private
     os.environ[SESSION_MARK] = uuid.uuid4().hex  # new in every session, a nested one too
+    # Traced probes without native stacks (memray adds ~7 s and a 2-4x slowdown to each): the suite
+    # stays within its time; tests/probe/test_native_stacks.py turns them on for its own pool.
+    os.environ.setdefault("BISECTOR_NATIVE_STACKS", "0")
     # One control cache for the whole session: tests share control runs, never the user's cache.
     if "BISECTOR_CACHE" not in os.environ:
         os.environ["BISECTOR_CACHE"] = tempfile.mkdtemp(prefix="control-cache-")

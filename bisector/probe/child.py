@@ -152,6 +152,7 @@ def run_request(req: ProbeRequest, workdir: Path) -> ProbeResult:
                 meta=meta,
                 owner_roots=project_roots(req.model.path),
                 model=None if req.control else model,
+                stage=req.stage or "",
             )
             if req.stage == "inference":
                 import onnxruntime

@@ -33,6 +33,7 @@ class Context:
     meta: dict[str, Any] = field(default_factory=dict)
     owner_roots: list[str] = field(default_factory=list)  # the model's project folders (owners.py)
     model: Any = None  # the whole model: retention paths are named from its root
+    stage: str = ""  # eager | export | inference (the native stacks' default depends on it)
 
 
 def _type_snapshot() -> tuple[tuple[str, ...], tuple[int, ...]]:
@@ -160,6 +161,8 @@ class OwnerTracer:
 
         self.objects = ObjectOwners(ctx.model, lambda: model_modules(self.classifier), self.classifier)
         self.started = False  # --tracemalloc may have started tracing already: leave it running then
+        # The repeat span's native stacks too (probe/native.py), where memray is installed.
+        self.native = _native_tracer(ctx, self.classifier) if any(p == "repeat" for p, _, _ in self.spans) else None
 
     def _heap(self) -> float:
         return self.ctx.meters.heap_now() or 0.0
@@ -167,16 +170,23 @@ class OwnerTracer:
     def before(self, i: int) -> None:
         import tracemalloc as tm
 
-        if i == self.start_at and not tm.is_tracing():
-            tm.start(max(1, self.ctx.options.owners))
-            self.started = True
+        if i == self.start_at:
+            if self.native is not None:
+                self.native.warm(self._heap)  # the tracer's own warm-up pass runs under memray too
+            if not tm.is_tracing():
+                tm.start(max(1, self.ctx.options.owners))
+                self.started = True
         for phase, first, _ in self.spans:
             if i == first:
                 if phase == "repeat" and self.ctx.model is not None:
                     self.objects.begin()
+                if phase == "repeat" and self.native is not None:
+                    self.native.ready(self._heap)
                 before = self._heap()
                 snap = tm.take_snapshot()
                 self.open[phase] = (snap, before, int(self._heap() - before))
+                if phase == "repeat" and self.native is not None:
+                    self.native.start()  # last: the snapshot is not among the span's native allocations
 
     def after(self, i: int) -> None:
         import tracemalloc as tm
@@ -186,10 +196,17 @@ class OwnerTracer:
         for phase, first, last in self.spans:
             if i == last and phase in self.open:
                 snap0, heap0, cost = self.open.pop(phase)
-                heap1 = self._heap() - cost
+                # memray stops first (its tables are freed as it stops); what a start and stop leave is not
+                # the span's growth either.
+                native = self.native if phase == "repeat" else None
+                if native is not None:
+                    native.stop()
+                heap1 = self._heap() - cost - (native.leftover if native is not None else 0.0)
                 snap1 = tm.take_snapshot()
                 diffs = snap1.compare_to(snap0, "traceback")
                 self.out[phase] = summarize(diffs, self.classifier, last - first + 1, heap1 - heap0)
+                if native is not None:  # read once the span is measured (probe/native.py)
+                    self.out[phase]["native_stacks"] = native.read(last - first + 1)
                 del snap0, snap1, diffs
                 if phase == "repeat" and self.ctx.model is not None:
                     self.out[phase]["objects"] = self.objects.end(last - first + 1)
@@ -217,6 +234,14 @@ def model_modules(classifier: Any) -> tuple[list[Any], list[Any]]:
         elif group == LIBRARIES:
             libs.append(mod)
     return user, libs
+
+
+def _native_tracer(ctx: Context, classifier: Any) -> Any:
+    from bisector.probe import native
+
+    if not native.available(ctx.stage):
+        return None
+    return native.NativeTracer(ctx.workdir, classifier.owner, ctx.owner_roots)
 
 
 def retention_tracer(ctx: Context, steps: tuple[Step, ...]) -> Any:
