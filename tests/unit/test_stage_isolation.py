@@ -91,6 +91,8 @@ def test_an_operator_no_fix_made_export_is_that_stages_error_once_the_fixers_tri
     assert _status(without_errors(found, errors), report, chosen, FailOn()) == Status.FIXED
     # A fix that made it export (kept, though it may leak then) leaves the culprit to the status.
     assert unexported(found, kept=lambda c: c.kind == "unsupported-op") == {}
+    # Nothing else measured: the model's own status (unfixed), not a clean model beside an error.
+    assert unexported(found_with({"inference": stage("failed", FFT_UNSUPPORTED)}, [op]), kept=lambda c: False) == {}
 
 
 def test_the_summary_says_both() -> None:
