@@ -128,7 +128,7 @@ def by_model(summary: dict) -> dict:
 # Each model's documented feature (its module's docstring), through the pool as production serves it.
 FEATURES = """
 import numpy as np, torch
-from models.spectral import Spectral
+from models.audio.spectral import Spectral
 from serve.pool import SessionPool
 pool = SessionPool()
 rng = np.random.default_rng(1)
@@ -166,12 +166,12 @@ def test_repair_fixes_what_it_can_reports_the_rest_and_a_second_repair_is_clean(
     # The spectral model cannot export: that stage's error, beside the eager leak fixed.
     spectral = models["spectral"]
     assert set(spectral["stage_errors"]) == {"inference"} and "aten::fft_rfft" in spectral["stage_errors"]["inference"]
-    assert spectral["patches"] == ["models__spectral.py.patch"] and spectral["check"] == "passed"
+    assert spectral["patches"] == ["models__audio__spectral.py.patch"] and spectral["check"] == "passed"
     table = (project / ".bisector" / "repair" / "summary.md").read_text()
     assert "inference shape-growth (bounded: settles at +" in table and "within the budget 2.0 GB" in table
     assert "| fixed (inference: error: " in table
     patches = sorted((project / ".bisector" / "repair" / "patches").glob("*.patch"))
-    assert [p.name for p in patches] == ["models__spectral.py.patch"]
+    assert [p.name for p in patches] == ["models__audio__spectral.py.patch"]
     for p in patches:
         git("apply", str(p), cwd=project)
     assert "not converted spectral" in run(project, "convert.py")
@@ -185,4 +185,7 @@ def test_repair_fixes_what_it_can_reports_the_rest_and_a_second_repair_is_clean(
     models = by_model(json.loads(again.stdout))
     assert {k: m["status"] for k, m in models.items()} == dict.fromkeys(models, "clean"), json.dumps(models, indent=1)
     assert set(models["spectral"]["stage_errors"]) == {"inference"}
+    # Only the patched model is probed again (models/audio/ is its own folder): the others, same
+    # source, options and scripts, are resumed, which keeps this second run cheap.
+    assert {k for k, m in models.items() if m["resumed"]} == {"scorer", "mixer", "denoiser"}
     assert not list((project / ".bisector" / "repair" / "patches").glob("*.patch"))
