@@ -40,7 +40,7 @@ from bisector import (
 from bisector.caches import code_version
 from bisector.ceiling import Ceiling, over_budget, stage_ceilings
 from bisector.ceiling import describe as describe_ceilings
-from bisector.config import ToolTable, find_pyproject, load_config, validate
+from bisector.config import ToolTable, as_list, find_pyproject, load_config, validate
 from bisector.contract import stamp
 from bisector.errors import BisectorError, UserError
 from bisector.fail_on import FailOn
@@ -77,6 +77,9 @@ class ModelEntry:
     options: Mapping[str, Any]
     base: str  # the folder paths in the entry are relative to
     label: str = ""  # the spec as written in the manifest
+    # The [tool.bisector] file the entry came from (--config, the pyproject found, or a manifest in
+    # that shape): the model's run reads its config there, not in the pyproject nearest the model.
+    config: str | None = None
 
     @property
     def name(self) -> str:
@@ -261,6 +264,7 @@ def load_models(config: str | None = None, manifest: str | None = None) -> list[
         nested = isinstance(tool, dict) and "bisector" in tool
         table = validate(ToolTable, tool["bisector"] if nested else data, manifest, "[tool.bisector]" if nested else "")
         base = str(path.resolve().parent)
+        source = str(path.resolve()) if nested else None
     else:
         cfg = load_config(None, config)
         if cfg.path is None:
@@ -270,6 +274,7 @@ def load_models(config: str | None = None, manifest: str | None = None) -> list[
             )
         table = dict(cfg.table)
         base = str(Path(cfg.path).parent)
+        source = cfg.path
     root = project_root(Path(base)).resolve()
     models = table.get("models") or []
     if not isinstance(models, list) or not models:
@@ -292,7 +297,9 @@ def load_models(config: str | None = None, manifest: str | None = None) -> list[
         file_part, _, name = entry["spec"].rpartition(":")
         model_file = (Path(base) / file_part).resolve()
         _check_inside(model_file, root, f"model entry {i + 1} ({entry['spec']})")
-        out.append(ModelEntry(spec=f"{model_file}:{name}", options=options, base=base, label=entry["spec"]))
+        out.append(
+            ModelEntry(spec=f"{model_file}:{name}", options=options, base=base, label=entry["spec"], config=source)
+        )
     return out
 
 
@@ -352,6 +359,8 @@ def entry_options(entry: ModelEntry, jobs: int | None) -> Options:
         export_script=_existing(entry.path("export_script")),
         infer_script=_existing(entry.path("infer_script")),
         artifact=model_key(entry),
+        floor=tuple(as_list(o.get("floor"), "floor")) or None,
+        config=entry.config,
     )
 
 

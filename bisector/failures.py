@@ -7,7 +7,7 @@ that names the flag or the fix to try; a crashed, hung or capped probe is "not m
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import replace
 
 from bisector.errors import BisectorError, InternalError, UserError
@@ -75,6 +75,23 @@ def stage_errors(found: FindReport, crashed: bool = True) -> dict[str, str]:
         line = str(message).strip().splitlines()[0] if str(message).strip() else str(r.kind)
         out[s] = f"error: {line[:200]}" if r.kind == FAILED else f"{r.kind}: {line[:200]}"
     return out
+
+
+def unexported(found: FindReport, kept: Callable[[Culprit], bool]) -> dict[str, str]:
+    """Stages that failed on an operator (unsupported-op culprits) and that no fix made run (kept:
+    whether a fix was kept for the culprit): like any stage that cannot run, each is that stage's
+    error, one line, while the other stages are found and fixed (issue 21, item 4). A fix that made
+    it run but leak leaves the culprit as it is: unfixed, not an error. Empty when no other stage was
+    measured (the model's own status then, as stage_errors does)."""
+    out = {}
+    for c in found.culprits:
+        if c.kind != UNSUPPORTED_OP or kept(c):
+            continue
+        r = found.measure.stages.get(c.stage)
+        message = str(getattr(getattr(r, "failure", None), "message", "") or c.hint).strip()
+        out[c.stage] = f"error: {message.splitlines()[0][:200] if message else UNSUPPORTED_OP}"
+    ran = [r for s, r in found.measure.stages.items() if s not in out and r.verdict is not None]
+    return out if ran else {}
 
 
 def failure_error(report: MeasureReport, skip: Iterable[str] = ()) -> BisectorError | None:

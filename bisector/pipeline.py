@@ -23,7 +23,7 @@ from bisector.ceiling import peak, project, stage_ceilings
 from bisector.config import load_config
 from bisector.errors import UserError
 from bisector.fail_on import FailOn
-from bisector.failures import failure_culprits, failure_error, stage_errors, unfixable_failures
+from bisector.failures import failure_culprits, failure_error, stage_errors, unexported, unfixable_failures
 from bisector.find import Culprit, Finder, FindReport
 from bisector.fixers import all_fixers, names
 from bisector.lab import RUN_DIR, Lab
@@ -137,7 +137,8 @@ def without_errors(found: FindReport, errors: Mapping[str, str]) -> FindReport:
     if not errors:
         return found
     stages = {s: r for s, r in found.measure.stages.items() if s not in errors}
-    return replace(found, measure=replace(found.measure, stages=stages))
+    searches = {s: r for s, r in found.searches.items() if s not in errors}
+    return replace(found, measure=replace(found.measure, stages=stages), searches=searches)
 
 
 def stage_peaks(report: MeasureReport) -> dict[str, float]:
@@ -308,7 +309,9 @@ def fix(
             lab.release_captures()  # every candidate is measured: the regions' inputs are needed no more
     finally:
         lab.close()
-    outcome = _patch_and_apply(prepared, given, request, progress, found, report, root, stopped)
+    # A stage no fix made export is that stage's error too, once the fixers have had their try.
+    errors = {**errors, **unexported(found, lambda c: any(e.kept for e in report.for_culprit(c)))}
+    outcome = _patch_and_apply(prepared, given, request, progress, found, report, root, stopped, errors)
     return replace(outcome, stage_errors=errors) if errors else outcome
 
 
@@ -321,6 +324,7 @@ def _patch_and_apply(
     report: FixReport,
     root: Path | None,
     stopped: Callable[[], bool],
+    errors: Mapping[str, str],
 ) -> FixOutcome:
 
     chosen = tuple(best_fixes(report, request.pick, request.prefer))
@@ -333,8 +337,8 @@ def _patch_and_apply(
                 f"{c.region or '<root>'} ({c.stage}): {why}, so none is in the patch; "
                 "take one with --pick N or --prefer NAME"
             )
-    errors = stage_errors(found, crashed=request.unmeasured_is_error)
-    status = _status(without_errors(found, errors), report, chosen, request.fail_on)
+    judged = without_errors(found, errors)  # the stages that ran: what the status and the re-measure judge
+    status = _status(judged, report, chosen, request.fail_on)
     if not request.patch:
         return FixOutcome(status, found, report, chosen, notes=tuple(notes))
     root = root or project_root(Path(prepared.model.path))
@@ -371,13 +375,13 @@ def _patch_and_apply(
     if written and check:
         ok, why = run_check(root, check, [], check_timeout)  # the project as now written, in a shadow copy
         check_after = "passed" if ok else f"failed: {why}"
-    confirmed = confirm(prepared, found, chosen) if written else None
+    confirmed = confirm(prepared, judged, chosen) if written else None
     if check_after.startswith("failed"):
         status = Status.UNFIXED  # the project's own check fails with what was written: never "clean"
     elif confirmed is not None and not all(
         holds(c, confirmed.stages.get(c.stage))
         or under_budget(confirmed.stages.get(c.stage), prepared.plan.dims, request.fail_on)
-        for c in failing(found.culprits, request.fail_on, stage_peaks(found.measure))
+        for c in failing(judged.culprits, request.fail_on, stage_peaks(judged.measure))
     ):
         status = Status.UNFIXED  # the written fix did not hold on a fresh measurement
     return replace(

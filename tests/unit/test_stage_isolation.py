@@ -8,7 +8,7 @@ from types import SimpleNamespace
 from bisector.batch import ModelResult, RepairSummary
 from bisector.curve import MemoryCurve, Sample
 from bisector.fail_on import FailOn
-from bisector.failures import stage_errors
+from bisector.failures import stage_errors, unexported
 from bisector.find import FindReport, StageSearch
 from bisector.pipeline import Status, _status, with_stage_errors, without_errors
 from bisector.probe.types import ProbeCrashed, ProbeFailed, ProbeOptions
@@ -67,6 +67,32 @@ def test_crashed_stages_are_errors_only_when_asked_and_nothing_measured_is_the_m
     # A failed export that is a culprit (an operator the exporter lacks) is a fixer's, not an error.
     op = SimpleNamespace(stage="export", kind="unsupported-op")
     assert stage_errors(found_with({"eager": stage("clean"), "export": stage("failed", EXPORT_RAISED)}, [op])) == {}
+
+
+FFT_UNSUPPORTED = ProbeFailed(
+    "export",
+    "exporting the model failed: UnsupportedOperatorError: Exporting the operator 'aten::fft_rfft' to ONNX "
+    "opset version 17 is not supported",
+)
+
+
+def test_an_operator_no_fix_made_export_is_that_stages_error_once_the_fixers_tried() -> None:
+    op = SimpleNamespace(region="", stage="inference", kind="unsupported-op", figures={}, hint="")
+    leak = SimpleNamespace(region="rec", stage="eager", kind="leak", figures={})
+    found = found_with({"eager": stage("leak"), "inference": stage("failed", FFT_UNSUPPORTED)}, [leak, op])
+    assert stage_errors(found) == {}  # before the fixers: a culprit they may make export
+    errors = unexported(found, kept=lambda c: False)
+    assert list(errors) == ["inference"] and "aten::fft_rfft" in errors["inference"]
+    assert errors["inference"].startswith("error: exporting the model failed")
+    # The eager leak fixed, the operator nobody could export reported beside it: "fixed (inference: error ...)".
+    report = SimpleNamespace(fixed=lambda c: c.kind == "leak")
+    chosen = (SimpleNamespace(region="rec", stage="eager"),)
+    assert _status(found, report, chosen, FailOn()) == Status.UNFIXED  # as it was: the operator sank it
+    assert _status(without_errors(found, errors), report, chosen, FailOn()) == Status.FIXED
+    # A fix that made it export (kept, though it may leak then) leaves the culprit to the status.
+    assert unexported(found, kept=lambda c: c.kind == "unsupported-op") == {}
+    # Nothing else measured: the model's own status (unfixed), not a clean model beside an error.
+    assert unexported(found_with({"inference": stage("failed", FFT_UNSUPPORTED)}, [op]), kept=lambda c: False) == {}
 
 
 def test_the_summary_says_both() -> None:

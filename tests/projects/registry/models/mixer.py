@@ -1,3 +1,7 @@
+"""Mixer: mixes each token's 5 channels into weights.
+
+Feature: the weights of each token sum to 1 (the blending step downstream relies on it)."""
+
 import torch
 from torch import nn
 

@@ -1,3 +1,7 @@
+"""Scorer: one relevance score per row of 6 features.
+
+Feature: the ranking service sorts by `scores[:, 0]`, so each row gets exactly one score."""
+
 import torch
 from torch import nn
 
