@@ -391,7 +391,8 @@ def repair_one(
             patch=False,
             unmeasured_is_error=True,
             fail_on=FailOn.parse(o.get("fail_on"), o.get("budget")),
-            toolchain_workarounds=False,
+            # A manifest's prefer/pick may ask for a fix of growth the policy accepts.
+            only_failing=not (pick or o.get("prefer")),
         )
         prepared = prepare(entry.spec, replace(entry_options(entry, jobs), run_dir=str(run_dir)))
         outcome = pipeline.fix(prepared, request, pool=pool, executor=executor)

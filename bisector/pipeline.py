@@ -67,10 +67,11 @@ class FixRequest:
     # model it never measured anything else); otherwise it is "unproven" and the rest is repaired.
     unmeasured_is_error: bool = False
     fail_on: FailOn = FailOn()  # which culprits must be fixed for the run to pass
-    # Workarounds for growth the toolchain keeps (export in a child process, ...) change how the
-    # user's scripts run: `fix` on one model tries them; `repair` over a project only where its
-    # policy counts toolchain-leak (torch.fx keeps ~60 KB per dynamo export of nearly any model).
-    toolchain_workarounds: bool = True
+    # `fix` on one model tries fixes for every culprit; `repair` over a project only for those its
+    # policy fails on: bounded growth within the budget costs ~17 probes of fixes nobody asked for,
+    # and a toolchain workaround (export in a child process) rewrites the export script for growth
+    # torch.fx keeps on nearly any model (~60 KB per dynamo export).
+    only_failing: bool = False
 
 
 @dataclass
@@ -303,7 +304,9 @@ def fix(
             allow_output_changes=request.allow_output_changes,
             only=request.fixers,
             budget=request.fail_on.budget,
-            toolchain=request.toolchain_workarounds or request.fail_on.fails(TOOLCHAIN_LEAK),
+            culprits=failing(found.culprits, request.fail_on, stage_peaks(found.measure))
+            if request.only_failing
+            else None,
         ).run()
         if not lab.interrupted.is_set():
             lab.release_captures()  # every candidate is measured: the regions' inputs are needed no more

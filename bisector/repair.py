@@ -392,16 +392,16 @@ class Repairer:
         rtol: float = 1e-3,
         atol: float = 1e-4,
         budget: float | None = None,
-        toolchain: bool = True,
+        culprits: Iterable[Culprit] | None = None,
     ) -> None:
         """budget: bytes (--budget); a culprit whose stage's projected peak is over it has its fixes
-        judged by how far under it they bring the peak. toolchain: also try the workarounds for
-        growth torch or ONNX Runtime keep (toolchain-leak culprits)."""
+        judged by how far under it they bring the peak. culprits: only these of the report's
+        (None: every one)."""
 
         self.lab = lab
         self.report = report
         self.budget = budget
-        self.toolchain = toolchain
+        self.only = None if culprits is None else {(c.region, c.stage, c.kind) for c in culprits}
         self.allow_output_changes = allow_output_changes
         chosen = list(fixers) if fixers is not None else all_fixers()
         self.fixers = select(chosen, only)  # a family's name (python-leaks) selects its members
@@ -669,7 +669,7 @@ class Repairer:
         evaluations: list[Evaluation] = []
         with ThreadPoolExecutor(max_workers=max(2, self.lab.jobs * 2), thread_name_prefix="bisector-fix") as pool:
             for c in self.report.culprits:
-                if c.kind == Kind.TOOLCHAIN_LEAK and not self.toolchain:
+                if self.only is not None and (c.region, c.stage, c.kind) not in self.only:
                     continue
                 evaluations += self.repair_culprit(c, pool)
         probes = self.lab.probes - self.probes_before
