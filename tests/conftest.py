@@ -50,6 +50,17 @@ def pytest_configure(config: pytest.Config) -> None:
 _TMP_KEY = pytest.StashKey[str]()
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Under pytest-xdist (make test), the tests of a module that share a module-scoped fixture
+    (a repair of a whole project, a run directory later tests reuse) go to one worker, which
+    builds it once, instead of each worker building it again."""
+    for item in items:
+        info = getattr(item, "_fixtureinfo", None)
+        defs = info.name2fixturedefs.values() if info is not None else ()
+        if any(d.scope == "module" for chain in defs for d in chain):
+            item.add_marker(pytest.mark.xdist_group(item.module.__name__))
+
+
 def _marked_processes(mark: str) -> list[int]:
     needle = f"{SESSION_MARK}={mark}".encode()
     found = []
