@@ -12,10 +12,12 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip --disable-pip-version-check
 PYTEST_ARGS ?=
 # The suite runs on two pytest-xdist workers: a test mostly waits on its probes' child processes,
-# so two of them keep a 2-core machine busy. A module whose tests share a module-scoped fixture
-# runs on one worker (tests/conftest.py groups it). TEST_WORKERS=0 runs everything in one process.
+# so two of them keep a 2-core machine busy. Whole files go to a worker (loadfile), so a module's
+# shared fixture (a project repaired once, a run directory later tests reuse) is built once.
+# (--dist loadgroup would be finer, but pytest 9.2 ignores the node ids xdist 3.8 renames for it.)
+# TEST_WORKERS=0 runs everything in one process.
 TEST_WORKERS ?= 2
-PYTEST := $(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadgroup
+PYTEST := $(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile
 
 .PHONY: demo test test-all lint venv bench clean
 

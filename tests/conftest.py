@@ -37,7 +37,13 @@ def pytest_configure(config: pytest.Config) -> None:
     factory = getattr(config, "_tmp_path_factory", None)
     if factory is not None:
         factory.getbasetemp()
-    private = tempfile.mkdtemp(prefix="pytest-bisector-tmp-")
+    # An xdist worker makes its folder beside the controller's, not inside it: Ray's socket paths
+    # under a nested folder pass the 107 bytes AF_UNIX allows.
+    if hasattr(config, "workerinput"):
+        base = os.environ.get(_TMP_BASE) or None
+    else:
+        base = os.environ[_TMP_BASE] = tempfile.gettempdir()
+    private = tempfile.mkdtemp(prefix="pytest-bisector-tmp-", dir=base)
     os.environ["TMPDIR"] = private
     tempfile.tempdir = None  # read TMPDIR again
     config.stash[_TMP_KEY] = private
@@ -48,17 +54,7 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 _TMP_KEY = pytest.StashKey[str]()
-
-
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Under pytest-xdist (make test), the tests of a module that share a module-scoped fixture
-    (a repair of a whole project, a run directory later tests reuse) go to one worker, which
-    builds it once, instead of each worker building it again."""
-    for item in items:
-        info = getattr(item, "_fixtureinfo", None)
-        defs = info.name2fixturedefs.values() if info is not None else ()
-        if any(d.scope == "module" for chain in defs for d in chain):
-            item.add_marker(pytest.mark.xdist_group(item.module.__name__))
+_TMP_BASE = "BISECTOR_TEST_TMP_BASE"  # where the xdist controller made its own folder
 
 
 def _marked_processes(mark: str) -> list[int]:
