@@ -1,5 +1,5 @@
 # bisector: `make demo` sets everything up and runs the main job on a sample model;
-# `make test` runs the whole test suite. Both create .venv on first use.
+# `make test` runs the test suite (`make test-all` adds the slow tests). Both create .venv on first use.
 PYTHON ?= python3
 VENV ?= .venv
 # The CPU build of torch 2.13.0 installs from this machine's disk in seconds; elsewhere choose
@@ -11,8 +11,17 @@ ORT_EXTRA ?= $(if $(filter Linux-x86_64,$(shell uname -s)-$(shell uname -m)),gpu
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip --disable-pip-version-check
 PYTEST_ARGS ?=
+# The suite runs on two pytest-xdist workers: a test mostly waits on its probes' child processes,
+# so two of them keep a 2-core machine busy. Whole files go to a worker (loadfile), so a module's
+# shared fixture (a project repaired once, a run directory later tests reuse) is built once.
+# (--dist loadgroup would be finer, but pytest 9.2 ignores the node ids xdist 3.8 renames for it.)
+# Files go out in collection order, the long end-to-end ones first, the quick unit ones last to
+# even out the two workers' ends (xdist's default sends the files with the most tests first).
+# TEST_WORKERS=0 runs everything in one process.
+TEST_WORKERS ?= 2
+PYTEST := $(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
 
-.PHONY: demo test lint venv bench clean
+.PHONY: demo test test-all lint venv bench clean
 
 # The ray extra is for the fleet tests (repair --executor ray on a local Ray): ~15 s and ~300 MB
 # on top of torch's 1.6 GB; users who never run a cluster install plain `bisector`.
@@ -35,7 +44,11 @@ lint: venv
 	$(VENV)/bin/lint-imports
 
 test: lint
-	$(PY) -m pytest -q $(PYTEST_ARGS)
+	$(PYTEST) $(PYTEST_ARGS)
+
+# Also the tests marked slow (long benches whose behaviour the default run covers more cheaply).
+test-all: lint
+	$(PYTEST) -m "" $(PYTEST_ARGS)
 
 bench: venv
 	$(PY) bench/probe_overhead.py

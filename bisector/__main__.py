@@ -12,10 +12,12 @@ from bisector import interrupts
 
 
 def main() -> None:
-    interrupts.install_handlers()
     try:
+        # Inside the try: a signal can land once the handlers are in, while the forwarder thread
+        # starts (seen under load), and its KeyboardInterrupt is an exit with 128+N like any other.
+        interrupts.install_handlers()
         from bisector.cli import main as cli_main  # noqa: PLC0415 - only once the handlers are in
-    except BaseException:  # noqa: BLE001 - a signal cut the import short (KeyboardInterrupt, ImportError)
+    except BaseException:  # noqa: BLE001 - a signal cut the start short (KeyboardInterrupt, ImportError)
         if interrupts.received() is None:
             raise
         interrupts.quiet()

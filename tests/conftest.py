@@ -37,7 +37,13 @@ def pytest_configure(config: pytest.Config) -> None:
     factory = getattr(config, "_tmp_path_factory", None)
     if factory is not None:
         factory.getbasetemp()
-    private = tempfile.mkdtemp(prefix="pytest-bisector-tmp-")
+    # An xdist worker makes its folder beside the controller's, not inside it: Ray's socket paths
+    # under a nested folder pass the 107 bytes AF_UNIX allows.
+    if hasattr(config, "workerinput"):
+        base = os.environ.get(_TMP_BASE) or None
+    else:
+        base = os.environ[_TMP_BASE] = tempfile.gettempdir()
+    private = tempfile.mkdtemp(prefix="pytest-bisector-tmp-", dir=base)
     os.environ["TMPDIR"] = private
     tempfile.tempdir = None  # read TMPDIR again
     config.stash[_TMP_KEY] = private
@@ -51,6 +57,7 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 _TMP_KEY = pytest.StashKey[str]()
+_TMP_BASE = "BISECTOR_TEST_TMP_BASE"  # where the xdist controller made its own folder
 
 
 def _marked_processes(mark: str) -> list[int]:

@@ -146,3 +146,21 @@ def test_a_signal_a_worker_thread_takes_reaches_the_main_thread_asleep_in_a_wait
     assert done.returncode == 129, done.stderr
     assert time.monotonic() - started < 5
     assert done.stderr == "interrupted (SIGHUP)\n"
+
+
+def test_a_signal_while_the_forwarder_thread_starts_exits_with_128_plus_n() -> None:
+    # Seen under load in the start-up stress test: the handlers are in, and the signal lands
+    # while Thread.start() waits for the forwarder thread; its KeyboardInterrupt escaped main()
+    # as a traceback and exit -2 instead of 143.
+    code = (
+        "import os, signal, time\n"
+        "from bisector import __main__, interrupts\n"
+        "def start():\n"
+        "    os.kill(os.getpid(), signal.SIGTERM)\n"
+        "    time.sleep(5)\n"
+        "interrupts._start_forwarder = start\n"
+        "__main__.main()\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 143, done.stderr
+    assert "Traceback" not in done.stderr and "interrupted (SIGTERM)" in done.stderr
