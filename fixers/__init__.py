@@ -37,6 +37,7 @@ BUILTIN = (
     "bisector.fixers.tensor_bank",
     "bisector.fixers.hook_once",
     "bisector.fixers.bounded_log_records",
+    "bisector.fixers.warning_registry",
 )
 ENTRY_POINT_GROUP = "bisector.fixers"
 
