@@ -43,6 +43,7 @@ def missing(folder: str | Path, dims_list: Iterable[Mapping[str, int]]) -> list[
 
 MAX_VARIANTS = 12  # distinct recorded inputs per shape, at most
 VARIANTS_BYTES = 8 << 20  # past this many bytes of one shape's recordings, no further variant is recorded
+VARIANTS_S = 20.0  # nor past this many seconds of recording variants in one capture probe (a slow forward)
 
 
 def occurrences(schedules: Iterable[Schedule]) -> dict[str, int]:

@@ -13,10 +13,11 @@ import hashlib
 import inspect
 import io
 import os
+import time
 from pathlib import Path
 from typing import Any
 
-from bisector.capture import VARIANTS_BYTES, capture_file, dims_key, input_seed_index, variant_indices
+from bisector.capture import VARIANTS_BYTES, VARIANTS_S, capture_file, dims_key, input_seed_index, variant_indices
 from bisector.probe.inputs import Args, InputFactory
 from bisector.probe.loading import WorkloadError, one_line, user_traceback
 from bisector.probe.types import ProbeRequest
@@ -168,6 +169,7 @@ def run_capture(model: Any, req: ProbeRequest, factory: InputFactory, folder: Pa
     for step in req.schedule.steps:
         key = dims_key(step.dims)
         wanted[key] = (dict(step.dims), wanted.get(key, (step.dims, 0))[1] + 1)
+    started = time.perf_counter()
     try:
         for dims, n in wanted.values():
             target = capture_file(folder, dims)
@@ -180,8 +182,8 @@ def run_capture(model: Any, req: ProbeRequest, factory: InputFactory, folder: Pa
             variants: list[dict[str, list[Args]]] = []
             total = len(data)
             for v in range(1, n):
-                if total > VARIANTS_BYTES:
-                    break  # a large model's recordings: one input per shape, as before
+                if total > VARIANTS_BYTES or time.perf_counter() - started > VARIANTS_S:
+                    break  # a large model's recordings, or a slow forward: fewer variants (one, as before)
                 more = record(dims, seed_index + v)
                 for path in list(more):
                     if path not in calls:
