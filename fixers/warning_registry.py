@@ -130,7 +130,7 @@ class BoundedWarningRegistry:
                     f"{target.region_class}: bound this module's warning registry to {KEEP_LAST} messages "
                     f"({KEEP_NAME} = {KEEP_LAST}); every warning is still issued, one whose message names the "
                     "input no longer adds a registry entry for good",
-                    edits=(SourceEdit(path, source, after, f"bound the warning registry of {path}"),),
+                    edits=(SourceEdit(path, source, after, f"{target.region_class}: bound its module's warnings"),),
                     size=2 + len(found),
                     bound=KEEP_LAST + 1,
                 )
