@@ -2,8 +2,10 @@
 
 The capture probe runs the whole model once per distinct shape with forward pre-hooks on every
 module and saves, per shape, each region's calls (args and kwargs, tensors and plain values, all
-calls when a module runs several times per forward). Region probes then replay exactly what each
-region received. Plain data here; the torch side is bisector/probe/regions.py.
+calls when a module runs several times per forward). A shape the region probes run several times
+is recorded with as many distinct inputs (up to MAX_VARIANTS, within a size and time budget), kept
+in the same file. Region probes then replay exactly what each region received, a new variant at
+each run of a shape. Plain data here; the torch side is bisector/probe/regions.py.
 """
 
 from __future__ import annotations
