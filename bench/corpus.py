@@ -9,8 +9,12 @@ Each pattern is copied into a project of its own and run as a user runs it:
 - fix kept: a fix was chosen and written (status `fixed`);
 - behaviour: the truth's behaviour check passes on the patched file (tests/corpus/behaviour.py);
 - wall: the whole `fix` run.
-A pattern counts as "fixed, feature kept" only when all of the last three hold. Prints a table
-and the totals; never fails (the figures are the result).
+A pattern counts as "fixed, feature kept" only when all of the last three hold. A pattern that fix
+reports as not fixable automatically (its JSON's `not_fixable`: weights grown in forward, which
+no bound keeps) is shown as `no-auto` with the reason; it is not a kept fix, so the bar's figure
+still counts it as a miss over all patterns, and a second line gives the kept fixes over the
+patterns fix did not declare unfixable, and how many misses were silent. Prints a table and the
+totals; never fails (the figures are the result).
 """
 
 from __future__ import annotations
@@ -68,14 +72,19 @@ def run_one(truth: Truth, jobs: int, timeout: float) -> dict:
         got = _culprits(data)
         # fix exits 0 when every culprit got a kept fix (and --apply wrote it), 1 when one has none.
         written = model.read_bytes() != Path(truth.path).read_bytes()
+        not_fixable = list(data.get("not_fixable") or [])
         if done.returncode == 0 and written:
             status = "fixed"
         elif done.returncode == 0 and not got:
             status = "clean"  # find saw no growth the model owns: nothing to fix
+        elif not_fixable and done.returncode in (0, 1):
+            status = "no-auto"  # fix said why no bound keeps the behaviour, and what to change
         else:
             status = "unfixed" if done.returncode in (0, 1) else "error"
         chosen = [str(p.get("summary", "")) for p in data.get("patches", [])]
-        if not chosen and data.get("patch_notes"):
+        if status == "no-auto":
+            chosen = [f"not fixable automatically: {nf['reason']}" for nf in not_fixable]
+        elif not chosen and data.get("patch_notes"):
             chosen = [str(data["patch_notes"][0])]
         behaviour, why = run_behaviour(model, truth) if status == "fixed" else (None, "")
         return {
@@ -124,9 +133,16 @@ def main() -> int:
     n = len(rows)
     exact = sum(1 for r in rows if r.get("exact"))
     kept = sum(1 for r in rows if r.get("status") == "fixed" and r.get("behaviour"))
+    declared = sum(1 for r in rows if r.get("status") == "no-auto")
     wall = sum(r["wall_s"] for r in rows)
     print(f"\nfind exact: {exact}/{n} ({exact / max(1, n):.0%})")
     print(f"behaviour-preserving fix kept: {kept}/{n} ({kept / max(1, n):.0%})")
+    fixable = n - declared
+    print(
+        f"  of the {fixable} not declared unfixable: {kept}/{fixable} ({kept / max(1, fixable):.0%}); "
+        f"declared not fixable automatically (with reason and suggestion): {declared}; "
+        f"silent misses: {n - kept - declared}"
+    )
     print(f"wall: {wall:.0f} s in all, {wall / max(1, n):.0f} s per pattern")
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=1))

@@ -30,7 +30,7 @@ from typing import Any
 
 from bisector import marks
 from bisector.caches import ControlCache, ResultCache, default_cache_dir
-from bisector.capture import capture_schedule, distinct_dims, missing
+from bisector.capture import capture_schedule, distinct_dims, missing, occurrences
 from bisector.clean import claim_capture, evict_captures, release_capture
 from bisector.curve import MemoryCurve, Sample
 from bisector.errors import UserError
@@ -375,7 +375,7 @@ class Lab:
                 self.model,
                 self.plan,
                 None,
-                capture_schedule(todo, self.options.seed),
+                capture_schedule(todo, self.options.seed, occurrences(schedules)),
                 self.options.probe,
                 capture=str(self.capture_dir),
                 label="record inputs" if todo else "module tree",

@@ -41,6 +41,7 @@ from bisector.results import CRASHED, FAILED, MeasureReport
 from bisector.runner import Events
 from bisector.schedule import warmed
 from bisector.strenum import StrEnum
+from bisector.unfixable import NotFixable, not_fixable
 from bisector.verdict import CLEAN, INCONCLUSIVE, LEAK, SHAPE_GROWTH, TOOLCHAIN_LEAK
 
 
@@ -101,6 +102,7 @@ class FixOutcome:
     # Stages that could not run, each with its one-line error (failures.stage_errors): reported
     # beside the status of the stages that ran, which the status is.
     stage_errors: Mapping[str, str] = field(default_factory=dict)
+    not_fixable: tuple[NotFixable, ...] = ()  # culprits no bound can fix without changing the outputs
 
     def status_text(self) -> str:
         """The status, and each stage that could not run: "fixed (export: error ...)"."""
@@ -117,6 +119,8 @@ class FixOutcome:
             data["check_after_apply"] = self.check_after_apply
         if self.stage_errors:
             data["stage_errors"] = dict(self.stage_errors)
+        if self.not_fixable:
+            data["not_fixable"] = [nf.to_json() for nf in self.not_fixable]
         if self.confirmed is not None:
             data["confirmed"] = {
                 "verdict": self.confirmed.verdict,
@@ -340,10 +344,14 @@ def _patch_and_apply(
                 f"{c.region or '<root>'} ({c.stage}): {why}, so none is in the patch; "
                 "take one with --pick N or --prefer NAME"
             )
+    # Growth no bound can take without changing the outputs (weights grown in forward): said as
+    # such, with what to change, rather than a bare "no kept fix".
+    unfixable = tuple(nf for c in found.culprits if not report.fixed(c) for nf in [not_fixable(c)] if nf is not None)
+    notes += [nf.note() for nf in unfixable]
     judged = without_errors(found, errors)  # the stages that ran: what the status and the re-measure judge
     status = _status(judged, report, chosen, request.fail_on)
     if not request.patch:
-        return FixOutcome(status, found, report, chosen, notes=tuple(notes))
+        return FixOutcome(status, found, report, chosen, notes=tuple(notes), not_fixable=unfixable)
     root = root or project_root(Path(prepared.model.path))
     patches, patch_notes = patches_for(
         report,
@@ -367,7 +375,9 @@ def _patch_and_apply(
         if not offered:
             notes.append(f"the patch is not offered: {check_state}")
             patches = []
-    outcome = FixOutcome(status, found, report, chosen, tuple(patches), tuple(notes), check_state)
+    outcome = FixOutcome(
+        status, found, report, chosen, tuple(patches), tuple(notes), check_state, not_fixable=unfixable
+    )
     if not request.apply:
         return outcome
     if stopped():

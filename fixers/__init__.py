@@ -39,6 +39,7 @@ BUILTIN = (
     "bisector.fixers.bounded_log_records",
     "bisector.fixers.export_in_child",
     "bisector.fixers.eager_not_scripted",
+    "bisector.fixers.warning_registry",
 )
 ENTRY_POINT_GROUP = "bisector.fixers"
 

@@ -563,6 +563,13 @@ def constant_line(source: str, name: str, value: int, why: str) -> str:
     return f"{name} = {value}  # {why}\n"
 
 
+def with_bound(source: str, name: str, value: int, why: str, line: int) -> str:
+    """source with `NAME = value  # why` just before the top-level statement holding line, unless
+    the file defines NAME already (constant_line): the named bound every bounding fixer writes."""
+    code = constant_line(source, name, value, why)
+    return with_block(source, code, line) if code else source
+
+
 def with_block(source: str, code: str, before_line: int) -> str:
     """code (top-level statements) inserted just before the top-level statement holding
     before_line, taking over its leading blank lines and comments so the two sit together."""

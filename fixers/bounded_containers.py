@@ -20,7 +20,6 @@ from bisector.fixers._containers import (
     Container,
     Use,
     closures,
-    constant_line,
     pick,
     readers_of,
     rebind,
@@ -28,7 +27,7 @@ from bisector.fixers._containers import (
     still_seen,
     trim_grows,
     trim_item_grows,
-    with_block,
+    with_bound,
 )
 from bisector.fixers.base import LEAK, PYTHON_LEAKS, Candidate, Example, FixTarget, SourceEdit
 
@@ -89,8 +88,7 @@ class BoundedContainers:
         after = trim_item_grows(source, c, KEEP_NAME)
         if after is None:
             return []
-        code = constant_line(after, KEEP_NAME, KEEP_LAST, KEEP_WHY)
-        after = with_block(after, code, c.line) if code else after
+        after = with_bound(after, KEEP_NAME, KEEP_LAST, KEEP_WHY, c.line)
         module = _cst.parse(source)
         growers = {f"{u.where}()" for u in uses if u.what == "grow-item"}
         found = readers_of(module, _owner(c), _class(module, c.cls)) if module is not None else []
@@ -124,8 +122,7 @@ class BoundedContainers:
                 after = trim_grows(source, c, KEEP_NAME)
                 if after is None:
                     continue
-                code = constant_line(after, KEEP_NAME, KEEP_LAST, KEEP_WHY)
-                after = with_block(after, code, c.line) if code else after
+                after = with_bound(after, KEEP_NAME, KEEP_LAST, KEEP_WHY, c.line)
                 out.append(
                     Candidate(
                         self.name,
@@ -462,16 +459,14 @@ def bound_deque(source: str, c: Container) -> str | None:
     after, n = rebind(source, c, maxlen)
     if n <= 0:
         return None
-    code = constant_line(after, KEEP_NAME, KEEP_LAST, KEEP_WHY)
-    return with_block(after, code, c.line) if code else after
+    return with_bound(after, KEEP_NAME, KEEP_LAST, KEEP_WHY, c.line)
 
 
 def bound_list(source: str, c: Container) -> str | None:
     after = trim_grows(source, c, KEEP_NAME)
     if after is None:
         return None
-    code = constant_line(after, KEEP_NAME, KEEP_LAST, KEEP_WHY)
-    return with_block(after, code, c.line) if code else after
+    return with_bound(after, KEEP_NAME, KEEP_LAST, KEEP_WHY, c.line)
 
 
 FIXER = BoundedContainers()

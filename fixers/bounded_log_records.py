@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import libcst as cst
 from bisector.fixers import _cst
-from bisector.fixers._containers import KEEP_LAST, KEEP_NAME, KEEP_WHY, constant_line, retained, with_block
+from bisector.fixers._containers import KEEP_LAST, KEEP_NAME, KEEP_WHY, retained, with_bound
 from bisector.fixers.base import LEAK, PYTHON_LEAKS, Candidate, Example, FixTarget, SourceEdit
 from libcst.metadata import PositionProvider
 
@@ -326,9 +326,7 @@ def bound_handler(source: str, site: Site) -> str | None:
     after = wrapper.visit(T()).code
     if not done or after == source:
         return None
-    code = constant_line(after, KEEP_NAME, KEEP_LAST, KEEP_WHY)
-    top = site.line
-    after = with_block(after, code, top) if code else after
+    after = with_bound(after, KEEP_NAME, KEEP_LAST, KEEP_WHY, site.line)
     return after if site.has_target else _cst.ensure_import(after, "import collections")
 
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import libcst as cst
 from bisector.fixers import _cst
-from bisector.fixers._containers import MEMO_MAX, MEMO_NAME, constant_line, reachable, retained, with_block
+from bisector.fixers._containers import MEMO_MAX, MEMO_NAME, reachable, retained, with_bound
 from bisector.fixers.base import LEAK, PYTHON_LEAKS, SHAPE_GROWTH, Candidate, Example, FixTarget, SourceEdit
 from libcst.metadata import PositionProvider
 
@@ -199,10 +199,8 @@ def bound(source: str, fn: str, line: int) -> str | None:
         return None
     if f"functools.lru_cache(maxsize={MEMO_NAME})" in after:
         after = _cst.ensure_import(after, "import functools")
-    code = constant_line(
-        after, MEMO_NAME, MEMO_MAX, "results each bounded cache keeps; the least recently used go first"
-    )
-    return with_block(after, code, line) if code else after
+    why = "results each bounded cache keeps; the least recently used go first"
+    return with_bound(after, MEMO_NAME, MEMO_MAX, why, line)
 
 
 FIXER = FiniteLruCache()

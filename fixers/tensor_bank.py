@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import libcst as cst
 from bisector.fixers import _cst
-from bisector.fixers._containers import constant_line, reachable, retained, with_block
+from bisector.fixers._containers import reachable, retained, with_bound
 from bisector.fixers.base import LEAK, PYTHON_LEAKS, Candidate, Example, FixTarget, SourceEdit
 from libcst.metadata import PositionProvider
 
@@ -236,8 +236,7 @@ def bound(source: str, owner: str, line: int) -> str | None:
     after = wrapper.module.visit(T()).code
     if not done:
         return None
-    code = constant_line(after, ROWS_NAME, KEEP_ROWS, "rows each bounded tensor keeps; the oldest go first")
-    return with_block(after, code, line) if code else after
+    return with_bound(after, ROWS_NAME, KEEP_ROWS, "rows each bounded tensor keeps; the oldest go first", line)
 
 
 FIXER = TensorBank()

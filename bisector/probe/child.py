@@ -23,9 +23,18 @@ from bisector.probe.loading import WorkloadError, build_model, load_namespace, o
 from bisector.probe.types import ProbeFailed, ProbeKind, ProbeOk, ProbeRequest, ProbeResult
 
 
+def _silent_showwarning(*args: Any, **kwargs: Any) -> None:
+    """Shows nothing: the warning has already gone through the filters and the registries."""
+
+
 def _quiet() -> None:
-    # Exporter chatter and deprecation warnings would bury the lines that explain a crash.
-    warnings.filterwarnings("ignore")
+    # Exporter chatter and deprecation warnings would bury the lines that explain a crash. Only
+    # the output is silenced: a blanket "ignore" filter would also stop the user's warnings from
+    # filling their module's __warningregistry__ (one entry per distinct message under the
+    # default action), a growth the probe must see as the user's. Warnings raised from the
+    # toolchain's own code stay ignored, so its registries are not the model's.
+    warnings.showwarning = _silent_showwarning
+    warnings.filterwarnings("ignore", module=r"(torch|torchvision|onnx\w*|numpy)(\.|$)")
     for name in ("torch", "torch.onnx", "torch.export", "torch._dynamo", "onnxscript", "onnx_ir"):
         logging.getLogger(name).setLevel(logging.ERROR)
     os.environ.setdefault("TORCH_LOGS", "-all")

@@ -2,7 +2,9 @@
 
 - RSS and USS (psutil): what the operating system sees, native leaks included;
 - live gc-tracked objects: the exact signal for Python-level leaks (CPython's refleak hunter and
-  objgraph count the same way); by type at phase boundaries, to say *what* piles up;
+  objgraph count the same way); by type at phase boundaries, to say *what* piles up; plus the
+  entries of the modules' ``__warningregistry__`` dicts, whose keys (message, builtin class, line)
+  the collector stops tracking, so a warning whose text names the input grows no count otherwise;
 - the C heap's in-use bytes (glibc's mallinfo2), exact: what native code (and every Python object
   over 512 bytes) holds, without RSS's pages, allocator caching or fragmentation;
 - the bytes of the unique storages of live tensors Python can reach (TensorMeter), exact, on CPU or
@@ -28,6 +30,18 @@ from collections.abc import Iterable
 from typing import Any
 
 TYPE_TOP = 12  # types reported per phase
+WARNING_ENTRY = "warnings.__warningregistry__ entry"  # the pseudo-type type_counts names them by
+
+
+def warning_registry_entries() -> int:
+    """Entries in the warnings registries of the loaded modules (one per distinct message, category
+    and line shown under the "default" or "module" action), less each registry's version key."""
+    total = 0
+    for module in list(sys.modules.values()):
+        registry = getattr(module, "__dict__", {}).get("__warningregistry__")
+        if type(registry) is dict:
+            total += len(registry) - ("version" in registry)
+    return total
 
 
 def _malloc_trim() -> Any:
@@ -261,7 +275,7 @@ class Meters:
         everything = gc.get_objects()
         read = self.tensors.read(everything) if self.tensors is not None else None
         # The storages' Python objects are the tensor meter's to count, by bytes (TensorMeter).
-        objects = len(everything) - (read[1] if read is not None else 0)
+        objects = len(everything) - (read[1] if read is not None else 0) + warning_registry_entries()
         del everything
         values: dict[str, float | None] = {"objects": float(objects)}
         if read is not None:
@@ -326,6 +340,9 @@ class Meters:
             counts[f"{t.__module__}.{t.__qualname__}"] += 1
         # The tensor meter's storage objects (TensorMeter), left out of the count as sample() does.
         counts.pop("torch.storage.UntypedStorage", None)
+        entries = warning_registry_entries()
+        if entries:
+            counts[WARNING_ENTRY] = entries
         return counts
 
     def snapshot(self) -> Any:

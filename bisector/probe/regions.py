@@ -13,10 +13,11 @@ import hashlib
 import inspect
 import io
 import os
+import time
 from pathlib import Path
 from typing import Any
 
-from bisector.capture import capture_file, dims_key, input_seed_index
+from bisector.capture import VARIANTS_BYTES, VARIANTS_S, capture_file, dims_key, input_seed_index, variant_indices
 from bisector.probe.inputs import Args, InputFactory
 from bisector.probe.loading import WorkloadError, one_line, user_traceback
 from bisector.probe.types import ProbeRequest
@@ -127,41 +128,75 @@ def run_capture(model: Any, req: ProbeRequest, factory: InputFactory, folder: Pa
     called: set[str] = set()
     unsaved: dict[str, str] = dict(hookless)
     sizes: dict[str, int] = {}
+
+    def record(dims: dict[str, int], index: int) -> dict[str, list[Args]]:
+        recorded.clear()
+        args, kwargs = factory.make(index, dims)
+        try:
+            with torch.no_grad():
+                model(*args, **kwargs)
+        except Exception as exc:  # noqa: BLE001 - the user's forward
+            raise WorkloadError(
+                "forward",
+                f"forward of the model raised {one_line(exc)} while recording inputs",
+                user_traceback(exc),
+            ) from None
+        calls = {"": [(_clone(args), _clone(kwargs))], **recorded}
+        called.update(calls)
+        for path in list(calls):
+            if path in unsaved:
+                calls.pop(path)
+        return calls
+
+    def saved(obj: Any, calls: dict[str, list[Args]]) -> bytes:
+        buf = io.BytesIO()
+        try:
+            torch.save(obj, buf)
+        except Exception:  # noqa: BLE001 - find the regions whose inputs cannot be pickled
+            for path in list(calls):
+                try:
+                    torch.save(calls[path], io.BytesIO())
+                except Exception as exc:  # noqa: BLE001
+                    unsaved[path] = f"its inputs cannot be saved: {one_line(exc)}"
+                    calls.pop(path)
+            buf = io.BytesIO()
+            torch.save(obj, buf)
+        return buf.getvalue()
+
+    # A shape listed n times gets n distinct inputs (capture_schedule): variant 0 from the shape's
+    # own seed index, as every probe makes it, the others from the indices after it.
+    wanted: dict[str, tuple[dict[str, int], int]] = {}
+    for step in req.schedule.steps:
+        key = dims_key(step.dims)
+        wanted[key] = (dict(step.dims), wanted.get(key, (step.dims, 0))[1] + 1)
+    started = time.perf_counter()
     try:
-        for step in req.schedule.steps:
-            target = capture_file(folder, step.dims)
+        for dims, n in wanted.values():
+            target = capture_file(folder, dims)
             if target.exists():
                 continue
-            recorded.clear()
-            args, kwargs = factory.make(input_seed_index(step.dims), step.dims)
-            try:
-                with torch.no_grad():
-                    model(*args, **kwargs)
-            except Exception as exc:  # noqa: BLE001 - the user's forward
-                raise WorkloadError(
-                    "forward",
-                    f"forward of the model raised {one_line(exc)} while recording inputs",
-                    user_traceback(exc),
-                ) from None
-            calls = {"": [(_clone(args), _clone(kwargs))], **recorded}
-            called.update(calls)
-            payload = {"dims": dict(step.dims), "calls": calls}
-            buf = io.BytesIO()
-            try:
-                torch.save(payload, buf)
-            except Exception:  # noqa: BLE001 - find the regions whose inputs cannot be pickled
-                for path in list(calls):
-                    try:
-                        torch.save(calls[path], io.BytesIO())
-                    except Exception as exc:  # noqa: BLE001
-                        unsaved[path] = f"its inputs cannot be saved: {one_line(exc)}"
-                        calls.pop(path)
-                buf = io.BytesIO()
-                torch.save(payload, buf)
+            seed_index = input_seed_index(dims)
+            calls = record(dims, seed_index)
+            payload: dict[str, Any] = {"dims": dims, "calls": calls}
+            data = saved(payload, calls)
+            variants: list[dict[str, list[Args]]] = []
+            total = len(data)
+            for v in range(1, n):
+                if total > VARIANTS_BYTES or time.perf_counter() - started > VARIANTS_S:
+                    break  # a large model's recordings, or a slow forward: fewer variants (one, as before)
+                more = record(dims, seed_index + v)
+                for path in list(more):
+                    if path not in calls:
+                        more.pop(path)
+                total += len(saved(more, more))
+                variants.append(more)
+            if variants:
+                payload["variants"] = variants
+                data = saved(payload, calls)
             tmp = target.with_suffix(f".{os.getpid()}.tmp")
-            tmp.write_bytes(buf.getvalue())
+            tmp.write_bytes(data)
             os.replace(tmp, target)
-            sizes[dims_key(step.dims)] = len(buf.getvalue())
+            sizes[dims_key(dims)] = len(data)
     finally:
         for h in handles:
             h.remove()
@@ -189,7 +224,7 @@ def region_targets(model: Any, req: ProbeRequest, factory: InputFactory) -> list
         if path not in modules:
             raise WorkloadError("load", f"the model has no submodule {path!r}")
     wanted = set(req.regions)
-    by_key: dict[str, dict[str, list[Args]]] = {}
+    by_key: dict[str, list[dict[str, list[Args]]]] = {}  # per shape, per recorded variant
     for step in req.schedule.steps:
         key = dims_key(step.dims)
         if key in by_key:
@@ -198,9 +233,10 @@ def region_targets(model: Any, req: ProbeRequest, factory: InputFactory) -> list
         if not f.exists():
             raise WorkloadError("inputs", f"no recorded inputs for shape {dict(step.dims)}")
         payload = torch.load(f, map_location="cpu", weights_only=False)
-        calls = payload["calls"]
-        by_key[key] = {p: calls.get(p, []) for p in wanted}
-    never = [p for p in req.regions if not any(by_key[k][p] for k in by_key)]
+        by_key[key] = [
+            {p: calls.get(p, []) for p in wanted} for calls in [payload["calls"], *payload.get("variants", [])]
+        ]
+    never = [p for p in req.regions if not any(by_key[k][0][p] for k in by_key)]
     if never:
         raise WorkloadError(
             "inputs",
@@ -210,11 +246,18 @@ def region_targets(model: Any, req: ProbeRequest, factory: InputFactory) -> list
     if device is None and next(iter(p.device.type for p in model.parameters()), "cpu") == "cuda":
         device = "cuda"
 
+    # The n-th run of a shape replays the n-th recorded variant (cycling): distinct inputs at
+    # every step, as the whole model gets them.
+    variant = variant_indices(req.schedule)
+
     targets = []
     for path in req.regions:
 
         def calls_for(i: int, step: Any, path: str = path) -> list[Args]:
-            return [_clone(c, device) if device else _clone(c) for c in by_key[dims_key(step.dims)][path]]
+            recorded = by_key[dims_key(step.dims)]
+            chosen = recorded[variant[i] % len(recorded)] if i < len(variant) else recorded[0]
+            calls = chosen.get(path) or recorded[0][path]
+            return [_clone(c, device) if device else _clone(c) for c in calls]
 
         targets.append(Target(name=path, module=modules[path], calls=calls_for))
     return targets

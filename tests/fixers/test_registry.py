@@ -17,6 +17,7 @@ FAMILY = [
     "tensor-bank",
     "hook-once",
     "bounded-log-records",
+    "bounded-warning-registry",
 ]
 
 

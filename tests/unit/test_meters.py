@@ -87,3 +87,37 @@ def test_type_growth_lists_what_piled_up() -> None:
     before = Counter({"torch.Tensor": 10, "builtins.dict": 5})
     after = Counter({"torch.Tensor": 26, "builtins.dict": 5, "builtins.list": 1})
     assert type_growth(before, after) == {"torch.Tensor": 16, "builtins.list": 1}
+
+
+def test_the_probe_keeps_the_users_warning_registry_growing_and_counts_its_entries(monkeypatch) -> None:
+    """A warning whose text names the input length adds one __warningregistry__ entry per length; a
+    blanket "ignore" filter hid that growth, and the entries' keys are not tracked by the collector."""
+    import logging
+    import sys
+    import types
+    import warnings
+
+    from bisector.probe.child import _quiet
+    from bisector.probe.meters import WARNING_ENTRY, warning_registry_entries
+
+    user = types.ModuleType("corpus_user_layer")
+    toolchain = types.ModuleType("torch._bisector_test_layer")
+    code = "import warnings\ndef f(t):\n    warnings.warn(f'length {t} is not a multiple of 8')\n"
+    monkeypatch.setenv("TORCH_LOGS", os.environ.get("TORCH_LOGS", "-all"))  # _quiet sets it by default
+    for name in ("torch", "torch.onnx", "torch.export", "torch._dynamo", "onnxscript", "onnx_ir"):
+        monkeypatch.setattr(logging.getLogger(name), "level", logging.getLogger(name).level)
+    for m in (user, toolchain):
+        exec(compile(code, f"<{m.__name__}>", "exec"), m.__dict__)
+        sys.modules[m.__name__] = m
+    try:
+        with warnings.catch_warnings():
+            warnings.resetwarnings()
+            _quiet()
+            before = warning_registry_entries()
+            for t in (3, 5, 7, 5):
+                user.f(t)
+                toolchain.f(t)  # the toolchain's own warnings stay ignored: no registry of the model's
+            assert warning_registry_entries() - before == 3
+            assert Meters.type_counts()[WARNING_ENTRY] >= 3
+    finally:
+        del sys.modules[user.__name__], sys.modules[toolchain.__name__]
