@@ -41,6 +41,7 @@ from bisector.results import CRASHED, FAILED, MeasureReport
 from bisector.runner import Events
 from bisector.schedule import warmed
 from bisector.strenum import StrEnum
+from bisector.timings import PhaseTimes, Stopwatch
 from bisector.verdict import CLEAN, INCONCLUSIVE, LEAK, SHAPE_GROWTH, TOOLCHAIN_LEAK
 
 
@@ -96,6 +97,13 @@ class FixOutcome:
     # Stages that could not run, each with its one-line error (failures.stage_errors): reported
     # beside the status of the stages that ran, which the status is.
     stage_errors: Mapping[str, str] = field(default_factory=dict)
+    # The check command's and the confirmation's spans (find's and repair's are the report's).
+    timings: PhaseTimes = PhaseTimes()
+
+    @property
+    def phase_times(self) -> PhaseTimes:
+        """Every phase of the run: find, repair, the check command, the confirmation."""
+        return (self.report.timings if self.report is not None else PhaseTimes()).plus(self.timings)
 
     def status_text(self) -> str:
         """The status, and each stage that could not run: "fixed (export: error ...)"."""
@@ -106,6 +114,8 @@ class FixOutcome:
         data["patches"] = [{"path": p.rel, "summary": p.summary, "diff": p.diff} for p in self.patches if p.changed]
         data["patch_notes"] = list(self.notes)
         data["check"] = self.check
+        if self.report is not None:
+            data["timings"] = self.phase_times.to_json()
         if self.backups:  # --apply ran (and wrote these, possibly nothing)
             data["applied"] = list(self.applied)
         if self.check_after_apply:
@@ -348,23 +358,29 @@ def _patch_and_apply(
     check = check if isinstance(check, str) else None
     check_timeout = float(project_cfg.get("check_timeout") or CHECK_TIMEOUT_S)
     check_state = "no patch"
+    watch = Stopwatch()
     if patches:
-        offered, check_state = prove(root, check, patches, check_timeout)
+        with watch.phase("check", "patches"):
+            offered, check_state = prove(root, check, patches, check_timeout)
         if not offered:
             notes.append(f"the patch is not offered: {check_state}")
             patches = []
     outcome = FixOutcome(status, found, report, chosen, tuple(patches), tuple(notes), check_state)
     if not request.apply:
-        return outcome
+        return replace(outcome, timings=watch.snapshot())
     if stopped():
         raise KeyboardInterrupt
     backups = str(root / ".bisector" / "backups")
     written = apply_patches(patches, root, force=request.force, written=progress.written)
     check_after = ""
     if written and check:
-        ok, why = run_check(root, check, [], check_timeout)  # the project as now written, in a shadow copy
+        with watch.phase("check", "as written"):
+            ok, why = run_check(root, check, [], check_timeout)  # the project as now written, in a shadow copy
         check_after = "passed" if ok else f"failed: {why}"
-    confirmed = confirm(prepared, found, chosen) if written else None
+    confirmed = None
+    if written:
+        with watch.phase("confirm", "as written"):
+            confirmed = confirm(prepared, found, chosen)
     if check_after.startswith("failed"):
         status = Status.UNFIXED  # the project's own check fails with what was written: never "clean"
     elif confirmed is not None and not all(
@@ -380,6 +396,7 @@ def _patch_and_apply(
         check_after_apply=check_after,
         confirmed=confirmed,
         backups=backups,
+        timings=watch.snapshot(),
     )
 
 

@@ -46,6 +46,7 @@ from bisector.results import StageResult, outcome_of
 from bisector.search import Outcome
 from bisector.source_text import SourceError, encode_edit, read_source
 from bisector.spec import ModelSpec
+from bisector.timings import PhaseTimes
 from bisector.units import format_bytes
 from bisector.verdict import CLEAN, LEAK
 
@@ -146,6 +147,7 @@ class FixReport:
     evaluations: tuple[Evaluation, ...]
     probes: int
     wall_s: float
+    timings: PhaseTimes = PhaseTimes()  # find's and repair's phases (bisector/timings.py)
 
     @property
     def kept(self) -> list[Evaluation]:
@@ -167,6 +169,7 @@ class FixReport:
         data["fixes"] = [e.to_json() for e in self.evaluations]
         data["probes"] = self.find.probes + self.probes
         data["wall_s"] = round(self.find.wall_s + self.wall_s, 2)
+        data["timings"] = self.timings.to_json()
         return data
 
 
@@ -442,14 +445,19 @@ class Repairer:
         return self.lab.derive(model, probe, warm_calls=calls) if calls else self.lab.derive(model, probe)
 
     def measure(
-        self, c: Culprit, model: ModelSpec, probe: Mapping[str, Any], bound: int | None = None
+        self, c: Culprit, model: ModelSpec, probe: Mapping[str, Any], bound: int | None = None, label: str = ""
     ) -> tuple[Outcome, Outcome]:
         """The culprit region alone and the whole model, in the culprit's stage, as the candidate
         leaves them. Raises CandidateFailed when the changed model does not run."""
         try:
-            lab = self.derive(c, model, probe, bound)
+            with self.lab.timings.phase("build", label):
+                lab = self.derive(c, model, probe, bound)
         except Exception as exc:  # noqa: BLE001 - the edited model may not even build: a result
             raise CandidateFailed(f"the changed model does not run: {exc}") from None
+        with self.lab.timings.phase("measure", label):
+            return self._measure(c, lab)
+
+    def _measure(self, c: Culprit, lab: Lab) -> tuple[Outcome, Outcome]:
         root = lab.stage(c.stage)
         if root.verdict is None:
             why = getattr(root.failure, "message", None) or (root.failure.describe() if root.failure else root.kind)
@@ -514,7 +522,9 @@ class Repairer:
         removes_behaviour: str = "",
         bound: int | None = None,
     ) -> Evaluation:
-        model = shadow_copy(self.lab.model, edits, self.shadow_root) if edits else self.lab.model
+        label = f"{'+'.join(fixers)} {c.region or '<root>'} {c.stage}"
+        with self.lab.timings.phase("build", label):
+            model = shadow_copy(self.lab.model, edits, self.shadow_root) if edits else self.lab.model
         base = dict(
             fixers=fixers,
             summary=summary,
@@ -529,7 +539,7 @@ class Repairer:
             bound=bound,
         )
         try:
-            region_outcome, model_outcome = self.measure(c, model, probe, bound)
+            region_outcome, model_outcome = self.measure(c, model, probe, bound, label)
         except CandidateFailed as exc:
             return Evaluation(
                 **base,
@@ -553,12 +563,13 @@ class Repairer:
             self.model_before(c),
             changes_outputs,
             self.allow_output_changes,
-            lambda: self.equivalence(c, model, probe, edits),
+            lambda: self.equivalence(c, model, probe, edits, label),
             bound,
             under_budget=under,
         )
         if verdict["kept"] and c.kind != UNSUPPORTED_OP:  # a stage that now runs: the outputs check covered the shapes
-            held, how = self.confirm(c, model, probe, bound, under)
+            with self.lab.timings.phase("confirm", label):
+                held, how = self.confirm(c, model, probe, bound, under)
             if not held:
                 verdict = {
                     **verdict,
@@ -586,12 +597,18 @@ class Repairer:
         return {"budget_bytes": self.budget, "peak_after_bytes": after.peak_bytes if after is not None else None}
 
     def equivalence(
-        self, c: Culprit, model: ModelSpec, probe: Mapping[str, Any], edits: tuple[Any, ...]
+        self, c: Culprit, model: ModelSpec, probe: Mapping[str, Any], edits: tuple[Any, ...], label: str = ""
     ) -> dict[str, Any]:
         mode = "eager" if (edits and c.stage == "eager") else "onnx"
-        return self.lab.outputs_against(
-            self.lab.derive(model, probe), c.stage, mode, self.rtol, self.atol, label=f"outputs {c.region or '<root>'}"
-        )
+        with self.lab.timings.phase("equivalence", label):
+            return self.lab.outputs_against(
+                self.lab.derive(model, probe),
+                c.stage,
+                mode,
+                self.rtol,
+                self.atol,
+                label=f"outputs {c.region or '<root>'}",
+            )
 
     # -- the run ----------------------------------------------------------------------------------------
 
@@ -669,7 +686,11 @@ class Repairer:
                 evaluations += self.repair_culprit(c, pool)
         probes = self.lab.probes - self.probes_before
         return FixReport(
-            find=self.report, evaluations=tuple(evaluations), probes=probes, wall_s=time.perf_counter() - started
+            find=self.report,
+            evaluations=tuple(evaluations),
+            probes=probes,
+            wall_s=time.perf_counter() - started,
+            timings=self.lab.timings.snapshot(),
         )
 
 

@@ -11,6 +11,7 @@ from bisector.find import Culprit
 from bisector.repair import Repairer, decide, merge_probe, shadow_copy, user_sources
 from bisector.search import Outcome
 from bisector.spec import ModelSpec
+from bisector.timings import Stopwatch
 
 CULPRIT = Culprit(
     region="blocks.1",
@@ -69,6 +70,7 @@ class FakeLab:
         self.measured = measured if measured is not None else []
         self.model, self.plan, self.options = None, None, SimpleNamespace(seed=0)
         self.run, self.jobs, self.probes = Path("/nonexistent/run"), 2, 0
+        self.timings = Stopwatch()
 
     def derive(self, model=None, overrides=None) -> FakeLab:
         names = tuple(sorted((overrides or {}).get("session_options", {})))
@@ -132,6 +134,17 @@ def test_keeps_what_flattens_and_drops_what_does_not() -> None:
     assert r["most"].kept  # growth down by 95%: kept though not clean
     assert not r["noop"].kept and "not flat enough" in r["noop"].reason
     assert [x.summary for x in results[:2]] == ["fix", "most"]  # ranked by memory saved
+
+
+def test_the_report_says_where_each_candidates_time_went() -> None:
+    fixer = FakeFixer({"fix": 0.0, "noop": 1.0})
+    report = Repairer.run(FakeRepairer(fixer))
+    spans = {(s.phase, s.label) for s in report.timings.spans}
+    # Both candidates are built and measured; only the one that flattens is compared and confirmed.
+    assert ("build", "fake blocks.1 eager") in spans and ("measure", "fake blocks.1 eager") in spans
+    phases = [s.phase for s in report.timings.spans]
+    assert phases.count("measure") == 2 and phases.count("equivalence") == 1 and phases.count("confirm") == 1
+    assert list(report.timings.totals()) == ["build", "measure", "equivalence", "confirm"]  # in the order they run
 
 
 def test_ties_in_savings_go_to_the_smaller_change() -> None:
