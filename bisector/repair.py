@@ -445,19 +445,61 @@ class Repairer:
         return self.lab.derive(model, probe, warm_calls=calls) if calls else self.lab.derive(model, probe)
 
     def measure(
-        self, c: Culprit, model: ModelSpec, probe: Mapping[str, Any], bound: int | None = None, label: str = ""
+        self,
+        c: Culprit,
+        model: ModelSpec,
+        probe: Mapping[str, Any],
+        bound: int | None = None,
+        label: str = "",
+        region: Outcome | None = None,
     ) -> tuple[Outcome, Outcome]:
-        """The culprit region alone and the whole model, in the culprit's stage, as the candidate
-        leaves them. Raises CandidateFailed when the changed model does not run."""
+        """The culprit region alone (unless already measured: region) and the whole model, in the
+        culprit's stage, as the candidate leaves them. Raises CandidateFailed when the changed model
+        does not run."""
         try:
             with self.lab.timings.phase("build", label):
                 lab = self.derive(c, model, probe, bound)
         except Exception as exc:  # noqa: BLE001 - the edited model may not even build: a result
             raise CandidateFailed(f"the changed model does not run: {exc}") from None
         with self.lab.timings.phase("measure", label):
-            return self._measure(c, lab)
+            return self._measure(c, lab, region)
 
-    def _measure(self, c: Culprit, lab: Lab) -> tuple[Outcome, Outcome]:
+    def region_first(
+        self, c: Culprit, model: ModelSpec, probe: Mapping[str, Any], bound: int | None, label: str
+    ) -> Outcome | None:
+        """The culprit's region measured before the whole model, where that asks the same question
+        find's stage already answered the control part of: a candidate whose region is not flat is
+        dropped on that alone (decide never reads the whole model then). None where the region must
+        wait for the candidate's own stage result: a stage that could not run, an export (its region
+        schedule depends on the stage's verdict), a budget (judged on the whole model's peak), or a
+        candidate whose control is not find's (other probe options, warm-up or hooks)."""
+        find_root = self.report.measure.stages.get(c.stage)
+        if (
+            not c.region
+            or c.kind == UNSUPPORTED_OP
+            or c.stage == "export"
+            or find_root is None
+            or find_root.verdict is None
+            or self.budget is not None
+            or self.lab.plan.use_hook
+        ):
+            return None
+        try:
+            with self.lab.timings.phase("build", label):
+                lab = self.derive(c, model, probe, bound)
+        except Exception:  # noqa: BLE001 - measure() says why the changed model does not run
+            return None
+        if lab.options.probe != self.lab.options.probe or lab.options.profiles != self.lab.options.profiles:
+            return None
+        with self.lab.timings.phase("measure", f"{label} (region first)"):
+            try:
+                return lab.regions(c.stage, (c.region,), find_root)
+            except Interrupted:
+                raise
+            except Exception:  # noqa: BLE001 - measured again the usual way, which says why
+                return None
+
+    def _measure(self, c: Culprit, lab: Lab, region: Outcome | None = None) -> tuple[Outcome, Outcome]:
         root = lab.stage(c.stage)
         if root.verdict is None:
             why = getattr(root.failure, "message", None) or (root.failure.describe() if root.failure else root.kind)
@@ -465,6 +507,8 @@ class Repairer:
         model_outcome = root.outcome()
         if c.region == "":
             return model_outcome, model_outcome
+        if region is not None:
+            return region, model_outcome
         try:
             return lab.regions(c.stage, (c.region,), root), model_outcome
         except Interrupted:
@@ -538,8 +582,17 @@ class Repairer:
             removes_behaviour=removes_behaviour,
             bound=bound,
         )
+        first = self.region_first(c, model, probe, bound, label)
+        if first is not None and first.kind not in (Kind.FAILED, Kind.CRASHED) and not region_flat(c, first, bound):
+            # Dropped on the region alone: decide stops at "not flat enough" before the whole model.
+            verdict = decide(c, first, first, {}, changes_outputs, self.allow_output_changes, lambda: {}, bound)
+            return Evaluation(
+                **base, after=_figures(first), after_model={}, **trade_off(self.model_before(c), {}), **verdict
+            )
+        if first is not None and first.kind in (Kind.FAILED, Kind.CRASHED):
+            first = None  # measured again after the whole model, whose failure says why first
         try:
-            region_outcome, model_outcome = self.measure(c, model, probe, bound, label)
+            region_outcome, model_outcome = self.measure(c, model, probe, bound, label, first)
         except CandidateFailed as exc:
             return Evaluation(
                 **base,
@@ -696,6 +749,17 @@ class Repairer:
 
 class CandidateFailed(Exception):
     """The candidate could not be measured (the changed model does not build, run or export)."""
+
+
+def region_flat(c: Culprit, region: Outcome, bound: int | None) -> bool:
+    """decide's test of the region alone: clean, or its growth down by KEEP_DROP (past its bound
+    for a bounded fix). A region that is not flat drops the candidate whatever the whole model does."""
+    before, unit = growth(c.figures, c.kind)
+    after = 0.0 if region.kind == CLEAN else growth(region.figures, c.kind)[0]
+    region_before = region_total(c.figures, c.kind, unit, before)
+    if region.kind == CLEAN or (before > 0 and after <= (1 - KEEP_DROP) * before + (region_before - before)):
+        return True
+    return bool(flat_past_bound(region.figures, c.kind, bound, c.figures))
 
 
 def decide(
