@@ -145,8 +145,9 @@ def _run(args: list[str], cwd: Path, env: dict[str, str], timeout: float) -> tup
 
 
 def uptime() -> str:
+    """The load average over 1, 5 and 15 minutes."""
     try:
-        return Path("/proc/loadavg").read_text().split(" ", 3)[:3].__str__()
+        return "/".join(Path("/proc/loadavg").read_text().split()[:3])
     except OSError:
         return "?"
 
@@ -154,6 +155,7 @@ def uptime() -> str:
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--code", default=str(ROOT))
+    ap.add_argument("--before", default="", help="another checkout, run on each model just before --code")
     ap.add_argument("--only", default="")
     ap.add_argument("--corpus", default=DEFAULT_CORPUS)
     ap.add_argument("--samples", default=DEFAULT_SAMPLES)
@@ -161,9 +163,12 @@ def main() -> int:
     ap.add_argument("--timeout", type=float, default=900)
     ap.add_argument("--json", default="", help="also write the rows to this file")
     args = ap.parse_args()
-    code = Path(args.code).resolve()
+    codes = [("", Path(args.code).resolve())]
+    if args.before:
+        # Each model with both, one right after the other: on a shared machine both see the same load.
+        codes.insert(0, ("before", Path(args.before).resolve()))
     only = set(filter(None, args.only.split(",")))
-    print(f"code {code}; load average (1, 5, 15 min) {uptime()}", flush=True)
+    print(f"code {', '.join(str(c) for _, c in codes)}; load average (1, 5, 15 min) {uptime()}", flush=True)
     print(f"{'model':<16} {'wall':>6} " + " ".join(f"{p:>7}" for p in PHASES) + "  status / culprits / chosen")
     rows = []
     todo: list[tuple[str, Any]] = [(n, ("project", f, d, e)) for n, f, d, e in project_models()]
@@ -176,21 +181,28 @@ def main() -> int:
     for name, how in todo:
         if only and name not in only:
             continue
-        if how[0] == "project":
-            r = run_project_model(code, how[1], how[2], how[3], args.jobs, args.timeout)
-        else:
-            r = run_fix(code, how[1], args.jobs, args.timeout)
-        r["name"] = name
-        rows.append(r)
-        totals = (r.get("timings") or {}).get("totals") or {}
-        cells = " ".join(f"{totals[p]:>7.1f}" if p in totals else f"{'-':>7}" for p in PHASES)
-        culprits, chosen = ",".join(r.get("culprits") or ()) or "-", ",".join(map(str, r.get("chosen") or ())) or "-"
-        what = r.get("error") or f"{r['status']} {culprits} {chosen}"
-        print(f"{name:<16} {r['wall_s']:>6.1f} {cells}  {what}", flush=True)
-    walls = sorted(r["wall_s"] for r in rows)
-    if walls:
-        p90 = statistics.quantiles(walls, n=10, method="inclusive")[-1] if len(walls) > 1 else walls[0]
-        print(f"\nwall: median {statistics.median(walls):.1f} s, p90 {p90:.1f} s, max {walls[-1]:.1f} s")
+        for side, code in codes:
+            if how[0] == "project":
+                r = run_project_model(code, how[1], how[2], how[3], args.jobs, args.timeout)
+            else:
+                r = run_fix(code, how[1], args.jobs, args.timeout)
+            r["name"], r["side"], r["load"] = name, side, uptime()
+            rows.append(r)
+            totals = (r.get("timings") or {}).get("totals") or {}
+            cells = " ".join(f"{totals[p]:>7.1f}" if p in totals else f"{'-':>7}" for p in PHASES)
+            culprits = ",".join(r.get("culprits") or ()) or "-"
+            chosen = ",".join(map(str, r.get("chosen") or ())) or "-"
+            what = r.get("error") or f"{r['status']} {culprits} {chosen}"
+            label = f"{name} ({side})" if side else name
+            print(f"{label:<16} {r['wall_s']:>6.1f} {cells}  {what}  load {r['load']}", flush=True)
+    for side, _ in codes:
+        walls = sorted(r["wall_s"] for r in rows if r["side"] == side)
+        if walls:
+            p90 = statistics.quantiles(walls, n=10, method="inclusive")[-1] if len(walls) > 1 else walls[0]
+            print(
+                f"\n{side or 'this'}: wall median {statistics.median(walls):.1f} s, p90 {p90:.1f} s, "
+                f"max {walls[-1]:.1f} s"
+            )
     print(f"load average (1, 5, 15 min) {uptime()}")
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=1))
