@@ -83,13 +83,17 @@ def run_project_model(code: Path, folder: Path, defaults: dict, entry: dict, job
         if data is None:
             return {"wall_s": wall, "error": error}
         row = (data.get("models") or [{}])[0]
+        timings = dict(row.get("timings") or {})
+        check = ((data.get("timings") or {}).get("totals") or {}).get("check")
+        if check is not None:  # one model in the manifest: the summary's check command is its own
+            timings["totals"] = {**(timings.get("totals") or {}), "check": check}
         return {
             "wall_s": wall,
             "status": row.get("status"),
             "culprits": sorted(f"{c['region'] or '<root>'}/{c['stage']}/{c['kind']}" for c in row.get("culprits", [])),
             "chosen": [k.get("fixer") for k in row.get("kept", [])],
             "check": row.get("check", ""),
-            "timings": row.get("timings") or {},
+            "timings": timings,
         }
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -195,6 +199,8 @@ def main() -> int:
             what = r.get("error") or f"{r['status']} {culprits} {chosen}"
             label = f"{name} ({side})" if side else name
             print(f"{label:<16} {r['wall_s']:>6.1f} {cells}  {what}  load {r['load']}", flush=True)
+            if args.json:  # row by row: a run stopped halfway keeps what it measured
+                Path(args.json).write_text(json.dumps(rows, indent=1))
     for side, _ in codes:
         walls = sorted(r["wall_s"] for r in rows if r["side"] == side)
         if walls:
