@@ -59,6 +59,7 @@ from bisector.project_check import compile_error, run_check
 from bisector.publish import publish
 from bisector.repair import registration_site
 from bisector.spec import ModelSpec, library_imports, parse_model_spec
+from bisector.timings import PhaseTimes, Stopwatch, summed
 from bisector.units import format_bytes
 
 if sys.version_info >= (3, 11):
@@ -111,6 +112,7 @@ class ModelResult:
     # Bounded shape-growth's ceiling per stage (ceiling.Ceiling.to_json), and the budget judged.
     ceilings: Mapping[str, Any] = field(default_factory=dict)
     budget: float | None = None
+    timings: Mapping[str, Any] = field(default_factory=dict)  # PhaseTimes.to_json(): where the wall went
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -131,6 +133,7 @@ class ModelResult:
             "stage_errors": dict(self.stage_errors),
             "ceilings": {k: list(v) for k, v in self.ceilings.items()},
             "budget": self.budget,
+            "timings": dict(self.timings),
         }
 
     def stages_text(self) -> str:
@@ -157,6 +160,8 @@ class RepairSummary:
     out: str
     wall_s: float
     counts: Mapping[str, int] = field(default_factory=dict)
+    # Seconds per phase over every model, and the project's check command over all the patches.
+    timings: Mapping[str, float] = field(default_factory=dict)
 
     @property
     def exit_code(self) -> int:
@@ -171,6 +176,7 @@ class RepairSummary:
             "out": self.out,
             "wall_s": round(self.wall_s, 2),
             "counts": dict(self.counts),
+            "timings": {"totals": dict(self.timings)},
         }
 
     def markdown(self) -> str:
@@ -468,6 +474,7 @@ def repair_one(
         stage_errors=dict(outcome.stage_errors),
         ceilings=ceilings,
         budget=request.fail_on.budget,
+        timings=outcome.phase_times.to_json(),
     ), work
 
 
@@ -731,9 +738,12 @@ def finish(
     models: list[ModelEntry], results: dict[str, ModelResult], works: Mapping[str, Any], out: Path, started: float
 ) -> RepairSummary:
     """Compose the patches and write the final summary: the same for the local executor, Ray and merged shards."""
-    results = write_patches(models, results, works, out)
+    watch = Stopwatch()
+    with watch.phase("check", "patches"):  # composed over every model, then proven with the check command
+        results = write_patches(models, results, works, out)
     ordered = tuple(results[e.name] for e in models)
-    summary = RepairSummary(ordered, str(out), time.perf_counter() - started, _counts(ordered))
+    times = summed([PhaseTimes.from_json(r.timings) for r in ordered if not r.resumed] + [watch.snapshot()])
+    summary = RepairSummary(ordered, str(out), time.perf_counter() - started, _counts(ordered), times)
     _write_summary(summary, out)
     return summary
 

@@ -324,9 +324,11 @@ class Finder:
 
         def stage_job(stage: str) -> tuple[StageResult, StageSearch]:
             begun = time.perf_counter()
-            root = lab.stage(stage)
+            with lab.timings.phase("verdict", stage):
+                root = lab.stage(stage)
             log_reasons(root)
-            search = self.run_search(stage, root)
+            with lab.timings.phase("search", stage):
+                search = self.run_search(stage, root)
             named = (
                 f"; {len(search.culprits)} culprit{'s' if len(search.culprits) != 1 else ''}" if search.culprits else ""
             )

@@ -51,6 +51,7 @@ from bisector.runner import Events, Runner
 from bisector.schedule import Schedule, ScheduleProfile, Step, build_schedule, warmed
 from bisector.search import Outcome
 from bisector.spec import InputPlan, ModelSpec, library_imports
+from bisector.timings import Stopwatch
 from bisector.tree import Tree
 from bisector.units import format_bytes, per
 from bisector.verdict import (
@@ -233,10 +234,13 @@ class Lab:
         pool: ProbePool | None = None,
         executor: ThreadPoolExecutor | None = None,
         runner: Any = None,
+        timings: Stopwatch | None = None,
     ) -> None:
         """keep: results and recorded inputs go in the run directory (find and fix); measure keeps
-        nothing there. runner: a stand-in for the probe runner (tests)."""
+        nothing there. runner: a stand-in for the probe runner (tests). timings: where phase spans
+        go (a derived lab shares its parent's, so one model's spans are in one place)."""
         self.model = model
+        self.timings = timings if timings is not None else Stopwatch()
         self.plan = plan
         self.options = options
         self.events = events or Events()
@@ -332,6 +336,7 @@ class Lab:
                     keep=self.run is not None,
                     pool=self.pool,
                     executor=getattr(self.runner, "executor", None),
+                    timings=self.timings,
                 )
                 # The regions' inputs are recorded once per run, not once per candidate: a fix
                 # edits what a region does with its inputs, not what its callers pass it (a
@@ -441,9 +446,11 @@ class Lab:
         twin_control: Future | None = None,
     ) -> Verdict:
         """Heap growth alone: the model's own, or the toolchain's? Ask the traced twins (owners.py)."""
-        twin = twin or self.runner.submit(traced(request, stage), extra_key=extra_key)
-        twin_control = twin_control or self.runner.submit(traced(control, stage))
-        return attribute(verdict, owners_of(twin.result()), stage, scaled_owners(owners_of(twin_control.result()), k))
+        with self.timings.phase("trace", request.label):
+            twin = twin or self.runner.submit(traced(request, stage), extra_key=extra_key)
+            twin_control = twin_control or self.runner.submit(traced(control, stage))
+            owners, control_owners = owners_of(twin.result()), owners_of(twin_control.result())
+        return attribute(verdict, owners, stage, scaled_owners(control_owners, k))
 
     def _native_twin(self, verdict: Verdict, request: ProbeRequest, control: MemoryCurve | None, stage: str) -> Verdict:
         """Eager growth per new shape in bytes alone: measured again with torch's oneDNN primitive

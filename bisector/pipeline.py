@@ -41,6 +41,7 @@ from bisector.results import CRASHED, FAILED, MeasureReport
 from bisector.runner import Events
 from bisector.schedule import warmed
 from bisector.strenum import StrEnum
+from bisector.timings import PhaseTimes, Stopwatch
 from bisector.unfixable import NotFixable, not_fixable
 from bisector.verdict import CLEAN, INCONCLUSIVE, LEAK, SHAPE_GROWTH, TOOLCHAIN_LEAK
 
@@ -103,6 +104,13 @@ class FixOutcome:
     # beside the status of the stages that ran, which the status is.
     stage_errors: Mapping[str, str] = field(default_factory=dict)
     not_fixable: tuple[NotFixable, ...] = ()  # culprits no bound can fix without changing the outputs
+    # The check command's and the confirmation's spans (find's and repair's are the report's).
+    timings: PhaseTimes = PhaseTimes()
+
+    @property
+    def phase_times(self) -> PhaseTimes:
+        """Every phase of the run: find, repair, the check command, the confirmation."""
+        return (self.report.timings if self.report is not None else PhaseTimes()).plus(self.timings)
 
     def status_text(self) -> str:
         """The status, and each stage that could not run: "fixed (export: error ...)"."""
@@ -113,6 +121,8 @@ class FixOutcome:
         data["patches"] = [{"path": p.rel, "summary": p.summary, "diff": p.diff} for p in self.patches if p.changed]
         data["patch_notes"] = list(self.notes)
         data["check"] = self.check
+        if self.report is not None:
+            data["timings"] = self.phase_times.to_json()
         if self.backups:  # --apply ran (and wrote these, possibly nothing)
             data["applied"] = list(self.applied)
         if self.check_after_apply:
@@ -370,8 +380,10 @@ def _patch_and_apply(
     check = check if isinstance(check, str) else None
     check_timeout = float(project_cfg.get("check_timeout") or CHECK_TIMEOUT_S)
     check_state = "no patch"
+    watch = Stopwatch()
     if patches:
-        offered, check_state = prove(root, check, patches, check_timeout)
+        with watch.phase("check", "patches"):
+            offered, check_state = prove(root, check, patches, check_timeout)
         if not offered:
             notes.append(f"the patch is not offered: {check_state}")
             patches = []
@@ -379,16 +391,20 @@ def _patch_and_apply(
         status, found, report, chosen, tuple(patches), tuple(notes), check_state, not_fixable=unfixable
     )
     if not request.apply:
-        return outcome
+        return replace(outcome, timings=watch.snapshot())
     if stopped():
         raise KeyboardInterrupt
     backups = str(root / ".bisector" / "backups")
     written = apply_patches(patches, root, force=request.force, written=progress.written)
     check_after = ""
     if written and check:
-        ok, why = run_check(root, check, [], check_timeout)  # the project as now written, in a shadow copy
+        with watch.phase("check", "as written"):
+            ok, why = run_check(root, check, [], check_timeout)  # the project as now written, in a shadow copy
         check_after = "passed" if ok else f"failed: {why}"
-    confirmed = confirm(prepared, judged, chosen) if written else None
+    confirmed = None
+    if written:
+        with watch.phase("confirm", "as written"):
+            confirmed = confirm(prepared, judged, chosen)
     if check_after.startswith("failed"):
         status = Status.UNFIXED  # the project's own check fails with what was written: never "clean"
     elif confirmed is not None and not all(
@@ -404,6 +420,7 @@ def _patch_and_apply(
         check_after_apply=check_after,
         confirmed=confirmed,
         backups=backups,
+        timings=watch.snapshot(),
     )
 
 

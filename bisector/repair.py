@@ -46,6 +46,7 @@ from bisector.results import StageResult, outcome_of
 from bisector.search import Outcome
 from bisector.source_text import SourceError, encode_edit, read_source
 from bisector.spec import ModelSpec
+from bisector.timings import PhaseTimes
 from bisector.units import format_bytes, staged_unit
 from bisector.verdict import CLEAN, LEAK
 
@@ -146,6 +147,7 @@ class FixReport:
     evaluations: tuple[Evaluation, ...]
     probes: int
     wall_s: float
+    timings: PhaseTimes = PhaseTimes()  # find's and repair's phases (bisector/timings.py)
 
     @property
     def kept(self) -> list[Evaluation]:
@@ -167,6 +169,7 @@ class FixReport:
         data["fixes"] = [e.to_json() for e in self.evaluations]
         data["probes"] = self.find.probes + self.probes
         data["wall_s"] = round(self.find.wall_s + self.wall_s, 2)
+        data["timings"] = self.timings.to_json()
         return data
 
 
@@ -445,14 +448,61 @@ class Repairer:
         return self.lab.derive(model, probe, warm_calls=calls) if calls else self.lab.derive(model, probe)
 
     def measure(
-        self, c: Culprit, model: ModelSpec, probe: Mapping[str, Any], bound: int | None = None
+        self,
+        c: Culprit,
+        model: ModelSpec,
+        probe: Mapping[str, Any],
+        bound: int | None = None,
+        label: str = "",
+        region: Outcome | None = None,
     ) -> tuple[Outcome, Outcome]:
-        """The culprit region alone and the whole model, in the culprit's stage, as the candidate
-        leaves them. Raises CandidateFailed when the changed model does not run."""
+        """The culprit region alone (unless already measured: region) and the whole model, in the
+        culprit's stage, as the candidate leaves them. Raises CandidateFailed when the changed model
+        does not run."""
         try:
-            lab = self.derive(c, model, probe, bound)
+            with self.lab.timings.phase("build", label):
+                lab = self.derive(c, model, probe, bound)
         except Exception as exc:  # noqa: BLE001 - the edited model may not even build: a result
             raise CandidateFailed(f"the changed model does not run: {exc}") from None
+        with self.lab.timings.phase("measure", label):
+            return self._measure(c, lab, region)
+
+    def region_first(
+        self, c: Culprit, model: ModelSpec, probe: Mapping[str, Any], bound: int | None, label: str
+    ) -> Outcome | None:
+        """The culprit's region measured before the whole model, where that asks the same question
+        find's stage already answered the control part of: a candidate whose region is not flat is
+        dropped on that alone (decide never reads the whole model then). None where the region must
+        wait for the candidate's own stage result: a stage that could not run, an export (its region
+        schedule depends on the stage's verdict), a budget (judged on the whole model's peak), or a
+        candidate whose control is not find's (other probe options, warm-up or hooks)."""
+        find_root = self.report.measure.stages.get(c.stage)
+        if (
+            not c.region
+            or c.kind == UNSUPPORTED_OP
+            or c.stage == "export"
+            or find_root is None
+            or find_root.verdict is None
+            or self.budget is not None
+            or self.lab.plan.use_hook
+        ):
+            return None
+        try:
+            with self.lab.timings.phase("build", label):
+                lab = self.derive(c, model, probe, bound)
+        except Exception:  # noqa: BLE001 - measure() says why the changed model does not run
+            return None
+        if lab.options.probe != self.lab.options.probe or lab.options.profiles != self.lab.options.profiles:
+            return None
+        with self.lab.timings.phase("measure", f"{label} (region first)"):
+            try:
+                return lab.regions(c.stage, (c.region,), find_root)
+            except Interrupted:
+                raise
+            except Exception:  # noqa: BLE001 - measured again the usual way, which says why
+                return None
+
+    def _measure(self, c: Culprit, lab: Lab, region: Outcome | None = None) -> tuple[Outcome, Outcome]:
         root = lab.stage(c.stage)
         if root.verdict is None:
             why = getattr(root.failure, "message", None) or (root.failure.describe() if root.failure else root.kind)
@@ -460,6 +510,8 @@ class Repairer:
         model_outcome = root.outcome()
         if c.region == "":
             return model_outcome, model_outcome
+        if region is not None:
+            return region, model_outcome
         try:
             return lab.regions(c.stage, (c.region,), root), model_outcome
         except Interrupted:
@@ -517,7 +569,9 @@ class Repairer:
         removes_behaviour: str = "",
         bound: int | None = None,
     ) -> Evaluation:
-        model = shadow_copy(self.lab.model, edits, self.shadow_root) if edits else self.lab.model
+        label = f"{'+'.join(fixers)} {c.region or '<root>'} {c.stage}"
+        with self.lab.timings.phase("build", label):
+            model = shadow_copy(self.lab.model, edits, self.shadow_root) if edits else self.lab.model
         base = dict(
             fixers=fixers,
             summary=summary,
@@ -531,8 +585,17 @@ class Repairer:
             removes_behaviour=removes_behaviour,
             bound=bound,
         )
+        first = self.region_first(c, model, probe, bound, label)
+        if first is not None and first.kind not in (Kind.FAILED, Kind.CRASHED) and not region_flat(c, first, bound):
+            # Dropped on the region alone: decide stops at "not flat enough" before the whole model.
+            verdict = decide(c, first, first, {}, changes_outputs, self.allow_output_changes, lambda: {}, bound)
+            return Evaluation(
+                **base, after=_figures(first), after_model={}, **trade_off(self.model_before(c), {}), **verdict
+            )
+        if first is not None and first.kind in (Kind.FAILED, Kind.CRASHED):
+            first = None  # measured again after the whole model, whose failure says why first
         try:
-            region_outcome, model_outcome = self.measure(c, model, probe, bound)
+            region_outcome, model_outcome = self.measure(c, model, probe, bound, label, first)
         except CandidateFailed as exc:
             return Evaluation(
                 **base,
@@ -556,12 +619,13 @@ class Repairer:
             self.model_before(c),
             changes_outputs,
             self.allow_output_changes,
-            lambda: self.equivalence(c, model, probe, edits),
+            lambda: self.equivalence(c, model, probe, edits, label),
             bound,
             under_budget=under,
         )
         if verdict["kept"] and c.kind != UNSUPPORTED_OP:  # a stage that now runs: the outputs check covered the shapes
-            held, how = self.confirm(c, model, probe, bound, under)
+            with self.lab.timings.phase("confirm", label):
+                held, how = self.confirm(c, model, probe, bound, under)
             if not held:
                 verdict = {
                     **verdict,
@@ -589,12 +653,18 @@ class Repairer:
         return {"budget_bytes": self.budget, "peak_after_bytes": after.peak_bytes if after is not None else None}
 
     def equivalence(
-        self, c: Culprit, model: ModelSpec, probe: Mapping[str, Any], edits: tuple[Any, ...]
+        self, c: Culprit, model: ModelSpec, probe: Mapping[str, Any], edits: tuple[Any, ...], label: str = ""
     ) -> dict[str, Any]:
         mode = "eager" if (edits and c.stage == "eager") else "onnx"
-        return self.lab.outputs_against(
-            self.lab.derive(model, probe), c.stage, mode, self.rtol, self.atol, label=f"outputs {c.region or '<root>'}"
-        )
+        with self.lab.timings.phase("equivalence", label):
+            return self.lab.outputs_against(
+                self.lab.derive(model, probe),
+                c.stage,
+                mode,
+                self.rtol,
+                self.atol,
+                label=f"outputs {c.region or '<root>'}",
+            )
 
     # -- the run ----------------------------------------------------------------------------------------
 
@@ -674,12 +744,27 @@ class Repairer:
                 evaluations += self.repair_culprit(c, pool)
         probes = self.lab.probes - self.probes_before
         return FixReport(
-            find=self.report, evaluations=tuple(evaluations), probes=probes, wall_s=time.perf_counter() - started
+            find=self.report,
+            evaluations=tuple(evaluations),
+            probes=probes,
+            wall_s=time.perf_counter() - started,
+            timings=self.lab.timings.snapshot(),
         )
 
 
 class CandidateFailed(Exception):
     """The candidate could not be measured (the changed model does not build, run or export)."""
+
+
+def region_flat(c: Culprit, region: Outcome, bound: int | None) -> bool:
+    """decide's test of the region alone: clean, or its growth down by KEEP_DROP (past its bound
+    for a bounded fix). A region that is not flat drops the candidate whatever the whole model does."""
+    before, unit = growth(c.figures, c.kind)
+    after = 0.0 if region.kind == CLEAN else growth(region.figures, c.kind)[0]
+    region_before = region_total(c.figures, c.kind, unit, before)
+    if region.kind == CLEAN or (before > 0 and after <= (1 - KEEP_DROP) * before + (region_before - before)):
+        return True
+    return bool(flat_past_bound(region.figures, c.kind, bound, c.figures))
 
 
 def decide(

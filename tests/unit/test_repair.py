@@ -12,6 +12,7 @@ from bisector.find import Culprit
 from bisector.repair import Repairer, decide, merge_probe, shadow_copy, user_sources
 from bisector.search import Outcome
 from bisector.spec import ModelSpec
+from bisector.timings import Stopwatch
 
 CULPRIT = Culprit(
     region="blocks.1",
@@ -64,16 +65,25 @@ class FakeLab:
     """The four questions Repairer asks of a lab (derive, stage, regions, outputs_against), answered
     from the fixer's factors: no probe runs. A derived lab is one candidate's configuration."""
 
-    def __init__(self, fixer: FakeFixer, differ=(), broken=(), whole_stays=(), flaky=(), names=(), measured=None):
+    def __init__(
+        self, fixer: FakeFixer, differ=(), broken=(), whole_stays=(), flaky=(), names=(), measured=None, source=False
+    ):
         self.fixer, self.differ, self.broken, self.whole_stays, self.flaky = fixer, differ, broken, whole_stays, flaky
-        self.names = names
+        self.names, self.source = names, source
         self.measured = measured if measured is not None else []
-        self.model, self.plan, self.options = None, None, SimpleNamespace(seed=0)
+        # A candidate's probe options are its names; source=True: candidates that edit only the
+        # source, so their control is find's (the region is then measured first).
+        probe = () if source else names
+        self.model, self.plan = None, SimpleNamespace(use_hook=False)
+        self.options = SimpleNamespace(seed=0, probe=probe, profiles={})
         self.run, self.jobs, self.probes = Path("/nonexistent/run"), 2, 0
+        self.timings = Stopwatch()
 
     def derive(self, model=None, overrides=None) -> FakeLab:
         names = tuple(sorted((overrides or {}).get("session_options", {})))
-        return FakeLab(self.fixer, self.differ, self.broken, self.whole_stays, self.flaky, names, self.measured)
+        return FakeLab(
+            self.fixer, self.differ, self.broken, self.whole_stays, self.flaky, names, self.measured, self.source
+        )
 
     def _factor(self) -> float:
         factor = 1.0
@@ -93,6 +103,7 @@ class FakeLab:
         return SimpleNamespace(kind=whole.kind, verdict=True, curve=True, outcome=lambda: whole)
 
     def regions(self, stage, regions, root):
+        self.measured.append(("region",) + self.names)
         return leaking(10.0 * self._factor())
 
     def outputs_against(self, other, stage, mode, rtol, atol, label=""):
@@ -108,8 +119,8 @@ class FakeLab:
 class FakeRepairer(Repairer):
     """The real Repairer on a FakeLab; only the fixers' target is made up (it reads the user's files)."""
 
-    def __init__(self, fixer: FakeFixer, differ=(), broken=(), whole_stays=(), allow=False, flaky=()):
-        lab = FakeLab(fixer, differ, broken, whole_stays, flaky)
+    def __init__(self, fixer: FakeFixer, differ=(), broken=(), whole_stays=(), allow=False, flaky=(), source=False):
+        lab = FakeLab(fixer, differ, broken, whole_stays, flaky, source=source)
         before = SimpleNamespace(kind="leak", verdict=True, curve=True, outcome=lambda: leaking(10.0))
         report = SimpleNamespace(culprits=[CULPRIT], measure=SimpleNamespace(stages={"eager": before}))
         super().__init__(lab, report, allow_output_changes=allow, fixers=[fixer])
@@ -133,6 +144,29 @@ def test_keeps_what_flattens_and_drops_what_does_not() -> None:
     assert r["most"].kept  # growth down by 95%: kept though not clean
     assert not r["noop"].kept and "not flat enough" in r["noop"].reason
     assert [x.summary for x in results[:2]] == ["fix", "most"]  # ranked by memory saved
+
+
+def test_the_report_says_where_each_candidates_time_went() -> None:
+    fixer = FakeFixer({"fix": 0.0, "noop": 1.0})
+    report = Repairer.run(FakeRepairer(fixer))
+    spans = {(s.phase, s.label) for s in report.timings.spans}
+    # Both candidates are built and measured; only the one that flattens is compared and confirmed.
+    assert ("build", "fake blocks.1 eager") in spans and ("measure", "fake blocks.1 eager") in spans
+    phases = [s.phase for s in report.timings.spans]
+    assert phases.count("measure") == 2 and phases.count("equivalence") == 1 and phases.count("confirm") == 1
+    assert list(report.timings.totals()) == ["build", "measure", "equivalence", "confirm"]  # in the order they run
+
+
+def test_a_source_edit_whose_region_stays_is_dropped_before_the_whole_model_is_measured() -> None:
+    fixer = FakeFixer({"fix": 0.0, "noop": 1.0})
+    rep = FakeRepairer(fixer, source=True)
+    early = by_name(rep.run())
+    late = by_name(FakeRepairer(fixer).run())  # the same candidates as probe options: no shortcut
+    assert ("region", "noop") in rep.measured and ("noop",) not in rep.measured  # whole model never run
+    assert ("fix",) in rep.measured  # a flat region goes on to the whole model, as before
+    for name in ("fix", "noop"):
+        assert (early[name].kept, early[name].reason) == (late[name].kept, late[name].reason)
+    assert early["noop"].after == late["noop"].after and early["noop"].after_model == {}
 
 
 def test_ties_in_savings_go_to_the_smaller_change() -> None:
