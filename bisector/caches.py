@@ -93,17 +93,29 @@ class ControlCache:
         if not self._marked and self.folder is not None:
             mark(self.folder, CACHE)  # what `bisector clean` may remove later
             self._marked = True
-        write_atomic(path, result.to_json())
+        # The first control measured for a key is the one every run uses: two processes that
+        # missed at once measure two different curves, and a run re-read from its cache must judge
+        # against the control it was judged against (seen: a rerun's figures moved when a parallel
+        # test replaced the shared control between the two runs).
+        write_atomic(path, result.to_json(), replace=False)
 
 
-def write_atomic(path: Path, data: Any) -> None:
-    """JSON to path via a temp file and a rename: a reader never sees half a file, and concurrent
-    writers of one key just race to the same content. A cache that cannot write is no error."""
+def write_atomic(path: Path, data: Any, replace: bool = True) -> None:
+    """JSON to path via a temp file and a rename: a reader never sees half a file. replace=False:
+    an existing file is kept (the first writer wins). A cache that cannot write is no error."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(f".{os.getpid()}.{threading.get_ident()}.tmp")
         tmp.write_text(json.dumps(data))
-        os.replace(tmp, path)
+        if replace:
+            os.replace(tmp, path)
+            return
+        try:
+            os.link(tmp, path)  # atomic, and fails where the file exists
+        except FileExistsError:
+            pass
+        finally:
+            tmp.unlink(missing_ok=True)
     except OSError:
         pass
 

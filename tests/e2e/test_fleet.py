@@ -68,7 +68,8 @@ def make_project(root: Path, models: dict[str, str], killer: str | None = None) 
 # allocator noise, one probe more or less when a verdict needs a rerun); everything the user acts
 # on - statuses, verdicts, culprits, chosen fixes, the patches and check states - must not.
 _FIGURE = re.compile(r"[+-]?\d+(\.\d+)? ?(B|KB|MB|GB)\b")
-_MEASURED = {"wall_s", "probes", "out", "resumed", "confidence"}
+# timings: where each run spent its time (phases run side by side in threads: their order varies too).
+_MEASURED = {"wall_s", "probes", "out", "resumed", "confidence", "timings"}
 
 
 def _mask(value):

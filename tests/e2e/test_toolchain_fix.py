@@ -45,7 +45,7 @@ def test_scripted_export_is_torchs_and_exporting_in_a_child_is_kept_and_patched(
     assert "the model's code keeps 0 B and 0 objects/export" in out
     assert "custom symbolic function" not in out and "pytorch/pytorch#82532" in out
     # Item 3: the workaround is kept because the exporting process went flat; the patch names the bug.
-    assert "✓ export-in-child" in out and "(clean)" in out, out
+    assert "✓ export-in-child" in out and "clean after the fix" in out, out
     assert "_bisector_export_in_child(torch.onnx.export, model, (x,)" in out
     assert "works around pytorch/pytorch#82532" in out
     # The patch applies to the script, and the patched script still exports.

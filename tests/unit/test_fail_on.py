@@ -101,7 +101,11 @@ class FakeCheck:
         from bisector.pytest_plugin import MemoryCheck
 
         check = MemoryCheck(lambda: None)
-        report = SimpleNamespace(stages={f"s{i}": s for i, s in enumerate(stages)}, model=SimpleNamespace(label="m"))
+        report = SimpleNamespace(
+            stages={f"s{i}": s for i, s in enumerate(stages)},
+            model=SimpleNamespace(label="m"),
+            verdict=max((s.kind for s in stages), default="clean"),
+        )
         check.measure = lambda *a, **k: report  # type: ignore[method-assign]
         return check
 
