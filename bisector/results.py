@@ -148,6 +148,7 @@ def outcome_of(verdict: Verdict, curve: MemoryCurve, control: MemoryCurve | None
         growth_metric=verdict.growth_metric,
         decided_by=verdict.decided_by,
         floor_bytes_per_call=verdict.floor_bytes_per_call,
+        error_bytes_per_call=verdict.error_bytes_per_call,
         owners=dict(verdict.owners) if verdict.owners else None,
         exact=not grown_bytes,
         repeat_steps=_steps(verdict, "repeat"),

@@ -61,14 +61,17 @@ TENSORS = "tensors"
 MIN_DELTAS = 3  # fewer deltas than this cannot show "every call"
 POSITIVE_SHARE = 0.8
 NOISE_FACTOR = 4.0
-# The heap rule. Z: how many standard errors the median excess delta must clear. HEAP_RESOLUTION:
-# below this, per-call heap growth of clean models here is torch's own: a few hundred bytes of
-# allocator bookkeeping at the root of every sample, and in one region probe of a clean GPT-2 block
-# (one seed in five) ~1.0-1.1 KB/call of native growth no Python allocation explained.
+# The heap rule. Z: how many standard errors the median excess delta must clear. The floor is set
+# by the measured spread alone (docs/floor.md): a fixed minimum would be a property of one model's
+# noise (a clean GPT-2 block once showed ~1 KB/call of torch's own native growth), not of the
+# meter, whose resolution is one allocation: HEAP_ALLOCATION, glibc's smallest chunk on 64 bits.
+# torch's own growth above the floor is told apart by the traced probes (attribute), not hidden.
 HEAP_Z = 3.0
-HEAP_RESOLUTION = 2048.0
+HEAP_ALLOCATION = 32.0
 # 1.2533 = sqrt(pi/2): the standard error of a median is that much larger than a mean's.
 MEDIAN_SE = 1.2533
+# The interval printed with a growth figure: +-1.96 standard errors (95%).
+INTERVAL_Z = 1.96
 
 
 @dataclass(frozen=True)
@@ -98,6 +101,10 @@ class Signal:
     # The smallest rate per step this signal would have called growth, given its noise and steps
     # (None: not a bytes signal, or too few steps to tell).
     floor: float | None = None
+    # Heap: the standard error of the rate per call, and the model probe's own spread per call (the
+    # toolchain's per-call noise for this model: the control's is a trivial module's).
+    error: float | None = None
+    own_noise: float | None = None
 
     def describe(self) -> str:
         unit = "objects" if self.metric == "objects" else None
@@ -127,6 +134,10 @@ class Verdict:
     # shape), given the noise and steps it saw; None where no bytes signal could tell.
     floor_bytes_per_call: float | None = None
     floor_bytes_per_new_shape: float | None = None
+    # The 95% interval (+-) of growth_bytes_per_call on the heap, and the model probe's own per-call
+    # noise there (torch's or ONNX Runtime's for this model): what limits how low its floor can go.
+    error_bytes_per_call: float | None = None
+    model_noise_bytes_per_call: float | None = None
     growth_metric: str = "rss"  # the meter behind growth_bytes_per_call: heap when it exists
     decided_by: str | None = None  # the metric whose signal settled the verdict (the chart draws it)
     owners: Mapping[str, Any] | None = None  # who keeps the growth (owners.py), when traced
@@ -150,6 +161,8 @@ class Verdict:
             "decided_by": self.decided_by,
             "floor_bytes_per_call": _round(self.floor_bytes_per_call),
             "floor_bytes_per_new_shape": _round(self.floor_bytes_per_new_shape),
+            "error_bytes_per_call": _round(self.error_bytes_per_call),
+            "model_noise_bytes_per_call": _round(self.model_noise_bytes_per_call),
             "heap_bytes_per_new_shape": _round(self.heap_bytes_per_new_shape),
             "owners": dict(self.owners) if self.owners else None,
             "reasons": list(self.reasons),
@@ -251,10 +264,13 @@ def heap_signal(y: list[float], control: list[float] | None, pass_len: int = 1) 
     n = len(excess)
     if n < MIN_DELTAS:
         return Signal(HEAP, "repeat", FLAT if n == 0 or max(excess) <= 0 else UNSURE, 0.0, base, 0.0, 0.0, len(d), None)
-    spread = max(robust_spread(passes), robust_spread(control_passes))
-    # The standard error of the median excess per pass, HEAP_Z times, per call: more passes give a
-    # lower floor, which is what adaptive iterations buy (see measure.py).
-    floor = max(HEAP_RESOLUTION, HEAP_Z * MEDIAN_SE * spread / n**0.5 / k)
+    own = robust_spread(passes)
+    spread = max(own, robust_spread(control_passes))
+    # The standard error of the median excess per pass, per call; HEAP_Z of them is the floor: more
+    # passes give a lower floor, which is what adaptive iterations buy (lab.Lab.stage). Never below
+    # one allocation per pass: the meter cannot resolve less.
+    error = MEDIAN_SE * spread / n**0.5 / k
+    floor = max(HEAP_ALLOCATION / k, HEAP_Z * error)
     rate = statistics.median(excess) / k
     late = statistics.median(excess[n // 2 :]) / k
     up = sum(1 for p in excess if p > floor * k / 2) / n
@@ -264,7 +280,7 @@ def heap_signal(y: list[float], control: list[float] | None, pass_len: int = 1) 
         state = UNSURE  # rising, but not in every pass or not to the end: more passes will tell
     else:
         state = FLAT
-    return Signal(HEAP, "repeat", state, rate, base, spread, up, len(d), floor)
+    return Signal(HEAP, "repeat", state, rate, base, spread, up, len(d), floor, INTERVAL_Z * error, own / k)
 
 
 def tensor_signal(y: list[float], control: list[float] | None, pass_len: int = 1, element: float = 1.0) -> Signal:
@@ -473,6 +489,8 @@ def judge(
         signals=tuple(signals),
         floor_bytes_per_call=rep.floor if rep is not None else None,
         floor_bytes_per_new_shape=nov.floor if nov is not None else None,
+        error_bytes_per_call=rep.error if rep is not None else None,
+        model_noise_bytes_per_call=rep.own_noise if rep is not None else None,
         growth_metric=rep.metric if rep is not None else metric,
         decided_by=_decided_by(kind, decisive, rep),
         heap_bytes_per_new_shape=heap_novel.rate if heap_novel is not None else None,
@@ -568,7 +586,7 @@ def attribute(
             if verdict.growth_metric == HEAP and verdict.growth_bytes_per_call is not None
             else None
         )
-    floor = verdict.floor_bytes_per_call or HEAP_RESOLUTION
+    floor = verdict.floor_bytes_per_call or HEAP_ALLOCATION
     mine = model_share(per_call, heap_rate)
     theirs = toolchain_share(per_call)
     kept = {**dict(owners), "repeat": {**dict(owners["repeat"]), "native": round(native_share(per_call, heap_rate))}}

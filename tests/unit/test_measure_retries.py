@@ -91,9 +91,22 @@ def test_more_passes_are_run_until_the_floor_reaches_the_target(tmp_path) -> Non
     result = Lab(
         ModelSpec(str(tmp_path / "m.py"), "Net"), plan, MeasureOptions(retries=2), keep=False, runner=runner
     ).stage("eager")
-    assert result.kind == "clean" and result.attempts == 3
+    # The second attempt runs the passes the first one's floor says the target needs (4x, plus 10%).
+    assert result.kind == "clean" and result.attempts == 2
     assert result.verdict.floor_bytes_per_call <= 4096
-    assert [r.schedule.profile.repeat_passes for r in runner.requests if not r.control] == [4, 8, 16]
+    assert [r.schedule.profile.repeat_passes for r in runner.requests if not r.control] == [4, 16]
+
+
+def test_a_floor_chase_goes_as_far_as_the_target_needs_past_the_retries(tmp_path) -> None:
+    plan = build_input_plan(["x=B,8"], ["B=1:16"])
+    runner = NoisyHeapRunner()
+    options = MeasureOptions(retries=0, floor_targets={"eager": 1024.0})
+    result = Lab(ModelSpec(str(tmp_path / "m.py"), "Net"), plan, options, keep=False, runner=runner).stage("eager")
+    assert result.kind == "clean" and result.verdict.floor_bytes_per_call <= 1024
+    passes = [r.schedule.profile.repeat_passes for r in runner.requests if not r.control]
+    assert passes[0] == 4 and passes[-1] > 16 * 4  # past what 2 doublings could give
+    # New shapes grow by 4x at most: the floor per call is the repeated shapes' alone.
+    assert max(r.schedule.profile.novel for r in runner.requests) <= 4 * 8
 
 
 def test_a_floor_not_reached_within_the_budget_is_inconclusive_and_says_so(tmp_path) -> None:
@@ -104,4 +117,5 @@ def test_a_floor_not_reached_within_the_budget_is_inconclusive_and_says_so(tmp_p
     )
     assert result.kind == "inconclusive" and result.attempts == 1
     assert result.verdict.floor_bytes_per_call > 4096
-    assert any("floor" in r and "target" in r for r in result.verdict.reasons)
+    (reason,) = [r for r in result.verdict.reasons if "target" in r]
+    assert "floor reached" in reason and "would take ~" in reason and "own per-call noise" in reason
