@@ -264,3 +264,12 @@ def test_the_page_allows_its_own_style_and_script_by_hash_not_unsafe_inline(tmp_
         return f"'sha256-{digest}'" in re.search(rf"{directive} ([^;]*)", csp).group(1)
 
     assert allowed("style", "style-src") and allowed("script", "script-src")
+
+
+def test_a_growth_under_the_floor_is_shown_with_its_interval() -> None:
+    doc = sample_doc()
+    doc["stages"]["inference"] = dict(
+        doc["stages"]["inference"], growth_bytes_per_call=1536.0, error_bytes_per_call=410.0
+    )
+    text = render_html(doc, {})
+    assert "+1.5 KB ± 410 B (under the 2.0 KB floor) (heap)" in text
