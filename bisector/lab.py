@@ -224,16 +224,21 @@ def scale_for(floor: float, target: float, scale: int) -> int:
     return min(MAX_SCALE, max(scale + 1, math.ceil(need * 1.1)))  # 10%: the spread wanders
 
 
-def budget_note(verdict: Verdict, target: float, scale: int, took_s: float, per: str = "call") -> str:
-    """What a budget that ran out before the target left: the floor reached, how long the target
-    would take, and the model's own per-call noise that holds the floor up."""
+def budget_note(
+    verdict: Verdict, target: float, scale: int, took_s: float, per: str = "call", noise_held: bool = False
+) -> str:
+    """What a chase that stopped before the target left: the floor reached, how long the target
+    would take (or that more passes did not lower it), and the model's own per-call noise."""
     floor = verdict.floor_bytes_per_call or 0.0
-    need = scale * (floor / target) ** 2 if target else float("inf")
-    eta = took_s / scale * need
-    note = (
-        f"floor reached {format_bytes(floor)}/{per} in the stage budget; the target {format_bytes(target)} "
-        f"would take ~{need:.0f}x the passes (~{eta / 60:.0f} min)"
-    )
+    if noise_held:
+        note = f"floor reached {format_bytes(floor)}/{per}; more passes did not lower it (the noise grew with them)"
+    else:
+        need = scale * (floor / target) ** 2 if target else float("inf")
+        eta = took_s / scale * need
+        note = (
+            f"floor reached {format_bytes(floor)}/{per} in the stage budget; the target {format_bytes(target)} "
+            f"would take ~{need:.0f}x the passes (~{eta / 60:.0f} min)"
+        )
     own = verdict.model_noise_bytes_per_call
     if own is not None:
         note += f"; this model's own per-{per} noise under the toolchain is ±{format_bytes(own)}"
@@ -581,6 +586,7 @@ class Lab:
             floors[scale] = v.floor_bytes_per_call
             before = [f for s, f in floors.items() if s < scale]
             if before and v.floor_bytes_per_call > (1 - MIN_GAIN) * min(before):
+                timing["noise_held"] = 1.0
                 return 0  # the noise grew with the passes: more of them would not lower the floor
             return scale_for(v.floor_bytes_per_call, options.floor_targets[stage], scale)
 
@@ -591,7 +597,9 @@ class Lab:
             # floor reached, how long the target would take and the model's own noise.
             v = result.verdict
             scale, took = timing.get("scale", 1), timing.get("took", 0.0)
-            note = budget_note(v, options.floor_targets[stage], int(scale), took, PER_CALL.get(stage, "call"))
+            per = PER_CALL.get(stage, "call")
+            held = bool(timing.get("noise_held"))
+            note = budget_note(v, options.floor_targets[stage], int(scale), took, per, held)
             v = replace(v, kind=INCONCLUSIVE, reasons=v.reasons + (f"{short}: {note}",))
             result = replace(result, kind=INCONCLUSIVE, verdict=v)
         return result
