@@ -492,7 +492,8 @@ class Lab:
         if not isinstance(got, ProbeOk):
             return verdict
         o = self.options
-        return attribute_shapes(verdict, judge(got.curve, control, o.bands, o.metric, count_phases(stage)))
+        target = o.floor_targets.get(stage, 0.0)
+        return attribute_shapes(verdict, judge(got.curve, control, o.bands, o.metric, count_phases(stage), target))
 
     # -- the questions ------------------------------------------------------------------------------------------
 
@@ -546,7 +547,14 @@ class Lab:
             ctrl = fut_control.result()
             probes += 2
             control_curve = ctrl.curve if isinstance(ctrl, ProbeOk) else None
-            verdict = judge(got.curve, control_curve, options.bands, options.metric, count_phases=count_phases(stage))
+            verdict = judge(
+                got.curve,
+                control_curve,
+                options.bands,
+                options.metric,
+                count_phases=count_phases(stage),
+                floor_target=options.floor_targets.get(stage, 0.0),
+            )
             if needs_owners(verdict):
                 verdict = self._attribute(
                     verdict, request(False), request(True), stage, twin=twins[0], twin_control=twins[1]
@@ -649,7 +657,12 @@ class Lab:
             control = self._control(stage, scale, root)
             scaled = scale_control(control, k) if control is not None else None
             verdict = judge(
-                result.curve, scaled, self.options.bands, self.options.metric, count_phases=count_phases(stage)
+                result.curve,
+                scaled,
+                self.options.bands,
+                self.options.metric,
+                count_phases=count_phases(stage),
+                floor_target=self.options.floor_targets.get(stage, 0.0),
             )
             if needs_owners(verdict):
                 # The control run as often per step as the regions are (scale_control).

@@ -104,6 +104,21 @@ def test_a_floor_below_2kb_comes_from_the_spread_alone() -> None:
     assert longer.floor < s.floor * 0.6
 
 
+def test_growth_whose_interval_stays_under_the_target_is_no_leak_of_that_size() -> None:
+    jitter = [96.0, -64.0, 32.0, 0.0, -96.0, 64.0, -32.0, 16.0] * 4
+    control = [0.0 if i % 4 else jitter[-1 - i // 4] for i in range(32)]
+
+    def every_call(per_call: float) -> list[float]:
+        return [per_call + (jitter[i // 4] if i % 4 == 0 else 0.0) for i in range(32)]
+
+    small = heap_signal(series(every_call(200.0)), series(control), pass_len=4, target=512.0)
+    assert small.state == FLAT and small.under_target == 512.0
+    # Stated with its upper bound as the floor: nothing above it, and it is under the target.
+    assert small.floor == pytest.approx(small.rate + small.error) and small.floor < 512
+    assert heap_signal(series(every_call(200.0)), series(control), pass_len=4).state == GROWS
+    assert heap_signal(series(every_call(640.0)), series(control), pass_len=4, target=512.0).state == GROWS
+
+
 def test_a_one_off_allocation_is_not_a_leak() -> None:
     d = [0.0] * 16
     d[9] = 300 * KB  # a cache made once, in the third pass

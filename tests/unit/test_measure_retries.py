@@ -89,7 +89,11 @@ def test_more_passes_are_run_until_the_floor_reaches_the_target(tmp_path) -> Non
     plan = build_input_plan(["x=B,8"], ["B=1:16"])
     runner = NoisyHeapRunner()
     result = Lab(
-        ModelSpec(str(tmp_path / "m.py"), "Net"), plan, MeasureOptions(retries=2), keep=False, runner=runner
+        ModelSpec(str(tmp_path / "m.py"), "Net"),
+        plan,
+        MeasureOptions(retries=2, floor_targets={"eager": 4096.0}),
+        keep=False,
+        runner=runner,
     ).stage("eager")
     # The second attempt runs the passes the first one's floor says the target needs (4x, plus 10%).
     assert result.kind == "clean" and result.attempts == 2
@@ -111,7 +115,7 @@ def test_a_floor_chase_goes_as_far_as_the_target_needs_past_the_retries(tmp_path
 
 def test_a_floor_not_reached_within_the_budget_is_inconclusive_and_says_so(tmp_path) -> None:
     plan = build_input_plan(["x=B,8"], ["B=1:16"])
-    options = MeasureOptions(retries=2, budget_s=0.0)
+    options = MeasureOptions(retries=2, budget_s=0.0, floor_targets={"eager": 4096.0})
     result = Lab(ModelSpec(str(tmp_path / "m.py"), "Net"), plan, options, keep=False, runner=NoisyHeapRunner()).stage(
         "eager"
     )
