@@ -15,8 +15,10 @@ from bisector.spec import InputPlan, ModelSpec
 from bisector.verdict import COUNT_METRICS, GROWS, LEAK, Bands, Kind, Verdict, worst
 
 # The default targets: what bench/sensitivity.py holds with 0 false leaks on the clean zoo within
-# the default stage budget (docs/floor.md). Exports cost seconds each: 4 passes resolve ~8-13 KB.
-FLOOR_TARGETS = {"eager": 512.0, "inference": 512.0, "export": 16384.0}
+# the default stage budget (docs/floor.md):
+# a clean GPT-2 block kept +574 B/call in eager on 1 seed of 4. Exports cost seconds each: 4 passes
+# resolve ~8-13 KB.
+FLOOR_TARGETS = {"eager": 1024.0, "inference": 512.0, "export": 16384.0}
 CRASHED = Kind.CRASHED  # a stage whose model probe died, hung or hit the memory cap
 FAILED = Kind.FAILED  # a stage whose model probe raised (the model cannot run or export)
 
