@@ -1,7 +1,12 @@
 """How small a native leak bisector sees, per stage, and how often it blames a clean model.
 
     python bench/sensitivity.py [--seeds 3] [--sizes 1,4,16,64,256] [--stages eager,export,inference]
-                                [--clean-seeds 2] [--skip-clean] [--locate-seeds 5]
+                                [--clean-seeds 2] [--skip-clean] [--locate-seeds 5] [--floor 512B]
+                                [--clean-models clean_cnn,hf_gpt2]
+
+--floor: the detection floor target every measurement is asked to reach (as `--floor`; default:
+the tool's own). The issue-27 check: `--sizes 0.5 --stages eager,inference --seeds 5
+--locate-seeds 0 --clean-seeds 5 --floor 512B`.
 
 1. A small model (bench/models/injected.py) mallocs N KB per call, per export, or per ONNX Runtime
    run, never freed. Each size is measured over several seeds: detection rate (verdict `leak`) and
@@ -36,6 +41,9 @@ from bisector.zoo import zoo  # noqa: E402
 MODEL = str(ROOT / "bench" / "models" / "injected.py") + ":Net"
 
 
+FLOOR: list[str] = []  # --floor, passed to every measurement
+
+
 def measure(stage: str, leak_kb: float, seed: int) -> tuple[str, float | None, float, float | None]:
     started = time.perf_counter()
     report = api.measure(
@@ -46,6 +54,7 @@ def measure(stage: str, leak_kb: float, seed: int) -> tuple[str, float | None, f
         seed=seed,
         init_kwargs=f'{{"leak_bytes": {int(leak_kb * 1024)}, "stage": "{stage}"}}',
         cache=False,
+        floor=tuple(FLOOR),
     )
     wall = time.perf_counter() - started
     r = report.stages[stage]
@@ -59,9 +68,13 @@ def main() -> int:
     ap.add_argument("--sizes", default="1,4,16,64,256")
     ap.add_argument("--stages", default="eager,export,inference")
     ap.add_argument("--clean-seeds", type=int, default=2)
+    ap.add_argument("--first-clean-seed", type=int, default=0, help="part 2's seeds start here (to split a run)")
     ap.add_argument("--skip-clean", action="store_true")
     ap.add_argument("--locate-seeds", type=int, default=5)
+    ap.add_argument("--floor", default="", help="the floor target for every stage, e.g. 512B (default: the tool's)")
+    ap.add_argument("--clean-models", default="", help="only these zoo samples in part 2 (comma-separated names)")
     args = ap.parse_args()
+    FLOOR[:] = [args.floor] if args.floor else []
     stages = args.stages.split(",")
     sizes = [float(s) for s in args.sizes.split(",") if s]
 
@@ -93,7 +106,8 @@ def main() -> int:
 
     print("\n3. wall time per stage, clean injected model (median over seeds)")
     for stage, ws in walls.items():
-        print(f"{stage:<10} {statistics.median(ws):6.1f} s")
+        if ws:
+            print(f"{stage:<10} {statistics.median(ws):6.1f} s")
 
     print("\n4. find at the floor targets: the leaking region named, alone")
     for stage, kb in (("eager", 4), ("export", 16)):
@@ -128,21 +142,42 @@ def main() -> int:
         return 0
     print("\n2. clean zoo: false-leak rate (a stated-clean stage called leak) and toolchain growth shown apart")
     false = total = toolchain = 0
+    only = {m for m in args.clean_models.split(",") if m}
+    stage_walls: dict[str, list[float]] = {}
     for truth in zoo(ROOT / "sample_models"):
         clean_stages = [s for s, k in truth.stages.items() if k == "clean"]
-        if not clean_stages or truth.gpu_only:
+        if not clean_stages or truth.gpu_only or (only and truth.name not in only):
             continue
-        for seed in range(args.clean_seeds):
-            report = api.measure(
-                truth.target, truth.inputs, truth.dims, stages=clean_stages, exporter=truth.exporter, seed=seed
-            )
-            for s in clean_stages:
-                kind = report.stages[s].kind
+        for seed in range(args.first_clean_seed, args.first_clean_seed + args.clean_seeds):
+            for s in clean_stages:  # one stage a measurement: its wall time is the stage's
+                started = time.perf_counter()
+                report = api.measure(
+                    truth.target,
+                    truth.inputs,
+                    truth.dims,
+                    stages=[s],
+                    exporter=truth.exporter,
+                    seed=seed,
+                    floor=tuple(FLOOR),
+                )
+                wall = time.perf_counter() - started
+                stage_walls.setdefault(s, []).append(wall)
+                r = report.stages[s]
+                v = r.verdict
+                kind = r.kind
                 total += 1
                 false += kind == "leak"
                 toolchain += kind == "toolchain-leak"
-                print(f"  {truth.name:<22} {s:<10} seed {seed}: {kind}", flush=True)
+                floor = format_bytes(v.floor_bytes_per_call) if v and v.floor_bytes_per_call else "-"
+                growth = format_bytes(v.growth_bytes_per_call, signed=True) if v else "-"
+                print(
+                    f"  {truth.name:<22} {s:<10} seed {seed}: {kind:<15} floor {floor:>9}  growth {growth:>10}"
+                    f"  {r.attempts} tries  {wall:6.1f} s",
+                    flush=True,
+                )
     print(f"false leaks: {false}/{total}   toolchain growth reported apart: {toolchain}/{total}")
+    for s, ws in stage_walls.items():
+        print(f"  wall per {s:<10} median {statistics.median(ws):6.1f} s  max {max(ws):6.1f} s  ({len(ws)} runs)")
     return 0
 
 

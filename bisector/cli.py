@@ -139,7 +139,7 @@ FloorOpt = Annotated[
         "--floor",
         help=(
             "Detection floor a clean verdict must reach, per call: SIZE for every stage or STAGE=SIZE "
-            "(repeatable). More calls are run until it does. Defaults: eager and inference 4KB, export 16KB."
+            "(repeatable). More calls are run until it does. Defaults: eager and inference 2KB, export 16KB."
         ),
     ),
 ]

@@ -37,6 +37,7 @@ class Figures(Mapping[str, Any]):
     growth_metric: str | None = UNSET  # rss, uss, heap or tensors: the bytes metric that decided
     decided_by: str | None = UNSET  # the metric whose signal settled the verdict (charts draw it)
     floor_bytes_per_call: float | None = UNSET  # the smallest growth per call this run could see
+    error_bytes_per_call: float | None = UNSET  # the 95% interval (+-) of the heap's growth per call
     owners: Mapping[str, Any] | None = UNSET  # who owns heap growth (owners.py)
     exact: bool = UNSET  # judged on object counts alone (bytes did not grow)
     repeat_steps: int = UNSET

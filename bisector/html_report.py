@@ -346,12 +346,21 @@ def _img(charts: Mapping[str, bytes], name: str, alt: str, cls: str = "") -> str
     )
 
 
+def _growth_cell(r: Mapping[str, Any]) -> str:
+    """The growth per call as measured, with its interval and under the floor when it is (as the
+    terminal's stage line says it)."""
+    rate, error, floor = r.get("growth_bytes_per_call"), r.get("error_bytes_per_call"), r.get("floor_bytes_per_call")
+    text = _b(rate)
+    if error is not None and rate is not None:
+        text += f" ± {_b(error, False)}"
+    if floor is not None and rate is not None and abs(rate) < floor:
+        text += f" (under the {_b(floor, False)} floor)"
+    return text + f" ({r.get('growth_metric') or r.get('metric') or 'rss'})"
+
+
 def _figures_table(r: Mapping[str, Any], per: str) -> str:
     rows = [
-        (
-            "growth per " + per,
-            _b(r.get("growth_bytes_per_call")) + f" ({r.get('growth_metric') or r.get('metric') or 'rss'})",
-        ),
+        ("growth per " + per, _growth_cell(r)),
         ("growth per new shape", _b(r.get("growth_bytes_per_new_shape"))),
         ("objects per " + per, "-" if r.get("objects_per_call") is None else f"{r['objects_per_call']:+.1f}"),
         ("detection floor per " + per, _b(r.get("floor_bytes_per_call"), False)),

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import threading
 import time
@@ -203,11 +204,46 @@ def floor_short(verdict: Verdict | None, options: MeasureOptions, stage: str) ->
     floor = verdict.floor_bytes_per_call
     if target is None or floor is None or floor <= target:
         return None
+    return f"detection floor {format_bytes(floor)}/call is above the target {format_bytes(target)}"
 
-    return (
-        f"detection floor {format_bytes(floor)}/call is above the target {format_bytes(target)}"
-        " (more calls would lower it)"
-    )
+
+# The most passes a floor chase asks for in one attempt, as a multiple of the profile's: past it the
+# schedule's own length (and the probe's timeout) matter more than the floor.
+MAX_SCALE = 256
+# A floor that a doubling of the passes lowered by less than this share is held up by the noise,
+# which more passes raise with them: the chase stops there.
+MIN_GAIN = 0.1
+
+
+PER_CALL = {"export": "export", "inference": "run"}
+
+
+def scale_for(floor: float, target: float, scale: int) -> int:
+    """The passes (as a scale of the profile's) that bring this floor to the target: the floor
+    falls as 1/sqrt(passes) while the spread holds (the standard error of the median)."""
+    need = scale * (floor / target) ** 2
+    return min(MAX_SCALE, max(scale + 1, math.ceil(need * 1.1)))  # 10%: the spread wanders
+
+
+def budget_note(
+    verdict: Verdict, target: float, scale: int, took_s: float, per: str = "call", noise_held: bool = False
+) -> str:
+    """What a chase that stopped before the target left: the floor reached, how long the target
+    would take (or that more passes did not lower it), and the model's own per-call noise."""
+    floor = verdict.floor_bytes_per_call or 0.0
+    if noise_held:
+        note = f"floor reached {format_bytes(floor)}/{per}; more passes did not lower it (the noise grew with them)"
+    else:
+        need = scale * (floor / target) ** 2 if target else float("inf")
+        eta = took_s / scale * need
+        note = (
+            f"floor reached {format_bytes(floor)}/{per} in the stage budget; the target {format_bytes(target)} "
+            f"would take ~{need:.0f}x the passes (~{eta / 60:.0f} min)"
+        )
+    own = verdict.model_noise_bytes_per_call
+    if own is not None:
+        note += f"; this model's own per-{per} noise under the toolchain is ±{format_bytes(own)}"
+    return note
 
 
 @dataclass(frozen=True)
@@ -420,17 +456,37 @@ class Lab:
         attempt: Callable[[int, int], _Attempt],
         settled: Callable[[_Attempt], bool],
         budget_s: float | None = None,
+        chase: Callable[[_Attempt, int], int | None] | None = None,
     ) -> _Attempt:
         """Try at scale 1, 2, 4, ... (twice the iterations each time), up to ``retries`` reruns, until
-        an attempt is final or settled, or the time budget is spent."""
+        an attempt is final or settled, or the time budget is spent.
+
+        chase: for an attempt that is settled but for its floor, the scale the target needs (0: no
+        more passes would lower it), or None (not a floor to chase: a rerun as above). A chase is
+        bound by the budget, not by ``retries``: its scale is cut to what the time left allows,
+        judged by the last attempt's time per scale."""
         started = time.perf_counter()
         result: _Attempt | None = None
-        for n in range(self.options.retries + 1):
-            result = attempt(n, 2**n)
+        scale, reruns = 1, 0
+        for n in range(self.options.retries + 16):  # 16: a chase's attempts, bounded by the budget too
+            begun = time.perf_counter()
+            result = attempt(n, scale)
             if result.final or settled(result):
                 break
-            if budget_s is not None and time.perf_counter() - started > budget_s:
+            took = time.perf_counter() - begun
+            wanted = chase(result, scale) if chase is not None else None
+            if wanted is None:
+                reruns += 1
+                if reruns > self.options.retries or (budget_s is not None and time.perf_counter() - started > budget_s):
+                    break
+                scale *= 2
+                continue
+            if budget_s is not None:
+                left = budget_s - (time.perf_counter() - started)
+                wanted = min(wanted, int(left / max(took / scale, 1e-9)))
+            if wanted <= scale:
                 break
+            scale = wanted
         assert result is not None
         return result
 
@@ -462,7 +518,11 @@ class Lab:
         if not isinstance(got, ProbeOk):
             return verdict
         o = self.options
-        return attribute_shapes(verdict, judge(got.curve, control, o.bands, o.metric, count_phases(stage), per(stage)))
+        target = o.floor_targets.get(stage, 0.0)
+        return attribute_shapes(
+            verdict,
+            judge(got.curve, control, o.bands, o.metric, count_phases(stage), step=per(stage), floor_target=target),
+        )
 
     # -- the questions ------------------------------------------------------------------------------------------
 
@@ -472,8 +532,15 @@ class Lab:
         per-call leak that only bytes show is traced to its owners (see owners.py)."""
         options = self.options if seed is None else replace(self.options, seed=seed)
         probes = 0
+        timing: dict[str, float] = {}  # the last attempt's scale and wall time
 
         def attempt(n: int, scale: int) -> _Attempt:
+            began = time.perf_counter()
+            a = _attempt(n, scale)
+            timing.update(scale=scale, took=time.perf_counter() - began)
+            return a
+
+        def _attempt(n: int, scale: int) -> _Attempt:
             nonlocal probes
             schedule = self.schedule(stage, scale, seed=options.seed)
             suffix = f" x{scale}" if scale > 1 else ""
@@ -516,6 +583,7 @@ class Lab:
                 options.metric,
                 count_phases=count_phases(stage),
                 step=per(stage),
+                floor_target=options.floor_targets.get(stage, 0.0),
             )
             # Objects that grow in the exporter or the runtime may be theirs (probe/objects.py);
             # in eager, the model's forward made them.
@@ -549,12 +617,30 @@ class Lab:
                 a.verdict is not None and a.verdict.kind != INCONCLUSIVE and not floor_short(a.verdict, options, stage)
             )
 
-        result: StageResult = self._retrying(attempt, settled, options.budget_s).value
+        floors: dict[int, float] = {}  # scale: the floor it reached, to see the chase still gains
+
+        def chase(a: _Attempt, scale: int) -> int | None:
+            v = a.verdict
+            if not floor_short(v, options, stage) or v is None or v.floor_bytes_per_call is None:
+                return None
+            floors[scale] = v.floor_bytes_per_call
+            before = [f for s, f in floors.items() if s < scale]
+            if before and v.floor_bytes_per_call > (1 - MIN_GAIN) * min(before):
+                timing["noise_held"] = 1.0
+                return 0  # the noise grew with the passes: more of them would not lower the floor
+            return scale_for(v.floor_bytes_per_call, options.floor_targets[stage], scale)
+
+        result: StageResult = self._retrying(attempt, settled, options.budget_s, chase).value
         short = floor_short(result.verdict, options, stage) if result.verdict is not None else None
         if short and result.verdict is not None:
-            # The budget ran out before the floor reached the target: say so, with the floor reached.
+            # The budget ran out (or the noise held the floor up) before the target: say so, with the
+            # floor reached, how long the target would take and the model's own noise.
             v = result.verdict
-            v = replace(v, kind=INCONCLUSIVE, reasons=v.reasons + (short,))
+            scale, took = timing.get("scale", 1), timing.get("took", 0.0)
+            step = per(stage)
+            held = bool(timing.get("noise_held"))
+            note = budget_note(v, options.floor_targets[stage], int(scale), took, step, held)
+            v = replace(v, kind=INCONCLUSIVE, reasons=v.reasons + (f"{short}: {note}",))
             result = replace(result, kind=INCONCLUSIVE, verdict=v)
         return result
 
@@ -612,6 +698,7 @@ class Lab:
                 self.options.metric,
                 count_phases=count_phases(stage),
                 step=per(stage),
+                floor_target=self.options.floor_targets.get(stage, 0.0),
             )
             if needs_owners(verdict):
                 # The control run as often per step as the regions are (scale_control).

@@ -70,9 +70,12 @@ NEXT_STEP = {
 }
 
 
-def _figure(v, phase: str, rate: float | None, band: float) -> str:
+def _figure(v, phase: str, rate: float | None, band: float, per: str = "new shape") -> str:
     metric = v.growth_metric if phase == "repeat" else v.metric
     sig = next((s for s in v.signals if s.metric == metric and s.phase == phase), None)
+    if metric == HEAP and phase == "repeat":
+        floor = sig.floor if sig is not None else v.floor_bytes_per_call
+        return heap_text(rate, v.error_bytes_per_call, floor, per)
     if metric in (HEAP, TENSORS):  # exact: below its floor is "~0", above it the figure as measured
         if rate is None:
             return "-"
@@ -80,8 +83,22 @@ def _figure(v, phase: str, rate: float | None, band: float) -> str:
             "~0 B"
             if sig is not None and sig.floor is not None and abs(rate) < sig.floor
             else format_bytes(rate, signed=True)
-        )
-    return growth_text(rate, sig.steps if sig else 0, sig.noise if sig else 0.0, band)
+        ) + f"/{per}"
+    return growth_text(rate, sig.steps if sig else 0, sig.noise if sig else 0.0, band) + f"/{per}"
+
+
+def heap_text(rate: float | None, error: float | None, floor: float | None, per: str = "call") -> str:
+    """The heap's growth per call as measured, with its 95% interval, and under the floor when it
+    is: a growth too small to call a leak is still a measurement ("+1.5 KB/call ± 0.4 KB (under the
+    2.0 KB floor)")."""
+    if rate is None:
+        return "-"
+    text = f"{format_bytes(rate, signed=True)}/{per}"
+    if error is not None:
+        text += f" ± {format_bytes(error)}"
+    if floor is not None and abs(rate) < floor:
+        text += f" (under the {format_bytes(floor)} floor)"
+    return text
 
 
 def growth_text(rate: float | None, steps: int, noise: float, band: float) -> str:
@@ -102,9 +119,9 @@ def stage_line(r: StageResult, band: float = 5e6, dims: Mapping[str, Any] | None
         return f"{r.stage:<10} {r.kind:<13} {failure_text(r.failure)}"
     v = r.verdict
     assert v is not None
-    bits = [f"{_figure(v, 'repeat', v.growth_bytes_per_call, band)}/{per}"]
+    bits = [_figure(v, "repeat", v.growth_bytes_per_call, band, per)]
     if v.growth_bytes_per_new_shape is not None:
-        bits.append(f"{_figure(v, 'novel', v.growth_bytes_per_new_shape, band)}/new shape")
+        bits.append(_figure(v, "novel", v.growth_bytes_per_new_shape, band))
     if v.objects_per_call is not None:
         bits.append(f"{v.objects_per_call:+.0f} objects/{per}")
     if v.growth_metric == TENSORS:

@@ -14,7 +14,12 @@ from bisector.search import Outcome
 from bisector.spec import InputPlan, ModelSpec
 from bisector.verdict import COUNT_METRICS, GROWS, LEAK, Bands, Kind, Verdict, worst
 
-FLOOR_TARGETS = {"eager": 4096.0, "inference": 4096.0, "export": 16384.0}
+# The default targets: what bench/sensitivity.py holds with 0 false leaks on the clean zoo within
+# the default stage budget (docs/floor.md). At 512 B a clean GPT-2 block kept +574 B/call in eager on
+# 1 seed of 4; inference held 512 B on 4 seeds (5 asked). Until a 5-seed run holds a lower one, the
+# defaults stay at 2 KB (what the suite and the zoo have held since the floor had a 2 KB minimum);
+# `--floor 512B` reaches below. Exports cost seconds each: 4 passes resolve ~8-13 KB.
+FLOOR_TARGETS = {"eager": 2048.0, "inference": 2048.0, "export": 16384.0}
 CRASHED = Kind.CRASHED  # a stage whose model probe died, hung or hit the memory cap
 FAILED = Kind.FAILED  # a stage whose model probe raised (the model cannot run or export)
 
@@ -150,6 +155,7 @@ def outcome_of(verdict: Verdict, curve: MemoryCurve, control: MemoryCurve | None
         growth_metric=verdict.growth_metric,
         decided_by=verdict.decided_by,
         floor_bytes_per_call=verdict.floor_bytes_per_call,
+        error_bytes_per_call=verdict.error_bytes_per_call,
         owners=dict(verdict.owners) if verdict.owners else None,
         exact=not grown_bytes,
         repeat_steps=_steps(verdict, "repeat"),

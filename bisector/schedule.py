@@ -40,6 +40,9 @@ class Step:
         return {"phase": self.phase, "dims": dict(self.dims)}
 
 
+SHAPE_SCALE = 4  # the most a rerun multiplies the new shapes (ScheduleProfile.scaled)
+
+
 @dataclass(frozen=True)
 class ScheduleProfile:
     """How many steps of each phase; a stage picks one to suit its cost per call."""
@@ -56,12 +59,15 @@ class ScheduleProfile:
     warm_largest: bool = False
 
     def scaled(self, factor: int) -> ScheduleProfile:
-        """More iterations for a probe that came back inconclusive."""
+        """More iterations for a probe that came back inconclusive, or whose floor is above its
+        target. New shapes scale up to 4x only: a floor chase (lab.Lab.stage) may ask for 50x the
+        passes, and the floor per call is the repeated shapes' alone."""
+        shapes = min(factor, SHAPE_SCALE)
         return replace(
             self,
             repeat_passes=self.repeat_passes * factor,
-            novel=self.novel * factor,
-            within=self.within * factor,
+            novel=self.novel * shapes,
+            within=self.within * shapes,
         )
 
 

@@ -12,7 +12,7 @@ import pytest
 from bisector.curve import MemoryCurve, Sample
 from bisector.probe import meters as meters_mod
 from bisector.probe.meters import Meters
-from bisector.verdict import CLEAN, FLAT, GROWS, HEAP_RESOLUTION, LEAK, UNSURE, heap_signal, judge
+from bisector.verdict import CLEAN, FLAT, GROWS, HEAP_ALLOCATION, LEAK, UNSURE, heap_signal, judge
 
 KB = 1024.0
 
@@ -86,9 +86,37 @@ def series(deltas: list[float], start: float = 50e6) -> list[float]:
     return y
 
 
-def test_every_call_leak_of_8kb_grows_with_a_1kb_floor() -> None:
+def test_every_call_leak_of_8kb_grows_with_a_floor_of_one_allocation_a_pass() -> None:
     s = heap_signal(series([8 * KB] * 16), series([0.0] * 16), pass_len=4)
-    assert s.state == GROWS and s.rate == pytest.approx(8 * KB) and s.floor == HEAP_RESOLUTION
+    assert s.state == GROWS and s.rate == pytest.approx(8 * KB) and s.floor == HEAP_ALLOCATION / 4
+
+
+def test_a_floor_below_2kb_comes_from_the_spread_alone() -> None:
+    # 1 KB a call with ~100 B of jitter a pass: a leak, at a floor far below the old 2 KB minimum.
+    jitter = [96.0, -64.0, 32.0, 0.0, -96.0, 64.0, -32.0, 16.0] * 4
+    d = [KB + (jitter[i // 4] if i % 4 == 0 else 0.0) for i in range(32)]
+    control = [0.0 if i % 4 else jitter[-1 - i // 4] for i in range(32)]
+    s = heap_signal(series(d), series(control), pass_len=4)
+    assert s.state == GROWS and s.rate == pytest.approx(KB, rel=0.1)
+    assert s.floor < 200 and 0 < s.error < s.floor
+    # More passes of the same spread: a lower floor (the standard error of a median).
+    longer = heap_signal(series(d * 4), series(control * 4), pass_len=4)
+    assert longer.floor < s.floor * 0.6
+
+
+def test_growth_whose_interval_stays_under_the_target_is_no_leak_of_that_size() -> None:
+    jitter = [96.0, -64.0, 32.0, 0.0, -96.0, 64.0, -32.0, 16.0] * 4
+    control = [0.0 if i % 4 else jitter[-1 - i // 4] for i in range(32)]
+
+    def every_call(per_call: float) -> list[float]:
+        return [per_call + (jitter[i // 4] if i % 4 == 0 else 0.0) for i in range(32)]
+
+    small = heap_signal(series(every_call(200.0)), series(control), pass_len=4, target=512.0)
+    assert small.state == FLAT and small.under_target == 512.0
+    # Stated with its upper bound as the floor: nothing above it, and it is under the target.
+    assert small.floor == pytest.approx(small.rate + small.error) and small.floor < 512
+    assert heap_signal(series(every_call(200.0)), series(control), pass_len=4).state == GROWS
+    assert heap_signal(series(every_call(640.0)), series(control), pass_len=4, target=512.0).state == GROWS
 
 
 def test_a_one_off_allocation_is_not_a_leak() -> None:
@@ -152,12 +180,12 @@ def heap_curve(per_call: float, noise: float = 0.0, seed: int = 0) -> MemoryCurv
 
 def test_judge_uses_the_heap_and_states_the_floor() -> None:
     clean = judge(heap_curve(0.0), heap_curve(0.0))
-    assert clean.kind == CLEAN and clean.floor_bytes_per_call == HEAP_RESOLUTION and clean.growth_metric == "heap"
+    assert clean.kind == CLEAN and clean.floor_bytes_per_call == HEAP_ALLOCATION / 4 and clean.growth_metric == "heap"
     assert clean.floor_bytes_per_new_shape is not None  # judged per new shape on RSS, with its band
     leak = judge(heap_curve(8 * KB), heap_curve(0.0))
     assert leak.kind == LEAK and leak.decided_by == "heap"
     assert leak.growth_bytes_per_call == pytest.approx(8 * KB)
-    assert leak.to_json()["floor_bytes_per_call"] == HEAP_RESOLUTION
+    assert leak.to_json()["floor_bytes_per_call"] == HEAP_ALLOCATION / 4
 
 
 def test_rss_only_curves_keep_the_band() -> None:

@@ -305,3 +305,12 @@ def test_charts_keep_every_point_on_the_chart_and_state_the_texts_figure() -> No
     assert said == {"heap": 189_000.0, "objects": 1.0}
     slope, _, label = repeat_line([(x, 246_800.0 * x) for x in range(6)], said["heap"], True, "export")
     assert slope == 189_000.0 and label.startswith("growth +189.0 KB/export")
+
+
+def test_a_growth_under_the_floor_is_shown_with_its_interval() -> None:
+    doc = sample_doc()
+    doc["stages"]["inference"] = dict(
+        doc["stages"]["inference"], growth_bytes_per_call=1536.0, error_bytes_per_call=410.0
+    )
+    text = render_html(doc, {})
+    assert "+1.5 KB ± 410 B (under the 2.0 KB floor) (heap)" in text

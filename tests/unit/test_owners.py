@@ -172,6 +172,10 @@ def test_the_terminal_report_states_the_floor_and_the_owners() -> None:
         growth_metric="heap",
     )
     assert "clean (nothing above 2.0 KB/call)" in stage_line(StageResult("eager", "clean", verdict=clean))
+    # A growth under the floor is a measurement still: printed with its interval, not as "~0".
+    under = Verdict(**{**clean.__dict__, "growth_bytes_per_call": 1536.0, "error_bytes_per_call": 410.0})
+    line = stage_line(StageResult("eager", "clean", verdict=under))
+    assert "+1.5 KB/call ± 410 B (under the 2.0 KB floor)" in line and "~0 B/call" not in line
     v = attribute(heap_leak(), owners(model=0, toolchain=405 * KB, python_malloc=401 * KB), "export")
     r = StageResult("export", v.kind, verdict=v)
     line = stage_line(r)
