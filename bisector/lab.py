@@ -500,13 +500,14 @@ class Lab:
         extra_key: str = "",
         twin: Future | None = None,
         twin_control: Future | None = None,
+        objects: bool = True,
     ) -> Verdict:
         """Heap growth alone: the model's own, or the toolchain's? Ask the traced twins (owners.py)."""
         with self.timings.phase("trace", request.label):
             twin = twin or self.runner.submit(traced(request, stage), extra_key=extra_key)
             twin_control = twin_control or self.runner.submit(traced(control, stage))
             owners, control_owners = owners_of(twin.result()), owners_of(twin_control.result())
-        return attribute(verdict, owners, stage, scaled_owners(control_owners, k))
+        return attribute(verdict, owners, stage, scaled_owners(control_owners, k), objects=objects)
 
     def _native_twin(self, verdict: Verdict, request: ProbeRequest, control: MemoryCurve | None, stage: str) -> Verdict:
         """Eager growth per new shape in bytes alone: measured again with torch's oneDNN primitive
@@ -704,7 +705,7 @@ class Lab:
                 # The control run as often per step as the regions are (scale_control).
                 twin_control = request.with_(control=True, regions=("",), capture=None, label=f"{stage} control")
                 self._inputs_for(traced(request, stage), weights)
-                verdict = self._attribute(verdict, request, twin_control, stage, k, extra_key=weights)
+                verdict = self._attribute(verdict, request, twin_control, stage, k, extra_key=weights, objects=False)
             return _Attempt(outcome_of(verdict, result.curve, scaled), verdict)
 
         def settled(a: _Attempt) -> bool:

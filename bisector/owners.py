@@ -176,7 +176,8 @@ def toolchain_objects(owners: Mapping[str, Any]) -> bool:
     model's). Said of objects that grow per call (the caller checks), what it keeps natively beside
     them (a scripted module's cloned parameters, pytorch/pytorch#82532) is its own too."""
     mine, theirs = object_owners(owners)
-    return theirs > 0 and mine < 0.5
+    grew = float((owners.get("objects") or {}).get("model_entries_per_call") or 0.0)
+    return theirs > 0 and mine < 0.5 and grew < 0.5
 
 
 def object_site(owners: Mapping[str, Any], group: str = TOOLCHAIN) -> str | None:

@@ -610,7 +610,11 @@ def attribute_shapes(verdict: Verdict, twin: Verdict | None) -> Verdict:
 
 
 def attribute(
-    verdict: Verdict, owners: Mapping[str, Any] | None, stage: str = "", control_owners: Mapping[str, Any] | None = None
+    verdict: Verdict,
+    owners: Mapping[str, Any] | None,
+    stage: str = "",
+    control_owners: Mapping[str, Any] | None = None,
+    objects: bool = True,
 ) -> Verdict:
     """The verdict once the traced probes have said who keeps the growth per call: a leak only for
     what the model's code owns; what the toolchain's files keep is a toolchain-leak.
@@ -636,7 +640,9 @@ def attribute(
         )
     floor = verdict.floor_bytes_per_call or HEAP_ALLOCATION
     # Objects grew per call (above the control's) and the toolchain made and holds them all.
-    theirs_objects = toolchain_objects(per_call) and (verdict.objects_per_call or 0.0) >= 0.5
+    # objects=False: a region's verdict (its question is whether it leaks alone; whose objects they
+    # are is the stage's to say).
+    theirs_objects = objects and toolchain_objects(per_call) and (verdict.objects_per_call or 0.0) >= 0.5
     mine = model_share(per_call, heap_rate, objects_theirs=theirs_objects)
     theirs = toolchain_share(per_call)
     kept = {**dict(owners), "repeat": {**dict(owners["repeat"]), "native": round(native_share(per_call, heap_rate))}}

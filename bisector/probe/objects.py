@@ -111,10 +111,12 @@ class ObjectOwners:
         self.classifier = classifier
         self.start: frozenset[int] = frozenset()
         self.cost_s = 0.0
+        self.entries = 0
 
     def begin(self) -> None:
         t0 = time.perf_counter()
         gc.collect()
+        self.entries = model_entries(self.model, self.modules()[0])
         self.start = frozenset(id(o) for o in gc.get_objects())
         self.cost_s += time.perf_counter() - t0
 
@@ -133,6 +135,10 @@ class ObjectOwners:
         held: dict[int, str] = {}
         walk(new, after, skip | {id(new), id(tops), id(held)}, into=held)
         out = owners_of_objects(tops, held, self._hold_group(after), self.classifier.owner, calls)
+        # Entries the model's own containers gained over the span: the model keeps what the calls
+        # made, whoever allocated it (a hook appending each export's traced output to a module-level
+        # list keeps tensors torch made, which the walk may not reach through the exporter's wrappers).
+        out["model_entries_per_call"] = round((model_entries(self.model, user) - self.entries) / max(1, calls), 2)
         self.cost_s += time.perf_counter() - t0
         out["cost_s"] = round(self.cost_s, 3)
         return out
@@ -150,6 +156,29 @@ class ObjectOwners:
             return (self.classifier.group(file) if file else None) or "model"
 
         return group
+
+
+def model_entries(model: Any, user_modules: Iterable[Any]) -> int:
+    """Entries in the containers the model's code owns: its modules' globals and each submodule's
+    attributes (lists, dicts, sets, deques; hook and parameter dicts among them)."""
+    from collections import deque
+
+    kinds = (list, dict, set, deque)
+    total = 0
+    spaces: list[dict[str, Any]] = []
+    for mod in user_modules:
+        spaces.append(getattr(mod, "__dict__", {}))
+    modules = getattr(model, "modules", None)
+    if callable(modules):
+        try:
+            spaces += [getattr(m, "__dict__", {}) for m in modules()]
+        except Exception:  # noqa: BLE001 - a model whose modules() cannot be walked: its globals only
+            pass
+    for space in spaces:
+        for value in list(space.values()):
+            if isinstance(value, kinds) and value is not space:
+                total += len(value)
+    return total
 
 
 def _tops(new: list[Any]) -> list[Any]:

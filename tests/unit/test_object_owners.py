@@ -55,3 +55,20 @@ def test_objects_are_owned_by_their_holder_else_where_they_were_allocated(tmp_pa
     assert any("KEPT" in s["where"] for s in out["sites"][MODEL]), out
     assert out["per_call"][TOOLCHAIN] >= 1, out
     assert any("fake.py" in s["where"] for s in out["sites"][TOOLCHAIN]), out
+
+
+def test_the_models_container_entries_are_counted_in_its_globals_and_attributes() -> None:
+    import types
+
+    from torch import nn
+
+    from bisector.probe.objects import model_entries
+
+    mod = types.ModuleType("m")
+    mod.SEEN = [1, 2]
+    net = nn.Sequential(nn.Linear(2, 2))
+    net.history = [0]
+    before = model_entries(net, [mod])
+    mod.SEEN.append(3)
+    net[0].register_forward_hook(lambda *a: None)
+    assert model_entries(net, [mod]) == before + 2

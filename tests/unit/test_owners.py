@@ -255,3 +255,17 @@ def test_a_toolchain_leaks_advice_names_the_bug_and_the_workarounds_not_the_mode
     assert "symbolic" not in hint
     fx = Figures.of({"owners": owners(0, 405 * KB, 401 * KB)})  # torch.fx's growth under torch.export
     assert "torch/fx/graph.py" in hint_for("export", TOOLCHAIN_LEAK, False, fx, "GPT2Model")
+
+
+def test_objects_torch_allocated_in_a_container_the_model_grows_stay_a_leak() -> None:
+    # forward_hook: a hook appends each export's traced output to a module-level list. Torch made
+    # the tensors and the walk did not reach them through the exporter's wrappers, but the model's
+    # list gained an entry per export: the model keeps them.
+    v = heap_leak(rate=14 * KB)
+    objects = Signal("objects", "repeat", "grows", 2.0, 0.0, 0.0, 1.0, 4)
+    v = Verdict(**{**v.__dict__, "signals": v.signals + (objects,), "objects_per_call": 2.0})
+    o = with_objects(owners(model=0, toolchain=1 * KB, python_malloc=0), {TOOLCHAIN: 2.0}, {TOOLCHAIN: []})
+    o["repeat"]["objects"]["sites"][TOOLCHAIN] = [{"where": SCRIPTED_SITE, "objects": 2.0}]
+    assert attribute(v, o, "export").kind == TOOLCHAIN_LEAK
+    o["repeat"]["objects"]["model_entries_per_call"] = 1.0
+    assert attribute(v, o, "export").kind == LEAK
