@@ -32,7 +32,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bisector.zoo import Truth, zoo  # noqa: E402
+from bisector.model.zoo import Truth, zoo  # noqa: E402
 from tests.corpus.behaviour import run_behaviour  # noqa: E402
 
 

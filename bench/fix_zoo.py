@@ -25,19 +25,17 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bisector import (
-    api,  # noqa: E402
-    pipeline,  # noqa: E402
-)
-from bisector.measure import measure  # noqa: E402
+from bisector import api  # noqa: E402
+from bisector.common.units import format_bytes  # noqa: E402
+from bisector.fix.engine import KEEP_DROP, growth, merge_probe, shadow_copy  # noqa: E402
+from bisector.lab.measure import measure  # noqa: E402
+from bisector.lab.results import outcome_of  # noqa: E402
+from bisector.model.spec import ModelSpec  # noqa: E402
+from bisector.model.zoo import zoo  # noqa: E402
 from bisector.patching.diff import combined_diff  # noqa: E402
 from bisector.patching.from_report import best_fixes, patches_for  # noqa: E402
+from bisector.pipeline import run as pipeline  # noqa: E402
 from bisector.probe.pool import ProbePool  # noqa: E402
-from bisector.repair import KEEP_DROP, growth, merge_probe, shadow_copy  # noqa: E402
-from bisector.results import outcome_of  # noqa: E402
-from bisector.spec import ModelSpec  # noqa: E402
-from bisector.units import format_bytes  # noqa: E402
-from bisector.zoo import zoo  # noqa: E402
 
 
 def main() -> int:

@@ -19,10 +19,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bisector.errors import UserError  # noqa: E402
-from bisector.infer_inputs import infer  # noqa: E402
-from bisector.spec import ModelSpec  # noqa: E402
-from bisector.zoo import zoo  # noqa: E402
+from bisector.common.errors import UserError  # noqa: E402
+from bisector.find.infer_inputs import infer  # noqa: E402
+from bisector.model.spec import ModelSpec  # noqa: E402
+from bisector.model.zoo import zoo  # noqa: E402
 
 
 def main() -> int:

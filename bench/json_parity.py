@@ -41,7 +41,7 @@ ADDED = ("schema_version", "report_kind", "bisector_version", ".versions.")
 
 def capture(out: Path, code: Path, only: set[str]) -> int:
     sys.path.insert(0, str(ROOT))
-    from bisector.zoo import zoo
+    from bisector.model.zoo import zoo
 
     out.mkdir(parents=True, exist_ok=True)
     for truth in zoo(ROOT / "sample_models"):

@@ -27,12 +27,12 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bisector import api  # noqa: E402
-from bisector.capture import capture_schedule, distinct_dims  # noqa: E402
-from bisector.find import find  # noqa: E402
+from bisector.find.localise import find  # noqa: E402
+from bisector.model.capture import capture_schedule, distinct_dims  # noqa: E402
+from bisector.model.schedule import build_schedule  # noqa: E402
+from bisector.model.zoo import zoo  # noqa: E402
 from bisector.probe.pool import ProbePool  # noqa: E402
 from bisector.probe.types import ProbeKind, ProbeOk, ProbeRequest  # noqa: E402
-from bisector.schedule import build_schedule  # noqa: E402
-from bisector.zoo import zoo  # noqa: E402
 
 
 def scan(prepared, stages: list[str], workdir: Path) -> tuple[int, float]:

@@ -20,11 +20,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bisector.lab import OWNER_FRAMES, owners_profile  # noqa: E402
+from bisector.lab.stage import OWNER_FRAMES, owners_profile  # noqa: E402
+from bisector.model.schedule import ScheduleProfile, build_schedule  # noqa: E402
+from bisector.model.spec import build_input_plan, library_imports, parse_model_spec  # noqa: E402
 from bisector.probe.pool import ProbePool  # noqa: E402
 from bisector.probe.types import ProbeOk, ProbeOptions, ProbeRequest  # noqa: E402
-from bisector.schedule import ScheduleProfile, build_schedule  # noqa: E402
-from bisector.spec import build_input_plan, library_imports, parse_model_spec  # noqa: E402
 
 MODELS = {
     "gpt2-tiny": ("hf_gpt2.py:Net", ["ids=B,T:int64:0:1000"], ["B=1:4", "T=5:64"]),

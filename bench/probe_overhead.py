@@ -20,10 +20,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bisector.model.schedule import PROFILES, build_schedule  # noqa: E402
+from bisector.model.spec import build_input_plan, parse_model_spec  # noqa: E402
 from bisector.probe.pool import ProbePool  # noqa: E402
 from bisector.probe.types import ProbeKind, ProbeOk, ProbeRequest  # noqa: E402
-from bisector.schedule import PROFILES, build_schedule  # noqa: E402
-from bisector.spec import build_input_plan, parse_model_spec  # noqa: E402
 
 
 def main() -> int:

@@ -14,7 +14,7 @@ directory and control cache, so nothing is reused from an earlier run.
 to print the "before" table. A bisector without phase timings shows only the wall.
 
 Columns, seconds: wall (the whole command, measured here), then the phase totals the result
-carries (bisector/timings.py). Phases run side by side in threads, so they may sum to more than the
+carries (bisector/lab/timings.py). Phases run side by side in threads, so they may sum to more than the
 wall. Also printed: the status, the culprits and the chosen fix, to compare verdicts between two
 checkouts. `uptime` is printed first and last: the machine may be shared. Never fails on figures.
 """
@@ -39,7 +39,7 @@ CORPUS = ROOT / "tests" / "corpus"
 DEFAULT_CORPUS = "hook_per_call,lru_cache_mask,deque_no_maxlen,rope_cache_seq_len"
 # Three stages each: clean ones (what a clean model costs) and ones with culprits in export.
 DEFAULT_SAMPLES = "clean_cnn,clean_transformer,list_append,forward_hook,symbolic_leak"
-# The columns, in the order a repair meets them (bisector/timings.py's phase names).
+# The columns, in the order a repair meets them (bisector/lab/timings.py's phase names).
 PHASES = ("verdict", "trace", "search", "build", "measure", "equivalence", "confirm", "check")
 
 
@@ -177,7 +177,7 @@ def main() -> int:
     rows = []
     todo: list[tuple[str, Any]] = [(n, ("project", f, d, e)) for n, f, d, e in project_models()]
     sys.path.insert(0, str(ROOT))
-    from bisector.zoo import read_truths, zoo
+    from bisector.model.zoo import read_truths, zoo
 
     todo += [(n, ("fix", read_truths(CORPUS / f"{n}.py")[0])) for n in filter(None, args.corpus.split(","))]
     samples = {t.name: t for t in zoo(ROOT / "sample_models")}

@@ -35,8 +35,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bisector import api  # noqa: E402
-from bisector.units import format_bytes  # noqa: E402
-from bisector.zoo import zoo  # noqa: E402
+from bisector.common.units import format_bytes  # noqa: E402
+from bisector.model.zoo import zoo  # noqa: E402
 
 MODEL = str(ROOT / "bench" / "models" / "injected.py") + ":Net"
 

@@ -56,7 +56,7 @@ def run(
 
 def main() -> int:
     sys.path.insert(0, str(ROOT))
-    from bisector.zoo import zoo
+    from bisector.model.zoo import zoo
 
     ap = argparse.ArgumentParser()
     ap.add_argument("--stages", default="eager,inference")

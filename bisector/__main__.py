@@ -1,14 +1,14 @@
 """`python -m bisector` and the `bisector` console script.
 
 The signal handlers go in first, before typer, rich and the rest are imported (~0.1 s): from then
-on a SIGINT, SIGTERM or SIGHUP ends bisector with 128+N whatever it lands in (bisector/interrupts.py).
+on a SIGINT, SIGTERM or SIGHUP ends bisector with 128+N whatever it lands in (bisector/common/interrupts.py).
 """
 
 from __future__ import annotations
 
 import sys
 
-from bisector import interrupts
+from bisector.common import interrupts
 
 
 def main() -> None:

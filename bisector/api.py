@@ -5,9 +5,9 @@ keywords into Options, prepares the run, and calls the one path the CLI uses too
     report = api.measure("models/net.py:Net", inputs=["x=B,3,H,W"], stages=["eager", "inference"])
     print(report.verdict, report.stages["inference"].verdict.growth_bytes_per_new_shape)
 
-Keywords are those of ``bisector.prepare.Options`` (stages, exporter, device, seed, jobs, run_dir,
+Keywords are those of ``bisector.pipeline.prepare.Options`` (stages, exporter, device, seed, jobs, run_dir,
 export_script, ...), with defaults from ``[tool.bisector]`` in the model's pyproject.toml; bad input
-raises ``bisector.errors.UserError`` with one line that says what to do.
+raises ``bisector.common.errors.UserError`` with one line that says what to do.
 """
 
 from __future__ import annotations
@@ -17,27 +17,27 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from bisector import pipeline
-from bisector.batch import Shard, load_models
-from bisector.batch import merge as _merge
-from bisector.batch import repair as _repair
-from bisector.errors import UserError
-from bisector.fail_on import FailOn, parse_budget
-from bisector.find import find as _find
-from bisector.fleet import require_ray
-from bisector.lab import RUN_DIR
-from bisector.measure import measure as _measure
-from bisector.outputs import check_output_dir, check_outputs
-from bisector.prepare import Options, Prepared, parse_floors
-from bisector.prepare import prepare as _prepare
-from bisector.runner import Events
-from bisector.spec import ModelSpec
+from bisector.common.errors import UserError
+from bisector.find.localise import find as _find
+from bisector.judge.fail_on import FailOn, parse_budget
+from bisector.lab.measure import measure as _measure
+from bisector.lab.runner import Events
+from bisector.lab.stage import RUN_DIR
+from bisector.model.spec import ModelSpec
+from bisector.pipeline import run as pipeline
+from bisector.pipeline.prepare import Options, Prepared, parse_floors
+from bisector.pipeline.prepare import prepare as _prepare
+from bisector.repairs.batch import Shard, load_models
+from bisector.repairs.batch import merge as _merge
+from bisector.repairs.batch import repair as _repair
+from bisector.repairs.fleet import require_ray
+from bisector.store.outputs import check_output_dir, check_outputs
 
 if TYPE_CHECKING:
-    from bisector.batch import RepairSummary
-    from bisector.find import FindReport
-    from bisector.pipeline import FixOutcome
-    from bisector.results import MeasureReport
+    from bisector.find.localise import FindReport
+    from bisector.lab.results import MeasureReport
+    from bisector.pipeline.run import FixOutcome
+    from bisector.repairs.batch import RepairSummary
 
 __all__ = ["Options", "Prepared", "find", "fix", "measure", "merge", "parse_floors", "prepare", "repair"]
 

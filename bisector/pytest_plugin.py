@@ -21,9 +21,9 @@ from typing import Any
 
 import pytest
 
-from bisector.fail_on import DEFAULT as DEFAULT_FAIL_ON
-from bisector.fail_on import FailOn
-from bisector.kinds import Kind
+from bisector.judge.fail_on import DEFAULT as DEFAULT_FAIL_ON
+from bisector.judge.fail_on import FailOn
+from bisector.model.kinds import Kind
 
 MARKER = "bisector_no_leak"
 # The name the session's state registers under: the module itself is registered as "bisector"
@@ -94,7 +94,7 @@ class MemoryCheck:
 
     def measure(self, spec: str, inputs: Iterable[str] = (), dims: Iterable[str] = (), **options: Any) -> Any:
         from bisector import api
-        from bisector.measure import measure
+        from bisector.lab.measure import measure
 
         p = api.prepare(spec, inputs, dims, **options)
         return measure(p.model, p.plan, p.options, pool=self._pool())
@@ -115,7 +115,7 @@ class MemoryCheck:
         function (as pytest's own helpers do) and ends with the verdict, the culprit and the command
         that reproduces it."""
         __tracebackhide__ = True
-        from bisector.units import format_bytes, per
+        from bisector.common.units import format_bytes, per
 
         policy = FailOn.parse(fail_on)  # an unknown kind is an error here, not a silent pass
         report = self.measure(spec, inputs, dims, **options)

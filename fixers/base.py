@@ -15,8 +15,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
-from bisector.choices import DEFAULT_EXPORTER
-from bisector.kinds import Kind
+from bisector.model.choices import DEFAULT_EXPORTER
+from bisector.model.kinds import Kind
 
 LEAK, SHAPE_GROWTH = Kind.LEAK, Kind.SHAPE_GROWTH
 # Growth torch or ONNX Runtime keep of their own accord: its fixes are workarounds around the

@@ -127,9 +127,9 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
 def pool(tmp_path_factory: pytest.TempPathFactory):
     """One probe server for the session, preloading what every sample model imports (the
     Hugging Face samples' transformers costs ~7 s per probe otherwise)."""
+    from bisector.model.spec import library_imports, parse_model_spec
+    from bisector.model.zoo import zoo
     from bisector.probe.pool import ProbePool
-    from bisector.spec import library_imports, parse_model_spec
-    from bisector.zoo import zoo
 
     preload: list[str] = []
     for truth in zoo(SAMPLES):

@@ -15,7 +15,7 @@ REPORT_COMMANDS = ("measure", "find", "fix", "repair", "merge")
 def _validator() -> Any:
     import jsonschema
 
-    from bisector.contract import schema
+    from bisector.common.contract import schema
 
     return jsonschema.Draft202012Validator(schema())
 

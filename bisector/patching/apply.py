@@ -10,11 +10,11 @@ import time
 from collections.abc import Iterable
 from pathlib import Path
 
-from bisector.errors import UserError
-from bisector.interrupts import deferred
-from bisector.marks import RUN_DIR, mark
+from bisector.common.errors import UserError
+from bisector.common.interrupts import deferred
+from bisector.common.marks import RUN_DIR, mark
+from bisector.common.project import project_root  # noqa: F401 - re-exported: apply's callers name it here
 from bisector.patching.diff import Patch, digest
-from bisector.project import project_root  # noqa: F401 - re-exported: apply's callers name it here
 
 
 def _inside(path: str | Path, root: str | Path, what: str = "") -> Path:

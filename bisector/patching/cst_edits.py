@@ -8,9 +8,9 @@ from collections.abc import Sequence
 
 import libcst as cst
 
-from bisector.errors import UserError
+from bisector.common.errors import UserError
+from bisector.common.source_text import SourceError, read_source
 from bisector.fixers._cst import dotted
-from bisector.source_text import SourceError, read_source
 
 __all__ = [
     "MARK",
@@ -28,7 +28,7 @@ MARK = "_bisector"
 
 
 def read_script(path: str, option: str) -> tuple[str, cst.Module]:
-    """The script's text (as Python reads it: see bisector.source_text) and module; a user error
+    """The script's text (as Python reads it: see bisector.common.source_text) and module; a user error
     naming the option when it cannot be read or does not parse."""
     text = read_text(path, option)
     try:

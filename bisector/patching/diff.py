@@ -1,6 +1,6 @@
 """A Patch (one file's text before and after) as a git-style unified diff, and several source
 edits of one file merged into one patch. The diff and the written bytes come from the file's
-bytes (bisector.source_text), so CRLF endings, a BOM and a PEP 263 encoding survive."""
+bytes (bisector.common.source_text), so CRLF endings, a BOM and a PEP 263 encoding survive."""
 
 from __future__ import annotations
 
@@ -12,12 +12,12 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-from bisector.source_text import SourceError, SourceText
+from bisector.common.source_text import SourceError, SourceText
 
 
 @dataclass(frozen=True)
 class Patch:
-    """One file's text before and after, as fixers and libcst see it (see bisector.source_text);
+    """One file's text before and after, as fixers and libcst see it (see bisector.common.source_text);
     its diff and the bytes --apply writes keep the file's own line endings, BOM and encoding."""
 
     path: str  # absolute

@@ -12,7 +12,7 @@ from typing import Any
 
 import libcst as cst
 
-from bisector.errors import UserError
+from bisector.common.errors import UserError
 from bisector.fixers.onnx_symbolics import SYMBOLICS, registration_code
 from bisector.patching.cst_edits import (
     MARK,

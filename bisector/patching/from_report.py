@@ -8,14 +8,14 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from bisector.fix.engine import costs_more_than_it_saves
 from bisector.fixers.base import SourceEdit
+from bisector.model.spec import InputPlan, ModelSpec
 from bisector.patching.diff import Patch, source_patches
 from bisector.patching.export_script import patch_export_script, script_input_names, unread_export
 from bisector.patching.infer_script import patch_infer_script
 from bisector.patching.new_file import new_export_file
 from bisector.patching.settings import Settings
-from bisector.repair import costs_more_than_it_saves
-from bisector.spec import InputPlan, ModelSpec
 
 
 def choose(kept: Sequence[Any], pick: int | None = None, prefer: str | None = None) -> Any | None:

@@ -10,7 +10,7 @@ from typing import Any
 
 import libcst as cst
 
-from bisector.errors import UserError
+from bisector.common.errors import UserError
 from bisector.patching.cst_edits import MARK, dotted, ensure_imports, insert_after_imports, read_text
 from bisector.patching.diff import Patch
 from bisector.patching.script_helpers import GUARD_HELPERS, PADDING_HELPERS, source_of

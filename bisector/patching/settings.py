@@ -11,7 +11,7 @@ from typing import Any
 # torch.onnx.export's own default since torch 2.9: what an export call without dynamo= uses. Defined
 # once in choices.py (the fixers read it there); the patch writer, repair's fix targets and the
 # probe (installed_default_exporter, when the installed torch agrees) name it here.
-from bisector.choices import DEFAULT_EXPORTER  # noqa: F401
+from bisector.model.choices import DEFAULT_EXPORTER  # noqa: F401
 
 
 def installed_default_exporter() -> str:

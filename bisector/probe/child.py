@@ -16,7 +16,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from bisector.curve import MemoryCurve
+from bisector.model.curve import MemoryCurve
 from bisector.patching.settings import varying_axes
 from bisector.probe.inputs import InputFactory
 from bisector.probe.loading import WorkloadError, build_model, load_namespace, one_line, user_traceback
@@ -149,7 +149,7 @@ def run_request(req: ProbeRequest, workdir: Path) -> ProbeResult:
         # so the allocator's high-water mark is not taken for growth (see meters.py).
         meters = Meters(device=device, tracemalloc=req.options.tracemalloc, trim=req.stage != "inference")
         try:
-            from bisector.owners import project_roots
+            from bisector.judge.owners import project_roots
 
             ctx = Context(
                 schedule=req.schedule,

@@ -22,7 +22,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from bisector.capture import input_seed_index
+from bisector.model.capture import input_seed_index
 from bisector.patching.settings import varying_axes
 from bisector.probe.inputs import InputFactory, tensor_leaves
 from bisector.probe.loading import WorkloadError, build_model, load_namespace

@@ -14,11 +14,11 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from bisector.model.schedule import Schedule
 from bisector.probe.inputs import tensor_leaves
 from bisector.probe.loading import WorkloadError, one_line, user_traceback
 from bisector.probe.targets import Target, who
 from bisector.probe.types import ProbeOptions
-from bisector.schedule import Schedule
 
 
 def resolve_exporter(name: str | None) -> str:

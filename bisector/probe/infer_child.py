@@ -24,10 +24,10 @@ import sys
 from collections.abc import Iterator, Mapping
 from typing import Any
 
+from bisector.model.spec import ALL_DTYPES, DEFAULT_DIM_RANGE, InputSpec, ModelSpec
 from bisector.probe.infer_layers import kind_of, layer_guess
 from bisector.probe.infer_ranges import Forwards, Guess, Refused, settle
 from bisector.probe.loading import WorkloadError, build_model, load_namespace, one_line, user_traceback
-from bisector.spec import ALL_DTYPES, DEFAULT_DIM_RANGE, InputSpec, ModelSpec
 
 EXAMPLE_ATTRIBUTES = ("example_inputs", "dummy_input")
 # Guesses from layers, at most: each costs a forward or a few.

@@ -15,9 +15,9 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from bisector.model.spec import BATCH_SYMBOLS, DEFAULT_BATCH_RANGE, DEFAULT_DIM_RANGE, InputPlan, InputSpec
 from bisector.probe.inputs import InputFactory
 from bisector.probe.loading import one_line
-from bisector.spec import BATCH_SYMBOLS, DEFAULT_BATCH_RANGE, DEFAULT_DIM_RANGE, InputPlan, InputSpec
 
 # The smallest size tried first is the default's; larger ones for models that pool or stride it away.
 LOW_TRIES = (DEFAULT_DIM_RANGE[0], 8, 16, 32, 64, 128, 224, 256, 384, 512)

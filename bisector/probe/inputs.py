@@ -16,8 +16,8 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from bisector.model.spec import DEFAULT_INT_RANGE, INPUTS_HOOK, InputPlan
 from bisector.probe.loading import WorkloadError, one_line, user_traceback
-from bisector.spec import DEFAULT_INT_RANGE, INPUTS_HOOK, InputPlan
 
 Args = tuple[tuple[Any, ...], dict[str, Any]]
 

@@ -16,7 +16,7 @@ import types
 from pathlib import Path
 from typing import Any
 
-from bisector.spec import ModelSpec
+from bisector.model.spec import ModelSpec
 
 
 class WorkloadError(Exception):

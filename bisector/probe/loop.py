@@ -15,11 +15,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bisector.curve import METRICS, MemoryCurve, Sample
+from bisector.model.curve import METRICS, MemoryCurve, Sample
+from bisector.model.schedule import Schedule, Step
 from bisector.probe.meters import Meters, traced_growth, type_growth
 from bisector.probe.targets import Target
 from bisector.probe.types import ProbeOptions
-from bisector.schedule import Schedule, Step
 
 
 @dataclass
@@ -138,7 +138,7 @@ class OwnerTracer:
     """
 
     def __init__(self, ctx: Context, steps: tuple[Step, ...]) -> None:
-        from bisector.owners import Classifier, installed_own
+        from bisector.judge.owners import Classifier, installed_own
 
         self.ctx = ctx
         self.steps = steps
@@ -191,7 +191,7 @@ class OwnerTracer:
     def after(self, i: int) -> None:
         import tracemalloc as tm
 
-        from bisector.owners import summarize
+        from bisector.judge.owners import summarize
 
         for phase, first, last in self.spans:
             if i == last and phase in self.open:
@@ -221,7 +221,7 @@ def model_modules(classifier: Any) -> tuple[list[Any], list[Any]]:
     """The imported modules of the model's own code, and those of the libraries it is built from."""
     import sys
 
-    from bisector.owners import LIBRARIES, MODEL
+    from bisector.judge.owners import LIBRARIES, MODEL
 
     user, libs = [], []
     for mod in list(sys.modules.values()):
@@ -247,7 +247,7 @@ def _native_tracer(ctx: Context, classifier: Any) -> Any:
 def retention_tracer(ctx: Context, steps: tuple[Step, ...]) -> Any:
     """A retention probe's tracer (probe/retention.py): the repeat phase after its first pass (per
     call), and the novel phase (per new shape)."""
-    from bisector.owners import Classifier, installed_own
+    from bisector.judge.owners import Classifier, installed_own
     from bisector.probe.retention import RetentionTracer
 
     classifier = Classifier(ctx.owner_roots, installed_own())

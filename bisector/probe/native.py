@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from bisector.native import ROWS, library_owner, system_library
+from bisector.judge.native import ROWS, library_owner, system_library
 
 TOOL = "memray"
 # Frames inside the allocator itself (and memray's hooks): the frame past them did the allocating.

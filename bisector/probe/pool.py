@@ -39,7 +39,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bisector.errors import InternalError
+from bisector.common.errors import InternalError
 from bisector.probe import containment
 from bisector.probe.containment import Box, BoxSpec
 from bisector.probe.procs import private_bytes, process_tree, rss_bytes, stat

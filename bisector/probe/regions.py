@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bisector.capture import VARIANTS_BYTES, VARIANTS_S, capture_file, dims_key, input_seed_index, variant_indices
+from bisector.model.capture import VARIANTS_BYTES, VARIANTS_S, capture_file, dims_key, input_seed_index, variant_indices
 from bisector.probe.inputs import Args, InputFactory
 from bisector.probe.loading import WorkloadError, one_line, user_traceback
 from bisector.probe.types import ProbeRequest

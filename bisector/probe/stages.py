@@ -18,14 +18,14 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from bisector.curve import MemoryCurve
+from bisector.model.curve import MemoryCurve
+from bisector.model.schedule import Step
 from bisector.probe.export import export_onnx, export_step_index, post_export, resolve_exporter, varying_dims
 from bisector.probe.inputs import tensor_leaves
 from bisector.probe.loading import WorkloadError, one_line, user_traceback
 from bisector.probe.loop import Context, run_loop
 from bisector.probe.ort import InputAdapter, make_feed, make_run_options, make_session
 from bisector.probe.targets import Target, who
-from bisector.schedule import Step
 
 
 def _sync(device: str) -> None:

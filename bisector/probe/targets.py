@@ -10,8 +10,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from bisector.model.schedule import Step
 from bisector.probe.inputs import Args
-from bisector.schedule import Step
 
 
 @dataclass

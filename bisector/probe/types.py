@@ -13,11 +13,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, Union
 
-from bisector.choices import EXPORTERS, STAGES  # noqa: F401 - re-exported: the probe side names them here
-from bisector.curve import MemoryCurve
-from bisector.schedule import Schedule
-from bisector.spec import InputPlan, ModelSpec
-from bisector.strenum import StrEnum
+from bisector.common.strenum import StrEnum
+from bisector.model.choices import EXPORTERS, STAGES  # noqa: F401 - re-exported: the probe side names them here
+from bisector.model.curve import MemoryCurve
+from bisector.model.schedule import Schedule
+from bisector.model.spec import InputPlan, ModelSpec
 
 
 class ProbeKind(StrEnum):

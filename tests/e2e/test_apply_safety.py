@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from bisector.errors import UserError
+from bisector.common.errors import UserError
 from bisector.patching.apply import apply, project_root
 from bisector.patching.diff import Patch
 from tests.conftest import SAMPLES, run_cli

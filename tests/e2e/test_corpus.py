@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from bisector.zoo import zoo
+from bisector.model.zoo import zoo
 from tests.corpus.behaviour import run_behaviour, run_behaviours
 
 CORPUS = Path(__file__).resolve().parents[1] / "corpus"

@@ -7,9 +7,10 @@ from dataclasses import replace
 
 import pytest
 
-from bisector import api, pipeline
-from bisector.measure import measure
-from bisector.repair import shadow_copy
+from bisector import api
+from bisector.fix.engine import shadow_copy
+from bisector.lab.measure import measure
+from bisector.pipeline import run as pipeline
 from tests.conftest import SAMPLES, run_cli
 
 pytestmark = pytest.mark.probe

@@ -23,13 +23,13 @@ from pathlib import Path
 
 import pytest
 
-from bisector import infer_inputs
+from bisector.find import infer_inputs
+from bisector.fix.project_check import run_check
+from bisector.model.schedule import ScheduleProfile, build_schedule
+from bisector.model.spec import build_input_plan, parse_model_spec
 from bisector.probe import containment
 from bisector.probe.pool import ProbePool
 from bisector.probe.types import ProbeCrashed, ProbeOk, ProbeRequest
-from bisector.project_check import run_check
-from bisector.schedule import ScheduleProfile, build_schedule
-from bisector.spec import build_input_plan, parse_model_spec
 from tests.conftest import FIXTURES
 
 pytestmark = pytest.mark.probe
@@ -224,7 +224,7 @@ def test_sigterm_during_a_check_kills_what_it_started(suite: Suite, mechanism: s
         "import signal, sys\n"
         "from pathlib import Path\n"
         "from bisector.probe import pool\n"
-        "from bisector.project_check import run_check\n"
+        "from bisector.fix.project_check import run_check\n"
         "def stop(*_):\n"
         "    pool.terminate_all()\n"
         "    raise KeyboardInterrupt\n"

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from bisector.contract import SCHEMA_VERSION
+from bisector.common.contract import SCHEMA_VERSION
 from tests.conftest import SAMPLES, run_cli
 from tests.contract import assert_contract
 

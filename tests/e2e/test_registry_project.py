@@ -20,10 +20,10 @@ from pathlib import Path
 
 import pytest
 
+from bisector.model.spec import ModelSpec, build_input_plan
 from bisector.patching.export_script import read_export
 from bisector.patching.from_report import ModelWork, compose
 from bisector.patching.serving import read_serving, read_table
-from bisector.spec import ModelSpec, build_input_plan
 from tests.conftest import run_cli
 
 PROJECT = Path(__file__).resolve().parents[1] / "projects" / "registry"

@@ -53,7 +53,7 @@ def test_the_plugin_pool_honours_fresh(bisector, tmp_path: Path) -> None:
 
 @pytest.mark.timeout(180)  # repair's pool defaults to 300 s a probe
 def test_repair_honours_each_models_timeout(tmp_path: Path) -> None:
-    from bisector.batch import load_models, repair
+    from bisector.repairs.batch import load_models, repair
 
     (tmp_path / "spawners.py").write_text(SPAWNERS.read_text())
     (tmp_path / "pyproject.toml").write_text(

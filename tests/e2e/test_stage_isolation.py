@@ -6,8 +6,9 @@ from __future__ import annotations
 
 import pytest
 
-from bisector import api, pipeline
-from bisector.fail_on import FailOn
+from bisector import api
+from bisector.judge.fail_on import FailOn
+from bisector.pipeline import run as pipeline
 from tests.conftest import FIXTURES
 
 pytestmark = pytest.mark.probe

@@ -10,7 +10,8 @@ import json
 import pytest
 import torch
 
-from bisector import api, pipeline
+from bisector import api
+from bisector.pipeline import run as pipeline
 from tests.conftest import SAMPLES, run_cli
 
 pytestmark = pytest.mark.probe

@@ -12,9 +12,9 @@ from __future__ import annotations
 import pytest
 
 from bisector import api
-from bisector.find import find
-from bisector.verdict import CLEAN, LEAK, SHAPE_GROWTH, TOOLCHAIN_LEAK
-from bisector.zoo import zoo
+from bisector.find.localise import find
+from bisector.judge.verdict import CLEAN, LEAK, SHAPE_GROWTH, TOOLCHAIN_LEAK
+from bisector.model.zoo import zoo
 from tests.conftest import SAMPLES, has_cuda
 
 pytestmark = pytest.mark.probe

@@ -8,8 +8,8 @@ from pathlib import Path
 import bisector.fixers
 from bisector.fixers import FOLDER
 
-from bisector import caches
-from bisector.owners import installed_own
+from bisector.judge.owners import installed_own
+from bisector.store import caches
 
 
 def test_the_fixers_are_bisector_fixers_from_the_repositorys_fixers_folder() -> None:

@@ -8,9 +8,9 @@ from typing import Any
 
 import pytest
 
-from bisector.errors import UserError
-from bisector.infer_inputs import infer
-from bisector.spec import DEFAULT_BATCH_RANGE, DEFAULT_DIM_RANGE, ModelSpec
+from bisector.common.errors import UserError
+from bisector.find.infer_inputs import infer
+from bisector.model.spec import DEFAULT_BATCH_RANGE, DEFAULT_DIM_RANGE, ModelSpec
 from tests.conftest import FIXTURES, SAMPLES
 
 pytestmark = pytest.mark.probe

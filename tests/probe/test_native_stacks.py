@@ -14,12 +14,12 @@ from pathlib import Path
 
 import pytest
 
-from bisector.native import native_lines
+from bisector.common.units import format_bytes
+from bisector.judge.native import native_lines
+from bisector.model.schedule import ScheduleProfile, build_schedule
+from bisector.model.spec import build_input_plan, parse_model_spec
 from bisector.probe.pool import ProbePool
 from bisector.probe.types import ProbeOk, ProbeOptions, ProbeRequest
-from bisector.schedule import ScheduleProfile, build_schedule
-from bisector.spec import build_input_plan, parse_model_spec
-from bisector.units import format_bytes
 
 pytestmark = pytest.mark.probe
 LEAK = 4096

@@ -6,10 +6,10 @@ import time
 
 import pytest
 
+from bisector.model.schedule import ScheduleProfile, build_schedule
+from bisector.model.spec import build_input_plan, parse_model_spec
 from bisector.probe.pool import ProbePool
 from bisector.probe.types import ProbeCrashed, ProbeFailed, ProbeOk, ProbeOptions, ProbeRequest, ProbeTimedOut
-from bisector.schedule import ScheduleProfile, build_schedule
-from bisector.spec import build_input_plan, parse_model_spec
 from tests.conftest import FIXTURES
 
 pytestmark = pytest.mark.probe

@@ -10,10 +10,10 @@ from pathlib import Path
 import psutil
 import pytest
 
+from bisector.model.schedule import ScheduleProfile, build_schedule
+from bisector.model.spec import build_input_plan, parse_model_spec
 from bisector.probe.pool import ProbePool
 from bisector.probe.types import ProbeCrashed, ProbeOk, ProbeRequest
-from bisector.schedule import ScheduleProfile, build_schedule
-from bisector.spec import build_input_plan, parse_model_spec
 from tests.conftest import FIXTURES
 
 pytestmark = pytest.mark.probe

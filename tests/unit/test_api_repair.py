@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from bisector import api
-from bisector.errors import UserError
+from bisector.common.errors import UserError
 
 
 def test_the_api_checks_repairs_options_as_the_cli_does() -> None:

@@ -1,7 +1,7 @@
 """The fixers' contract, which import-linter cannot check in an editable install (setuptools maps
 bisector.fixers to the repository's fixers/ folder through an import hook, which grimp does not
 follow): a fixer imports nothing from bisector but bisector.fixers and the two vocabularies
-(bisector.choices: stages and exporters; bisector.kinds: verdict kinds, with bisector.strenum under
+(bisector.model.choices: stages and exporters; bisector.model.kinds: verdict kinds, with bisector.common.strenum under
 it), so fixers stay plugins over a small base and never reach into the engine. The other contracts are in pyproject's
 [tool.importlinter] and run in `make test`."""
 
@@ -11,7 +11,7 @@ import ast
 from pathlib import Path
 
 FIXERS = Path(__file__).resolve().parents[2] / "fixers"
-VOCABULARIES = {"bisector.choices", "bisector.kinds"}
+VOCABULARIES = {"bisector.model.choices", "bisector.model.kinds"}
 
 
 def bisector_imports(path: Path) -> list[str]:
@@ -38,5 +38,7 @@ def test_fixers_import_nothing_from_bisector_but_the_fixers() -> None:
 
 def test_the_check_sees_a_forbidden_import(tmp_path) -> None:
     f = tmp_path / "x.py"
-    f.write_text("from bisector.fixers.base import Fixer\nfrom bisector.lab import Lab\nimport bisector.verdict\n")
-    assert bisector_imports(f) == ["bisector.fixers.base", "bisector.lab", "bisector.verdict"]
+    f.write_text(
+        "from bisector.fixers.base import Fixer\nfrom bisector.lab.stage import Lab\nimport bisector.judge.verdict\n"
+    )
+    assert bisector_imports(f) == ["bisector.fixers.base", "bisector.lab.stage", "bisector.judge.verdict"]

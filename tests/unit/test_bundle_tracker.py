@@ -3,7 +3,7 @@ Runtime's template only when the toolchain keeps it; the team's own tracker for 
 
 from __future__ import annotations
 
-from bisector.bundle import BundleTarget, issue_text
+from bisector.reports.bundle import BundleTarget, issue_text
 
 SITE = "Tensor allocated at torch/onnx/_internal/torchscript_exporter/utils.py:972, held by no Python container"
 TOOLCHAIN_FIGURES = {

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from bisector.caches import write_atomic
+from bisector.store.caches import write_atomic
 
 
 def test_the_first_control_written_for_a_key_is_the_one_kept(tmp_path: Path) -> None:

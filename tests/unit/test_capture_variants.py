@@ -8,9 +8,9 @@ from types import SimpleNamespace
 
 import torch
 
-from bisector.capture import MAX_VARIANTS, capture_schedule, dims_key, occurrences, variant_indices
+from bisector.model.capture import MAX_VARIANTS, capture_schedule, dims_key, occurrences, variant_indices
+from bisector.model.schedule import Schedule, ScheduleProfile, Step
 from bisector.probe.regions import region_targets, run_capture
-from bisector.schedule import Schedule, ScheduleProfile, Step
 
 
 class Net(torch.nn.Module):

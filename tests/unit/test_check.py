@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from bisector.fix.project_check import prove
 from bisector.patching.diff import Patch
-from bisector.project_check import prove
 
 
 def project(tmp_path: Path) -> Path:
@@ -51,8 +51,8 @@ def test_a_check_that_fails_without_the_patch_proves_nothing(tmp_path: Path) -> 
 def test_bad_manifest_keys_are_one_line_user_errors(tmp_path: Path) -> None:
     import pytest
 
-    from bisector.batch import load_models
-    from bisector.errors import UserError
+    from bisector.common.errors import UserError
+    from bisector.repairs.batch import load_models
 
     manifest = tmp_path / "models.toml"
     # The manifest schema (config.py) words them, naming the entry and the key.
@@ -70,8 +70,8 @@ def test_a_manifest_model_outside_its_project_is_refused_before_any_probe(tmp_pa
     # Its patch named the file a//<absolute path>, which `git apply` rejects (issue 19, item 8b).
     import pytest
 
-    from bisector.batch import load_models
-    from bisector.errors import UserError
+    from bisector.common.errors import UserError
+    from bisector.repairs.batch import load_models
 
     (tmp_path / "p").mkdir()
     (tmp_path / "p" / "pyproject.toml").write_text("[project]\nname = 'p'\n")

@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from bisector.clean import (
+from bisector.common.marks import CACHE, REPAIR_OUT, RUN_DIR, mark
+from bisector.store.clean import (
     BACKUP,
     CAPTURE,
     CAPTURE_CAP_ENV,
@@ -29,7 +30,6 @@ from bisector.clean import (
     release_capture,
     select,
 )
-from bisector.marks import CACHE, REPAIR_OUT, RUN_DIR, mark
 from tests.conftest import run_cli
 
 NOW = 1_800_000_000.0
@@ -202,8 +202,8 @@ def test_the_capture_cap_comes_from_the_environment_then_the_project(
 
 
 def test_the_config_refuses_a_bad_capture_cap(tmp_path: Path) -> None:
-    from bisector.config import load_config
-    from bisector.errors import UserError
+    from bisector.common.errors import UserError
+    from bisector.options.config import load_config
 
     (tmp_path / "pyproject.toml").write_text("[tool.bisector]\ncapture_cap = true\n")
     with pytest.raises(UserError, match="capture_cap: expected a size"):

@@ -14,10 +14,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from bisector.batch import claim_output, write_patches
-from bisector.clean import CAPTURE, FOREIGN, RUN, clean, entries, evict_captures, remove
-from bisector.errors import UserError
-from bisector.marks import CACHE, MARK, REPAIR_OUT, RUN_DIR, RUN_DIR_GITIGNORE, mark, owned
+from bisector.common.errors import UserError
+from bisector.common.marks import CACHE, MARK, REPAIR_OUT, RUN_DIR, RUN_DIR_GITIGNORE, mark, owned
+from bisector.repairs.batch import claim_output, write_patches
+from bisector.store.clean import CAPTURE, FOREIGN, RUN, clean, entries, evict_captures, remove
 
 RUN_NAME = "net-Net-" + "0123456789abcdef"  # as lab.run_key names a run
 

@@ -59,7 +59,7 @@ def test_a_toolchain_leak_does_not_fail_the_users_model() -> None:
     from types import SimpleNamespace
 
     from bisector.cli import EXIT_BY_STATUS, EXIT_CLEAN, EXIT_FOUND
-    from bisector.pipeline import measured_status
+    from bisector.pipeline.run import measured_status
 
     def _measure_exit(report: SimpleNamespace) -> int:
         return EXIT_BY_STATUS[measured_status(report).value]

@@ -9,8 +9,8 @@ import subprocess
 import sys
 
 from bisector.cli import _logging, _Progress
+from bisector.lab.runner import _log
 from bisector.probe.types import ProbeCrashed
-from bisector.runner import _log
 from tests.conftest import FIXTURES, run_cli
 
 

@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 
 from bisector import api
-from bisector.errors import UserError
+from bisector.common.errors import UserError
 
 
 @pytest.fixture

@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 
 from bisector import api
-from bisector.batch import load_models
-from bisector.config import load_config
-from bisector.errors import UserError
+from bisector.common.errors import UserError
+from bisector.options.config import load_config
+from bisector.repairs.batch import load_models
 
 
 def _project(tmp_path: Path, toml: str) -> Path:

@@ -14,7 +14,7 @@ import jsonschema
 import pytest
 
 from bisector import __version__
-from bisector.contract import REPORT_KINDS, SCHEMA_VERSION, schema, schema_text, stamp, toolchain_versions
+from bisector.common.contract import REPORT_KINDS, SCHEMA_VERSION, schema, schema_text, stamp, toolchain_versions
 from tests.conftest import run_cli
 from tests.contract import check_cli_output, contract_errors
 
@@ -160,7 +160,7 @@ def test_stamped_reports_do_not_share_the_versions_dict() -> None:
 
 def test_versions_come_from_metadata_without_importing_torch() -> None:
     code = (
-        "import sys, json\nfrom bisector.contract import toolchain_versions\nv = toolchain_versions()\n"
+        "import sys, json\nfrom bisector.common.contract import toolchain_versions\nv = toolchain_versions()\n"
         "assert 'torch' not in sys.modules and 'onnxruntime' not in sys.modules\nprint(json.dumps(v))"
     )
     out = json.loads(subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True).stdout)

@@ -7,9 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from bisector import batch, pipeline
-from bisector.errors import UserError
-from bisector.prepare import parse_floors
+from bisector.common.errors import UserError
+from bisector.pipeline import run as pipeline
+from bisector.pipeline.prepare import parse_floors
+from bisector.repairs import batch
 
 MODEL = "import torch\n\n\nclass Net(torch.nn.Module):\n    def forward(self, x):\n        return x\n"
 

@@ -9,11 +9,11 @@ from pathlib import Path
 
 import torch
 
+from bisector.model.schedule import PROFILES, build_schedule
+from bisector.model.spec import ModelSpec, build_input_plan
 from bisector.probe.equivalence import run_equivalence
 from bisector.probe.loading import build_model, load_namespace
 from bisector.probe.types import EquivalenceRequest, ProbeKind, ProbeOptions, ProbeRequest
-from bisector.schedule import PROFILES, build_schedule
-from bisector.spec import ModelSpec, build_input_plan
 
 PILED = """
 import torch

@@ -3,10 +3,10 @@ torch.onnx.export call wrapped in a helper whose comment names the upstream bug;
 
 from __future__ import annotations
 
+from bisector.model.spec import ModelSpec
 from bisector.patching.export_script import patch_export_script
 from bisector.patching.new_file import new_export_file
 from bisector.patching.settings import Settings
-from bisector.spec import ModelSpec
 
 SCRIPT = """import torch
 from scripted import make

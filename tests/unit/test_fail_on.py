@@ -7,10 +7,10 @@ from types import SimpleNamespace
 import pytest
 
 from bisector.cli import EXIT_BY_STATUS, EXIT_CLEAN, EXIT_FOUND, EXIT_UNPROVEN, EXIT_USER
-from bisector.errors import UserError
-from bisector.fail_on import FailOn
-from bisector.find import Culprit
-from bisector.pipeline import Status, _status, find_status, measured_status
+from bisector.common.errors import UserError
+from bisector.find.localise import Culprit
+from bisector.judge.fail_on import FailOn
+from bisector.pipeline.run import Status, _status, find_status, measured_status
 from tests.conftest import FIXTURES, run_cli
 
 

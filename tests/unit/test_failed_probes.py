@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from bisector.lab.runner import LOG_HEAD, LOG_TAIL, Events, Runner
 from bisector.probe.types import ProbeCrashed
-from bisector.runner import LOG_HEAD, LOG_TAIL, Events, Runner
 
 
 def test_a_flooded_stderr_is_kept_as_head_and_tail(tmp_path: Path) -> None:

@@ -12,10 +12,11 @@ from pathlib import Path
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from bisector import api, prepare
-from bisector.config import ToolTable, load_config, validate
-from bisector.errors import UserError
-from bisector.spec import ALL_DTYPES, InputPlan, build_input_plan
+from bisector import api
+from bisector.common.errors import UserError
+from bisector.model.spec import ALL_DTYPES, InputPlan, build_input_plan
+from bisector.options.config import ToolTable, load_config, validate
+from bisector.pipeline import prepare
 
 SETTINGS = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 

@@ -9,10 +9,10 @@ import tracemalloc
 
 import pytest
 
-from bisector.curve import MemoryCurve, Sample
+from bisector.judge.verdict import CLEAN, FLAT, GROWS, HEAP_ALLOCATION, LEAK, UNSURE, heap_signal, judge
+from bisector.model.curve import MemoryCurve, Sample
 from bisector.probe import meters as meters_mod
 from bisector.probe.meters import Meters
-from bisector.verdict import CLEAN, FLAT, GROWS, HEAP_ALLOCATION, LEAK, UNSURE, heap_signal, judge
 
 KB = 1024.0
 

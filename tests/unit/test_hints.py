@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from bisector.figures import Figures
-from bisector.find import hint_for
+from bisector.find.localise import hint_for
+from bisector.model.figures import Figures
 from tests.conftest import run_cli
 
 

@@ -10,8 +10,8 @@ import pytest
 
 pytest.importorskip("matplotlib")
 
-from bisector.html_report import headline, load_document, render_html, write_repair_index, write_report  # noqa: E402
-from bisector.plots import fit_slope  # noqa: E402
+from bisector.reports.html import headline, load_document, render_html, write_repair_index, write_report  # noqa: E402
+from bisector.reports.plots import fit_slope  # noqa: E402
 
 
 def samples(leak_objects: float, heap_per_call: float, n: int = 24) -> list[dict]:
@@ -152,8 +152,8 @@ def test_fit_slope() -> None:
 
 def test_report_command_renders_without_starting_a_probe(tmp_path, monkeypatch, capsys) -> None:
     from bisector import cli
-    from bisector.html_report import save_document
     from bisector.probe import pool
+    from bisector.reports.html import save_document
 
     run = tmp_path / ".bisector" / "runs" / "native_leak-Net-abc"
     save_document(sample_doc(), run)
@@ -225,7 +225,7 @@ def test_repair_index_links_each_models_report(tmp_path) -> None:
 
 
 def test_report_keeps_names_from_json_inside_out_and_links_relative(tmp_path) -> None:
-    from bisector.html_report import rerender, save_document
+    from bisector.reports.html import rerender, save_document
 
     stored, out, outside = tmp_path / "stored", tmp_path / "out", tmp_path / "outside"
     save_document(sample_doc(), outside)  # a model "named" with an absolute path
@@ -271,7 +271,7 @@ def test_units_counts_and_tree_agree_across_stages(tmp_path) -> None:
     region that leaks in eager and export shows both in the module tree."""
     doc = sample_doc()
     doc["probes"], doc["reused_probes"] = 0, 6
-    from bisector.verdict import Signal
+    from bisector.judge.verdict import Signal
 
     said = Signal("heap", "repeat", "grows", 189_000.0, 0.0, 0.0, 1.0, 12).describe("export")
     assert said.startswith("heap +189.0 KB/export")
@@ -289,8 +289,8 @@ def test_units_counts_and_tree_agree_across_stages(tmp_path) -> None:
 
 
 def test_charts_keep_every_point_on_the_chart_and_state_the_texts_figure() -> None:
-    from bisector.html_report import stated_growth
-    from bisector.plots import _limits, control_series, repeat_line, spike_indices
+    from bisector.reports.html import stated_growth
+    from bisector.reports.plots import _limits, control_series, repeat_line, spike_indices
 
     ys = [0.0, 10.0, 20.0, 30.0, 40.0, 5000.0, 60.0, 70.0, 80.0]
     assert spike_indices(ys) == [5]

@@ -1,4 +1,4 @@
-"""Input inference, parent side (bisector.infer_inputs, api.prepare): no torch, the child faked."""
+"""Input inference, parent side (bisector.find.infer_inputs, api.prepare): no torch, the child faked."""
 
 from __future__ import annotations
 
@@ -6,10 +6,11 @@ from typing import Any
 
 import pytest
 
-from bisector import api, infer_inputs
-from bisector.errors import UserError
-from bisector.infer_inputs import Inferred
-from bisector.spec import ModelSpec
+from bisector import api
+from bisector.common.errors import UserError
+from bisector.find import infer_inputs
+from bisector.find.infer_inputs import Inferred
+from bisector.model.spec import ModelSpec
 from tests.conftest import FIXTURES, SAMPLES
 
 MODEL = ModelSpec(path=str(SAMPLES / "clean_cnn.py"), name="Net")

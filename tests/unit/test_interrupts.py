@@ -1,4 +1,4 @@
-"""Signals (bisector/interrupts.py): Ctrl-C during --apply's rename-and-note step waits for the
+"""Signals (bisector/common/interrupts.py): Ctrl-C during --apply's rename-and-note step waits for the
 step, so the interrupted report never says "wrote nothing" about a file it wrote; and a signal
 wherever it lands (an import, the argument parser, a command) exits with 128+N (issue 19, item 4)."""
 
@@ -13,7 +13,7 @@ import types
 
 import pytest
 
-from bisector import interrupts
+from bisector.common import interrupts
 from bisector.patching.apply import apply
 from bisector.patching.diff import Patch
 
@@ -55,7 +55,7 @@ def run_main(before: str) -> subprocess.CompletedProcess[str]:
     thing cli.main runs: a signal sent from there lands outside any command's body."""
     code = (
         "import os, signal, sys, time\n"
-        "from bisector import cli, interrupts\n"
+        "from bisector import cli\nfrom bisector.common import interrupts\n"
         "interrupts.install_handlers()\n"
         f"def before(argv):\n{before}\n"
         "cli._check_runtime = before\n"
@@ -90,7 +90,7 @@ def test_a_signal_in_a_command_before_its_body_is_not_typers_130() -> None:
     # 130 whatever the signal was: SIGTERM and SIGHUP in the first half second exited 130.
     code = (
         "import os, signal\n"
-        "from bisector import cli, interrupts\n"
+        "from bisector import cli\nfrom bisector.common import interrupts\n"
         "interrupts.install_handlers()\n"
         "def options(given):\n"
         "    os.kill(os.getpid(), signal.SIGHUP)\n"
@@ -106,7 +106,8 @@ def test_the_exit_code_is_the_first_signals() -> None:
     code = "\n".join(
         [
             "import os, signal",
-            "from bisector import cli, interrupts",
+            "from bisector import cli",
+            "from bisector.common import interrupts",
             "interrupts.install_handlers()",
             "def before(argv):",
             "    try:",
@@ -128,7 +129,8 @@ def test_a_signal_a_worker_thread_takes_reaches_the_main_thread_asleep_in_a_wait
     code = "\n".join(
         [
             "import signal, threading, time",
-            "from bisector import cli, interrupts",
+            "from bisector import cli",
+            "from bisector.common import interrupts",
             "interrupts.install_handlers()",
             "def worker():",
             "    time.sleep(0.3)",  # the main thread is asleep by now
@@ -154,7 +156,7 @@ def test_a_signal_while_the_forwarder_thread_starts_exits_with_128_plus_n() -> N
     # as a traceback and exit -2 instead of 143.
     code = (
         "import os, signal, time\n"
-        "from bisector import __main__, interrupts\n"
+        "from bisector import __main__\nfrom bisector.common import interrupts\n"
         "def start():\n"
         "    os.kill(os.getpid(), signal.SIGTERM)\n"
         "    time.sleep(5)\n"

@@ -2,8 +2,9 @@ import json
 
 from bisector.fixers import base
 
-from bisector import results, search, verdict
-from bisector.kinds import SEVERITY, Kind, severity, worst
+from bisector.judge import search, verdict
+from bisector.lab import results
+from bisector.model.kinds import SEVERITY, Kind, severity, worst
 
 
 def test_kinds_are_their_strings() -> None:
@@ -36,6 +37,6 @@ def test_worst() -> None:
 def test_old_names_are_the_members() -> None:
     assert verdict.LEAK is Kind.LEAK and verdict.TOOLCHAIN_LEAK is Kind.TOOLCHAIN_LEAK and verdict.worst is worst
     assert results.FAILED is Kind.FAILED and results.CRASHED is Kind.CRASHED
-    # Fixers import nothing from bisector but bisector.fixers and bisector.choices
+    # Fixers import nothing from bisector but bisector.fixers and bisector.model.choices
     # (test_architecture.py): their base spells the kinds it needs, and they must be these.
     assert (base.LEAK, base.SHAPE_GROWTH, base.UNSUPPORTED_OP) == (Kind.LEAK, Kind.SHAPE_GROWTH, Kind.UNSUPPORTED_OP)

@@ -7,13 +7,13 @@ from concurrent.futures import Future
 
 import pytest
 
-from bisector import lab as lab_module
-from bisector.capture import capture_file
-from bisector.curve import MemoryCurve, Sample
-from bisector.lab import Lab
+from bisector.lab import stage as lab_module
+from bisector.lab.results import MeasureOptions, StageResult
+from bisector.lab.stage import Lab
+from bisector.model.capture import capture_file
+from bisector.model.curve import MemoryCurve, Sample
+from bisector.model.spec import ModelSpec, build_input_plan
 from bisector.probe.types import ProbeKind, ProbeOk
-from bisector.results import MeasureOptions, StageResult
-from bisector.spec import ModelSpec, build_input_plan
 
 TREE = [
     {"path": "", "type": "Net", "children": ["a", "b"], "subtree_hash": "r"},

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from concurrent.futures import Future
 
-from bisector.curve import MemoryCurve, Sample
-from bisector.lab import Lab
+from bisector.lab.results import MeasureOptions
+from bisector.lab.stage import Lab
+from bisector.model.curve import MemoryCurve, Sample
+from bisector.model.spec import ModelSpec, build_input_plan
 from bisector.probe.types import ProbeOk, ProbeOptions
-from bisector.results import MeasureOptions
-from bisector.spec import ModelSpec, build_input_plan
 
 MB = 1e6
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import tracemalloc
 
-from bisector.owners import MODEL, TOOLCHAIN, Classifier
+from bisector.judge.owners import MODEL, TOOLCHAIN, Classifier
 from bisector.probe.objects import ObjectOwners, object_site
 
 

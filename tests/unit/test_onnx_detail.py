@@ -9,7 +9,7 @@ import pytest
 onnx = pytest.importorskip("onnx")
 from onnx import TensorProto, helper  # noqa: E402
 
-from bisector.onnx_detail import op_histogram, profile_run, profile_summary  # noqa: E402
+from bisector.reports.onnx_detail import op_histogram, profile_run, profile_summary  # noqa: E402
 
 
 def sample_graph() -> onnx.ModelProto:

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from bisector.errors import UserError
-from bisector.outputs import check_output_dir
+from bisector.common.errors import UserError
+from bisector.store.outputs import check_output_dir
 from tests.conftest import FIXTURES, run_cli
 
 

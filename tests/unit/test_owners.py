@@ -9,8 +9,8 @@ from types import SimpleNamespace
 
 import pytest
 
-from bisector.owners import LIBRARIES, MODEL, OTHER, TOOLCHAIN, Classifier, model_share, project_roots, summarize
-from bisector.verdict import LEAK, TOOLCHAIN_LEAK, Signal, Verdict, attribute
+from bisector.judge.owners import LIBRARIES, MODEL, OTHER, TOOLCHAIN, Classifier, model_share, project_roots, summarize
+from bisector.judge.verdict import LEAK, TOOLCHAIN_LEAK, Signal, Verdict, attribute
 
 KB = 1024
 SITE = "/venv/lib/python3.11/site-packages"
@@ -158,8 +158,8 @@ def test_objects_that_grow_are_the_models_without_a_trace() -> None:
 
 
 def test_the_terminal_report_states_the_floor_and_the_owners() -> None:
-    from bisector.report import owners_lines, reason_lines, stage_line
-    from bisector.results import StageResult
+    from bisector.lab.results import StageResult
+    from bisector.reports.terminal import owners_lines, reason_lines, stage_line
 
     clean = Verdict(
         kind="clean",
@@ -243,8 +243,8 @@ def test_objects_a_single_traced_export_makes_do_not_move_native_growth() -> Non
 
 
 def test_a_toolchain_leaks_advice_names_the_bug_and_the_workarounds_not_the_models_code() -> None:
-    from bisector.figures import Figures
-    from bisector.find import hint_for
+    from bisector.find.localise import hint_for
+    from bisector.model.figures import Figures
 
     figures = Figures.of(
         {"owners": with_objects(owners(0, 1 * KB, 0), {TOOLCHAIN: 2.0}, {TOOLCHAIN: [{"where": SCRIPTED_SITE}]})}

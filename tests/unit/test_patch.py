@@ -8,15 +8,15 @@ from pathlib import Path
 
 import pytest
 
-from bisector.errors import UserError
+from bisector.common.errors import UserError
+from bisector.common.source_text import read_source
+from bisector.model.spec import ModelSpec, build_input_plan
 from bisector.patching.apply import apply
 from bisector.patching.diff import Patch, merge_edits, source_patches
 from bisector.patching.export_script import patch_export_script
 from bisector.patching.infer_script import patch_infer_script
 from bisector.patching.new_file import new_export_file
 from bisector.patching.settings import Settings
-from bisector.source_text import read_source
-from bisector.spec import ModelSpec, build_input_plan
 
 PLAN = build_input_plan(["x=B,3,H,W"], ["B=1:16", "H=5:100", "W=5:100"])
 

@@ -5,13 +5,13 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+from bisector.model.spec import build_input_plan
 from bisector.patching.settings import (
     DEFAULT_EXPORTER,
     dynamic_dims_by_input,
     installed_default_exporter,
     varying_axes,
 )
-from bisector.spec import build_input_plan
 
 PLAN = build_input_plan(["x=B,3,H,W", "ids=B,T:int64:0:100"], ["B=1:16", "H=5:100", "W=32:32", "T=7:7"])
 
@@ -31,10 +31,10 @@ def test_hook_inputs_and_no_plan_have_no_axes_to_go_by() -> None:
 
 
 def test_the_default_exporter_is_the_one_every_place_uses() -> None:
+    from bisector.model.spec import ModelSpec
     from bisector.patching.new_file import new_export_file
     from bisector.patching.settings import Settings
     from bisector.probe.export import resolve_exporter
-    from bisector.spec import ModelSpec
     from fixers.base import FixTarget
 
     assert FixTarget("inference", "leak").exporter == DEFAULT_EXPORTER

@@ -6,9 +6,9 @@ import json
 
 import pytest
 
+from bisector.model.schedule import PROFILES, build_schedule
+from bisector.model.spec import ModelSpec, build_input_plan
 from bisector.probe.types import EquivalenceRequest, ProbeKind, ProbeOptions, ProbeRequest
-from bisector.schedule import PROFILES, build_schedule
-from bisector.spec import ModelSpec, build_input_plan
 
 PLAN = build_input_plan(["x=B,8"], ["B=1:4"])
 SCHEDULE = build_schedule(PLAN.dims, PROFILES["eager"])

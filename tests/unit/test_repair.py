@@ -8,11 +8,11 @@ from types import SimpleNamespace
 
 from bisector.fixers.base import Candidate, Example, FixTarget, SourceEdit
 
-from bisector.find import Culprit
-from bisector.repair import Repairer, decide, merge_probe, shadow_copy, user_sources
-from bisector.search import Outcome
-from bisector.spec import ModelSpec
-from bisector.timings import Stopwatch
+from bisector.find.localise import Culprit
+from bisector.fix.engine import Repairer, decide, merge_probe, shadow_copy, user_sources
+from bisector.judge.search import Outcome
+from bisector.lab.timings import Stopwatch
+from bisector.model.spec import ModelSpec
 
 CULPRIT = Culprit(
     region="blocks.1",

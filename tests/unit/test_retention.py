@@ -16,8 +16,8 @@ import pytest
 import torch
 from torch import nn
 
+from bisector.judge.retention import describe, find_sites, hint, paths
 from bisector.probe.retention import RetentionTracer, classify_keys
-from bisector.retention import describe, find_sites, hint, paths
 
 CALLS = 6
 
@@ -337,8 +337,8 @@ def test_paths_merge_spans_and_name_the_sites(tmp_path) -> None:
 
 
 def test_html_report_and_issue_text_show_the_path() -> None:
-    from bisector.bundle import BundleTarget, issue_text
-    from bisector.html_report import _retention
+    from bisector.reports.bundle import BundleTarget, issue_text
+    from bisector.reports.html import _retention
 
     row = {
         "root": "global",

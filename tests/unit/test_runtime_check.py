@@ -10,7 +10,13 @@ from pathlib import PurePosixPath
 
 import pytest
 
-from bisector.runtime_check import check_command_line, clobbering, installed_runtimes, runtime_problem, stages_problem
+from bisector.options.runtime_check import (
+    check_command_line,
+    clobbering,
+    installed_runtimes,
+    runtime_problem,
+    stages_problem,
+)
 
 SITE = "/venv/lib/python3.11/site-packages"
 
@@ -111,7 +117,8 @@ def test_which_commands_are_checked(argv: list[str], dists: list[FakeDist], want
 def test_the_cli_stops_with_one_line_and_exit_2(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from bisector import cli, runtime_check
+    from bisector import cli
+    from bisector.options import runtime_check
 
     monkeypatch.setattr(runtime_check, "installed_runtimes", lambda distributions=None: [])
     with pytest.raises(SystemExit) as exc:
@@ -122,7 +129,8 @@ def test_the_cli_stops_with_one_line_and_exit_2(
 
 
 def test_the_cli_warns_once_and_goes_on(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
-    from bisector import cli, runtime_check
+    from bisector import cli
+    from bisector.options import runtime_check
 
     monkeypatch.setattr(runtime_check, "installed_runtimes", lambda distributions=None: installed_runtimes([CPU, GPU]))
     with pytest.raises(SystemExit) as exc:
@@ -136,7 +144,7 @@ def test_the_cli_warns_once_and_goes_on(monkeypatch: pytest.MonkeyPatch, capsys:
 def test_this_environment_has_a_runtime_and_no_clash() -> None:
     """The suite's own environment: the Makefile installs one extra, so nothing is reported."""
     code = (
-        "from bisector.runtime_check import installed_runtimes, clobbering\nr = installed_runtimes()\n"
+        "from bisector.options.runtime_check import installed_runtimes, clobbering\nr = installed_runtimes()\n"
         "assert len(r) >= 1 and not clobbering(r), r"
     )
     subprocess.run([sys.executable, "-c", code], check=True)

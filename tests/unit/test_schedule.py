@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from bisector.schedule import PROFILES, ScheduleProfile, build_schedule, describe
+from bisector.model.schedule import PROFILES, ScheduleProfile, build_schedule, describe
 
 RANGES = {"B": (1, 16), "H": (5, 100), "W": (5, 100)}
 
@@ -88,7 +88,7 @@ def test_scaled_profile_multiplies_iterations() -> None:
 
 
 def test_schedule_json_round_trip() -> None:
-    from bisector.schedule import Schedule
+    from bisector.model.schedule import Schedule
 
     s = build_schedule(RANGES, PROFILES["export"], seed=9)
     assert Schedule.from_json(s.to_json()) == s

@@ -7,8 +7,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from bisector.search import Outcome, Search, search
-from bisector.tree import Tree
+from bisector.judge.search import Outcome, Search, search
+from bisector.model.tree import Tree
 
 
 def chain(depth: int, branching: int = 2) -> list[str]:
@@ -210,7 +210,7 @@ def test_a_stopped_search_keeps_what_it_learned() -> None:
 
 
 def test_uncalled_modules_are_skipped() -> None:
-    from bisector.tree import Region
+    from bisector.model.tree import Region
 
     tree = Tree.from_regions(
         [Region("", "Net", ("used", "unused")), Region("used", "L"), Region("unused", "L", called=False)]
@@ -222,7 +222,7 @@ def test_uncalled_modules_are_skipped() -> None:
 
 
 def test_uncalled_containers_are_looked_through() -> None:
-    from bisector.tree import Region
+    from bisector.model.tree import Region
 
     tree = Tree.from_regions(
         [

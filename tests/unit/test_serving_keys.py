@@ -13,11 +13,11 @@ from pathlib import Path
 
 import pytest
 
+from bisector.model.spec import ModelSpec, build_input_plan
 from bisector.patching.export_script import read_export, script_input_names, unread_export
 from bisector.patching.from_report import ModelWork, compose
 from bisector.patching.serving import aliases, helpers_code, patch_serving, read_serving, read_table
 from bisector.patching.sites import find_sites, place
-from bisector.spec import ModelSpec, build_input_plan
 
 SHAPES = Path(__file__).resolve().parents[1] / "fixtures" / "serving_keys"
 TAGGER = {"session_options": {"enable_mem_pattern": False}}

@@ -4,8 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from bisector.errors import UserError
-from bisector.spec import InputSpec, build_input_plan, parse_dim, parse_input, parse_model_spec
+from bisector.common.errors import UserError
+from bisector.model.spec import InputSpec, build_input_plan, parse_dim, parse_input, parse_model_spec
 
 
 @pytest.fixture

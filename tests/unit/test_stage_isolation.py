@@ -5,15 +5,9 @@ from __future__ import annotations
 
 from types import SimpleNamespace
 
-from bisector.batch import ModelResult, RepairSummary
-from bisector.curve import MemoryCurve, Sample
-from bisector.fail_on import FailOn
-from bisector.failures import stage_errors, unexported
-from bisector.find import FindReport, StageSearch
-from bisector.pipeline import Status, _status, with_stage_errors, without_errors
-from bisector.probe.types import ProbeCrashed, ProbeFailed, ProbeOptions
-from bisector.results import MeasureReport
-from bisector.verdict import (
+from bisector.find.localise import FindReport, StageSearch
+from bisector.judge.fail_on import FailOn
+from bisector.judge.verdict import (
     CLEAN,
     NATIVE_TWIN_ENV,
     SHAPE_GROWTH,
@@ -22,6 +16,12 @@ from bisector.verdict import (
     judge,
     needs_native_twin,
 )
+from bisector.lab.results import MeasureReport
+from bisector.model.curve import MemoryCurve, Sample
+from bisector.pipeline.failures import stage_errors, unexported
+from bisector.pipeline.run import Status, _status, with_stage_errors, without_errors
+from bisector.probe.types import ProbeCrashed, ProbeFailed, ProbeOptions
+from bisector.repairs.batch import ModelResult, RepairSummary
 
 MB = 1e6
 EXPORT_RAISED = ProbeFailed("export", "exporting the model failed: RuntimeError: cannot export\nmore lines")

@@ -10,9 +10,9 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from bisector.curve import MemoryCurve, Sample
+from bisector.judge.verdict import CLEAN, FLAT, GROWS, LEAK, TENSORS, judge, needs_owners, tensor_signal
+from bisector.model.curve import MemoryCurve, Sample
 from bisector.probe.meters import Meters, TensorMeter, _storage_bytes
-from bisector.verdict import CLEAN, FLAT, GROWS, LEAK, TENSORS, judge, needs_owners, tensor_signal
 from tests.conftest import has_cuda
 
 ROW = 256 * 4  # one 256-float row
@@ -161,9 +161,9 @@ def test_tensors_per_new_shape_are_reported_not_judged() -> None:
 
 
 def test_a_warm_up_of_n_calls_fills_a_bound_of_n_whatever_the_repeated_shapes() -> None:
-    from bisector.kinds import Kind
-    from bisector.repair import warm_calls
-    from bisector.schedule import PROFILES, build_schedule, warmed
+    from bisector.fix.engine import warm_calls
+    from bisector.model.kinds import Kind
+    from bisector.model.schedule import PROFILES, build_schedule, warmed
 
     for dims, shapes in (({"B": (1, 2)}, 1), ({"B": (1, 16)}, 4)):
         profiles = warmed(PROFILES, dims, 8)

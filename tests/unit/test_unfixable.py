@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from types import SimpleNamespace
 
-from bisector.pipeline import FixOutcome, Status
-from bisector.unfixable import not_fixable
+from bisector.fix.unfixable import not_fixable
+from bisector.pipeline.run import FixOutcome, Status
 
 
 def _culprit(*rows: dict) -> SimpleNamespace:

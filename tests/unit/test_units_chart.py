@@ -2,9 +2,9 @@ from __future__ import annotations
 
 import pytest
 
-from bisector.chart import BLOCKS, phased_sparkline, sparkline
-from bisector.errors import UserError
-from bisector.units import format_bytes, parse_size
+from bisector.common.errors import UserError
+from bisector.common.units import format_bytes, parse_size
+from bisector.reports.chart import BLOCKS, phased_sparkline, sparkline
 
 
 def test_sizes() -> None:
@@ -39,11 +39,11 @@ def test_long_curves_are_bucketed() -> None:
 def test_export_growth_reads_per_export_and_inference_per_run_in_the_progress_line() -> None:
     """Issue 25: export growth was labelled "/call" on the stage line; the JSON's figure, the text
     and the HTML (test_html_report) now say the same number in the stage's own step."""
-    from bisector.kinds import Kind
-    from bisector.measure import stage_summary
-    from bisector.results import StageResult
-    from bisector.units import staged_unit
-    from bisector.verdict import Verdict
+    from bisector.common.units import staged_unit
+    from bisector.judge.verdict import Verdict
+    from bisector.lab.measure import stage_summary
+    from bisector.lab.results import StageResult
+    from bisector.model.kinds import Kind
 
     v = Verdict(Kind.LEAK, 189_000.0, 0.0, 0.0, 0.0, 0.0)
     assert stage_summary(StageResult("export", Kind.LEAK, verdict=v, probes=2), 3.0) == (

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from bisector import api
-from bisector.errors import UserError
+from bisector.common.errors import UserError
 from tests.conftest import FIXTURES, run_cli
 
 FINE = f"{FIXTURES / 'crashers.py'}:Fine"
@@ -128,7 +128,7 @@ def test_a_value_range_its_dtype_cannot_hold_is_refused_before_any_probe(text: s
     ],
 )
 def test_value_ranges_are_held_to_the_dtype(text: str, ok: bool) -> None:
-    from bisector.spec import parse_input
+    from bisector.model.spec import parse_input
 
     if ok:
         spec = parse_input(text)
@@ -172,7 +172,7 @@ def test_a_memory_cap_above_the_memory_but_within_the_swap_is_a_warning(
 ) -> None:
     import psutil
 
-    from bisector.units import parse_size
+    from bisector.common.units import parse_size
 
     assert parse_size("10PB") == 10**16
     monkeypatch.setattr(psutil, "virtual_memory", lambda: type("M", (), {"total": 8 * 10**9})())

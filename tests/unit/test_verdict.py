@@ -6,8 +6,7 @@ import random
 
 import pytest
 
-from bisector.curve import MemoryCurve, Sample
-from bisector.verdict import (
+from bisector.judge.verdict import (
     CLEAN,
     FLAT,
     GROWS,
@@ -22,6 +21,7 @@ from bisector.verdict import (
     theil_sen,
     worst,
 )
+from bisector.model.curve import MemoryCurve, Sample
 
 MB = 1e6
 PHASES = (("warmup", 8), ("repeat", 16), ("novel", 8), ("within", 6))
@@ -230,7 +230,7 @@ def test_verdict_json_has_the_report_fields() -> None:
 
 
 def test_noise_that_flips_between_two_levels_is_seen() -> None:
-    from bisector.verdict import robust_sd
+    from bisector.judge.verdict import robust_sd
 
     flips = [300 * MB + (4 * MB if i % 2 else 0) for i in range(9)]  # five low, four high
     assert robust_sd(flips) > 2 * MB

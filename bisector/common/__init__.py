@@ -1,0 +1,1 @@
+"""Leaves every layer uses: errors, units, signals, source text, the marks on folders bisector made."""

@@ -1,0 +1,1 @@
+"""Find: from "this model leaks in stage S" to the smallest regions that do, with inferred inputs."""

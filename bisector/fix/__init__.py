@@ -1,0 +1,1 @@
+"""Repair one model: fixers propose, probes re-measure, outputs are compared; what is kept."""

@@ -1,0 +1,1 @@
+"""From measurements to judgements: verdicts, owners of growth, the search, ceilings, the fail-on policy."""

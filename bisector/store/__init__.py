@@ -1,0 +1,1 @@
+"""What bisector keeps on disk: probe caches, output folders, and cleaning them up."""
