@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import re
 import sys
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
@@ -100,39 +100,19 @@ def runtime_problem(runtimes: Sequence[Runtime], needs_runtime: bool | None) -> 
     return None
 
 
-# Commands that run probes; the others (--help, --version, fixers, schema, clean, report, merge)
-# work without any runtime and are never held up by one.
-PROBING_COMMANDS = ("measure", "find", "fix", "repair")
 INFERENCE = "inference"
 
 
-def _asked_stages(args: Sequence[str]) -> list[str]:
-    """The values of --stage/-s on a command line (--stage X, --stage=X, -s X, -sX)."""
-    stages: list[str] = []
-    it = iter(args)
-    for arg in it:
-        if arg in ("--stage", "-s"):
-            stages.append(next(it, ""))
-        elif arg.startswith("--stage="):
-            stages.append(arg.split("=", 1)[1])
-        elif arg.startswith("-s") and not arg.startswith("--") and len(arg) > 2:
-            stages.append(arg[2:])
-    return stages
-
-
-def check_command_line(
-    argv: Sequence[str], distributions: Iterable[Any] | None = None, environ: Mapping[str, str] | None = None
+def named_stages_problem(
+    stages: Sequence[str] | None, distributions: Iterable[Any] | None = None
 ) -> tuple[str, bool] | None:
-    """The runtime problem worth one line before this command runs, and whether it stops it. Only
-    stages the command line (or BISECTOR_STAGE) names decide here; stages that come from
-    [tool.bisector] or the defaults are known once the run is prepared (``stages_problem``)."""
-    command = next((a for a in argv if not a.startswith("-")), None)
-    if command not in PROBING_COMMANDS or "--help" in argv or "-h" in argv:
-        return None
-    environ = os.environ if environ is None else environ
-    stages = _asked_stages(argv) or environ.get("BISECTOR_STAGE", "").split()
+    """The runtime problem worth one line before a probing command (measure, find, fix, repair)
+    runs, and whether it stops it. stages: those the command line or BISECTOR_STAGE named, as the
+    CLI parsed them (empty when neither did: stages from [tool.bisector] or the defaults are known
+    once the run is prepared, ``stages_problem``); None for repair, whose models' entries name them.
+    The other commands (fixers, schema, clean, report, merge) work without any runtime and never ask."""
     runtimes = installed_runtimes(distributions)
-    if not stages and not runtimes and command != "repair":
+    if stages is not None and not stages and not runtimes:
         return None  # decided after prepare, from the stages the run will measure
     # repair's stages come from each entry: a missing runtime is a warning there.
     needs: bool | None = INFERENCE in stages if stages else None

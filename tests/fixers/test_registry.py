@@ -31,9 +31,9 @@ def test_python_leaks_is_the_family_of_one_fixer_per_pattern() -> None:
 
 
 def test_fix_accepts_the_family_name() -> None:
-    from bisector.cli import _fixer_names
+    from bisector.cli.commands.fixers import fixer_names
 
-    assert PYTHON_LEAKS in _fixer_names() and "append-only" in _fixer_names()
+    assert PYTHON_LEAKS in fixer_names() and "append-only" in fixer_names()
 
 
 def test_a_plugin_without_a_family_is_a_fixer_of_its_own() -> None:
@@ -119,7 +119,7 @@ def test_a_plugin_that_fails_to_load_warns_once_and_the_rest_load(monkeypatch, c
 def test_bisector_fixers_lists_a_broken_plugin(monkeypatch, capsys) -> None:
     import json
 
-    from bisector.cli import list_fixers
+    from bisector.cli.commands.fixers import list_fixers
 
     missing = ImportError("No module named 'their_pkg'")
     _plugins(monkeypatch, _EntryPoint("broken", "their_pkg.fix:FIXER", _raise(missing)))

@@ -298,17 +298,18 @@ def test_clean_remove_can_keep_the_control_cache(places: tuple[Path, Path]) -> N
 
 
 def test_a_run_ends_with_its_disk_use_when_over_100_mb(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from bisector.cli import Output, _disk_note
+    from bisector.cli.probing import Output
+    from bisector.cli.render import disk_note
 
     run = tmp_path / ".bisector"
     mark(run, RUN_DIR)
     _put(run / "runs" / RUN_A, 1000, 0)
-    _disk_note(str(run), Output())
+    disk_note(str(run), Output())
     assert capsys.readouterr().err == ""  # small: nothing said
     with open(run / "runs" / RUN_A / "big.bin", "wb") as fh:
         fh.truncate(150 * 1000**2)  # sparse: counted by its size, written in no time
-    _disk_note(str(run), Output(quiet=True))
+    disk_note(str(run), Output(quiet=True))
     assert capsys.readouterr().err == ""  # -q: the verdict line and errors only
-    _disk_note(str(run), Output())
+    disk_note(str(run), Output())
     err = capsys.readouterr().err
     assert err.startswith(f"disk: {run} holds 150.0 MB") and "bisector clean" in err

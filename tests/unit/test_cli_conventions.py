@@ -8,7 +8,8 @@ import os
 import subprocess
 import sys
 
-from bisector.cli import _logging, _Progress
+from bisector.cli.progress_display import ProgressDisplay
+from bisector.cli.render import set_up_logging
 from bisector.lab.runner import _log
 from bisector.probe.types import ProbeCrashed
 from tests.conftest import FIXTURES, run_cli
@@ -42,13 +43,13 @@ def test_completion_can_be_shown() -> None:
 
 def test_verbosity_sets_the_log_level() -> None:
     log = logging.getLogger("bisector")
-    _logging(0, False)
+    set_up_logging(0, False)
     assert log.level == logging.WARNING
-    _logging(1, False)
+    set_up_logging(1, False)
     assert log.level == logging.INFO
-    _logging(2, False)
+    set_up_logging(2, False)
     assert log.level == logging.DEBUG
-    _logging(2, True)
+    set_up_logging(2, True)
     assert log.level == logging.ERROR
     log.handlers[:], log.propagate = [], True  # as the CLI found it: other tests read the log
     log.setLevel(logging.NOTSET)
@@ -62,7 +63,7 @@ def test_a_crashed_probes_stderr_is_logged_in_full_at_info(caplog) -> None:
 
 
 def test_without_a_terminal_each_finished_stage_is_one_line(capsys) -> None:
-    with _Progress(bar=False, lines=True) as p:
+    with ProgressDisplay(bar=False, lines=True) as p:
         p.probe_queued("eager")
         p.probe_started("eager")
         p.probe_finished("eager", None)
@@ -70,6 +71,6 @@ def test_without_a_terminal_each_finished_stage_is_one_line(capsys) -> None:
         p.stage_done("export", "failed", "failed (1 probes, 1 s)")  # the error line says it
     err = capsys.readouterr().err
     assert err.strip() == "eager: leak, +1.0 KB/call (2 probes, 3 s)"
-    with _Progress(bar=False, lines=False) as quiet:  # -q
+    with ProgressDisplay(bar=False, lines=False) as quiet:  # -q
         quiet.stage_done("eager", "clean", "clean")
     assert capsys.readouterr().err == ""

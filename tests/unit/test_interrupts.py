@@ -51,14 +51,14 @@ def test_a_signal_while_the_pool_module_is_being_imported_still_interrupts(monke
 
 
 def run_main(before: str) -> subprocess.CompletedProcess[str]:
-    """`bisector --version` in a child, with `before` standing in for _check_runtime, the first
-    thing cli.main runs: a signal sent from there lands outside any command's body."""
+    """`bisector --version` in a child, with `before` standing in for cli.entry._main, what cli.main
+    runs once its handlers are in: a signal sent from there lands outside any command's body."""
     code = (
         "import os, signal, sys, time\n"
-        "from bisector import cli\nfrom bisector.common import interrupts\n"
+        "from bisector import cli\nfrom bisector.cli import entry\nfrom bisector.common import interrupts\n"
         "interrupts.install_handlers()\n"
         f"def before(argv):\n{before}\n"
-        "cli._check_runtime = before\n"
+        "entry._main = before\n"
         "cli.main(['--version'])\n"
     )
     return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
@@ -90,11 +90,11 @@ def test_a_signal_in_a_command_before_its_body_is_not_typers_130() -> None:
     # 130 whatever the signal was: SIGTERM and SIGHUP in the first half second exited 130.
     code = (
         "import os, signal\n"
-        "from bisector import cli\nfrom bisector.common import interrupts\n"
+        "from bisector import cli\nfrom bisector.cli import probing\nfrom bisector.common import interrupts\n"
         "interrupts.install_handlers()\n"
         "def options(given):\n"
         "    os.kill(os.getpid(), signal.SIGHUP)\n"
-        "cli._options = options\n"
+        "probing._options = options\n"
         "cli.main(['measure', 'm.py:Net', '-i', 'x=B,8', '--dim', 'B=2'])\n"
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
@@ -107,6 +107,7 @@ def test_the_exit_code_is_the_first_signals() -> None:
         [
             "import os, signal",
             "from bisector import cli",
+            "from bisector.cli import entry",
             "from bisector.common import interrupts",
             "interrupts.install_handlers()",
             "def before(argv):",
@@ -114,7 +115,7 @@ def test_the_exit_code_is_the_first_signals() -> None:
             "        os.kill(os.getpid(), signal.SIGHUP)",
             "    finally:",  # a second signal while the first unwinds
             "        os.kill(os.getpid(), signal.SIGTERM)",
-            "cli._check_runtime = before",
+            "entry._main = before",
             "cli.main(['--version'])",
         ]
     )
@@ -130,6 +131,7 @@ def test_a_signal_a_worker_thread_takes_reaches_the_main_thread_asleep_in_a_wait
         [
             "import signal, threading, time",
             "from bisector import cli",
+            "from bisector.cli import entry",
             "from bisector.common import interrupts",
             "interrupts.install_handlers()",
             "def worker():",
@@ -139,7 +141,7 @@ def test_a_signal_a_worker_thread_takes_reaches_the_main_thread_asleep_in_a_wait
             "def before(argv):",
             "    threading.Thread(target=worker, daemon=True).start()",
             "    threading.Event().wait(30)",  # as Future.result() does, while a probe runs
-            "cli._check_runtime = before",
+            "entry._main = before",
             "cli.main(['--version'])",
         ]
     )

@@ -11,9 +11,9 @@ from pathlib import PurePosixPath
 import pytest
 
 from bisector.options.runtime_check import (
-    check_command_line,
     clobbering,
     installed_runtimes,
+    named_stages_problem,
     runtime_problem,
     stages_problem,
 )
@@ -88,30 +88,71 @@ def test_two_runtimes_are_a_warning_naming_both() -> None:
 
 
 @pytest.mark.parametrize(
-    ("argv", "dists", "want"),
+    ("stages", "dists", "want"),
     [
-        (["find", "m.py:Net", "-i", "x=B,8"], [], None),  # stages not named: decided after prepare
-        (["find", "m.py:Net", "-h"], [], None),
-        (["find", "m.py:Net", "--stage", "eager"], [], None),
-        (["fix", "m.py:Net", "-s", "eager", "-s", "export"], [], None),
-        (["measure", "m.py:Net", "--stage=inference"], [], "error"),
-        (["measure", "m.py:Net", "-sinference"], [], "error"),
-        (["measure", "m.py:Net", "-s", "eager", "-s", "inference"], [], "error"),
-        (["repair"], [], "warning"),
-        (["find", "m.py:Net"], [CPU, GPU], "warning"),
-        (["find", "m.py:Net"], [GPU], None),
-        (["find", "--help"], [], None),
-        (["--version"], [], None),
-        (["fixers"], [], None),
-        (["schema"], [], None),
-        (["clean", "--remove"], [], None),
-        (["report", ".bisector"], [], None),
-        ([], [], None),
+        ((), [], None),  # stages not named: decided after prepare
+        (("eager",), [], None),
+        (("eager", "export"), [], None),
+        (("inference",), [], "error"),
+        (("eager", "inference"), [], "error"),
+        (None, [], "warning"),  # repair: each model's entry names its stages
+        ((), [CPU, GPU], "warning"),
+        ((), [GPU], None),
+        (None, [GPU], None),
     ],
 )
-def test_which_commands_are_checked(argv: list[str], dists: list[FakeDist], want: str | None) -> None:
-    problem = check_command_line(argv, dists)
+def test_which_named_stages_are_a_problem(
+    stages: tuple[str, ...] | None, dists: list[FakeDist], want: str | None
+) -> None:
+    problem = named_stages_problem(stages, dists)
     assert (None if problem is None else "error" if problem[1] else "warning") == want
+
+
+@pytest.mark.parametrize(
+    "stage_args", [["--stage", "inference"], ["--stage=inference"], ["-sinference"], ["-s", "eager", "-s", "inference"]]
+)
+def test_the_cli_checks_the_stages_it_parsed(
+    stage_args: list[str], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from bisector import cli
+    from bisector.options import runtime_check
+
+    monkeypatch.setattr(runtime_check, "installed_runtimes", lambda distributions=None: [])
+    with pytest.raises(SystemExit) as exc:
+        cli.main(["find", "nowhere.py:Net", "-i", "x=B,3", *stage_args])
+    assert exc.value.code == 2
+    assert capsys.readouterr().err.startswith("error: no ONNX Runtime installed")
+
+
+@pytest.mark.parametrize(
+    "argv", [["find", "m.py:Net", "-h"], ["find", "--help"], ["--version"], ["schema"], ["clean", "--help"], []]
+)
+def test_commands_that_need_no_runtime_say_nothing_of_it(
+    argv: list[str], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from bisector import cli
+    from bisector.options import runtime_check
+
+    monkeypatch.setattr(runtime_check, "installed_runtimes", lambda distributions=None: installed_runtimes([CPU, GPU]))
+    with pytest.raises(SystemExit) as exc:
+        cli.main(argv)
+    assert exc.value.code == 0
+    assert "onnxruntime" not in capsys.readouterr().err
+
+
+def test_repair_warns_of_a_missing_runtime_and_goes_on(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path
+) -> None:
+    from bisector import cli
+    from bisector.options import runtime_check
+
+    monkeypatch.setattr(runtime_check, "installed_runtimes", lambda distributions=None: [])
+    with pytest.raises(SystemExit) as exc:
+        cli.main(["repair", "--manifest", str(tmp_path / "none.toml"), "--out", str(tmp_path / "out")])
+    assert exc.value.code == 2  # the missing manifest, after the warning
+    lines = capsys.readouterr().err.splitlines()
+    assert lines[0].startswith("warning: no ONNX Runtime installed")
+    assert "does not exist" in lines[1]
 
 
 def test_the_cli_stops_with_one_line_and_exit_2(
@@ -150,9 +191,18 @@ def test_this_environment_has_a_runtime_and_no_clash() -> None:
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
-def test_stages_named_only_by_the_environment_count() -> None:
-    problem = check_command_line(["find", "m.py:Net"], [], environ={"BISECTOR_STAGE": "inference"})
-    assert problem is not None and problem[1]
+def test_stages_named_only_by_the_environment_count(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from bisector import cli
+    from bisector.options import runtime_check
+
+    monkeypatch.setattr(runtime_check, "installed_runtimes", lambda distributions=None: [])
+    monkeypatch.setenv("BISECTOR_STAGE", "inference")
+    with pytest.raises(SystemExit) as exc:
+        cli.main(["find", "nowhere.py:Net", "-i", "x=B,3"])
+    assert exc.value.code == 2
+    assert capsys.readouterr().err.startswith("error: no ONNX Runtime installed")
 
 
 def test_once_prepared_the_stages_decide_whatever_gave_them() -> None:
