@@ -3,6 +3,11 @@
 Exit codes: 0 clean or fixed (a toolchain-leak, growth torch or ONNX Runtime own, is reported apart) ·
 1 a finding --fail-on lists (default: leak, shape-growth) found, or not fixed · 2 user error ·
 3 internal error · 4 not proven either way (inconclusive after retries, or a probe crashed or timed out).
+
+root.py holds the typer app, entry.py main(), commands/ one module per command (registered in
+commands/__init__.py); flags.py the options several commands share, probing.py what measure, find
+and fix share (@probing, Output, the run prepared), guard.py the errors and signals turned into exit
+codes, render.py and progress_display.py what goes to the terminal.
 """
 
 from __future__ import annotations

@@ -229,10 +229,10 @@ def prepared_run(spec: str, options: Any, output: Output) -> tuple[Any, Any]:
     return prepared, policy.with_budget(output.budget if output.budget is not None else prepared.config.get("budget"))
 
 
-def check_outputs(options: Any, output: Output, keeps_run: bool) -> None:
+def check_output_folders(options: Any, output: Output, keeps_run: bool) -> None:
     """The folders the command will write, refused now if it could not (issue 19): not after
     every probe has run. keeps_run: the command keeps its run in ./.bisector when no --run-dir."""
-    from bisector.store.outputs import check_outputs as refuse_unwritable
+    from bisector.store.outputs import check_outputs
 
     run_dir = options.run_dir or (str(Path.cwd() / ".bisector") if keeps_run else None)
-    refuse_unwritable((run_dir, "--run-dir"), (output.report_dir, "--report"), (output.bundle_dir, "--bundle"))
+    check_outputs((run_dir, "--run-dir"), (output.report_dir, "--report"), (output.bundle_dir, "--bundle"))

@@ -8,8 +8,6 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from bisector.common.contract import stamp
-
 if TYPE_CHECKING:
     from bisector.cli.probing import Output
 
@@ -54,6 +52,8 @@ def set_up_logging(verbose: int, quiet: bool) -> None:
 
 def emit(data: dict[str, Any], kind: str) -> None:
     """A report on stdout as JSON, stamped with the schema version and the versions it ran with."""
+    from bisector.common.contract import stamp
+
     sys.stdout.write(json.dumps(stamp(data, kind), indent=2) + "\n")
 
 
@@ -64,16 +64,16 @@ def with_inferred(data: dict[str, Any], prepared: Any) -> dict[str, Any]:
     return data
 
 
-def publish(
+def write_report_files(
     report: Any, report_dir: str | None, bundle_dir: str | None, patches: Any = ()
 ) -> tuple[dict[str, Any], list[str]]:
     """HTML report and repro bundles when asked; find/fix keep the report document in their run
     directory either way (for `bisector report`). Returns what --json gains, and the lines saying
     where it wrote (printed by said() after the report, where a person looks last)."""
-    from bisector.reports.publish import publish as write_outputs
+    from bisector.reports.publish import publish
 
     lines: list[str] = []
-    return write_outputs(report, report_dir, bundle_dir, patches, say=lines.append), lines
+    return publish(report, report_dir, bundle_dir, patches, say=lines.append), lines
 
 
 def said(lines: list[str], output: Output | None = None) -> None:

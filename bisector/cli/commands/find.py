@@ -8,8 +8,8 @@ from typing import Any
 from bisector.cli.exit_codes import EXIT_BY_STATUS
 from bisector.cli.flags import Spec
 from bisector.cli.guard import RunState, guard
-from bisector.cli.probing import check_outputs, prepared_run, probing
-from bisector.cli.render import disk_note, emit, out_console, publish, said, with_inferred
+from bisector.cli.probing import check_output_folders, prepared_run, probing
+from bisector.cli.render import disk_note, emit, out_console, said, with_inferred, write_report_files
 
 
 @probing
@@ -24,12 +24,12 @@ def find(spec: Spec, options: Any = None, output: Any = None) -> int:
         from bisector.pipeline.run import find_status
         from bisector.reports.terminal import find_verdict_line, render_find
 
-        check_outputs(options, output, keeps_run=True)
+        check_output_folders(options, output, keeps_run=True)
         prepared, fail_on = prepared_run(spec, options, output)
         state.run_dir = str(Path(options.run_dir) if options.run_dir else Path.cwd() / ".bisector")
         with output.progress() as progress:
             report = run_find(prepared.model, prepared.plan, prepared.options, events=progress, run_dir=options.run_dir)
-        extra, lines = publish(report, output.report_dir, output.bundle_dir)
+        extra, lines = write_report_files(report, output.report_dir, output.bundle_dir)
         if output.json:
             emit(with_inferred({**report.to_json(), **extra}, prepared), "find")
         elif output.quiet:

@@ -13,8 +13,8 @@ from bisector.cli.commands.fixers import fixer_names
 from bisector.cli.exit_codes import EXIT_BY_STATUS
 from bisector.cli.flags import AllowChangesOpt, Spec
 from bisector.cli.guard import RunState, guard, stopped
-from bisector.cli.probing import Output, check_outputs, prepared_run, probing
-from bisector.cli.render import disk_note, emit, out_console, publish, said, with_inferred
+from bisector.cli.probing import Output, check_output_folders, prepared_run, probing
+from bisector.cli.render import disk_note, emit, out_console, said, with_inferred, write_report_files
 
 FixerOpt = Annotated[
     Optional[list[str]], typer.Option("--fixer", help="Only this fixer (repeatable); see `bisector fixers`.")
@@ -74,7 +74,7 @@ def fix(
         )
         # Refused now, not after minutes of probing.
         root = pipeline.check_request(spec, options, request, fixer_names())
-        check_outputs(options, output, keeps_run=False)  # the run directory: check_request's
+        check_output_folders(options, output, keeps_run=False)  # the run directory: check_request's
         prepared, fail_on = prepared_run(spec, options, output)
         request = replace(request, fail_on=fail_on)
 
@@ -105,7 +105,7 @@ def _show_outcome(outcome: Any, prepared: Any, output: Output, diff: bool, apply
     from bisector.reports.terminal import fix_verdict_line
 
     data = outcome.to_json()
-    extra, lines = publish(outcome.report, output.report_dir, output.bundle_dir, data["patches"])
+    extra, lines = write_report_files(outcome.report, output.report_dir, output.bundle_dir, data["patches"])
     data.update(extra)
     if output.json:
         emit(with_inferred(data, prepared), "fix")

@@ -7,8 +7,8 @@ from typing import Any
 from bisector.cli.exit_codes import EXIT_BY_STATUS
 from bisector.cli.flags import Spec
 from bisector.cli.guard import guard
-from bisector.cli.probing import check_outputs, prepared_run, probing
-from bisector.cli.render import emit, out_console, publish, said, with_inferred
+from bisector.cli.probing import check_output_folders, prepared_run, probing
+from bisector.cli.render import emit, out_console, said, with_inferred, write_report_files
 
 
 @probing
@@ -22,13 +22,13 @@ def measure(spec: Spec, options: Any = None, output: Any = None) -> int:
         from bisector.pipeline.run import measured_status
         from bisector.reports.terminal import measure_verdict_line, render_measure
 
-        check_outputs(options, output, keeps_run=False)
+        check_output_folders(options, output, keeps_run=False)
         prepared, fail_on = prepared_run(spec, options, output)
         with output.progress() as progress:
             report = run_measure(
                 prepared.model, prepared.plan, prepared.options, events=progress, run_dir=options.run_dir
             )
-        extra, lines = publish(report, output.report_dir, output.bundle_dir)
+        extra, lines = write_report_files(report, output.report_dir, output.bundle_dir)
         if output.json:
             emit(with_inferred({**report.to_json(), **extra}, prepared), "measure")
         elif output.quiet:

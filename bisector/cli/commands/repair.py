@@ -26,7 +26,6 @@ from bisector.cli.flags import (
 from bisector.cli.guard import guard
 from bisector.cli.probing import runtime_refused
 from bisector.cli.render import err_console, set_up_logging
-from bisector.common.contract import stamp
 
 ManifestOpt = Annotated[
     Optional[str],
@@ -157,6 +156,8 @@ def _say_where(summary: Any, report_dir: str | None) -> None:
 
 def _print_summary(summary: Any, json_out: bool) -> None:
     if json_out:
+        from bisector.common.contract import stamp
+
         sys.stdout.write(json.dumps(stamp(summary.to_json(), "repair"), indent=2) + "\n")
         return
     sys.stdout.write(summary.markdown())
