@@ -858,10 +858,10 @@ def _publish(
     """HTML report and repro bundles when asked; find/fix keep the report document in their run
     directory either way (for `bisector report`). Returns what --json gains, and the lines saying
     where it wrote (printed by _said after the report, where a person looks last)."""
-    from bisector.reports.publish import publish
+    from bisector.reports.artifacts import write_artifacts
 
     said: list[str] = []
-    return publish(report, report_dir, bundle_dir, patches, say=said.append), said
+    return write_artifacts(report, report_dir, bundle_dir, patches, say=said.append), said
 
 
 DISK_NOTE_BYTES = 100 * 1000**2  # a run directory past this is worth a line at the end

@@ -34,6 +34,7 @@ from bisector.common.errors import UserError
 from bisector.common.marks import BUNDLE, mark, owned, real_dir
 from bisector.common.project import project_root
 from bisector.common.units import format_bytes
+from bisector.common.units import per as step_of
 from bisector.fix.engine import user_sources
 from bisector.fixers.base import UNSUPPORTED_OP
 from bisector.judge.retention import describe
@@ -42,7 +43,6 @@ from bisector.probe import containment
 from bisector.probe.pool import default_mem_cap
 from bisector.reports.plots import stage_chart
 
-PER = {"eager": "call", "export": "export", "inference": "run"}
 MAX_SHAPES = 6  # repeated shapes and a few novel ones: enough to show either kind of growth
 
 
@@ -168,7 +168,7 @@ def collect_env(timeout_s: float = 180.0) -> str:
 
 def _measured(t: BundleTarget) -> str:
 
-    per = PER.get(t.stage, "call")
+    per = step_of(t.stage)
     f = t.figures
     bits = []
     if t.kind == Kind.SHAPE_GROWTH:
@@ -339,7 +339,7 @@ def issue_text(spec: str, t: BundleTarget, child: Mapping[str, Any], env: str) -
     the team's own tracker, with no upstream template (team_issue_text)."""
     if not upstream(t):
         return team_issue_text(spec, t, child, env)
-    per = PER.get(t.stage, "call")
+    per = step_of(t.stage)
     region = t.region or "the whole model"
     what = {
         "eager": (
@@ -407,7 +407,7 @@ def issue_text(spec: str, t: BundleTarget, child: Mapping[str, Any], env: str) -
 def team_issue_text(spec: str, t: BundleTarget, child: Mapping[str, Any], env: str) -> str:
     """An issue for the team's own tracker: the growth is in the model's code, so no upstream
     template and no request to torch or ONNX Runtime; where to look, the hint, the repro."""
-    per = PER.get(t.stage, "call")
+    per = step_of(t.stage)
     region = t.region or "the whole model"
     f = t.figures
     kind = "with every new input shape" if t.kind == Kind.SHAPE_GROWTH else f"on every {per}"

@@ -24,7 +24,8 @@ from typing import Any
 
 from bisector.common.contract import stamp
 from bisector.common.errors import UserError
-from bisector.common.units import PER_STAGE, format_bytes, probes_text, staged_unit
+from bisector.common.units import format_bytes, probes_text, staged_unit
+from bisector.common.units import per as step_of
 from bisector.judge.ceiling import Ceiling
 from bisector.judge.ceiling import describe as describe_ceilings
 from bisector.model.kinds import Kind
@@ -32,7 +33,6 @@ from bisector.reports.plots import stage_chart
 
 DOCUMENT = "report.json"
 PAGE = "index.html"
-PER = PER_STAGE
 STAGE_ORDER = ("eager", "export", "inference")
 
 
@@ -164,7 +164,7 @@ def write_report(doc: Mapping[str, Any], out: str | Path) -> Path:
             floor_per_call=r.get("floor_bytes_per_call"),
             noise_band=bands.get("rss"),
             decided_by=r.get("decided_by"),
-            per=PER.get(stage, "call"),
+            per=step_of(stage),
             stated=stated_growth(r),
         )
     for key, curves in (doc.get("culprit_curves") or {}).items():
@@ -178,7 +178,7 @@ def write_report(doc: Mapping[str, Any], out: str | Path) -> Path:
                 verdict=c.get("kind", ""),
                 floor_per_call=c.get("floor_bytes_per_call"),
                 noise_band=bands.get("rss"),
-                per=PER.get(stage, "call"),
+                per=step_of(stage),
                 stated=stated_growth(c),
             )
     for i, fc in enumerate(doc.get("fix_curves") or []):
@@ -192,7 +192,7 @@ def write_report(doc: Mapping[str, Any], out: str | Path) -> Path:
                 verdict=fix.get("after_kind", ""),
                 noise_band=bands.get("rss"),
                 width=7.0,
-                per=PER.get(fix.get("stage", ""), "call"),
+                per=step_of(fix.get("stage", "")),
             )
     for name, png in charts.items():
         (out / "charts" / f"{name}.png").write_bytes(png)
@@ -415,7 +415,7 @@ def _owners(owners: Mapping[str, Any] | None, per: str) -> str:
 
 
 def _stage(stage: str, r: Mapping[str, Any], charts: Mapping[str, bytes]) -> str:
-    per = PER.get(stage, "call")
+    per = step_of(stage)
     kind = r.get("verdict", "")
     head = (
         f"<h2 id='stage-{html.escape(_slug(stage))}'>{html.escape(stage)} "
@@ -485,7 +485,7 @@ def _tree(doc: Mapping[str, Any]) -> str:
 def _culprits(doc: Mapping[str, Any], charts: Mapping[str, bytes]) -> str:
     out = []
     for c in doc.get("culprits") or []:
-        per = PER.get(c["stage"], "call")
+        per = step_of(c["stage"])
         name = f"culprit-{_slug(c['stage'])}-{_slug(c['region'])}"
         objs = "" if c.get("objects_per_call") is None else f", {c['objects_per_call']:+.1f} objects/{per}"
         fig = (
@@ -635,7 +635,7 @@ def headline(doc: Mapping[str, Any]) -> str:
     culprits = doc.get("culprits") or []
     if culprits:
         c = culprits[0]
-        per = PER.get(c["stage"], "call")
+        per = step_of(c["stage"])
         if c["kind"] == Kind.SHAPE_GROWTH:
             amount = f"{_b(c.get('growth_bytes_per_new_shape'))}/new shape"
         else:
@@ -647,7 +647,7 @@ def headline(doc: Mapping[str, Any]) -> str:
     bad = [(s, r) for s, r in (doc.get("stages") or {}).items() if r.get("verdict") not in (Kind.CLEAN, None)]
     if bad:
         s, r = bad[0]
-        return f"{s}: {r.get('verdict')} {_b(r.get('growth_bytes_per_call'))}/{PER.get(s, 'call')}"
+        return f"{s}: {r.get('verdict')} {_b(r.get('growth_bytes_per_call'))}/{step_of(s)}"
     return "no stage grows above its detection floor"
 
 

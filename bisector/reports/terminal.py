@@ -8,7 +8,8 @@ from typing import Any
 from rich.markup import escape
 from rich.tree import Tree as RichTree
 
-from bisector.common.units import PER_STAGE, format_bytes, probes_text
+from bisector.common.units import format_bytes, probes_text
+from bisector.common.units import per as step_of
 from bisector.fix.engine import costs_more_than_it_saves, registration_site
 from bisector.fixers.base import UNSUPPORTED_OP
 from bisector.judge.ceiling import describe as describe_ceilings
@@ -31,7 +32,6 @@ STYLE = {
     CRASHED: "bold red",
     FAILED: "bold red",
 }
-PER = PER_STAGE
 
 NEXT_STEP = {
     ("eager", LEAK): "run `bisector find` to name the submodule whose forward keeps memory",
@@ -114,7 +114,7 @@ def growth_text(rate: float | None, steps: int, noise: float, band: float) -> st
 def stage_line(r: StageResult, band: float = 5e6, dims: Mapping[str, Any] | None = None) -> str:
     """One plain line per stage: verdict and figures (rich markup added by the caller); bounded
     shape-growth with its ceiling at the largest declared input (dims: the plan's ranges)."""
-    per = PER.get(r.stage, "call")
+    per = step_of(r.stage)
     if r.kind in (FAILED, CRASHED):
         return f"{r.stage:<10} {r.kind:<13} {failure_text(r.failure)}"
     v = r.verdict
@@ -154,7 +154,7 @@ def owners_lines(r: StageResult) -> list[str]:
         return []
 
     o = v.owners["repeat"]
-    per = PER.get(r.stage, "call")
+    per = step_of(r.stage)
     groups = o.get("groups") or {}
     parts = []
     for g, label in ((MODEL, "your model"), (LIBRARIES, "model libraries"), (TOOLCHAIN, "toolchain")):
@@ -172,7 +172,7 @@ def baseline_line(r: StageResult) -> str | None:
     v = r.verdict
     if v is None or r.control is None:
         return None
-    per = PER.get(r.stage, "call")
+    per = step_of(r.stage)
     who = {"export": "the exporter itself", "inference": "ONNX Runtime itself", "eager": "torch itself"}[r.stage]
     objs = f", {v.baseline_objects_per_call:+.0f} objects" if v.baseline_objects_per_call else ""
     grows = format_bytes(v.baseline_bytes_per_call, signed=True)
@@ -331,7 +331,7 @@ def fix_verdict_line(report: Any) -> str:
 
 def _culprit_label(report: Any, c: Any, type_name: str, escape: Any) -> str:
     f = c.figures
-    per = PER.get(c.stage, "call")
+    per = step_of(c.stage)
     band = report.measure.options.bands.rss
     noise = f.noise_bytes or 0.0
     if c.kind == UNSUPPORTED_OP:  # a stage that did not run: the operators, no curve
@@ -369,7 +369,7 @@ def _culprit_label(report: Any, c: Any, type_name: str, escape: Any) -> str:
 
 def _also_held(node: Any, c: Any, escape: Any) -> None:
     """The retention paths after the first (which the hint names)."""
-    per = PER.get(c.stage, "call")
+    per = step_of(c.stage)
     for row in list(c.figures.retention or ())[1:]:
         node.add(f"[cyan]also {escape(describe(row, per))}[/]")
 

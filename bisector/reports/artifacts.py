@@ -1,5 +1,6 @@
-"""After a command: the HTML report, the repro bundles, the stored document. One call for every
-front end (cli, batch), so they write the same things the same way."""
+"""After a command: the HTML report, the repro bundles, the stored document, all local files (nothing
+is sent anywhere). One call for every front end (cli, batch), so they write the same things the
+same way."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from bisector.reports.bundle import targets_of, write_bundle
 from bisector.reports.html import document, save_document, write_report
 
 
-def publish(
+def write_artifacts(
     report: Any,
     report_dir: str | Path | None = None,
     bundle_dir: str | Path | None = None,
