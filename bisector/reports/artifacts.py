@@ -9,7 +9,8 @@ from pathlib import Path
 from typing import Any
 
 from bisector.reports.bundle import targets_of, write_bundle
-from bisector.reports.html import document, save_document, write_report
+from bisector.reports.document import document, save_document
+from bisector.reports.html import write_report
 
 
 def write_artifacts(
