@@ -8,9 +8,10 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from bisector.reports.bundle import targets_of, write_bundle
+from bisector.reports.bundle import write_bundle
 from bisector.reports.document import document, save_document
 from bisector.reports.html import write_report
+from bisector.reports.targets import targets_of
 
 
 def write_artifacts(
