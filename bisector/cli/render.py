@@ -70,10 +70,10 @@ def write_report_files(
     """HTML report and repro bundles when asked; find/fix keep the report document in their run
     directory either way (for `bisector report`). Returns what --json gains, and the lines saying
     where it wrote (printed by said() after the report, where a person looks last)."""
-    from bisector.reports.publish import publish
+    from bisector.reports.artifacts import write_artifacts
 
     lines: list[str] = []
-    return publish(report, report_dir, bundle_dir, patches, say=lines.append), lines
+    return write_artifacts(report, report_dir, bundle_dir, patches, say=lines.append), lines
 
 
 def said(lines: list[str], output: Output | None = None) -> None:

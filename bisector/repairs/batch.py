@@ -56,8 +56,8 @@ from bisector.pipeline.prepare import Options, prepare
 from bisector.pipeline.run import FixRequest, Status, with_stage_errors
 from bisector.probe.pool import ProbePool
 from bisector.repairs import fleet  # a module import: fleet imports this module too (see fleet.py)
+from bisector.reports.artifacts import write_artifacts
 from bisector.reports.html import write_repair_index
-from bisector.reports.publish import publish
 from bisector.store.caches import code_version
 
 if sys.version_info >= (3, 11):
@@ -451,7 +451,7 @@ def repair_one(
     # What goes upstream: a repro bundle for every culprit no fix could flatten; the HTML report when
     # asked, with this model's own source edits (the shared scripts' patches are composed later).
     own, _ = source_patches(work.edits, str(project_root(prepared.model.path))) if work is not None else ([], [])
-    publish(
+    write_artifacts(
         report,
         report_dir / entry.name if report_dir else None,
         out / "bundles" / entry.name if status == UNFIXED else None,

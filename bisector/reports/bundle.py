@@ -25,7 +25,6 @@ import shutil
 import subprocess
 import sys
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -33,85 +32,15 @@ from bisector import __version__
 from bisector.common.errors import UserError
 from bisector.common.marks import BUNDLE, mark, owned, real_dir
 from bisector.common.project import project_root
-from bisector.common.units import format_bytes
 from bisector.fix.engine import user_sources
-from bisector.fixers.base import UNSUPPORTED_OP
-from bisector.judge.retention import describe
 from bisector.model.kinds import Kind
 from bisector.probe import containment
 from bisector.probe.pool import default_mem_cap
+from bisector.reports.issue import issue_text, measured_text
 from bisector.reports.plots import stage_chart
+from bisector.reports.targets import Bundle, BundleTarget, report_parts, targets_of
 
-PER = {"eager": "call", "export": "export", "inference": "run"}
 MAX_SHAPES = 6  # repeated shapes and a few novel ones: enough to show either kind of growth
-
-
-@dataclass(frozen=True)
-class BundleTarget:
-    stage: str
-    region: str
-    kind: str
-    figures: Mapping[str, Any]  # growth figures as in the JSON (bytes, objects, floor, metric)
-    samples: Sequence[Mapping[str, Any]] = ()
-    control_samples: Sequence[Mapping[str, Any]] = ()
-
-
-@dataclass(frozen=True)
-class Bundle:
-    target: BundleTarget
-    path: Path
-    error: str = ""
-    onnx_detail: Mapping[str, Any] = field(default_factory=dict)
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "stage": self.target.stage,
-            "region": self.target.region,
-            "path": str(self.path),
-            "error": self.error,
-            "onnx_detail": dict(self.onnx_detail),
-        }
-
-
-def _parts(report: Any) -> tuple[Any, Any]:
-    """(MeasureReport, FindReport or None) of any report."""
-    if hasattr(report, "evaluations"):
-        return report.find.measure, report.find
-    if hasattr(report, "searches"):
-        return report.measure, report
-    return report, None
-
-
-def targets_of(report: Any, unfixed_only: bool = False) -> list[BundleTarget]:
-    """Every culprit (those without a kept fix when unfixed_only); with no culprit, the whole model
-    in each stage that is not clean, or in its first stage (a clean model's flat repro)."""
-
-    measure, find = _parts(report)
-    out = []
-    if find is not None:
-        for c in find.culprits:
-            if c.kind == UNSUPPORTED_OP:
-                continue  # nothing to loop: the stage never ran
-            if unfixed_only and hasattr(report, "fixed") and report.fixed(c):
-                continue
-            out.append(
-                BundleTarget(
-                    c.stage,
-                    c.region,
-                    c.kind,
-                    c.to_json(),
-                    c.figures.samples or (),
-                    c.figures.control_samples or (),
-                )
-            )
-        if out or unfixed_only or find.culprits:
-            return out
-    stages = [(s, r) for s, r in measure.stages.items() if r.curve is not None]
-    bad = [(s, r) for s, r in stages if r.kind != Kind.CLEAN]
-    for s, r in bad or stages[:1]:
-        data = r.to_json()
-        out.append(BundleTarget(s, "", r.kind, data, data.get("samples") or (), data.get("control_samples") or ()))
-    return out
 
 
 def _slug(text: str) -> str:
@@ -166,40 +95,26 @@ def collect_env(timeout_s: float = 180.0) -> str:
     return _ENV_CACHE["text"]
 
 
-def _measured(t: BundleTarget) -> str:
-
-    per = PER.get(t.stage, "call")
-    f = t.figures
-    bits = []
-    if t.kind == Kind.SHAPE_GROWTH:
-        bits.append(f"{format_bytes(f.get('growth_bytes_per_new_shape'), True)}/new shape")
-    else:
-        bits.append(f"{format_bytes(f.get('growth_bytes_per_call'), True)}/{per} ({f.get('growth_metric') or 'rss'})")
-    if f.get("objects_per_call"):
-        bits.append(f"{f['objects_per_call']:+.1f} live objects/{per}")
-    return f"{t.kind}: " + ", ".join(bits)
-
-
 def _project_relative(path: str) -> str:
     """path from its project's root (the nearest pyproject.toml or .git above it), in / form."""
     real = Path(path).resolve()
     return real.relative_to(project_root(real)).as_posix()
 
 
-def write_bundle(report: Any, target: BundleTarget, out: str | Path, timeout_s: float = 300.0) -> Bundle:
-    """One bundle folder for one target (never raises for the user's model: errors come back)."""
-
-    measure, _ = _parts(report)
-    model, plan, options = measure.model, measure.plan, measure.options
-    folder = Path(out) / f"{target.stage}-{_slug(target.region or 'root')}"
+def _claim(folder: Path) -> Path:
+    """The bundle's folder, emptied: only a bundle bisector wrote is replaced (marked, or from
+    before the mark: its files); anything else there is the user's, and refused."""
     if folder.exists() or folder.is_symlink():
-        # Only a bundle bisector wrote is replaced (marked, or from before the mark: its files).
         legacy = (folder / "bundle.json").is_file() and (folder / "repro.py").is_file()
         if not (real_dir(folder) and (owned(folder, BUNDLE) or legacy)):
             raise UserError(f"{folder} holds files bisector did not write: choose another --bundle folder")
         shutil.rmtree(folder)
     mark(folder, BUNDLE)
-    # The user's model file and its sibling modules, so the bundle stands alone once zipped.
+    return folder
+
+
+def _copy_sources(model: Any, folder: Path) -> None:
+    """The user's model file and its sibling modules, so the bundle stands alone once zipped."""
     home = Path(model.path).resolve().parent
     for path in user_sources(model):
         p = Path(path)
@@ -210,8 +125,13 @@ def write_bundle(report: Any, target: BundleTarget, out: str | Path, timeout_s: 
         (folder / "model" / rel).parent.mkdir(parents=True, exist_ok=True)
         # The file's own bytes: its encoding, BOM and line endings are what the repro must import.
         (folder / "model" / rel).write_bytes(p.read_bytes())
+
+
+def _build_request(measure: Any, target: BundleTarget) -> dict[str, Any]:
+    """build.json: what bundle_child.py rebuilds and records."""
+    model, plan, options = measure.model, measure.plan, measure.options
     steps = _steps(target.samples) or [{"dims": {k: lo for k, (lo, hi) in plan.dims.items()}, "phase": "repeat"}]
-    build = {
+    return {
         "model": model.to_json(),
         "plan": plan.to_json(),
         "seed": options.seed,
@@ -220,8 +140,11 @@ def write_bundle(report: Any, target: BundleTarget, out: str | Path, timeout_s: 
         "steps": steps,
         "exporter": options.probe.exporter,
     }
-    (folder / "build.json").write_text(json.dumps(build, indent=1))
-    error = ""
+
+
+def _run_child(measure: Any, target: BundleTarget, folder: Path, timeout_s: float) -> tuple[dict[str, Any], str]:
+    """Run bundle_child.py on the folder: (what it wrote to child.json, the error, or "")."""
+    (folder / "build.json").write_text(json.dumps(_build_request(measure, target), indent=1))
     start_collect_env()
     env = dict(os.environ)
     # The child imports bisector from wherever this process did (an editable checkout or site-packages).
@@ -232,9 +155,10 @@ def write_bundle(report: Any, target: BundleTarget, out: str | Path, timeout_s: 
     done = containment.run(
         [sys.executable, "-m", "bisector.reports.bundle_child", str(folder)],
         timeout_s=timeout_s,
-        mem_cap=options.mem_cap or default_mem_cap(),
+        mem_cap=measure.options.mem_cap or default_mem_cap(),
         env=env,
     )
+    error = ""
     if done.stopped == "timeout":
         error = f"the bundle's child process took more than {timeout_s:.0f} s"
     elif done.stopped == "memory-cap":
@@ -250,46 +174,45 @@ def write_bundle(report: Any, target: BundleTarget, out: str | Path, timeout_s: 
     if child.get("error"):
         error = child["error"]
     (folder / "build.json").unlink(missing_ok=True)
+    return child, error
 
-    shutil.copyfile(Path(__file__).with_name("repro_script.py"), folder / "repro.py")
+
+def _bundle_json(measure: Any, target: BundleTarget, child: Mapping[str, Any]) -> dict[str, Any]:
+    """bundle.json: what repro.py rebuilds (the model file and name, region, stage, exporter)."""
+    model = measure.model
     steps_n = 20 if target.stage == "export" else 200
-    (folder / "bundle.json").write_text(
-        json.dumps(
-            {
-                "spec": model.label,
-                "model_file": f"model/{Path(model.path).name}",
-                # Relative to the project: a bundle goes into a public issue, the home folder not.
-                "original_path": _project_relative(model.path),
-                "model_name": model.name,
-                "init_kwargs": dict(model.init_kwargs),
-                "region": target.region,
-                "region_type": child.get("region_type", ""),
-                "stage": target.stage,
-                "exporter": child.get("exporter") or options.probe.exporter,
-                "input_names": child.get("input_names"),
-                "onnx": "model.onnx",
-                "calls": steps_n,
-                "every": steps_n // 10,
-                "warmup": 0 if target.kind == Kind.SHAPE_GROWTH else 2 if target.stage == "export" else 4,
-                "measured": _measured(target),
-                "all_shapes": target.kind == Kind.SHAPE_GROWTH,
-            },
-            indent=1,
-        )
-    )
-    (folder / "curves.json").write_text(
-        json.dumps(
-            {
-                "stage": target.stage,
-                "region": target.region,
-                "kind": target.kind,
-                "figures": {k: v for k, v in target.figures.items() if k not in ("samples", "control_samples")},
-                "samples": list(target.samples),
-                "control_samples": list(target.control_samples),
-            },
-            indent=1,
-        )
-    )
+    return {
+        "spec": model.label,
+        "model_file": f"model/{Path(model.path).name}",
+        # Relative to the project: a bundle goes into a public issue, the home folder not.
+        "original_path": _project_relative(model.path),
+        "model_name": model.name,
+        "init_kwargs": dict(model.init_kwargs),
+        "region": target.region,
+        "region_type": child.get("region_type", ""),
+        "stage": target.stage,
+        "exporter": child.get("exporter") or measure.options.probe.exporter,
+        "input_names": child.get("input_names"),
+        "onnx": "model.onnx",
+        "calls": steps_n,
+        "every": steps_n // 10,
+        "warmup": 0 if target.kind == Kind.SHAPE_GROWTH else 2 if target.stage == "export" else 4,
+        "measured": measured_text(target),
+        "all_shapes": target.kind == Kind.SHAPE_GROWTH,
+    }
+
+
+def _write_curves(folder: Path, target: BundleTarget, noise_band: float) -> None:
+    """curves.json and curves.png: what bisector measured, the region's curve and the control's."""
+    curves = {
+        "stage": target.stage,
+        "region": target.region,
+        "kind": target.kind,
+        "figures": {k: v for k, v in target.figures.items() if k not in ("samples", "control_samples")},
+        "samples": list(target.samples),
+        "control_samples": list(target.control_samples),
+    }
+    (folder / "curves.json").write_text(json.dumps(curves, indent=1))
     if target.samples:
         (folder / "curves.png").write_bytes(
             stage_chart(
@@ -298,159 +221,30 @@ def write_bundle(report: Any, target: BundleTarget, out: str | Path, timeout_s: 
                 title=f"{target.region or '<root>'} {target.stage}: {target.kind}",
                 verdict=target.kind,
                 floor_per_call=target.figures.get("floor_bytes_per_call"),
-                noise_band=options.bands.rss,
+                noise_band=noise_band,
                 decided_by=target.figures.get("decided_by"),
             )
         )
+
+
+def write_bundle(report: Any, target: BundleTarget, out: str | Path, timeout_s: float = 300.0) -> Bundle:
+    """One bundle folder for one target (never raises for the user's model: errors come back)."""
+    measure, _ = report_parts(report)
+    folder = _claim(Path(out) / f"{target.stage}-{_slug(target.region or 'root')}")
+    _copy_sources(measure.model, folder)
+    child, error = _run_child(measure, target, folder, timeout_s)
+    shutil.copyfile(Path(__file__).with_name("repro_script.py"), folder / "repro.py")
+    (folder / "bundle.json").write_text(json.dumps(_bundle_json(measure, target, child), indent=1))
+    _write_curves(folder, target, measure.options.bands.rss)
     versions = child.get("versions") or {}
     env_lines = [f"bisector {__version__}"] + [f"{k}: {v}" for k, v in versions.items()]
     (folder / "env.txt").write_text("\n".join(env_lines) + "\n\n" + collect_env())
-    (folder / "ISSUE.md").write_text(issue_text(model.label, target, child, (folder / "env.txt").read_text()))
+    (folder / "ISSUE.md").write_text(issue_text(measure.model.label, target, child, (folder / "env.txt").read_text()))
     if error:
         (folder / "ERROR.txt").write_text(error + "\n\n" + child.get("traceback", ""))
     return Bundle(target, folder, error, child.get("onnx_detail") or {})
 
 
-def upstream(t: BundleTarget) -> bool:
-    """Whether the growth is the toolchain's (torch's or ONNX Runtime's own code keeps it, or the
-    search put it outside the model's code): only then is the issue written for their tracker."""
-    return t.kind == Kind.TOOLCHAIN_LEAK or t.figures.get("own_code") is False
-
-
-def _toolchain_where(f: Mapping[str, Any], per: str) -> str:
-    """What bisector found in the toolchain: its reasons, the objects it keeps and where, its
-    Python sites, and a native stack when the traced probe recorded one."""
-    repeat = (f.get("owners") or {}).get("repeat") or {}
-    lines = [f"- {r}" for r in f.get("reasons") or () if "not your model" in r]
-    for row in ((repeat.get("objects") or {}).get("sites") or {}).get("toolchain") or []:
-        lines.append(f"- {row['objects']:g} objects/{per}: {row['where']}")
-    for row in (repeat.get("sites") or {}).get("toolchain") or []:
-        lines.append(f"- {format_bytes(row['bytes'])}/{per} of Python allocations at `{row['where']}`")
-    stacks = repeat.get("native_sites") or repeat.get("native_stacks") or []
-    for row in stacks:
-        if isinstance(row, Mapping) and row.get("where"):
-            lines.append(f"- native {format_bytes(row.get('bytes'))}/{per}: `{row['where']}`")
-    return "\n".join(dict.fromkeys(lines))
-
-
-def issue_text(spec: str, t: BundleTarget, child: Mapping[str, Any], env: str) -> str:
-    """An issue body for the tracker that owns the growth: laid out as pytorch's bug template
-    (eager, export) or onnxruntime's (inference) when the toolchain keeps it (upstream), else for
-    the team's own tracker, with no upstream template (team_issue_text)."""
-    if not upstream(t):
-        return team_issue_text(spec, t, child, env)
-    per = PER.get(t.stage, "call")
-    region = t.region or "the whole model"
-    what = {
-        "eager": (
-            f"Memory grows on every forward call of `{region}` ({child.get('region_type', '')}) under `torch.no_grad()`"
-        ),
-        "export": (
-            f"Memory grows on every `torch.onnx.export` of `{region}` ({child.get('exporter') or 'default'} exporter)"
-        ),
-        "inference": f"Memory grows on every ONNX Runtime `InferenceSession.run` of the exported `{region}`",
-    }[t.stage]
-    if t.kind == Kind.SHAPE_GROWTH:
-        what = what.replace("on every", "with every new input shape in")
-    f = t.figures
-
-    rows = [
-        (
-            "growth per " + per,
-            f"{format_bytes(f.get('growth_bytes_per_call'), True)} ({f.get('growth_metric') or 'rss'})",
-        ),
-        ("growth per new input shape", format_bytes(f.get("growth_bytes_per_new_shape"), True)),
-        (
-            "live Python objects per " + per,
-            "-" if f.get("objects_per_call") is None else f"{f['objects_per_call']:+.1f}",
-        ),
-        ("detection floor per " + per, format_bytes(f.get("floor_bytes_per_call"))),
-    ]
-    table = "| | measured |\n|---|---|\n" + "\n".join(f"| {k} | {v} |" for k, v in rows)
-    repro = (
-        "```\nunzip bundle.zip && cd bundle\npip install torch onnxruntime psutil numpy\n"
-        "python repro.py   # prints RSS, C heap and live objects every N calls\n```\n"
-        "`repro.py` rebuilds the region from `model/` (or loads `model.onnx`), feeds the recorded inputs "
-        "(`inputs.npz`) and repeats the call. `curves.png` is the curve measured in an isolated process "
-        "against a trivial control module run the same way."
-    )
-    expected = f"Memory flat after warm-up: nothing kept per {per} once the same input shapes repeat."
-    observed = f"{_measured(t)}\n\n{table}"
-    held = f.get("retention") or []
-    if held:
-        # What bisector found holding the growth (retention.py): where to look first.
-        observed += "\n\nWhat holds it:\n\n" + "\n".join(f"- {describe(r, per)}" for r in held)
-    where = _toolchain_where(f, per)
-    if where:
-        observed += "\n\nWhere the toolchain keeps it (bisector's traced probe):\n\n" + where
-    if t.stage == "inference":
-        v = dict(child.get("versions") or {})
-        return (
-            f"# {what}\n\n<!-- for https://github.com/microsoft/onnxruntime/issues (bug report template) -->\n\n"
-            f"### Describe the issue\n\n{what} (model `{spec}`).\n\nExpected: {expected}\n\nObserved: {observed}\n\n"
-            f"### To reproduce\n\n{repro}\n\n### Urgency\n\n(fill in)\n\n"
-            f"### Platform\n\n{v.get('platform', '')}\n\n### OS Version\n\nsee env.txt\n\n"
-            "### ONNX Runtime Installation\n\nReleased Package\n\n### ONNX Runtime Version or Commit ID\n\n"
-            f"{v.get('onnxruntime') or v.get('onnxruntime-gpu', '')}\n\n"
-            "### ONNX Runtime API\n\nPython\n\n### Architecture\n\nsee env.txt\n\n### Execution Provider\n\n"
-            f"{v.get('ort_providers', '')}\n\n"
-            f"### Environment\n\n```\n{env}```\n"
-        )
-    return (
-        f"# {what}\n\n<!-- for https://github.com/pytorch/pytorch/issues (bug report template) -->\n\n"
-        f"### 🐛 Describe the bug\n\n{what} (model `{spec}`).\n\n**Expected:** {expected}\n\n"
-        f"**Observed:** {observed}\n\n"
-        f"Minimal repro:\n\n{repro}\n\n### Versions\n\n```\n{env}```\n"
-    )
-
-
-def team_issue_text(spec: str, t: BundleTarget, child: Mapping[str, Any], env: str) -> str:
-    """An issue for the team's own tracker: the growth is in the model's code, so no upstream
-    template and no request to torch or ONNX Runtime; where to look, the hint, the repro."""
-    per = PER.get(t.stage, "call")
-    region = t.region or "the whole model"
-    f = t.figures
-    kind = "with every new input shape" if t.kind == Kind.SHAPE_GROWTH else f"on every {per}"
-    stage = {"eager": "forward", "export": "torch.onnx.export", "inference": "ONNX Runtime run"}[t.stage]
-    lines = [
-        f"# Memory grows {kind} in `{region}` ({stage})",
-        "",
-        "<!-- for this project's own issue tracker: the growth is in the model's code, not torch's or "
-        "ONNX Runtime's -->",
-        "",
-        f"**Model:** `{spec}`, region `{region}`" + (f" ({child['region_type']})" if child.get("region_type") else ""),
-        "",
-        f"**Measured:** {_measured(t)}",
-    ]
-    held = f.get("retention") or []
-    if held:
-        lines += ["", "What holds it:", "", *(f"- {describe(r, per)}" for r in held)]
-    repeat = (f.get("owners") or {}).get("repeat") or {}
-    sites = (repeat.get("sites") or {}).get("model") or []
-    if sites:
-        lines += [
-            "",
-            "**Where it is allocated:**",
-            "",
-            *(f"- `{r['where']}`: {format_bytes(r['bytes'])}/{per}" for r in sites),
-        ]
-    if f.get("hint"):
-        lines += ["", f"**Next step:** {f['hint']}"]
-    lines += [
-        "",
-        "**Reproduce:** `python repro.py` in this folder (prints RSS, C heap and live objects every N calls); "
-        "`bisector fix` proposes and measures fixes.",
-        "",
-        "<details><summary>Environment</summary>",
-        "",
-        f"```\n{env}```",
-        "",
-        "</details>",
-        "",
-    ]
-    return "\n".join(lines)
-
-
 def write_bundles(report: Any, out: str | Path, unfixed_only: bool = False) -> list[Bundle]:
-    measure, _ = _parts(report)
+    measure, _ = report_parts(report)
     return [write_bundle(report, t, out, timeout_s=measure.options.timeout_s) for t in targets_of(report, unfixed_only)]

@@ -91,38 +91,53 @@ def versions() -> dict[str, Any]:
 
 
 def build(folder: Path) -> dict[str, Any]:
-    import numpy as np
+    """Everything the child makes for one bundle (build.json says what); returns child.json's data."""
     import torch
 
-    from bisector.model.capture import input_seed_index
     from bisector.model.spec import InputPlan, ModelSpec
-    from bisector.probe.inputs import InputFactory, tensor_leaves
+    from bisector.probe.inputs import InputFactory
     from bisector.probe.loading import build_model, load_namespace
-    from bisector.probe.types import ProbeOptions
 
     cfg = json.loads((folder / "build.json").read_text())
     spec = ModelSpec.from_json(cfg["model"])
-    plan = InputPlan.from_json(cfg["plan"])
     region = cfg.get("region") or ""
-    stage = cfg["stage"]
     torch.manual_seed(int(cfg.get("seed") or 0))
     namespace = load_namespace(spec)
     model = build_model(spec, namespace)
     model.eval()
-    factory = InputFactory(plan, namespace, "cpu", int(cfg.get("seed") or 0))
+    factory = InputFactory(InputPlan.from_json(cfg["plan"]), namespace, "cpu", int(cfg.get("seed") or 0))
     result: dict[str, Any] = {
         "versions": versions(),
         "region_type": type(model.get_submodule(region) if region else model).__name__,
     }
+    recorded = record_inputs(model, region, factory, cfg["steps"], folder)
+    if cfg["stage"] in ("export", "inference"):
+        detail: dict[str, Any] = {}
+        try:
+            module = model.get_submodule(region) if region else model
+            export_region(module, cfg, recorded, folder, detail, result)
+        except Exception as exc:  # noqa: BLE001 - the user's export; the bundle is still useful without it
+            detail["error"] = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+        (folder / "onnx_detail.json").write_text(json.dumps(detail, indent=1))
+        result["onnx_detail"] = detail
+    return result
+
+
+def record_inputs(model: Any, region: str, factory: Any, steps: list[dict[str, Any]], folder: Path) -> list[Any]:
+    """Per step (input shape), the region's calls during one forward of the whole model, written as
+    inputs.npz (the tensors) and inputs.json (their structure); returns the calls."""
+    import numpy as np
+
+    from bisector.model.capture import input_seed_index
 
     arrays: dict[str, Any] = {}
-    steps = []
+    written = []
     recorded = []
-    for i, step in enumerate(cfg["steps"]):
+    for i, step in enumerate(steps):
         args, kwargs = factory.make(input_seed_index(step["dims"]), step["dims"])
         calls = record_calls(model, region, args, kwargs)
         recorded.append(calls)
-        steps.append(
+        written.append(
             {
                 "dims": step["dims"],
                 "phase": step["phase"],
@@ -130,51 +145,64 @@ def build(folder: Path) -> dict[str, Any]:
             }
         )
     np.savez(folder / "inputs.npz", **arrays)
-    (folder / "inputs.json").write_text(json.dumps({"steps": steps}, indent=1))
+    (folder / "inputs.json").write_text(json.dumps({"steps": written}, indent=1))
+    return recorded
 
-    if stage in ("export", "inference"):
-        from bisector.probe.export import export_onnx, resolve_exporter
-        from bisector.probe.targets import Target
-        from bisector.reports.onnx_detail import op_histogram, profile_run
 
-        detail: dict[str, Any] = {}
-        try:
-            module = model.get_submodule(region) if region else model
-            # The largest shape as the example (torch.export specializes dims of size 1).
-            big = max(range(len(recorded)), key=lambda j: sum(int(t.numel()) for t in tensor_leaves(recorded[j][:1])))
-            args, kwargs = recorded[big][0]
-            leaves = tensor_leaves((args, kwargs))
-            dynamic = None
-            if stage == "inference":
-                shapes = [[tuple(t.shape) for t in tensor_leaves(c[0])] for c in recorded if c]
-                dynamic = [
-                    {d: f"in{j}_d{d}" for d in range(len(s0)) if len({s[j][d] for s in shapes}) > 1}
-                    for j, s0 in enumerate(shapes[0])
-                ]
-            exporter = resolve_exporter(cfg.get("exporter"))
-            options = ProbeOptions(exporter=exporter)
-            target = Target(name=region or "<root>", module=module, calls=lambda i, s: [])
-            with torch.no_grad():
-                export_onnx(target, tuple(args), dict(kwargs), folder / "model.onnx", options, dynamic=dynamic)
-            result["exporter"] = exporter
-            result["input_names"] = [f"input_{i}" for i in range(len(leaves))] if exporter != "dynamo" else None
-            detail["histogram"] = op_histogram(folder / "model.onnx").to_json()
-            if stage == "inference":
-                import onnxruntime as ort
+def export_region(
+    module: Any, cfg: dict[str, Any], recorded: list[Any], folder: Path, detail: dict[str, Any], result: dict[str, Any]
+) -> None:
+    """The region exported to model.onnx with its op histogram; for inference, one profiled ONNX
+    Runtime run (profile.json). Fills detail (onnx_detail.json) and result as it goes, so what was
+    made before a failure is kept."""
+    import torch
 
-                sess = ort.InferenceSession(str(folder / "model.onnx"), providers=["CPUExecutionProvider"])
-                names = [x.name for x in sess.get_inputs()]
-                first = next(c for c in recorded if c)[0]
-                feed = dict(zip(names, [t.detach().cpu().numpy() for t in tensor_leaves(first)]))
-                del sess
-                _, summary = profile_run(folder / "model.onnx", feed, folder)
-                detail["profile"] = summary.to_json()
-                detail["profile_file"] = "profile.json"
-        except Exception as exc:  # noqa: BLE001 - the user's export; the bundle is still useful without it
-            detail["error"] = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
-        (folder / "onnx_detail.json").write_text(json.dumps(detail, indent=1))
-        result["onnx_detail"] = detail
-    return result
+    from bisector.probe.export import export_onnx, resolve_exporter
+    from bisector.probe.inputs import tensor_leaves
+    from bisector.probe.targets import Target
+    from bisector.probe.types import ProbeOptions
+    from bisector.reports.onnx_detail import op_histogram
+
+    # The largest shape as the example (torch.export specializes dims of size 1).
+    big = max(range(len(recorded)), key=lambda j: sum(int(t.numel()) for t in tensor_leaves(recorded[j][:1])))
+    args, kwargs = recorded[big][0]
+    leaves = tensor_leaves((args, kwargs))
+    region, stage = cfg.get("region") or "", cfg["stage"]
+    dynamic = None
+    if stage == "inference":
+        shapes = [[tuple(t.shape) for t in tensor_leaves(c[0])] for c in recorded if c]
+        dynamic = [
+            {d: f"in{j}_d{d}" for d in range(len(s0)) if len({s[j][d] for s in shapes}) > 1}
+            for j, s0 in enumerate(shapes[0])
+        ]
+    exporter = resolve_exporter(cfg.get("exporter"))
+    target = Target(name=region or "<root>", module=module, calls=lambda i, s: [])
+    with torch.no_grad():
+        export_onnx(
+            target, tuple(args), dict(kwargs), folder / "model.onnx", ProbeOptions(exporter=exporter), dynamic=dynamic
+        )
+    result["exporter"] = exporter
+    result["input_names"] = [f"input_{i}" for i in range(len(leaves))] if exporter != "dynamo" else None
+    detail["histogram"] = op_histogram(folder / "model.onnx").to_json()
+    if stage == "inference":
+        detail["profile"] = profile_first_call(recorded, folder)
+        detail["profile_file"] = "profile.json"
+
+
+def profile_first_call(recorded: list[Any], folder: Path) -> dict[str, Any]:
+    """One profiled ONNX Runtime run of model.onnx on the first recorded call (profile.json)."""
+    import onnxruntime as ort
+
+    from bisector.probe.inputs import tensor_leaves
+    from bisector.reports.onnx_detail import profile_run
+
+    sess = ort.InferenceSession(str(folder / "model.onnx"), providers=["CPUExecutionProvider"])
+    names = [x.name for x in sess.get_inputs()]
+    first = next(c for c in recorded if c)[0]
+    feed = dict(zip(names, [t.detach().cpu().numpy() for t in tensor_leaves(first)]))
+    del sess
+    _, summary = profile_run(folder / "model.onnx", feed, folder)
+    return summary.to_json()
 
 
 def main(argv: list[str] | None = None) -> int:

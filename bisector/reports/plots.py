@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import io
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from bisector.model.kinds import Kind
@@ -138,6 +139,20 @@ def _fmt_bytes(v: float) -> str:
     return format_bytes(v, signed=True)
 
 
+@dataclass(frozen=True)
+class ChartStyle:
+    """What every panel of one chart shares: the model's colour, what one step is, the floor and
+    the noise band drawn around the repeat line, the metric that decided the verdict, and the
+    growth the report's text states per metric."""
+
+    color: str
+    per: str
+    floor_per_call: float | None
+    noise_band: float | None
+    decided_by: str | None
+    stated: Mapping[str, float]
+
+
 def stage_chart(
     samples: Sequence[Mapping[str, Any]],
     control: Sequence[Mapping[str, Any]] = (),
@@ -159,90 +174,120 @@ def stage_chart(
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from matplotlib.ticker import FuncFormatter
 
-    panels = metrics_in(samples)
-    if not panels:
-        panels = [("rss", "RSS", True)]
+    panels = metrics_in(samples) or [("rss", "RSS", True)]
     fig, axes = plt.subplots(len(panels), 1, figsize=(width, 1.9 * len(panels) + 0.8), sharex=True, squeeze=False)
-    color = BAD.get(verdict, "#1565c0")
-    phases = [s.get("phase", "") for s in samples]
-    for (metric, label, is_bytes), ax in zip(panels, axes[:, 0]):
-        # Phases shaded, labelled once on the top panel.
-        start = 0
-        for i in range(1, len(phases) + 1):
-            if i == len(phases) or phases[i] != phases[start]:
-                ax.axvspan(start - 0.5, i - 0.5, color=PHASE_COLORS.get(phases[start], "#ffffff"), zorder=0)
-                if ax is axes[0, 0]:
-                    ax.text(
-                        (start + i - 1) / 2,
-                        0.97,
-                        PHASE_LABELS.get(phases[start], phases[start]),
-                        transform=ax.get_xaxis_transform(),
-                        ha="center",
-                        va="top",
-                        fontsize=8,
-                        color="#555555",
-                    )
-                start = i
-        xs, ys = _series(samples, metric)
-        cx, cy = control_series(control, metric, xs[-1] if xs else -1)
-        if cy:
-            ax.plot(cx, cy, color="#9e9e9e", lw=1.2, ls="--", label="control (trivial module)")
-        lims = [lim for lim in (_limits(xs, ys, phases), _limits(cx, cy, [c.get("phase", "") for c in control])) if lim]
-        ax.plot(xs, ys, color=color, lw=2.0, marker="o", ms=2.5, label="model")
-        repeat = [(x, y) for x, y in zip(xs, ys) if phases[x] == "repeat"]
-        line = repeat_line(repeat, (stated or {}).get(metric), is_bytes, per)
-        if line is not None:
-            slope, icpt, fit_label = line
-            x0, x1 = repeat[0][0], repeat[-1][0]
-            ax.plot([x0, x1], [icpt + slope * x0, icpt + slope * x1], color="black", lw=1.0, ls=":", label=fit_label)
-            # The floor (heap) or the noise band (RSS, GPU): what growth had to clear to count.
-            y0 = icpt + slope * x0
-            if metric == "heap" and floor_per_call:
-                lims.append((y0 - floor_per_call * (x1 - x0), y0 + floor_per_call * (x1 - x0)))
-                ax.fill_between(
-                    [x0, x1],
-                    [y0, y0 - floor_per_call * (x1 - x0)],
-                    [y0, y0 + floor_per_call * (x1 - x0)],
-                    color="#555555",
-                    alpha=0.15,
-                    lw=0,
-                    label=f"detection floor ±{_fmt_bytes(floor_per_call).lstrip('+')}/{per}",
-                )
-            elif metric in ("rss", "gpu") and noise_band:
-                lims.append((y0 - noise_band / 2, y0 + noise_band / 2))
-                ax.fill_between(
-                    [x0, x1],
-                    y0 - noise_band / 2,
-                    y0 + noise_band / 2,
-                    color="#555555",
-                    alpha=0.12,
-                    lw=0,
-                    label=f"noise band {_fmt_bytes(noise_band).lstrip('+')}",
-                )
-        if lims:
-            lo, hi = min(a for a, _ in lims), max(b for _, b in lims)
-            pad = max((hi - lo) * 0.08, 1.0 if not is_bytes else 1024.0)
-            lo, hi = lo - pad, hi + pad
-            ax.set_ylim(lo, hi)
-            off = off_scale(ax, xs, ys, lo, hi, color)
-            off = off_scale(ax, cx, cy, lo, hi, "#9e9e9e") or off
-            if off:
-                ax.plot([], [], ls="none", marker="v", color="#555555", label="off scale (warm-up, spike)")
-        mark = "  ◆ decided the verdict" if metric == decided_by else ""
-        ax.set_ylabel(f"{label}\nchange", fontsize=8)
-        ax.set_title(f"{label}{mark}", fontsize=9, loc="left", fontweight="bold" if mark else "normal")
-        if is_bytes:
-            ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: _fmt_bytes(v)))
-        ax.tick_params(labelsize=7)
-        ax.grid(axis="y", color="#dddddd", lw=0.5)
-        ax.legend(fontsize=7, loc="lower right", frameon=True, framealpha=0.8)
+    style = ChartStyle(BAD.get(verdict, "#1565c0"), per, floor_per_call, noise_band, decided_by, stated or {})
+    for panel, ax in zip(panels, axes[:, 0]):
+        _shade_phases(ax, [s.get("phase", "") for s in samples], labelled=ax is axes[0, 0])
+        _panel(ax, panel, samples, control, style)
     axes[-1, 0].set_xlabel(f"step (one {per} per step)", fontsize=8)
     if title:
-        fig.suptitle(title, fontsize=11, color=color, fontweight="bold", x=0.01, ha="left")
+        fig.suptitle(title, fontsize=11, color=style.color, fontweight="bold", x=0.01, ha="left")
     fig.tight_layout()
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=90)
     plt.close(fig)
     return buf.getvalue()
+
+
+def _shade_phases(ax: Any, phases: Sequence[str], labelled: bool) -> None:
+    """The phases shaded, and labelled (once, on the top panel)."""
+    start = 0
+    for i in range(1, len(phases) + 1):
+        if i == len(phases) or phases[i] != phases[start]:
+            ax.axvspan(start - 0.5, i - 0.5, color=PHASE_COLORS.get(phases[start], "#ffffff"), zorder=0)
+            if labelled:
+                ax.text(
+                    (start + i - 1) / 2,
+                    0.97,
+                    PHASE_LABELS.get(phases[start], phases[start]),
+                    transform=ax.get_xaxis_transform(),
+                    ha="center",
+                    va="top",
+                    fontsize=8,
+                    color="#555555",
+                )
+            start = i
+
+
+def _panel(
+    ax: Any,
+    panel: tuple[str, str, bool],
+    samples: Sequence[Mapping[str, Any]],
+    control: Sequence[Mapping[str, Any]],
+    style: ChartStyle,
+) -> None:
+    """One metric: the control's curve and the model's, the repeat line with the band it had to
+    clear, the scale (spikes left out, drawn on its edge), and the panel's labels."""
+    metric, label, is_bytes = panel
+    phases = [s.get("phase", "") for s in samples]
+    xs, ys = _series(samples, metric)
+    cx, cy = control_series(control, metric, xs[-1] if xs else -1)
+    if cy:
+        ax.plot(cx, cy, color="#9e9e9e", lw=1.2, ls="--", label="control (trivial module)")
+    lims = [lim for lim in (_limits(xs, ys, phases), _limits(cx, cy, [c.get("phase", "") for c in control])) if lim]
+    ax.plot(xs, ys, color=style.color, lw=2.0, marker="o", ms=2.5, label="model")
+    repeat = [(x, y) for x, y in zip(xs, ys) if phases[x] == "repeat"]
+    lims += _repeat_line(ax, repeat, metric, is_bytes, style)
+    if lims:
+        lo, hi = min(a for a, _ in lims), max(b for _, b in lims)
+        pad = max((hi - lo) * 0.08, 1.0 if not is_bytes else 1024.0)
+        lo, hi = lo - pad, hi + pad
+        ax.set_ylim(lo, hi)
+        off = off_scale(ax, xs, ys, lo, hi, style.color)
+        off = off_scale(ax, cx, cy, lo, hi, "#9e9e9e") or off
+        if off:
+            ax.plot([], [], ls="none", marker="v", color="#555555", label="off scale (warm-up, spike)")
+    _label_panel(ax, metric, label, is_bytes, style)
+
+
+def _repeat_line(
+    ax: Any, repeat: Sequence[tuple[int, float]], metric: str, is_bytes: bool, style: ChartStyle
+) -> list[tuple[float, float]]:
+    """The line over the repeat phase and, around it, the floor (heap) or the noise band (RSS,
+    GPU): what growth had to clear to count. Returns the y ranges they need on the scale."""
+    line = repeat_line(repeat, style.stated.get(metric), is_bytes, style.per)
+    if line is None:
+        return []
+    slope, icpt, fit_label = line
+    x0, x1 = repeat[0][0], repeat[-1][0]
+    ax.plot([x0, x1], [icpt + slope * x0, icpt + slope * x1], color="black", lw=1.0, ls=":", label=fit_label)
+    y0 = icpt + slope * x0
+    floor, band = style.floor_per_call, style.noise_band
+    if metric == "heap" and floor:
+        ax.fill_between(
+            [x0, x1],
+            [y0, y0 - floor * (x1 - x0)],
+            [y0, y0 + floor * (x1 - x0)],
+            color="#555555",
+            alpha=0.15,
+            lw=0,
+            label=f"detection floor ±{_fmt_bytes(floor).lstrip('+')}/{style.per}",
+        )
+        return [(y0 - floor * (x1 - x0), y0 + floor * (x1 - x0))]
+    if metric in ("rss", "gpu") and band:
+        ax.fill_between(
+            [x0, x1],
+            y0 - band / 2,
+            y0 + band / 2,
+            color="#555555",
+            alpha=0.12,
+            lw=0,
+            label=f"noise band {_fmt_bytes(band).lstrip('+')}",
+        )
+        return [(y0 - band / 2, y0 + band / 2)]
+    return []
+
+
+def _label_panel(ax: Any, metric: str, label: str, is_bytes: bool, style: ChartStyle) -> None:
+    from matplotlib.ticker import FuncFormatter
+
+    mark = "  ◆ decided the verdict" if metric == style.decided_by else ""
+    ax.set_ylabel(f"{label}\nchange", fontsize=8)
+    ax.set_title(f"{label}{mark}", fontsize=9, loc="left", fontweight="bold" if mark else "normal")
+    if is_bytes:
+        ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: _fmt_bytes(v)))
+    ax.tick_params(labelsize=7)
+    ax.grid(axis="y", color="#dddddd", lw=0.5)
+    ax.legend(fontsize=7, loc="lower right", frameon=True, framealpha=0.8)

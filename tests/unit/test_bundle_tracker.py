@@ -3,7 +3,8 @@ Runtime's template only when the toolchain keeps it; the team's own tracker for 
 
 from __future__ import annotations
 
-from bisector.reports.bundle import BundleTarget, issue_text
+from bisector.reports.issue import issue_text
+from bisector.reports.targets import BundleTarget
 
 SITE = "Tensor allocated at torch/onnx/_internal/torchscript_exporter/utils.py:972, held by no Python container"
 TOOLCHAIN_FIGURES = {

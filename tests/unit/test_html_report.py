@@ -10,7 +10,9 @@ import pytest
 
 pytest.importorskip("matplotlib")
 
-from bisector.reports.html import headline, load_document, render_html, write_repair_index, write_report  # noqa: E402
+from bisector.reports.document import load_document  # noqa: E402
+from bisector.reports.html import render_html, write_repair_index, write_report  # noqa: E402
+from bisector.reports.html_view import headline  # noqa: E402
 from bisector.reports.plots import fit_slope  # noqa: E402
 
 
@@ -153,7 +155,7 @@ def test_fit_slope() -> None:
 def test_report_command_renders_without_starting_a_probe(tmp_path, monkeypatch, capsys) -> None:
     from bisector import cli
     from bisector.probe import pool
-    from bisector.reports.html import save_document
+    from bisector.reports.document import save_document
 
     run = tmp_path / ".bisector" / "runs" / "native_leak-Net-abc"
     save_document(sample_doc(), run)
@@ -225,7 +227,8 @@ def test_repair_index_links_each_models_report(tmp_path) -> None:
 
 
 def test_report_keeps_names_from_json_inside_out_and_links_relative(tmp_path) -> None:
-    from bisector.reports.html import rerender, save_document
+    from bisector.reports.document import save_document
+    from bisector.reports.html import rerender
 
     stored, out, outside = tmp_path / "stored", tmp_path / "out", tmp_path / "outside"
     save_document(sample_doc(), outside)  # a model "named" with an absolute path

@@ -159,7 +159,7 @@ def test_objects_that_grow_are_the_models_without_a_trace() -> None:
 
 def test_the_terminal_report_states_the_floor_and_the_owners() -> None:
     from bisector.lab.results import StageResult
-    from bisector.reports.terminal import owners_lines, reason_lines, stage_line
+    from bisector.reports.stage_lines import owners_lines, reason_lines, stage_line
 
     clean = Verdict(
         kind="clean",

@@ -337,8 +337,9 @@ def test_paths_merge_spans_and_name_the_sites(tmp_path) -> None:
 
 
 def test_html_report_and_issue_text_show_the_path() -> None:
-    from bisector.reports.bundle import BundleTarget, issue_text
-    from bisector.reports.html import _retention
+    from bisector.reports.html import retention_table as _retention
+    from bisector.reports.issue import issue_text
+    from bisector.reports.targets import BundleTarget
 
     row = {
         "root": "global",

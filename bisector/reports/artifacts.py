@@ -1,5 +1,6 @@
-"""After a command: the HTML report, the repro bundles, the stored document. One call for every
-front end (cli, batch), so they write the same things the same way."""
+"""After a command: the HTML report, the repro bundles, the stored document, all local files (nothing
+is sent anywhere). One call for every front end (cli, batch), so they write the same things the
+same way."""
 
 from __future__ import annotations
 
@@ -7,11 +8,13 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from bisector.reports.bundle import targets_of, write_bundle
-from bisector.reports.html import document, save_document, write_report
+from bisector.reports.bundle import write_bundle
+from bisector.reports.document import document, save_document
+from bisector.reports.html import write_report
+from bisector.reports.targets import targets_of
 
 
-def publish(
+def write_artifacts(
     report: Any,
     report_dir: str | Path | None = None,
     bundle_dir: str | Path | None = None,
