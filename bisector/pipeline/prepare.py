@@ -31,7 +31,8 @@ from bisector.model.spec import (
     parse_dim,
     parse_model_spec,
 )
-from bisector.options.config import MAX_SEED, MIN_MEM_CAP, as_list, load_config
+from bisector.options.checks import MAX_SEED, MIN_MEM_CAP, as_list
+from bisector.options.config import load_config
 from bisector.patching.export_script import read_export
 from bisector.patching.serving import read_serving
 from bisector.probe.pool import default_mem_cap
