@@ -18,6 +18,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from bisector.options.table import OPTIONS
+
 MODULE = "onnxruntime"
 INSTALL_HINT = "pip install 'bisector[cpu]' (or 'bisector[gpu]' for CUDA)"
 
@@ -106,17 +108,23 @@ PROBING_COMMANDS = ("measure", "find", "fix", "repair")
 INFERENCE = "inference"
 
 
+# --stage's flags and variable, from the option table: the runtime is checked before typer parses.
+_STAGE = OPTIONS["stages"]
+
+
 def _asked_stages(args: Sequence[str]) -> list[str]:
     """The values of --stage/-s on a command line (--stage X, --stage=X, -s X, -sX)."""
+    long = [f for f in _STAGE.flags if f.startswith("--")]
+    short = [f for f in _STAGE.flags if not f.startswith("--")]
     stages: list[str] = []
     it = iter(args)
     for arg in it:
-        if arg in ("--stage", "-s"):
+        if arg in _STAGE.flags:
             stages.append(next(it, ""))
-        elif arg.startswith("--stage="):
+        elif any(arg.startswith(f + "=") for f in long):
             stages.append(arg.split("=", 1)[1])
-        elif arg.startswith("-s") and not arg.startswith("--") and len(arg) > 2:
-            stages.append(arg[2:])
+        elif not arg.startswith("--"):
+            stages += [arg[len(f) :] for f in short if arg.startswith(f) and len(arg) > len(f)][:1]
     return stages
 
 
@@ -130,7 +138,7 @@ def check_command_line(
     if command not in PROBING_COMMANDS or "--help" in argv or "-h" in argv:
         return None
     environ = os.environ if environ is None else environ
-    stages = _asked_stages(argv) or environ.get("BISECTOR_STAGE", "").split()
+    stages = _asked_stages(argv) or environ.get(_STAGE.env or "", "").split()
     runtimes = installed_runtimes(distributions)
     if not stages and not runtimes and command != "repair":
         return None  # decided after prepare, from the stages the run will measure
