@@ -78,6 +78,14 @@ class OptionGroup:
     title: str
     options: tuple[Option, ...]
 
+    def keywords(self, entry: Mapping[str, Any]) -> dict[str, Any]:
+        """This group's values in a manifest entry (or a config table) as prepare's keywords."""
+        return {
+            o.keyword: o.keyword_value(entry[o.name])
+            for o in self.options
+            if o.keyword is not None and ENTRY in o.scope and entry.get(o.name) is not None
+        }
+
 
 MODEL = OptionGroup(
     "the model and its inputs",
@@ -216,13 +224,7 @@ def entry_keywords(entry: Mapping[str, Any]) -> dict[str, Any]:
     that is prepare's: what the CLI's flags give for the same option. Keys that are not prepare's
     (fail_on, budget, check, ...) are left to their users; PATH_KEYS come as written (relative to the
     manifest), for the caller to resolve."""
-    out: dict[str, Any] = {}
-    for key, value in entry.items():
-        option = OPTIONS.get(key)
-        if option is None or option.keyword is None or ENTRY not in option.scope or value is None:
-            continue
-        out[option.keyword] = option.keyword_value(value)
-    return out
+    return {k: v for group in GROUPS for k, v in group.keywords(entry).items()}
 
 
 def environment_checks() -> dict[str, tuple[str, checks.TextCheck]]:
