@@ -44,7 +44,7 @@ class Option:
     type: Any = str  # the config value's type (the schema's); Any where no config key
     flags: tuple[str, ...] = ()  # its flags on the command line (the first is its name in messages)
     env: str | None = None  # the BISECTOR_* variable standing for the flag
-    keyword: str | None = None  # prepare's keyword (pipeline.prepare.GivenOptions); None: not prepare's
+    keyword: str | None = None  # prepare's keyword (pipeline.prepare.Options); None: not prepare's
     choices: tuple[str, ...] = ()  # the allowed values (the CLI's Choice, the schema's enum)
     check: checks.ValueCheck | None = None  # a config or manifest value (raises ValueError)
     env_check: checks.TextCheck | None = None  # the variable's text (returns what is wrong)
@@ -65,7 +65,7 @@ class Option:
         return self.to_keyword(value) if self.to_keyword else value
 
     def value_check(self) -> checks.ValueCheck | None:
-        """The check of a config value: the choices, then the row's own check."""
+        """The check of a config value: the row's own, else one of its choices."""
         if self.choices and self.check is None:
             return checks.choices(*self.choices)
         return self.check
@@ -81,9 +81,9 @@ class OptionGroup:
     def keywords(self, entry: Mapping[str, Any]) -> dict[str, Any]:
         """This group's values in a manifest entry (or a config table) as prepare's keywords."""
         return {
-            o.keyword: o.keyword_value(entry[o.name])
+            o.keyword: o.keyword_value(entry[o.manifest_key])
             for o in self.options
-            if o.keyword is not None and ENTRY in o.scope and entry.get(o.name) is not None
+            if o.keyword is not None and o.manifest_key is not None and entry.get(o.manifest_key) is not None
         }
 
 
