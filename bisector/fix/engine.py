@@ -21,7 +21,6 @@ from __future__ import annotations
 import ast
 import hashlib
 import os
-import re
 import shutil
 import statistics
 import threading
@@ -45,7 +44,7 @@ from bisector.judge.verdict import CLEAN, LEAK
 from bisector.lab.results import StageResult, outcome_of
 from bisector.lab.stage import Interrupted, Lab
 from bisector.lab.timings import PhaseTimes
-from bisector.model.choices import DEFAULT_EXPORTER
+from bisector.model.choices import choose_exporter, exporter_in_message
 from bisector.model.kinds import Kind
 from bisector.model.spec import ModelSpec
 from bisector.probe.types import merge_overrides
@@ -312,8 +311,7 @@ def _failed_exporter(root: StageResult | None) -> str | None:
     failed"): a failed stage has no curve to say it."""
 
     message = getattr(getattr(root, "failure", None), "message", "") or ""
-    m = re.search(r"with the (dynamo|torchscript) exporter", message)
-    return m.group(1) if m else None
+    return exporter_in_message(message)
 
 
 def region_total(figures: Mapping[str, Any], kind: str, unit: str, share: float) -> float:
@@ -430,9 +428,7 @@ class Repairer:
             region_type=region.type if region else "",
             own_code=c.own_code,
             figures=dict(c.figures),
-            exporter=(
-                meta.get("exporter") or self.lab.options.probe.exporter or _failed_exporter(root) or DEFAULT_EXPORTER
-            ),
+            exporter=choose_exporter(meta.get("exporter"), self.lab.options.probe.exporter, _failed_exporter(root)),
             device=meta.get("device", "cpu"),
             dims=dims,
             fixed_inputs=not self.lab.plan.dynamic_symbols,

@@ -3,11 +3,12 @@
 Looked up from the model file's folder upwards (the project the model belongs to), then from the
 working directory. Command-line options always win over these.
 
-The schema is a pair of frozen dataclasses (``Options`` for the keys a table and a model entry
-share, ``ModelEntry``, ``ToolTable``); ``validate`` walks their type hints and each field's
-``check``, so a new key is one field, not new code. Unknown keys are refused with a "did you mean"
-(a typo such as ``timout`` would otherwise be silently ignored), and every error names the file,
-the table and the key.
+The schema is derived from the option table (table.py): ``ToolTable`` (the table, or a manifest's
+top level) and ``ModelEntryTable`` (one model entry) are frozen dataclasses with a field per key;
+``validate`` walks their type hints and each field's ``check``, so a new key is one row of the
+table, not new code. ``json_schema`` gives the same keys, types and choices as a JSON Schema.
+Unknown keys are refused with a "did you mean" (a typo such as ``timout`` would otherwise be
+silently ignored), and every error names the file, the table and the key.
 """
 
 from __future__ import annotations
@@ -16,179 +17,46 @@ import difflib
 import sys
 import types
 import typing
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, fields
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields, make_dataclass
 from pathlib import Path
-from typing import Any, Union
+from typing import Any, Optional, Union
 
 from bisector.common.errors import UserError
-from bisector.common.units import format_bytes, parse_size
-from bisector.judge.fail_on import KINDS
-from bisector.model.spec import parse_dim, parse_input
-from bisector.probe.types import EXPORTERS, STAGES
+from bisector.options.checks import as_list  # noqa: F401 - repairs reads config values with it from here
+from bisector.options.table import ENTRY, TABLE, config_options
 
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover - exercised only on 3.10
     import tomli as tomllib
 
-# A probe is a Python process with torch imported before the model does anything (measured,
-# torch 2.13 CPU, a Linear(8, 8): 300 MB RSS forked from the probe server, 240 MB in a fresh
-# interpreter). A cap below this kills every probe, which would read as "crashed", not as the
-# typo it is.
-MIN_MEM_CAP = 400 * 1000**2
-# numpy.random.seed takes 0..2**32-1, and repair measures again with seed + 1: a seed outside
-# this range failed inside the probe with bisector's own traceback (issue 19).
-MAX_SEED = 2**32 - 2
+
+def _schema(name: str, scope: str, doc: str, extra: tuple[tuple[str, Any, Any], ...] = ()) -> type:
+    """A frozen dataclass with a field per option the table accepts in this scope; each field's
+    metadata holds the option's check, whether it is required and how an error words its type."""
+    keys = [
+        (
+            o.name,
+            Optional[o.type],
+            field(default=None, metadata={"check": o.value_check(), "required": o.required, "expect": o.expect}),
+        )
+        for o in config_options(scope)
+    ]
+    cls = make_dataclass(name, [*keys, *extra], frozen=True)
+    cls.__doc__ = doc
+    return cls
 
 
-# -- checks: each raises ValueError with what is wrong; the loader adds file, table and key ------
-
-
-def _choices(*allowed: str) -> Callable[[Any], None]:
-    def check(value: Any) -> None:
-        for v in [value] if isinstance(value, str) else value:
-            if v not in allowed:
-                close = difflib.get_close_matches(str(v), allowed, n=1)
-                hint = f"; did you mean {close[0]}?" if close else ""
-                raise ValueError(f"unknown value {v!r}, use one of {', '.join(allowed)}{hint}")
-
-    return check
-
-
-def _stages(value: Any) -> None:
-
-    _choices(*STAGES)(value)
-
-
-def _exporter(value: Any) -> None:
-
-    _choices(*EXPORTERS)(value)
-
-
-def _fail_on(value: Any) -> None:
-
-    _choices(*KINDS)(
-        [t.strip() for v in ([value] if isinstance(value, str) else value) for t in str(v).split(",") if t.strip()]
-    )
-
-
-def _size(minimum: int = 1) -> Callable[[Any], None]:
-    def check(value: Any) -> None:
-
-        try:
-            n = parse_size(value, "value")
-        except UserError as exc:
-            raise ValueError(str(exc).replace("value ", "", 1)) from None
-        if n < minimum:
-            raise ValueError(f"{value!r} is below {format_bytes(minimum)}")
-
-    return check
-
-
-def _at_least(low: float, strict: bool = False) -> Callable[[Any], None]:
-    def check(value: Any) -> None:
-        if value < low or (strict and value == low):
-            raise ValueError(f"{value!r} must be {'above' if strict else 'at least'} {low:g}")
-
-    return check
-
-
-def _between(low: int, high: int) -> Callable[[Any], None]:
-    def check(value: Any) -> None:
-        if not low <= value <= high:
-            raise ValueError(f"{value!r} must be from {low} to {high}")
-
-    return check
-
-
-def _each(parse: Callable[[str], Any]) -> Callable[[Any], None]:
-    def check(value: Any) -> None:
-        for v in [value] if isinstance(value, str) else value:
-            try:
-                parse(v)
-            except UserError as exc:
-                raise ValueError(str(exc)) from None
-
-    return check
-
-
-def _inputs(value: Any) -> None:
-
-    _each(parse_input)(value)
-
-
-def _dims(value: Any) -> None:
-
-    _each(parse_dim)(as_list(value, "dims"))
-
-
-def _spec(value: Any) -> None:
-    file_part, sep, name = value.rpartition(":")
-    if not sep or not file_part or not name:
-        raise ValueError(f"{value!r} is not PATH.py:NAME, e.g. models/net.py:Net")
-
-
-def _key(check: Callable[[Any], None] | None = None, required: bool = False, expect: str = "") -> Any:
-    # expect: how the error words the type, where the type alone says too little ("a size").
-    return field(default=None, metadata={"check": check, "required": required, "expect": expect})
-
-
-_SIZE_TEXT = 'a size such as "8GB" or a number of bytes'
-Strs = Union[str, list[str]]
-Size = Union[str, int]
-
-
-@dataclass(frozen=True)
-class Options:
-    """The keys a `[tool.bisector]` table and each model entry in it share."""
-
-    inputs: Strs | None = _key(_inputs)
-    dims: Strs | dict[str, Union[str, int]] | None = _key(_dims)
-    stages: Strs | None = _key(_stages)
-    exporter: str | None = _key(_exporter)
-    device: str | None = _key(_choices("auto", "cpu", "cuda"))
-    metric: str | None = _key(_choices("rss", "uss"))
-    noise_rss: Size | None = _key(_size(), expect=_SIZE_TEXT)
-    noise_gpu: Size | None = _key(_size(), expect=_SIZE_TEXT)
-    seed: int | None = _key(_between(0, MAX_SEED))
-    retries: int | None = _key(_at_least(0))
-    timeout: float | None = _key(_at_least(0, strict=True), expect="a number of seconds")
-    mem_cap: Size | None = _key(_size(MIN_MEM_CAP), expect=_SIZE_TEXT)
-    fresh: bool | None = _key()
-    init_kwargs: dict[str, Any] | None = _key()
-    export_script: str | None = _key()
-    infer_script: str | None = _key()
-    fixers: Strs | None = _key()
-    # Detection floor targets: "4KB" for every stage, or a list of "STAGE=SIZE" (prepare.parse_floors).
-    floor: Strs | None = _key()
-    # Patches proven on the project (repair, fix): the command run in a shadow copy, its timeout.
-    check: str | None = _key()
-    check_timeout: float | None = _key(_at_least(0, strict=True), expect="a number of seconds")
-    # Which kept fix goes in the patch: by rank (1 = best) or by a word of its summary.
-    pick: int | None = _key(_at_least(1))
-    prefer: str | None = _key()
-    artifact: str | None = _key()  # the model's name in shared scripts (served from <artifact>.onnx)
-    # Findings that fail the run (exit 1), e.g. "leak,shape-growth:unbounded" (see fail_on.py).
-    fail_on: Strs | None = _key(_fail_on)
-    # The memory budget bounded shape-growth's projected peak is judged against, e.g. "2GB" (fail_on.py).
-    budget: Size | None = _key(_size(), expect=_SIZE_TEXT)
-
-
-@dataclass(frozen=True)
-class ModelEntry(Options):
-    """One `[[tool.bisector.models]]` entry (or `[[models]]` in a manifest)."""
-
-    spec: str | None = _key(_spec, required=True)
-
-
-@dataclass(frozen=True)
-class ToolTable(Options):
-    """The `[tool.bisector]` table (or a manifest's top level)."""
-
-    models: list[ModelEntry] | None = _key()
-    # Recorded region inputs kept in the run directory, evicted oldest first past this (clean.py).
-    capture_cap: Size | None = _key(_size(), expect=_SIZE_TEXT)
+ModelEntryTable = _schema(
+    "ModelEntryTable", ENTRY, "One `[[tool.bisector.models]]` entry (or `[[models]]` in a manifest)."
+)
+ToolTable = _schema(
+    "ToolTable",
+    TABLE,
+    "The `[tool.bisector]` table (or a manifest's top level).",
+    (("models", Optional[list[ModelEntryTable]], field(default=None, metadata={})),),  # type: ignore[valid-type]
+)
 
 
 _DESCRIBE = {str: "a string", int: "a whole number", float: "a number", bool: "true or false", type(None): "nothing"}
@@ -277,7 +145,7 @@ def validate(schema: type, data: Any, file: str | Path, table: str) -> dict[str,
         for i, item in enumerate(data["models"]):
             spec = item.get("spec")
             label = f" ({spec if spec.isprintable() else repr(spec)})" if isinstance(spec, str) else ""
-            validate(ModelEntry, item, file, f"{entries} #{i + 1}{label}")
+            validate(ModelEntryTable, item, file, f"{entries} #{i + 1}{label}")
     return data
 
 
@@ -359,14 +227,46 @@ def load_config(model_path: str | None = None, explicit: str | None = None) -> P
     return ProjectConfig()
 
 
-def as_list(value: Any, key: str) -> list[str]:
-    """A config value that may be one string or a list of strings."""
-    if value is None:
-        return []
-    if isinstance(value, str):
-        return [value]
-    if isinstance(value, list) and all(isinstance(v, str) for v in value):
-        return list(value)
-    if isinstance(value, dict) and key == "dims":
-        return [f"{k}={v}" for k, v in value.items()]
-    raise UserError(f"[tool.bisector] {key} must be a string or a list of strings")
+_JSON_TYPES = {str: "string", bool: "boolean", int: "integer", float: "number"}
+
+
+def _json_type(tp: Any, choices: tuple[str, ...] = ()) -> dict[str, Any]:
+    origin = typing.get_origin(tp)
+    if origin in (Union, types.UnionType):
+        return {"anyOf": [_json_type(a, choices) for a in typing.get_args(tp) if a is not type(None)]}
+    if origin is list:
+        return {"type": "array", "items": _json_type(typing.get_args(tp)[0], choices)}
+    if origin is dict:
+        item = typing.get_args(tp)[1]
+        return {"type": "object", "additionalProperties": {} if item is Any else _json_type(item)}
+    if isinstance(tp, type) and hasattr(tp, "__dataclass_fields__"):
+        return _json_object(tp)
+    if tp is str and choices:
+        return {"type": "string", "enum": list(choices)}
+    return {"type": _JSON_TYPES[tp]}
+
+
+def _json_object(schema: type) -> dict[str, Any]:
+    hints = typing.get_type_hints(schema)
+    by_name = {o.name: o for o in config_options(ENTRY) + config_options(TABLE)}
+    props = {
+        f.name: _json_type(hints[f.name], by_name[f.name].choices if f.name in by_name else ()) for f in fields(schema)
+    }
+    required = [f.name for f in fields(schema) if f.metadata.get("required")]
+    return {
+        "type": "object",
+        "properties": props,
+        "additionalProperties": False,
+        **({"required": required} if required else {}),
+    }
+
+
+def json_schema() -> dict[str, Any]:
+    """`[tool.bisector]` (or a manifest) as a JSON Schema, derived from the option table: its keys,
+    their types and choices (for editors and other tools; sizes, ranges and input syntax are
+    checked by ``validate`` only)."""
+    return {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "title": "[tool.bisector]",
+        **_json_object(ToolTable),
+    }

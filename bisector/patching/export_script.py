@@ -14,6 +14,7 @@ import libcst as cst
 
 from bisector.common.errors import UserError
 from bisector.fixers.onnx_symbolics import SYMBOLICS, registration_code
+from bisector.model.choices import choose_exporter
 from bisector.patching.cst_edits import (
     MARK,
     code_of,
@@ -25,7 +26,7 @@ from bisector.patching.cst_edits import (
 )
 from bisector.patching.diff import Patch
 from bisector.patching.flow import Flow, Key
-from bisector.patching.settings import DEFAULT_EXPORTER, Settings, dynamic_dims_by_input
+from bisector.patching.settings import Settings, dynamic_dims_by_input
 
 
 def dynamic_spec_code(plan: Any, bounded: Mapping[str, Sequence[int]], exporter: str) -> str | None:
@@ -140,7 +141,7 @@ class _ExportCalls(cst.CSTTransformer):
         for key, value in sorted((s.export_kwargs or {}).items()):
             call = set_kwarg(call, key, repr(value))
         if s.bounded_dims:
-            exporter = s.exporter or DEFAULT_EXPORTER
+            exporter = choose_exporter(s.exporter)
             code = dynamic_spec_code(self.plan, s.bounded_dims, exporter)
             if code:
                 call = set_kwarg(call, "dynamic_shapes" if exporter == "dynamo" else "dynamic_axes", code)

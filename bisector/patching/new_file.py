@@ -8,12 +8,13 @@ from pathlib import Path
 from typing import Any
 
 from bisector.fixers.onnx_symbolics import registration_code
+from bisector.model.choices import choose_exporter
 from bisector.patching.cst_edits import MARK, read_text
 from bisector.patching.diff import Patch
 from bisector.patching.export_script import CHILD, child_helper_code, dynamic_spec_code
 from bisector.patching.infer_script import feed_helpers_code
 from bisector.patching.script_helpers import WARM_UP_HELPERS, source_of
-from bisector.patching.settings import DEFAULT_EXPORTER, Settings, largest_sizes
+from bisector.patching.settings import Settings, largest_sizes
 
 
 def _session_option_lines(var: str, s: Settings) -> list[str]:
@@ -87,7 +88,7 @@ def new_export_file(root: str, model: Any, plan: Any, settings: Settings, name: 
 
     rel_model = os.path.relpath(model.path, root)
     module_name = Path(model.path).stem
-    exporter = settings.exporter or DEFAULT_EXPORTER
+    exporter = choose_exporter(settings.exporter)
     kwargs = [f"dynamo={exporter == 'dynamo'}"]
     dyn = dynamic_spec_code(plan, settings.bounded_dims or {}, exporter)
     if dyn:

@@ -21,7 +21,7 @@ from bisector.common.units import format_bytes, parse_size
 from bisector.find.infer_inputs import Inferred, infer
 from bisector.judge.verdict import Bands
 from bisector.lab.results import FLOOR_TARGETS, MeasureOptions
-from bisector.model.choices import DEVICES, METRICS
+from bisector.model.choices import DEVICES, EXPORTERS, METRICS, STAGES, choose_exporter
 from bisector.model.spec import (
     InputPlan,
     ModelSpec,
@@ -31,11 +31,12 @@ from bisector.model.spec import (
     parse_dim,
     parse_model_spec,
 )
-from bisector.options.config import MAX_SEED, MIN_MEM_CAP, as_list, load_config
+from bisector.options.checks import MAX_SEED, MIN_MEM_CAP, as_list
+from bisector.options.config import load_config
 from bisector.patching.export_script import read_export
 from bisector.patching.serving import read_serving
 from bisector.probe.pool import default_mem_cap
-from bisector.probe.types import EXPORTERS, STAGES, ProbeOptions, merge_overrides
+from bisector.probe.types import ProbeOptions, merge_overrides
 
 _log = logging.getLogger("bisector")
 
@@ -98,100 +99,138 @@ class Options:
 def prepare(spec: str | ModelSpec, o: Options = Options()) -> Prepared:
     """Parse and check everything, merging `[tool.bisector]` defaults under the options given, and
     the settings the user's export and serving scripts apply (when given)."""
-    init_kwargs, seed, noise_rss, noise_gpu, metric = o.init_kwargs, o.seed, o.noise_rss, o.noise_gpu, o.metric
-    retries, jobs, fresh, timeout_s, mem_cap, cache = o.retries, o.jobs, o.fresh, o.timeout_s, o.mem_cap, o.cache
-    config, floor, exporter, device, stages = o.config, o.floor, o.exporter, o.device, o.stages
-    keep_autograd, tracemalloc, inputs, dims = o.keep_autograd, o.tracemalloc, o.inputs, o.dims
-    if isinstance(spec, ModelSpec):
-        model = spec
-    else:
-        model = parse_model_spec(spec, init_kwargs)
-    cfg = load_config(model.path, config).for_model(model.path, model.name)
-    if not isinstance(spec, ModelSpec) and init_kwargs is None and cfg.get("init_kwargs"):
-        model = parse_model_spec(spec, cfg["init_kwargs"])
-
-    inputs = list(inputs) or as_list(cfg.get("inputs"), "inputs")
-    dims = list(dims) or as_list(cfg.get("dims"), "dims")
+    model, cfg = _model_and_config(spec, o)
+    inputs = list(o.inputs) or as_list(cfg.get("inputs"), "inputs")
+    dims = list(o.dims) or as_list(cfg.get("dims"), "dims")
     # No inputs from flags, hook or config: infer them, in a child, once the cheap checks passed.
     infer_later = not inputs and not model_has_inputs_hook(model)
     for text in dims if infer_later else ():
         parse_dim(text)
     plan = None if infer_later else build_input_plan(inputs, dims, model)
-
-    stage_list = tuple(stages or as_list(cfg.get("stages"), "stages") or STAGES)
-    for s in stage_list:
-        if s not in STAGES:
-            raise UserError(f"unknown stage {s!r}; use one of {', '.join(STAGES)}")
-    stage_list = tuple(dict.fromkeys(stage_list))
-    exporter = exporter or cfg.get("exporter")
-    if exporter is not None and exporter not in EXPORTERS:
-        raise UserError(f"unknown exporter {exporter!r}; use one of {', '.join(EXPORTERS)}")
-    device = device or cfg.get("device") or "auto"
-    if device not in DEVICES:
-        raise UserError(f"unknown device {device!r}; use one of {', '.join(DEVICES)}")
-    metric = metric or cfg.get("metric") or "rss"
-    if metric not in METRICS:
-        raise UserError(f"unknown metric {metric!r}; use one of {', '.join(METRICS)}")
-    bands = Bands(
-        rss=parse_size(noise_rss if noise_rss is not None else cfg.get("noise_rss", "5MB"), "--noise-rss"),
-        gpu=parse_size(noise_gpu if noise_gpu is not None else cfg.get("noise_gpu", "200MB"), "--noise-gpu"),
-    )
-    if bands.rss <= 0 or bands.gpu <= 0:
-        raise UserError("noise bands must be positive sizes, e.g. --noise-rss 5MB")
-    retries = int(retries if retries is not None else cfg.get("retries", 2))
-    if retries < 0:
-        raise UserError("--retries must be 0 or more")
-    if jobs is not None and jobs < 1:
-        raise UserError("--jobs must be 1 or more")
-    timeout = float(timeout_s if timeout_s is not None else cfg.get("timeout", 300))
-    if not 0 < timeout < float("inf"):
-        raise UserError("--timeout must be a positive number of seconds")
-    cap_value = mem_cap if mem_cap is not None else cfg.get("mem_cap")
-    cap = parse_size(cap_value, "--mem-cap") if cap_value is not None else None
-    if cap is not None and cap < MIN_MEM_CAP:
-        # Every probe would be killed at once and reported as crashed (exit 4): say it here.
-        raise UserError(
-            f"--mem-cap {cap_value}: a probe needs at least {format_bytes(MIN_MEM_CAP)} (torch alone takes "
-            "~300 MB in a probe); try e.g. --mem-cap 8GB"
-        )
-    if cap is not None:
-        _check_cap_fits_machine(cap, cap_value)
-    seed = int(seed if seed is not None else cfg.get("seed", 0))
-    if not 0 <= seed <= MAX_SEED:
-        raise UserError(f"--seed {seed}: use a whole number from 0 to {MAX_SEED}")
+    options = _measure_options(o, cfg)
     inferred = None
     if plan is None:
-        inferred = infer(model, dims, timeout_s=timeout, mem_cap=cap)
+        inferred = infer(model, dims, timeout_s=options.timeout_s, mem_cap=options.mem_cap)
         plan = build_input_plan(list(inferred.inputs), [*dims, *inferred.dims], model)
-    _check_inputs_fit(plan, cap)
+    _check_inputs_fit(plan, options.mem_cap)
+    prepared = Prepared(model=model, plan=plan, options=options, config=cfg, given=o, inferred=inferred)
+    return with_script_settings(
+        prepared, o.export_script, o.infer_script, exporter_given=o.exporter is not None, key=o.artifact
+    )
+
+
+def _model_and_config(spec: str | ModelSpec, o: Options) -> tuple[ModelSpec, Mapping[str, Any]]:
+    """The model, and the `[tool.bisector]` values for it (the table's, overlaid with its entry's):
+    the config's init_kwargs build the model when the options give none."""
+    model = spec if isinstance(spec, ModelSpec) else parse_model_spec(spec, o.init_kwargs)
+    cfg = load_config(model.path, o.config).for_model(model.path, model.name)
+    if not isinstance(spec, ModelSpec) and o.init_kwargs is None and cfg.get("init_kwargs"):
+        model = parse_model_spec(spec, cfg["init_kwargs"])
+    return model, cfg
+
+
+def _measure_options(o: Options, cfg: Mapping[str, Any]) -> MeasureOptions:
+    """How the model is measured: each option given, else the config's, else the default; checked
+    in the order the user reads them in --help (the first bad one is the error)."""
+    stages = _stages(o, cfg)
+    exporter = _exporter(o, cfg)
+    device = _choice(o.device, cfg.get("device"), "auto", DEVICES, "device")
+    metric = _choice(o.metric, cfg.get("metric"), "rss", METRICS, "metric")
+    bands = _bands(o, cfg)
+    retries = _retries(o, cfg)
+    if o.jobs is not None and o.jobs < 1:
+        raise UserError("--jobs must be 1 or more")
+    timeout = float(o.timeout_s if o.timeout_s is not None else cfg.get("timeout", 300))
+    if not 0 < timeout < float("inf"):
+        raise UserError("--timeout must be a positive number of seconds")
+    cap = _mem_cap(o, cfg)
+    seed = _seed(o, cfg)
     cores = os.cpu_count() or 1
-    n_jobs = jobs or cores
+    n_jobs = o.jobs or cores
+    # Probes running side by side share the cores instead of each taking all of them.
     probe = ProbeOptions(
         exporter=exporter,
         device=device,
-        keep_autograd=keep_autograd,
-        tracemalloc=tracemalloc,
-        # Probes running side by side share the cores instead of each taking all of them.
+        keep_autograd=o.keep_autograd,
+        tracemalloc=o.tracemalloc,
         threads=max(1, cores // n_jobs),
     )
-    options = MeasureOptions(
-        stages=stage_list,
+    return MeasureOptions(
+        stages=stages,
         probe=probe,
         seed=seed,
         bands=bands,
         metric=metric,
         retries=retries,
         jobs=n_jobs,
-        fresh=bool(fresh or cfg.get("fresh")),
+        fresh=bool(o.fresh or cfg.get("fresh")),
         timeout_s=timeout,
         mem_cap=cap,
-        cache_dir=None if cache else "",
-        floor_targets=parse_floors(list(floor or ()) or as_list(cfg.get("floor"), "floor"), stage_list),
+        cache_dir=None if o.cache else "",
+        floor_targets=parse_floors(list(o.floor or ()) or as_list(cfg.get("floor"), "floor"), stages),
     )
-    prepared = Prepared(model=model, plan=plan, options=options, config=cfg, given=o, inferred=inferred)
-    return with_script_settings(
-        prepared, o.export_script, o.infer_script, exporter_given=o.exporter is not None, key=o.artifact
+
+
+def _stages(o: Options, cfg: Mapping[str, Any]) -> tuple[str, ...]:
+    stages = tuple(o.stages or as_list(cfg.get("stages"), "stages") or STAGES)
+    for s in stages:
+        if s not in STAGES:
+            raise UserError(f"unknown stage {s!r}; use one of {', '.join(STAGES)}")
+    return tuple(dict.fromkeys(stages))
+
+
+def _exporter(o: Options, cfg: Mapping[str, Any]) -> str | None:
+    """The exporter named by the options or the config; None leaves it to the installed torch."""
+    exporter = choose_exporter(o.exporter, cfg.get("exporter"), default=None)
+    if exporter is not None and exporter not in EXPORTERS:
+        raise UserError(f"unknown exporter {exporter!r}; use one of {', '.join(EXPORTERS)}")
+    return exporter
+
+
+def _choice(given: str | None, configured: str | None, default: str, allowed: tuple[str, ...], what: str) -> str:
+    value = given or configured or default
+    if value not in allowed:
+        raise UserError(f"unknown {what} {value!r}; use one of {', '.join(allowed)}")
+    return value
+
+
+def _bands(o: Options, cfg: Mapping[str, Any]) -> Bands:
+    bands = Bands(
+        rss=parse_size(o.noise_rss if o.noise_rss is not None else cfg.get("noise_rss", "5MB"), "--noise-rss"),
+        gpu=parse_size(o.noise_gpu if o.noise_gpu is not None else cfg.get("noise_gpu", "200MB"), "--noise-gpu"),
     )
+    if bands.rss <= 0 or bands.gpu <= 0:
+        raise UserError("noise bands must be positive sizes, e.g. --noise-rss 5MB")
+    return bands
+
+
+def _retries(o: Options, cfg: Mapping[str, Any]) -> int:
+    retries = int(o.retries if o.retries is not None else cfg.get("retries", 2))
+    if retries < 0:
+        raise UserError("--retries must be 0 or more")
+    return retries
+
+
+def _seed(o: Options, cfg: Mapping[str, Any]) -> int:
+    seed = int(o.seed if o.seed is not None else cfg.get("seed", 0))
+    if not 0 <= seed <= MAX_SEED:
+        raise UserError(f"--seed {seed}: use a whole number from 0 to {MAX_SEED}")
+    return seed
+
+
+def _mem_cap(o: Options, cfg: Mapping[str, Any]) -> int | None:
+    given = o.mem_cap if o.mem_cap is not None else cfg.get("mem_cap")
+    if given is None:
+        return None
+    cap = parse_size(given, "--mem-cap")
+    if cap < MIN_MEM_CAP:
+        # Every probe would be killed at once and reported as crashed (exit 4): say it here.
+        raise UserError(
+            f"--mem-cap {given}: a probe needs at least {format_bytes(MIN_MEM_CAP)} (torch alone takes "
+            "~300 MB in a probe); try e.g. --mem-cap 8GB"
+        )
+    _check_cap_fits_machine(cap, given)
+    return cap
 
 
 def _check_cap_fits_machine(cap: int, given: Any) -> None:

@@ -14,6 +14,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from bisector.model.choices import choose_exporter
 from bisector.model.schedule import Schedule
 from bisector.probe.inputs import tensor_leaves
 from bisector.probe.loading import WorkloadError, one_line, user_traceback
@@ -25,7 +26,7 @@ def resolve_exporter(name: str | None) -> str:
     """The exporter a plain torch.onnx.export call uses when the user names none."""
     from bisector.patching.settings import installed_default_exporter
 
-    return name or installed_default_exporter()
+    return choose_exporter(name, default=installed_default_exporter)
 
 
 def export_onnx(
