@@ -10,7 +10,8 @@ import pytest
 from bisector.common.errors import UserError
 from bisector.pipeline import run as pipeline
 from bisector.pipeline.prepare import parse_floors
-from bisector.repairs import batch
+from bisector.repairs.manifest import load_models
+from bisector.repairs.one import RepairSettings, repair_one
 
 MODEL = "import torch\n\n\nclass Net(torch.nn.Module):\n    def forward(self, x):\n        return x\n"
 
@@ -25,7 +26,7 @@ def seen(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, entries: list) -> tupl
 
     monkeypatch.setattr(pipeline, "fix", fix)
     (entry,) = entries
-    result, _ = batch.repair_one(entry, tmp_path / "out", None, None, tmp_path / "run", False, 1)
+    result, _ = repair_one(entry, RepairSettings(), pool=None, probes=None, run_dir=tmp_path / "run", jobs=1)
     assert result.error.startswith("stopped here"), result.error
     return got[0]
 
@@ -49,7 +50,7 @@ def test_a_manifest_entrys_floor_fail_on_and_budget_reach_the_run(monkeypatch, p
         '[[models]]\nspec = "models/net.py:Net"\ninputs = ["x=B,4"]\ndims = ["B=1:4"]\nstages = ["eager"]\n'
         'floor = "3KB"\nfail_on = ["leak"]\nbudget = "1GB"\n'
     )
-    prepared, request = seen(monkeypatch, tmp_path, batch.load_models(manifest=str(manifest)))
+    prepared, request = seen(monkeypatch, tmp_path, load_models(manifest=str(manifest)))
     assert prepared.options.floor_targets == parse_floors(["3KB"], ("eager",))
     assert request.fail_on.kinds == frozenset({"leak"}) and request.fail_on.budget == 1e9
 
@@ -60,7 +61,7 @@ def test_the_config_repair_was_given_is_the_models_config(monkeypatch, project: 
         '[tool.bisector]\ncheck = "python ci.py"\nfloor = ["eager=2KB"]\nbudget = "3GB"\n'
         '[[tool.bisector.models]]\nspec = "models/net.py:Net"\ninputs = ["x=B,4"]\nstages = ["eager"]\n'
     )
-    prepared, request = seen(monkeypatch, tmp_path, batch.load_models(config=str(given)))
+    prepared, request = seen(monkeypatch, tmp_path, load_models(config=str(given)))
     assert prepared.given.config == str(given.resolve())
     assert prepared.config.get("check") == "python ci.py" and "seed" not in prepared.config
     assert prepared.options.seed == 0  # not the nearer pyproject's 11
