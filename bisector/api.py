@@ -27,17 +27,19 @@ from bisector.model.spec import ModelSpec
 from bisector.pipeline import run as pipeline
 from bisector.pipeline.prepare import Options, Prepared, parse_floors
 from bisector.pipeline.prepare import prepare as _prepare
-from bisector.repairs.batch import Shard, load_models
-from bisector.repairs.batch import merge as _merge
-from bisector.repairs.batch import repair as _repair
-from bisector.repairs.fleet import require_ray
+from bisector.repairs.manifest import load_models
+from bisector.repairs.one import RepairSettings
+from bisector.repairs.ray import require_ray
+from bisector.repairs.run import Shard
+from bisector.repairs.run import merge as _merge
+from bisector.repairs.run import repair as _repair
 from bisector.store.outputs import check_output_dir, check_outputs
 
 if TYPE_CHECKING:
     from bisector.find.localise import FindReport
     from bisector.lab.results import MeasureReport
     from bisector.pipeline.run import FixOutcome
-    from bisector.repairs.batch import RepairSummary
+    from bisector.repairs.results import RepairSummary
 
 __all__ = ["Options", "Prepared", "find", "fix", "measure", "merge", "parse_floors", "prepare", "repair"]
 
@@ -127,9 +129,9 @@ def repair(
     fail_on: Iterable[str] | str | None = None,
     budget: str | float | None = None,
 ) -> RepairSummary:
-    """Find and fix every model listed in [[tool.bisector.models]] (or a manifest); see batch.py.
+    """Find and fix every model listed in [[tool.bisector.models]] (or a manifest); see repairs/run.py.
     `executor="ray"` runs one Ray task per model (on the cluster at `address`, else a local Ray);
-    `shard` ("I/N" or a batch.Shard) repairs only that share of the models; `fail_on` (e.g.
+    `shard` ("I/N" or a repairs.run.Shard) repairs only that share of the models; `fail_on` (e.g.
     "leak,shape-growth:unbounded") overrides each entry's `fail_on`, and `budget` ("2GB") its `budget`."""
 
     # Checked here, for the CLI and for scripts alike, before any model is loaded.
@@ -152,19 +154,17 @@ def repair(
     limit = parse_budget(budget)  # checked now, not once per model
     if limit is not None:
         models = [replace(m, options={**m.options, "budget": limit}) for m in models]
-    return _repair(
-        models,
-        out=out,
+    settings = RepairSettings(
+        out=Path(out),
         jobs=jobs,
         models_at_once=models_at_once,
         allow_output_changes=allow_output_changes,
         fresh=fresh,
-        progress=progress,
-        report_dir=report_dir,
+        report_dir=Path(report_dir) if report_dir else None,
         executor=executor,
         address=address,
-        shard=part,
     )
+    return _repair(models, settings, progress=progress, shard=part)
 
 
 def merge(

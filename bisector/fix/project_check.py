@@ -14,6 +14,8 @@ import shutil
 import sys
 import tempfile
 from collections.abc import Iterable
+from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -46,16 +48,37 @@ def compile_error(patches: Iterable[Any]) -> str:
 
 def prove(root: Path, check: str | None, patches: list[Any], timeout: float = CHECK_TIMEOUT_S) -> tuple[bool, str]:
     """Whether a patch may be offered, and the check state the report shows."""
-    broken = compile_error(patches)
-    if broken:
-        return False, f"failed: {broken}"
-    if not check:
-        return True, "not run against your script"
-    reference, ref_why = run_check(root, check, [], timeout)
-    if not reference:
-        return True, f"not proven: `{check}` fails without the patch too ({ref_why})"
-    ok, why = run_check(root, check, patches, timeout)
-    return ok, "passed" if ok else f"failed: {why}"
+    return Prover(root, check, timeout)(patches)
+
+
+@dataclass(frozen=True)
+class Prover:
+    """`prove` for one project, many times: repair proves every model's patches together, then each
+    model's alone when they fail; the check without patches (the reference) runs once for them all."""
+
+    root: Path
+    check: str | None
+    timeout: float = CHECK_TIMEOUT_S
+    what: str = "the patch"  # as the "not proven" state names what was proven
+
+    @cached_property
+    def reference(self) -> tuple[bool, str]:
+        """The check on the project as it is: a check that fails without the patch proves nothing."""
+        assert self.check
+        return run_check(self.root, self.check, [], self.timeout)
+
+    def __call__(self, patches: list[Any]) -> tuple[bool, str]:
+        """Whether the patches may be offered, and the check state the report shows."""
+        broken = compile_error(patches)
+        if broken:
+            return False, f"failed: {broken}"
+        if not self.check:
+            return True, "not run against your script"
+        reference, ref_why = self.reference
+        if not reference:
+            return True, f"not proven: `{self.check}` fails without {self.what} too ({ref_why})"
+        ok, why = run_check(self.root, self.check, patches, self.timeout)
+        return ok, "passed" if ok else f"failed: {why}"
 
 
 def run_check(root: Path, command: str, patches: Iterable[Any], timeout: float = CHECK_TIMEOUT_S) -> tuple[bool, str]:

@@ -205,7 +205,7 @@ def ray_local():
     ray.init(num_cpus=2, include_dashboard=False, _node_ip_address="127.0.0.1", log_to_driver=False)
     yield ray
     ray.shutdown()
-    from bisector.repairs.fleet import sweep_after_shutdown
+    from bisector.repairs.ray import sweep_after_shutdown
 
     sweep_after_shutdown()  # the workers' folders: the suite fails on any bisector-* left behind
 

@@ -53,7 +53,9 @@ def test_the_plugin_pool_honours_fresh(bisector, tmp_path: Path) -> None:
 
 @pytest.mark.timeout(180)  # repair's pool defaults to 300 s a probe
 def test_repair_honours_each_models_timeout(tmp_path: Path) -> None:
-    from bisector.repairs.batch import load_models, repair
+    from bisector.repairs.manifest import load_models
+    from bisector.repairs.one import RepairSettings
+    from bisector.repairs.run import repair
 
     (tmp_path / "spawners.py").write_text(SPAWNERS.read_text())
     (tmp_path / "pyproject.toml").write_text(
@@ -61,7 +63,7 @@ def test_repair_honours_each_models_timeout(tmp_path: Path) -> None:
         '[[tool.bisector.models]]\nspec = "spawners.py:HangAndTell"\ninputs = ["x=B,8"]\ndims = ["B=2"]\ntimeout = 3\n'
     )
     started = time.monotonic()
-    summary = repair(load_models(str(tmp_path / "pyproject.toml")), out=tmp_path / "out", jobs=2)
+    summary = repair(load_models(str(tmp_path / "pyproject.toml")), RepairSettings(out=tmp_path / "out", jobs=2))
     (result,) = summary.results
     assert result.status == "error" and "did not finish within 3 s" in result.error, result
     assert time.monotonic() - started < 90

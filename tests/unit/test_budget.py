@@ -18,7 +18,7 @@ from bisector.model.kinds import Kind
 from bisector.model.spec import InputPlan
 from bisector.patching.from_report import choose, not_chosen
 from bisector.pipeline.run import Status, find_status, measured_status
-from bisector.repairs.batch import ModelResult
+from bisector.repairs.results import ModelResult
 from tests.conftest import FIXTURES, run_cli
 
 MB = 1e6

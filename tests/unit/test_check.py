@@ -52,7 +52,7 @@ def test_bad_manifest_keys_are_one_line_user_errors(tmp_path: Path) -> None:
     import pytest
 
     from bisector.common.errors import UserError
-    from bisector.repairs.batch import load_models
+    from bisector.repairs.manifest import load_models
 
     manifest = tmp_path / "models.toml"
     # The manifest schema (config.py) words them, naming the entry and the key.
@@ -71,7 +71,7 @@ def test_a_manifest_model_outside_its_project_is_refused_before_any_probe(tmp_pa
     import pytest
 
     from bisector.common.errors import UserError
-    from bisector.repairs.batch import load_models
+    from bisector.repairs.manifest import load_models
 
     (tmp_path / "p").mkdir()
     (tmp_path / "p" / "pyproject.toml").write_text("[project]\nname = 'p'\n")

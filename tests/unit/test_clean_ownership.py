@@ -16,7 +16,8 @@ from hypothesis import strategies as st
 
 from bisector.common.errors import UserError
 from bisector.common.marks import CACHE, MARK, REPAIR_OUT, RUN_DIR, RUN_DIR_GITIGNORE, mark, owned
-from bisector.repairs.batch import claim_output, write_patches
+from bisector.repairs.compose import write_patches
+from bisector.repairs.run import claim_output
 from bisector.store.clean import CAPTURE, FOREIGN, RUN, clean, entries, evict_captures, remove
 
 RUN_NAME = "net-Net-" + "0123456789abcdef"  # as lab.run_key names a run

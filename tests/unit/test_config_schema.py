@@ -11,7 +11,7 @@ import pytest
 from bisector import api
 from bisector.common.errors import UserError
 from bisector.options.config import load_config
-from bisector.repairs.batch import load_models
+from bisector.repairs.manifest import load_models
 
 
 def _project(tmp_path: Path, toml: str) -> Path:

@@ -21,7 +21,7 @@ from bisector.model.curve import MemoryCurve, Sample
 from bisector.pipeline.failures import stage_errors, unexported
 from bisector.pipeline.run import Status, _status, with_stage_errors, without_errors
 from bisector.probe.types import ProbeCrashed, ProbeFailed, ProbeOptions
-from bisector.repairs.batch import ModelResult, RepairSummary
+from bisector.repairs.results import ModelResult, RepairSummary
 
 MB = 1e6
 EXPORT_RAISED = ProbeFailed("export", "exporting the model failed: RuntimeError: cannot export\nmore lines")

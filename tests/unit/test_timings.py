@@ -5,7 +5,7 @@ from __future__ import annotations
 from concurrent.futures import ThreadPoolExecutor
 
 from bisector.lab.timings import PhaseTimes, Span, Stopwatch, summed
-from bisector.repairs.batch import ModelResult, RepairSummary
+from bisector.repairs.results import ModelResult, RepairSummary
 
 
 def test_spans_from_many_threads_all_land_and_sum_per_phase() -> None:

@@ -2,10 +2,11 @@
 
 Each task uses a probe server on the node where it lands (started by the first task of each Ray
 worker process and kept for the next), so probes never cross machines and the fork server stays
-as it is on a laptop; the task runs the same `repair_one` as the local
-executor, and returns the model's result and edits as JSON: the data a resumed run reads back
-from `<out>/<name>.json`. The driver writes `<out>/` from them exactly as the local executor
-does (batch.repair), so the summary and patches are the same whichever executor ran.
+as it is on a laptop; the task runs the job it is given (run.py gives it the same
+`one.repair_one` as the local executor's), and returns the model's result and edits as JSON: the
+data a resumed run reads back from `<out>/<name>.json`. The driver writes `<out>/` from them
+exactly as with the local executor (run.repair), so the summary and patches are the same
+whichever executor ran.
 
 Ray is an optional extra (`pip install 'bisector[ray]'`) and is imported only here, inside
 functions: `bisector --help` never pays for it.
@@ -29,14 +30,16 @@ from bisector.common.errors import UserError
 from bisector.model.spec import library_imports, parse_model_spec
 from bisector.patching.from_report import ModelWork
 from bisector.probe.pool import ProbePool, sweep_stale_workdirs, write_owner
+from bisector.repairs.manifest import ModelEntry
+from bisector.repairs.results import ModelResult
 
-# batch imports this module (run_ray) and this one batch's per-model job: a module import, read at
-# call time, keeps the cycle harmless.
-from bisector.repairs import batch
+# One model's repair: job(entry, pool=, probes=, run_dir=, jobs=) -> (ModelResult, ModelWork | None),
+# pickled into each task (a functools.partial of a module-level function travels by name).
+Job = Callable[..., tuple[ModelResult, Any]]
 
 # A task whose worker dies (node lost, worker killed, OOM killer) is run once more, then
 # reported as an error for that model. Exceptions raised by our own code are not retried:
-# they would fail the same way again, and repair_one already turns user errors into results.
+# they would fail the same way again, and the job (repair_one) already turns user errors into results.
 TASK_RETRIES = 1
 
 INSTALL_HINT = "--executor ray needs Ray: pip install 'bisector[ray]' (or pip install ray)"
@@ -82,15 +85,13 @@ def _worker_pool(fresh: bool, preload: tuple[str, ...]) -> Any:
     return _POOL[key]
 
 
-def _repair_task(
-    entry: Any, allow_output_changes: bool, jobs: int, fresh: bool, report_dir: str | None = None
-) -> dict[str, Any]:
+def _repair_task(entry: ModelEntry, job: Job, jobs: int, fresh: bool) -> dict[str, Any]:
     """The body of one model's Ray task, on the node where it landed: a local probe server, the
-    local executor's repair of one model, and the result as JSON-safe data for the driver."""
+    job (the repair of one model), and the result as JSON-safe data for the driver."""
 
     try:
         preload = tuple(library_imports(parse_model_spec(entry.spec)))
-    except Exception:  # noqa: BLE001 - a bad spec is reported by repair_one, as locally
+    except Exception:  # noqa: BLE001 - a bad spec is reported by the job, as locally
         preload = ()
 
     pool = _worker_pool(fresh, preload)
@@ -101,16 +102,7 @@ def _repair_task(
         with ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="bisector-probe") as probes:
             # --report folders are written where the task runs: the driver's own disk with a local
             # Ray or a shared file system, the node's otherwise.
-            result, work = batch.repair_one(
-                entry,
-                run_dir,
-                pool,
-                probes,
-                run_dir,
-                allow_output_changes,
-                jobs,
-                Path(report_dir) if report_dir else None,
-            )
+            result, work = job(entry, pool=pool, probes=probes, run_dir=run_dir, jobs=jobs)
     finally:
         shutil.rmtree(run_dir, ignore_errors=True)
         for done in (pool.workdir / "probes").iterdir():  # this model's finished probes
@@ -172,15 +164,14 @@ def _died(exc: BaseException) -> str:
 
 
 def run_ray(
-    todo: list[Any],
+    todo: list[ModelEntry],
+    job: Job,
     *,
-    allow_output_changes: bool,
     jobs: int | None,
     fresh: bool,
     address: str | None,
     on_start: Callable[[Callable[[], int]], None] | None = None,
-    report_dir: str | Path | None = None,
-) -> Iterable[tuple[Any, Any, Any]]:
+) -> Iterable[tuple[ModelEntry, ModelResult, ModelWork | None]]:
     """Submit one task per model (`num_cpus` = --jobs, default 1: the probes it runs at once) and
     yield (entry, result, work) as each task finishes, in the order they finish."""
     require_ray()
@@ -192,8 +183,7 @@ def run_ray(
         remote = ray.remote(_repair_task).options(
             num_cpus=cpus, max_retries=TASK_RETRIES, retry_exceptions=False, name="bisector-repair"
         )
-        reports = str(report_dir) if report_dir else None
-        pending = {remote.remote(entry, allow_output_changes, cpus, fresh, reports): entry for entry in todo}
+        pending = {remote.remote(entry, job, cpus, fresh): entry for entry in todo}
         if on_start is not None:
             # Ray does not tell a driver which of its tasks have started; the cluster's CPUs
             # over each task's share is how many can be running, the rest wait in Ray's queue.
@@ -212,18 +202,10 @@ def run_ray(
             try:
                 data = ray.get(ref)
             except Exception as exc:  # noqa: BLE001 - a lost task is this model's error, never the run's
-                yield (
-                    entry,
-                    batch.ModelResult(entry.name, entry.label or entry.spec, batch.ERROR, error=_died(exc)),
-                    None,
-                )
+                yield entry, ModelResult.failed(entry, _died(exc)), None
                 continue
-            r = data["result"]
-            result = batch.ModelResult(
-                **{**r, "culprits": tuple(r["culprits"]), "kept": tuple(r["kept"]), "patches": tuple(r["patches"])}
-            )
             work = ModelWork.from_json(data["work"]) if data.get("work") else None
-            yield entry, result, work
+            yield entry, ModelResult.from_json(data["result"]), work
     finally:
         if started_here:
             ray.shutdown()
