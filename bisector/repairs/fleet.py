@@ -28,7 +28,8 @@ from typing import Any
 from bisector.common.errors import UserError
 from bisector.model.spec import library_imports, parse_model_spec
 from bisector.patching.from_report import ModelWork
-from bisector.probe.pool import ProbePool, sweep_stale_workdirs, write_owner
+from bisector.probe.pool import ProbePool
+from bisector.probe.workdirs import sweep_stale_workdirs, write_owner
 
 # batch imports this module (run_ray) and this one batch's per-model job: a module import, read at
 # call time, keeps the cycle harmless.
