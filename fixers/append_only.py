@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import libcst as cst
 from bisector.fixers import _cst
-from bisector.fixers._containers import KEEP_LAST, readers_of, still_seen, trim_after_grow
+from bisector.fixers._appended import readers_of, still_seen, trim_after_grow
+from bisector.fixers._bounds import KEEP_LAST
 from bisector.fixers.base import LEAK, PYTHON_LEAKS, Candidate, Example, FixTarget, SourceEdit
 
 
@@ -34,77 +35,70 @@ class AppendOnly:
     def _append_only(self, path: str, source: str, module: cst.Module, cls: cst.ClassDef) -> list[Candidate]:
         fn = _cst.method(cls, "forward")
         assert fn is not None
-        local = _cst.local_names(fn)
-        owners: list[str] = []
-        for stmt in _cst.simple_statements(fn):
-            call = _cst.call_of(stmt)
-            if call and call[1] in _cst.GROW_METHODS:
-                owner = call[0]
-                root = owner.split(".")[0]
-                if root in local and root != "self":
-                    continue  # a local list: freed when forward returns
-                if _cst.reads_of(fn, owner) == 0 and owner not in owners:
-                    owners.append(owner)
         out = []
         name = cls.name.value
-        for owner in owners:
+        for owner in _unread_grown(fn):
             readers = readers_of(module, owner, cls, exclude=(f"{name}.forward",))
+            out += self._bounded(path, source, name, owner, readers)
+            out += self._stopped(path, source, name, owner, readers)
+        return out
 
-            def pred(stmt: cst.BaseSmallStatement, where: str, owner: str = owner, name: str = name) -> bool:
-                call = _cst.call_of(stmt)
-                return (
-                    where == f"{name}.forward"
-                    and call is not None
-                    and call[0] == owner
-                    and call[1] in _cst.GROW_METHODS
+    def _bounded(self, path: str, source: str, name: str, owner: str, readers: list[str]) -> list[Candidate]:
+        """Bounding first: the data stays, only the oldest goes. A trim after each append survives
+        the code's own resets (`self.stats = []` in pop_stats) and keeps the type; a deque
+        bounds an attribute at its every binding."""
+        out = []
+        trimmed = trim_after_grow(source, owner, lambda where, n=name: where == f"{n}.forward")
+        if trimmed is not None:
+            seen = still_seen(readers)
+            out.append(
+                Candidate(
+                    self.name,
+                    f"{name}.forward: keep only the last {KEEP_LAST} in {owner} "
+                    f"(the oldest dropped after each append{seen})",
+                    edits=(SourceEdit(path, source, trimmed, f"trim {owner} to the last {KEEP_LAST}"),),
+                    size=1,
                 )
-
-            # Bounding first: the data stays, only the oldest goes. A trim after each append
-            # survives the code's own resets (`self.stats = []` in pop_stats) and keeps the type.
-            trimmed = trim_after_grow(source, owner, lambda where, n=name: where == f"{n}.forward")
-            if trimmed is not None:
-                seen = still_seen(readers)
+            )
+        if owner.startswith("self."):
+            bounded = _bound_init(source, name, owner[5:])
+            if bounded is not None:
                 out.append(
                     Candidate(
                         self.name,
-                        f"{name}.forward: keep only the last {KEEP_LAST} in {owner} "
-                        f"(the oldest dropped after each append{seen})",
-                        edits=(SourceEdit(path, source, trimmed, f"trim {owner} to the last {KEEP_LAST}"),),
-                        size=1,
-                    )
-                )
-            if owner.startswith("self."):
-                bounded = _bound_init(source, name, owner[5:])
-                if bounded is not None:
-                    out.append(
-                        Candidate(
-                            self.name,
-                            f"{name}: keep only the last {KEEP_LAST} in {owner} "
-                            f"(collections.deque(maxlen={KEEP_LAST}), resets too)",
-                            edits=(
-                                SourceEdit(path, source, bounded, f"{owner} = collections.deque(maxlen={KEEP_LAST})"),
-                            ),
-                            size=2,
-                        )
-                    )
-            after, removed = _cst.remove(source, pred)
-            if removed:
-                out.append(
-                    Candidate(
-                        self.name,
-                        f"{name}.forward: stop adding to {owner}, which keeps every call's result alive",
-                        edits=(SourceEdit(path, source, after, f"remove {removed[0]}"),),
-                        size=len(removed),
-                        # What the container keeps is the point of appending to it, read here or not
-                        # (a public attribute, a module global: code elsewhere may read it).
-                        removes_behaviour=(
-                            f"{owner} is read by {', '.join(readers)}, which would see nothing"
-                            if readers
-                            else f"{owner} would stay empty"
-                        ),
+                        f"{name}: keep only the last {KEEP_LAST} in {owner} "
+                        f"(collections.deque(maxlen={KEEP_LAST}), resets too)",
+                        edits=(SourceEdit(path, source, bounded, f"{owner} = collections.deque(maxlen={KEEP_LAST})"),),
+                        size=2,
                     )
                 )
         return out
+
+    def _stopped(self, path: str, source: str, name: str, owner: str, readers: list[str]) -> list[Candidate]:
+        """The appends removed: nothing is kept, and whoever reads the container sees nothing."""
+
+        def pred(stmt: cst.BaseSmallStatement, where: str) -> bool:
+            call = _cst.call_of(stmt)
+            return where == f"{name}.forward" and call is not None and call[0] == owner and call[1] in _cst.GROW_METHODS
+
+        after, removed = _cst.remove(source, pred)
+        if not removed:
+            return []
+        return [
+            Candidate(
+                self.name,
+                f"{name}.forward: stop adding to {owner}, which keeps every call's result alive",
+                edits=(SourceEdit(path, source, after, f"remove {removed[0]}"),),
+                size=len(removed),
+                # What the container keeps is the point of appending to it, read here or not
+                # (a public attribute, a module global: code elsewhere may read it).
+                removes_behaviour=(
+                    f"{owner} is read by {', '.join(readers)}, which would see nothing"
+                    if readers
+                    else f"{owner} would stay empty"
+                ),
+            )
+        ]
 
     examples = (
         Example(
@@ -279,3 +273,19 @@ def _bound_init(source: str, cls_name: str, attr: str) -> str | None:
 
 
 FIXER = AppendOnly()
+
+
+def _unread_grown(fn: cst.FunctionDef) -> list[str]:
+    """The containers forward grows and never reads (a local list is freed when forward returns)."""
+    local = _cst.local_names(fn)
+    owners: list[str] = []
+    for stmt in _cst.simple_statements(fn):
+        call = _cst.call_of(stmt)
+        if call and call[1] in _cst.GROW_METHODS:
+            owner = call[0]
+            root = owner.split(".")[0]
+            if root in local and root != "self":
+                continue  # a local list: freed when forward returns
+            if _cst.reads_of(fn, owner) == 0 and owner not in owners:
+                owners.append(owner)
+    return owners

@@ -13,22 +13,10 @@ from __future__ import annotations
 
 import libcst as cst
 from bisector.fixers import _cst
-from bisector.fixers._containers import (
-    KEEP_LAST,
-    KEEP_NAME,
-    KEEP_WHY,
-    Container,
-    Use,
-    closures,
-    pick,
-    readers_of,
-    rebind,
-    retained,
-    still_seen,
-    trim_grows,
-    trim_item_grows,
-    with_bound,
-)
+from bisector.fixers._appended import readers_of, still_seen
+from bisector.fixers._bounds import KEEP_LAST, KEEP_NAME, KEEP_WHY, rebind, trim_grows, trim_item_grows, with_bound
+from bisector.fixers._closures import closures
+from bisector.fixers._containers import Container, Use, pick, retained
 from bisector.fixers.base import LEAK, PYTHON_LEAKS, Candidate, Example, FixTarget, SourceEdit
 
 

@@ -19,7 +19,8 @@ from dataclasses import dataclass
 
 import libcst as cst
 from bisector.fixers import _cst
-from bisector.fixers._containers import KEEP_LAST, KEEP_NAME, KEEP_WHY, retained, with_bound
+from bisector.fixers._bounds import KEEP_LAST, KEEP_NAME, KEEP_WHY, with_bound
+from bisector.fixers._containers import retained
 from bisector.fixers.base import LEAK, PYTHON_LEAKS, Candidate, Example, FixTarget, SourceEdit
 from libcst.metadata import PositionProvider
 

@@ -9,18 +9,17 @@ from __future__ import annotations
 
 import libcst as cst
 from bisector.fixers import _cst
-from bisector.fixers._containers import (
+from bisector.fixers._bounds import (
     KEEP_LAST,
     KEEP_NAME,
     KEEP_WHY,
     MEMO_MAX,
     MEMO_NAME,
-    Container,
     constant_line,
-    pick,
     rebind,
     with_block,
 )
+from bisector.fixers._containers import Container, pick
 from bisector.fixers.base import LEAK, PYTHON_LEAKS, SHAPE_GROWTH, Candidate, Example, FixTarget, SourceEdit
 
 HELPER = "_BisectorLRU"

@@ -9,9 +9,12 @@ Hooks are looked for in every file of the user's source: the culprit is the hook
 
 from __future__ import annotations
 
+from typing import Any
+
 import libcst as cst
 from bisector.fixers import _cst
-from bisector.fixers._containers import KEEP_LAST, bound_module_list, readers_of, still_seen, trim_after_grow
+from bisector.fixers._appended import bound_module_list, readers_of, still_seen, trim_after_grow
+from bisector.fixers._bounds import KEEP_LAST
 from bisector.fixers.base import LEAK, PYTHON_LEAKS, Candidate, Example, FixTarget, SourceEdit
 
 HOOK_METHODS = ("register_forward_hook", "register_forward_pre_hook", "register_full_backward_hook")
@@ -56,34 +59,7 @@ class CollectingHooks:
         readers: list[str] = []
         grown: list[str] = []
         for hook in hooks:
-            fn_name = "" if isinstance(hook, cst.Lambda) else _cst.dotted(hook).split(".")[-1]
-            body = hook.body if isinstance(hook, cst.Lambda) else _function(module, fn_name)
-            for owner in _grown(body) if body is not None else []:
-                grown.append(owner)
-                if "." in owner and not (owner.startswith("self.") and fn_name):
-                    continue  # an attribute of the hook's module argument: nothing module-level to bound
-                if "." in owner:
-                    # A bound method's list (`self.activations` filled by `self.save_activation`, as
-                    # Grad-CAM's recorders do): trimmed inside that method, whatever class holds it.
-                    bounded = trim_after_grow(source, owner, lambda where, f=fn_name: where.split(".")[-1] == f)
-                else:
-                    readers += [r for r in readers_of(module, owner, None, exclude=(fn_name,)) if r not in readers]
-                    bounded = (
-                        trim_after_grow(source, owner, lambda where, f=fn_name: where == f)
-                        if fn_name
-                        else bound_module_list(source, owner)
-                    )
-                if bounded is not None:
-                    seen = still_seen(readers)
-                    out.append(
-                        Candidate(
-                            self.name,
-                            f"keep only the last {KEEP_LAST} in {owner}, which the hook {fn_name or 'lambda'} "
-                            f"fills{seen}",
-                            edits=(SourceEdit(path, source, bounded, f"bound {owner} to the last {KEEP_LAST}"),),
-                            size=1,
-                        )
-                    )
+            out += self._bounded(path, source, module, hook, readers, grown)
         out.append(
             Candidate(
                 self.name,
@@ -99,6 +75,41 @@ class CollectingHooks:
                 ),
             )
         )
+        return out
+
+    def _bounded(
+        self, path: str, source: str, module: cst.Module, hook: Any, readers: list[str], grown: list[str]
+    ) -> list[Candidate]:
+        """Keep only the last few in each list the hook grows. readers and grown gather, over the
+        hooks, who reads what they fill and what they grow (the unregistering candidate says so)."""
+        out = []
+        fn_name = "" if isinstance(hook, cst.Lambda) else _cst.dotted(hook).split(".")[-1]
+        body = hook.body if isinstance(hook, cst.Lambda) else _function(module, fn_name)
+        for owner in _grown(body) if body is not None else []:
+            grown.append(owner)
+            if "." in owner and not (owner.startswith("self.") and fn_name):
+                continue  # an attribute of the hook's module argument: nothing module-level to bound
+            if "." in owner:
+                # A bound method's list (`self.activations` filled by `self.save_activation`, as
+                # Grad-CAM's recorders do): trimmed inside that method, whatever class holds it.
+                bounded = trim_after_grow(source, owner, lambda where, f=fn_name: where.split(".")[-1] == f)
+            else:
+                readers += [r for r in readers_of(module, owner, None, exclude=(fn_name,)) if r not in readers]
+                bounded = (
+                    trim_after_grow(source, owner, lambda where, f=fn_name: where == f)
+                    if fn_name
+                    else bound_module_list(source, owner)
+                )
+            if bounded is not None:
+                seen = still_seen(readers)
+                out.append(
+                    Candidate(
+                        self.name,
+                        f"keep only the last {KEEP_LAST} in {owner}, which the hook {fn_name or 'lambda'} fills{seen}",
+                        edits=(SourceEdit(path, source, bounded, f"bound {owner} to the last {KEEP_LAST}"),),
+                        size=1,
+                    )
+                )
         return out
 
     examples = (

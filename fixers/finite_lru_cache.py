@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import libcst as cst
 from bisector.fixers import _cst
-from bisector.fixers._containers import MEMO_MAX, MEMO_NAME, reachable, retained, with_bound
+from bisector.fixers._bounds import MEMO_MAX, MEMO_NAME, with_bound
+from bisector.fixers._containers import reachable, retained
 from bisector.fixers.base import LEAK, PYTHON_LEAKS, SHAPE_GROWTH, Candidate, Example, FixTarget, SourceEdit
 from libcst.metadata import PositionProvider
 

@@ -28,8 +28,16 @@ class OrtOptions:
 
     def propose(self, target: FixTarget) -> list[Candidate]:
         cuda = target.device == "cuda"
-        device = "gpu:0" if cuda else "cpu:0"
-        out = [
+        out = self._memory_options("gpu:0" if cuda else "cpu:0")
+        if target.kind == SHAPE_GROWTH and target.dims and not target.fixed_inputs:
+            out.append(self._warm_up(cuda))
+        if cuda:
+            out += self._cuda_options(target)
+        return out
+
+    def _memory_options(self, device: str) -> list[Candidate]:
+        """The options tried on every device: arena shrinkage, arena off, pattern off, exact growth, one thread."""
+        return [
             Candidate(
                 self.name,
                 f"run option memory.enable_memory_arena_shrinkage={device}: the arena returns what a run did not keep",
@@ -57,50 +65,52 @@ class OrtOptions:
                 probe={"session_options": {"intra_op_num_threads": 1}},
             ),
         ]
-        if target.kind == SHAPE_GROWTH and target.dims and not target.fixed_inputs:
-            # On the CPU, with the default power-of-two growth, the warmed-up arena keeps reserved
-            # pages that no run has touched yet; later shapes fault them in, so RSS still climbed per
-            # new shape (catalog heatmap, H/W 16:96: 34 MB without the warm-up, 5.8 MB with it, 0
-            # with it and exact growth). Exact growth alone is worse (100 MB): freed regions of one
-            # shape do not fit the next. Together the arena is as large as the largest run, all of it
-            # touched. (A CUDA arena's memory counts when it is reserved: the warm-up alone.)
-            exact = {} if cuda else {"session_options": {"arena_extend_strategy": "kSameAsRequested"}}
+
+    def _warm_up(self, cuda: bool) -> Candidate:
+        """One run at the largest input of every range before serving (and exact growth on the CPU)."""
+        # On the CPU, with the default power-of-two growth, the warmed-up arena keeps reserved
+        # pages that no run has touched yet; later shapes fault them in, so RSS still climbed per
+        # new shape (catalog heatmap, H/W 16:96: 34 MB without the warm-up, 5.8 MB with it, 0
+        # with it and exact growth). Exact growth alone is worse (100 MB): freed regions of one
+        # shape do not fit the next. Together the arena is as large as the largest run, all of it
+        # touched. (A CUDA arena's memory counts when it is reserved: the warm-up alone.)
+        exact = {} if cuda else {"session_options": {"arena_extend_strategy": "kSameAsRequested"}}
+        return Candidate(
+            self.name,
+            "warm the session up once at the largest input of every range"
+            + ("" if cuda else ", with the arena grown by exactly what is asked (kSameAsRequested)")
+            + ": it takes its full size at start, not one step per new largest input",
+            probe={"warmup": "largest", **exact},
+            size=2 + len(exact),
+        )
+
+    def _cuda_options(self, target: FixTarget) -> list[Candidate]:
+        """cuDNN's heuristic search, exact arena growth, and a cap a little above the measured peak."""
+        out = [
+            Candidate(
+                self.name,
+                "cudnn_conv_algo_search=HEURISTIC: no exhaustive cuDNN search (and workspace) per new shape",
+                probe={"provider_options": {"cudnn_conv_algo_search": "HEURISTIC"}},
+            ),
+            Candidate(
+                self.name,
+                "CUDA arena_extend_strategy=kSameAsRequested",
+                probe={"provider_options": {"arena_extend_strategy": "kSameAsRequested"}},
+            ),
+        ]
+        peak = target.figures.get("peak_gpu_bytes")
+        if peak:
+            # Cap the CUDA arena a little above the largest working set measured: growth past it
+            # is refused (reused instead) rather than kept. Too tight a cap makes runs fail,
+            # and a failing candidate is dropped, never kept.
+            limit = _round_up(int(peak * 1.25), 256 << 20)
             out.append(
                 Candidate(
                     self.name,
-                    "warm the session up once at the largest input of every range"
-                    + ("" if cuda else ", with the arena grown by exactly what is asked (kSameAsRequested)")
-                    + ": it takes its full size at start, not one step per new largest input",
-                    probe={"warmup": "largest", **exact},
-                    size=2 + len(exact),
+                    f"gpu_mem_limit={limit >> 20} MiB: the CUDA arena may not grow past 1.25x the measured peak",
+                    probe={"provider_options": {"gpu_mem_limit": limit}},
                 )
             )
-        if cuda:
-            out += [
-                Candidate(
-                    self.name,
-                    "cudnn_conv_algo_search=HEURISTIC: no exhaustive cuDNN search (and workspace) per new shape",
-                    probe={"provider_options": {"cudnn_conv_algo_search": "HEURISTIC"}},
-                ),
-                Candidate(
-                    self.name,
-                    "CUDA arena_extend_strategy=kSameAsRequested",
-                    probe={"provider_options": {"arena_extend_strategy": "kSameAsRequested"}},
-                ),
-            ]
-            peak = target.figures.get("peak_gpu_bytes")
-            if peak:
-                # Cap the CUDA arena a little above the largest working set measured: growth past it
-                # is refused (reused instead) rather than kept. Too tight a cap makes runs fail,
-                # and a failing candidate is dropped, never kept.
-                limit = _round_up(int(peak * 1.25), 256 << 20)
-                out.append(
-                    Candidate(
-                        self.name,
-                        f"gpu_mem_limit={limit >> 20} MiB: the CUDA arena may not grow past 1.25x the measured peak",
-                        probe={"provider_options": {"gpu_mem_limit": limit}},
-                    )
-                )
         return out
 
     examples = (

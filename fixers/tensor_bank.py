@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import libcst as cst
 from bisector.fixers import _cst
-from bisector.fixers._containers import reachable, retained, with_bound
+from bisector.fixers._bounds import with_bound
+from bisector.fixers._containers import reachable, retained
 from bisector.fixers.base import LEAK, PYTHON_LEAKS, Candidate, Example, FixTarget, SourceEdit
 from libcst.metadata import PositionProvider
 

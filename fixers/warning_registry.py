@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import libcst as cst
 from bisector.fixers import _cst
-from bisector.fixers._containers import KEEP_LAST, constant_line
+from bisector.fixers._bounds import KEEP_LAST, constant_line
 from bisector.fixers.base import PYTHON_LEAKS, SHAPE_GROWTH, Candidate, Example, FixTarget, SourceEdit
 from libcst.metadata import PositionProvider
 

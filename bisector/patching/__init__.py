@@ -9,6 +9,8 @@ One concept a module:
 - ``cst_edits``: the libcst building blocks the script transformers share;
 - ``export_script``: the ``torch.onnx.export`` call's keyword arguments and an onnxsim step
   (``--export-script``), and reading them back;
+- ``flow``: which model a call in a script serves, from the code's data flow (a path expression's
+  parts: ``path_parts``; the settings a table holds for a model: ``table_values``);
 - ``sites`` and ``serving``: the session that loads a model's ``.onnx`` in a serving script, and
   that model's ONNX Runtime settings in a per-model table there, written and read back;
 - ``infer_script``: the inference script (``--infer-script``): the serving table, and input

@@ -87,8 +87,24 @@ def new_export_file(root: str, model: Any, plan: Any, settings: Settings, name: 
     """export_onnx.py: the model exported and served with the kept settings."""
 
     rel_model = os.path.relpath(model.path, root)
-    module_name = Path(model.path).stem
     exporter = choose_exporter(settings.exporter)
+    kwargs = _export_kwargs(plan, settings, exporter)
+    lines = _head(model, rel_model, settings)
+    lines += _export_function(model, plan, settings, kwargs)
+    lines += _session_function(settings)
+    lines += _run_functions(settings)
+    helpers = _helpers(settings, plan)
+    if helpers:
+        lines += ["", "", helpers.rstrip("\n")]
+    lines += ["", "", 'if __name__ == "__main__":', "    make_session(export())", ""]
+    text = "\n".join(lines)
+    target = Path(root) / name
+    before = read_text(str(target), "the existing") if target.exists() else None
+    return Patch.of_file(str(target), before, text, "a new file with the recommended export and runtime settings", root)
+
+
+def _export_kwargs(plan: Any, settings: Settings, exporter: str) -> list[str]:
+    """torch.onnx.export's keyword arguments, as code: the exporter, the varying axes, the kept ones."""
     kwargs = [f"dynamo={exporter == 'dynamo'}"]
     dyn = dynamic_spec_code(plan, settings.bounded_dims or {}, exporter)
     if dyn:
@@ -96,7 +112,13 @@ def new_export_file(root: str, model: Any, plan: Any, settings: Settings, name: 
         if exporter != "dynamo":
             kwargs.append(f"input_names={[i.name for i in plan.inputs]!r}")
     kwargs += [f"{k}={v!r}" for k, v in sorted((settings.export_kwargs or {}).items())]
-    examples = _examples(plan)
+    return kwargs
+
+
+def _head(model: Any, rel_model: str, settings: Settings) -> list[str]:
+    """The docstring, the imports the settings need, the model's import, and the helpers the
+    export needs (symbolic registrations, the export-in-a-child helper)."""
+    module_name = Path(model.path).stem
     lines = [
         f'"""Export {model.label} to ONNX and serve it with the settings bisector measured to keep memory flat.',
         "",
@@ -124,7 +146,13 @@ def new_export_file(root: str, model: Any, plan: Any, settings: Settings, name: 
         lines += [registration_code(settings.symbolics).rstrip("\n"), "", ""]
     if settings.export_in_child:
         lines += [child_helper_code(settings.export_in_child).rstrip("\n"), "", ""]
-    lines += [
+    return lines
+
+
+def _export_function(model: Any, plan: Any, settings: Settings, kwargs: list[str]) -> list[str]:
+    """export(): the model built, exported at example inputs, simplified by onnxsim if kept."""
+    examples = _examples(plan)
+    lines = [
         'def export(path: str = "model.onnx") -> str:',
         f"    model = {model.name}({', '.join(f'{k}={v!r}' for k, v in model.init_kwargs.items())}).eval()",
         f"    example = ({', '.join(examples)}{',' if len(examples) == 1 else ''})",
@@ -137,7 +165,13 @@ def new_export_file(root: str, model: Any, plan: Any, settings: Settings, name: 
             f"    if {MARK}_ok:",
             f"        onnx.save({MARK}_model, path)",
         ]
-    lines += ["    return path", "", "", 'def make_session(path: str = "model.onnx"):']
+    lines += ["    return path"]
+    return lines
+
+
+def _session_function(settings: Settings) -> list[str]:
+    """make_session(): the session with the kept options and providers, warmed up if kept."""
+    lines = ["", "", 'def make_session(path: str = "model.onnx"):']
     lines.append("    options = onnxruntime.SessionOptions()")
     lines += ["    " + ln for ln in _session_option_lines("options", settings)]
     providers = _providers_code(settings) if settings.provider_options else '["CPUExecutionProvider"]'
@@ -145,6 +179,12 @@ def new_export_file(root: str, model: Any, plan: Any, settings: Settings, name: 
     if settings.warmup_largest:
         lines.append(f"    {MARK}_warm_up(session)")
     lines.append("    return session")
+    return lines
+
+
+def _run_functions(settings: Settings) -> list[str]:
+    """run() (padding or the bounds guard) and run_options(), when the settings need them."""
+    lines: list[str] = []
     if settings.round_multiple or settings.bounded_dims:
         ropt = ", run_options=run_options()" if settings.run_options else ""
         lines += ["", "", "def run(session, feed, names=None):"]
@@ -162,11 +202,4 @@ def new_export_file(root: str, model: Any, plan: Any, settings: Settings, name: 
     if settings.run_options:
         lines += ["", "", "def run_options():"] + ["    " + line for line in _run_options_lines(settings)]
         lines.append(f"    return {MARK}_run_options")
-    helpers = _helpers(settings, plan)
-    if helpers:
-        lines += ["", "", helpers.rstrip("\n")]
-    lines += ["", "", 'if __name__ == "__main__":', "    make_session(export())", ""]
-    text = "\n".join(lines)
-    target = Path(root) / name
-    before = read_text(str(target), "the existing") if target.exists() else None
-    return Patch.of_file(str(target), before, text, "a new file with the recommended export and runtime settings", root)
+    return lines

@@ -58,6 +58,38 @@ def _control_module() -> Any:
 def run_request(req: ProbeRequest, workdir: Path) -> ProbeResult:
     started = time.perf_counter()
     _quiet()
+    torch = _settle(req)
+    if req.kind == ProbeKind.NOOP:  # measures the cost of starting a probe, nothing else
+        return ProbeOk(curve=MemoryCurve(samples=()), wall_s=time.perf_counter() - started)
+
+    meta: dict[str, Any] = {
+        "torch": torch.__version__,
+        "device": req.options.device,
+        "threads": torch.get_num_threads(),
+    }
+    try:
+        device = _device(req, meta)
+        namespace, model = _load(req, device)
+        factory = InputFactory(req.plan, namespace, device, req.schedule.seed)
+        if req.kind == ProbeKind.EQUIVALENCE:
+            from bisector.probe.equivalence import run_equivalence
+
+            data = run_equivalence(req, model, namespace, device, workdir)
+            return ProbeOk(curve=MemoryCurve(samples=()), wall_s=time.perf_counter() - started, data=data)
+        if req.kind == ProbeKind.CAPTURE:
+            from bisector.probe.regions import run_capture
+
+            data = run_capture(model, req, factory, Path(req.capture or (workdir / "capture")))
+            return ProbeOk(curve=MemoryCurve(samples=()), wall_s=time.perf_counter() - started, data=data)
+        curve = _run_stage(req, model, _targets(req, model, factory), device, meta, workdir)
+    except WorkloadError as exc:
+        return ProbeFailed(where=exc.where, message=exc.message, traceback=exc.tb, wall_s=time.perf_counter() - started)
+    return ProbeOk(curve=curve, wall_s=time.perf_counter() - started)
+
+
+def _settle(req: ProbeRequest) -> Any:
+    """Freeze what exists before the user's code, seed every generator, set the threads and the
+    toolchain's environment; returns torch."""
     import gc
 
     import torch
@@ -67,11 +99,8 @@ def run_request(req: ProbeRequest, workdir: Path) -> ProbeResult:
     # (The probe server freezes before forking; this makes a fresh interpreter match it.)
     gc.collect()
     gc.freeze()
-
-    from bisector.probe.loop import Context
-    from bisector.probe.meters import Meters
-    from bisector.probe.stages import STAGE_RUNNERS
-    from bisector.probe.targets import Target
+    # The probe's own modules load before the user's code does (a forked probe's server has them).
+    from bisector.probe import loop, meters, stages, targets  # noqa: F401
 
     seed = req.schedule.seed
     random.seed(seed)
@@ -87,92 +116,99 @@ def run_request(req: ProbeRequest, workdir: Path) -> ProbeResult:
     # Read by the toolchain when its cache is first built (oneDNN's, at the first convolution):
     # set before the model runs, in this child only.
     os.environ.update(req.options.env)
-    if req.kind == ProbeKind.NOOP:  # measures the cost of starting a probe, nothing else
-        return ProbeOk(curve=MemoryCurve(samples=()), wall_s=time.perf_counter() - started)
+    return torch
 
-    meta: dict[str, Any] = {
-        "torch": torch.__version__,
-        "device": req.options.device,
-        "threads": torch.get_num_threads(),
-    }
+
+def _device(req: ProbeRequest, meta: dict[str, Any]) -> str:
+    """The device the probe runs on ("auto": CUDA where torch sees one), noted in meta."""
+    import torch
+
+    device = req.options.device
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+        meta["device"] = device
+    if device == "cuda" and not torch.cuda.is_available():
+        raise WorkloadError("load", "--device cuda was asked for but torch sees no CUDA device")
+    return device
+
+
+def _load(req: ProbeRequest, device: str) -> tuple[Any, Any]:
+    """The user's namespace (None for the control without a hook) and the model, in eval mode on
+    the device."""
+    namespace = load_namespace(req.model) if (not req.control or req.plan.use_hook) else None
+    model = _control_module() if req.control else build_model(req.model, namespace)
     try:
-        device = req.options.device
-        if device == "auto":
-            device = "cuda" if torch.cuda.is_available() else "cpu"
-            meta["device"] = device
-        if device == "cuda" and not torch.cuda.is_available():
-            raise WorkloadError("load", "--device cuda was asked for but torch sees no CUDA device")
-        namespace = load_namespace(req.model) if (not req.control or req.plan.use_hook) else None
-        model = _control_module() if req.control else build_model(req.model, namespace)
-        try:
-            model.eval()
-            if device != "cpu":
-                model.to(device)
-        except Exception as exc:  # noqa: BLE001
-            raise WorkloadError(
-                "load", f"moving the model to {device} failed: {one_line(exc)}", user_traceback(exc)
-            ) from None
-        factory = InputFactory(req.plan, namespace, device, seed)
-        if req.kind == ProbeKind.EQUIVALENCE:
-            from bisector.probe.equivalence import run_equivalence
+        model.eval()
+        if device != "cpu":
+            model.to(device)
+    except Exception as exc:  # noqa: BLE001
+        raise WorkloadError(
+            "load", f"moving the model to {device} failed: {one_line(exc)}", user_traceback(exc)
+        ) from None
+    return namespace, model
 
-            data = run_equivalence(req, model, namespace, device, workdir)
-            return ProbeOk(curve=MemoryCurve(samples=()), wall_s=time.perf_counter() - started, data=data)
-        if req.kind == ProbeKind.CAPTURE:
-            from bisector.probe.regions import run_capture
 
-            data = run_capture(model, req, factory, Path(req.capture or (workdir / "capture")))
-            return ProbeOk(curve=MemoryCurve(samples=()), wall_s=time.perf_counter() - started, data=data)
-        if req.regions != ("",) or req.capture:
-            from bisector.probe.regions import group_target, region_targets
+def _targets(req: ProbeRequest, model: Any, factory: InputFactory) -> list[Any]:
+    """What the stage runs: the regions asked for (one group in export and inference), else the
+    whole model."""
+    from bisector.probe.targets import Target
 
-            targets = region_targets(model, req, factory)
-            if len(targets) > 1 and req.stage in ("export", "inference"):
-                targets = [group_target(targets)]
-        else:
-            symbols = None
-            names = None
-            if not req.plan.use_hook:
-                names = [i.name for i in req.plan.inputs]
-                symbols = varying_axes(req.plan)
-            targets = [
-                Target(
-                    name="",
-                    module=model,
-                    calls=lambda i, step: [factory.make(i, step.dims)],
-                    input_names=names,
-                    symbols=symbols,
-                )
-            ]
-        # ONNX Runtime's memory is judged as users see it: freed memory glibc keeps (with the
-        # arena off, say) still counts. In torch stages the C heap is trimmed before reading,
-        # so the allocator's high-water mark is not taken for growth (see meters.py).
-        meters = Meters(device=device, tracemalloc=req.options.tracemalloc, trim=req.stage != "inference")
-        try:
-            from bisector.judge.owners import project_roots
+    if req.regions != ("",) or req.capture:
+        from bisector.probe.regions import group_target, region_targets
 
-            ctx = Context(
-                schedule=req.schedule,
-                targets=targets,
-                meters=meters,
-                options=req.options,
-                workdir=workdir,
-                device=device,
-                meta=meta,
-                owner_roots=project_roots(req.model.path),
-                model=None if req.control else model,
-                stage=req.stage or "",
-            )
-            if req.stage == "inference":
-                import onnxruntime
+        targets = region_targets(model, req, factory)
+        if len(targets) > 1 and req.stage in ("export", "inference"):
+            targets = [group_target(targets)]
+        return targets
+    symbols = None
+    names = None
+    if not req.plan.use_hook:
+        names = [i.name for i in req.plan.inputs]
+        symbols = varying_axes(req.plan)
+    return [
+        Target(
+            name="",
+            module=model,
+            calls=lambda i, step: [factory.make(i, step.dims)],
+            input_names=names,
+            symbols=symbols,
+        )
+    ]
 
-                meta["onnxruntime"] = onnxruntime.__version__
-            curve = STAGE_RUNNERS[req.stage](ctx)
-        finally:
-            meters.close()
-    except WorkloadError as exc:
-        return ProbeFailed(where=exc.where, message=exc.message, traceback=exc.tb, wall_s=time.perf_counter() - started)
-    return ProbeOk(curve=curve, wall_s=time.perf_counter() - started)
+
+def _run_stage(
+    req: ProbeRequest, model: Any, targets: list[Any], device: str, meta: dict[str, Any], workdir: Path
+) -> MemoryCurve:
+    """The stage's loop over the targets, measured."""
+    from bisector.judge.owners import project_roots
+    from bisector.probe.loop import Context
+    from bisector.probe.meters import Meters
+    from bisector.probe.stages import STAGE_RUNNERS
+
+    # ONNX Runtime's memory is judged as users see it: freed memory glibc keeps (with the
+    # arena off, say) still counts. In torch stages the C heap is trimmed before reading,
+    # so the allocator's high-water mark is not taken for growth (see meters.py).
+    meters = Meters(device=device, tracemalloc=req.options.tracemalloc, trim=req.stage != "inference")
+    try:
+        ctx = Context(
+            schedule=req.schedule,
+            targets=targets,
+            meters=meters,
+            options=req.options,
+            workdir=workdir,
+            device=device,
+            meta=meta,
+            owner_roots=project_roots(req.model.path),
+            model=None if req.control else model,
+            stage=req.stage or "",
+        )
+        if req.stage == "inference":
+            import onnxruntime
+
+            meta["onnxruntime"] = onnxruntime.__version__
+        return STAGE_RUNNERS[req.stage](ctx)
+    finally:
+        meters.close()
 
 
 def _write_atomic(path: Path, data: dict[str, Any]) -> None:

@@ -22,7 +22,8 @@ own status. Without a cgroup it cannot catch what was re-parented away before it
 survive its own SIGKILL (bisector never sends it one).
 
 ``BISECTOR_CONTAINMENT=cgroup|subreaper`` forces a mechanism (``auto``, the default, takes the
-cgroup where one can be made). ``mechanism()`` says which is in force.
+cgroup where one can be made). ``mechanism()`` says which is in force. The cgroup files are
+handled in cgroups.py, the supervisor's loop is supervisor.py's; its entry point stays here.
 
 The memory cap counts the whole box: the main process's RSS plus the private memory of every
 other process in it (``procs.footprint``), polled by the parent; ``memory.max`` backs it up in
@@ -33,7 +34,6 @@ from __future__ import annotations
 
 import itertools
 import os
-import signal
 import subprocess
 import sys
 import threading
@@ -42,13 +42,12 @@ import weakref
 from dataclasses import dataclass
 from pathlib import Path
 
+from bisector.probe import cgroups, supervisor
 from bisector.probe.procs import first_child, footprint, process_tree, stat
 
 ENV = "BISECTOR_CONTAINMENT"
 CGROUP = "cgroup"
 SUBREAPER = "subreaper"
-PIDS_MAX = 4096  # a fork bomb stops here where the pids controller is delegated
-_PREFIX = "bisector-"
 _LOCK = threading.Lock()
 _STATE: dict[str, object] = {}
 _BOXES: weakref.WeakSet[Box] = weakref.WeakSet()
@@ -58,63 +57,14 @@ _IDS = itertools.count(1)
 # -- which mechanism ----------------------------------------------------------------------------
 
 
-def _own_cgroup_dir() -> Path | None:
-    """Where this process's cgroup v2 is in the file system, or None (no cgroup v2 mounted)."""
-    try:
-        rel = next(
-            line.strip()[3:] for line in Path("/proc/self/cgroup").read_text().splitlines() if line.startswith("0::")
-        )
-        for line in Path("/proc/self/mountinfo").read_text().splitlines():
-            fields, _, rest = line.partition(" - ")
-            if rest.split()[:1] == ["cgroup2"]:
-                root, mount = fields.split()[3:5]
-                inner = os.path.relpath(rel, root) if rel.startswith(root) else None
-                if inner is not None and not inner.startswith(".."):
-                    return Path(mount) / ("" if inner == "." else inner)
-    except (OSError, StopIteration, ValueError, IndexError):
-        pass
-    return None
-
-
-def _owner_tag(pid: int) -> str:
-    st = stat(pid)
-    return f"{pid}-{st[3] if st else 0}"
-
-
-def _make_parent() -> Path | None:
-    """This process's own cgroup folder for its boxes, made once; None where none can be made."""
-    own = _own_cgroup_dir()
-    if own is None or not os.access(own / "cgroup.procs", os.W_OK):
-        return None
-    sweep_stale_cgroups(own)
-    parent = own / f"{_PREFIX}{_owner_tag(os.getpid())}"
-    try:
-        parent.mkdir(exist_ok=True)
-    except OSError:
-        return None
-    if not os.access(parent / "cgroup.procs", os.W_OK):
-        _rmdir(parent)
-        return None
-    # Hand the boxes the memory and pids controllers where bisector's cgroup has them (this
-    # folder is bisector's own and holds no process, so enabling them here touches nothing else).
-    try:
-        have = set((parent / "cgroup.controllers").read_text().split()) & {"memory", "pids"}
-        if have:
-            (parent / "cgroup.subtree_control").write_text(" ".join(f"+{c}" for c in sorted(have)))
-    except OSError:
-        pass
-    import atexit
-
-    atexit.register(_remove_parent, parent)
-    return parent
-
-
 def mechanism() -> str:
     """ "cgroup" or "subreaper": how this process contains its children (decided once)."""
     with _LOCK:
         if "kind" not in _STATE:
             wanted = os.environ.get(ENV, "auto").strip().lower()
-            parent = _make_parent() if wanted in ("auto", CGROUP, "") and sys.platform.startswith("linux") else None
+            parent = (
+                cgroups.make_parent() if wanted in ("auto", CGROUP, "") and sys.platform.startswith("linux") else None
+            )
             _STATE["parent"] = parent
             _STATE["kind"] = CGROUP if parent is not None else SUBREAPER
         return str(_STATE["kind"])
@@ -140,7 +90,7 @@ def _reset_for_tests() -> None:
         parent = _STATE.pop("parent", None)
         _STATE.pop("kind", None)
     if isinstance(parent, Path):
-        _remove_parent(parent)
+        cgroups.remove_parent(parent)
 
 
 # -- the box ------------------------------------------------------------------------------------
@@ -177,7 +127,7 @@ class Box:
             assert isinstance(parent, Path)
             self.path = parent / f"box-{os.getpid()}-{next(_IDS)}"
             self.path.mkdir()
-            _limit(self.path, mem_cap)
+            cgroups.limit(self.path, mem_cap)
         self.spec = BoxSpec(str(self.path) if self.path else None)
         _BOXES.add(self)
 
@@ -206,7 +156,7 @@ class Box:
         """Every live process in the box, as pid -> start time."""
         if self.path is not None:
             found = {}
-            for pid in _cgroup_pids(self.path):
+            for pid in cgroups.cgroup_pids(self.path):
                 st = stat(pid)
                 if st is not None and st[2] != "Z":
                     found[pid] = st[3]
@@ -243,19 +193,19 @@ class Box:
         """SIGKILL everything in the box now. No lock and no allocation-heavy work: called from
         signal handlers (pool.terminate_all)."""
         if self.path is not None:
-            kill_cgroup(self.path)
+            cgroups.kill_cgroup(self.path)
         elif self.root:
-            _stop_supervisor(self.root)
+            supervisor.stop_supervisor(self.root)
 
     def close(self, wait_s: float = 5.0) -> None:
         """Kill what is left and wait (up to wait_s) until the box is empty; remove its cgroup."""
         self.kill()
         if self.path is not None:
             deadline = time.monotonic() + wait_s
-            while _cgroup_pids(self.path) and time.monotonic() < deadline:
-                kill_cgroup(self.path)
+            while cgroups.cgroup_pids(self.path) and time.monotonic() < deadline:
+                cgroups.kill_cgroup(self.path)
                 time.sleep(0.01)
-            _rmdir(self.path)
+            cgroups.rmdir(self.path)
         _BOXES.discard(self)
 
 
@@ -276,9 +226,9 @@ def kill_all() -> None:
 def kill_spec(spec: BoxSpec, root: int) -> None:
     """Kill a box known only by its spec and its child's pid (the probe server, as it ends)."""
     if spec.cgroup:
-        kill_cgroup(Path(spec.cgroup))
+        cgroups.kill_cgroup(Path(spec.cgroup))
     else:
-        _stop_supervisor(root)
+        supervisor.stop_supervisor(root)
 
 
 def enter(spec: BoxSpec) -> None:
@@ -289,238 +239,12 @@ def enter(spec: BoxSpec) -> None:
         with open(os.path.join(spec.cgroup, "cgroup.procs"), "w") as fh:
             fh.write(str(os.getpid()))
         return
-    _become_subreaper()
+    supervisor.become_subreaper()
     child = os.fork()
     if child == 0:
-        _as_supervised_child()
+        supervisor.as_supervised_child()
         return
-    _supervise(child, None)
-
-
-# -- cgroup helpers -----------------------------------------------------------------------------
-
-
-def _limit(path: Path, mem_cap: int | None) -> None:
-    try:
-        have = set((path / "cgroup.controllers").read_text().split())
-    except OSError:
-        return
-    if "memory" in have and mem_cap:
-        _write(path / "memory.max", str(int(mem_cap)))
-        _write(path / "memory.swap.max", "0")  # swapping out would hide the growth being capped
-    if "pids" in have:
-        _write(path / "pids.max", str(PIDS_MAX))
-
-
-def _write(path: Path, text: str) -> bool:
-    try:
-        path.write_text(text)
-        return True
-    except OSError:
-        return False
-
-
-def _cgroup_pids(path: Path) -> list[int]:
-    pids: list[int] = []
-    try:
-        for sub in [path, *(p for p in path.rglob("*") if p.is_dir())]:
-            with open(sub / "cgroup.procs") as fh:
-                pids += [int(x) for x in fh.read().split()]
-    except (OSError, ValueError):
-        pass
-    return pids
-
-
-def kill_cgroup(path: Path) -> None:
-    """SIGKILL every process in the cgroup: cgroup.kill where the kernel has it (5.14+), else
-    freeze it (no process forks meanwhile), kill each, thaw."""
-    try:
-        fd = os.open(path / "cgroup.kill", os.O_WRONLY)
-    except FileNotFoundError:
-        fd = -1
-    except OSError:
-        return
-    if fd >= 0:
-        try:
-            os.write(fd, b"1")
-            return
-        except OSError:
-            pass
-        finally:
-            os.close(fd)
-    frozen = _write(path / "cgroup.freeze", "1")
-    for _ in range(50):
-        pids = _cgroup_pids(path)
-        if not pids:
-            break
-        for pid in pids:
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except OSError:
-                pass
-    if frozen:
-        _write(path / "cgroup.freeze", "0")
-
-
-def _rmdir(path: Path) -> None:
-    try:
-        for sub in sorted((p for p in path.rglob("*") if p.is_dir()), key=lambda p: -len(p.parts)):
-            os.rmdir(sub)
-        os.rmdir(path)
-    except OSError:
-        pass
-
-
-def _remove_parent(parent: Path) -> None:
-    for box in parent.glob("box-*"):
-        kill_cgroup(box)
-    deadline = time.monotonic() + 2
-    while any(_cgroup_pids(b) for b in parent.glob("box-*")) and time.monotonic() < deadline:
-        time.sleep(0.01)
-    _rmdir(parent)
-
-
-def sweep_stale_cgroups(own: Path | None = None) -> list[Path]:
-    """Kill and remove the boxes of bisector processes that are gone (killed with SIGKILL, they
-    cleaned nothing up): only folders that name their owner, and only when it no longer exists."""
-    own = own or _own_cgroup_dir()
-    removed: list[Path] = []
-    if own is None:
-        return removed
-    try:
-        candidates = list(own.glob(f"{_PREFIX}*"))
-    except OSError:
-        return removed
-    for path in candidates:
-        try:
-            pid_text, start = path.name[len(_PREFIX) :].split("-")
-            owner = int(pid_text)
-        except ValueError:
-            continue
-        st = stat(owner)
-        if st is None or str(st[3]) != start:
-            _remove_parent(path)
-            removed.append(path)
-    return removed
-
-
-# -- the subreaper supervisor -------------------------------------------------------------------
-
-
-class _Stop(Exception):
-    pass
-
-
-def _become_subreaper() -> None:
-    import ctypes
-
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(36, 1, 0, 0, 0)  # PR_SET_CHILD_SUBREAPER: every orphan below comes back here
-        libc.prctl(1, int(signal.SIGTERM), 0, 0, 0)  # PR_SET_PDEATHSIG: parent gone -> clean up and go
-    except (OSError, AttributeError):
-        pass
-
-
-def _stop_supervisor(root: int) -> None:
-    # SIGTERM, never SIGKILL: the supervisor must live to kill what is below it (a SIGKILLed
-    # subreaper hands its orphans to init). It does so within milliseconds.
-    try:
-        os.kill(root, signal.SIGTERM)
-    except OSError:
-        pass
-
-
-def _as_supervised_child() -> None:
-    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-        signal.signal(sig, signal.SIG_DFL)
-    if "BISECTOR_PARENT_PID" in os.environ:  # the probe's die-with-parent check: its parent is us
-        os.environ["BISECTOR_PARENT_PID"] = str(os.getppid())
-
-
-def _kill_below(cgroup: str | None, deadline_s: float = 10.0) -> None:
-    """SIGKILL every descendant (all are below this subreaper) and every other process of the
-    cgroup, and reap them, until none is left."""
-    me = os.getpid()
-    deadline = time.monotonic() + deadline_s
-
-    def others() -> list[int]:
-        found = set(process_tree(me))
-        if cgroup:
-            found.update(p for p in _cgroup_pids(Path(cgroup)) if (stat(p) or (0, 0, "Z"))[2] != "Z")
-        found.discard(me)
-        return sorted(found)
-
-    while time.monotonic() < deadline:
-        below = others()
-        for pid in below:
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except OSError:
-                pass
-        reaped_any = False
-        while True:
-            try:
-                pid, _ = os.waitpid(-1, os.WNOHANG)
-            except ChildProcessError:
-                pid = -1
-            if pid <= 0:
-                break
-            reaped_any = True
-        if not below and not reaped_any:
-            try:
-                os.waitpid(-1, os.WNOHANG)
-            except ChildProcessError:
-                return
-            if not others():
-                return
-        time.sleep(0.005)
-
-
-def _supervise(child: int, cgroup: str | None) -> None:
-    """Wait for `child`, reaping every orphan that comes back meanwhile; then kill and reap all
-    that is left below, and end with the child's own status. Never returns."""
-
-    def stop(signum: int, _frame: object) -> None:
-        raise _Stop(signum)
-
-    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-        signal.signal(sig, stop)
-    status: int | None = None
-    stopped_by = 0
-    try:
-        while status is None:
-            try:
-                pid, st = os.waitpid(-1, 0)
-            except ChildProcessError:
-                break
-            if pid == child:
-                status = st
-    except _Stop as exc:
-        stopped_by = int(exc.args[0])
-    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-        signal.signal(sig, signal.SIG_IGN)  # the clean-up runs to its end
-    _kill_below(cgroup)
-    if status is not None and os.WIFSIGNALED(status):
-        _die_by(os.WTERMSIG(status))
-    if status is not None:
-        os._exit(os.WEXITSTATUS(status) if os.WIFEXITED(status) else 70)
-    _die_by(stopped_by or signal.SIGKILL)
-
-
-def _die_by(sig: int) -> None:
-    """End with the child's signal, so the parent sees what it saw (no core file from us)."""
-    import resource
-
-    try:
-        resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
-    except (ValueError, OSError):
-        pass
-    sys.stdout.flush()
-    signal.signal(sig, signal.SIG_DFL)
-    signal.pthread_sigmask(signal.SIG_UNBLOCK, [sig])
-    os.kill(os.getpid(), sig)
-    os._exit(128 + sig)
+    supervisor.supervise(child, None)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -540,7 +264,7 @@ def main(argv: list[str] | None = None) -> int:
         print("usage: python -m bisector.probe.containment -- CMD [ARG...]", file=sys.stderr)
         return 2
     parent = os.environ.get("BISECTOR_PARENT_PID", "")
-    _become_subreaper()
+    supervisor.become_subreaper()
     if parent.isdigit() and os.getppid() != int(parent):
         return 70  # bisector died before we could ask to follow it
     try:
@@ -550,12 +274,12 @@ def main(argv: list[str] | None = None) -> int:
         return 126
     if child == 0:
         try:
-            _as_supervised_child()
+            supervisor.as_supervised_child()
             os.execvp(args[0], args)
         except OSError as exc:
             print(f"bisector: cannot start {args[0]}: {exc}", file=sys.stderr)
         os._exit(127)
-    _supervise(child, cgroup)
+    supervisor.supervise(child, cgroup)
     return 70  # not reached
 
 
@@ -654,29 +378,10 @@ def run(
     ]
     for t in readers:
         t.start()
-    stopped: str | None = None
-    peak = 0
     try:
         if stdin is not None:
             threading.Thread(target=_feed, args=(proc.stdin, stdin), daemon=True).start()
-        deadline = time.monotonic() + timeout_s
-        next_scan = 0.0
-        while proc.poll() is None:
-            now = time.monotonic()
-            if now > deadline:
-                stopped = "timeout"
-                break
-            if mem_cap and now >= next_scan:
-                next_scan = now + SCAN_S
-                used = box.footprint()
-                peak = max(peak, used)
-                if used > mem_cap:
-                    stopped = "memory-cap"
-                    break
-            try:
-                proc.wait(poll_s)
-            except subprocess.TimeoutExpired:
-                pass
+        stopped, peak = _watch(proc, box, timeout_s, mem_cap, poll_s)
     finally:
         box.close()  # the command's daemons too: they may hold its pipes open
         proc.wait()
@@ -694,6 +399,34 @@ def run(
         stopped=stopped,
         peak_bytes=peak,
     )
+
+
+def _watch(
+    proc: subprocess.Popen[bytes], box: Box, timeout_s: float, mem_cap: int | None, poll_s: float
+) -> tuple[str | None, int]:
+    """Wait for the command to end; stop at the timeout or when the box's memory passes the cap.
+    Returns why it stopped ("timeout", "memory-cap" or None) and the peak memory seen."""
+    stopped: str | None = None
+    peak = 0
+    deadline = time.monotonic() + timeout_s
+    next_scan = 0.0
+    while proc.poll() is None:
+        now = time.monotonic()
+        if now > deadline:
+            stopped = "timeout"
+            break
+        if mem_cap and now >= next_scan:
+            next_scan = now + SCAN_S
+            used = box.footprint()
+            peak = max(peak, used)
+            if used > mem_cap:
+                stopped = "memory-cap"
+                break
+        try:
+            proc.wait(poll_s)
+        except subprocess.TimeoutExpired:
+            pass
+    return stopped, peak
 
 
 def _feed(stream: object, data: bytes) -> None:

@@ -19,6 +19,7 @@ the one moment the original's behaviour is its intended one. The result says so 
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -79,115 +80,179 @@ def compare(reference: list[Any], candidate: list[Any], rtol: float, atol: float
     return {"equivalent": equivalent, "max_abs": max_abs, "max_rel": max_rel, "why": why}
 
 
-def run_equivalence(req: ProbeRequest, model_a: Any, namespace_a: Any, device: str, workdir: Path) -> dict[str, Any]:
-    import torch
+@dataclass(frozen=True)
+class _Pair:
+    """The original and the candidate, built, and the inputs both run on."""
 
+    req: ProbeRequest
+    model_a: Any
+    namespace_a: Any
+    model_b: Any
+    namespace_b: Any
+    device: str
+    factory_a: InputFactory
+    inputs: list[tuple[Any, Any]]  # (args, kwargs) at each shape checked
+    shapes: int  # how many shapes are checked
+
+    @property
+    def same_model(self) -> bool:  # the candidate differs in its options only
+        return self.req.equivalence is not None and self.req.equivalence.model == self.req.model
+
+
+def run_equivalence(req: ProbeRequest, model_a: Any, namespace_a: Any, device: str, workdir: Path) -> dict[str, Any]:
     if req.equivalence is None:
         raise ValueError("an equivalence probe without an EquivalenceRequest")
-    spec_b, options_b, mode = req.equivalence.model, req.equivalence.options, req.equivalence.mode
-    rtol, atol = req.equivalence.rtol, req.equivalence.atol
-    if spec_b == req.model:
-        model_b, namespace_b = model_a, namespace_a
-    else:
-        namespace_b = load_namespace(spec_b)
-        torch.manual_seed(req.schedule.seed)  # built as the original was: same random weights
-        model_b = build_model(spec_b, namespace_b)
-        try:
-            # An edit may move where weights are made (or draw randomness differently): the
-            # comparison is of code, so the original's weights are used wherever names match.
-            model_b.load_state_dict(model_a.state_dict(), strict=False)
-        except Exception:  # noqa: BLE001 - shapes changed by the edit: keep the seeded weights
-            pass
-        model_b.eval()
-        if device != "cpu":
-            model_b.to(device)
+    model_b, namespace_b = _candidate(req, model_a, namespace_a, device)
     factory_a = InputFactory(req.plan, namespace_a, device, req.schedule.seed)
     seen: dict[tuple, dict[str, int]] = {}
     for step in req.schedule.steps:
         seen.setdefault(step.key(), dict(step.dims))
     shapes = list(seen.values())[:MAX_SHAPES]
     inputs = [factory_a.make(input_seed_index(d), d) for d in shapes]
+    pair = _Pair(req, model_a, namespace_a, model_b, namespace_b, device, factory_a, inputs, len(shapes))
+    if req.equivalence.mode == "eager":
+        return _compare_eager(pair)
+    return _compare_onnx(pair, workdir)
 
-    if mode == "eager":
-        results = []
-        first_a: list[list[Any]] = []
-        first_b: list[list[Any]] = []
-        with torch.no_grad():
-            for args, kwargs in inputs:
-                first_a.append(_arrays(model_a(*args, **kwargs)))
-                first_b.append(_arrays(model_b(*args, **kwargs)))
-                results.append(compare(first_a[-1], first_b[-1], rtol, atol))
-        summary = _summary(results, len(shapes), mode)
-        if summary["equivalent"] or spec_b == req.model or not inputs:
-            return summary
-        with torch.no_grad():
-            args, kwargs = inputs[0]
-            drifts_a = not compare(first_a[0], _arrays(model_a(*args, **kwargs)), rtol, atol)["equivalent"]
-            drifts_b = not compare(first_b[0], _arrays(model_b(*args, **kwargs)), rtol, atol)["equivalent"]
-        if not drifts_a or drifts_b:
-            return summary
-        fresh = []
+
+def _candidate(req: ProbeRequest, model_a: Any, namespace_a: Any, device: str) -> tuple[Any, Any]:
+    """The candidate's model and namespace: the original's own when only the options differ."""
+    import torch
+
+    assert req.equivalence is not None
+    spec_b = req.equivalence.model
+    if spec_b == req.model:
+        return model_a, namespace_a
+    namespace_b = load_namespace(spec_b)
+    torch.manual_seed(req.schedule.seed)  # built as the original was: same random weights
+    model_b = build_model(spec_b, namespace_b)
+    try:
+        # An edit may move where weights are made (or draw randomness differently): the
+        # comparison is of code, so the original's weights are used wherever names match.
+        model_b.load_state_dict(model_a.state_dict(), strict=False)
+    except Exception:  # noqa: BLE001 - shapes changed by the edit: keep the seeded weights
+        pass
+    model_b.eval()
+    if device != "cpu":
+        model_b.to(device)
+    return model_b, namespace_b
+
+
+def _compare_eager(pair: _Pair) -> dict[str, Any]:
+    """Both forwards call after call; when they differ and only the original's outputs drift, each
+    shape's first call of freshly built models instead (see the module's doc)."""
+    import torch
+
+    assert pair.req.equivalence is not None
+    rtol, atol = pair.req.equivalence.rtol, pair.req.equivalence.atol
+    model_a, model_b, inputs = pair.model_a, pair.model_b, pair.inputs
+    results = []
+    first_a: list[list[Any]] = []
+    first_b: list[list[Any]] = []
+    with torch.no_grad():
         for args, kwargs in inputs:
-            a = _fresh(req.model, namespace_a, req.schedule.seed, device)
-            b = _fresh(spec_b, namespace_b, req.schedule.seed, device, weights=a)
-            with torch.no_grad():
-                fresh.append(compare(_arrays(a(*args, **kwargs)), _arrays(b(*args, **kwargs)), rtol, atol))
-        first = _summary(fresh, len(shapes), "eager-first-call")
-        if not first["equivalent"]:
-            return summary
-        return {
-            **first,
-            "drift": (
-                f"the original's outputs drift call over call ({summary['why']} by its call {len(inputs)}), "
-                "the candidate's do not: compared on each shape's first call"
-            ),
-        }
+            first_a.append(_arrays(model_a(*args, **kwargs)))
+            first_b.append(_arrays(model_b(*args, **kwargs)))
+            results.append(compare(first_a[-1], first_b[-1], rtol, atol))
+    summary = _summary(results, pair.shapes, "eager")
+    if summary["equivalent"] or pair.same_model or not inputs:
+        return summary
+    with torch.no_grad():
+        args, kwargs = inputs[0]
+        drifts_a = not compare(first_a[0], _arrays(model_a(*args, **kwargs)), rtol, atol)["equivalent"]
+        drifts_b = not compare(first_b[0], _arrays(model_b(*args, **kwargs)), rtol, atol)["equivalent"]
+    if not drifts_a or drifts_b:
+        return summary
+    return _first_calls(pair, summary)
 
-    from bisector.probe.export import export_onnx, post_export, varying_dims
-    from bisector.probe.ort import InputAdapter, make_feed, make_session
-    from bisector.probe.targets import Target
 
-    names = [i.name for i in req.plan.inputs] if not req.plan.use_hook else None
-    symbols = None
-    if not req.plan.use_hook:
-        symbols = varying_axes(req.plan)
+def _first_calls(pair: _Pair, summary: dict[str, Any]) -> dict[str, Any]:
+    """Each shape compared on the first call of freshly built models; the call-after-call summary
+    stands when they differ there too."""
+    import torch
 
-    def session_for(model: Any, options: ProbeOptions, tag: str) -> tuple[Any, Any, Target] | None:
-        target = Target(
-            name="",
-            module=model,
-            calls=lambda i, step: [factory_a.make(input_seed_index(step.dims), step.dims)],
-            input_names=names,
-            symbols=symbols,
-        )
-        dims = varying_dims(target, req.schedule)
-        args, kwargs = inputs[-1]
-        path = workdir / f"equivalence_{tag}.onnx"
-        try:
-            export_onnx(target, args, kwargs, path, options, dynamic=dims)
-            post_export(path, options, [tuple(t.shape) for t in tensor_leaves((args, kwargs))])
-            session = make_session(path, options, device)
-        except WorkloadError:
-            if tag == "a":
-                return None  # the original does not export, or its graph does not load: compare with eager outputs
-            raise
-        return session, InputAdapter(options, dims, target), target
+    req = pair.req
+    assert req.equivalence is not None
+    rtol, atol = req.equivalence.rtol, req.equivalence.atol
+    fresh = []
+    for args, kwargs in pair.inputs:
+        a = _fresh(req.model, pair.namespace_a, req.schedule.seed, pair.device)
+        b = _fresh(req.equivalence.model, pair.namespace_b, req.schedule.seed, pair.device, weights=a)
+        with torch.no_grad():
+            fresh.append(compare(_arrays(a(*args, **kwargs)), _arrays(b(*args, **kwargs)), rtol, atol))
+    first = _summary(fresh, pair.shapes, "eager-first-call")
+    if not first["equivalent"]:
+        return summary
+    return {
+        **first,
+        "drift": (
+            f"the original's outputs drift call over call ({summary['why']} by its call {len(pair.inputs)}), "
+            "the candidate's do not: compared on each shape's first call"
+        ),
+    }
 
-    a = session_for(model_a, req.options, "a")
-    b = session_for(model_b, options_b, "b")
+
+def _compare_onnx(pair: _Pair, workdir: Path) -> dict[str, Any]:
+    """Each exported with its own options and run by ONNX Runtime; the original's eager outputs
+    are the reference when it does not export."""
+    import torch
+
+    from bisector.probe.ort import make_feed
+
+    req = pair.req
+    assert req.equivalence is not None
+    rtol, atol = req.equivalence.rtol, req.equivalence.atol
+    a = _onnx_session(pair, pair.model_a, req.options, "a", workdir)
+    b = _onnx_session(pair, pair.model_b, req.equivalence.options, "b", workdir)
     assert b is not None
     results = []
-    for args, kwargs in inputs:
+    for args, kwargs in pair.inputs:
         if a is not None:
             session, adapter, target = a
             ref = list(session.run(None, adapter.feed(make_feed(session, target, (args, kwargs)), session)))
         else:
             with torch.no_grad():
-                ref = _arrays(model_a(*args, **kwargs))
+                ref = _arrays(pair.model_a(*args, **kwargs))
         session, adapter, target = b
         got = list(session.run(None, adapter.feed(make_feed(session, target, (args, kwargs)), session)))
         results.append(compare(ref, got, rtol, atol))
-    return _summary(results, len(shapes), mode if a is not None else "onnx-vs-eager")
+    return _summary(results, pair.shapes, req.equivalence.mode if a is not None else "onnx-vs-eager")
+
+
+def _onnx_session(
+    pair: _Pair, model: Any, options: ProbeOptions, tag: str, workdir: Path
+) -> tuple[Any, Any, Any] | None:
+    """model exported with options at the largest inputs, and its ONNX Runtime session, input
+    adapter and target; None when the original ("a") does not export or its graph does not load."""
+    from bisector.probe.export import export_onnx, post_export, varying_dims
+    from bisector.probe.ort import InputAdapter, make_session
+    from bisector.probe.targets import Target
+
+    req = pair.req
+    names = [i.name for i in req.plan.inputs] if not req.plan.use_hook else None
+    symbols = None
+    if not req.plan.use_hook:
+        symbols = varying_axes(req.plan)
+    factory_a = pair.factory_a
+    target = Target(
+        name="",
+        module=model,
+        calls=lambda i, step: [factory_a.make(input_seed_index(step.dims), step.dims)],
+        input_names=names,
+        symbols=symbols,
+    )
+    dims = varying_dims(target, req.schedule)
+    args, kwargs = pair.inputs[-1]
+    path = workdir / f"equivalence_{tag}.onnx"
+    try:
+        export_onnx(target, args, kwargs, path, options, dynamic=dims)
+        post_export(path, options, [tuple(t.shape) for t in tensor_leaves((args, kwargs))])
+        session = make_session(path, options, pair.device)
+    except WorkloadError:
+        if tag == "a":
+            return None  # the original does not export, or its graph does not load: compare with eager outputs
+        raise
+    return session, InputAdapter(options, dims, target), target
 
 
 def _fresh(spec: Any, namespace: Any, seed: int, device: str, weights: Any = None) -> Any:

@@ -55,8 +55,6 @@ def _settle() -> None:
 
 
 def run_loop(ctx: Context, call: Callable[[int, Step], None]) -> MemoryCurve:
-    from collections import Counter
-
     steps = ctx.schedule.steps
     n = len(steps)
     cols = {m: array("d", [math.nan]) * n for m in METRICS}
@@ -106,6 +104,16 @@ def run_loop(ctx: Context, call: Callable[[int, Step], None]) -> MemoryCurve:
     if holder is not None:
         ctx.meta["retention"] = holder.result()
 
+    return _curve(ctx, cols, snaps, traced, loop_s)
+
+
+def _curve(
+    ctx: Context, cols: dict[str, array], snaps: list[tuple[str, Any]], traced: list[Any], loop_s: float
+) -> MemoryCurve:
+    """The loop's samples, each phase's object-type growth, and what the meters say of themselves."""
+    from collections import Counter
+
+    steps = ctx.schedule.steps
     samples = tuple(
         Sample(step.phase, dict(step.dims), {m: cols[m][i] for m in METRICS if not math.isnan(cols[m][i])})
         for i, step in enumerate(steps)

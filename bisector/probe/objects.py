@@ -121,7 +121,8 @@ class ObjectOwners:
         self.cost_s += time.perf_counter() - t0
 
     def end(self, calls: int) -> dict[str, Any]:
-        from bisector.probe.retention import _survey, new_objects, walk
+        from bisector.probe.retention import new_objects, walk
+        from bisector.probe.survey import survey
 
         t0 = time.perf_counter()
         gc.collect()
@@ -129,7 +130,7 @@ class ObjectOwners:
         new = new_objects(self.start, {id(self), id(self.start)})
         tops = _tops(new)
         user, libs = self.modules()
-        after = _survey(self.model, user, libs, keep_objects=True)
+        after = survey(self.model, user, libs, keep_objects=True)
         skip = {id(self), id(self.start), id(after), id(after.held), id(after.objects), id(after.ids)}
         skip |= {id(user), id(libs)} | {id(h) for h in after.held.values()}
         held: dict[int, str] = {}

@@ -27,7 +27,6 @@ import os
 import re
 import shutil
 import signal
-import stat as stat_mod
 import subprocess
 import sys
 import tempfile
@@ -39,10 +38,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bisector.common.errors import InternalError
 from bisector.probe import containment
-from bisector.probe.containment import Box, BoxSpec
-from bisector.probe.procs import private_bytes, process_tree, rss_bytes, stat
+from bisector.probe.containment import Box
+from bisector.probe.procs import kill_group, private_bytes, process_tree, rss_bytes, stat
+from bisector.probe.server_client import SERVER_READY_TIMEOUT_S, SERVERS, PoolClosed, ProbeServer
 from bisector.probe.types import (
     ProbeCrashed,
     ProbeRequest,
@@ -50,18 +49,17 @@ from bisector.probe.types import (
     ProbeTimedOut,
     result_from_json,
 )
+from bisector.probe.workdirs import WORKDIR_PREFIX, sweep_stale_workdirs, write_owner
 
 DEFAULT_TIMEOUT_S = 300.0
-SERVER_READY_TIMEOUT_S = 180.0
 TAIL_LINES = 15
 # Scanning /proc for the probe's process tree costs ~20 µs a process (measured: 1.8 ms with 87
 # processes on the project's 2-core machine); four scans a second find a helper long before it
 # can do much harm, while the direct child's RSS is still read every poll.
 TREE_SCAN_S = 0.25
 
-# Every pool and probe server alive in this process, for terminate_all (signal handlers).
+# Every pool alive in this process, for terminate_all (signal handlers).
 _POOLS: weakref.WeakSet[ProbePool] = weakref.WeakSet()
-_SERVERS: weakref.WeakSet[_Server] = weakref.WeakSet()
 
 
 def terminate_all() -> int:
@@ -72,7 +70,7 @@ def terminate_all() -> int:
     killed = 0
     for pool in _snapshot(_POOLS):
         killed += pool.terminate()
-    for server in _snapshot(_SERVERS):
+    for server in _snapshot(SERVERS):
         server.kill()
     containment.kill_all()  # the inference, bundle and check children (containment.run)
     return killed
@@ -89,175 +87,11 @@ def _snapshot(items: weakref.WeakSet[Any]) -> list[Any]:
     return []
 
 
-WORKDIR_PREFIX = "bisector-"
-OWNER_FILE = "owner"  # "PID START_TIME" of the process whose pool made the folder
-
-
-def _owner_id(pid: int) -> str:
-    st = stat(pid)
-    return f"{pid} {st[3] if st else 0}"
-
-
-def write_owner(workdir: Path) -> None:
-    """Name this process as the owner of a temporary folder it made (see sweep_stale_workdirs)."""
-    (workdir / OWNER_FILE).write_text(_owner_id(os.getpid()))
-
-
-def sweep_stale_workdirs(folder: str | Path | None = None, prefix: str = WORKDIR_PREFIX) -> list[Path]:
-    """Remove the temporary folders of pools whose process is gone (bisector killed with
-    SIGKILL cleans nothing up; every other end of a run removes its own). Only real folders of
-    this user that name their owner in a regular file are touched (the temp folder is shared:
-    a name alone proves nothing), and only when that process no longer exists."""
-    removed = []
-    for path in Path(folder or tempfile.gettempdir()).glob(f"{prefix}*"):
-        try:
-            if not stat_mod.S_ISDIR(os.lstat(path).st_mode) or os.lstat(path).st_uid != os.getuid():
-                continue
-            owner = os.lstat(path / OWNER_FILE)
-            if not stat_mod.S_ISREG(owner.st_mode) or owner.st_uid != os.getuid():
-                continue
-            pid_text, start = (path / OWNER_FILE).read_text().split()
-            pid = int(pid_text)
-        except (OSError, ValueError):
-            continue
-        st = stat(pid)
-        if st is None or str(st[3]) != start:
-            shutil.rmtree(path, ignore_errors=True)
-            removed.append(path)
-    return removed
-
-
 def default_mem_cap() -> int:
     """Half the machine's memory, at most 16 GB: room for a real model, none for a runaway."""
     import psutil
 
     return int(min(psutil.virtual_memory().total * 0.5, 16e9))
-
-
-@dataclass
-class _Child:
-    ident: int
-    pid: int | None = None
-    exit_code: int | None = None
-    signal: int | None = None
-    done: threading.Event = None  # type: ignore[assignment]
-    started: threading.Event = None  # type: ignore[assignment]
-    box: BoxSpec | None = None
-
-    def __post_init__(self) -> None:
-        self.done = threading.Event()
-        self.started = threading.Event()
-
-
-class _Server:
-    """The client side of probe/server.py."""
-
-    def __init__(self, env: dict[str, str] | None, log_path: Path, abort: Callable[[], bool] = lambda: False) -> None:
-        """Start the server and wait until it has imported everything; abort() is asked while
-        waiting (the pool was closed: Ctrl-C must not wait for seconds of imports)."""
-        self._children: dict[int, _Child] = {}
-        self._lock = threading.Lock()
-        self._write_lock = threading.Lock()
-        self._ready = threading.Event()
-        self.ready_info: dict[str, Any] = {}
-        self._log = open(log_path, "ab")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "bisector.probe.server"],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=self._log,
-            env=env,
-            start_new_session=True,  # Ctrl-C in the terminal reaches the parent, which cleans up
-        )
-        _SERVERS.add(self)
-        self._reader = threading.Thread(target=self._read, name="bisector-probe-server", daemon=True)
-        self._reader.start()
-        deadline = time.monotonic() + SERVER_READY_TIMEOUT_S
-        while not self._ready.wait(0.05):
-            if abort() or time.monotonic() > deadline:
-                break
-        if abort():
-            self.kill()
-            self.close()
-            raise _PoolClosed()
-        if not self._ready.is_set() or not self.alive:
-            self.close()
-            raise InternalError(f"the probe server did not start; see {log_path} (or use --fresh)")
-
-    @property
-    def alive(self) -> bool:
-        return self.proc.poll() is None
-
-    def _read(self) -> None:
-        assert self.proc.stdout is not None
-        for raw in self.proc.stdout:
-            try:
-                msg = json.loads(raw)
-            except json.JSONDecodeError:
-                continue
-            if msg.get("ready"):
-                self.ready_info = msg
-                self._ready.set()
-                continue
-            with self._lock:
-                child = self._children.get(msg.get("id", -1))
-            if child is None:
-                continue
-            if "pid" in msg:
-                child.pid = msg["pid"]
-                child.started.set()
-            elif "exit" in msg or "signal" in msg:
-                child.exit_code = msg.get("exit")
-                child.signal = msg.get("signal")
-                child.started.set()
-                child.done.set()
-        # The server is gone: nobody will report on the children it had.
-        self._ready.set()
-        with self._lock:
-            for child in self._children.values():
-                child.started.set()
-                child.done.set()
-
-    def fork(self, ident: int, request_dir: Path, threads: int | None, box: BoxSpec) -> _Child:
-        child = _Child(ident, box=box)
-        with self._lock:
-            self._children[ident] = child
-        msg = {"op": "fork", "id": ident, "dir": str(request_dir), "threads": threads, "box": box.to_json()}
-        line = json.dumps(msg) + "\n"
-        with self._write_lock:
-            assert self.proc.stdin is not None
-            self.proc.stdin.write(line.encode())
-            self.proc.stdin.flush()
-        return child
-
-    def forget(self, ident: int) -> None:
-        with self._lock:
-            self._children.pop(ident, None)
-
-    def kill(self) -> None:
-        """The server and every probe it forked, at once (each probe leads its own group)."""
-        children = list(self._children.values())  # a copy, no lock: see terminate_all
-        for c in children:
-            if c.pid and not c.done.is_set():
-                if c.box is not None:
-                    containment.kill_spec(c.box, c.pid)
-                if c.box is None or c.box.cgroup:  # a subreaper supervisor is told, never SIGKILLed
-                    _kill_group(c.pid)
-        _kill_group(self.proc.pid)
-
-    def close(self) -> None:
-        try:
-            if self.proc.stdin:
-                self.proc.stdin.close()
-        except OSError:
-            pass
-        try:
-            self.proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            self.kill()
-            self.proc.wait()
-        _SERVERS.discard(self)
-        self._log.close()
 
 
 class ProbePool:
@@ -291,7 +125,7 @@ class ProbePool:
             self.env = {**(env if env is not None else os.environ), "BISECTOR_PRELOAD": ",".join(preload)}
         self.poll_s = poll_s
         self._ids = itertools.count(1)
-        self._server: _Server | None = None
+        self._server: ProbeServer | None = None
         self._server_lock = threading.Lock()
         self.probes_run = 0
         self._count_lock = threading.Lock()
@@ -338,14 +172,14 @@ class ProbePool:
             _kill_tree(pid, tree, box)
         return len(running)
 
-    def _get_server(self) -> _Server:
+    def _get_server(self) -> ProbeServer:
         with self._server_lock:
             if self.closed:
-                raise _PoolClosed()
+                raise PoolClosed()
             if self._server is None or not self._server.alive:
                 if self._server is not None:
                     self._server.close()
-                self._server = _Server(self.env, self.workdir / "server.log", abort=lambda: self.closed)
+                self._server = ProbeServer(self.env, self.workdir / "server.log", abort=lambda: self.closed)
             return self._server
 
     # -- running --------------------------------------------------------------------------------
@@ -378,7 +212,7 @@ class ProbePool:
                 return ProbeCrashed("interrupted", None, None, "the probe pool was closed (interrupted)")
             use_fresh = self.fresh if fresh is None else fresh
             with Box(mem_cap or self.mem_cap) as box:
-                result = self._run_dir(
+                result = self._run_in_child(
                     request_dir, ident, timeout_s or self.timeout_s, mem_cap or self.mem_cap, use_fresh, box
                 )
             if result.kind != "ok":
@@ -393,63 +227,78 @@ class ProbePool:
             if self.closed and self._own_workdir:
                 shutil.rmtree(self.workdir, ignore_errors=True)
 
-    def _run_dir(
+    def _run_in_child(
         self, request_dir: Path, ident: int, timeout_s: float, mem_cap: int, fresh: bool, box: Box
     ) -> ProbeResult:
+        """Start the probe's child (fresh or forked by the server), watch it to its end under the
+        timeout and the memory cap, and read what it left."""
         started = time.perf_counter()
-        if fresh:
-            env = {**(self.env if self.env is not None else os.environ), "BISECTOR_PARENT_PID": str(os.getpid())}
-            with open(request_dir / "stdout.txt", "wb") as out, open(request_dir / "stderr.txt", "wb") as err:
-                proc = subprocess.Popen(
-                    box.command(
-                        [sys.executable, "-m", "bisector.probe.child", str(request_dir)]
-                        + ([f"--threads={self.threads}"] if self.threads else [])
-                    ),
-                    stdin=subprocess.DEVNULL,
-                    stdout=out,
-                    stderr=err,
-                    env=env,
-                    start_new_session=True,
-                )
-            pid = proc.pid
+        child = self._start_fresh(request_dir, box) if fresh else self._start_forked(ident, request_dir, box)
+        if isinstance(child, ProbeCrashed):
+            return child
+        watched = self._watch(child, box, started, timeout_s, mem_cap)
+        child.release()
+        return _outcome(request_dir, watched, time.perf_counter() - started, timeout_s, mem_cap, box, self.closed)
 
-            def finished() -> tuple[bool, int | None, int | None]:
-                rc = proc.poll()
-                if rc is None:
-                    return False, None, None
-                return True, (rc if rc >= 0 else None), (-rc if rc < 0 else None)
+    def _start_fresh(self, request_dir: Path, box: Box) -> _Started:
+        env = {**(self.env if self.env is not None else os.environ), "BISECTOR_PARENT_PID": str(os.getpid())}
+        with open(request_dir / "stdout.txt", "wb") as out, open(request_dir / "stderr.txt", "wb") as err:
+            proc = subprocess.Popen(
+                box.command(
+                    [sys.executable, "-m", "bisector.probe.child", str(request_dir)]
+                    + ([f"--threads={self.threads}"] if self.threads else [])
+                ),
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=err,
+                env=env,
+                start_new_session=True,
+            )
 
-            def wait(seconds: float) -> None:
-                try:
-                    proc.wait(timeout=seconds)
-                except subprocess.TimeoutExpired:
-                    pass
-
-        else:
-            try:
-                server = self._get_server()
-            except _PoolClosed:
-                return ProbeCrashed("interrupted", None, None, "the probe pool was closed (interrupted)")
-            try:
-                child = server.fork(ident, request_dir, self.threads, box.spec)
-            except OSError:  # the server died (killed by terminate_all) before it read the request
-                server.forget(ident)
-                reason = "interrupted" if self.closed else "exit"
-                return ProbeCrashed(reason, None, None, "the probe server is gone", wall_s=0.0)
-            if not child.started.wait(SERVER_READY_TIMEOUT_S) or child.pid is None:
-                server.forget(ident)
-                reason = "interrupted" if self.closed else "exit"
-                return ProbeCrashed(reason, None, None, "the probe server did not start the child", wall_s=0.0)
-            pid = child.pid
-
-            def finished() -> tuple[bool, int | None, int | None]:
-                if child.done.is_set():
-                    return True, child.exit_code, child.signal
+        def finished() -> tuple[bool, int | None, int | None]:
+            rc = proc.poll()
+            if rc is None:
                 return False, None, None
+            return True, (rc if rc >= 0 else None), (-rc if rc < 0 else None)
 
-            def wait(seconds: float) -> None:
-                child.done.wait(seconds)  # wakes at once when the server reports the exit
+        def wait(seconds: float) -> None:
+            try:
+                proc.wait(timeout=seconds)
+            except subprocess.TimeoutExpired:
+                pass
 
+        return _Started(proc.pid, finished, wait)
+
+    def _start_forked(self, ident: int, request_dir: Path, box: Box) -> _Started | ProbeCrashed:
+        try:
+            server = self._get_server()
+        except PoolClosed:
+            return ProbeCrashed("interrupted", None, None, "the probe pool was closed (interrupted)")
+        try:
+            child = server.fork(ident, request_dir, self.threads, box.spec)
+        except OSError:  # the server died (killed by terminate_all) before it read the request
+            server.forget(ident)
+            reason = "interrupted" if self.closed else "exit"
+            return ProbeCrashed(reason, None, None, "the probe server is gone", wall_s=0.0)
+        if not child.started.wait(SERVER_READY_TIMEOUT_S) or child.pid is None:
+            server.forget(ident)
+            reason = "interrupted" if self.closed else "exit"
+            return ProbeCrashed(reason, None, None, "the probe server did not start the child", wall_s=0.0)
+
+        def finished() -> tuple[bool, int | None, int | None]:
+            if child.done.is_set():
+                return True, child.exit_code, child.signal
+            return False, None, None
+
+        def wait(seconds: float) -> None:
+            child.done.wait(seconds)  # wakes at once when the server reports the exit
+
+        return _Started(child.pid, finished, wait, release=lambda: server.forget(ident))
+
+    def _watch(self, child: _Started, box: Box, started: float, timeout_s: float, mem_cap: int) -> _Watched:
+        """Poll the child until it ends; kill its whole box at the timeout or the memory cap, and
+        whatever it left running when it ends, however it ends."""
+        pid = child.pid
         box.started(pid)
         tree: dict[int, int] = {}
         self._running[pid] = (box, tree)
@@ -464,7 +313,7 @@ class ProbePool:
         killed_for: str | None = None
         try:
             while True:
-                done, exit_code, sig = finished()
+                done, exit_code, sig = child.finished()
                 if done:
                     break
                 elapsed = time.perf_counter() - started
@@ -484,52 +333,63 @@ class ProbePool:
                         if rss + others > mem_cap:
                             killed_for = "memory-cap"
                             _kill_tree(pid, tree, box)
-                wait(self.poll_s)
+                child.wait(self.poll_s)
         finally:
             # Whatever the probe started and left behind (a helper, a `sleep 600`, a setsid
             # grandchild of a probe that died) ends with it: its whole box.
             tree.update(process_tree(pid))
-            ended = finished()[0]
+            ended = child.finished()[0]
             if ended:
                 box.reaped()
             _kill_tree(pid, tree, box, ended=ended)
             self._running.pop(pid, None)
-        if not fresh:
-            server.forget(ident)  # type: ignore[possibly-undefined]
-        wall = time.perf_counter() - started
-        tail = read_tail(request_dir / "stderr.txt")
-        if killed_for == "timeout":
-            return ProbeTimedOut(timeout_s=timeout_s, tail=tail, wall_s=wall)
-        if killed_for is None and sig == signal.SIGKILL and box.oom_killed():
-            killed_for = "memory-cap"  # the kernel's memory.max was quicker than the poll
-            peak = max(peak, mem_cap)
-        if killed_for == "memory-cap":
-            return ProbeCrashed("memory-cap", "SIGKILL", None, tail, peak_rss=peak, wall_s=wall)
-        result_path = request_dir / "result.json"
-        if self.closed and not (exit_code == 0 and result_path.exists()):
-            return ProbeCrashed("interrupted", None, exit_code, tail, peak_rss=peak or None, wall_s=wall)
-        if exit_code == 0 and result_path.exists():
-            try:
-                return result_from_json(json.loads(result_path.read_text()))
-            except (ValueError, KeyError) as exc:
-                return ProbeCrashed("exit", None, 0, f"unreadable probe result: {exc}\n{tail}", wall_s=wall)
-        if sig is not None:
-            return ProbeCrashed("signal", _signal_name(sig), None, tail, peak_rss=peak or None, wall_s=wall)
-        return ProbeCrashed("exit", None, exit_code, tail, peak_rss=peak or None, wall_s=wall)
+        return _Watched(killed_for, peak, exit_code, sig)
 
 
-class _PoolClosed(Exception):
-    pass
+@dataclass(frozen=True)
+class _Started:
+    """A probe's child as the watch sees it, however it was started."""
+
+    pid: int
+    finished: Callable[[], tuple[bool, int | None, int | None]]  # (ended, exit code, signal)
+    wait: Callable[[float], None]  # until it ends or the seconds pass
+    release: Callable[[], None] = lambda: None  # the server forgets a forked child
 
 
-def _kill_group(pid: int) -> None:
-    try:
-        os.killpg(pid, signal.SIGKILL)
-    except OSError:
+@dataclass(frozen=True)
+class _Watched:
+    """How the watch ended: why bisector killed the child, if it did; its peak; its exit."""
+
+    killed_for: str | None  # "timeout", "memory-cap" or None
+    peak: int
+    exit_code: int | None
+    sig: int | None
+
+
+def _outcome(
+    request_dir: Path, watched: _Watched, wall: float, timeout_s: float, mem_cap: int, box: Box, closed: bool
+) -> ProbeResult:
+    """The probe's result: its own (result.json), or why it has none."""
+    killed_for, peak, exit_code, sig = watched.killed_for, watched.peak, watched.exit_code, watched.sig
+    tail = read_tail(request_dir / "stderr.txt")
+    if killed_for == "timeout":
+        return ProbeTimedOut(timeout_s=timeout_s, tail=tail, wall_s=wall)
+    if killed_for is None and sig == signal.SIGKILL and box.oom_killed():
+        killed_for = "memory-cap"  # the kernel's memory.max was quicker than the poll
+        peak = max(peak, mem_cap)
+    if killed_for == "memory-cap":
+        return ProbeCrashed("memory-cap", "SIGKILL", None, tail, peak_rss=peak, wall_s=wall)
+    result_path = request_dir / "result.json"
+    if closed and not (exit_code == 0 and result_path.exists()):
+        return ProbeCrashed("interrupted", None, exit_code, tail, peak_rss=peak or None, wall_s=wall)
+    if exit_code == 0 and result_path.exists():
         try:
-            os.kill(pid, signal.SIGKILL)
-        except OSError:
-            pass
+            return result_from_json(json.loads(result_path.read_text()))
+        except (ValueError, KeyError) as exc:
+            return ProbeCrashed("exit", None, 0, f"unreadable probe result: {exc}\n{tail}", wall_s=wall)
+    if sig is not None:
+        return ProbeCrashed("signal", _signal_name(sig), None, tail, peak_rss=peak or None, wall_s=wall)
+    return ProbeCrashed("exit", None, exit_code, tail, peak_rss=peak or None, wall_s=wall)
 
 
 def _kill_tree(pid: int, tree: dict[int, int], box: Box, ended: bool = False) -> None:
@@ -547,7 +407,7 @@ def _kill_tree(pid: int, tree: dict[int, int], box: Box, ended: bool = False) ->
         except OSError:
             pass
     else:
-        _kill_group(pid)
+        kill_group(pid)
     for member, start in list(tree.items()):
         if member == pid:
             continue

@@ -127,3 +127,14 @@ def _all_stats() -> dict[int, tuple[int, int, str, int]]:
         if name.isdigit() and (st := stat(int(name))) is not None:
             found[int(name)] = st
     return found
+
+
+def kill_group(pid: int) -> None:
+    """SIGKILL the process group pid leads, or pid alone where it leads none."""
+    try:
+        os.killpg(pid, signal.SIGKILL)
+    except OSError:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except OSError:
+            pass

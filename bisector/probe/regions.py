@@ -103,66 +103,10 @@ def module_tree(model: Any, called: set[str] | None = None, capturable: set[str]
 
 def run_capture(model: Any, req: ProbeRequest, factory: InputFactory, folder: Path) -> dict[str, Any]:
     """Run the model once per shape in req.schedule, saving every region's calls."""
-    import torch
-
     folder.mkdir(parents=True, exist_ok=True)
     modules = dict(model.named_modules())
-    recorded: dict[str, list[Args]] = {}
-    hookless: dict[str, str] = {}
-    handles = []
-
-    def make_hook(path: str):
-        def hook(module: Any, args: tuple, kwargs: dict) -> None:
-            recorded.setdefault(path, []).append((_clone(args), _clone(kwargs)))
-
-        return hook
-
-    for path, module in modules.items():
-        if path == "":
-            continue
-        try:
-            handles.append(module.register_forward_pre_hook(make_hook(path), with_kwargs=True))
-        except Exception as exc:  # noqa: BLE001 - scripted modules take no hooks
-            hookless[path] = one_line(exc)
-
-    called: set[str] = set()
-    unsaved: dict[str, str] = dict(hookless)
+    recorder = _Recorder(model, factory, modules)
     sizes: dict[str, int] = {}
-
-    def record(dims: dict[str, int], index: int) -> dict[str, list[Args]]:
-        recorded.clear()
-        args, kwargs = factory.make(index, dims)
-        try:
-            with torch.no_grad():
-                model(*args, **kwargs)
-        except Exception as exc:  # noqa: BLE001 - the user's forward
-            raise WorkloadError(
-                "forward",
-                f"forward of the model raised {one_line(exc)} while recording inputs",
-                user_traceback(exc),
-            ) from None
-        calls = {"": [(_clone(args), _clone(kwargs))], **recorded}
-        called.update(calls)
-        for path in list(calls):
-            if path in unsaved:
-                calls.pop(path)
-        return calls
-
-    def saved(obj: Any, calls: dict[str, list[Args]]) -> bytes:
-        buf = io.BytesIO()
-        try:
-            torch.save(obj, buf)
-        except Exception:  # noqa: BLE001 - find the regions whose inputs cannot be pickled
-            for path in list(calls):
-                try:
-                    torch.save(calls[path], io.BytesIO())
-                except Exception as exc:  # noqa: BLE001
-                    unsaved[path] = f"its inputs cannot be saved: {one_line(exc)}"
-                    calls.pop(path)
-            buf = io.BytesIO()
-            torch.save(obj, buf)
-        return buf.getvalue()
-
     # A shape listed n times gets n distinct inputs (capture_schedule): variant 0 from the shape's
     # own seed index, as every probe makes it, the others from the indices after it.
     wanted: dict[str, tuple[dict[str, int], int]] = {}
@@ -173,39 +117,116 @@ def run_capture(model: Any, req: ProbeRequest, factory: InputFactory, folder: Pa
     try:
         for dims, n in wanted.values():
             target = capture_file(folder, dims)
-            if target.exists():
-                continue
-            seed_index = input_seed_index(dims)
-            calls = record(dims, seed_index)
-            payload: dict[str, Any] = {"dims": dims, "calls": calls}
-            data = saved(payload, calls)
-            variants: list[dict[str, list[Args]]] = []
-            total = len(data)
-            for v in range(1, n):
-                if total > VARIANTS_BYTES or time.perf_counter() - started > VARIANTS_S:
-                    break  # a large model's recordings, or a slow forward: fewer variants (one, as before)
-                more = record(dims, seed_index + v)
-                for path in list(more):
-                    if path not in calls:
-                        more.pop(path)
-                total += len(saved(more, more))
-                variants.append(more)
-            if variants:
-                payload["variants"] = variants
-                data = saved(payload, calls)
-            tmp = target.with_suffix(f".{os.getpid()}.tmp")
-            tmp.write_bytes(data)
-            os.replace(tmp, target)
-            sizes[dims_key(dims)] = len(data)
+            if not target.exists():
+                sizes[dims_key(dims)] = _capture_shape(recorder, target, dims, n, started)
     finally:
-        for h in handles:
-            h.remove()
-    capturable = {p for p in modules if p not in unsaved}
+        recorder.detach()
+    capturable = {p for p in modules if p not in recorder.unsaved}
     return {
-        "tree": module_tree(model, called=called if called else None, capturable=capturable),
-        "unsaved": unsaved,
+        "tree": module_tree(model, called=recorder.called if recorder.called else None, capturable=capturable),
+        "unsaved": recorder.unsaved,
         "bytes": sizes,
     }
+
+
+def _capture_shape(recorder: _Recorder, target: Path, dims: dict[str, int], n: int, started: float) -> int:
+    """Record one shape's calls (and up to n - 1 variants, within the byte and time budgets) into
+    target, written atomically; returns its size."""
+    seed_index = input_seed_index(dims)
+    calls = recorder.record(dims, seed_index)
+    payload: dict[str, Any] = {"dims": dims, "calls": calls}
+    data = recorder.saved(payload, calls)
+    variants: list[dict[str, list[Args]]] = []
+    total = len(data)
+    for v in range(1, n):
+        if total > VARIANTS_BYTES or time.perf_counter() - started > VARIANTS_S:
+            break  # a large model's recordings, or a slow forward: fewer variants (one, as before)
+        more = recorder.record(dims, seed_index + v)
+        for path in list(more):
+            if path not in calls:
+                more.pop(path)
+        total += len(recorder.saved(more, more))
+        variants.append(more)
+    if variants:
+        payload["variants"] = variants
+        data = recorder.saved(payload, calls)
+    tmp = target.with_suffix(f".{os.getpid()}.tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, target)
+    return len(data)
+
+
+class _Recorder:
+    """Forward pre-hooks on every submodule recording each call's inputs; which regions were
+    called, and which cannot be saved (no hooks, unpicklable inputs) and why."""
+
+    def __init__(self, model: Any, factory: InputFactory, modules: dict[str, Any]) -> None:
+        self.model = model
+        self.factory = factory
+        self.recorded: dict[str, list[Args]] = {}
+        self.called: set[str] = set()
+        self.unsaved: dict[str, str] = {}
+        self.handles: list[Any] = []
+        for path, module in modules.items():
+            if path == "":
+                continue
+            try:
+                self.handles.append(module.register_forward_pre_hook(self._hook(path), with_kwargs=True))
+            except Exception as exc:  # noqa: BLE001 - scripted modules take no hooks
+                self.unsaved[path] = one_line(exc)
+
+    def _hook(self, path: str):
+        recorded = self.recorded
+
+        def hook(module: Any, args: tuple, kwargs: dict) -> None:
+            recorded.setdefault(path, []).append((_clone(args), _clone(kwargs)))
+
+        return hook
+
+    def detach(self) -> None:
+        for h in self.handles:
+            h.remove()
+
+    def record(self, dims: dict[str, int], index: int) -> dict[str, list[Args]]:
+        """One forward on the index-th input of this shape: every saveable region's calls."""
+        import torch
+
+        self.recorded.clear()
+        args, kwargs = self.factory.make(index, dims)
+        try:
+            with torch.no_grad():
+                self.model(*args, **kwargs)
+        except Exception as exc:  # noqa: BLE001 - the user's forward
+            raise WorkloadError(
+                "forward",
+                f"forward of the model raised {one_line(exc)} while recording inputs",
+                user_traceback(exc),
+            ) from None
+        calls = {"": [(_clone(args), _clone(kwargs))], **self.recorded}
+        self.called.update(calls)
+        for path in list(calls):
+            if path in self.unsaved:
+                calls.pop(path)
+        return calls
+
+    def saved(self, obj: Any, calls: dict[str, list[Args]]) -> bytes:
+        """obj as torch.save writes it; the regions whose inputs cannot be pickled are dropped
+        from calls (and obj) and noted."""
+        import torch
+
+        buf = io.BytesIO()
+        try:
+            torch.save(obj, buf)
+        except Exception:  # noqa: BLE001 - find the regions whose inputs cannot be pickled
+            for path in list(calls):
+                try:
+                    torch.save(calls[path], io.BytesIO())
+                except Exception as exc:  # noqa: BLE001
+                    self.unsaved[path] = f"its inputs cannot be saved: {one_line(exc)}"
+                    calls.pop(path)
+            buf = io.BytesIO()
+            torch.save(obj, buf)
+        return buf.getvalue()
 
 
 # -- replay ---------------------------------------------------------------------------------------

@@ -20,6 +20,7 @@ import select
 import signal
 import sys
 import time
+from collections.abc import Callable
 
 from bisector.probe.containment import BoxSpec, enter, kill_spec
 
@@ -118,11 +119,10 @@ def serve() -> int:
     gc.freeze()
     send({"ready": True, "pid": os.getpid(), "import_s": round(time.perf_counter() - started, 3), "failed": failed})
 
-    children: dict[int, int] = {}
-    boxes: dict[int, BoxSpec] = {}
+    forks = _Forks(send, proto_fd)
     buf = b""
     stdin_open = True
-    while stdin_open or children:
+    while stdin_open or forks.children:
         if stdin_open:
             ready, _, _ = select.select([0], [], [], 0.005)
         else:
@@ -132,47 +132,65 @@ def serve() -> int:
             chunk = os.read(0, 1 << 16)
             if not chunk:
                 stdin_open = False
-                for pid in list(children):  # the parent is gone: nobody will read these results
-                    kill_spec(boxes[pid], pid)
-                    if boxes[pid].cgroup:  # a subreaper supervisor is told, never SIGKILLed
-                        try:
-                            os.killpg(pid, signal.SIGKILL)
-                        except OSError:
-                            pass
+                forks.kill_all()  # the parent is gone: nobody will read these results
             buf += chunk
             while b"\n" in buf:
                 line, buf = buf.split(b"\n", 1)
-                if not line.strip():
-                    continue
-                msg = json.loads(line)
-                if msg.get("op") == "fork":
-                    server_pid = os.getpid()
-                    box = BoxSpec.from_json(msg.get("box"))
-                    pid = os.fork()
-                    if pid == 0:
-                        _child(msg["dir"], msg.get("threads"), proto_fd, server_pid, box)
-                    children[pid] = msg["id"]
-                    boxes[pid] = box
-                    send({"id": msg["id"], "pid": pid})
-                elif msg.get("op") == "ping":
-                    send({"pong": True})
-        while children:
+                if line.strip():
+                    forks.handle(json.loads(line))
+        forks.reap()
+    return 0
+
+
+class _Forks:
+    """The probes this server forked: started on request, reported when they end."""
+
+    def __init__(self, send: Callable[[dict], None], proto_fd: int) -> None:
+        self.send = send
+        self.proto_fd = proto_fd
+        self.children: dict[int, int] = {}  # pid -> the request's id
+        self.boxes: dict[int, BoxSpec] = {}
+
+    def handle(self, msg: dict) -> None:
+        if msg.get("op") == "fork":
+            server_pid = os.getpid()
+            box = BoxSpec.from_json(msg.get("box"))
+            pid = os.fork()
+            if pid == 0:
+                _child(msg["dir"], msg.get("threads"), self.proto_fd, server_pid, box)
+            self.children[pid] = msg["id"]
+            self.boxes[pid] = box
+            self.send({"id": msg["id"], "pid": pid})
+        elif msg.get("op") == "ping":
+            self.send({"pong": True})
+
+    def kill_all(self) -> None:
+        for pid in list(self.children):
+            kill_spec(self.boxes[pid], pid)
+            if self.boxes[pid].cgroup:  # a subreaper supervisor is told, never SIGKILLed
+                try:
+                    os.killpg(pid, signal.SIGKILL)
+                except OSError:
+                    pass
+
+    def reap(self) -> None:
+        """Report every child that has ended, without waiting for one that has not."""
+        while self.children:
             try:
                 pid, status = os.waitpid(-1, os.WNOHANG)
             except ChildProcessError:
-                children.clear()
+                self.children.clear()
                 break
             if pid == 0:
                 break
-            ident = children.pop(pid, None)
-            boxes.pop(pid, None)
+            ident = self.children.pop(pid, None)
+            self.boxes.pop(pid, None)
             if ident is None:
                 continue
             if os.WIFSIGNALED(status):
-                send({"id": ident, "signal": os.WTERMSIG(status)})
+                self.send({"id": ident, "signal": os.WTERMSIG(status)})
             else:
-                send({"id": ident, "exit": os.WEXITSTATUS(status) if os.WIFEXITED(status) else -1})
-    return 0
+                self.send({"id": ident, "exit": os.WEXITSTATUS(status) if os.WIFEXITED(status) else -1})
 
 
 if __name__ == "__main__":

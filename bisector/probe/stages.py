@@ -103,23 +103,7 @@ def stage_inference(ctx: Context) -> MemoryCurve:
     ctx.meta["export_s"] = round(time.perf_counter() - started, 3)
     ctx.meta["providers"] = sessions[0][1].get_providers() if sessions else []
 
-    # The feeds are made before the loop, one set per input shape, so that what the loop measures
-    # is ONNX Runtime's memory alone: inputs made per run would leave their own high-water mark
-    # in the C heap, which this stage does not trim. (Too large to hold: made per run instead.)
-    feeds: dict[tuple, list[list[dict[str, Any]]]] | None = {}
-    held = 0
-    for i, step in enumerate(ctx.schedule.steps):
-        if feeds is None or step.key() in feeds:
-            continue
-        per_target = [
-            [adapt.feed(make_feed(session, target, args), session) for args in target.calls(i, step)]
-            for target, session, adapt in sessions
-        ]
-        held += sum(a.nbytes for t in per_target for f in t for a in f.values())
-        feeds[step.key()] = per_target
-        if held > PREMADE_FEEDS_LIMIT:
-            feeds = None
-            ctx.meta["feeds"] = "made per run (inputs too large to hold)"
+    feeds = _premade_feeds(ctx, sessions)
 
     def run(target: Target, session: Any, feed: dict[str, Any]) -> None:
         try:
@@ -143,6 +127,30 @@ def stage_inference(ctx: Context) -> MemoryCurve:
 
 
 PREMADE_FEEDS_LIMIT = 512 * 1024 * 1024
+
+
+def _premade_feeds(
+    ctx: Context, sessions: list[tuple[Any, Any, Any]]
+) -> dict[tuple, list[list[dict[str, Any]]]] | None:
+    """The feeds, made before the loop, one set per input shape, so that what the loop measures
+    is ONNX Runtime's memory alone: inputs made per run would leave their own high-water mark
+    in the C heap, which this stage does not trim. None when too large to hold: made per run."""
+    feeds: dict[tuple, list[list[dict[str, Any]]]] | None = {}
+    held = 0
+    for i, step in enumerate(ctx.schedule.steps):
+        if feeds is None or step.key() in feeds:
+            continue
+        per_target = [
+            [adapt.feed(make_feed(session, target, args), session) for args in target.calls(i, step)]
+            for target, session, adapt in sessions
+        ]
+        held += sum(a.nbytes for t in per_target for f in t for a in f.values())
+        feeds[step.key()] = per_target
+        if held > PREMADE_FEEDS_LIMIT:
+            feeds = None
+            ctx.meta["feeds"] = "made per run (inputs too large to hold)"
+    return feeds
+
 
 STAGE_RUNNERS: dict[str, Callable[[Context], MemoryCurve]] = {
     "eager": stage_eager,

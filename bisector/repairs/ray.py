@@ -29,7 +29,8 @@ from typing import Any
 from bisector.common.errors import UserError
 from bisector.model.spec import library_imports, parse_model_spec
 from bisector.patching.from_report import ModelWork
-from bisector.probe.pool import ProbePool, sweep_stale_workdirs, write_owner
+from bisector.probe.pool import ProbePool
+from bisector.probe.workdirs import sweep_stale_workdirs, write_owner
 from bisector.repairs.manifest import ModelEntry
 from bisector.repairs.results import ModelResult
 

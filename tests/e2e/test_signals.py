@@ -190,7 +190,7 @@ def test_ctrl_c_in_a_script_calling_the_api_stops_at_once(tmp_path: Path) -> Non
 
 
 def test_the_temporary_folder_of_a_killed_bisector_is_swept_by_the_next_run(tmp_path: Path) -> None:
-    from bisector.probe.pool import _owner_id, sweep_stale_workdirs
+    from bisector.probe.workdirs import _owner_id, sweep_stale_workdirs
 
     proc, pid, tmp = start(tmp_path, "measure")
     (stale,) = tmp.glob("bisector-*")

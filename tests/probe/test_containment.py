@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from bisector.probe import containment
+from bisector.probe import cgroups, containment
 
 MECHANISMS = [containment.CGROUP, containment.SUBREAPER]
 
@@ -100,7 +100,7 @@ def test_a_sigkilled_parent_takes_the_box_with_it(tmp_path: Path, mechanism: str
     proc.kill()
     proc.wait()
     assert gone_within(int(pidfile.read_text()))
-    containment.sweep_stale_cgroups()  # the dead parent's cgroup folder, if any
+    cgroups.sweep_stale_cgroups()  # the dead parent's cgroup folder, if any
 
 
 def test_a_stale_cgroup_of_a_dead_bisector_is_swept(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -109,12 +109,12 @@ def test_a_stale_cgroup_of_a_dead_bisector_is_swept(monkeypatch: pytest.MonkeyPa
     containment._reset_for_tests()
     if containment.mechanism() != containment.CGROUP:
         pytest.skip("no cgroup containment on this machine")
-    own = containment._own_cgroup_dir()
+    own = cgroups.own_cgroup_dir()
     assert own is not None
     stale = own / "bisector-999999999-1"  # no such pid
     (stale / "box-1").mkdir(parents=True)
     proc = subprocess.Popen(["sleep", "300"])
     (stale / "box-1" / "cgroup.procs").write_text(str(proc.pid))
-    assert stale in containment.sweep_stale_cgroups(own)
+    assert stale in cgroups.sweep_stale_cgroups(own)
     assert proc.wait(5) == -signal.SIGKILL
     assert not stale.exists()

@@ -237,7 +237,7 @@ def test_every_foreign_file_survives_clean_remove(
 
 
 def test_the_temp_sweep_removes_only_folders_that_name_a_dead_owner(tmp_path: Path) -> None:
-    from bisector.probe.pool import OWNER_FILE, sweep_stale_workdirs
+    from bisector.probe.workdirs import OWNER_FILE, sweep_stale_workdirs
 
     anyones = tmp_path / "bisector-notes"  # a name alone proves nothing: the temp folder is shared
     anyones.mkdir()
