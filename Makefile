@@ -15,8 +15,9 @@ PYTEST_ARGS ?=
 # so two of them keep a 2-core machine busy. Whole files go to a worker (loadfile), so a module's
 # shared fixture (a project repaired once, a run directory later tests reuse) is built once.
 # (--dist loadgroup would be finer, but pytest 9.2 ignores the node ids xdist 3.8 renames for it.)
-# Files go out in collection order, the long end-to-end ones first, the quick unit ones last to
-# even out the two workers' ends (xdist's default sends the files with the most tests first).
+# Files go out in collection order: tests/conftest.py puts the longest files first (LONGEST_FIRST),
+# then the other end-to-end ones, the quick unit ones last to even out the two workers' ends
+# (xdist's default would send the files with the most tests first, not the longest).
 # TEST_WORKERS=0 runs everything in one process.
 TEST_WORKERS ?= 2
 PYTEST := $(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder

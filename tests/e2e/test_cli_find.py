@@ -12,11 +12,10 @@ pytestmark = pytest.mark.probe
 
 
 def test_find_json_names_the_culprit_and_a_rerun_reuses_every_probe(tmp_path) -> None:
+    # No --input: the inputs are inferred (and printed as flags), then searched as if given.
     args = (
         "find",
         f"{SAMPLES / 'list_append.py'}:Net",
-        "-i",
-        "x=B,32",
         "-s",
         "eager",
         "--json",
@@ -25,6 +24,7 @@ def test_find_json_names_the_culprit_and_a_rerun_reuses_every_probe(tmp_path) ->
     )
     r = run_cli(*args)
     assert r.returncode == 1, r.stderr
+    assert "inputs inferred: --input x=B,32 (from blocks.0: Linear(32, 32))" in r.stderr.splitlines()
     report = json.loads(r.stdout)
     assert report["culprits"] == [
         {
@@ -62,13 +62,6 @@ def test_find_json_names_the_culprit_and_a_rerun_reuses_every_probe(tmp_path) ->
     second = json.loads(again.stdout)
     assert second["probes"] == 0 and second["reused_probes"] >= 3
     assert second["culprits"] == report["culprits"]
-
-
-def test_find_without_inputs_infers_them_and_prints_them_as_flags(tmp_path) -> None:
-    r = run_cli("find", f"{SAMPLES / 'list_append.py'}:Net", "--stage", "eager", "--run-dir", str(tmp_path))
-    assert r.returncode == 1, r.stderr
-    assert "inputs inferred: --input x=B,32 (from blocks.0: Linear(32, 32))" in r.stderr.splitlines()
-    assert "culprits: blocks.1 (eager)" in r.stdout
 
 
 def test_find_on_a_model_it_cannot_infer_lists_what_it_tried(tmp_path) -> None:

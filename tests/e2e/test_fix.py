@@ -72,6 +72,8 @@ def test_shape_cache_is_bounded(pool, tmp_path) -> None:
     )
     # Two fixers bound the same per-shape cache (shape-cache evicts in place, bounded-memo swaps in
     # an LRU dict): both keep the cache working, and the eviction re-measures clean on its own.
+    # The find's one culprit, exactly (this is the default run's find of the sample: test_zoo_find's is slow).
+    assert [(c.region, c.stage, c.kind) for c in found.culprits] == [("pos", "eager", "shape-growth")]
     kept = report.kept
     assert {e.fixer for e in kept} <= {"shape-cache", "bounded-memo"} and all(e.region == "pos" for e in kept)
     assert not any(e.removes_behaviour for e in kept)

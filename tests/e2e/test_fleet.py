@@ -231,22 +231,23 @@ def test_ray_run_writes_what_the_local_executor_writes(ray_local, project: Path,
 def test_a_killed_task_is_retried_once_then_one_models_error(ray_local, tmp_path: Path) -> None:
     from bisector import api
 
-    root = make_project(tmp_path / "project", {k: MODELS[k] for k in ("clean_cnn", "forward_hook")}, killer="doomed")
+    # One healthy model beside the doomed one is enough to see that only the lost task fails;
+    # a fix through Ray is test_ray_run_writes_what_the_local_executor_writes's.
+    root = make_project(tmp_path / "project", {"clean_cnn": MODELS["clean_cnn"]}, killer="doomed")
     mark = root / "KILL_RAY_WORKER"
     mark.write_text("")
     first = api.repair(config=str(root / "pyproject.toml"), out=str(root / "out"), executor="ray")
     status = {r.name: r for r in first.results}
     assert status["doomed-Net"].status == "error" and "retried 1 time" in status["doomed-Net"].error
     assert len(set(mark.read_text().split())) == 2  # two workers killed: the first try and its one retry
-    assert status["clean_cnn-Net"].status == "clean" and status["forward_hook-Net"].status == "fixed"
-    assert (root / "out" / "patches" / "forward_hook.py.patch").exists()
+    assert status["clean_cnn-Net"].status == "clean"
     assert first.exit_code == 2
     on_disk = json.loads((root / "out" / "summary.json").read_text())
-    assert [m["status"] for m in on_disk["models"]] == ["clean", "fixed", "error"]
+    assert [m["status"] for m in on_disk["models"]] == ["clean", "error"]
 
     mark.unlink()  # the node is back: the second run repairs only the model that was lost
     second = api.repair(config=str(root / "pyproject.toml"), out=str(root / "out"), executor="ray")
     again = {r.name: r for r in second.results}
-    assert again["clean_cnn-Net"].resumed and again["forward_hook-Net"].resumed
+    assert again["clean_cnn-Net"].resumed
     assert not again["doomed-Net"].resumed and again["doomed-Net"].status == "fixed"
     assert second.exit_code == 0

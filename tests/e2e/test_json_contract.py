@@ -34,7 +34,8 @@ def test_measure_find_fix_and_their_stored_documents(tmp_path: Path) -> None:
     shutil.copy(SAMPLES / "list_append.py", tmp_path / "list_append.py")
     subprocess.run(["git", "init", "-q"], cwd=tmp_path, check=True)
     run = str(tmp_path / "run")
-    measured = _report(run_cli("measure", spec, *SMALL, "--json"), "measure", 1)
+    # One run directory for the three: find reuses measure's probes, fix find's.
+    measured = _report(run_cli("measure", spec, *SMALL, "--json", "--run-dir", run), "measure", 1)
     assert set(measured["versions"]) >= {"torch", "onnx", "onnxruntime"}
     found = _report(run_cli("find", spec, *SMALL, "--json", "--run-dir", run), "find", 1)
     assert found["culprits"]

@@ -258,7 +258,9 @@ def test_clean_model_bundle_repro_is_flat(tmp_path) -> None:
         "--bundle",
         str(tmp_path / "bundle"),
     )
-    assert r.returncode == 0, r.stderr
+    # Also the default run's test that a clean model's measure exits 0 and says so.
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "verdict: clean" in r.stdout
     bundle = tmp_path / "bundle" / "eager-root"
     heap, objects = second_half_rates(run_repro(bundle, "--calls", "60", "--every", "10"))
     assert abs(objects) < 0.2 and heap is not None and abs(heap) < 2048
