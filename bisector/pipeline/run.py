@@ -23,11 +23,15 @@ from bisector.common.errors import UserError
 from bisector.common.project import project_root
 from bisector.common.strenum import StrEnum
 from bisector.find.localise import Culprit, Finder, FindReport
-from bisector.fix.engine import FixReport, Repairer, holds, merge_probe
+from bisector.fix.candidates import merge_probe
+from bisector.fix.engine import FixEngine
+from bisector.fix.evaluation import FixReport
+from bisector.fix.growth import holds
 from bisector.fix.project_check import CHECK_TIMEOUT_S, prove, run_check
 from bisector.fix.unfixable import NotFixable, not_fixable
 from bisector.fixers import all_fixers, names
 from bisector.judge.ceiling import peak, project, stage_ceilings
+from bisector.judge.choice import best_fixes, not_chosen
 from bisector.judge.fail_on import FailOn
 from bisector.judge.verdict import CLEAN, INCONCLUSIVE, LEAK, SHAPE_GROWTH, TOOLCHAIN_LEAK
 from bisector.lab.measure import measure
@@ -39,7 +43,7 @@ from bisector.model.schedule import warmed
 from bisector.options.config import load_config
 from bisector.patching.apply import apply as apply_patches
 from bisector.patching.apply import check_writable
-from bisector.patching.from_report import best_fixes, not_chosen, patches_for
+from bisector.patching.from_report import patches_for
 from bisector.pipeline.failures import failure_culprits, failure_error, stage_errors, unexported, unfixable_failures
 from bisector.pipeline.prepare import Options, Prepared
 from bisector.probe.pool import ProbePool
@@ -312,7 +316,7 @@ def fix(
                 raise UserError("; ".join(unmeasured))
         if progress.on_found is not None:
             progress.on_found(found)
-        report = Repairer(
+        report = FixEngine(
             lab,
             found,
             allow_output_changes=request.allow_output_changes,

@@ -38,10 +38,11 @@ from bisector.common.errors import BisectorError, UserError
 from bisector.common.marks import REPAIR_OUT, mark, owned
 from bisector.common.project import project_root
 from bisector.common.units import format_bytes
-from bisector.fix.engine import registration_site
 from bisector.fix.project_check import compile_error, run_check
+from bisector.fix.sources import registration_site
 from bisector.judge.ceiling import Ceiling, over_budget, stage_ceilings
 from bisector.judge.ceiling import describe as describe_ceilings
+from bisector.judge.choice import not_chosen
 from bisector.judge.fail_on import FailOn
 from bisector.lab.stage import RUN_DIR as RUN_DIR_NAME
 from bisector.lab.stage import source_hash
@@ -50,7 +51,7 @@ from bisector.model.kinds import Kind
 from bisector.model.spec import ModelSpec, library_imports, parse_model_spec
 from bisector.options.config import ToolTable, as_list, find_pyproject, load_config, validate
 from bisector.patching.diff import source_patches
-from bisector.patching.from_report import ModelWork, compose, not_chosen, work_for
+from bisector.patching.from_report import ModelWork, compose, work_for
 from bisector.pipeline import run as pipeline
 from bisector.pipeline.prepare import Options, prepare
 from bisector.pipeline.run import FixRequest, Status, with_stage_errors

@@ -34,7 +34,7 @@ from bisector.common.errors import UserError
 from bisector.common.marks import BUNDLE, mark, owned, real_dir
 from bisector.common.project import project_root
 from bisector.common.units import format_bytes
-from bisector.fix.engine import user_sources
+from bisector.fix.sources import user_sources
 from bisector.fixers.base import UNSUPPORTED_OP
 from bisector.judge.retention import describe
 from bisector.model.kinds import Kind

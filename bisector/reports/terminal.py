@@ -9,10 +9,11 @@ from rich.markup import escape
 from rich.tree import Tree as RichTree
 
 from bisector.common.units import PER_STAGE, format_bytes, probes_text
-from bisector.fix.engine import costs_more_than_it_saves, registration_site
+from bisector.fix.sources import registration_site
 from bisector.fixers.base import UNSUPPORTED_OP
 from bisector.judge.ceiling import describe as describe_ceilings
 from bisector.judge.ceiling import stage_ceilings
+from bisector.judge.choice import costs_more_than_it_saves
 from bisector.judge.native import native_lines
 from bisector.judge.owners import LIBRARIES, MODEL, TOOLCHAIN, native_share
 from bisector.judge.retention import describe

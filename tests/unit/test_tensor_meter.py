@@ -161,7 +161,7 @@ def test_tensors_per_new_shape_are_reported_not_judged() -> None:
 
 
 def test_a_warm_up_of_n_calls_fills_a_bound_of_n_whatever_the_repeated_shapes() -> None:
-    from bisector.fix.engine import warm_calls
+    from bisector.fix.growth import warm_calls
     from bisector.model.kinds import Kind
     from bisector.model.schedule import PROFILES, build_schedule, warmed
 
