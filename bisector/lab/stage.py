@@ -32,20 +32,10 @@ from typing import Any
 from bisector.common import marks
 from bisector.common.errors import UserError
 from bisector.common.units import format_bytes, per
+from bisector.judge.attribution import NATIVE_TWIN_ENV, attribute, attribute_shapes, needs_native_twin, needs_owners
 from bisector.judge.search import Outcome
-from bisector.judge.verdict import (
-    CLEAN,
-    HEAP,
-    INCONCLUSIVE,
-    LEAK,
-    NATIVE_TWIN_ENV,
-    Verdict,
-    attribute,
-    attribute_shapes,
-    judge,
-    needs_native_twin,
-    needs_owners,
-)
+from bisector.judge.signals import HEAP
+from bisector.judge.verdict import CLEAN, INCONCLUSIVE, LEAK, Verdict, judge
 from bisector.lab.results import CRASHED, FAILED, MeasureOptions, StageResult, outcome_of
 from bisector.lab.runner import Events, Runner
 from bisector.lab.timings import Stopwatch
@@ -512,7 +502,7 @@ class Lab:
     def _native_twin(self, verdict: Verdict, request: ProbeRequest, control: MemoryCurve | None, stage: str) -> Verdict:
         """Eager growth per new shape in bytes alone: measured again with torch's oneDNN primitive
         cache off (the control has no convolution: its curve serves both). What goes away is the
-        toolchain's (verdict.attribute_shapes)."""
+        toolchain's (attribution.attribute_shapes)."""
         env = {**request.options.env, **NATIVE_TWIN_ENV}
         twin = request.with_(options=replace(request.options, env=env), label=f"{request.label} (oneDNN cache off)")
         got = self.runner.submit(twin).result()

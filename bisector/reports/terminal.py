@@ -17,7 +17,8 @@ from bisector.judge.choice import costs_more_than_it_saves
 from bisector.judge.native import native_lines
 from bisector.judge.owners import LIBRARIES, MODEL, TOOLCHAIN, native_share
 from bisector.judge.retention import describe
-from bisector.judge.verdict import CLEAN, HEAP, INCONCLUSIVE, LEAK, SHAPE_GROWTH, TENSORS, TOOLCHAIN_LEAK
+from bisector.judge.signals import HEAP, TENSORS
+from bisector.judge.verdict import CLEAN, INCONCLUSIVE, LEAK, SHAPE_GROWTH, TOOLCHAIN_LEAK
 from bisector.lab.results import CRASHED, FAILED, MeasureReport, StageResult
 from bisector.model.schedule import PHASES
 from bisector.probe.types import ProbeCrashed, ProbeFailed, ProbeTimedOut

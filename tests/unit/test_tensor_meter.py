@@ -10,7 +10,9 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from bisector.judge.verdict import CLEAN, FLAT, GROWS, LEAK, TENSORS, judge, needs_owners, tensor_signal
+from bisector.judge.attribution import needs_owners
+from bisector.judge.signals import FLAT, GROWS, TENSORS, tensor_signal
+from bisector.judge.verdict import CLEAN, LEAK, judge
 from bisector.model.curve import MemoryCurve, Sample
 from bisector.probe.meters import Meters, TensorMeter, _storage_bytes
 from tests.conftest import has_cuda
