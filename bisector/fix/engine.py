@@ -88,7 +88,7 @@ class FixEngine:
         self.fixers = select(chosen, only)  # a family's name (python-leaks) selects its members
         self.rtol, self.atol = rtol, atol
         if lab.run is None:
-            raise ValueError("repair needs a lab that keeps a run directory (its candidates' copies go there)")
+            raise ValueError("the fix engine needs a lab that keeps a run directory (its candidates' copies go there)")
         self.shadow_root = lab.run / "candidates"
         self._before: dict[str, Mapping[str, Any]] = {}
         self.probes_before = lab.probes

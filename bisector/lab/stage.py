@@ -1,4 +1,4 @@
-"""The lab: measure one model, in one stage, with given options, and judge it. What find and repair share.
+"""The lab: measure one model, in one stage, with given options, and judge it. What find and the fix engine share.
 
 A Lab owns the probe pool (or shares one), the runner with its caches, the run directory and the
 recorded inputs, and the schedules. It answers three questions:

@@ -64,7 +64,7 @@ class FixRequest:
     apply: bool = False
     force: bool = False  # with apply: also replace read-only files
     # A stage that crashed or timed out ends the run as an error (a migration summary cannot call a
-    # model it never measured anything else); otherwise it is "unproven" and the rest is repaired.
+    # model it never measured anything else); otherwise it is "unproven" and the rest is fixed.
     unmeasured_is_error: bool = False
     fail_on: FailOn = FailOn()  # which culprits must be fixed for the run to pass
     # `fix` on one model tries fixes for every culprit; `repair` over a project only for those its
