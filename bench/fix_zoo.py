@@ -27,13 +27,16 @@ sys.path.insert(0, str(ROOT))
 
 from bisector import api  # noqa: E402
 from bisector.common.units import format_bytes  # noqa: E402
-from bisector.fix.engine import KEEP_DROP, growth, merge_probe, shadow_copy  # noqa: E402
+from bisector.fix.candidates import merge_probe  # noqa: E402
+from bisector.fix.growth import KEEP_DROP, growth  # noqa: E402
+from bisector.fix.sources import shadow_copy  # noqa: E402
+from bisector.judge.choice import best_fixes  # noqa: E402
 from bisector.lab.measure import measure  # noqa: E402
 from bisector.lab.results import outcome_of  # noqa: E402
 from bisector.model.spec import ModelSpec  # noqa: E402
 from bisector.model.zoo import zoo  # noqa: E402
 from bisector.patching.diff import combined_diff  # noqa: E402
-from bisector.patching.from_report import best_fixes, patches_for  # noqa: E402
+from bisector.patching.from_report import patches_for  # noqa: E402
 from bisector.pipeline import run as pipeline  # noqa: E402
 from bisector.probe.pool import ProbePool  # noqa: E402
 

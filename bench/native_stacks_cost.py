@@ -20,7 +20,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bisector.lab.stage import OWNER_FRAMES, owners_profile  # noqa: E402
+from bisector.lab.twins import OWNER_FRAMES, owners_profile  # noqa: E402
 from bisector.model.schedule import ScheduleProfile, build_schedule  # noqa: E402
 from bisector.model.spec import build_input_plan, library_imports, parse_model_spec  # noqa: E402
 from bisector.probe.pool import ProbePool  # noqa: E402

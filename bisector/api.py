@@ -110,7 +110,7 @@ def fix(
     # Refused before any child starts (input inference included), as the CLI does.
     written = spec if isinstance(spec, str) else f"{spec.path}:{spec.name}"
     root = pipeline.check_request(written, options, request, pipeline.known_fixers())
-    return pipeline.fix(_prepare(spec, options), request, pipeline.Progress(events=events), root=root)
+    return pipeline.fix(_prepare(spec, options), request, pipeline.FixCallbacks(events=events), root=root)
 
 
 def repair(

@@ -7,7 +7,7 @@ the file it came from (SourceText.encode): every line an edit leaves alone keeps
 own ending included, and lines an edit adds or changes take the file's dominant ending.
 
 The one place file bytes become text and back: the patch layer (bisector.patching.diff, apply),
-the repair's shadow copies and the project check all read and write through here. Stdlib only."""
+the fix engine's shadow copies and the project check all read and write through here. Stdlib only."""
 
 from __future__ import annotations
 

@@ -321,40 +321,7 @@ class Finder:
         lab = self.lab
         started = time.perf_counter()
         stages = stage_order(lab.options.stages)
-
-        def stage_job(stage: str) -> tuple[StageResult, StageSearch]:
-            begun = time.perf_counter()
-            with lab.timings.phase("verdict", stage):
-                root = lab.stage(stage)
-            log_reasons(root)
-            with lab.timings.phase("search", stage):
-                search = self.run_search(stage, root)
-            named = (
-                f"; {len(search.culprits)} culprit{'s' if len(search.culprits) != 1 else ''}" if search.culprits else ""
-            )
-            summary = stage_summary(root, time.perf_counter() - begun, lab.plan.dims)
-            event(lab.events, "stage_done", stage, root.kind, summary + named)
-            return root, search
-
-        results: dict[str, tuple[StageResult, StageSearch]] = {}
-        with ThreadPoolExecutor(max_workers=len(stages) or 1, thread_name_prefix="bisector-stage") as ex:
-            futures = {s: ex.submit(stage_job, s) for s in stages}
-            try:
-                for s, f in futures.items():
-                    while True:
-                        try:
-                            results[s] = f.result(timeout=0.25)
-                            break
-                        except TimeoutError:
-                            continue
-            except KeyboardInterrupt:
-                # Stop asking new questions, kill the running probes, keep what finished.
-                lab.stop()
-                for s, f in futures.items():
-                    try:
-                        results[s] = f.result()
-                    except Exception:  # noqa: BLE001 - a stage cut short reports what it has
-                        pass
+        results = self._run_stages(stages)
         if lab.tree is None and not lab.interrupted.is_set():
             lab.ensure_captured([])  # the module tree alone, for the report
         ordered = [s for s in STAGES if s in results]
@@ -381,6 +348,44 @@ class Finder:
             run_dir=str(lab.run),
             complete=complete,
         )
+
+    def _stage_job(self, stage: str) -> tuple[StageResult, StageSearch]:
+        """One stage: its verdict, then the search of its regions."""
+        lab = self.lab
+        begun = time.perf_counter()
+        with lab.timings.phase("verdict", stage):
+            root = lab.stage(stage)
+        log_reasons(root)
+        with lab.timings.phase("search", stage):
+            search = self.run_search(stage, root)
+        named = f"; {len(search.culprits)} culprit{'s' if len(search.culprits) != 1 else ''}" if search.culprits else ""
+        summary = stage_summary(root, time.perf_counter() - begun, lab.plan.dims)
+        event(lab.events, "stage_done", stage, root.kind, summary + named)
+        return root, search
+
+    def _run_stages(self, stages: list[str]) -> dict[str, tuple[StageResult, StageSearch]]:
+        """Every stage at once, one thread each. Ctrl-C stops asking new questions, kills the
+        running probes and keeps what finished."""
+        results: dict[str, tuple[StageResult, StageSearch]] = {}
+        with ThreadPoolExecutor(max_workers=len(stages) or 1, thread_name_prefix="bisector-stage") as ex:
+            futures = {s: ex.submit(self._stage_job, s) for s in stages}
+            try:
+                for s, f in futures.items():
+                    while True:
+                        try:
+                            results[s] = f.result(timeout=0.25)
+                            break
+                        except TimeoutError:
+                            continue
+            except KeyboardInterrupt:
+                # Stop asking new questions, kill the running probes, keep what finished.
+                self.lab.stop()
+                for s, f in futures.items():
+                    try:
+                        results[s] = f.result()
+                    except Exception:  # noqa: BLE001 - a stage cut short reports what it has
+                        pass
+        return results
 
 
 def find(

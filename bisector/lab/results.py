@@ -7,7 +7,8 @@ from typing import Any
 
 from bisector.judge.ceiling import stage_ceilings
 from bisector.judge.search import Outcome
-from bisector.judge.verdict import COUNT_METRICS, GROWS, LEAK, Bands, Kind, Verdict, worst
+from bisector.judge.signals import COUNT_METRICS, GROWS
+from bisector.judge.verdict import LEAK, Bands, Kind, Verdict, worst
 from bisector.model.curve import MemoryCurve
 from bisector.model.figures import Figures
 from bisector.model.schedule import PROFILES, ScheduleProfile

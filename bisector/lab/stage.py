@@ -1,4 +1,4 @@
-"""The lab: measure one model, in one stage, with given options, and judge it. What find and repair share.
+"""The lab: measure one model, in one stage, with given options, and judge it. What find and the fix engine share.
 
 A Lab owns the probe pool (or shares one), the runner with its caches, the run directory and the
 recorded inputs, and the schedules. It answers three questions:
@@ -11,48 +11,38 @@ recorded inputs, and the schedules. It answers three questions:
 ``derive(model, overrides)`` gives a Lab for a changed model or changed options on the same pool,
 executor and run directory: a fix candidate is measured that way.
 
-The retry policy (rerun an unsure verdict with twice the iterations), the phases counted per stage,
-the schedule builder and the owner tracing live here, once.
+The run directory, the recorded inputs and the schedules live here; one stage's attempts in
+stage_run.py, the retry policy (rerun an unsure verdict with twice the iterations, chase a floor)
+in retry.py, and the traced twins' and retention probes' requests in twins.py.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import math
 import os
 import threading
-import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from bisector.common import marks
 from bisector.common.errors import UserError
-from bisector.common.units import format_bytes, per
+from bisector.judge.attribution import NATIVE_TWIN_ENV, attribute, attribute_shapes, needs_owners
 from bisector.judge.search import Outcome
-from bisector.judge.verdict import (
-    CLEAN,
-    HEAP,
-    INCONCLUSIVE,
-    LEAK,
-    NATIVE_TWIN_ENV,
-    Verdict,
-    attribute,
-    attribute_shapes,
-    judge,
-    needs_native_twin,
-    needs_owners,
-)
-from bisector.lab.results import CRASHED, FAILED, MeasureOptions, StageResult, outcome_of
+from bisector.judge.verdict import INCONCLUSIVE, LEAK, Verdict
+from bisector.lab.results import MeasureOptions, StageResult, outcome_of
+from bisector.lab.retry import Attempt, retrying
 from bisector.lab.runner import Events, Runner
+from bisector.lab.stage_run import StageRun, judged
 from bisector.lab.timings import Stopwatch
+from bisector.lab.twins import owners_of, retention_schedule, scale_control, scaled_owners, traced
 from bisector.model.capture import capture_schedule, distinct_dims, missing, occurrences
-from bisector.model.curve import MemoryCurve, Sample
+from bisector.model.curve import MemoryCurve
 from bisector.model.kinds import Kind
-from bisector.model.schedule import Schedule, ScheduleProfile, Step, build_schedule, warmed
+from bisector.model.schedule import Schedule, build_schedule, warmed
 from bisector.model.spec import InputPlan, ModelSpec, library_imports
 from bisector.model.tree import Tree
 from bisector.probe.pool import ProbePool
@@ -63,17 +53,12 @@ from bisector.probe.types import (
     ProbeKind,
     ProbeOk,
     ProbeRequest,
-    ProbeResult,
     ProbeTimedOut,
 )
 from bisector.store.caches import ControlCache, ResultCache, default_cache_dir
 from bisector.store.clean import claim_capture, evict_captures, release_capture
 
 RUN_DIR = ".bisector"
-# Frames a traced probe records per allocation: one in export, where torch's exporter allocates
-# from deep stacks and each frame slows every allocation; enough elsewhere to look past the
-# standard library to the caller's file.
-OWNER_FRAMES = {"export": 1, "eager": 8, "inference": 8}
 
 
 class Interrupted(Exception):
@@ -124,135 +109,6 @@ def prepare_run_dir(base: str | Path | None, model: ModelSpec, plan: InputPlan, 
 def probe_limits(options: MeasureOptions) -> dict[str, Any]:
     """The per-probe limits of a run, as ProbePool.run takes them."""
     return {"timeout_s": options.timeout_s, "mem_cap": options.mem_cap, "fresh": options.fresh}
-
-
-# -- judging ------------------------------------------------------------------------------------------
-
-
-def count_phases(stage: str) -> tuple[str, ...]:
-    """Phases whose object counts are judged: exports build a new graph per call, so only the
-    repeated shapes say anything about counts there."""
-    return ("repeat",) if stage == "export" else ("repeat", "novel", "within")
-
-
-def scale_control(curve: MemoryCurve, k: int) -> MemoryCurve:
-    """The control as if run k times per step: each metric's change from its first reading times k."""
-    if k == 1 or not curve.samples:
-        return curve
-    first = curve.samples[0].values
-    samples = tuple(
-        Sample(s.phase, s.dims, {m: first[m] + k * (v - first[m]) if m in first else v for m, v in s.values.items()})
-        for s in curve.samples
-    )
-    return MemoryCurve(samples=samples, type_growth=curve.type_growth, meta=curve.meta)
-
-
-def scaled_owners(owners: Mapping[str, Any] | None, k: int) -> Mapping[str, Any] | None:
-    """A traced control's per-call figures as if run k times per step, like scale_control."""
-    if not owners or k == 1 or "repeat" not in owners:
-        return owners
-    rep = dict(owners["repeat"])
-    rep["python_malloc"] = float(rep.get("python_malloc") or 0.0) * k
-    return {**owners, "repeat": rep}
-
-
-def owners_of(result: ProbeResult) -> dict[str, Any] | None:
-    """What a traced probe found (None when it did not run to the end)."""
-    return result.curve.meta.get("owners") if isinstance(result, ProbeOk) else None
-
-
-def owners_profile(profile: ScheduleProfile, stage: str) -> ScheduleProfile:
-    """The traced probe's schedule: the stage's warm-up, one traced pass of its own warm-up, then
-    the passes split by owner: one in export (a traced export is ~5x slower), two elsewhere."""
-    return replace(profile, repeat_passes=2 if stage == "export" else 3, novel=0, within=0)
-
-
-def build_schedule_like(schedule: Schedule, profile: ScheduleProfile) -> Schedule:
-    """A schedule over the same shapes as another, with another profile (same seed, same ranges)."""
-    repeat = [dict(s.dims) for s in schedule.steps if s.phase == "repeat"]
-    warm = [dict(s.dims) for s in schedule.steps if s.phase == "warmup"]
-    shapes = list({tuple(sorted(d.items())): d for d in repeat}.values())
-    steps = [Step("warmup", d) for d in warm]
-    for _ in range(profile.repeat_passes):
-        steps += [Step("repeat", d) for d in shapes]
-    return Schedule(steps=tuple(steps), seed=schedule.seed, profile=profile)
-
-
-def traced(request: ProbeRequest, stage: str) -> ProbeRequest:
-    """The traced twin of a model probe (owners.py): same model, regions and inputs."""
-    schedule = build_schedule_like(request.schedule, owners_profile(request.schedule.profile, stage))
-    options = replace(request.options, owners=OWNER_FRAMES.get(stage, 8))
-    return request.with_(options=options, schedule=schedule, label=f"{request.label} owners")
-
-
-def retention_schedule(schedule: Schedule) -> Schedule:
-    """A retention probe's schedule: the stage's warm-up, three passes over the repeated shapes
-    (the first one the walker's own warm-up), then the novel shapes; no within phase."""
-    steps = [s for s in schedule.steps if s.phase == "warmup"]
-    shapes = list({s.key(): s for s in schedule.steps if s.phase == "repeat"}.values())
-    for _ in range(3):
-        steps += [Step("repeat", dict(s.dims)) for s in shapes]
-    steps += [s for s in schedule.steps if s.phase == "novel"]
-    return Schedule(steps=tuple(steps), seed=schedule.seed, profile=schedule.profile)
-
-
-def floor_short(verdict: Verdict | None, options: MeasureOptions, stage: str) -> str | None:
-    """Why a clean verdict is not yet good enough: its heap floor is above the stage's target."""
-    if verdict is None or verdict.kind != CLEAN or verdict.growth_metric != HEAP:
-        return None
-    target = options.floor_targets.get(stage)
-    floor = verdict.floor_bytes_per_call
-    if target is None or floor is None or floor <= target:
-        return None
-    return f"detection floor {format_bytes(floor)}/call is above the target {format_bytes(target)}"
-
-
-# The most passes a floor chase asks for in one attempt, as a multiple of the profile's: past it the
-# schedule's own length (and the probe's timeout) matter more than the floor.
-MAX_SCALE = 256
-# A floor that a doubling of the passes lowered by less than this share is held up by the noise,
-# which more passes raise with them: the chase stops there.
-MIN_GAIN = 0.1
-
-
-PER_CALL = {"export": "export", "inference": "run"}
-
-
-def scale_for(floor: float, target: float, scale: int) -> int:
-    """The passes (as a scale of the profile's) that bring this floor to the target: the floor
-    falls as 1/sqrt(passes) while the spread holds (the standard error of the median)."""
-    need = scale * (floor / target) ** 2
-    return min(MAX_SCALE, max(scale + 1, math.ceil(need * 1.1)))  # 10%: the spread wanders
-
-
-def budget_note(
-    verdict: Verdict, target: float, scale: int, took_s: float, per: str = "call", noise_held: bool = False
-) -> str:
-    """What a chase that stopped before the target left: the floor reached, how long the target
-    would take (or that more passes did not lower it), and the model's own per-call noise."""
-    floor = verdict.floor_bytes_per_call or 0.0
-    if noise_held:
-        note = f"floor reached {format_bytes(floor)}/{per}; more passes did not lower it (the noise grew with them)"
-    else:
-        need = scale * (floor / target) ** 2 if target else float("inf")
-        eta = took_s / scale * need
-        note = (
-            f"floor reached {format_bytes(floor)}/{per} in the stage budget; the target {format_bytes(target)} "
-            f"would take ~{need:.0f}x the passes (~{eta / 60:.0f} min)"
-        )
-    own = verdict.model_noise_bytes_per_call
-    if own is not None:
-        note += f"; this model's own per-{per} noise under the toolchain is ±{format_bytes(own)}"
-    return note
-
-
-@dataclass(frozen=True)
-class _Attempt:
-    """One try of a retry loop: its result, and whether it ends the loop whatever the verdict."""
-
-    value: Any
-    verdict: Verdict | None
-    final: bool = False
 
 
 class Lab:
@@ -449,46 +305,7 @@ class Lab:
             return
         self.ensure_captured([request.schedule])
 
-    # -- the retry policy ----------------------------------------------------------------------------------
-
-    def _retrying(
-        self,
-        attempt: Callable[[int, int], _Attempt],
-        settled: Callable[[_Attempt], bool],
-        budget_s: float | None = None,
-        chase: Callable[[_Attempt, int], int | None] | None = None,
-    ) -> _Attempt:
-        """Try at scale 1, 2, 4, ... (twice the iterations each time), up to ``retries`` reruns, until
-        an attempt is final or settled, or the time budget is spent.
-
-        chase: for an attempt that is settled but for its floor, the scale the target needs (0: no
-        more passes would lower it), or None (not a floor to chase: a rerun as above). A chase is
-        bound by the budget, not by ``retries``: its scale is cut to what the time left allows,
-        judged by the last attempt's time per scale."""
-        started = time.perf_counter()
-        result: _Attempt | None = None
-        scale, reruns = 1, 0
-        for n in range(self.options.retries + 16):  # 16: a chase's attempts, bounded by the budget too
-            begun = time.perf_counter()
-            result = attempt(n, scale)
-            if result.final or settled(result):
-                break
-            took = time.perf_counter() - begun
-            wanted = chase(result, scale) if chase is not None else None
-            if wanted is None:
-                reruns += 1
-                if reruns > self.options.retries or (budget_s is not None and time.perf_counter() - started > budget_s):
-                    break
-                scale *= 2
-                continue
-            if budget_s is not None:
-                left = budget_s - (time.perf_counter() - started)
-                wanted = min(wanted, int(left / max(took / scale, 1e-9)))
-            if wanted <= scale:
-                break
-            scale = wanted
-        assert result is not None
-        return result
+    # -- whose growth: the traced twins and the native twin ---------------------------------------------
 
     def _attribute(
         self,
@@ -512,18 +329,13 @@ class Lab:
     def _native_twin(self, verdict: Verdict, request: ProbeRequest, control: MemoryCurve | None, stage: str) -> Verdict:
         """Eager growth per new shape in bytes alone: measured again with torch's oneDNN primitive
         cache off (the control has no convolution: its curve serves both). What goes away is the
-        toolchain's (verdict.attribute_shapes)."""
+        toolchain's (attribution.attribute_shapes)."""
         env = {**request.options.env, **NATIVE_TWIN_ENV}
         twin = request.with_(options=replace(request.options, env=env), label=f"{request.label} (oneDNN cache off)")
         got = self.runner.submit(twin).result()
         if not isinstance(got, ProbeOk):
             return verdict
-        o = self.options
-        target = o.floor_targets.get(stage, 0.0)
-        return attribute_shapes(
-            verdict,
-            judge(got.curve, control, o.bands, o.metric, count_phases(stage), step=per(stage), floor_target=target),
-        )
+        return attribute_shapes(verdict, judged(got.curve, control, self.options, stage))
 
     # -- the questions ------------------------------------------------------------------------------------------
 
@@ -532,118 +344,7 @@ class Lab:
         while a clean verdict's floor is above the stage's target (within the time budget); a
         per-call leak that only bytes show is traced to its owners (see owners.py)."""
         options = self.options if seed is None else replace(self.options, seed=seed)
-        probes = 0
-        timing: dict[str, float] = {}  # the last attempt's scale and wall time
-
-        def attempt(n: int, scale: int) -> _Attempt:
-            began = time.perf_counter()
-            a = _attempt(n, scale)
-            timing.update(scale=scale, took=time.perf_counter() - began)
-            return a
-
-        def _attempt(n: int, scale: int) -> _Attempt:
-            nonlocal probes
-            schedule = self.schedule(stage, scale, seed=options.seed)
-            suffix = f" x{scale}" if scale > 1 else ""
-
-            def request(control: bool) -> ProbeRequest:
-                label = f"{stage}{' control' if control else ''}{suffix}"
-                return ProbeRequest(
-                    model=self.model,
-                    plan=self.plan,
-                    stage=stage,
-                    schedule=schedule,
-                    options=options.probe,
-                    control=control,
-                    label=label,
-                )
-
-            fut_model = self.runner.submit(request(False))
-            fut_control = self.runner.submit(request(True))
-            # Exports are the costly probes, and a dynamo export's heap grows with the graph in
-            # torch's own files: its traced probes start with the others rather than after them.
-            speculate = stage == "export" and n == 0 and options.probe.exporter != "torchscript"
-            twins = [self.runner.submit(traced(request(c), stage)) if speculate else None for c in (False, True)]
-            got = fut_model.result()
-            if not isinstance(got, ProbeOk):
-                # The model cannot run this stage: its control run would measure nothing of use.
-                for fut in (fut_control, *twins):
-                    if fut is not None:
-                        fut.cancel()
-                kind = FAILED if isinstance(got, ProbeFailed) else CRASHED
-                return _Attempt(
-                    StageResult(stage, kind, failure=got, probes=probes + 1, attempts=n + 1), None, final=True
-                )
-            ctrl = fut_control.result()
-            probes += 2
-            control_curve = ctrl.curve if isinstance(ctrl, ProbeOk) else None
-            verdict = judge(
-                got.curve,
-                control_curve,
-                options.bands,
-                options.metric,
-                count_phases=count_phases(stage),
-                step=per(stage),
-                floor_target=options.floor_targets.get(stage, 0.0),
-            )
-            # Objects that grow in the exporter or the runtime may be theirs (probe/objects.py);
-            # in eager, the model's forward made them.
-            if needs_owners(verdict, objects=stage != "eager"):
-                verdict = self._attribute(
-                    verdict, request(False), request(True), stage, twin=twins[0], twin_control=twins[1]
-                )
-                probes += 2
-            else:
-                for fut in twins:
-                    if fut is not None:
-                        fut.cancel()
-            # The device the probe ran on ("auto" resolves in the child).
-            if needs_native_twin(verdict, stage, str(got.curve.meta.get("device") or options.probe.device)):
-                verdict = self._native_twin(verdict, request(False), control_curve, stage)
-                probes += 1
-            result = StageResult(
-                stage,
-                verdict.kind,
-                verdict=verdict,
-                curve=got.curve,
-                control=control_curve,
-                control_failure=None if isinstance(ctrl, ProbeOk) else ctrl,
-                probes=probes,
-                attempts=n + 1,
-            )
-            return _Attempt(result, verdict)
-
-        def settled(a: _Attempt) -> bool:
-            return (
-                a.verdict is not None and a.verdict.kind != INCONCLUSIVE and not floor_short(a.verdict, options, stage)
-            )
-
-        floors: dict[int, float] = {}  # scale: the floor it reached, to see the chase still gains
-
-        def chase(a: _Attempt, scale: int) -> int | None:
-            v = a.verdict
-            if not floor_short(v, options, stage) or v is None or v.floor_bytes_per_call is None:
-                return None
-            floors[scale] = v.floor_bytes_per_call
-            before = [f for s, f in floors.items() if s < scale]
-            if before and v.floor_bytes_per_call > (1 - MIN_GAIN) * min(before):
-                timing["noise_held"] = 1.0
-                return 0  # the noise grew with the passes: more of them would not lower the floor
-            return scale_for(v.floor_bytes_per_call, options.floor_targets[stage], scale)
-
-        result: StageResult = self._retrying(attempt, settled, options.budget_s, chase).value
-        short = floor_short(result.verdict, options, stage) if result.verdict is not None else None
-        if short and result.verdict is not None:
-            # The budget ran out (or the noise held the floor up) before the target: say so, with the
-            # floor reached, how long the target would take and the model's own noise.
-            v = result.verdict
-            scale, took = timing.get("scale", 1), timing.get("took", 0.0)
-            step = per(stage)
-            held = bool(timing.get("noise_held"))
-            note = budget_note(v, options.floor_targets[stage], int(scale), took, step, held)
-            v = replace(v, kind=INCONCLUSIVE, reasons=v.reasons + (f"{short}: {note}",))
-            result = replace(result, kind=INCONCLUSIVE, verdict=v)
-        return result
+        return StageRun(self, stage, options).result()
 
     def regions(self, stage: str, regions: tuple[str, ...], root: StageResult) -> Outcome:
         """These regions run one after another on their recorded inputs, judged against the stage's
@@ -657,6 +358,21 @@ class Lab:
         first = self.capture_dir is not None and not (self.capture_dir / "tree.json").exists()
         self.ensure_captured([self.schedule(stage, per_call_only=per_call_only)] if first else [])
         assert self.tree is not None
+        unprobeable = self._unprobeable(regions)
+        if unprobeable is not None:
+            return unprobeable
+
+        def attempt(n: int, scale: int) -> Attempt:
+            return self._regions_attempt(stage, regions, root, scale, per_call_only)
+
+        def settled(a: Attempt) -> bool:
+            return a.verdict is not None and a.verdict.kind != INCONCLUSIVE
+
+        return retrying(attempt, settled, self.options.retries).value
+
+    def _unprobeable(self, regions: tuple[str, ...]) -> Outcome | None:
+        """A failed outcome for regions the model lacks or whose inputs could not be recorded."""
+        assert self.tree is not None
         absent = [r for r in regions if r not in self.tree.regions]
         if absent:
             return Outcome(Kind.FAILED, message=f"the model has no {absent[0]!r}")
@@ -665,53 +381,45 @@ class Lab:
             return Outcome(
                 Kind.FAILED, message=f"inputs of {blocked[0]!r} could not be recorded: {self.unsaved[blocked[0]]}"
             )
+        return None
+
+    def _regions_attempt(
+        self, stage: str, regions: tuple[str, ...], root: StageResult, scale: int, per_call_only: bool
+    ) -> Attempt:
+        """One try of regions(): the regions' probe at this scale, judged against the control run as
+        often per step as the regions are (scale_control)."""
+        assert self.tree is not None
         k = len(regions) if stage == "eager" else 1  # export/inference run a group as one module
         weights = "+".join(self.tree.regions[r].subtree_hash for r in regions)
-
-        def attempt(n: int, scale: int) -> _Attempt:
-            schedule = self.schedule(stage, scale, per_call_only)
-            label = f"{stage} {', '.join(r or '<root>' for r in regions)}" + (f" x{scale}" if scale > 1 else "")
-            request = ProbeRequest(
-                self.model,
-                self.plan,
-                stage,
-                schedule,
-                self.options.probe,
-                regions=regions,
-                capture=str(self.capture_dir),
-                label=label,
-            )
-            self._inputs_for(request, weights)
-            result = self.runner.submit(request, extra_key=weights).result()
-            if self.interrupted.is_set():
-                raise Interrupted()
-            if isinstance(result, ProbeFailed):
-                return _Attempt(Outcome(Kind.FAILED, message=result.message), None, final=True)
-            if isinstance(result, (ProbeCrashed, ProbeTimedOut)):
-                return _Attempt(Outcome(Kind.CRASHED, message=result.describe()), None, final=True)
-            assert isinstance(result, ProbeOk)
-            control = self._control(stage, scale, root)
-            scaled = scale_control(control, k) if control is not None else None
-            verdict = judge(
-                result.curve,
-                scaled,
-                self.options.bands,
-                self.options.metric,
-                count_phases=count_phases(stage),
-                step=per(stage),
-                floor_target=self.options.floor_targets.get(stage, 0.0),
-            )
-            if needs_owners(verdict):
-                # The control run as often per step as the regions are (scale_control).
-                twin_control = request.with_(control=True, regions=("",), capture=None, label=f"{stage} control")
-                self._inputs_for(traced(request, stage), weights)
-                verdict = self._attribute(verdict, request, twin_control, stage, k, extra_key=weights, objects=False)
-            return _Attempt(outcome_of(verdict, result.curve, scaled), verdict)
-
-        def settled(a: _Attempt) -> bool:
-            return a.verdict is not None and a.verdict.kind != INCONCLUSIVE
-
-        return self._retrying(attempt, settled).value
+        schedule = self.schedule(stage, scale, per_call_only)
+        label = f"{stage} {', '.join(r or '<root>' for r in regions)}" + (f" x{scale}" if scale > 1 else "")
+        request = ProbeRequest(
+            self.model,
+            self.plan,
+            stage,
+            schedule,
+            self.options.probe,
+            regions=regions,
+            capture=str(self.capture_dir),
+            label=label,
+        )
+        self._inputs_for(request, weights)
+        result = self.runner.submit(request, extra_key=weights).result()
+        if self.interrupted.is_set():
+            raise Interrupted()
+        if isinstance(result, ProbeFailed):
+            return Attempt(Outcome(Kind.FAILED, message=result.message), None, final=True)
+        if isinstance(result, (ProbeCrashed, ProbeTimedOut)):
+            return Attempt(Outcome(Kind.CRASHED, message=result.describe()), None, final=True)
+        assert isinstance(result, ProbeOk)
+        control = self._control(stage, scale, root)
+        scaled = scale_control(control, k) if control is not None else None
+        verdict = judged(result.curve, scaled, self.options, stage)
+        if needs_owners(verdict):
+            twin_control = request.with_(control=True, regions=("",), capture=None, label=f"{stage} control")
+            self._inputs_for(traced(request, stage), weights)
+            verdict = self._attribute(verdict, request, twin_control, stage, k, extra_key=weights, objects=False)
+        return Attempt(outcome_of(verdict, result.curve, scaled), verdict)
 
     def _control(self, stage: str, scale: int, root: StageResult) -> MemoryCurve | None:
         if scale == 1 and root.control is not None and root.attempts == 1:

@@ -1,4 +1,4 @@
-"""Where a find or repair spends its time: wall-clock spans per phase, recorded as they run.
+"""Where a find or a fix spends its time: wall-clock spans per phase, recorded as they run.
 
 A `Stopwatch` is shared by a lab and every lab derived from it (each fix candidate's), so one
 model's spans land in one place from every thread. `PhaseTimes` is the frozen snapshot results
@@ -15,7 +15,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-# The phases a repair meets, in order: each stage's verdict (the whole model and its control), the
+# The phases a fix meets, in order: each stage's verdict (the whole model and its control), the
 # traced probes inside it, the search by regions; per fix candidate its build (shadow copy, lab),
 # its measurement (the culprit's stage, whole and region: exports included) and the comparison of
 # its outputs; the candidate measured again with another seed; the project's check command; and

@@ -1,5 +1,5 @@
-"""From a fix report to patches: the chosen kept fix of every culprit, what it changes for one
-model (ModelWork), and several models' changes composed into one patch per file."""
+"""From a fix report to patches: what the chosen kept fix of every culprit (judge/choice.py)
+changes for one model (ModelWork), and several models' changes composed into one patch per file."""
 
 from __future__ import annotations
 
@@ -8,59 +8,14 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from bisector.fix.engine import costs_more_than_it_saves
 from bisector.fixers.base import SourceEdit
+from bisector.judge.choice import best_fixes
 from bisector.model.spec import InputPlan, ModelSpec
 from bisector.patching.diff import Patch, source_patches
 from bisector.patching.export_script import patch_export_script, script_input_names, unread_export
 from bisector.patching.infer_script import patch_infer_script
 from bisector.patching.new_file import new_export_file
 from bisector.patching.settings import Settings
-
-
-def choose(kept: Sequence[Any], pick: int | None = None, prefer: str | None = None) -> Any | None:
-    """The kept fix a patch is made of: the one `prefer` names (a fixer name or words of its
-    summary), else the `pick`-th (1-based), else the best ranked that keeps the code's behaviour
-    and does not cost more up front than the growth it prevents. None when no kept fix is both:
-    a patch that takes a feature away is never offered unasked (not_chosen says why, and the
-    user can still take one by name or number)."""
-
-    if prefer:
-        for e in kept:
-            if prefer in e.fixer or prefer.lower() in e.summary.lower():
-                return e
-    if pick is not None and 1 <= pick <= len(kept):
-        return kept[pick - 1]
-    return next((e for e in kept if not e.removes_behaviour and not costs_more_than_it_saves(e)), None)
-
-
-def not_chosen(kept: Sequence[Any]) -> str:
-    """Why choose() took none of these kept fixes by default (for the status's note)."""
-    takes = [e for e in kept if e.removes_behaviour]
-    costly = [e for e in kept if not e.removes_behaviour and costs_more_than_it_saves(e)]
-    over = [e for e in costly if getattr(e, "headroom_bytes", None) is not None]
-    costly = [e for e in costly if e not in over]
-    parts = []
-    if takes:
-        parts.append(
-            "only fixes that remove behaviour: " + "; ".join(f"{e.fixer} ({e.removes_behaviour})" for e in takes)
-        )
-    if costly:
-        what = "the others cost" if takes else "every kept fix costs"
-        parts.append(f"{what} more memory up front than the growth they prevent over the declared range")
-    if over:
-        parts.append("every kept fix leaves the projected peak over the budget")
-    return ", and ".join(parts)
-
-
-def best_fixes(report: Any, pick: int | None = None, prefer: str | None = None) -> list[Any]:
-    """The chosen kept fix of every culprit that has one."""
-    chosen = []
-    for c in report.find.culprits:
-        e = choose([e for e in report.for_culprit(c) if e.kept], pick, prefer)
-        if e is not None:
-            chosen.append(e)
-    return chosen
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,4 @@
-"""The one find -> fix path: find, the failure policy, repair, patches, optional apply, confirm.
+"""The one find -> fix path: find, the failure policy, the fix engine, patches, optional apply, confirm.
 
 The CLI, the API, batch repair, the e2e tests and bench/fix_zoo.py all call ``fix``; each renders
 the typed ``FixOutcome`` its own way. The status says what happened to the model:
@@ -23,24 +23,22 @@ from bisector.common.errors import UserError
 from bisector.common.project import project_root
 from bisector.common.strenum import StrEnum
 from bisector.find.localise import Culprit, Finder, FindReport
-from bisector.fix.engine import FixReport, Repairer, holds, merge_probe
-from bisector.fix.project_check import CHECK_TIMEOUT_S, prove, run_check
+from bisector.fix.engine import FixEngine
+from bisector.fix.evaluation import FixReport
+from bisector.fix.growth import holds
 from bisector.fix.unfixable import NotFixable, not_fixable
 from bisector.fixers import all_fixers, names
 from bisector.judge.ceiling import peak, project, stage_ceilings
+from bisector.judge.choice import best_fixes, not_chosen
 from bisector.judge.fail_on import FailOn
 from bisector.judge.verdict import CLEAN, INCONCLUSIVE, LEAK, SHAPE_GROWTH, TOOLCHAIN_LEAK
-from bisector.lab.measure import measure
 from bisector.lab.results import CRASHED, FAILED, MeasureReport
 from bisector.lab.runner import Events
 from bisector.lab.stage import RUN_DIR, Lab
 from bisector.lab.timings import PhaseTimes, Stopwatch
-from bisector.model.schedule import warmed
-from bisector.options.config import load_config
-from bisector.patching.apply import apply as apply_patches
 from bisector.patching.apply import check_writable
-from bisector.patching.from_report import best_fixes, not_chosen, patches_for
 from bisector.pipeline.failures import failure_culprits, failure_error, stage_errors, unexported, unfixable_failures
+from bisector.pipeline.patches import ProjectCheck, apply_and_check, proven_patches
 from bisector.pipeline.prepare import Options, Prepared
 from bisector.probe.pool import ProbePool
 from bisector.store.outputs import check_output_dir
@@ -66,7 +64,7 @@ class FixRequest:
     apply: bool = False
     force: bool = False  # with apply: also replace read-only files
     # A stage that crashed or timed out ends the run as an error (a migration summary cannot call a
-    # model it never measured anything else); otherwise it is "unproven" and the rest is repaired.
+    # model it never measured anything else); otherwise it is "unproven" and the rest is fixed.
     unmeasured_is_error: bool = False
     fail_on: FailOn = FailOn()  # which culprits must be fixed for the run to pass
     # `fix` on one model tries fixes for every culprit; `repair` over a project only for those its
@@ -77,7 +75,7 @@ class FixRequest:
 
 
 @dataclass
-class Progress:
+class FixCallbacks:
     """What a front end learns while fix runs: where finished work is kept (to say so when stopped),
     the find report as soon as it is ready, and the files --apply has written so far."""
 
@@ -104,12 +102,12 @@ class FixOutcome:
     # beside the status of the stages that ran, which the status is.
     stage_errors: Mapping[str, str] = field(default_factory=dict)
     not_fixable: tuple[NotFixable, ...] = ()  # culprits no bound can fix without changing the outputs
-    # The check command's and the confirmation's spans (find's and repair's are the report's).
+    # The check command's and the confirmation's spans (find's and the fix engine's are the report's).
     timings: PhaseTimes = PhaseTimes()
 
     @property
     def phase_times(self) -> PhaseTimes:
-        """Every phase of the run: find, repair, the check command, the confirmation."""
+        """Every phase of the run: find, the fix engine, the check command, the confirmation."""
         return (self.report.timings if self.report is not None else PhaseTimes()).plus(self.timings)
 
     def status_text(self) -> str:
@@ -219,16 +217,16 @@ def find_status(report: FindReport, fail_on: FailOn = FailOn()) -> Status:
 
 
 def find(
-    prepared: Prepared, progress: Progress | None = None, pool: ProbePool | None = None, executor: Any = None
+    prepared: Prepared, callbacks: FixCallbacks | None = None, pool: ProbePool | None = None, executor: Any = None
 ) -> tuple[Lab, FindReport]:
-    """Find on a new lab (left open: repair derives from it); failed exports become culprits."""
-    progress = progress or Progress()
+    """Find on a new lab (left open: the fix engine derives from it); failed exports become culprits."""
+    callbacks = callbacks or FixCallbacks()
     given = prepared.given or Options()
     lab = Lab(
-        prepared.model, prepared.plan, prepared.options, progress.events, given.run_dir, pool=pool, executor=executor
+        prepared.model, prepared.plan, prepared.options, callbacks.events, given.run_dir, pool=pool, executor=executor
     )
-    if progress.on_run_dir is not None and lab.run is not None:
-        progress.on_run_dir(str(lab.run.parent.parent))
+    if callbacks.on_run_dir is not None and lab.run is not None:
+        callbacks.on_run_dir(str(lab.run.parent.parent))
     try:
         return lab, failure_culprits(Finder(lab).find())
     except BaseException:
@@ -285,21 +283,20 @@ def given_path(spec: str) -> Path:
 def fix(
     prepared: Prepared,
     request: FixRequest = FixRequest(),
-    progress: Progress | None = None,
+    callbacks: FixCallbacks | None = None,
     *,
     root: Path | None = None,
     pool: ProbePool | None = None,
     executor: Any = None,
     stopped: Callable[[], bool] = lambda: False,
 ) -> FixOutcome:
-    """find -> failure policy -> repair -> patches -> (apply -> check -> confirm). Raises the user
+    """find -> failure policy -> fix engine -> patches -> (apply -> check -> confirm). Raises the user
     error of a stage that could not run (exit 2 in the CLI); KeyboardInterrupt when stopped."""
-    progress = progress or Progress()
-    given = prepared.given or Options()
-    lab, found = find(prepared, progress, pool, executor)
+    callbacks = callbacks or FixCallbacks()
+    lab, found = find(prepared, callbacks, pool, executor)
     try:
         if lab.interrupted.is_set():
-            raise KeyboardInterrupt  # stopped: no repairs, and above all no --apply
+            raise KeyboardInterrupt  # stopped: no fixes tried, and above all no --apply
         # A stage that cannot run is that stage's error: the others are still found and fixed.
         # Only a model none of whose stages could be measured is an error as a whole.
         errors = stage_errors(found, crashed=request.unmeasured_is_error)
@@ -310,9 +307,9 @@ def fix(
             unmeasured = [u for u in unfixable_failures(found) if u.split(":", 1)[0] not in errors]
             if unmeasured:
                 raise UserError("; ".join(unmeasured))
-        if progress.on_found is not None:
-            progress.on_found(found)
-        report = Repairer(
+        if callbacks.on_found is not None:
+            callbacks.on_found(found)
+        report = FixEngine(
             lab,
             found,
             allow_output_changes=request.allow_output_changes,
@@ -328,23 +325,47 @@ def fix(
         lab.close()
     # A stage no fix made export is that stage's error too, once the fixers have had their try.
     errors = {**errors, **unexported(found, lambda c: any(e.kept for e in report.for_culprit(c)))}
-    outcome = _patch_and_apply(prepared, given, request, progress, found, report, root, stopped, errors)
+    outcome = _patch_and_apply(prepared, request, callbacks, found, report, root, stopped, errors)
     return replace(outcome, stage_errors=errors) if errors else outcome
 
 
 def _patch_and_apply(
     prepared: Prepared,
-    given: Options,
     request: FixRequest,
-    progress: Progress,
+    callbacks: FixCallbacks,
     found: FindReport,
     report: FixReport,
     root: Path | None,
     stopped: Callable[[], bool],
     errors: Mapping[str, str],
 ) -> FixOutcome:
-
+    """The chosen fixes, the status, then (as asked) the patches proven on the project, and
+    --apply: written, checked and measured again."""
     chosen = tuple(best_fixes(report, request.pick, request.prefer))
+    notes, unfixable = _choice_notes(found, report, chosen)
+    judged = without_errors(found, errors)  # the stages that ran: what the status and the re-measure judge
+    status = _status(judged, report, chosen, request.fail_on)
+    if not request.patch:
+        return FixOutcome(status, found, report, chosen, notes=tuple(notes), not_fixable=unfixable)
+    root = root or project_root(Path(prepared.model.path))
+    watch = Stopwatch()
+    patches, notes, check, check_state = proven_patches(report, root, prepared, request, notes, watch)
+    outcome = FixOutcome(
+        status, found, report, chosen, tuple(patches), tuple(notes), check_state, not_fixable=unfixable
+    )
+    if not request.apply:
+        return replace(outcome, timings=watch.snapshot())
+    if stopped():
+        raise KeyboardInterrupt
+    return _apply(prepared, request, callbacks, outcome, judged, root, check, watch)
+
+
+def _choice_notes(
+    found: FindReport, report: FixReport, chosen: tuple[Any, ...]
+) -> tuple[list[str], tuple[NotFixable, ...]]:
+    """Notes for culprits with a kept fix none of which was chosen, and the culprits no bound can
+    fix without changing the outputs (weights grown in forward): said as such, with what to
+    change, rather than a bare "no kept fix"."""
     picked = {(e.region, e.stage) for e in chosen}
     notes: list[str] = []
     for c in found.culprits:
@@ -354,72 +375,39 @@ def _patch_and_apply(
                 f"{c.region or '<root>'} ({c.stage}): {why}, so none is in the patch; "
                 "take one with --pick N or --prefer NAME"
             )
-    # Growth no bound can take without changing the outputs (weights grown in forward): said as
-    # such, with what to change, rather than a bare "no kept fix".
     unfixable = tuple(nf for c in found.culprits if not report.fixed(c) for nf in [not_fixable(c)] if nf is not None)
-    notes += [nf.note() for nf in unfixable]
-    judged = without_errors(found, errors)  # the stages that ran: what the status and the re-measure judge
-    status = _status(judged, report, chosen, request.fail_on)
-    if not request.patch:
-        return FixOutcome(status, found, report, chosen, notes=tuple(notes), not_fixable=unfixable)
-    root = root or project_root(Path(prepared.model.path))
-    patches, patch_notes = patches_for(
-        report,
-        root,
-        given.export_script,
-        given.infer_script,
-        key=given.artifact,
-        pick=request.pick,
-        prefer=request.prefer,
-    )
-    notes = list(patch_notes) + notes
-    # Proven on the project: the patched files compile, and the project's check command
-    # ([tool.bisector] check) runs with them in a shadow copy; a failing patch is not offered.
-    project_cfg = load_config(prepared.model.path, given.config)
-    check = project_cfg.get("check")
-    check = check if isinstance(check, str) else None
-    check_timeout = float(project_cfg.get("check_timeout") or CHECK_TIMEOUT_S)
-    check_state = "no patch"
-    watch = Stopwatch()
-    if patches:
-        with watch.phase("check", "patches"):
-            offered, check_state = prove(root, check, patches, check_timeout)
-        if not offered:
-            notes.append(f"the patch is not offered: {check_state}")
-            patches = []
-    outcome = FixOutcome(
-        status, found, report, chosen, tuple(patches), tuple(notes), check_state, not_fixable=unfixable
-    )
-    if not request.apply:
-        return replace(outcome, timings=watch.snapshot())
-    if stopped():
-        raise KeyboardInterrupt
-    backups = str(root / ".bisector" / "backups")
-    written = apply_patches(patches, root, force=request.force, written=progress.written)
-    check_after = ""
-    if written and check:
-        with watch.phase("check", "as written"):
-            ok, why = run_check(root, check, [], check_timeout)  # the project as now written, in a shadow copy
-        check_after = "passed" if ok else f"failed: {why}"
-    confirmed = None
-    if written:
-        with watch.phase("confirm", "as written"):
-            confirmed = confirm(prepared, judged, chosen)
-    if check_after.startswith("failed"):
+    return notes + [nf.note() for nf in unfixable], unfixable
+
+
+def _apply(
+    prepared: Prepared,
+    request: FixRequest,
+    callbacks: FixCallbacks,
+    outcome: FixOutcome,
+    judged: FindReport,
+    root: Path,
+    check: ProjectCheck,
+    watch: Stopwatch,
+) -> FixOutcome:
+    """--apply (apply_and_check), and the status once written: unfixed when the project's check
+    fails with what was written, or when a culprit's stage measured again still grows."""
+    done = apply_and_check(prepared, request.force, outcome, judged, root, check, watch, callbacks.written)
+    status = outcome.status
+    if done.check_after.startswith("failed"):
         status = Status.UNFIXED  # the project's own check fails with what was written: never "clean"
-    elif confirmed is not None and not all(
-        holds(c, confirmed.stages.get(c.stage))
-        or under_budget(confirmed.stages.get(c.stage), prepared.plan.dims, request.fail_on)
+    elif done.confirmed is not None and not all(
+        holds(c, done.confirmed.stages.get(c.stage))
+        or under_budget(done.confirmed.stages.get(c.stage), prepared.plan.dims, request.fail_on)
         for c in failing(judged.culprits, request.fail_on, stage_peaks(judged.measure))
     ):
         status = Status.UNFIXED  # the written fix did not hold on a fresh measurement
     return replace(
         outcome,
         status=status,
-        applied=tuple(written),
-        check_after_apply=check_after,
-        confirmed=confirmed,
-        backups=backups,
+        applied=tuple(done.written),
+        check_after_apply=done.check_after,
+        confirmed=done.confirmed,
+        backups=done.backups,
         timings=watch.snapshot(),
     )
 
@@ -437,21 +425,3 @@ def _status(found: FindReport, report: FixReport, chosen: tuple[Any, ...], fail_
     if all(report.fixed(c) and (c.region, c.stage) in picked for c in culprits):
         return Status.FIXED
     return Status.UNFIXED
-
-
-def confirm(prepared: Prepared, found: FindReport, chosen: Iterable[Any]) -> MeasureReport:
-    """Re-measure the stages that had culprits from the files as now written (the probe loads the
-    model source afresh, so source edits count), with the chosen fixes' export and runtime settings
-    as probe overrides (the probe does not run the user's export or serving scripts)."""
-
-    chosen = list(chosen)
-    probes: dict[str, Any] = {}
-    for ev in chosen:
-        probes = merge_probe(probes, ev.probe)
-    stages = tuple(dict.fromkeys(c.stage for c in found.culprits))
-    options = replace(prepared.options, stages=stages, probe=prepared.options.probe.with_overrides(probes))
-    # A fix bounding a per-call container is judged full, as when it was kept (repair.warm_calls).
-    calls = max((int(ev.bound) for ev in chosen if ev.bound and (ev.before or {}).get("kind") == LEAK), default=0)
-    if calls:
-        options = replace(options, profiles=warmed(options.profiles, prepared.plan.dims, calls, options.seed))
-    return measure(prepared.model, prepared.plan, options)

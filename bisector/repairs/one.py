@@ -11,12 +11,13 @@ from typing import Any
 
 from bisector.common.errors import BisectorError
 from bisector.common.project import project_root
-from bisector.fix.engine import registration_site
+from bisector.fix.sources import registration_site
 from bisector.judge.ceiling import stage_ceilings
+from bisector.judge.choice import not_chosen
 from bisector.judge.fail_on import FailOn
 from bisector.options.config import as_list
 from bisector.patching.diff import source_patches
-from bisector.patching.from_report import ModelWork, not_chosen, work_for
+from bisector.patching.from_report import ModelWork, work_for
 from bisector.pipeline import run as pipeline
 from bisector.pipeline.prepare import Prepared, prepare
 from bisector.pipeline.run import FixOutcome, FixRequest, Status

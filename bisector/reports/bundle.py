@@ -32,7 +32,7 @@ from bisector import __version__
 from bisector.common.errors import UserError
 from bisector.common.marks import BUNDLE, mark, owned, real_dir
 from bisector.common.project import project_root
-from bisector.fix.engine import user_sources
+from bisector.fix.sources import user_sources
 from bisector.model.kinds import Kind
 from bisector.probe import containment
 from bisector.probe.pool import default_mem_cap

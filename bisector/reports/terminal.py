@@ -13,8 +13,9 @@ from rich.tree import Tree as RichTree
 
 from bisector.common.units import format_bytes, probes_text
 from bisector.common.units import per as step_of
-from bisector.fix.engine import costs_more_than_it_saves, registration_site
+from bisector.fix.sources import registration_site
 from bisector.fixers.base import UNSUPPORTED_OP
+from bisector.judge.choice import costs_more_than_it_saves
 from bisector.judge.retention import describe
 from bisector.judge.verdict import HEAP, LEAK, SHAPE_GROWTH, TENSORS, TOOLCHAIN_LEAK
 from bisector.lab.results import MeasureReport

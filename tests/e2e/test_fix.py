@@ -8,7 +8,7 @@ from dataclasses import replace
 import pytest
 
 from bisector import api
-from bisector.fix.engine import shadow_copy
+from bisector.fix.sources import shadow_copy
 from bisector.lab.measure import measure
 from bisector.pipeline import run as pipeline
 from tests.conftest import SAMPLES, run_cli

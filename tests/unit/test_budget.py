@@ -8,15 +8,14 @@ from types import SimpleNamespace
 import pytest
 
 from bisector.common.errors import UserError
-from bisector.fix.engine import costs_more_than_it_saves, rank
 from bisector.judge.ceiling import ceilings, describe_dims, project, stage_ceilings
+from bisector.judge.choice import choose, costs_more_than_it_saves, not_chosen, rank
 from bisector.judge.fail_on import FailOn
 from bisector.judge.verdict import Verdict
 from bisector.lab.results import MeasureReport, StageResult
 from bisector.model.curve import MemoryCurve, Sample
 from bisector.model.kinds import Kind
 from bisector.model.spec import InputPlan
-from bisector.patching.from_report import choose, not_chosen
 from bisector.pipeline.run import Status, find_status, measured_status
 from bisector.repairs.results import ModelResult
 from tests.conftest import FIXTURES, run_cli
@@ -170,7 +169,7 @@ def test_the_summary_row_shows_the_ceiling_and_the_budget() -> None:
 
 def test_against_a_budget_a_fix_that_brings_the_peak_under_it_is_kept_though_growth_remains() -> None:
     from bisector.find.localise import Culprit
-    from bisector.fix.engine import decide
+    from bisector.fix.decide import decide
     from bisector.judge.search import Outcome
 
     c = Culprit("", "inference", Kind.SHAPE_GROWTH, False, "", {"growth_bytes_per_new_shape": 12e6}, (), "")

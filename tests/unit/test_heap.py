@@ -9,7 +9,8 @@ import tracemalloc
 
 import pytest
 
-from bisector.judge.verdict import CLEAN, FLAT, GROWS, HEAP_ALLOCATION, LEAK, UNSURE, heap_signal, judge
+from bisector.judge.signals import FLAT, GROWS, HEAP_ALLOCATION, UNSURE, heap_signal
+from bisector.judge.verdict import CLEAN, LEAK, judge
 from bisector.model.curve import MemoryCurve, Sample
 from bisector.probe import meters as meters_mod
 from bisector.probe.meters import Meters

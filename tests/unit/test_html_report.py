@@ -274,7 +274,7 @@ def test_units_counts_and_tree_agree_across_stages(tmp_path) -> None:
     region that leaks in eager and export shows both in the module tree."""
     doc = sample_doc()
     doc["probes"], doc["reused_probes"] = 0, 6
-    from bisector.judge.verdict import Signal
+    from bisector.judge.signals import Signal
 
     said = Signal("heap", "repeat", "grows", 189_000.0, 0.0, 0.0, 1.0, 12).describe("export")
     assert said.startswith("heap +189.0 KB/export")

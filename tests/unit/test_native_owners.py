@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import pytest
 
+from bisector.judge.attribution import attribute
 from bisector.judge.native import library_owner, native_lines, system_library
 from bisector.judge.owners import LIBRARIES, MODEL, OTHER, TOOLCHAIN, model_share, toolchain_share
-from bisector.judge.verdict import LEAK, TOOLCHAIN_LEAK, attribute
+from bisector.judge.verdict import LEAK, TOOLCHAIN_LEAK
 from bisector.probe.native import Libraries, group
 from tests.unit.test_owners import KB, heap_leak, owners
 

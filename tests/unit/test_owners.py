@@ -9,8 +9,10 @@ from types import SimpleNamespace
 
 import pytest
 
+from bisector.judge.attribution import attribute
 from bisector.judge.owners import LIBRARIES, MODEL, OTHER, TOOLCHAIN, Classifier, model_share, project_roots, summarize
-from bisector.judge.verdict import LEAK, TOOLCHAIN_LEAK, Signal, Verdict, attribute
+from bisector.judge.signals import Signal
+from bisector.judge.verdict import LEAK, TOOLCHAIN_LEAK, Verdict
 
 KB = 1024
 SITE = "/venv/lib/python3.11/site-packages"

@@ -9,7 +9,10 @@ from types import SimpleNamespace
 from bisector.fixers.base import Candidate, Example, FixTarget, SourceEdit
 
 from bisector.find.localise import Culprit
-from bisector.fix.engine import Repairer, decide, merge_probe, shadow_copy, user_sources
+from bisector.fix.candidates import merge_probe
+from bisector.fix.decide import decide
+from bisector.fix.engine import FixEngine
+from bisector.fix.sources import shadow_copy, user_sources
 from bisector.judge.search import Outcome
 from bisector.lab.timings import Stopwatch
 from bisector.model.spec import ModelSpec
@@ -62,7 +65,7 @@ class FakeFixer:
 
 
 class FakeLab:
-    """The four questions Repairer asks of a lab (derive, stage, regions, outputs_against), answered
+    """The four questions FixEngine asks of a lab (derive, stage, regions, outputs_against), answered
     from the fixer's factors: no probe runs. A derived lab is one candidate's configuration."""
 
     def __init__(
@@ -116,8 +119,8 @@ class FakeLab:
         }
 
 
-class FakeRepairer(Repairer):
-    """The real Repairer on a FakeLab; only the fixers' target is made up (it reads the user's files)."""
+class FakeRepairer(FixEngine):
+    """The real FixEngine on a FakeLab; only the fixers' target is made up (it reads the user's files)."""
 
     def __init__(self, fixer: FakeFixer, differ=(), broken=(), whole_stays=(), allow=False, flaky=(), source=False):
         lab = FakeLab(fixer, differ, broken, whole_stays, flaky, source=source)
@@ -148,7 +151,7 @@ def test_keeps_what_flattens_and_drops_what_does_not() -> None:
 
 def test_the_report_says_where_each_candidates_time_went() -> None:
     fixer = FakeFixer({"fix": 0.0, "noop": 1.0})
-    report = Repairer.run(FakeRepairer(fixer))
+    report = FixEngine.run(FakeRepairer(fixer))
     spans = {(s.phase, s.label) for s in report.timings.spans}
     # Both candidates are built and measured; only the one that flattens is compared and confirmed.
     assert ("build", "fake blocks.1 eager") in spans and ("measure", "fake blocks.1 eager") in spans

@@ -203,7 +203,8 @@ def test_removing_data_other_code_reads_is_labelled_and_bounding_comes_first() -
 
 
 def test_rank_puts_behaviour_removal_and_costly_warm_ups_last() -> None:
-    from bisector.fix.engine import Evaluation, rank
+    from bisector.fix.evaluation import Evaluation
+    from bisector.judge.choice import rank
 
     def ev(summary: str, saved: float, **kw) -> Evaluation:
         return Evaluation(
@@ -284,8 +285,8 @@ def test_a_one_model_script_gets_the_settings_under_the_name_its_session_uses() 
 def test_a_fix_that_removes_behaviour_is_never_chosen_unasked() -> None:
     """Issue 20, item 3: when the only kept fix takes a feature away, no fix is chosen (the model
     stays unfixed and the note says why); --pick and --prefer can still take it."""
-    from bisector.fix.engine import Evaluation, rank
-    from bisector.patching.from_report import choose, not_chosen
+    from bisector.fix.evaluation import Evaluation
+    from bisector.judge.choice import choose, not_chosen, rank
 
     def ev(summary: str, saved: float, **kw) -> Evaluation:
         return Evaluation(

@@ -6,16 +6,9 @@ from __future__ import annotations
 from types import SimpleNamespace
 
 from bisector.find.localise import FindReport, StageSearch
+from bisector.judge.attribution import NATIVE_TWIN_ENV, attribute_shapes, needs_native_twin
 from bisector.judge.fail_on import FailOn
-from bisector.judge.verdict import (
-    CLEAN,
-    NATIVE_TWIN_ENV,
-    SHAPE_GROWTH,
-    TOOLCHAIN_LEAK,
-    attribute_shapes,
-    judge,
-    needs_native_twin,
-)
+from bisector.judge.verdict import CLEAN, SHAPE_GROWTH, TOOLCHAIN_LEAK, judge
 from bisector.lab.results import MeasureReport
 from bisector.model.curve import MemoryCurve, Sample
 from bisector.pipeline.failures import stage_errors, unexported

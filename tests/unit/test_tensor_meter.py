@@ -10,7 +10,9 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from bisector.judge.verdict import CLEAN, FLAT, GROWS, LEAK, TENSORS, judge, needs_owners, tensor_signal
+from bisector.judge.attribution import needs_owners
+from bisector.judge.signals import FLAT, GROWS, TENSORS, tensor_signal
+from bisector.judge.verdict import CLEAN, LEAK, judge
 from bisector.model.curve import MemoryCurve, Sample
 from bisector.probe.meters import Meters, TensorMeter, _storage_bytes
 from tests.conftest import has_cuda
@@ -161,7 +163,7 @@ def test_tensors_per_new_shape_are_reported_not_judged() -> None:
 
 
 def test_a_warm_up_of_n_calls_fills_a_bound_of_n_whatever_the_repeated_shapes() -> None:
-    from bisector.fix.engine import warm_calls
+    from bisector.fix.growth import warm_calls
     from bisector.model.kinds import Kind
     from bisector.model.schedule import PROFILES, build_schedule, warmed
 

@@ -6,21 +6,8 @@ import random
 
 import pytest
 
-from bisector.judge.verdict import (
-    CLEAN,
-    FLAT,
-    GROWS,
-    INCONCLUSIVE,
-    LEAK,
-    SHAPE_GROWTH,
-    UNSURE,
-    Bands,
-    bytes_signal,
-    count_signal,
-    judge,
-    theil_sen,
-    worst,
-)
+from bisector.judge.signals import FLAT, GROWS, UNSURE, bytes_signal, count_signal, theil_sen
+from bisector.judge.verdict import CLEAN, INCONCLUSIVE, LEAK, SHAPE_GROWTH, Bands, judge, worst
 from bisector.model.curve import MemoryCurve, Sample
 
 MB = 1e6
@@ -230,7 +217,7 @@ def test_verdict_json_has_the_report_fields() -> None:
 
 
 def test_noise_that_flips_between_two_levels_is_seen() -> None:
-    from bisector.judge.verdict import robust_sd
+    from bisector.judge.signals import robust_sd
 
     flips = [300 * MB + (4 * MB if i % 2 else 0) for i in range(9)]  # five low, four high
     assert robust_sd(flips) > 2 * MB

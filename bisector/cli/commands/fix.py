@@ -89,7 +89,7 @@ def fix(
             state.backups = str(root / ".bisector" / "backups")
 
         with output.progress() as progress:
-            hooks = pipeline.Progress(
+            hooks = pipeline.FixCallbacks(
                 events=progress, on_run_dir=on_run_dir, on_found=show_found, written=state.written
             )
             outcome = pipeline.fix(prepared, request, hooks, root=root, stopped=stopped)

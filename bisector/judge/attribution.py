@@ -1,0 +1,162 @@
+"""Whose growth it is: a verdict once the traced probes, or the native twin, have said who keeps
+the growth.
+
+A per-call leak seen only in bytes has an owner (see owners.py): growth that a traced probe puts in
+torch's or ONNX Runtime's own files is a ``toolchain-leak``, reported as theirs, never the model's.
+Eager growth per new shape seen only in bytes (no object of the model's grew) is measured once more
+with torch's oneDNN primitive cache off (``NATIVE_TWIN_ENV``): a cache of ~100 KB per new conv
+shape, bounded by its capacity (1024 by default), that no trivial control exercises. Growth that
+goes away then is the toolchain's too (``attribute_shapes``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import replace
+from typing import Any
+
+from bisector.common.units import format_bytes
+from bisector.judge.owners import (
+    MODEL,
+    TOOLCHAIN,
+    model_share,
+    native_share,
+    object_owners,
+    object_site,
+    toolchain_objects,
+    toolchain_share,
+    top_site,
+)
+from bisector.judge.signals import COUNT_METRICS, GROWS, HEAP, HEAP_ALLOCATION, TENSORS
+from bisector.judge.verdict import CLEAN, LEAK, SHAPE_GROWTH, TOOLCHAIN_LEAK, Verdict
+
+
+def needs_owners(verdict: Verdict, objects: bool = False) -> bool:
+    """A per-call leak that only bytes show: whose it is takes a traced probe. Objects that grow
+    are the model's, the control having subtracted the toolchain's own, except where the toolchain
+    keeps objects of this very model (a scripted module's cloned parameters, pytorch/pytorch#82532):
+    objects=True asks the traced probe about them too (their retention path and allocation site)."""
+    if verdict.kind != LEAK:
+        return False
+    grown = {s.metric for s in verdict.signals if s.phase == "repeat" and s.state == GROWS}
+    if objects:
+        return bool(grown) and not grown & {"cuda_allocated", TENSORS}
+    # Tensors Python reaches are counted exactly too (tracemalloc does not see their storage).
+    return bool(grown) and not grown & {*COUNT_METRICS, TENSORS}
+
+
+# torch's oneDNN primitive cache off, in the twin probe only (read when the cache is first built).
+NATIVE_TWIN_ENV = {"ONEDNN_PRIMITIVE_CACHE_CAPACITY": "0"}
+
+
+def needs_native_twin(verdict: Verdict, stage: str, device: str) -> bool:
+    """Eager growth per new shape on the CPU that only bytes show: torch's primitive cache, or the
+    model's native memory? (Objects that grow per shape are the model's: a cache it keeps.)"""
+    if verdict.kind != SHAPE_GROWTH or stage != "eager" or device != "cpu":
+        return False
+    grown = {s.metric for s in verdict.signals if s.phase == "novel" and s.state == GROWS}
+    return bool(grown) and not grown & set(COUNT_METRICS)
+
+
+def attribute_shapes(verdict: Verdict, twin: Verdict | None) -> Verdict:
+    """The verdict once the twin probe (oneDNN's primitive cache off) has run: growth per new shape
+    that the twin does not show is the toolchain's, a toolchain-leak reported as torch's (like
+    torch.fx's export growth), never the model's. A twin that still grows, or could not say, leaves
+    the verdict as it was."""
+    if twin is None or twin.kind != CLEAN:
+        return verdict
+    rate = verdict.growth_bytes_per_new_shape or 0.0
+    left = max(0.0, twin.growth_bytes_per_new_shape or 0.0)
+    reason = (
+        f"torch's oneDNN primitive cache keeps ~{format_bytes(max(0.0, rate - left))} per new input shape "
+        f"(bounded by its capacity, ONEDNN_PRIMITIVE_CACHE_CAPACITY, 1024 shapes by default); with it off the "
+        f"model grows {format_bytes(left, signed=True)}/new shape (clean): not your model's code"
+    )
+    return replace(verdict, kind=TOOLCHAIN_LEAK, reasons=verdict.reasons + (reason,))
+
+
+def _per_call(
+    verdict: Verdict, owners: Mapping[str, Any], control_owners: Mapping[str, Any] | None
+) -> tuple[dict[str, Any], float | None]:
+    """The traced probe's per-call figures less the control's Python growth, and the heap rate
+    they are weighed against (None where the heap did not decide the growth)."""
+    per_call = dict(owners["repeat"])
+    if control_owners and "repeat" in control_owners:
+        control_python = float(control_owners["repeat"].get("python_malloc") or 0.0)
+        per_call["python_malloc"] = float(per_call.get("python_malloc") or 0.0) - control_python
+        heap_rate = verdict.growth_bytes_per_call if verdict.growth_metric == HEAP else None
+    else:
+        # No traced control: its growth is taken as all Python, the model's own heap rate compared.
+        heap_rate = (
+            verdict.growth_bytes_per_call + (verdict.baseline_bytes_per_call or 0.0)
+            if verdict.growth_metric == HEAP and verdict.growth_bytes_per_call is not None
+            else None
+        )
+    return per_call, heap_rate
+
+
+def attribute(
+    verdict: Verdict,
+    owners: Mapping[str, Any] | None,
+    stage: str = "",
+    control_owners: Mapping[str, Any] | None = None,
+    objects: bool = True,
+) -> Verdict:
+    """The verdict once the traced probes have said who keeps the growth per call: a leak only for
+    what the model's code owns; what the toolchain's files keep is a toolchain-leak.
+
+    control_owners: the control's traced probe. Native bytes are the heap's growth above the
+    control's minus the malloc'd Python growth above the control's: the exporter's own growth, in
+    Python and natively, is in both probes (the relu control's is part native: ~1 KB of its
+    ~10 KB per dynamo export)."""
+
+    if not owners or "repeat" not in owners:
+        return verdict
+    per_call, heap_rate = _per_call(verdict, owners, control_owners)
+    floor = verdict.floor_bytes_per_call or HEAP_ALLOCATION
+    # Objects grew per call (above the control's) and the toolchain made and holds them all.
+    # objects=False: a region's verdict (its question is whether it leaks alone; whose objects they
+    # are is the stage's to say).
+    theirs_objects = objects and toolchain_objects(per_call) and (verdict.objects_per_call or 0.0) >= 0.5
+    mine = model_share(per_call, heap_rate, objects_theirs=theirs_objects)
+    kept = {**dict(owners), "repeat": {**dict(owners["repeat"]), "native": round(native_share(per_call, heap_rate))}}
+    if control_owners and "repeat" in control_owners:
+        kept["control"] = dict(control_owners["repeat"])
+    if not needs_owners(verdict, objects=True):
+        return replace(verdict, owners=kept)
+    per = {"export": "export", "inference": "run"}.get(stage, "call")
+    objects_grew = any(s.metric == "objects" and s.phase == "repeat" and s.state == GROWS for s in verdict.signals)
+    if objects_grew and not theirs_objects:
+        return replace(verdict, owners=kept)  # the model's objects (or none the tracer could place): a leak
+    if mine > floor:
+        site = top_site(per_call, MODEL)
+        native = native_share(per_call, heap_rate)
+        where = f", {site}" if site else (", native (no Python allocation explains it)" if native > floor else "")
+        reason = f"the model's code keeps {format_bytes(mine)}/{per}{where}"
+        return replace(verdict, owners=kept, reasons=verdict.reasons + (reason,))
+    reason = _toolchain_reason(verdict, per_call, stage, per, mine, floor, theirs_objects)
+    return replace(verdict, kind=TOOLCHAIN_LEAK, owners=kept, reasons=(reason,), decided_by=HEAP)
+
+
+def _toolchain_reason(
+    verdict: Verdict, per_call: Mapping[str, Any], stage: str, per: str, mine: float, floor: float, by_objects: bool
+) -> str:
+    """Why the growth is the toolchain's: the objects it holds of this model (by_objects: probe/objects.py
+    placed them), else the bytes its own files keep."""
+    what = {"export": "torch.onnx.export", "inference": "ONNX Runtime", "eager": "torch"}.get(stage, "the toolchain")
+    theirs = toolchain_share(per_call)
+    held = object_site(per_call) if by_objects else None
+    if held:
+        # The objects decide: torch allocated them and holds them (probe/objects.py).
+        mine_objects, their_objects = object_owners(per_call)
+        heap = verdict.growth_bytes_per_call or theirs
+        return (
+            f"{what} keeps {their_objects:g} object{'s' if their_objects != 1 else ''} (~{format_bytes(heap)}) per "
+            f"{per} of this model: {held}; the model's code keeps {format_bytes(mine)} and {mine_objects:g} "
+            f"objects/{per} (floor {format_bytes(floor)}): not your model's code"
+        )
+    site = top_site(per_call, TOOLCHAIN) or "the toolchain's own code"
+    return (
+        f"{what} keeps ~{format_bytes(theirs)} per {per} of this model in {site}; "
+        f"the model's code keeps {format_bytes(mine)}/{per} (floor {format_bytes(floor)}): not your model's code"
+    )
