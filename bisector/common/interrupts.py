@@ -46,6 +46,13 @@ FORWARD_EVERY_S = 1.0
 # Copies the forwarder sent to the main thread that the handler has not yet recognised as copies.
 _copies = 0
 _forwarder: threading.Thread | None = None
+# Stop signals our handlers have run for, ever: the forwarder compares it with the signals the C
+# handler wrote to its pipe. Not SIGNALS, which a library caller (or a test) may start afresh: a
+# forwarder that woke late then took a handled signal for a lost one and sent it on to whatever
+# handler was in place by then (pytest's own: a KeyboardInterrupt that killed an xdist worker).
+_handled = 0
+# The handler install_handlers put in place: the forwarder sends a signal on only to it.
+_installed: Callable[[int, FrameType | None], None] | None = None
 
 
 def deferring() -> bool:
@@ -102,7 +109,8 @@ def on_signal(signum: int, frame: FrameType | None) -> None:
     temporary folders, then unwind as Ctrl-C does, so what finished is kept and reported.
     Without this, SIGTERM left --fresh children running with no timeout or cap, and Ctrl-C
     waited for the running probe's timeout."""
-    global _copies
+    global _copies, _handled
+    _handled += 1
     if _copies and SIGNALS:  # the forwarder's copy of a signal already handled here
         _copies -= 1
         stop_probes()
@@ -116,6 +124,8 @@ def on_signal(signum: int, frame: FrameType | None) -> None:
 
 
 def _note(signum: int, frame: FrameType | None) -> None:
+    global _handled
+    _handled += 1
     SIGNALS.append(signum)
     stop_probes()
 
@@ -123,6 +133,8 @@ def _note(signum: int, frame: FrameType | None) -> None:
 def install_handlers(handler: Callable[[int, FrameType | None], None] = on_signal) -> None:
     """Route SIGINT, SIGTERM and SIGHUP to on_signal (the CLI's; a library user keeps their own),
     and start the forwarder."""
+    global _installed
+    _installed = handler
     for name in NAMES:
         sig = getattr(signal, name, None)
         if sig is None:
@@ -160,6 +172,7 @@ def _forward(read_fd: int, main: int) -> None:
     global _copies
     stops = {int(getattr(signal, name)) for name in NAMES if hasattr(signal, name)}
     last_sent = 0.0
+    seen = _handled  # stop signals the C handler has written since (the baseline: those before)
     while True:
         try:
             data = os.read(read_fd, 64)
@@ -170,17 +183,29 @@ def _forward(read_fd: int, main: int) -> None:
         received_now = [n for n in data if n in stops]
         if not received_now:
             continue
+        seen += len(received_now)
         deadline = time.monotonic() + FORWARD_AFTER_S
-        while not SIGNALS and time.monotonic() < deadline:
+        while _handled < seen and time.monotonic() < deadline:
             time.sleep(0.005)
-        if SIGNALS or time.monotonic() - last_sent < FORWARD_EVERY_S:
-            continue  # handled (or just sent on: the main thread has it pending)
+        if not should_forward(seen, _handled, signal.getsignal(received_now[0]), time.monotonic() - last_sent):
+            continue
         last_sent = time.monotonic()
+        # Two signals the kernel merged run the handler once: count them as the copy's, so one
+        # merge does not make every later signal look lost.
+        seen = _handled
         _copies += 1
         try:
             signal.pthread_kill(main, received_now[0])
         except OSError:  # the main thread has ended: the process is exiting anyway
             return
+
+
+def should_forward(seen: int, handled: int, current: object, since_last_s: float) -> bool:
+    """Whether the forwarder sends a signal on to the main thread: a stop signal the C handler
+    noted (seen) that no handler of ours has run for (handled), while our handler is still the
+    one in place (one restored since, by a library caller or a test, is not ours to call), and not
+    just after the last copy (the main thread has it pending)."""
+    return handled < seen and current is _installed and since_last_s >= FORWARD_EVERY_S
 
 
 def quiet() -> None:

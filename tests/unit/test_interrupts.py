@@ -168,3 +168,45 @@ def test_a_signal_while_the_forwarder_thread_starts_exits_with_128_plus_n() -> N
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert done.returncode == 143, done.stderr
     assert "Traceback" not in done.stderr and "interrupted (SIGTERM)" in done.stderr
+
+
+def test_a_handled_signal_is_not_sent_on_to_a_handler_put_back_since() -> None:
+    # A process that outlives a command (an xdist worker, a library caller) resets SIGNALS and puts
+    # its own handler back; the forwarder, woken late, took the handled signal for a lost one and
+    # sent it on to that handler: a KeyboardInterrupt that killed a pytest worker (issue 26).
+    code = "\n".join(
+        [
+            "import os, signal, time",
+            "from bisector.common import interrupts",
+            "interrupts.install_handlers()",
+            "for _ in range(10):",
+            "    interrupts.SIGNALS = []",
+            "    try:",
+            "        os.kill(os.getpid(), signal.SIGINT)",
+            "        time.sleep(0.01)",
+            "    except KeyboardInterrupt:",
+            "        pass",
+            "    interrupts.SIGNALS = []",
+            "    signal.signal(signal.SIGINT, signal.default_int_handler)",
+            "    time.sleep(2 * interrupts.FORWARD_AFTER_S + 0.02)",
+            "    signal.signal(signal.SIGINT, interrupts.on_signal)",
+            "print('survived')",
+        ]
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == "survived\n"
+
+
+def test_the_forwarder_sends_on_only_a_signal_no_handler_of_ours_ran_for() -> None:
+    ours = interrupts._installed or interrupts.on_signal
+    original = interrupts._installed
+    interrupts._installed = ours
+    try:
+        wait = interrupts.FORWARD_EVERY_S
+        assert interrupts.should_forward(seen=3, handled=2, current=ours, since_last_s=wait)
+        assert not interrupts.should_forward(seen=3, handled=3, current=ours, since_last_s=wait)  # handled
+        assert not interrupts.should_forward(seen=3, handled=2, current=signal.default_int_handler, since_last_s=wait)
+        assert not interrupts.should_forward(seen=3, handled=2, current=ours, since_last_s=0.0)  # just sent one
+    finally:
+        interrupts._installed = original
