@@ -99,7 +99,8 @@ class Options:
 def prepare(spec: str | ModelSpec, o: Options = Options()) -> Prepared:
     """Parse and check everything, merging `[tool.bisector]` defaults under the options given, and
     the settings the user's export and serving scripts apply (when given)."""
-    model, cfg = _model_and_config(spec, o)
+    model, cfg, config_root = _model_and_config(spec, o)
+    o = _configured_scripts(o, cfg, config_root)
     inputs = list(o.inputs) or as_list(cfg.get("inputs"), "inputs")
     dims = list(o.dims) or as_list(cfg.get("dims"), "dims")
     # No inputs from flags, hook or config: infer them, in a child, once the cheap checks passed.
@@ -119,14 +120,32 @@ def prepare(spec: str | ModelSpec, o: Options = Options()) -> Prepared:
     )
 
 
-def _model_and_config(spec: str | ModelSpec, o: Options) -> tuple[ModelSpec, Mapping[str, Any]]:
-    """The model, and the `[tool.bisector]` values for it (the table's, overlaid with its entry's):
-    the config's init_kwargs build the model when the options give none."""
+def _model_and_config(spec: str | ModelSpec, o: Options) -> tuple[ModelSpec, Mapping[str, Any], Path]:
+    """The model, the `[tool.bisector]` values for it (the table's, overlaid with its entry's), and
+    the folder its paths are relative to: the config's init_kwargs build the model when the
+    options give none."""
     model = spec if isinstance(spec, ModelSpec) else parse_model_spec(spec, o.init_kwargs)
-    cfg = load_config(model.path, o.config).for_model(model.path, model.name)
+    config = load_config(model.path, o.config)
+    cfg = config.for_model(model.path, model.name)
     if not isinstance(spec, ModelSpec) and o.init_kwargs is None and cfg.get("init_kwargs"):
         model = parse_model_spec(spec, cfg["init_kwargs"])
-    return model, cfg
+    return model, cfg, Path(config.path).parent if config.path else Path.cwd()
+
+
+def _configured_scripts(o: Options, cfg: Mapping[str, Any], root: Path) -> Options:
+    """`[tool.bisector]`'s export and serving scripts and artifact name, where the options name
+    none (they were read only from manifest entries before: a project's config named its scripts
+    and `fix` measured and patched without them). Paths are the pyproject folder's; a script the
+    project lacks adds no settings, as a manifest entry's does."""
+    changes: dict[str, str] = {}
+    for key in ("export_script", "infer_script"):
+        named = cfg.get(key)
+        path = root / str(named) if named else None
+        if getattr(o, key) is None and path is not None and path.is_file():
+            changes[key] = str(path)
+    if o.artifact is None and cfg.get("artifact"):
+        changes["artifact"] = str(cfg["artifact"])
+    return replace(o, **changes) if changes else o
 
 
 def _measure_options(o: Options, cfg: Mapping[str, Any]) -> MeasureOptions:

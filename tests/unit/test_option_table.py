@@ -119,9 +119,9 @@ CONFIG_ONLY = {
     "prefer": "bounded",
     "capture_cap": "1GB",
 }
-# `[tool.bisector]`'s scripts and artifact are read only from a manifest entry (repair resolves the
-# paths against the manifest); `bisector measure` leaves the top-level keys unread.
-CONFIG_GAPS = {"export_script", "infer_script", "artifact"}
+# Options whose config key no run reads yet (none: the scripts and artifact were read only from
+# manifest entries until prepare took them from [tool.bisector] too).
+CONFIG_GAPS: set[str] = set()
 
 
 def _prepare_options() -> list[str]:
@@ -262,3 +262,19 @@ def test_every_cli_option_with_a_counterpart_is_the_tables() -> None:
 def test_every_flag_in_the_table_is_on_the_command_line() -> None:
     flags = {flag for _, p in _cli_options() for flag in p.opts}
     assert [f for o in OPTIONS.values() for f in o.flags if f not in flags] == []
+
+
+def test_config_scripts_are_the_pyproject_folders_and_a_missing_one_adds_nothing(
+    project: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (project / "pyproject.toml").write_text(
+        f'[tool.bisector]\ninputs = ["{BASE_INPUT}"]\nexport_script = "export.py"\ninfer_script = "gone.py"\n'
+    )
+    monkeypatch.chdir(project / "models")  # relative to the pyproject, not to where bisector runs
+    p = prepare(SPEC.replace("models/", ""))
+    assert p.given.export_script == str(project / "export.py")
+    assert p.given.infer_script is None
+    # The flag still wins over the config.
+    other = project / "other.py"
+    other.write_text("import torch\n")
+    assert prepare(SPEC.replace("models/", ""), Options(export_script=str(other))).given.export_script == str(other)
