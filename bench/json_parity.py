@@ -24,6 +24,7 @@ import re
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -59,11 +60,13 @@ def capture(out: Path, code: Path, only: set[str]) -> int:
         with tempfile.TemporaryDirectory(prefix="json-parity-") as cwd:
             args += ["--run-dir", str(Path(cwd) / "run"), "--seed", "0"]
             env = dict(os.environ, PYTHONPATH=str(code))
+            started = time.monotonic()
             done = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True)
+            seconds = time.monotonic() - started
         name = truth.name.replace(":", "__")
         (out / f"{name}.json").write_text(done.stdout)
         (out / f"{name}.rc").write_text(str(done.returncode))
-        print(f"{truth.name:<24} exit {done.returncode}", flush=True)
+        print(f"{truth.name:<24} exit {done.returncode}  {seconds:6.1f} s", flush=True)
     return 0
 
 

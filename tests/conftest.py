@@ -30,6 +30,11 @@ def pytest_configure(config: pytest.Config) -> None:
     # bisector rightly keeps an ignored signal ignored: restore the terminal's default first.
     if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
         signal.signal(signal.SIGINT, signal.default_int_handler)
+    # Likewise SIGHUP and SIGTERM: under `nohup make test` (or a runner that ignores them) the
+    # signal tests would send a signal every bisector they start ignores, and wait for nothing.
+    for sig in (signal.SIGHUP, signal.SIGTERM):
+        if signal.getsignal(sig) == signal.SIG_IGN:
+            signal.signal(sig, signal.SIG_DFL)
 
     # The session's temporary folders (bisector-* from probe pools included) go in a folder of
     # its own, so the check at the end sees this run's leftovers, not those of another run on the
