@@ -55,6 +55,7 @@ def run_one(truth: Truth, jobs: int, timeout: float) -> dict:
             args += ["-d", d]
         for s in truth.stages:
             args += ["-s", s]
+        args += [str(f) for f in truth.extra.get("flags", ())]  # as a user runs it (the truth says why)
         args += ["-j", str(jobs), "--run-dir", str(tmp / "run")]
         env = {**os.environ, "BISECTOR_CACHE": os.environ.get("BISECTOR_CACHE", str(tmp / "cache"))}
         started = time.perf_counter()

@@ -109,6 +109,7 @@ class FindReport:
     wall_s: float
     run_dir: str
     complete: bool = True
+    reused_controls: int = 0  # of the reused, the controls (reused_probes counts the model's alone)
 
     @property
     def culprits(self) -> list[Culprit]:
@@ -124,7 +125,8 @@ class FindReport:
         data["search"] = {s: r.to_json() for s, r in self.searches.items()}
         data["modules"] = len(self.tree) if self.tree is not None else None  # None: stopped before capture
         data["probes"] = self.probes
-        data["reused_probes"] = self.reused
+        data["reused_probes"] = self.reused - self.reused_controls
+        data["reused_controls"] = self.reused_controls
         data["wall_s"] = round(self.wall_s, 2)
         data["run_dir"] = self.run_dir
         data["complete"] = self.complete
@@ -344,6 +346,7 @@ class Finder:
             searches={s: results[s][1] for s in ordered},
             probes=lab.probes,
             reused=lab.reused,
+            reused_controls=lab.reused_controls,
             wall_s=time.perf_counter() - started,
             run_dir=str(lab.run),
             complete=complete,

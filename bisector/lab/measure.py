@@ -65,6 +65,7 @@ def measure(
         wall_s=time.perf_counter() - started,
         options=options,
         reused=lab.reused,
+        reused_controls=lab.reused_controls,
     )
 
 

@@ -103,6 +103,7 @@ class MeasureReport:
     wall_s: float
     options: MeasureOptions
     reused: int = 0  # probes (model and control) taken from an earlier run's cache, not run
+    reused_controls: int = 0  # of those, the controls (reused_probes counts the model's alone: schema 1)
 
     @property
     def verdict(self) -> str:
@@ -118,7 +119,8 @@ class MeasureReport:
             "stages": {name: _with_ceiling(r.to_json(samples), r, self.plan.dims) for name, r in self.stages.items()},
             "bands": self.options.bands.to_json(),
             "probes": self.probes,
-            "reused_probes": self.reused,
+            "reused_probes": self.reused - self.reused_controls,
+            "reused_controls": self.reused_controls,
             "wall_s": round(self.wall_s, 2),
         }
 

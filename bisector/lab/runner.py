@@ -75,7 +75,8 @@ class Runner:
         self.cache = cache
         self.results = results
         self.events = events
-        self.reused = 0
+        self.reused = 0  # every probe taken from a cache: this model's earlier runs' and the controls'
+        self.reused_controls = 0  # of those, the controls from the control cache
         # Runners that share an executor share its limit on probes running at once.
         self._own_executor = executor is None
         self.executor = executor or ThreadPoolExecutor(max_workers=max(1, jobs), thread_name_prefix="bisector-probe")
@@ -112,6 +113,7 @@ class Runner:
             fut.set_result(cached)
             with self._lock:
                 self.reused += 1  # a control from the global cache too: a stage's count includes it
+                self.reused_controls += 1 if request.control else 0
             log.debug("probe %s: reused from %s", request.label, "the control cache" if request.control else "the run")
             event(self.events, "probe_queued", request.label)  # planned and done: the bar adds up
             self.events.probe_finished(request.label, cached, cached=True)

@@ -185,6 +185,10 @@ class Lab:
     def reused(self) -> int:
         return self.runner.reused
 
+    @property
+    def reused_controls(self) -> int:
+        return self.runner.reused_controls
+
     def stop(self) -> None:
         """Ctrl-C: ask no new questions and kill the running probes; what finished is kept."""
         self.interrupted.set()

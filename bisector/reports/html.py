@@ -190,7 +190,10 @@ class HtmlReporter:
                 charts=self.charts,
                 verdict=verdict,
                 dims=view.dims_text(doc),
-                probes=probes_text(int(doc.get("probes") or 0), int(doc.get("reused_probes") or 0)),
+                probes=probes_text(
+                    int(doc.get("probes") or 0),
+                    int(doc.get("reused_probes") or 0) + int(doc.get("reused_controls") or 0),
+                ),
                 headline=view.headline(doc),
                 stages=view.ordered_stages(doc),
                 tree=view.module_tree(doc),

@@ -40,4 +40,7 @@ BISECTOR_TRUTH = {
     "culprits": [{"region": "reg", "stage": "eager", "kind": "leak"}],
     "pattern": "a tensor that keeps its autograd history",
     "behaviour": "assert float(net.reg.total_penalty) > 0.0",
+    # The history is kept only with autograd on, as in the training loop of the report; eager
+    # runs under no_grad unless told, so a user chasing this runs with --keep-autograd.
+    "flags": ["--keep-autograd"],
 }

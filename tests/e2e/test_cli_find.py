@@ -61,6 +61,8 @@ def test_find_json_names_the_culprit_and_a_rerun_reuses_every_probe(tmp_path) ->
     assert again.returncode == 1
     second = json.loads(again.stdout)
     assert second["probes"] == 0 and second["reused_probes"] >= 3
+    # The control came from the control cache: counted apart (reused_probes keeps schema 1's meaning).
+    assert second["reused_controls"] >= 1
     assert second["culprits"] == report["culprits"]
 
 

@@ -57,6 +57,9 @@ def test_each_pattern_says_where_it_comes_from_and_what_must_hold(truth) -> None
     assert truth.stages and set(truth.stages.values()) <= KINDS
     assert truth.culprits and all(set(c) == {"region", "stage", "kind"} for c in truth.culprits)
     assert truth.extra.get("behaviour") and truth.extra.get("pattern")
+    # Flags a user runs this pattern with (bench/corpus.py passes them): real options only.
+    for flag in truth.extra.get("flags", ()):
+        assert flag in {"--keep-autograd", "--tracemalloc", "--exporter"}, flag
 
 
 def test_every_feature_check_holds_on_the_unpatched_models() -> None:

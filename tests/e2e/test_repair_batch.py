@@ -62,6 +62,10 @@ def test_a_second_run_resumes_without_probing(project: Path, first_run) -> None:
     r = run_cli("repair", cwd=project)
     assert r.returncode == 1
     assert "(5 resumed)" in r.stdout and "| `native_leak.py:Net` | unfixed" in r.stdout
+    # -q: the count line alone, repair's verdict line (issue 25).
+    quiet = run_cli("repair", "-q", cwd=project)
+    assert quiet.returncode == 1 and quiet.stderr == "", quiet.stderr
+    assert quiet.stdout.splitlines() == [r.stdout.splitlines()[-1]], quiet.stdout
 
 
 @pytest.mark.parametrize("name", ["list_append", "shape_cache", "symbolic_leak"])

@@ -1,7 +1,8 @@
 """Every command the README and docs/ show, checked against the code (issue 25): each fenced
 `bisector ...` line with no placeholder (a file that does not exist, `[--x | --y]`, `...`) must
-parse with today's options; those that start no probe run for real; those that probe run when
-BISECTOR_DOC_COMMANDS=1 (minutes: they measure sample models as documented)."""
+parse with today's options; those that start no probe run for real; those that probe are marked
+`slow` (`make test-all`) and run with their ranges reduced (reduced()), or exactly as written with
+BISECTOR_DOC_COMMANDS=1 (~15 min: they measure sample models as documented)."""
 
 from __future__ import annotations
 
@@ -106,18 +107,61 @@ def test_each_documented_command_that_starts_no_probe_runs(where: str, argv: lis
 
 # repair needs a project's manifest (the docs' commands assume the reader's): parsed above, not run.
 PROBES = [(w, a) for w, a in COMMANDS if a[0] in PROBING - {"repair"}]
+AS_WRITTEN = os.environ.get("BISECTOR_DOC_COMMANDS") == "1"
+
+
+def reduced(argv: list[str]) -> list[str]:
+    """The command with each ``--dim`` range cut to its first two values (``T=5:64`` -> ``T=5:6``):
+    the same options, stages and code paths, fewer and smaller shapes to measure."""
+    out = list(argv)
+    for i, word in enumerate(out[:-1]):
+        if word in ("--dim", "-d") and re.fullmatch(r"\w+=\d+:\d+", out[i + 1]):
+            name, span = out[i + 1].split("=")
+            lo, hi = (int(v) for v in span.split(":"))
+            out[i + 1] = f"{name}={lo}:{min(hi, lo + 1)}"
+    return out
+
+
+def test_reduced_cuts_ranges_and_keeps_everything_else() -> None:
+    argv = [
+        "find",
+        "m.py:Net",
+        "--input",
+        "x=B,T",
+        "--dim",
+        "B=1:4",
+        "-d",
+        "T=5:64",
+        "--dim",
+        "H=32",
+        "--stage",
+        "eager",
+    ]
+    assert reduced(argv) == [
+        "find",
+        "m.py:Net",
+        "--input",
+        "x=B,T",
+        "--dim",
+        "B=1:2",
+        "-d",
+        "T=5:6",
+        "--dim",
+        "H=32",
+        "--stage",
+        "eager",
+    ]
+    assert reduced(["find", "m.py:Net"]) == ["find", "m.py:Net"]
 
 
 @pytest.mark.probe
-@pytest.mark.skipif(
-    os.environ.get("BISECTOR_DOC_COMMANDS") != "1",
-    reason="runs every documented probing command as written (~15 min on 2 cores): BISECTOR_DOC_COMMANDS=1",
-)
+@pytest.mark.slow
 @pytest.mark.parametrize("where,argv", PROBES, ids=[w for w, _ in PROBES])
 def test_each_documented_probing_command_runs(where: str, argv: list[str], tmp_path: Path) -> None:
     env = {**os.environ, "BISECTOR_RUN_DIR": str(tmp_path / "run")}
+    command = argv if AS_WRITTEN else reduced(argv)
     r = subprocess.run(
-        [sys.executable, "-m", "bisector", *argv], cwd=ROOT, env=env, capture_output=True, text=True, timeout=900
+        [sys.executable, "-m", "bisector", *command], cwd=ROOT, env=env, capture_output=True, text=True, timeout=900
     )
     # 0 or 1 (a finding): never a user error, an internal error or a hang.
     assert r.returncode in (0, 1), f"{where}: exit {r.returncode}: {r.stderr[-2000:]}"

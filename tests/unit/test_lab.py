@@ -34,7 +34,7 @@ class FakeRunner:
 
     def __init__(self, wobble_until: int = 1) -> None:
         self.requests: list = []
-        self.probes = self.reused = 0
+        self.probes = self.reused = self.reused_controls = 0
         self.wobble_until = wobble_until
 
     def submit(self, request, extra_key: str = "") -> Future:

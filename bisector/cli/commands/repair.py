@@ -122,8 +122,9 @@ def repair(
             fail_on=fail_on,
             budget=budget,
         )
-        _print_summary(summary, json_out)
-        _say_where(summary, report_dir)
+        _print_summary(summary, json_out, quiet)
+        if not quiet:
+            _say_where(summary, report_dir)
         return summary.exit_code
 
     return guard(debug, body)
@@ -154,17 +155,19 @@ def _say_where(summary: Any, report_dir: str | None) -> None:
         err.print(f"bundles: {bundles}", markup=False, highlight=False)
 
 
-def _print_summary(summary: Any, json_out: bool) -> None:
+def _print_summary(summary: Any, json_out: bool, quiet: bool = False) -> None:
+    """The summary table and its count line; -q: the count line alone (repair's verdict line)."""
     if json_out:
         from bisector.common.contract import stamp
 
         sys.stdout.write(json.dumps(stamp(summary.to_json(), "repair"), indent=2) + "\n")
         return
-    sys.stdout.write(summary.markdown())
+    if not quiet:
+        sys.stdout.write(summary.markdown() + "\n")
     counts = ", ".join(f"{n} {k}" for k, n in summary.counts.items())
     resumed = sum(1 for r in summary.results if r.resumed)
     sys.stdout.write(
-        f"\n{len(summary.results)} models: {counts}"
+        f"{len(summary.results)} models: {counts}"
         + (f" ({resumed} resumed)" if resumed else "")
         + f"; summary in {summary.out}/summary.md\n"
     )
