@@ -1,12 +1,41 @@
-"""A tensor accumulated across calls with its autograd history (``self.total += loss`` in
-forward): each call's graph stays reachable from the running total. The edit keeps the value and
-drops the history (``self.total = (self.total + (loss)).detach()``)."""
+"""A tensor accumulated across calls with its autograd history: a running value on the module that
+forward computes from itself (``self.total += loss``, ``self.total = self.total + loss``,
+``self.ema = 0.9 * self.ema + 0.1 * x.mean()``). Each call's graph stays reachable from it. The
+edit keeps the value and drops the history (``self.total = (self.total + (loss)).detach()``).
+
+One candidate per accumulator: a counter (``self.calls += 1``, a literal added) is no tensor and
+is left alone, and an attribute that is not a tensor makes only its own candidate fail to run.
+The engine pairs candidates when two accumulators leak together."""
 
 from __future__ import annotations
+
+import re
 
 import libcst as cst
 from bisector.fixers import _cst
 from bisector.fixers.base import LEAK, PYTHON_LEAKS, Candidate, Example, FixTarget, SourceEdit
+
+
+def _refers_to(node: cst.CSTNode, owner: str) -> bool:
+    """Whether the expression reads ``owner`` (a dotted name such as ``self.total``)."""
+    found = False
+
+    class V(cst.CSTVisitor):
+        def visit_Attribute(self, n: cst.Attribute) -> bool:
+            nonlocal found
+            found = found or _cst.dotted(n) == owner
+            return not found
+
+    node.visit(V())
+    return found
+
+
+def _detached_already(value: cst.BaseExpression) -> bool:
+    return (
+        isinstance(value, cst.Call)
+        and isinstance(value.func, cst.Attribute)
+        and value.func.attr.value in ("detach", "item", "tolist")
+    )
 
 
 class AccumulatedHistory:
@@ -23,34 +52,20 @@ class AccumulatedHistory:
 
     def _detach(self, path: str, source: str, module: cst.Module, cls: cst.ClassDef) -> list[Candidate]:
         name = cls.name.value
-
-        class T(_cst.ScopedTransformer):
-            def __init__(self) -> None:
-                super().__init__()
-                self.changed: list[str] = []
-
-            def leave_AugAssign(self, o: cst.AugAssign, u: cst.AugAssign) -> cst.AugAssign | cst.Assign:
-                owner = _cst.dotted(u.target)
-                if self.stack == [name, "forward"] and owner.startswith("self."):
-                    code = cst.Module(body=[]).code_for_node
-                    op = code(u.operator).strip().rstrip("=").strip()
-                    value = cst.parse_expression(f"({owner} {op} ({code(u.value)})).detach()")
-                    self.changed.append(owner)
-                    return cst.Assign(targets=[cst.AssignTarget(u.target)], value=value)
-                return u
-
-        t = T()
-        after = module.visit(t).code
-        if not t.changed:
-            return []
-        return [
-            Candidate(
-                self.name,
-                f"{name}.forward: keep {', '.join(t.changed)} without its autograd history (.detach())",
-                edits=(SourceEdit(path, source, after, f"detach {', '.join(t.changed)}"),),
-                size=len(t.changed),
-            )
-        ]
+        owners = _accumulators(module, name)
+        out = []
+        for owner in owners:
+            after = module.visit(_Detach(name, owner)).code
+            if after != source:
+                out.append(
+                    Candidate(
+                        self.name,
+                        f"{name}.forward: keep {owner} without its autograd history (.detach())",
+                        edits=(SourceEdit(path, source, after, f"detach {owner}"),),
+                        size=1,
+                    )
+                )
+        return out
 
     examples = (
         Example(
@@ -73,6 +88,63 @@ class AccumulatedHistory:
                     "        return x\n"
                 ),
             ),
+        ),
+        Example(
+            "a running total rebuilt from itself, without +=",
+            FixTarget(
+                "eager",
+                LEAK,
+                region_type="m.Reg",
+                sources={
+                    "m.py": (
+                        "class Reg:\n    def forward(self, x):\n"
+                        "        self.penalty = self.penalty + x.pow(2).mean()\n        return x\n"
+                    )
+                },
+            ),
+            True,
+            "detach",
+            edited=(
+                "class Reg:\n    def forward(self, x):\n"
+                "        self.penalty = (self.penalty + x.pow(2).mean()).detach()\n        return x\n",
+            ),
+        ),
+        Example(
+            "a moving average and a call counter: the average alone",
+            FixTarget(
+                "eager",
+                LEAK,
+                region_type="m.Ema",
+                sources={
+                    "m.py": (
+                        "class Ema:\n    def forward(self, x):\n        self.calls += 1\n"
+                        "        self.steps = self.steps + 1\n"
+                        "        self.ema = 0.9 * self.ema + 0.1 * x.mean()\n        return x - self.ema\n"
+                    )
+                },
+            ),
+            True,
+            "self.ema",
+            edited=(
+                "class Ema:\n    def forward(self, x):\n        self.calls += 1\n"
+                "        self.steps = self.steps + 1\n"
+                "        self.ema = (0.9 * self.ema + 0.1 * x.mean()).detach()\n        return x - self.ema\n",
+            ),
+        ),
+        Example(
+            "a value replaced each call, or kept detached already, holds no history",
+            FixTarget(
+                "eager",
+                LEAK,
+                region_type="m.Keep",
+                sources={
+                    "m.py": (
+                        "class Keep:\n    def forward(self, x):\n        self.last = x.sum() * 2\n"
+                        "        self.total = (self.total + x.sum()).detach()\n        return x\n"
+                    )
+                },
+            ),
+            False,
         ),
         Example(
             "a local running sum is freed when forward returns",
@@ -102,6 +174,73 @@ class AccumulatedHistory:
             False,
         ),
     )
+
+
+def _running_update(node: cst.CSTNode) -> tuple[str, cst.BaseExpression] | None:
+    """(owner, the new value) for ``self.x op= v`` (v not a literal: a counter) or
+    ``self.x = <an expression that reads self.x>`` not already detached; None otherwise."""
+    code = cst.Module(body=[]).code_for_node
+    if isinstance(node, cst.AugAssign):
+        owner = _cst.dotted(node.target)
+        if not owner.startswith("self.") or isinstance(node.value, (cst.Integer, cst.Float)):
+            return None
+        op = code(node.operator).strip().rstrip("=").strip()
+        return owner, cst.parse_expression(f"({owner} {op} ({code(node.value)})).detach()")
+    if isinstance(node, cst.Assign) and len(node.targets) == 1:
+        owner = _cst.dotted(node.targets[0].target)
+        value = node.value
+        if (
+            owner.startswith("self.")
+            and isinstance(value, (cst.BinaryOperation, cst.UnaryOperation))
+            and _refers_to(value, owner)
+            and not _detached_already(value)
+            and re.search(r"[A-Za-z_]", code(value).replace(owner, "")) is not None  # not a counter
+        ):
+            return owner, cst.parse_expression(f"({code(value)}).detach()")
+    return None
+
+
+def _accumulators(module: cst.Module, cls: str) -> list[str]:
+    """The running values the class's forward updates from themselves, in source order."""
+    found: list[str] = []
+
+    class Find(_cst.ScopedTransformer):
+        def _note(self, node: cst.CSTNode) -> None:
+            got = _running_update(node) if self.stack == [cls, "forward"] else None
+            if got and got[0] not in found:
+                found.append(got[0])
+
+        def leave_AugAssign(self, o: cst.AugAssign, u: cst.AugAssign) -> cst.AugAssign:
+            self._note(u)
+            return u
+
+        def leave_Assign(self, o: cst.Assign, u: cst.Assign) -> cst.Assign:
+            self._note(u)
+            return u
+
+    module.visit(Find())
+    return found
+
+
+class _Detach(_cst.ScopedTransformer):
+    """Every running update of one accumulator in the class's forward, detached."""
+
+    def __init__(self, cls: str, owner: str) -> None:
+        super().__init__()
+        self.cls, self.owner = cls, owner
+
+    def _edit(self, node: cst.AugAssign | cst.Assign) -> cst.AugAssign | cst.Assign:
+        got = _running_update(node) if self.stack == [self.cls, "forward"] else None
+        if got is None or got[0] != self.owner:
+            return node
+        target = node.target if isinstance(node, cst.AugAssign) else node.targets[0].target
+        return cst.Assign(targets=[cst.AssignTarget(target)], value=got[1])
+
+    def leave_AugAssign(self, o: cst.AugAssign, u: cst.AugAssign) -> cst.AugAssign | cst.Assign:
+        return self._edit(u)
+
+    def leave_Assign(self, o: cst.Assign, u: cst.Assign) -> cst.AugAssign | cst.Assign:
+        return self._edit(u)
 
 
 FIXER = AccumulatedHistory()
