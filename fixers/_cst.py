@@ -220,8 +220,8 @@ def simple_statements(fn: cst.FunctionDef) -> list[cst.BaseSmallStatement]:
     return out
 
 
-def reads_of(fn: cst.FunctionDef, owner: str, ignore: Sequence[str] = GROW_METHODS) -> int:
-    """How often `owner` is used in fn other than as `owner.<grow method>(...)`."""
+def reads_of(fn: cst.CSTNode, owner: str, ignore: Sequence[str] = GROW_METHODS) -> int:
+    """How often `owner` is used in fn (a function, or any node) other than as `owner.<grow method>(...)`."""
     count = 0
 
     class V(cst.CSTVisitor):
@@ -249,5 +249,5 @@ def reads_of(fn: cst.FunctionDef, owner: str, ignore: Sequence[str] = GROW_METHO
             if node.value == owner:
                 count += 1
 
-    fn.body.visit(V())
+    (fn.body if isinstance(fn, cst.FunctionDef) else fn).visit(V())
     return count

@@ -16,20 +16,6 @@ from bisector.fixers import _cst
 from bisector.fixers.base import LEAK, PYTHON_LEAKS, Candidate, Example, FixTarget, SourceEdit
 
 
-def _refers_to(node: cst.CSTNode, owner: str) -> bool:
-    """Whether the expression reads ``owner`` (a dotted name such as ``self.total``)."""
-    found = False
-
-    class V(cst.CSTVisitor):
-        def visit_Attribute(self, n: cst.Attribute) -> bool:
-            nonlocal found
-            found = found or _cst.dotted(n) == owner
-            return not found
-
-    node.visit(V())
-    return found
-
-
 def _detached_already(value: cst.BaseExpression) -> bool:
     return (
         isinstance(value, cst.Call)
@@ -192,7 +178,7 @@ def _running_update(node: cst.CSTNode) -> tuple[str, cst.BaseExpression] | None:
         if (
             owner.startswith("self.")
             and isinstance(value, (cst.BinaryOperation, cst.UnaryOperation))
-            and _refers_to(value, owner)
+            and _cst.reads_of(value, owner) > 0
             and not _detached_already(value)
             and re.search(r"[A-Za-z_]", code(value).replace(owner, "")) is not None  # not a counter
         ):
