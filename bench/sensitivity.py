@@ -175,6 +175,9 @@ def main() -> int:
                     f"  {r.attempts} tries  {wall:6.1f} s",
                     flush=True,
                 )
+                if kind == "leak" and v is not None:  # a false leak: why it was called one
+                    for why in v.reasons:
+                        print(f"      {why}", flush=True)
     print(f"false leaks: {false}/{total}   toolchain growth reported apart: {toolchain}/{total}")
     for s, ws in stage_walls.items():
         print(f"  wall per {s:<10} median {statistics.median(ws):6.1f} s  max {max(ws):6.1f} s  ({len(ws)} runs)")

@@ -17,10 +17,12 @@ from typing import Any
 
 from bisector.common.units import format_bytes
 from bisector.judge.owners import (
+    LIBRARIES,
     MODEL,
     TOOLCHAIN,
     model_share,
     native_share,
+    native_split,
     object_owners,
     object_site,
     toolchain_objects,
@@ -28,7 +30,7 @@ from bisector.judge.owners import (
     top_site,
 )
 from bisector.judge.signals import COUNT_METRICS, GROWS, HEAP, HEAP_ALLOCATION, TENSORS
-from bisector.judge.verdict import CLEAN, LEAK, SHAPE_GROWTH, TOOLCHAIN_LEAK, Verdict
+from bisector.judge.verdict import CLEAN, INCONCLUSIVE, LEAK, SHAPE_GROWTH, TOOLCHAIN_LEAK, Verdict
 
 
 def needs_owners(verdict: Verdict, objects: bool = False) -> bool:
@@ -159,4 +161,70 @@ def _toolchain_reason(
     return (
         f"{what} keeps ~{format_bytes(theirs)} per {per} of this model in {site}; "
         f"the model's code keeps {format_bytes(mine)}/{per} (floor {format_bytes(floor)}): not your model's code"
+    )
+
+
+# A leak that only native bytes explain is measured on a second schedule when it is under twice the
+# target or twice WANDER, whichever is larger: torch's own native wander per call reached +574 B on a
+# clean GPT-2 block (bench/sensitivity.py, December 2026), so past 2 KB it cannot produce a leak, and
+# a leak a few times the target is no wander of a size the target was set to ignore.
+SECOND_SCHEDULE_BELOW = 2.0
+WANDER = 1024.0
+
+
+def needs_second_schedule(verdict: Verdict, target: float) -> bool:
+    """A small per-call leak the traced probe could place nowhere: no Python allocation of the
+    model's, and no native stack (none ran, or none saw it). Its bytes go to the model by default
+    (owners.model_share), but torch's own native growth for some models wanders to a few hundred
+    bytes a call on some input shapes and not on others: a clean GPT-2 block grew +402 B/call on one
+    schedule (seed 0) in two sessions, and 0-270 B/call on the other four. At a low target that is
+    a false leak, so it is measured once more on another schedule first. A model's own native leak
+    grows on every schedule."""
+    if verdict.kind != LEAK or not target or not verdict.owners or "repeat" not in verdict.owners:
+        return False
+    growth = verdict.growth_bytes_per_call or 0.0
+    if verdict.growth_metric != HEAP or growth >= SECOND_SCHEDULE_BELOW * max(target, WANDER):
+        return False
+    rep = verdict.owners["repeat"]
+    return not native_split(rep) and top_site(rep, MODEL) is None and top_site(rep, LIBRARIES) is None
+
+
+def grew_again(second: Verdict, target: float) -> bool:
+    """The second schedule shows the leak: a leak verdict, or heap growth above its floor that the
+    target cannot excuse (its 95% interval reaches the target) though not in enough passes to be
+    sure: the question is whether it is there at all, which the first schedule was sure of."""
+    if second.kind == LEAK:
+        return True
+    rate, floor = second.growth_bytes_per_call, second.floor_bytes_per_call
+    if second.growth_metric != HEAP or rate is None or floor is None:
+        return False
+    return rate > floor and rate + (second.error_bytes_per_call or 0.0) >= target
+
+
+def second_schedule(
+    first: Verdict, second: Verdict | None, seed: int, per: str = "call", target: float = 0.0
+) -> Verdict:
+    """The leak once measured again on another schedule (needs_second_schedule): growing again
+    (grew_again) keeps the verdict; anything else makes it inconclusive, with the growth on each
+    schedule stated as this model's own per-call wander under the toolchain, and the floor the
+    first schedule's upper bound."""
+    grew = first.growth_bytes_per_call or 0.0
+    err = first.error_bytes_per_call or 0.0
+    if second is None:
+        return replace(first, reasons=first.reasons + ("could not be measured on a second schedule",))
+    again = format_bytes(second.growth_bytes_per_call or 0.0, signed=True)
+    if grew_again(second, target):
+        reason = f"grew again on a second schedule (seed {seed}): {again}/{per}"
+        return replace(first, reasons=first.reasons + (reason,))
+    reason = (
+        f"not seen again on a second schedule (seed {seed}: {again}/{per}, {second.kind}); no Python allocation "
+        f"and no native stack explains it: this model's own per-{per} growth under the toolchain wanders "
+        f"between {again} and {format_bytes(grew, signed=True)}/{per} with the input shapes, so a leak under "
+        f"~{format_bytes(grew + err)}/{per} cannot be told from it"
+    )
+    return replace(
+        first,
+        kind=INCONCLUSIVE,
+        floor_bytes_per_call=max(first.floor_bytes_per_call or 0.0, grew + err),
+        reasons=first.reasons + (reason,),
     )

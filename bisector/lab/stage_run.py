@@ -12,7 +12,7 @@ from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from bisector.common.units import per
-from bisector.judge.attribution import needs_native_twin, needs_owners
+from bisector.judge.attribution import needs_native_twin, needs_owners, needs_second_schedule, second_schedule
 from bisector.judge.verdict import INCONCLUSIVE, Verdict, judge
 from bisector.lab.results import CRASHED, FAILED, MeasureOptions, StageResult
 from bisector.lab.retry import MIN_GAIN, Attempt, budget_note, floor_short, retrying, scale_for
@@ -65,6 +65,8 @@ class StageRun:
         result: StageResult = retrying(
             self.attempt, self.settled, self.lab.options.retries, options.budget_s, self.chase
         ).value
+        if result.verdict is not None and needs_second_schedule(result.verdict, options.floor_targets.get(stage, 0.0)):
+            result = self._second_schedule(result)
         short = floor_short(result.verdict, options, stage) if result.verdict is not None else None
         if short and result.verdict is not None:
             # The budget ran out (or the noise held the floor up) before the target: say so, with the
@@ -76,6 +78,29 @@ class StageRun:
             v = replace(v, kind=INCONCLUSIVE, reasons=v.reasons + (f"{short}: {note}",))
             result = replace(result, kind=INCONCLUSIVE, verdict=v)
         return result
+
+    def _second_schedule(self, result: StageResult) -> StageResult:
+        """A small leak only native bytes explain, measured again on another seed's schedule at the
+        last attempt's scale (attribution.needs_second_schedule): model and control, judged, no
+        tracing; the verdict kept or made inconclusive (attribution.second_schedule)."""
+        assert result.verdict is not None
+        scale, seed = int(self.timing.get("scale", 1)), self.options.seed + 1
+        schedule = self.lab.schedule(self.stage, scale, seed=seed)
+        label = f" (seed {seed})"
+        model = self.request(schedule, scale, False)
+        control = self.request(schedule, scale, True)
+        fut_model = self.lab.runner.submit(model.with_(label=model.label + label))
+        fut_control = self.lab.runner.submit(control.with_(label=control.label + label))
+        got, ctrl = fut_model.result(), fut_control.result()
+        self.probes += 2
+        second = (
+            judged(got.curve, ctrl.curve if isinstance(ctrl, ProbeOk) else None, self.options, self.stage)
+            if isinstance(got, ProbeOk)
+            else None
+        )
+        target = self.options.floor_targets.get(self.stage, 0.0)
+        verdict = second_schedule(result.verdict, second, seed, per(self.stage), target)
+        return replace(result, kind=verdict.kind, verdict=verdict, probes=self.probes)
 
     def attempt(self, n: int, scale: int) -> Attempt:
         began = time.perf_counter()
