@@ -234,3 +234,21 @@ def test_a_second_schedule_that_grows_in_too_few_passes_still_shows_the_leak() -
     wander = replace(unsure, growth_bytes_per_call=266.0, error_bytes_per_call=80.0, floor_bytes_per_call=200.0)
     assert not grew_again(wander, 512.0)  # under the target on its interval: not the leak again
     assert second_schedule(first, wander, 1, "run", 512.0).kind == "inconclusive"
+
+
+def test_a_library_site_with_a_few_bytes_does_not_place_a_native_leak() -> None:
+    from dataclasses import replace
+
+    from bisector.judge.attribution import needs_second_schedule
+    from tests.unit.test_owners import heap_leak
+
+    def owners(library_bytes: float) -> dict:
+        site = [{"where": "transformers/models/gpt2/modeling_gpt2.py:120", "bytes": library_bytes}]
+        groups = {"model": 0.0, "libraries": library_bytes, "toolchain": 0.0}
+        return {"repeat": {"calls": 1, "groups": groups, "python_malloc": library_bytes, "sites": {"libraries": site}}}
+
+    # A clean GPT-2 block under load: +1.0 KB/call, transformers' files keep 40 B of it.
+    wander = replace(heap_leak(1024.0), owners=owners(40.0))
+    assert needs_second_schedule(wander, 1024.0)
+    python = replace(heap_leak(1024.0), owners=owners(900.0))  # its libraries keep most of it: theirs
+    assert not needs_second_schedule(python, 1024.0)
