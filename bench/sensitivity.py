@@ -44,6 +44,9 @@ MODEL = str(ROOT / "bench" / "models" / "injected.py") + ":Net"
 FLOOR: list[str] = []  # --floor, passed to every measurement
 
 
+MISSES: list[str] = []  # why an injected leak was not called one: printed after part 1
+
+
 def measure(stage: str, leak_kb: float, seed: int) -> tuple[str, float | None, float, float | None]:
     started = time.perf_counter()
     report = api.measure(
@@ -59,6 +62,8 @@ def measure(stage: str, leak_kb: float, seed: int) -> tuple[str, float | None, f
     wall = time.perf_counter() - started
     r = report.stages[stage]
     v = r.verdict
+    if leak_kb and r.kind != "leak":
+        MISSES.append(f"  {stage} {leak_kb:g} KB seed {seed}: {r.kind}; " + "; ".join(v.reasons if v else ()))
     return r.kind, (v.floor_bytes_per_call if v else None), wall, (v.growth_bytes_per_call if v else None)
 
 
@@ -104,6 +109,8 @@ def main() -> int:
                 flush=True,
             )
 
+    for miss in MISSES:
+        print(miss)
     print("\n3. wall time per stage, clean injected model (median over seeds)")
     for stage, ws in walls.items():
         if ws:
