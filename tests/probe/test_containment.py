@@ -99,7 +99,9 @@ def test_a_sigkilled_parent_takes_the_box_with_it(tmp_path: Path, mechanism: str
         time.sleep(0.02)
     proc.kill()
     proc.wait()
-    assert gone_within(int(pidfile.read_text()))
+    # What is asserted is that the box goes, not how fast: with the suite's two workers on two
+    # cores the supervisor once took over 3 s to be scheduled after its parent died.
+    assert gone_within(int(pidfile.read_text()), seconds=15)
     cgroups.sweep_stale_cgroups()  # the dead parent's cgroup folder, if any
 
 
