@@ -183,12 +183,15 @@ def layer_text(path: str, text: str) -> str:
     return f"{path}: {text}" if path else text
 
 
-def layer_guess_at(model: Any, path: str, module: Any) -> Guess | None:
+def layer_guess_at(model: Any, path: str, module: Any, alternate: bool = False) -> Guess | None:
+    """The input the layer at path takes, as a guess; alternate: in the other layout it may come
+    in (a convolution's channels last), None where it has none."""
     found = layer_guess(module)
-    if found is None:
+    if found is None or (alternate and found.alternate is None):
         return None
-    spec = InputSpec(name=input_name(model), dims=found.dims, dtype=found.dtype, low=found.low, high=found.high)
-    return Guess(inputs=(spec,), source=layer_text(path, found.text))
+    dims = found.alternate if alternate and found.alternate is not None else found.dims
+    spec = InputSpec(name=input_name(model), dims=dims, dtype=found.dtype, low=found.low, high=found.high)
+    return Guess(inputs=(spec,), source=layer_text(path, found.text + (", channels last" if alternate else "")))
 
 
 def infer_from_layers(
@@ -228,7 +231,16 @@ def infer_from_layers(
             reached = forwards.called[0] if forwards.called else None
             if reached and reached not in done:
                 queue.insert(0, reached)  # the input got there first: that layer's guess next
-            continue
+                continue
+            other = layer_guess_at(model, path, layers[path], alternate=True)
+            if other is None or other.inputs in seen_inputs:
+                continue
+            seen_inputs.add(other.inputs)
+            try:
+                return other, settle(other, forwards, given)  # the model turns its input around first
+            except Refused as again:
+                tried.append(f"first layer {other.source}: {again}")
+                continue
         reached = forwards.called[0] if forwards.called else path
         if reached != path:
             other = layer_guess_at(model, reached, layers[reached])

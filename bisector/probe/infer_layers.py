@@ -27,6 +27,10 @@ class LayerGuess:
     dtype: str = "float32"
     low: int | None = None
     high: int | None = None
+    # The same input in another layout the model may turn into this one before the layer: a
+    # convolution's channels last ((batch, frames, mel bins) audio features, (B, H, W, C) images),
+    # tried when the layout the layer takes is refused.
+    alternate: tuple[int | str, ...] | None = None
 
 
 def kind_of(module: Any) -> str:
@@ -56,7 +60,12 @@ def _conv(m: Any, kind: str) -> LayerGuess | None:
     channels = int(m.in_channels)
     if channels <= 0:  # LazyConv before its first call
         return None
-    return LayerGuess(dims=("B", channels, *CONV_SPATIAL[kind]), text=f"{kind}({channels}, {int(m.out_channels)})")
+    spatial = CONV_SPATIAL[kind]
+    return LayerGuess(
+        dims=("B", channels, *spatial),
+        text=f"{kind}({channels}, {int(m.out_channels)})",
+        alternate=("B", *spatial, channels),
+    )
 
 
 def _linear(m: Any, kind: str) -> LayerGuess | None:

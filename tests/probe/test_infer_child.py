@@ -44,6 +44,9 @@ def test_a_dummy_input_method_returning_a_dict_follows_forwards_names() -> None:
     [
         ("Signal1d", ["x=B,2,L"], {"B": B, "L": SIZE}, "conv: Conv1d(2, 4)"),
         ("Volume", ["x=B,1,D,H,W"], {"B": B, "D": SIZE, "H": SIZE, "W": SIZE}, "conv: Conv3d(1, 2)"),
+        # Channels last, turned around in forward before the conv: tried when channels first is refused.
+        ("ChannelsLast1d", ["feats=B,L,6"], {"B": B, "L": SIZE}, "conv: Conv1d(6, 4), channels last"),
+        ("ChannelsLast2d", ["img=B,H,W,3"], {"B": B, "H": SIZE, "W": SIZE}, "conv: Conv2d(3, 4), channels last"),
         ("BatchFirstLSTM", ["x=B,T,6"], {"B": B, "T": SIZE}, "rnn: LSTM(6, 8, batch_first=True)"),
         ("TimeFirstGRU", ["seq=T,B,6"], {"T": SIZE, "B": B}, "rnn: GRU(6, 8, batch_first=False)"),
         ("Encoder", ["x=B,T,16"], {"B": B, "T": SIZE}, "encoder: TransformerEncoder(d_model=16, batch_first=True)"),
