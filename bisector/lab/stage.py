@@ -33,6 +33,7 @@ from bisector.common.errors import UserError
 from bisector.judge.attribution import NATIVE_TWIN_ENV, attribute, attribute_shapes, needs_owners
 from bisector.judge.search import Outcome
 from bisector.judge.verdict import INCONCLUSIVE, LEAK, Verdict
+from bisector.lab.references import References
 from bisector.lab.results import MeasureOptions, StageResult, outcome_of
 from bisector.lab.retry import Attempt, retrying
 from bisector.lab.runner import Events, Runner
@@ -171,6 +172,7 @@ class Lab:
         self._capture_lock = threading.Lock()
         self._derived: dict[str, Lab] = {}
         self._derive_lock = threading.Lock()
+        self.references = References(self.run)
         self.tree: Tree | None = None
         self.unsaved: dict[str, str] = {}
 
@@ -468,11 +470,14 @@ class Lab:
             None,
             self.schedule(stage),
             self.options.probe,
-            label=label,
             kind=ProbeKind.EQUIVALENCE,
             equivalence=EquivalenceRequest(other.model, other.options.probe, mode, rtol, atol),
         )
-        result = self.runner.submit(request).result()
+        # The original's outputs are the same for every candidate: kept by the first probe.
+        original = {k: v for k, v in request.to_json().items() if k not in ("equivalence", "label")}
+        reference = self.references.path(original, source_hash(self.model)) if mode == "onnx" else ""
+        request = request.with_(label=label, equivalence=replace(request.equivalence, reference=reference))
+        result = self.references.first(reference, lambda: self.runner.submit(request).result())
         if isinstance(result, ProbeOk):
             return dict(result.data)
         if isinstance(result, ProbeFailed):

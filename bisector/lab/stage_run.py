@@ -128,7 +128,15 @@ class StageRun:
         fut_control = lab.runner.submit(control)
         # Exports are the costly probes, and a dynamo export's heap grows with the graph in
         # torch's own files: its traced probes start with the others rather than after them.
-        speculate = stage == "export" and n == 0 and options.probe.exporter != "torchscript"
+        # Not for exports in a child process: what the exporter keeps goes with the child, the
+        # verdict rarely asks who owns growth, and the traced probes would take the cores from
+        # the other fix candidates' measurements.
+        speculate = (
+            stage == "export"
+            and n == 0
+            and options.probe.exporter != "torchscript"
+            and not options.probe.export_in_child
+        )
         twins = [lab.runner.submit(traced(r, stage)) if speculate else None for r in (model, control)]
         got = fut_model.result()
         if not isinstance(got, ProbeOk):

@@ -19,7 +19,7 @@ the one moment the original's behaviour is its intended one. The result says so 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +27,7 @@ from bisector.model.capture import input_seed_index
 from bisector.patching.settings import varying_axes
 from bisector.probe.inputs import InputFactory, tensor_leaves
 from bisector.probe.loading import WorkloadError, build_model, load_namespace
+from bisector.probe.reference_outputs import Reference, digest, load, store
 from bisector.probe.types import ProbeOptions, ProbeRequest
 
 MAX_SHAPES = 4
@@ -194,36 +195,75 @@ def _first_calls(pair: _Pair, summary: dict[str, Any]) -> dict[str, Any]:
 
 def _compare_onnx(pair: _Pair, workdir: Path) -> dict[str, Any]:
     """Each exported with its own options and run by ONNX Runtime; the original's eager outputs
-    are the reference when it does not export."""
+    are the reference when it does not export. The original's outputs come from the run's store
+    when an earlier candidate's probe kept them (reference_outputs.py); a candidate that changes
+    neither the model nor what reaches the exporter runs the original's exported file."""
+    from bisector.probe.ort import make_feed
+
+    req = pair.req
+    assert req.equivalence is not None
+    rtol, atol = req.equivalence.rtol, req.equivalence.atol
+    ref = _reference(pair, workdir)
+    same = pair.same_model and export_settings(req.options) == export_settings(req.equivalence.options)
+    b = _onnx_session(pair, pair.model_b, req.equivalence.options, "b", workdir, ref.exported if same else None)
+    assert b is not None
+    session, adapter, target = b
+    results = []
+    for (args, kwargs), expected in zip(pair.inputs, ref.outputs):
+        got = list(session.run(None, adapter.feed(make_feed(session, target, (args, kwargs)), session)))
+        results.append(compare(expected, got, rtol, atol))
+    summary = _summary(results, pair.shapes, req.equivalence.mode if ref.onnx else "onnx-vs-eager")
+    # How the reference was had ("read": from the store; "stored": made here and kept; "made":
+    # made here only), and the exports this probe made: what the store and the shared file save.
+    exports = int(ref.how != "read" and ref.onnx) + int(not same or ref.exported is None)
+    return {**summary, "reference": ref.how, "exports": exports}
+
+
+def export_settings(options: ProbeOptions) -> tuple[Any, ...]:
+    """What decides the exported file (export_onnx, post_export): two options equal here export
+    the same graph from the same model. Not export_in_child (the same export, in another process)
+    nor the runtime's options, the input transform or the warm-up (they act on the session)."""
+    return (
+        options.exporter,
+        sorted(options.export_kwargs.items(), key=str),
+        options.post_export,
+        sorted(options.env.items()),
+    )
+
+
+def _reference(pair: _Pair, workdir: Path) -> Reference:
+    """The original's outputs at each input: stored by an earlier probe of this run for the same
+    weights and inputs, else exported (or, when it does not export, run eagerly) and stored."""
     import torch
 
     from bisector.probe.ort import make_feed
 
     req = pair.req
     assert req.equivalence is not None
-    rtol, atol = req.equivalence.rtol, req.equivalence.atol
+    expected = digest(pair.model_a, pair.inputs) if req.equivalence.reference else ""
+    stored = load(req.equivalence.reference, expected)
+    if stored is not None:
+        return stored  # how="read"
     a = _onnx_session(pair, pair.model_a, req.options, "a", workdir)
-    b = _onnx_session(pair, pair.model_b, req.equivalence.options, "b", workdir)
-    assert b is not None
-    results = []
+    outputs = []
     for args, kwargs in pair.inputs:
         if a is not None:
             session, adapter, target = a
-            ref = list(session.run(None, adapter.feed(make_feed(session, target, (args, kwargs)), session)))
+            outputs.append(list(session.run(None, adapter.feed(make_feed(session, target, (args, kwargs)), session))))
         else:
             with torch.no_grad():
-                ref = _arrays(pair.model_a(*args, **kwargs))
-        session, adapter, target = b
-        got = list(session.run(None, adapter.feed(make_feed(session, target, (args, kwargs)), session)))
-        results.append(compare(ref, got, rtol, atol))
-    return _summary(results, pair.shapes, req.equivalence.mode if a is not None else "onnx-vs-eager")
+                outputs.append(_arrays(pair.model_a(*args, **kwargs)))
+    ref = Reference(outputs=outputs, onnx=a is not None, exported=workdir / "equivalence_a.onnx" if a else None)
+    kept = store(req.equivalence.reference, expected, ref)
+    return replace(ref, how="stored" if kept else "made")
 
 
 def _onnx_session(
-    pair: _Pair, model: Any, options: ProbeOptions, tag: str, workdir: Path
+    pair: _Pair, model: Any, options: ProbeOptions, tag: str, workdir: Path, exported: Path | None = None
 ) -> tuple[Any, Any, Any] | None:
-    """model exported with options at the largest inputs, and its ONNX Runtime session, input
-    adapter and target; None when the original ("a") does not export or its graph does not load."""
+    """model exported with options at the largest inputs (or the file already exported with the
+    same settings: exported), and its ONNX Runtime session, input adapter and target; None when
+    the original ("a") does not export or its graph does not load."""
     from bisector.probe.export import export_onnx, post_export, varying_dims
     from bisector.probe.ort import InputAdapter, make_session
     from bisector.probe.targets import Target
@@ -243,10 +283,11 @@ def _onnx_session(
     )
     dims = varying_dims(target, req.schedule)
     args, kwargs = pair.inputs[-1]
-    path = workdir / f"equivalence_{tag}.onnx"
+    path = exported or workdir / f"equivalence_{tag}.onnx"
     try:
-        export_onnx(target, args, kwargs, path, options, dynamic=dims)
-        post_export(path, options, [tuple(t.shape) for t in tensor_leaves((args, kwargs))])
+        if exported is None:
+            export_onnx(target, args, kwargs, path, options, dynamic=dims)
+            post_export(path, options, [tuple(t.shape) for t in tensor_leaves((args, kwargs))])
         session = make_session(path, options, pair.device)
     except WorkloadError:
         if tag == "a":

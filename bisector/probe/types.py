@@ -119,6 +119,9 @@ class EquivalenceRequest:
     mode: str = "eager"  # eager | onnx
     rtol: float = 1e-3
     atol: float = 1e-4
+    # Where the run keeps the original's outputs for every candidate (probe/reference_outputs.py);
+    # "": not kept (each probe exports the original itself).
+    reference: str = ""
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -127,6 +130,7 @@ class EquivalenceRequest:
             "mode": self.mode,
             "rtol": self.rtol,
             "atol": self.atol,
+            **({"reference": self.reference} if self.reference else {}),
         }
 
     @classmethod
@@ -137,6 +141,7 @@ class EquivalenceRequest:
             mode=data.get("mode", "eager"),
             rtol=float(data.get("rtol", 1e-3)),
             atol=float(data.get("atol", 1e-4)),
+            reference=str(data.get("reference") or ""),
         )
 
 
