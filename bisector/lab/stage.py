@@ -46,7 +46,7 @@ from bisector.model.kinds import Kind
 from bisector.model.schedule import Schedule, build_schedule, warmed
 from bisector.model.spec import InputPlan, ModelSpec, library_imports
 from bisector.model.tree import Tree
-from bisector.probe.pool import ProbePool
+from bisector.probe.pool import ProbePool, exports
 from bisector.probe.types import (
     EquivalenceRequest,
     ProbeCrashed,
@@ -153,6 +153,7 @@ class Lab:
                     timeout_s=options.timeout_s,
                     mem_cap=options.mem_cap,
                     preload=library_imports(model),
+                    exporter=exports(options.stages),
                 )
             cache = ControlCache(
                 None

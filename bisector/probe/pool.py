@@ -41,6 +41,7 @@ from typing import Any
 from bisector.probe import containment
 from bisector.probe.containment import Box
 from bisector.probe.procs import kill_group, private_bytes, process_tree, rss_bytes, stat
+from bisector.probe.server import EXPORTER_ENV
 from bisector.probe.server_client import SERVER_READY_TIMEOUT_S, SERVERS, PoolClosed, ProbeServer
 from bisector.probe.types import (
     ProbeCrashed,
@@ -94,6 +95,14 @@ def default_mem_cap() -> int:
     return int(min(psutil.virtual_memory().total * 0.5, 16e9))
 
 
+def exports(stages: object) -> bool:
+    """Whether runs over these stages export (and so want the exporter loaded by the server):
+    None or an unknown value counts as every stage."""
+    if not isinstance(stages, (list, tuple, set, frozenset)):
+        return True
+    return bool({"export", "inference"} & {str(s) for s in stages})
+
+
 class ProbePool:
     """Runs probes; thread-safe, so several may run at once (one thread each)."""
 
@@ -108,7 +117,11 @@ class ProbePool:
         env: dict[str, str] | None = None,
         poll_s: float = 0.02,
         preload: tuple[str, ...] = (),
+        exporter: bool = True,
     ) -> None:
+        """preload: the libraries the models import, loaded once by the probe server. exporter:
+        whether the runs export (an export or inference stage): if not, the server does not load
+        the exporter and ONNX Runtime (a probe that needs them after all imports them itself)."""
         self._own_workdir = workdir is None
         if workdir is None:
             sweep_stale_workdirs()
@@ -121,8 +134,9 @@ class ProbePool:
         self.mem_cap = mem_cap if mem_cap is not None else default_mem_cap()
         self.threads = threads
         self.env = env
-        if preload:
-            self.env = {**(env if env is not None else os.environ), "BISECTOR_PRELOAD": ",".join(preload)}
+        if preload or not exporter:
+            extra = {"BISECTOR_PRELOAD": ",".join(preload)} if preload else {}
+            self.env = {**(env if env is not None else os.environ), **extra, EXPORTER_ENV: "1" if exporter else "0"}
         self.poll_s = poll_s
         self._ids = itertools.count(1)
         self._server: ProbeServer | None = None

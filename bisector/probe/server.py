@@ -24,13 +24,12 @@ from collections.abc import Callable
 
 from bisector.probe.containment import BoxSpec, enter, kill_spec
 
-# Heavy modules a probe needs; importing the exporter internals here saves ~2 s on a child's
-# first torch.onnx.export. Each is optional: a missing one is imported (or fails) in the child.
-PRELOAD = (
-    "numpy",
-    "psutil",
-    "torch",
-    "torch.nn",
+# Heavy modules a probe needs. Each is optional: a missing one is imported (or fails) in the child.
+PRELOAD = ("numpy", "psutil", "torch", "torch.nn")
+# What exports and ONNX Runtime sessions need: importing the exporter internals here saves ~2 s on
+# a child's first torch.onnx.export, and costs ~2.4 s of CPU at the server's start, which a run
+# with no export or inference stage skips (EXPORTER_ENV=0, set by ProbePool(exporter=False)).
+EXPORTER_PRELOAD = (
     "torch.export",
     "torch.onnx",
     "onnx",
@@ -41,11 +40,21 @@ PRELOAD = (
     "torch._functorch.aot_autograd",
     "torch.onnx._internal.exporter._core",
     "torch.onnx._internal.exporter._registration",
-    "bisector.probe.child",
 )
+EXPORTER_ENV = "BISECTOR_PRELOAD_EXPORTER"
+OWN = ("bisector.probe.child",)
 
 
-def preload(modules: tuple[str, ...] = PRELOAD) -> list[str]:
+def startup_modules(environ: dict[str, str] | None = None) -> tuple[str, ...]:
+    """What the server imports before its first fork: the probes' own modules, the exporter's when
+    the run exports, and the libraries the model file imports (BISECTOR_PRELOAD, from the parent)."""
+    env = os.environ if environ is None else environ
+    extra = tuple(e for e in env.get("BISECTOR_PRELOAD", "").split(",") if e)
+    exporter = EXPORTER_PRELOAD if env.get(EXPORTER_ENV, "1") != "0" else ()
+    return PRELOAD + exporter + OWN + extra
+
+
+def preload(modules: tuple[str, ...]) -> list[str]:
     """Import each module ("pkg.mod", or "pkg:Attr" to touch a lazily imported attribute)."""
     failed = []
     for entry in modules:
@@ -108,9 +117,8 @@ def serve() -> int:
         proto.flush()
 
     started = time.perf_counter()
-    # The libraries the model file imports (e.g. transformers, ~7 s), named by the parent.
-    extra = tuple(e for e in os.environ.get("BISECTOR_PRELOAD", "").split(",") if e)
-    failed = preload(PRELOAD + extra)
+    # The libraries the model file imports (e.g. transformers, ~7 s) are named by the parent.
+    failed = preload(startup_modules())
     import gc
 
     # Frozen objects are skipped by every later collection (in the children too) and their pages

@@ -11,7 +11,7 @@ from typing import Any
 
 from bisector.common.errors import BisectorError
 from bisector.model.spec import library_imports, parse_model_spec
-from bisector.probe.pool import ProbePool
+from bisector.probe.pool import ProbePool, exports
 from bisector.repairs.manifest import ModelEntry
 from bisector.repairs.results import ModelResult
 
@@ -38,7 +38,11 @@ def run_local(
         except BisectorError:
             pass
     with (
-        ProbePool(fresh=fresh, preload=tuple(dict.fromkeys(preload))) as pool,
+        ProbePool(
+            fresh=fresh,
+            preload=tuple(dict.fromkeys(preload)),
+            exporter=any(exports(e.options.get("stages")) for e in todo),
+        ) as pool,
         ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="bisector-probe") as probes,
         ThreadPoolExecutor(max_workers=max(1, models_at_once), thread_name_prefix="bisector-model") as ex,
     ):

@@ -123,3 +123,21 @@ def test_parallel_probes_from_threads(pool: ProbePool) -> None:
     with ThreadPoolExecutor(4) as ex:
         results = list(ex.map(pool.run, [request("Fine") for _ in range(6)]))
     assert all(isinstance(r, ProbeOk) for r in results)
+
+
+def test_a_pool_for_runs_that_never_export_loads_no_exporter_and_still_exports_when_asked(tmp_path) -> None:
+    from bisector.probe.pool import exports
+    from bisector.probe.server import EXPORTER_ENV, startup_modules
+
+    # Eager-only runs (find -s eager, a repair whose models list only eager) start a lean server.
+    assert not exports(["eager"]) and exports(["eager", "inference"]) and exports(("export",)) and exports(None)
+    lean = startup_modules({EXPORTER_ENV: "0", "BISECTOR_PRELOAD": "transformers"})
+    assert "torch" in lean and "transformers" in lean
+    assert not {"onnx", "onnxruntime", "onnxscript", "torch.onnx"} & set(lean)
+    assert {"onnx", "onnxruntime", "torch.onnx"} <= set(startup_modules({}))
+    with ProbePool(tmp_path / "lean", exporter=False) as pool:
+        assert pool.env is not None and pool.env[EXPORTER_ENV] == "0"
+        eager = pool.run(request("Fine"))
+        # A probe that exports after all (an equivalence through ONNX) imports the exporter itself.
+        exported = pool.run(request("Fine", stage="export", options=ProbeOptions(exporter="torchscript")))
+    assert isinstance(eager, ProbeOk) and isinstance(exported, ProbeOk), (eager, exported)
