@@ -2,19 +2,20 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import shutil
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from bisector.probe.pool import ProbePool
-from bisector.probe.types import ProbeOk, ProbeRequest, ProbeResult
+from bisector.probe.types import ProbeKind, ProbeOk, ProbeRequest, ProbeResult
 from bisector.store.caches import ControlCache, ResultCache
 
 log = logging.getLogger("bisector.probes")
@@ -85,6 +86,8 @@ class Runner:
         # Where the folders of failed or crashed probes are kept (find's run directory); without
         # one they go with the pool's temporary folder, and errors do not point to them.
         self.keep_failed_in: Path | None = None
+        # Makes the shared export file a probe loads (lab/exports.py), given its path; set by the lab.
+        self.prepare_export: Callable[[str], str] | None = None
 
     def _keep(self, result: ProbeResult) -> ProbeResult:
         src = getattr(result, "probe_dir", "")
@@ -100,9 +103,10 @@ class Runner:
                 pass
         return replace(result, probe_dir=kept)
 
-    def submit(self, request: ProbeRequest, extra_key: str = "") -> Future:
+    def submit(self, request: ProbeRequest, extra_key: str = "", prepare: Callable[[], str] | None = None) -> Future:
         """Run (or reuse) a probe. extra_key: more that decides the result, e.g. the code and
-        weights hashes of the regions probed."""
+        weights hashes of the regions probed. prepare: called when the probe is run (not when it is
+        reused), in its turn, for the shared export file it loads ("": none, the probe exports)."""
         cached = (
             self.cache.get(request)
             if request.control
@@ -119,21 +123,29 @@ class Runner:
             self.events.probe_finished(request.label, cached, cached=True)
             return fut
         event(self.events, "probe_queued", request.label)
-        future = self.executor.submit(self._run, request, extra_key)
+        if prepare is None and request.exported and request.kind != ProbeKind.EXPORT_FILE and self.prepare_export:
+            prepare = functools.partial(self.prepare_export, request.exported)
+        future = self.executor.submit(self._run, request, extra_key, prepare)
         # A probe cancelled before it started (a speculative trace not needed) is no longer planned.
         future.add_done_callback(
             lambda f: event(self.events, "probe_dropped", request.label) if f.cancelled() else None
         )
         return future
 
-    def _run(self, request: ProbeRequest, extra_key: str = "") -> ProbeResult:
+    def run_now(self, request: ProbeRequest) -> ProbeResult:
+        """Run a probe in this thread (inside another probe's turn: a shared export it needs)."""
+        event(self.events, "probe_queued", request.label)
+        return self._run(request)
+
+    def _run(self, request: ProbeRequest, extra_key: str = "", prepare: Callable[[], str] | None = None) -> ProbeResult:
+        ran = request.with_(exported=prepare()) if prepare is not None else request
         self.events.probe_started(request.label)
-        result = self._keep(self.pool.run(request, **self.limits))
+        result = self._keep(self.pool.run(ran, **self.limits))
         with self._lock:
             self.probes += 1
         if request.control:
             self.cache.put(request, result)
-        elif self.results is not None:
+        elif self.results is not None and request.kind != ProbeKind.EXPORT_FILE:  # its file goes with the pool
             self.results.put(request, result, extra_key)
         self.events.probe_finished(request.label, result)
         _log(request.label, result)

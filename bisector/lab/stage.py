@@ -18,6 +18,7 @@ in retry.py, and the traced twins' and retention probes' requests in twins.py.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -33,6 +34,7 @@ from bisector.common.errors import UserError
 from bisector.judge.attribution import NATIVE_TWIN_ENV, attribute, attribute_shapes, needs_owners
 from bisector.judge.search import Outcome
 from bisector.judge.verdict import INCONCLUSIVE, LEAK, Verdict
+from bisector.lab.exports import SharedExports
 from bisector.lab.references import References
 from bisector.lab.results import MeasureOptions, StageResult, outcome_of
 from bisector.lab.retry import Attempt, retrying
@@ -146,36 +148,45 @@ class Lab:
         )
         self._own_pool = pool is None and runner is None
         self.pool: Any = pool
-        if runner is None:
-            if self.pool is None:
-                self.pool = ProbePool(
-                    fresh=options.fresh,
-                    timeout_s=options.timeout_s,
-                    mem_cap=options.mem_cap,
-                    preload=library_imports(model),
-                    exporter=exports(options.stages),
-                )
-            cache = ControlCache(
-                None
-                if options.cache_dir == ""
-                else Path(options.cache_dir)
-                if options.cache_dir
-                else default_cache_dir()
-            )
-            runner = Runner(self.pool, self.jobs, cache, self.events, executor=executor, limits=probe_limits(options))
-            if self.run is not None:
-                runner.keep_failed_in = self.run / "failed-probes"
-                if options.cache_dir != "":
-                    # Keyed by the model's source: a changed model reuses nothing.
-                    runner.results = ResultCache(self.run / "results", salt=source_hash(model))
-        self.runner = runner
+        self.runner = runner if runner is not None else self._runner(executor)
         self.interrupted = threading.Event()
         self._capture_lock = threading.Lock()
         self._derived: dict[str, Lab] = {}
         self._derive_lock = threading.Lock()
         self.references = References(self.run)
+        self.exports = SharedExports()
         self.tree: Tree | None = None
         self.unsaved: dict[str, str] = {}
+
+    def _runner(self, executor: ThreadPoolExecutor | None) -> Runner:
+        """The probe runner on this lab's pool (started here unless given), with the control cache,
+        the run's result cache and the shared exports' maker."""
+        options, model = self.options, self.model
+        if self.pool is None:
+            self.pool = ProbePool(
+                fresh=options.fresh,
+                timeout_s=options.timeout_s,
+                mem_cap=options.mem_cap,
+                preload=library_imports(model),
+                exporter=exports(options.stages),
+            )
+        cache = ControlCache(
+            None if options.cache_dir == "" else Path(options.cache_dir) if options.cache_dir else default_cache_dir()
+        )
+        runner = Runner(self.pool, self.jobs, cache, self.events, executor=executor, limits=probe_limits(options))
+        if self.run is not None:
+            runner.keep_failed_in = self.run / "failed-probes"
+            if options.cache_dir != "":
+                # Keyed by the model's source: a changed model reuses nothing.
+                runner.results = ResultCache(self.run / "results", salt=source_hash(model))
+        # A probe loading a shared export file has it made first (lab/exports.py).
+        runner.prepare_export = lambda path: self.exports.ensure(self, path)
+        return runner
+
+    @functools.cached_property
+    def source(self) -> str:
+        """The hash of the model's source (source_hash): what a shared export is keyed by too."""
+        return source_hash(self.model)
 
     # -- lifetime ---------------------------------------------------------------------------------------
 
@@ -241,6 +252,7 @@ class Lab:
                 # edits what a region does with its inputs, not what its callers pass it (a
                 # candidate's copy of the source would otherwise record its own, GBs for a CNN).
                 lab.capture_dir, lab._capture_lock = self.capture_dir, self._capture_lock
+                lab.exports = self.exports  # candidates that export alike share one file
                 self._derived[key] = lab
             return lab
 

@@ -110,6 +110,8 @@ class StageRun:
 
     def request(self, schedule: Schedule, scale: int, control: bool) -> ProbeRequest:
         suffix = f" x{scale}" if scale > 1 else ""
+        # The whole model's inference probes load one export of the run (lab/exports.py).
+        shared = self.lab.exports.path(self.lab, schedule) if self.stage == "inference" and not control else ""
         return ProbeRequest(
             model=self.lab.model,
             plan=self.lab.plan,
@@ -118,6 +120,7 @@ class StageRun:
             options=self.options.probe,
             control=control,
             label=f"{self.stage}{' control' if control else ''}{suffix}",
+            exported=shared,
         )
 
     def _attempt(self, n: int, scale: int) -> Attempt:

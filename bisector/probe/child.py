@@ -76,6 +76,13 @@ def run_request(req: ProbeRequest, workdir: Path) -> ProbeResult:
 
             data = run_equivalence(req, model, namespace, device, workdir)
             return ProbeOk(curve=MemoryCurve(samples=()), wall_s=time.perf_counter() - started, data=data)
+        if req.kind == ProbeKind.EXPORT_FILE:
+            from bisector.probe.export import export_for_inference
+
+            began = time.perf_counter()
+            _export_file(req, _targets(req, model, factory)[0], export_for_inference)
+            data = {"path": req.exported, "export_s": round(time.perf_counter() - began, 3)}
+            return ProbeOk(curve=MemoryCurve(samples=()), wall_s=time.perf_counter() - started, data=data)
         if req.kind == ProbeKind.CAPTURE:
             from bisector.probe.regions import run_capture
 
@@ -85,6 +92,25 @@ def run_request(req: ProbeRequest, workdir: Path) -> ProbeResult:
     except WorkloadError as exc:
         return ProbeFailed(where=exc.where, message=exc.message, traceback=exc.tb, wall_s=time.perf_counter() - started)
     return ProbeOk(curve=curve, wall_s=time.perf_counter() - started)
+
+
+def _export_file(req: ProbeRequest, target: Any, export: Any) -> None:
+    """The inference stage's export written where req.exported says, whole or not at all: into a
+    folder beside it, renamed into place (the graph and its external data file together), so no
+    probe ever loads half a file."""
+    import shutil
+
+    final = Path(req.exported).parent
+    tmp = final.with_name(f"{final.name}.{os.getpid()}.tmp")
+    tmp.mkdir(parents=True, exist_ok=True)
+    try:
+        if not export(target, req.schedule, req.options, tmp / Path(req.exported).name):
+            raise WorkloadError("export", "the model gets no input at the schedule's largest step: nothing to export")
+        if final.exists():
+            shutil.rmtree(final)  # a folder made before a failed rename; the same export
+        os.rename(tmp, final)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def _settle(req: ProbeRequest) -> Any:
@@ -201,6 +227,7 @@ def _run_stage(
             owner_roots=project_roots(req.model.path),
             model=None if req.control else model,
             stage=req.stage or "",
+            exported=req.exported if req.stage == "inference" else "",
         )
         if req.stage == "inference":
             import onnxruntime

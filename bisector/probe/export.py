@@ -198,6 +198,20 @@ def varying_dims(target: Target, schedule: Schedule) -> list[dict[int, str]]:
     return out
 
 
+def export_for_inference(target: Target, schedule: Schedule, options: ProbeOptions, path: Path) -> bool:
+    """The inference stage's export of one target: the varying dims dynamic, the schedule's
+    largest step as the example, then the fixers' passes. False when the target gets no call
+    at that step (nothing to export)."""
+    ex = export_step_index(schedule)
+    calls = target.calls(ex, schedule.steps[ex])
+    if not calls:
+        return False
+    args, kwargs = calls[0]
+    export_onnx(target, args, kwargs, path, options, dynamic=varying_dims(target, schedule))
+    post_export(path, options, [tuple(t.shape) for t in tensor_leaves((args, kwargs))])
+    return True
+
+
 def export_step_index(schedule: Schedule) -> int:
     """The step whose inputs serve as export examples: the largest, so no varying dim is 1
     (torch.export specializes dims of size 0 and 1)."""

@@ -34,6 +34,7 @@ class Context:
     owner_roots: list[str] = field(default_factory=list)  # the model's project folders (owners.py)
     model: Any = None  # the whole model: retention paths are named from its root
     stage: str = ""  # eager | export | inference (the native stacks' default depends on it)
+    exported: str = ""  # inference: the ONNX file a shared export probe wrote for the whole model
 
 
 def _type_snapshot() -> tuple[tuple[str, ...], tuple[int, ...]]:

@@ -16,12 +16,12 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from bisector.model.curve import MemoryCurve
 from bisector.model.schedule import Step
-from bisector.probe.export import export_onnx, export_step_index, post_export, resolve_exporter, varying_dims
-from bisector.probe.inputs import tensor_leaves
+from bisector.probe.export import export_for_inference, export_onnx, export_step_index, resolve_exporter, varying_dims
 from bisector.probe.loading import WorkloadError, one_line, user_traceback
 from bisector.probe.loop import Context, run_loop
 from bisector.probe.ort import InputAdapter, make_feed, make_run_options, make_session
@@ -79,15 +79,18 @@ def stage_inference(ctx: Context) -> MemoryCurve:
     sessions = []
     ex = export_step_index(ctx.schedule)
     started = time.perf_counter()
+    # The whole model's file may have been written once for the run by an export-file probe
+    # (lab/exports.py): the same export this loop would make, and a process that, like a serving
+    # one, loads an ONNX file without the exporter's memory in it.
+    shared = Path(ctx.exported) if ctx.exported and len(ctx.targets) == 1 and Path(ctx.exported).exists() else None
+    ctx.meta["shared_export"] = shared is not None
     for k, target in enumerate(ctx.targets):
-        calls = target.calls(ex, ctx.schedule.steps[ex])
-        if not calls:
+        if not target.calls(ex, ctx.schedule.steps[ex]):
             continue
-        args, kwargs = calls[0]
-        path = ctx.workdir / f"inference_{k}.onnx"
+        path = shared or ctx.workdir / f"inference_{k}.onnx"
+        if shared is None:
+            export_for_inference(target, ctx.schedule, ctx.options, path)
         dims = varying_dims(target, ctx.schedule)
-        export_onnx(target, args, kwargs, path, ctx.options, dynamic=dims)
-        post_export(path, ctx.options, [tuple(t.shape) for t in tensor_leaves((args, kwargs))])
         sessions.append((target, make_session(path, ctx.options, ctx.device), InputAdapter(ctx.options, dims, target)))
     run_options = make_run_options(ctx.options)
     if ctx.options.warmup == "largest":

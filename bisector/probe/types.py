@@ -27,6 +27,9 @@ class ProbeKind(StrEnum):
     CAPTURE = "capture"  # records the module tree and every region's inputs (find)
     EQUIVALENCE = "equivalence"  # compares the outputs of two configurations (repair)
     NOOP = "noop"  # the cost of starting a probe, nothing else (bench/probe_overhead.py)
+    # The model exported for the inference stage into the file ``exported`` names, once for every
+    # whole-model inference probe of a run that exports it alike (lab/exports.py).
+    EXPORT_FILE = "export-file"
 
 
 @dataclass(frozen=True)
@@ -158,6 +161,9 @@ class ProbeRequest:
     label: str = ""
     kind: ProbeKind = ProbeKind.MEASURE
     equivalence: EquivalenceRequest | None = None  # what an equivalence probe compares against
+    # An ONNX file the inference stage runs instead of exporting the model itself (or the file an
+    # export-file probe writes); "": the probe exports.
+    exported: str = ""
 
     def __post_init__(self) -> None:
         # A stale caller passing "capture" as the stage fails here, not as a KeyError in the child.
@@ -168,6 +174,8 @@ class ProbeRequest:
             raise ValueError(f"a {self.kind} probe runs no stage, yet stage={self.stage!r}")
         if (self.kind == ProbeKind.EQUIVALENCE) != (self.equivalence is not None):
             raise ValueError("an equivalence probe, and only one, carries an EquivalenceRequest")
+        if self.kind == ProbeKind.EXPORT_FILE and not self.exported:
+            raise ValueError("an export-file probe needs the file to write (exported)")
 
     @property
     def tag(self) -> str:
@@ -187,6 +195,8 @@ class ProbeRequest:
             "capture": self.capture,
             "label": self.label,
             "equivalence": self.equivalence.to_json() if self.equivalence is not None else None,
+            # Only when set: every other probe's request, and so its cache key, stays as it was.
+            **({"exported": self.exported} if self.exported else {}),
         }
 
     @classmethod
@@ -204,6 +214,7 @@ class ProbeRequest:
             label=data.get("label", ""),
             kind=ProbeKind(data.get("kind", ProbeKind.MEASURE)),
             equivalence=EquivalenceRequest.from_json(equivalence) if equivalence else None,
+            exported=str(data.get("exported") or ""),
         )
 
     def with_(self, **changes: Any) -> ProbeRequest:
@@ -213,6 +224,8 @@ class ProbeRequest:
         """A stable hash of everything that decides what this probe measures (not its label)."""
         data = self.to_json()
         data.pop("label", None)
+        if "exported" in data:  # a shared export's file lies in a temporary folder: its path varies
+            data["exported"] = True
         return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:20]
 
 
