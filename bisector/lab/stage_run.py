@@ -65,7 +65,9 @@ class StageRun:
         result: StageResult = retrying(
             self.attempt, self.settled, self.lab.options.retries, options.budget_s, self.chase
         ).value
-        if result.verdict is not None and needs_second_schedule(result.verdict, options.floor_targets.get(stage, 0.0)):
+        if result.verdict is not None and needs_second_schedule(
+            result.verdict, options.floor_targets.get(stage, 0.0), stage
+        ):
             result = self._second_schedule(result)
         short = floor_short(result.verdict, options, stage) if result.verdict is not None else None
         if short and result.verdict is not None:
