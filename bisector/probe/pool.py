@@ -186,6 +186,11 @@ class ProbePool:
             _kill_tree(pid, tree, box)
         return len(running)
 
+    def server_info(self) -> dict[str, Any]:
+        """What the probe server said when it was ready (its imports' and warm-up export's
+        seconds, its Python threads, what failed to load); starts it if it is not running."""
+        return dict(self._get_server().ready_info)
+
     def _get_server(self) -> ProbeServer:
         with self._server_lock:
             if self.closed:

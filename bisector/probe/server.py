@@ -42,6 +42,8 @@ EXPORTER_PRELOAD = (
     "torch.onnx._internal.exporter._registration",
 )
 EXPORTER_ENV = "BISECTOR_PRELOAD_EXPORTER"
+# BISECTOR_WARM_EXPORT=0: no warm-up export in the server (warm_exporter; bench/warm_export.py).
+WARM_ENV = "BISECTOR_WARM_EXPORT"
 OWN = ("bisector.probe.child",)
 
 
@@ -66,6 +68,48 @@ def preload(modules: tuple[str, ...]) -> list[str]:
         except Exception as exc:  # noqa: BLE001 - a missing optional module is reported, not fatal
             failed.append(f"{entry}: {exc}")
     return failed
+
+
+def warm_exporter() -> list[str]:
+    """One export of a one-op module with torch's default (torch.export-based) exporter, before the
+    first fork: the exporter's first export in a process builds state it keeps (its op registry,
+    dispatch caches, lazily imported passes), ~0.5 s of CPU that every probe's first export and
+    every export in a child process (export_in_child, one fork per export) otherwise pays again.
+    Measured (bench/warm_export.py): a forked child's export of a small model 1.1 s cold,
+    0.6 s warm. The probes' curves are unchanged in what they judge: growth over the measured calls,
+    after their own warm-up, against a control forked from the same server.
+
+    Only with a torch built without CUDA or ROCm: the exporter may ask torch.cuda how many devices
+    there are, and a driver initialised in the server does not survive fork (probe/child.py's
+    CUDA probes would fail). The export writes no file; tqdm's monitor thread, which the
+    exporter's progress bars would start, is kept off (the server stays single-threaded)."""
+    import contextlib
+    import io
+
+    try:
+        import torch
+    except Exception as exc:  # noqa: BLE001 - the probes import it themselves and say why
+        return [f"warm export: {exc}"]
+    if torch.version.cuda or getattr(torch.version, "hip", None):
+        return []
+    try:
+        import tqdm
+
+        tqdm.tqdm.monitor_interval = 0
+    except Exception:  # noqa: BLE001 - no tqdm: no monitor thread either
+        pass
+
+    class _OneOp(torch.nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return x + 1
+
+    sink = io.StringIO()
+    try:
+        with contextlib.redirect_stdout(sink), contextlib.redirect_stderr(sink):
+            torch.onnx.export(_OneOp(), (torch.zeros(2),), None, dynamo=True)
+    except Exception as exc:  # noqa: BLE001 - an exporter that cannot: the probes say why, not the server
+        return [f"warm export: {exc}"]
+    return []
 
 
 def _child(request_dir: str, threads: int | None, proto_fd: int, server_pid: int, box: BoxSpec) -> None:
@@ -119,13 +163,29 @@ def serve() -> int:
     started = time.perf_counter()
     # The libraries the model file imports (e.g. transformers, ~7 s) are named by the parent.
     failed = preload(startup_modules())
+    warmed = 0.0
+    if os.environ.get(EXPORTER_ENV, "1") != "0" and os.environ.get(WARM_ENV, "1") != "0":
+        began = time.perf_counter()
+        failed += warm_exporter()
+        warmed = round(time.perf_counter() - began, 3)
     import gc
 
     # Frozen objects are skipped by every later collection (in the children too) and their pages
     # stay shared after fork: the point of gc.freeze for pre-fork servers.
     gc.collect()
     gc.freeze()
-    send({"ready": True, "pid": os.getpid(), "import_s": round(time.perf_counter() - started, 3), "failed": failed})
+    import threading
+
+    send(
+        {
+            "ready": True,
+            "pid": os.getpid(),
+            "import_s": round(time.perf_counter() - started, 3),
+            "warm_export_s": warmed,
+            "threads": threading.active_count(),  # Python threads at the first fork: 1, or fork is unsafe
+            "failed": failed,
+        }
+    )
 
     forks = _Forks(send, proto_fd)
     buf = b""
