@@ -10,8 +10,9 @@ For each culprit of a find run and each candidate a fixer proposes (fix/candidat
    difference);
 4. keep it (fix/decide.py) when the region's verdict becomes clean or its growth drops by at least
    90%, the whole model's growth drops by the culprit's share, outputs are equivalent within
-   tolerance, and the whole model still passes measured again with another seed. A candidate that
-   changes outputs by design (padding) is kept only with ``allow_output_changes``.
+   tolerance, and the whole model still passes measured again with another seed (that measurement
+   starts beside the outputs' probe, once the curve is flat). A candidate that changes outputs by
+   design (padding) is kept only with ``allow_output_changes``.
 Kept fixes are ranked by memory saved, then by how small the change is (judge/choice.py); when no
 candidate makes the culprit clean, pairs of the ones that helped most with every other are tried
 together.
@@ -19,9 +20,10 @@ together.
 
 from __future__ import annotations
 
+import threading
 import time
-from collections.abc import Iterable, Mapping
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Iterable, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 from bisector.common.contract import toolchain_versions
@@ -291,6 +293,17 @@ class FixEngine:
         # Against a budget the question is the peak: a fix that brings it under is kept though the
         # growth that settles below it remains (the bounded growth is then expected behaviour).
         under = budget.get("budget_bytes") if peak_after is not None and peak_after <= budget["budget_bytes"] else None
+        confirm = _Confirmation(lambda: self.confirm(c, model, trial.probe, trial.bound, under), self.lab, label)
+        # decide compares outputs only for a candidate that flattened the curve: the confirmation
+        # with another seed starts then too, beside the outputs' probe, unless the outputs are
+        # expected to differ (a fix that changes them by design, not allowed) or no seed is asked.
+        speculate = c.kind != UNSUPPORTED_OP and not (trial.changes_outputs and not self.allow_output_changes)
+
+        def equivalence() -> Mapping[str, Any]:
+            if speculate:
+                confirm.start()
+            return self.equivalence(c, model, trial.probe, trial.edits, label)
+
         verdict = decide(
             c,
             region_outcome,
@@ -298,19 +311,20 @@ class FixEngine:
             self.model_before(c),
             trial.changes_outputs,
             self.allow_output_changes,
-            lambda: self.equivalence(c, model, trial.probe, trial.edits, label),
+            equivalence,
             trial.bound,
             under_budget=under,
         )
         if verdict["kept"] and c.kind != UNSUPPORTED_OP:  # a stage that now runs: the outputs check covered the shapes
-            with self.lab.timings.phase("confirm", label):
-                held, how = self.confirm(c, model, trial.probe, trial.bound, under)
+            held, how = confirm.result()
             if not held:
                 verdict = {
                     **verdict,
                     "kept": False,
                     "reason": f"dropped: {verdict['reason'].split(': ', 1)[1]}, but not with another seed ({how})",
                 }
+        else:
+            confirm.wait()  # started for a candidate whose outputs then differed: nothing runs on after it
         return verdict
 
     def budget_of(self, c: Culprit, model_outcome: Outcome) -> dict[str, float | None]:
@@ -381,6 +395,44 @@ class FixEngine:
             wall_s=time.perf_counter() - started,
             timings=self.lab.timings.snapshot(),
         )
+
+
+class _Confirmation:
+    """A candidate's confirmation with another seed (FixEngine.confirm), run in its own thread from
+    start() on, beside the outputs' probe, or here when result() is asked first."""
+
+    def __init__(self, run: Callable[[], tuple[bool, str]], lab: Lab, label: str) -> None:
+        self._run, self._lab, self._label = run, lab, label
+        self._future: Future[tuple[bool, str]] | None = None
+
+    def _timed(self) -> tuple[bool, str]:
+        with self._lab.timings.phase("confirm", self._label):
+            return self._run()
+
+    def start(self) -> None:
+        if self._future is None:
+            self._future = Future()
+            threading.Thread(target=self._into, name="bisector-confirm", daemon=True).start()
+
+    def _into(self) -> None:
+        assert self._future is not None
+        try:
+            self._future.set_result(self._timed())
+        except BaseException as exc:  # noqa: BLE001 - raised again where result() is asked
+            self._future.set_exception(exc)
+
+    def result(self) -> tuple[bool, str]:
+        return self._timed() if self._future is None else self._future.result()
+
+    def wait(self) -> None:
+        """For a confirmation nobody reads: it ends before the candidate's evaluation does."""
+        if self._future is not None:
+            try:
+                self._future.result()
+            except Interrupted:
+                raise
+            except Exception:  # noqa: BLE001 - its figures are not used
+                pass
 
 
 class CandidateFailed(Exception):

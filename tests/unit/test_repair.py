@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import replace
 from pathlib import Path
 from types import SimpleNamespace
@@ -84,7 +85,7 @@ class FakeLab:
 
     def derive(self, model=None, overrides=None) -> FakeLab:
         names = tuple(sorted((overrides or {}).get("session_options", {})))
-        return FakeLab(
+        return type(self)(
             self.fixer, self.differ, self.broken, self.whole_stays, self.flaky, names, self.measured, self.source
         )
 
@@ -122,8 +123,10 @@ class FakeLab:
 class FakeRepairer(FixEngine):
     """The real FixEngine on a FakeLab; only the fixers' target is made up (it reads the user's files)."""
 
-    def __init__(self, fixer: FakeFixer, differ=(), broken=(), whole_stays=(), allow=False, flaky=(), source=False):
-        lab = FakeLab(fixer, differ, broken, whole_stays, flaky, source=source)
+    def __init__(
+        self, fixer: FakeFixer, differ=(), broken=(), whole_stays=(), allow=False, flaky=(), source=False, lab=FakeLab
+    ):
+        lab = lab(fixer, differ, broken, whole_stays, flaky, source=source)
         before = SimpleNamespace(kind="leak", verdict=True, curve=True, outcome=lambda: leaking(10.0))
         report = SimpleNamespace(culprits=[CULPRIT], measure=SimpleNamespace(stages={"eager": before}))
         super().__init__(lab, report, allow_output_changes=allow, fixers=[fixer])
@@ -248,6 +251,34 @@ def test_a_fix_that_does_not_hold_with_another_seed_is_dropped() -> None:
     r = by_name(FakeRepairer(FakeFixer({"fix": 0.0, "lucky": 0.0}), flaky=("lucky",)).run())
     assert r["fix"].kept
     assert not r["lucky"].kept and "not with another seed" in r["lucky"].reason
+
+
+def test_the_other_seed_is_measured_beside_the_outputs_check_unless_outputs_change_by_design() -> None:
+    confirming: list[tuple[str, ...]] = []
+    overlapped: dict[tuple[str, ...], bool] = {}
+
+    class Overlapping(FakeLab):
+        def stage(self, stage, seed=None):
+            if seed is not None:
+                confirming.append(self.names)
+            return super().stage(stage, seed)
+
+        def outputs_against(self, other, stage, mode, rtol, atol, label=""):
+            # Answers once the candidate's confirmation has started: were they run one after the
+            # other, this would wait its full second and say False.
+            deadline = time.monotonic() + 1.0
+            while other.names not in confirming and time.monotonic() < deadline:
+                time.sleep(0.01)
+            overlapped[other.names] = other.names in confirming
+            return super().outputs_against(other, stage, mode, rtol, atol, label)
+
+    fixer = FakeFixer({"fix": 0.0, "differs": 0.0, "pad": 0.0}, changes=("pad",))
+    r = by_name(FakeRepairer(fixer, differ=("differs", "pad"), lab=Overlapping).run())
+    assert r["fix"].kept and overlapped[("fix",)]
+    # Outputs that then differ: measured for nothing, but ended before the evaluation was.
+    assert not r["differs"].kept and overlapped[("differs",)] and ("differs",) in confirming
+    # A fix expected to change outputs (not allowed) is not measured again on spec.
+    assert not r["pad"].kept and not overlapped[("pad",)] and ("pad",) not in confirming
 
 
 def test_pairs_are_tried_when_the_best_single_fix_is_not_clean() -> None:
