@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import time
 
 import pytest
@@ -145,19 +144,14 @@ def test_a_pool_for_runs_that_never_export_loads_no_exporter_and_still_exports_w
     assert isinstance(eager, ProbeOk) and isinstance(exported, ProbeOk), (eager, exported)
 
 
-def test_the_server_warms_the_exporter_once_and_forks_single_threaded(tmp_path) -> None:
+def test_the_server_warms_the_exporter_once_and_forks_single_threaded(pool: ProbePool) -> None:
     import torch
 
-    from bisector.probe.server import WARM_ENV
-
-    cuda_build = bool(torch.version.cuda or getattr(torch.version, "hip", None))
-    with ProbePool(tmp_path / "warm") as warm, ProbePool(tmp_path / "cold", env={**os.environ, WARM_ENV: "0"}) as cold:
-        info, cold_info = warm.server_info(), cold.server_info()
-        # The probes of both servers export and measure alike (the warm-up is the server's alone).
-        got = [p.run(request("Fine", stage="export")) for p in (warm, cold)]
-    assert all(isinstance(g, ProbeOk) and len(g.curve.samples) == 4 for g in got), got
-    assert info["threads"] == 1 and cold_info["threads"] == 1  # tqdm's monitor kept off: fork is safe
-    assert not info["failed"], info["failed"]
     # A CUDA build never warms: a driver initialised before fork would break the CUDA probes.
+    cuda_build = bool(torch.version.cuda or getattr(torch.version, "hip", None))
+    got = pool.run(request("Fine", stage="export"))
+    info = pool.server_info()
+    assert isinstance(got, ProbeOk) and len(got.curve.samples) == 4, got
+    assert info["threads"] == 1  # tqdm's monitor kept off: the server forks single-threaded
+    assert not info["failed"], info["failed"]
     assert (info["warm_export_s"] > 0) != cuda_build
-    assert cold_info["warm_export_s"] == 0
