@@ -48,7 +48,7 @@ from bisector.model.kinds import Kind
 from bisector.model.schedule import Schedule, build_schedule, warmed
 from bisector.model.spec import InputPlan, ModelSpec, library_imports
 from bisector.model.tree import Tree
-from bisector.probe.pool import ProbePool, exports
+from bisector.probe.pool import ProbePool, exports, warms
 from bisector.probe.types import (
     EquivalenceRequest,
     ProbeCrashed,
@@ -169,6 +169,7 @@ class Lab:
                 mem_cap=options.mem_cap,
                 preload=library_imports(model),
                 exporter=exports(options.stages),
+                warm_export=warms(options.stages, options.probe.exporter),
             )
         cache = ControlCache(
             None if options.cache_dir == "" else Path(options.cache_dir) if options.cache_dir else default_cache_dir()

@@ -41,7 +41,7 @@ from typing import Any
 from bisector.probe import containment
 from bisector.probe.containment import Box
 from bisector.probe.procs import kill_group, private_bytes, process_tree, rss_bytes, stat
-from bisector.probe.server import EXPORTER_ENV
+from bisector.probe.server import EXPORTER_ENV, WARM_ENV
 from bisector.probe.server_client import SERVER_READY_TIMEOUT_S, SERVERS, PoolClosed, ProbeServer
 from bisector.probe.types import (
     ProbeCrashed,
@@ -103,6 +103,19 @@ def exports(stages: object) -> bool:
     return bool({"export", "inference"} & {str(s) for s in stages})
 
 
+def warms(stages: object, exporter: object = None) -> bool:
+    """Whether the server for runs over these stages makes its warm-up export (server.py,
+    warm_exporter): for an export stage (each of its probes exports 8 times or more, a fix that
+    exports in a child process once per export) with torch's default exporter, not for runs whose
+    only export is the inference stage's one per run, where the ~1 s it adds to the server's
+    start-up is not won back. None or an unknown value counts as every stage."""
+    if exporter not in (None, "", "dynamo"):
+        return False
+    if not isinstance(stages, (list, tuple, set, frozenset)):
+        return True
+    return "export" in {str(s) for s in stages}
+
+
 class ProbePool:
     """Runs probes; thread-safe, so several may run at once (one thread each)."""
 
@@ -118,10 +131,12 @@ class ProbePool:
         poll_s: float = 0.02,
         preload: tuple[str, ...] = (),
         exporter: bool = True,
+        warm_export: bool = True,
     ) -> None:
         """preload: the libraries the models import, loaded once by the probe server. exporter:
         whether the runs export (an export or inference stage): if not, the server does not load
-        the exporter and ONNX Runtime (a probe that needs them after all imports them itself)."""
+        the exporter and ONNX Runtime (a probe that needs them after all imports them itself).
+        warm_export: whether the server also makes its warm-up export (warms())."""
         self._own_workdir = workdir is None
         if workdir is None:
             sweep_stale_workdirs()
@@ -134,8 +149,10 @@ class ProbePool:
         self.mem_cap = mem_cap if mem_cap is not None else default_mem_cap()
         self.threads = threads
         self.env = env
-        if preload or not exporter:
+        if preload or not exporter or not warm_export:
             extra = {"BISECTOR_PRELOAD": ",".join(preload)} if preload else {}
+            if not warm_export:
+                extra[WARM_ENV] = "0"
             self.env = {**(env if env is not None else os.environ), **extra, EXPORTER_ENV: "1" if exporter else "0"}
         self.poll_s = poll_s
         self._ids = itertools.count(1)

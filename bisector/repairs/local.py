@@ -11,7 +11,7 @@ from typing import Any
 
 from bisector.common.errors import BisectorError
 from bisector.model.spec import library_imports, parse_model_spec
-from bisector.probe.pool import ProbePool, exports
+from bisector.probe.pool import ProbePool, exports, warms
 from bisector.repairs.manifest import ModelEntry
 from bisector.repairs.results import ModelResult
 
@@ -42,6 +42,7 @@ def run_local(
             fresh=fresh,
             preload=tuple(dict.fromkeys(preload)),
             exporter=any(exports(e.options.get("stages")) for e in todo),
+            warm_export=any(warms(e.options.get("stages"), e.options.get("exporter")) for e in todo),
         ) as pool,
         ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="bisector-probe") as probes,
         ThreadPoolExecutor(max_workers=max(1, models_at_once), thread_name_prefix="bisector-model") as ex,

@@ -29,7 +29,7 @@ from typing import Any
 from bisector.common.errors import UserError
 from bisector.model.spec import library_imports, parse_model_spec
 from bisector.patching.from_report import ModelWork
-from bisector.probe.pool import ProbePool, exports
+from bisector.probe.pool import ProbePool, exports, warms
 from bisector.probe.workdirs import sweep_stale_workdirs, write_owner
 from bisector.repairs.manifest import ModelEntry
 from bisector.repairs.results import ModelResult
@@ -71,9 +71,9 @@ def _sweep_dead_workers(tmp: Path) -> None:
     sweep_stale_workdirs(tmp, WORKDIR_PREFIX)
 
 
-def _worker_pool(fresh: bool, preload: tuple[str, ...], exporter: bool = True) -> Any:
+def _worker_pool(fresh: bool, preload: tuple[str, ...], exporter: bool = True, warm: bool = True) -> Any:
 
-    key = (fresh, preload, exporter)
+    key = (fresh, preload, exporter, warm)
     if key not in _POOL:
         for old in _POOL.values():  # another model's libraries: one server a worker at a time
             old.close()
@@ -82,7 +82,7 @@ def _worker_pool(fresh: bool, preload: tuple[str, ...], exporter: bool = True) -
         _sweep_dead_workers(tmp)
         workdir = Path(tempfile.mkdtemp(prefix=f"{WORKDIR_PREFIX}{os.getpid()}-", dir=tmp))
         write_owner(workdir)
-        _POOL[key] = ProbePool(workdir, fresh=fresh, preload=preload, exporter=exporter)
+        _POOL[key] = ProbePool(workdir, fresh=fresh, preload=preload, exporter=exporter, warm_export=warm)
     return _POOL[key]
 
 
@@ -95,7 +95,8 @@ def _repair_task(entry: ModelEntry, job: Job, jobs: int, fresh: bool) -> dict[st
     except Exception:  # noqa: BLE001 - a bad spec is reported by the job, as locally
         preload = ()
 
-    pool = _worker_pool(fresh, preload, exports(entry.options.get("stages")))
+    stages = entry.options.get("stages")
+    pool = _worker_pool(fresh, preload, exports(stages), warms(stages, entry.options.get("exporter")))
     # Run data (recorded inputs, measurements) stays on the node, in the worker's folder: the
     # driver's <out> may be on another machine. Only the result travels.
     run_dir = Path(tempfile.mkdtemp(prefix="run-", dir=pool.workdir))

@@ -126,11 +126,14 @@ def test_parallel_probes_from_threads(pool: ProbePool) -> None:
 
 
 def test_a_pool_for_runs_that_never_export_loads_no_exporter_and_still_exports_when_asked(tmp_path) -> None:
-    from bisector.probe.pool import exports
+    from bisector.probe.pool import exports, warms
     from bisector.probe.server import EXPORTER_ENV, startup_modules
 
     # Eager-only runs (find -s eager, a repair whose models list only eager) start a lean server.
     assert not exports(["eager"]) and exports(["eager", "inference"]) and exports(("export",)) and exports(None)
+    # The warm-up export is made for export stages with torch's default exporter only.
+    assert warms(["eager", "export"]) and warms(None) and warms(("export",), "dynamo")
+    assert not warms(["eager", "inference"]) and not warms(["export"], "torchscript")
     lean = startup_modules({EXPORTER_ENV: "0", "BISECTOR_PRELOAD": "transformers"})
     assert "torch" in lean and "transformers" in lean
     assert not {"onnx", "onnxruntime", "onnxscript", "torch.onnx"} & set(lean)
