@@ -4,34 +4,29 @@ with the source lines that create and grow each container.
 ``paths(data, ...)`` turns the probe's per-span rows into the culprit's ``retention`` figure (the
 contract the fixers read: root, path, container, growth per call and per new shape, keys, and
 ``defined_at``/``mutated_at`` as ``file:line`` relative to the project). ``sites`` reads the
-user's files with libcst: the assignment that defines a container (``self.x = ...`` in
-``__init__``, a module-level ``NAME = ...``, a class-body assignment, ``register_buffer``, an
-``@lru_cache`` decorator, the handler's construction) and the statements that grow it
-(``.append``/``.extend``/``.add``/``[k] = ``/``setdefault``, ``x = torch.cat([x, ...])``,
-``register_forward_hook(``, the calls of a cached function, logging calls).
+user's files with libcst (judge/retention_sites.py, imported only when a row needs its lines):
+the assignment that defines a container (``self.x = ...`` in ``__init__``, a module-level
+``NAME = ...``, a class-body assignment, ``register_buffer``, an ``@lru_cache`` decorator, the
+handler's construction) and the statements that grow it (``.append``/``.extend``/``.add``/
+``[k] = ``/``setdefault``, ``x = torch.cat([x, ...])``, ``register_forward_hook(``, the calls of a
+cached function, logging calls).
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-
-import libcst as cst
-from libcst.metadata import MetadataWrapper, PositionProvider
+from typing import TYPE_CHECKING, Any
 
 from bisector.judge.owners import project_roots
+
+if TYPE_CHECKING:
+    from bisector.judge.retention_sites import Site
 
 TOP = 5
 MAX_FILES = 60  # project files read for sites
 MAX_SITES = 6  # mutation lines kept per path
-MUTATORS = frozenset(
-    {"append", "extend", "add", "insert", "appendleft", "extendleft", "update", "setdefault", "__setitem__", "put"}
-)
-LOG_CALLS = frozenset({"debug", "info", "warning", "warn", "error", "critical", "exception", "log"})
-GROW_FUNCS = frozenset({"cat", "concat", "concatenate", "stack", "vstack", "hstack", "row_stack", "append"})
 
 
 def paths(data: Mapping[str, Any] | None, model_path: str, project: str | None = None) -> tuple[dict[str, Any], ...]:
@@ -113,18 +108,11 @@ def _files(file: str, model_path: str, base: str, attr: str, module: str = "") -
     return out
 
 
-@dataclass(frozen=True)
-class _Site:
-    file: str
-    line: int
-    kind: str  # defined | mutated
-    scope: str  # the enclosing "Class.function" chain
-    receiver: str = ""  # the last name of a register_*_hook call's receiver
-
-
 def sites(row: Mapping[str, Any], files: Sequence[str], base: str) -> tuple[str, tuple[str, ...]]:
     """(defined_at, mutated_at) of a retention row, as "rel/file.py:line"."""
-    found: list[_Site] = []
+    from bisector.judge.retention_sites import find_sites  # noqa: PLC0415 - libcst (~0.4 s) only when needed
+
+    found: list[Site] = []
     for f in files:
         try:
             source = Path(f).read_text()
@@ -151,135 +139,6 @@ def sites(row: Mapping[str, Any], files: Sequence[str], base: str) -> tuple[str,
 
 def rel(path: str, base: str) -> str:
     return os.path.relpath(path, base) if _under(path, base) else os.path.basename(path)
-
-
-def find_sites(source: str, row: Mapping[str, Any], shown: str) -> list[_Site]:
-    """The lines of one file that define or grow the container of a retention row."""
-    try:
-        module = cst.parse_module(source)
-    except cst.ParserSyntaxError:
-        return []
-    visitor = _SiteVisitor(row, shown)
-    MetadataWrapper(module).visit(visitor)
-    return visitor.out
-
-
-def _last_name(node: Any) -> str:
-    """The module a hook is registered on, by its last name: self.layers[0].register_forward_hook
-    registers on layers.0."""
-    if isinstance(node, cst.Attribute):
-        return node.attr.value
-    if isinstance(node, cst.Name):
-        return node.value
-    if isinstance(node, cst.Subscript):
-        index = node.slice[0].slice if node.slice else None
-        if isinstance(index, cst.Index) and isinstance(index.value, cst.Integer):
-            return index.value.value
-    return ""
-
-
-class _SiteVisitor(cst.CSTVisitor):
-    """Walks one file for the statements that define or grow a retention row's container, by how
-    the row reaches it (its root: an attribute, a global, a closure, a default argument, a class
-    attribute, an lru_cache, hooks, logging)."""
-
-    METADATA_DEPENDENCIES = (PositionProvider,)
-
-    def __init__(self, row: Mapping[str, Any], shown: str) -> None:
-        super().__init__()
-        self.shown = shown
-        self.root = str(row["root"])
-        self.attr = str(row.get("attr") or "")
-        qualname = str(row.get("qualname") or "")
-        self.last = qualname.split(".")[-1] if qualname else ""
-        # class-attr: in the class body
-        self.by_name = self.root in ("global", "closure", "default-arg", "class-attr")
-        self.hook_kind = self.attr.lstrip("_")[:-1] if self.root == "hooks" and self.attr.endswith("s") else ""
-        self.out: list[_Site] = []
-        self.scope: list[str] = []
-
-    def is_recv(self, node: Any) -> bool:
-        """The container itself: `self.<attr>`, or the bare name where the root is a name."""
-        if isinstance(node, cst.Attribute):
-            return node.attr.value == self.attr
-        return self.by_name and isinstance(node, cst.Name) and node.value == self.attr
-
-    def mentions(self, node: Any) -> bool:
-        if self.is_recv(node):
-            return True
-        return any(self.mentions(c) for c in node.children)
-
-    def _add(self, node: Any, kind: str, receiver: str = "") -> None:
-        line = self.get_metadata(PositionProvider, node).start.line
-        self.out.append(_Site(self.shown, line, kind, ".".join(self.scope), receiver))
-
-    def visit_ClassDef(self, node: cst.ClassDef) -> None:
-        self.scope.append(node.name.value)
-
-    def leave_ClassDef(self, original_node: cst.ClassDef) -> None:
-        self.scope.pop()
-
-    def visit_FunctionDef(self, node: cst.FunctionDef) -> None:
-        name = node.name.value
-        if name == self.last:
-            if self.root == "lru-cache":
-                for d in node.decorators:
-                    if "cache" in cst.Module([]).code_for_node(d.decorator):
-                        self._add(d, "defined")
-            if self.root == "default-arg":
-                for p in (*node.params.params, *node.params.kwonly_params):
-                    if p.name.value == self.attr and p.default is not None:
-                        self._add(p, "defined")
-        self.scope.append(name)
-
-    def leave_FunctionDef(self, original_node: cst.FunctionDef) -> None:
-        self.scope.pop()
-
-    def _target(self, target: Any, value: Any, node: Any) -> None:
-        root = self.root
-        if self.is_recv(target):
-            if value is not None and self.mentions(value):
-                self._add(node, "mutated")  # x = torch.cat([x, y]), x = x + [y]
-            elif root in ("global",) and self.scope:
-                pass  # a local of the same name
-            elif root == "class-attr" and not isinstance(target, cst.Attribute) and self.scope != [self.last]:
-                pass
-            elif root not in ("lru-cache", "default-arg", "hooks", "logging"):
-                self._add(node, "defined")
-        elif isinstance(target, cst.Subscript) and self.is_recv(target.value):
-            self._add(node, "mutated")
-
-    def visit_Assign(self, node: cst.Assign) -> None:
-        for t in node.targets:
-            self._target(t.target, node.value, node)
-
-    def visit_AnnAssign(self, node: cst.AnnAssign) -> None:
-        self._target(node.target, node.value, node)
-
-    def visit_AugAssign(self, node: cst.AugAssign) -> None:
-        t = node.target
-        if self.is_recv(t) or (isinstance(t, cst.Subscript) and self.is_recv(t.value)):
-            self._add(node, "mutated")
-
-    def visit_Call(self, node: cst.Call) -> None:
-        func = node.func
-        name = func.attr.value if isinstance(func, cst.Attribute) else func.value if isinstance(func, cst.Name) else ""
-        if isinstance(func, cst.Attribute) and name in MUTATORS and self.is_recv(func.value):
-            self._add(node, "mutated")
-        elif name in ("register_buffer", "register_parameter") and node.args:
-            first = node.args[0].value
-            if isinstance(first, cst.SimpleString) and first.evaluated_value == self.attr:
-                self._add(node, "defined")
-        elif self.hook_kind and isinstance(func, cst.Attribute) and name.startswith("register_"):
-            if name.endswith(self.hook_kind):
-                self._add(node, "mutated", _last_name(func.value))
-        elif self.root == "lru-cache" and name == self.last:
-            self._add(node, "mutated")
-        elif self.root == "logging":
-            if isinstance(func, cst.Attribute) and name in LOG_CALLS and len(node.args) > 1:
-                self._add(node, "mutated")
-            elif self.last and name == self.last:
-                self._add(node, "defined")  # the handler's construction
 
 
 # -- how it reads ------------------------------------------------------------------------------------------

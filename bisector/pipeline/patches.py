@@ -20,7 +20,6 @@ from bisector.lab.timings import Stopwatch
 from bisector.model.schedule import warmed
 from bisector.options.config import load_config
 from bisector.patching.apply import apply as apply_patches
-from bisector.patching.from_report import patches_for
 from bisector.pipeline.prepare import Options, Prepared
 
 
@@ -52,6 +51,9 @@ def proven_patches(
     project's check command runs with them in a shadow copy; a failing patch is not offered.
     request: the FixRequest (its pick and prefer). Returns the patches, the notes (the patches'
     first), the check and its state."""
+    # The patch writers bring libcst (~0.4 s), which a run that patches nothing never needs.
+    from bisector.patching.from_report import patches_for  # noqa: PLC0415
+
     given = prepared.given or Options()
     patches, patch_notes = patches_for(
         report,

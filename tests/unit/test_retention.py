@@ -16,7 +16,8 @@ import pytest
 import torch
 from torch import nn
 
-from bisector.judge.retention import describe, find_sites, hint, paths
+from bisector.judge.retention import describe, hint, paths
+from bisector.judge.retention_sites import find_sites
 from bisector.probe.retention import RetentionTracer, classify_keys
 
 CALLS = 6
