@@ -300,9 +300,10 @@ class FixEngine:
         speculate = c.kind != UNSUPPORTED_OP and not (trial.changes_outputs and not self.allow_output_changes)
 
         def equivalence() -> Mapping[str, Any]:
-            if speculate:
-                confirm.start()
-            return self.equivalence(c, model, trial.probe, trial.edits, label)
+            # The confirmation starts once the outputs' probe is queued: its probes, which may be
+            # many (a traced export pair), queue behind it, not ahead (symbolic_leak's outputs waited
+            # 17 s for them when both started at once).
+            return self.equivalence(c, model, trial.probe, trial.edits, label, confirm.start if speculate else None)
 
         verdict = decide(
             c,
@@ -339,7 +340,13 @@ class FixEngine:
         return {"budget_bytes": self.budget, "peak_after_bytes": after.peak_bytes if after is not None else None}
 
     def equivalence(
-        self, c: Culprit, model: ModelSpec, probe: Mapping[str, Any], edits: tuple[Any, ...], label: str = ""
+        self,
+        c: Culprit,
+        model: ModelSpec,
+        probe: Mapping[str, Any],
+        edits: tuple[Any, ...],
+        label: str = "",
+        queued: Callable[[], None] | None = None,
     ) -> dict[str, Any]:
         mode = "eager" if (edits and c.stage == "eager") else "onnx"
         with self.lab.timings.phase("equivalence", label):
@@ -350,6 +357,7 @@ class FixEngine:
                 self.rtol,
                 self.atol,
                 label=f"outputs {c.region or '<root>'}",
+                queued=queued,
             )
 
     # -- the run ----------------------------------------------------------------------------------------

@@ -132,6 +132,14 @@ class Runner:
         )
         return future
 
+    def result(self, request: ProbeRequest, queued: Callable[[], None] | None = None) -> ProbeResult:
+        """Run (or reuse) a probe and wait for it. queued: called once the probe is in the queue, so
+        that work it starts (a fix's confirmation beside its outputs' probe) queues behind it."""
+        future = self.submit(request)
+        if queued is not None:
+            queued()
+        return future.result()
+
     def run_now(self, request: ProbeRequest) -> ProbeResult:
         """Run a probe in this thread (inside another probe's turn: a shared export it needs)."""
         event(self.events, "probe_queued", request.label)

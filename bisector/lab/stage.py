@@ -474,10 +474,11 @@ class Lab:
         return self.runner.submit(request)
 
     def outputs_against(
-        self, other: Lab, stage: str, mode: str, rtol: float, atol: float, label: str = "outputs"
+        self, other: Lab, stage: str, mode: str, rtol: float, atol: float, label: str = "outputs", queued: Any = None
     ) -> dict[str, Any]:
         """This model's outputs against another configuration's (a fix candidate), over this stage's
-        shapes: {"equivalent", "max_abs_diff", "max_rel_diff", ...} or {"failed": why}."""
+        shapes: {"equivalent", "max_abs_diff", "max_rel_diff", ...} or {"failed": why}. queued: called
+        once the probe is in the runner's queue (Runner.result)."""
         request = ProbeRequest(
             self.model,
             self.plan,
@@ -491,7 +492,7 @@ class Lab:
         original = {k: v for k, v in request.to_json().items() if k not in ("equivalence", "label")}
         reference = self.references.path(original, source_hash(self.model)) if mode == "onnx" else ""
         request = request.with_(label=label, equivalence=replace(request.equivalence, reference=reference))
-        result = self.references.first(reference, lambda: self.runner.submit(request).result())
+        result = self.references.first(reference, lambda: self.runner.result(request, queued))
         if isinstance(result, ProbeOk):
             return dict(result.data)
         if isinstance(result, ProbeFailed):

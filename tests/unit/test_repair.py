@@ -110,7 +110,9 @@ class FakeLab:
         self.measured.append(("region",) + self.names)
         return leaking(10.0 * self._factor())
 
-    def outputs_against(self, other, stage, mode, rtol, atol, label=""):
+    def outputs_against(self, other, stage, mode, rtol, atol, label="", queued=None):
+        if queued is not None:  # the real lab calls it once the outputs' probe is queued
+            queued()
         bad = set(other.names) & set(self.differ)
         return {
             "equivalent": not bad,
@@ -256,14 +258,21 @@ def test_a_fix_that_does_not_hold_with_another_seed_is_dropped() -> None:
 def test_the_other_seed_is_measured_beside_the_outputs_check_unless_outputs_change_by_design() -> None:
     confirming: list[tuple[str, ...]] = []
     overlapped: dict[tuple[str, ...], bool] = {}
+    in_queue: list[tuple[str, ...]] = []
+    behind: dict[tuple[str, ...], bool] = {}
 
     class Overlapping(FakeLab):
         def stage(self, stage, seed=None):
             if seed is not None:
+                # The confirmation's probes queue behind the outputs' probe, not ahead of it.
+                behind[self.names] = self.names in in_queue
                 confirming.append(self.names)
             return super().stage(stage, seed)
 
-        def outputs_against(self, other, stage, mode, rtol, atol, label=""):
+        def outputs_against(self, other, stage, mode, rtol, atol, label="", queued=None):
+            in_queue.append(other.names)
+            if queued is not None:
+                queued()
             # Answers once the candidate's confirmation has started: were they run one after the
             # other, this would wait its full second and say False.
             deadline = time.monotonic() + 1.0
@@ -274,7 +283,7 @@ def test_the_other_seed_is_measured_beside_the_outputs_check_unless_outputs_chan
 
     fixer = FakeFixer({"fix": 0.0, "differs": 0.0, "pad": 0.0}, changes=("pad",))
     r = by_name(FakeRepairer(fixer, differ=("differs", "pad"), lab=Overlapping).run())
-    assert r["fix"].kept and overlapped[("fix",)]
+    assert r["fix"].kept and overlapped[("fix",)] and behind[("fix",)]
     # Outputs that then differ: measured for nothing, but ended before the evaluation was.
     assert not r["differs"].kept and overlapped[("differs",)] and ("differs",) in confirming
     # A fix expected to change outputs (not allowed) is not measured again on spec.
