@@ -109,7 +109,7 @@ def traced_objects_persist(per_call: Mapping[str, Any], objects_per_call: float 
     ~2,800 new objects in its one traced span (op signatures, caches it fills) while the steady count
     wanders between -2 and 2: those objects say nothing of whose the native bytes are, and giving
     them to the toolchain on a wander up blamed torch for a model's own malloc (export_native.py,
-    native_leak.py, about one run in four)."""
+    native_leak.py: 8 of 16 export measurements)."""
     steady = float(objects_per_call or 0.0)
     _, traced = object_owners(per_call)
     return steady >= 0.5 and traced <= OBJECT_AGREEMENT * max(steady, 1.0)
@@ -137,9 +137,8 @@ def attribute(
     # Objects grew per call (above the control's) and the toolchain made and holds them all.
     # objects=False: a region's verdict (its question is whether it leaks alone; whose objects they
     # are is the stage's to say).
-    theirs_objects = (
-        objects and toolchain_objects(per_call) and traced_objects_persist(per_call, verdict.objects_per_call)
-    )
+    placed = objects and toolchain_objects(per_call)
+    theirs_objects = placed and traced_objects_persist(per_call, verdict.objects_per_call)
     mine = model_share(per_call, heap_rate, objects_theirs=theirs_objects)
     kept = {**dict(owners), "repeat": {**dict(owners["repeat"]), "native": round(native_share(per_call, heap_rate))}}
     if control_owners and "repeat" in control_owners:
@@ -148,7 +147,7 @@ def attribute(
         return replace(verdict, owners=kept)
     per = {"export": "export", "inference": "run"}.get(stage, "call")
     objects_grew = any(s.metric == "objects" and s.phase == "repeat" and s.state == GROWS for s in verdict.signals)
-    if objects_grew and not (objects and toolchain_objects(per_call)):
+    if objects_grew and not placed:
         return replace(verdict, owners=kept)  # the model's objects (or none the tracer could place): a leak
     if mine > floor:
         site = top_site(per_call, MODEL)
